@@ -1,0 +1,124 @@
+// Private helpers for server.ts and client.ts: flag values, exit codes and
+// logging set-up. Not exported from mod.ts.
+
+import {
+  configure,
+  getAnsiColorFormatter,
+  getConsoleSink,
+  getTextFormatter,
+  jsonLinesFormatter,
+  type LogLevel,
+} from "@logtape/logtape";
+import { LOG_CATEGORY } from "./_helpers.ts";
+
+/** Exit codes of both CLIs, as documented in their `--help` and README. */
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+export const EXIT_FORCED = 130;
+
+/** Log levels the `--log-level` flag accepts, most verbose first. */
+export const LOG_LEVELS = [
+  "trace",
+  "debug",
+  "info",
+  "warning",
+  "error",
+] as const;
+/** Formats the `--log-format` flag accepts. */
+export const LOG_FORMATS = ["pretty", "json"] as const;
+
+/** A bad command line: the CLI prints it and exits with {@link EXIT_USAGE}. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** Whether `error` came from `parseArgs` rejecting the command line. */
+export function isParseArgsError(error: unknown): boolean {
+  return error instanceof TypeError &&
+    String((error as { code?: unknown }).code).startsWith("ERR_PARSE_ARGS");
+}
+
+/**
+ * Parses the value of an integer flag such as `--port`, or returns
+ * `undefined` when the flag was not given.
+ */
+export function integerFlag(
+  flag: string,
+  value: string | undefined,
+  min: number,
+  max: number,
+): number | undefined {
+  if (value === undefined) return undefined;
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(
+      `Invalid ${flag}: expected an integer from ${min} to ${max}, got '${value}'`,
+    );
+  }
+  return n;
+}
+
+/** Checks that `value` is one of `choices`, or returns `fallback` if unset. */
+export function choiceFlag<T extends string>(
+  flag: string,
+  value: string | undefined,
+  choices: readonly T[],
+  fallback: T,
+): T {
+  if (value === undefined) return fallback;
+  if (!(choices as readonly string[]).includes(value)) {
+    throw new UsageError(
+      `Invalid ${flag}: expected one of ${choices.join(", ")}, got '${value}'`,
+    );
+  }
+  return value as T;
+}
+
+/** The one-line message of a usage error, without parseArgs' long hint. */
+export function usageMessage(error: Error): string {
+  return error.message.replace(/\. To specify a positional argument.*$/s, "");
+}
+
+/** Prints `message` as one line on stderr. */
+export function printError(message: string): void {
+  console.error(`error: ${message.replaceAll("\n", " ")}`);
+}
+
+/**
+ * Sends this package's logs to stderr at `level` and above, one line a
+ * record: text (coloured on a terminal) or JSON lines.
+ */
+export async function configureLogging(
+  level: LogLevel,
+  format: (typeof LOG_FORMATS)[number],
+): Promise<void> {
+  const formatter = format === "json"
+    ? jsonLinesFormatter
+    : Deno.stderr.isTerminal()
+    ? getAnsiColorFormatter({ timestamp: "date-time-tz", value: "bare" })
+    : getTextFormatter({ timestamp: "date-time-tz", value: "bare" });
+  // Every level goes to console.error, which Deno writes to stderr at once.
+  const levelMap = {
+    trace: "error",
+    debug: "error",
+    info: "error",
+    warning: "error",
+    error: "error",
+    fatal: "error",
+  } as const;
+  await configure({
+    sinks: { stderr: getConsoleSink({ formatter, levelMap }) },
+    loggers: [
+      { category: [LOG_CATEGORY], lowestLevel: level, sinks: ["stderr"] },
+      {
+        category: ["logtape", "meta"],
+        lowestLevel: "warning",
+        sinks: ["stderr"],
+      },
+    ],
+  });
+}

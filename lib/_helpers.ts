@@ -1,0 +1,122 @@
+// Private helpers shared by the library's public functions. Not exported from
+// mod.ts.
+
+/** Root of every log category this package uses. */
+export const LOG_CATEGORY = "tcp-echo";
+
+/** Largest delay `setTimeout` accepts without overflowing to zero. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Formats a network address as `host:port`, with brackets around IPv6 hosts.
+ */
+export function formatAddr(addr: { hostname: string; port: number }): string {
+  return addr.hostname.includes(":")
+    ? `[${addr.hostname}]:${addr.port}`
+    : `${addr.hostname}:${addr.port}`;
+}
+
+/** Throws a `RangeError` unless `value` is an integer port (0 to 65535). */
+export function assertPort(value: number): void {
+  if (!Number.isInteger(value) || value < 0 || value > 65535) {
+    throw new RangeError(
+      `Cannot use port: must be an integer from 0 to 65535, got ${value}`,
+    );
+  }
+}
+
+/**
+ * Throws a `RangeError` unless `value` is a whole number of milliseconds from
+ * 0 to 2^31 - 1, or `Infinity` when `allowInfinity` is set.
+ */
+export function assertMilliseconds(
+  name: string,
+  value: number,
+  allowInfinity = false,
+): void {
+  if (allowInfinity && value === Infinity) return;
+  if (!Number.isInteger(value) || value < 0 || value > MAX_TIMER_MS) {
+    throw new RangeError(
+      `Cannot use ${name}: must be a whole number of milliseconds from 0 to ${MAX_TIMER_MS}${
+        allowInfinity ? " or Infinity" : ""
+      }, got ${value}`,
+    );
+  }
+}
+
+/** Throws a `RangeError` unless `value` is a positive integer or `Infinity`. */
+export function assertLimit(name: string, value: number): void {
+  if (value === Infinity) return;
+  if (!Number.isInteger(value) || value < 1) {
+    throw new RangeError(
+      `Cannot use ${name}: must be a positive integer or Infinity, got ${value}`,
+    );
+  }
+}
+
+/** Writes every byte of `bytes`, however many calls `conn.write` needs. */
+export async function writeAll(
+  conn: Deno.Conn,
+  bytes: Uint8Array,
+): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) {
+    written += await conn.write(bytes.subarray(written));
+  }
+}
+
+/** Describes why a connection failed, in a few words fit for a log line. */
+export function describeError(error: unknown): string {
+  if (error instanceof Deno.errors.ConnectionReset) return "reset by peer";
+  if (error instanceof Deno.errors.BrokenPipe) return "broken pipe";
+  if (error instanceof Error) return `${error.name}: ${error.message}`;
+  return String(error);
+}
+
+/**
+ * Calls `onIdle` once nothing has called {@linkcode IdleTimer.touch} for
+ * `ms` milliseconds. Activity only stamps a time; the one timer wakes up at
+ * most once per `ms` while there is activity, and never when `ms` is 0.
+ */
+export class IdleTimer {
+  #ms: number;
+  #onIdle: () => void;
+  #last = Date.now();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(ms: number, onIdle: () => void) {
+    this.#ms = ms;
+    this.#onIdle = onIdle;
+    if (ms > 0) this.#timer = setTimeout(this.#check, ms);
+  }
+
+  /** Records activity now. */
+  touch(): void {
+    this.#last = Date.now();
+  }
+
+  /** Records activity now and starts waiting again after `onIdle` fired. */
+  restart(): void {
+    this.#last = Date.now();
+    if (this.#timer === undefined && this.#ms > 0) {
+      this.#timer = setTimeout(this.#check, this.#ms);
+    }
+  }
+
+  /** Stops the timer for good. */
+  clear(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#ms = 0;
+  }
+
+  #check = (): void => {
+    const quiet = Date.now() - this.#last;
+    if (quiet >= this.#ms) {
+      this.#timer = undefined;
+      this.#onIdle();
+    } else {
+      this.#timer = setTimeout(this.#check, this.#ms - quiet);
+    }
+  };
+}

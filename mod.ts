@@ -1,0 +1,31 @@
+/**
+ * A TCP echo toolkit for Deno: an RFC 862 echo server that sends every byte
+ * back, in order, binary-safe and with exact half-close, and clients that
+ * check every byte of the echo.
+ *
+ * ```ts
+ * import { echoOnce, serveEcho } from "@tcp-echo/tcp-echo";
+ * import assert from "node:assert/strict";
+ *
+ * await using server = serveEcho({ port: 0 });
+ * const reply = await echoOnce("hello", { port: server.addr.port });
+ * assert.equal(reply, "hello");
+ * ```
+ *
+ * The package logs through {@link https://logtape.org LogTape} under the
+ * category `["tcp-echo"]` and prints nothing unless the application
+ * configures LogTape.
+ *
+ * @module
+ */
+
+export { serveEcho } from "./lib/serve_echo.ts";
+export type {
+  EchoServer,
+  EchoServerStats,
+  ServeEchoOptions,
+} from "./lib/serve_echo.ts";
+export { echoOnce } from "./lib/echo_once.ts";
+export type { EchoOnceOptions } from "./lib/echo_once.ts";
+export { EchoError, echoStream } from "./lib/echo_stream.ts";
+export type { EchoStreamOptions } from "./lib/echo_stream.ts";
