@@ -299,6 +299,9 @@ class Server implements EchoServer {
       }
     }
     this.#acceptLoopDone = true;
+    logger.debug("Stopped accepting on {address}", {
+      address: formatAddr(this.addr),
+    });
     this.#finishIfDone();
   }
 

@@ -1,0 +1,160 @@
+// Shared test helpers: raw socket exchanges and a LogTape sink whose records
+// tests can wait for, so they await server events instead of sleeping.
+
+import { configure, type LogRecord } from "@logtape/logtape";
+
+/** Reads until EOF and returns everything read. */
+export async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  const buffer = new Uint8Array(64 * 1024);
+  while (true) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    chunks.push(buffer.slice(0, n));
+  }
+  return concat(chunks);
+}
+
+/** Reads exactly `length` bytes, failing on an early EOF. */
+export async function readExactly(
+  conn: Deno.Conn,
+  length: number,
+): Promise<Uint8Array> {
+  const out = new Uint8Array(length);
+  let filled = 0;
+  while (filled < length) {
+    const n = await conn.read(out.subarray(filled));
+    if (n === null) throw new Error(`EOF after ${filled} of ${length} bytes`);
+    filled += n;
+  }
+  return out;
+}
+
+/** Writes every byte of `bytes`. */
+export async function writeAll(conn: Deno.Conn, bytes: Uint8Array) {
+  let written = 0;
+  while (written < bytes.length) {
+    written += await conn.write(bytes.subarray(written));
+  }
+}
+
+/** Joins byte chunks into one array. */
+export function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((sum, c) => sum + c.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+/** Deterministic pseudo-random bytes (a fixed xorshift), any length. */
+export function pseudoRandomBytes(
+  length: number,
+  seed = 1,
+): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 255;
+  }
+  return out;
+}
+
+/**
+ * Connects, writes `chunks` one write each, half-closes, and returns every
+ * byte read until the server closed, reading while writing.
+ */
+export async function exchange(
+  port: number,
+  chunks: Uint8Array[],
+): Promise<Uint8Array> {
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const reading = readAll(conn);
+  for (const chunk of chunks) await writeAll(conn, chunk);
+  await conn.closeWrite();
+  return await reading;
+}
+
+/** A LogTape sink that keeps records and lets tests wait for one. */
+export class LogCapture {
+  readonly records: LogRecord[] = [];
+  #waiters: { match: (r: LogRecord) => boolean; resolve: () => void }[] = [];
+
+  readonly sink = (record: LogRecord): void => {
+    this.records.push(record);
+    this.#waiters = this.#waiters.filter((w) => {
+      if (!w.match(record)) return true;
+      w.resolve();
+      return false;
+    });
+  };
+
+  /** Forgets the records so far: call it first in each test that reads them. */
+  clear(): void {
+    this.records.length = 0;
+  }
+
+  /** The records whose raw message template is `template`. */
+  find(template: string): LogRecord[] {
+    return this.records.filter((r) => r.rawMessage === template);
+  }
+
+  /**
+   * Resolves with the first record (already seen or yet to come) for which
+   * `match` holds; rejects after `timeoutMs` so a missing event fails the
+   * test instead of hanging it.
+   */
+  waitFor(
+    match: (record: LogRecord) => boolean,
+    timeoutMs = 10_000,
+  ): Promise<LogRecord> {
+    const seen = this.records.find(match);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiters = this.#waiters.filter((w) => w !== waiter);
+        reject(new Error(`No matching log record within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const waiter = {
+        match,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve(this.records.findLast(match)!);
+        },
+      };
+      this.#waiters.push(waiter);
+    });
+  }
+
+  /** Waits for the server's "Closed" record of the connection from `peer`. */
+  closed(peer: string): Promise<LogRecord> {
+    return this.waitFor((r) =>
+      r.rawMessage.toString().startsWith("Closed {peer}") &&
+      r.properties.peer === peer
+    );
+  }
+}
+
+/** Routes the package's logs, every level, into a new {@linkcode LogCapture}. */
+export async function captureLogs(): Promise<LogCapture> {
+  const capture = new LogCapture();
+  await configure({
+    reset: true,
+    sinks: { capture: capture.sink },
+    loggers: [
+      { category: ["tcp-echo"], lowestLevel: "trace", sinks: ["capture"] },
+      { category: ["logtape", "meta"], lowestLevel: "error", sinks: [] },
+    ],
+  });
+  return capture;
+}
+
+/** `host:port` of the local end of `conn`, as the server logs its peer. */
+export function localPeer(conn: Deno.TcpConn): string {
+  return `${conn.localAddr.hostname}:${conn.localAddr.port}`;
+}

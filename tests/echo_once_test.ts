@@ -1,0 +1,155 @@
+import assert from "node:assert/strict";
+import { EchoError, echoOnce, serveEcho } from "../mod.ts";
+import { pseudoRandomBytes, readAll, writeAll } from "./_helpers.ts";
+
+/**
+ * A misbehaving peer: for each connection, `reply` gets what the client sent
+ * (until its half-close) and returns what to send back before closing, or
+ * `"hang"` to keep the connection open and silent until the test ends.
+ */
+function fakeServer(reply: (received: Uint8Array) => Uint8Array | "hang") {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const open = new Set<Deno.Conn>();
+  const serving = (async () => {
+    for await (const conn of listener) {
+      open.add(conn);
+      const answer = reply(await readAll(conn));
+      if (answer === "hang") continue;
+      await writeAll(conn, answer);
+      conn.close();
+      open.delete(conn);
+    }
+  })();
+  return {
+    port: listener.addr.port,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      for (const conn of open) conn.close();
+      await serving;
+    },
+  };
+}
+
+Deno.test("echoOnce() returns a string for a string", async () => {
+  await using server = serveEcho({ port: 0 });
+  const port = server.addr.port;
+  assert.equal(await echoOnce("hello", { port }), "hello");
+  assert.equal(await echoOnce("", { port }), "");
+  assert.equal(
+    await echoOnce("héllo ✓ 🦕\n\r\t", { port }),
+    "héllo ✓ 🦕\n\r\t",
+  );
+});
+
+Deno.test("echoOnce() returns bytes for bytes", async () => {
+  await using server = serveEcho({ port: 0 });
+  const port = server.addr.port;
+  for (const size of [0, 1, 64 * 1024 + 1, 5 * 1024 * 1024]) {
+    const payload = pseudoRandomBytes(size, size + 3);
+    const echoed = await echoOnce(payload, { port });
+    assert.ok(echoed instanceof Uint8Array);
+    assert.deepEqual(echoed, payload);
+  }
+});
+
+Deno.test("echoOnce() rejects when the connection is refused", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  await assert.rejects(echoOnce("x", { port }), Deno.errors.ConnectionRefused);
+});
+
+Deno.test("echoOnce() rejects with EchoError when the echo is short", async () => {
+  await using fake = fakeServer((received) => received.subarray(0, 2));
+  await assert.rejects(echoOnce("hello", { port: fake.port }), {
+    name: "EchoError",
+    message: "Echo is short: the server closed after 2 of 5 bytes",
+  });
+});
+
+Deno.test("echoOnce() rejects with EchoError when the echo differs", async () => {
+  await using fake = fakeServer((received) =>
+    received.map((b, i) => i === 3 ? b ^ 1 : b)
+  );
+  await assert.rejects(
+    echoOnce("hello", { port: fake.port }),
+    (error) =>
+      error instanceof EchoError &&
+      error.message === "Echo differs from what was sent at byte 3",
+  );
+});
+
+Deno.test("echoOnce() rejects with EchoError when the echo is too long", async () => {
+  await using fake = fakeServer((received) =>
+    new Uint8Array([...received, 33])
+  );
+  await assert.rejects(echoOnce("hello", { port: fake.port }), EchoError);
+});
+
+Deno.test("echoOnce() times out on a silent server", async () => {
+  await using fake = fakeServer(() => "hang");
+  const started = Date.now();
+  await assert.rejects(echoOnce("hello", { port: fake.port, timeout: 200 }), {
+    name: "TimeoutError",
+    message: "Timed out after 200 ms waiting for 5 more echoed bytes",
+  });
+  assert.ok(Date.now() - started >= 190);
+});
+
+Deno.test("echoOnce() times out on a server that never closes", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepting = listener.accept();
+  const reply = echoOnce("ping", { port: listener.addr.port, timeout: 200 });
+  using conn = await accepting;
+  const buffer = new Uint8Array(4);
+  assert.equal(await conn.read(buffer), 4);
+  await writeAll(conn, buffer);
+  await assert.rejects(reply, {
+    name: "TimeoutError",
+    message: "Timed out after 200 ms waiting for the server to close",
+  });
+  listener.close();
+});
+
+Deno.test("echoOnce() rejects when the server resets the connection", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepting = listener.accept();
+  const payload = pseudoRandomBytes(4 * 1024 * 1024);
+  const reply = echoOnce(payload, { port: listener.addr.port });
+  const conn = await accepting;
+  // Close with unread data: the kernel sends a reset.
+  await conn.read(new Uint8Array(1));
+  conn.close();
+  await assert.rejects(
+    reply,
+    (error) =>
+      error instanceof Deno.errors.ConnectionReset ||
+      error instanceof Deno.errors.BrokenPipe || error instanceof EchoError,
+  );
+  listener.close();
+});
+
+Deno.test("echoOnce() with an aborted signal rejects with its reason", async (t) => {
+  await using server = serveEcho({ port: 0 });
+  const port = server.addr.port;
+  await t.step("before the call", async () => {
+    const reason = new Error("aborted before");
+    await assert.rejects(
+      echoOnce("x", { port, signal: AbortSignal.abort(reason) }),
+      (error) => error === reason,
+    );
+  });
+  await t.step("while waiting for the echo", async () => {
+    await using fake = fakeServer(() => "hang");
+    const controller = new AbortController();
+    const reason = new Error("aborted during");
+    const reply = echoOnce("x", { port: fake.port, signal: controller.signal });
+    controller.abort(reason);
+    await assert.rejects(reply, (error) => error === reason);
+  });
+});
+
+Deno.test("echoOnce() rejects bad options", async () => {
+  await assert.rejects(echoOnce("x", { port: 70000 }), RangeError);
+  await assert.rejects(echoOnce("x", { timeout: -1 }), RangeError);
+});

@@ -1,0 +1,352 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { echoOnce, serveEcho } from "../mod.ts";
+import {
+  captureLogs,
+  exchange,
+  localPeer,
+  pseudoRandomBytes,
+  readAll,
+  readExactly,
+  writeAll,
+} from "./_helpers.ts";
+
+const logs = await captureLogs();
+
+Deno.test("serveEcho() echoes payloads of every size back exactly", async (t) => {
+  await using server = serveEcho({ port: 0 });
+  const port = server.addr.port;
+  for (
+    const size of [0, 1, 1023, 1024, 1025, 64 * 1024 + 1, 50 * 1024 * 1024]
+  ) {
+    await t.step(`${size} bytes`, async () => {
+      const payload = pseudoRandomBytes(size, size + 1);
+      const echoed = await exchange(port, [payload]);
+      assert.equal(echoed.length, size);
+      assert.ok(echoed.every((b, i) => b === payload[i]), "bytes differ");
+    });
+  }
+});
+
+Deno.test("serveEcho() echoes every byte value, binary-safe", async () => {
+  await using server = serveEcho({ port: 0 });
+  const all = new Uint8Array(256).map((_, i) => i);
+  assert.deepEqual(await exchange(server.addr.port, [all, all]), concat2(all));
+});
+
+function concat2(bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(bytes.length * 2);
+  out.set(bytes);
+  out.set(bytes, bytes.length);
+  return out;
+}
+
+Deno.test("serveEcho() returns any payload written in any chunking (property)", async () => {
+  await using server = serveEcho({ port: 0 });
+  await fc.assert(
+    fc.asyncProperty(
+      fc.uint8Array({ maxLength: 200_000 }),
+      fc.array(fc.integer({ min: 1, max: 70_000 }), {
+        minLength: 1,
+        maxLength: 20,
+      }),
+      async (payload, sizes) => {
+        const chunks: Uint8Array[] = [];
+        for (let at = 0, i = 0; at < payload.length; i++) {
+          const size = sizes[i % sizes.length];
+          chunks.push(payload.subarray(at, at + size));
+          at += size;
+        }
+        const echoed = await exchange(server.addr.port, chunks);
+        assert.deepEqual(echoed, payload);
+      },
+    ),
+    { numRuns: 60 },
+  );
+});
+
+Deno.test("serveEcho() keeps the connection open until the client half-closes", async () => {
+  await using server = serveEcho({ port: 0 });
+  using conn = await Deno.connect({ port: server.addr.port });
+  const encoder = new TextEncoder();
+  await writeAll(conn, encoder.encode("abc"));
+  assert.deepEqual(await readExactly(conn, 3), encoder.encode("abc"));
+  await writeAll(conn, encoder.encode("def"));
+  assert.deepEqual(await readExactly(conn, 3), encoder.encode("def"));
+  await conn.closeWrite();
+  assert.equal(await conn.read(new Uint8Array(1)), null);
+});
+
+Deno.test("serveEcho() echoes everything still owed after a half-close, then closes", async () => {
+  logs.clear();
+  await using server = serveEcho({ port: 0 });
+  using conn = await Deno.connect({ port: server.addr.port });
+  const payload = pseudoRandomBytes(1024 * 1024, 7);
+  // Write all and half-close before reading a byte; the echo must follow.
+  const writing = writeAll(conn, payload).then(() => conn.closeWrite());
+  const echoed = await readAll(conn);
+  await writing;
+  assert.deepEqual(echoed, payload);
+  const closed = await logs.closed(localPeer(conn));
+  assert.equal(closed.properties.reason, "closed by client");
+  assert.equal(closed.properties.bytesIn, payload.length);
+  assert.equal(closed.properties.bytesOut, payload.length);
+});
+
+Deno.test("serveEcho() serves 200 concurrent clients independently", async () => {
+  await using server = serveEcho({ port: 0 });
+  const payloads = Array.from(
+    { length: 200 },
+    (_, i) => pseudoRandomBytes(10_000 + i, i + 1),
+  );
+  const echoes = await Promise.all(
+    payloads.map((payload) =>
+      exchange(server.addr.port, [
+        payload.subarray(0, 4000),
+        payload.subarray(4000),
+      ])
+    ),
+  );
+  echoes.forEach((echoed, i) => assert.deepEqual(echoed, payloads[i]));
+  assert.equal(server.stats.accepted, 200);
+});
+
+Deno.test("serveEcho() counts connections and bytes", async () => {
+  logs.clear();
+  await using server = serveEcho({ port: 0 });
+  assert.deepEqual(server.stats, {
+    active: 0,
+    accepted: 0,
+    rejected: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+  });
+  using conn = await Deno.connect({ port: server.addr.port });
+  await writeAll(conn, new Uint8Array(10));
+  await readExactly(conn, 10);
+  assert.equal(server.stats.active, 1);
+  assert.equal(server.stats.bytesIn, 10);
+  assert.equal(server.stats.bytesOut, 10);
+  await conn.closeWrite();
+  await readAll(conn);
+  await logs.closed(localPeer(conn));
+  assert.deepEqual(server.stats, {
+    active: 0,
+    accepted: 1,
+    rejected: 0,
+    bytesIn: 10,
+    bytesOut: 10,
+  });
+});
+
+Deno.test("serveEcho() logs each connection opened and closed", async () => {
+  logs.clear();
+  await using server = serveEcho({ port: 0 });
+  using conn = await Deno.connect({ port: server.addr.port });
+  const peer = localPeer(conn);
+  await writeAll(conn, new Uint8Array(5));
+  await conn.closeWrite();
+  await readAll(conn);
+  const closed = await logs.closed(peer);
+  assert.equal(closed.level, "info");
+  assert.equal(closed.properties.bytesIn, 5);
+  assert.equal(closed.properties.bytesOut, 5);
+  assert.equal(typeof closed.properties.durationMs, "number");
+  const opened = logs.find("Opened {peer} ({active} open)")
+    .filter((r) => r.properties.peer === peer);
+  assert.equal(opened.length, 1);
+  assert.deepEqual(opened[0].category, ["tcp-echo", "server"]);
+});
+
+Deno.test("serveEcho() survives a client that resets mid-stream", async () => {
+  logs.clear();
+  await using server = serveEcho({ port: 0 });
+  const conn = await Deno.connect({ port: server.addr.port });
+  const peer = localPeer(conn);
+  // Send a lot and never read: closing with unread data sends a reset.
+  const writing = writeAll(conn, new Uint8Array(4 * 1024 * 1024)).catch(
+    () => {},
+  );
+  await logs.waitFor((r) => r.properties.peer === peer);
+  await readExactly(conn, 1);
+  conn.close();
+  await writing;
+  const closed = await logs.closed(peer);
+  assert.notEqual(closed.properties.reason, "closed by client");
+  assert.equal(
+    await echoOnce("still here", { port: server.addr.port }),
+    "still here",
+  );
+  assert.equal(server.stats.active, 0);
+});
+
+Deno.test("serveEcho() keeps serving others while a client never reads", async () => {
+  logs.clear();
+  const server = serveEcho({ port: 0, gracePeriod: 100 });
+  const stuck = await Deno.connect({ port: server.addr.port });
+  const peer = localPeer(stuck);
+  // Fills both directions' buffers: the server's write to `stuck` blocks.
+  const flooding = writeAll(stuck, new Uint8Array(32 * 1024 * 1024)).then(
+    () => assert.fail("the flood should not all be accepted"),
+    (error) => error,
+  );
+  await logs.waitFor((r) => r.properties.peer === peer);
+  for (let i = 0; i < 20; i++) {
+    assert.equal(
+      await echoOnce(`msg ${i}`, { port: server.addr.port }),
+      `msg ${i}`,
+    );
+  }
+  assert.equal(server.stats.active, 1);
+  // Shutdown during traffic: the stuck client is closed when the grace ends.
+  await server.shutdown();
+  const closed = await logs.closed(peer);
+  assert.equal(closed.properties.reason, "grace period over");
+  assert.ok(await flooding instanceof Error);
+  stuck.close();
+});
+
+Deno.test("serveEcho() closes a connection idle for idleTimeout ms", async () => {
+  logs.clear();
+  await using server = serveEcho({ port: 0, idleTimeout: 300 });
+  using conn = await Deno.connect({ port: server.addr.port });
+  const peer = localPeer(conn);
+  // Traffic every 100 ms for 600 ms keeps the connection alive: time is
+  // what this test is about, so it waits on the clock.
+  let quietSince = 0;
+  for (let i = 0; i < 6; i++) {
+    if (i > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+    await writeAll(conn, new Uint8Array([i]));
+    assert.deepEqual(await readExactly(conn, 1), new Uint8Array([i]));
+    quietSince = Date.now();
+  }
+  assert.equal(await conn.read(new Uint8Array(1)), null);
+  assert.ok(Date.now() - quietSince >= 290, "closed before idleTimeout");
+  const closed = await logs.closed(peer);
+  assert.equal(closed.properties.reason, "idle timeout");
+});
+
+Deno.test("serveEcho() closes a client over maxConnections and keeps the others", async () => {
+  logs.clear();
+  await using server = serveEcho({ port: 0, maxConnections: 2 });
+  const port = server.addr.port;
+  using a = await Deno.connect({ port });
+  using b = await Deno.connect({ port });
+  for (const conn of [a, b]) {
+    await writeAll(conn, new Uint8Array([1]));
+    await readExactly(conn, 1);
+  }
+  using c = await Deno.connect({ port });
+  const rejected = await c.read(new Uint8Array(1)).catch((error) => error);
+  assert.ok(
+    rejected === null || rejected instanceof Deno.errors.ConnectionReset,
+  );
+  assert.equal(server.stats.rejected, 1);
+  await writeAll(a, new Uint8Array([2]));
+  assert.deepEqual(await readExactly(a, 1), new Uint8Array([2]));
+  // A freed slot is served again.
+  await a.closeWrite();
+  await readAll(a);
+  await logs.closed(localPeer(a));
+  assert.equal(await echoOnce("again", { port }), "again");
+  assert.equal(server.stats.accepted, 4);
+  assert.equal(server.stats.rejected, 1);
+  await b.closeWrite();
+  await readAll(b);
+});
+
+Deno.test("serveEcho() shutdown() refuses new clients and lets open ones finish", async () => {
+  logs.clear();
+  const server = serveEcho({ port: 0, gracePeriod: Infinity });
+  const port = server.addr.port;
+  using conn = await Deno.connect({ port });
+  const peer = localPeer(conn);
+  await writeAll(conn, new Uint8Array([1]));
+  await readExactly(conn, 1);
+  const first = server.shutdown();
+  const second = server.shutdown();
+  assert.equal(first, second);
+  await logs.waitFor((r) => r.rawMessage === "Stopped accepting on {address}");
+  await assert.rejects(
+    Deno.connect({ port }),
+    Deno.errors.ConnectionRefused,
+  );
+  await writeAll(conn, new Uint8Array([2, 3]));
+  assert.deepEqual(await readExactly(conn, 2), new Uint8Array([2, 3]));
+  await conn.closeWrite();
+  assert.equal(await conn.read(new Uint8Array(1)), null);
+  await first;
+  await server.finished;
+  assert.equal((await logs.closed(peer)).properties.reason, "closed by client");
+  assert.equal(server.shutdown(), first);
+});
+
+Deno.test("serveEcho() with an already aborted signal throws its reason", () => {
+  const reason = new Error("stop before start");
+  assert.throws(
+    () => serveEcho({ port: 0, signal: AbortSignal.abort(reason) }),
+    (error) => error === reason,
+  );
+});
+
+Deno.test("serveEcho() closes everything at once when its signal aborts", async () => {
+  logs.clear();
+  const controller = new AbortController();
+  const server = serveEcho({
+    port: 0,
+    gracePeriod: Infinity,
+    signal: controller.signal,
+  });
+  using conn = await Deno.connect({ port: server.addr.port });
+  const peer = localPeer(conn);
+  await writeAll(conn, new Uint8Array([1]));
+  await readExactly(conn, 1);
+  controller.abort();
+  await server.finished;
+  const end = await conn.read(new Uint8Array(1)).catch((error) => error);
+  assert.ok(end === null || end instanceof Deno.errors.ConnectionReset);
+  assert.equal((await logs.closed(peer)).properties.reason, "server stopped");
+  await assert.rejects(
+    Deno.connect({ port: server.addr.port }),
+    Deno.errors.ConnectionRefused,
+  );
+  await server.shutdown();
+});
+
+Deno.test("serveEcho() throws at the call site when it cannot listen", async (t) => {
+  await using server = serveEcho({ port: 0 });
+  await t.step("port in use", () => {
+    assert.throws(
+      () => serveEcho({ port: server.addr.port }),
+      Deno.errors.AddrInUse,
+    );
+  });
+  await t.step("options out of range", () => {
+    for (
+      const options of [
+        { port: 70000 },
+        { port: -1 },
+        { maxConnections: 0 },
+        { idleTimeout: -1 },
+        { idleTimeout: 1.5 },
+        { gracePeriod: 2 ** 31 },
+      ]
+    ) {
+      assert.throws(() => serveEcho({ port: 0, ...options }), RangeError);
+    }
+  });
+});
+
+Deno.test("serveEcho() defaults to 127.0.0.1", async () => {
+  await using server = serveEcho({ port: 0 });
+  assert.equal(server.addr.hostname, "127.0.0.1");
+  assert.equal(server.addr.transport, "tcp");
+});
+
+Deno.test("serveEcho() listens on IPv6 loopback", async () => {
+  await using server = serveEcho({ hostname: "::1", port: 0 });
+  assert.equal(
+    await echoOnce("six", { hostname: "::1", port: server.addr.port }),
+    "six",
+  );
+});
