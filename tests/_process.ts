@@ -1,0 +1,175 @@
+// Helpers for tests that spawn the CLIs and external peers (nc, socat).
+
+export const ROOT: string = new URL("..", import.meta.url).pathname;
+export const SERVER: string = new URL("../server.ts", import.meta.url).pathname;
+export const CLIENT: string = new URL("../client.ts", import.meta.url).pathname;
+
+/**
+ * Collects the lines of a child's output stream as they arrive, and lets a
+ * test wait for a line matching a pattern.
+ */
+export class Lines {
+  readonly lines: string[] = [];
+  /** Resolves when the stream has ended. */
+  readonly done: Promise<void>;
+  #waiters: { pattern: RegExp; resolve: (line: string) => void }[] = [];
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.done = this.#collect(stream);
+  }
+
+  async #collect(stream: ReadableStream<Uint8Array>): Promise<void> {
+    let partial = "";
+    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+      const parts = (partial + text).split("\n");
+      partial = parts.pop()!;
+      for (const line of parts) this.#add(line);
+    }
+    if (partial) this.#add(partial);
+    for (const w of this.#waiters) w.resolve("");
+    this.#waiters = [];
+  }
+
+  #add(line: string): void {
+    this.lines.push(line);
+    this.#waiters = this.#waiters.filter((w) => {
+      if (!w.pattern.test(line)) return true;
+      w.resolve(line);
+      return false;
+    });
+  }
+
+  /**
+   * Resolves with the first line matching `pattern`, already seen or yet to
+   * come; rejects if the stream ends first or `timeoutMs` passes.
+   */
+  async waitFor(pattern: RegExp, timeoutMs = 15_000): Promise<string> {
+    const seen = this.lines.find((line) => pattern.test(line));
+    if (seen !== undefined) return seen;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const line = await new Promise<string>((resolve) => {
+      timer = setTimeout(() => resolve(""), timeoutMs);
+      this.#waiters.push({ pattern, resolve });
+    }).finally(() => clearTimeout(timer));
+    if (line === "") {
+      throw new Error(
+        `No line matching ${pattern}; got:\n${this.lines.join("\n")}`,
+      );
+    }
+    return line;
+  }
+
+  get text(): string {
+    return this.lines.join("\n");
+  }
+}
+
+/** A spawned process with its stdout and stderr collected line by line. */
+export class Spawned implements AsyncDisposable {
+  readonly child: Deno.ChildProcess;
+  readonly stdout: Lines;
+  readonly stderr: Lines;
+  #status: Promise<Deno.CommandStatus> | undefined;
+
+  constructor(
+    command: string,
+    args: string[],
+    options: Deno.CommandOptions = {},
+  ) {
+    this.child = new Deno.Command(command, {
+      args,
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      ...options,
+    }).spawn();
+    this.stdout = new Lines(this.child.stdout);
+    this.stderr = new Lines(this.child.stderr);
+  }
+
+  /** Resolves with the exit status once the process and its output ended. */
+  status(): Promise<Deno.CommandStatus> {
+    this.#status ??= (async () => {
+      const status = await this.child.status;
+      await Promise.all([this.stdout.done, this.stderr.done]);
+      return status;
+    })();
+    return this.#status;
+  }
+
+  /** Kills the process if it is still running, and waits for it. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      this.child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+    await this.status();
+  }
+}
+
+/** A server CLI process that has printed its listening line. */
+export class ServerProcess extends Spawned {
+  port = 0;
+
+  /** Spawns `deno run server.ts --port 0 ARGS` and waits until it listens. */
+  static async start(
+    args: string[] = [],
+    command: [string, ...string[]] = [
+      Deno.execPath(),
+      "run",
+      "--allow-net",
+      SERVER,
+    ],
+  ): Promise<ServerProcess> {
+    const server = new ServerProcess(command[0], [
+      ...command.slice(1),
+      "--port",
+      "0",
+      ...args,
+    ]);
+    const line = await server.stdout.waitFor(/^Listening on /).catch(
+      async (error) => {
+        await server[Symbol.asyncDispose]();
+        throw new Error(`${error.message}\nstderr:\n${server.stderr.text}`);
+      },
+    );
+    server.port = Number(line.match(/:(\d+)$/)![1]);
+    return server;
+  }
+}
+
+/** Runs the client CLI to completion, with `stdin` as its input. */
+export function runClient(
+  args: string[],
+  stdin?: Uint8Array,
+): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
+  return run(Deno.execPath(), ["run", "--allow-net", CLIENT, ...args], stdin);
+}
+
+/** Runs any command to completion, with `stdin` as its input. */
+export async function run(
+  command: string,
+  args: string[],
+  stdin?: Uint8Array,
+): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
+  const child = new Deno.Command(command, {
+    args,
+    stdin: stdin ? "piped" : "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writing = stdin
+    ? (async () => {
+      const writer = child.stdin.getWriter();
+      await writer.write(stdin);
+      await writer.close();
+    })()
+    : Promise.resolve();
+  const [{ code, stdout, stderr }] = await Promise.all([
+    child.output(),
+    writing,
+  ]);
+  return { code, stdout, stderr: new TextDecoder().decode(stderr) };
+}

@@ -1,0 +1,425 @@
+import assert from "node:assert/strict";
+import denoJson from "../deno.json" with { type: "json" };
+import { echoOnce } from "../mod.ts";
+import {
+  pseudoRandomBytes,
+  readAll,
+  readExactly,
+  writeAll,
+} from "./_helpers.ts";
+import {
+  CLIENT,
+  ROOT,
+  run,
+  runClient,
+  SERVER,
+  ServerProcess,
+  Spawned,
+} from "./_process.ts";
+
+const decoder = new TextDecoder();
+
+/** Opens a connection and completes one round trip on it. */
+async function openEchoing(port: number): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect({ port });
+  await writeAll(conn, new Uint8Array([42]));
+  assert.deepEqual(await readExactly(conn, 1), new Uint8Array([42]));
+  return conn;
+}
+
+Deno.test("server prints one listening line and echoes for the client CLI", async () => {
+  await using server = await ServerProcess.start();
+  assert.match(server.stdout.lines[0], /^Listening on 127\.0\.0\.1:\d+$/);
+  assert.notEqual(server.port, 0);
+
+  const hi = await runClient(["--port", String(server.port), "hi"]);
+  assert.equal(hi.code, 0, hi.stderr);
+  assert.equal(decoder.decode(hi.stdout), "hi\n");
+  assert.equal(hi.stderr, "");
+
+  const words = await runClient(["--port", String(server.port), "a", "b  c"]);
+  assert.equal(decoder.decode(words.stdout), "a b  c\n");
+
+  await server.stderr.waitFor(
+    /Closed 127\.0\.0\.1:\d+ after \d+ ms: 6 bytes in, 6 bytes out \(closed by client\)/,
+  );
+  server.child.kill("SIGTERM");
+  const status = await server.status();
+  assert.equal(status.code, 0);
+  assert.deepEqual(server.stdout.lines, [
+    `Listening on 127.0.0.1:${server.port}`,
+  ]);
+  assert.match(
+    server.stderr.text,
+    /\[INF\] tcp-echo·server: Opened 127\.0\.0\.1:\d+ \(1 open\)/,
+  );
+  assert.match(server.stderr.text, /2 bytes in, 2 bytes out/);
+});
+
+Deno.test("client - sends stdin raw and writes the echo byte for byte", async () => {
+  await using server = await ServerProcess.start(["--log-level", "error"]);
+  const all = new Uint8Array(256 * 4096).map((_, i) => i % 256);
+  for (
+    const input of [
+      all,
+      new Uint8Array(),
+      new TextEncoder().encode("no newline"),
+    ]
+  ) {
+    const result = await runClient(["--port", String(server.port), "-"], input);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(result.stdout, input);
+    assert.equal(result.stderr, "");
+  }
+});
+
+Deno.test("client reports a refused connection in one line naming the address", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  const result = await runClient(["--port", String(port), "hi"]);
+  assert.equal(result.code, 1);
+  assert.equal(result.stdout.length, 0);
+  assert.equal(
+    result.stderr,
+    `error: Echo via 127.0.0.1:${port} failed: Connection refused (os error 111)\n`,
+  );
+});
+
+Deno.test("client reports a timeout and a short echo with exit code 1", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = String(listener.addr.port);
+  const silent = run(Deno.execPath(), [
+    "run",
+    "--allow-net",
+    CLIENT,
+    "--port",
+    port,
+    "--timeout",
+    "200",
+    "hello",
+  ]);
+  using conn = await listener.accept();
+  const timedOut = await silent;
+  assert.equal(timedOut.code, 1);
+  assert.equal(
+    timedOut.stderr,
+    `error: Echo via 127.0.0.1:${port} failed: Timed out after 200 ms waiting for 5 more echoed bytes\n`,
+  );
+
+  const short = runClient(["--port", port, "hello"]);
+  using conn2 = await listener.accept();
+  const received = await readAll(conn2);
+  await writeAll(conn2, received.subarray(0, 3));
+  conn2.close();
+  const result = await short;
+  assert.equal(result.code, 1);
+  assert.equal(
+    result.stderr,
+    `error: Echo via 127.0.0.1:${port} failed: Echo is short: the server closed after 3 of 5 bytes\n`,
+  );
+  conn.close();
+  listener.close();
+});
+
+Deno.test("client usage errors exit 2 with one line", async () => {
+  for (
+    const [args, message] of [
+      [["--bogus", "x"], "Unknown option '--bogus'"],
+      [[], "Missing MESSAGE: give the text to send, or - for stdin"],
+      [
+        ["--port", "0", "x"],
+        "Invalid --port: expected an integer from 1 to 65535, got '0'",
+      ],
+      [
+        ["--port", "http", "x"],
+        "Invalid --port: expected an integer from 1 to 65535, got 'http'",
+      ],
+      [
+        ["--timeout=-5", "x"],
+        "Invalid --timeout: expected an integer from 0 to 2147483647, got '-5'",
+      ],
+      [["--hostname", "", "x"], "Invalid --hostname: empty"],
+    ] as const
+  ) {
+    const result = await runClient([...args]);
+    assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+    assert.equal(result.stderr, `error: ${message} (see --help)\n`);
+    assert.equal(result.stdout.length, 0);
+  }
+});
+
+Deno.test("server usage and runtime errors exit 2 and 1 with one line", async () => {
+  await using busy = await ServerProcess.start(["--log-level", "error"]);
+  for (
+    const [args, code, pattern] of [
+      [["--bogus"], 2, /^error: Unknown option '--bogus' \(see --help\)$/],
+      [["extra"], 2, /^error: Unexpected argument 'extra'/],
+      [
+        ["--port", "65536"],
+        2,
+        /^error: Invalid --port: expected an integer from 0 to 65535, got '65536' \(see --help\)$/,
+      ],
+      [
+        ["--max-connections", "0"],
+        2,
+        /^error: Invalid --max-connections: expected an integer from 1/,
+      ],
+      [
+        ["--idle-timeout", "1.5"],
+        2,
+        /^error: Invalid --idle-timeout: expected an integer/,
+      ],
+      [
+        ["--grace-period", "soon"],
+        2,
+        /^error: Invalid --grace-period: expected an integer/,
+      ],
+      [
+        ["--log-level", "loud"],
+        2,
+        /^error: Invalid --log-level: expected one of trace, debug, info, warning, error, got 'loud'/,
+      ],
+      [
+        ["--log-format", "xml"],
+        2,
+        /^error: Invalid --log-format: expected one of pretty, json/,
+      ],
+      [
+        ["--port", String(busy.port)],
+        1,
+        new RegExp(
+          `^error: Cannot listen on 127\\.0\\.0\\.1:${busy.port}: Address already in use \\(os error 98\\)$`,
+        ),
+      ],
+      [
+        ["--hostname", "no-such-host.invalid"],
+        1,
+        /^error: Cannot listen on no-such-host\.invalid:9000: failed to lookup address information/,
+      ],
+      [
+        ["--hostname", "192.0.2.1", "--port", "0"],
+        1,
+        /^error: Cannot listen on 192\.0\.2\.1:0: /,
+      ],
+    ] as const
+  ) {
+    const result = await run(Deno.execPath(), [
+      "run",
+      "--allow-net",
+      SERVER,
+      ...args,
+    ]);
+    const lines = result.stderr.trimEnd().split("\n");
+    assert.equal(result.code, code, `${args.join(" ")}: ${result.stderr}`);
+    assert.equal(lines.length, 1, result.stderr);
+    assert.match(lines[0], pattern);
+    assert.equal(result.stdout.length, 0);
+  }
+});
+
+Deno.test("--help and --version document the flags and exit codes", async () => {
+  for (
+    const [script, flags] of [
+      [SERVER, [
+        "--hostname",
+        "--port",
+        "--max-connections",
+        "--idle-timeout",
+        "--grace-period",
+        "--log-level",
+        "--log-format",
+        "--help",
+        "--version",
+      ]],
+      [CLIENT, ["--hostname", "--port", "--timeout", "--help", "--version"]],
+    ] as const
+  ) {
+    const help = await run(Deno.execPath(), [
+      "run",
+      "--allow-net",
+      script,
+      "--help",
+    ]);
+    const text = decoder.decode(help.stdout);
+    assert.equal(help.code, 0);
+    for (const flag of flags) {
+      assert.ok(text.includes(flag), `${script} --help lacks ${flag}`);
+    }
+    assert.match(text, /Exit codes:/);
+    const version = await run(Deno.execPath(), [
+      "run",
+      "--allow-net",
+      script,
+      "-V",
+    ]);
+    assert.equal(decoder.decode(version.stdout), `${denoJson.version}\n`);
+  }
+});
+
+Deno.test("server flags reach the library: max connections and idle timeout", async () => {
+  await using server = await ServerProcess.start([
+    "--max-connections",
+    "1",
+    "--idle-timeout",
+    "300",
+  ]);
+  using first = await openEchoing(server.port);
+  using second = await Deno.connect({ port: server.port });
+  const rejected = await second.read(new Uint8Array(1)).catch(() => null);
+  assert.equal(rejected, null);
+  await server.stderr.waitFor(
+    /Rejected 127\.0\.0\.1:\d+: 1 connections open, the maximum is 1/,
+  );
+  assert.equal(await first.read(new Uint8Array(1)), null);
+  await server.stderr.waitFor(/\(idle timeout\)$/);
+});
+
+Deno.test("server logs JSON lines with --log-format json", async () => {
+  await using server = await ServerProcess.start(["--log-format", "json"]);
+  assert.equal(await echoOnce("json", { port: server.port }), "json");
+  await server.stderr.waitFor(/"Closed /);
+  server.child.kill("SIGTERM");
+  assert.equal((await server.status()).code, 0);
+  const records = server.stderr.lines.map((line) => JSON.parse(line));
+  const closed = records.find((r) => r.message.startsWith("Closed "));
+  assert.equal(closed.level, "INFO");
+  assert.deepEqual(closed.logger, "tcp-echo.server");
+  assert.equal(closed.properties.bytesIn, 4);
+  assert.equal(closed.properties.bytesOut, 4);
+  assert.equal(closed.properties.reason, "closed by client");
+});
+
+Deno.test("SIGINT drains: new connections refused, open ones served, exit 0", async () => {
+  await using server = await ServerProcess.start([
+    "--log-level",
+    "debug",
+    "--grace-period",
+    "60000",
+  ]);
+  using conn = await openEchoing(server.port);
+  // One Ctrl+C reaches the server as two SIGINTs within milliseconds.
+  server.child.kill("SIGINT");
+  server.child.kill("SIGINT");
+  await server.stderr.waitFor(/Stopped accepting on /);
+  await assert.rejects(
+    Deno.connect({ port: server.port }),
+    Deno.errors.ConnectionRefused,
+  );
+  await writeAll(conn, new Uint8Array([1, 2, 3]));
+  assert.deepEqual(await readExactly(conn, 3), new Uint8Array([1, 2, 3]));
+  await conn.closeWrite();
+  assert.equal(await conn.read(new Uint8Array(1)), null);
+  const status = await server.status();
+  assert.equal(status.code, 0, server.stderr.text);
+  assert.doesNotMatch(server.stderr.text, /again: stopping now/);
+});
+
+Deno.test("SIGTERM closes what is still open when the grace period ends", async () => {
+  await using server = await ServerProcess.start(["--grace-period", "200"]);
+  using conn = await openEchoing(server.port);
+  server.child.kill("SIGTERM");
+  assert.equal(await conn.read(new Uint8Array(1)), null);
+  assert.equal((await server.status()).code, 0);
+  assert.match(server.stderr.text, /\(grace period over\)/);
+});
+
+Deno.test("a second Ctrl+C later stops at once with exit code 130", async () => {
+  await using server = await ServerProcess.start(["--grace-period", "60000"]);
+  using conn = await openEchoing(server.port);
+  server.child.kill("SIGINT");
+  await server.stderr.waitFor(/Received SIGINT: shutting down/);
+  // A separate press comes well after the first; time is the subject here.
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  server.child.kill("SIGINT");
+  const end = await conn.read(new Uint8Array(1)).catch(() => null);
+  assert.equal(end, null);
+  assert.equal((await server.status()).code, 130);
+  assert.match(server.stderr.text, /Received SIGINT again: stopping now/);
+  assert.match(server.stderr.text, /\(server stopped\)/);
+});
+
+Deno.test("Ctrl+C on `deno task server` (SIGINT to the process group) drains", async () => {
+  // setsid makes the task its own process group, as a terminal would.
+  await using server = await ServerProcess.start([], [
+    "setsid",
+    Deno.execPath(),
+    "task",
+    "server",
+  ]);
+  using conn = await openEchoing(server.port);
+  Deno.kill(-server.child.pid, "SIGINT");
+  await server.stderr.waitFor(/Received SIGINT: shutting down/);
+  await writeAll(conn, new Uint8Array([7]));
+  assert.deepEqual(await readExactly(conn, 1), new Uint8Array([7]));
+  await conn.closeWrite();
+  assert.equal(await conn.read(new Uint8Array(1)), null);
+  await server.stderr.waitFor(/Stopped: /);
+  await server.status();
+  assert.doesNotMatch(server.stderr.text, /again: stopping now/);
+  assert.match(server.stderr.text, /\(closed by client\)/);
+});
+
+Deno.test("accept failures (too many open files) are logged and retried", async () => {
+  // About 25 descriptors are Deno's own: 40 leaves room for a few clients.
+  await using server = await ServerProcess.start(["--log-level", "warning"], [
+    "bash",
+    "-c",
+    `ulimit -n 40 && exec "$0" "$@"`,
+    Deno.execPath(),
+    "run",
+    "--allow-net",
+    SERVER,
+  ]);
+  const conns: Deno.TcpConn[] = [];
+  try {
+    for (let i = 0; i < 40; i++) {
+      conns.push(await Deno.connect({ port: server.port }));
+    }
+    await server.stderr.waitFor(
+      /Accept failed, retrying in \d+ ms: .*(Too many open files|os error 24)/,
+    );
+  } finally {
+    for (const conn of conns) conn.close();
+  }
+  assert.equal(
+    await echoOnce("recovered", { port: server.port, timeout: 5000 }),
+    "recovered",
+  );
+  server.child.kill("SIGTERM");
+  assert.equal((await server.status()).code, 0);
+});
+
+Deno.test("the library prints nothing unless logging is configured", async () => {
+  const script = `
+    import { echoOnce, serveEcho } from "${new URL(
+    "../mod.ts",
+    import.meta.url,
+  )}";
+    await using server = serveEcho({ port: 0 });
+    await echoOnce("quiet", { port: server.addr.port });
+    await echoOnce("x", { port: 1 }).catch(() => {});
+  `;
+  const result = await run(Deno.execPath(), [
+    "eval",
+    "--config",
+    `${ROOT}deno.json`,
+    script,
+  ]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(result.stdout.length, 0);
+  assert.equal(result.stderr, "");
+});
+
+Deno.test("client echoes 2 MiB of binary stdin through the server CLI", async () => {
+  await using server = await ServerProcess.start(["--log-level", "error"]);
+  const payload = pseudoRandomBytes(2 * 1024 * 1024, 99);
+  const result = await runClient(["--port", String(server.port), "-"], payload);
+  assert.equal(result.code, 0, result.stderr);
+  assert.deepEqual(result.stdout, payload);
+});
+
+Deno.test("Spawned processes are cleaned up", async () => {
+  await using sleeper = new Spawned("sleep", ["30"]);
+  assert.ok(sleeper.child.pid > 0);
+});
