@@ -4,25 +4,22 @@ import { echoStream, type EchoStreamOptions } from "./echo_stream.ts";
 export type EchoOnceOptions = EchoStreamOptions;
 
 /**
- * Sends one message to an echo server and returns the echo: connects, writes
- * everything, half-closes, and reads until the server closes. The echo is
- * checked byte for byte against the message.
+ * Sends a string to an echo server and returns the echo: connects, writes it
+ * as UTF-8, half-closes, and reads until the server closes. The echo is
+ * checked byte for byte against what was sent, then decoded as UTF-8.
  *
- * @example Echo a string and bytes
+ * @example Echo a string
  * ```ts
  * import { echoOnce, serveEcho } from "@tcp-echo/tcp-echo";
  * import assert from "node:assert/strict";
  *
  * await using server = serveEcho({ port: 0 });
- * const port = server.addr.port;
- * assert.equal(await echoOnce("hi", { port }), "hi");
- * assert.deepEqual(await echoOnce(new Uint8Array([0, 255]), { port }), new Uint8Array([0, 255]));
+ * assert.equal(await echoOnce("hi", { port: server.addr.port }), "hi");
  * ```
  *
- * @param message The message: a string is sent as UTF-8 and the echo decoded
- * the same way; bytes are sent and returned as they are.
+ * @param message The text to send.
  * @param options Where to connect and how long to wait.
- * @returns The echoed message, of the same type as `message`.
+ * @returns The echoed text.
  * @throws {EchoError} The echo differs from the message, is short or is too long.
  * @throws {DOMException} A `TimeoutError` when the server is silent for `timeout` ms.
  * @throws {Deno.errors.ConnectionRefused} Nothing listens at the address.
@@ -32,6 +29,29 @@ export function echoOnce(
   message: string,
   options?: EchoOnceOptions,
 ): Promise<string>;
+/**
+ * Sends bytes to an echo server and returns the echo: connects, writes them,
+ * half-closes, and reads until the server closes. The echo is checked byte
+ * for byte against what was sent.
+ *
+ * @example Echo bytes
+ * ```ts
+ * import { echoOnce, serveEcho } from "@tcp-echo/tcp-echo";
+ * import assert from "node:assert/strict";
+ *
+ * await using server = serveEcho({ port: 0 });
+ * const bytes = new Uint8Array([0, 13, 10, 255]);
+ * assert.deepEqual(await echoOnce(bytes, { port: server.addr.port }), bytes);
+ * ```
+ *
+ * @param message The bytes to send.
+ * @param options Where to connect and how long to wait.
+ * @returns The echoed bytes.
+ * @throws {EchoError} The echo differs from the message, is short or is too long.
+ * @throws {DOMException} A `TimeoutError` when the server is silent for `timeout` ms.
+ * @throws {Deno.errors.ConnectionRefused} Nothing listens at the address.
+ * @throws {unknown} `options.signal.reason` when the signal is aborted.
+ */
 export function echoOnce(
   message: Uint8Array,
   options?: EchoOnceOptions,
