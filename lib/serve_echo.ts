@@ -367,8 +367,9 @@ class Server implements EchoServer {
 }
 
 /**
- * Echoes until the client half-closes, then sends our FIN. Reads into a
- * buffer that starts small and doubles whenever a read fills it.
+ * Echoes until the client half-closes; the caller's close then sends our FIN
+ * after everything echoed. Reads into a buffer that starts small and doubles
+ * whenever a read fills it.
  */
 async function echo(c: Connection): Promise<void> {
   const conn = c.conn;
@@ -388,5 +389,4 @@ async function echo(c: Connection): Promise<void> {
       buffer = new Uint8Array(n * 2);
     }
   }
-  await conn.closeWrite();
 }

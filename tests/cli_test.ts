@@ -390,6 +390,41 @@ Deno.test("accept failures (too many open files) are logged and retried", async 
   assert.equal((await server.status()).code, 0);
 });
 
+Deno.test("accepted sockets have Nagle off (TCP_NODELAY), seen by strace", async () => {
+  await using server = await ServerProcess.start(["--log-level", "error"], [
+    "strace",
+    "-f",
+    "-qq",
+    "-e",
+    "trace=accept4,setsockopt",
+    Deno.execPath(),
+    "run",
+    "--allow-net",
+    SERVER,
+  ]);
+  // strace (6.1: no --kill-on-exit) would leave the server running if it
+  // were killed itself, so the server is stopped by its own PID.
+  // Lines read "[pid  7606] setsockopt(...)"; the listener's own options come
+  // before the listening line, so one is there already.
+  const pid = Number(
+    (await server.stderr.waitFor(/^\[pid +\d+\] /))
+      .match(/^\[pid +(\d+)\]/)![1],
+  );
+  try {
+    assert.equal(await echoOnce("nagle", { port: server.port }), "nagle");
+    // With -f a call may be split: "accept4(...<unfinished ...>" and
+    // "<... accept4 resumed>...) = 24".
+    const accepted = await server.stderr.waitFor(/accept4.*\) = \d+$/);
+    const fd = accepted.match(/= (\d+)$/)![1];
+    await server.stderr.waitFor(
+      new RegExp(`setsockopt\\(${fd}, SOL_TCP, TCP_NODELAY, \\[1\\]`),
+    );
+  } finally {
+    Deno.kill(pid, "SIGTERM");
+  }
+  assert.equal((await server.status()).code, 0);
+});
+
 Deno.test("the library prints nothing unless logging is configured", async () => {
   const script = `
     import { echoOnce, serveEcho } from "${new URL(
