@@ -5,8 +5,8 @@ import {
   configure,
   getAnsiColorFormatter,
   getConsoleSink,
+  getJsonLinesFormatter,
   getTextFormatter,
-  jsonLinesFormatter,
   type LogLevel,
 } from "@logtape/logtape";
 import { LOG_CATEGORY } from "./_helpers.ts";
@@ -96,8 +96,10 @@ export async function configureLogging(
   level: LogLevel,
   format: (typeof LOG_FORMATS)[number],
 ): Promise<void> {
+  // JSON keeps the message template (stable, easy to group on) and puts the
+  // values in "properties".
   const formatter = format === "json"
-    ? jsonLinesFormatter
+    ? getJsonLinesFormatter({ message: "template" })
     : Deno.stderr.isTerminal()
     ? getAnsiColorFormatter({ timestamp: "date-time-tz", value: "bare" })
     : getTextFormatter({ timestamp: "date-time-tz", value: "bare" });

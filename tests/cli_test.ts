@@ -283,6 +283,11 @@ Deno.test("server logs JSON lines with --log-format json", async () => {
   assert.equal((await server.status()).code, 0);
   const records = server.stderr.lines.map((line) => JSON.parse(line));
   const closed = records.find((r) => r.message.startsWith("Closed "));
+  assert.equal(
+    closed.message,
+    "Closed {peer} after {durationMs} ms: {bytesIn} bytes in, {bytesOut} bytes out ({reason})",
+  );
+  assert.match(closed.properties.peer, /^127\.0\.0\.1:\d+$/);
   assert.equal(closed.level, "INFO");
   assert.deepEqual(closed.logger, "tcp-echo.server");
   assert.equal(closed.properties.bytesIn, 4);
