@@ -14,7 +14,6 @@ import {
   runClient,
   SERVER,
   ServerProcess,
-  Spawned,
 } from "./_process.ts";
 
 const decoder = new TextDecoder();
@@ -457,9 +456,4 @@ Deno.test("client echoes 2 MiB of binary stdin through the server CLI", async ()
   const result = await runClient(["--port", String(server.port), "-"], payload);
   assert.equal(result.code, 0, result.stderr);
   assert.deepEqual(result.stdout, payload);
-});
-
-Deno.test("Spawned processes are cleaned up", async () => {
-  await using sleeper = new Spawned("sleep", ["30"]);
-  assert.ok(sleeper.child.pid > 0);
 });

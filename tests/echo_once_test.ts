@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { once } from "node:events";
+import net from "node:net";
 import { EchoError, echoOnce, serveEcho } from "../mod.ts";
 import { pseudoRandomBytes, readAll, writeAll } from "./_helpers.ts";
 
@@ -112,21 +114,24 @@ Deno.test("echoOnce() times out on a server that never closes", async () => {
 });
 
 Deno.test("echoOnce() rejects when the server resets the connection", async () => {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const accepting = listener.accept();
-  const payload = pseudoRandomBytes(4 * 1024 * 1024);
-  const reply = echoOnce(payload, { port: listener.addr.port });
-  const conn = await accepting;
-  // Close with unread data: the kernel sends a reset.
-  await conn.read(new Uint8Array(1));
-  conn.close();
-  await assert.rejects(
-    reply,
-    (error) =>
-      error instanceof Deno.errors.ConnectionReset ||
-      error instanceof Deno.errors.BrokenPipe || error instanceof EchoError,
-  );
-  listener.close();
+  // node:net can send a reset (SO_LINGER 0); Deno.Conn cannot.
+  const server = net.createServer((socket) => {
+    socket.once("data", () => socket.resetAndDestroy());
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as net.AddressInfo;
+  try {
+    await assert.rejects(
+      echoOnce(pseudoRandomBytes(4 * 1024 * 1024), { port }),
+      (error) =>
+        error instanceof Deno.errors.ConnectionReset ||
+        error instanceof Deno.errors.BrokenPipe,
+    );
+  } finally {
+    server.close();
+    await once(server, "close");
+  }
 });
 
 Deno.test("echoOnce() with an aborted signal rejects with its reason", async (t) => {
