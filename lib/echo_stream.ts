@@ -107,6 +107,8 @@ class Exchange {
   readonly #signal: AbortSignal | undefined;
   readonly #source: ReadableStreamDefaultReader<Uint8Array>;
   readonly #abort = new AbortController();
+  /** Reused for every read; what is enqueued is a copy. */
+  readonly #buffer = new Uint8Array(READ_BUFFER_SIZE);
   #idle: IdleTimer | undefined;
   #conn: Deno.TcpConn | undefined;
   #writing: Promise<void> = Promise.resolve();
@@ -164,7 +166,7 @@ class Exchange {
 
   async pull(controller: ReadableStreamDefaultController<Uint8Array>) {
     const conn = this.#conn!;
-    const buffer = new Uint8Array(READ_BUFFER_SIZE);
+    const buffer = this.#buffer;
     let n: number | null;
     try {
       this.#reading = true;

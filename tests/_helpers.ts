@@ -2,6 +2,9 @@
 // tests can wait for, so they await server events instead of sleeping.
 
 import { configure, type LogRecord } from "@logtape/logtape";
+import { writeAll } from "../lib/_helpers.ts";
+
+export { writeAll };
 
 /** Reads until EOF and returns everything read. */
 export async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
@@ -28,14 +31,6 @@ export async function readExactly(
     filled += n;
   }
   return out;
-}
-
-/** Writes every byte of `bytes`. */
-export async function writeAll(conn: Deno.Conn, bytes: Uint8Array) {
-  let written = 0;
-  while (written < bytes.length) {
-    written += await conn.write(bytes.subarray(written));
-  }
 }
 
 /** Joins byte chunks into one array. */
