@@ -88,10 +88,7 @@ Deno.test("client reports a refused connection in one line naming the address", 
 Deno.test("client reports a timeout and a short echo with exit code 1", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = String(listener.addr.port);
-  const silent = run(Deno.execPath(), [
-    "run",
-    "--allow-net",
-    CLIENT,
+  const silent = runClient([
     "--port",
     port,
     "--timeout",

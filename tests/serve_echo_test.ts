@@ -5,6 +5,7 @@ import { once } from "node:events";
 import { echoOnce, serveEcho } from "../mod.ts";
 import {
   captureLogs,
+  concat,
   exchange,
   localPeer,
   pseudoRandomBytes,
@@ -33,15 +34,11 @@ Deno.test("serveEcho() echoes payloads of every size back exactly", async (t) =>
 Deno.test("serveEcho() echoes every byte value, binary-safe", async () => {
   await using server = serveEcho({ port: 0 });
   const all = new Uint8Array(256).map((_, i) => i);
-  assert.deepEqual(await exchange(server.addr.port, [all, all]), concat2(all));
+  assert.deepEqual(
+    await exchange(server.addr.port, [all, all]),
+    concat([all, all]),
+  );
 });
-
-function concat2(bytes: Uint8Array): Uint8Array {
-  const out = new Uint8Array(bytes.length * 2);
-  out.set(bytes);
-  out.set(bytes, bytes.length);
-  return out;
-}
 
 Deno.test("serveEcho() returns any payload written in any chunking (property)", async () => {
   await using server = serveEcho({ port: 0 });
