@@ -119,6 +119,7 @@ Deno.test("serveEcho() counts connections and bytes", async () => {
     rejected: 0,
     bytesIn: 0,
     bytesOut: 0,
+    dropped: 0,
   });
   using conn = await Deno.connect({ port: server.addr.port });
   await writeAll(conn, new Uint8Array(10));
@@ -135,6 +136,7 @@ Deno.test("serveEcho() counts connections and bytes", async () => {
     rejected: 0,
     bytesIn: 10,
     bytesOut: 10,
+    dropped: 0,
   });
 });
 

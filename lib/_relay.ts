@@ -1,0 +1,342 @@
+// Private: the broadcast and chat relay behind serveEcho's `broadcast` and
+// `chat` modes. Not exported from mod.ts.
+
+import { lineContent } from "./_lines.ts";
+import type { Outbox } from "./_outbox.ts";
+
+/** The longest name or room, in characters. */
+export const MAX_NAME_LENGTH = 32;
+/** Most bytes chat adds around a line: `<`, the name, `> ` and `\n`. */
+export const MAX_CHAT_OVERHEAD = 4 * MAX_NAME_LENGTH + 4;
+/** The room every chat client starts in. */
+export const LOBBY = "lobby";
+/**
+ * Longest wait between delivery rounds while a client's write is stuck; it
+ * only paces delivery until that client's queue fills and it is dropped.
+ */
+const STALL_MS = 2;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const NAME_PATTERN = new RegExp(
+  `^[\\p{L}\\p{N}\\p{P}\\p{S}]{1,${MAX_NAME_LENGTH}}$`,
+  "u",
+);
+const COMMANDS = "/nick NAME, /join ROOM, /who, /quit";
+
+/** A connected client, as the relay sees it. */
+export interface Member {
+  readonly peer: string;
+  readonly out: Outbox;
+  /** Chat name; empty in broadcast mode. */
+  name: string;
+  /** Chat room; empty in broadcast mode. */
+  room: string;
+  /** Set by `/quit`: the connection should close once its queue is sent. */
+  quitting: boolean;
+  /** Closes the connection at once because its queue is full. */
+  dropQueueFull(): void;
+}
+
+/** One line to deliver, and how many bytes it may put in a queue. */
+interface Task {
+  bytes: number;
+  run(): void;
+}
+
+/** Options of a {@linkcode Relay}. */
+export interface RelayOptions {
+  mode: "broadcast" | "chat";
+  /** Lines of history a chat newcomer gets. */
+  history: number;
+  /** Most lines delivered between two moments when every writer is idle. */
+  linesPerRound: number;
+  /** Most bytes a round may add to one client's queue. */
+  bytesPerRound: number;
+  /** Called when a member changes its name. */
+  renamed?(member: Member, from: string): void;
+}
+
+interface Room {
+  members: Set<Member>;
+  history: Uint8Array[];
+}
+
+/**
+ * Delivers every line to every member (broadcast) or to the sender's room
+ * (chat), in one order that every recipient sees.
+ *
+ * Delivery happens in rounds: at most `linesPerRound` lines, then a wait
+ * until every member's writer has handed its batch to the socket (or
+ * {@linkcode STALL_MS} passed). A healthy client's queue therefore never
+ * holds more than two rounds, however many clients talk at once, while a
+ * client that stops reading falls behind by a round each time and is
+ * dropped when its queue is full. Senders wait for their lines to be
+ * delivered before their next read, so a fast sender is paced by the relay
+ * rather than filling its memory.
+ */
+export class Relay {
+  #options: RelayOptions;
+  #members = new Set<Member>();
+  #names = new Map<string, Member>();
+  #rooms = new Map<string, Room>();
+  #nextUser = 1;
+  #queue: Task[] = [];
+  #head = 0;
+  #pumping = false;
+  #busyWriters = 0;
+  #wakeSettled: (() => void) | undefined;
+
+  constructor(options: RelayOptions) {
+    this.#options = options;
+  }
+
+  /** Number of members. */
+  get size(): number {
+    return this.#members.size;
+  }
+
+  /** To be called by a member's outbox when its writer starts or stops. */
+  writerBusy(busy: boolean): void {
+    this.#busyWriters += busy ? 1 : -1;
+    if (this.#busyWriters === 0) this.#wakeSettled?.();
+  }
+
+  /** Adds a member; in chat, names it and puts it in the lobby. */
+  join(member: Member): void {
+    this.#members.add(member);
+    if (this.#options.mode === "broadcast") return;
+    member.name = this.#freeUserName();
+    this.#names.set(member.name.toLowerCase(), member);
+    this.#enqueue(MAX_CHAT_OVERHEAD * 3, () => {
+      if (!this.#members.has(member)) return;
+      this.#send(
+        member,
+        `* welcome, you are ${member.name}; commands: ${COMMANDS}`,
+      );
+      this.#enterRoom(member, LOBBY);
+    });
+  }
+
+  /** Removes a member; in chat, tells its room. */
+  leave(member: Member): void {
+    if (!this.#members.delete(member)) return;
+    if (this.#options.mode === "broadcast") return;
+    this.#names.delete(member.name.toLowerCase());
+    this.#enqueue(MAX_CHAT_OVERHEAD, () => this.#leaveRoom(member));
+  }
+
+  /**
+   * Relays lines a member sent (each a copy the relay may keep, with its
+   * ending if it had one), resolving once all of them are delivered.
+   */
+  submit(member: Member, lines: Uint8Array[]): Promise<void> {
+    if (lines.length === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const last = lines.length - 1;
+      lines.forEach((line, i) => {
+        this.#enqueue(line.length + MAX_CHAT_OVERHEAD, () => {
+          this.#handleLine(member, line);
+          if (i === last) resolve();
+        });
+      });
+    });
+  }
+
+  /**
+   * Sends `[server] text` to every member, resolving once it is in their
+   * queues.
+   */
+  announce(text: string): Promise<void> {
+    const line = encoder.encode(`[server] ${text}\n`);
+    return new Promise((resolve) => {
+      this.#enqueue(line.length, () => {
+        for (const m of this.#members) this.#post(m, line);
+        resolve();
+      });
+    });
+  }
+
+  #enqueue(bytes: number, run: () => void): void {
+    this.#queue.push({ bytes, run });
+    if (!this.#pumping) this.#pump();
+  }
+
+  async #pump(): Promise<void> {
+    this.#pumping = true;
+    const { linesPerRound, bytesPerRound } = this.#options;
+    while (this.#head < this.#queue.length) {
+      let lines = 0;
+      let bytes = 0;
+      while (this.#head < this.#queue.length && lines < linesPerRound) {
+        const task = this.#queue[this.#head];
+        if (lines > 0 && bytes + task.bytes > bytesPerRound) break;
+        this.#head++;
+        lines++;
+        bytes += task.bytes;
+        task.run();
+      }
+      if (this.#head === this.#queue.length) {
+        this.#queue = [];
+        this.#head = 0;
+      } else if (this.#head > 1024) {
+        this.#queue = this.#queue.slice(this.#head);
+        this.#head = 0;
+      }
+      await this.#settled();
+    }
+    this.#pumping = false;
+  }
+
+  /** Resolves when no writer is busy, or after `STALL_MS`. */
+  #settled(): Promise<void> {
+    if (this.#busyWriters === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#wakeSettled = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, STALL_MS);
+      this.#wakeSettled = done;
+    });
+  }
+
+  #handleLine(member: Member, line: Uint8Array): void {
+    if (this.#options.mode === "broadcast") {
+      for (const m of this.#members) this.#post(m, line);
+      return;
+    }
+    if (!this.#members.has(member) || member.quitting) return;
+    const text = lineContent(line);
+    if (text.length === 0) return;
+    if (text[0] === 0x2f /* "/" */ && text[1] !== 0x2f) {
+      this.#command(member, decoder.decode(text));
+      return;
+    }
+    // "//text" sends "/text".
+    const body = text[0] === 0x2f ? text.subarray(1) : text;
+    const prefix = encoder.encode(`<${member.name}> `);
+    const out = new Uint8Array(prefix.length + body.length + 1);
+    out.set(prefix);
+    out.set(body, prefix.length);
+    out[out.length - 1] = 0x0a;
+    const room = this.#room(member.room);
+    for (const m of room.members) this.#post(m, out);
+    room.history.push(out);
+    if (room.history.length > this.#options.history) room.history.shift();
+  }
+
+  #command(member: Member, input: string): void {
+    const [command, ...args] = input.trim().split(/\s+/);
+    const arg = args.join(" ");
+    switch (command) {
+      case "/nick":
+        return this.#nick(member, arg);
+      case "/join":
+        return this.#join(member, arg);
+      case "/who": {
+        const names = [...this.#room(member.room).members].map((m) => m.name);
+        return this.#send(
+          member,
+          `* in ${member.room} (${names.length}): ${names.join(", ")}`,
+        );
+      }
+      case "/quit":
+        if (args.length > 0) return this.#error(member, "usage: /quit");
+        member.quitting = true;
+        this.#send(member, "* bye");
+        this.#leaveRoom(member);
+        this.#members.delete(member);
+        this.#names.delete(member.name.toLowerCase());
+        return;
+      default:
+        return this.#error(
+          member,
+          `unknown command ${
+            command.slice(0, MAX_NAME_LENGTH)
+          } (try ${COMMANDS}; //text sends /text)`,
+        );
+    }
+  }
+
+  #nick(member: Member, name: string): void {
+    if (!NAME_PATTERN.test(name)) {
+      return this.#error(
+        member,
+        `usage: /nick NAME (1 to ${MAX_NAME_LENGTH} letters, digits or symbols, no spaces)`,
+      );
+    }
+    const holder = this.#names.get(name.toLowerCase());
+    if (holder === member && name === member.name) return;
+    if (holder !== undefined && holder !== member) {
+      return this.#error(member, `name taken: ${name}`);
+    }
+    const from = member.name;
+    this.#names.delete(from.toLowerCase());
+    this.#names.set(name.toLowerCase(), member);
+    member.name = name;
+    const notice = encoder.encode(`* ${from} is now ${name}\n`);
+    for (const m of this.#room(member.room).members) this.#post(m, notice);
+    this.#options.renamed?.(member, from);
+  }
+
+  #join(member: Member, room: string): void {
+    if (!NAME_PATTERN.test(room)) {
+      return this.#error(
+        member,
+        `usage: /join ROOM (1 to ${MAX_NAME_LENGTH} letters, digits or symbols, no spaces)`,
+      );
+    }
+    if (room === member.room) {
+      return this.#send(member, `* already in ${room}`);
+    }
+    this.#leaveRoom(member);
+    this.#enterRoom(member, room);
+  }
+
+  #enterRoom(member: Member, name: string): void {
+    const room = this.#room(name);
+    member.room = name;
+    for (const line of room.history) this.#post(member, line);
+    room.members.add(member);
+    const notice = encoder.encode(`* ${member.name} joined ${name}\n`);
+    for (const m of room.members) this.#post(m, notice);
+  }
+
+  #leaveRoom(member: Member): void {
+    const room = this.#rooms.get(member.room);
+    if (room === undefined || !room.members.delete(member)) return;
+    const notice = encoder.encode(`* ${member.name} left ${member.room}\n`);
+    for (const m of room.members) this.#post(m, notice);
+    if (room.members.size === 0 && member.room !== LOBBY) {
+      this.#rooms.delete(member.room);
+    }
+  }
+
+  #room(name: string): Room {
+    let room = this.#rooms.get(name);
+    if (room === undefined) {
+      room = { members: new Set(), history: [] };
+      this.#rooms.set(name, room);
+    }
+    return room;
+  }
+
+  #freeUserName(): string {
+    while (this.#names.has(`user${this.#nextUser}`)) this.#nextUser++;
+    return `user${this.#nextUser++}`;
+  }
+
+  #error(member: Member, message: string): void {
+    this.#send(member, `ERR ${message}`);
+  }
+
+  #send(member: Member, text: string): void {
+    this.#post(member, encoder.encode(`${text}\n`));
+  }
+
+  #post(member: Member, line: Uint8Array): void {
+    if (!member.out.post(line)) member.dropQueueFull();
+  }
+}
