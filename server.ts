@@ -1,10 +1,12 @@
 /**
- * The echo server's command line: an RFC 862 TCP echo server with limits,
- * graceful shutdown on Ctrl+C or SIGTERM, and structured logs on stderr.
+ * The echo server's command line: an RFC 862 TCP echo server (or a line
+ * echo, broadcast relay or chat) with limits, an operator console, graceful
+ * shutdown on Ctrl+C or SIGTERM, and structured logs on stderr.
  *
  * ```sh
  * deno task server                         # 127.0.0.1:9000
  * deno task server --port 0 --log-format json
+ * deno task server --mode chat --operator  # type lines to talk to everyone
  * deno run --allow-net jsr:@tcp-echo/tcp-echo/server --help
  * ```
  *
@@ -14,11 +16,12 @@
 import { parseArgs } from "node:util";
 import { getLogger } from "@logtape/logtape";
 import denoJson from "./deno.json" with { type: "json" };
-import { serveEcho } from "./lib/serve_echo.ts";
+import { type EchoServer, serveEcho } from "./lib/serve_echo.ts";
 import { formatAddr } from "./lib/_helpers.ts";
 import {
   choiceFlag,
   configureLogging,
+  decodeLine,
   EXIT_FAILURE,
   EXIT_FORCED,
   EXIT_OK,
@@ -28,6 +31,7 @@ import {
   LOG_FORMATS,
   LOG_LEVELS,
   printError,
+  readLines,
   UsageError,
   usageMessage,
 } from "./lib/_cli.ts";
@@ -39,13 +43,29 @@ import {
 const SAME_PRESS_MS = 200;
 const MAX_MS = 2 ** 31 - 1;
 
+const MODES = ["echo", "line", "broadcast", "chat"] as const;
+
 const HELP = `Usage: deno task server [options]
 
 An RFC 862 TCP echo server: every byte each client sends comes back, in order,
 binary-safe; when a client half-closes, what is still owed is echoed and the
-connection closed.
+connection closed. --mode turns it into a line echo, a broadcast relay or a
+chat.
+
+Modes:
+  echo        raw bytes back, as sent (default)
+  line        each newline-terminated line back as sent; a line that is
+              exactly "exit" or "quit" closes the connection
+  broadcast   every line from any client to every client, the sender
+              included, unchanged, in the order the server received them
+  chat        like broadcast, for people: "<name> text" lines, join and
+              leave notices, rooms, and the commands /nick NAME, /join ROOM,
+              /who and /quit; newcomers get the room's recent lines
+In every line mode a line over --max-line-bytes gets
+"ERR line too long (max N bytes)" back and its connection is closed.
 
 Options:
+  --mode MODE              echo, line, broadcast or chat (default: echo)
   --hostname HOST          address to listen on (default: 127.0.0.1)
   --port PORT              port to listen on, 0 for any free port (default: 9000)
   --max-connections N      most connections at once; more are closed at once
@@ -54,6 +74,16 @@ Options:
                            way; 0 never does (default: 0)
   --grace-period MS        on shutdown, how long open connections may finish
                            before they are closed (default: 5000)
+  --max-line-bytes N       longest line the line modes accept, without its
+                           line ending (default: 8192)
+  --channel-capacity N     most lines waiting to be sent to one client; a
+                           client that lets more pile up is disconnected
+                           (default: 100)
+  --channel-bytes N        most bytes waiting to be sent to one client
+                           (default: 1048576)
+  --history N              lines of its room a chat newcomer gets (default: 20)
+  --operator               read lines from stdin and send each to every client
+                           ("[server] text" in broadcast and chat mode)
   --log-level LEVEL        trace, debug, info, warning or error (default: info)
   --log-format FORMAT      pretty or json (default: pretty)
   -h, --help               print this help and exit
@@ -61,7 +91,8 @@ Options:
 
 When ready it prints "Listening on HOST:PORT" on stdout; logs go to stderr.
 Ctrl+C or SIGTERM stops accepting and waits for open connections up to the
-grace period; a second Ctrl+C stops at once.
+grace period (broadcast and chat clients are sent "[server] shutting down"
+and closed); a second Ctrl+C stops at once.
 
 Exit codes:
   0    stopped cleanly
@@ -82,6 +113,12 @@ function parseFlags(args: string[]) {
       "max-connections": { type: "string" },
       "idle-timeout": { type: "string" },
       "grace-period": { type: "string" },
+      mode: { type: "string" },
+      "max-line-bytes": { type: "string" },
+      "channel-capacity": { type: "string" },
+      "channel-bytes": { type: "string" },
+      history: { type: "string" },
+      operator: { type: "boolean" },
       "log-level": { type: "string" },
       "log-format": { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -113,6 +150,27 @@ function parseFlags(args: string[]) {
       0,
       MAX_MS,
     ),
+    mode: choiceFlag("--mode", values.mode, MODES, "echo"),
+    maxLineBytes: integerFlag(
+      "--max-line-bytes",
+      values["max-line-bytes"],
+      1,
+      16 * 1024 * 1024,
+    ),
+    channelCapacity: integerFlag(
+      "--channel-capacity",
+      values["channel-capacity"],
+      2,
+      MAX_MS,
+    ),
+    channelBytes: integerFlag(
+      "--channel-bytes",
+      values["channel-bytes"],
+      1,
+      Number.MAX_SAFE_INTEGER,
+    ),
+    history: integerFlag("--history", values.history, 0, MAX_MS),
+    operator: values.operator ?? false,
     logLevel: choiceFlag(
       "--log-level",
       values["log-level"],
@@ -156,9 +214,24 @@ async function main(args: string[]): Promise<number> {
       maxConnections: flags.maxConnections,
       idleTimeout: flags.idleTimeout,
       gracePeriod: flags.gracePeriod,
+      mode: flags.mode,
+      maxLineBytes: flags.maxLineBytes,
+      channelCapacity: flags.channelCapacity,
+      channelBytes: flags.channelBytes,
+      history: flags.history,
       signal: stop.signal,
     });
   } catch (error) {
+    if (error instanceof RangeError) {
+      // "Cannot use channelBytes: …" names the option; name the flag instead.
+      const message = error.message.replace(
+        /^Cannot use (\w+)/,
+        (_, name: string) =>
+          `Invalid --${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`,
+      );
+      printError(`${message} (see --help)`);
+      return EXIT_USAGE;
+    }
     const address = formatAddr({ hostname: flags.hostname, port: flags.port });
     printError(`Cannot listen on ${address}: ${(error as Error).message}`);
     return EXIT_FAILURE;
@@ -188,7 +261,9 @@ async function main(args: string[]): Promise<number> {
   for (const [signal, handler] of handlers) {
     Deno.addSignalListener(signal, handler);
   }
+  const operator = flags.operator ? operatorConsole(server) : undefined;
   await server.finished;
+  await operator?.cancel();
   for (const [signal, handler] of handlers) {
     Deno.removeSignalListener(signal, handler);
   }
@@ -196,6 +271,32 @@ async function main(args: string[]): Promise<number> {
     ...server.stats,
   });
   return forced ? EXIT_FORCED : EXIT_OK;
+}
+
+/**
+ * Sends each line of stdin to every client until stdin ends or the returned
+ * reader is cancelled.
+ */
+function operatorConsole(
+  server: EchoServer,
+): ReadableStreamDefaultReader<Uint8Array> {
+  const reader = Deno.stdin.readable.getReader();
+  (async () => {
+    logger.info("Operator console: each line you type goes to every client");
+    for await (const line of readLines(reader)) {
+      const text = decodeLine(line);
+      if (text === undefined) {
+        logger.warning("Operator line not sent: it is not valid UTF-8");
+      } else {
+        const clients = server.announce(text);
+        logger.debug("Operator line sent to {clients} clients", { clients });
+      }
+    }
+    logger.info("Operator console closed: stdin ended");
+  })().catch((error) =>
+    logger.error("Operator console failed: {error}", { error })
+  );
+  return reader;
 }
 
 if (import.meta.main) {

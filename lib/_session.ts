@@ -1,0 +1,108 @@
+// Private: the interactive client session behind `client.ts --interactive`.
+// Not exported from mod.ts.
+
+import { writeAll } from "./_helpers.ts";
+import { decodeLine, readLines } from "./_cli.ts";
+
+/** Options of {@linkcode runSession}. */
+export interface SessionOptions {
+  hostname: string;
+  port: number;
+  /**
+   * Milliseconds to wait to connect, and, once the input has ended, for the
+   * server to close its side; 0 waits forever.
+   */
+  timeout: number;
+  /** Lines to send: usually stdin. */
+  input: ReadableStream<Uint8Array>;
+  /** Where everything the server sends goes, as it arrives: usually stdout. */
+  output: WritableStream<Uint8Array>;
+}
+
+/**
+ * How a session ended: `"input"` when the input ended or said `exit` and the
+ * server then closed, `"timeout"` when the server did not close within the
+ * timeout after that, `"server"` when the server closed first.
+ */
+export type SessionEnd = "input" | "server" | "timeout";
+
+/**
+ * Connects, sends each input line as soon as it is complete, and copies what
+ * the server sends to `output` as it arrives, both at once. A line that is
+ * exactly `exit` (not sent) or the end of the input half-closes the
+ * connection; the session then ends when the server closes.
+ *
+ * @throws {Deno.errors.ConnectionRefused} Nothing listens there.
+ * @throws {Deno.errors.ConnectionReset} The server reset the connection.
+ */
+export async function runSession(options: SessionOptions): Promise<SessionEnd> {
+  const { hostname, port, timeout } = options;
+  const conn = await Deno.connect({
+    hostname,
+    port,
+    signal: timeout > 0 ? AbortSignal.timeout(timeout) : undefined,
+  });
+  const input = options.input.getReader();
+  const output = options.output.getWriter();
+  let serverDone = false;
+  let receiveError: unknown;
+  const receiving = (async () => {
+    const buffer = new Uint8Array(64 * 1024);
+    try {
+      while (true) {
+        const n = await conn.read(buffer);
+        if (n === null) break;
+        await output.write(buffer.slice(0, n));
+      }
+    } catch (error) {
+      receiveError = error;
+    }
+    serverDone = true;
+    // The conversation is over: stop waiting for input.
+    await input.cancel();
+  })();
+  let inputEnded = false;
+  try {
+    for await (const line of readLines(input)) {
+      if (serverDone || decodeLine(line) === "exit") break;
+      await writeAll(conn, line);
+    }
+    if (!serverDone) {
+      inputEnded = true;
+      await conn.closeWrite();
+      if (!await settlesWithin(receiving, timeout)) return "timeout";
+    }
+    if (receiveError !== undefined) throw receiveError;
+    return inputEnded ? "input" : "server";
+  } catch (error) {
+    // A write fails when the server has gone; its side says why.
+    throw receiveError ?? error;
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // Already closed.
+    }
+    await receiving;
+    output.releaseLock();
+    input.releaseLock();
+  }
+}
+
+/** Whether `promise` settles within `ms` milliseconds (0 waits forever). */
+async function settlesWithin(
+  promise: Promise<void>,
+  ms: number,
+): Promise<boolean> {
+  if (ms === 0) {
+    await promise;
+    return true;
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  const settled = await Promise.race([promise.then(() => true), expired]);
+  clearTimeout(timer);
+  return settled;
+}
