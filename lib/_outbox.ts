@@ -114,6 +114,9 @@ export class Outbox {
   async #drain(): Promise<void> {
     this.#setBusy(true);
     try {
+      // Start after the current task, so that lines posted together (a
+      // relay's delivery round) go out in one write.
+      await undefined;
       while (this.#queue.length > 0 && !this.#closed) {
         const batch = this.#queue.length === 1
           ? this.#queue[0]

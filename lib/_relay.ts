@@ -11,10 +11,12 @@ export const MAX_CHAT_OVERHEAD = 4 * MAX_NAME_LENGTH + 4;
 /** The room every chat client starts in. */
 export const LOBBY = "lobby";
 /**
- * Longest wait between delivery rounds while a client's write is stuck; it
- * only paces delivery until that client's queue fills and it is dropped.
+ * Longest wait between delivery rounds while a client's write is stuck (its
+ * socket takes nothing): delivery goes on at this pace until that client's
+ * queue is full and it is dropped, two rounds later. Long enough for a
+ * busy server to complete every healthy client's write.
  */
-const STALL_MS = 2;
+const STALL_MS = 50;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

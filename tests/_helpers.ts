@@ -153,3 +153,129 @@ export async function captureLogs(): Promise<LogCapture> {
 export function localPeer(conn: Deno.TcpConn): string {
   return `${conn.localAddr.hostname}:${conn.localAddr.port}`;
 }
+
+const encoder = new TextEncoder();
+const lineDecoder = new TextDecoder();
+
+/**
+ * A client of the line modes: sends text, collects every byte and line it
+ * receives, and lets a test wait until enough has arrived.
+ */
+export class LineClient implements AsyncDisposable {
+  readonly conn: Deno.TcpConn;
+  /** Received lines, decoded, without their `\n`. */
+  readonly lines: string[] = [];
+  /** Resolves when the server closes (or resets) the connection. */
+  readonly closed: Promise<void>;
+  #received: Uint8Array[] = [];
+  #partial: Uint8Array[] = [];
+  #ended = false;
+  #waiters: (() => void)[] = [];
+
+  constructor(conn: Deno.TcpConn) {
+    this.conn = conn;
+    this.closed = this.#read();
+  }
+
+  static async connect(port: number): Promise<LineClient> {
+    return new LineClient(await Deno.connect({ hostname: "127.0.0.1", port }));
+  }
+
+  /** Every byte received so far. */
+  get bytes(): Uint8Array {
+    return concat(this.#received);
+  }
+
+  /** Sends `text` (a string is sent as UTF-8). */
+  send(text: string | Uint8Array): Promise<void> {
+    return writeAll(
+      this.conn,
+      typeof text === "string" ? encoder.encode(text) : text,
+    );
+  }
+
+  /**
+   * Resolves once `done(lines)` holds; rejects after `timeoutMs`, or when
+   * the connection ends first, listing what arrived.
+   */
+  async until(
+    done: (lines: string[]) => boolean,
+    timeoutMs = 15_000,
+  ): Promise<string[]> {
+    const deadline = Date.now() + timeoutMs;
+    while (!done(this.lines)) {
+      if (this.#ended) {
+        throw new Error(`Connection ended; got:\n${this.lines.join("\n")}`);
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new Error(
+          `Timed out after ${timeoutMs} ms; got ${this.lines.length} lines:\n${
+            this.lines.slice(-20).join("\n")
+          }`,
+        );
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, left);
+        this.#waiters.push(resolve);
+      });
+      clearTimeout(timer);
+    }
+    return this.lines;
+  }
+
+  /** Resolves with the first received line matching `pattern`. */
+  async line(pattern: RegExp, timeoutMs?: number): Promise<string> {
+    await this.until((lines) => lines.some((l) => pattern.test(l)), timeoutMs);
+    return this.lines.find((l) => pattern.test(l))!;
+  }
+
+  /** Resolves once at least `count` lines have arrived. */
+  count(count: number, timeoutMs?: number): Promise<string[]> {
+    return this.until((lines) => lines.length >= count, timeoutMs);
+  }
+
+  /** Closes the connection if still open, and waits for the reader. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      this.conn.close();
+    } catch {
+      // Already closed.
+    }
+    await this.closed;
+  }
+
+  async #read(): Promise<void> {
+    const buffer = new Uint8Array(64 * 1024);
+    try {
+      while (true) {
+        const n = await this.conn.read(buffer);
+        if (n === null) break;
+        this.#add(buffer.slice(0, n));
+      }
+    } catch {
+      // A reset, or closed by the test: either way the stream ended.
+    }
+    this.#ended = true;
+    this.#wake();
+  }
+
+  #add(chunk: Uint8Array): void {
+    this.#received.push(chunk);
+    let start = 0;
+    for (let end; (end = chunk.indexOf(10, start)) !== -1; start = end + 1) {
+      this.#partial.push(chunk.subarray(start, end));
+      this.lines.push(lineDecoder.decode(concat(this.#partial)));
+      this.#partial = [];
+    }
+    if (start < chunk.length) this.#partial.push(chunk.subarray(start));
+    this.#wake();
+  }
+
+  #wake(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const wake of waiters) wake();
+  }
+}

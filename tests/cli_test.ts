@@ -122,7 +122,10 @@ Deno.test("client usage errors exit 2 with one line", async () => {
   for (
     const [args, message] of [
       [["--bogus", "x"], "Unknown option '--bogus'"],
-      [[], "Missing MESSAGE: give the text to send, or - for stdin"],
+      [
+        [],
+        "Missing MESSAGE: give the text to send, - for stdin, or --interactive",
+      ],
       [
         ["--port", "0", "x"],
         "Invalid --port: expected an integer from 1 to 65535, got '0'",

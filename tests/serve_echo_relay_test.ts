@@ -1,0 +1,303 @@
+// serveEcho({ mode: "broadcast" | "chat" }): delivery order under load, the
+// line limit, slow consumers, chat names and rooms, announce() and shutdown.
+
+import assert from "node:assert/strict";
+import net from "node:net";
+import { once } from "node:events";
+import { type EchoServer, serveEcho } from "../mod.ts";
+import { captureLogs, LineClient, localPeer } from "./_helpers.ts";
+
+const logs = await captureLogs();
+
+/**
+ * Resolves once the server has logged `count` opened connections since the
+ * last `logs.clear()`.
+ */
+function opened(count: number): Promise<unknown> {
+  let seen = 0;
+  return logs.waitFor((r) =>
+    r.rawMessage.toString().startsWith("Opened") && ++seen >= count
+  );
+}
+
+/** Connects `count` clients at once and waits until the server has them all. */
+async function connectAll(
+  server: EchoServer,
+  count: number,
+): Promise<LineClient[]> {
+  logs.clear();
+  const clients = await Promise.all(
+    Array.from({ length: count }, () => LineClient.connect(server.addr.port)),
+  );
+  await opened(count);
+  return clients;
+}
+
+async function closeAll(clients: LineClient[]): Promise<void> {
+  await Promise.all(clients.map((c) => c[Symbol.asyncDispose]()));
+}
+
+/**
+ * 200 clients each send `perClient` lines in one burst; every client must
+ * receive every line exactly once, all in the same order, each sender's lines
+ * in the order sent.
+ */
+async function everyoneHearsEveryone(
+  mode: "broadcast" | "chat",
+  perClient: number,
+): Promise<void> {
+  await using server = serveEcho({ port: 0, mode });
+  const clients = await connectAll(server, 200);
+  try {
+    await Promise.all(clients.map((c, i) =>
+      c.send(
+        Array.from({ length: perClient }, (_, j) => `c${i}-${j}\n`).join(""),
+      )
+    ));
+    const total = 200 * perClient;
+    const messages = (lines: string[]) =>
+      lines.filter((l) => /(^|> )c\d+-\d+$/.test(l));
+    await Promise.all(
+      clients.map((c) => c.until((lines) => messages(lines).length >= total)),
+    );
+    const order = messages(clients[0].lines);
+    assert.equal(order.length, total);
+    assert.equal(new Set(order).size, total, "a line arrived twice");
+    for (const c of clients) assert.deepEqual(messages(c.lines), order);
+    const bySender = new Map<string, number[]>();
+    for (const line of order) {
+      const [, sender, seq] = line.match(/c(\d+)-(\d+)$/)!;
+      bySender.set(sender, [...bySender.get(sender) ?? [], Number(seq)]);
+    }
+    for (const seqs of bySender.values()) {
+      assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+    }
+    assert.equal(server.stats.dropped, 0, "a healthy client was dropped");
+  } finally {
+    await closeAll(clients);
+  }
+}
+
+Deno.test("broadcast: 200 clients × 10 lines, everyone gets every line once, in one order", async () => {
+  await everyoneHearsEveryone("broadcast", 10);
+});
+
+Deno.test("chat: 200 clients × 10 lines, everyone gets every line once, in one order", async () => {
+  await everyoneHearsEveryone("chat", 10);
+});
+
+Deno.test("broadcast relays lines unchanged: empty, CRLF, any bytes, split writes", async () => {
+  await using server = serveEcho({ port: 0, mode: "broadcast" });
+  const [alice, bob] = await connectAll(server, 2);
+  try {
+    const input = "\nwith crlf\r\n\xff bytes\n";
+    await alice.send(new Uint8Array([...input].map((c) => c.charCodeAt(0))));
+    for (const byte of new TextEncoder().encode("split\n")) {
+      await alice.send(new Uint8Array([byte]));
+    }
+    await bob.count(4);
+    const expected = new Uint8Array(
+      [...input + "split\n"].map((c) => c.charCodeAt(0)),
+    );
+    assert.deepEqual(bob.bytes, expected);
+    await alice.count(4);
+    assert.deepEqual(alice.bytes, expected);
+  } finally {
+    await closeAll([alice, bob]);
+  }
+});
+
+Deno.test("broadcast: a last line without newline gets one; a reset mid-line is dropped", async () => {
+  await using server = serveEcho({ port: 0, mode: "broadcast" });
+  const [listener, quitter] = await connectAll(server, 2);
+  try {
+    await quitter.send("bye, no newline");
+    await quitter.conn.closeWrite();
+    await listener.count(1);
+
+    const peer = await connectAll(server, 1).then(([c]) => c);
+    // A node:net socket, to reset (SO_LINGER 0) after half a line.
+    const socket = net.connect(server.addr.port, "127.0.0.1");
+    await once(socket, "connect");
+    socket.write("half a li");
+    await new Promise<void>((resolve) => socket.write("ne", () => resolve()));
+    socket.resetAndDestroy();
+    await logs.waitFor((r) =>
+      r.rawMessage.toString().startsWith("Closed") &&
+      r.properties.reason === "reset by peer"
+    );
+    await peer.send("after\n");
+    await listener.count(2);
+    assert.deepEqual(listener.lines, ["bye, no newline", "after"]);
+    await peer[Symbol.asyncDispose]();
+  } finally {
+    await closeAll([listener, quitter]);
+  }
+});
+
+Deno.test("broadcast: a line at the limit is relayed; one byte over gets ERR, the others go on", async () => {
+  await using server = serveEcho({
+    port: 0,
+    mode: "broadcast",
+    maxLineBytes: 10,
+  });
+  const [listener, sender] = await connectAll(server, 2);
+  try {
+    await sender.send("0123456789\r\n0123456789X\nnever\n");
+    assert.equal(
+      await sender.line(/^ERR/),
+      "ERR line too long (max 10 bytes)",
+    );
+    await sender.closed;
+    await listener.send("still here\n");
+    await listener.count(2);
+    assert.deepEqual(listener.lines, ["0123456789\r", "still here"]);
+  } finally {
+    await closeAll([listener, sender]);
+  }
+});
+
+Deno.test("broadcast: a client that never reads is dropped; the others finish on time", async () => {
+  await using server = serveEcho({ port: 0, mode: "broadcast" });
+  const [alice, bob] = await connectAll(server, 2);
+  logs.clear();
+  // Never reads: the kernel's buffers fill, then its send queue.
+  using sleeper = await Deno.connect({ port: server.addr.port });
+  await opened(1);
+  try {
+    const line = "x".repeat(4000);
+    const perSender = 2000; // 2 × 2000 × 4 kB = 16 MB for each reader
+    const burst = (name: string) =>
+      Array.from({ length: 100 }, (_, i) => `${name}${i} ${line}\n`).join("");
+    await Promise.all([alice, bob].map(async (c, k) => {
+      for (let i = 0; i < perSender / 100; i++) await c.send(burst("ab"[k]));
+    }));
+    await Promise.all(
+      [alice, bob].map((c) => c.count(2 * perSender, 30_000)),
+    );
+    const dropped = await logs.waitFor((r) =>
+      r.rawMessage.toString().startsWith("Dropping")
+    );
+    assert.equal(dropped.properties.peer, localPeer(sleeper));
+    assert.equal(server.stats.dropped, 1);
+    const closed = await logs.closed(localPeer(sleeper));
+    assert.equal(closed.properties.reason, "send queue full");
+  } finally {
+    await closeAll([alice, bob]);
+  }
+});
+
+Deno.test("chat: names, messages, notices, /who, /nick, /join, history and /quit", async () => {
+  await using server = serveEcho({ port: 0, mode: "chat", history: 2 });
+  const port = server.addr.port;
+  await using alice = await LineClient.connect(port);
+  assert.match(await alice.line(/^\* welcome/), /you are user1;/);
+  await alice.line(/^\* user1 joined lobby$/);
+  await alice.send("/nick alice\nfirst\nsecond\nthird\n");
+  await alice.line(/^<alice> third$/);
+
+  await using bob = await LineClient.connect(port);
+  await bob.line(/^\* bob|^\* user2 joined lobby$/);
+  // History: the last 2 lines of the room, then the join notice.
+  assert.deepEqual(bob.lines.slice(1), [
+    "<alice> second",
+    "<alice> third",
+    "* user2 joined lobby",
+  ]);
+  await alice.line(/^\* user2 joined lobby$/);
+
+  await bob.send("/nick Alice\n/nick bad name\n/nick \n/bogus\n//slash\n\n");
+  await bob.line(/^<user2> \/slash$/);
+  assert.deepEqual(bob.lines.slice(4), [
+    "ERR name taken: Alice",
+    "ERR usage: /nick NAME (1 to 32 letters, digits or symbols, no spaces)",
+    "ERR usage: /nick NAME (1 to 32 letters, digits or symbols, no spaces)",
+    "ERR unknown command /bogus (try /nick NAME, /join ROOM, /who, /quit; //text sends /text)",
+    "<user2> /slash",
+  ]);
+  await bob.send(`/nick ${"b".repeat(33)}\n/nick bob\n/who\n`);
+  assert.equal(await bob.line(/^\* in lobby/), "* in lobby (2): alice, bob");
+  await alice.line(/^\* user2 is now bob$/);
+
+  await bob.send("/join side\nonly side hears this\n");
+  await alice.line(/^\* bob left lobby$/);
+  await bob.line(/^<bob> only side hears this$/);
+  await alice.send("lobby only\n/who\n");
+  assert.equal(await alice.line(/^\* in lobby/), "* in lobby (1): alice");
+  assert.ok(!alice.lines.includes("<bob> only side hears this"));
+  assert.ok(!bob.lines.includes("<alice> lobby only"));
+
+  await bob.send("/quit\nnot sent\n");
+  await bob.closed;
+  assert.deepEqual(bob.lines.slice(-1), ["* bye"]);
+  await alice.send("/join side\n");
+  // side's history is gone with its last member; alice is alone there.
+  await alice.line(/^\* alice joined side$/);
+  await alice.send("/who\n");
+  assert.equal(await alice.line(/^\* in side/), "* in side (1): alice");
+});
+
+Deno.test("chat: 200 joins and leaves in a burst, each announced once", async () => {
+  await using server = serveEcho({ port: 0, mode: "chat" });
+  await using watcher = await LineClient.connect(server.addr.port);
+  await watcher.line(/^\* user1 joined lobby$/);
+  const clients = await connectAll(server, 200);
+  const joined = (lines: string[]) =>
+    lines.filter((l) => / joined lobby$/.test(l)).length;
+  await watcher.until((lines) => joined(lines) === 201);
+  await closeAll(clients);
+  await watcher.until((lines) =>
+    lines.filter((l) => / left lobby$/.test(l)).length === 200
+  );
+  const names = watcher.lines.filter((l) => / left lobby$/.test(l));
+  assert.equal(new Set(names).size, 200);
+  assert.equal(server.stats.active, 1);
+  await watcher.send("/who\n");
+  assert.equal(await watcher.line(/^\* in lobby/), "* in lobby (1): user1");
+});
+
+Deno.test("announce() reaches every client in every mode", async (t) => {
+  const expected = {
+    echo: "hello all",
+    line: "hello all",
+    broadcast: "[server] hello all",
+    chat: "[server] hello all",
+  };
+  for (const [mode, line] of Object.entries(expected)) {
+    await t.step(mode, async () => {
+      await using server = serveEcho({
+        port: 0,
+        mode: mode as keyof typeof expected,
+      });
+      const clients = await connectAll(server, 3);
+      try {
+        assert.equal(server.announce("hello all"), 3);
+        for (const c of clients) await c.line(/hello all/);
+        for (const c of clients) {
+          assert.equal(c.lines.find((l) => l.includes("hello all")), line);
+        }
+        assert.throws(() => server.announce("two\nlines"), TypeError);
+      } finally {
+        await closeAll(clients);
+      }
+    });
+  }
+});
+
+Deno.test("shutdown() in broadcast and chat tells clients, then closes them without waiting", async (t) => {
+  for (const mode of ["broadcast", "chat"] as const) {
+    await t.step(mode, async () => {
+      const server = serveEcho({ port: 0, mode, gracePeriod: 60_000 });
+      const clients = await connectAll(server, 3);
+      try {
+        await server.shutdown();
+        for (const c of clients) {
+          await c.closed;
+          assert.equal(c.lines.at(-1), "[server] shutting down");
+        }
+      } finally {
+        await closeAll(clients);
+      }
+    });
+  }
+});
