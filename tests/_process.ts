@@ -122,13 +122,14 @@ export class ServerProcess extends Spawned {
       "--allow-net",
       SERVER,
     ],
+    options: Deno.CommandOptions = {},
   ): Promise<ServerProcess> {
     const server = new ServerProcess(command[0], [
       ...command.slice(1),
       "--port",
       "0",
       ...args,
-    ]);
+    ], options);
     const line = await server.stdout.waitFor(/^Listening on /).catch(
       async (error) => {
         await server[Symbol.asyncDispose]();
@@ -140,12 +141,17 @@ export class ServerProcess extends Spawned {
   }
 }
 
+/** The command line that runs the client CLI with `args`. */
+export function clientCommand(args: string[]): [string, string[]] {
+  return [Deno.execPath(), ["run", "--allow-net", CLIENT, ...args]];
+}
+
 /** Runs the client CLI to completion, with `stdin` as its input. */
 export function runClient(
   args: string[],
   stdin?: Uint8Array,
 ): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
-  return run(Deno.execPath(), ["run", "--allow-net", CLIENT, ...args], stdin);
+  return run(...clientCommand(args), stdin);
 }
 
 /** Runs any command to completion, with `stdin` as its input. */

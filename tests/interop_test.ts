@@ -1,10 +1,20 @@
 // Interop with peers nobody here wrote: netcat-openbsd and socat as clients of
-// our server, and socat running `cat` as the server for our clients.
+// our server, socat running `cat` and `nc -l` as servers for our clients, and
+// a real terminal (script(1)) for the interactive client.
 
 import assert from "node:assert/strict";
 import { echoOnce, echoStream, serveEcho } from "../mod.ts";
 import { concat, pseudoRandomBytes } from "./_helpers.ts";
-import { run, runClient, Spawned } from "./_process.ts";
+import { clientCommand, run, runClient, Spawned } from "./_process.ts";
+
+const encoder = new TextEncoder();
+
+/** Writes `text` to a child's piped stdin, keeping it open. */
+async function type(child: Deno.ChildProcess, text: string): Promise<void> {
+  const writer = child.stdin.getWriter();
+  await writer.write(encoder.encode(text));
+  writer.releaseLock();
+}
 
 const PAYLOAD = pseudoRandomBytes(1024 * 1024 + 7, 42);
 
@@ -84,4 +94,70 @@ Deno.test("our client CLI and library work against socat running cat", async (t)
     const echoed = await new Response(echoStream(chunks, { port })).bytes();
     assert.deepEqual(echoed, concat(chunks));
   });
+});
+
+Deno.test("netcat-openbsd clients chat through the server", async () => {
+  await using server = serveEcho({ port: 0, mode: "chat" });
+  const port = String(server.addr.port);
+  const nc = () =>
+    new Spawned("nc", ["-N", "127.0.0.1", port], { stdin: "piped" });
+  await using ann = nc();
+  await ann.stdout.waitFor(/^\* user1 joined lobby$/);
+  await using ben = nc();
+  await ben.stdout.waitFor(/^\* user2 joined lobby$/);
+  await type(ann.child, "/nick ann\nhi ben\n");
+  await ben.stdout.waitFor(/^<ann> hi ben$/);
+  await type(ben.child, "hi ann\n");
+  await ann.stdout.waitFor(/^<user2> hi ann$/);
+  // EOF on nc's stdin half-closes; the server then says goodbye and closes.
+  await ben.child.stdin.close();
+  await ann.stdout.waitFor(/^\* user2 left lobby$/);
+  assert.equal((await ben.status()).code, 0);
+  await ann.child.stdin.close();
+  assert.equal((await ann.status()).code, 0);
+  assert.deepEqual(ben.stdout.lines.slice(-2), [
+    "<ann> hi ben",
+    "<user2> hi ann",
+  ]);
+});
+
+Deno.test("the interactive client talks to nc -l both ways", async () => {
+  await using listener = new Spawned(
+    "nc",
+    ["-N", "-v", "-l", "127.0.0.1", "0"],
+    { stdin: "piped" },
+  );
+  const port = (await listener.stderr.waitFor(/^Listening on /)).split(" ").at(
+    -1,
+  )!;
+  const [command, args] = clientCommand(["--port", port, "--interactive"]);
+  await using client = new Spawned(command, args, { stdin: "piped" });
+  await type(client.child, "from our client\n");
+  await listener.stdout.waitFor(/^from our client$/);
+  await type(listener.child, "from nc\n");
+  await client.stdout.waitFor(/^from nc$/);
+  // Ctrl+D on our side half-closes; nc, at EOF on its stdin, closes too.
+  await client.child.stdin.close();
+  await listener.child.stdin.close();
+  const status = await client.status();
+  assert.equal(status.code, 0, client.stderr.text);
+  assert.equal(client.stderr.text, "");
+  assert.equal((await listener.status()).code, 0);
+});
+
+Deno.test("client with no message on a terminal is interactive (script(1) pty)", async () => {
+  await using server = serveEcho({ port: 0, mode: "line" });
+  const [command, args] = clientCommand(["--port", String(server.addr.port)]);
+  // script gives the client a pseudo-terminal as stdin; \x04 is Ctrl+D.
+  const result = await run(
+    "script",
+    ["-qec", [command, ...args].join(" "), "/dev/null"],
+    encoder.encode("typed line\n\x04"),
+  );
+  assert.equal(result.code, 0, result.stderr);
+  // The terminal echoes what was typed; the server's echo follows.
+  assert.equal(
+    new TextDecoder().decode(result.stdout),
+    "typed line\r\ntyped line\r\n",
+  );
 });
