@@ -1,7 +1,9 @@
 /**
  * A TCP echo toolkit for Deno: an RFC 862 echo server that sends every byte
  * back, in order, binary-safe and with exact half-close, and clients that
- * check every byte of the echo.
+ * check every byte of the echo. The same server runs as a line echo, a
+ * broadcast relay or a chat ({@linkcode ServeEchoOptions.mode}), with bounded
+ * per-client send queues and {@linkcode EchoServer.announce} for the operator.
  *
  * ```ts
  * import { echoOnce, serveEcho } from "@tcp-echo/tcp-echo";
@@ -21,6 +23,7 @@
 
 export { serveEcho } from "./lib/serve_echo.ts";
 export type {
+  EchoMode,
   EchoServer,
   EchoServerStats,
   ServeEchoOptions,

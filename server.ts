@@ -263,7 +263,7 @@ async function main(args: string[]): Promise<number> {
   }
   const operator = flags.operator ? operatorConsole(server) : undefined;
   await server.finished;
-  await operator?.cancel();
+  await operator?.stop();
   for (const [signal, handler] of handlers) {
     Deno.removeSignalListener(signal, handler);
   }
@@ -274,13 +274,12 @@ async function main(args: string[]): Promise<number> {
 }
 
 /**
- * Sends each line of stdin to every client until stdin ends or the returned
- * reader is cancelled.
+ * Sends each line of stdin to every client until stdin ends or `stop()` is
+ * called.
  */
-function operatorConsole(
-  server: EchoServer,
-): ReadableStreamDefaultReader<Uint8Array> {
+function operatorConsole(server: EchoServer): { stop(): Promise<void> } {
   const reader = Deno.stdin.readable.getReader();
+  let stopped = false;
   (async () => {
     logger.info("Operator console: each line you type goes to every client");
     for await (const line of readLines(reader)) {
@@ -292,11 +291,16 @@ function operatorConsole(
         logger.debug("Operator line sent to {clients} clients", { clients });
       }
     }
-    logger.info("Operator console closed: stdin ended");
+    if (!stopped) logger.info("Operator console closed: stdin ended");
   })().catch((error) =>
     logger.error("Operator console failed: {error}", { error })
   );
-  return reader;
+  return {
+    stop() {
+      stopped = true;
+      return reader.cancel();
+    },
+  };
 }
 
 if (import.meta.main) {

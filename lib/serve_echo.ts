@@ -32,14 +32,14 @@ const LINGER_MS = 1000;
 /** Largest `maxLineBytes`. */
 const MAX_LINE_LIMIT = 16 * 1024 * 1024;
 
-/** The modes {@linkcode ServeEchoOptions.mode} accepts. */
-const MODES = ["echo", "line", "broadcast", "chat"] as const;
-
 /**
  * What the server does with what a client sends; see
  * {@linkcode ServeEchoOptions.mode}.
  */
-export type EchoMode = (typeof MODES)[number];
+export type EchoMode = "echo" | "line" | "broadcast" | "chat";
+
+/** The modes {@linkcode ServeEchoOptions.mode} accepts. */
+const MODES: readonly EchoMode[] = ["echo", "line", "broadcast", "chat"];
 
 const encoder = new TextEncoder();
 const EXIT = encoder.encode("exit");
