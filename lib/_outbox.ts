@@ -64,6 +64,27 @@ export class Outbox {
   }
 
   /**
+   * Whether the caller may write to the socket itself right now: nothing is
+   * queued or in flight. Bracket that write with
+   * {@linkcode Outbox.claim} and {@linkcode Outbox.release}; this is the echo
+   * loop's fast path, which {@linkcode Outbox.send} would only slow down.
+   */
+  get free(): boolean {
+    return !this.#busy && this.#queue.length === 0;
+  }
+
+  /** Takes the socket for the caller's own write (see `free`). */
+  claim(): void {
+    this.#setBusy(true);
+  }
+
+  /** Gives the socket back after the caller's own write. */
+  release(): void {
+    this.#setBusy(false);
+    if (this.#queue.length > 0) this.#drain();
+  }
+
+  /**
    * Queues `bytes` (which must not change afterwards) and returns `true`, or
    * returns `false` without queueing when the queue would go over a bound.
    * After {@linkcode Outbox.close}, drops `bytes` and returns `true`.
@@ -88,12 +109,11 @@ export class Outbox {
    */
   async send(bytes: Uint8Array): Promise<void> {
     while (this.#busy) await this.idle();
-    this.#setBusy(true);
+    this.claim();
     try {
       await this.#writeAll(bytes);
     } finally {
-      this.#setBusy(false);
-      if (this.#queue.length > 0) this.#drain();
+      this.release();
     }
   }
 
@@ -148,6 +168,7 @@ export class Outbox {
   }
 
   #wakeIdle(): void {
+    if (this.#idleWaiters.length === 0) return;
     const waiters = this.#idleWaiters;
     this.#idleWaiters = [];
     for (const wake of waiters) wake();

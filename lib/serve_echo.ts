@@ -629,14 +629,33 @@ function grown(
  * whenever a read fills it.
  */
 async function echo(c: Connection): Promise<void> {
+  const { conn, out } = c;
   let buffer = new Uint8Array(INITIAL_BUFFER_SIZE);
   while (true) {
-    const chunk = await readChunk(c, buffer);
-    if (chunk === null) break;
-    await c.out.send(chunk);
-    buffer = grown(buffer, chunk.length);
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    c.bytesIn += n;
+    c.idle?.touch();
+    if (out.free) {
+      // The hot path: write straight to the socket.
+      out.claim();
+      try {
+        for (let written = 0; written < n;) {
+          const w = await conn.write(buffer.subarray(written, n));
+          written += w;
+          c.bytesOut += w;
+          c.idle?.touch();
+        }
+      } finally {
+        out.release();
+      }
+    } else {
+      // An operator line is queued or being sent: go after it.
+      await out.send(buffer.subarray(0, n));
+    }
+    buffer = grown(buffer, n);
   }
-  await c.out.idle();
+  await out.idle();
 }
 
 /** Whether `line` is exactly `exit` or `quit`, with or without its ending. */
