@@ -179,3 +179,15 @@ export async function run(
   ]);
   return { code, stdout, stderr: new TextDecoder().decode(stderr) };
 }
+
+/** Writes `text` to a child's piped stdin, keeping it open. */
+export async function writeStdin(
+  child: Deno.ChildProcess,
+  text: string | Uint8Array,
+): Promise<void> {
+  const writer = child.stdin.getWriter();
+  await writer.write(
+    typeof text === "string" ? new TextEncoder().encode(text) : text,
+  );
+  writer.releaseLock();
+}

@@ -9,17 +9,11 @@ import {
   runClient,
   ServerProcess,
   Spawned,
+  writeStdin,
 } from "./_process.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-/** Writes `text` to a child's piped stdin, keeping it open. */
-async function type(child: Deno.ChildProcess, text: string | Uint8Array) {
-  const writer = child.stdin.getWriter();
-  await writer.write(typeof text === "string" ? encoder.encode(text) : text);
-  writer.releaseLock();
-}
 
 Deno.test("server --mode line: the one-shot client and client - get their lines back", async () => {
   await using server = await ServerProcess.start(["--mode", "line"]);
@@ -43,11 +37,11 @@ Deno.test("server --operator sends stdin lines to every client, then drains on S
   await alice.line(/^\* user2 joined lobby$/);
   await bob.line(/^\* user2 joined lobby$/);
 
-  await type(server.child, "hello from the operator\n");
+  await writeStdin(server.child, "hello from the operator\n");
   for (const c of [alice, bob]) {
     await c.line(/^\[server\] hello from the operator$/);
   }
-  await type(server.child, new Uint8Array([0xff, 0x0a]));
+  await writeStdin(server.child, new Uint8Array([0xff, 0x0a]));
   await server.stderr.waitFor(/Operator line not sent: it is not valid UTF-8/);
   await server.child.stdin.close();
   await server.stderr.waitFor(/Operator console closed: stdin ended/);
@@ -67,7 +61,7 @@ Deno.test("server --operator in echo mode sends the raw line", async () => {
   await using client = await LineClient.connect(server.port);
   await client.send("echoed\n");
   await client.count(1);
-  await type(server.child, "notice\n");
+  await writeStdin(server.child, "notice\n");
   assert.deepEqual(await client.count(2), ["echoed", "notice"]);
   await server.child.stdin.close();
 });
@@ -148,7 +142,7 @@ Deno.test("client -i: the server closing first ends it with a notice, stdin stil
     "-i",
   ]);
   await using client = new Spawned(command, args, { stdin: "piped" });
-  await type(client.child, "bye now\nquit\n");
+  await writeStdin(client.child, "bye now\nquit\n");
   const status = await client.status();
   assert.equal(status.code, 0);
   assert.deepEqual(client.stdout.lines, ["bye now"]);

@@ -5,16 +5,15 @@
 import assert from "node:assert/strict";
 import { echoOnce, echoStream, serveEcho } from "../mod.ts";
 import { concat, pseudoRandomBytes } from "./_helpers.ts";
-import { clientCommand, run, runClient, Spawned } from "./_process.ts";
+import {
+  clientCommand,
+  run,
+  runClient,
+  Spawned,
+  writeStdin,
+} from "./_process.ts";
 
 const encoder = new TextEncoder();
-
-/** Writes `text` to a child's piped stdin, keeping it open. */
-async function type(child: Deno.ChildProcess, text: string): Promise<void> {
-  const writer = child.stdin.getWriter();
-  await writer.write(encoder.encode(text));
-  writer.releaseLock();
-}
 
 const PAYLOAD = pseudoRandomBytes(1024 * 1024 + 7, 42);
 
@@ -105,9 +104,9 @@ Deno.test("netcat-openbsd clients chat through the server", async () => {
   await ann.stdout.waitFor(/^\* user1 joined lobby$/);
   await using ben = nc();
   await ben.stdout.waitFor(/^\* user2 joined lobby$/);
-  await type(ann.child, "/nick ann\nhi ben\n");
+  await writeStdin(ann.child, "/nick ann\nhi ben\n");
   await ben.stdout.waitFor(/^<ann> hi ben$/);
-  await type(ben.child, "hi ann\n");
+  await writeStdin(ben.child, "hi ann\n");
   await ann.stdout.waitFor(/^<user2> hi ann$/);
   // EOF on nc's stdin half-closes; the server then says goodbye and closes.
   await ben.child.stdin.close();
@@ -132,9 +131,9 @@ Deno.test("the interactive client talks to nc -l both ways", async () => {
   )!;
   const [command, args] = clientCommand(["--port", port, "--interactive"]);
   await using client = new Spawned(command, args, { stdin: "piped" });
-  await type(client.child, "from our client\n");
+  await writeStdin(client.child, "from our client\n");
   await listener.stdout.waitFor(/^from our client$/);
-  await type(listener.child, "from nc\n");
+  await writeStdin(listener.child, "from nc\n");
   await client.stdout.waitFor(/^from nc$/);
   // Ctrl+D on our side half-closes; nc -l, at EOF from the network, exits
   // and so closes its side: our client ends without a notice.
