@@ -123,6 +123,34 @@ Deno.test("client --interactive chats, and ends cleanly at the end of its input"
   await watcher.line(/^\* zed left lobby$/);
 });
 
+Deno.test("client -i works against every server mode", async (t) => {
+  const expected = {
+    echo: ["ping", "pong"],
+    line: ["ping", "pong"],
+    broadcast: ["ping", "pong"],
+    chat: ["<user1> ping", "<user1> pong"],
+  };
+  for (const [mode, lines] of Object.entries(expected)) {
+    await t.step(mode, async () => {
+      await using server = serveEcho({
+        port: 0,
+        mode: mode as keyof typeof expected,
+      });
+      const result = await runClient(
+        ["--port", String(server.addr.port), "-i"],
+        encoder.encode("ping\npong"),
+      );
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(result.stderr, "");
+      const out = decoder.decode(result.stdout).split("\n");
+      assert.deepEqual(
+        out.filter((l) => /ping|pong/.test(l)),
+        lines,
+      );
+    });
+  }
+});
+
 Deno.test("client -i: a line 'exit' is not sent and ends the session", async () => {
   await using server = serveEcho({ port: 0, mode: "line" });
   const result = await runClient(

@@ -235,6 +235,8 @@ Deno.test("chat: names, messages, notices, /who, /nick, /join, history and /quit
   await alice.line(/^\* alice joined side$/);
   await alice.send("/who\n");
   assert.equal(await alice.line(/^\* in side/), "* in side (1): alice");
+  // bob's empty line was never relayed.
+  assert.ok(!alice.lines.some((l) => /^<(user2|bob)> ?$/.test(l)));
 });
 
 Deno.test("chat: 200 joins and leaves in a burst, each announced once", async () => {
