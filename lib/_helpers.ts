@@ -54,6 +54,20 @@ export function assertLimit(name: string, value: number): void {
   }
 }
 
+/** Throws a `RangeError` unless `value` is an integer from `min` to `max`. */
+export function assertInteger(
+  name: string,
+  value: number,
+  min: number,
+  max: number,
+): void {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new RangeError(
+      `Cannot use ${name}: must be an integer from ${min} to ${max}, got ${value}`,
+    );
+  }
+}
+
 /** Writes every byte of `bytes`, however many calls `conn.write` needs. */
 export async function writeAll(
   conn: Deno.Conn,

@@ -1,5 +1,6 @@
 import { getLogger } from "@logtape/logtape";
 import {
+  assertInteger,
   assertLimit,
   assertMilliseconds,
   assertPort,
@@ -581,20 +582,6 @@ class Server implements EchoServer {
       );
       this.#finishIfDone();
     }
-  }
-}
-
-/** Throws a `RangeError` unless `value` is an integer from `min` to `max`. */
-function assertInteger(
-  name: string,
-  value: number,
-  min: number,
-  max: number,
-): void {
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new RangeError(
-      `Cannot use ${name}: must be an integer from ${min} to ${max}, got ${value}`,
-    );
   }
 }
 
