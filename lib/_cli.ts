@@ -66,6 +66,24 @@ export function integerFlag(
   return n;
 }
 
+/**
+ * Parses the value of a positive decimal flag such as `--duration`, or
+ * returns `undefined` when the flag was not given.
+ */
+export function numberFlag(
+  flag: string,
+  value: string | undefined,
+): number | undefined {
+  if (value === undefined) return undefined;
+  const n = /^\d+(\.\d+)?$/.test(value) ? Number(value) : NaN;
+  if (!Number.isFinite(n) || n <= 0) {
+    throw new UsageError(
+      `Invalid ${flag}: expected a positive number, got '${value}'`,
+    );
+  }
+  return n;
+}
+
 /** Checks that `value` is one of `choices`, or returns `fallback` if unset. */
 export function choiceFlag<T extends string>(
   flag: string,

@@ -1,0 +1,473 @@
+import process from "node:process";
+import * as hdr from "hdr-histogram-js";
+import { assertPort, formatAddr, writeAll } from "./_helpers.ts";
+
+/** Options for {@linkcode loadTest}. */
+export interface LoadTestOptions {
+  /**
+   * The server's address.
+   *
+   * @default {"127.0.0.1"}
+   */
+  hostname?: string;
+  /**
+   * The server's port.
+   *
+   * @default {9000}
+   */
+  port?: number;
+  /**
+   * Connections opened at once; each runs its own round trips one after
+   * another.
+   *
+   * @default {1}
+   */
+  connections?: number;
+  /**
+   * Round trips in all, over all connections. Without `count` or
+   * `duration`, 1000.
+   */
+  count?: number;
+  /** Milliseconds to run for, instead of a `count`. */
+  duration?: number;
+  /**
+   * The message: its bytes (a string is sent as UTF-8), or a size in bytes
+   * for a message of pseudo-random bytes.
+   *
+   * @default {64}
+   */
+  message?: string | Uint8Array | number;
+  /**
+   * Round trips per second to aim for, over all connections; each connection
+   * starts its round trips on a fixed schedule. When a connection is behind
+   * that schedule because its earlier round trips were slow, latency is
+   * measured from when the round trip was due, so a server that falls behind
+   * is not flattered (no coordinated omission). Without it, connections go
+   * flat out.
+   */
+  rate?: number;
+  /**
+   * Milliseconds a round trip may take before it counts as an error and its
+   * connection stops; also the connect timeout. 0 waits forever.
+   *
+   * @default {10000}
+   */
+  timeout?: number;
+  /** Called about every `progressInterval` milliseconds while it runs. */
+  onProgress?: (progress: LoadProgress) => void;
+  /**
+   * How often `onProgress` is called.
+   *
+   * @default {1000}
+   */
+  progressInterval?: number;
+  /** Aborting it stops the test early; the report covers what was done. */
+  signal?: AbortSignal;
+}
+
+/** Counters of a running {@linkcode loadTest}. */
+export interface LoadProgress {
+  /** Milliseconds since the connections were opened. */
+  readonly elapsedMs: number;
+  /** Round trips completed and verified. */
+  readonly roundTrips: number;
+  /** Round trips per second since the last progress report. */
+  readonly rate: number;
+  /** Errors of every kind so far. */
+  readonly errors: number;
+}
+
+/** Latency figures of a {@linkcode LoadReport}, in microseconds. */
+export interface LatencySummary {
+  /** Median. */
+  readonly p50: number;
+  /** 90th percentile. */
+  readonly p90: number;
+  /** 99th percentile. */
+  readonly p99: number;
+  /** 99.9th percentile. */
+  readonly p999: number;
+  /** Slowest round trip. */
+  readonly max: number;
+  /** Mean. */
+  readonly mean: number;
+}
+
+/** What a {@linkcode loadTest} did and measured. */
+export interface LoadReport {
+  /** The server, as `host:port`. */
+  readonly address: string;
+  /** Connections asked for. */
+  readonly connections: number;
+  /** Connections that were opened. */
+  readonly connected: number;
+  /** Bytes in each message. */
+  readonly messageBytes: number;
+  /** Round trips completed, every byte of the echo verified. */
+  readonly roundTrips: number;
+  /** Milliseconds from the first connect to the last round trip. */
+  readonly durationMs: number;
+  /** Round trips per second over `durationMs`. */
+  readonly roundTripsPerSecond: number;
+  /** Megabytes (10^6 bytes) per second echoed, in each direction. */
+  readonly megabytesPerSecond: number;
+  /** Latency of the round trips, from an HDR histogram (3 digits). */
+  readonly latencyUs: LatencySummary;
+  /** Connections that could not be opened. */
+  readonly connectErrors: number;
+  /** Echoes that differed from what was sent. */
+  readonly mismatches: number;
+  /** Other failures: resets, early closes, timeouts. */
+  readonly otherErrors: number;
+  /** The first few error messages, for the user. */
+  readonly errorMessages: readonly string[];
+  /** CPU time this process used while the test ran, in milliseconds. */
+  readonly cpuMs: number;
+}
+
+const MAX_ERROR_MESSAGES = 5;
+/** Highest latency the histogram tracks: one hour, in microseconds. */
+const MAX_LATENCY_US = 3_600_000_000;
+
+/**
+ * Runs a load test against an echo server: each connection sends the
+ * message, waits for the whole echo, checks it byte for byte, and repeats,
+ * until `count` round trips are done or `duration` has passed. Failures are
+ * counted, not thrown: check `mismatches`, `connectErrors` and `otherErrors`
+ * in the report.
+ *
+ * @example Ten round trips of 64 bytes
+ * ```ts
+ * import { loadTest, serveEcho } from "@tcp-echo/tcp-echo";
+ * import assert from "node:assert/strict";
+ *
+ * await using server = serveEcho({ port: 0 });
+ * const report = await loadTest({ port: server.addr.port, count: 10 });
+ * assert.equal(report.roundTrips, 10);
+ * assert.equal(report.mismatches, 0);
+ * ```
+ *
+ * @param options Where, how hard, for how long.
+ * @returns The report, once every connection is closed.
+ * @throws {RangeError} An option is out of range.
+ */
+export async function loadTest(
+  options: LoadTestOptions = {},
+): Promise<LoadReport> {
+  const {
+    hostname = "127.0.0.1",
+    port = 9000,
+    connections = 1,
+    duration,
+    rate,
+    timeout = 10_000,
+    progressInterval = 1000,
+    onProgress,
+    signal,
+  } = options;
+  const count = options.count ?? (duration === undefined ? 1000 : Infinity);
+  assertPort(port);
+  assertPositive("connections", connections, true);
+  assertPositive("count", count, false);
+  if (duration !== undefined) assertPositive("duration", duration, false);
+  if (rate !== undefined) assertPositive("rate", rate, false);
+  const message = messageBytes(options.message ?? 64);
+
+  const run = new Run({
+    hostname,
+    port,
+    message,
+    connections,
+    count,
+    rate,
+    timeout,
+  });
+  const cpuBefore = cpuMs();
+  const stopAt = duration === undefined
+    ? undefined
+    : setTimeout(() => run.stop(), duration);
+  let lastCount = 0;
+  let lastAt = performance.now();
+  const ticker = onProgress === undefined ? undefined : setInterval(() => {
+    const now = performance.now();
+    onProgress({
+      elapsedMs: now - run.startedAt,
+      roundTrips: run.completed,
+      rate: (run.completed - lastCount) / ((now - lastAt) / 1000),
+      errors: run.errors,
+    });
+    lastCount = run.completed;
+    lastAt = now;
+  }, progressInterval);
+  signal?.addEventListener("abort", run.stop, { once: true });
+  try {
+    await Promise.all(
+      Array.from({ length: connections }, (_, i) => run.connection(i)),
+    );
+  } finally {
+    clearTimeout(stopAt);
+    clearInterval(ticker);
+    run.stopWatchdog();
+    signal?.removeEventListener("abort", run.stop);
+  }
+  const durationMs = run.endedAt - run.startedAt;
+  const seconds = durationMs / 1000;
+  const h = run.histogram;
+  const report: LoadReport = {
+    address: formatAddr({ hostname, port }),
+    connections,
+    connected: run.connected,
+    messageBytes: message.length,
+    roundTrips: run.completed,
+    durationMs,
+    roundTripsPerSecond: seconds > 0 ? run.completed / seconds : 0,
+    megabytesPerSecond: seconds > 0
+      ? run.completed * message.length / seconds / 1e6
+      : 0,
+    latencyUs: {
+      p50: h.getValueAtPercentile(50),
+      p90: h.getValueAtPercentile(90),
+      p99: h.getValueAtPercentile(99),
+      p999: h.getValueAtPercentile(99.9),
+      max: h.maxValue,
+      mean: h.mean,
+    },
+    connectErrors: run.connectErrors,
+    mismatches: run.mismatches,
+    otherErrors: run.otherErrors,
+    errorMessages: run.errorMessages,
+    cpuMs: cpuMs() - cpuBefore,
+  };
+  h.destroy();
+  return report;
+}
+
+interface RunOptions {
+  hostname: string;
+  port: number;
+  message: Uint8Array;
+  connections: number;
+  count: number;
+  rate: number | undefined;
+  timeout: number;
+}
+
+/** The shared state of one load test's connections. */
+class Run {
+  readonly histogram = hdr.build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: MAX_LATENCY_US,
+    numberOfSignificantValueDigits: 3,
+  });
+  readonly startedAt = performance.now();
+  endedAt = this.startedAt;
+  started = 0;
+  completed = 0;
+  connected = 0;
+  connectErrors = 0;
+  mismatches = 0;
+  otherErrors = 0;
+  errorMessages: string[] = [];
+  #options: RunOptions;
+  #stopped = false;
+  /** Open connections, and when their round trip in flight started. */
+  #conns = new Map<Deno.TcpConn, number>();
+  #watchdog: ReturnType<typeof setInterval> | undefined;
+
+  constructor(options: RunOptions) {
+    this.#options = options;
+    // One timer for every connection's round-trip timeout, instead of one
+    // per round trip: the generator's own cost stays low.
+    if (options.timeout > 0) {
+      this.#watchdog = setInterval(
+        this.#checkTimeouts,
+        Math.min(options.timeout / 4, 1000),
+      );
+    }
+  }
+
+  stopWatchdog(): void {
+    clearInterval(this.#watchdog);
+  }
+
+  get errors(): number {
+    return this.connectErrors + this.mismatches + this.otherErrors;
+  }
+
+  /** Ends the test: no new round trips; ones in flight are abandoned. */
+  stop = (): void => {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.endedAt = performance.now();
+    for (const conn of this.#conns.keys()) conn.close();
+    this.#conns.clear();
+  };
+
+  #checkTimeouts = (): void => {
+    const { timeout } = this.#options;
+    const now = performance.now();
+    for (const [conn, since] of this.#conns) {
+      if (since > 0 && now - since > timeout) {
+        this.#fail(
+          "other",
+          new Error(`Round trip timed out after ${timeout} ms`),
+        );
+        this.#conns.delete(conn);
+        conn.close();
+      }
+    }
+  };
+
+  /** Runs connection number `index` until the test is over. */
+  async connection(index: number): Promise<void> {
+    const { hostname, port, timeout } = this.#options;
+    let conn: Deno.TcpConn;
+    try {
+      conn = await Deno.connect({
+        hostname,
+        port,
+        signal: timeout > 0 ? AbortSignal.timeout(timeout) : undefined,
+      });
+    } catch (error) {
+      if (!this.#stopped) this.#fail("connect", error);
+      return;
+    }
+    if (this.#stopped) {
+      conn.close();
+      return;
+    }
+    this.connected++;
+    this.#conns.set(conn, 0);
+    try {
+      conn.setNoDelay(true);
+      await this.#roundTrips(conn, index);
+    } catch (error) {
+      // A connection the watchdog closed has been counted already.
+      if (!this.#stopped && this.#conns.has(conn)) this.#fail("other", error);
+    } finally {
+      if (this.#conns.delete(conn)) conn.close();
+    }
+  }
+
+  async #roundTrips(conn: Deno.TcpConn, index: number): Promise<void> {
+    const { message, connections, count, rate } = this.#options;
+    const echo = new Uint8Array(message.length);
+    // With a rate, each connection has its own slot in a fixed schedule.
+    const interval = rate === undefined ? 0 : 1000 * connections / rate;
+    let due = this.startedAt + interval * index / connections;
+    while (!this.#stopped && this.started < count) {
+      this.started++;
+      let sentAt = performance.now();
+      if (rate !== undefined) {
+        if (due > sentAt) {
+          // On schedule: our own timer's lateness is not the server's.
+          await delay(due - sentAt);
+          if (this.#stopped) return;
+          sentAt = performance.now();
+        } else {
+          // Behind schedule because of slow round trips: count from due.
+          sentAt = due;
+        }
+      }
+      this.#mark(conn, sentAt);
+      await writeAll(conn, message);
+      await readFull(conn, echo);
+      const at = firstDifference(echo, message);
+      if (at !== -1) {
+        this.#fail(
+          "mismatch",
+          new Error(`Echo differs from what was sent at byte ${at}`),
+        );
+        return; // The stream is out of step: this connection stops.
+      }
+      const now = performance.now();
+      this.#mark(conn, 0);
+      this.histogram.recordValue(
+        Math.max(1, Math.round((now - sentAt) * 1000)),
+      );
+      this.completed++;
+      this.endedAt = now;
+      due += interval;
+    }
+  }
+
+  /**
+   * Records when `conn`'s round trip in flight started (0: none), unless
+   * `stop()` or the watchdog has closed it meanwhile.
+   */
+  #mark(conn: Deno.TcpConn, since: number): void {
+    if (this.#conns.has(conn)) this.#conns.set(conn, since);
+  }
+
+  #fail(kind: "connect" | "mismatch" | "other", error: unknown): void {
+    if (kind === "connect") this.connectErrors++;
+    else if (kind === "mismatch") this.mismatches++;
+    else this.otherErrors++;
+    if (this.errorMessages.length < MAX_ERROR_MESSAGES) {
+      const text = error instanceof Error ? error.message : String(error);
+      this.errorMessages.push(text);
+    }
+  }
+}
+
+/** The message's bytes: given, encoded, or `size` pseudo-random bytes. */
+function messageBytes(message: string | Uint8Array | number): Uint8Array {
+  if (typeof message === "string") {
+    const bytes = new TextEncoder().encode(message);
+    if (bytes.length === 0) throw new RangeError("Cannot use message: empty");
+    return bytes;
+  }
+  if (message instanceof Uint8Array) {
+    if (message.length === 0) throw new RangeError("Cannot use message: empty");
+    return message;
+  }
+  assertPositive("message size", message, true);
+  const bytes = new Uint8Array(message);
+  let x = 0x9e3779b9;
+  for (let i = 0; i < bytes.length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    bytes[i] = x & 255;
+  }
+  return bytes;
+}
+
+function assertPositive(name: string, value: number, integer: boolean): void {
+  const ok = integer ? Number.isSafeInteger(value) : value === Infinity ||
+    Number.isFinite(value);
+  if (!ok || value <= 0) {
+    throw new RangeError(
+      `Cannot use ${name}: must be a positive ${
+        integer ? "integer" : "number"
+      }, got ${value}`,
+    );
+  }
+}
+
+async function readFull(conn: Deno.Conn, into: Uint8Array): Promise<void> {
+  for (let filled = 0; filled < into.length;) {
+    const n = await conn.read(filled === 0 ? into : into.subarray(filled));
+    if (n === null) {
+      throw new Error(
+        `Server closed after ${filled} of ${into.length} echoed bytes`,
+      );
+    }
+    filled += n;
+  }
+}
+
+function firstDifference(a: Uint8Array, b: Uint8Array): number {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
+  return -1;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** CPU time (user + system) of this process so far, in milliseconds. */
+function cpuMs(): number {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1000;
+}

@@ -1,0 +1,191 @@
+import assert from "node:assert/strict";
+import { loadTest, serveEcho } from "../mod.ts";
+
+/**
+ * A deliberately broken echo server: `mangle` decides what goes back for
+ * each chunk read (undefined: say nothing; null: close).
+ */
+function brokenServer(
+  mangle: (chunk: Uint8Array) => Uint8Array | null | undefined,
+): { port: number; [Symbol.asyncDispose](): Promise<void> } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.Conn>();
+  const serving = (async () => {
+    const tasks: Promise<void>[] = [];
+    for await (const conn of listener) {
+      conns.add(conn);
+      tasks.push((async () => {
+        const buffer = new Uint8Array(65536);
+        try {
+          while (true) {
+            const n = await conn.read(buffer);
+            if (n === null) break;
+            const reply = mangle(buffer.slice(0, n));
+            if (reply === null) break;
+            if (reply !== undefined) await conn.write(reply);
+          }
+        } catch {
+          // Closed by the test.
+        } finally {
+          if (conns.delete(conn)) conn.close();
+        }
+      })());
+    }
+    await Promise.all(tasks);
+  })();
+  return {
+    port: listener.addr.port,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      for (const conn of conns) conn.close();
+      conns.clear();
+      await serving;
+    },
+  };
+}
+
+Deno.test("loadTest() runs the round trips asked for and verifies them", async () => {
+  await using server = serveEcho({ port: 0 });
+  const report = await loadTest({
+    port: server.addr.port,
+    connections: 20,
+    count: 3000,
+    message: 100,
+  });
+  assert.equal(report.connected, 20);
+  assert.equal(report.roundTrips, 3000);
+  assert.equal(report.messageBytes, 100);
+  assert.equal(
+    report.connectErrors + report.mismatches + report.otherErrors,
+    0,
+  );
+  const l = report.latencyUs;
+  assert.ok(0 < l.p50 && l.p50 <= l.p90 && l.p90 <= l.p99, JSON.stringify(l));
+  assert.ok(l.p99 <= l.p999 && l.p999 <= l.max, JSON.stringify(l));
+  assert.ok(report.roundTripsPerSecond > 0);
+  assert.ok(
+    Math.abs(
+      report.megabytesPerSecond -
+        report.roundTripsPerSecond * 100 / 1e6,
+    ) < 1e-9,
+  );
+  // The server saw exactly the bytes the report claims, both ways.
+  assert.equal(server.stats.bytesIn, 3000 * 100);
+  assert.equal(server.stats.bytesOut, 3000 * 100);
+});
+
+Deno.test("loadTest() counts an echo that differs as a mismatch", async () => {
+  await using server = brokenServer((chunk) => {
+    chunk[chunk.length - 1] ^= 1;
+    return chunk;
+  });
+  const report = await loadTest({
+    port: server.port,
+    connections: 3,
+    count: 100,
+    message: "abcd",
+  });
+  assert.equal(report.roundTrips, 0);
+  assert.equal(report.mismatches, 3);
+  assert.match(
+    report.errorMessages[0],
+    /^Echo differs from what was sent at byte \d$/,
+  );
+});
+
+Deno.test("loadTest() counts refused connections, early closes and timeouts", async (t) => {
+  await t.step("refused", async () => {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = listener.addr.port;
+    listener.close();
+    const report = await loadTest({ port, connections: 4, count: 10 });
+    assert.equal(report.connectErrors, 4);
+    assert.equal(report.connected, 0);
+  });
+  await t.step("closed early", async () => {
+    await using server = brokenServer(() => null);
+    const report = await loadTest({ port: server.port, count: 10 });
+    assert.equal(report.otherErrors, 1);
+    assert.equal(
+      report.errorMessages[0],
+      "Server closed after 0 of 64 echoed bytes",
+    );
+  });
+  await t.step("silent", async () => {
+    await using server = brokenServer(() => undefined);
+    const report = await loadTest({
+      port: server.port,
+      count: 10,
+      timeout: 200,
+    });
+    assert.equal(report.otherErrors, 1);
+    assert.equal(report.errorMessages[0], "Round trip timed out after 200 ms");
+  });
+});
+
+Deno.test("loadTest() stops after duration, keeps to rate, and stops on abort", async (t) => {
+  await using server = serveEcho({ port: 0 });
+  const port = server.addr.port;
+  await t.step("duration", async () => {
+    const report = await loadTest({ port, connections: 2, duration: 300 });
+    assert.ok(report.roundTrips > 0);
+    assert.ok(report.durationMs >= 290, String(report.durationMs));
+    assert.equal(report.otherErrors, 0);
+  });
+  await t.step("rate", async () => {
+    // 2 connections at 100/s in all for 0.5 s: the schedule allows at most
+    // 50 round trips plus the first of each connection.
+    const report = await loadTest({
+      port,
+      connections: 2,
+      rate: 100,
+      duration: 500,
+    });
+    assert.ok(
+      report.roundTrips > 0 && report.roundTrips <= 52,
+      String(report.roundTrips),
+    );
+  });
+  await t.step("abort", async () => {
+    const controller = new AbortController();
+    const running = loadTest({
+      port,
+      duration: 60_000,
+      signal: controller.signal,
+      onProgress: () => controller.abort(),
+      progressInterval: 50,
+    });
+    const report = await running;
+    assert.ok(report.durationMs < 10_000);
+    assert.equal(report.otherErrors + report.mismatches, 0);
+  });
+});
+
+Deno.test("loadTest() rejects bad options with a RangeError", async () => {
+  for (
+    const options of [
+      { connections: 0 },
+      { count: -1 },
+      { duration: 0 },
+      { rate: NaN },
+      { message: "" },
+      { message: 0 },
+    ]
+  ) {
+    await assert.rejects(() => loadTest(options), RangeError);
+  }
+});
+
+Deno.test("loadTest() ending mid-round-trip never fails (60 short runs)", async () => {
+  // The end of `duration` lands while round trips are in flight; closing
+  // their connections must not be counted as errors or throw.
+  await using server = serveEcho({ port: 0 });
+  for (let i = 0; i < 60; i++) {
+    const report = await loadTest({
+      port: server.addr.port,
+      connections: 50,
+      duration: 20 + (i % 7),
+    });
+    assert.equal(report.otherErrors + report.mismatches, 0, `run ${i}`);
+  }
+});
