@@ -77,9 +77,10 @@ Options:
   -V, --version     print the version and exit
 
 Exit codes:
-  0  the echo matched what was sent; interactively, the session ended
+  0  the echo matched what was sent; interactively, the session ended; a
+     load test had no error
   1  connection refused or reset, timeout, or an echo that differs, is short
-     or is too long
+     or is too long; any error in a load test
   2  usage error (unknown flag, bad flag value, no message)`;
 
 function parseFlags(args: string[]) {

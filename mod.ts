@@ -4,6 +4,8 @@
  * check every byte of the echo. The same server runs as a line echo, a
  * broadcast relay or a chat ({@linkcode ServeEchoOptions.mode}), with bounded
  * per-client send queues and {@linkcode EchoServer.announce} for the operator.
+ * {@linkcode loadTest} measures a server: round trips, throughput and latency
+ * percentiles, with every byte verified.
  *
  * ```ts
  * import { echoOnce, serveEcho } from "@tcp-echo/tcp-echo";
