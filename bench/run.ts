@@ -1,0 +1,398 @@
+/**
+ * `deno task bench`: runs our server and two reference peers (Node's
+ * `socket.pipe(socket)` and Deno's documented `pipeTo` echo) over the same
+ * workloads in one run, prints one table with ratios, and writes the results
+ * as JSON to `bench/results/`.
+ *
+ * Workloads: 64 B and 4 KiB ping-pong over 1 and 50 connections (our load
+ * client, every byte verified), a bulk stream (`echoStream`), and idle
+ * connections with the server's memory per connection. The server runs on
+ * CPU 0 and this process on CPU 1 when `taskset` is there. Repetitions
+ * take turns across servers, so a noisy moment hits every server; the table
+ * shows each cell's median over the repetitions, the JSON every repetition.
+ *
+ * ```sh
+ * deno task bench                    # full run: 3 reps of 5 s a workload, 256 MiB, 10 000 idle
+ * deno task bench --quick            # 1 rep of 1 s a workload, 32 MiB, 1 000 idle
+ * deno task bench --servers project,node_net --duration 3
+ * deno task bench --quick --out -    # the JSON on stdout instead of a file
+ * ```
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { echoStream, loadTest } from "../mod.ts";
+import { Lines } from "../tests/_process.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const DENO = Deno.execPath();
+
+/** How to start each server; each prints "Listening on HOST:PORT". */
+const SERVERS: Record<string, string[]> = {
+  project: [
+    DENO,
+    "run",
+    "--allow-net",
+    `${ROOT}server.ts`,
+    "--port",
+    "0",
+    "--log-level",
+    "error",
+  ],
+  node_net: ["node", `${ROOT}bench/node_echo.mjs`, "0"],
+  deno_pipe: [
+    DENO,
+    "run",
+    "--allow-net",
+    `${ROOT}bench/deno_pipe_echo.ts`,
+    "0",
+  ],
+};
+
+interface PingPong {
+  size: number;
+  connections: number;
+}
+const PING_PONGS: PingPong[] = [
+  { size: 64, connections: 1 },
+  { size: 64, connections: 50 },
+  { size: 4096, connections: 1 },
+  { size: 4096, connections: 50 },
+];
+
+interface Cell {
+  /** Round trips per second, or MB/s for bulk, or kB per connection. */
+  value: number;
+  /** µs of server CPU per round trip, or CPU s per GB for bulk. */
+  serverCpu?: number;
+  /** Server and load CPU, % of one core. */
+  serverCpuPercent?: number;
+  loadCpuPercent?: number;
+  p99Us?: number;
+  errors: number;
+}
+
+const CLK_TCK = 100;
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    strict: true,
+    options: {
+      quick: { type: "boolean" },
+      servers: { type: "string" },
+      duration: { type: "string" },
+      bulk: { type: "string" },
+      idle: { type: "string" },
+      reps: { type: "string" },
+      out: { type: "string" },
+    },
+  });
+  const quick = values.quick ?? false;
+  const servers = (values.servers ?? Object.keys(SERVERS).join(",")).split(",");
+  for (const name of servers) {
+    if (!(name in SERVERS)) throw new Error(`Unknown server ${name}`);
+  }
+  const durationMs = Number(values.duration ?? (quick ? 1 : 5)) * 1000;
+  const bulkBytes = Number(values.bulk ?? (quick ? 32 : 256)) * 1024 * 1024;
+  const idleConns = Number(values.idle ?? (quick ? 1000 : 10_000));
+  const reps = Number(values.reps ?? (quick ? 1 : 3));
+  const pinned = await pinSelf();
+
+  const runs: Record<string, Record<string, Cell>[]> = {};
+  for (let rep = 1; rep <= reps; rep++) {
+    for (const name of servers) {
+      console.error(`== ${name}, repetition ${rep} of ${reps}`);
+      (runs[name] ??= []).push(
+        await benchServer(name, { durationMs, bulkBytes, idleConns, pinned }),
+      );
+    }
+  }
+  const results = Object.fromEntries(
+    servers.map((name) => [name, medians(runs[name])]),
+  );
+  const meta = {
+    date: new Date().toISOString(),
+    deno: Deno.version.deno,
+    node: await version("node"),
+    cpus: navigator.hardwareConcurrency,
+    pinned,
+    durationMs,
+    bulkBytes,
+    idleConns,
+    reps,
+  };
+  const json = JSON.stringify({ meta, results, runs }, null, 2);
+  if (values.out === "-") {
+    console.log(json);
+    return;
+  }
+  const outDir = values.out ?? `${ROOT}bench/results`;
+  await Deno.mkdir(outDir, { recursive: true });
+  const file = `${outDir}/${meta.date.replaceAll(":", "-")}.json`;
+  await Deno.writeTextFile(file, json);
+  console.log(table(results, servers, meta));
+  console.log(`\nResults: ${file}`);
+}
+
+/** Per workload, the repetition whose main figure is the median. */
+function medians(runs: Record<string, Cell>[]): Record<string, Cell> {
+  const out: Record<string, Cell> = {};
+  for (const key of Object.keys(runs[0])) {
+    const sorted = runs.map((r) => r[key]).sort((a, b) => a.value - b.value);
+    out[key] = sorted[Math.floor((sorted.length - 1) / 2)];
+  }
+  return out;
+}
+
+/**
+ * Moves this process to CPU 1 (the server gets CPU 0) with taskset, if
+ * there are two CPUs and taskset exists. Returns whether it did.
+ */
+async function pinSelf(): Promise<boolean> {
+  if (navigator.hardwareConcurrency < 2) return false;
+  try {
+    const { success } = await new Deno.Command("taskset", {
+      args: ["-p", "-c", "1", String(Deno.pid)],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return success;
+  } catch {
+    return false;
+  }
+}
+
+async function version(command: string): Promise<string> {
+  try {
+    const out = await new Deno.Command(command, { args: ["--version"] })
+      .output();
+    return new TextDecoder().decode(out.stdout).trim();
+  } catch {
+    return "missing";
+  }
+}
+
+interface Options {
+  durationMs: number;
+  bulkBytes: number;
+  idleConns: number;
+  pinned: boolean;
+}
+
+async function benchServer(
+  name: string,
+  options: Options,
+): Promise<Record<string, Cell>> {
+  const cells: Record<string, Cell> = {};
+  for (const workload of PING_PONGS) {
+    const key = `${workload.size} B × ${workload.connections}`;
+    await using server = await start(name, options.pinned);
+    // Warm up (JIT, buffers), then measure.
+    await loadTest({
+      port: server.port,
+      connections: workload.connections,
+      duration: Math.min(300, options.durationMs),
+      message: workload.size,
+    });
+    const cpu0 = await server.cpuMs();
+    const load = await loadTest({
+      port: server.port,
+      connections: workload.connections,
+      duration: options.durationMs,
+      message: workload.size,
+    });
+    const serverCpuMs = await server.cpuMs() - cpu0;
+    cells[key] = {
+      value: load.roundTripsPerSecond,
+      serverCpu: load.roundTrips > 0
+        ? serverCpuMs * 1000 / load.roundTrips
+        : NaN,
+      serverCpuPercent: serverCpuMs / load.durationMs * 100,
+      loadCpuPercent: load.cpuMs / load.durationMs * 100,
+      p99Us: load.latencyUs.p99,
+      errors: load.connectErrors + load.mismatches + load.otherErrors,
+    };
+    console.error(`  ${key}: ${Math.round(load.roundTripsPerSecond)} rt/s`);
+  }
+  {
+    await using server = await start(name, options.pinned);
+    const cpu0 = await server.cpuMs();
+    const started = performance.now();
+    let errors = 0;
+    try {
+      await bulk(server.port, options.bulkBytes);
+    } catch (error) {
+      errors = 1;
+      console.error(`  bulk failed: ${(error as Error).message}`);
+    }
+    const seconds = (performance.now() - started) / 1000;
+    const serverCpuMs = await server.cpuMs() - cpu0;
+    cells.bulk = {
+      value: errors ? NaN : options.bulkBytes / seconds / 1e6,
+      serverCpu: serverCpuMs / 1000 / (options.bulkBytes / 1e9),
+      serverCpuPercent: serverCpuMs / (seconds * 1000) * 100,
+      errors,
+    };
+    console.error(`  bulk: ${cells.bulk.value.toFixed(0)} MB/s`);
+  }
+  {
+    await using server = await start(name, options.pinned);
+    cells.idle = await idle(server, options.idleConns);
+    console.error(`  idle: ${cells.idle.value.toFixed(1)} kB/conn`);
+  }
+  return cells;
+}
+
+/** Streams `bytes` through the server in 64 KiB writes, verifying the echo. */
+async function bulk(port: number, bytes: number): Promise<void> {
+  const chunk = new Uint8Array(64 * 1024).map((_, i) => (i * 7) & 255);
+  const chunks = (function* () {
+    for (let sent = 0; sent < bytes; sent += chunk.length) yield chunk;
+  })();
+  let received = 0;
+  for await (const part of echoStream(chunks, { port, timeout: 30_000 })) {
+    received += part.length;
+  }
+  if (received !== bytes) throw new Error(`echo was ${received} of ${bytes}`);
+}
+
+/** Opens `count` idle connections; returns the server's kB per connection. */
+async function idle(server: Server, count: number): Promise<Cell> {
+  const before = await server.rssKb();
+  const conns: Deno.TcpConn[] = [];
+  let errors = 0;
+  try {
+    for (let i = 0; i < count; i += 500) {
+      const batch = await Promise.allSettled(
+        Array.from(
+          { length: Math.min(500, count - i) },
+          () => Deno.connect({ hostname: "127.0.0.1", port: server.port }),
+        ),
+      );
+      for (const r of batch) {
+        if (r.status === "fulfilled") conns.push(r.value);
+        else errors++;
+      }
+    }
+    // One byte through each, so the server has really taken every one.
+    const one = new Uint8Array(1);
+    await Promise.all(conns.map(async (c) => {
+      await c.write(one);
+      await c.read(one);
+    }));
+    const after = await server.rssKb();
+    return {
+      value: (after - before) / conns.length,
+      errors,
+    };
+  } finally {
+    for (const c of conns) c.close();
+  }
+}
+
+interface Server extends AsyncDisposable {
+  port: number;
+  cpuMs(): Promise<number>;
+  rssKb(): Promise<number>;
+}
+
+/** Starts server `name` (on CPU 0 when pinning) and waits for its port. */
+async function start(name: string, pinned: boolean): Promise<Server> {
+  const [command, ...args] = SERVERS[name];
+  const child = new Deno.Command(pinned ? "taskset" : command, {
+    args: pinned ? ["-c", "0", command, ...args] : args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const stdout = new Lines(child.stdout);
+  const line = await stdout.waitFor(/^Listening on /);
+  const port = Number(line.match(/:(\d+)$/)![1]);
+  // taskset execs the server, so the PID is the server's own.
+  const pid = child.pid;
+  return {
+    port,
+    async cpuMs() {
+      const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      return (Number(fields[11]) + Number(fields[12])) * 1000 / CLK_TCK;
+    },
+    async rssKb() {
+      const status = await Deno.readTextFile(`/proc/${pid}/status`);
+      return Number(status.match(/VmRSS:\s+(\d+) kB/)![1]);
+    },
+    async [Symbol.asyncDispose]() {
+      child.kill("SIGKILL");
+      await child.status;
+      await stdout.done;
+    },
+  };
+}
+
+function table(
+  results: Record<string, Record<string, Cell>>,
+  servers: string[],
+  meta: Record<string, unknown>,
+): string {
+  const others = servers.filter((s) => s !== "project");
+  const rows: string[][] = [];
+  const header = [
+    "workload",
+    ...servers.map((s) => s),
+    ...(servers.includes("project") ? others.map((o) => `project / ${o}`) : []),
+  ];
+  const fmt = (x: number | undefined, digits = 0) =>
+    x === undefined || Number.isNaN(x) ? "failed" : x.toLocaleString("en-US", {
+      minimumFractionDigits: digits,
+      maximumFractionDigits: digits,
+    });
+  const add = (
+    label: string,
+    pick: (c: Cell) => number | undefined,
+    digits: number,
+    key: string,
+  ) => {
+    const value = (s: string) => pick(results[s][key]);
+    rows.push([
+      label,
+      ...servers.map((s) =>
+        fmt(value(s), digits) + (results[s][key].errors ? " (errors)" : "")
+      ),
+      ...(servers.includes("project")
+        ? others.map((o) => `${fmt(value("project")! / value(o)!, 2)}×`)
+        : []),
+    ]);
+  };
+  for (const w of PING_PONGS) {
+    const key = `${w.size} B × ${w.connections}`;
+    add(`${key}: round trips/s`, (c) => c.value, 0, key);
+    add(`${key}: server µs CPU/round trip`, (c) => c.serverCpu, 2, key);
+    add(`${key}: p99 µs`, (c) => c.p99Us, 0, key);
+    add(`${key}: server CPU %`, (c) => c.serverCpuPercent, 0, key);
+    add(`${key}: load CPU %`, (c) => c.loadCpuPercent, 0, key);
+  }
+  add(
+    `bulk ${Number(meta.bulkBytes) / 1048576} MiB: MB/s`,
+    (c) => c.value,
+    0,
+    "bulk",
+  );
+  add(`bulk: server CPU s/GB`, (c) => c.serverCpu, 3, "bulk");
+  add(`${meta.idleConns} idle: server kB/conn`, (c) => c.value, 1, "idle");
+  const lines = [header, header.map(() => "---"), ...rows].map((r) =>
+    `| ${r.join(" | ")} |`
+  );
+  return [
+    `${meta.date}, Deno ${meta.deno}, ${meta.node}, ${meta.cpus} CPUs, ${
+      meta.pinned ? "server on CPU 0, load on CPU 1" : "not pinned"
+    }; median of ${meta.reps} repetitions of ${
+      Number(meta.durationMs) / 1000
+    } s a workload`,
+    "",
+    ...lines,
+  ].join("\n");
+}
+
+if (import.meta.main) await main();

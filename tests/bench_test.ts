@@ -1,0 +1,41 @@
+// The benchmark runner works end to end: every server, every workload, no
+// errors. Figures are not checked here (speed belongs in benchmarks).
+
+import assert from "node:assert/strict";
+import { run } from "./_process.ts";
+
+Deno.test("deno task bench runs every server over every workload", async () => {
+  const result = await run(Deno.execPath(), [
+    "run",
+    "-A",
+    new URL("../bench/run.ts", import.meta.url).pathname,
+    "--duration",
+    "0.2",
+    "--bulk",
+    "2",
+    "--idle",
+    "50",
+    "--reps",
+    "1",
+    "--out",
+    "-",
+  ]);
+  assert.equal(result.code, 0, result.stderr);
+  const { meta, results } = JSON.parse(new TextDecoder().decode(result.stdout));
+  assert.equal(meta.idleConns, 50);
+  assert.deepEqual(Object.keys(results), ["project", "node_net", "deno_pipe"]);
+  for (const [server, cells] of Object.entries(results)) {
+    assert.deepEqual(Object.keys(cells as object), [
+      "64 B × 1",
+      "64 B × 50",
+      "4096 B × 1",
+      "4096 B × 50",
+      "bulk",
+      "idle",
+    ]);
+    for (const [workload, cell] of Object.entries(cells as object)) {
+      assert.equal(cell.errors, 0, `${server} ${workload}`);
+      assert.ok(cell.value > 0, `${server} ${workload}: ${cell.value}`);
+    }
+  }
+});
