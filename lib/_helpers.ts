@@ -68,6 +68,26 @@ export function assertInteger(
   }
 }
 
+/**
+ * Throws a `RangeError` unless `value` is positive: a safe integer when
+ * `integer` is set, else any number up to `Infinity`.
+ */
+export function assertPositive(
+  name: string,
+  value: number,
+  integer: boolean,
+): void {
+  const ok = integer ? Number.isSafeInteger(value) : value === Infinity ||
+    Number.isFinite(value);
+  if (!ok || value <= 0) {
+    throw new RangeError(
+      `Cannot use ${name}: must be a positive ${
+        integer ? "integer" : "number"
+      }, got ${value}`,
+    );
+  }
+}
+
 /** Writes every byte of `bytes`, however many calls `conn.write` needs. */
 export async function writeAll(
   conn: Deno.Conn,

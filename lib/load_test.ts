@@ -1,6 +1,11 @@
 import process from "node:process";
 import * as hdr from "hdr-histogram-js";
-import { assertPort, formatAddr, writeAll } from "./_helpers.ts";
+import {
+  assertPort,
+  assertPositive,
+  formatAddr,
+  writeAll,
+} from "./_helpers.ts";
 
 /** Options for {@linkcode loadTest}. */
 export interface LoadTestOptions {
@@ -431,18 +436,6 @@ function messageBytes(message: string | Uint8Array | number): Uint8Array {
     bytes[i] = x & 255;
   }
   return bytes;
-}
-
-function assertPositive(name: string, value: number, integer: boolean): void {
-  const ok = integer ? Number.isSafeInteger(value) : value === Infinity ||
-    Number.isFinite(value);
-  if (!ok || value <= 0) {
-    throw new RangeError(
-      `Cannot use ${name}: must be a positive ${
-        integer ? "integer" : "number"
-      }, got ${value}`,
-    );
-  }
 }
 
 async function readFull(conn: Deno.Conn, into: Uint8Array): Promise<void> {
