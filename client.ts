@@ -111,6 +111,13 @@ function parseFlags(args: string[]) {
   if (hostname === "") throw new UsageError("Invalid --hostname: empty");
   const help = values.help ?? false;
   const version = values.version ?? false;
+  const common = {
+    help,
+    version,
+    hostname,
+    port: integerFlag("--port", values.port, 1, 65535) ?? 9000,
+    timeout: integerFlag("--timeout", values.timeout, 0, 2 ** 31 - 1),
+  };
   const load = parseLoadFlags(values);
   if (load !== undefined) {
     if (positionals.length > 0 || values.interactive) {
@@ -118,16 +125,7 @@ function parseFlags(args: string[]) {
         "Unexpected MESSAGE or --interactive in a load test: use --message",
       );
     }
-    return {
-      help,
-      version,
-      interactive: false,
-      load,
-      message: undefined,
-      hostname,
-      port: integerFlag("--port", values.port, 1, 65535) ?? 9000,
-      timeout: integerFlag("--timeout", values.timeout, 0, 2 ** 31 - 1),
-    };
+    return { ...common, interactive: false, load, message: undefined };
   }
   const interactive = values.interactive ??
     (positionals.length === 0 && Deno.stdin.isTerminal());
@@ -142,16 +140,12 @@ function parseFlags(args: string[]) {
     );
   }
   return {
-    help,
-    version,
+    ...common,
     interactive,
     load,
     message: positionals.length === 1 && positionals[0] === "-"
       ? undefined
       : positionals.join(" "),
-    hostname,
-    port: integerFlag("--port", values.port, 1, 65535) ?? 9000,
-    timeout: integerFlag("--timeout", values.timeout, 0, 2 ** 31 - 1),
   };
 }
 

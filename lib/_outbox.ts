@@ -58,11 +58,6 @@ export class Outbox {
     return this.#queuedBytes;
   }
 
-  /** Whether a write is in flight. */
-  get busy(): boolean {
-    return this.#busy;
-  }
-
   /**
    * Whether the caller may write to the socket itself right now: nothing is
    * queued or in flight. Bracket that write with

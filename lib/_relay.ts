@@ -25,6 +25,8 @@ const NAME_PATTERN = new RegExp(
   "u",
 );
 const COMMANDS = "/nick NAME, /join ROOM, /who, /quit";
+const NAME_RULE =
+  `1 to ${MAX_NAME_LENGTH} letters, digits or symbols, no spaces`;
 
 /** A connected client, as the relay sees it. */
 export interface Member {
@@ -122,10 +124,16 @@ export class Relay {
 
   /** Removes a member; in chat, tells its room. */
   leave(member: Member): void {
-    if (!this.#members.delete(member)) return;
+    if (!this.#forget(member)) return;
     if (this.#options.mode === "broadcast") return;
-    this.#names.delete(member.name.toLowerCase());
     this.#enqueue(MAX_CHAT_OVERHEAD, () => this.#leaveRoom(member));
+  }
+
+  /** Drops `member` and frees its name; `false` if it was not a member. */
+  #forget(member: Member): boolean {
+    if (!this.#members.delete(member)) return false;
+    this.#names.delete(member.name.toLowerCase());
+    return true;
   }
 
   /**
@@ -249,8 +257,7 @@ export class Relay {
         member.quitting = true;
         this.#send(member, "* bye");
         this.#leaveRoom(member);
-        this.#members.delete(member);
-        this.#names.delete(member.name.toLowerCase());
+        this.#forget(member);
         return;
       default:
         return this.#error(
@@ -266,7 +273,7 @@ export class Relay {
     if (!NAME_PATTERN.test(name)) {
       return this.#error(
         member,
-        `usage: /nick NAME (1 to ${MAX_NAME_LENGTH} letters, digits or symbols, no spaces)`,
+        `usage: /nick NAME (${NAME_RULE})`,
       );
     }
     const holder = this.#names.get(name.toLowerCase());
@@ -287,7 +294,7 @@ export class Relay {
     if (!NAME_PATTERN.test(room)) {
       return this.#error(
         member,
-        `usage: /join ROOM (1 to ${MAX_NAME_LENGTH} letters, digits or symbols, no spaces)`,
+        `usage: /join ROOM (${NAME_RULE})`,
       );
     }
     if (room === member.room) {
