@@ -289,7 +289,10 @@ async function runLoad(
       },
     });
   } catch (error) {
-    printError(`Load test failed: ${(error as Error).message}`);
+    // loadTest counts network failures in its report; it throws only for
+    // an option out of range, which is a usage error.
+    if (!(error instanceof RangeError)) throw error;
+    printError(`Invalid load test: ${error.message}`);
     return EXIT_USAGE;
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);
