@@ -16,7 +16,7 @@
 import { parseArgs } from "node:util";
 import { getLogger } from "@logtape/logtape";
 import denoJson from "./deno.json" with { type: "json" };
-import { type EchoServer, serveEcho } from "./lib/serve_echo.ts";
+import { type EchoServer, MODES, serveEcho } from "./lib/serve_echo.ts";
 import { formatAddr } from "./lib/_helpers.ts";
 import {
   choiceFlag,
@@ -42,8 +42,6 @@ import {
  */
 const SAME_PRESS_MS = 200;
 const MAX_MS = 2 ** 31 - 1;
-
-const MODES = ["echo", "line", "broadcast", "chat"] as const;
 
 const HELP = `Usage: deno task server [options]
 

@@ -39,8 +39,8 @@ const MAX_LINE_LIMIT = 16 * 1024 * 1024;
  */
 export type EchoMode = "echo" | "line" | "broadcast" | "chat";
 
-/** The modes {@linkcode ServeEchoOptions.mode} accepts. */
-const MODES: readonly EchoMode[] = ["echo", "line", "broadcast", "chat"];
+/** The modes {@linkcode ServeEchoOptions.mode} accepts (for the CLI). */
+export const MODES: readonly EchoMode[] = ["echo", "line", "broadcast", "chat"];
 
 const encoder = new TextEncoder();
 const EXIT = encoder.encode("exit");
