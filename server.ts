@@ -82,6 +82,10 @@ Options:
   --history N              lines of its room a chat newcomer gets (default: 20)
   --operator               read lines from stdin and send each to every client
                            ("[server] text" in broadcast and chat mode)
+  --workers N|auto         serve on N threads (auto: one per core), each with
+                           its own listener on the same port (SO_REUSEPORT,
+                           Linux only; needs deno run --unstable-net, which
+                           the server task has) (default: 1)
   --log-level LEVEL        trace, debug, info, warning or error (default: info)
   --log-format FORMAT      pretty or json (default: pretty)
   -h, --help               print this help and exit
@@ -117,6 +121,7 @@ function parseFlags(args: string[]) {
       "channel-bytes": { type: "string" },
       history: { type: "string" },
       operator: { type: "boolean" },
+      workers: { type: "string" },
       "log-level": { type: "string" },
       "log-format": { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -169,6 +174,7 @@ function parseFlags(args: string[]) {
     ),
     history: integerFlag("--history", values.history, 0, MAX_MS),
     operator: values.operator ?? false,
+    workers: workersFlag(values.workers),
     logLevel: choiceFlag(
       "--log-level",
       values["log-level"],
@@ -182,6 +188,17 @@ function parseFlags(args: string[]) {
       "pretty",
     ),
   };
+}
+
+function workersFlag(value: string | undefined): number | "auto" {
+  if (value === "auto") return "auto";
+  const n = value === undefined ? 1 : /^\d+$/.test(value) ? Number(value) : 0;
+  if (n < 1 || n > 1024) {
+    throw new UsageError(
+      `Invalid --workers: expected an integer from 1 to 1024 or auto, got '${value}'`,
+    );
+  }
+  return n;
 }
 
 async function main(args: string[]): Promise<number> {
@@ -217,9 +234,18 @@ async function main(args: string[]): Promise<number> {
       channelCapacity: flags.channelCapacity,
       channelBytes: flags.channelBytes,
       history: flags.history,
+      workers: flags.workers,
       signal: stop.signal,
     });
   } catch (error) {
+    if (
+      error instanceof Error && error.message.startsWith("Cannot use workers:")
+    ) {
+      printError(
+        error.message.replace("Cannot use workers", "Invalid --workers"),
+      );
+      return EXIT_USAGE;
+    }
     if (error instanceof RangeError) {
       // "Cannot use channelBytes: …" names the option; name the flag instead.
       const message = error.message.replace(
@@ -232,6 +258,14 @@ async function main(args: string[]): Promise<number> {
     }
     const address = formatAddr({ hostname: flags.hostname, port: flags.port });
     printError(`Cannot listen on ${address}: ${(error as Error).message}`);
+    return EXIT_FAILURE;
+  }
+  try {
+    await server.ready;
+  } catch (error) {
+    printError(`Cannot start workers: ${(error as Error).message}`);
+    stop.abort();
+    await server.finished;
     return EXIT_FAILURE;
   }
   console.log(`Listening on ${formatAddr(server.addr)}`);

@@ -2,7 +2,6 @@
 // `chat` modes. Not exported from mod.ts.
 
 import { lineContent } from "./_lines.ts";
-import type { Outbox } from "./_outbox.ts";
 
 /** The longest name or room, in characters. */
 export const MAX_NAME_LENGTH = 32;
@@ -28,10 +27,16 @@ const COMMANDS = "/nick NAME, /join ROOM, /who, /quit";
 const NAME_RULE =
   `1 to ${MAX_NAME_LENGTH} letters, digits or symbols, no spaces`;
 
+/** Where a member's lines go: its connection's send queue. */
+export interface Inbox {
+  /** Queues `line`; `false` when the queue is full. */
+  post(line: Uint8Array): boolean;
+}
+
 /** A connected client, as the relay sees it. */
 export interface Member {
   readonly peer: string;
-  readonly out: Outbox;
+  readonly out: Inbox;
   /** Chat name; empty in broadcast mode. */
   name: string;
   /** Chat room; empty in broadcast mode. */
@@ -61,6 +66,31 @@ export interface RelayOptions {
   renamed?(member: Member, from: string): void;
 }
 
+/**
+ * What a listener needs of a relay: the {@linkcode Relay} itself, or, in a
+ * worker, a link to the relay on the main thread (see _worker.ts).
+ */
+export interface RelayPort {
+  /** Number of members. */
+  readonly size: number;
+  /** To be called by a member's outbox when its writer starts or stops. */
+  writerBusy(busy: boolean): void;
+  /** Adds a member; in chat, names it and puts it in the lobby. */
+  join(member: Member): void;
+  /** Removes a member; in chat, tells its room. */
+  leave(member: Member): void;
+  /**
+   * Relays lines a member sent (each a copy the relay may keep, with its
+   * ending if it had one), resolving once all of them are delivered.
+   */
+  submit(member: Member, lines: Uint8Array[]): Promise<void>;
+  /**
+   * Sends `[server] text` to every member, or to those `only` accepts,
+   * resolving once it is in their queues.
+   */
+  announce(text: string, only?: (member: Member) => boolean): Promise<void>;
+}
+
 interface Room {
   members: Set<Member>;
   history: Uint8Array[];
@@ -79,7 +109,7 @@ interface Room {
  * delivered before their next read, so a fast sender is paced by the relay
  * rather than filling its memory.
  */
-export class Relay {
+export class Relay implements RelayPort {
   #options: RelayOptions;
   #members = new Set<Member>();
   #names = new Map<string, Member>();
@@ -154,14 +184,16 @@ export class Relay {
   }
 
   /**
-   * Sends `[server] text` to every member, resolving once it is in their
-   * queues.
+   * Sends `[server] text` to every member, or to those `only` accepts,
+   * resolving once it is in their queues.
    */
-  announce(text: string): Promise<void> {
+  announce(text: string, only?: (member: Member) => boolean): Promise<void> {
     const line = encoder.encode(`[server] ${text}\n`);
     return new Promise((resolve) => {
       this.#enqueue(line.length, () => {
-        for (const m of this.#members) this.#post(m, line);
+        for (const m of this.#members) {
+          if (only === undefined || only(m)) this.#post(m, line);
+        }
         resolve();
       });
     });

@@ -25,6 +25,7 @@ async function connectAll(
   server: EchoServer,
   count: number,
 ): Promise<LineClient[]> {
+  await server.ready;
   logs.clear();
   const clients = await Promise.all(
     Array.from({ length: count }, () => LineClient.connect(server.addr.port)),
@@ -45,8 +46,9 @@ async function closeAll(clients: LineClient[]): Promise<void> {
 async function everyoneHearsEveryone(
   mode: "broadcast" | "chat",
   perClient: number,
+  workers: number,
 ): Promise<void> {
-  await using server = serveEcho({ port: 0, mode });
+  await using server = serveEcho({ port: 0, mode, workers });
   const clients = await connectAll(server, 200);
   try {
     await Promise.all(clients.map((c, i) =>
@@ -73,18 +75,42 @@ async function everyoneHearsEveryone(
       assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
     }
     assert.equal(server.stats.dropped, 0, "a healthy client was dropped");
+    const { perWorker } = server.stats;
+    assert.equal(perWorker.length, workers);
+    assert.ok(perWorker.every((n) => n > 0), `spread: ${perWorker}`);
   } finally {
     await closeAll(clients);
   }
 }
 
-Deno.test("broadcast: 200 clients × 10 lines, everyone gets every line once, in one order", async () => {
-  await everyoneHearsEveryone("broadcast", 10);
-});
+/** Every test in this loop runs without workers, then across two. */
+for (const workers of [1, 2]) {
+  const across = workers === 1 ? "" : ` (across ${workers} workers)`;
 
-Deno.test("chat: 200 clients × 10 lines, everyone gets every line once, in one order", async () => {
-  await everyoneHearsEveryone("chat", 10);
-});
+  Deno.test(`broadcast: 200 clients × 10 lines, everyone gets every line once, in one order${across}`, async () => {
+    await everyoneHearsEveryone("broadcast", 10, workers);
+  });
+
+  Deno.test(`chat: 200 clients × 10 lines, everyone gets every line once, in one order${across}`, async () => {
+    await everyoneHearsEveryone("chat", 10, workers);
+  });
+
+  Deno.test(`broadcast: a client that never reads is dropped; the others finish on time${across}`, async () => {
+    await neverReaderIsDropped(workers);
+  });
+
+  Deno.test(`chat: 200 joins and leaves in a burst, each announced once${across}`, async () => {
+    await joinsAndLeaves(workers);
+  });
+
+  Deno.test(`announce() reaches every client in every mode${across}`, async (t) => {
+    await announceReachesAll(t, workers);
+  });
+
+  Deno.test(`shutdown() in broadcast and chat tells clients, then closes them without waiting${across}`, async (t) => {
+    await shutdownTellsClients(t, workers);
+  });
+}
 
 Deno.test("broadcast relays lines unchanged: empty, CRLF, any bytes, split writes", async () => {
   await using server = serveEcho({ port: 0, mode: "broadcast" });
@@ -157,8 +183,8 @@ Deno.test("broadcast: a line at the limit is relayed; one byte over gets ERR, th
   }
 });
 
-Deno.test("broadcast: a client that never reads is dropped; the others finish on time", async () => {
-  await using server = serveEcho({ port: 0, mode: "broadcast" });
+async function neverReaderIsDropped(workers: number): Promise<void> {
+  await using server = serveEcho({ port: 0, mode: "broadcast", workers });
   const [alice, bob] = await connectAll(server, 2);
   logs.clear();
   // Never reads: the kernel's buffers fill, then its send queue.
@@ -185,7 +211,7 @@ Deno.test("broadcast: a client that never reads is dropped; the others finish on
   } finally {
     await closeAll([alice, bob]);
   }
-});
+}
 
 Deno.test("chat: names, messages, notices, /who, /nick, /join, history and /quit", async () => {
   await using server = serveEcho({ port: 0, mode: "chat", history: 2 });
@@ -239,8 +265,9 @@ Deno.test("chat: names, messages, notices, /who, /nick, /join, history and /quit
   assert.ok(!alice.lines.some((l) => /^<(user2|bob)> ?$/.test(l)));
 });
 
-Deno.test("chat: 200 joins and leaves in a burst, each announced once", async () => {
-  await using server = serveEcho({ port: 0, mode: "chat" });
+async function joinsAndLeaves(workers: number): Promise<void> {
+  await using server = serveEcho({ port: 0, mode: "chat", workers });
+  await server.ready;
   await using watcher = await LineClient.connect(server.addr.port);
   await watcher.line(/^\* user1 joined lobby$/);
   const clients = await connectAll(server, 200);
@@ -256,9 +283,12 @@ Deno.test("chat: 200 joins and leaves in a burst, each announced once", async ()
   assert.equal(server.stats.active, 1);
   await watcher.send("/who\n");
   assert.equal(await watcher.line(/^\* in lobby/), "* in lobby (1): user1");
-});
+}
 
-Deno.test("announce() reaches every client in every mode", async (t) => {
+async function announceReachesAll(
+  t: Deno.TestContext,
+  workers: number,
+): Promise<void> {
   const expected = {
     echo: "hello all",
     line: "hello all",
@@ -270,10 +300,11 @@ Deno.test("announce() reaches every client in every mode", async (t) => {
       await using server = serveEcho({
         port: 0,
         mode: mode as keyof typeof expected,
+        workers,
       });
-      const clients = await connectAll(server, 3);
+      const clients = await connectAll(server, 10);
       try {
-        assert.equal(server.announce("hello all"), 3);
+        assert.equal(server.announce("hello all"), 10);
         for (const c of clients) await c.line(/hello all/);
         for (const c of clients) {
           assert.equal(c.lines.find((l) => l.includes("hello all")), line);
@@ -284,22 +315,29 @@ Deno.test("announce() reaches every client in every mode", async (t) => {
       }
     });
   }
-});
+}
 
-Deno.test("shutdown() in broadcast and chat tells clients, then closes them without waiting", async (t) => {
+async function shutdownTellsClients(
+  t: Deno.TestContext,
+  workers: number,
+): Promise<void> {
   for (const mode of ["broadcast", "chat"] as const) {
     await t.step(mode, async () => {
-      const server = serveEcho({ port: 0, mode, gracePeriod: 60_000 });
-      const clients = await connectAll(server, 3);
+      const server = serveEcho({ port: 0, mode, gracePeriod: 60_000, workers });
+      const clients = await connectAll(server, 10);
       try {
         await server.shutdown();
         for (const c of clients) {
           await c.closed;
           assert.equal(c.lines.at(-1), "[server] shutting down");
+          assert.equal(
+            c.lines.filter((l) => l === "[server] shutting down").length,
+            1,
+          );
         }
       } finally {
         await closeAll(clients);
       }
     });
   }
-});
+}

@@ -120,6 +120,7 @@ Deno.test("serveEcho() counts connections and bytes", async () => {
     bytesIn: 0,
     bytesOut: 0,
     dropped: 0,
+    perWorker: [0],
   });
   using conn = await Deno.connect({ port: server.addr.port });
   await writeAll(conn, new Uint8Array(10));
@@ -137,6 +138,7 @@ Deno.test("serveEcho() counts connections and bytes", async () => {
     bytesIn: 10,
     bytesOut: 10,
     dropped: 0,
+    perWorker: [1],
   });
 });
 

@@ -1,0 +1,625 @@
+// Private: one listener of an echo server, its connections and their loops.
+// serveEcho() runs one, or one per worker (see _workers.ts). Not exported
+// from mod.ts.
+
+import { getLogger, type Logger } from "@logtape/logtape";
+import {
+  describeError,
+  formatAddr,
+  IdleTimer,
+  LOG_CATEGORY,
+} from "./_helpers.ts";
+import { join, lineContent, LineSplitter } from "./_lines.ts";
+import { Outbox } from "./_outbox.ts";
+import { type Member, Relay, type RelayPort } from "./_relay.ts";
+import type {
+  EchoMode,
+  EchoServer,
+  EchoServerStats,
+  ServeEchoOptions,
+} from "./serve_echo.ts";
+
+const logger = getLogger([LOG_CATEGORY, "server"]);
+
+/** First read buffer of a connection: small, so idle connections cost little. */
+const INITIAL_BUFFER_SIZE = 1024;
+/** A connection's read buffer doubles each time a read fills it, up to this. */
+const MAX_BUFFER_SIZE = 256 * 1024;
+/** First and last delay between retries when `accept()` keeps failing. */
+const ACCEPT_BACKOFF_MIN_MS = 5;
+const ACCEPT_BACKOFF_MAX_MS = 1000;
+/**
+ * When the server ends a connection itself (`exit`, a line too long,
+ * `/quit`), how long it waits for what is queued to be sent and for the
+ * client to close its side before closing anyway. Reading until the client
+ * closes keeps the kernel from answering late bytes with a reset, which
+ * would destroy the last lines before the client reads them.
+ */
+const LINGER_MS = 1000;
+
+const encoder = new TextEncoder();
+const EXIT = encoder.encode("exit");
+const QUIT = encoder.encode("quit");
+
+/** The options of one listener, checked and with their defaults filled in. */
+export type ServerConfig = Required<
+  Omit<ServeEchoOptions, "signal" | "workers">
+>;
+
+/** Where each listener keeps its counters: {@linkcode COUNTERS} numbers. */
+export const ACCEPTED = 0;
+export const REJECTED = 1;
+export const BYTES_IN = 2;
+export const BYTES_OUT = 3;
+export const DROPPED = 4;
+export const ACTIVE = 5;
+/** How many numbers one listener's counters take. */
+export const COUNTERS = 6;
+
+/** What a listener shares with the others of the same server. */
+export interface Shared {
+  /** Bind with `SO_REUSEPORT`, so that other listeners can share the port. */
+  reusePort: boolean;
+  /** This listener's counters (see {@linkcode COUNTERS}). */
+  counters: Float64Array;
+  /** `[0]`: connections open on all listeners, for `maxConnections`. */
+  open: Int32Array;
+  /** The relay, in broadcast and chat mode, when another thread runs it. */
+  relay?: RelayPort;
+  /** What goes in every log record of this listener. */
+  worker?: number;
+}
+
+/** A listener's own counters, for a server that has only one. */
+export function localShared(): Shared {
+  return {
+    reusePort: false,
+    counters: new Float64Array(COUNTERS),
+    open: new Int32Array(1),
+  };
+}
+
+/** Adds up the counters of every listener in `counters`. */
+export function sumStats(counters: Float64Array): EchoServerStats {
+  const total = new Float64Array(COUNTERS);
+  const perWorker = [];
+  for (let offset = 0; offset < counters.length; offset += COUNTERS) {
+    for (let i = 0; i < COUNTERS; i++) total[i] += counters[offset + i];
+    perWorker.push(counters[offset + ACCEPTED]);
+  }
+  return {
+    active: total[ACTIVE],
+    accepted: total[ACCEPTED],
+    rejected: total[REJECTED],
+    bytesIn: total[BYTES_IN],
+    bytesOut: total[BYTES_OUT],
+    dropped: total[DROPPED],
+    perWorker,
+  };
+}
+
+/** The relay for broadcast and chat mode; `undefined` in the other modes. */
+export function newRelay(config: ServerConfig): Relay | undefined {
+  if (config.mode !== "broadcast" && config.mode !== "chat") return undefined;
+  return new Relay({
+    mode: config.mode,
+    history: config.history,
+    linesPerRound: Math.floor(config.channelCapacity / 2),
+    bytesPerRound: Math.floor(config.channelBytes / 2),
+    renamed: (member, from) =>
+      logger.debug("Renamed {peer} from {from} to {name}", {
+        peer: member.peer,
+        from,
+        name: member.name,
+      }),
+  });
+}
+
+/** One client connection, its counters and its writer. */
+/** One client connection, its counters and its writer. */
+class Connection implements Member {
+  readonly conn: Deno.TcpConn;
+  readonly peer: string;
+  readonly openedAt: number = Date.now();
+  readonly out: Outbox;
+  /** The listener's counters, which this connection adds to. */
+  readonly counters: Float64Array;
+  bytesIn = 0;
+  bytesOut = 0;
+  idle: IdleTimer | undefined;
+  /** Why the server closed it, when the server did. */
+  closedBecause: string | undefined;
+  name = "";
+  room = "";
+  quitting = false;
+  #onDrop: (c: Connection) => void;
+
+  constructor(
+    conn: Deno.TcpConn,
+    config: ServerConfig,
+    counters: Float64Array,
+    relay: RelayPort | undefined,
+    onDrop: (c: Connection) => void,
+  ) {
+    this.conn = conn;
+    this.peer = formatAddr(conn.remoteAddr);
+    this.counters = counters;
+    this.#onDrop = onDrop;
+    this.out = new Outbox(conn, config.channelCapacity, config.channelBytes, {
+      written: (n) => {
+        this.bytesOut += n;
+        counters[BYTES_OUT] += n;
+        this.idle?.touch();
+      },
+      failed: (error) => this.close(describeError(error)),
+      busy: relay && ((busy) => relay.writerBusy(busy)),
+    });
+  }
+
+  /** Closes the socket now; pending reads and writes reject. */
+  close(reason: string): void {
+    if (this.closedBecause !== undefined) return;
+    this.closedBecause = reason;
+    this.idle?.clear();
+    this.out.close();
+    try {
+      this.conn.close();
+    } catch {
+      // Already closed by the echo loop.
+    }
+  }
+
+  dropQueueFull(): void {
+    if (this.closedBecause !== undefined) return;
+    this.#onDrop(this);
+    this.close("send queue full");
+  }
+}
+
+/**
+ * One listener and its connections: the whole server, or one of its workers.
+ * Its counters live in {@linkcode Shared.counters}, so that a server with
+ * workers can add them up from another thread.
+ */
+export class Server implements EchoServer {
+  readonly addr: Deno.NetAddr;
+  readonly finished: Promise<void>;
+  readonly ready: Promise<void> = Promise.resolve();
+  readonly mode: EchoMode;
+  #config: ServerConfig;
+  #listener: Deno.TcpListener;
+  #counters: Float64Array;
+  #open: Int32Array;
+  #relay: RelayPort | undefined;
+  #signal: AbortSignal | undefined;
+  #log: Logger;
+  #connections = new Set<Connection>();
+  #listening = true;
+  #acceptLoopDone = false;
+  #resolveFinished!: () => void;
+  #wakeBackoff: (() => void) | undefined;
+  #shutdown: Promise<void> | undefined;
+
+  constructor(
+    config: ServerConfig,
+    shared: Shared,
+    signal: AbortSignal | undefined,
+  ) {
+    signal?.throwIfAborted();
+    this.mode = config.mode;
+    this.#config = config;
+    this.#counters = shared.counters;
+    this.#open = shared.open;
+    this.#log = shared.worker === undefined
+      ? logger
+      : logger.with({ worker: shared.worker });
+    this.#relay = shared.relay ?? newRelay(config);
+    this.#listener = Deno.listen({
+      hostname: config.hostname,
+      port: config.port,
+      transport: "tcp",
+      ...(shared.reusePort ? { reusePort: true } : {}),
+    });
+    this.addr = this.#listener.addr;
+    this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
+    this.#signal = signal;
+    signal?.addEventListener("abort", this.#abort, { once: true });
+    this.#log.debug("Listening on {address} in {mode} mode", {
+      address: formatAddr(this.addr),
+      mode: config.mode,
+    });
+    this.#acceptLoop();
+  }
+
+  get stats(): EchoServerStats {
+    return sumStats(this.#counters);
+  }
+
+  /** The relay this listener uses, in broadcast and chat mode. */
+  get relay(): RelayPort | undefined {
+    return this.#relay;
+  }
+
+  announce(message: string): number {
+    if (/[\r\n]/.test(message)) {
+      throw new TypeError("Cannot announce: the message contains a line break");
+    }
+    this.#log.info("Announcing to {clients} clients: {message}", {
+      clients: this.#relay?.size ?? this.#connections.size,
+      message,
+    });
+    if (this.#relay !== undefined) {
+      this.#relay.announce(message);
+      return this.#relay.size;
+    }
+    return this.announceHere(message);
+  }
+
+  /** Sends `message` as a bare line to this listener's clients (no relay). */
+  announceHere(message: string): number {
+    const line = encoder.encode(`${message}\n`);
+    for (const c of this.#connections) {
+      if (!c.out.post(line)) c.dropQueueFull();
+    }
+    return this.#connections.size;
+  }
+
+  shutdown(): Promise<void> {
+    this.#shutdown ??= this.#drain();
+    return this.#shutdown;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.shutdown();
+  }
+
+  async #drain(): Promise<void> {
+    const gracePeriod = this.#config.gracePeriod;
+    this.#log.info(
+      "Shutting down: {active} connections open, grace period {gracePeriod} ms",
+      { active: this.#connections.size, gracePeriod },
+    );
+    this.#closeListener();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    if (this.#connections.size > 0 && gracePeriod !== Infinity) {
+      timer = setTimeout(
+        () => this.#closeAll("grace period over"),
+        gracePeriod,
+      );
+    }
+    if (this.#relay !== undefined && this.#connections.size > 0) {
+      // Relay clients never finish by themselves: tell them, then close each
+      // once its queue is sent (or when the grace period is over).
+      const connections = this.#connections as Set<Member>;
+      await this.#relay.announce("shutting down", (m) => connections.has(m));
+      for (const c of this.#connections) {
+        c.out.idle().then(() => c.close("server shutting down"));
+      }
+    }
+    await this.finished;
+    clearTimeout(timer);
+  }
+
+  #abort = (): void => {
+    this.#log.info("Stopping now: {active} connections open", {
+      active: this.#connections.size,
+    });
+    this.#closeListener();
+    this.#closeAll("server stopped");
+  };
+
+  #closeListener(): void {
+    if (!this.#listening) return;
+    this.#listening = false;
+    this.#listener.close();
+    this.#wakeBackoff?.();
+  }
+
+  #closeAll(reason: string): void {
+    for (const c of this.#connections) c.close(reason);
+  }
+
+  #finishIfDone(): void {
+    if (!this.#acceptLoopDone || this.#connections.size > 0) return;
+    this.#signal?.removeEventListener("abort", this.#abort);
+    this.#log.debug("Finished: {accepted} accepted, {rejected} rejected", {
+      accepted: this.#counters[ACCEPTED],
+      rejected: this.#counters[REJECTED],
+    });
+    this.#resolveFinished();
+  }
+
+  async #acceptLoop(): Promise<void> {
+    let backoff = 0;
+    while (this.#listening) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (error) {
+        if (!this.#listening) break;
+        backoff = Math.min(
+          Math.max(backoff * 2, ACCEPT_BACKOFF_MIN_MS),
+          ACCEPT_BACKOFF_MAX_MS,
+        );
+        this.#log.error("Accept failed, retrying in {delayMs} ms: {error}", {
+          delayMs: backoff,
+          error: describeError(error),
+        });
+        await this.#backoff(backoff);
+        continue;
+      }
+      backoff = 0;
+      this.#counters[ACCEPTED]++;
+      // The limit counts the connections of every listener of this server.
+      if (Atomics.add(this.#open, 0, 1) >= this.#config.maxConnections) {
+        Atomics.sub(this.#open, 0, 1);
+        this.#reject(conn);
+      } else {
+        this.#serve(conn);
+      }
+    }
+    this.#acceptLoopDone = true;
+    this.#log.debug("Stopped accepting on {address}", {
+      address: formatAddr(this.addr),
+    });
+    this.#finishIfDone();
+  }
+
+  /** Waits `ms`, or less if the listener is closed meanwhile. */
+  #backoff(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      this.#wakeBackoff = done;
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  }
+
+  #reject(conn: Deno.TcpConn): void {
+    this.#counters[REJECTED]++;
+    this.#log.warning(
+      "Rejected {peer}: {active} connections open, the maximum is {maxConnections}",
+      {
+        peer: formatAddr(conn.remoteAddr),
+        active: Atomics.load(this.#open, 0),
+        maxConnections: this.#config.maxConnections,
+      },
+    );
+    conn.close();
+  }
+
+  #drop = (c: Connection): void => {
+    this.#counters[DROPPED]++;
+    this.#log.warning(
+      "Dropping {peer}: its send queue is full ({lines} lines, {bytes} bytes waiting)",
+      { peer: c.peer, lines: c.out.queuedLines, bytes: c.out.queuedBytes },
+    );
+  };
+
+  async #serve(conn: Deno.TcpConn): Promise<void> {
+    const config = this.#config;
+    const c = new Connection(
+      conn,
+      config,
+      this.#counters,
+      this.#relay,
+      this.#drop,
+    );
+    this.#connections.add(c);
+    this.#counters[ACTIVE]++;
+    // Joined before it is logged: in a worker, the relay (on the calling
+    // thread) hears of the member before anyone reads that record.
+    this.#relay?.join(c);
+    this.#log.info("Opened {peer} ({active} open)", {
+      peer: c.peer,
+      active: this.#connections.size,
+    });
+    if (config.idleTimeout > 0) {
+      c.idle = new IdleTimer(config.idleTimeout, () => c.close("idle timeout"));
+    }
+    let reason = "closed by client";
+    try {
+      conn.setNoDelay(true);
+      if (this.mode === "echo") {
+        await echo(c);
+      } else if (this.#relay === undefined) {
+        reason = await echoLines(c, config.maxLineBytes);
+      } else {
+        reason = await relayLines(c, this.#relay, config.maxLineBytes);
+      }
+    } catch (error) {
+      reason = c.closedBecause ?? describeError(error);
+    } finally {
+      this.#relay?.leave(c);
+      c.close(reason);
+      this.#connections.delete(c);
+      this.#counters[ACTIVE]--;
+      Atomics.sub(this.#open, 0, 1);
+      this.#log.info(
+        "Closed {peer} after {durationMs} ms: {bytesIn} bytes in, {bytesOut} bytes out ({reason})",
+        {
+          peer: c.peer,
+          durationMs: Date.now() - c.openedAt,
+          bytesIn: c.bytesIn,
+          bytesOut: c.bytesOut,
+          reason,
+        },
+      );
+      this.#finishIfDone();
+    }
+  }
+}
+
+/**
+ * Reads the next chunk into `buffer`, counting it. Returns the bytes read
+ * (a view of `buffer`), or `null` at end of stream.
+ */
+async function readChunk(
+  c: Connection,
+  buffer: Uint8Array,
+): Promise<Uint8Array | null> {
+  const n = await c.conn.read(buffer);
+  if (n === null) return null;
+  c.bytesIn += n;
+  c.counters[BYTES_IN] += n;
+  c.idle?.touch();
+  return buffer.subarray(0, n);
+}
+
+/** A read buffer twice as big when a read filled this one, up to the limit. */
+function grown(
+  buffer: Uint8Array<ArrayBuffer>,
+  filled: number,
+): Uint8Array<ArrayBuffer> {
+  return filled === buffer.length && filled < MAX_BUFFER_SIZE
+    ? new Uint8Array(filled * 2)
+    : buffer;
+}
+
+/**
+ * Echoes until the client half-closes; the caller's close then sends our FIN
+ * after everything echoed. Reads into a buffer that starts small and doubles
+ * whenever a read fills it.
+ */
+async function echo(c: Connection): Promise<void> {
+  const { conn, out, counters } = c;
+  let buffer = new Uint8Array(INITIAL_BUFFER_SIZE);
+  while (true) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    c.bytesIn += n;
+    counters[BYTES_IN] += n;
+    c.idle?.touch();
+    if (out.free) {
+      // The hot path: write straight to the socket.
+      out.claim();
+      try {
+        for (let written = 0; written < n;) {
+          const w = await conn.write(buffer.subarray(written, n));
+          written += w;
+          c.bytesOut += w;
+          counters[BYTES_OUT] += w;
+          c.idle?.touch();
+        }
+      } finally {
+        out.release();
+      }
+    } else {
+      // An operator line is queued or being sent: go after it.
+      await out.send(buffer.subarray(0, n));
+    }
+    buffer = grown(buffer, n);
+  }
+  await out.idle();
+}
+
+/** Whether `line` is exactly `exit` or `quit`, with or without its ending. */
+function isExit(line: Uint8Array): boolean {
+  const text = lineContent(line);
+  return text.length === 4 &&
+    (equal(text, EXIT) || equal(text, QUIT));
+}
+
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
+
+function lineTooLong(maxLineBytes: number): Uint8Array {
+  return encoder.encode(`ERR line too long (max ${maxLineBytes} bytes)\n`);
+}
+
+/**
+ * Line mode: echoes each line as sent until the client half-closes, sends
+ * `exit` or `quit`, or sends a line over the limit. Returns why it ended.
+ */
+async function echoLines(c: Connection, maxLineBytes: number): Promise<string> {
+  const splitter = new LineSplitter(maxLineBytes);
+  let buffer = new Uint8Array(INITIAL_BUFFER_SIZE);
+  while (true) {
+    const chunk = await readChunk(c, buffer);
+    const lines = chunk === null ? [splitter.end()] : splitter.push(chunk);
+    let replies = lines.filter((line) => line !== undefined);
+    const exit = replies.findIndex(isExit);
+    if (exit !== -1) replies = replies.slice(0, exit);
+    if (replies.length > 0) {
+      await c.out.send(
+        replies.length === 1
+          ? replies[0]
+          : join(replies, replies.reduce((sum, l) => sum + l.length, 0)),
+      );
+    }
+    if (exit !== -1) return await closeGently(c, "exit command");
+    if (splitter.tooLong) {
+      await c.out.send(lineTooLong(maxLineBytes));
+      return await closeGently(c, "line too long");
+    }
+    if (chunk === null) return await closeGently(c, "closed by client");
+    buffer = grown(buffer, chunk.length);
+  }
+}
+
+/**
+ * Broadcast and chat modes: hands each line to the relay, waiting for it to
+ * be delivered before reading on, until the client half-closes, quits or
+ * sends a line over the limit. Returns why it ended.
+ */
+async function relayLines(
+  c: Connection,
+  relay: RelayPort,
+  maxLineBytes: number,
+): Promise<string> {
+  const splitter = new LineSplitter(maxLineBytes);
+  let buffer = new Uint8Array(INITIAL_BUFFER_SIZE);
+  while (true) {
+    const chunk = await readChunk(c, buffer);
+    // Lines are kept by the relay; a last line without a newline gets one,
+    // so it cannot run into the next client's line.
+    const lines = chunk === null
+      ? [withNewline(splitter.end())]
+      : splitter.push(chunk).map((line) => line.slice());
+    await relay.submit(c, lines.filter((line) => line !== undefined));
+    if (c.quitting) return await closeGently(c, "quit command");
+    if (splitter.tooLong) {
+      relay.leave(c);
+      c.out.post(lineTooLong(maxLineBytes));
+      return await closeGently(c, "line too long");
+    }
+    if (chunk === null) {
+      relay.leave(c);
+      return await closeGently(c, "closed by client");
+    }
+    buffer = grown(buffer, chunk.length);
+  }
+}
+
+function withNewline(line: Uint8Array | undefined): Uint8Array | undefined {
+  if (line === undefined) return undefined;
+  const out = new Uint8Array(line.length + 1);
+  out.set(line);
+  out[line.length] = 0x0a;
+  return out;
+}
+
+/**
+ * Ends a connection the polite way: waits for its queue to be sent, sends
+ * FIN, and reads (discarding) until the client closes too, all within
+ * {@linkcode LINGER_MS}; then returns `reason`.
+ */
+async function closeGently(c: Connection, reason: string): Promise<string> {
+  const timer = setTimeout(() => c.close(reason), LINGER_MS);
+  try {
+    await c.out.idle();
+    await c.conn.closeWrite();
+    const buffer = new Uint8Array(INITIAL_BUFFER_SIZE);
+    while (await readChunk(c, buffer) !== null) {
+      // Discard what the client still sends.
+    }
+  } catch (error) {
+    if (c.closedBecause === undefined) throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+  return reason;
+}

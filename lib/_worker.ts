@@ -1,0 +1,184 @@
+// Private: the Web Worker behind serveEcho's `workers` option (see
+// _workers.ts). It runs one listener on the shared port, forwards its log
+// records to the calling thread, and, in broadcast and chat mode, talks to
+// the relay there through a RelayLink. Not exported from mod.ts.
+
+import { configureSync, type LogRecord } from "@logtape/logtape";
+import { describeError, LOG_CATEGORY } from "./_helpers.ts";
+import type { Member, RelayPort } from "./_relay.ts";
+import { COUNTERS, Server } from "./_server.ts";
+import type { Delivery, FromWorker, ToWorker } from "./_workers.ts";
+
+const scope = globalThis as unknown as {
+  postMessage(message: FromWorker, transfer?: Transferable[]): void;
+  onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
+};
+
+function send(message: FromWorker, transfer?: Transferable[]): void {
+  scope.postMessage(message, transfer);
+}
+
+/**
+ * The relay as this worker's listener sees it: members, lines and
+ * announcements go to the relay on the calling thread; deliveries come back
+ * in batches, and each batch is reported settled once every writer here is
+ * idle, which paces the relay's rounds as local writers do.
+ */
+class RelayLink implements RelayPort {
+  #ids = new Map<Member, number>();
+  #members = new Map<number, Member>();
+  #nextId = 1;
+  #waiting = new Map<number, { member?: Member; resolve: () => void }>();
+  #nextToken = 1;
+  #busyWriters = 0;
+  #unsettled = 0;
+
+  get size(): number {
+    return this.#members.size;
+  }
+
+  writerBusy(busy: boolean): void {
+    this.#busyWriters += busy ? 1 : -1;
+    if (this.#busyWriters === 0) this.#settle();
+  }
+
+  join(member: Member): void {
+    const id = this.#nextId++;
+    this.#ids.set(member, id);
+    this.#members.set(id, member);
+    send({ t: "join", id, peer: member.peer });
+  }
+
+  leave(member: Member): void {
+    const id = this.#ids.get(member);
+    if (id === undefined) return;
+    this.#ids.delete(member);
+    this.#members.delete(id);
+    send({ t: "leave", id });
+  }
+
+  submit(member: Member, lines: Uint8Array[]): Promise<void> {
+    const id = this.#ids.get(member);
+    if (lines.length === 0 || id === undefined) return Promise.resolve();
+    return new Promise((resolve) => {
+      const token = this.#nextToken++;
+      this.#waiting.set(token, { member, resolve });
+      // Each line is the relay's own copy: hand its memory over.
+      const buffers = lines.map((line) => line.buffer as ArrayBuffer);
+      send({ t: "submit", id, token, lines }, buffers);
+    });
+  }
+
+  announce(text: string, only?: (member: Member) => boolean): Promise<void> {
+    return new Promise((resolve) => {
+      const token = this.#nextToken++;
+      this.#waiting.set(token, { resolve });
+      // Only this listener's own shutdown notice passes `only`: to its
+      // clients, which are all of this worker's members.
+      send({ t: "announce", token, text, local: only !== undefined });
+    });
+  }
+
+  /** Posts a batch of lines, then resolves the submits it completes. */
+  deliver(items: Delivery[], acks: [number, boolean][]): void {
+    for (const [ids, line] of items) {
+      for (const id of ids) {
+        const member = this.#members.get(id);
+        if (member !== undefined && !member.out.post(line)) {
+          member.dropQueueFull();
+        }
+      }
+    }
+    for (const [token, quitting] of acks) {
+      const waiting = this.#waiting.get(token);
+      if (waiting === undefined) continue;
+      this.#waiting.delete(token);
+      if (waiting.member !== undefined && quitting) {
+        waiting.member.quitting = true;
+      }
+      waiting.resolve();
+    }
+    if (items.length === 0) return;
+    this.#unsettled++;
+    if (this.#busyWriters === 0) this.#settle();
+  }
+
+  #settle(): void {
+    if (this.#unsettled === 0) return;
+    send({ t: "settled", count: this.#unsettled });
+    this.#unsettled = 0;
+  }
+}
+
+let server: Server | undefined;
+let link: RelayLink | undefined;
+const controller = new AbortController();
+
+function start(message: Extract<ToWorker, { t: "start" }>): void {
+  if (message.logLevel !== undefined) {
+    configureSync({
+      sinks: {
+        main: (record: LogRecord) =>
+          send({
+            t: "log",
+            record: {
+              category: record.category,
+              level: record.level,
+              message: record.message,
+              rawMessage: record.rawMessage,
+              timestamp: record.timestamp,
+              properties: record.properties,
+            },
+          }),
+      },
+      loggers: [
+        {
+          category: [LOG_CATEGORY],
+          lowestLevel: message.logLevel,
+          sinks: ["main"],
+        },
+        { category: ["logtape", "meta"], lowestLevel: "error", sinks: [] },
+      ],
+    });
+  }
+  const { config } = message;
+  if (config.mode === "broadcast" || config.mode === "chat") {
+    link = new RelayLink();
+  }
+  try {
+    server = new Server(config, {
+      reusePort: true,
+      counters: new Float64Array(
+        message.counters,
+        message.index * COUNTERS * Float64Array.BYTES_PER_ELEMENT,
+        COUNTERS,
+      ),
+      open: new Int32Array(message.open),
+      relay: link,
+      worker: message.index,
+    }, controller.signal);
+  } catch (error) {
+    send({ t: "failed", error: describeError(error) });
+    return;
+  }
+  send({ t: "listening" });
+  server.finished.then(() => send({ t: "finished" }));
+}
+
+scope.onmessage = (event) => {
+  const message = event.data;
+  switch (message.t) {
+    case "start":
+      return start(message);
+    case "deliver":
+      return link?.deliver(message.items, message.acks);
+    case "announce":
+      server?.announceHere(message.text);
+      return;
+    case "shutdown":
+      server?.shutdown();
+      return;
+    case "abort":
+      return controller.abort();
+  }
+};

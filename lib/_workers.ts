@@ -1,0 +1,415 @@
+// Private: serveEcho's `workers` option, on the calling thread. Not exported
+// from mod.ts.
+//
+// The calling thread runs one listener (a Server) and starts `workers - 1`
+// Web Workers (_worker.ts), each with its own listener bound to the same
+// address with SO_REUSEPORT; the kernel spreads new connections over them.
+// The listeners share nothing on the hot path: each writes its counters into
+// its own slice of one SharedArrayBuffer, which `stats` adds up, and the
+// connection limit is one shared atomic counter. In broadcast and chat mode
+// the one Relay runs here; a worker's clients are members whose lines arrive
+// and leave as messages (see WorkerHandle and _worker.ts's RelayLink).
+
+import { getLogger, type LogLevel, type LogRecord } from "@logtape/logtape";
+import { LOG_CATEGORY } from "./_helpers.ts";
+import type { Inbox, Member, Relay } from "./_relay.ts";
+import {
+  ACTIVE,
+  COUNTERS,
+  newRelay,
+  Server,
+  type ServerConfig,
+  sumStats,
+} from "./_server.ts";
+import type { EchoMode, EchoServer, EchoServerStats } from "./serve_echo.ts";
+
+const logger = getLogger([LOG_CATEGORY, "server"]);
+const WORKER_URL = new URL("./_worker.ts", import.meta.url);
+
+const LEVELS: readonly LogLevel[] = [
+  "trace",
+  "debug",
+  "info",
+  "warning",
+  "error",
+  "fatal",
+];
+
+/** A record as it crosses from a worker: what `Logger.emit` takes. */
+export type WorkerRecord = Pick<
+  LogRecord,
+  "category" | "level" | "message" | "rawMessage" | "timestamp" | "properties"
+>;
+
+/** One delivery: a line and the ids of the worker's members it goes to. */
+export type Delivery = [ids: number[], line: Uint8Array];
+
+/** Messages from the calling thread to a worker. */
+export type ToWorker =
+  | {
+    t: "start";
+    index: number;
+    config: ServerConfig;
+    counters: SharedArrayBuffer;
+    open: SharedArrayBuffer;
+    /** Lowest level to forward; none when logging is off here. */
+    logLevel: LogLevel | undefined;
+  }
+  | {
+    t: "deliver";
+    items: Delivery[];
+    /** Finished submits and announcements: `[token, quitting]`. */
+    acks: [token: number, quitting: boolean][];
+  }
+  | { t: "announce"; text: string }
+  | { t: "shutdown" }
+  | { t: "abort" };
+
+/** Messages from a worker to the calling thread. */
+export type FromWorker =
+  | { t: "listening" }
+  | { t: "failed"; error: string }
+  | { t: "finished" }
+  | { t: "log"; record: WorkerRecord }
+  | { t: "join"; id: number; peer: string }
+  | { t: "leave"; id: number }
+  | { t: "submit"; id: number; token: number; lines: Uint8Array[] }
+  | { t: "announce"; token: number; text: string; local: boolean }
+  /** The worker's writers are idle after `count` more deliveries. */
+  | { t: "settled"; count: number };
+
+/**
+ * Throws `Deno.errors.NotSupported` unless listeners can share a port here:
+ * Linux (where `SO_REUSEPORT` spreads connections) and `--unstable-net`
+ * (without which `reusePort` would end the process).
+ */
+export function assertWorkersSupported(): void {
+  if (Deno.build.os !== "linux") {
+    throw new Deno.errors.NotSupported(
+      `Cannot use workers: sharing a port (SO_REUSEPORT) needs Linux, this is ${Deno.build.os}`,
+    );
+  }
+  // Deno defines Deno.listenDatagram only under --unstable-net.
+  if (!("listenDatagram" in Deno)) {
+    throw new Deno.errors.NotSupported(
+      "Cannot use workers: run Deno with --unstable-net (SO_REUSEPORT is unstable in Deno)",
+    );
+  }
+  // A worker loads its module from disk when this package is on disk.
+  if (WORKER_URL.protocol === "file:") {
+    const path = decodeURIComponent(WORKER_URL.pathname);
+    const { state } = Deno.permissions.querySync({ name: "read", path });
+    if (state !== "granted") {
+      throw new Deno.errors.NotCapable(
+        `Cannot use workers: they need read access to ${path} (--allow-read)`,
+      );
+    }
+  }
+}
+
+/** A server made of a listener here and `count - 1` in Web Workers. */
+export class WorkerPool implements EchoServer {
+  readonly addr: Deno.NetAddr;
+  readonly finished: Promise<void>;
+  readonly ready: Promise<void>;
+  readonly mode: EchoMode;
+  #main: Server;
+  #handles: WorkerHandle[] = [];
+  #counters: Float64Array;
+  #open: Int32Array;
+  #relay: Relay | undefined;
+  #signal: AbortSignal | undefined;
+  #shutdown: Promise<void> | undefined;
+
+  constructor(
+    config: ServerConfig,
+    count: number,
+    signal: AbortSignal | undefined,
+  ) {
+    this.mode = config.mode;
+    const countersBuffer = new SharedArrayBuffer(
+      count * COUNTERS * Float64Array.BYTES_PER_ELEMENT,
+    );
+    const openBuffer = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
+    this.#counters = new Float64Array(countersBuffer);
+    this.#open = new Int32Array(openBuffer);
+    this.#relay = newRelay(config);
+    this.#main = new Server(config, {
+      reusePort: true,
+      counters: this.#counters.subarray(0, COUNTERS),
+      open: this.#open,
+      relay: this.#relay,
+      worker: 0,
+    }, signal);
+    this.addr = this.#main.addr;
+    // Workers bind the address really bound, port 0 resolved.
+    const workerConfig = {
+      ...config,
+      hostname: this.addr.hostname,
+      port: this.addr.port,
+    };
+    const logLevel = LEVELS.find((level) => logger.isEnabledFor(level));
+    for (let index = 1; index < count; index++) {
+      const handle = new WorkerHandle(
+        index,
+        this.#relay,
+        this.#counters,
+        this.#open,
+      );
+      this.#handles.push(handle);
+      handle.post({
+        t: "start",
+        index,
+        config: workerConfig,
+        counters: countersBuffer,
+        open: openBuffer,
+        logLevel,
+      });
+    }
+    this.ready = Promise.all(this.#handles.map((h) => h.listening)).then(
+      () => {},
+    );
+    // A worker that fails to start is logged; `ready` reports it to whoever
+    // awaits it, and it must not end the process otherwise.
+    this.ready.catch(() => {});
+    this.#signal = signal;
+    signal?.addEventListener("abort", this.#abort, { once: true });
+    this.finished = Promise.all([
+      this.#main.finished,
+      ...this.#handles.map((h) => h.finished),
+    ]).then(() => {
+      signal?.removeEventListener("abort", this.#abort);
+      for (const handle of this.#handles) handle.terminate();
+    });
+  }
+
+  get stats(): EchoServerStats {
+    return sumStats(this.#counters);
+  }
+
+  announce(message: string): number {
+    if (this.#relay !== undefined) return this.#main.announce(message);
+    if (/[\r\n]/.test(message)) {
+      throw new TypeError("Cannot announce: the message contains a line break");
+    }
+    const clients = this.stats.active;
+    logger.info("Announcing to {clients} clients: {message}", {
+      clients,
+      message,
+    });
+    this.#main.announceHere(message);
+    for (const handle of this.#handles) {
+      handle.post({ t: "announce", text: message });
+    }
+    return clients;
+  }
+
+  shutdown(): Promise<void> {
+    this.#shutdown ??= (async () => {
+      for (const handle of this.#handles) handle.post({ t: "shutdown" });
+      await this.#main.shutdown();
+      await this.finished;
+    })();
+    return this.#shutdown;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.shutdown();
+  }
+
+  #abort = (): void => {
+    for (const handle of this.#handles) handle.post({ t: "abort" });
+  };
+}
+
+/** A worker's client, as the relay here sees it. */
+class RemoteMember implements Member {
+  readonly handle: WorkerHandle;
+  readonly peer: string;
+  readonly out: Inbox;
+  name = "";
+  room = "";
+  quitting = false;
+
+  constructor(handle: WorkerHandle, id: number, peer: string) {
+    this.handle = handle;
+    this.peer = peer;
+    this.out = { post: (line) => handle.deliver(id, line) };
+  }
+
+  dropQueueFull(): void {
+    // The worker drops its own clients: their queues are there.
+  }
+}
+
+/**
+ * One Web Worker and its side of the protocol: its log records, its relay
+ * members, and the deliveries and acknowledgements batched for it.
+ */
+class WorkerHandle {
+  readonly index: number;
+  readonly listening: Promise<void>;
+  readonly finished: Promise<void>;
+  #worker: Worker;
+  #relay: Relay | undefined;
+  #counters: Float64Array;
+  #open: Int32Array;
+  #members = new Map<number, RemoteMember>();
+  #items: Delivery[] = [];
+  #acks: [number, boolean][] = [];
+  #flushing = false;
+  /** Deliveries sent that the worker has not reported settled. */
+  #unsettled = 0;
+  #done = false;
+  #resolveListening!: () => void;
+  #rejectListening!: (error: Error) => void;
+  #resolveFinished!: () => void;
+
+  constructor(
+    index: number,
+    relay: Relay | undefined,
+    counters: Float64Array,
+    open: Int32Array,
+  ) {
+    this.index = index;
+    this.#relay = relay;
+    this.#counters = counters;
+    this.#open = open;
+    this.listening = new Promise((resolve, reject) => {
+      this.#resolveListening = resolve;
+      this.#rejectListening = reject;
+    });
+    this.listening.catch(() => {});
+    this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
+    this.#worker = new Worker(WORKER_URL, {
+      type: "module",
+    });
+    this.#worker.onmessage = (event: MessageEvent<FromWorker>) =>
+      this.#receive(event.data);
+    this.#worker.onerror = (event: ErrorEvent) => {
+      // An error the worker did not catch: it is gone, and its clients too.
+      event.preventDefault();
+      this.#fail(event.message);
+    };
+  }
+
+  post(message: ToWorker): void {
+    if (!this.#done) this.#worker.postMessage(message);
+  }
+
+  /** Queues `line` for member `id`; sent with this turn's other lines. */
+  deliver(id: number, line: Uint8Array): boolean {
+    const last = this.#items.at(-1);
+    if (last !== undefined && last[1] === line) {
+      last[0].push(id);
+    } else {
+      this.#items.push([[id], line]);
+    }
+    this.#scheduleFlush();
+    return true;
+  }
+
+  /** Ends the worker; the relay stops waiting for its writers. */
+  terminate(): void {
+    this.#done = true;
+    this.#worker.terminate();
+    if (this.#unsettled > 0) {
+      this.#unsettled = 0;
+      this.#relay?.writerBusy(false);
+    }
+  }
+
+  #ack(token: number, quitting: boolean): void {
+    this.#acks.push([token, quitting]);
+    this.#scheduleFlush();
+  }
+
+  #scheduleFlush(): void {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    // After the relay's current round, which may post many lines.
+    queueMicrotask(() => {
+      this.#flushing = false;
+      const items = this.#items;
+      const acks = this.#acks;
+      this.#items = [];
+      this.#acks = [];
+      if (this.#done) return;
+      if (items.length > 0 && this.#unsettled++ === 0) {
+        this.#relay?.writerBusy(true);
+      }
+      this.#worker.postMessage({ t: "deliver", items, acks });
+    });
+  }
+
+  #receive(message: FromWorker): void {
+    switch (message.t) {
+      case "log": {
+        const { category, ...record } = message.record;
+        getLogger(category).emit(record);
+        return;
+      }
+      case "listening":
+        return this.#resolveListening();
+      case "failed":
+        return this.#fail(message.error);
+      case "finished":
+        this.#resolveFinished();
+        return;
+      case "join": {
+        const member = new RemoteMember(this, message.id, message.peer);
+        this.#members.set(message.id, member);
+        this.#relay?.join(member);
+        return;
+      }
+      case "leave": {
+        const member = this.#members.get(message.id);
+        if (member === undefined) return;
+        this.#members.delete(message.id);
+        this.#relay?.leave(member);
+        return;
+      }
+      case "submit": {
+        const member = this.#members.get(message.id);
+        if (member === undefined || this.#relay === undefined) {
+          return this.#ack(message.token, true);
+        }
+        this.#relay.submit(member, message.lines).then(() =>
+          this.#ack(message.token, member.quitting)
+        );
+        return;
+      }
+      case "announce": {
+        const only = message.local
+          ? (m: Member) => m instanceof RemoteMember && m.handle === this
+          : undefined;
+        this.#relay?.announce(message.text, only).then(() =>
+          this.#ack(message.token, false)
+        );
+        return;
+      }
+      case "settled":
+        this.#unsettled -= message.count;
+        if (this.#unsettled === 0) this.#relay?.writerBusy(false);
+        return;
+    }
+  }
+
+  /** The worker is gone: forget its clients and stop waiting for it. */
+  #fail(error: string): void {
+    if (this.#done) return;
+    logger.error("Worker {worker} failed: {error}", {
+      worker: this.index,
+      error,
+    });
+    this.terminate();
+    for (const member of this.#members.values()) this.#relay?.leave(member);
+    this.#members.clear();
+    // Its connections died with it.
+    const active = this.index * COUNTERS + ACTIVE;
+    Atomics.sub(this.#open, 0, this.#counters[active]);
+    this.#counters[active] = 0;
+    this.#rejectListening(new Error(`Worker ${this.index} failed: ${error}`));
+    this.#resolveFinished();
+  }
+}
