@@ -6,7 +6,9 @@
  *
  * Workloads: 64 B and 4 KiB ping-pong over 1 and 50 connections (our load
  * client, every byte verified), a bulk stream (`echoStream`), and idle
- * connections with the server's memory per connection. The server runs on
+ * connections with the server's memory per connection. Then our server alone
+ * with `--workers 1` and `--workers 2` at 64 B × 200 connections: CPU per
+ * round trip, round trips/s, and how the connections spread over workers. The server runs on
  * CPU 0 and this process on CPU 1 when `taskset` is there. Repetitions
  * take turns across servers, so a noisy moment hits every server; the table
  * shows each cell's median over the repetitions, the JSON every repetition.
@@ -34,6 +36,8 @@ const SERVERS: Record<string, string[]> = {
     DENO,
     "run",
     "--allow-net",
+    `--allow-read=${ROOT}lib`,
+    "--unstable-net",
     `${ROOT}server.ts`,
     "--port",
     "0",
@@ -75,6 +79,15 @@ interface Cell {
 
 const CLK_TCK = 100;
 
+/** The workers comparison: our server at 64 B × this many connections. */
+const WORKERS_LOAD: PingPong = { size: 64, connections: 200 };
+const WORKER_COUNTS = [1, 2];
+
+interface WorkersCell extends Cell {
+  /** Connections accepted by each worker. */
+  perWorker: number[];
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
@@ -101,6 +114,7 @@ async function main(): Promise<void> {
   const pinned = await pinSelf();
 
   const runs: Record<string, Record<string, Cell>[]> = {};
+  const workerRuns: Record<string, WorkersCell>[] = [];
   for (let rep = 1; rep <= reps; rep++) {
     for (const name of servers) {
       console.error(`== ${name}, repetition ${rep} of ${reps}`);
@@ -108,10 +122,17 @@ async function main(): Promise<void> {
         await benchServer(name, { durationMs, bulkBytes, idleConns, pinned }),
       );
     }
+    if (servers.includes("project")) {
+      console.error(`== project --workers, repetition ${rep} of ${reps}`);
+      workerRuns.push(await benchWorkers(durationMs, pinned));
+    }
   }
   const results = Object.fromEntries(
     servers.map((name) => [name, medians(runs[name])]),
   );
+  const workers = workerRuns.length > 0
+    ? medians(workerRuns) as Record<string, WorkersCell>
+    : undefined;
   const meta = {
     date: new Date().toISOString(),
     deno: Deno.version.deno,
@@ -123,7 +144,11 @@ async function main(): Promise<void> {
     idleConns,
     reps,
   };
-  const json = JSON.stringify({ meta, results, runs }, null, 2);
+  const json = JSON.stringify(
+    { meta, results, runs, workers, workerRuns },
+    null,
+    2,
+  );
   if (values.out === "-") {
     console.log(json);
     return;
@@ -133,6 +158,7 @@ async function main(): Promise<void> {
   const file = `${outDir}/${meta.date.replaceAll(":", "-")}.json`;
   await Deno.writeTextFile(file, json);
   console.log(table(results, servers, meta));
+  if (workers !== undefined) console.log(`\n${workersTable(workers)}`);
   console.log(`\nResults: ${file}`);
 }
 
@@ -245,6 +271,59 @@ async function benchServer(
   return cells;
 }
 
+/**
+ * Our server with each of {@linkcode WORKER_COUNTS} workers under
+ * {@linkcode WORKERS_LOAD}; the spread comes from its "Opened" records.
+ */
+async function benchWorkers(
+  durationMs: number,
+  pinned: boolean,
+): Promise<Record<string, WorkersCell>> {
+  const cells: Record<string, WorkersCell> = {};
+  for (const workers of WORKER_COUNTS) {
+    await using server = await start("project", pinned, [
+      "--workers",
+      String(workers),
+      "--log-level",
+      "info",
+      "--log-format",
+      "json",
+    ]);
+    const options = {
+      port: server.port,
+      connections: WORKERS_LOAD.connections,
+      message: WORKERS_LOAD.size,
+    };
+    await loadTest({ ...options, duration: Math.min(300, durationMs) });
+    const cpu0 = await server.cpuMs();
+    const load = await loadTest({ ...options, duration: durationMs });
+    const serverCpuMs = await server.cpuMs() - cpu0;
+    const perWorker = Array(workers).fill(0);
+    for (const line of server.stderr!.lines) {
+      const record = JSON.parse(line);
+      if (record.message.startsWith("Opened")) {
+        perWorker[record.properties.worker ?? 0]++;
+      }
+    }
+    const key = `workers ${workers}`;
+    cells[key] = {
+      value: load.roundTripsPerSecond,
+      serverCpu: serverCpuMs * 1000 / load.roundTrips,
+      serverCpuPercent: serverCpuMs / load.durationMs * 100,
+      loadCpuPercent: load.cpuMs / load.durationMs * 100,
+      p99Us: load.latencyUs.p99,
+      errors: load.connectErrors + load.mismatches + load.otherErrors,
+      perWorker,
+    };
+    console.error(
+      `  ${key}: ${Math.round(load.roundTripsPerSecond)} rt/s, ${
+        cells[key].serverCpu!.toFixed(2)
+      } µs CPU/rt, spread ${perWorker.join(" / ")}`,
+    );
+  }
+  return cells;
+}
+
 /** Streams `bytes` through the server in 64 KiB writes, verifying the echo. */
 async function bulk(port: number, bytes: number): Promise<void> {
   const chunk = new Uint8Array(64 * 1024).map((_, i) => (i * 7) & 255);
@@ -294,26 +373,37 @@ async function idle(server: Server, count: number): Promise<Cell> {
 
 interface Server extends AsyncDisposable {
   port: number;
+  /** The server's stderr, when `start` was given extra arguments. */
+  stderr?: Lines;
   cpuMs(): Promise<number>;
   rssKb(): Promise<number>;
 }
 
-/** Starts server `name` (on CPU 0 when pinning) and waits for its port. */
-async function start(name: string, pinned: boolean): Promise<Server> {
-  const [command, ...args] = SERVERS[name];
+/**
+ * Starts server `name` (on CPU 0 when pinning) and waits for its port. With
+ * `extra` arguments, its stderr is kept rather than shown.
+ */
+async function start(
+  name: string,
+  pinned: boolean,
+  extra?: string[],
+): Promise<Server> {
+  const [command, ...args] = [...SERVERS[name], ...extra ?? []];
   const child = new Deno.Command(pinned ? "taskset" : command, {
     args: pinned ? ["-c", "0", command, ...args] : args,
     stdin: "null",
     stdout: "piped",
-    stderr: "inherit",
+    stderr: extra ? "piped" : "inherit",
   }).spawn();
   const stdout = new Lines(child.stdout);
+  const stderr = extra ? new Lines(child.stderr) : undefined;
   const line = await stdout.waitFor(/^Listening on /);
   const port = Number(line.match(/:(\d+)$/)![1]);
   // taskset execs the server, so the PID is the server's own.
   const pid = child.pid;
   return {
     port,
+    stderr,
     async cpuMs() {
       const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
@@ -327,8 +417,55 @@ async function start(name: string, pinned: boolean): Promise<Server> {
       child.kill("SIGKILL");
       await child.status;
       await stdout.done;
+      await stderr?.done;
     },
   };
+}
+
+/** The workers comparison, `--workers 2` against `--workers 1`. */
+function workersTable(cells: Record<string, WorkersCell>): string {
+  const [one, two] = WORKER_COUNTS.map((n) => cells[`workers ${n}`]);
+  const fmt = (x: number, digits: number) =>
+    x.toLocaleString("en-US", {
+      minimumFractionDigits: digits,
+      maximumFractionDigits: digits,
+    });
+  const mean = two.perWorker.reduce((a, b) => a + b, 0) /
+    two.perWorker.length;
+  const spread = Math.max(...two.perWorker.map((n) => Math.abs(n - mean))) /
+    mean * 100;
+  const rows = [
+    [
+      "round trips/s",
+      fmt(one.value, 0),
+      fmt(two.value, 0),
+      `${fmt(two.value / one.value, 2)}×`,
+    ],
+    [
+      "server µs CPU/round trip",
+      fmt(one.serverCpu!, 2),
+      fmt(two.serverCpu!, 2),
+      `${fmt(two.serverCpu! / one.serverCpu!, 2)}×`,
+    ],
+    [
+      "server CPU %",
+      fmt(one.serverCpuPercent!, 0),
+      fmt(two.serverCpuPercent!, 0),
+      "",
+    ],
+    [
+      "connections per worker",
+      one.perWorker.join(" / "),
+      two.perWorker.join(" / "),
+      `±${fmt(spread, 0)} %`,
+    ],
+  ];
+  const label = `${WORKERS_LOAD.size} B × ${WORKERS_LOAD.connections}`;
+  return [
+    [label, "--workers 1", "--workers 2", "2 / 1"],
+    ["---", "---", "---", "---"],
+    ...rows,
+  ].map((r) => `| ${r.join(" | ")} |`).join("\n");
 }
 
 function table(

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { run } from "./_process.ts";
 
-Deno.test("deno task bench runs every server over every workload", async () => {
+Deno.test("deno task bench runs every server over every workload, and the workers comparison", async () => {
   const result = await run(Deno.execPath(), [
     "run",
     "-A",
@@ -21,7 +21,9 @@ Deno.test("deno task bench runs every server over every workload", async () => {
     "-",
   ]);
   assert.equal(result.code, 0, result.stderr);
-  const { meta, results } = JSON.parse(new TextDecoder().decode(result.stdout));
+  const { meta, results, workers } = JSON.parse(
+    new TextDecoder().decode(result.stdout),
+  );
   assert.equal(meta.idleConns, 50);
   assert.deepEqual(Object.keys(results), ["project", "node_net", "deno_pipe"]);
   for (const [server, cells] of Object.entries(results)) {
@@ -37,5 +39,18 @@ Deno.test("deno task bench runs every server over every workload", async () => {
       assert.equal(cell.errors, 0, `${server} ${workload}`);
       assert.ok(cell.value > 0, `${server} ${workload}: ${cell.value}`);
     }
+  }
+  assert.deepEqual(Object.keys(workers), ["workers 1", "workers 2"]);
+  for (const [count, cell] of Object.entries(workers)) {
+    const { errors, value, perWorker } = cell as {
+      errors: number;
+      value: number;
+      perWorker: number[];
+    };
+    assert.equal(errors, 0, count);
+    assert.ok(value > 0, `${count}: ${value}`);
+    // Every one of the 200 connections is counted on some worker.
+    assert.equal(perWorker.length, Number(count.split(" ")[1]));
+    assert.equal(perWorker.reduce((a, b) => a + b), 400, `${perWorker}`);
   }
 });
