@@ -22,7 +22,7 @@ import type {
 const logger = getLogger([LOG_CATEGORY, "server"]);
 
 /** First read buffer of a connection: small, so idle connections cost little. */
-const INITIAL_BUFFER_SIZE = 1024;
+const INITIAL_BUFFER_SIZE = 512;
 /** A connection's read buffer doubles each time a read fills it, up to this. */
 const MAX_BUFFER_SIZE = 256 * 1024;
 /** First and last delay between retries when `accept()` keeps failing. */
@@ -53,8 +53,11 @@ export const BYTES_IN = 2;
 export const BYTES_OUT = 3;
 export const DROPPED = 4;
 export const ACTIVE = 5;
-/** How many numbers one listener's counters take. */
-export const COUNTERS = 6;
+/**
+ * How many numbers one listener's counters take: 6, padded to 128 bytes so
+ * that no two listeners write to the same cache line.
+ */
+export const COUNTERS = 16;
 
 /** What a listener shares with the others of the same server. */
 export interface Shared {
@@ -115,14 +118,26 @@ export function newRelay(config: ServerConfig): Relay | undefined {
   });
 }
 
-/** One client connection, its counters and its writer. */
-/** One client connection, its counters and its writer. */
+/** What every connection of one listener shares: one object per listener. */
+interface Listener {
+  readonly config: ServerConfig;
+  readonly counters: Float64Array;
+  readonly relay: RelayPort | undefined;
+  /** A connection is being dropped because its send queue is full. */
+  dropped(c: Connection): void;
+  /** A connection has ended (called once), and why. */
+  ended(c: Connection, reason: string): void;
+}
+
+/**
+ * One client connection: its counters, its writer, and in echo mode its
+ * read/write loop. The loop runs on callbacks rather than an async function,
+ * so that an idle connection holds only this object, its buffer and one
+ * pending read.
+ */
 class Connection implements Member {
   readonly conn: Deno.TcpConn;
-  readonly peer: string;
   readonly openedAt: number = Date.now();
-  readonly out: Outbox;
-  /** The listener's counters, which this connection adds to. */
   readonly counters: Float64Array;
   bytesIn = 0;
   bytesOut = 0;
@@ -132,28 +147,49 @@ class Connection implements Member {
   name = "";
   room = "";
   quitting = false;
-  #onDrop: (c: Connection) => void;
+  #listener: Listener;
+  /** Made on first use: most echo connections never need one. */
+  #out: Outbox | undefined;
+  /** The echo loop is writing to the socket itself. */
+  #writing = false;
+  #ended = false;
+  #buffer: Uint8Array<ArrayBuffer> | undefined;
+  /** Bytes in `#buffer` to echo, and how many of them are written. */
+  #length = 0;
+  #offset = 0;
 
-  constructor(
-    conn: Deno.TcpConn,
-    config: ServerConfig,
-    counters: Float64Array,
-    relay: RelayPort | undefined,
-    onDrop: (c: Connection) => void,
-  ) {
+  constructor(conn: Deno.TcpConn, listener: Listener) {
     this.conn = conn;
-    this.peer = formatAddr(conn.remoteAddr);
-    this.counters = counters;
-    this.#onDrop = onDrop;
-    this.out = new Outbox(conn, config.channelCapacity, config.channelBytes, {
-      written: (n) => {
-        this.bytesOut += n;
-        counters[BYTES_OUT] += n;
-        this.idle?.touch();
+    this.#listener = listener;
+    this.counters = listener.counters;
+  }
+
+  get peer(): string {
+    return formatAddr(this.conn.remoteAddr);
+  }
+
+  /** The one writer of this connection; see {@linkcode Outbox}. */
+  get out(): Outbox {
+    if (this.#out !== undefined) return this.#out;
+    const { config, counters, relay } = this.#listener;
+    const out = new Outbox(
+      this.conn,
+      config.channelCapacity,
+      config.channelBytes,
+      {
+        written: (n) => {
+          this.bytesOut += n;
+          counters[BYTES_OUT] += n;
+          this.idle?.touch();
+        },
+        failed: (error) => this.close(describeError(error)),
+        busy: relay && ((busy) => relay.writerBusy(busy)),
       },
-      failed: (error) => this.close(describeError(error)),
-      busy: relay && ((busy) => relay.writerBusy(busy)),
-    });
+    );
+    // Made while the echo loop writes: it holds the socket until done.
+    if (this.#writing) out.claim();
+    this.#out = out;
+    return out;
   }
 
   /** Closes the socket now; pending reads and writes reject. */
@@ -161,19 +197,104 @@ class Connection implements Member {
     if (this.closedBecause !== undefined) return;
     this.closedBecause = reason;
     this.idle?.clear();
-    this.out.close();
+    this.#out?.close();
     try {
       this.conn.close();
     } catch {
-      // Already closed by the echo loop.
+      // Already closed.
     }
   }
 
   dropQueueFull(): void {
     if (this.closedBecause !== undefined) return;
-    this.#onDrop(this);
+    this.#listener.dropped(this);
     this.close("send queue full");
   }
+
+  /** Ends the connection's life in the listener, once. */
+  end(reason: string): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#listener.ended(this, reason);
+  }
+
+  /**
+   * Echo mode: echoes until the client half-closes, then ends (the
+   * listener's close sends our FIN after everything echoed). Reads into a
+   * buffer that starts small and doubles whenever a read fills it.
+   */
+  echo(): void {
+    this.#buffer = new Uint8Array(INITIAL_BUFFER_SIZE);
+    this.#read();
+  }
+
+  #read(): void {
+    this.conn.read(this.#buffer!).then(this.#onRead, this.#onError);
+  }
+
+  #onRead = (n: number | null): void => {
+    try {
+      if (n === null) {
+        if (this.#out === undefined) return this.end("closed by client");
+        this.#out.idle().then(() => this.end("closed by client"));
+        return;
+      }
+      this.bytesIn += n;
+      this.counters[BYTES_IN] += n;
+      this.idle?.touch();
+      this.#length = n;
+      this.#offset = 0;
+      const out = this.#out;
+      if (out === undefined || out.free) {
+        // The hot path: write straight to the socket.
+        this.#writing = true;
+        out?.claim();
+        this.#write();
+      } else {
+        // An operator line is queued or being sent: go after it.
+        out.send(this.#buffer!.subarray(0, n)).then(
+          () => this.#next(),
+          this.#onError,
+        );
+      }
+    } catch (error) {
+      this.#onError(error);
+    }
+  };
+
+  #write(): void {
+    this.conn.write(this.#buffer!.subarray(this.#offset, this.#length))
+      .then(this.#onWritten, this.#onError);
+  }
+
+  #onWritten = (w: number): void => {
+    try {
+      this.#offset += w;
+      this.bytesOut += w;
+      this.counters[BYTES_OUT] += w;
+      this.idle?.touch();
+      if (this.#offset < this.#length) return this.#write();
+      this.#writing = false;
+      this.#out?.release();
+      this.#next();
+    } catch (error) {
+      this.#onError(error);
+    }
+  };
+
+  /** Reads on, into a buffer twice as big if the last read filled this one. */
+  #next(): void {
+    this.#buffer = grown(this.#buffer!, this.#length);
+    this.#read();
+  }
+
+  #onError = (error: unknown): void => {
+    if (this.#writing) {
+      this.#writing = false;
+      this.#out?.release();
+    }
+    this.end(this.closedBecause ?? describeError(error));
+  };
 }
 
 /**
@@ -191,6 +312,8 @@ export class Server implements EchoServer {
   #counters: Float64Array;
   #open: Int32Array;
   #relay: RelayPort | undefined;
+  /** What this listener's connections share (see {@linkcode Listener}). */
+  #shared: Listener;
   #signal: AbortSignal | undefined;
   #log: Logger;
   #connections = new Set<Connection>();
@@ -214,6 +337,13 @@ export class Server implements EchoServer {
       ? logger
       : logger.with({ worker: shared.worker });
     this.#relay = shared.relay ?? newRelay(config);
+    this.#shared = {
+      config,
+      counters: shared.counters,
+      relay: this.#relay,
+      dropped: (c) => this.#drop(c),
+      ended: (c, reason) => this.#ended(c, reason),
+    };
     this.#listener = Deno.listen({
       hostname: config.hostname,
       port: config.port,
@@ -390,23 +520,17 @@ export class Server implements EchoServer {
     conn.close();
   }
 
-  #drop = (c: Connection): void => {
+  #drop(c: Connection): void {
     this.#counters[DROPPED]++;
     this.#log.warning(
       "Dropping {peer}: its send queue is full ({lines} lines, {bytes} bytes waiting)",
       { peer: c.peer, lines: c.out.queuedLines, bytes: c.out.queuedBytes },
     );
-  };
+  }
 
-  async #serve(conn: Deno.TcpConn): Promise<void> {
+  #serve(conn: Deno.TcpConn): void {
     const config = this.#config;
-    const c = new Connection(
-      conn,
-      config,
-      this.#counters,
-      this.#relay,
-      this.#drop,
-    );
+    const c = new Connection(conn, this.#shared);
     this.#connections.add(c);
     this.#counters[ACTIVE]++;
     // Joined before it is logged: in a worker, the relay (on the calling
@@ -419,36 +543,38 @@ export class Server implements EchoServer {
     if (config.idleTimeout > 0) {
       c.idle = new IdleTimer(config.idleTimeout, () => c.close("idle timeout"));
     }
-    let reason = "closed by client";
     try {
       conn.setNoDelay(true);
-      if (this.mode === "echo") {
-        await echo(c);
-      } else if (this.#relay === undefined) {
-        reason = await echoLines(c, config.maxLineBytes);
-      } else {
-        reason = await relayLines(c, this.#relay, config.maxLineBytes);
-      }
     } catch (error) {
-      reason = c.closedBecause ?? describeError(error);
-    } finally {
-      this.#relay?.leave(c);
-      c.close(reason);
-      this.#connections.delete(c);
-      this.#counters[ACTIVE]--;
-      Atomics.sub(this.#open, 0, 1);
-      this.#log.info(
-        "Closed {peer} after {durationMs} ms: {bytesIn} bytes in, {bytesOut} bytes out ({reason})",
-        {
-          peer: c.peer,
-          durationMs: Date.now() - c.openedAt,
-          bytesIn: c.bytesIn,
-          bytesOut: c.bytesOut,
-          reason,
-        },
-      );
-      this.#finishIfDone();
+      return c.end(describeError(error));
     }
+    if (this.mode === "echo") return c.echo();
+    const lines = this.#relay === undefined
+      ? echoLines(c, config.maxLineBytes)
+      : relayLines(c, this.#relay, config.maxLineBytes);
+    lines.then(
+      (reason) => c.end(reason),
+      (error) => c.end(c.closedBecause ?? describeError(error)),
+    );
+  }
+
+  #ended(c: Connection, reason: string): void {
+    this.#relay?.leave(c);
+    c.close(reason);
+    this.#connections.delete(c);
+    this.#counters[ACTIVE]--;
+    Atomics.sub(this.#open, 0, 1);
+    this.#log.info(
+      "Closed {peer} after {durationMs} ms: {bytesIn} bytes in, {bytesOut} bytes out ({reason})",
+      {
+        peer: c.peer,
+        durationMs: Date.now() - c.openedAt,
+        bytesIn: c.bytesIn,
+        bytesOut: c.bytesOut,
+        reason,
+      },
+    );
+    this.#finishIfDone();
   }
 }
 
@@ -476,43 +602,6 @@ function grown(
   return filled === buffer.length && filled < MAX_BUFFER_SIZE
     ? new Uint8Array(filled * 2)
     : buffer;
-}
-
-/**
- * Echoes until the client half-closes; the caller's close then sends our FIN
- * after everything echoed. Reads into a buffer that starts small and doubles
- * whenever a read fills it.
- */
-async function echo(c: Connection): Promise<void> {
-  const { conn, out, counters } = c;
-  let buffer = new Uint8Array(INITIAL_BUFFER_SIZE);
-  while (true) {
-    const n = await conn.read(buffer);
-    if (n === null) break;
-    c.bytesIn += n;
-    counters[BYTES_IN] += n;
-    c.idle?.touch();
-    if (out.free) {
-      // The hot path: write straight to the socket.
-      out.claim();
-      try {
-        for (let written = 0; written < n;) {
-          const w = await conn.write(buffer.subarray(written, n));
-          written += w;
-          c.bytesOut += w;
-          counters[BYTES_OUT] += w;
-          c.idle?.touch();
-        }
-      } finally {
-        out.release();
-      }
-    } else {
-      // An operator line is queued or being sent: go after it.
-      await out.send(buffer.subarray(0, n));
-    }
-    buffer = grown(buffer, n);
-  }
-  await out.idle();
 }
 
 /** Whether `line` is exactly `exit` or `quit`, with or without its ending. */
