@@ -356,7 +356,12 @@ class Run {
 
   async #roundTrips(conn: Deno.TcpConn, index: number): Promise<void> {
     const { message, connections, count, rate } = this.#options;
-    const echo = new Uint8Array(message.length);
+    // One byte more than the message: every read then asks for more than the
+    // echo owed, so it comes back short, which tells Deno the socket is
+    // drained; a read that exactly fills its view makes the next read try
+    // the socket at once and usually find it empty, a wasted system call.
+    // The extra byte also catches an echo longer than the message.
+    const echo = new Uint8Array(message.length + 1);
     // With a rate, each connection has its own slot in a fixed schedule.
     const interval = rate === undefined ? 0 : 1000 * connections / rate;
     let due = this.startedAt + interval * index / connections;
@@ -376,12 +381,16 @@ class Run {
       }
       this.#mark(conn, sentAt);
       await writeAll(conn, message);
-      await readFull(conn, echo);
+      const received = await readEcho(conn, echo, message.length);
       const at = firstDifference(echo, message);
-      if (at !== -1) {
+      if (at !== -1 || received > message.length) {
         this.#fail(
           "mismatch",
-          new Error(`Echo differs from what was sent at byte ${at}`),
+          new Error(
+            at !== -1
+              ? `Echo differs from what was sent at byte ${at}`
+              : `Echo is longer than what was sent (${message.length} bytes)`,
+          ),
         );
         return; // The stream is out of step: this connection stops.
       }
@@ -438,20 +447,31 @@ function messageBytes(message: string | Uint8Array | number): Uint8Array {
   return bytes;
 }
 
-async function readFull(conn: Deno.Conn, into: Uint8Array): Promise<void> {
-  for (let filled = 0; filled < into.length;) {
+/**
+ * Reads into `into` until at least `expected` bytes are there; returns how
+ * many (more than `expected` when the server sent more).
+ */
+async function readEcho(
+  conn: Deno.Conn,
+  into: Uint8Array,
+  expected: number,
+): Promise<number> {
+  let filled = 0;
+  while (filled < expected) {
     const n = await conn.read(filled === 0 ? into : into.subarray(filled));
     if (n === null) {
       throw new Error(
-        `Server closed after ${filled} of ${into.length} echoed bytes`,
+        `Server closed after ${filled} of ${expected} echoed bytes`,
       );
     }
     filled += n;
   }
+  return filled;
 }
 
+/** The first index below `b.length` where `a` and `b` differ, or -1. */
 function firstDifference(a: Uint8Array, b: Uint8Array): number {
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
+  for (let i = 0; i < b.length; i++) if (a[i] !== b[i]) return i;
   return -1;
 }
 

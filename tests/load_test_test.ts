@@ -93,6 +93,28 @@ Deno.test("loadTest() counts an echo that differs as a mismatch", async () => {
   );
 });
 
+Deno.test("loadTest() counts an echo longer than the message as a mismatch", async () => {
+  // Each chunk back twice: the first round trip gets 8 bytes for 4.
+  await using server = brokenServer((chunk) => {
+    const twice = new Uint8Array(chunk.length * 2);
+    twice.set(chunk);
+    twice.set(chunk, chunk.length);
+    return twice;
+  });
+  const report = await loadTest({
+    port: server.port,
+    connections: 2,
+    count: 100,
+    message: "abcd",
+  });
+  assert.equal(report.roundTrips, 0);
+  assert.equal(report.mismatches, 2);
+  assert.match(
+    report.errorMessages[0],
+    /^Echo (is longer than what was sent \(4 bytes\)|differs from what was sent at byte \d)$/,
+  );
+});
+
 Deno.test("loadTest() counts refused connections, early closes and timeouts", async (t) => {
   await t.step("refused", async () => {
     const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
