@@ -34,6 +34,7 @@ export class Outbox {
   #queuedBytes = 0;
   #busy = false;
   #closed = false;
+  #sealed = false;
   #idleWaiters: (() => void)[] = [];
 
   constructor(
@@ -82,10 +83,11 @@ export class Outbox {
   /**
    * Queues `bytes` (which must not change afterwards) and returns `true`, or
    * returns `false` without queueing when the queue would go over a bound.
-   * After {@linkcode Outbox.close}, drops `bytes` and returns `true`.
+   * After {@linkcode Outbox.close} or {@linkcode Outbox.seal}, drops `bytes`
+   * and returns `true`.
    */
   post(bytes: Uint8Array): boolean {
-    if (this.#closed) return true;
+    if (this.#closed || this.#sealed) return true;
     if (
       this.#queue.length + 1 > this.maxLines ||
       this.#queuedBytes + bytes.length > this.maxBytes
@@ -116,6 +118,14 @@ export class Outbox {
   idle(): Promise<void> {
     if (!this.#busy && this.#queue.length === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /**
+   * Takes no more posts (they are dropped), while what is queued still goes
+   * out: for a last line, such as the shutdown notice.
+   */
+  seal(): void {
+    this.#sealed = true;
   }
 
   /** Drops what is queued and refuses nothing from now on. */

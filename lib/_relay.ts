@@ -31,6 +31,8 @@ const NAME_RULE =
 export interface Inbox {
   /** Queues `line`; `false` when the queue is full. */
   post(line: Uint8Array): boolean;
+  /** Drops every later line: the last one posted is the last one sent. */
+  seal(): void;
 }
 
 /** A connected client, as the relay sees it. */
@@ -86,9 +88,14 @@ export interface RelayPort {
   submit(member: Member, lines: Uint8Array[]): Promise<void>;
   /**
    * Sends `[server] text` to every member, or to those `only` accepts,
-   * resolving once it is in their queues.
+   * resolving once it is in their queues. With `last`, nothing is sent to
+   * them after it (the shutdown notice).
    */
-  announce(text: string, only?: (member: Member) => boolean): Promise<void>;
+  announce(
+    text: string,
+    only?: (member: Member) => boolean,
+    last?: boolean,
+  ): Promise<void>;
 }
 
 interface Room {
@@ -185,14 +192,21 @@ export class Relay implements RelayPort {
 
   /**
    * Sends `[server] text` to every member, or to those `only` accepts,
-   * resolving once it is in their queues.
+   * resolving once it is in their queues. With `last`, nothing is sent to
+   * them after it (the shutdown notice).
    */
-  announce(text: string, only?: (member: Member) => boolean): Promise<void> {
+  announce(
+    text: string,
+    only?: (member: Member) => boolean,
+    last = false,
+  ): Promise<void> {
     const line = encoder.encode(`[server] ${text}\n`);
     return new Promise((resolve) => {
       this.#enqueue(line.length, () => {
         for (const m of this.#members) {
-          if (only === undefined || only(m)) this.#post(m, line);
+          if (only !== undefined && !only(m)) continue;
+          this.#post(m, line);
+          if (last) m.out.seal();
         }
         resolve();
       });

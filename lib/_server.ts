@@ -419,9 +419,14 @@ export class Server implements EchoServer {
     }
     if (this.#relay !== undefined && this.#connections.size > 0) {
       // Relay clients never finish by themselves: tell them, then close each
-      // once its queue is sent (or when the grace period is over).
+      // once its queue is sent (or when the grace period is over). The notice
+      // is their last line: what other clients' leaving causes is not sent.
       const connections = this.#connections as Set<Member>;
-      await this.#relay.announce("shutting down", (m) => connections.has(m));
+      await this.#relay.announce(
+        "shutting down",
+        (m) => connections.has(m),
+        true,
+      );
       for (const c of this.#connections) {
         c.out.idle().then(() => c.close("server shutting down"));
       }

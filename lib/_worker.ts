@@ -69,13 +69,17 @@ class RelayLink implements RelayPort {
     });
   }
 
-  announce(text: string, only?: (member: Member) => boolean): Promise<void> {
+  announce(
+    text: string,
+    only?: (member: Member) => boolean,
+    last = false,
+  ): Promise<void> {
     return new Promise((resolve) => {
       const token = this.#nextToken++;
       this.#waiting.set(token, { resolve });
       // Only this listener's own shutdown notice passes `only`: to its
       // clients, which are all of this worker's members.
-      send({ t: "announce", token, text, local: only !== undefined });
+      send({ t: "announce", token, text, local: only !== undefined, last });
     });
   }
 

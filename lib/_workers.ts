@@ -74,7 +74,15 @@ export type FromWorker =
   | { t: "join"; id: number; peer: string }
   | { t: "leave"; id: number }
   | { t: "submit"; id: number; token: number; lines: Uint8Array[] }
-  | { t: "announce"; token: number; text: string; local: boolean }
+  | {
+    t: "announce";
+    token: number;
+    text: string;
+    /** Only to this worker's members. */
+    local: boolean;
+    /** Nothing to them after it. */
+    last: boolean;
+  }
   /** The worker's writers are idle after `count` more deliveries. */
   | { t: "settled"; count: number };
 
@@ -234,7 +242,11 @@ class RemoteMember implements Member {
   constructor(handle: WorkerHandle, id: number, peer: string) {
     this.handle = handle;
     this.peer = peer;
-    this.out = { post: (line) => handle.deliver(id, line) };
+    let sealed = false;
+    this.out = {
+      post: (line) => sealed || handle.deliver(id, line),
+      seal: () => sealed = true,
+    };
   }
 
   dropQueueFull(): void {
@@ -383,7 +395,7 @@ class WorkerHandle {
         const only = message.local
           ? (m: Member) => m instanceof RemoteMember && m.handle === this
           : undefined;
-        this.#relay?.announce(message.text, only).then(() =>
+        this.#relay?.announce(message.text, only, message.last).then(() =>
           this.#ack(message.token, false)
         );
         return;
