@@ -215,32 +215,8 @@ async function benchServer(
   for (const workload of PING_PONGS) {
     const key = `${workload.size} B × ${workload.connections}`;
     await using server = await start(name, options.pinned);
-    // Warm up (JIT, buffers), then measure.
-    await loadTest({
-      port: server.port,
-      connections: workload.connections,
-      duration: Math.min(300, options.durationMs),
-      message: workload.size,
-    });
-    const cpu0 = await server.cpuMs();
-    const load = await loadTest({
-      port: server.port,
-      connections: workload.connections,
-      duration: options.durationMs,
-      message: workload.size,
-    });
-    const serverCpuMs = await server.cpuMs() - cpu0;
-    cells[key] = {
-      value: load.roundTripsPerSecond,
-      serverCpu: load.roundTrips > 0
-        ? serverCpuMs * 1000 / load.roundTrips
-        : NaN,
-      serverCpuPercent: serverCpuMs / load.durationMs * 100,
-      loadCpuPercent: load.cpuMs / load.durationMs * 100,
-      p99Us: load.latencyUs.p99,
-      errors: load.connectErrors + load.mismatches + load.otherErrors,
-    };
-    console.error(`  ${key}: ${Math.round(load.roundTripsPerSecond)} rt/s`);
+    cells[key] = await pingPong(server, workload, options.durationMs);
+    console.error(`  ${key}: ${Math.round(cells[key].value)} rt/s`);
   }
   {
     await using server = await start(name, options.pinned);
@@ -289,15 +265,7 @@ async function benchWorkers(
       "--log-format",
       "json",
     ]);
-    const options = {
-      port: server.port,
-      connections: WORKERS_LOAD.connections,
-      message: WORKERS_LOAD.size,
-    };
-    await loadTest({ ...options, duration: Math.min(300, durationMs) });
-    const cpu0 = await server.cpuMs();
-    const load = await loadTest({ ...options, duration: durationMs });
-    const serverCpuMs = await server.cpuMs() - cpu0;
+    const cell = await pingPong(server, WORKERS_LOAD, durationMs);
     const perWorker = Array(workers).fill(0);
     for (const line of server.stderr!.lines) {
       const record = JSON.parse(line);
@@ -306,22 +274,39 @@ async function benchWorkers(
       }
     }
     const key = `workers ${workers}`;
-    cells[key] = {
-      value: load.roundTripsPerSecond,
-      serverCpu: serverCpuMs * 1000 / load.roundTrips,
-      serverCpuPercent: serverCpuMs / load.durationMs * 100,
-      loadCpuPercent: load.cpuMs / load.durationMs * 100,
-      p99Us: load.latencyUs.p99,
-      errors: load.connectErrors + load.mismatches + load.otherErrors,
-      perWorker,
-    };
+    cells[key] = { ...cell, perWorker };
     console.error(
-      `  ${key}: ${Math.round(load.roundTripsPerSecond)} rt/s, ${
+      `  ${key}: ${Math.round(cell.value)} rt/s, ${
         cells[key].serverCpu!.toFixed(2)
       } µs CPU/rt, spread ${perWorker.join(" / ")}`,
     );
   }
   return cells;
+}
+
+/** Warms `server` up (JIT, buffers) with `workload`, then measures it. */
+async function pingPong(
+  server: Server,
+  workload: PingPong,
+  durationMs: number,
+): Promise<Cell> {
+  const options = {
+    port: server.port,
+    connections: workload.connections,
+    message: workload.size,
+  };
+  await loadTest({ ...options, duration: Math.min(300, durationMs) });
+  const cpu0 = await server.cpuMs();
+  const load = await loadTest({ ...options, duration: durationMs });
+  const serverCpuMs = await server.cpuMs() - cpu0;
+  return {
+    value: load.roundTripsPerSecond,
+    serverCpu: load.roundTrips > 0 ? serverCpuMs * 1000 / load.roundTrips : NaN,
+    serverCpuPercent: serverCpuMs / load.durationMs * 100,
+    loadCpuPercent: load.cpuMs / load.durationMs * 100,
+    p99Us: load.latencyUs.p99,
+    errors: load.connectErrors + load.mismatches + load.otherErrors,
+  };
 }
 
 /** Streams `bytes` through the server in 64 KiB writes, verifying the echo. */
