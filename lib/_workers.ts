@@ -126,7 +126,6 @@ export class WorkerPool implements EchoServer {
   #counters: Float64Array;
   #open: Int32Array;
   #relay: Relay | undefined;
-  #signal: AbortSignal | undefined;
   #shutdown: Promise<void> | undefined;
 
   constructor(
@@ -180,7 +179,6 @@ export class WorkerPool implements EchoServer {
     // A worker that fails to start is logged; `ready` reports it to whoever
     // awaits it, and it must not end the process otherwise.
     this.ready.catch(() => {});
-    this.#signal = signal;
     signal?.addEventListener("abort", this.#abort, { once: true });
     this.finished = Promise.all([
       this.#main.finished,

@@ -120,7 +120,8 @@ export interface ServeEchoOptions {
    * broadcast or chat line reaches the clients of every worker, through a
    * relay that runs on the calling thread.
    *
-   * More than one needs Linux and Deno's `--unstable-net` flag.
+   * More than one needs Linux, Deno's `--unstable-net` flag, and read
+   * access to this package's worker module when it is loaded from disk.
    *
    * @default {1}
    */
@@ -225,6 +226,8 @@ export interface EchoServer extends AsyncDisposable {
  * @throws {RangeError} An option is out of range.
  * @throws {Deno.errors.NotSupported} `workers` is more than 1, and this is not
  * Linux or Deno runs without `--unstable-net`.
+ * @throws {Deno.errors.NotCapable} `workers` is more than 1 and Deno may not
+ * read the worker module (`--allow-read`).
  * @throws {unknown} `options.signal.reason` when the signal is already aborted.
  */
 export function serveEcho(options: ServeEchoOptions = {}): EchoServer {
