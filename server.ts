@@ -238,22 +238,18 @@ async function main(args: string[]): Promise<number> {
       signal: stop.signal,
     });
   } catch (error) {
-    if (
-      error instanceof Error && error.message.startsWith("Cannot use workers:")
-    ) {
+    // "Cannot use channelBytes: …" names the option; name the flag instead.
+    const message = (error as Error).message.replace(
+      /^Cannot use (\w+)/,
+      (_, name: string) =>
+        `Invalid --${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`,
+    );
+    if (message !== (error as Error).message) {
+      // An option the library refused (a RangeError), or workers where they
+      // cannot run (no Linux, no --unstable-net, no read access).
       printError(
-        error.message.replace("Cannot use workers", "Invalid --workers"),
+        error instanceof RangeError ? `${message} (see --help)` : message,
       );
-      return EXIT_USAGE;
-    }
-    if (error instanceof RangeError) {
-      // "Cannot use channelBytes: …" names the option; name the flag instead.
-      const message = error.message.replace(
-        /^Cannot use (\w+)/,
-        (_, name: string) =>
-          `Invalid --${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`,
-      );
-      printError(`${message} (see --help)`);
       return EXIT_USAGE;
     }
     const address = formatAddr({ hostname: flags.hostname, port: flags.port });

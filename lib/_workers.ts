@@ -124,7 +124,6 @@ export class WorkerPool implements EchoServer {
   #main: Server;
   #handles: WorkerHandle[] = [];
   #counters: Float64Array;
-  #open: Int32Array;
   #relay: Relay | undefined;
   #shutdown: Promise<void> | undefined;
 
@@ -139,12 +138,12 @@ export class WorkerPool implements EchoServer {
     );
     const openBuffer = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
     this.#counters = new Float64Array(countersBuffer);
-    this.#open = new Int32Array(openBuffer);
+    const open = new Int32Array(openBuffer);
     this.#relay = newRelay(config);
     this.#main = new Server(config, {
       reusePort: true,
       counters: this.#counters.subarray(0, COUNTERS),
-      open: this.#open,
+      open,
       relay: this.#relay,
       worker: 0,
     }, signal);
@@ -161,7 +160,7 @@ export class WorkerPool implements EchoServer {
         index,
         this.#relay,
         this.#counters,
-        this.#open,
+        open,
       );
       this.#handles.push(handle);
       handle.post({
