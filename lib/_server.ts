@@ -25,7 +25,10 @@ const logger = getLogger([LOG_CATEGORY, "server"]);
 const INITIAL_BUFFER_SIZE = 512;
 /** A connection's read buffer doubles each time a read fills it, up to this. */
 const MAX_BUFFER_SIZE = 256 * 1024;
-/** First and last delay between retries when `accept()` keeps failing. */
+/**
+ * First and last delay between retries while `accept()` fails for want of a
+ * resource (see {@linkcode EXHAUSTION}).
+ */
 const ACCEPT_BACKOFF_MIN_MS = 5;
 const ACCEPT_BACKOFF_MAX_MS = 1000;
 /**
@@ -36,6 +39,20 @@ const ACCEPT_BACKOFF_MAX_MS = 1000;
  * would destroy the last lines before the client reads them.
  */
 const LINGER_MS = 1000;
+/**
+ * The `accept()` errors that say the process or the system ran out of
+ * something (descriptors, buffers, memory): accepting again at once would
+ * fail the same way, so the accept loop backs off. Every other error belongs
+ * to the one connection being accepted (most often a client that reset
+ * while it waited in the queue: ENOTCONN, ECONNABORTED, ECONNRESET), and the
+ * loop accepts the next one at once.
+ */
+const EXHAUSTION: ReadonlySet<string> = new Set([
+  "EMFILE",
+  "ENFILE",
+  "ENOBUFS",
+  "ENOMEM",
+]);
 
 const encoder = new TextEncoder();
 const EXIT = encoder.encode("exit");
@@ -53,8 +70,9 @@ export const BYTES_IN = 2;
 export const BYTES_OUT = 3;
 export const DROPPED = 4;
 export const ACTIVE = 5;
+export const ACCEPT_ERRORS = 6;
 /**
- * How many numbers one listener's counters take: 6, padded to 128 bytes so
+ * How many numbers one listener's counters take: 7, padded to 128 bytes so
  * that no two listeners write to the same cache line.
  */
 export const COUNTERS = 16;
@@ -97,6 +115,7 @@ export function sumStats(counters: Float64Array): EchoServerStats {
     bytesIn: total[BYTES_IN],
     bytesOut: total[BYTES_OUT],
     dropped: total[DROPPED],
+    acceptErrors: total[ACCEPT_ERRORS],
     perWorker,
   };
 }
@@ -472,6 +491,14 @@ export class Server implements EchoServer {
         conn = await this.#listener.accept();
       } catch (error) {
         if (!this.#listening) break;
+        if (!EXHAUSTION.has((error as { code?: string }).code ?? "")) {
+          // This one connection is gone; the listener is fine.
+          this.#counters[ACCEPT_ERRORS]++;
+          this.#log.debug("Accept failed for one connection: {error}", {
+            error: describeError(error),
+          });
+          continue;
+        }
         backoff = Math.min(
           Math.max(backoff * 2, ACCEPT_BACKOFF_MIN_MS),
           ACCEPT_BACKOFF_MAX_MS,

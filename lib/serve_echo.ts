@@ -143,6 +143,12 @@ export interface EchoServerStats {
   /** Connections closed because their send queue was full. */
   readonly dropped: number;
   /**
+   * Connections lost before they could be served: `accept()` failed for
+   * that one connection, most often because the client reset it while it
+   * waited to be accepted. Not in `accepted`.
+   */
+  readonly acceptErrors: number;
+  /**
    * Connections accepted by each worker, the calling thread's first (one
    * number without workers).
    */
@@ -192,9 +198,10 @@ export interface EchoServer extends AsyncDisposable {
  * {@linkcode ServeEchoOptions.mode} it is instead a line echo, a broadcast
  * relay or a chat.
  *
- * One connection's failure (a reset, a client that stops reading) never
- * affects another; failed accepts (such as too many open files) are logged
- * and retried with backoff.
+ * One connection's failure (a reset, even before it was accepted; a client
+ * that stops reading) never affects another. When accepting fails for want
+ * of a resource (too many open files, no buffers or memory), the failure is
+ * logged and accepting retried with backoff.
  *
  * @example A broadcast relay
  * ```ts

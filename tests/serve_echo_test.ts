@@ -16,6 +16,13 @@ import {
 
 const logs = await captureLogs();
 
+/** Connects to 127.0.0.1:argv[1] argv[2] times, resetting each (SO_LINGER 0). */
+const RESET_CLIENTS = `import socket, struct, sys
+for _ in range(int(sys.argv[2])):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()`;
+
 Deno.test("serveEcho() echoes payloads of every size back exactly", async (t) => {
   await using server = serveEcho({ port: 0 });
   const port = server.addr.port;
@@ -120,6 +127,7 @@ Deno.test("serveEcho() counts connections and bytes", async () => {
     bytesIn: 0,
     bytesOut: 0,
     dropped: 0,
+    acceptErrors: 0,
     perWorker: [0],
   });
   using conn = await Deno.connect({ port: server.addr.port });
@@ -138,6 +146,7 @@ Deno.test("serveEcho() counts connections and bytes", async () => {
     bytesIn: 10,
     bytesOut: 10,
     dropped: 0,
+    acceptErrors: 0,
     perWorker: [1],
   });
 });
@@ -208,6 +217,32 @@ Deno.test("serveEcho() keeps serving others while a client never reads", async (
   assert.equal(closed.properties.reason, "grace period over");
   assert.ok(await flooding instanceof Error);
   stuck.close();
+});
+
+Deno.test("serveEcho() accepts on at once past clients that reset while queued", async () => {
+  logs.clear();
+  await using server = serveEcho({ port: 0 });
+  const resets = 50;
+  // Python's socket module can reset (SO_LINGER 0); the synchronous run
+  // keeps this event loop, and so the accept loop, away until all of them
+  // wait in the listen queue, reset.
+  const { success } = new Deno.Command("python3", {
+    args: ["-c", RESET_CLIENTS, String(server.addr.port), String(resets)],
+  }).outputSync();
+  assert.ok(success, "python3 could not connect and reset");
+  // Queued behind every reset connection; without the fix each one cost a
+  // backoff of up to a second.
+  assert.equal(await echoOnce("alive", { port: server.addr.port }), "alive");
+  assert.equal(server.stats.acceptErrors, resets);
+  assert.equal(server.stats.accepted, 1);
+  assert.deepEqual(
+    logs.find("Accept failed, retrying in {delayMs} ms: {error}"),
+    [],
+  );
+  assert.equal(
+    logs.find("Accept failed for one connection: {error}").length,
+    resets,
+  );
 });
 
 Deno.test("serveEcho() closes a connection idle for idleTimeout ms", async () => {
