@@ -2,6 +2,7 @@
 // `chat` modes. Not exported from mod.ts.
 
 import { lineContent } from "./_lines.ts";
+import { Pacer } from "./_pacer.ts";
 
 /** The longest name or room, in characters. */
 export const MAX_NAME_LENGTH = 32;
@@ -9,13 +10,6 @@ export const MAX_NAME_LENGTH = 32;
 export const MAX_CHAT_OVERHEAD = 4 * MAX_NAME_LENGTH + 4;
 /** The room every chat client starts in. */
 export const LOBBY = "lobby";
-/**
- * Longest wait between delivery rounds while a client's write is stuck (its
- * socket takes nothing): delivery goes on at this pace until that client's
- * queue is full and it is dropped, two rounds later. Long enough for a
- * busy server to complete every healthy client's write.
- */
-const STALL_MS = 50;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -75,8 +69,12 @@ export interface RelayOptions {
 export interface RelayPort {
   /** Number of members. */
   readonly size: number;
+  /** Resolves once nothing waits to be delivered. */
+  idle(): Promise<void>;
   /** To be called by a member's outbox when its writer starts or stops. */
-  writerBusy(busy: boolean): void;
+  writerBusy(writer: object, busy: boolean): void;
+  /** To be called by a member's outbox when its socket took bytes. */
+  writerProgress(): void;
   /** Adds a member; in chat, names it and puts it in the lobby. */
   join(member: Member): void;
   /** Removes a member; in chat, tells its room. */
@@ -98,6 +96,11 @@ export interface RelayPort {
   ): Promise<void>;
 }
 
+/** Resolves on the event loop's next turn, after what is ready now. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
 interface Room {
   members: Set<Member>;
   history: Uint8Array[];
@@ -108,11 +111,11 @@ interface Room {
  * (chat), in one order that every recipient sees.
  *
  * Delivery happens in rounds: at most `linesPerRound` lines, then a wait
- * until every member's writer has handed its batch to the socket (or
- * {@linkcode STALL_MS} passed). A healthy client's queue therefore never
- * holds more than two rounds, however many clients talk at once, while a
- * client that stops reading falls behind by a round each time and is
- * dropped when its queue is full. Senders wait for their lines to be
+ * until every member's writer has handed its batch to the socket, except
+ * writers whose socket takes nothing (see {@linkcode Pacer}). A client that reads therefore never holds more than
+ * two rounds in its queue, however many clients talk at once and however
+ * busy the server is, while a client that stops reading falls behind by a
+ * round each time and is dropped when its queue is full. Senders wait for their lines to be
  * delivered before their next read, so a fast sender is paced by the relay
  * rather than filling its memory.
  */
@@ -125,8 +128,8 @@ export class Relay implements RelayPort {
   #queue: Task[] = [];
   #head = 0;
   #pumping = false;
-  #busyWriters = 0;
-  #wakeSettled: (() => void) | undefined;
+  #pacer = new Pacer();
+  #idleWaiters: (() => void)[] = [];
 
   constructor(options: RelayOptions) {
     this.#options = options;
@@ -137,10 +140,28 @@ export class Relay implements RelayPort {
     return this.#members.size;
   }
 
+  /** Resolves once nothing waits to be delivered. */
+  idle(): Promise<void> {
+    if (!this.#pumping) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
   /** To be called by a member's outbox when its writer starts or stops. */
-  writerBusy(busy: boolean): void {
-    this.#busyWriters += busy ? 1 : -1;
-    if (this.#busyWriters === 0) this.#wakeSettled?.();
+  writerBusy(writer: object, busy: boolean): void {
+    this.#pacer.busy(writer, busy);
+  }
+
+  /** To be called by a member's outbox when its socket took bytes. */
+  writerProgress(): void {
+    this.#pacer.progress();
+  }
+
+  /**
+   * A worker started writing a batch (`true`) or reports every writer of
+   * that batch settled (`false`); see _worker.ts.
+   */
+  remoteBusy(busy: boolean): void {
+    this.#pacer.remoteBusy(busy);
   }
 
   /** Adds a member; in chat, names it and puts it in the lobby. */
@@ -222,6 +243,10 @@ export class Relay implements RelayPort {
     this.#pumping = true;
     const { linesPerRound, bytesPerRound } = this.#options;
     while (this.#head < this.#queue.length) {
+      // Let this turn's other lines (a burst of joins, many clients' lines)
+      // arrive first, so that they go to each client in one write rather
+      // than one write each.
+      await nextTurn();
       let lines = 0;
       let bytes = 0;
       while (this.#head < this.#queue.length && lines < linesPerRound) {
@@ -235,27 +260,17 @@ export class Relay implements RelayPort {
       if (this.#head === this.#queue.length) {
         this.#queue = [];
         this.#head = 0;
-      } else if (this.#head > 1024) {
+      } else if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
+        // Amortised O(1) per task, however long the queue.
         this.#queue = this.#queue.slice(this.#head);
         this.#head = 0;
       }
-      await this.#settled();
+      await this.#pacer.settled();
     }
     this.#pumping = false;
-  }
-
-  /** Resolves when no writer is busy, or after `STALL_MS`. */
-  #settled(): Promise<void> {
-    if (this.#busyWriters === 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.#wakeSettled = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, STALL_MS);
-      this.#wakeSettled = done;
-    });
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const wake of waiters) wake();
   }
 
   #handleLine(member: Member, line: Uint8Array): void {

@@ -202,7 +202,8 @@ class Connection implements Member {
           this.idle?.touch();
         },
         failed: (error) => this.close(describeError(error)),
-        busy: relay && ((busy) => relay.writerBusy(busy)),
+        busy: relay && ((busy) => relay.writerBusy(out, busy)),
+        progress: relay && (() => relay.writerProgress()),
       },
     );
     // Made while the echo loop writes: it holds the socket until done.
@@ -480,7 +481,9 @@ export class Server implements EchoServer {
       accepted: this.#counters[ACCEPTED],
       rejected: this.#counters[REJECTED],
     });
-    this.#resolveFinished();
+    // The last leave notices may still be on their way through the relay.
+    if (this.#relay === undefined) this.#resolveFinished();
+    else this.#relay.idle().then(this.#resolveFinished);
   }
 
   async #acceptLoop(): Promise<void> {

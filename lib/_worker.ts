@@ -5,6 +5,7 @@
 
 import { configureSync, type LogRecord } from "@logtape/logtape";
 import { describeError, LOG_CATEGORY } from "./_helpers.ts";
+import { Pacer } from "./_pacer.ts";
 import type { Member, RelayPort } from "./_relay.ts";
 import { COUNTERS, Server } from "./_server.ts";
 import type { Delivery, FromWorker, ToWorker } from "./_workers.ts";
@@ -22,7 +23,8 @@ function send(message: FromWorker, transfer?: Transferable[]): void {
  * The relay as this worker's listener sees it: members, lines and
  * announcements go to the relay on the calling thread; deliveries come back
  * in batches, and each batch is reported settled once every writer here is
- * idle, which paces the relay's rounds as local writers do.
+ * idle or stuck (see {@linkcode Pacer}), which paces the relay's rounds as
+ * local writers do.
  */
 class RelayLink implements RelayPort {
   #ids = new Map<Member, number>();
@@ -30,16 +32,25 @@ class RelayLink implements RelayPort {
   #nextId = 1;
   #waiting = new Map<number, { member?: Member; resolve: () => void }>();
   #nextToken = 1;
-  #busyWriters = 0;
+  #pacer = new Pacer();
+  /** Batches delivered and not yet reported settled. */
   #unsettled = 0;
+  #settling = false;
 
   get size(): number {
     return this.#members.size;
   }
 
-  writerBusy(busy: boolean): void {
-    this.#busyWriters += busy ? 1 : -1;
-    if (this.#busyWriters === 0) this.#settle();
+  idle(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  writerBusy(writer: object, busy: boolean): void {
+    this.#pacer.busy(writer, busy);
+  }
+
+  writerProgress(): void {
+    this.#pacer.progress();
   }
 
   join(member: Member): void {
@@ -104,13 +115,15 @@ class RelayLink implements RelayPort {
     }
     if (items.length === 0) return;
     this.#unsettled++;
-    if (this.#busyWriters === 0) this.#settle();
-  }
-
-  #settle(): void {
-    if (this.#unsettled === 0) return;
-    send({ t: "settled", count: this.#unsettled });
-    this.#unsettled = 0;
+    if (this.#settling) return;
+    this.#settling = true;
+    // After this turn: the drains of the lines just posted start first.
+    queueMicrotask(async () => {
+      await this.#pacer.settled();
+      this.#settling = false;
+      send({ t: "settled", count: this.#unsettled });
+      this.#unsettled = 0;
+    });
   }
 }
 

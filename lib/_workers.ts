@@ -182,9 +182,11 @@ export class WorkerPool implements EchoServer {
     this.finished = Promise.all([
       this.#main.finished,
       ...this.#handles.map((h) => h.finished),
-    ]).then(() => {
+    ]).then(async () => {
       signal?.removeEventListener("abort", this.#abort);
       for (const handle of this.#handles) handle.terminate();
+      // Workers' last leave notices may still be on their way.
+      await this.#relay?.idle();
     });
   }
 
@@ -324,7 +326,7 @@ class WorkerHandle {
     this.#worker.terminate();
     if (this.#unsettled > 0) {
       this.#unsettled = 0;
-      this.#relay?.writerBusy(false);
+      this.#relay?.remoteBusy(false);
     }
   }
 
@@ -345,7 +347,7 @@ class WorkerHandle {
       this.#acks = [];
       if (this.#done) return;
       if (items.length > 0 && this.#unsettled++ === 0) {
-        this.#relay?.writerBusy(true);
+        this.#relay?.remoteBusy(true);
       }
       this.#worker.postMessage({ t: "deliver", items, acks });
     });
@@ -399,7 +401,7 @@ class WorkerHandle {
       }
       case "settled":
         this.#unsettled -= message.count;
-        if (this.#unsettled === 0) this.#relay?.writerBusy(false);
+        if (this.#unsettled === 0) this.#relay?.remoteBusy(false);
         return;
     }
   }

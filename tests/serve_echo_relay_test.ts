@@ -99,6 +99,10 @@ for (const workers of [1, 2]) {
     await neverReaderIsDropped(workers);
   });
 
+  Deno.test(`chat: 2,000 clients joining at once all stay and hear every later join${across}`, async () => {
+    await joinBurst(2000, workers);
+  });
+
   Deno.test(`chat: 200 joins and leaves in a burst, each announced once${across}`, async () => {
     await joinsAndLeaves(workers);
   });
@@ -182,6 +186,79 @@ Deno.test("broadcast: a line at the limit is relayed; one byte over gets ERR, th
     await closeAll([listener, sender]);
   }
 });
+
+/**
+ * `count` chat clients connect at once (in waves that fit the listen queue)
+ * and read all the time: none may be dropped, and each must hear its own
+ * join and every later one. The server is busy with about count²/2 notice
+ * deliveries; that must not be mistaken for slow clients.
+ */
+async function joinBurst(count: number, workers: number): Promise<void> {
+  await using server = serveEcho({ port: 0, mode: "chat", workers });
+  await server.ready;
+  const NOTICE = new TextEncoder().encode(" joined lobby\n");
+  const joins: number[] = [];
+  const conns: Deno.TcpConn[] = [];
+  const reading: Promise<void>[] = [];
+  let joined = 0;
+  let allJoined!: () => void;
+  const done = new Promise<void>((resolve) => allJoined = resolve);
+  const expected = count * (count + 1) / 2;
+  /** Reads until the server closes, counting join notices. */
+  async function read(conn: Deno.TcpConn, i: number): Promise<void> {
+    const buffer = new Uint8Array(64 * 1024);
+    let tail = new Uint8Array(0);
+    try {
+      for (let n; (n = await conn.read(buffer)) !== null;) {
+        const text = new Uint8Array(tail.length + n);
+        text.set(tail);
+        text.set(buffer.subarray(0, n), tail.length);
+        let at = 0;
+        for (let end; (end = text.indexOf(10, at)) !== -1; at = end + 1) {
+          const ending = text.subarray(end + 1 - NOTICE.length, end + 1);
+          if (ending.every((b, k) => b === NOTICE[k])) {
+            joins[i]++;
+            if (++joined === expected) allJoined();
+          }
+        }
+        tail = text.slice(at);
+      }
+    } catch {
+      // Reset: counted as not having heard everything.
+    }
+  }
+  try {
+    for (let i = 0; i < count; i += 500) {
+      const wave = await Promise.all(
+        Array.from(
+          { length: Math.min(500, count - i) },
+          () => Deno.connect({ hostname: "127.0.0.1", port: server.addr.port }),
+        ),
+      );
+      for (const conn of wave) {
+        joins.push(0);
+        reading.push(read(conn, conns.length));
+        conns.push(conn);
+      }
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      done,
+      new Promise((resolve) => timer = setTimeout(resolve, 60_000)),
+    ]);
+    clearTimeout(timer);
+    assert.equal(server.stats.dropped, 0, "a reading client was dropped");
+    assert.equal(joined, expected, "join notices missing");
+    // Every client heard a different number of joins: its own and later.
+    assert.deepEqual(
+      [...joins].sort((a, b) => a - b),
+      Array.from({ length: count }, (_, i) => i + 1),
+    );
+  } finally {
+    for (const conn of conns) conn.close();
+    await Promise.all(reading);
+  }
+}
 
 async function neverReaderIsDropped(workers: number): Promise<void> {
   await using server = serveEcho({ port: 0, mode: "broadcast", workers });
