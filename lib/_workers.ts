@@ -115,6 +115,22 @@ export function assertWorkersSupported(): void {
   }
 }
 
+/**
+ * Binds `hostname:port` alone for an instant and returns the port bound
+ * (the one picked, for port 0). `SO_REUSEPORT` lets any process of the same
+ * user join a port whose listeners all set it, so binding with it first
+ * would silently share a port another server already holds; a plain bind
+ * fails on any listener, shared or not.
+ *
+ * @throws {Deno.errors.AddrInUse} Another socket listens there.
+ */
+function claimPort(hostname: string, port: number): number {
+  const listener = Deno.listen({ hostname, port, transport: "tcp" });
+  const bound = listener.addr.port;
+  listener.close();
+  return bound;
+}
+
 /** A server made of a listener here and `count - 1` in Web Workers. */
 export class WorkerPool implements EchoServer {
   readonly addr: Deno.NetAddr;
@@ -140,6 +156,8 @@ export class WorkerPool implements EchoServer {
     this.#counters = new Float64Array(countersBuffer);
     const open = new Int32Array(openBuffer);
     this.#relay = newRelay(config);
+    // Only this server's listeners may share the port.
+    config = { ...config, port: claimPort(config.hostname, config.port) };
     this.#main = new Server(config, {
       reusePort: true,
       counters: this.#counters.subarray(0, COUNTERS),

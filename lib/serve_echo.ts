@@ -121,7 +121,10 @@ export interface ServeEchoOptions {
    * relay that runs on the calling thread.
    *
    * More than one needs Linux, Deno's `--unstable-net` flag, and read
-   * access to this package's worker module when it is loaded from disk.
+   * access to this package's worker module when it is loaded from disk. A
+   * port that another process listens on is refused
+   * (`Deno.errors.AddrInUse`), as without workers: the listeners only share
+   * the port among themselves.
    *
    * @default {1}
    */

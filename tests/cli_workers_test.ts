@@ -106,3 +106,51 @@ Deno.test("server --workers: where workers cannot run, one line and exit code 2"
     });
   }
 });
+
+Deno.test("server --workers: a port another server holds is refused, exit 1; the first keeps every client", async () => {
+  const command: [string, ...string[]] = [
+    Deno.execPath(),
+    "run",
+    "--allow-net",
+    "--allow-read=lib",
+    "--unstable-net",
+    SERVER,
+  ];
+  await using first = await ServerProcess.start(
+    ["--workers", "2", "--mode", "echo"],
+    command,
+  );
+  for (const workers of ["2", "1"]) {
+    await using second = new Spawned(command[0], [
+      ...command.slice(1),
+      "--port",
+      String(first.port),
+      "--workers",
+      workers,
+      "--mode",
+      "line",
+    ]);
+    // Before the fix it listened too (SO_REUSEPORT), and never exited.
+    const listening = second.stdout.waitFor(/^Listening on /).then(
+      () => "listening",
+      () => "no listening line",
+    );
+    const outcome = await Promise.race([
+      listening,
+      second.status().then((s) => `exit ${s.code}`),
+    ]);
+    assert.equal(outcome, "exit 1", second.stderr.text);
+    assert.deepEqual(second.stdout.lines, []);
+    assert.deepEqual(second.stderr.lines, [
+      `error: Cannot listen on 127.0.0.1:${first.port}: Address already in use (os error 98)`,
+    ]);
+  }
+  // Every connection still reaches the echo server: raw bytes, no line
+  // handling ("exit" would close a line server's connection).
+  for (let i = 0; i < 20; i++) {
+    const result = await runClient(["--port", String(first.port), "exit"]);
+    assert.equal(decoder.decode(result.stdout), "exit\n", result.stderr);
+  }
+  first.child.kill("SIGTERM");
+  assert.equal((await first.status()).code, 0);
+});

@@ -4,7 +4,7 @@
 // hard stop, and chat names and rooms spanning workers.
 
 import assert from "node:assert/strict";
-import { type EchoServer, serveEcho } from "../mod.ts";
+import { echoOnce, type EchoServer, serveEcho } from "../mod.ts";
 import {
   captureLogs,
   exchange,
@@ -203,4 +203,20 @@ Deno.test("workers: options are checked before any worker starts", () => {
   assert.throws(() => serveEcho({ workers: 0 }), RangeError);
   assert.throws(() => serveEcho({ workers: 1.5 }), RangeError);
   assert.throws(() => serveEcho({ workers: 2, port: -1 }), RangeError);
+});
+
+Deno.test("workers: a port held by another server throws AddrInUse, shared or not", async () => {
+  await using shared = serveEcho({ port: 0, workers: 2 });
+  await using plain = serveEcho({ port: 0 });
+  for (const port of [shared.addr.port, plain.addr.port]) {
+    assert.throws(
+      () => serveEcho({ port, workers: 2, mode: "line" }),
+      Deno.errors.AddrInUse,
+    );
+  }
+  await shared.ready;
+  assert.equal(
+    await echoOnce("exit", { port: shared.addr.port }),
+    "exit",
+  );
 });
