@@ -45,7 +45,9 @@ Every byte of the echo is checked against what was sent.
 
 Interactive (with no MESSAGE on a terminal, or with --interactive): sends each
 line of stdin as soon as it is complete and prints everything the server sends
-as it arrives, for any server: echo, line, broadcast, chat, or nc -l. Ctrl+D
+as it arrives, for any server: echo, line, broadcast, chat, or nc -l. On a
+terminal, control characters but TAB and line endings (escape sequences, a
+bare CR) print as U+FFFD instead of acting on the terminal. Ctrl+D
 or a line "exit" (not sent) half-closes and ends once the server closes (or
 after --timeout); the server closing first ends it with a notice on stderr.
 
@@ -178,6 +180,7 @@ async function main(args: string[]): Promise<number> {
         timeout: timeout ?? 10000,
         input: Deno.stdin.readable,
         output: Deno.stdout.writable,
+        terminal: Deno.stdout.isTerminal(),
       });
       if (end === "server") console.error("Connection closed by server");
       if (end === "timeout") {

@@ -3,6 +3,7 @@
 
 import { lineContent } from "./_lines.ts";
 import { Pacer } from "./_pacer.ts";
+import { REPLACEMENT, safeText } from "./_text.ts";
 
 /** The longest name or room, in characters. */
 export const MAX_NAME_LENGTH = 32;
@@ -13,13 +14,20 @@ export const LOBBY = "lobby";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+/**
+ * A name or room: a letter or digit, then letters, digits, marks,
+ * punctuation or symbols, but none of `<>[]` (so that no name reads as
+ * `[server]` or as another user's `<name>`) and no U+FFFD (invalid UTF-8).
+ */
 const NAME_PATTERN = new RegExp(
-  `^[\\p{L}\\p{N}\\p{P}\\p{S}]{1,${MAX_NAME_LENGTH}}$`,
+  `^(?![^]*[<>\\[\\]${REPLACEMENT}])[\\p{L}\\p{N}][\\p{L}\\p{N}\\p{M}\\p{P}\\p{S}]{0,${
+    MAX_NAME_LENGTH - 1
+  }}$`,
   "u",
 );
 const COMMANDS = "/nick NAME, /join ROOM, /who, /quit";
 const NAME_RULE =
-  `1 to ${MAX_NAME_LENGTH} letters, digits or symbols, no spaces`;
+  `1 to ${MAX_NAME_LENGTH} letters, digits or symbols, starting with a letter or digit; no spaces, no < > [ ], valid UTF-8`;
 
 /** Where a member's lines go: its connection's send queue. */
 export interface Inbox {
@@ -203,7 +211,11 @@ export class Relay implements RelayPort {
     return new Promise((resolve) => {
       const last = lines.length - 1;
       lines.forEach((line, i) => {
-        this.#enqueue(line.length + MAX_CHAT_OVERHEAD, () => {
+        // In chat, a control or invalid byte may become 3 (U+FFFD).
+        const bytes = this.#options.mode === "chat"
+          ? 3 * line.length
+          : line.length;
+        this.#enqueue(bytes + MAX_CHAT_OVERHEAD, () => {
           this.#handleLine(member, line);
           if (i === last) resolve();
         });
@@ -286,12 +298,8 @@ export class Relay implements RelayPort {
       return;
     }
     // "//text" sends "/text".
-    const body = text[0] === 0x2f ? text.subarray(1) : text;
-    const prefix = encoder.encode(`<${member.name}> `);
-    const out = new Uint8Array(prefix.length + body.length + 1);
-    out.set(prefix);
-    out.set(body, prefix.length);
-    out[out.length - 1] = 0x0a;
+    const body = safeText(text[0] === 0x2f ? text.subarray(1) : text);
+    const out = encoder.encode(`<${member.name}> ${body}\n`);
     const room = this.#room(member.room);
     for (const m of room.members) this.#post(m, out);
     room.history.push(out);
@@ -301,7 +309,7 @@ export class Relay implements RelayPort {
   #command(member: Member, input: string): void {
     const [command, ...args] = input.trim().split(/\s+/);
     const arg = args.join(" ");
-    switch (command) {
+    switch (command.toLowerCase()) {
       case "/nick":
         return this.#nick(member, arg);
       case "/join":
@@ -324,7 +332,7 @@ export class Relay implements RelayPort {
         return this.#error(
           member,
           `unknown command ${
-            command.slice(0, MAX_NAME_LENGTH)
+            safeText(encoder.encode(command.slice(0, MAX_NAME_LENGTH)))
           } (try ${COMMANDS}; //text sends /text)`,
         );
     }

@@ -3,6 +3,7 @@
 
 import { writeAll } from "./_helpers.ts";
 import { decodeLine, readLines } from "./_cli.ts";
+import { terminalSafeStream } from "./_text.ts";
 
 /** Options of {@linkcode runSession}. */
 export interface SessionOptions {
@@ -17,6 +18,12 @@ export interface SessionOptions {
   input: ReadableStream<Uint8Array>;
   /** Where everything the server sends goes, as it arrives: usually stdout. */
   output: WritableStream<Uint8Array>;
+  /**
+   * `output` is a terminal: what the server sends is printed as text, with
+   * control sequences (escape codes, a bare `\r`) shown as U+FFFD instead
+   * of acting on the terminal. Otherwise bytes are copied as they are.
+   */
+  terminal?: boolean;
 }
 
 /**
@@ -43,7 +50,11 @@ export async function runSession(options: SessionOptions): Promise<SessionEnd> {
     signal: timeout > 0 ? AbortSignal.timeout(timeout) : undefined,
   });
   const input = options.input.getReader();
-  const output = options.output.getWriter();
+  const safe = options.terminal ? terminalSafeStream() : undefined;
+  const printing = safe?.readable.pipeTo(options.output, {
+    preventClose: true,
+  });
+  const output = (safe?.writable ?? options.output).getWriter();
   let serverDone = false;
   let receiveError: unknown;
   const receiving = (async () => {
@@ -84,7 +95,12 @@ export async function runSession(options: SessionOptions): Promise<SessionEnd> {
       // Already closed.
     }
     await receiving;
-    output.releaseLock();
+    if (printing === undefined) {
+      output.releaseLock();
+    } else {
+      await output.close();
+      await printing;
+    }
     input.releaseLock();
   }
 }

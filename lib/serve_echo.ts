@@ -72,7 +72,10 @@ export interface ServeEchoOptions {
    * - `"broadcast"`: every line from any client goes, unchanged, to every
    *   client, the sender included, in the order the server received them.
    * - `"chat"`: named clients in rooms: `<name> text` lines, join and leave
-   *   notices, `/nick NAME`, `/join ROOM`, `/who` and `/quit`.
+   *   notices, `/nick NAME`, `/join ROOM`, `/who` and `/quit` (in any
+   *   case). Text is for people's terminals: invalid UTF-8 and every control
+   *   character but TAB (a bare CR, escape sequences) become U+FFFD, and a
+   *   name cannot pass for the server's text or another user's prefix.
    *
    * In every line mode, a line longer than `maxLineBytes` gets
    * `ERR line too long (max N bytes)` back and its connection is closed.
@@ -98,8 +101,10 @@ export interface ServeEchoOptions {
   channelCapacity?: number;
   /**
    * The most bytes that may wait in one client's send queue; see
-   * `channelCapacity`. At least twice the longest chat line
-   * (`2 * (maxLineBytes + 132)`).
+   * `channelCapacity`. At least twice the longest line the server may send:
+   * `2 * (maxLineBytes + 134)`, or in chat mode, where each control
+   * character or invalid UTF-8 byte becomes the 3-byte U+FFFD,
+   * `2 * (3 * maxLineBytes + 134)`.
    *
    * @default {1048576}
    */
@@ -278,7 +283,8 @@ function checkOptions(
   }
   assertInteger("maxLineBytes", maxLineBytes, 1, MAX_LINE_LIMIT);
   assertInteger("channelCapacity", channelCapacity, 2, 2 ** 31 - 1);
-  const longestLine = maxLineBytes + 2 + MAX_CHAT_OVERHEAD;
+  const longestLine = (mode === "chat" ? 3 : 1) * maxLineBytes + 2 +
+    MAX_CHAT_OVERHEAD;
   assertInteger("channelBytes", channelBytes, 2 * longestLine, 2 ** 53 - 1);
   assertInteger("history", history, 0, Math.floor(channelCapacity / 2));
   return {

@@ -161,3 +161,32 @@ Deno.test("client with no message on a terminal is interactive (script(1) pty)",
     "typed line\r\ntyped line\r\n",
   );
 });
+
+Deno.test("interactive client: control sequences print as U+FFFD on a terminal, as sent through a pipe", async () => {
+  await using server = serveEcho({ port: 0, mode: "line" });
+  const port = String(server.addr.port);
+  const typed = "\x1b[2Jcleared\x07bell\x00nul\ttab";
+  // Through a pipe: every byte as the server sent it.
+  const piped = await runClient(
+    ["--port", port, "--interactive"],
+    encoder.encode(`${typed}\n`),
+  );
+  assert.equal(piped.code, 0, piped.stderr);
+  assert.equal(new TextDecoder().decode(piped.stdout), `${typed}\n`);
+  // On a terminal (script(1)'s pty): nothing reaches it raw. The terminal's
+  // own echo of the typed line shows ESC as ^[ and BEL as ^G.
+  const [command, args] = clientCommand(["--port", port]);
+  const result = await run(
+    "script",
+    ["-qec", [command, ...args].join(" "), "/dev/null"],
+    encoder.encode(`${typed}\n\x04`),
+  );
+  assert.equal(result.code, 0, result.stderr);
+  const shown = new TextDecoder().decode(result.stdout);
+  const R = "\uFFFD";
+  assert.ok(
+    shown.endsWith(`${R}[2Jcleared${R}bell${R}nul\ttab\r\n`),
+    JSON.stringify(shown),
+  );
+  assert.ok(!/[\x00\x07\x1b]/.test(shown), JSON.stringify(shown));
+});

@@ -9,6 +9,9 @@ import { captureLogs, LineClient, localPeer } from "./_helpers.ts";
 
 const logs = await captureLogs();
 
+const NAME_RULE =
+  "1 to 32 letters, digits or symbols, starting with a letter or digit; no spaces, no < > [ ], valid UTF-8";
+
 /**
  * Resolves once the server has logged `count` opened connections since the
  * last `logs.clear()`.
@@ -247,7 +250,17 @@ async function joinBurst(count: number, workers: number): Promise<void> {
       new Promise((resolve) => timer = setTimeout(resolve, 60_000)),
     ]);
     clearTimeout(timer);
-    assert.equal(server.stats.dropped, 0, "a reading client was dropped");
+    assert.equal(
+      server.stats.dropped,
+      0,
+      `a reading client was dropped: ${
+        JSON.stringify(
+          logs.records.filter((r) => r.level === "warning").slice(0, 3).map((
+            r,
+          ) => r.properties),
+        )
+      }`,
+    );
     assert.equal(joined, expected, "join notices missing");
     // Every client heard a different number of joins: its own and later.
     assert.deepEqual(
@@ -290,6 +303,50 @@ async function neverReaderIsDropped(workers: number): Promise<void> {
   }
 }
 
+Deno.test("chat: no control characters, no invalid UTF-8, no names that pass for the server or a user", async () => {
+  await using server = serveEcho({ port: 0, mode: "chat" });
+  const [mallory, alice] = await connectAll(server, 2);
+  try {
+    await alice.line(/^\* user2 joined lobby$/);
+    const bytes = (text: string) =>
+      new Uint8Array([...text].map((c) => c.charCodeAt(0)));
+    await mallory.send(bytes(
+      "innocent\r[server] shutting down\n" +
+        "x\r* user9 is now admin\n" +
+        "\x1b[2Jcleared\x00\x07\x08\x7f\xc2\x9b tab\tkept\r\n" +
+        "bad \xff\xfe utf-8, good \xc3\xa9\n" +
+        "/nick [server]\n/nick <bob>\n/nick bob>\n/nick *x\n" +
+        "/nick \xff\xfe\n/nick a\x1bb\n" +
+        "/NICK Mallory\n/WHO\n/Join Side\n",
+    ));
+    await mallory.line(/^\* Mallory joined Side$/);
+    const R = "\uFFFD";
+    const said = (lines: string[]) => lines.filter((l) => l.startsWith("<"));
+    await alice.line(/^\* Mallory left lobby$/);
+    assert.deepEqual(said(alice.lines), [
+      `<user1> innocent${R}[server] shutting down`,
+      `<user1> x${R}* user9 is now admin`,
+      `<user1> ${R}[2Jcleared${R}${R}${R}${R}${R} tab\tkept`,
+      `<user1> bad ${R}${R} utf-8, good \u00e9`,
+    ]);
+    // Every byte alice got is printable but TAB and the line endings.
+    assert.ok(
+      !alice.bytes.some((b) =>
+        (b < 0x20 && b !== 0x09 && b !== 0x0a) || b === 0x7f
+      ),
+      "a control character was relayed",
+    );
+    assert.deepEqual(
+      mallory.lines.filter((l) => l.startsWith("ERR")),
+      Array(6).fill(`ERR usage: /nick NAME (${NAME_RULE})`),
+    );
+    assert.ok(mallory.lines.includes("* in lobby (2): Mallory, user2"));
+    assert.ok(alice.lines.includes("* user1 is now Mallory"));
+  } finally {
+    await closeAll([mallory, alice]);
+  }
+});
+
 Deno.test("chat: names, messages, notices, /who, /nick, /join, history and /quit", async () => {
   await using server = serveEcho({ port: 0, mode: "chat", history: 2 });
   const port = server.addr.port;
@@ -313,8 +370,8 @@ Deno.test("chat: names, messages, notices, /who, /nick, /join, history and /quit
   await bob.line(/^<user2> \/slash$/);
   assert.deepEqual(bob.lines.slice(4), [
     "ERR name taken: Alice",
-    "ERR usage: /nick NAME (1 to 32 letters, digits or symbols, no spaces)",
-    "ERR usage: /nick NAME (1 to 32 letters, digits or symbols, no spaces)",
+    `ERR usage: /nick NAME (${NAME_RULE})`,
+    `ERR usage: /nick NAME (${NAME_RULE})`,
     "ERR unknown command /bogus (try /nick NAME, /join ROOM, /who, /quit; //text sends /text)",
     "<user2> /slash",
   ]);
