@@ -70,8 +70,10 @@ Options:
                            (default: unlimited)
   --idle-timeout MS        close a connection after MS ms with no data either
                            way; 0 never does (default: 0)
-  --grace-period MS        on shutdown, how long open connections may finish
-                           before they are closed (default: 5000)
+  --grace-period MS        on shutdown, how long open connections may finish;
+                           then the server stops reading, sends what is in
+                           flight, half-closes and closes within 1 s
+                           (default: 5000)
   --max-line-bytes N       longest line the line modes accept, without its
                            line ending (default: 8192)
   --channel-capacity N     most lines waiting to be sent to one client; a

@@ -104,10 +104,13 @@ export class Outbox {
 
   /**
    * Writes all of `bytes` after anything queued before, and resolves once
-   * the socket has taken them. Rejects if the write fails.
+   * the socket has taken them. Rejects if the write fails. After
+   * {@linkcode Outbox.close}, {@linkcode Outbox.seal} or
+   * {@linkcode Outbox.end}, drops `bytes`.
    */
   async send(bytes: Uint8Array): Promise<void> {
     while (this.#busy) await this.idle();
+    if (this.#closed || this.#sealed) return;
     this.claim();
     try {
       await this.#writeAll(bytes);
@@ -128,6 +131,16 @@ export class Outbox {
    */
   seal(): void {
     this.#sealed = true;
+  }
+
+  /**
+   * Takes nothing more (see {@linkcode Outbox.seal}) and resolves once what
+   * is queued or in flight has been handed to the socket: the moment to
+   * half-close.
+   */
+  end(): Promise<void> {
+    this.#sealed = true;
+    return this.idle();
   }
 
   /** Drops what is queued and refuses nothing from now on. */

@@ -33,10 +33,10 @@ const ACCEPT_BACKOFF_MIN_MS = 5;
 const ACCEPT_BACKOFF_MAX_MS = 1000;
 /**
  * When the server ends a connection itself (`exit`, a line too long,
- * `/quit`), how long it waits for what is queued to be sent and for the
- * client to close its side before closing anyway. Reading until the client
- * closes keeps the kernel from answering late bytes with a reset, which
- * would destroy the last lines before the client reads them.
+ * `/quit`, shutdown), how long it waits for what is in flight to be sent
+ * and for the client to close its side before closing anyway. Reading until
+ * the client closes keeps the kernel from answering late bytes with a
+ * reset, which would destroy what was sent before the client reads it.
  */
 const LINGER_MS = 1000;
 /**
@@ -166,6 +166,9 @@ class Connection implements Member {
   name = "";
   room = "";
   quitting = false;
+  /** Why the server is ending it politely (see {@linkcode finish}). */
+  finishing: string | undefined;
+  #linger: ReturnType<typeof setTimeout> | undefined;
   #listener: Listener;
   /** Made on first use: most echo connections never need one. */
   #out: Outbox | undefined;
@@ -217,12 +220,39 @@ class Connection implements Member {
     if (this.closedBecause !== undefined) return;
     this.closedBecause = reason;
     this.idle?.clear();
+    clearTimeout(this.#linger);
     this.#out?.close();
     try {
       this.conn.close();
     } catch {
       // Already closed.
     }
+  }
+
+  /**
+   * Ends the connection politely: what the client still sends is read and
+   * discarded, what is in flight or queued is sent, then the server
+   * half-closes, and the connection closes once the client closes too or
+   * after {@linkcode LINGER_MS}. The client sees a clean end of stream after
+   * everything sent before it. Whoever reads the connection must check
+   * `finishing` after each read.
+   */
+  finish(reason: string): void {
+    if (this.closedBecause !== undefined || this.finishing !== undefined) {
+      return;
+    }
+    this.finishing = reason;
+    this.#linger = setTimeout(() => this.close(reason), LINGER_MS);
+    // The echo loop's own write in flight half-closes when done.
+    if (!this.#writing) this.#halfClose();
+  }
+
+  #halfClose(): void {
+    (this.#out?.end() ?? Promise.resolve()).then(() => {
+      if (this.closedBecause === undefined) return this.conn.closeWrite();
+    }).catch(() => {
+      // The socket failed: its reader ends the connection.
+    });
   }
 
   dropQueueFull(): void {
@@ -254,6 +284,13 @@ class Connection implements Member {
 
   #onRead = (n: number | null): void => {
     try {
+      if (this.finishing !== undefined) {
+        // Ending: what the client still sends is not echoed.
+        if (n === null) return this.end(this.finishing);
+        this.bytesIn += n;
+        this.counters[BYTES_IN] += n;
+        return this.#read();
+      }
       if (n === null) {
         if (this.#out === undefined) return this.end("closed by client");
         this.#out.idle().then(() => this.end("closed by client"));
@@ -296,6 +333,7 @@ class Connection implements Member {
       if (this.#offset < this.#length) return this.#write();
       this.#writing = false;
       this.#out?.release();
+      if (this.finishing !== undefined) this.#halfClose();
       this.#next();
     } catch (error) {
       this.#onError(error);
@@ -433,7 +471,7 @@ export class Server implements EchoServer {
     let timer: ReturnType<typeof setTimeout> | undefined;
     if (this.#connections.size > 0 && gracePeriod !== Infinity) {
       timer = setTimeout(
-        () => this.#closeAll("grace period over"),
+        () => this.#finishAll("grace period over"),
         gracePeriod,
       );
     }
@@ -447,9 +485,7 @@ export class Server implements EchoServer {
         (m) => connections.has(m),
         true,
       );
-      for (const c of this.#connections) {
-        c.out.idle().then(() => c.close("server shutting down"));
-      }
+      this.#finishAll("server shutting down");
     }
     await this.finished;
     clearTimeout(timer);
@@ -468,6 +504,10 @@ export class Server implements EchoServer {
     this.#listening = false;
     this.#listener.close();
     this.#wakeBackoff?.();
+  }
+
+  #finishAll(reason: string): void {
+    for (const c of this.#connections) c.finish(reason);
   }
 
   #closeAll(reason: string): void {
@@ -663,6 +703,7 @@ async function echoLines(c: Connection, maxLineBytes: number): Promise<string> {
   let buffer = new Uint8Array(INITIAL_BUFFER_SIZE);
   while (true) {
     const chunk = await readChunk(c, buffer);
+    if (c.finishing !== undefined) return await discardRest(c);
     const lines = chunk === null ? [splitter.end()] : splitter.push(chunk);
     let replies = lines.filter((line) => line !== undefined);
     const exit = replies.findIndex(isExit);
@@ -698,6 +739,7 @@ async function relayLines(
   let buffer = new Uint8Array(INITIAL_BUFFER_SIZE);
   while (true) {
     const chunk = await readChunk(c, buffer);
+    if (c.finishing !== undefined) return await discardRest(c);
     // Lines are kept by the relay; a last line without a newline gets one,
     // so it cannot run into the next client's line.
     const lines = chunk === null
@@ -726,24 +768,24 @@ function withNewline(line: Uint8Array | undefined): Uint8Array | undefined {
   return out;
 }
 
+/** Ends `c` politely (see `Connection.finish`); returns why it ended. */
+function closeGently(c: Connection, reason: string): Promise<string> {
+  c.finish(reason);
+  return discardRest(c);
+}
+
 /**
- * Ends a connection the polite way: waits for its queue to be sent, sends
- * FIN, and reads (discarding) until the client closes too, all within
- * {@linkcode LINGER_MS}; then returns `reason`.
+ * Reads and discards what a finishing connection still receives, until the
+ * client closes or the linger closes it; returns why it ended.
  */
-async function closeGently(c: Connection, reason: string): Promise<string> {
-  const timer = setTimeout(() => c.close(reason), LINGER_MS);
+async function discardRest(c: Connection): Promise<string> {
+  const buffer = new Uint8Array(INITIAL_BUFFER_SIZE);
   try {
-    await c.out.idle();
-    await c.conn.closeWrite();
-    const buffer = new Uint8Array(INITIAL_BUFFER_SIZE);
     while (await readChunk(c, buffer) !== null) {
-      // Discard what the client still sends.
+      // Discard.
     }
   } catch (error) {
     if (c.closedBecause === undefined) throw error;
-  } finally {
-    clearTimeout(timer);
   }
-  return reason;
+  return c.finishing!;
 }

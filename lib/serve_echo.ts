@@ -52,7 +52,11 @@ export interface ServeEchoOptions {
   idleTimeout?: number;
   /**
    * Milliseconds {@linkcode EchoServer.shutdown} lets open connections finish
-   * before it closes them; `Infinity` waits for every client to close.
+   * before it ends them; `Infinity` waits for every client to close. Ending
+   * is polite: the server stops reading, sends what it has in flight,
+   * half-closes, and closes once the client closes or after one more
+   * second, so a client sees a clean end of stream and an exact prefix of
+   * its echo.
    *
    * @default {5000}
    */
@@ -191,8 +195,9 @@ export interface EchoServer extends AsyncDisposable {
   announce(message: string): number;
   /**
    * Stops accepting at once, lets open connections finish for up to
-   * `gracePeriod` milliseconds, then closes the rest. Calling it again
-   * returns the same promise.
+   * `gracePeriod` milliseconds, then ends the rest politely (see
+   * {@linkcode ServeEchoOptions.gracePeriod}). Calling it again returns the
+   * same promise.
    *
    * @returns A promise that resolves when the server has finished.
    */

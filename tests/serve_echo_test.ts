@@ -322,6 +322,81 @@ Deno.test("serveEcho() shutdown() refuses new clients and lets open ones finish"
   assert.equal(server.shutdown(), first);
 });
 
+Deno.test("serveEcho() ends the grace period cleanly: streaming clients get an end of stream and an exact prefix", async () => {
+  await using server = serveEcho({ port: 0, gracePeriod: 300 });
+  // Byte i of every client's stream is PATTERN[i % 251]: a prime period,
+  // so a lost or repeated chunk shows.
+  const CHUNK = 16 * 1024;
+  // Ahead of its echo by up to 2 MiB, a client keeps the server's writes
+  // waiting at times, so that what it sends piles up unread on the server.
+  const WINDOW = 2 * 1024 * 1024;
+  const PATTERN = pseudoRandomBytes(CHUNK + 251, 7);
+  for (let i = 251; i < PATTERN.length; i++) PATTERN[i] = PATTERN[i % 251];
+  const conns = await Promise.all(
+    Array.from({ length: 50 }, () => Deno.connect({ port: server.addr.port })),
+  );
+  let received = 0;
+  const flowing: Promise<void>[] = [];
+  const results = conns.map(async (conn) => {
+    let flows!: () => void;
+    flowing.push(new Promise((resolve) => flows = resolve));
+    let sent = 0;
+    let got = 0;
+    let ended = false;
+    let echoed: () => void = () => {};
+    const writing = (async () => {
+      // Streams until the echo ends; a write may then fail, which is fine.
+      try {
+        while (!ended) {
+          if (sent - got > WINDOW) {
+            await new Promise<void>((resolve) => echoed = resolve);
+            continue;
+          }
+          await writeAll(
+            conn,
+            PATTERN.subarray(sent % 251, sent % 251 + CHUNK),
+          );
+          sent += CHUNK;
+        }
+      } catch {
+        // The server closed after its end of stream.
+      }
+    })();
+    const buffer = new Uint8Array(64 * 1024);
+    let end: string;
+    try {
+      for (let n; (n = await conn.read(buffer)) !== null;) {
+        for (let k = 0, p = got % 251; k < n; k++, p = p === 250 ? 0 : p + 1) {
+          if (buffer[k] !== PATTERN[p]) {
+            throw new Error(`Echo differs at byte ${got + k}`);
+          }
+        }
+        got += n;
+        echoed();
+        if (got >= 64 * 1024) flows();
+      }
+      end = "end of stream";
+    } catch (error) {
+      end = error instanceof Error ? error.name : String(error);
+    }
+    ended = true;
+    echoed();
+    received += got;
+    await writing;
+    conn.close();
+    return { end, got, sent };
+  });
+  // Every client streams and gets its echo: now the grace period starts.
+  await Promise.all(flowing);
+  await server.shutdown();
+  const outcomes = await Promise.all(results);
+  for (const { end, got, sent } of outcomes) {
+    assert.equal(end, "end of stream");
+    assert.ok(got <= sent, `${got} of ${sent}`);
+  }
+  assert.equal(server.stats.bytesOut, received, "echo lost in flight");
+});
+
 Deno.test("serveEcho() with an already aborted signal throws its reason", () => {
   const reason = new Error("stop before start");
   assert.throws(
