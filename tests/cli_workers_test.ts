@@ -131,13 +131,13 @@ Deno.test("server --workers: a port another server holds is refused, exit 1; the
       "line",
     ]);
     // Before the fix it listened too (SO_REUSEPORT), and never exited.
-    const listening = second.stdout.waitFor(/^Listening on /).then(
-      () => "listening",
-      () => "no listening line",
-    );
+    const exited = second.status().then((s) => `exit ${s.code}`);
     const outcome = await Promise.race([
-      listening,
-      second.status().then((s) => `exit ${s.code}`),
+      exited,
+      second.stdout.waitFor(/^Listening on /).then(
+        () => "listening",
+        () => exited,
+      ),
     ]);
     assert.equal(outcome, "exit 1", second.stderr.text);
     assert.deepEqual(second.stdout.lines, []);
