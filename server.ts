@@ -16,8 +16,13 @@
 import { parseArgs } from "node:util";
 import { getLogger } from "@logtape/logtape";
 import denoJson from "./deno.json" with { type: "json" };
-import { type EchoServer, MODES, serveEcho } from "./lib/serve_echo.ts";
-import { formatAddr } from "./lib/_helpers.ts";
+import {
+  type EchoServer,
+  MAX_WORKERS,
+  MODES,
+  serveEcho,
+} from "./lib/serve_echo.ts";
+import { formatAddr, plural } from "./lib/_helpers.ts";
 import {
   choiceFlag,
   configureLogging,
@@ -64,7 +69,9 @@ In every line mode a line over --max-line-bytes gets
 
 Options:
   --mode MODE              echo, line, broadcast or chat (default: echo)
-  --hostname HOST          address to listen on (default: 127.0.0.1)
+  --hostname HOST          address to listen on; a name listens on the first
+                           address it resolves to only (localhost: 127.0.0.1;
+                           give ::1 for IPv6) (default: 127.0.0.1)
   --port PORT              port to listen on, 0 for any free port (default: 9000)
   --max-connections N      most connections at once; more are closed at once
                            (default: unlimited)
@@ -84,10 +91,11 @@ Options:
   --history N              lines of its room a chat newcomer gets (default: 20)
   --operator               read lines from stdin and send each to every client
                            ("[server] text" in broadcast and chat mode)
-  --workers N|auto         serve on N threads (auto: one per core), each with
-                           its own listener on the same port (SO_REUSEPORT,
-                           Linux only; needs deno run --unstable-net, which
-                           the server task has) (default: 1)
+  --workers N|auto         serve on N threads (auto: one per core; at most 4
+                           per core), each with its own listener on the same
+                           port (SO_REUSEPORT, Linux only; needs deno run
+                           --unstable-net, which the server task has)
+                           (default: 1)
   --log-level LEVEL        trace, debug, info, warning or error (default: info)
   --log-format FORMAT      pretty or json (default: pretty)
   -h, --help               print this help and exit
@@ -195,9 +203,9 @@ function parseFlags(args: string[]) {
 function workersFlag(value: string | undefined): number | "auto" {
   if (value === "auto") return "auto";
   const n = value === undefined ? 1 : /^\d+$/.test(value) ? Number(value) : 0;
-  if (n < 1 || n > 1024) {
+  if (n < 1 || n > MAX_WORKERS) {
     throw new UsageError(
-      `Invalid --workers: expected an integer from 1 to 1024 or auto, got '${value}'`,
+      `Invalid --workers: expected an integer from 1 to ${MAX_WORKERS} (4 per core) or auto, got '${value}'`,
     );
   }
   return n;
@@ -297,9 +305,13 @@ async function main(args: string[]): Promise<number> {
   for (const [signal, handler] of handlers) {
     Deno.removeSignalListener(signal, handler);
   }
-  logger.info("Stopped: {accepted} connections served, {rejected} rejected", {
-    ...server.stats,
-  });
+  const { stats } = server;
+  logger.info(
+    `Stopped: {accepted} ${
+      plural(stats.accepted, "connection")
+    } served, {rejected} rejected`,
+    { ...stats },
+  );
   return forced ? EXIT_FORCED : EXIT_OK;
 }
 
@@ -318,7 +330,10 @@ function operatorConsole(server: EchoServer): { stop(): Promise<void> } {
         logger.warning("Operator line not sent: it is not valid UTF-8");
       } else {
         const clients = server.announce(text);
-        logger.debug("Operator line sent to {clients} clients", { clients });
+        logger.debug(
+          `Operator line sent to {clients} ${plural(clients, "client")}`,
+          { clients },
+        );
       }
     }
     if (!stopped) logger.info("Operator console closed: stdin ended");

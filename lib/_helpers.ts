@@ -16,6 +16,14 @@ export function formatAddr(addr: { hostname: string; port: number }): string {
     : `${addr.hostname}:${addr.port}`;
 }
 
+/**
+ * `word` as it goes with `count`: `1 connection`, `2 connections`. For log
+ * message templates, where the count is a property of its own.
+ */
+export function plural(count: number, word: string): string {
+  return count === 1 ? word : `${word}s`;
+}
+
 /** Throws a `RangeError` unless `value` is an integer port (0 to 65535). */
 export function assertPort(value: number): void {
   if (!Number.isInteger(value) || value < 0 || value > 65535) {

@@ -8,6 +8,7 @@ import {
   formatAddr,
   IdleTimer,
   LOG_CATEGORY,
+  plural,
 } from "./_helpers.ts";
 import { join, lineContent, LineSplitter } from "./_lines.ts";
 import { Outbox } from "./_outbox.ts";
@@ -374,6 +375,7 @@ export class Server implements EchoServer {
   #shared: Listener;
   #signal: AbortSignal | undefined;
   #log: Logger;
+  #worker: number | undefined;
   #connections = new Set<Connection>();
   #listening = true;
   #acceptLoopDone = false;
@@ -391,6 +393,7 @@ export class Server implements EchoServer {
     this.#config = config;
     this.#counters = shared.counters;
     this.#open = shared.open;
+    this.#worker = shared.worker;
     this.#log = shared.worker === undefined
       ? logger
       : logger.with({ worker: shared.worker });
@@ -432,10 +435,11 @@ export class Server implements EchoServer {
     if (/[\r\n]/.test(message)) {
       throw new TypeError("Cannot announce: the message contains a line break");
     }
-    this.#log.info("Announcing to {clients} clients: {message}", {
-      clients: this.#relay?.size ?? this.#connections.size,
-      message,
-    });
+    const clients = this.#relay?.size ?? this.#connections.size;
+    this.#log.info(
+      `Announcing to {clients} ${plural(clients, "client")}: {message}`,
+      { clients, message },
+    );
     if (this.#relay !== undefined) {
       this.#relay.announce(message);
       return this.#relay.size;
@@ -463,9 +467,12 @@ export class Server implements EchoServer {
 
   async #drain(): Promise<void> {
     const gracePeriod = this.#config.gracePeriod;
-    this.#log.info(
-      "Shutting down: {active} connections open, grace period {gracePeriod} ms",
-      { active: this.#connections.size, gracePeriod },
+    this.#logStopping(
+      "Shutting down",
+      `, grace period ${
+        gracePeriod === Infinity ? "unlimited" : "{gracePeriod} ms"
+      }`,
+      { gracePeriod },
     );
     this.#closeListener();
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -492,12 +499,31 @@ export class Server implements EchoServer {
   }
 
   #abort = (): void => {
-    this.#log.info("Stopping now: {active} connections open", {
-      active: this.#connections.size,
-    });
+    this.#logStopping("Stopping now", "", {});
     this.#closeListener();
     this.#closeAll("server stopped");
   };
+
+  /**
+   * Logs that the server stops, once: by the calling thread, with the
+   * connections open on every worker; a worker logs its own at debug.
+   */
+  #logStopping(
+    what: string,
+    more: string,
+    properties: Record<string, unknown>,
+  ): void {
+    const worker = this.#worker !== undefined && this.#worker > 0;
+    const active = worker
+      ? this.#connections.size
+      : Atomics.load(this.#open, 0);
+    const template = `${what}: {active} ${
+      plural(active, "connection")
+    } open${more}`;
+    const record = { ...properties, active };
+    if (worker) this.#log.debug(template, record);
+    else this.#log.info(template, record);
+  }
 
   #closeListener(): void {
     if (!this.#listening) return;
@@ -584,11 +610,14 @@ export class Server implements EchoServer {
 
   #reject(conn: Deno.TcpConn): void {
     this.#counters[REJECTED]++;
+    const active = Atomics.load(this.#open, 0);
     this.#log.warning(
-      "Rejected {peer}: {active} connections open, the maximum is {maxConnections}",
+      `Rejected {peer}: {active} ${
+        plural(active, "connection")
+      } open, the maximum is {maxConnections}`,
       {
         peer: formatAddr(conn.remoteAddr),
-        active: Atomics.load(this.#open, 0),
+        active,
         maxConnections: this.#config.maxConnections,
       },
     );
@@ -597,9 +626,13 @@ export class Server implements EchoServer {
 
   #drop(c: Connection): void {
     this.#counters[DROPPED]++;
+    const lines = c.out.queuedLines;
+    const bytes = c.out.queuedBytes;
     this.#log.warning(
-      "Dropping {peer}: its send queue is full ({lines} lines, {bytes} bytes waiting)",
-      { peer: c.peer, lines: c.out.queuedLines, bytes: c.out.queuedBytes },
+      `Dropping {peer}: its send queue is full ({lines} ${
+        plural(lines, "line")
+      }, {bytes} ${plural(bytes, "byte")} waiting)`,
+      { peer: c.peer, lines, bytes },
     );
   }
 
@@ -640,7 +673,9 @@ export class Server implements EchoServer {
     this.#counters[ACTIVE]--;
     Atomics.sub(this.#open, 0, 1);
     this.#log.info(
-      "Closed {peer} after {durationMs} ms: {bytesIn} bytes in, {bytesOut} bytes out ({reason})",
+      `Closed {peer} after {durationMs} ms: {bytesIn} ${
+        plural(c.bytesIn, "byte")
+      } in, {bytesOut} ${plural(c.bytesOut, "byte")} out ({reason})`,
       {
         peer: c.peer,
         durationMs: Date.now() - c.openedAt,

@@ -11,7 +11,7 @@
 // and leave as messages (see WorkerHandle and _worker.ts's RelayLink).
 
 import { getLogger, type LogLevel, type LogRecord } from "@logtape/logtape";
-import { LOG_CATEGORY } from "./_helpers.ts";
+import { LOG_CATEGORY, plural } from "./_helpers.ts";
 import type { Inbox, Member, Relay } from "./_relay.ts";
 import {
   ACTIVE,
@@ -218,10 +218,10 @@ export class WorkerPool implements EchoServer {
       throw new TypeError("Cannot announce: the message contains a line break");
     }
     const clients = this.stats.active;
-    logger.info("Announcing to {clients} clients: {message}", {
-      clients,
-      message,
-    });
+    logger.info(
+      `Announcing to {clients} ${plural(clients, "client")}: {message}`,
+      { clients, message },
+    );
     this.#main.announceHere(message);
     for (const handle of this.#handles) {
       handle.post({ t: "announce", text: message });

@@ -268,7 +268,7 @@ Deno.test("server flags reach the library: max connections and idle timeout", as
   const rejected = await second.read(new Uint8Array(1)).catch(() => null);
   assert.equal(rejected, null);
   await server.stderr.waitFor(
-    /Rejected 127\.0\.0\.1:\d+: 1 connections open, the maximum is 1/,
+    /Rejected 127\.0\.0\.1:\d+: 1 connection open, the maximum is 1/,
   );
   assert.equal(await first.read(new Uint8Array(1)), null);
   await server.stderr.waitFor(/\(idle timeout\)$/);

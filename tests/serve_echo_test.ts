@@ -170,6 +170,28 @@ Deno.test("serveEcho() logs each connection opened and closed", async () => {
   assert.deepEqual(opened[0].category, ["tcp-echo", "server"]);
 });
 
+Deno.test("serveEcho() logs counts with the right plurals", async () => {
+  logs.clear();
+  await using server = serveEcho({ port: 0 });
+  using conn = await Deno.connect({ port: server.addr.port });
+  await writeAll(conn, new Uint8Array([7]));
+  await readExactly(conn, 1);
+  assert.equal(server.announce("one"), 1);
+  await readExactly(conn, 4);
+  await conn.closeWrite();
+  await readAll(conn);
+  const closed = await logs.closed(localPeer(conn));
+  assert.equal(
+    closed.rawMessage,
+    "Closed {peer} after {durationMs} ms: {bytesIn} byte in, {bytesOut} bytes out ({reason})",
+  );
+  assert.deepEqual(
+    logs.records.filter((r) => r.rawMessage.toString().startsWith("Announcing"))
+      .map((r) => r.rawMessage),
+    ["Announcing to {clients} client: {message}"],
+  );
+});
+
 Deno.test("serveEcho() survives a client that resets mid-stream", async () => {
   logs.clear();
   await using server = serveEcho({ port: 0 });

@@ -140,6 +140,23 @@ Deno.test("workers: shutdown() lets every worker's clients finish, then resolves
   await shutdown;
   assert.equal(server.stats.active, 0);
   assert.equal(server.stats.accepted, 20);
+  // Said once, at info, for the whole server; each worker at debug.
+  const shuttingDown = logs.records.filter((r) =>
+    r.rawMessage.toString().startsWith("Shutting down")
+  );
+  const info = shuttingDown.filter((r) => r.level === "info");
+  assert.equal(info.length, 1);
+  assert.equal(info[0].properties.active, 20);
+  assert.equal(
+    info[0].rawMessage,
+    "Shutting down: {active} connections open, grace period {gracePeriod} ms",
+  );
+  assert.deepEqual(
+    shuttingDown.filter((r) => r.level === "debug").map((r) =>
+      r.properties.worker
+    ),
+    [1],
+  );
 });
 
 Deno.test("workers: aborting the signal closes every worker's connections at once", async () => {
@@ -160,7 +177,9 @@ Deno.test("workers: aborting the signal closes every worker's connections at onc
     conn.close();
   }
   assert.equal(server.stats.active, 0);
-  const stopped = logs.find("Stopping now: {active} connections open");
+  const stopped = logs.records.filter((r) =>
+    r.rawMessage.toString().startsWith("Stopping now")
+  );
   assert.deepEqual(stopped.map((r) => r.properties.worker).sort(), [0, 1]);
 });
 
