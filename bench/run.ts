@@ -5,8 +5,10 @@
  * as JSON to `bench/results/`.
  *
  * Workloads: 64 B and 4 KiB ping-pong over 1 and 50 connections (our load
- * client, every byte verified), a bulk stream (`echoStream`), and idle
- * connections with the server's memory per connection. Then our server alone
+ * client, every byte verified), a bulk stream (`echoStream`), idle
+ * connections with the server's memory per connection, and tail latency
+ * under churn: a client pinging every 5 ms while 2,000 others at a time
+ * half-close or open and close (`bench/churn.ts`). Then our server alone
  * with `--workers 1` and `--workers 2` at 64 B × 200 connections: CPU per
  * round trip, round trips/s, and how the connections spread over workers. The server runs on
  * CPU 0 and this process on CPU 1 when `taskset` is there. Repetitions
@@ -26,6 +28,12 @@
 import { parseArgs } from "node:util";
 import { echoStream, loadTest } from "../mod.ts";
 import { Lines } from "../tests/_process.ts";
+import {
+  CHURN_KINDS,
+  type ChurnKind,
+  type ChurnReport,
+  type PingReport,
+} from "./churn.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const DENO = Deno.execPath();
@@ -74,6 +82,16 @@ interface Cell {
   serverCpuPercent?: number;
   loadCpuPercent?: number;
   p99Us?: number;
+  /** The pinger under churn (`value` is its p99.9). */
+  p50Us?: number;
+  maxUs?: number;
+  /**
+   * Connections the churn made, and how many of them failed (a connect
+   * refused when the listen queue overflows is the kernel's, not an error
+   * of the server under test).
+   */
+  churned?: number;
+  churnErrors?: number;
   errors: number;
 }
 
@@ -244,7 +262,77 @@ async function benchServer(
     cells.idle = await idle(server, options.idleConns);
     console.error(`  idle: ${cells.idle.value.toFixed(1)} kB/conn`);
   }
+  for (const kind of CHURN_KINDS) {
+    await using server = await start(name, options.pinned);
+    const key = `churn ${kind}`;
+    cells[key] = await churnLatency(server, kind, options.durationMs);
+    console.error(
+      `  ${key}: ping p99.9 ${cells[key].value} µs, max ${
+        Math.round(cells[key].maxUs!)
+      } µs`,
+    );
+  }
   return cells;
+}
+
+/**
+ * The pinger's latency while `kind` churns: both run as processes of their
+ * own on this process's CPU, the pinger at a higher priority when this
+ * process may give it one (`nice -n -10` needs root), so that the churn's
+ * own work delays it as little as it can.
+ */
+async function churnLatency(
+  server: Server,
+  kind: ChurnKind,
+  durationMs: number,
+): Promise<Cell> {
+  const script = `${ROOT}bench/churn.ts`;
+  const churner = new Deno.Command(DENO, {
+    args: [
+      "run",
+      "-A",
+      script,
+      "churn",
+      String(server.port),
+      String(durationMs + 500),
+      kind,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  // Let the churn ramp up before the pinger starts.
+  await new Promise((resolve) => setTimeout(resolve, 250));
+  const ping = [
+    DENO,
+    "run",
+    "-A",
+    script,
+    "pinger",
+    String(server.port),
+    String(durationMs),
+  ];
+  const niced = Deno.uid() === 0;
+  const pinger = await new Deno.Command(niced ? "nice" : DENO, {
+    args: niced ? ["-n", "-10", ...ping] : ping.slice(1),
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  const churned = await churner;
+  const report: PingReport = JSON.parse(
+    new TextDecoder().decode(pinger.stdout),
+  );
+  const churn: ChurnReport = JSON.parse(
+    new TextDecoder().decode(churned.stdout),
+  );
+  return {
+    value: report.p999Us,
+    p50Us: report.p50Us,
+    p99Us: report.p99Us,
+    maxUs: report.maxUs,
+    churned: churn.connections,
+    churnErrors: churn.errors,
+    errors: report.errors + (pinger.success && churned.success ? 0 : 1),
+  };
 }
 
 /**
@@ -503,6 +591,14 @@ function table(
   );
   add(`bulk: server CPU s/GB`, (c) => c.serverCpu, 3, "bulk");
   add(`${meta.idleConns} idle: server kB/conn`, (c) => c.value, 1, "idle");
+  for (const kind of CHURN_KINDS) {
+    const key = `churn ${kind}`;
+    const label = `ping every 5 ms, ${kind} churn`;
+    add(`${label}: p50 µs`, (c) => c.p50Us, 0, key);
+    add(`${label}: p99 µs`, (c) => c.p99Us, 0, key);
+    add(`${label}: p99.9 µs`, (c) => c.value, 0, key);
+    add(`${label}: max µs`, (c) => c.maxUs, 0, key);
+  }
   const lines = [header, header.map(() => "---"), ...rows].map((r) =>
     `| ${r.join(" | ")} |`
   );

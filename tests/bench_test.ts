@@ -34,6 +34,8 @@ Deno.test("deno task bench runs every server over every workload, and the worker
       "4096 B × 50",
       "bulk",
       "idle",
+      "churn half-close",
+      "churn open-close",
     ]);
     for (const [workload, cell] of Object.entries(cells as object)) {
       assert.equal(cell.errors, 0, `${server} ${workload}`);
