@@ -644,10 +644,13 @@ export class Server implements EchoServer {
     // Joined before it is logged: in a worker, the relay (on the calling
     // thread) hears of the member before anyone reads that record.
     this.#relay?.join(c);
-    this.#log.info("Opened {peer} ({active} open)", {
-      peer: c.peer,
-      active: this.#connections.size,
-    });
+    // Guarded: formatting the peer costs, per connection, even unlogged.
+    if (this.#log.isEnabledFor("info")) {
+      this.#log.info("Opened {peer} ({active} open)", {
+        peer: c.peer,
+        active: this.#connections.size,
+      });
+    }
     if (config.idleTimeout > 0) {
       c.idle = new IdleTimer(config.idleTimeout, () => c.close("idle timeout"));
     }
@@ -672,18 +675,20 @@ export class Server implements EchoServer {
     this.#connections.delete(c);
     this.#counters[ACTIVE]--;
     Atomics.sub(this.#open, 0, 1);
-    this.#log.info(
-      `Closed {peer} after {durationMs} ms: {bytesIn} ${
-        plural(c.bytesIn, "byte")
-      } in, {bytesOut} ${plural(c.bytesOut, "byte")} out ({reason})`,
-      {
-        peer: c.peer,
-        durationMs: Date.now() - c.openedAt,
-        bytesIn: c.bytesIn,
-        bytesOut: c.bytesOut,
-        reason,
-      },
-    );
+    if (this.#log.isEnabledFor("info")) {
+      this.#log.info(
+        `Closed {peer} after {durationMs} ms: {bytesIn} ${
+          plural(c.bytesIn, "byte")
+        } in, {bytesOut} ${plural(c.bytesOut, "byte")} out ({reason})`,
+        {
+          peer: c.peer,
+          durationMs: Date.now() - c.openedAt,
+          bytesIn: c.bytesIn,
+          bytesOut: c.bytesOut,
+          reason,
+        },
+      );
+    }
     this.#finishIfDone();
   }
 }
