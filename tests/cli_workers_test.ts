@@ -7,6 +7,16 @@ import { runClient, SERVER, ServerProcess, Spawned } from "./_process.ts";
 
 const decoder = new TextDecoder();
 
+/** The server as `deno task server` runs it, without the task. */
+const WITH_WORKERS: [string, ...string[]] = [
+  Deno.execPath(),
+  "run",
+  "--allow-net",
+  "--allow-read=lib",
+  "--unstable-net",
+  SERVER,
+];
+
 Deno.test("deno task server --workers 2: a broadcast reaches both workers' clients; SIGTERM drains both", async () => {
   // setsid: the task and the server form their own process group.
   await using server = await ServerProcess.start(
@@ -46,14 +56,10 @@ Deno.test("deno task server --workers 2: a broadcast reaches both workers' clien
 });
 
 Deno.test("server --workers auto echoes like one server", async () => {
-  await using server = await ServerProcess.start(["--workers", "auto"], [
-    Deno.execPath(),
-    "run",
-    "--allow-net",
-    "--allow-read=lib",
-    "--unstable-net",
-    SERVER,
-  ]);
+  await using server = await ServerProcess.start(
+    ["--workers", "auto"],
+    WITH_WORKERS,
+  );
   const result = await runClient(["--port", String(server.port), "hi"]);
   assert.equal(result.code, 0, result.stderr);
   assert.equal(decoder.decode(result.stdout), "hi\n");
@@ -114,14 +120,7 @@ Deno.test("server --workers: where workers cannot run, one line and exit code 2"
 });
 
 Deno.test("server --workers: a port another server holds is refused, exit 1; the first keeps every client", async () => {
-  const command: [string, ...string[]] = [
-    Deno.execPath(),
-    "run",
-    "--allow-net",
-    "--allow-read=lib",
-    "--unstable-net",
-    SERVER,
-  ];
+  const command = WITH_WORKERS;
   await using first = await ServerProcess.start(
     ["--workers", "2", "--mode", "echo"],
     command,
