@@ -10,6 +10,7 @@ export const REPLACEMENT = "\uFFFD";
  * sequences, backspace, NUL and the like, which move a terminal's cursor,
  * clear its screen or change its state.
  */
+// deno-lint-ignore no-control-regex -- matching controls is the point
 const CONTROLS = /[\x00-\x08\x0a-\x1f\x7f\x80-\x9f]/g;
 
 /**
