@@ -10,7 +10,7 @@ Deno.test("deno task bench runs every server over every workload, and the worker
     "-A",
     new URL("../bench/run.ts", import.meta.url).pathname,
     "--duration",
-    "0.2",
+    "0.4",
     "--bulk",
     "2",
     "--idle",
