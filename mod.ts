@@ -29,7 +29,7 @@ export type {
   EchoServer,
   EchoServerStats,
   ServeEchoOptions,
-} from "./lib/serve_echo.ts";
+} from "./lib/types.ts";
 export { echoOnce } from "./lib/echo_once.ts";
 export type { EchoOnceOptions } from "./lib/echo_once.ts";
 export { EchoError, echoStream } from "./lib/echo_stream.ts";

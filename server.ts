@@ -16,12 +16,8 @@
 import { parseArgs } from "node:util";
 import { getLogger } from "@logtape/logtape";
 import denoJson from "./deno.json" with { type: "json" };
-import {
-  type EchoServer,
-  MAX_WORKERS,
-  MODES,
-  serveEcho,
-} from "./lib/serve_echo.ts";
+import { MAX_WORKERS, serveEcho } from "./lib/serve_echo.ts";
+import { type EchoServer, MODES } from "./lib/types.ts";
 import { formatAddr, plural } from "./lib/_helpers.ts";
 import {
   choiceFlag,

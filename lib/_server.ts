@@ -18,7 +18,7 @@ import type {
   EchoServer,
   EchoServerStats,
   ServeEchoOptions,
-} from "./serve_echo.ts";
+} from "./types.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
 

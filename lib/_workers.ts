@@ -21,7 +21,7 @@ import {
   type ServerConfig,
   sumStats,
 } from "./_server.ts";
-import type { EchoMode, EchoServer, EchoServerStats } from "./serve_echo.ts";
+import type { EchoMode, EchoServer, EchoServerStats } from "./types.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
 const WORKER_URL = new URL("./_worker.ts", import.meta.url);

@@ -1,0 +1,197 @@
+// The public types of serveEcho: its options, its handle and its counters.
+// This file imports nothing of ours, so that every other file may import it
+// without an import circle (`.ci/imports.ts` checks that).
+
+/**
+ * What the server does with what a client sends; see
+ * {@linkcode ServeEchoOptions.mode}.
+ */
+export type EchoMode = "echo" | "line" | "broadcast" | "chat";
+
+/** The modes {@linkcode ServeEchoOptions.mode} accepts (for the CLI). */
+export const MODES: readonly EchoMode[] = ["echo", "line", "broadcast", "chat"];
+
+/** Options for {@linkcode serveEcho}. */
+export interface ServeEchoOptions {
+  /**
+   * The address to listen on.
+   *
+   * @default {"127.0.0.1"}
+   */
+  hostname?: string;
+  /**
+   * The port to listen on; 0 picks any free port (read it from
+   * {@linkcode EchoServer.addr}).
+   *
+   * @default {9000}
+   */
+  port?: number;
+  /**
+   * The most connections served at once. A connection over the limit is
+   * closed as soon as it is accepted and counted in
+   * {@linkcode EchoServerStats.rejected}.
+   *
+   * @default {Infinity}
+   */
+  maxConnections?: number;
+  /**
+   * Milliseconds a connection may go without a byte moving either way before
+   * the server closes it; 0 never closes an idle connection.
+   *
+   * @default {0}
+   */
+  idleTimeout?: number;
+  /**
+   * Milliseconds {@linkcode EchoServer.shutdown} lets open connections finish
+   * before it ends them; `Infinity` waits for every client to close. Ending
+   * is polite: the server stops reading, sends what it has in flight,
+   * half-closes, and closes once the client closes or after one more
+   * second, so a client sees a clean end of stream and an exact prefix of
+   * its echo.
+   *
+   * @default {5000}
+   */
+  gracePeriod?: number;
+  /**
+   * Aborting this signal is the hard stop: the listener and every connection
+   * are closed at once.
+   */
+  signal?: AbortSignal;
+  /**
+   * What the server does with what a client sends:
+   *
+   * - `"echo"`: every byte back, in order (RFC 862).
+   * - `"line"`: every newline-terminated line back as sent (`\n` or
+   *   `\r\n`; a last line without a newline counts too). A line that is
+   *   exactly `exit` or `quit` closes the connection.
+   * - `"broadcast"`: every line from any client goes, unchanged, to every
+   *   client, the sender included, in the order the server received them.
+   * - `"chat"`: named clients in rooms: `<name> text` lines, join and leave
+   *   notices, `/nick NAME`, `/join ROOM`, `/who` and `/quit` (in any
+   *   case). Text is for people's terminals: invalid UTF-8 and every control
+   *   character but TAB (a bare CR, escape sequences) become U+FFFD, and a
+   *   name cannot pass for the server's text or another user's prefix.
+   *
+   * In every line mode, a line longer than `maxLineBytes` gets
+   * `ERR line too long (max N bytes)` back and its connection is closed.
+   *
+   * @default {"echo"}
+   */
+  mode?: EchoMode;
+  /**
+   * The longest line the line modes accept, in bytes, not counting its
+   * `\n` or `\r\n`.
+   *
+   * @default {8192}
+   */
+  maxLineBytes?: number;
+  /**
+   * The most lines that may wait in one client's send queue: lines from
+   * other clients and from {@linkcode EchoServer.announce} that its socket
+   * has not taken yet. A client whose queue is full is disconnected, so a
+   * slow reader never slows the others down. At least 2.
+   *
+   * @default {100}
+   */
+  channelCapacity?: number;
+  /**
+   * The most bytes that may wait in one client's send queue; see
+   * `channelCapacity`. At least twice the longest line the server may send:
+   * `2 * (maxLineBytes + 134)`, or in chat mode, where each control
+   * character or invalid UTF-8 byte becomes the 3-byte U+FFFD,
+   * `2 * (3 * maxLineBytes + 134)`.
+   *
+   * @default {1048576}
+   */
+  channelBytes?: number;
+  /**
+   * How many of its room's last messages a chat newcomer gets, from 0 to
+   * half of `channelCapacity`.
+   *
+   * @default {20}
+   */
+  history?: number;
+  /**
+   * How many threads serve connections: the calling thread and
+   * `workers - 1` Web Workers, each with its own listener on the same port
+   * (`SO_REUSEPORT`), so that the kernel spreads new connections over them.
+   * `"auto"` is one per core (`navigator.hardwareConcurrency`); at most
+   * four per core (a worker costs about 11.5 MB). Counters,
+   * limits, shutdown, the signal and every mode span all workers: a
+   * broadcast or chat line reaches the clients of every worker, through a
+   * relay that runs on the calling thread.
+   *
+   * More than one needs Linux, Deno's `--unstable-net` flag, and read
+   * access to this package's worker module when it is loaded from disk. A
+   * port that another process listens on is refused
+   * (`Deno.errors.AddrInUse`), as without workers: the listeners only share
+   * the port among themselves.
+   *
+   * @default {1}
+   */
+  workers?: number | "auto";
+}
+
+/** Counters of an {@linkcode EchoServer}, read at one instant. */
+export interface EchoServerStats {
+  /** Connections open now. */
+  readonly active: number;
+  /** Connections accepted since the server started, rejected ones included. */
+  readonly accepted: number;
+  /** Connections closed at once because `maxConnections` were open. */
+  readonly rejected: number;
+  /** Bytes received from clients. */
+  readonly bytesIn: number;
+  /** Bytes sent to clients. */
+  readonly bytesOut: number;
+  /** Connections closed because their send queue was full. */
+  readonly dropped: number;
+  /**
+   * Connections lost before they could be served: `accept()` failed for
+   * that one connection, most often because the client reset it while it
+   * waited to be accepted. Not in `accepted`.
+   */
+  readonly acceptErrors: number;
+  /**
+   * Connections accepted by each worker, the calling thread's first (one
+   * number without workers).
+   */
+  readonly perWorker: readonly number[];
+}
+
+/** A running echo server, as returned by {@linkcode serveEcho}. */
+export interface EchoServer extends AsyncDisposable {
+  /** The address the server listens on, with the port really bound. */
+  readonly addr: Deno.NetAddr;
+  /** Resolves once the listener and every connection are closed. */
+  readonly finished: Promise<void>;
+  /**
+   * Resolves once every worker listens (at once without workers); until
+   * then, the calling thread's listener takes every connection. Rejects if
+   * a worker failed to start.
+   */
+  readonly ready: Promise<void>;
+  /** The server's counters at this instant. */
+  readonly stats: EchoServerStats;
+  /** What the server does with what clients send. */
+  readonly mode: EchoMode;
+  /**
+   * Sends one line of text to every connected client: as `[server] message`
+   * in broadcast and chat mode, as the bare line in echo and line mode. A
+   * client whose send queue is full is disconnected.
+   *
+   * @param message The text, without a line ending.
+   * @returns How many clients it was sent to.
+   * @throws {TypeError} `message` contains a line break.
+   */
+  announce(message: string): number;
+  /**
+   * Stops accepting at once, lets open connections finish for up to
+   * `gracePeriod` milliseconds, then ends the rest politely (see
+   * {@linkcode ServeEchoOptions.gracePeriod}). Calling it again returns the
+   * same promise.
+   *
+   * @returns A promise that resolves when the server has finished.
+   */
+  shutdown(): Promise<void>;
+}
