@@ -7,7 +7,8 @@ import { configureSync, type LogRecord } from "@logtape/logtape";
 import { describeError, LOG_CATEGORY } from "./_helpers.ts";
 import { Pacer } from "./_pacer.ts";
 import type { Member, RelayPort } from "./_relay.ts";
-import { COUNTERS, Server } from "./_server.ts";
+import { Server } from "./server/engine.ts";
+import { COUNTERS } from "./server/counters.ts";
 import type { Delivery, FromWorker, ToWorker } from "./_workers.ts";
 
 const scope = globalThis as unknown as {

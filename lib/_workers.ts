@@ -13,14 +13,9 @@
 import { getLogger, type LogLevel, type LogRecord } from "@logtape/logtape";
 import { LOG_CATEGORY, plural } from "./_helpers.ts";
 import type { Inbox, Member, Relay } from "./_relay.ts";
-import {
-  ACTIVE,
-  COUNTERS,
-  newRelay,
-  Server,
-  type ServerConfig,
-  sumStats,
-} from "./_server.ts";
+import { newRelay, Server } from "./server/engine.ts";
+import type { ServerConfig } from "./server/config.ts";
+import { ACTIVE, COUNTERS, sumStats } from "./server/counters.ts";
 import type { EchoMode, EchoServer, EchoServerStats } from "./types.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);

@@ -5,7 +5,8 @@ import {
   assertPort,
 } from "./_helpers.ts";
 import { MAX_CHAT_OVERHEAD } from "./_relay.ts";
-import { localShared, Server, type ServerConfig } from "./_server.ts";
+import { localShared, Server } from "./server/engine.ts";
+import type { ServerConfig } from "./server/config.ts";
 import { assertWorkersSupported, WorkerPool } from "./_workers.ts";
 import { type EchoServer, MODES, type ServeEchoOptions } from "./types.ts";
 

@@ -1,0 +1,58 @@
+// Private: serveEcho's `broadcast` and `chat` modes, as one connection sees
+// them: lines go to the relay (lib/_relay.ts), which delivers them. Not
+// exported from mod.ts.
+
+import { LineSplitter } from "../_lines.ts";
+import type { RelayPort } from "../_relay.ts";
+import {
+  closeGently,
+  type Connection,
+  discardRest,
+  grown,
+  INITIAL_BUFFER_SIZE,
+  readChunk,
+} from "../server/connection.ts";
+import { lineTooLong } from "./line.ts";
+
+/**
+ * Broadcast and chat modes: hands each line to the relay, waiting for it to
+ * be delivered before reading on, until the client half-closes, quits or
+ * sends a line over the limit. Returns why it ended.
+ */
+export async function relayLines(
+  c: Connection,
+  relay: RelayPort,
+  maxLineBytes: number,
+): Promise<string> {
+  const splitter = new LineSplitter(maxLineBytes);
+  let buffer = new Uint8Array(INITIAL_BUFFER_SIZE);
+  while (true) {
+    const chunk = await readChunk(c, buffer);
+    if (c.finishing !== undefined) return await discardRest(c);
+    // Lines are kept by the relay; a last line without a newline gets one,
+    // so it cannot run into the next client's line.
+    const lines = chunk === null
+      ? [withNewline(splitter.end())]
+      : splitter.push(chunk).map((line) => line.slice());
+    await relay.submit(c, lines.filter((line) => line !== undefined));
+    if (c.quitting) return await closeGently(c, "quit command");
+    if (splitter.tooLong) {
+      relay.leave(c);
+      c.out.post(lineTooLong(maxLineBytes));
+      return await closeGently(c, "line too long");
+    }
+    if (chunk === null) {
+      relay.leave(c);
+      return await closeGently(c, "closed by client");
+    }
+    buffer = grown(buffer, chunk.length);
+  }
+}
+
+function withNewline(line: Uint8Array | undefined): Uint8Array | undefined {
+  if (line === undefined) return undefined;
+  const out = new Uint8Array(line.length + 1);
+  out.set(line);
+  out[line.length] = 0x0a;
+  return out;
+}

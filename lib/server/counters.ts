@@ -1,0 +1,40 @@
+// Private: where each listener keeps its counters, and their sum as
+// EchoServerStats. One listener's counters are a slice of one Float64Array
+// (a SharedArrayBuffer with workers), written by that listener alone. Not
+// exported from mod.ts.
+
+import type { EchoServerStats } from "../types.ts";
+
+/** Where each listener keeps its counters: {@linkcode COUNTERS} numbers. */
+export const ACCEPTED = 0;
+export const REJECTED = 1;
+export const BYTES_IN = 2;
+export const BYTES_OUT = 3;
+export const DROPPED = 4;
+export const ACTIVE = 5;
+export const ACCEPT_ERRORS = 6;
+/**
+ * How many numbers one listener's counters take: 7, padded to 128 bytes so
+ * that no two listeners write to the same cache line.
+ */
+export const COUNTERS = 16;
+
+/** Adds up the counters of every listener in `counters`. */
+export function sumStats(counters: Float64Array): EchoServerStats {
+  const total = new Float64Array(COUNTERS);
+  const perWorker = [];
+  for (let offset = 0; offset < counters.length; offset += COUNTERS) {
+    for (let i = 0; i < COUNTERS; i++) total[i] += counters[offset + i];
+    perWorker.push(counters[offset + ACCEPTED]);
+  }
+  return {
+    active: total[ACTIVE],
+    accepted: total[ACCEPTED],
+    rejected: total[REJECTED],
+    bytesIn: total[BYTES_IN],
+    bytesOut: total[BYTES_OUT],
+    dropped: total[DROPPED],
+    acceptErrors: total[ACCEPT_ERRORS],
+    perWorker,
+  };
+}

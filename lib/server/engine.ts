@@ -1,0 +1,425 @@
+// Private: the engine of an echo server: one listener, and what it does with
+// connections: accept (and back off only when resources run out), admit
+// (maxConnections), count, time out, hand each to its mode (lib/modes/), and
+// shut down. serveEcho() runs one, or one per worker (see _workers.ts). Not
+// exported from mod.ts.
+
+import { getLogger, type Logger } from "@logtape/logtape";
+import {
+  describeError,
+  formatAddr,
+  IdleTimer,
+  LOG_CATEGORY,
+  plural,
+} from "../_helpers.ts";
+import { type Member, Relay, type RelayPort } from "../_relay.ts";
+import { MODES_BY_NAME } from "../modes/registry.ts";
+import type { ServerConfig } from "./config.ts";
+import { Connection, type Listener } from "./connection.ts";
+import {
+  ACCEPT_ERRORS,
+  ACCEPTED,
+  ACTIVE,
+  COUNTERS,
+  DROPPED,
+  REJECTED,
+  sumStats,
+} from "./counters.ts";
+import type { EchoMode, EchoServer, EchoServerStats } from "../types.ts";
+
+const logger = getLogger([LOG_CATEGORY, "server"]);
+
+/**
+ * First and last delay between retries while `accept()` fails for want of a
+ * resource (see {@linkcode EXHAUSTION}).
+ */
+const ACCEPT_BACKOFF_MIN_MS = 5;
+const ACCEPT_BACKOFF_MAX_MS = 1000;
+/**
+ * The `accept()` errors that say the process or the system ran out of
+ * something (descriptors, buffers, memory): accepting again at once would
+ * fail the same way, so the accept loop backs off. Every other error belongs
+ * to the one connection being accepted (most often a client that reset
+ * while it waited in the queue: ENOTCONN, ECONNABORTED, ECONNRESET), and the
+ * loop accepts the next one at once.
+ */
+const EXHAUSTION: ReadonlySet<string> = new Set([
+  "EMFILE",
+  "ENFILE",
+  "ENOBUFS",
+  "ENOMEM",
+]);
+
+const encoder = new TextEncoder();
+/** What a listener shares with the others of the same server. */
+export interface Shared {
+  /** Bind with `SO_REUSEPORT`, so that other listeners can share the port. */
+  reusePort: boolean;
+  /** This listener's counters (see {@linkcode COUNTERS}). */
+  counters: Float64Array;
+  /** `[0]`: connections open on all listeners, for `maxConnections`. */
+  open: Int32Array;
+  /** The relay, in broadcast and chat mode, when another thread runs it. */
+  relay?: RelayPort;
+  /** What goes in every log record of this listener. */
+  worker?: number;
+}
+
+/** A listener's own counters, for a server that has only one. */
+export function localShared(): Shared {
+  return {
+    reusePort: false,
+    counters: new Float64Array(COUNTERS),
+    open: new Int32Array(1),
+  };
+}
+
+/** The relay for broadcast and chat mode; `undefined` in the other modes. */
+export function newRelay(config: ServerConfig): Relay | undefined {
+  if (config.mode !== "broadcast" && config.mode !== "chat") return undefined;
+  return new Relay({
+    mode: config.mode,
+    history: config.history,
+    linesPerRound: Math.floor(config.channelCapacity / 2),
+    bytesPerRound: Math.floor(config.channelBytes / 2),
+    renamed: (member, from) =>
+      logger.debug("Renamed {peer} from {from} to {name}", {
+        peer: member.peer,
+        from,
+        name: member.name,
+      }),
+  });
+}
+
+/**
+ * One listener and its connections: the whole server, or one of its workers.
+ * Its counters live in {@linkcode Shared.counters}, so that a server with
+ * workers can add them up from another thread.
+ */
+export class Server implements EchoServer {
+  readonly addr: Deno.NetAddr;
+  readonly finished: Promise<void>;
+  readonly ready: Promise<void> = Promise.resolve();
+  readonly mode: EchoMode;
+  #config: ServerConfig;
+  #listener: Deno.TcpListener;
+  #counters: Float64Array;
+  #open: Int32Array;
+  #relay: RelayPort | undefined;
+  /** What this listener's connections share (see {@linkcode Listener}). */
+  #shared: Listener;
+  #signal: AbortSignal | undefined;
+  #log: Logger;
+  #worker: number | undefined;
+  #connections = new Set<Connection>();
+  #listening = true;
+  #acceptLoopDone = false;
+  #resolveFinished!: () => void;
+  #wakeBackoff: (() => void) | undefined;
+  #shutdown: Promise<void> | undefined;
+
+  constructor(
+    config: ServerConfig,
+    shared: Shared,
+    signal: AbortSignal | undefined,
+  ) {
+    signal?.throwIfAborted();
+    this.mode = config.mode;
+    this.#config = config;
+    this.#counters = shared.counters;
+    this.#open = shared.open;
+    this.#worker = shared.worker;
+    this.#log = shared.worker === undefined
+      ? logger
+      : logger.with({ worker: shared.worker });
+    this.#relay = shared.relay ?? newRelay(config);
+    this.#shared = {
+      config,
+      counters: shared.counters,
+      relay: this.#relay,
+      dropped: (c) => this.#drop(c),
+      ended: (c, reason) => this.#ended(c, reason),
+    };
+    this.#listener = Deno.listen({
+      hostname: config.hostname,
+      port: config.port,
+      transport: "tcp",
+      ...(shared.reusePort ? { reusePort: true } : {}),
+    });
+    this.addr = this.#listener.addr;
+    this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
+    this.#signal = signal;
+    signal?.addEventListener("abort", this.#abort, { once: true });
+    this.#log.debug("Listening on {address} in {mode} mode", {
+      address: formatAddr(this.addr),
+      mode: config.mode,
+    });
+    this.#acceptLoop();
+  }
+
+  get stats(): EchoServerStats {
+    return sumStats(this.#counters);
+  }
+
+  /** The relay this listener uses, in broadcast and chat mode. */
+  get relay(): RelayPort | undefined {
+    return this.#relay;
+  }
+
+  announce(message: string): number {
+    if (/[\r\n]/.test(message)) {
+      throw new TypeError("Cannot announce: the message contains a line break");
+    }
+    const clients = this.#relay?.size ?? this.#connections.size;
+    this.#log.info(
+      `Announcing to {clients} ${plural(clients, "client")}: {message}`,
+      { clients, message },
+    );
+    if (this.#relay !== undefined) {
+      this.#relay.announce(message);
+      return this.#relay.size;
+    }
+    return this.announceHere(message);
+  }
+
+  /** Sends `message` as a bare line to this listener's clients (no relay). */
+  announceHere(message: string): number {
+    const line = encoder.encode(`${message}\n`);
+    for (const c of this.#connections) {
+      if (!c.out.post(line)) c.dropQueueFull();
+    }
+    return this.#connections.size;
+  }
+
+  shutdown(): Promise<void> {
+    this.#shutdown ??= this.#drain();
+    return this.#shutdown;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.shutdown();
+  }
+
+  async #drain(): Promise<void> {
+    const gracePeriod = this.#config.gracePeriod;
+    this.#logStopping(
+      "Shutting down",
+      `, grace period ${
+        gracePeriod === Infinity ? "unlimited" : "{gracePeriod} ms"
+      }`,
+      { gracePeriod },
+    );
+    this.#closeListener();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    if (this.#connections.size > 0 && gracePeriod !== Infinity) {
+      timer = setTimeout(
+        () => this.#finishAll("grace period over"),
+        gracePeriod,
+      );
+    }
+    if (this.#relay !== undefined && this.#connections.size > 0) {
+      // Relay clients never finish by themselves: tell them, then close each
+      // once its queue is sent (or when the grace period is over). The notice
+      // is their last line: what other clients' leaving causes is not sent.
+      const connections = this.#connections as Set<Member>;
+      await this.#relay.announce(
+        "shutting down",
+        (m) => connections.has(m),
+        true,
+      );
+      this.#finishAll("server shutting down");
+    }
+    await this.finished;
+    clearTimeout(timer);
+  }
+
+  #abort = (): void => {
+    this.#logStopping("Stopping now", "", {});
+    this.#closeListener();
+    this.#closeAll("server stopped");
+  };
+
+  /**
+   * Logs that the server stops, once: by the calling thread, with the
+   * connections open on every worker; a worker logs its own at debug.
+   */
+  #logStopping(
+    what: string,
+    more: string,
+    properties: Record<string, unknown>,
+  ): void {
+    const worker = this.#worker !== undefined && this.#worker > 0;
+    const active = worker
+      ? this.#connections.size
+      : Atomics.load(this.#open, 0);
+    const template = `${what}: {active} ${
+      plural(active, "connection")
+    } open${more}`;
+    const record = { ...properties, active };
+    if (worker) this.#log.debug(template, record);
+    else this.#log.info(template, record);
+  }
+
+  #closeListener(): void {
+    if (!this.#listening) return;
+    this.#listening = false;
+    this.#listener.close();
+    this.#wakeBackoff?.();
+  }
+
+  #finishAll(reason: string): void {
+    for (const c of this.#connections) c.finish(reason);
+  }
+
+  #closeAll(reason: string): void {
+    for (const c of this.#connections) c.close(reason);
+  }
+
+  #finishIfDone(): void {
+    if (!this.#acceptLoopDone || this.#connections.size > 0) return;
+    this.#signal?.removeEventListener("abort", this.#abort);
+    this.#log.debug("Finished: {accepted} accepted, {rejected} rejected", {
+      accepted: this.#counters[ACCEPTED],
+      rejected: this.#counters[REJECTED],
+    });
+    // The last leave notices may still be on their way through the relay.
+    if (this.#relay === undefined) this.#resolveFinished();
+    else this.#relay.idle().then(this.#resolveFinished);
+  }
+
+  async #acceptLoop(): Promise<void> {
+    let backoff = 0;
+    while (this.#listening) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (error) {
+        if (!this.#listening) break;
+        if (!EXHAUSTION.has((error as { code?: string }).code ?? "")) {
+          // This one connection is gone; the listener is fine.
+          this.#counters[ACCEPT_ERRORS]++;
+          this.#log.debug("Accept failed for one connection: {error}", {
+            error: describeError(error),
+          });
+          continue;
+        }
+        backoff = Math.min(
+          Math.max(backoff * 2, ACCEPT_BACKOFF_MIN_MS),
+          ACCEPT_BACKOFF_MAX_MS,
+        );
+        this.#log.error("Accept failed, retrying in {delayMs} ms: {error}", {
+          delayMs: backoff,
+          error: describeError(error),
+        });
+        await this.#backoff(backoff);
+        continue;
+      }
+      backoff = 0;
+      this.#counters[ACCEPTED]++;
+      // The limit counts the connections of every listener of this server.
+      if (Atomics.add(this.#open, 0, 1) >= this.#config.maxConnections) {
+        Atomics.sub(this.#open, 0, 1);
+        this.#reject(conn);
+      } else {
+        this.#serve(conn);
+      }
+    }
+    this.#acceptLoopDone = true;
+    this.#log.debug("Stopped accepting on {address}", {
+      address: formatAddr(this.addr),
+    });
+    this.#finishIfDone();
+  }
+
+  /** Waits `ms`, or less if the listener is closed meanwhile. */
+  #backoff(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      this.#wakeBackoff = done;
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  }
+
+  #reject(conn: Deno.TcpConn): void {
+    this.#counters[REJECTED]++;
+    const active = Atomics.load(this.#open, 0);
+    this.#log.warning(
+      `Rejected {peer}: {active} ${
+        plural(active, "connection")
+      } open, the maximum is {maxConnections}`,
+      {
+        peer: formatAddr(conn.remoteAddr),
+        active,
+        maxConnections: this.#config.maxConnections,
+      },
+    );
+    conn.close();
+  }
+
+  #drop(c: Connection): void {
+    this.#counters[DROPPED]++;
+    const lines = c.out.queuedLines;
+    const bytes = c.out.queuedBytes;
+    this.#log.warning(
+      `Dropping {peer}: its send queue is full ({lines} ${
+        plural(lines, "line")
+      }, {bytes} ${plural(bytes, "byte")} waiting)`,
+      { peer: c.peer, lines, bytes },
+    );
+  }
+
+  #serve(conn: Deno.TcpConn): void {
+    const config = this.#config;
+    const c = new Connection(conn, this.#shared);
+    this.#connections.add(c);
+    this.#counters[ACTIVE]++;
+    // Joined before it is logged: in a worker, the relay (on the calling
+    // thread) hears of the member before anyone reads that record.
+    this.#relay?.join(c);
+    // Guarded: formatting the peer costs, per connection, even unlogged.
+    if (this.#log.isEnabledFor("info")) {
+      this.#log.info("Opened {peer} ({active} open)", {
+        peer: c.peer,
+        active: this.#connections.size,
+      });
+    }
+    if (config.idleTimeout > 0) {
+      c.idle = new IdleTimer(config.idleTimeout, () => c.close("idle timeout"));
+    }
+    try {
+      conn.setNoDelay(true);
+    } catch (error) {
+      return c.end(describeError(error));
+    }
+    MODES_BY_NAME[this.mode](c, config, this.#relay)?.then(
+      (reason) => c.end(reason),
+      (error) => c.end(c.closedBecause ?? describeError(error)),
+    );
+  }
+
+  #ended(c: Connection, reason: string): void {
+    this.#relay?.leave(c);
+    c.close(reason);
+    this.#connections.delete(c);
+    this.#counters[ACTIVE]--;
+    Atomics.sub(this.#open, 0, 1);
+    if (this.#log.isEnabledFor("info")) {
+      this.#log.info(
+        `Closed {peer} after {durationMs} ms: {bytesIn} ${
+          plural(c.bytesIn, "byte")
+        } in, {bytesOut} ${plural(c.bytesOut, "byte")} out ({reason})`,
+        {
+          peer: c.peer,
+          durationMs: Date.now() - c.openedAt,
+          bytesIn: c.bytesIn,
+          bytesOut: c.bytesOut,
+          reason,
+        },
+      );
+    }
+    this.#finishIfDone();
+  }
+}
