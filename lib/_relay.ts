@@ -72,7 +72,7 @@ export interface RelayOptions {
 
 /**
  * What a listener needs of a relay: the {@linkcode Relay} itself, or, in a
- * worker, a link to the relay on the main thread (see _worker.ts).
+ * worker, a link to the relay on the main thread (see lib/workers/worker.ts).
  */
 export interface RelayPort {
   /** Number of members. */
@@ -166,7 +166,7 @@ export class Relay implements RelayPort {
 
   /**
    * A worker started writing a batch (`true`) or reports every writer of
-   * that batch settled (`false`); see _worker.ts.
+   * that batch settled (`false`); see lib/workers/worker.ts.
    */
   remoteBusy(busy: boolean): void {
     this.#pacer.remoteBusy(busy);

@@ -7,7 +7,7 @@ import {
 import { MAX_CHAT_OVERHEAD } from "./_relay.ts";
 import { localShared, Server } from "./server/engine.ts";
 import type { ServerConfig } from "./server/config.ts";
-import { assertWorkersSupported, WorkerPool } from "./_workers.ts";
+import { assertWorkersSupported, WorkerPool } from "./workers/pool.ts";
 import { type EchoServer, MODES, type ServeEchoOptions } from "./types.ts";
 
 /**

@@ -79,7 +79,7 @@ Deno.test("server --workers: where workers cannot run, one line and exit code 2"
       "without read access to the worker module",
       ["--allow-net", "--unstable-net"],
       ["--workers", "2"],
-      /^error: Invalid --workers: they need read access to \/.*\/lib\/_worker\.ts \(--allow-read\)$/,
+      /^error: Invalid --workers: they need read access to \/.*\/lib\/workers\/worker\.ts \(--allow-read\)$/,
     ],
     [
       "--workers 0",

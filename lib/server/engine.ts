@@ -1,7 +1,7 @@
 // Private: the engine of an echo server: one listener, and what it does with
 // connections: accept (and back off only when resources run out), admit
 // (maxConnections), count, time out, hand each to its mode (lib/modes/), and
-// shut down. serveEcho() runs one, or one per worker (see _workers.ts). Not
+// shut down. serveEcho() runs one, or one per worker (see lib/workers/). Not
 // exported from mod.ts.
 
 import { getLogger, type Logger } from "@logtape/logtape";

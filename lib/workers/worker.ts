@@ -1,15 +1,14 @@
-// Private: the Web Worker behind serveEcho's `workers` option (see
-// _workers.ts). It runs one listener on the shared port, forwards its log
+// Private: the Web Worker behind serveEcho's `workers` option (see pool.ts). It runs one listener on the shared port, forwards its log
 // records to the calling thread, and, in broadcast and chat mode, talks to
 // the relay there through a RelayLink. Not exported from mod.ts.
 
 import { configureSync, type LogRecord } from "@logtape/logtape";
-import { describeError, LOG_CATEGORY } from "./_helpers.ts";
-import { Pacer } from "./_pacer.ts";
-import type { Member, RelayPort } from "./_relay.ts";
-import { Server } from "./server/engine.ts";
-import { COUNTERS } from "./server/counters.ts";
-import type { Delivery, FromWorker, ToWorker } from "./_workers.ts";
+import { describeError, LOG_CATEGORY } from "../_helpers.ts";
+import { Pacer } from "../_pacer.ts";
+import type { Member, RelayPort } from "../_relay.ts";
+import { Server } from "../server/engine.ts";
+import { COUNTERS } from "../server/counters.ts";
+import type { Delivery, FromWorker, ToWorker } from "./pool.ts";
 
 const scope = globalThis as unknown as {
   postMessage(message: FromWorker, transfer?: Transferable[]): void;

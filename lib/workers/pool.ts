@@ -2,24 +2,24 @@
 // from mod.ts.
 //
 // The calling thread runs one listener (a Server) and starts `workers - 1`
-// Web Workers (_worker.ts), each with its own listener bound to the same
+// Web Workers (worker.ts), each with its own listener bound to the same
 // address with SO_REUSEPORT; the kernel spreads new connections over them.
 // The listeners share nothing on the hot path: each writes its counters into
 // its own slice of one SharedArrayBuffer, which `stats` adds up, and the
 // connection limit is one shared atomic counter. In broadcast and chat mode
 // the one Relay runs here; a worker's clients are members whose lines arrive
-// and leave as messages (see WorkerHandle and _worker.ts's RelayLink).
+// and leave as messages (see WorkerHandle and worker.ts's RelayLink).
 
 import { getLogger, type LogLevel, type LogRecord } from "@logtape/logtape";
-import { LOG_CATEGORY, plural } from "./_helpers.ts";
-import type { Inbox, Member, Relay } from "./_relay.ts";
-import { newRelay, Server } from "./server/engine.ts";
-import type { ServerConfig } from "./server/config.ts";
-import { ACTIVE, COUNTERS, sumStats } from "./server/counters.ts";
-import type { EchoMode, EchoServer, EchoServerStats } from "./types.ts";
+import { LOG_CATEGORY, plural } from "../_helpers.ts";
+import type { Inbox, Member, Relay } from "../_relay.ts";
+import { newRelay, Server } from "../server/engine.ts";
+import type { ServerConfig } from "../server/config.ts";
+import { ACTIVE, COUNTERS, sumStats } from "../server/counters.ts";
+import type { EchoMode, EchoServer, EchoServerStats } from "../types.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
-const WORKER_URL = new URL("./_worker.ts", import.meta.url);
+const WORKER_URL = new URL("./worker.ts", import.meta.url);
 
 const LEVELS: readonly LogLevel[] = [
   "trace",
