@@ -1,6 +1,7 @@
 // Private: the interactive client session behind `client.ts --interactive`.
 // Not exported from mod.ts.
 
+import { dial } from "./client/dial.ts";
 import { writeAll } from "./_helpers.ts";
 import { decodeLine, readLines } from "./_cli.ts";
 import { terminalSafeStream } from "./_text.ts";
@@ -44,7 +45,7 @@ export type SessionEnd = "input" | "server" | "timeout";
  */
 export async function runSession(options: SessionOptions): Promise<SessionEnd> {
   const { hostname, port, timeout } = options;
-  const conn = await Deno.connect({
+  const conn = await dial({
     hostname,
     port,
     signal: timeout > 0 ? AbortSignal.timeout(timeout) : undefined,

@@ -1,3 +1,4 @@
+import { dial } from "./client/dial.ts";
 import { getLogger } from "@logtape/logtape";
 import {
   assertMilliseconds,
@@ -149,12 +150,11 @@ class Exchange {
       this.#signal?.throwIfAborted();
       this.#signal?.addEventListener("abort", this.#onAbort, { once: true });
       this.#idle = new IdleTimer(this.#timeout, this.#onIdle);
-      this.#conn = await Deno.connect({
+      this.#conn = await dial({
         hostname: this.#hostname,
         port: this.#port,
         signal: this.#abort.signal,
       });
-      this.#conn.setNoDelay(true);
       logger.debug("Connected to {address}", { address: this.#address });
       this.#idle.touch();
       this.#writing = this.#write(this.#conn);

@@ -1,3 +1,4 @@
+import { dial } from "./client/dial.ts";
 import process from "node:process";
 import * as hdr from "hdr-histogram-js";
 import {
@@ -328,7 +329,7 @@ class Run {
     const { hostname, port, timeout } = this.#options;
     let conn: Deno.TcpConn;
     try {
-      conn = await Deno.connect({
+      conn = await dial({
         hostname,
         port,
         signal: timeout > 0 ? AbortSignal.timeout(timeout) : undefined,
@@ -344,7 +345,6 @@ class Run {
     this.connected++;
     this.#conns.set(conn, 0);
     try {
-      conn.setNoDelay(true);
       await this.#roundTrips(conn, index);
     } catch (error) {
       // A connection the watchdog closed has been counted already.
