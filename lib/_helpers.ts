@@ -8,9 +8,14 @@ export const LOG_CATEGORY = "tcp-echo";
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
- * Formats a network address as `host:port`, with brackets around IPv6 hosts.
+ * Formats a network address as `host:port`, with brackets around IPv6 hosts;
+ * a Unix socket's address as its path.
  */
-export function formatAddr(addr: { hostname: string; port: number }): string {
+export function formatAddr(
+  addr: Deno.Addr | { hostname: string; port: number },
+): string {
+  if ("path" in addr) return addr.path ?? "(unnamed unix socket)";
+  if ("cid" in addr) return `vsock:${addr.cid}:${addr.port}`;
   return addr.hostname.includes(":")
     ? `[${addr.hostname}]:${addr.port}`
     : `${addr.hostname}:${addr.port}`;

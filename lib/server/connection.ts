@@ -40,7 +40,7 @@ export interface Listener {
  * pending read.
  */
 export class Connection implements Member {
-  readonly conn: Deno.TcpConn;
+  readonly conn: Deno.Conn;
   readonly openedAt: number = Date.now();
   readonly counters: Float64Array;
   bytesIn = 0;
@@ -65,7 +65,7 @@ export class Connection implements Member {
   #length = 0;
   #offset = 0;
 
-  constructor(conn: Deno.TcpConn, listener: Listener) {
+  constructor(conn: Deno.Conn, listener: Listener) {
     this.conn = conn;
     this.#listener = listener;
     this.counters = listener.counters;

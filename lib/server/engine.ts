@@ -25,6 +25,8 @@ import {
   REJECTED,
   sumStats,
 } from "./counters.ts";
+import { tcpTransport } from "../transport/tcp.ts";
+import type { Transport } from "../transport/transport.ts";
 import type { EchoMode, EchoServer, EchoServerStats } from "../types.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
@@ -102,7 +104,8 @@ export class Server implements EchoServer {
   readonly ready: Promise<void> = Promise.resolve();
   readonly mode: EchoMode;
   #config: ServerConfig;
-  #listener: Deno.TcpListener;
+  #transport: Transport;
+  #listener: Deno.Listener;
   #counters: Float64Array;
   #open: Int32Array;
   #relay: RelayPort | undefined;
@@ -140,13 +143,14 @@ export class Server implements EchoServer {
       dropped: (c) => this.#drop(c),
       ended: (c, reason) => this.#ended(c, reason),
     };
-    this.#listener = Deno.listen({
+    // TCP is the only transport so far; the options will choose others.
+    this.#transport = tcpTransport({
       hostname: config.hostname,
       port: config.port,
-      transport: "tcp",
-      ...(shared.reusePort ? { reusePort: true } : {}),
+      reusePort: shared.reusePort,
     });
-    this.addr = this.#listener.addr;
+    this.#listener = this.#transport.listen();
+    this.addr = this.#listener.addr as Deno.NetAddr;
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
     this.#signal = signal;
     signal?.addEventListener("abort", this.#abort, { once: true });
@@ -290,7 +294,7 @@ export class Server implements EchoServer {
   async #acceptLoop(): Promise<void> {
     let backoff = 0;
     while (this.#listening) {
-      let conn: Deno.TcpConn;
+      let conn: Deno.Conn;
       try {
         conn = await this.#listener.accept();
       } catch (error) {
@@ -343,7 +347,7 @@ export class Server implements EchoServer {
     });
   }
 
-  #reject(conn: Deno.TcpConn): void {
+  #reject(conn: Deno.Conn): void {
     this.#counters[REJECTED]++;
     const active = Atomics.load(this.#open, 0);
     this.#log.warning(
@@ -371,7 +375,7 @@ export class Server implements EchoServer {
     );
   }
 
-  #serve(conn: Deno.TcpConn): void {
+  #serve(conn: Deno.Conn): void {
     const config = this.#config;
     const c = new Connection(conn, this.#shared);
     this.#connections.add(c);
@@ -390,7 +394,7 @@ export class Server implements EchoServer {
       c.idle = new IdleTimer(config.idleTimeout, () => c.close("idle timeout"));
     }
     try {
-      conn.setNoDelay(true);
+      this.#transport.prepare(conn);
     } catch (error) {
       return c.end(describeError(error));
     }
