@@ -1,14 +1,12 @@
 // Private: serveEcho's `line` mode. Not exported from mod.ts.
 
-import { join, lineContent, LineSplitter } from "../_lines.ts";
+import { join, lineContent } from "../_lines.ts";
 import {
   closeGently,
   type Connection,
   discardRest,
-  grown,
-  INITIAL_BUFFER_SIZE,
-  readChunk,
 } from "../server/connection.ts";
+import { readLines } from "./read_lines.ts";
 
 const encoder = new TextEncoder();
 const EXIT = encoder.encode("exit");
@@ -38,15 +36,9 @@ export async function echoLines(
   c: Connection,
   maxLineBytes: number,
 ): Promise<string> {
-  const splitter = new LineSplitter(maxLineBytes);
-  let buffer = new Uint8Array(INITIAL_BUFFER_SIZE);
-  while (true) {
-    const chunk = await readChunk(c, buffer);
-    if (c.finishing !== undefined) return await discardRest(c);
-    const lines = chunk === null ? [splitter.end()] : splitter.push(chunk);
-    let replies = lines.filter((line) => line !== undefined);
-    const exit = replies.findIndex(isExit);
-    if (exit !== -1) replies = replies.slice(0, exit);
+  for await (const { lines, end, tooLong } of readLines(c, maxLineBytes)) {
+    const exit = lines.findIndex(isExit);
+    const replies = exit === -1 ? lines : lines.slice(0, exit);
     if (replies.length > 0) {
       await c.out.send(
         replies.length === 1
@@ -55,11 +47,11 @@ export async function echoLines(
       );
     }
     if (exit !== -1) return await closeGently(c, "exit command");
-    if (splitter.tooLong) {
+    if (tooLong) {
       await c.out.send(lineTooLong(maxLineBytes));
       return await closeGently(c, "line too long");
     }
-    if (chunk === null) return await closeGently(c, "closed by client");
-    buffer = grown(buffer, chunk.length);
+    if (end) return await closeGently(c, "closed by client");
   }
+  return await discardRest(c);
 }

@@ -2,17 +2,14 @@
 // them: lines go to the relay (lib/_relay.ts), which delivers them. Not
 // exported from mod.ts.
 
-import { LineSplitter } from "../_lines.ts";
 import type { RelayPort } from "../_relay.ts";
 import {
   closeGently,
   type Connection,
   discardRest,
-  grown,
-  INITIAL_BUFFER_SIZE,
-  readChunk,
 } from "../server/connection.ts";
 import { lineTooLong } from "./line.ts";
+import { readLines } from "./read_lines.ts";
 
 /**
  * Broadcast and chat modes: hands each line to the relay, waiting for it to
@@ -24,33 +21,29 @@ export async function relayLines(
   relay: RelayPort,
   maxLineBytes: number,
 ): Promise<string> {
-  const splitter = new LineSplitter(maxLineBytes);
-  let buffer = new Uint8Array(INITIAL_BUFFER_SIZE);
-  while (true) {
-    const chunk = await readChunk(c, buffer);
-    if (c.finishing !== undefined) return await discardRest(c);
+  for await (const { lines, end, tooLong } of readLines(c, maxLineBytes)) {
     // Lines are kept by the relay; a last line without a newline gets one,
     // so it cannot run into the next client's line.
-    const lines = chunk === null
-      ? [withNewline(splitter.end())]
-      : splitter.push(chunk).map((line) => line.slice());
-    await relay.submit(c, lines.filter((line) => line !== undefined));
+    await relay.submit(
+      c,
+      lines.map((line) => end ? withNewline(line) : line.slice()),
+    );
     if (c.quitting) return await closeGently(c, "quit command");
-    if (splitter.tooLong) {
+    if (tooLong) {
       relay.leave(c);
       c.out.post(lineTooLong(maxLineBytes));
       return await closeGently(c, "line too long");
     }
-    if (chunk === null) {
+    if (end) {
       relay.leave(c);
       return await closeGently(c, "closed by client");
     }
-    buffer = grown(buffer, chunk.length);
   }
+  return await discardRest(c);
 }
 
-function withNewline(line: Uint8Array | undefined): Uint8Array | undefined {
-  if (line === undefined) return undefined;
+/** A copy of `line` with a `\n` after it. */
+function withNewline(line: Uint8Array): Uint8Array {
   const out = new Uint8Array(line.length + 1);
   out.set(line);
   out[line.length] = 0x0a;
