@@ -12,8 +12,6 @@ export interface OutboxHooks {
   failed(error: unknown): void;
   /** The outbox started writing (`true`) or has nothing left (`false`). */
   busy?(busy: boolean): void;
-  /** A write of the outbox's own completed (not the caller's; see `claim`). */
-  progress?(): void;
 }
 
 /**
@@ -178,7 +176,6 @@ export class Outbox {
       const n = await this.#conn.write(bytes.subarray(written));
       written += n;
       this.#hooks.written(n);
-      this.#hooks.progress?.();
     }
   }
 

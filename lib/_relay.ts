@@ -3,7 +3,7 @@
 
 import { lineContent } from "./_lines.ts";
 import { Pacer } from "./_pacer.ts";
-import { REPLACEMENT, safeText } from "./_text.ts";
+import { replaceControls, REPLACEMENT, safeText } from "./_text.ts";
 
 /** The longest name or room, in characters. */
 export const MAX_NAME_LENGTH = 32;
@@ -120,12 +120,13 @@ interface Room {
  *
  * Delivery happens in rounds: at most `linesPerRound` lines, then a wait
  * until every member's writer has handed its batch to the socket, except
- * writers whose socket takes nothing (see {@linkcode Pacer}). A client that reads therefore never holds more than
- * two rounds in its queue, however many clients talk at once and however
- * busy the server is, while a client that stops reading falls behind by a
- * round each time and is dropped when its queue is full. Senders wait for their lines to be
- * delivered before their next read, so a fast sender is paced by the relay
- * rather than filling its memory.
+ * writers whose socket takes nothing (see {@linkcode Pacer}). A client that
+ * reads therefore never holds more than two rounds in its queue, however
+ * many clients talk at once and however busy the server is, while a client
+ * that stops reading falls behind by a round each time and is dropped when
+ * its queue is full. Senders wait for their lines to be delivered before
+ * their next read, so a fast sender is paced by the relay rather than
+ * filling its memory.
  */
 export class Relay implements RelayPort {
   #options: RelayOptions;
@@ -332,7 +333,7 @@ export class Relay implements RelayPort {
         return this.#error(
           member,
           `unknown command ${
-            safeText(encoder.encode(command.slice(0, MAX_NAME_LENGTH)))
+            replaceControls(command.slice(0, MAX_NAME_LENGTH))
           } (try ${COMMANDS}; //text sends /text)`,
         );
     }

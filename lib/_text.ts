@@ -5,6 +5,8 @@
 /** U+FFFD, which stands for what is not shown. */
 export const REPLACEMENT = "\uFFFD";
 
+const decoder = new TextDecoder();
+
 /**
  * C0 controls but TAB, DEL and C1 controls: carriage return, escape
  * sequences, backspace, NUL and the like, which move a terminal's cursor,
@@ -26,7 +28,7 @@ export function replaceControls(text: string): string {
  * characters but TAB each become U+FFFD.
  */
 export function safeText(bytes: Uint8Array): string {
-  return replaceControls(new TextDecoder().decode(bytes));
+  return replaceControls(decoder.decode(bytes));
 }
 
 /**
@@ -36,7 +38,7 @@ export function safeText(bytes: Uint8Array): string {
  * becomes U+FFFD. For a pipe or a file, copy bytes as they are instead.
  */
 export function terminalSafeStream(): TransformStream<Uint8Array, Uint8Array> {
-  const decoder = new TextDecoder();
+  const streamDecoder = new TextDecoder();
   const encoder = new TextEncoder();
   /** A `\r` at the end of the last chunk: a line ending if `\n` follows. */
   let cr = false;
@@ -50,11 +52,11 @@ export function terminalSafeStream(): TransformStream<Uint8Array, Uint8Array> {
   };
   return new TransformStream({
     transform(chunk, controller) {
-      const text = clean(decoder.decode(chunk, { stream: true }));
+      const text = clean(streamDecoder.decode(chunk, { stream: true }));
       if (text.length > 0) controller.enqueue(encoder.encode(text));
     },
     flush(controller) {
-      let text = clean(decoder.decode());
+      let text = clean(streamDecoder.decode());
       if (cr) text += REPLACEMENT;
       if (text.length > 0) controller.enqueue(encoder.encode(text));
     },

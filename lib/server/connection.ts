@@ -88,10 +88,10 @@ export class Connection implements Member {
           this.bytesOut += n;
           counters[BYTES_OUT] += n;
           this.idle?.touch();
+          relay?.writerProgress();
         },
         failed: (error) => this.close(describeError(error)),
         busy: relay && ((busy) => relay.writerBusy(out, busy)),
-        progress: relay && (() => relay.writerProgress()),
       },
     );
     // Made while the echo loop writes: it holds the socket until done.
