@@ -27,3 +27,19 @@ export function tcpTransport(options: TcpTransportOptions): Transport {
     prepare: (conn) => (conn as Deno.TcpConn).setNoDelay(true),
   };
 }
+
+/**
+ * Binds `hostname:port` alone for an instant and returns the port bound
+ * (the one picked, for port 0). `SO_REUSEPORT` lets any process of the same
+ * user join a port whose listeners all set it, so binding with it first
+ * would silently share a port another server already holds; a plain bind
+ * fails on any listener, shared or not.
+ *
+ * @throws {Deno.errors.AddrInUse} Another socket listens there.
+ */
+export function claimPort(hostname: string, port: number): number {
+  const listener = Deno.listen({ hostname, port, transport: "tcp" });
+  const bound = listener.addr.port;
+  listener.close();
+  return bound;
+}

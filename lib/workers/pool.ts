@@ -16,6 +16,7 @@ import type { Inbox, Member, Relay } from "../_relay.ts";
 import { newRelay, Server } from "../server/engine.ts";
 import type { ServerConfig } from "../server/config.ts";
 import { ACTIVE, COUNTERS, sumStats } from "../server/counters.ts";
+import { claimPort } from "../transport/tcp.ts";
 import type { EchoMode, EchoServer, EchoServerStats } from "../types.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
@@ -108,22 +109,6 @@ export function assertWorkersSupported(): void {
       );
     }
   }
-}
-
-/**
- * Binds `hostname:port` alone for an instant and returns the port bound
- * (the one picked, for port 0). `SO_REUSEPORT` lets any process of the same
- * user join a port whose listeners all set it, so binding with it first
- * would silently share a port another server already holds; a plain bind
- * fails on any listener, shared or not.
- *
- * @throws {Deno.errors.AddrInUse} Another socket listens there.
- */
-function claimPort(hostname: string, port: number): number {
-  const listener = Deno.listen({ hostname, port, transport: "tcp" });
-  const bound = listener.addr.port;
-  listener.close();
-  return bound;
 }
 
 /** A server made of a listener here and `count - 1` in Web Workers. */

@@ -1,4 +1,5 @@
-// Private: the Web Worker behind serveEcho's `workers` option (see pool.ts). It runs one listener on the shared port, forwards its log
+// Private: the Web Worker behind serveEcho's `workers` option (see
+// pool.ts). It runs one listener on the shared port, forwards its log
 // records to the calling thread, and, in broadcast and chat mode, talks to
 // the relay there through a RelayLink. Not exported from mod.ts.
 
