@@ -5,7 +5,9 @@
 //   imports a public function's file (`lib/*.ts`): dependencies go one way,
 //   from the CLIs to the public functions to their private parts. A public
 //   file that imports nothing of ours (the public types, `lib/types.ts`) is
-//   at the bottom, and anyone may import it.
+//   at the bottom, and anyone may import it;
+// - nothing in lib/ outside lib/cli/ imports lib/cli/: the library does not
+//   depend on its command lines' helpers.
 //
 // Usage: deno run --allow-read --allow-run .ci/imports.ts ENTRY...
 // Prints each problem on a line of its own and exits 1 if there is any.
@@ -60,8 +62,13 @@ function isPublic(path: string): boolean {
   return /^lib\/[^_/][^/]*\.ts$/.test(path);
 }
 
+function isLibrary(path: string): boolean {
+  return path.startsWith("lib/") && !path.startsWith("lib/cli/");
+}
+
+/** A private part of the library; lib/cli/ belongs to the CLIs, above it. */
 function isPrivate(path: string): boolean {
-  return path.startsWith("lib/") && !isPublic(path);
+  return isLibrary(path) && !isPublic(path);
 }
 
 const problems: string[] = [];
@@ -70,6 +77,9 @@ for (const [from, targets] of graph) {
     const leaf = (graph.get(to)?.size ?? 0) === 0;
     if (isPrivate(from) && isPublic(to) && !leaf) {
       problems.push(`upward import: ${from} imports ${to}`);
+    }
+    if (isLibrary(from) && to.startsWith("lib/cli/")) {
+      problems.push(`library imports a CLI helper: ${from} imports ${to}`);
     }
   }
 }

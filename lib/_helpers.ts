@@ -29,13 +29,36 @@ export function plural(count: number, word: string): string {
   return count === 1 ? word : `${word}s`;
 }
 
-/** Throws a `RangeError` unless `value` is an integer port (0 to 65535). */
-export function assertPort(value: number): void {
-  if (!Number.isInteger(value) || value < 0 || value > 65535) {
-    throw new RangeError(
-      `Cannot use port: must be an integer from 0 to 65535, got ${value}`,
-    );
-  }
+/** An error about one option's value, as the library's functions throw it. */
+export type OptionError = Error & {
+  /** The option, as it is spelled in the options object (`maxLineBytes`). */
+  readonly option: string;
+  /** What is wrong with it, without the option's name. */
+  readonly reason: string;
+};
+
+/**
+ * Makes an error about one option: its message is `Cannot use OPTION:
+ * REASON`, and it carries `option` and `reason` as fields, so that a CLI can
+ * name its own flag without reading the message.
+ */
+export function optionError(
+  option: string,
+  reason: string,
+  Type: new (message: string) => Error = RangeError,
+): OptionError {
+  return Object.assign(new Type(`Cannot use ${option}: ${reason}`), {
+    option,
+    reason,
+  });
+}
+
+/**
+ * Throws a `RangeError` unless `value` is an integer port from `min` (0, or
+ * 1 where a port to connect to is meant) to 65535.
+ */
+export function assertPort(value: number, min = 0): void {
+  assertInteger("port", value, min, 65535);
 }
 
 /**
@@ -49,8 +72,9 @@ export function assertMilliseconds(
 ): void {
   if (allowInfinity && value === Infinity) return;
   if (!Number.isInteger(value) || value < 0 || value > MAX_TIMER_MS) {
-    throw new RangeError(
-      `Cannot use ${name}: must be a whole number of milliseconds from 0 to ${MAX_TIMER_MS}${
+    throw optionError(
+      name,
+      `must be a whole number of milliseconds from 0 to ${MAX_TIMER_MS}${
         allowInfinity ? " or Infinity" : ""
       }, got ${value}`,
     );
@@ -61,22 +85,28 @@ export function assertMilliseconds(
 export function assertLimit(name: string, value: number): void {
   if (value === Infinity) return;
   if (!Number.isInteger(value) || value < 1) {
-    throw new RangeError(
-      `Cannot use ${name}: must be a positive integer or Infinity, got ${value}`,
+    throw optionError(
+      name,
+      `must be a positive integer or Infinity, got ${value}`,
     );
   }
 }
 
-/** Throws a `RangeError` unless `value` is an integer from `min` to `max`. */
+/**
+ * Throws a `RangeError` unless `value` is an integer from `min` to `max`;
+ * `note` follows the range in the message.
+ */
 export function assertInteger(
   name: string,
   value: number,
   min: number,
   max: number,
+  note = "",
 ): void {
   if (!Number.isInteger(value) || value < min || value > max) {
-    throw new RangeError(
-      `Cannot use ${name}: must be an integer from ${min} to ${max}, got ${value}`,
+    throw optionError(
+      name,
+      `must be an integer from ${min} to ${max}${note}, got ${value}`,
     );
   }
 }
@@ -93,10 +123,9 @@ export function assertPositive(
   const ok = integer ? Number.isSafeInteger(value) : value === Infinity ||
     Number.isFinite(value);
   if (!ok || value <= 0) {
-    throw new RangeError(
-      `Cannot use ${name}: must be a positive ${
-        integer ? "integer" : "number"
-      }, got ${value}`,
+    throw optionError(
+      name,
+      `must be a positive ${integer ? "integer" : "number"}, got ${value}`,
     );
   }
 }

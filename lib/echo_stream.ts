@@ -85,7 +85,8 @@ export class EchoError extends Error {
  * @param source The bytes to send, as chunks (a `ReadableStream` works).
  * @param options Where to connect and how long to wait.
  * @returns A stream of the echoed bytes.
- * @throws {RangeError} An option is out of range.
+ * @throws {RangeError} An option is out of range; the error's `option` field
+ * names it and its `reason` field says what is wrong.
  */
 export function echoStream(
   source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
@@ -135,7 +136,7 @@ class Exchange {
       timeout = 10_000,
       signal,
     } = options;
-    assertPort(port);
+    assertPort(port, 1);
     assertMilliseconds("timeout", timeout);
     this.#hostname = hostname;
     this.#port = port;

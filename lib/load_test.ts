@@ -5,6 +5,7 @@ import {
   assertPort,
   assertPositive,
   formatAddr,
+  optionError,
   writeAll,
 } from "./_helpers.ts";
 
@@ -30,10 +31,16 @@ export interface LoadTestOptions {
    */
   connections?: number;
   /**
-   * Round trips in all, over all connections. Without `count` or
-   * `duration`, 1000.
+   * Round trips in all, over all connections. Without `count`,
+   * `countPerConnection` or `duration`, 1000.
    */
   count?: number;
+  /**
+   * Round trips each connection makes, instead of a `count` in all: with
+   * `connections: 2, countPerConnection: 10`, 20 round trips, 10 on each
+   * connection. A connection that fails makes fewer.
+   */
+  countPerConnection?: number;
   /** Milliseconds to run for, instead of a `count`. */
   duration?: number;
   /**
@@ -155,7 +162,8 @@ const MAX_LATENCY_US = 3_600_000_000;
  *
  * @param options Where, how hard, for how long.
  * @returns The report, once every connection is closed.
- * @throws {RangeError} An option is out of range.
+ * @throws {RangeError} An option is out of range; the error's `option` field
+ * names it and its `reason` field says what is wrong.
  */
 export async function loadTest(
   options: LoadTestOptions = {},
@@ -171,10 +179,15 @@ export async function loadTest(
     onProgress,
     signal,
   } = options;
-  const count = options.count ?? (duration === undefined ? 1000 : Infinity);
-  assertPort(port);
+  const { countPerConnection = Infinity } = options;
+  const count = options.count ??
+    (duration === undefined && options.countPerConnection === undefined
+      ? 1000
+      : Infinity);
+  assertPort(port, 1);
   assertPositive("connections", connections, true);
   assertPositive("count", count, false);
+  assertPositive("countPerConnection", countPerConnection, false);
   if (duration !== undefined) assertPositive("duration", duration, false);
   if (rate !== undefined) assertPositive("rate", rate, false);
   const message = messageBytes(options.message ?? 64);
@@ -185,6 +198,7 @@ export async function loadTest(
     message,
     connections,
     count,
+    countPerConnection,
     rate,
     timeout,
   });
@@ -254,6 +268,7 @@ interface RunOptions {
   message: Uint8Array;
   connections: number;
   count: number;
+  countPerConnection: number;
   rate: number | undefined;
   timeout: number;
 }
@@ -355,7 +370,8 @@ class Run {
   }
 
   async #roundTrips(conn: Deno.TcpConn, index: number): Promise<void> {
-    const { message, connections, count, rate } = this.#options;
+    const { message, connections, count, countPerConnection, rate } =
+      this.#options;
     // One byte more than the message: every read then asks for more than the
     // echo owed, so it comes back short, which tells Deno the socket is
     // drained; a read that exactly fills its view makes the next read try
@@ -365,7 +381,11 @@ class Run {
     // With a rate, each connection has its own slot in a fixed schedule.
     const interval = rate === undefined ? 0 : 1000 * connections / rate;
     let due = this.startedAt + interval * index / connections;
-    while (!this.#stopped && this.started < count) {
+    for (
+      let mine = 0;
+      !this.#stopped && this.started < count && mine < countPerConnection;
+      mine++
+    ) {
       this.started++;
       let sentAt = performance.now();
       if (rate !== undefined) {
@@ -428,11 +448,11 @@ class Run {
 function messageBytes(message: string | Uint8Array | number): Uint8Array {
   if (typeof message === "string") {
     const bytes = new TextEncoder().encode(message);
-    if (bytes.length === 0) throw new RangeError("Cannot use message: empty");
+    if (bytes.length === 0) throw optionError("message", "empty");
     return bytes;
   }
   if (message instanceof Uint8Array) {
-    if (message.length === 0) throw new RangeError("Cannot use message: empty");
+    if (message.length === 0) throw optionError("message", "empty");
     return message;
   }
   assertPositive("message size", message, true);

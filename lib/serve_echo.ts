@@ -3,6 +3,7 @@ import {
   assertLimit,
   assertMilliseconds,
   assertPort,
+  optionError,
 } from "./_helpers.ts";
 import { MAX_CHAT_OVERHEAD } from "./_relay.ts";
 import { localShared, Server } from "./server/engine.ts";
@@ -58,7 +59,8 @@ const MAX_LINE_LIMIT = 16 * 1024 * 1024;
  * @param options How and where to listen.
  * @returns The running server.
  * @throws {Deno.errors.AddrInUse} The port is taken.
- * @throws {RangeError} An option is out of range.
+ * @throws {RangeError} An option is out of range; the error's `option` field
+ * names it and its `reason` field says what is wrong.
  * @throws {Deno.errors.NotSupported} `workers` is more than 1, and this is not
  * Linux or Deno runs without `--unstable-net`.
  * @throws {Deno.errors.NotCapable} `workers` is more than 1 and Deno may not
@@ -69,7 +71,7 @@ export function serveEcho(options: ServeEchoOptions = {}): EchoServer {
   const { signal, workers = 1, ...rest } = options;
   const config = checkOptions(rest);
   const count = workers === "auto" ? navigator.hardwareConcurrency : workers;
-  assertInteger("workers", count, 1, MAX_WORKERS);
+  assertInteger("workers", count, 1, MAX_WORKERS, " (4 per core) or auto");
   signal?.throwIfAborted();
   if (count === 1) return new Server(config, localShared(), signal);
   assertWorkersSupported();
@@ -90,15 +92,15 @@ function checkOptions(
     maxLineBytes = 8192,
     channelCapacity = 100,
     channelBytes = 1024 * 1024,
-    history = 20,
   } = options;
   assertPort(port);
   assertLimit("maxConnections", maxConnections);
   assertMilliseconds("idleTimeout", idleTimeout);
   assertMilliseconds("gracePeriod", gracePeriod, true);
   if (!(MODES as readonly string[]).includes(mode)) {
-    throw new TypeError(
-      `Cannot use mode: must be one of ${MODES.join(", ")}, got ${mode}`,
+    throw optionError(
+      "mode",
+      `must be one of ${MODES.join(", ")}, got ${mode}`,
     );
   }
   assertInteger("maxLineBytes", maxLineBytes, 1, MAX_LINE_LIMIT);
@@ -106,6 +108,7 @@ function checkOptions(
   const longestLine = (mode === "chat" ? 3 : 1) * maxLineBytes + 2 +
     MAX_CHAT_OVERHEAD;
   assertInteger("channelBytes", channelBytes, 2 * longestLine, 2 ** 53 - 1);
+  const { history = Math.min(20, Math.floor(channelCapacity / 2)) } = options;
   assertInteger("history", history, 0, Math.floor(channelCapacity / 2));
   return {
     hostname,

@@ -106,7 +106,8 @@ export interface ServeEchoOptions {
   channelBytes?: number;
   /**
    * How many of its room's last messages a chat newcomer gets, from 0 to
-   * half of `channelCapacity`.
+   * half of `channelCapacity`. The default is 20, or half of
+   * `channelCapacity` when that is less.
    *
    * @default {20}
    */

@@ -40,14 +40,15 @@ Deno.test("client load mode prints a report, or one JSON object with --json", as
   );
   assert.match(lines[4], /^client CPU +[\d.]+ s \([\d,]+ % of one core\)$/);
 
-  // The aliases users know from other tools.
+  // The Rust client's flags, with their meaning there: --max-count is per
+  // connection.
   const json = await runClient([
     "--port",
     port,
     "--num-clients",
     "3",
     "--max-count",
-    "300",
+    "100",
     "--message",
     "hello",
     "--json",
@@ -121,8 +122,16 @@ Deno.test("client load mode exits 1 on a mismatch, 2 on bad flags", async (t) =>
     ],
     [["--size", "5", "--message", "x"], "Give --size or --message, not both"],
     [
+      ["--num-clients", "2", "--connections", "2"],
+      "Give --connections or --num-clients, not both",
+    ],
+    [
+      ["--num-clients", "0"],
+      "Invalid --num-clients: must be a positive integer, got 0",
+    ],
+    [
       ["--connections", "0"],
-      "Invalid --connections: expected an integer from 1 to 1000000, got '0'",
+      "Invalid --connections: must be a positive integer, got 0",
     ],
     [
       ["--duration=-1"],

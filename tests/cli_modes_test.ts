@@ -74,7 +74,7 @@ Deno.test("server rejects bad mode flags with one line and exit code 2", async (
     ],
     [
       ["--max-line-bytes", "0"],
-      "Invalid --max-line-bytes: expected an integer from 1 to 16777216, got '0'",
+      "Invalid --max-line-bytes: must be an integer from 1 to 16777216, got 0",
     ],
     [
       ["--channel-bytes", "1000"],

@@ -128,17 +128,26 @@ Deno.test("client usage errors exit 2 with one line", async () => {
       ],
       [
         ["--port", "0", "x"],
-        "Invalid --port: expected an integer from 1 to 65535, got '0'",
+        "Invalid --port: must be an integer from 1 to 65535, got 0",
       ],
       [
         ["--port", "http", "x"],
-        "Invalid --port: expected an integer from 1 to 65535, got 'http'",
+        "Invalid --port: expected an integer, got 'http'",
       ],
       [
         ["--timeout=-5", "x"],
-        "Invalid --timeout: expected an integer from 0 to 2147483647, got '-5'",
+        "Invalid --timeout: expected an integer, got '-5'",
       ],
-      [["--hostname", "", "x"], "Invalid --hostname: empty"],
+      [["--hostname", "", "x"], "Invalid --hostname: empty, got ''"],
+      [
+        ["--timeout", "2147483648", "x"],
+        "Invalid --timeout: must be a whole number of milliseconds from 0 to 2147483647, got 2147483648",
+      ],
+      [["--message", "a", "b"], "Give MESSAGE or --message, not both"],
+      [
+        ["--server-port", "1", "--port", "2", "x"],
+        "Give --port or --server-port, not both",
+      ],
     ] as const
   ) {
     const result = await runClient([...args]);
@@ -157,12 +166,12 @@ Deno.test("server usage and runtime errors exit 2 and 1 with one line", async ()
       [
         ["--port", "65536"],
         2,
-        /^error: Invalid --port: expected an integer from 0 to 65535, got '65536' \(see --help\)$/,
+        /^error: Invalid --port: must be an integer from 0 to 65535, got 65536 \(see --help\)$/,
       ],
       [
         ["--max-connections", "0"],
         2,
-        /^error: Invalid --max-connections: expected an integer from 1/,
+        /^error: Invalid --max-connections: must be a positive integer or Infinity, got 0/,
       ],
       [
         ["--idle-timeout", "1.5"],
@@ -456,4 +465,51 @@ Deno.test("client echoes 2 MiB of binary stdin through the server CLI", async ()
   const result = await runClient(["--port", String(server.port), "-"], payload);
   assert.equal(result.code, 0, result.stderr);
   assert.deepEqual(result.stdout, payload);
+});
+
+Deno.test("both CLIs take the Rust echo programs' flags, with their meaning", async () => {
+  await using server = await ServerProcess.start([
+    "--ip",
+    "127.0.0.1",
+    "--num-workers",
+    "1",
+    "--channel-capacity",
+    "10",
+    "--log_level",
+    "debug",
+  ]);
+  const port = String(server.port);
+  const hello = await runClient([
+    "--server-ip",
+    "127.0.0.1",
+    "--server-port",
+    port,
+    "--message",
+    "hello server",
+    "--log_level",
+    "debug",
+  ]);
+  assert.equal(hello.code, 0, hello.stderr);
+  assert.equal(decoder.decode(hello.stdout), "hello server\n");
+  assert.match(
+    hello.stderr,
+    /\[DBG\] tcp-echo·client: Connected to 127\.0\.0\.1:\d+/,
+  );
+
+  // --num-clients alone: one round trip per client.
+  const five = await runClient([
+    "--server-port",
+    port,
+    "--num-clients",
+    "5",
+    "--message",
+    "ping",
+    "--json",
+  ]);
+  assert.equal(five.code, 0, five.stderr);
+  const report = JSON.parse(decoder.decode(five.stdout));
+  assert.equal(report.roundTrips, 5);
+  assert.equal(report.connected, 5);
+  // --log_level debug reached the server's logging.
+  await server.stderr.waitFor(/\[DBG\] tcp-echo·server: Listening on /);
 });

@@ -74,6 +74,42 @@ Deno.test("loadTest() runs the round trips asked for and verifies them", async (
   assert.equal(server.stats.bytesOut, 3000 * 100);
 });
 
+Deno.test("loadTest() makes countPerConnection round trips on each connection", async () => {
+  // An echo server that counts the bytes each connection sent.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const received: number[] = [];
+  const serving = (async () => {
+    const tasks: Promise<void>[] = [];
+    for await (const conn of listener) {
+      const index = received.push(0) - 1;
+      tasks.push((async () => {
+        const buffer = new Uint8Array(1024);
+        for (let n; (n = await conn.read(buffer)) !== null;) {
+          received[index] += n;
+          await conn.write(buffer.subarray(0, n));
+        }
+        conn.close();
+      })());
+      if (received.length === 3) break;
+    }
+    await Promise.all(tasks);
+  })();
+  const report = await loadTest({
+    port: listener.addr.port,
+    connections: 3,
+    countPerConnection: 7,
+    message: 10,
+  });
+  await serving; // Leaving the for await loop closed the listener.
+  assert.equal(report.roundTrips, 21);
+  assert.deepEqual(received, [70, 70, 70]);
+  await assert.rejects(
+    () => loadTest({ port: 9, countPerConnection: 0 }),
+    (error: RangeError & { option: string }) =>
+      error.option === "countPerConnection",
+  );
+});
+
 Deno.test("loadTest() counts an echo that differs as a mismatch", async () => {
   await using server = brokenServer((chunk) => {
     chunk[chunk.length - 1] ^= 1;

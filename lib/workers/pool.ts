@@ -11,7 +11,7 @@
 // and leave as messages (see WorkerHandle and worker.ts's RelayLink).
 
 import { getLogger, type LogLevel, type LogRecord } from "@logtape/logtape";
-import { LOG_CATEGORY, plural } from "../_helpers.ts";
+import { LOG_CATEGORY, optionError, plural } from "../_helpers.ts";
 import type { Inbox, Member, Relay } from "../_relay.ts";
 import { newRelay, Server } from "../server/engine.ts";
 import type { ServerConfig } from "../server/config.ts";
@@ -89,14 +89,18 @@ export type FromWorker =
  */
 export function assertWorkersSupported(): void {
   if (Deno.build.os !== "linux") {
-    throw new Deno.errors.NotSupported(
-      `Cannot use workers: sharing a port (SO_REUSEPORT) needs Linux, this is ${Deno.build.os}`,
+    throw optionError(
+      "workers",
+      `sharing a port (SO_REUSEPORT) needs Linux, this is ${Deno.build.os}`,
+      Deno.errors.NotSupported,
     );
   }
   // Deno defines Deno.listenDatagram only under --unstable-net.
   if (!("listenDatagram" in Deno)) {
-    throw new Deno.errors.NotSupported(
-      "Cannot use workers: run Deno with --unstable-net (SO_REUSEPORT is unstable in Deno)",
+    throw optionError(
+      "workers",
+      "run Deno with --unstable-net (SO_REUSEPORT is unstable in Deno)",
+      Deno.errors.NotSupported,
     );
   }
   // A worker loads its module from disk when this package is on disk.
@@ -104,8 +108,10 @@ export function assertWorkersSupported(): void {
     const path = decodeURIComponent(WORKER_URL.pathname);
     const { state } = Deno.permissions.querySync({ name: "read", path });
     if (state !== "granted") {
-      throw new Deno.errors.NotCapable(
-        `Cannot use workers: they need read access to ${path} (--allow-read)`,
+      throw optionError(
+        "workers",
+        `they need read access to ${path} (--allow-read)`,
+        Deno.errors.NotCapable,
       );
     }
   }

@@ -1,10 +1,10 @@
 // Private: the interactive client session behind `client.ts --interactive`.
 // Not exported from mod.ts.
 
-import { dial } from "./client/dial.ts";
-import { writeAll } from "./_helpers.ts";
-import { decodeLine, readLines } from "./_cli.ts";
-import { terminalSafeStream } from "./_text.ts";
+import { dial } from "../client/dial.ts";
+import { writeAll } from "../_helpers.ts";
+import { decodeLine, readLines } from "./input.ts";
+import { terminalSafeStream } from "../_text.ts";
 
 /** Options of {@linkcode runSession}. */
 export interface SessionOptions {

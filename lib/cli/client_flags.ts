@@ -1,0 +1,191 @@
+// Private: client.ts's flags and --help. Not exported from mod.ts.
+
+import { LOG_LEVELS } from "./logging.ts";
+import {
+  choice,
+  decimal,
+  type Flag,
+  flagHelp,
+  integer,
+  oneOf,
+  type ParsedFlags,
+  text,
+  UsageError,
+} from "./flags.ts";
+
+/** Every flag of client.ts: `--help`, parsing and checking come from it. */
+export const CLIENT_FLAGS = {
+  hostname: {
+    arg: "HOST",
+    aliases: ["server-ip"],
+    help: "server address",
+    default: "127.0.0.1",
+    parse: text,
+  },
+  port: {
+    arg: "PORT",
+    aliases: ["server-port"],
+    help: "server port",
+    default: "9000",
+    parse: integer,
+  },
+  timeout: {
+    arg: "MS",
+    help: "how long to wait for the server: to connect, and for each echoed " +
+      "chunk while bytes are owed; interactively, to close once the input " +
+      "has ended; 0 waits forever",
+    default: "10000",
+    parse: integer,
+  },
+  interactive: { short: "i", help: "talk to the server line by line" },
+  message: {
+    arg: "TEXT",
+    help: "the message, instead of MESSAGE; in a load test, sent instead of " +
+      "--size random bytes",
+    parse: text,
+  },
+  connections: {
+    arg: "N",
+    help: "load test: connections at once",
+    default: "1",
+    parse: integer,
+  },
+  "num-clients": {
+    arg: "N",
+    option: "connections",
+    help: "load test: N connections, each making --max-count round trips " +
+      "unless --count or --duration is given",
+    parse: integer,
+  },
+  count: {
+    arg: "N",
+    help: "load test: round trips in all",
+    default: "1000 unless --duration or --max-count",
+    parse: integer,
+  },
+  "max-count": {
+    arg: "N",
+    option: "countPerConnection",
+    help: "load test: round trips on each connection, instead of --count " +
+      "(default: 1 with --num-clients)",
+    parse: integer,
+  },
+  duration: {
+    arg: "S",
+    help: "load test: run for S seconds instead of a count",
+    parse: decimal,
+  },
+  size: {
+    arg: "N",
+    help: "load test: message size in bytes",
+    default: "64",
+    parse: integer,
+  },
+  rate: {
+    arg: "N",
+    help: "load test: aim for N round trips/s in all; latency counts from " +
+      "when each was due (default: flat out)",
+    parse: decimal,
+  },
+  "report-interval": {
+    arg: "S",
+    help: "load test: seconds between progress reports when stderr is not " +
+      "a terminal",
+    default: "5",
+    parse: decimal,
+  },
+  json: { help: "load test: print the report as one JSON object" },
+  "log-level": {
+    arg: "LEVEL",
+    aliases: ["log_level"],
+    help: "trace, debug, info, warning or error: what the client logs on " +
+      "stderr (debug: each connection)",
+    default: "warning",
+    parse: choice(LOG_LEVELS),
+  },
+  help: { short: "h", help: "print this help and exit" },
+  version: { short: "V", help: "print the version and exit" },
+} satisfies Record<string, Flag<unknown>>;
+
+/** The flags that make a load test. */
+export const LOAD_FLAGS = [
+  "connections",
+  "num-clients",
+  "count",
+  "max-count",
+  "duration",
+  "size",
+  "rate",
+  "report-interval",
+  "json",
+] as const;
+
+/** client.ts's --help. */
+export const CLIENT_HELP = `Usage: deno task client [options] MESSAGE...
+       deno task client [options] -
+       deno task client [options] [--interactive]
+       deno task client [options] --connections N (--count N | --duration S)
+
+Sends MESSAGE (several words are joined with spaces) to a TCP echo server,
+half-closes, and prints the echo and a newline. With -, sends stdin as raw
+bytes until EOF and writes the echo to stdout byte for byte, no newline added.
+Every byte of the echo is checked against what was sent.
+
+Interactive (with no MESSAGE on a terminal, or with --interactive): sends each
+line of stdin as soon as it is complete and prints everything the server sends
+as it arrives, for any server: echo, line, broadcast, chat, or nc -l. On a
+terminal, control characters but TAB and line endings (escape sequences, a
+bare CR) print as U+FFFD instead of acting on the terminal. Ctrl+D
+or a line "exit" (not sent) half-closes and ends once the server closes (or
+after --timeout); the server closing first ends it with a notice on stderr.
+
+Load test (with any load test flag below): each connection sends a message,
+waits for its whole echo, checks it byte for byte and repeats. It prints round
+trips, round trips/s, MB/s each way, latency percentiles from an HDR
+histogram, errors and its own CPU time. Any error makes the exit code 1.
+
+Options:
+${flagHelp(CLIENT_FLAGS)}
+
+The "also" names, --num-clients and --max-count are those of the Rust echo
+client this one replaces, with their meaning there: "--num-clients 2
+--max-count 10" makes 20 round trips, 10 on each connection.
+
+Exit codes:
+  0  the echo matched what was sent; interactively, the session ended; a
+     load test had no error
+  1  connection refused or reset, timeout, or an echo that differs, is short
+     or is too long; any error in a load test
+  2  usage error (unknown flag, bad flag value, no message)`;
+
+/** Throws a {@link UsageError} for flags and arguments that do not go together. */
+export function checkClientFlags(
+  { values: v, spelled, positionals }: ParsedFlags<typeof CLIENT_FLAGS>,
+): void {
+  if (v.help || v.version) return;
+  if (LOAD_FLAGS.some((name) => spelled[name] !== undefined)) {
+    if (positionals.length > 0 || v.interactive) {
+      throw new UsageError(
+        "Unexpected MESSAGE or --interactive in a load test: use --message",
+      );
+    }
+    oneOf(spelled, ["connections", "num-clients"]);
+    oneOf(spelled, ["count", "max-count", "duration"]);
+    oneOf(spelled, ["size", "message"]);
+    return;
+  }
+  if (positionals.length > 0 && v.message !== undefined) {
+    throw new UsageError("Give MESSAGE or --message, not both");
+  }
+  const hasMessage = positionals.length > 0 || v.message !== undefined;
+  if (v.interactive && hasMessage) {
+    throw new UsageError(
+      "Unexpected MESSAGE with --interactive: type the lines instead",
+    );
+  }
+  if (!hasMessage && v.interactive === undefined && !Deno.stdin.isTerminal()) {
+    throw new UsageError(
+      "Missing MESSAGE: give the text to send, - for stdin, or --interactive",
+    );
+  }
+}

@@ -1,0 +1,244 @@
+// Private: the flag tables of server.ts and client.ts. Each CLI describes its
+// flags once, in a table; parseArgs' options, the --help lines and the
+// parsing of values all come from it. Ranges are the library's: a flag's
+// parser checks only the form of its value (an integer, a choice), and the
+// library's own error about the option (its `option` field) is reported
+// under the flag that set it (`flagFor`). Not exported from mod.ts; nothing
+// else in lib/ imports lib/cli/.
+
+import { parseArgs } from "node:util";
+
+/** One flag of a CLI. */
+export interface Flag<T> {
+  /** What it does, for --help; wrapped to fit. */
+  help: string;
+  /** The value's name in --help (`N`, `HOST`); none for a boolean flag. */
+  arg?: string;
+  /** Its one-letter form (`h` for `-h`). */
+  short?: string;
+  /** Other names with the same meaning, listed in --help as "also". */
+  aliases?: readonly string[];
+  /** The default, as --help shows it. */
+  default?: string;
+  /**
+   * The library option it sets, when not its name in camelCase: errors
+   * about that option are reported under this flag.
+   */
+  option?: string;
+  /** Turns the text given into the value; throws a {@link UsageError}. */
+  parse?: (text: string) => T;
+}
+
+/** A CLI's flags, by name (without `--`), in --help's order. */
+export type FlagTable = Record<string, Flag<unknown>>;
+
+/**
+ * The values given on a command line, by flag name: what its parser returns,
+ * or `true` for a boolean flag.
+ */
+export type FlagValues<T extends FlagTable> = {
+  -readonly [K in keyof T]?: T[K] extends { parse: (text: string) => infer V }
+    ? V
+    : boolean;
+};
+
+/** What {@linkcode parseFlags} found on a command line. */
+export interface ParsedFlags<T extends FlagTable> {
+  values: FlagValues<T>;
+  positionals: string[];
+  /** How each flag given was spelled (`--num-workers`), by flag name. */
+  spelled: Partial<Record<keyof T, string>>;
+}
+
+/** A bad command line: the CLI prints it and exits with {@link EXIT_USAGE}. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** Exit codes of both CLIs, as documented in their `--help` and README. */
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+export const EXIT_FORCED = 130;
+
+/** Prints `message` as one line on stderr. */
+export function printError(message: string): void {
+  console.error(`error: ${message.replaceAll("\n", " ")}`);
+}
+
+/**
+ * Parses `args` by `table`: unknown flags, missing values and bad values are
+ * {@link UsageError}s naming the flag as it was typed, as is giving a flag
+ * and its alias together.
+ */
+export function parseFlags<T extends FlagTable>(
+  table: T,
+  args: string[],
+  allowPositionals: boolean,
+): ParsedFlags<T> {
+  const options: Record<
+    string,
+    { type: "string" | "boolean"; short?: string }
+  > = {};
+  for (const [name, flag] of Object.entries(table)) {
+    const type = flag.arg === undefined ? "boolean" : "string";
+    options[name] = { type, ...(flag.short ? { short: flag.short } : {}) };
+    for (const alias of flag.aliases ?? []) options[alias] = { type };
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options, strict: true, allowPositionals });
+  } catch (error) {
+    if (!isParseArgsError(error)) throw error;
+    // Drop parseArgs' long hint about positionals: one line is enough.
+    throw new UsageError(
+      (error as Error).message.replace(/\. To specify a positional.*$/s, ""),
+    );
+  }
+  const values: Record<string, unknown> = {};
+  const spelled: Record<string, string> = {};
+  for (const [name, flag] of Object.entries(table)) {
+    for (const given of [name, ...(flag.aliases ?? [])]) {
+      const text = parsed.values[given];
+      if (text === undefined) continue;
+      if (spelled[name] !== undefined) {
+        throw new UsageError(`Give ${spelled[name]} or --${given}, not both`);
+      }
+      spelled[name] = `--${given}`;
+      values[name] = typeof text === "string" && flag.parse
+        ? parseValue(flag.parse, text, `--${given}`)
+        : text;
+    }
+  }
+  return {
+    values: values as FlagValues<T>,
+    positionals: parsed.positionals,
+    spelled: spelled as Partial<Record<keyof T, string>>,
+  };
+}
+
+function parseValue<T>(parse: (text: string) => T, text: string, as: string) {
+  try {
+    return parse(text);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    throw new UsageError(`Invalid ${as}: ${error.message}, got '${text}'`);
+  }
+}
+
+/** Whether `error` came from `parseArgs` rejecting the command line. */
+function isParseArgsError(error: unknown): boolean {
+  return error instanceof TypeError &&
+    String((error as { code?: unknown }).code).startsWith("ERR_PARSE_ARGS");
+}
+
+/** Throws a {@link UsageError} naming the flags that cannot go together. */
+export function oneOf(
+  spelled: Record<string, string | undefined>,
+  names: readonly string[],
+): void {
+  const given = names.flatMap((name) => spelled[name] ?? []);
+  if (given.length > 1) {
+    throw new UsageError(`Give ${given.join(" or ")}, not both`);
+  }
+}
+
+/**
+ * The flag to name in an error about library option `option`: the one that
+ * set it, as the user spelled it; `undefined` when no flag sets it.
+ */
+export function flagFor<T extends FlagTable>(
+  table: T,
+  spelled: Partial<Record<keyof T, string>>,
+  option: string,
+): string | undefined {
+  const names = Object.keys(table).filter((name) =>
+    (table[name].option ?? camelCase(name)) === option
+  );
+  const name = names.find((name) => spelled[name] !== undefined) ?? names[0];
+  return name === undefined ? undefined : spelled[name] ?? `--${name}`;
+}
+
+function camelCase(name: string): string {
+  return name.replace(/[-_]([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+const NAME_COLUMN = 25;
+const WIDTH = 79;
+
+/** The --help lines of `table`'s flags, wrapped to 79 columns. */
+export function flagHelp(table: FlagTable): string {
+  const lines: string[] = [];
+  for (const [name, flag] of Object.entries(table)) {
+    const arg = flag.arg === undefined ? "" : ` ${flag.arg}`;
+    const head = `  ${flag.short ? `-${flag.short}, ` : ""}--${name}${arg}`;
+    let text = flag.help;
+    if (flag.aliases?.length) {
+      text += ` (also ${flag.aliases.map((a) => `--${a}`).join(", ")})`;
+    }
+    if (flag.default !== undefined) text += ` (default: ${flag.default})`;
+    const body = wrap(text, WIDTH - NAME_COLUMN - 2);
+    if (head.length < NAME_COLUMN) {
+      lines.push(`${head.padEnd(NAME_COLUMN)}  ${body[0]}`);
+    } else {
+      lines.push(head, `${" ".repeat(NAME_COLUMN + 2)}${body[0]}`);
+    }
+    for (const line of body.slice(1)) {
+      lines.push(`${" ".repeat(NAME_COLUMN + 2)}${line}`);
+    }
+  }
+  return lines.join("\n");
+}
+
+/** Breaks `text` into lines of at most `width` characters, at spaces. */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(/\s+/)) {
+    if (line !== "" && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = line === "" ? word : `${line} ${word}`;
+    }
+  }
+  lines.push(line);
+  return lines;
+}
+
+/** Parses a whole number (its range is the library's to check). */
+export function integer(text: string): number {
+  const n = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(n)) throw new UsageError("expected an integer");
+  return n;
+}
+
+/** Parses a positive decimal number such as `0.5`. */
+export function decimal(text: string): number {
+  const n = /^\d+(\.\d+)?$/.test(text) ? Number(text) : NaN;
+  if (!(n > 0) || !Number.isFinite(n)) {
+    throw new UsageError("expected a positive number");
+  }
+  return n;
+}
+
+/** Makes a parser that accepts one of `choices`. */
+export function choice<T extends string>(
+  choices: readonly T[],
+): (text: string) => T {
+  return (text) => {
+    if (!(choices as readonly string[]).includes(text)) {
+      throw new UsageError(`expected one of ${choices.join(", ")}`);
+    }
+    return text as T;
+  };
+}
+
+/** Parses any text but the empty string. */
+export function text(value: string): string {
+  if (value === "") throw new UsageError("empty");
+  return value;
+}

@@ -1,0 +1,91 @@
+// Private: the client CLI's load test: progress on stderr, the report on
+// stdout. Not exported from mod.ts.
+
+import {
+  type LoadReport,
+  loadTest,
+  type LoadTestOptions,
+} from "../load_test.ts";
+import { EXIT_FAILURE, EXIT_OK, printError } from "./flags.ts";
+
+/** How client.ts runs a load test. */
+export interface LoadRun extends LoadTestOptions {
+  /** Print the report as one JSON object. */
+  json: boolean;
+  /** Milliseconds between progress lines when stderr is not a terminal. */
+  reportInterval: number;
+}
+
+/**
+ * Runs a load test, shows progress on stderr and the report on stdout, and
+ * returns the exit code.
+ *
+ * @throws {RangeError} An option is out of range (its `option` field names it).
+ */
+export async function runLoad(run: LoadRun): Promise<number> {
+  const { json, reportInterval, ...options } = run;
+  const live = Deno.stderr.isTerminal();
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  Deno.addSignalListener("SIGINT", onSignal);
+  const encoder = new TextEncoder();
+  let report: LoadReport;
+  try {
+    report = await loadTest({
+      ...options,
+      signal: stop.signal,
+      progressInterval: live ? 250 : reportInterval,
+      onProgress: (p) => {
+        const text = `${(p.elapsedMs / 1000).toFixed(1)} s: ${
+          p.roundTrips.toLocaleString("en-US")
+        } round trips, ${
+          Math.round(p.rate).toLocaleString("en-US")
+        }/s, ${p.errors} errors`;
+        // On a terminal one line, rewritten in place; otherwise a line each.
+        Deno.stderr.writeSync(
+          encoder.encode(live ? `\r${text}\x1b[K` : `${text}\n`),
+        );
+      },
+    });
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    if (live) Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
+  }
+  console.log(json ? JSON.stringify(report) : formatReport(report));
+  const errors = report.connectErrors + report.mismatches + report.otherErrors;
+  if (errors > 0) {
+    const more = errors > 1 ? ` (and ${errors - 1} more)` : "";
+    printError(
+      `${errors} error${errors === 1 ? "" : "s"} against ${report.address}: ${
+        report.errorMessages[0]
+      }${more}`,
+    );
+    return EXIT_FAILURE;
+  }
+  return EXIT_OK;
+}
+
+/** The report as a few aligned lines for people. */
+function formatReport(r: LoadReport): string {
+  const n = (x: number, digits = 0) =>
+    x.toLocaleString("en-US", {
+      minimumFractionDigits: digits,
+      maximumFractionDigits: digits,
+    });
+  const us = (x: number) => x < 1000 ? `${n(x)} µs` : `${n(x / 1000, 2)} ms`;
+  const l = r.latencyUs;
+  const seconds = r.durationMs / 1000;
+  return [
+    `target       ${r.address}, ${r.connected} of ${r.connections} connections, ${r.messageBytes}-byte messages`,
+    `round trips  ${n(r.roundTrips)} in ${n(seconds, 2)} s: ${
+      n(r.roundTripsPerSecond)
+    }/s, ${n(r.megabytesPerSecond, 2)} MB/s each way`,
+    `latency      p50 ${us(l.p50)}, p90 ${us(l.p90)}, p99 ${us(l.p99)}, p99.9 ${
+      us(l.p999)
+    }, max ${us(l.max)}`,
+    `errors       ${r.connectErrors} connect, ${r.mismatches} mismatched echoes, ${r.otherErrors} other`,
+    `client CPU   ${n(r.cpuMs / 1000, 2)} s (${
+      n(seconds > 0 ? r.cpuMs / r.durationMs * 100 : 0)
+    } % of one core)`,
+  ].join("\n");
+}

@@ -1,0 +1,141 @@
+// Private: server.ts's flags and --help. Not exported from mod.ts.
+
+import { MODES } from "../types.ts";
+import { LOG_FORMATS, LOG_LEVELS } from "./logging.ts";
+import { choice, type Flag, flagHelp, integer, text } from "./flags.ts";
+
+/** Every flag of server.ts: `--help`, parsing and checking come from it. */
+export const SERVER_FLAGS = {
+  mode: {
+    arg: "MODE",
+    help: "echo, line, broadcast or chat",
+    default: "echo",
+    parse: choice(MODES),
+  },
+  hostname: {
+    arg: "HOST",
+    aliases: ["ip"],
+    help: "address to listen on; a name listens on the first address it " +
+      "resolves to only (localhost: 127.0.0.1; give ::1 for IPv6)",
+    default: "127.0.0.1",
+    parse: text,
+  },
+  port: {
+    arg: "PORT",
+    help: "port to listen on, 0 for any free port",
+    default: "9000",
+    parse: integer,
+  },
+  "max-connections": {
+    arg: "N",
+    help: "most connections at once; more are closed at once",
+    default: "unlimited",
+    parse: integer,
+  },
+  "idle-timeout": {
+    arg: "MS",
+    help: "close a connection after MS ms with no data either way; 0 never " +
+      "does",
+    default: "0",
+    parse: integer,
+  },
+  "grace-period": {
+    arg: "MS",
+    help: "on shutdown, how long open connections may finish; then the " +
+      "server stops reading, sends what is in flight, half-closes and " +
+      "closes within 1 s",
+    default: "5000",
+    parse: integer,
+  },
+  "max-line-bytes": {
+    arg: "N",
+    help: "longest line the line modes accept, without its line ending",
+    default: "8192",
+    parse: integer,
+  },
+  "channel-capacity": {
+    arg: "N",
+    help: "most lines waiting to be sent to one client; a client that lets " +
+      "more pile up is disconnected",
+    default: "100",
+    parse: integer,
+  },
+  "channel-bytes": {
+    arg: "N",
+    help: "most bytes waiting to be sent to one client",
+    default: "1048576",
+    parse: integer,
+  },
+  history: {
+    arg: "N",
+    help: "lines of its room a chat newcomer gets, at most half of " +
+      "--channel-capacity",
+    default: "20, or that half if less",
+    parse: integer,
+  },
+  operator: {
+    help: "read lines from stdin and send each to every client " +
+      '("[server] text" in broadcast and chat mode)',
+  },
+  workers: {
+    arg: "N|auto",
+    aliases: ["num-workers"],
+    help: "serve on N threads (auto: one per core; at most 4 per core), " +
+      "each with its own listener on the same port (SO_REUSEPORT, Linux " +
+      "only; needs deno run --unstable-net, which the server task has)",
+    default: "1",
+    parse: (value: string): number | "auto" =>
+      value === "auto" ? "auto" : integer(value),
+  },
+  "log-level": {
+    arg: "LEVEL",
+    aliases: ["log_level"],
+    help: "trace, debug, info, warning or error",
+    default: "info",
+    parse: choice(LOG_LEVELS),
+  },
+  "log-format": {
+    arg: "FORMAT",
+    help: "pretty or json",
+    default: "pretty",
+    parse: choice(LOG_FORMATS),
+  },
+  help: { short: "h", help: "print this help and exit" },
+  version: { short: "V", help: "print the version and exit" },
+} satisfies Record<string, Flag<unknown>>;
+
+/** server.ts's --help. */
+export const SERVER_HELP = `Usage: deno task server [options]
+
+An RFC 862 TCP echo server: every byte each client sends comes back, in order,
+binary-safe; when a client half-closes, what is still owed is echoed and the
+connection closed. --mode turns it into a line echo, a broadcast relay or a
+chat.
+
+Modes:
+  echo        raw bytes back, as sent (default)
+  line        each newline-terminated line back as sent; a line that is
+              exactly "exit" or "quit" closes the connection
+  broadcast   every line from any client to every client, the sender
+              included, unchanged, in the order the server received them
+  chat        like broadcast, for people: "<name> text" lines, join and
+              leave notices, rooms, and the commands /nick NAME, /join ROOM,
+              /who and /quit; newcomers get the room's recent lines
+In every line mode a line over --max-line-bytes gets
+"ERR line too long (max N bytes)" back and its connection is closed.
+
+Options:
+${flagHelp(SERVER_FLAGS)}
+
+The "also" names are those of the Rust echo server this one replaces.
+When ready it prints "Listening on HOST:PORT" on stdout; logs go to stderr.
+Ctrl+C or SIGTERM stops accepting and waits for open connections up to the
+grace period (broadcast and chat clients are sent "[server] shutting down"
+and closed); a second Ctrl+C stops at once.
+
+Exit codes:
+  0    stopped cleanly
+  1    runtime failure (such as the port being in use or a host that does
+       not resolve)
+  2    usage error (unknown flag or bad flag value)
+  130  stopped at once by a second Ctrl+C or SIGTERM`;
