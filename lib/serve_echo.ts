@@ -5,7 +5,7 @@ import {
   assertPort,
   optionError,
 } from "./_helpers.ts";
-import { MAX_CHAT_OVERHEAD } from "./_relay.ts";
+import { MAX_CHAT_OVERHEAD } from "./relay/chat.ts";
 import { localShared, Server } from "./server/engine.ts";
 import type { ServerConfig } from "./server/config.ts";
 import { assertWorkersSupported, WorkerPool } from "./workers/pool.ts";

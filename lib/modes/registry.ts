@@ -1,7 +1,7 @@
 // Private: the modes of serveEcho, one entry each. A new mode is a file in
 // this folder and a line here. Not exported from mod.ts.
 
-import type { RelayPort } from "../_relay.ts";
+import type { RelayPort } from "../relay/relay.ts";
 import type { ServerConfig } from "../server/config.ts";
 import type { Connection } from "../server/connection.ts";
 import type { EchoMode } from "../types.ts";

@@ -1,8 +1,8 @@
 // Private: serveEcho's `broadcast` and `chat` modes, as one connection sees
-// them: lines go to the relay (lib/_relay.ts), which delivers them. Not
+// them: lines go to the relay (lib/relay/relay.ts), which delivers them. Not
 // exported from mod.ts.
 
-import type { RelayPort } from "../_relay.ts";
+import type { RelayPort } from "../relay/relay.ts";
 import {
   closeGently,
   type Connection,

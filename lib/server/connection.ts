@@ -5,7 +5,7 @@
 
 import { describeError, formatAddr, type IdleTimer } from "../_helpers.ts";
 import { Outbox } from "../_outbox.ts";
-import type { Member, RelayPort } from "../_relay.ts";
+import type { Member, RelayPort } from "../relay/relay.ts";
 import type { ServerConfig } from "./config.ts";
 import { BYTES_IN, BYTES_OUT } from "./counters.ts";
 

@@ -12,7 +12,9 @@ import {
   LOG_CATEGORY,
   plural,
 } from "../_helpers.ts";
-import { type Member, Relay, type RelayPort } from "../_relay.ts";
+import { broadcastRules } from "../relay/broadcast.ts";
+import { ChatRules } from "../relay/chat.ts";
+import { type Member, Relay, type RelayPort } from "../relay/relay.ts";
 import { MODES_BY_NAME } from "../modes/registry.ts";
 import type { ServerConfig } from "./config.ts";
 import { Connection, type Listener } from "./connection.ts";
@@ -79,25 +81,25 @@ export function localShared(): Shared {
 /** The relay for broadcast and chat mode; `undefined` in the other modes. */
 export function newRelay(config: ServerConfig): Relay | undefined {
   if (config.mode !== "broadcast" && config.mode !== "chat") return undefined;
+  const { history } = config;
   return new Relay({
-    mode: config.mode,
-    history: config.history,
+    rules: config.mode === "broadcast"
+      ? broadcastRules
+      : (fanout) =>
+        new ChatRules(fanout, {
+          history,
+          renamed: (member, from) =>
+            logger.debug("Renamed {peer} from {from} to {name}", {
+              peer: member.peer,
+              from,
+              name: member.name,
+            }),
+        }),
     linesPerRound: Math.floor(config.channelCapacity / 2),
     bytesPerRound: Math.floor(config.channelBytes / 2),
-    renamed: (member, from) =>
-      logger.debug("Renamed {peer} from {from} to {name}", {
-        peer: member.peer,
-        from,
-        name: member.name,
-      }),
   });
 }
 
-/**
- * One listener and its connections: the whole server, or one of its workers.
- * Its counters live in {@linkcode Shared.counters}, so that a server with
- * workers can add them up from another thread.
- */
 export class Server implements EchoServer {
   readonly addr: Deno.NetAddr;
   readonly finished: Promise<void>;

@@ -5,8 +5,8 @@
 
 import { configureSync, type LogRecord } from "@logtape/logtape";
 import { describeError, LOG_CATEGORY } from "../_helpers.ts";
-import { Pacer } from "../_pacer.ts";
-import type { Member, RelayPort } from "../_relay.ts";
+import { Pacer } from "../relay/pacer.ts";
+import type { Member, RelayPort } from "../relay/relay.ts";
 import { Server } from "../server/engine.ts";
 import { COUNTERS } from "../server/counters.ts";
 import type { Delivery, FromWorker, ToWorker } from "./pool.ts";

@@ -1,33 +1,11 @@
-// Private: the broadcast and chat relay behind serveEcho's `broadcast` and
-// `chat` modes. Not exported from mod.ts.
+// Private: the relay behind serveEcho's `broadcast` and `chat` modes: it
+// delivers lines to members in rounds, in one order that every recipient
+// sees. What a line means (who gets it, in what form) is the mode's rules,
+// in lib/relay/broadcast.ts and lib/relay/chat.ts. Not exported from mod.ts.
 
-import { lineContent } from "./_lines.ts";
-import { Pacer } from "./_pacer.ts";
-import { replaceControls, REPLACEMENT, safeText } from "./_text.ts";
-
-/** The longest name or room, in characters. */
-export const MAX_NAME_LENGTH = 32;
-/** Most bytes chat adds around a line: `<`, the name, `> ` and `\n`. */
-export const MAX_CHAT_OVERHEAD = 4 * MAX_NAME_LENGTH + 4;
-/** The room every chat client starts in. */
-export const LOBBY = "lobby";
+import { Pacer } from "./pacer.ts";
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
-/**
- * A name or room: a letter or digit, then letters, digits, marks,
- * punctuation or symbols, but none of `<>[]` (so that no name reads as
- * `[server]` or as another user's `<name>`) and no U+FFFD (invalid UTF-8).
- */
-const NAME_PATTERN = new RegExp(
-  `^(?![^]*[<>\\[\\]${REPLACEMENT}])[\\p{L}\\p{N}][\\p{L}\\p{N}\\p{M}\\p{P}\\p{S}]{0,${
-    MAX_NAME_LENGTH - 1
-  }}$`,
-  "u",
-);
-const COMMANDS = "/nick NAME, /join ROOM, /who, /quit";
-const NAME_RULE =
-  `1 to ${MAX_NAME_LENGTH} letters, digits or symbols, starting with a letter or digit; no spaces, no < > [ ], valid UTF-8`;
 
 /** Where a member's lines go: its connection's send queue. */
 export interface Inbox {
@@ -59,15 +37,51 @@ interface Task {
 
 /** Options of a {@linkcode Relay}. */
 export interface RelayOptions {
-  mode: "broadcast" | "chat";
-  /** Lines of history a chat newcomer gets. */
-  history: number;
+  /** What lines mean (who gets them, in what form), made for this relay. */
+  rules(fanout: Fanout): RelayRules;
   /** Most lines delivered between two moments when every writer is idle. */
   linesPerRound: number;
   /** Most bytes a round may add to one client's queue. */
   bytesPerRound: number;
-  /** Called when a member changes its name. */
-  renamed?(member: Member, from: string): void;
+}
+
+/**
+ * What the relay's members may do to each other, from the relay's side:
+ * the members there are now, posting a line to one, and removing one.
+ */
+export interface Fanout {
+  /** The members, in the order they joined. */
+  readonly members: ReadonlySet<Member>;
+  /** Queues `line` for `member`, dropping it if its queue is full. */
+  post(member: Member, line: Uint8Array): void;
+  /** Removes `member` at once, as `/quit` does; its queue is still sent. */
+  remove(member: Member): void;
+}
+
+/**
+ * What lines mean in a relay mode (lib/relay/broadcast.ts,
+ * lib/relay/chat.ts). The relay calls `welcome`, `farewell` and `line` in
+ * its rounds, in one order, and they post through the {@linkcode Fanout}
+ * they were made with.
+ */
+export interface RelayRules {
+  /**
+   * Most bytes handling `line` may add to one member's queue; `welcome`
+   * and `farewell` may add at most `noticeBytes`.
+   */
+  lineBytes(line: Uint8Array): number;
+  /** Most bytes a join or a leave adds to one queue; 0 when it sends nothing. */
+  readonly noticeBytes: number;
+  /** A member arrived (before its first round): name it. */
+  join(member: Member): void;
+  /** In a round, once `join` came: greet it and tell the others. */
+  welcome(member: Member): void;
+  /** A member is gone (before the round that tells the others). */
+  leave(member: Member): void;
+  /** In a round, once `leave` came: tell the others. */
+  farewell(member: Member): void;
+  /** In a round: what `member` sent, with its ending if it had one. */
+  line(member: Member, line: Uint8Array): void;
 }
 
 /**
@@ -104,19 +118,20 @@ export interface RelayPort {
   ): Promise<void>;
 }
 
+/** One thing to deliver, and how many bytes it may put in a queue. */
+interface Task {
+  bytes: number;
+  run(): void;
+}
+
 /** Resolves on the event loop's next turn, after what is ready now. */
 function nextTurn(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
-interface Room {
-  members: Set<Member>;
-  history: Uint8Array[];
-}
-
 /**
- * Delivers every line to every member (broadcast) or to the sender's room
- * (chat), in one order that every recipient sees.
+ * Delivers lines to members as its {@linkcode RelayRules} say, in one order
+ * that every recipient sees.
  *
  * Delivery happens in rounds: at most `linesPerRound` lines, then a wait
  * until every member's writer has handed its batch to the socket, except
@@ -130,10 +145,8 @@ interface Room {
  */
 export class Relay implements RelayPort {
   #options: RelayOptions;
+  #rules: RelayRules;
   #members = new Set<Member>();
-  #names = new Map<string, Member>();
-  #rooms = new Map<string, Room>();
-  #nextUser = 1;
   #queue: Task[] = [];
   #head = 0;
   #pumping = false;
@@ -142,6 +155,11 @@ export class Relay implements RelayPort {
 
   constructor(options: RelayOptions) {
     this.#options = options;
+    this.#rules = options.rules({
+      members: this.#members,
+      post: (member, line) => this.#post(member, line),
+      remove: (member) => this.#remove(member),
+    });
   }
 
   /** Number of members. */
@@ -173,33 +191,29 @@ export class Relay implements RelayPort {
     this.#pacer.remoteBusy(busy);
   }
 
-  /** Adds a member; in chat, names it and puts it in the lobby. */
+  /** Adds a member, and tells the others if the rules say so. */
   join(member: Member): void {
+    const rules = this.#rules;
     this.#members.add(member);
-    if (this.#options.mode === "broadcast") return;
-    member.name = this.#freeUserName();
-    this.#names.set(member.name.toLowerCase(), member);
-    this.#enqueue(MAX_CHAT_OVERHEAD * 3, () => {
-      if (!this.#members.has(member)) return;
-      this.#send(
-        member,
-        `* welcome, you are ${member.name}; commands: ${COMMANDS}`,
-      );
-      this.#enterRoom(member, LOBBY);
+    rules.join(member);
+    if (rules.noticeBytes === 0) return;
+    this.#enqueue(rules.noticeBytes, () => {
+      if (this.#members.has(member)) rules.welcome(member);
     });
   }
 
-  /** Removes a member; in chat, tells its room. */
+  /** Removes a member, and tells the others if the rules say so. */
   leave(member: Member): void {
-    if (!this.#forget(member)) return;
-    if (this.#options.mode === "broadcast") return;
-    this.#enqueue(MAX_CHAT_OVERHEAD, () => this.#leaveRoom(member));
+    if (!this.#remove(member)) return;
+    const rules = this.#rules;
+    if (rules.noticeBytes === 0) return;
+    this.#enqueue(rules.noticeBytes, () => rules.farewell(member));
   }
 
-  /** Drops `member` and frees its name; `false` if it was not a member. */
-  #forget(member: Member): boolean {
+  /** Drops `member`; `false` if it was not a member. */
+  #remove(member: Member): boolean {
     if (!this.#members.delete(member)) return false;
-    this.#names.delete(member.name.toLowerCase());
+    this.#rules.leave(member);
     return true;
   }
 
@@ -209,15 +223,12 @@ export class Relay implements RelayPort {
    */
   submit(member: Member, lines: Uint8Array[]): Promise<void> {
     if (lines.length === 0) return Promise.resolve();
+    const rules = this.#rules;
     return new Promise((resolve) => {
       const last = lines.length - 1;
       lines.forEach((line, i) => {
-        // In chat, a control or invalid byte may become 3 (U+FFFD).
-        const bytes = this.#options.mode === "chat"
-          ? 3 * line.length
-          : line.length;
-        this.#enqueue(bytes + MAX_CHAT_OVERHEAD, () => {
-          this.#handleLine(member, line);
+        this.#enqueue(rules.lineBytes(line), () => {
+          rules.line(member, line);
           if (i === last) resolve();
         });
       });
@@ -284,135 +295,6 @@ export class Relay implements RelayPort {
     const waiters = this.#idleWaiters;
     this.#idleWaiters = [];
     for (const wake of waiters) wake();
-  }
-
-  #handleLine(member: Member, line: Uint8Array): void {
-    if (this.#options.mode === "broadcast") {
-      for (const m of this.#members) this.#post(m, line);
-      return;
-    }
-    if (!this.#members.has(member) || member.quitting) return;
-    const text = lineContent(line);
-    if (text.length === 0) return;
-    if (text[0] === 0x2f /* "/" */ && text[1] !== 0x2f) {
-      this.#command(member, decoder.decode(text));
-      return;
-    }
-    // "//text" sends "/text".
-    const body = safeText(text[0] === 0x2f ? text.subarray(1) : text);
-    const out = encoder.encode(`<${member.name}> ${body}\n`);
-    const room = this.#room(member.room);
-    for (const m of room.members) this.#post(m, out);
-    room.history.push(out);
-    if (room.history.length > this.#options.history) room.history.shift();
-  }
-
-  #command(member: Member, input: string): void {
-    const [command, ...args] = input.trim().split(/\s+/);
-    const arg = args.join(" ");
-    switch (command.toLowerCase()) {
-      case "/nick":
-        return this.#nick(member, arg);
-      case "/join":
-        return this.#join(member, arg);
-      case "/who": {
-        const names = [...this.#room(member.room).members].map((m) => m.name);
-        return this.#send(
-          member,
-          `* in ${member.room} (${names.length}): ${names.join(", ")}`,
-        );
-      }
-      case "/quit":
-        if (args.length > 0) return this.#error(member, "usage: /quit");
-        member.quitting = true;
-        this.#send(member, "* bye");
-        this.#leaveRoom(member);
-        this.#forget(member);
-        return;
-      default:
-        return this.#error(
-          member,
-          `unknown command ${
-            replaceControls(command.slice(0, MAX_NAME_LENGTH))
-          } (try ${COMMANDS}; //text sends /text)`,
-        );
-    }
-  }
-
-  #nick(member: Member, name: string): void {
-    if (!NAME_PATTERN.test(name)) {
-      return this.#error(
-        member,
-        `usage: /nick NAME (${NAME_RULE})`,
-      );
-    }
-    const holder = this.#names.get(name.toLowerCase());
-    if (holder === member && name === member.name) return;
-    if (holder !== undefined && holder !== member) {
-      return this.#error(member, `name taken: ${name}`);
-    }
-    const from = member.name;
-    this.#names.delete(from.toLowerCase());
-    this.#names.set(name.toLowerCase(), member);
-    member.name = name;
-    const notice = encoder.encode(`* ${from} is now ${name}\n`);
-    for (const m of this.#room(member.room).members) this.#post(m, notice);
-    this.#options.renamed?.(member, from);
-  }
-
-  #join(member: Member, room: string): void {
-    if (!NAME_PATTERN.test(room)) {
-      return this.#error(
-        member,
-        `usage: /join ROOM (${NAME_RULE})`,
-      );
-    }
-    if (room === member.room) {
-      return this.#send(member, `* already in ${room}`);
-    }
-    this.#leaveRoom(member);
-    this.#enterRoom(member, room);
-  }
-
-  #enterRoom(member: Member, name: string): void {
-    const room = this.#room(name);
-    member.room = name;
-    for (const line of room.history) this.#post(member, line);
-    room.members.add(member);
-    const notice = encoder.encode(`* ${member.name} joined ${name}\n`);
-    for (const m of room.members) this.#post(m, notice);
-  }
-
-  #leaveRoom(member: Member): void {
-    const room = this.#rooms.get(member.room);
-    if (room === undefined || !room.members.delete(member)) return;
-    const notice = encoder.encode(`* ${member.name} left ${member.room}\n`);
-    for (const m of room.members) this.#post(m, notice);
-    if (room.members.size === 0 && member.room !== LOBBY) {
-      this.#rooms.delete(member.room);
-    }
-  }
-
-  #room(name: string): Room {
-    let room = this.#rooms.get(name);
-    if (room === undefined) {
-      room = { members: new Set(), history: [] };
-      this.#rooms.set(name, room);
-    }
-    return room;
-  }
-
-  #freeUserName(): string {
-    while (this.#names.has(`user${this.#nextUser}`)) this.#nextUser++;
-    return `user${this.#nextUser++}`;
-  }
-
-  #error(member: Member, message: string): void {
-    this.#send(member, `ERR ${message}`);
-  }
-
-  #send(member: Member, text: string): void {
-    this.#post(member, encoder.encode(`${text}\n`));
   }
 
   #post(member: Member, line: Uint8Array): void {

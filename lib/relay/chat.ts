@@ -1,0 +1,217 @@
+// Private: chat mode's rules: names, rooms, commands and history, above the
+// relay's fan-out (lib/relay/relay.ts), which they do not change. Not
+// exported from mod.ts.
+
+import { lineContent } from "../_lines.ts";
+import { replaceControls, REPLACEMENT, safeText } from "../_text.ts";
+import type { Fanout, Member, RelayRules } from "./relay.ts";
+
+/** The longest name or room, in characters. */
+export const MAX_NAME_LENGTH = 32;
+/** Most bytes chat adds around a line: `<`, the name, `> ` and `\n`. */
+export const MAX_CHAT_OVERHEAD = 4 * MAX_NAME_LENGTH + 4;
+/** The room every chat client starts in. */
+export const LOBBY = "lobby";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+/**
+ * A name or room: a letter or digit, then letters, digits, marks,
+ * punctuation or symbols, but none of `<>[]` (so that no name reads as
+ * `[server]` or as another user's `<name>`) and no U+FFFD (invalid UTF-8).
+ */
+const NAME_PATTERN = new RegExp(
+  `^(?![^]*[<>\\[\\]${REPLACEMENT}])[\\p{L}\\p{N}][\\p{L}\\p{N}\\p{M}\\p{P}\\p{S}]{0,${
+    MAX_NAME_LENGTH - 1
+  }}$`,
+  "u",
+);
+const COMMANDS = "/nick NAME, /join ROOM, /who, /quit";
+const NAME_RULE =
+  `1 to ${MAX_NAME_LENGTH} letters, digits or symbols, starting with a letter or digit; no spaces, no < > [ ], valid UTF-8`;
+
+/** Options of {@linkcode ChatRules}. */
+export interface ChatOptions {
+  /** Lines of history a newcomer gets. */
+  history: number;
+  /** Called when a member changes its name. */
+  renamed?(member: Member, from: string): void;
+}
+
+interface Room {
+  members: Set<Member>;
+  history: Uint8Array[];
+}
+
+/**
+ * Chat: each member has a unique name (`userN` until `/nick`) and is in one
+ * room (the lobby at first); a line goes to the sender's room as
+ * `<name> text`, made safe for terminals; joins, leaves and renames are
+ * announced to the room; a newcomer gets the room's last lines.
+ */
+export class ChatRules implements RelayRules {
+  readonly noticeBytes = MAX_CHAT_OVERHEAD * 3;
+  #fanout: Fanout;
+  #options: ChatOptions;
+  #names = new Map<string, Member>();
+  #rooms = new Map<string, Room>();
+  #nextUser = 1;
+
+  constructor(fanout: Fanout, options: ChatOptions) {
+    this.#fanout = fanout;
+    this.#options = options;
+  }
+
+  /** In chat a control or invalid byte may become 3 (U+FFFD). */
+  lineBytes(line: Uint8Array): number {
+    return 3 * line.length + MAX_CHAT_OVERHEAD;
+  }
+
+  join(member: Member): void {
+    member.name = this.#freeUserName();
+    this.#names.set(member.name.toLowerCase(), member);
+  }
+
+  welcome(member: Member): void {
+    this.#send(
+      member,
+      `* welcome, you are ${member.name}; commands: ${COMMANDS}`,
+    );
+    this.#enterRoom(member, LOBBY);
+  }
+
+  leave(member: Member): void {
+    this.#names.delete(member.name.toLowerCase());
+  }
+
+  farewell(member: Member): void {
+    this.#leaveRoom(member);
+  }
+
+  line(member: Member, line: Uint8Array): void {
+    if (!this.#fanout.members.has(member) || member.quitting) return;
+    const text = lineContent(line);
+    if (text.length === 0) return;
+    if (text[0] === 0x2f /* "/" */ && text[1] !== 0x2f) {
+      this.#command(member, decoder.decode(text));
+      return;
+    }
+    // "//text" sends "/text".
+    const body = safeText(text[0] === 0x2f ? text.subarray(1) : text);
+    const out = encoder.encode(`<${member.name}> ${body}\n`);
+    const room = this.#room(member.room);
+    for (const m of room.members) this.#fanout.post(m, out);
+    room.history.push(out);
+    if (room.history.length > this.#options.history) room.history.shift();
+  }
+
+  #command(member: Member, input: string): void {
+    const [command, ...args] = input.trim().split(/\s+/);
+    const arg = args.join(" ");
+    switch (command.toLowerCase()) {
+      case "/nick":
+        return this.#nick(member, arg);
+      case "/join":
+        return this.#join(member, arg);
+      case "/who": {
+        const names = [...this.#room(member.room).members].map((m) => m.name);
+        return this.#send(
+          member,
+          `* in ${member.room} (${names.length}): ${names.join(", ")}`,
+        );
+      }
+      case "/quit":
+        if (args.length > 0) return this.#error(member, "usage: /quit");
+        member.quitting = true;
+        this.#send(member, "* bye");
+        this.#leaveRoom(member);
+        this.#fanout.remove(member);
+        return;
+      default:
+        return this.#error(
+          member,
+          `unknown command ${
+            replaceControls(command.slice(0, MAX_NAME_LENGTH))
+          } (try ${COMMANDS}; //text sends /text)`,
+        );
+    }
+  }
+
+  #nick(member: Member, name: string): void {
+    if (!NAME_PATTERN.test(name)) {
+      return this.#error(
+        member,
+        `usage: /nick NAME (${NAME_RULE})`,
+      );
+    }
+    const holder = this.#names.get(name.toLowerCase());
+    if (holder === member && name === member.name) return;
+    if (holder !== undefined && holder !== member) {
+      return this.#error(member, `name taken: ${name}`);
+    }
+    const from = member.name;
+    this.#names.delete(from.toLowerCase());
+    this.#names.set(name.toLowerCase(), member);
+    member.name = name;
+    const notice = encoder.encode(`* ${from} is now ${name}\n`);
+    for (const m of this.#room(member.room).members) {
+      this.#fanout.post(m, notice);
+    }
+    this.#options.renamed?.(member, from);
+  }
+
+  #join(member: Member, room: string): void {
+    if (!NAME_PATTERN.test(room)) {
+      return this.#error(
+        member,
+        `usage: /join ROOM (${NAME_RULE})`,
+      );
+    }
+    if (room === member.room) {
+      return this.#send(member, `* already in ${room}`);
+    }
+    this.#leaveRoom(member);
+    this.#enterRoom(member, room);
+  }
+
+  #enterRoom(member: Member, name: string): void {
+    const room = this.#room(name);
+    member.room = name;
+    for (const line of room.history) this.#fanout.post(member, line);
+    room.members.add(member);
+    const notice = encoder.encode(`* ${member.name} joined ${name}\n`);
+    for (const m of room.members) this.#fanout.post(m, notice);
+  }
+
+  #leaveRoom(member: Member): void {
+    const room = this.#rooms.get(member.room);
+    if (room === undefined || !room.members.delete(member)) return;
+    const notice = encoder.encode(`* ${member.name} left ${member.room}\n`);
+    for (const m of room.members) this.#fanout.post(m, notice);
+    if (room.members.size === 0 && member.room !== LOBBY) {
+      this.#rooms.delete(member.room);
+    }
+  }
+
+  #room(name: string): Room {
+    let room = this.#rooms.get(name);
+    if (room === undefined) {
+      room = { members: new Set(), history: [] };
+      this.#rooms.set(name, room);
+    }
+    return room;
+  }
+
+  #freeUserName(): string {
+    while (this.#names.has(`user${this.#nextUser}`)) this.#nextUser++;
+    return `user${this.#nextUser++}`;
+  }
+
+  #error(member: Member, message: string): void {
+    this.#send(member, `ERR ${message}`);
+  }
+
+  #send(member: Member, text: string): void {
+    this.#fanout.post(member, encoder.encode(`${text}\n`));
+  }
+}
