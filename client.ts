@@ -53,7 +53,12 @@ async function main(args: string[]): Promise<number> {
     return EXIT_OK;
   }
   await configureLogging(v["log-level"] ?? "warning", "pretty");
-  const target = { hostname: v.hostname, port: v.port, timeout: v.timeout };
+  const target = {
+    hostname: v.hostname,
+    port: v.port,
+    path: v.unix,
+    timeout: v.timeout,
+  };
   const message = v.message ?? positionals.join(" ");
   const interactive = v.interactive ??
     (positionals.length === 0 && v.message === undefined &&
@@ -77,8 +82,7 @@ async function main(args: string[]): Promise<number> {
     } else if (interactive) {
       const timeout = v.timeout ?? 10000;
       const end = await runSession({
-        hostname: v.hostname ?? "127.0.0.1",
-        port: v.port ?? 9000,
+        ...target,
         timeout,
         input: Deno.stdin.readable,
         output: Deno.stdout.writable,
@@ -101,7 +105,7 @@ async function main(args: string[]): Promise<number> {
       printError(`Invalid ${flag}: ${reason} (see --help)`);
       return EXIT_USAGE;
     }
-    const address = formatAddr({
+    const address = v.unix ?? formatAddr({
       hostname: v.hostname ?? "127.0.0.1",
       port: v.port ?? 9000,
     });

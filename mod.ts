@@ -25,10 +25,12 @@
 
 export { serveEcho } from "./lib/serve_echo.ts";
 export type {
+  ConnectOptions,
   EchoMode,
   EchoServer,
   EchoServerStats,
   ServeEchoOptions,
+  ServeEchoUnixOptions,
 } from "./lib/types.ts";
 export { echoOnce } from "./lib/echo_once.ts";
 export type { EchoOnceOptions } from "./lib/echo_once.ts";

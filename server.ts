@@ -56,12 +56,14 @@ async function main(args: string[]): Promise<number> {
   await configureLogging(v["log-level"] ?? "info", v["log-format"] ?? "pretty");
 
   const stop = new AbortController();
-  let server: EchoServer;
+  const where = v.unix === undefined
+    ? { hostname: v.hostname, port: v.port }
+    : { path: v.unix };
+  let server: EchoServer<Deno.Addr>;
   try {
     server = serveEcho({
+      ...where,
       mode: v.mode,
-      hostname: v.hostname,
-      port: v.port,
       maxConnections: v["max-connections"],
       idleTimeout: v["idle-timeout"],
       gracePeriod: v["grace-period"],
@@ -81,17 +83,17 @@ async function main(args: string[]): Promise<number> {
       printError(`Invalid ${flag}: ${reason}${hint}`);
       return EXIT_USAGE;
     }
-    const address = formatAddr({
-      hostname: v.hostname ?? "127.0.0.1",
-      port: v.port ?? 9000,
-    });
-    printError(`Cannot listen on ${address}: ${(error as Error).message}`);
+    printError(
+      `Cannot listen on ${address(where)}: ${(error as Error).message}`,
+    );
     return EXIT_FAILURE;
   }
   try {
     await server.ready;
   } catch (error) {
-    printError(`Cannot start workers: ${(error as Error).message}`);
+    // A worker that failed to start, or a live server on the socket path.
+    const what = v.unix === undefined ? "start workers" : `listen on ${v.unix}`;
+    printError(`Cannot ${what}: ${(error as Error).message}`);
     stop.abort();
     await server.finished;
     return EXIT_FAILURE;
@@ -110,6 +112,14 @@ async function main(args: string[]): Promise<number> {
     { ...stats },
   );
   return signals.forced ? EXIT_FORCED : EXIT_OK;
+}
+
+/** `where` as logs and errors show it. */
+function address(where: { hostname?: string; port?: number; path?: string }) {
+  return where.path ?? formatAddr({
+    hostname: where.hostname ?? "127.0.0.1",
+    port: where.port ?? 9000,
+  });
 }
 
 if (import.meta.main) {

@@ -1,9 +1,8 @@
-import { dial } from "./client/dial.ts";
+import { type Target, target } from "./client/dial.ts";
+import type { ConnectOptions } from "./types.ts";
 import { getLogger } from "@logtape/logtape";
 import {
   assertMilliseconds,
-  assertPort,
-  formatAddr,
   IdleTimer,
   LOG_CATEGORY,
   writeAll,
@@ -15,19 +14,7 @@ const logger = getLogger([LOG_CATEGORY, "client"]);
 const READ_BUFFER_SIZE = 64 * 1024;
 
 /** Options for {@linkcode echoStream} and {@linkcode echoOnce}. */
-export interface EchoStreamOptions {
-  /**
-   * The echo server's host name or IP address.
-   *
-   * @default {"127.0.0.1"}
-   */
-  hostname?: string;
-  /**
-   * The echo server's port.
-   *
-   * @default {9000}
-   */
-  port?: number;
+export interface EchoStreamOptions extends ConnectOptions {
   /**
    * Milliseconds to wait for the server: to connect, and then for each
    * echoed chunk while bytes are owed or the close is due. The clock stops
@@ -102,9 +89,7 @@ export function echoStream(
 
 /** One connection: a writer task sending the source, reads driven by pulls. */
 class Exchange {
-  readonly #hostname: string;
-  readonly #port: number;
-  readonly #address: string;
+  readonly #target: Target;
   readonly #timeout: number;
   readonly #signal: AbortSignal | undefined;
   readonly #source: ReadableStreamDefaultReader<Uint8Array>;
@@ -112,7 +97,7 @@ class Exchange {
   /** Reused for every read; what is enqueued is a copy. */
   readonly #buffer = new Uint8Array(READ_BUFFER_SIZE);
   #idle: IdleTimer | undefined;
-  #conn: Deno.TcpConn | undefined;
+  #conn: Deno.Conn | undefined;
   #writing: Promise<void> = Promise.resolve();
   #sourceDone = false;
   #reading = false;
@@ -130,17 +115,9 @@ class Exchange {
     source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
     options: EchoStreamOptions,
   ) {
-    const {
-      hostname = "127.0.0.1",
-      port = 9000,
-      timeout = 10_000,
-      signal,
-    } = options;
-    assertPort(port, 1);
+    const { timeout = 10_000, signal } = options;
+    this.#target = target(options);
     assertMilliseconds("timeout", timeout);
-    this.#hostname = hostname;
-    this.#port = port;
-    this.#address = formatAddr({ hostname, port });
     this.#timeout = timeout;
     this.#signal = signal;
     this.#source = ReadableStream.from(source).getReader();
@@ -151,12 +128,10 @@ class Exchange {
       this.#signal?.throwIfAborted();
       this.#signal?.addEventListener("abort", this.#onAbort, { once: true });
       this.#idle = new IdleTimer(this.#timeout, this.#onIdle);
-      this.#conn = await dial({
-        hostname: this.#hostname,
-        port: this.#port,
-        signal: this.#abort.signal,
+      this.#conn = await this.#target.connect(this.#abort.signal);
+      logger.debug("Connected to {address}", {
+        address: this.#target.address,
       });
-      logger.debug("Connected to {address}", { address: this.#address });
       this.#idle.touch();
       this.#writing = this.#write(this.#conn);
     } catch (error) {
@@ -217,7 +192,7 @@ class Exchange {
   }
 
   /** Sends the source, then half-closes; never rejects (failures go to `fail`). */
-  async #write(conn: Deno.TcpConn): Promise<void> {
+  async #write(conn: Deno.Conn): Promise<void> {
     try {
       while (true) {
         const { done, value } = await this.#source.read();

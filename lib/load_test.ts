@@ -1,28 +1,11 @@
-import { dial } from "./client/dial.ts";
+import { type Target, target } from "./client/dial.ts";
+import type { ConnectOptions } from "./types.ts";
 import process from "node:process";
 import * as hdr from "hdr-histogram-js";
-import {
-  assertPort,
-  assertPositive,
-  formatAddr,
-  optionError,
-  writeAll,
-} from "./_helpers.ts";
+import { assertPositive, optionError, writeAll } from "./_helpers.ts";
 
 /** Options for {@linkcode loadTest}. */
-export interface LoadTestOptions {
-  /**
-   * The server's address.
-   *
-   * @default {"127.0.0.1"}
-   */
-  hostname?: string;
-  /**
-   * The server's port.
-   *
-   * @default {9000}
-   */
-  port?: number;
+export interface LoadTestOptions extends ConnectOptions {
   /**
    * Connections opened at once; each runs its own round trips one after
    * another.
@@ -108,7 +91,7 @@ export interface LatencySummary {
 
 /** What a {@linkcode loadTest} did and measured. */
 export interface LoadReport {
-  /** The server, as `host:port`. */
+  /** The server, as `host:port` or a Unix socket's path. */
   readonly address: string;
   /** Connections asked for. */
   readonly connections: number;
@@ -169,8 +152,6 @@ export async function loadTest(
   options: LoadTestOptions = {},
 ): Promise<LoadReport> {
   const {
-    hostname = "127.0.0.1",
-    port = 9000,
     connections = 1,
     duration,
     rate,
@@ -184,7 +165,7 @@ export async function loadTest(
     (duration === undefined && options.countPerConnection === undefined
       ? 1000
       : Infinity);
-  assertPort(port, 1);
+  const server = target(options);
   assertPositive("connections", connections, true);
   assertPositive("count", count, false);
   assertPositive("countPerConnection", countPerConnection, false);
@@ -193,8 +174,7 @@ export async function loadTest(
   const message = messageBytes(options.message ?? 64);
 
   const run = new Run({
-    hostname,
-    port,
+    server,
     message,
     connections,
     count,
@@ -234,7 +214,7 @@ export async function loadTest(
   const seconds = durationMs / 1000;
   const h = run.histogram;
   const report: LoadReport = {
-    address: formatAddr({ hostname, port }),
+    address: server.address,
     connections,
     connected: run.connected,
     messageBytes: message.length,
@@ -263,8 +243,7 @@ export async function loadTest(
 }
 
 interface RunOptions {
-  hostname: string;
-  port: number;
+  server: Target;
   message: Uint8Array;
   connections: number;
   count: number;
@@ -292,7 +271,7 @@ class Run {
   #options: RunOptions;
   #stopped = false;
   /** Open connections, and when their round trip in flight started. */
-  #conns = new Map<Deno.TcpConn, number>();
+  #conns = new Map<Deno.Conn, number>();
   #watchdog: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: RunOptions) {
@@ -341,14 +320,12 @@ class Run {
 
   /** Runs connection number `index` until the test is over. */
   async connection(index: number): Promise<void> {
-    const { hostname, port, timeout } = this.#options;
-    let conn: Deno.TcpConn;
+    const { server, timeout } = this.#options;
+    let conn: Deno.Conn;
     try {
-      conn = await dial({
-        hostname,
-        port,
-        signal: timeout > 0 ? AbortSignal.timeout(timeout) : undefined,
-      });
+      conn = await server.connect(
+        timeout > 0 ? AbortSignal.timeout(timeout) : undefined,
+      );
     } catch (error) {
       if (!this.#stopped) this.#fail("connect", error);
       return;
@@ -369,7 +346,7 @@ class Run {
     }
   }
 
-  async #roundTrips(conn: Deno.TcpConn, index: number): Promise<void> {
+  async #roundTrips(conn: Deno.Conn, index: number): Promise<void> {
     const { message, connections, count, countPerConnection, rate } =
       this.#options;
     // One byte more than the message: every read then asks for more than the
@@ -429,7 +406,7 @@ class Run {
    * Records when `conn`'s round trip in flight started (0: none), unless
    * `stop()` or the watchdog has closed it meanwhile.
    */
-  #mark(conn: Deno.TcpConn, since: number): void {
+  #mark(conn: Deno.Conn, since: number): void {
     if (this.#conns.has(conn)) this.#conns.set(conn, since);
   }
 

@@ -7,9 +7,15 @@ import {
 } from "./_helpers.ts";
 import { MAX_CHAT_OVERHEAD } from "./relay/chat.ts";
 import { localShared, Server } from "./server/engine.ts";
-import type { ServerConfig } from "./server/config.ts";
+import type { ListenConfig, ServerConfig } from "./server/config.ts";
+import { MAX_SOCKET_PATH } from "./transport/unix.ts";
 import { assertWorkersSupported, WorkerPool } from "./workers/pool.ts";
-import { type EchoServer, MODES, type ServeEchoOptions } from "./types.ts";
+import {
+  type EchoServer,
+  MODES,
+  type ServeEchoOptions,
+  type ServeEchoUnixOptions,
+} from "./types.ts";
 
 /**
  * Most `workers`: four per core. A worker costs about 11.5 MB and 65 ms to
@@ -20,6 +26,33 @@ export const MAX_WORKERS: number = 4 * navigator.hardwareConcurrency;
 /** Largest `maxLineBytes`. */
 const MAX_LINE_LIMIT = 16 * 1024 * 1024;
 
+/**
+ * Starts an echo server on a Unix domain socket: the same server as on TCP
+ * (every mode and option but the address and workers), at `options.path`.
+ *
+ * @example Echo over a Unix socket
+ * ```ts
+ * import { echoOnce, serveEcho } from "@tcp-echo/tcp-echo";
+ * import assert from "node:assert/strict";
+ *
+ * const path = await Deno.makeTempFile({ suffix: ".sock" });
+ * await Deno.remove(path);
+ * await using server = serveEcho({ path });
+ * await server.ready;
+ * assert.equal(await echoOnce("hi", { path }), "hi");
+ * ```
+ *
+ * @param options The socket's path, and how to serve.
+ * @returns The running server; its `ready` resolves once it listens.
+ * @throws {Deno.errors.AddrInUse} A file that is not a socket is at `path`.
+ * @throws {RangeError} An option is out of range (`path` too long for a
+ * socket, `workers` more than 1); the error's `option` field names it.
+ * @throws {Deno.errors.NotFound} The directory does not exist.
+ * @throws {unknown} `options.signal.reason` when the signal is already aborted.
+ */
+export function serveEcho(
+  options: ServeEchoUnixOptions,
+): EchoServer<Deno.UnixAddr>;
 /**
  * Starts a TCP echo server (RFC 862): every byte a client sends comes back in
  * order, whatever its size or content. When a client half-closes, the server
@@ -67,24 +100,79 @@ const MAX_LINE_LIMIT = 16 * 1024 * 1024;
  * read the worker module (`--allow-read`).
  * @throws {unknown} `options.signal.reason` when the signal is already aborted.
  */
-export function serveEcho(options: ServeEchoOptions = {}): EchoServer {
+export function serveEcho(options?: ServeEchoOptions): EchoServer;
+/**
+ * Starts an echo server on TCP or on a Unix domain socket, as the shape of
+ * `options` says: with a `path`, on a Unix socket.
+ *
+ * @param options Where to listen, and how to serve.
+ * @returns The running server.
+ * @throws {Deno.errors.AddrInUse} The port is taken, or a file that is not
+ * a socket is at the path.
+ * @throws {RangeError} An option is out of range; the error's `option` field
+ * names it.
+ */
+export function serveEcho(
+  options: ServeEchoOptions | ServeEchoUnixOptions,
+): EchoServer<Deno.Addr>;
+export function serveEcho(
+  options: ServeEchoOptions | ServeEchoUnixOptions = {},
+): EchoServer<Deno.Addr> {
   const { signal, workers = 1, ...rest } = options;
   const config = checkOptions(rest);
   const count = workers === "auto" ? navigator.hardwareConcurrency : workers;
   assertInteger("workers", count, 1, MAX_WORKERS, " (4 per core) or auto");
+  if (count > 1 && config.listen.transport === "unix") {
+    throw optionError("workers", "a Unix socket is served on one thread");
+  }
   signal?.throwIfAborted();
   if (count === 1) return new Server(config, localShared(), signal);
   assertWorkersSupported();
   return new WorkerPool(config, count, signal);
 }
 
+/** The options of one listener. */
+type ListenerOptions =
+  | Omit<ServeEchoOptions, "signal" | "workers">
+  | Omit<ServeEchoUnixOptions, "signal" | "workers">;
+
+/** Where to listen, from the shape of the options, as Deno.serve does. */
+function listenConfig(
+  options: ListenerOptions,
+): ListenConfig {
+  if ("path" in options) {
+    const { path } = options;
+    const { hostname, port } = options as ServeEchoOptions;
+    if (hostname !== undefined || port !== undefined) {
+      throw optionError(
+        "path",
+        "a Unix socket has no hostname or port",
+        TypeError,
+      );
+    }
+    if (typeof path !== "string" || path === "") {
+      throw optionError("path", "must be a file path", TypeError);
+    }
+    const bytes = new TextEncoder().encode(path).length;
+    if (bytes > MAX_SOCKET_PATH) {
+      throw optionError(
+        "path",
+        `must be at most ${MAX_SOCKET_PATH} bytes for a Unix socket, got ${bytes}`,
+      );
+    }
+    return { transport: "unix", path };
+  }
+  const { hostname = "127.0.0.1", port = 9000 } = options;
+  assertPort(port);
+  return { transport: "tcp", hostname, port };
+}
+
 /** Checks every option and fills in the defaults. */
 function checkOptions(
-  options: Omit<ServeEchoOptions, "signal" | "workers">,
+  options: ListenerOptions,
 ): ServerConfig {
+  const listen = listenConfig(options);
   const {
-    hostname = "127.0.0.1",
-    port = 9000,
     maxConnections = Infinity,
     idleTimeout = 0,
     gracePeriod = 5000,
@@ -93,7 +181,6 @@ function checkOptions(
     channelCapacity = 100,
     channelBytes = 1024 * 1024,
   } = options;
-  assertPort(port);
   assertLimit("maxConnections", maxConnections);
   assertMilliseconds("idleTimeout", idleTimeout);
   assertMilliseconds("gracePeriod", gracePeriod, true);
@@ -111,8 +198,7 @@ function checkOptions(
   const { history = Math.min(20, Math.floor(channelCapacity / 2)) } = options;
   assertInteger("history", history, 0, Math.floor(channelCapacity / 2));
   return {
-    hostname,
-    port,
+    listen,
     maxConnections,
     idleTimeout,
     gracePeriod,

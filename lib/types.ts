@@ -11,10 +11,13 @@ export type EchoMode = "echo" | "line" | "broadcast" | "chat";
 /** The modes {@linkcode ServeEchoOptions.mode} accepts (for the CLI). */
 export const MODES: readonly EchoMode[] = ["echo", "line", "broadcast", "chat"];
 
-/** Options for {@linkcode serveEcho}. */
+/** Options for {@linkcode serveEcho} on TCP. */
 export interface ServeEchoOptions {
   /**
-   * The address to listen on.
+   * The address to listen on: an IPv4 or IPv6 address (`::1`; `::` serves
+   * IPv4 clients too where the system is dual-stack, as Linux is by
+   * default), or a name, which listens on the first address it resolves
+   * to.
    *
    * @default {"127.0.0.1"}
    */
@@ -133,6 +136,24 @@ export interface ServeEchoOptions {
   workers?: number | "auto";
 }
 
+/**
+ * Options for {@linkcode serveEcho} on a Unix domain socket: the TCP options
+ * but the address, with a `path` instead, as for `Deno.serve`. It is served
+ * on one thread: `workers` must be 1.
+ */
+export interface ServeEchoUnixOptions
+  extends Omit<ServeEchoOptions, "hostname" | "port"> {
+  /**
+   * The socket's path, at most 107 bytes. A socket file there that nothing
+   * answers on (left by a server that was killed) is replaced, and
+   * {@linkcode EchoServer.ready} resolves once the server listens; a live
+   * server there, or a file that is not a socket, rejects `ready` with
+   * `Deno.errors.AddrInUse`. The file is removed when the server stops.
+   * Deno needs `--allow-read`, `--allow-write` and `--allow-net` for it.
+   */
+  path: string;
+}
+
 /** Counters of an {@linkcode EchoServer}, read at one instant. */
 export interface EchoServerStats {
   /** Connections open now. */
@@ -160,16 +181,22 @@ export interface EchoServerStats {
   readonly perWorker: readonly number[];
 }
 
-/** A running echo server, as returned by {@linkcode serveEcho}. */
-export interface EchoServer extends AsyncDisposable {
+/**
+ * A running echo server, as returned by {@linkcode serveEcho}: on TCP its
+ * `addr` is a `Deno.NetAddr`, on a Unix socket a `Deno.UnixAddr`.
+ */
+export interface EchoServer<A extends Deno.Addr = Deno.NetAddr>
+  extends AsyncDisposable {
   /** The address the server listens on, with the port really bound. */
-  readonly addr: Deno.NetAddr;
+  readonly addr: A;
   /** Resolves once the listener and every connection are closed. */
   readonly finished: Promise<void>;
   /**
    * Resolves once every worker listens (at once without workers); until
    * then, the calling thread's listener takes every connection. Rejects if
-   * a worker failed to start.
+   * a worker failed to start. On a Unix socket whose path holds an old
+   * socket file, resolves once that is replaced, and rejects with
+   * `Deno.errors.AddrInUse` when a server answers there.
    */
   readonly ready: Promise<void>;
   /** The server's counters at this instant. */
@@ -195,4 +222,30 @@ export interface EchoServer extends AsyncDisposable {
    * @returns A promise that resolves when the server has finished.
    */
   shutdown(): Promise<void>;
+}
+
+/**
+ * Where a client connects: {@linkcode echoOnce}, {@linkcode echoStream} and
+ * {@linkcode loadTest} take these.
+ */
+export interface ConnectOptions {
+  /**
+   * The echo server's host name or IP address (IPv6 as `::1`, without
+   * brackets).
+   *
+   * @default {"127.0.0.1"}
+   */
+  hostname?: string;
+  /**
+   * The echo server's port.
+   *
+   * @default {9000}
+   */
+  port?: number;
+  /**
+   * Connect to the Unix domain socket at this path instead of `hostname`
+   * and `port` (which must then be left out). Deno needs `--allow-read`
+   * and `--allow-write` for it.
+   */
+  path?: string;
 }

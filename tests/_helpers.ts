@@ -150,8 +150,9 @@ export async function captureLogs(): Promise<LogCapture> {
 }
 
 /** `host:port` of the local end of `conn`, as the server logs its peer. */
-export function localPeer(conn: Deno.TcpConn): string {
-  return `${conn.localAddr.hostname}:${conn.localAddr.port}`;
+export function localPeer(conn: Deno.Conn): string {
+  const { hostname, port } = conn.localAddr as Deno.NetAddr;
+  return `${hostname}:${port}`;
 }
 
 const encoder = new TextEncoder();
@@ -162,7 +163,7 @@ const lineDecoder = new TextDecoder();
  * receives, and lets a test wait until enough has arrived.
  */
 export class LineClient implements AsyncDisposable {
-  readonly conn: Deno.TcpConn;
+  readonly conn: Deno.Conn;
   /** Received lines, decoded, without their `\n`. */
   readonly lines: string[] = [];
   /** Resolves when the server closes (or resets) the connection. */
@@ -172,7 +173,7 @@ export class LineClient implements AsyncDisposable {
   #ended = false;
   #waiters: (() => void)[] = [];
 
-  constructor(conn: Deno.TcpConn) {
+  constructor(conn: Deno.Conn) {
     this.conn = conn;
     this.closed = this.#read();
   }

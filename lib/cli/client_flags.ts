@@ -7,7 +7,6 @@ import {
   type Flag,
   flagHelp,
   integer,
-  oneOf,
   type ParsedFlags,
   text,
   UsageError,
@@ -29,6 +28,14 @@ export const CLIENT_FLAGS = {
     default: "9000",
     parse: integer,
   },
+  unix: {
+    arg: "PATH",
+    option: "path",
+    excludes: ["hostname", "port"],
+    help: "connect to the Unix domain socket at PATH instead of a host and " +
+      "port",
+    parse: text,
+  },
   timeout: {
     arg: "MS",
     help: "how long to wait for the server: to connect, and for each echoed " +
@@ -46,6 +53,7 @@ export const CLIENT_FLAGS = {
   },
   connections: {
     arg: "N",
+    excludes: ["num-clients"],
     help: "load test: connections at once",
     default: "1",
     parse: integer,
@@ -59,6 +67,7 @@ export const CLIENT_FLAGS = {
   },
   count: {
     arg: "N",
+    excludes: ["max-count", "duration"],
     help: "load test: round trips in all",
     default: "1000 unless --duration or --max-count",
     parse: integer,
@@ -66,6 +75,7 @@ export const CLIENT_FLAGS = {
   "max-count": {
     arg: "N",
     option: "countPerConnection",
+    excludes: ["duration"],
     help: "load test: round trips on each connection, instead of --count " +
       "(default: 1 with --num-clients)",
     parse: integer,
@@ -77,6 +87,7 @@ export const CLIENT_FLAGS = {
   },
   size: {
     arg: "N",
+    excludes: ["message"],
     help: "load test: message size in bytes",
     default: "64",
     parse: integer,
@@ -169,9 +180,6 @@ export function checkClientFlags(
         "Unexpected MESSAGE or --interactive in a load test: use --message",
       );
     }
-    oneOf(spelled, ["connections", "num-clients"]);
-    oneOf(spelled, ["count", "max-count", "duration"]);
-    oneOf(spelled, ["size", "message"]);
     return;
   }
   if (positionals.length > 0 && v.message !== undefined) {

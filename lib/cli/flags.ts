@@ -25,6 +25,8 @@ export interface Flag<T> {
    * about that option are reported under this flag.
    */
   option?: string;
+  /** Flags that cannot be given with this one. */
+  excludes?: readonly string[];
   /** Turns the text given into the value; throws a {@link UsageError}. */
   parse?: (text: string) => T;
 }
@@ -113,6 +115,15 @@ export function parseFlags<T extends FlagTable>(
         : text;
     }
   }
+  for (const [name, flag] of Object.entries(table)) {
+    for (const other of flag.excludes ?? []) {
+      if (spelled[name] !== undefined && spelled[other] !== undefined) {
+        throw new UsageError(
+          `Give ${spelled[name]} or ${spelled[other]}, not both`,
+        );
+      }
+    }
+  }
   return {
     values: values as FlagValues<T>,
     positionals: parsed.positionals,
@@ -133,17 +144,6 @@ function parseValue<T>(parse: (text: string) => T, text: string, as: string) {
 function isParseArgsError(error: unknown): boolean {
   return error instanceof TypeError &&
     String((error as { code?: unknown }).code).startsWith("ERR_PARSE_ARGS");
-}
-
-/** Throws a {@link UsageError} naming the flags that cannot go together. */
-export function oneOf(
-  spelled: Record<string, string | undefined>,
-  names: readonly string[],
-): void {
-  const given = names.flatMap((name) => spelled[name] ?? []);
-  if (given.length > 1) {
-    throw new UsageError(`Give ${given.join(" or ")}, not both`);
-  }
 }
 
 /**

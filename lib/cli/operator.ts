@@ -12,7 +12,9 @@ const logger = getLogger([LOG_CATEGORY, "cli"]);
  * Sends each line of stdin to every client until stdin ends or `stop()` is
  * called.
  */
-export function operatorConsole(server: EchoServer): { stop(): Promise<void> } {
+export function operatorConsole(
+  server: EchoServer<Deno.Addr>,
+): { stop(): Promise<void> } {
   const reader = Deno.stdin.readable.getReader();
   let stopped = false;
   (async () => {

@@ -26,6 +26,15 @@ export const SERVER_FLAGS = {
     default: "9000",
     parse: integer,
   },
+  unix: {
+    arg: "PATH",
+    option: "path",
+    excludes: ["hostname", "port"],
+    help: "listen on a Unix domain socket at PATH instead of a host and " +
+      "port (one thread; a socket file nothing answers on is replaced, and " +
+      "the file is removed on stop)",
+    parse: text,
+  },
   "max-connections": {
     arg: "N",
     help: "most connections at once; more are closed at once",

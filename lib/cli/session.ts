@@ -1,15 +1,14 @@
 // Private: the interactive client session behind `client.ts --interactive`.
 // Not exported from mod.ts.
 
-import { dial } from "../client/dial.ts";
+import { target } from "../client/dial.ts";
+import type { ConnectOptions } from "../types.ts";
 import { writeAll } from "../_helpers.ts";
 import { decodeLine, readLines } from "./input.ts";
 import { terminalSafeStream } from "../_text.ts";
 
 /** Options of {@linkcode runSession}. */
-export interface SessionOptions {
-  hostname: string;
-  port: number;
+export interface SessionOptions extends ConnectOptions {
   /**
    * Milliseconds to wait to connect, and, once the input has ended, for the
    * server to close its side; 0 waits forever.
@@ -44,12 +43,10 @@ export type SessionEnd = "input" | "server" | "timeout";
  * @throws {Deno.errors.ConnectionReset} The server reset the connection.
  */
 export async function runSession(options: SessionOptions): Promise<SessionEnd> {
-  const { hostname, port, timeout } = options;
-  const conn = await dial({
-    hostname,
-    port,
-    signal: timeout > 0 ? AbortSignal.timeout(timeout) : undefined,
-  });
+  const { timeout } = options;
+  const conn = await target(options).connect(
+    timeout > 0 ? AbortSignal.timeout(timeout) : undefined,
+  );
   const input = options.input.getReader();
   const safe = options.terminal ? terminalSafeStream() : undefined;
   const printing = safe?.readable.pipeTo(options.output, {

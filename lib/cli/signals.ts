@@ -25,7 +25,7 @@ export interface SignalHandling extends Disposable {
  * Disposing it removes the signal listeners.
  */
 export function stopOnSignals(
-  server: EchoServer,
+  server: EchoServer<Deno.Addr>,
   stop: AbortController,
 ): SignalHandling {
   let firstSignalAt: number | undefined;

@@ -1,9 +1,27 @@
-// Private: the options of one listener, as serveEcho checked them. Not
-// exported from mod.ts.
+// Private: the options of one listener, as serveEcho checked them: plain
+// data, so that a worker receives them by postMessage and builds the same
+// listener. Not exported from mod.ts.
 
-import type { ServeEchoOptions } from "../types.ts";
+import type { EchoMode } from "../types.ts";
+
+/**
+ * Where and how to listen, chosen once from the shape of serveEcho's
+ * options, as Deno.serve does: a `path` means a Unix socket, `cert` and
+ * `key` mean TLS, and otherwise TCP.
+ */
+export type ListenConfig =
+  | { transport: "tcp"; hostname: string; port: number }
+  | { transport: "unix"; path: string };
 
 /** The options of one listener, checked and with their defaults filled in. */
-export type ServerConfig = Required<
-  Omit<ServeEchoOptions, "signal" | "workers">
->;
+export interface ServerConfig {
+  listen: ListenConfig;
+  maxConnections: number;
+  idleTimeout: number;
+  gracePeriod: number;
+  mode: EchoMode;
+  maxLineBytes: number;
+  channelCapacity: number;
+  channelBytes: number;
+  history: number;
+}

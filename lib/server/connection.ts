@@ -3,7 +3,7 @@
 // (lib/modes/) read through readChunk() and end through closeGently(). Not
 // exported from mod.ts.
 
-import { describeError, formatAddr, type IdleTimer } from "../_helpers.ts";
+import { describeError, type IdleTimer } from "../_helpers.ts";
 import { Outbox } from "../_outbox.ts";
 import type { Member, RelayPort } from "../relay/relay.ts";
 import type { ServerConfig } from "./config.ts";
@@ -27,6 +27,8 @@ export interface Listener {
   readonly config: ServerConfig;
   readonly counters: Float64Array;
   readonly relay: RelayPort | undefined;
+  /** How logs name the client of `conn` (the transport knows). */
+  peerOf(conn: Deno.Conn): string;
   /** A connection is being dropped because its send queue is full. */
   dropped(c: Connection): void;
   /** A connection has ended (called once), and why. */
@@ -64,6 +66,7 @@ export class Connection implements Member {
   /** Bytes in `#buffer` to echo, and how many of them are written. */
   #length = 0;
   #offset = 0;
+  #peer: string | undefined;
 
   constructor(conn: Deno.Conn, listener: Listener) {
     this.conn = conn;
@@ -71,8 +74,9 @@ export class Connection implements Member {
     this.counters = listener.counters;
   }
 
+  /** The client's name in logs, made on first use. */
   get peer(): string {
-    return formatAddr(this.conn.remoteAddr);
+    return this.#peer ??= this.#listener.peerOf(this.conn);
   }
 
   /** The one writer of this connection; see {@linkcode Outbox}. */

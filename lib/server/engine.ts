@@ -27,7 +27,7 @@ import {
   REJECTED,
   sumStats,
 } from "./counters.ts";
-import { tcpTransport } from "../transport/tcp.ts";
+import { transportFor } from "../transport/choose.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { EchoMode, EchoServer, EchoServerStats } from "../types.ts";
 
@@ -100,14 +100,15 @@ export function newRelay(config: ServerConfig): Relay | undefined {
   });
 }
 
-export class Server implements EchoServer {
-  readonly addr: Deno.NetAddr;
+export class Server implements EchoServer<Deno.Addr> {
+  readonly addr: Deno.Addr;
   readonly finished: Promise<void>;
-  readonly ready: Promise<void> = Promise.resolve();
+  readonly ready: Promise<void>;
   readonly mode: EchoMode;
   #config: ServerConfig;
   #transport: Transport;
-  #listener: Deno.Listener;
+  /** Until a listener that had to ask first (see Transport) is there. */
+  #listener: Deno.Listener | undefined;
   #counters: Float64Array;
   #open: Int32Array;
   #relay: RelayPort | undefined;
@@ -142,23 +143,50 @@ export class Server implements EchoServer {
       config,
       counters: shared.counters,
       relay: this.#relay,
+      peerOf: (conn) => this.#transport.peer(conn),
       dropped: (c) => this.#drop(c),
       ended: (c, reason) => this.#ended(c, reason),
     };
-    // TCP is the only transport so far; the options will choose others.
-    this.#transport = tcpTransport({
-      hostname: config.hostname,
-      port: config.port,
-      reusePort: shared.reusePort,
-    });
-    this.#listener = this.#transport.listen();
-    this.addr = this.#listener.addr as Deno.NetAddr;
+    this.#transport = transportFor(config.listen, shared.reusePort);
+    const listening = this.#transport.listen();
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
     this.#signal = signal;
     signal?.addEventListener("abort", this.#abort, { once: true });
+    if (listening instanceof Promise) {
+      // Only a Unix socket asks first, and its address is its path.
+      this.addr = {
+        transport: "unix",
+        path: (config.listen as { path: string }).path,
+      };
+      this.ready = listening.then(
+        (listener) => this.#start(listener),
+        (error) => {
+          this.#listening = false;
+          this.#acceptLoopDone = true;
+          this.#finishIfDone();
+          throw error;
+        },
+      );
+      this.ready.catch(() => {}); // Whoever awaits it sees the error.
+    } else {
+      this.addr = listening.addr;
+      this.ready = Promise.resolve();
+      this.#start(listening);
+    }
+  }
+
+  #start(listener: Deno.Listener): void {
+    this.#listener = listener;
+    if (!this.#listening) {
+      // Stopped while the listener was on its way.
+      listener.close();
+      this.#acceptLoopDone = true;
+      this.#finishIfDone();
+      return;
+    }
     this.#log.debug("Listening on {address} in {mode} mode", {
       address: formatAddr(this.addr),
-      mode: config.mode,
+      mode: this.mode,
     });
     this.#acceptLoop();
   }
@@ -269,7 +297,7 @@ export class Server implements EchoServer {
   #closeListener(): void {
     if (!this.#listening) return;
     this.#listening = false;
-    this.#listener.close();
+    this.#listener?.close();
     this.#wakeBackoff?.();
   }
 
@@ -298,7 +326,7 @@ export class Server implements EchoServer {
     while (this.#listening) {
       let conn: Deno.Conn;
       try {
-        conn = await this.#listener.accept();
+        conn = await this.#listener!.accept();
       } catch (error) {
         if (!this.#listening) break;
         if (!EXHAUSTION.has((error as { code?: string }).code ?? "")) {

@@ -1,5 +1,6 @@
 // Private: the TCP transport. Not exported from mod.ts.
 
+import { formatAddr } from "../_helpers.ts";
 import type { Transport } from "./transport.ts";
 
 /** Where and how to listen on TCP. */
@@ -25,21 +26,22 @@ export function tcpTransport(options: TcpTransportOptions): Transport {
         ...(reusePort ? { reusePort: true } : {}),
       }),
     prepare: (conn) => (conn as Deno.TcpConn).setNoDelay(true),
+    peer: (conn) => formatAddr(conn.remoteAddr),
   };
 }
 
 /**
- * Binds `hostname:port` alone for an instant and returns the port bound
- * (the one picked, for port 0). `SO_REUSEPORT` lets any process of the same
+ * Binds `hostname:port` alone for an instant and returns the address bound
+ * (a name resolved, and the port picked for port 0). `SO_REUSEPORT` lets any process of the same
  * user join a port whose listeners all set it, so binding with it first
  * would silently share a port another server already holds; a plain bind
  * fails on any listener, shared or not.
  *
  * @throws {Deno.errors.AddrInUse} Another socket listens there.
  */
-export function claimPort(hostname: string, port: number): number {
+export function claimPort(hostname: string, port: number): Deno.NetAddr {
   const listener = Deno.listen({ hostname, port, transport: "tcp" });
-  const bound = listener.addr.port;
+  const bound = listener.addr;
   listener.close();
   return bound;
 }

@@ -16,7 +16,7 @@ import type { Inbox, Member, Relay } from "../relay/relay.ts";
 import { newRelay, Server } from "../server/engine.ts";
 import type { ServerConfig } from "../server/config.ts";
 import { ACTIVE, COUNTERS, sumStats } from "../server/counters.ts";
-import { claimPort } from "../transport/tcp.ts";
+import { claim } from "../transport/choose.ts";
 import type { EchoMode, EchoServer, EchoServerStats } from "../types.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
@@ -118,8 +118,8 @@ export function assertWorkersSupported(): void {
 }
 
 /** A server made of a listener here and `count - 1` in Web Workers. */
-export class WorkerPool implements EchoServer {
-  readonly addr: Deno.NetAddr;
+export class WorkerPool implements EchoServer<Deno.Addr> {
+  readonly addr: Deno.Addr;
   readonly finished: Promise<void>;
   readonly ready: Promise<void>;
   readonly mode: EchoMode;
@@ -143,7 +143,7 @@ export class WorkerPool implements EchoServer {
     const open = new Int32Array(openBuffer);
     this.#relay = newRelay(config);
     // Only this server's listeners may share the port.
-    config = { ...config, port: claimPort(config.hostname, config.port) };
+    config = { ...config, listen: claim(config.listen) };
     this.#main = new Server(config, {
       reusePort: true,
       counters: this.#counters.subarray(0, COUNTERS),
@@ -152,12 +152,8 @@ export class WorkerPool implements EchoServer {
       worker: 0,
     }, signal);
     this.addr = this.#main.addr;
-    // Workers bind the address really bound, port 0 resolved.
-    const workerConfig = {
-      ...config,
-      hostname: this.addr.hostname,
-      port: this.addr.port,
-    };
+    // Workers bind the address claimed, port 0 resolved.
+    const workerConfig = config;
     const logLevel = LEVELS.find((level) => logger.isEnabledFor(level));
     for (let index = 1; index < count; index++) {
       const handle = new WorkerHandle(

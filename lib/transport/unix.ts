@@ -1,0 +1,66 @@
+// Private: the Unix domain socket transport. Not exported from mod.ts.
+
+import { getLogger } from "@logtape/logtape";
+import { LOG_CATEGORY } from "../_helpers.ts";
+import type { Transport } from "./transport.ts";
+
+const logger = getLogger([LOG_CATEGORY, "server"]);
+
+/**
+ * The longest socket path Linux takes, in bytes: `sun_path` holds 108,
+ * with its terminating NUL.
+ */
+export const MAX_SOCKET_PATH = 107;
+
+/**
+ * A Unix socket at `path`. A socket file left behind by a server that died
+ * (SIGKILL leaves it; Deno removes it on every orderly close) is replaced
+ * when nothing answers on it; a live server there, or a file that is not a
+ * socket, is `AddrInUse`. Clients have no address of their own, so each is
+ * named by the path and a number.
+ */
+export function unixTransport(path: string): Transport {
+  let clients = 0;
+  return {
+    listen() {
+      try {
+        return listenUnix(path);
+      } catch (error) {
+        if (!(error instanceof Deno.errors.AddrInUse)) throw error;
+        if (!Deno.lstatSync(path).isSocket) {
+          throw new Deno.errors.AddrInUse(
+            `${path} exists and is not a socket`,
+          );
+        }
+        return replaceStale(path);
+      }
+    },
+    prepare() {},
+    peer: () => `${path}#${++clients}`,
+  };
+}
+
+function listenUnix(path: string): Deno.Listener {
+  return Deno.listen({ transport: "unix", path });
+}
+
+/**
+ * Listens at `path` in place of the socket file there, once nothing answers
+ * on it.
+ *
+ * @throws {Deno.errors.AddrInUse} A server answers there.
+ */
+async function replaceStale(path: string): Promise<Deno.Listener> {
+  try {
+    const conn = await Deno.connect({ transport: "unix", path });
+    conn.close();
+    throw new Deno.errors.AddrInUse(
+      `${path} is already in use by a running server`,
+    );
+  } catch (error) {
+    if (!(error instanceof Deno.errors.ConnectionRefused)) throw error;
+  }
+  Deno.removeSync(path);
+  logger.info("Removed {path}: a socket file nothing answered on", { path });
+  return listenUnix(path);
+}
