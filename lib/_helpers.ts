@@ -8,18 +8,22 @@ export const LOG_CATEGORY = "tcp-echo";
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
- * Formats a network address as `host:port`, with brackets around IPv6 hosts;
- * a Unix socket's address as its path.
+ * Formats a network address as `host:port`, with brackets around IPv6 hosts
+ * (`[::1]:9000`); a Unix socket's address as its path. An IPv4 client of a
+ * dual-stack listener (`::`) arrives as `::ffff:127.0.0.1`, and is shown as
+ * the IPv4 address it is.
  */
 export function formatAddr(
   addr: Deno.Addr | { hostname: string; port: number },
 ): string {
   if ("path" in addr) return addr.path ?? "(unnamed unix socket)";
   if ("cid" in addr) return `vsock:${addr.cid}:${addr.port}`;
-  return addr.hostname.includes(":")
-    ? `[${addr.hostname}]:${addr.port}`
-    : `${addr.hostname}:${addr.port}`;
+  const host = addr.hostname.replace(MAPPED_IPV4, "");
+  return host.includes(":") ? `[${host}]:${addr.port}` : `${host}:${addr.port}`;
 }
+
+/** The prefix of an IPv4 address mapped into IPv6 (RFC 4291 2.5.5.2). */
+const MAPPED_IPV4 = /^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i;
 
 /**
  * `word` as it goes with `count`: `1 connection`, `2 connections`. For log
