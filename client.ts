@@ -57,6 +57,9 @@ async function main(args: string[]): Promise<number> {
     hostname: v.hostname,
     port: v.port,
     path: v.unix,
+    tls: v.tls,
+    caCerts: v.ca,
+    serverName: v["server-name"],
     timeout: v.timeout,
   };
   const message = v.message ?? positionals.join(" ");

@@ -57,7 +57,13 @@ async function main(args: string[]): Promise<number> {
 
   const stop = new AbortController();
   const where = v.unix === undefined
-    ? { hostname: v.hostname, port: v.port }
+    ? {
+      hostname: v.hostname,
+      port: v.port,
+      cert: v["tls-cert"],
+      key: v["tls-key"],
+      handshakeTimeout: v["handshake-timeout"],
+    }
     : { path: v.unix };
   let server: EchoServer<Deno.Addr>;
   try {
@@ -79,7 +85,8 @@ async function main(args: string[]): Promise<number> {
     const flag = option && flagFor(SERVER_FLAGS, spelled, option);
     if (flag) {
       // A value out of range (see --help), or workers where they cannot run.
-      const hint = error instanceof RangeError ? " (see --help)" : "";
+      const bad = error instanceof RangeError || error instanceof TypeError;
+      const hint = bad ? " (see --help)" : "";
       printError(`Invalid ${flag}: ${reason}${hint}`);
       return EXIT_USAGE;
     }

@@ -142,13 +142,16 @@ function listenConfig(
 ): ListenConfig {
   if ("path" in options) {
     const { path } = options;
-    const { hostname, port } = options as ServeEchoOptions;
+    const { hostname, port, cert, key } = options as ServeEchoOptions;
     if (hostname !== undefined || port !== undefined) {
       throw optionError(
         "path",
         "a Unix socket has no hostname or port",
         TypeError,
       );
+    }
+    if (cert !== undefined || key !== undefined) {
+      throw optionError("path", "TLS is served on TCP only", TypeError);
     }
     if (typeof path !== "string" || path === "") {
       throw optionError("path", "must be a file path", TypeError);
@@ -162,9 +165,20 @@ function listenConfig(
     }
     return { transport: "unix", path };
   }
-  const { hostname = "127.0.0.1", port = 9000 } = options;
+  const { hostname = "127.0.0.1", port = 9000, cert, key } = options;
   assertPort(port);
-  return { transport: "tcp", hostname, port };
+  if (cert === undefined && key === undefined) {
+    return { transport: "tcp", hostname, port };
+  }
+  if (typeof cert !== "string") {
+    throw optionError("cert", "must be given with key, as PEM text", TypeError);
+  }
+  if (typeof key !== "string") {
+    throw optionError("key", "must be given with cert, as PEM text", TypeError);
+  }
+  const { handshakeTimeout = 10_000 } = options;
+  assertMilliseconds("handshakeTimeout", handshakeTimeout);
+  return { transport: "tls", hostname, port, cert, key, handshakeTimeout };
 }
 
 /** Checks every option and fills in the defaults. */

@@ -30,6 +30,25 @@ export interface ServeEchoOptions {
    */
   port?: number;
   /**
+   * A PEM certificate chain (the server's certificate first): with `key`,
+   * the server speaks TLS, in every mode and with workers. Deno takes the
+   * PEM text, not a file name. A client that does not complete a handshake
+   * (plaintext, garbage, a certificate it rejects, or silence past
+   * `handshakeTimeout`) is closed and counted in
+   * {@linkcode EchoServerStats.handshakeFailures}, and never reaches the
+   * mode.
+   */
+  cert?: string;
+  /** The PEM private key of `cert`. */
+  key?: string;
+  /**
+   * With TLS, milliseconds a client has to complete its handshake before it
+   * is closed; 0 waits forever.
+   *
+   * @default {10000}
+   */
+  handshakeTimeout?: number;
+  /**
    * The most connections served at once. A connection over the limit is
    * closed as soon as it is accepted and counted in
    * {@linkcode EchoServerStats.rejected}.
@@ -141,8 +160,11 @@ export interface ServeEchoOptions {
  * but the address, with a `path` instead, as for `Deno.serve`. It is served
  * on one thread: `workers` must be 1.
  */
-export interface ServeEchoUnixOptions
-  extends Omit<ServeEchoOptions, "hostname" | "port"> {
+export interface ServeEchoUnixOptions extends
+  Omit<
+    ServeEchoOptions,
+    "hostname" | "port" | "cert" | "key" | "handshakeTimeout"
+  > {
   /**
    * The socket's path, at most 107 bytes. A socket file there that nothing
    * answers on (left by a server that was killed) is replaced, and
@@ -174,6 +196,12 @@ export interface EchoServerStats {
    * waited to be accepted. Not in `accepted`.
    */
   readonly acceptErrors: number;
+  /**
+   * TLS clients closed because their handshake failed (a plaintext client,
+   * garbage, a client that rejected the certificate) or did not finish
+   * within `handshakeTimeout`. Not in `accepted`.
+   */
+  readonly handshakeFailures: number;
   /**
    * Connections accepted by each worker, the calling thread's first (one
    * number without workers).
@@ -248,4 +276,19 @@ export interface ConnectOptions {
    * and `--allow-write` for it.
    */
   path?: string;
+  /**
+   * Speak TLS, verifying the server's certificate against `caCerts`, or
+   * the system's trust store without them. A certificate that does not
+   * verify fails the call, as any connection error does.
+   *
+   * @default {false}
+   */
+  tls?: boolean;
+  /** With `tls`, the PEM certificates of the authorities to trust instead. */
+  caCerts?: readonly string[];
+  /**
+   * With `tls`, the name the certificate must be for, and the one sent in
+   * SNI, when it is not `hostname` (connecting to an IP address, say).
+   */
+  serverName?: string;
 }

@@ -159,9 +159,13 @@ export async function run(
   command: string,
   args: string[],
   stdin?: Uint8Array,
+  cwd?: string,
+  env?: Record<string, string>,
 ): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
   const child = new Deno.Command(command, {
     args,
+    cwd,
+    env,
     stdin: stdin ? "piped" : "null",
     stdout: "piped",
     stderr: "piped",

@@ -128,6 +128,7 @@ Deno.test("serveEcho() counts connections and bytes", async () => {
     bytesOut: 0,
     dropped: 0,
     acceptErrors: 0,
+    handshakeFailures: 0,
     perWorker: [0],
   });
   using conn = await Deno.connect({ port: server.addr.port });
@@ -147,6 +148,7 @@ Deno.test("serveEcho() counts connections and bytes", async () => {
     bytesOut: 10,
     dropped: 0,
     acceptErrors: 0,
+    handshakeFailures: 0,
     perWorker: [1],
   });
 });

@@ -9,6 +9,7 @@ import {
   integer,
   type ParsedFlags,
   text,
+  textFile,
   UsageError,
 } from "./flags.ts";
 
@@ -31,9 +32,28 @@ export const CLIENT_FLAGS = {
   unix: {
     arg: "PATH",
     option: "path",
-    excludes: ["hostname", "port"],
+    excludes: ["hostname", "port", "tls"],
     help: "connect to the Unix domain socket at PATH instead of a host and " +
       "port",
+    parse: text,
+  },
+  tls: {
+    help: "speak TLS, and check the server's certificate against the " +
+      "system's trust store or --ca",
+  },
+  ca: {
+    arg: "FILE",
+    option: "caCerts",
+    requires: ["tls"],
+    help: "trust the PEM certificate authorities in FILE instead",
+    parse: (path: string): string[] => [textFile(path)],
+  },
+  "server-name": {
+    arg: "NAME",
+    option: "serverName",
+    requires: ["tls"],
+    help: "the name the server's certificate must be for (and SNI), when " +
+      "it is not --hostname",
     parse: text,
   },
   timeout: {

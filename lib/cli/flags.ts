@@ -27,6 +27,8 @@ export interface Flag<T> {
   option?: string;
   /** Flags that cannot be given with this one. */
   excludes?: readonly string[];
+  /** Flags that must be given with this one. */
+  requires?: readonly string[];
   /** Turns the text given into the value; throws a {@link UsageError}. */
   parse?: (text: string) => T;
 }
@@ -116,11 +118,17 @@ export function parseFlags<T extends FlagTable>(
     }
   }
   for (const [name, flag] of Object.entries(table)) {
+    if (spelled[name] === undefined) continue;
     for (const other of flag.excludes ?? []) {
-      if (spelled[name] !== undefined && spelled[other] !== undefined) {
+      if (spelled[other] !== undefined) {
         throw new UsageError(
           `Give ${spelled[name]} or ${spelled[other]}, not both`,
         );
+      }
+    }
+    for (const other of flag.requires ?? []) {
+      if (spelled[other] === undefined) {
+        throw new UsageError(`Give --${other} with ${spelled[name]}`);
       }
     }
   }
@@ -235,6 +243,18 @@ export function choice<T extends string>(
     }
     return text as T;
   };
+}
+
+/** Reads the file a flag names, as text (a PEM certificate or key). */
+export function textFile(path: string): string {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch (error) {
+    const reason = error instanceof Deno.errors.NotCapable
+      ? "no read permission (--allow-read)"
+      : (error as Error).message.replace(/: \w+ '.*'$/, "");
+    throw new UsageError(`cannot read it (${reason})`);
+  }
 }
 
 /** Parses any text but the empty string. */

@@ -2,7 +2,14 @@
 
 import { MODES } from "../types.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "./logging.ts";
-import { choice, type Flag, flagHelp, integer, text } from "./flags.ts";
+import {
+  choice,
+  type Flag,
+  flagHelp,
+  integer,
+  text,
+  textFile,
+} from "./flags.ts";
 
 /** Every flag of server.ts: `--help`, parsing and checking come from it. */
 export const SERVER_FLAGS = {
@@ -29,11 +36,34 @@ export const SERVER_FLAGS = {
   unix: {
     arg: "PATH",
     option: "path",
-    excludes: ["hostname", "port"],
+    excludes: ["hostname", "port", "tls-cert", "tls-key"],
     help: "listen on a Unix domain socket at PATH instead of a host and " +
       "port (one thread; a socket file nothing answers on is replaced, and " +
       "the file is removed on stop)",
     parse: text,
+  },
+  "tls-cert": {
+    arg: "FILE",
+    option: "cert",
+    requires: ["tls-key"],
+    help: "speak TLS with this PEM certificate chain (every mode, and " +
+      "workers)",
+    parse: textFile,
+  },
+  "tls-key": {
+    arg: "FILE",
+    option: "key",
+    requires: ["tls-cert"],
+    help: "the PEM private key of --tls-cert",
+    parse: textFile,
+  },
+  "handshake-timeout": {
+    arg: "MS",
+    requires: ["tls-cert"],
+    help: "with TLS, close a client that has not completed its handshake " +
+      "after MS ms (counted as a handshake failure); 0 never does",
+    default: "10000",
+    parse: integer,
   },
   "max-connections": {
     arg: "N",

@@ -36,6 +36,9 @@ export function target(options: ConnectOptions): Target {
         TypeError,
       );
     }
+    if (options.tls) {
+      throw optionError("tls", "TLS is spoken on TCP only", TypeError);
+    }
     return {
       address: path,
       connect: () => Deno.connect({ transport: "unix", path }),
@@ -43,17 +46,64 @@ export function target(options: ConnectOptions): Target {
   }
   const { hostname = "127.0.0.1", port = 9000 } = options;
   assertPort(port, 1);
+  const address = formatAddr({ hostname, port });
+  const tls = options.tls
+    ? {
+      hostname: options.serverName ?? hostname,
+      ...(options.caCerts ? { caCerts: [...options.caCerts] } : {}),
+    }
+    : undefined;
   return {
-    address: formatAddr({ hostname, port }),
+    address,
     async connect(signal) {
       const conn = await Deno.connect({ hostname, port, signal });
       try {
         conn.setNoDelay(true);
+        return tls === undefined ? conn : await secure(conn, tls, signal);
       } catch (error) {
-        conn.close();
+        try {
+          conn.close();
+        } catch {
+          // startTls took it over and closed it.
+        }
         throw error;
       }
-      return conn;
     },
   };
+}
+
+/**
+ * Starts TLS on `conn` and completes the handshake, so that a certificate
+ * that does not verify fails here, not on the first read.
+ */
+async function secure(
+  conn: Deno.TcpConn,
+  options: { hostname: string; caCerts?: string[] },
+  signal: AbortSignal | undefined,
+): Promise<Deno.TlsConn> {
+  const tls = await Deno.startTls(conn, options);
+  // The listener goes once the handshake is over: an abort listener keeps
+  // a timeout signal's timer, and so the process, alive.
+  let onAbort = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal?.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+  aborted.catch(() => {});
+  try {
+    signal?.throwIfAborted();
+    await Promise.race([tls.handshake(), aborted]);
+    return tls;
+  } catch (error) {
+    tls.close();
+    if (signal?.aborted) throw signal.reason;
+    throw new Deno.errors.InvalidData(
+      `TLS handshake with ${options.hostname} failed: ${
+        (error as Error).message
+      }`,
+      { cause: error },
+    );
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
 }

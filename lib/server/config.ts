@@ -11,6 +11,15 @@ import type { EchoMode } from "../types.ts";
  */
 export type ListenConfig =
   | { transport: "tcp"; hostname: string; port: number }
+  | {
+    transport: "tls";
+    hostname: string;
+    port: number;
+    /** PEM certificate chain and private key. */
+    cert: string;
+    key: string;
+    handshakeTimeout: number;
+  }
   | { transport: "unix"; path: string };
 
 /** The options of one listener, checked and with their defaults filled in. */

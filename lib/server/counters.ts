@@ -13,8 +13,9 @@ export const BYTES_OUT = 3;
 export const DROPPED = 4;
 export const ACTIVE = 5;
 export const ACCEPT_ERRORS = 6;
+export const HANDSHAKE_FAILURES = 7;
 /**
- * How many numbers one listener's counters take: 7, padded to 128 bytes so
+ * How many numbers one listener's counters take: 8, padded to 128 bytes so
  * that no two listeners write to the same cache line.
  */
 export const COUNTERS = 16;
@@ -35,6 +36,7 @@ export function sumStats(counters: Float64Array): EchoServerStats {
     bytesOut: total[BYTES_OUT],
     dropped: total[DROPPED],
     acceptErrors: total[ACCEPT_ERRORS],
+    handshakeFailures: total[HANDSHAKE_FAILURES],
     perWorker,
   };
 }

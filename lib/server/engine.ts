@@ -24,6 +24,7 @@ import {
   ACTIVE,
   COUNTERS,
   DROPPED,
+  HANDSHAKE_FAILURES,
   REJECTED,
   sumStats,
 } from "./counters.ts";
@@ -147,18 +148,16 @@ export class Server implements EchoServer<Deno.Addr> {
       dropped: (c) => this.#drop(c),
       ended: (c, reason) => this.#ended(c, reason),
     };
-    this.#transport = transportFor(config.listen, shared.reusePort);
+    this.#transport = transportFor(config.listen, shared.reusePort, {
+      handshakeFailed: (peer, reason) => this.#handshakeFailed(peer, reason),
+    });
     const listening = this.#transport.listen();
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
     this.#signal = signal;
     signal?.addEventListener("abort", this.#abort, { once: true });
-    if (listening instanceof Promise) {
-      // Only a Unix socket asks first, and its address is its path.
-      this.addr = {
-        transport: "unix",
-        path: (config.listen as { path: string }).path,
-      };
-      this.ready = listening.then(
+    if ("listener" in listening) {
+      this.addr = listening.addr;
+      this.ready = listening.listener.then(
         (listener) => this.#start(listener),
         (error) => {
           this.#listening = false;
@@ -316,9 +315,11 @@ export class Server implements EchoServer<Deno.Addr> {
       accepted: this.#counters[ACCEPTED],
       rejected: this.#counters[REJECTED],
     });
-    // The last leave notices may still be on their way through the relay.
-    if (this.#relay === undefined) this.#resolveFinished();
-    else this.#relay.idle().then(this.#resolveFinished);
+    // The last leave notices may still be on their way through the relay,
+    // and the last bytes through a transport's gate.
+    Promise.all([this.#relay?.idle(), this.#transport.settled?.()]).then(
+      this.#resolveFinished,
+    );
   }
 
   async #acceptLoop(): Promise<void> {
@@ -374,6 +375,14 @@ export class Server implements EchoServer<Deno.Addr> {
         clearTimeout(timer);
         resolve();
       }
+    });
+  }
+
+  #handshakeFailed(peer: string, reason: string): void {
+    this.#counters[HANDSHAKE_FAILURES]++;
+    this.#log.info("TLS handshake with {peer} failed: {reason}", {
+      peer,
+      reason,
     });
   }
 

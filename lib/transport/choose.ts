@@ -3,20 +3,24 @@
 
 import type { ListenConfig } from "../server/config.ts";
 import { claimPort, tcpTransport } from "./tcp.ts";
-import type { Transport } from "./transport.ts";
+import { checkCertificate, tlsTransport } from "./tls.ts";
+import type { Transport, TransportEvents } from "./transport.ts";
 import { unixTransport } from "./unix.ts";
 
 /**
  * The transport `listen` asks for. With `reusePort`, other listeners of the
- * same server may share the port (workers; TCP only).
+ * same server may share the port (workers; TCP and TLS).
  */
 export function transportFor(
   listen: ListenConfig,
   reusePort: boolean,
+  events: TransportEvents,
 ): Transport {
   switch (listen.transport) {
     case "tcp":
       return tcpTransport({ ...listen, reusePort });
+    case "tls":
+      return tlsTransport({ ...listen, reusePort }, events);
     case "unix":
       return unixTransport(listen.path);
   }
@@ -29,7 +33,17 @@ export function transportFor(
  * @throws {Deno.errors.AddrInUse} Another socket listens there.
  */
 export function claim(listen: ListenConfig): ListenConfig {
-  if (listen.transport === "unix") return listen;
-  const { hostname, port } = claimPort(listen.hostname, listen.port);
-  return { ...listen, hostname, port };
+  switch (listen.transport) {
+    case "unix":
+      return listen;
+    case "tcp":
+      return { ...listen, ...portOf(claimPort(listen.hostname, listen.port)) };
+    case "tls":
+      checkCertificate(listen.cert, listen.key);
+      return { ...listen, ...portOf(claimPort(listen.hostname, listen.port)) };
+  }
+}
+
+function portOf({ hostname, port }: Deno.NetAddr) {
+  return { hostname, port };
 }

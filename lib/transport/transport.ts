@@ -4,15 +4,30 @@
 // its own file here, and choose.ts picks one from the listen options. Not
 // exported from mod.ts.
 
+/**
+ * A listener on its way: its address is known, the listener itself comes
+ * once something asynchronous is done (a stale Unix socket file asked, a
+ * node:tls server listening).
+ */
+export interface Pending {
+  addr: Deno.Addr;
+  /** Its errors reject the server's `ready`. */
+  listener: Promise<Deno.Listener>;
+}
+
+/** What a transport tells the engine about clients it never hands over. */
+export interface TransportEvents {
+  /** A TLS handshake failed or timed out; the client is closed. */
+  handshakeFailed(peer: string, reason: string): void;
+}
+
 /** A way to listen, as lib/server/engine.ts uses it. */
 export interface Transport {
   /**
-   * Binds and listens. Bind errors (`Deno.errors.AddrInUse`, …) are thrown
-   * here, at serveEcho's call site; a listener that needs to ask first (a
-   * stale Unix socket file) comes as a promise, and its errors reject the
-   * server's `ready`.
+   * Binds and listens. Bind errors (`Deno.errors.AddrInUse`, …) and bad
+   * options are thrown here, at serveEcho's call site.
    */
-  listen(): Deno.Listener | Promise<Deno.Listener>;
+  listen(): Deno.Listener | Pending;
   /**
    * Prepares a connection just accepted, before it is served. Throws when
    * the connection is already unusable; the engine then ends it.
@@ -20,4 +35,9 @@ export interface Transport {
   prepare(conn: Deno.Conn): void;
   /** How logs name the client of `conn`. */
   peer(conn: Deno.Conn): string;
+  /**
+   * Resolves once what the transport runs beside the connections it handed
+   * over (TLS's gate) is over too; the server has finished then.
+   */
+  settled?(): Promise<void>;
 }

@@ -2,7 +2,7 @@
 
 import { getLogger } from "@logtape/logtape";
 import { LOG_CATEGORY } from "../_helpers.ts";
-import type { Transport } from "./transport.ts";
+import type { Pending, Transport } from "./transport.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
 
@@ -22,7 +22,7 @@ export const MAX_SOCKET_PATH = 107;
 export function unixTransport(path: string): Transport {
   let clients = 0;
   return {
-    listen() {
+    listen(): Deno.Listener | Pending {
       try {
         return listenUnix(path);
       } catch (error) {
@@ -32,7 +32,10 @@ export function unixTransport(path: string): Transport {
             `${path} exists and is not a socket`,
           );
         }
-        return replaceStale(path);
+        return {
+          addr: { transport: "unix", path },
+          listener: replaceStale(path),
+        };
       }
     },
     prepare() {},

@@ -1,0 +1,476 @@
+// Private: the TLS transport. Not exported from mod.ts.
+//
+// Why a gate in front of Deno.listenTls. Deno 2.9 gives a TLS server two
+// ways, and each breaks one promise on its own:
+//
+// - Deno.listenTls: closing a connection whose handshake has not completed
+//   waits for the handshake (deno PR #14547), so a client that connects and
+//   says nothing keeps its socket open for as long as it likes, whatever the
+//   server does (measured: still open after 90 s).
+// - node:tls: silent clients can be closed, but a client's end of stream
+//   (close_notify and FIN) is lost when more than about 120 KB arrive before
+//   it (measured with socat and Deno clients, 5 of 5 runs at 300 KB), so a
+//   half-close hangs.
+//
+// So the server listens on plain TCP, which it can always close, and relays
+// each client's bytes, both ways and with exact half-closes, to a
+// Deno.listenTls listener on 127.0.0.1 that only this gate connects to. The
+// handshake timeout is the gate's: when it expires, or the handshake fails,
+// the gate closes its two sockets, which ends Deno's handshake with an end of
+// stream, and so its waiting close. The engine gets the TLS connection once
+// its handshake is done, wrapped so that its peer is the real client.
+
+import { formatAddr, optionError, writeAll } from "../_helpers.ts";
+import type { Transport, TransportEvents } from "./transport.ts";
+
+/** Where and how to listen on TLS. */
+export interface TlsTransportOptions {
+  hostname: string;
+  port: number;
+  /** Bind with `SO_REUSEPORT`: the port was claimed for listeners to share. */
+  reusePort: boolean;
+  /** PEM certificate chain. */
+  cert: string;
+  /** PEM private key. */
+  key: string;
+  /** Milliseconds a client has to complete its handshake; 0: no limit. */
+  handshakeTimeout: number;
+}
+
+/**
+ * How long the gate waits, after the server closed a connection, for the
+ * last bytes (close_notify) to reach a client that does not read.
+ */
+const LINGER_MS = 1000;
+/** First and largest relay buffer; it doubles when a read fills it. */
+const FIRST_BUFFER = 4 * 1024;
+const LARGEST_BUFFER = 64 * 1024;
+/** Pause before accepting again when the internal listener fails. */
+const RETRY_MS = 10;
+
+/** TLS over TCP, through a gate (see the top of this file). */
+export function tlsTransport(
+  options: TlsTransportOptions,
+  events: TransportEvents,
+): Transport {
+  let gate: TlsGate | undefined;
+  return {
+    listen() {
+      gate = new TlsGate(options, events);
+      return gate;
+    },
+    prepare() {},
+    peer: (conn) => formatAddr(conn.remoteAddr),
+    settled: () => gate?.settled() ?? Promise.resolve(),
+  };
+}
+
+/**
+ * Checks that `cert` and `key` are PEM and belong together, by listening
+ * with them on 127.0.0.1 for an instant.
+ *
+ * @throws {TypeError} `cert` or `key` is not usable; its `option` names it.
+ */
+export function checkCertificate(cert: string, key: string): void {
+  listenInternal(cert, key).close();
+}
+
+/** The listener only the gate connects to. */
+function listenInternal(cert: string, key: string): Deno.TlsListener {
+  try {
+    return Deno.listenTls({
+      hostname: "127.0.0.1",
+      port: 0,
+      transport: "tcp",
+      cert,
+      key,
+    });
+  } catch (error) {
+    throw certificateError(error) ?? error;
+  }
+}
+
+/** Deno's complaint about a certificate or key, as an option error. */
+function certificateError(error: unknown): Error | undefined {
+  const message = error instanceof Error ? error.message : "";
+  if (/no certificates found/i.test(message)) {
+    return optionError("cert", "no PEM certificate found in it", TypeError);
+  }
+  if (/no keys found/i.test(message)) {
+    return optionError("key", "no PEM private key found in it", TypeError);
+  }
+  if (/KeyMismatch|keys may not be consistent/i.test(message)) {
+    return optionError(
+      "key",
+      "it does not belong to the certificate",
+      TypeError,
+    );
+  }
+  if (error instanceof Deno.errors.InvalidData) {
+    return optionError("cert", message, TypeError);
+  }
+  return undefined;
+}
+
+/** One client on its way through the gate. */
+interface Passage {
+  readonly raw: Deno.TcpConn;
+  readonly proxy: Deno.TcpConn;
+  readonly peer: Deno.NetAddr;
+  state: "handshaking" | "open" | "over";
+  timer: ReturnType<typeof setTimeout> | undefined;
+  /** The server closed its TLS connection: end the passage soon. */
+  serverClosed: boolean;
+  /** Resolves once both sockets are closed. */
+  done: Promise<void>;
+}
+
+/**
+ * The public TCP listener and the internal TLS one, as one Deno.Listener
+ * of TLS connections whose handshake is done.
+ */
+class TlsGate implements Deno.Listener {
+  readonly addr: Deno.NetAddr;
+  #options: TlsTransportOptions;
+  #events: TransportEvents;
+  #public: Deno.TcpListener;
+  #internal: Deno.TlsListener;
+  /** Passages by the port of their proxy socket, as the internal side sees it. */
+  #passages = new Map<number, Passage>();
+  /**
+   * Internal connections that arrived before their passage was recorded
+   * (the two sides of a connect complete in either order), by port.
+   */
+  #early = new Map<number, Deno.TlsConn>();
+  #ready: Deno.Conn[] = [];
+  #wakeAccept: (() => void) | undefined;
+  #pendingAccept: Promise<Deno.Conn> | undefined;
+  #closed = false;
+
+  constructor(options: TlsTransportOptions, events: TransportEvents) {
+    this.#options = options;
+    this.#events = events;
+    this.#internal = listenInternal(options.cert, options.key);
+    try {
+      this.#public = Deno.listen({
+        hostname: options.hostname,
+        port: options.port,
+        transport: "tcp",
+        ...(options.reusePort ? { reusePort: true } : {}),
+      });
+    } catch (error) {
+      this.#internal.close();
+      throw error;
+    }
+    this.addr = this.#public.addr;
+    this.#acceptInternal();
+  }
+
+  /**
+   * The next connection whose handshake is done. Accepting clients on the
+   * public port happens here too, so that its errors reach the engine's
+   * accept loop (which counts them, or backs off).
+   */
+  async accept(): Promise<Deno.Conn> {
+    while (true) {
+      const ready = this.#ready.shift();
+      if (ready !== undefined) return ready;
+      if (this.#closed) throw new Deno.errors.BadResource("Listener closed");
+      if (this.#pendingAccept === undefined) {
+        const accepting = this.#public.accept();
+        accepting.catch(() => {}); // Seen by whoever awaits it below.
+        this.#pendingAccept = accepting;
+      }
+      const woken = new Promise<undefined>((resolve) =>
+        this.#wakeAccept = () => resolve(undefined)
+      );
+      let raw: Deno.Conn | undefined;
+      try {
+        raw = await Promise.race([this.#pendingAccept, woken]);
+      } catch (error) {
+        this.#pendingAccept = undefined;
+        throw error;
+      }
+      this.#wakeAccept = undefined;
+      if (raw !== undefined) {
+        this.#pendingAccept = undefined;
+        this.#open(raw as Deno.TcpConn);
+      }
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#public.close();
+    this.#internal.close();
+    // Clients still in their handshake go with the listener; connections
+    // handed over already are the engine's to end.
+    for (const passage of this.#passages.values()) {
+      if (passage.state === "handshaking") this.#end(passage);
+    }
+    for (const conn of this.#ready.splice(0)) conn.close();
+    for (const conn of this.#early.values()) conn.close();
+    this.#early.clear();
+    this.#wakeAccept?.();
+  }
+
+  /** Resolves once every passage is over. */
+  async settled(): Promise<void> {
+    while (this.#passages.size > 0) {
+      await Promise.all([...this.#passages.values()].map((p) => p.done));
+    }
+  }
+
+  ref(): void {
+    this.#public.ref();
+  }
+
+  unref(): void {
+    this.#public.unref();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterableIterator<Deno.Conn> {
+    while (true) {
+      try {
+        yield await this.accept();
+      } catch (error) {
+        if (this.#closed) return;
+        throw error;
+      }
+    }
+  }
+
+  /** Opens the passage of a client just accepted. */
+  async #open(raw: Deno.TcpConn): Promise<void> {
+    const peer = raw.remoteAddr;
+    let proxy: Deno.TcpConn;
+    try {
+      raw.setNoDelay(true);
+      proxy = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: this.#internal.addr.port,
+      });
+      proxy.setNoDelay(true);
+    } catch (error) {
+      raw.close();
+      this.#events.handshakeFailed(
+        formatAddr(peer),
+        `cannot reach the TLS listener: ${(error as Error).message}`,
+      );
+      return;
+    }
+    if (this.#closed) {
+      raw.close();
+      proxy.close();
+      return;
+    }
+    const passage: Passage = {
+      raw,
+      proxy,
+      peer,
+      state: "handshaking",
+      timer: undefined,
+      serverClosed: false,
+      done: Promise.resolve(),
+    };
+    const { handshakeTimeout } = this.#options;
+    if (handshakeTimeout > 0) {
+      passage.timer = setTimeout(
+        () => this.#fail(passage, "handshake timed out"),
+        handshakeTimeout,
+      );
+    }
+    const key = proxy.localAddr.port;
+    this.#passages.set(key, passage);
+    const early = this.#early.get(key);
+    if (early !== undefined) {
+      this.#early.delete(key);
+      this.#handshake(early);
+    }
+    passage.done = Promise.all([
+      this.#relay(passage, raw, proxy),
+      this.#relay(passage, proxy, raw),
+    ]).then(() => {
+      this.#end(passage);
+      this.#passages.delete(key);
+    });
+  }
+
+  /**
+   * Copies `from` to `to` until `from` ends, then half-closes `to`; on
+   * any error, ends the whole passage.
+   */
+  async #relay(
+    passage: Passage,
+    from: Deno.TcpConn,
+    to: Deno.TcpConn,
+  ): Promise<void> {
+    let buffer = new Uint8Array(FIRST_BUFFER);
+    try {
+      while (true) {
+        const n = await from.read(buffer);
+        if (n === null) break;
+        await writeAll(to, buffer.subarray(0, n));
+        if (n === buffer.length && n < LARGEST_BUFFER) {
+          buffer = new Uint8Array(n * 2);
+        }
+      }
+      await to.closeWrite();
+      // The server's side ended and it has closed: nothing more will come.
+      if (from === passage.proxy && passage.serverClosed) this.#end(passage);
+    } catch {
+      this.#end(passage);
+    }
+  }
+
+  /** Takes a TLS connection from the internal listener, once handshaken. */
+  async #acceptInternal(): Promise<void> {
+    while (!this.#closed) {
+      let conn: Deno.TlsConn;
+      try {
+        conn = await this.#internal.accept();
+      } catch {
+        if (this.#closed) return;
+        // Out of descriptors, say: the passage's own timer still runs.
+        await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+        continue;
+      }
+      this.#handshake(conn);
+    }
+  }
+
+  async #handshake(conn: Deno.TlsConn): Promise<void> {
+    const port = conn.remoteAddr.port;
+    const passage = this.#passages.get(port);
+    if (passage === undefined) {
+      // Its passage is recorded in a moment. (Whoever else on this host
+      // connects here is never handed over.)
+      this.#early.set(port, conn);
+      return;
+    }
+    if (passage.state !== "handshaking") {
+      conn.close(); // Too late: its passage is over, and so is its peer.
+      return;
+    }
+    try {
+      await conn.handshake();
+    } catch (error) {
+      this.#fail(passage, handshakeReason(error));
+      conn.close();
+      return;
+    }
+    if (passage.state !== "handshaking") {
+      conn.close();
+      return;
+    }
+    passage.state = "open";
+    clearTimeout(passage.timer);
+    this.#ready.push(
+      new GatedConn(conn, passage, this.addr, () => {
+        passage.serverClosed = true;
+        if (passage.state === "over") return;
+        // A client that does not read gets a moment for the close_notify.
+        passage.timer = setTimeout(() => this.#end(passage), LINGER_MS);
+      }),
+    );
+    this.#wakeAccept?.();
+  }
+
+  /** A handshake failed or timed out: tell the engine, end the passage. */
+  #fail(passage: Passage, reason: string): void {
+    if (passage.state !== "handshaking") return;
+    this.#end(passage);
+    this.#events.handshakeFailed(formatAddr(passage.peer), reason);
+  }
+
+  /** Closes both sockets of a passage, once. */
+  #end(passage: Passage): void {
+    if (passage.state === "over") return;
+    passage.state = "over";
+    clearTimeout(passage.timer);
+    for (const conn of [passage.raw, passage.proxy]) {
+      try {
+        conn.close();
+      } catch {
+        // Closed already.
+      }
+    }
+  }
+}
+
+/** Why a handshake failed, in a few words. */
+function handshakeReason(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  if (/eof|UnexpectedEof|connection reset|broken pipe/i.test(message)) {
+    return "client closed before the handshake ended";
+  }
+  if (/InvalidContentType|corrupt message/i.test(message)) {
+    return `not TLS (${message})`;
+  }
+  return message;
+}
+
+/**
+ * A TLS connection from the internal listener, as the engine sees it: its
+ * peer is the client at the gate, and closing it ends the passage too.
+ */
+class GatedConn implements Deno.Conn {
+  readonly localAddr: Deno.NetAddr;
+  readonly remoteAddr: Deno.NetAddr;
+  #conn: Deno.TlsConn;
+  #onClose: () => void;
+
+  constructor(
+    conn: Deno.TlsConn,
+    passage: Passage,
+    localAddr: Deno.NetAddr,
+    onClose: () => void,
+  ) {
+    this.#conn = conn;
+    this.remoteAddr = passage.peer;
+    this.localAddr = localAddr;
+    this.#onClose = onClose;
+  }
+
+  read(p: Uint8Array): Promise<number | null> {
+    return this.#conn.read(p);
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    return this.#conn.write(p);
+  }
+
+  closeWrite(): Promise<void> {
+    return this.#conn.closeWrite();
+  }
+
+  close(): void {
+    this.#conn.close();
+    this.#onClose();
+  }
+
+  ref(): void {
+    this.#conn.ref();
+  }
+
+  unref(): void {
+    this.#conn.unref();
+  }
+
+  get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
+    return this.#conn.readable;
+  }
+
+  get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
+    return this.#conn.writable;
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

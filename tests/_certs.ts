@@ -1,0 +1,104 @@
+// A throwaway certificate authority and a leaf certificate for TLS tests,
+// made with openssl at test time (rustls refuses a CA certificate used as
+// the server's own).
+
+import { run } from "./_process.ts";
+
+/** PEM texts and the files they are in, in a directory removed on dispose. */
+export interface TestCertificates extends AsyncDisposable {
+  dir: string;
+  /** The authority's certificate: what clients trust. */
+  ca: string;
+  /** The server's certificate, for localhost, 127.0.0.1 and ::1. */
+  cert: string;
+  key: string;
+  /** A key that belongs to another certificate. */
+  otherKey: string;
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+  otherKeyFile: string;
+}
+
+async function openssl(dir: string, args: string[]): Promise<void> {
+  const result = await run("openssl", args, undefined, dir);
+  if (result.code !== 0) {
+    throw new Error(`openssl ${args[0]} failed: ${result.stderr}`);
+  }
+}
+
+/** Makes a CA, a leaf certificate signed by it, and an unrelated key. */
+export async function testCertificates(): Promise<TestCertificates> {
+  const dir = await Deno.makeTempDir({ prefix: "tcp-echo-tls-" });
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+  await openssl(dir, [
+    "req",
+    "-x509",
+    ...ec,
+    "-nodes",
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.pem",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=tcp-echo test CA",
+  ]);
+  await openssl(dir, [
+    "req",
+    ...ec,
+    "-nodes",
+    "-keyout",
+    "leaf.key",
+    "-out",
+    "leaf.csr",
+    "-subj",
+    "/CN=localhost",
+  ]);
+  await Deno.writeTextFile(
+    `${dir}/leaf.cnf`,
+    "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n" +
+      "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n" +
+      "extendedKeyUsage=serverAuth\n",
+  );
+  await openssl(dir, [
+    "x509",
+    "-req",
+    "-in",
+    "leaf.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-out",
+    "leaf.pem",
+    "-days",
+    "2",
+    "-extfile",
+    "leaf.cnf",
+  ]);
+  await openssl(dir, [
+    "genpkey",
+    "-algorithm",
+    "EC",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-out",
+    "other.key",
+  ]);
+  const read = (name: string) => Deno.readTextFile(`${dir}/${name}`);
+  return {
+    dir,
+    ca: await read("ca.pem"),
+    cert: await read("leaf.pem"),
+    key: await read("leaf.key"),
+    otherKey: await read("other.key"),
+    caFile: `${dir}/ca.pem`,
+    certFile: `${dir}/leaf.pem`,
+    keyFile: `${dir}/leaf.key`,
+    otherKeyFile: `${dir}/other.key`,
+    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
+  };
+}

@@ -1,0 +1,386 @@
+// TLS: serveEcho({ cert, key }) and the clients' `tls`, handshake failures
+// (plaintext, garbage, silence, a rejected certificate) closed on time and
+// counted, exact half-close repeated, workers, bad certificates, the CLIs,
+// and openssl s_client and socat as peers both ways.
+
+import assert from "node:assert/strict";
+import { echoOnce, echoStream, loadTest, serveEcho } from "../mod.ts";
+import { type TestCertificates, testCertificates } from "./_certs.ts";
+import {
+  captureLogs,
+  LineClient,
+  pseudoRandomBytes,
+  readAll,
+  writeAll,
+} from "./_helpers.ts";
+import { CLIENT, run, SERVER, ServerProcess, Spawned } from "./_process.ts";
+
+const logs = await captureLogs();
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** What our clients need to trust the test server. */
+function trust(certs: TestCertificates, port: number) {
+  return {
+    port,
+    tls: true,
+    caCerts: [certs.ca],
+    serverName: "localhost",
+  } as const;
+}
+
+Deno.test("serveEcho({ cert, key }) echoes exactly through a half-close, 30 times in a row", async () => {
+  await using certs = await testCertificates();
+  await using server = serveEcho({ port: 0, cert: certs.cert, key: certs.key });
+  await server.ready;
+  const { port } = server.addr;
+  assert.equal(
+    await echoOnce("hi over TLS", trust(certs, port)),
+    "hi over TLS",
+  );
+  // A 1-in-3 failure passes 30 runs with a chance of (2/3)^30, 5 in a million.
+  for (let i = 0; i < 30; i++) {
+    const payload = pseudoRandomBytes(256 * 1024 + i, i);
+    const echo = await new Response(echoStream([payload], trust(certs, port)))
+      .bytes();
+    assert.deepEqual(echo, payload, `run ${i}`);
+  }
+  const report = await loadTest({
+    ...trust(certs, port),
+    connections: 10,
+    count: 500,
+  });
+  assert.equal(report.roundTrips, 500);
+  assert.equal(
+    report.connectErrors + report.mismatches + report.otherErrors,
+    0,
+  );
+  assert.equal(server.stats.accepted, 41);
+  assert.equal(server.stats.handshakeFailures, 0);
+});
+
+Deno.test("over TLS, broadcast and chat relay lines, and the idle timeout closes", async (t) => {
+  await using certs = await testCertificates();
+  for (const mode of ["broadcast", "chat"] as const) {
+    await t.step(mode, async () => {
+      await using server = serveEcho({
+        port: 0,
+        cert: certs.cert,
+        key: certs.key,
+        mode,
+      });
+      await server.ready;
+      const connect = async () =>
+        new LineClient(
+          await Deno.connectTls({
+            hostname: "localhost",
+            port: server.addr.port,
+            caCerts: [certs.ca],
+          }),
+        );
+      await using a = await connect();
+      await using b = await connect();
+      await b.send("b is here\n");
+      await a.line(/b is here$/);
+      await a.send("hello\n");
+      // Handshakes finish in any order: a may be user1 or user2.
+      await b.line(mode === "chat" ? /^<user\d> hello$/ : /^hello$/);
+    });
+  }
+  await t.step("idle timeout", async () => {
+    await using server = serveEcho({
+      port: 0,
+      cert: certs.cert,
+      key: certs.key,
+      idleTimeout: 200,
+    });
+    await server.ready;
+    using conn = await Deno.connectTls({
+      hostname: "localhost",
+      port: server.addr.port,
+      caCerts: [certs.ca],
+    });
+    await writeAll(conn, encoder.encode("x"));
+    assert.deepEqual(await readAll(conn), encoder.encode("x"));
+  });
+});
+
+Deno.test("plaintext, garbage, silent and distrustful clients are handshake failures, closed on time; others go on", async () => {
+  await using certs = await testCertificates();
+  logs.clear();
+  await using server = serveEcho({
+    port: 0,
+    cert: certs.cert,
+    key: certs.key,
+    handshakeTimeout: 300,
+  });
+  await server.ready;
+  const { port } = server.addr;
+  // A good client echoes throughout.
+  await using good = new LineClient(
+    await Deno.connectTls({ hostname: "localhost", port, caCerts: [certs.ca] }),
+  );
+  await good.send("before\n");
+  await good.line(/^before$/);
+
+  // Plaintext: an alert at most, then the end of the stream.
+  using plain = await Deno.connect({ port });
+  await writeAll(plain, encoder.encode("GET / HTTP/1.0\r\n\r\n"));
+  await readAll(plain);
+  // Garbage that looks like a TLS record header.
+  using garbage = await Deno.connect({ port });
+  await writeAll(garbage, new Uint8Array([22, 3, 1, 0, 5, 1, 2, 3, 4, 5]));
+  await readAll(garbage);
+  // Silent clients: closed once the handshake timeout is over, all of them.
+  const started = performance.now();
+  const silent = await Promise.all(
+    Array.from({ length: 10 }, () => Deno.connect({ port })),
+  );
+  for (const conn of silent) {
+    assert.deepEqual(await readAll(conn), new Uint8Array());
+    conn.close();
+  }
+  const waited = performance.now() - started;
+  assert.ok(waited >= 250 && waited < 5000, `closed after ${waited} ms`);
+  // A client that does not trust the certificate.
+  await assert.rejects(
+    () => echoOnce("x", { port, tls: true, serverName: "localhost" }),
+    (error: Error) =>
+      error instanceof Deno.errors.InvalidData &&
+      /^TLS handshake with localhost failed: invalid peer certificate/.test(
+        error.message,
+      ),
+  );
+  await logs.waitFor(() => server.stats.handshakeFailures === 13);
+
+  await good.send("after\n");
+  await good.line(/^after$/);
+  assert.equal(server.stats.accepted, 1);
+  const failures = logs.find("TLS handshake with {peer} failed: {reason}");
+  const reasons = failures.map((r) => String(r.properties.reason));
+  assert.equal(reasons.filter((r) => r === "handshake timed out").length, 10);
+  assert.ok(reasons.some((r) => r.startsWith("not TLS")), reasons.join("\n"));
+  for (const record of failures) {
+    assert.match(String(record.properties.peer), /^127\.0\.0\.1:\d+$/);
+  }
+});
+
+Deno.test("TLS works with workers, and on IPv6", async () => {
+  await using certs = await testCertificates();
+  await using server = serveEcho({
+    hostname: "::1",
+    port: 0,
+    cert: certs.cert,
+    key: certs.key,
+    workers: 2,
+  });
+  await server.ready;
+  const { port } = server.addr;
+  const options = { ...trust(certs, port), hostname: "::1" };
+  const replies = await Promise.all(
+    Array.from({ length: 40 }, (_, i) => echoOnce(`w${i}`, options)),
+  );
+  replies.forEach((reply, i) => assert.equal(reply, `w${i}`));
+  assert.equal(server.stats.accepted, 40);
+});
+
+Deno.test("bad certificates and keys are option errors, thrown at once", async () => {
+  await using certs = await testCertificates();
+  const cases: [Record<string, string>, string, RegExp][] = [
+    [{ cert: "hello", key: certs.key }, "cert", /no PEM certificate/],
+    [{ cert: certs.cert, key: "junk" }, "key", /no PEM private key/],
+    [{ cert: certs.cert, key: certs.otherKey }, "key", /does not belong/],
+    [{ cert: certs.cert }, "key", /must be given with cert/],
+    [{ key: certs.key }, "cert", /must be given with key/],
+  ];
+  for (const [options, option, reason] of cases) {
+    assert.throws(
+      () => serveEcho({ port: 0, ...options }),
+      (error: TypeError & { option: string; reason: string }) =>
+        error instanceof TypeError && error.option === option &&
+        reason.test(error.reason),
+      JSON.stringify(Object.keys(options)),
+    );
+  }
+});
+
+Deno.test("openssl s_client and socat OPENSSL: talk to our server; our client talks to socat OPENSSL-LISTEN", async () => {
+  await using certs = await testCertificates();
+  await using server = serveEcho({ port: 0, cert: certs.cert, key: certs.key });
+  await server.ready;
+  const port = String(server.addr.port);
+  // socat half-closes (close_notify, then FIN) at the end of its input.
+  const payload = pseudoRandomBytes(1024 * 1024 + 5, 77);
+  const socat = await run("socat", [
+    "-t",
+    "30",
+    "-",
+    `OPENSSL:127.0.0.1:${port},cafile=${certs.caFile},commonname=localhost`,
+  ], payload);
+  assert.equal(socat.code, 0, socat.stderr);
+  assert.deepEqual(socat.stdout, payload);
+
+  // openssl s_client verifies our chain; line mode ends on "quit".
+  await using lines = serveEcho({
+    port: 0,
+    cert: certs.cert,
+    key: certs.key,
+    mode: "line",
+  });
+  await lines.ready;
+  const openssl = await run("openssl", [
+    "s_client",
+    "-connect",
+    `127.0.0.1:${lines.addr.port}`,
+    "-CAfile",
+    certs.caFile,
+    "-verify_return_error",
+    "-verify_hostname",
+    "localhost",
+    "-quiet",
+    "-ign_eof",
+  ], encoder.encode("hello from openssl\nquit\n"));
+  assert.equal(openssl.code, 0, openssl.stderr);
+  assert.equal(decoder.decode(openssl.stdout), "hello from openssl\n");
+
+  // Our clients against socat's TLS server running cat.
+  await using peer = new Spawned("socat", [
+    "-d",
+    "-d",
+    `OPENSSL-LISTEN:0,bind=127.0.0.1,reuseaddr,fork,cert=${certs.certFile},key=${certs.keyFile},verify=0`,
+    "EXEC:cat",
+  ]);
+  const listening = await peer.stderr.waitFor(/listening on .*:(\d+)/);
+  const peerPort = Number(listening.match(/:(\d+)\s*$/)![1]);
+  assert.equal(await echoOnce("to socat", trust(certs, peerPort)), "to socat");
+  const bytes = pseudoRandomBytes(300_000, 5);
+  assert.deepEqual(
+    await new Response(echoStream([bytes], trust(certs, peerPort))).bytes(),
+    bytes,
+  );
+});
+
+/** `deno run server.ts` with what TLS needs (read access for the files). */
+function tlsServer(args: string[]): Promise<ServerProcess> {
+  return ServerProcess.start(args, [
+    Deno.execPath(),
+    "run",
+    "--allow-net",
+    "--allow-read",
+    SERVER,
+  ]);
+}
+
+function tlsClient(args: string[], env: Record<string, string> = {}) {
+  return run(
+    Deno.execPath(),
+    [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      CLIENT,
+      ...args,
+    ],
+    undefined,
+    undefined,
+    env,
+  );
+}
+
+Deno.test("server --tls-cert/--tls-key and client --tls --ca --server-name", async () => {
+  await using certs = await testCertificates();
+  await using server = await tlsServer([
+    "--tls-cert",
+    certs.certFile,
+    "--tls-key",
+    certs.keyFile,
+    "--handshake-timeout",
+    "500",
+  ]);
+  const port = String(server.port);
+  const hi = await tlsClient([
+    "--tls",
+    "--ca",
+    certs.caFile,
+    "--server-name",
+    "localhost",
+    "--port",
+    port,
+    "hi",
+  ]);
+  assert.equal(hi.code, 0, hi.stderr);
+  assert.equal(decoder.decode(hi.stdout), "hi\n");
+  const load = await tlsClient([
+    "--tls",
+    "--ca",
+    certs.caFile,
+    "--hostname",
+    "localhost",
+    "--port",
+    port,
+    "--connections",
+    "4",
+    "--count",
+    "200",
+    "--json",
+  ]);
+  assert.equal(load.code, 0, load.stderr);
+  assert.equal(JSON.parse(decoder.decode(load.stdout)).roundTrips, 200);
+
+  // The system's trust store does not know our CA: exit 1, one line.
+  const untrusted = await tlsClient(
+    ["--tls", "--server-name", "localhost", "--port", port, "hi"],
+    { DENO_TLS_CA_STORE: "system" },
+  );
+  assert.equal(untrusted.code, 1);
+  assert.match(
+    untrusted.stderr,
+    /^error: Echo via 127\.0\.0\.1:\d+ failed: TLS handshake with localhost failed: invalid peer certificate: UnknownIssuer\n$/,
+  );
+  const plain = await tlsClient(["--port", port, "--timeout", "3000", "hi"]);
+  assert.equal(plain.code, 1);
+  await server.stderr.waitFor(
+    /\[INF\] tcp-echo·server: TLS handshake with 127\.0\.0\.1:\d+ failed: /,
+  );
+});
+
+Deno.test("TLS usage errors exit 2 with one line", async () => {
+  await using certs = await testCertificates();
+  const cases: [string[], string][] = [
+    [["--tls-cert", certs.certFile], "Give --tls-key with --tls-cert"],
+    [
+      ["--tls-cert", `${certs.dir}/none.pem`, "--tls-key", certs.keyFile],
+      `Invalid --tls-cert: cannot read it (No such file or directory (os error 2)), got '${certs.dir}/none.pem'`,
+    ],
+    [
+      ["--tls-cert", certs.keyFile, "--tls-key", certs.keyFile],
+      "Invalid --tls-cert: no PEM certificate found in it",
+    ],
+    [
+      ["--tls-cert", certs.certFile, "--tls-key", certs.certFile],
+      "Invalid --tls-key: no PEM private key found in it",
+    ],
+    [
+      ["--tls-cert", certs.certFile, "--tls-key", certs.otherKeyFile],
+      "Invalid --tls-key: it does not belong to the certificate",
+    ],
+    [
+      ["--unix", `${certs.dir}/s.sock`, "--tls-cert", certs.certFile],
+      "Give --unix or --tls-cert, not both",
+    ],
+  ];
+  for (const [args, message] of cases) {
+    const result = await run(Deno.execPath(), [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      SERVER,
+      ...args,
+    ]);
+    assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+    assert.equal(result.stderr, `error: ${message} (see --help)\n`);
+  }
+  const client = await tlsClient(["--ca", certs.caFile, "hi"]);
+  assert.equal(client.code, 2);
+  assert.equal(client.stderr, "error: Give --tls with --ca (see --help)\n");
+});
