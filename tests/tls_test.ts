@@ -184,6 +184,28 @@ Deno.test("TLS works with workers, and on IPv6", async () => {
   assert.equal(server.stats.accepted, 40);
 });
 
+Deno.test("handshakeTimeout 0 listens with Deno's TLS directly: exact echo, handshake failures counted", async () => {
+  await using certs = await testCertificates();
+  await using server = serveEcho({
+    port: 0,
+    cert: certs.cert,
+    key: certs.key,
+    handshakeTimeout: 0,
+  });
+  const { port } = server.addr;
+  for (let i = 0; i < 10; i++) {
+    const payload = pseudoRandomBytes(200 * 1024 + i, i + 100);
+    const echo = await new Response(echoStream([payload], trust(certs, port)))
+      .bytes();
+    assert.deepEqual(echo, payload, `run ${i}`);
+  }
+  using plain = await Deno.connect({ port });
+  await writeAll(plain, encoder.encode("GET / HTTP/1.0\r\n\r\n"));
+  await readAll(plain);
+  await logs.waitFor(() => server.stats.handshakeFailures === 1);
+  assert.equal(server.stats.accepted, 10);
+});
+
 Deno.test("bad certificates and keys are option errors, thrown at once", async () => {
   await using certs = await testCertificates();
   const cases: [Record<string, string>, string, RegExp][] = [

@@ -61,7 +61,9 @@ export const SERVER_FLAGS = {
     arg: "MS",
     requires: ["tls-cert"],
     help: "with TLS, close a client that has not completed its handshake " +
-      "after MS ms (counted as a handshake failure); 0 never does",
+      "after MS ms (counted as a handshake failure); 0 never does, and " +
+      "serves small messages about 2.5 times as fast, but cannot close a " +
+      "client that never completes its handshake: trusted clients only",
     default: "10000",
     parse: integer,
   },
