@@ -10,7 +10,12 @@
  * under churn: a client pinging every 5 ms while 2,000 others at a time
  * half-close or open and close (`bench/churn.ts`). Then our server alone
  * with `--workers 1` and `--workers 2` at 64 B × 200 connections: CPU per
- * round trip, round trips/s, and how the connections spread over workers. The server runs on
+ * round trip, round trips/s, and how the connections spread over workers.
+ * Then TLS: 64 B × 50 round trips/s and the bulk stream, for our server
+ * (through its handshake gate, and with `--handshake-timeout 0`, straight
+ * on Deno's TLS) against Node's `tls.createServer` with
+ * `socket.pipe(socket)`, with a throwaway certificate made by openssl. The
+ * server runs on
  * CPU 0 and this process on CPU 1 when `taskset` is there. Repetitions
  * take turns across servers, so a noisy moment hits every server; the table
  * shows each cell's median over the repetitions, the JSON every repetition.
@@ -26,8 +31,9 @@
  */
 
 import { parseArgs } from "node:util";
-import { echoStream, loadTest } from "../mod.ts";
+import { type ConnectOptions, echoStream, loadTest } from "../mod.ts";
 import { Lines } from "../tests/_process.ts";
+import { type TestCertificates, testCertificates } from "../tests/_certs.ts";
 import {
   CHURN_KINDS,
   type ChurnKind,
@@ -59,6 +65,37 @@ const SERVERS: Record<string, string[]> = {
     "--allow-net",
     `${ROOT}bench/deno_pipe_echo.ts`,
     "0",
+  ],
+};
+
+/** The TLS comparison: how to start each TLS server, given certificates. */
+const TLS_SERVERS: Record<string, (certs: TestCertificates) => string[]> = {
+  project: (certs) => [
+    DENO,
+    "run",
+    "--allow-net",
+    "--allow-read",
+    `${ROOT}server.ts`,
+    "--port",
+    "0",
+    "--log-level",
+    "error",
+    "--tls-cert",
+    certs.certFile,
+    "--tls-key",
+    certs.keyFile,
+  ],
+  project_direct: (certs) => [
+    ...TLS_SERVERS.project(certs),
+    "--handshake-timeout",
+    "0",
+  ],
+  node_tls: (certs) => [
+    "node",
+    `${ROOT}bench/node_tls_echo.mjs`,
+    "0",
+    certs.certFile,
+    certs.keyFile,
   ],
 };
 
@@ -100,6 +137,8 @@ const CLK_TCK = 100;
 /** The workers comparison: our server at 64 B × this many connections. */
 const WORKERS_LOAD: PingPong = { size: 64, connections: 200 };
 const WORKER_COUNTS = [1, 2];
+/** The TLS comparison's round trips. */
+const TLS_LOAD: PingPong = { size: 64, connections: 50 };
 
 interface WorkersCell extends Cell {
   /** Connections accepted by each worker. */
@@ -133,6 +172,8 @@ async function main(): Promise<void> {
 
   const runs: Record<string, Record<string, Cell>[]> = {};
   const workerRuns: Record<string, WorkersCell>[] = [];
+  const tlsRuns: Record<string, Record<string, Cell>[]> = {};
+  await using certs = await testCertificates();
   for (let rep = 1; rep <= reps; rep++) {
     for (const name of servers) {
       console.error(`== ${name}, repetition ${rep} of ${reps}`);
@@ -143,8 +184,19 @@ async function main(): Promise<void> {
     if (servers.includes("project")) {
       console.error(`== project --workers, repetition ${rep} of ${reps}`);
       workerRuns.push(await benchWorkers(durationMs, pinned));
+      for (const name of Object.keys(TLS_SERVERS)) {
+        console.error(`== TLS ${name}, repetition ${rep} of ${reps}`);
+        (tlsRuns[name] ??= []).push(
+          await benchTls(name, certs, { durationMs, bulkBytes, pinned }),
+        );
+      }
     }
   }
+  const tls = Object.keys(tlsRuns).length > 0
+    ? Object.fromEntries(
+      Object.entries(tlsRuns).map(([name, r]) => [name, medians(r)]),
+    )
+    : undefined;
   const results = Object.fromEntries(
     servers.map((name) => [name, medians(runs[name])]),
   );
@@ -163,7 +215,7 @@ async function main(): Promise<void> {
     reps,
   };
   const json = JSON.stringify(
-    { meta, results, runs, workers, workerRuns },
+    { meta, results, runs, workers, workerRuns, tls, tlsRuns },
     null,
     2,
   );
@@ -177,6 +229,7 @@ async function main(): Promise<void> {
   await Deno.writeTextFile(file, json);
   console.log(table(results, servers, meta));
   if (workers !== undefined) console.log(`\n${workersTable(workers)}`);
+  if (tls !== undefined) console.log(`\n${tlsTable(tls, meta)}`);
   console.log(`\nResults: ${file}`);
 }
 
@@ -377,8 +430,10 @@ async function pingPong(
   server: Server,
   workload: PingPong,
   durationMs: number,
+  connect: ConnectOptions = {},
 ): Promise<Cell> {
   const options = {
+    ...connect,
     port: server.port,
     connections: workload.connections,
     message: workload.size,
@@ -398,13 +453,18 @@ async function pingPong(
 }
 
 /** Streams `bytes` through the server in 64 KiB writes, verifying the echo. */
-async function bulk(port: number, bytes: number): Promise<void> {
+async function bulk(
+  port: number,
+  bytes: number,
+  connect: ConnectOptions = {},
+): Promise<void> {
   const chunk = new Uint8Array(64 * 1024).map((_, i) => (i * 7) & 255);
   const chunks = (function* () {
     for (let sent = 0; sent < bytes; sent += chunk.length) yield chunk;
   })();
   let received = 0;
-  for await (const part of echoStream(chunks, { port, timeout: 30_000 })) {
+  const options = { ...connect, port, timeout: 30_000 };
+  for await (const part of echoStream(chunks, options)) {
     received += part.length;
   }
   if (received !== bytes) throw new Error(`echo was ${received} of ${bytes}`);
@@ -457,11 +517,12 @@ interface Server extends AsyncDisposable {
  * `extra` arguments, its stderr is kept rather than shown.
  */
 async function start(
-  name: string,
+  name: string | string[],
   pinned: boolean,
   extra?: string[],
 ): Promise<Server> {
-  const [command, ...args] = [...SERVERS[name], ...extra ?? []];
+  const base = typeof name === "string" ? SERVERS[name] : name;
+  const [command, ...args] = [...base, ...extra ?? []];
   const child = new Deno.Command(pinned ? "taskset" : command, {
     args: pinned ? ["-c", "0", command, ...args] : args,
     stdin: "null",
@@ -493,6 +554,90 @@ async function start(
       await stderr?.done;
     },
   };
+}
+
+/** One TLS server: 64 B × 50 round trips, then the bulk stream. */
+async function benchTls(
+  name: string,
+  certs: TestCertificates,
+  options: { durationMs: number; bulkBytes: number; pinned: boolean },
+): Promise<Record<string, Cell>> {
+  const command = TLS_SERVERS[name](certs);
+  const connect = {
+    tls: true,
+    caCerts: [certs.ca],
+    serverName: "localhost",
+  };
+  const cells: Record<string, Cell> = {};
+  const key = `${TLS_LOAD.size} B × ${TLS_LOAD.connections}`;
+  {
+    await using server = await start(command, options.pinned);
+    cells[key] = await pingPong(server, TLS_LOAD, options.durationMs, connect);
+    console.error(`  ${key}: ${Math.round(cells[key].value)} rt/s`);
+  }
+  {
+    await using server = await start(command, options.pinned);
+    const cpu0 = await server.cpuMs();
+    const started = performance.now();
+    let errors = 0;
+    try {
+      await bulk(server.port, options.bulkBytes, connect);
+    } catch (error) {
+      errors = 1;
+      console.error(`  bulk failed: ${(error as Error).message}`);
+    }
+    const seconds = (performance.now() - started) / 1000;
+    const serverCpuMs = await server.cpuMs() - cpu0;
+    cells.bulk = {
+      value: errors ? NaN : options.bulkBytes / seconds / 1e6,
+      serverCpu: serverCpuMs / 1000 / (options.bulkBytes / 1e9),
+      serverCpuPercent: serverCpuMs / (seconds * 1000) * 100,
+      errors,
+    };
+    console.error(`  bulk: ${cells.bulk.value.toFixed(0)} MB/s`);
+  }
+  return cells;
+}
+
+/** The TLS comparison: each of our two ways against Node's. */
+function tlsTable(
+  cells: Record<string, Record<string, Cell>>,
+  meta: Record<string, unknown>,
+): string {
+  const names = Object.keys(TLS_SERVERS);
+  const fmt = (x: number | undefined, digits: number) =>
+    x === undefined || Number.isNaN(x) ? "failed" : x.toLocaleString("en-US", {
+      minimumFractionDigits: digits,
+      maximumFractionDigits: digits,
+    });
+  const key = `${TLS_LOAD.size} B × ${TLS_LOAD.connections}`;
+  const bulkLabel = `bulk ${Number(meta.bulkBytes) / 1048576} MiB`;
+  const rows: [string, string, (c: Cell) => number | undefined, number][] = [
+    [`TLS ${key}: round trips/s`, key, (c) => c.value, 0],
+    [`TLS ${key}: server µs CPU/round trip`, key, (c) => c.serverCpu, 2],
+    [`TLS ${key}: p99 µs`, key, (c) => c.p99Us, 0],
+    [`TLS ${bulkLabel}: MB/s`, "bulk", (c) => c.value, 0],
+    [`TLS bulk: server CPU s/GB`, "bulk", (c) => c.serverCpu, 3],
+  ];
+  const header = [
+    "workload",
+    ...names,
+    "project / node_tls",
+    "project_direct / node_tls",
+  ];
+  const lines = rows.map(([label, cell, pick, digits]) => {
+    const value = (name: string) => pick(cells[name][cell]);
+    return [
+      label,
+      ...names.map((n) =>
+        fmt(value(n), digits) + (cells[n][cell].errors ? " (errors)" : "")
+      ),
+      `${fmt(value("project")! / value("node_tls")!, 2)}×`,
+      `${fmt(value("project_direct")! / value("node_tls")!, 2)}×`,
+    ];
+  });
+  return [header, header.map(() => "---"), ...lines]
+    .map((r) => `| ${r.join(" | ")} |`).join("\n");
 }
 
 /** The workers comparison, `--workers 2` against `--workers 1`. */

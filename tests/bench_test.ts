@@ -21,7 +21,7 @@ Deno.test("deno task bench runs every server over every workload, and the worker
     "-",
   ]);
   assert.equal(result.code, 0, result.stderr);
-  const { meta, results, workers } = JSON.parse(
+  const { meta, results, workers, tls } = JSON.parse(
     new TextDecoder().decode(result.stdout),
   );
   assert.equal(meta.idleConns, 50);
@@ -40,6 +40,15 @@ Deno.test("deno task bench runs every server over every workload, and the worker
     for (const [workload, cell] of Object.entries(cells as object)) {
       assert.equal(cell.errors, 0, `${server} ${workload}`);
       assert.ok(cell.value > 0, `${server} ${workload}: ${cell.value}`);
+    }
+  }
+  // TLS: ours through the gate and direct, and Node's, without an error.
+  assert.deepEqual(Object.keys(tls), ["project", "project_direct", "node_tls"]);
+  for (const [server, cells] of Object.entries(tls)) {
+    assert.deepEqual(Object.keys(cells as object), ["64 B × 50", "bulk"]);
+    for (const [workload, cell] of Object.entries(cells as object)) {
+      assert.equal(cell.errors, 0, `TLS ${server} ${workload}`);
+      assert.ok(cell.value > 0, `TLS ${server} ${workload}: ${cell.value}`);
     }
   }
   assert.deepEqual(Object.keys(workers), ["workers 1", "workers 2"]);
