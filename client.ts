@@ -57,6 +57,7 @@ async function main(args: string[]): Promise<number> {
     hostname: v.hostname,
     port: v.port,
     path: v.unix,
+    udp: v.udp,
     tls: v.tls,
     caCerts: v.ca,
     serverName: v["server-name"],
@@ -80,6 +81,7 @@ async function main(args: string[]): Promise<number> {
         message: v.message ?? v.size,
         rate: v.rate,
         json: v.json ?? false,
+        maxLoss: v["max-loss"],
         reportInterval: (v["report-interval"] ?? 5) * 1000,
       });
     } else if (interactive) {

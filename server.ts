@@ -63,6 +63,7 @@ async function main(args: string[]): Promise<number> {
       cert: v["tls-cert"],
       key: v["tls-key"],
       handshakeTimeout: v["handshake-timeout"],
+      udp: v["udp-only"] ? "only" as const : v.udp,
     }
     : { path: v.unix };
   let server: EchoServer<Deno.Addr>;
@@ -112,10 +113,13 @@ async function main(args: string[]): Promise<number> {
   await server.finished;
   await operator?.stop();
   const { stats } = server;
+  const datagrams = stats.datagramsIn > 0
+    ? `, {datagramsOut} ${plural(stats.datagramsOut, "datagram")} echoed`
+    : "";
   logger.info(
     `Stopped: {accepted} ${
       plural(stats.accepted, "connection")
-    } served, {rejected} rejected`,
+    } served, {rejected} rejected${datagrams}`,
     { ...stats },
   );
   return signals.forced ? EXIT_FORCED : EXIT_OK;

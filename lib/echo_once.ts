@@ -1,4 +1,14 @@
-import { echoStream, type EchoStreamOptions } from "./echo_stream.ts";
+import {
+  EchoError,
+  echoStream,
+  type EchoStreamOptions,
+} from "./echo_stream.ts";
+import {
+  assertDatagram,
+  datagramTarget,
+  ReplyWaiter,
+} from "./client/datagram.ts";
+import { assertMilliseconds } from "./_helpers.ts";
 
 /** Options for {@linkcode echoOnce}. */
 export type EchoOnceOptions = EchoStreamOptions;
@@ -63,6 +73,57 @@ export async function echoOnce(
   const bytes = typeof message === "string"
     ? new TextEncoder().encode(message)
     : message;
-  const echo = await new Response(echoStream([bytes], options)).bytes();
+  const echo = options?.udp
+    ? await echoDatagram(bytes, options)
+    : await new Response(echoStream([bytes], options)).bytes();
   return typeof message === "string" ? new TextDecoder().decode(echo) : echo;
+}
+
+/**
+ * Sends `bytes` as one UDP datagram and waits up to `timeout` ms for the
+ * reply from the server's port, which must be the same bytes.
+ */
+async function echoDatagram(
+  bytes: Uint8Array,
+  options: EchoOnceOptions,
+): Promise<Uint8Array> {
+  const target = datagramTarget(options);
+  assertDatagram(bytes);
+  const { timeout = 10_000, signal } = options;
+  assertMilliseconds("timeout", timeout);
+  signal?.throwIfAborted();
+  const socket = target.open();
+  const onAbort = () => socket.close();
+  signal?.addEventListener("abort", onAbort, { once: true });
+  const waiter = new ReplyWaiter(socket, new Uint8Array(65_536));
+  try {
+    await socket.send(bytes, target.to);
+    const reply = await waiter.next(target.to, timeout);
+    if (reply === null) {
+      throw new DOMException(
+        `No reply from ${target.address} within ${timeout} ms`,
+        "TimeoutError",
+      );
+    }
+    const at = bytes.findIndex((byte, i) => reply[i] !== byte);
+    if (reply.length !== bytes.length || at !== -1) {
+      throw new EchoError(
+        at !== -1 && at < reply.length
+          ? `Reply differs from what was sent at byte ${at}`
+          : `Reply is ${reply.length} bytes, ${bytes.length} were sent`,
+      );
+    }
+    return reply.slice();
+  } catch (error) {
+    if (signal?.aborted) throw signal.reason;
+    throw error;
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    try {
+      socket.close();
+    } catch {
+      // Closed by the abort.
+    }
+    await waiter.settle();
+  }
 }

@@ -1,4 +1,10 @@
 import { type Target, target } from "./client/dial.ts";
+import {
+  assertDatagram,
+  type DatagramTarget,
+  datagramTarget,
+  ReplyWaiter,
+} from "./client/datagram.ts";
 import type { ConnectOptions } from "./types.ts";
 import process from "node:process";
 import * as hdr from "hdr-histogram-js";
@@ -109,6 +115,11 @@ export interface LoadReport {
   readonly megabytesPerSecond: number;
   /** Latency of the round trips, from an HDR histogram (3 digits). */
   readonly latencyUs: LatencySummary;
+  /**
+   * Over UDP, datagrams whose reply did not come within `timeout` (not an
+   * error: UDP may lose datagrams); 0 over TCP.
+   */
+  readonly lost: number;
   /** Connections that could not be opened. */
   readonly connectErrors: number;
   /** Echoes that differed from what was sent. */
@@ -165,17 +176,22 @@ export async function loadTest(
     (duration === undefined && options.countPerConnection === undefined
       ? 1000
       : Infinity);
-  const server = target(options);
+  const server = options.udp ? datagramTarget(options) : target(options);
   assertPositive("connections", connections, true);
   assertPositive("count", count, false);
   assertPositive("countPerConnection", countPerConnection, false);
   if (duration !== undefined) assertPositive("duration", duration, false);
   if (rate !== undefined) assertPositive("rate", rate, false);
   const message = messageBytes(options.message ?? 64);
+  if (options.udp) assertDatagram(message);
+  const open = "open" in server
+    ? (index: number) =>
+      Promise.resolve(datagramChannel(server, message, timeout, index))
+    : async (_: number, signal: AbortSignal | undefined) =>
+      streamChannel(await (server as Target).connect(signal), message);
 
   const run = new Run({
-    server,
-    message,
+    open,
     connections,
     count,
     countPerConnection,
@@ -232,6 +248,7 @@ export async function loadTest(
       max: h.maxValue,
       mean: h.mean,
     },
+    lost: run.lost,
     connectErrors: run.connectErrors,
     mismatches: run.mismatches,
     otherErrors: run.otherErrors,
@@ -243,8 +260,8 @@ export async function loadTest(
 }
 
 interface RunOptions {
-  server: Target;
-  message: Uint8Array;
+  /** Opens connection number `index` (a socket of its own, for UDP). */
+  open(index: number, signal: AbortSignal | undefined): Promise<Channel>;
   connections: number;
   count: number;
   countPerConnection: number;
@@ -270,8 +287,9 @@ class Run {
   errorMessages: string[] = [];
   #options: RunOptions;
   #stopped = false;
+  lost = 0;
   /** Open connections, and when their round trip in flight started. */
-  #conns = new Map<Deno.Conn, number>();
+  #conns = new Map<Channel, number>();
   #watchdog: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: RunOptions) {
@@ -307,7 +325,8 @@ class Run {
     const { timeout } = this.#options;
     const now = performance.now();
     for (const [conn, since] of this.#conns) {
-      if (since > 0 && now - since > timeout) {
+      // A datagram's own wait ends it as lost; a stream's is ended here.
+      if (conn.stream && since > 0 && now - since > timeout) {
         this.#fail(
           "other",
           new Error(`Round trip timed out after ${timeout} ms`),
@@ -320,10 +339,11 @@ class Run {
 
   /** Runs connection number `index` until the test is over. */
   async connection(index: number): Promise<void> {
-    const { server, timeout } = this.#options;
-    let conn: Deno.Conn;
+    const { open, timeout } = this.#options;
+    let conn: Channel;
     try {
-      conn = await server.connect(
+      conn = await open(
+        index,
         timeout > 0 ? AbortSignal.timeout(timeout) : undefined,
       );
     } catch (error) {
@@ -346,22 +366,15 @@ class Run {
     }
   }
 
-  async #roundTrips(conn: Deno.Conn, index: number): Promise<void> {
-    const { message, connections, count, countPerConnection, rate } =
-      this.#options;
-    // One byte more than the message: every read then asks for more than the
-    // echo owed, so it comes back short, which tells Deno the socket is
-    // drained; a read that exactly fills its view makes the next read try
-    // the socket at once and usually find it empty, a wasted system call.
-    // The extra byte also catches an echo longer than the message.
-    const echo = new Uint8Array(message.length + 1);
+  async #roundTrips(conn: Channel, index: number): Promise<void> {
+    const { connections, count, countPerConnection, rate } = this.#options;
     // With a rate, each connection has its own slot in a fixed schedule.
     const interval = rate === undefined ? 0 : 1000 * connections / rate;
     let due = this.startedAt + interval * index / connections;
     for (
       let mine = 0;
       !this.#stopped && this.started < count && mine < countPerConnection;
-      mine++
+      mine++, due += interval
     ) {
       this.started++;
       let sentAt = performance.now();
@@ -377,28 +390,24 @@ class Run {
         }
       }
       this.#mark(conn, sentAt);
-      await writeAll(conn, message);
-      const received = await readEcho(conn, echo, message.length);
-      const at = firstDifference(echo, message);
-      if (at !== -1 || received > message.length) {
-        this.#fail(
-          "mismatch",
-          new Error(
-            at !== -1
-              ? `Echo differs from what was sent at byte ${at}`
-              : `Echo is longer than what was sent (${message.length} bytes)`,
-          ),
-        );
-        return; // The stream is out of step: this connection stops.
+      const result = await conn.exchange();
+      this.#mark(conn, 0);
+      if (result === "lost") {
+        this.lost++;
+        continue;
+      }
+      if (result !== "ok") {
+        this.#fail("mismatch", new Error(result.mismatch));
+        // A stream is out of step now: its connection stops.
+        if (conn.stream) return;
+        continue;
       }
       const now = performance.now();
-      this.#mark(conn, 0);
       this.histogram.recordValue(
         Math.max(1, Math.round((now - sentAt) * 1000)),
       );
       this.completed++;
       this.endedAt = now;
-      due += interval;
     }
   }
 
@@ -406,7 +415,7 @@ class Run {
    * Records when `conn`'s round trip in flight started (0: none), unless
    * `stop()` or the watchdog has closed it meanwhile.
    */
-  #mark(conn: Deno.Conn, since: number): void {
+  #mark(conn: Channel, since: number): void {
     if (this.#conns.has(conn)) this.#conns.set(conn, since);
   }
 
@@ -419,6 +428,98 @@ class Run {
       this.errorMessages.push(text);
     }
   }
+}
+
+/**
+ * One connection of a load test, as the round-trip loop drives it: a TCP,
+ * TLS or Unix stream, or a UDP socket of its own.
+ */
+interface Channel {
+  /** A stream: a mismatch puts it out of step, and the watchdog times it. */
+  readonly stream: boolean;
+  /**
+   * Sends the message once and waits for its echo: `"ok"`, `"lost"` (a
+   * datagram whose reply did not come in time), or what differed.
+   */
+  exchange(): Promise<"ok" | "lost" | { mismatch: string }>;
+  close(): void;
+}
+
+function streamChannel(conn: Deno.Conn, message: Uint8Array): Channel {
+  // One byte more than the message: every read then asks for more than the
+  // echo owed, so it comes back short, which tells Deno the socket is
+  // drained; a read that exactly fills its view makes the next read try
+  // the socket at once and usually find it empty, a wasted system call.
+  // The extra byte also catches an echo longer than the message.
+  const echo = new Uint8Array(message.length + 1);
+  return {
+    stream: true,
+    async exchange() {
+      await writeAll(conn, message);
+      const received = await readEcho(conn, echo, message.length);
+      const at = firstDifference(echo, message);
+      if (at !== -1) {
+        return { mismatch: `Echo differs from what was sent at byte ${at}` };
+      }
+      if (received > message.length) {
+        return {
+          mismatch:
+            `Echo is longer than what was sent (${message.length} bytes)`,
+        };
+      }
+      return "ok";
+    },
+    close: () => conn.close(),
+  };
+}
+
+/**
+ * A UDP socket sending the message as datagram after datagram. From 8
+ * bytes on, the first 8 carry the connection's index and a sequence
+ * number, so that a reply that comes after its datagram was counted lost
+ * is recognised, and skipped, rather than taken for the next one's.
+ */
+function datagramChannel(
+  target: DatagramTarget,
+  message: Uint8Array,
+  timeout: number,
+  index: number,
+): Channel {
+  const socket = target.open();
+  const sent = message.slice();
+  const stamped = sent.length >= 8;
+  const stamp = new DataView(sent.buffer);
+  const waiter = new ReplyWaiter(socket, new Uint8Array(65_536));
+  let sequence = 0;
+  return {
+    stream: false,
+    async exchange() {
+      sequence++;
+      if (stamped) {
+        stamp.setUint32(0, index);
+        stamp.setUint32(4, sequence);
+      }
+      await socket.send(sent, target.to);
+      while (true) {
+        const reply = await waiter.next(target.to, timeout);
+        if (reply === null) return "lost";
+        if (stamped && reply.length === sent.length) {
+          const view = new DataView(reply.buffer, reply.byteOffset, 8);
+          const late = view.getUint32(0) === index &&
+            view.getUint32(4) < sequence;
+          if (late) continue;
+        }
+        const at = firstDifference(reply, sent);
+        if (at === -1 && reply.length === sent.length) return "ok";
+        return {
+          mismatch: at !== -1 && at < reply.length
+            ? `Reply differs from what was sent at byte ${at}`
+            : `Reply is ${reply.length} bytes, ${sent.length} were sent`,
+        };
+      }
+    },
+    close: () => socket.close(),
+  };
 }
 
 /** The message's bytes: given, encoded, or `size` pseudo-random bytes. */

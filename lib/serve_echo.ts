@@ -7,6 +7,8 @@ import {
 } from "./_helpers.ts";
 import { MAX_CHAT_OVERHEAD } from "./relay/chat.ts";
 import { localShared, Server } from "./server/engine.ts";
+import { assertDatagramsSupported, DatagramEcho } from "./server/datagram.ts";
+import { WithDatagrams } from "./server/with_datagrams.ts";
 import type { ListenConfig, ServerConfig } from "./server/config.ts";
 import { MAX_SOCKET_PATH } from "./transport/unix.ts";
 import { assertWorkersSupported, WorkerPool } from "./workers/pool.ts";
@@ -119,21 +121,79 @@ export function serveEcho(
   options: ServeEchoOptions | ServeEchoUnixOptions = {},
 ): EchoServer<Deno.Addr> {
   const { signal, workers = 1, ...rest } = options;
+  const udp = "udp" in options ? options.udp ?? false : false;
   const config = checkOptions(rest);
   const count = workers === "auto" ? navigator.hardwareConcurrency : workers;
   assertInteger("workers", count, 1, MAX_WORKERS, " (4 per core) or auto");
   if (count > 1 && config.listen.transport === "unix") {
     throw optionError("workers", "a Unix socket is served on one thread");
   }
+  if (udp !== false) checkDatagrams(config, udp);
   signal?.throwIfAborted();
-  if (count === 1) return new Server(config, localShared(), signal);
-  assertWorkersSupported();
-  return new WorkerPool(config, count, signal);
+  if (count > 1) assertWorkersSupported();
+  const stream = (listen: ListenConfig) => {
+    const c = { ...config, listen };
+    if (count === 1) return new Server(c, localShared(), signal);
+    return new WorkerPool(c, count, signal);
+  };
+  if (udp === false) return stream(config.listen);
+  return withDatagrams(config, udp, stream, signal);
+}
+
+/** Throws unless UDP can be served as `config` says. */
+function checkDatagrams(config: ServerConfig, udp: unknown): void {
+  if (udp !== true && udp !== "only") {
+    throw optionError("udp", `must be true, false or "only", got ${udp}`);
+  }
+  if (config.listen.transport !== "tcp") {
+    throw optionError(
+      "udp",
+      config.listen.transport === "tls"
+        ? "UDP is not encrypted: not with cert and key"
+        : "UDP is served on a host and port, not a Unix socket",
+      TypeError,
+    );
+  }
+  if (config.mode !== "echo") {
+    throw optionError("udp", "UDP echoes datagrams in echo mode only");
+  }
+  assertDatagramsSupported();
+}
+
+/**
+ * UDP on the port number TCP gets (RFC 862 defines both on one port), or
+ * alone. For port 0, UDP picks the port and TCP takes the same number; if
+ * TCP finds it taken, another is tried.
+ */
+function withDatagrams(
+  config: ServerConfig,
+  udp: true | "only",
+  stream: (listen: ListenConfig) => EchoServer<Deno.Addr>,
+  signal: AbortSignal | undefined,
+): EchoServer<Deno.Addr> {
+  // checkDatagrams made sure: plain TCP.
+  const tcp = config.listen as Extract<ListenConfig, { transport: "tcp" }>;
+  const { hostname, port } = tcp;
+  for (let attempt = 1;; attempt++) {
+    const datagrams = new DatagramEcho(hostname, port);
+    if (udp === "only") {
+      return new WithDatagrams(undefined, datagrams, config.mode, signal);
+    }
+    try {
+      const streams = stream({ ...tcp, port: datagrams.addr.port });
+      return new WithDatagrams(streams, datagrams, config.mode, signal);
+    } catch (error) {
+      datagrams.close();
+      const retry = port === 0 && attempt < 10 &&
+        error instanceof Deno.errors.AddrInUse;
+      if (!retry) throw error;
+    }
+  }
 }
 
 /** The options of one listener. */
 type ListenerOptions =
-  | Omit<ServeEchoOptions, "signal" | "workers">
+  | Omit<ServeEchoOptions, "signal" | "workers" | "udp">
   | Omit<ServeEchoUnixOptions, "signal" | "workers">;
 
 /** Where to listen, from the shape of the options, as Deno.serve does. */

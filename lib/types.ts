@@ -55,6 +55,19 @@ export interface ServeEchoOptions {
    */
   handshakeTimeout?: number;
   /**
+   * Also echo UDP datagrams (RFC 862's datagram service) on the same port
+   * number: each goes back to its sender unchanged, up to 65,507 bytes, and
+   * the server never sends more than it received. `"only"` serves UDP
+   * without TCP. Echo mode only, without TLS, on the calling thread (with
+   * `workers`, TCP is served by all of them, UDP by this one). Needs Deno's
+   * `--unstable-net`. UDP echo answers whoever a datagram claims to come
+   * from: do not expose it beyond networks you trust (it can reflect
+   * traffic at a spoofed address, though never amplify it).
+   *
+   * @default {false}
+   */
+  udp?: boolean | "only";
+  /**
    * The most connections served at once. A connection over the limit is
    * closed as soon as it is accepted and counted in
    * {@linkcode EchoServerStats.rejected}.
@@ -169,7 +182,7 @@ export interface ServeEchoOptions {
 export interface ServeEchoUnixOptions extends
   Omit<
     ServeEchoOptions,
-    "hostname" | "port" | "cert" | "key" | "handshakeTimeout"
+    "hostname" | "port" | "cert" | "key" | "handshakeTimeout" | "udp"
   > {
   /**
    * The socket's path, at most 107 bytes. A socket file there that nothing
@@ -208,6 +221,14 @@ export interface EchoServerStats {
    * within `handshakeTimeout`. Not in `accepted`.
    */
   readonly handshakeFailures: number;
+  /** UDP datagrams received (with `udp`). */
+  readonly datagramsIn: number;
+  /** UDP datagrams sent back. */
+  readonly datagramsOut: number;
+  /** Bytes in the UDP datagrams received. */
+  readonly datagramBytesIn: number;
+  /** Bytes in the UDP datagrams sent back. */
+  readonly datagramBytesOut: number;
   /**
    * Connections accepted by each worker, the calling thread's first (one
    * number without workers).
@@ -290,6 +311,15 @@ export interface ConnectOptions {
    * @default {false}
    */
   tls?: boolean;
+  /**
+   * Speak UDP: `echoOnce` sends its message as one datagram (at most
+   * 65,507 bytes) and waits up to its `timeout` for the reply; `loadTest`
+   * counts replies that do not come within `timeout` as lost. Not for
+   * `echoStream`. Needs Deno's `--unstable-net`.
+   *
+   * @default {false}
+   */
+  udp?: boolean;
   /** With `tls`, the PEM certificates of the authorities to trust instead. */
   caCerts?: readonly string[];
   /**

@@ -129,6 +129,10 @@ Deno.test("serveEcho() counts connections and bytes", async () => {
     dropped: 0,
     acceptErrors: 0,
     handshakeFailures: 0,
+    datagramsIn: 0,
+    datagramsOut: 0,
+    datagramBytesIn: 0,
+    datagramBytesOut: 0,
     perWorker: [0],
   });
   using conn = await Deno.connect({ port: server.addr.port });
@@ -149,6 +153,10 @@ Deno.test("serveEcho() counts connections and bytes", async () => {
     dropped: 0,
     acceptErrors: 0,
     handshakeFailures: 0,
+    datagramsIn: 0,
+    datagramsOut: 0,
+    datagramBytesIn: 0,
+    datagramBytesOut: 0,
     perWorker: [1],
   });
 });

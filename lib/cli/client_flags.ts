@@ -8,6 +8,7 @@ import {
   flagHelp,
   integer,
   type ParsedFlags,
+  percent,
   text,
   textFile,
   UsageError,
@@ -32,10 +33,23 @@ export const CLIENT_FLAGS = {
   unix: {
     arg: "PATH",
     option: "path",
-    excludes: ["hostname", "port", "tls"],
+    excludes: ["hostname", "port", "tls", "udp"],
     help: "connect to the Unix domain socket at PATH instead of a host and " +
       "port",
     parse: text,
+  },
+  udp: {
+    excludes: ["tls", "interactive"],
+    help: "send MESSAGE as one UDP datagram (at most 65,507 bytes) and wait " +
+      "--timeout ms for the reply; in a load test, datagrams instead of a " +
+      "stream, a reply later than --timeout counting as lost",
+  },
+  "max-loss": {
+    arg: "PCT",
+    requires: ["udp"],
+    help: "load test over UDP: exit 1 when more than PCT % of the " +
+      "datagrams got no reply (default: loss alone does not fail)",
+    parse: percent,
   },
   tls: {
     help: "speak TLS, and check the server's certificate against the " +
@@ -149,6 +163,7 @@ export const LOAD_FLAGS = [
   "rate",
   "report-interval",
   "json",
+  "max-loss",
 ] as const;
 
 /** client.ts's --help. */
@@ -201,6 +216,9 @@ export function checkClientFlags(
       );
     }
     return;
+  }
+  if (v.udp && positionals.length === 1 && positionals[0] === "-") {
+    throw new UsageError("Unexpected - with --udp: give MESSAGE, one datagram");
   }
   if (positionals.length > 0 && v.message !== undefined) {
     throw new UsageError("Give MESSAGE or --message, not both");

@@ -233,6 +233,15 @@ export function decimal(text: string): number {
   return n;
 }
 
+/** Parses a percentage from 0 to 100, such as `0.5`. */
+export function percent(text: string): number {
+  const n = /^\d+(\.\d+)?$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 0 && n <= 100)) {
+    throw new UsageError("expected a percentage from 0 to 100");
+  }
+  return n;
+}
+
 /** Makes a parser that accepts one of `choices`. */
 export function choice<T extends string>(
   choices: readonly T[],

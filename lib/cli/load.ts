@@ -14,6 +14,8 @@ export interface LoadRun extends LoadTestOptions {
   json: boolean;
   /** Milliseconds between progress lines when stderr is not a terminal. */
   reportInterval: number;
+  /** Over UDP, the % of datagrams that may go unanswered; any by default. */
+  maxLoss?: number;
 }
 
 /**
@@ -23,7 +25,7 @@ export interface LoadRun extends LoadTestOptions {
  * @throws {RangeError} An option is out of range (its `option` field names it).
  */
 export async function runLoad(run: LoadRun): Promise<number> {
-  const { json, reportInterval, ...options } = run;
+  const { json, reportInterval, maxLoss, ...options } = run;
   const live = Deno.stderr.isTerminal();
   const stop = new AbortController();
   const onSignal = () => stop.abort();
@@ -51,7 +53,9 @@ export async function runLoad(run: LoadRun): Promise<number> {
     Deno.removeSignalListener("SIGINT", onSignal);
     if (live) Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
   }
-  console.log(json ? JSON.stringify(report) : formatReport(report));
+  console.log(
+    json ? JSON.stringify(report) : formatReport(report, options.udp ?? false),
+  );
   const errors = report.connectErrors + report.mismatches + report.otherErrors;
   if (errors > 0) {
     const more = errors > 1 ? ` (and ${errors - 1} more)` : "";
@@ -62,11 +66,26 @@ export async function runLoad(run: LoadRun): Promise<number> {
     );
     return EXIT_FAILURE;
   }
+  const loss = lossPercent(report);
+  if (maxLoss !== undefined && loss > maxLoss) {
+    printError(
+      `${
+        loss.toFixed(2)
+      } % of datagrams to ${report.address} got no reply, more than --max-loss ${maxLoss}`,
+    );
+    return EXIT_FAILURE;
+  }
   return EXIT_OK;
 }
 
+/** The share of datagrams that got no reply, in %. */
+function lossPercent(r: LoadReport): number {
+  const sent = r.roundTrips + r.mismatches + r.lost;
+  return sent === 0 ? 0 : r.lost / sent * 100;
+}
+
 /** The report as a few aligned lines for people. */
-function formatReport(r: LoadReport): string {
+function formatReport(r: LoadReport, udp: boolean): string {
   const n = (x: number, digits = 0) =>
     x.toLocaleString("en-US", {
       minimumFractionDigits: digits,
@@ -83,7 +102,11 @@ function formatReport(r: LoadReport): string {
     `latency      p50 ${us(l.p50)}, p90 ${us(l.p90)}, p99 ${us(l.p99)}, p99.9 ${
       us(l.p999)
     }, max ${us(l.max)}`,
-    `errors       ${r.connectErrors} connect, ${r.mismatches} mismatched echoes, ${r.otherErrors} other`,
+    `errors       ${r.connectErrors} connect, ${r.mismatches} mismatched echoes, ${r.otherErrors} other${
+      r.lost > 0 || udp
+        ? `, ${r.lost} lost (${lossPercent(r).toFixed(2)} %)`
+        : ""
+    }`,
     `client CPU   ${n(r.cpuMs / 1000, 2)} s (${
       n(seconds > 0 ? r.cpuMs / r.durationMs * 100 : 0)
     } % of one core)`,

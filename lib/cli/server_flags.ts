@@ -36,7 +36,7 @@ export const SERVER_FLAGS = {
   unix: {
     arg: "PATH",
     option: "path",
-    excludes: ["hostname", "port", "tls-cert", "tls-key"],
+    excludes: ["hostname", "port", "tls-cert", "tls-key", "udp", "udp-only"],
     help: "listen on a Unix domain socket at PATH instead of a host and " +
       "port (one thread; a socket file nothing answers on is replaced, and " +
       "the file is removed on stop)",
@@ -66,6 +66,18 @@ export const SERVER_FLAGS = {
       "client that never completes its handshake: trusted clients only",
     default: "10000",
     parse: integer,
+  },
+  udp: {
+    help: "also echo UDP datagrams on the same port number (RFC 862), each " +
+      "back to its sender unchanged; echo mode only, without TLS, on one " +
+      "thread (with --workers, TCP uses them all). UDP answers whatever " +
+      "address a datagram claims to come from: do not expose it beyond " +
+      "networks you trust",
+  },
+  "udp-only": {
+    option: "udp",
+    excludes: ["udp"],
+    help: "serve UDP only, no TCP",
   },
   "max-connections": {
     arg: "N",

@@ -27,6 +27,13 @@ export interface Target {
  * @throws {TypeError} A `path` with a `hostname` or `port`.
  */
 export function target(options: ConnectOptions): Target {
+  if (options.udp) {
+    throw optionError(
+      "udp",
+      "UDP carries datagrams, not a stream: use echoOnce or loadTest",
+      TypeError,
+    );
+  }
   if (options.path !== undefined) {
     const { path } = options;
     if (options.hostname !== undefined || options.port !== undefined) {

@@ -14,8 +14,12 @@ export const DROPPED = 4;
 export const ACTIVE = 5;
 export const ACCEPT_ERRORS = 6;
 export const HANDSHAKE_FAILURES = 7;
+export const DATAGRAMS_IN = 8;
+export const DATAGRAMS_OUT = 9;
+export const DATAGRAM_BYTES_IN = 10;
+export const DATAGRAM_BYTES_OUT = 11;
 /**
- * How many numbers one listener's counters take: 8, padded to 128 bytes so
+ * How many numbers one listener's counters take: 12, padded to 128 bytes so
  * that no two listeners write to the same cache line.
  */
 export const COUNTERS = 16;
@@ -37,6 +41,10 @@ export function sumStats(counters: Float64Array): EchoServerStats {
     dropped: total[DROPPED],
     acceptErrors: total[ACCEPT_ERRORS],
     handshakeFailures: total[HANDSHAKE_FAILURES],
+    datagramsIn: total[DATAGRAMS_IN],
+    datagramsOut: total[DATAGRAMS_OUT],
+    datagramBytesIn: total[DATAGRAM_BYTES_IN],
+    datagramBytesOut: total[DATAGRAM_BYTES_OUT],
     perWorker,
   };
 }
