@@ -14,8 +14,9 @@
  * Then TLS: 64 B × 50 round trips/s and the bulk stream, for our server
  * (through its handshake gate, and with `--handshake-timeout 0`, straight
  * on Deno's TLS) against Node's `tls.createServer` with
- * `socket.pipe(socket)`, with a throwaway certificate made by openssl. The
- * server runs on
+ * `socket.pipe(socket)`, with a throwaway certificate made by openssl. And
+ * UDP: 64 B datagrams over 50 sockets, our `--udp-only` against a Node
+ * `dgram` echo. The server runs on
  * CPU 0 and this process on CPU 1 when `taskset` is there. Repetitions
  * take turns across servers, so a noisy moment hits every server; the table
  * shows each cell's median over the repetitions, the JSON every repetition.
@@ -137,6 +138,23 @@ const CLK_TCK = 100;
 /** The workers comparison: our server at 64 B × this many connections. */
 const WORKERS_LOAD: PingPong = { size: 64, connections: 200 };
 const WORKER_COUNTS = [1, 2];
+/** The UDP comparison: our server and Node's dgram echo. */
+const UDP_SERVERS: Record<string, string[]> = {
+  project: [
+    DENO,
+    "run",
+    "--allow-net",
+    "--unstable-net",
+    `${ROOT}server.ts`,
+    "--port",
+    "0",
+    "--udp-only",
+    "--log-level",
+    "error",
+  ],
+  node_dgram: ["node", `${ROOT}bench/node_udp_echo.mjs`, "0"],
+};
+const UDP_LOAD: PingPong = { size: 64, connections: 50 };
 /** The TLS comparison's round trips. */
 const TLS_LOAD: PingPong = { size: 64, connections: 50 };
 
@@ -173,6 +191,7 @@ async function main(): Promise<void> {
   const runs: Record<string, Record<string, Cell>[]> = {};
   const workerRuns: Record<string, WorkersCell>[] = [];
   const tlsRuns: Record<string, Record<string, Cell>[]> = {};
+  const udpRuns: Record<string, Record<string, Cell>[]> = {};
   await using certs = await testCertificates();
   for (let rep = 1; rep <= reps; rep++) {
     for (const name of servers) {
@@ -190,6 +209,15 @@ async function main(): Promise<void> {
           await benchTls(name, certs, { durationMs, bulkBytes, pinned }),
         );
       }
+      for (const [name, command] of Object.entries(UDP_SERVERS)) {
+        console.error(`== UDP ${name}, repetition ${rep} of ${reps}`);
+        await using server = await start(command, pinned);
+        const cell = await pingPong(server, UDP_LOAD, durationMs, {
+          udp: true,
+        });
+        console.error(`  ${Math.round(cell.value)} rt/s`);
+        (udpRuns[name] ??= []).push({ [UDP_KEY]: cell });
+      }
     }
   }
   const tls = Object.keys(tlsRuns).length > 0
@@ -203,6 +231,11 @@ async function main(): Promise<void> {
   const workers = workerRuns.length > 0
     ? medians(workerRuns) as Record<string, WorkersCell>
     : undefined;
+  const udp = Object.keys(udpRuns).length > 0
+    ? Object.fromEntries(
+      Object.entries(udpRuns).map(([name, r]) => [name, medians(r)]),
+    )
+    : undefined;
   const meta = {
     date: new Date().toISOString(),
     deno: Deno.version.deno,
@@ -215,7 +248,7 @@ async function main(): Promise<void> {
     reps,
   };
   const json = JSON.stringify(
-    { meta, results, runs, workers, workerRuns, tls, tlsRuns },
+    { meta, results, runs, workers, workerRuns, tls, tlsRuns, udp, udpRuns },
     null,
     2,
   );
@@ -230,6 +263,7 @@ async function main(): Promise<void> {
   console.log(table(results, servers, meta));
   if (workers !== undefined) console.log(`\n${workersTable(workers)}`);
   if (tls !== undefined) console.log(`\n${tlsTable(tls, meta)}`);
+  if (udp !== undefined) console.log(`\n${udpTable(udp)}`);
   console.log(`\nResults: ${file}`);
 }
 
@@ -634,6 +668,36 @@ function tlsTable(
       ),
       `${fmt(value("project")! / value("node_tls")!, 2)}×`,
       `${fmt(value("project_direct")! / value("node_tls")!, 2)}×`,
+    ];
+  });
+  return [header, header.map(() => "---"), ...lines]
+    .map((r) => `| ${r.join(" | ")} |`).join("\n");
+}
+
+const UDP_KEY = `UDP ${UDP_LOAD.size} B × ${UDP_LOAD.connections}`;
+
+/** The UDP comparison: ours against Node's dgram echo. */
+function udpTable(cells: Record<string, Record<string, Cell>>): string {
+  const names = Object.keys(UDP_SERVERS);
+  const fmt = (x: number | undefined, digits: number) =>
+    x === undefined || Number.isNaN(x) ? "failed" : x.toLocaleString("en-US", {
+      minimumFractionDigits: digits,
+      maximumFractionDigits: digits,
+    });
+  const rows: [string, (c: Cell) => number | undefined, number][] = [
+    [`${UDP_KEY}: round trips/s`, (c) => c.value, 0],
+    [`${UDP_KEY}: server µs CPU/round trip`, (c) => c.serverCpu, 2],
+    [`${UDP_KEY}: p99 µs`, (c) => c.p99Us, 0],
+  ];
+  const header = ["workload", ...names, "project / node_dgram"];
+  const lines = rows.map(([label, pick, digits]) => {
+    const value = (name: string) => pick(cells[name][UDP_KEY]);
+    return [
+      label,
+      ...names.map((n) =>
+        fmt(value(n), digits) + (cells[n][UDP_KEY].errors ? " (errors)" : "")
+      ),
+      `${fmt(value("project")! / value("node_dgram")!, 2)}×`,
     ];
   });
   return [header, header.map(() => "---"), ...lines]

@@ -8,6 +8,7 @@ Deno.test("deno task bench runs every server over every workload, and the worker
   const result = await run(Deno.execPath(), [
     "run",
     "-A",
+    "--unstable-net",
     new URL("../bench/run.ts", import.meta.url).pathname,
     "--duration",
     "0.4",
@@ -21,7 +22,7 @@ Deno.test("deno task bench runs every server over every workload, and the worker
     "-",
   ]);
   assert.equal(result.code, 0, result.stderr);
-  const { meta, results, workers, tls } = JSON.parse(
+  const { meta, results, workers, tls, udp } = JSON.parse(
     new TextDecoder().decode(result.stdout),
   );
   assert.equal(meta.idleConns, 50);
@@ -50,6 +51,14 @@ Deno.test("deno task bench runs every server over every workload, and the worker
       assert.equal(cell.errors, 0, `TLS ${server} ${workload}`);
       assert.ok(cell.value > 0, `TLS ${server} ${workload}: ${cell.value}`);
     }
+  }
+  assert.deepEqual(Object.keys(udp), ["project", "node_dgram"]);
+  for (const [server, cells] of Object.entries(udp)) {
+    const cell = (cells as Record<string, { errors: number; value: number }>)[
+      "UDP 64 B × 50"
+    ];
+    assert.equal(cell.errors, 0, `UDP ${server}`);
+    assert.ok(cell.value > 0, `UDP ${server}: ${cell.value}`);
   }
   assert.deepEqual(Object.keys(workers), ["workers 1", "workers 2"]);
   for (const [count, cell] of Object.entries(workers)) {
