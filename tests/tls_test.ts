@@ -206,6 +206,39 @@ Deno.test("handshakeTimeout 0 listens with Deno's TLS directly: exact echo, hand
   assert.equal(server.stats.accepted, 10);
 });
 
+Deno.test("over TLS, the connection limit refuses the extra client, and shutdown ends the others cleanly", async () => {
+  await using certs = await testCertificates();
+  const server = serveEcho({
+    port: 0,
+    cert: certs.cert,
+    key: certs.key,
+    maxConnections: 1,
+    gracePeriod: 200,
+  });
+  await server.ready;
+  const connect = () =>
+    Deno.connectTls({
+      hostname: "localhost",
+      port: server.addr.port,
+      caCerts: [certs.ca],
+    });
+  using first = await connect();
+  await writeAll(first, encoder.encode("one"));
+  const three = new Uint8Array(3);
+  assert.equal(await first.read(three), 3);
+  // Over the limit: closed at once, after its handshake.
+  using second = await connect();
+  await writeAll(second, encoder.encode("two")).catch(() => {});
+  assert.deepEqual(await readAll(second), new Uint8Array());
+  assert.equal(server.stats.rejected, 1);
+  // The grace period ends the first politely: a clean end of stream.
+  const shutdown = server.shutdown();
+  assert.equal(await first.read(three), null);
+  first.close();
+  await shutdown;
+  assert.equal(server.stats.active, 0);
+});
+
 Deno.test("bad certificates and keys are option errors, thrown at once", async () => {
   await using certs = await testCertificates();
   const cases: [Record<string, string>, string, RegExp][] = [

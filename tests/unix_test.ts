@@ -10,7 +10,7 @@ import {
   readAll,
   writeAll,
 } from "./_helpers.ts";
-import { CLIENT, run, SERVER, Spawned } from "./_process.ts";
+import { CLIENT, run, SERVER, Spawned, writeStdin } from "./_process.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -332,5 +332,55 @@ Deno.test("--unix usage errors exit 2 (or 1 where the path cannot be bound) with
   assert.equal(
     both.stderr,
     "error: Give --unix or --port, not both (see --help)\n",
+  );
+});
+
+Deno.test("server --unix --mode broadcast --operator: the console reaches Unix clients, SIGTERM drains them", async () => {
+  await using dir = await socketDir();
+  const path = `${dir.path}/operator.sock`;
+  await using server = new Spawned(Deno.execPath(), [
+    "run",
+    "--allow-net",
+    "--allow-read",
+    "--allow-write",
+    SERVER,
+    "--unix",
+    path,
+    "--mode",
+    "broadcast",
+    "--operator",
+  ], { stdin: "piped" });
+  await server.stdout.waitFor(/^Listening on /);
+  await using client = new LineClient(
+    await Deno.connect({ transport: "unix", path }),
+  );
+  await server.stderr.waitFor(/Opened .*operator\.sock#1/);
+  await writeStdin(server.child, "hello unix\n");
+  await client.line(/^\[server\] hello unix$/);
+  server.child.kill("SIGTERM");
+  await client.closed;
+  assert.equal(client.lines.at(-1), "[server] shutting down");
+  assert.equal((await server.status()).code, 0);
+  await server.child.stdin.close().catch(() => {});
+  assert.equal(exists(path), false);
+});
+
+Deno.test("--unix where Deno may not write is exit 1 with Deno's reason", async () => {
+  await using dir = await socketDir();
+  const result = await run(Deno.execPath(), [
+    "run",
+    "--allow-net",
+    "--allow-read",
+    `--allow-write=${dir.path}/elsewhere`,
+    SERVER,
+    "--unix",
+    `${dir.path}/denied.sock`,
+  ]);
+  assert.equal(result.code, 1);
+  assert.match(
+    result.stderr,
+    new RegExp(
+      `^error: Cannot listen on ${dir.path}/denied\\.sock: Requires write access to "${dir.path}/denied\\.sock"`,
+    ),
   );
 });
