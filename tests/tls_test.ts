@@ -382,6 +382,24 @@ Deno.test("server --tls-cert/--tls-key and client --tls --ca --server-name", asy
   assert.equal(load.code, 0, load.stderr);
   assert.equal(JSON.parse(decoder.decode(load.stdout)).roundTrips, 200);
 
+  // Interactively, line by line, over TLS.
+  const session = await run(Deno.execPath(), [
+    "run",
+    "--allow-net",
+    "--allow-read",
+    CLIENT,
+    "--tls",
+    "--ca",
+    certs.caFile,
+    "--server-name",
+    "localhost",
+    "--port",
+    port,
+    "--interactive",
+  ], encoder.encode("one\ntwo\n"));
+  assert.equal(session.code, 0, session.stderr);
+  assert.equal(decoder.decode(session.stdout), "one\ntwo\n");
+
   // The system's trust store does not know our CA: exit 1, one line.
   const untrusted = await tlsClient(
     ["--tls", "--server-name", "localhost", "--port", port, "hi"],
