@@ -58,6 +58,8 @@ async function main(args: string[]): Promise<number> {
     port: v.port,
     path: v.unix,
     udp: v.udp,
+    sendProxy: v["send-proxy"],
+    proxySource: v["proxy-source"],
     tls: v.tls,
     caCerts: v.ca,
     serverName: v["server-name"],

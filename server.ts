@@ -66,10 +66,16 @@ async function main(args: string[]): Promise<number> {
       udp: v["udp-only"] ? "only" as const : v.udp,
     }
     : { path: v.unix };
+  const proxy = {
+    proxyProtocol: v["proxy-protocol"],
+    proxyTimeout: v["proxy-timeout"],
+    trustedProxies: v["trusted-proxy"],
+  };
   let server: EchoServer<Deno.Addr>;
   try {
     server = serveEcho({
       ...where,
+      ...proxy,
       mode: v.mode,
       maxConnections: v["max-connections"],
       idleTimeout: v["idle-timeout"],

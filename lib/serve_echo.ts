@@ -9,7 +9,12 @@ import { MAX_CHAT_OVERHEAD } from "./relay/chat.ts";
 import { localShared, Server } from "./server/engine.ts";
 import { assertDatagramsSupported, DatagramEcho } from "./server/datagram.ts";
 import { WithDatagrams } from "./server/with_datagrams.ts";
-import type { ListenConfig, ServerConfig } from "./server/config.ts";
+import type {
+  ListenConfig,
+  ProxyConfig,
+  ServerConfig,
+} from "./server/config.ts";
+import { cidrProblem } from "./rules/cidr.ts";
 import { MAX_SOCKET_PATH } from "./transport/unix.ts";
 import { assertWorkersSupported, WorkerPool } from "./workers/pool.ts";
 import {
@@ -241,6 +246,38 @@ function listenConfig(
   return { transport: "tls", hostname, port, cert, key, handshakeTimeout };
 }
 
+/** The PROXY protocol options, checked; `undefined` when it is off. */
+function proxyConfig(
+  options: ListenerOptions,
+  listen: ListenConfig,
+): ProxyConfig | undefined {
+  const { proxyProtocol = false, proxyTimeout, trustedProxies } = options;
+  if (!proxyProtocol) {
+    if (proxyTimeout !== undefined || trustedProxies !== undefined) {
+      const option = proxyTimeout !== undefined
+        ? "proxyTimeout"
+        : "trustedProxies";
+      throw optionError(option, "needs proxyProtocol", TypeError);
+    }
+    return undefined;
+  }
+  if (listen.transport === "tls" && listen.handshakeTimeout === 0) {
+    throw optionError(
+      "proxyProtocol",
+      "with TLS it needs a handshakeTimeout above 0 (the header is read " +
+        "before the handshake, by the gate that the timeout installs)",
+      TypeError,
+    );
+  }
+  const timeout = proxyTimeout ?? 3000;
+  assertInteger("proxyTimeout", timeout, 1, 2 ** 31 - 1);
+  for (const entry of trustedProxies ?? []) {
+    const problem = cidrProblem(entry);
+    if (problem !== undefined) throw optionError("trustedProxies", problem);
+  }
+  return { timeout, trusted: trustedProxies && [...trustedProxies] };
+}
+
 /** Checks every option and fills in the defaults. */
 function checkOptions(
   options: ListenerOptions,
@@ -273,6 +310,7 @@ function checkOptions(
   assertInteger("history", history, 0, Math.floor(channelCapacity / 2));
   return {
     listen,
+    proxy: proxyConfig(options, listen),
     maxConnections,
     idleTimeout,
     gracePeriod,

@@ -68,6 +68,34 @@ export interface ServeEchoOptions {
    */
   udp?: boolean | "only";
   /**
+   * Every connection must start with a PROXY protocol header, version 1
+   * (text) or 2 (binary), as HAProxy, AWS NLB, nginx and Envoy send it: the
+   * client it names becomes the connection's peer everywhere (logs, and
+   * `remoteAddr`); `LOCAL` (v2) and `UNKNOWN` (v1) keep the connection's
+   * own. Bytes after the header are the start of the stream. A header that
+   * breaks the spec, comes late or comes from an untrusted peer closes the
+   * connection and counts in
+   * {@linkcode EchoServerStats.proxyHeaderFailures}. Over TCP, TLS (the
+   * header comes before the handshake) and Unix sockets; not UDP.
+   *
+   * @default {false}
+   */
+  proxyProtocol?: boolean;
+  /**
+   * With `proxyProtocol`, milliseconds a client has to send its whole
+   * header.
+   *
+   * @default {3000}
+   */
+  proxyTimeout?: number;
+  /**
+   * With `proxyProtocol`, the proxies whose headers are believed: IP
+   * addresses or CIDR blocks (`10.0.0.0/8`, `2001:db8::/32`). A header from
+   * anyone else is refused. Without it, every peer is believed. A Unix
+   * socket's peers are on this host and always believed.
+   */
+  trustedProxies?: string[];
+  /**
    * The most connections served at once. A connection over the limit is
    * closed as soon as it is accepted and counted in
    * {@linkcode EchoServerStats.rejected}.
@@ -230,6 +258,12 @@ export interface EchoServerStats {
   /** Bytes in the UDP datagrams sent back. */
   readonly datagramBytesOut: number;
   /**
+   * With `proxyProtocol`, connections closed because their PROXY header was
+   * not valid, not complete within `proxyTimeout`, or came from a peer that
+   * is not a trusted proxy. Not in `accepted`.
+   */
+  readonly proxyHeaderFailures: number;
+  /**
    * Connections accepted by each worker, the calling thread's first (one
    * number without workers).
    */
@@ -320,6 +354,19 @@ export interface ConnectOptions {
    * @default {false}
    */
   udp?: boolean;
+  /**
+   * Start the connection with a PROXY protocol header of this version, as
+   * a proxy would, before anything else (before TLS): to test a server, or
+   * a chain of proxies, that reads it. Over TCP it names `proxySource` (or
+   * this connection's own address) and the server's; over a Unix socket
+   * without `proxySource`, v1 `UNKNOWN` or v2 `LOCAL`. Not for UDP.
+   */
+  sendProxy?: "v1" | "v2";
+  /**
+   * With `sendProxy`, the client address the header claims, as
+   * `ADDRESS:PORT` (`[ADDRESS]:PORT` for IPv6).
+   */
+  proxySource?: string;
   /** With `tls`, the PEM certificates of the authorities to trust instead. */
   caCerts?: readonly string[];
   /**

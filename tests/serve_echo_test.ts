@@ -133,6 +133,7 @@ Deno.test("serveEcho() counts connections and bytes", async () => {
     datagramsOut: 0,
     datagramBytesIn: 0,
     datagramBytesOut: 0,
+    proxyHeaderFailures: 0,
     perWorker: [0],
   });
   using conn = await Deno.connect({ port: server.addr.port });
@@ -157,6 +158,7 @@ Deno.test("serveEcho() counts connections and bytes", async () => {
     datagramsOut: 0,
     datagramBytesIn: 0,
     datagramBytesOut: 0,
+    proxyHeaderFailures: 0,
     perWorker: [1],
   });
 });

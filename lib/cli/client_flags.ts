@@ -51,6 +51,19 @@ export const CLIENT_FLAGS = {
       "datagrams got no reply (default: loss alone does not fail)",
     parse: percent,
   },
+  "send-proxy": {
+    arg: "v1|v2",
+    option: "sendProxy",
+    help: "start with a PROXY protocol header of this version, as a proxy " +
+      "would (before TLS), naming --proxy-source or this client",
+    parse: choice(["v1", "v2"] as const),
+  },
+  "proxy-source": {
+    arg: "ADDR:PORT",
+    requires: ["send-proxy"],
+    help: "the client address the PROXY header claims ([ADDR]:PORT for IPv6)",
+    parse: text,
+  },
   tls: {
     help: "speak TLS, and check the server's certificate against the " +
       "system's trust store or --ca",

@@ -7,6 +7,7 @@
 // else in lib/ imports lib/cli/.
 
 import { parseArgs } from "node:util";
+import { cidrProblem } from "../rules/cidr.ts";
 
 /** One flag of a CLI. */
 export interface Flag<T> {
@@ -25,6 +26,8 @@ export interface Flag<T> {
    * about that option are reported under this flag.
    */
   option?: string;
+  /** It may be given more than once; its value is then a list. */
+  multiple?: boolean;
   /** Flags that cannot be given with this one. */
   excludes?: readonly string[];
   /** Flags that must be given with this one. */
@@ -41,8 +44,11 @@ export type FlagTable = Record<string, Flag<unknown>>;
  * or `true` for a boolean flag.
  */
 export type FlagValues<T extends FlagTable> = {
-  -readonly [K in keyof T]?: T[K] extends { parse: (text: string) => infer V }
-    ? V
+  -readonly [K in keyof T]?: T[K] extends {
+    multiple: true;
+    parse: (text: string) => infer V;
+  } ? V[]
+    : T[K] extends { parse: (text: string) => infer V } ? V
     : boolean;
 };
 
@@ -85,12 +91,19 @@ export function parseFlags<T extends FlagTable>(
 ): ParsedFlags<T> {
   const options: Record<
     string,
-    { type: "string" | "boolean"; short?: string }
+    { type: "string" | "boolean"; short?: string; multiple?: boolean }
   > = {};
   for (const [name, flag] of Object.entries(table)) {
     const type = flag.arg === undefined ? "boolean" : "string";
-    options[name] = { type, ...(flag.short ? { short: flag.short } : {}) };
-    for (const alias of flag.aliases ?? []) options[alias] = { type };
+    const multiple = flag.multiple ? { multiple: true } : {};
+    options[name] = {
+      type,
+      ...multiple,
+      ...(flag.short ? { short: flag.short } : {}),
+    };
+    for (const alias of flag.aliases ?? []) {
+      options[alias] = { type, ...multiple };
+    }
   }
   let parsed;
   try {
@@ -112,9 +125,11 @@ export function parseFlags<T extends FlagTable>(
         throw new UsageError(`Give ${spelled[name]} or --${given}, not both`);
       }
       spelled[name] = `--${given}`;
-      values[name] = typeof text === "string" && flag.parse
-        ? parseValue(flag.parse, text, `--${given}`)
-        : text;
+      const parse = (one: string | boolean) =>
+        typeof one === "string" && flag.parse
+          ? parseValue(flag.parse, one, `--${given}`)
+          : one;
+      values[name] = Array.isArray(text) ? text.map(parse) : parse(text);
     }
   }
   for (const [name, flag] of Object.entries(table)) {
@@ -264,6 +279,15 @@ export function textFile(path: string): string {
       : (error as Error).message.replace(/: \w+ '.*'$/, "");
     throw new UsageError(`cannot read it (${reason})`);
   }
+}
+
+/** Parses an IP address or CIDR block (its range is checked here). */
+export function cidr(value: string): string {
+  const problem = cidrProblem(value);
+  if (problem !== undefined) {
+    throw new UsageError(problem.replace(/^".*?" /, "").replace(/^is /, ""));
+  }
+  return value;
 }
 
 /** Parses any text but the empty string. */

@@ -4,6 +4,7 @@ import { MODES } from "../types.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "./logging.ts";
 import {
   choice,
+  cidr,
   type Flag,
   flagHelp,
   integer,
@@ -78,6 +79,27 @@ export const SERVER_FLAGS = {
     option: "udp",
     excludes: ["udp"],
     help: "serve UDP only, no TCP",
+  },
+  "proxy-protocol": {
+    help: "every connection starts with a PROXY protocol header (v1 or v2, " +
+      "as HAProxy, AWS NLB, nginx and Envoy send it), whose client address " +
+      "is used everywhere; TCP, TLS (before the handshake) and Unix, not UDP",
+  },
+  "proxy-timeout": {
+    arg: "MS",
+    requires: ["proxy-protocol"],
+    help: "close a client whose PROXY header is not complete after MS ms",
+    default: "3000",
+    parse: integer,
+  },
+  "trusted-proxy": {
+    arg: "CIDR",
+    option: "trustedProxies",
+    multiple: true,
+    requires: ["proxy-protocol"],
+    help: "believe PROXY headers only from this address or block (again for " +
+      "more); a header from anyone else is refused (default: any peer)",
+    parse: cidr,
   },
   "max-connections": {
     arg: "N",

@@ -23,10 +23,10 @@ export interface DatagramTarget {
  * @throws {Deno.errors.NotSupported} Deno runs without `--unstable-net`.
  */
 export function datagramTarget(options: ConnectOptions): DatagramTarget {
-  if (options.path !== undefined || options.tls) {
+  if (options.path !== undefined || options.tls || options.sendProxy) {
     throw optionError(
       "udp",
-      "UDP goes to a host and port, without TLS",
+      "UDP goes to a host and port, without TLS or a PROXY header",
       TypeError,
     );
   }

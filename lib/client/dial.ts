@@ -3,7 +3,9 @@
 // else, from the shape of the options: a `path` means a Unix socket. Not
 // exported from mod.ts.
 
-import { assertPort, formatAddr, optionError } from "../_helpers.ts";
+import { isIP } from "node:net";
+import { assertPort, formatAddr, optionError, writeAll } from "../_helpers.ts";
+import { encodeProxyHeader } from "../proxy/header.ts";
 import type { ConnectOptions } from "../types.ts";
 
 /** A server to connect to, as checked by {@linkcode target}. */
@@ -46,9 +48,19 @@ export function target(options: ConnectOptions): Target {
     if (options.tls) {
       throw optionError("tls", "TLS is spoken on TCP only", TypeError);
     }
+    const header = proxyHeader(options);
     return {
       address: path,
-      connect: () => Deno.connect({ transport: "unix", path }),
+      async connect() {
+        const conn = await Deno.connect({ transport: "unix", path });
+        try {
+          if (header) await writeAll(conn, header(undefined));
+        } catch (error) {
+          conn.close();
+          throw error;
+        }
+        return conn;
+      },
     };
   }
   const { hostname = "127.0.0.1", port = 9000 } = options;
@@ -60,12 +72,15 @@ export function target(options: ConnectOptions): Target {
       ...(options.caCerts ? { caCerts: [...options.caCerts] } : {}),
     }
     : undefined;
+  const header = proxyHeader(options);
   return {
     address,
     async connect(signal) {
       const conn = await Deno.connect({ hostname, port, signal });
       try {
         conn.setNoDelay(true);
+        // A proxy's header comes first, before TLS.
+        if (header) await writeAll(conn, header(conn));
         return tls === undefined ? conn : await secure(conn, tls, signal);
       } catch (error) {
         try {
@@ -77,6 +92,61 @@ export function target(options: ConnectOptions): Target {
       }
     },
   };
+}
+
+/**
+ * The PROXY header `options` ask for, given the connection it starts (none
+ * for a Unix socket), or `undefined` when none is asked for.
+ *
+ * @throws {RangeError} `proxySource` is not `ADDRESS:PORT`.
+ */
+function proxyHeader(
+  options: ConnectOptions,
+): ((conn: Deno.TcpConn | undefined) => Uint8Array) | undefined {
+  const { sendProxy, proxySource } = options;
+  if (sendProxy === undefined) {
+    if (proxySource !== undefined) {
+      throw optionError("proxySource", "needs sendProxy", TypeError);
+    }
+    return undefined;
+  }
+  if (sendProxy !== "v1" && sendProxy !== "v2") {
+    throw optionError("sendProxy", `must be "v1" or "v2", got ${sendProxy}`);
+  }
+  const version = sendProxy === "v1" ? 1 : 2;
+  const source = proxySource === undefined
+    ? undefined
+    : parseHostPort(proxySource);
+  return (conn) => {
+    const local = conn?.localAddr;
+    const from = source ?? local;
+    if (from === undefined) return encodeProxyHeader({ version });
+    // The server's address, in the family of the claimed source.
+    const family = isIP(from.hostname);
+    const remote = conn?.remoteAddr;
+    const to = remote && isIP(remote.hostname) === family
+      ? remote
+      : { hostname: family === 4 ? "127.0.0.1" : "::1", port: 0 };
+    return encodeProxyHeader({
+      version,
+      source: { hostname: from.hostname, port: from.port },
+      destination: { hostname: to.hostname, port: to.port },
+    });
+  };
+}
+
+/** `ADDRESS:PORT` or `[ADDRESS]:PORT`, checked. */
+function parseHostPort(text: string): { hostname: string; port: number } {
+  const match = text.match(/^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/);
+  const hostname = match?.[1] ?? match?.[2] ?? "";
+  const port = Number(match?.[3]);
+  if (!match || isIP(hostname) === 0 || port > 65535) {
+    throw optionError(
+      "proxySource",
+      `must be ADDRESS:PORT, an IP address and a port, got ${text}`,
+    );
+  }
+  return { hostname, port };
 }
 
 /**

@@ -22,9 +22,19 @@ export type ListenConfig =
   }
   | { transport: "unix"; path: string };
 
+/** How to read PROXY headers (serveEcho's `proxyProtocol`). */
+export interface ProxyConfig {
+  /** Milliseconds a client has to send its header. */
+  timeout: number;
+  /** CIDR blocks that may send headers; anyone when undefined. */
+  trusted: string[] | undefined;
+}
+
 /** The options of one listener, checked and with their defaults filled in. */
 export interface ServerConfig {
   listen: ListenConfig;
+  /** Read a PROXY header first on every connection. */
+  proxy: ProxyConfig | undefined;
   maxConnections: number;
   idleTimeout: number;
   gracePeriod: number;

@@ -18,8 +18,9 @@ export const DATAGRAMS_IN = 8;
 export const DATAGRAMS_OUT = 9;
 export const DATAGRAM_BYTES_IN = 10;
 export const DATAGRAM_BYTES_OUT = 11;
+export const PROXY_FAILURES = 12;
 /**
- * How many numbers one listener's counters take: 12, padded to 128 bytes so
+ * How many numbers one listener's counters take: 13, padded to 128 bytes so
  * that no two listeners write to the same cache line.
  */
 export const COUNTERS = 16;
@@ -45,6 +46,7 @@ export function sumStats(counters: Float64Array): EchoServerStats {
     datagramsOut: total[DATAGRAMS_OUT],
     datagramBytesIn: total[DATAGRAM_BYTES_IN],
     datagramBytesOut: total[DATAGRAM_BYTES_OUT],
+    proxyHeaderFailures: total[PROXY_FAILURES],
     perWorker,
   };
 }

@@ -25,6 +25,7 @@ import {
   COUNTERS,
   DROPPED,
   HANDSHAKE_FAILURES,
+  PROXY_FAILURES,
   REJECTED,
   sumStats,
 } from "./counters.ts";
@@ -150,7 +151,8 @@ export class Server implements EchoServer<Deno.Addr> {
     };
     this.#transport = transportFor(config.listen, shared.reusePort, {
       handshakeFailed: (peer, reason) => this.#handshakeFailed(peer, reason),
-    });
+      proxyFailed: (peer, reason) => this.#proxyFailed(peer, reason),
+    }, config.proxy);
     const listening = this.#transport.listen();
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
     this.#signal = signal;
@@ -381,6 +383,14 @@ export class Server implements EchoServer<Deno.Addr> {
   #handshakeFailed(peer: string, reason: string): void {
     this.#counters[HANDSHAKE_FAILURES]++;
     this.#log.info("TLS handshake with {peer} failed: {reason}", {
+      peer,
+      reason,
+    });
+  }
+
+  #proxyFailed(peer: string, reason: string): void {
+    this.#counters[PROXY_FAILURES]++;
+    this.#log.info("Bad PROXY header from {peer}: {reason}", {
       peer,
       reason,
     });

@@ -1,7 +1,9 @@
 // Private: the one place that picks a transport for a listener's options.
 // Not exported from mod.ts.
 
-import type { ListenConfig } from "../server/config.ts";
+import type { ListenConfig, ProxyConfig } from "../server/config.ts";
+import { addressList } from "../rules/cidr.ts";
+import { proxiedListener } from "./proxied.ts";
 import { claimPort, tcpTransport } from "./tcp.ts";
 import { checkCertificate, tlsTransport } from "./tls.ts";
 import type { Transport, TransportEvents } from "./transport.ts";
@@ -15,15 +17,40 @@ export function transportFor(
   listen: ListenConfig,
   reusePort: boolean,
   events: TransportEvents,
+  proxy?: ProxyConfig,
 ): Transport {
+  // The PROXY header comes first, before TLS: it wraps the raw listener.
+  const wrap = proxy === undefined
+    ? undefined
+    : (listener: Deno.Listener) =>
+      proxiedListener(listener, {
+        timeout: proxy.timeout,
+        trusted: proxy.trusted && addressList(proxy.trusted),
+      }, events);
   switch (listen.transport) {
     case "tcp":
-      return tcpTransport({ ...listen, reusePort });
+      return wrapped(tcpTransport({ ...listen, reusePort }), wrap);
     case "tls":
-      return tlsTransport({ ...listen, reusePort }, events);
+      return tlsTransport({ ...listen, reusePort, wrap }, events);
     case "unix":
-      return unixTransport(listen.path);
+      return wrapped(unixTransport(listen.path), wrap);
   }
+}
+
+/** `transport`, its listener wrapped by `wrap` when there is one. */
+function wrapped(
+  transport: Transport,
+  wrap: ((listener: Deno.Listener) => Deno.Listener) | undefined,
+): Transport {
+  if (wrap === undefined) return transport;
+  return {
+    ...transport,
+    listen() {
+      const listening = transport.listen();
+      if (!("listener" in listening)) return wrap(listening);
+      return { ...listening, listener: listening.listener.then(wrap) };
+    },
+  };
 }
 
 /**

@@ -25,6 +25,7 @@
 // for the gate to enforce) listens with Deno.listenTls directly.
 
 import { formatAddr, optionError, writeAll } from "../_helpers.ts";
+import { AcceptQueue } from "./accept_queue.ts";
 import type { Transport, TransportEvents } from "./transport.ts";
 
 /** Where and how to listen on TLS. */
@@ -39,6 +40,8 @@ export interface TlsTransportOptions {
   key: string;
   /** Milliseconds a client has to complete its handshake; 0: no limit. */
   handshakeTimeout: number;
+  /** Wraps the raw TCP listener (the PROXY protocol, read before TLS). */
+  wrap?: (listener: Deno.Listener) => Deno.Listener;
 }
 
 /**
@@ -131,85 +134,6 @@ interface Passage {
 }
 
 /**
- * Accepting on a public listener, for connections that become ready
- * elsewhere (once their handshake is done): `accept()` accepts on the
- * public listener, so that its errors reach the engine's accept loop
- * (which counts them, or backs off), and returns the next ready
- * connection.
- */
-class AcceptQueue {
-  #public: Deno.Listener;
-  #accepted: (conn: Deno.Conn) => void;
-  #ready: Deno.Conn[] = [];
-  #wake: (() => void) | undefined;
-  #pending: Promise<Deno.Conn> | undefined;
-  #closed = false;
-
-  constructor(listener: Deno.Listener, accepted: (conn: Deno.Conn) => void) {
-    this.#public = listener;
-    this.#accepted = accepted;
-  }
-
-  get closed(): boolean {
-    return this.#closed;
-  }
-
-  async accept(): Promise<Deno.Conn> {
-    while (true) {
-      const ready = this.#ready.shift();
-      if (ready !== undefined) return ready;
-      if (this.#closed) throw new Deno.errors.BadResource("Listener closed");
-      if (this.#pending === undefined) {
-        const accepting = this.#public.accept();
-        accepting.catch(() => {}); // Seen by whoever awaits it below.
-        this.#pending = accepting;
-      }
-      const woken = new Promise<undefined>((resolve) =>
-        this.#wake = () => resolve(undefined)
-      );
-      let conn: Deno.Conn | undefined;
-      try {
-        conn = await Promise.race([this.#pending, woken]);
-      } catch (error) {
-        this.#pending = undefined;
-        throw error;
-      }
-      this.#wake = undefined;
-      if (conn !== undefined) {
-        this.#pending = undefined;
-        this.#accepted(conn);
-      }
-    }
-  }
-
-  /** A connection is ready for the engine. */
-  push(conn: Deno.Conn): void {
-    if (this.#closed) return void conn.close();
-    this.#ready.push(conn);
-    this.#wake?.();
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#public.close();
-    for (const conn of this.#ready.splice(0)) conn.close();
-    this.#wake?.();
-  }
-
-  async *[Symbol.asyncIterator](): AsyncIterableIterator<Deno.Conn> {
-    while (true) {
-      try {
-        yield await this.accept();
-      } catch (error) {
-        if (this.#closed) return;
-        throw error;
-      }
-    }
-  }
-}
-
-/**
  * The public TCP listener and the internal TLS one, as one Deno.Listener
  * of TLS connections whose handshake is done.
  */
@@ -217,7 +141,7 @@ class TlsGate implements Deno.Listener {
   readonly addr: Deno.NetAddr;
   #options: TlsTransportOptions;
   #events: TransportEvents;
-  #public: Deno.TcpListener;
+  #public: Deno.Listener;
   #internal: Deno.TlsListener;
   #queue: AcceptQueue;
   /** Passages by the port of their proxy socket, as the internal side sees it. */
@@ -232,8 +156,9 @@ class TlsGate implements Deno.Listener {
     this.#options = options;
     this.#events = events;
     this.#internal = listenInternal(options.cert, options.key);
+    let listener: Deno.TcpListener;
     try {
-      this.#public = Deno.listen({
+      listener = Deno.listen({
         hostname: options.hostname,
         port: options.port,
         transport: "tcp",
@@ -243,7 +168,8 @@ class TlsGate implements Deno.Listener {
       this.#internal.close();
       throw error;
     }
-    this.addr = this.#public.addr;
+    this.addr = listener.addr;
+    this.#public = options.wrap?.(listener) ?? listener;
     this.#queue = new AcceptQueue(
       this.#public,
       (raw) => this.#open(raw as Deno.TcpConn),

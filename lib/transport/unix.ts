@@ -1,7 +1,7 @@
 // Private: the Unix domain socket transport. Not exported from mod.ts.
 
 import { getLogger } from "@logtape/logtape";
-import { LOG_CATEGORY } from "../_helpers.ts";
+import { formatAddr, LOG_CATEGORY } from "../_helpers.ts";
 import type { Pending, Transport } from "./transport.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
@@ -39,7 +39,11 @@ export function unixTransport(path: string): Transport {
       }
     },
     prepare() {},
-    peer: () => `${path}#${++clients}`,
+    // A PROXY header may have named a client with an address of its own.
+    peer: (conn) =>
+      conn.remoteAddr.transport === "unix"
+        ? `${path}#${++clients}`
+        : formatAddr(conn.remoteAddr),
   };
 }
 

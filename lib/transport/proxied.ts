@@ -1,0 +1,249 @@
+// Private: the PROXY protocol on the receiving side, as a wrapper around a
+// listener: each connection's header is read once, before anything else
+// (before TLS, as HAProxy sends it), and the engine gets a connection that
+// looks like any other, whose remote address is the client the header
+// names and whose first bytes are whatever came after the header. The hot
+// path never asks whether it was proxied. Not exported from mod.ts.
+
+import { formatAddr } from "../_helpers.ts";
+import { parseProxyHeader, type ProxyHeader, V2_MAX } from "../proxy/header.ts";
+import type { AddressList } from "../rules/cidr.ts";
+import { AcceptQueue } from "./accept_queue.ts";
+import type { TransportEvents } from "./transport.ts";
+
+/** How to read PROXY headers. */
+export interface ProxyOptions {
+  /** Milliseconds a client has to send its whole header. */
+  timeout: number;
+  /** Only these may send headers; any peer when undefined. */
+  trusted: AddressList | undefined;
+}
+
+/** First read size: a v1 line or a v2 header with IPv6 addresses fit. */
+const FIRST_READ = 256;
+
+/**
+ * `listener`, with every connection's PROXY header read and checked first.
+ * A peer that is not trusted, a header that is not valid, and one that is
+ * not complete within the timeout are reported through `events` and closed.
+ */
+export function proxiedListener(
+  listener: Deno.Listener,
+  options: ProxyOptions,
+  events: TransportEvents,
+): Deno.Listener {
+  return new ProxiedListener(listener, options, events);
+}
+
+class ProxiedListener implements Deno.Listener {
+  readonly addr: Deno.Addr;
+  #listener: Deno.Listener;
+  #options: ProxyOptions;
+  #events: TransportEvents;
+  #queue: AcceptQueue;
+  /** Connections whose header is being read. */
+  #reading = new Set<Deno.Conn>();
+
+  constructor(
+    listener: Deno.Listener,
+    options: ProxyOptions,
+    events: TransportEvents,
+  ) {
+    this.addr = listener.addr;
+    this.#listener = listener;
+    this.#options = options;
+    this.#events = events;
+    this.#queue = new AcceptQueue(listener, (conn) => this.#read(conn));
+  }
+
+  accept(): Promise<Deno.Conn> {
+    return this.#queue.accept();
+  }
+
+  close(): void {
+    this.#queue.close();
+    for (const conn of this.#reading) conn.close();
+    this.#reading.clear();
+  }
+
+  ref(): void {
+    this.#listener.ref();
+  }
+
+  unref(): void {
+    this.#listener.unref();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<Deno.Conn> {
+    return this.#queue[Symbol.asyncIterator]();
+  }
+
+  async #read(conn: Deno.Conn): Promise<void> {
+    const peer = formatAddr(conn.remoteAddr);
+    const { trusted, timeout } = this.#options;
+    const from = (conn.remoteAddr as Deno.NetAddr).hostname;
+    // A Unix socket's peer is on this host: trusted like a local proxy.
+    if (trusted !== undefined && from !== undefined && !trusted.match(from)) {
+      conn.close();
+      this.#events.proxyFailed(peer, "not a trusted proxy");
+      return;
+    }
+    this.#reading.add(conn);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      conn.close();
+    }, timeout);
+    let reason: string;
+    try {
+      const result = await readHeader(conn);
+      if (typeof result === "string") {
+        reason = result;
+      } else {
+        const [header, rest] = result;
+        this.#reading.delete(conn);
+        return this.#queue.push(new ProxiedConn(conn, header, rest));
+      }
+    } catch (error) {
+      if (!this.#reading.has(conn)) return; // Closed with the listener.
+      reason = timedOut
+        ? `no complete PROXY header within ${timeout} ms`
+        : `connection failed before its header ended: ${
+          (error as Error).message
+        }`;
+    } finally {
+      clearTimeout(timer);
+    }
+    this.#reading.delete(conn);
+    try {
+      conn.close();
+    } catch {
+      // Closed by the timeout.
+    }
+    this.#events.proxyFailed(peer, reason);
+  }
+}
+
+/**
+ * Reads `conn` until its PROXY header is complete. Returns the header and
+ * the bytes that came after it, or why it is not valid.
+ */
+async function readHeader(
+  conn: Deno.Conn,
+): Promise<[ProxyHeader, Uint8Array] | string> {
+  let buffer = new Uint8Array(FIRST_READ);
+  let filled = 0;
+  while (true) {
+    if (filled === buffer.length) {
+      // Only a v2 header with extensions grows past the first read.
+      const bigger = new Uint8Array(Math.min(buffer.length * 4, V2_MAX));
+      bigger.set(buffer);
+      buffer = bigger;
+    }
+    const n = await conn.read(buffer.subarray(filled));
+    if (n === null) {
+      return filled === 0
+        ? "closed before sending a PROXY header"
+        : "closed in the middle of its PROXY header";
+    }
+    filled += n;
+    const result = parseProxyHeader(buffer.subarray(0, filled));
+    if (result.state === "invalid") return result.reason;
+    if (result.state === "done") {
+      if (result.header.protocol === "dgram") {
+        return "v2 header names a datagram protocol on a stream";
+      }
+      return [result.header, buffer.slice(result.length, filled)];
+    }
+    if (filled >= V2_MAX) return "PROXY header too long";
+  }
+}
+
+/**
+ * A connection after its PROXY header: the address the header names, and
+ * the bytes read past the header before the rest of the stream.
+ */
+class ProxiedConn implements Deno.Conn {
+  readonly localAddr: Deno.Addr;
+  readonly remoteAddr: Deno.Addr;
+  #conn: Deno.Conn;
+  #rest: Uint8Array | null;
+
+  constructor(conn: Deno.Conn, header: ProxyHeader, rest: Uint8Array) {
+    this.#conn = conn;
+    this.localAddr = conn.localAddr;
+    this.remoteAddr = header.command === "proxy" && header.source
+      ? { transport: "tcp", ...header.source }
+      : conn.remoteAddr;
+    this.#rest = rest.length > 0 ? rest : null;
+  }
+
+  read(p: Uint8Array): Promise<number | null> {
+    const rest = this.#rest;
+    if (rest === null) return this.#conn.read(p);
+    const n = Math.min(p.length, rest.length);
+    p.set(rest.subarray(0, n));
+    this.#rest = n < rest.length ? rest.subarray(n) : null;
+    return Promise.resolve(n);
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    return this.#conn.write(p);
+  }
+
+  closeWrite(): Promise<void> {
+    return this.#conn.closeWrite();
+  }
+
+  close(): void {
+    this.#conn.close();
+  }
+
+  /** TCP's, when the connection is TCP (the engine and TLS gate use it). */
+  setNoDelay(noDelay?: boolean): void {
+    (this.#conn as Deno.TcpConn).setNoDelay?.(noDelay);
+  }
+
+  setKeepAlive(keepAlive?: boolean): void {
+    (this.#conn as Deno.TcpConn).setKeepAlive?.(keepAlive);
+  }
+
+  ref(): void {
+    this.#conn.ref();
+  }
+
+  unref(): void {
+    this.#conn.unref();
+  }
+
+  get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
+    const reader = this.#conn.readable.getReader();
+    let rest = this.#rest;
+    this.#rest = null;
+    return new ReadableStream({
+      async pull(controller) {
+        if (rest !== null) {
+          controller.enqueue(rest.slice());
+          rest = null;
+          return;
+        }
+        const { done, value } = await reader.read();
+        if (done) controller.close();
+        else controller.enqueue(value);
+      },
+      cancel: (reason) => reader.cancel(reason),
+    });
+  }
+
+  get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
+    return this.#conn.writable;
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
