@@ -8,7 +8,7 @@ import { echoOnce, serveEcho } from "../mod.ts";
 import { encodeProxyHeader } from "../lib/proxy/header.ts";
 import { testCertificates } from "./_certs.ts";
 import { captureLogs, LineClient, readAll, writeAll } from "./_helpers.ts";
-import { CLIENT, run, SERVER, ServerProcess } from "./_process.ts";
+import { CLIENT, run, SERVER, ServerProcess, Spawned } from "./_process.ts";
 
 const logs = await captureLogs();
 const encoder = new TextEncoder();
@@ -386,4 +386,65 @@ Deno.test("socat sends a crafted PROXY header; the CLIs send and read them", asy
     assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
     assert.equal(result.stderr, `error: ${message}\n`);
   }
+});
+
+/** Resolves once `path` exists, checking every 20 ms for up to 5 s. */
+async function appears(path: string): Promise<void> {
+  for (let i = 0; i < 250; i++) {
+    try {
+      await Deno.lstat(path);
+      return;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+  throw new Error(`${path} did not appear within 5 s`);
+}
+
+Deno.test("HAProxy as a real proxy: it reads our client's header and sends its own v1 and v2 headers to our server", async () => {
+  await using certs = await testCertificates(); // A temporary directory.
+  await using server = serveEcho({ port: 0, proxyProtocol: true });
+  for (const send of ["send-proxy", "send-proxy-v2"]) {
+    logs.clear();
+    const socket = `${certs.dir}/${send}.sock`;
+    const config = `${certs.dir}/${send}.cfg`;
+    await Deno.writeTextFile(
+      config,
+      [
+        "defaults",
+        "  mode tcp",
+        "  timeout connect 5s",
+        "  timeout client 30s",
+        "  timeout server 30s",
+        "frontend in",
+        `  bind unix@${socket} accept-proxy`,
+        "  default_backend echo",
+        "backend echo",
+        `  server echo 127.0.0.1:${server.addr.port} ${send}`,
+        "",
+      ].join("\n"),
+    );
+    await using haproxy = new Spawned("haproxy", ["-f", config, "-db"]);
+    await appears(socket);
+    // The client claims an address; HAProxy believes it (accept-proxy) and
+    // passes it on in a header of its own.
+    for (
+      const [version, source, peer] of [
+        ["v1", "203.0.113.5:4444", "203.0.113.5:4444"],
+        ["v2", "[2001:db8::42]:4242", "[2001:db8::42]:4242"],
+      ] as const
+    ) {
+      logs.clear();
+      const reply = await echoOnce(`through ${send}`, {
+        path: socket,
+        sendProxy: version,
+        proxySource: source,
+      });
+      assert.equal(reply, `through ${send}`);
+      assert.equal(await openedPeer(), peer);
+    }
+    haproxy.child.kill("SIGTERM");
+    await haproxy.status();
+  }
+  assert.equal(server.stats.proxyHeaderFailures, 0);
 });
