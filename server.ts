@@ -77,6 +77,7 @@ async function main(args: string[]): Promise<number> {
       ...where,
       ...proxy,
       mode: v.mode,
+      id: v.id,
       maxConnections: v["max-connections"],
       idleTimeout: v["idle-timeout"],
       gracePeriod: v["grace-period"],

@@ -18,8 +18,16 @@ export function formatAddr(
 ): string {
   if ("path" in addr) return addr.path ?? "(unnamed unix socket)";
   if ("cid" in addr) return `vsock:${addr.cid}:${addr.port}`;
-  const host = addr.hostname.replace(MAPPED_IPV4, "");
+  const host = bareAddress(addr.hostname);
   return host.includes(":") ? `[${host}]:${addr.port}` : `${host}:${addr.port}`;
+}
+
+/**
+ * An IP address as people write it: an IPv4 address mapped into IPv6 (how
+ * a dual-stack listener sees an IPv4 client) as the IPv4 address it is.
+ */
+export function bareAddress(hostname: string): string {
+  return hostname.replace(MAPPED_IPV4, "");
 }
 
 /** The prefix of an IPv4 address mapped into IPv6 (RFC 4291 2.5.5.2). */

@@ -159,8 +159,8 @@ function checkDatagrams(config: ServerConfig, udp: unknown): void {
       TypeError,
     );
   }
-  if (config.mode !== "echo") {
-    throw optionError("udp", "UDP echoes datagrams in echo mode only");
+  if (config.mode !== "echo" && config.mode !== "info") {
+    throw optionError("udp", "UDP serves echo and info mode only");
   }
   assertDatagramsSupported();
 }
@@ -180,7 +180,7 @@ function withDatagrams(
   const tcp = config.listen as Extract<ListenConfig, { transport: "tcp" }>;
   const { hostname, port } = tcp;
   for (let attempt = 1;; attempt++) {
-    const datagrams = new DatagramEcho(hostname, port);
+    const datagrams = new DatagramEcho(hostname, port, config);
     if (udp === "only") {
       return new WithDatagrams(undefined, datagrams, config.mode, signal);
     }
@@ -246,6 +246,20 @@ function listenConfig(
   return { transport: "tls", hostname, port, cert, key, handshakeTimeout };
 }
 
+/** The machine's hostname, for info mode. */
+function hostname(): string {
+  try {
+    return Deno.hostname();
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotCapable)) throw error;
+    throw optionError(
+      "mode",
+      "info mode answers hostname: run Deno with --allow-sys=hostname",
+      Deno.errors.NotCapable,
+    );
+  }
+}
+
 /** The PROXY protocol options, checked; `undefined` when it is off. */
 function proxyConfig(
   options: ListenerOptions,
@@ -308,9 +322,15 @@ function checkOptions(
   assertInteger("channelBytes", channelBytes, 2 * longestLine, 2 ** 53 - 1);
   const { history = Math.min(20, Math.floor(channelCapacity / 2)) } = options;
   assertInteger("history", history, 0, Math.floor(channelCapacity / 2));
+  const { id = "" } = options;
+  if (typeof id !== "string" || /[\r\n]/.test(id)) {
+    throw optionError("id", "must be text without line breaks", TypeError);
+  }
   return {
     listen,
     proxy: proxyConfig(options, listen),
+    host: mode === "info" ? hostname() : "",
+    id,
     maxConnections,
     idleTimeout,
     gracePeriod,

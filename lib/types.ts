@@ -6,10 +6,16 @@
  * What the server does with what a client sends; see
  * {@linkcode ServeEchoOptions.mode}.
  */
-export type EchoMode = "echo" | "line" | "broadcast" | "chat";
+export type EchoMode = "echo" | "line" | "broadcast" | "chat" | "info";
 
 /** The modes {@linkcode ServeEchoOptions.mode} accepts (for the CLI). */
-export const MODES: readonly EchoMode[] = ["echo", "line", "broadcast", "chat"];
+export const MODES: readonly EchoMode[] = [
+  "echo",
+  "line",
+  "broadcast",
+  "chat",
+  "info",
+];
 
 /** Options for {@linkcode serveEcho} on TCP. */
 export interface ServeEchoOptions {
@@ -58,7 +64,9 @@ export interface ServeEchoOptions {
    * Also echo UDP datagrams (RFC 862's datagram service) on the same port
    * number: each goes back to its sender unchanged, up to 65,507 bytes, and
    * the server never sends more than it received. `"only"` serves UDP
-   * without TCP. Echo mode only, without TLS, on the calling thread (with
+   * without TCP. Echo mode, or info mode (one command a datagram; its reply
+   * may be larger than the command: `help`'s list, the hostname, the id);
+   * without TLS, on the calling thread (with
    * `workers`, TCP is served by all of them, UDP by this one). Needs Deno's
    * `--unstable-net`. UDP echo answers whoever a datagram claims to come
    * from: do not expose it beyond networks you trust (it can reflect
@@ -141,12 +149,26 @@ export interface ServeEchoOptions {
    *   character but TAB (a bare CR, escape sequences) become U+FFFD, and a
    *   name cannot pass for the server's text or another user's prefix.
    *
+   * - `"info"`: for load-balancer and mesh tests, each line is a command
+   *   and gets one line back: `hostname`, `id`, `clientip` and
+   *   `clientport` (after any PROXY header), `serverip`, `serverport`,
+   *   `transport`, `echo TEXT`, `time` (RFC 3339), `help`; `exit` or
+   *   `quit` closes. Over UDP, each datagram is one command. It reads the
+   *   hostname, which Deno allows with `--allow-sys=hostname`.
+   *
    * In every line mode, a line longer than `maxLineBytes` gets
    * `ERR line too long (max N bytes)` back and its connection is closed.
    *
    * @default {"echo"}
    */
   mode?: EchoMode;
+  /**
+   * In info mode, what `id` answers, so that several instances on one
+   * machine tell themselves apart.
+   *
+   * @default {"HOSTNAME:PORT"}
+   */
+  id?: string;
   /**
    * The longest line the line modes accept, in bytes, not counting its
    * `\n` or `\r\n`.

@@ -339,7 +339,7 @@ Deno.test("server --udp and client --udp, --max-loss, and their usage errors", a
   const serverUsage: [string[], string][] = [
     [
       ["--udp", "--mode", "chat"],
-      "Invalid --udp: UDP echoes datagrams in echo mode only (see --help)",
+      "Invalid --udp: UDP serves echo and info mode only (see --help)",
     ],
     [
       ["--udp", "--unix", "/tmp/x.sock"],

@@ -16,7 +16,7 @@ import {
 export const SERVER_FLAGS = {
   mode: {
     arg: "MODE",
-    help: "echo, line, broadcast or chat",
+    help: "echo, line, broadcast, chat or info",
     default: "echo",
     parse: choice(MODES),
   },
@@ -70,7 +70,8 @@ export const SERVER_FLAGS = {
   },
   udp: {
     help: "also echo UDP datagrams on the same port number (RFC 862), each " +
-      "back to its sender unchanged; echo mode only, without TLS, on one " +
+      "back to its sender unchanged (in info mode, one command a datagram); " +
+      "echo and info mode only, without TLS, on one " +
       "thread (with --workers, TCP uses them all). UDP answers whatever " +
       "address a datagram claims to come from: do not expose it beyond " +
       "networks you trust",
@@ -121,6 +122,13 @@ export const SERVER_FLAGS = {
       "closes within 1 s",
     default: "5000",
     parse: integer,
+  },
+  id: {
+    arg: "TEXT",
+    help: "what info mode answers to id, so that instances on one machine " +
+      "differ",
+    default: "HOSTNAME:PORT",
+    parse: text,
   },
   "max-line-bytes": {
     arg: "N",
@@ -196,6 +204,11 @@ Modes:
   chat        like broadcast, for people: "<name> text" lines, join and
               leave notices, rooms, and the commands /nick NAME, /join ROOM,
               /who and /quit; newcomers get the room's recent lines
+  info        who answered, for load balancers and meshes: each line a
+              command, one line back: hostname, id, clientip, clientport,
+              serverip, serverport, transport, echo TEXT, time, help, exit
+              (agnhost netexec's words; needs --allow-sys=hostname, which
+              the server task has)
 In every line mode a line over --max-line-bytes gets
 "ERR line too long (max N bytes)" back and its connection is closed.
 

@@ -5,6 +5,7 @@ import type { RelayPort } from "../relay/relay.ts";
 import type { ServerConfig } from "../server/config.ts";
 import type { Connection } from "../server/connection.ts";
 import type { EchoMode } from "../types.ts";
+import { infoLines } from "./info.ts";
 import { echoLines } from "./line.ts";
 import { relayLines } from "./relay.ts";
 
@@ -28,4 +29,5 @@ export const MODES_BY_NAME: Readonly<Record<EchoMode, Mode>> = {
   line: (c, config) => echoLines(c, config.maxLineBytes),
   broadcast: (c, config, relay) => relayLines(c, relay!, config.maxLineBytes),
   chat: (c, config, relay) => relayLines(c, relay!, config.maxLineBytes),
+  info: (c, config) => infoLines(c, config),
 };

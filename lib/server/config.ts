@@ -39,6 +39,10 @@ export interface ServerConfig {
   idleTimeout: number;
   gracePeriod: number;
   mode: EchoMode;
+  /** The machine's hostname, in info mode (read once, here). */
+  host: string;
+  /** What info mode's `id` answers; empty for `host:port`. */
+  id: string;
   maxLineBytes: number;
   channelCapacity: number;
   channelBytes: number;

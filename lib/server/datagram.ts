@@ -1,5 +1,6 @@
 // Private: UDP echo (RFC 862's datagram service), the small engine beside
-// the connection engine: every datagram goes back to its sender unchanged.
+// the connection engine: every datagram goes back to its sender unchanged,
+// or, in info mode, each datagram is a command and gets its answer.
 // Deno.listenDatagram rather than node:dgram: measured 2026-11-29, 64-byte
 // ping-pong over 50 sockets, server on one core, 31,700 round trips/s
 // against 10,800 for node:dgram under Deno (and 30,300 for Node's dgram
@@ -12,6 +13,8 @@ import {
   LOG_CATEGORY,
   optionError,
 } from "../_helpers.ts";
+import { defaultId, infoAnswer } from "../modes/info.ts";
+import type { ServerConfig } from "./config.ts";
 import {
   COUNTERS,
   DATAGRAM_BYTES_IN,
@@ -21,6 +24,8 @@ import {
 } from "./counters.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
+const decoder = new TextDecoder();
+const encoder = new TextEncoder();
 
 /**
  * The largest UDP payload over IPv4 (65,535 less the IP and UDP headers);
@@ -50,6 +55,10 @@ export class DatagramEcho {
   /** Resolves once the socket is closed and its loop over. */
   readonly finished: Promise<void>;
   #socket: Deno.DatagramConn;
+  /** Info mode's reply to a datagram (none for exit); echo mode: none. */
+  #answer:
+    | ((data: Uint8Array, peer: Deno.Addr) => Uint8Array | undefined)
+    | undefined;
   #log: Logger;
   #closed = false;
 
@@ -58,9 +67,24 @@ export class DatagramEcho {
    *
    * @throws {Deno.errors.AddrInUse} Another socket holds the port.
    */
-  constructor(hostname: string, port: number) {
+  constructor(hostname: string, port: number, config: ServerConfig) {
     this.#socket = Deno.listenDatagram({ hostname, port, transport: "udp" });
     this.addr = this.#socket.addr as Deno.NetAddr;
+    if (config.mode === "info") {
+      const id = config.id || defaultId(config.host, this.addr);
+      this.#answer = (data, peer) => {
+        // One datagram, one command: its line ending, if any, is not part.
+        const text = decoder.decode(data).replace(/\r?\n$/, "");
+        const answer = infoAnswer(text, {
+          host: config.host,
+          id,
+          transport: "udp",
+          client: peer,
+          server: this.addr,
+        });
+        return answer === undefined ? undefined : encoder.encode(`${answer}\n`);
+      };
+    }
     this.#log = logger;
     this.#log.debug("UDP echo on {address}", {
       address: formatAddr(this.addr),
@@ -94,11 +118,15 @@ export class DatagramEcho {
       }
       counters[DATAGRAMS_IN]++;
       counters[DATAGRAM_BYTES_IN] += n;
+      // Echo: exactly what came in, to where it came from, never more.
+      const reply = this.#answer === undefined
+        ? buffer.subarray(0, n)
+        : this.#answer(buffer.subarray(0, n), peer);
+      if (reply === undefined) continue;
       try {
-        // Exactly what came in, to where it came from: never more.
-        await this.#socket.send(buffer.subarray(0, n), peer);
+        await this.#socket.send(reply, peer);
         counters[DATAGRAMS_OUT]++;
-        counters[DATAGRAM_BYTES_OUT] += n;
+        counters[DATAGRAM_BYTES_OUT] += reply.length;
       } catch (error) {
         if (this.#closed) break;
         this.#log.debug("UDP reply to {peer} failed: {error}", {
