@@ -30,7 +30,11 @@ import {
 } from "./lib/cli/flags.ts";
 import { configureLogging } from "./lib/cli/logging.ts";
 import { operatorConsole } from "./lib/cli/operator.ts";
-import { SERVER_FLAGS, SERVER_HELP } from "./lib/cli/server_flags.ts";
+import {
+  SERVER_FLAGS,
+  SERVER_HELP,
+  serverOptions,
+} from "./lib/cli/server_flags.ts";
 import { stopOnSignals } from "./lib/cli/signals.ts";
 
 const logger = getLogger(["tcp-echo", "cli"]);
@@ -56,38 +60,10 @@ async function main(args: string[]): Promise<number> {
   await configureLogging(v["log-level"] ?? "info", v["log-format"] ?? "pretty");
 
   const stop = new AbortController();
-  const where = v.unix === undefined
-    ? {
-      hostname: v.hostname,
-      port: v.port,
-      cert: v["tls-cert"],
-      key: v["tls-key"],
-      handshakeTimeout: v["handshake-timeout"],
-      udp: v["udp-only"] ? "only" as const : v.udp,
-    }
-    : { path: v.unix };
-  const proxy = {
-    proxyProtocol: v["proxy-protocol"],
-    proxyTimeout: v["proxy-timeout"],
-    trustedProxies: v["trusted-proxy"],
-  };
+  const options = serverOptions(v);
   let server: EchoServer<Deno.Addr>;
   try {
-    server = serveEcho({
-      ...where,
-      ...proxy,
-      mode: v.mode,
-      id: v.id,
-      maxConnections: v["max-connections"],
-      idleTimeout: v["idle-timeout"],
-      gracePeriod: v["grace-period"],
-      maxLineBytes: v["max-line-bytes"],
-      channelCapacity: v["channel-capacity"],
-      channelBytes: v["channel-bytes"],
-      history: v.history,
-      workers: v.workers,
-      signal: stop.signal,
-    });
+    server = serveEcho({ ...options, signal: stop.signal });
   } catch (error) {
     const { option, reason } = error as Partial<OptionError>;
     const flag = option && flagFor(SERVER_FLAGS, spelled, option);
@@ -99,7 +75,7 @@ async function main(args: string[]): Promise<number> {
       return EXIT_USAGE;
     }
     printError(
-      `Cannot listen on ${address(where)}: ${(error as Error).message}`,
+      `Cannot listen on ${address(options)}: ${(error as Error).message}`,
     );
     return EXIT_FAILURE;
   }

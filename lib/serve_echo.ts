@@ -326,9 +326,20 @@ function checkOptions(
   if (typeof id !== "string" || /[\r\n]/.test(id)) {
     throw optionError("id", "must be text without line breaks", TypeError);
   }
+  const { allow = [], deny = [] } = options;
+  for (const [option, list] of [["allow", allow], ["deny", deny]] as const) {
+    if (!Array.isArray(list)) {
+      throw optionError(option, "must be a list of addresses", TypeError);
+    }
+    for (const entry of list) {
+      const problem = cidrProblem(entry);
+      if (problem !== undefined) throw optionError(option, problem);
+    }
+  }
   return {
     listen,
     proxy: proxyConfig(options, listen),
+    access: { allow: [...allow], deny: [...deny] },
     host: mode === "info" ? hostname() : "",
     id,
     maxConnections,

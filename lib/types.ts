@@ -104,6 +104,18 @@ export interface ServeEchoOptions {
    */
   trustedProxies?: string[];
   /**
+   * Clients that may come in: IPv4 or IPv6 addresses and CIDR blocks (a
+   * bare address is a /32 or /128). With any entry, every other client is
+   * refused: closed at once, before a byte is read, logged and counted in
+   * {@linkcode EchoServerStats.refused}; UDP datagrams from others are
+   * dropped. The address is the one a PROXY header names, with
+   * `proxyProtocol`. Clients of a Unix socket have no address and are not
+   * subject to it.
+   */
+  allow?: string[];
+  /** Clients refused, as for `allow`; `deny` wins over `allow`. */
+  deny?: string[];
+  /**
    * The most connections served at once. A connection over the limit is
    * closed as soon as it is accepted and counted in
    * {@linkcode EchoServerStats.rejected}.
@@ -285,6 +297,16 @@ export interface EchoServerStats {
    * is not a trusted proxy. Not in `accepted`.
    */
   readonly proxyHeaderFailures: number;
+  /**
+   * Connections refused by `deny` (`denied`) or for not being in `allow`
+   * (`notAllowed`), closed before a byte was read. Not in `accepted`.
+   */
+  readonly refused: {
+    readonly denied: number;
+    readonly notAllowed: number;
+  };
+  /** UDP datagrams dropped because `deny` or `allow` refused their source. */
+  readonly datagramsRefused: number;
   /**
    * Connections accepted by each worker, the calling thread's first (one
    * number without workers).

@@ -134,6 +134,8 @@ Deno.test("serveEcho() counts connections and bytes", async () => {
     datagramBytesIn: 0,
     datagramBytesOut: 0,
     proxyHeaderFailures: 0,
+    refused: { denied: 0, notAllowed: 0 },
+    datagramsRefused: 0,
     perWorker: [0],
   });
   using conn = await Deno.connect({ port: server.addr.port });
@@ -159,6 +161,8 @@ Deno.test("serveEcho() counts connections and bytes", async () => {
     datagramBytesIn: 0,
     datagramBytesOut: 0,
     proxyHeaderFailures: 0,
+    refused: { denied: 0, notAllowed: 0 },
+    datagramsRefused: 0,
     perWorker: [1],
   });
 });

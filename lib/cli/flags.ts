@@ -290,6 +290,24 @@ export function cidr(value: string): string {
   return value;
 }
 
+/**
+ * Reads a file of addresses and CIDR blocks, one a line; `#` starts a
+ * comment, and blank lines are skipped.
+ */
+export function cidrFile(path: string): string[] {
+  const entries: string[] = [];
+  textFile(path).split("\n").forEach((raw, i) => {
+    const entry = raw.replace(/#.*/, "").trim();
+    if (entry === "") return;
+    const problem = cidrProblem(entry);
+    if (problem !== undefined) {
+      throw new UsageError(`line ${i + 1}: ${problem}`);
+    }
+    entries.push(entry);
+  });
+  return entries;
+}
+
 /** Parses any text but the empty string. */
 export function text(value: string): string {
   if (value === "") throw new UsageError("empty");

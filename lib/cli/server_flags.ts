@@ -1,12 +1,18 @@
 // Private: server.ts's flags and --help. Not exported from mod.ts.
 
-import { MODES } from "../types.ts";
+import {
+  MODES,
+  type ServeEchoOptions,
+  type ServeEchoUnixOptions,
+} from "../types.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "./logging.ts";
 import {
   choice,
   cidr,
+  cidrFile,
   type Flag,
   flagHelp,
+  type FlagValues,
   integer,
   text,
   textFile,
@@ -101,6 +107,36 @@ export const SERVER_FLAGS = {
     help: "believe PROXY headers only from this address or block (again for " +
       "more); a header from anyone else is refused (default: any peer)",
     parse: cidr,
+  },
+  allow: {
+    arg: "CIDR",
+    multiple: true,
+    help: "let in only clients in this address or block (again for more; " +
+      "IPv4 or IPv6, a bare address is /32 or /128); everyone else is " +
+      "closed before a byte is read. Unix-socket clients have no address " +
+      "and are not subject to it",
+    parse: cidr,
+  },
+  deny: {
+    arg: "CIDR",
+    multiple: true,
+    help: "keep out clients in this address or block (again for more); " +
+      "deny wins over allow",
+    parse: cidr,
+  },
+  "allow-file": {
+    arg: "FILE",
+    option: "allow",
+    multiple: true,
+    help: "--allow for each line of FILE (# starts a comment)",
+    parse: cidrFile,
+  },
+  "deny-file": {
+    arg: "FILE",
+    option: "deny",
+    multiple: true,
+    help: "--deny for each line of FILE (# starts a comment)",
+    parse: cidrFile,
   },
   "max-connections": {
     arg: "N",
@@ -227,3 +263,46 @@ Exit codes:
        not resolve)
   2    usage error (unknown flag or bad flag value)
   130  stopped at once by a second Ctrl+C or SIGTERM`;
+
+/** serveEcho's options from the flags given (the library fills defaults). */
+export function serverOptions(
+  v: FlagValues<typeof SERVER_FLAGS>,
+): ServeEchoOptions | ServeEchoUnixOptions {
+  const where = v.unix === undefined
+    ? {
+      hostname: v.hostname,
+      port: v.port,
+      cert: v["tls-cert"],
+      key: v["tls-key"],
+      handshakeTimeout: v["handshake-timeout"],
+      udp: v["udp-only"] ? "only" as const : v.udp,
+    }
+    : { path: v.unix };
+  return {
+    ...where,
+    proxyProtocol: v["proxy-protocol"],
+    proxyTimeout: v["proxy-timeout"],
+    trustedProxies: v["trusted-proxy"],
+    allow: list(v.allow, v["allow-file"]),
+    deny: list(v.deny, v["deny-file"]),
+    mode: v.mode,
+    id: v.id,
+    maxConnections: v["max-connections"],
+    idleTimeout: v["idle-timeout"],
+    gracePeriod: v["grace-period"],
+    maxLineBytes: v["max-line-bytes"],
+    channelCapacity: v["channel-capacity"],
+    channelBytes: v["channel-bytes"],
+    history: v.history,
+    workers: v.workers,
+  };
+}
+
+/** The entries of a repeatable flag and of its files, or undefined. */
+function list(
+  entries: string[] | undefined,
+  files: string[][] | undefined,
+): string[] | undefined {
+  if (entries === undefined && files === undefined) return undefined;
+  return [...entries ?? [], ...(files ?? []).flat()];
+}

@@ -2,6 +2,7 @@
 // data, so that a worker receives them by postMessage and builds the same
 // listener. Not exported from mod.ts.
 
+import type { AccessConfig } from "../rules/access.ts";
 import type { EchoMode } from "../types.ts";
 
 /**
@@ -35,6 +36,8 @@ export interface ServerConfig {
   listen: ListenConfig;
   /** Read a PROXY header first on every connection. */
   proxy: ProxyConfig | undefined;
+  /** Addresses let in and kept out (empty lists: everyone). */
+  access: AccessConfig;
   maxConnections: number;
   idleTimeout: number;
   gracePeriod: number;

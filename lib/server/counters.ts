@@ -19,11 +19,14 @@ export const DATAGRAMS_OUT = 9;
 export const DATAGRAM_BYTES_IN = 10;
 export const DATAGRAM_BYTES_OUT = 11;
 export const PROXY_FAILURES = 12;
+export const REFUSED_DENIED = 13;
+export const REFUSED_NOT_ALLOWED = 14;
+export const DATAGRAMS_REFUSED = 15;
 /**
- * How many numbers one listener's counters take: 13, padded to 128 bytes so
- * that no two listeners write to the same cache line.
+ * How many numbers one listener's counters take: 16 so far, padded to 256
+ * bytes so that no two listeners write to the same cache line.
  */
-export const COUNTERS = 16;
+export const COUNTERS = 32;
 
 /** Adds up the counters of every listener in `counters`. */
 export function sumStats(counters: Float64Array): EchoServerStats {
@@ -47,6 +50,11 @@ export function sumStats(counters: Float64Array): EchoServerStats {
     datagramBytesIn: total[DATAGRAM_BYTES_IN],
     datagramBytesOut: total[DATAGRAM_BYTES_OUT],
     proxyHeaderFailures: total[PROXY_FAILURES],
+    refused: {
+      denied: total[REFUSED_DENIED],
+      notAllowed: total[REFUSED_NOT_ALLOWED],
+    },
+    datagramsRefused: total[DATAGRAMS_REFUSED],
     perWorker,
   };
 }

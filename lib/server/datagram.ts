@@ -21,7 +21,9 @@ import {
   DATAGRAM_BYTES_OUT,
   DATAGRAMS_IN,
   DATAGRAMS_OUT,
+  DATAGRAMS_REFUSED,
 } from "./counters.ts";
+import { accessGuard, type Guard } from "../rules/access.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
 const decoder = new TextDecoder();
@@ -55,6 +57,7 @@ export class DatagramEcho {
   /** Resolves once the socket is closed and its loop over. */
   readonly finished: Promise<void>;
   #socket: Deno.DatagramConn;
+  #guard: Guard | undefined;
   /** Info mode's reply to a datagram (none for exit); echo mode: none. */
   #answer:
     | ((data: Uint8Array, peer: Deno.Addr) => Uint8Array | undefined)
@@ -70,6 +73,7 @@ export class DatagramEcho {
   constructor(hostname: string, port: number, config: ServerConfig) {
     this.#socket = Deno.listenDatagram({ hostname, port, transport: "udp" });
     this.addr = this.#socket.addr as Deno.NetAddr;
+    this.#guard = accessGuard(config.access);
     if (config.mode === "info") {
       const id = config.id || defaultId(config.host, this.addr);
       this.#answer = (data, peer) => {
@@ -118,6 +122,10 @@ export class DatagramEcho {
       }
       counters[DATAGRAMS_IN]++;
       counters[DATAGRAM_BYTES_IN] += n;
+      if (this.#guard?.(peer) !== undefined) {
+        counters[DATAGRAMS_REFUSED]++;
+        continue;
+      }
       // Echo: exactly what came in, to where it came from, never more.
       const reply = this.#answer === undefined
         ? buffer.subarray(0, n)

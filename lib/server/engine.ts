@@ -26,9 +26,12 @@ import {
   DROPPED,
   HANDSHAKE_FAILURES,
   PROXY_FAILURES,
+  REFUSED_DENIED,
+  REFUSED_NOT_ALLOWED,
   REJECTED,
   sumStats,
 } from "./counters.ts";
+import type { Refusal } from "../rules/access.ts";
 import { transportFor } from "../transport/choose.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { EchoMode, EchoServer, EchoServerStats } from "../types.ts";
@@ -152,7 +155,8 @@ export class Server implements EchoServer<Deno.Addr> {
     this.#transport = transportFor(config.listen, shared.reusePort, {
       handshakeFailed: (peer, reason) => this.#handshakeFailed(peer, reason),
       proxyFailed: (peer, reason) => this.#proxyFailed(peer, reason),
-    }, config.proxy);
+      refused: (peer, refusal) => this.#refused(peer, refusal),
+    }, config);
     const listening = this.#transport.listen();
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
     this.#signal = signal;
@@ -386,6 +390,20 @@ export class Server implements EchoServer<Deno.Addr> {
       peer,
       reason,
     });
+  }
+
+  #refused(peer: string, refusal: Refusal): void {
+    this.#counters[
+      refusal.reason === "denied" ? REFUSED_DENIED : REFUSED_NOT_ALLOWED
+    ]++;
+    if (this.#log.isEnabledFor("info")) {
+      this.#log.info(
+        refusal.reason === "denied"
+          ? "Refused {peer}: denied by {rule}"
+          : "Refused {peer}: not in the allow list",
+        { peer, rule: refusal.rule },
+      );
+    }
   }
 
   #proxyFailed(peer: string, reason: string): void {

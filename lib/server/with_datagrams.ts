@@ -40,6 +40,7 @@ export class WithDatagrams implements EchoServer<Deno.Addr> {
       datagramsOut: udp.datagramsOut,
       datagramBytesIn: udp.datagramBytesIn,
       datagramBytesOut: udp.datagramBytesOut,
+      datagramsRefused: udp.datagramsRefused,
     };
   }
 

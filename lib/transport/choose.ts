@@ -1,7 +1,9 @@
 // Private: the one place that picks a transport for a listener's options.
 // Not exported from mod.ts.
 
-import type { ListenConfig, ProxyConfig } from "../server/config.ts";
+import type { ListenConfig, ServerConfig } from "../server/config.ts";
+import { accessGuard } from "../rules/access.ts";
+import { guardedListener } from "./guarded.ts";
 import { addressList } from "../rules/cidr.ts";
 import { proxiedListener } from "./proxied.ts";
 import { claimPort, tcpTransport } from "./tcp.ts";
@@ -17,16 +19,9 @@ export function transportFor(
   listen: ListenConfig,
   reusePort: boolean,
   events: TransportEvents,
-  proxy?: ProxyConfig,
+  rules: Pick<ServerConfig, "proxy" | "access">,
 ): Transport {
-  // The PROXY header comes first, before TLS: it wraps the raw listener.
-  const wrap = proxy === undefined
-    ? undefined
-    : (listener: Deno.Listener) =>
-      proxiedListener(listener, {
-        timeout: proxy.timeout,
-        trusted: proxy.trusted && addressList(proxy.trusted),
-      }, events);
+  const wrap = rulesFor(rules, events);
   switch (listen.transport) {
     case "tcp":
       return wrapped(tcpTransport({ ...listen, reusePort }), wrap);
@@ -35,6 +30,30 @@ export function transportFor(
     case "unix":
       return wrapped(unixTransport(listen.path), wrap);
   }
+}
+
+/**
+ * What wraps the raw listener, when a rule is configured: the PROXY
+ * header is read first (before TLS), then the access rules judge the
+ * address it names, before any other byte is read.
+ */
+function rulesFor(
+  { proxy, access }: Pick<ServerConfig, "proxy" | "access">,
+  events: TransportEvents,
+): ((listener: Deno.Listener) => Deno.Listener) | undefined {
+  const guard = accessGuard(access);
+  if (proxy === undefined && guard === undefined) return undefined;
+  return (listener) => {
+    let wrapped = listener;
+    if (proxy !== undefined) {
+      wrapped = proxiedListener(wrapped, {
+        timeout: proxy.timeout,
+        trusted: proxy.trusted && addressList(proxy.trusted),
+      }, events);
+    }
+    if (guard !== undefined) wrapped = guardedListener(wrapped, guard, events);
+    return wrapped;
+  };
 }
 
 /** `transport`, its listener wrapped by `wrap` when there is one. */

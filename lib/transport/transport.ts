@@ -21,7 +21,11 @@ export interface TransportEvents {
   handshakeFailed(peer: string, reason: string): void;
   /** A PROXY header was not valid, or not complete in time; closed. */
   proxyFailed(peer: string, reason: string): void;
+  /** An access rule refused a client; closed before a byte was read. */
+  refused(peer: string, refusal: Refusal): void;
 }
+
+import type { Refusal } from "../rules/access.ts";
 
 /** A way to listen, as lib/server/engine.ts uses it. */
 export interface Transport {
