@@ -15,6 +15,7 @@ import type {
   ServerConfig,
 } from "./server/config.ts";
 import { cidrProblem } from "./rules/cidr.ts";
+import { type LimitsConfig, newLimitsTable } from "./rules/limits.ts";
 import { MAX_SOCKET_PATH } from "./transport/unix.ts";
 import { assertWorkersSupported, WorkerPool } from "./workers/pool.ts";
 import {
@@ -246,6 +247,23 @@ function listenConfig(
   return { transport: "tls", hostname, port, cert, key, handshakeTimeout };
 }
 
+/** The per-address limits, checked; `undefined` when there are none. */
+function limitsConfig(options: ListenerOptions): LimitsConfig | undefined {
+  const { maxConnectionsPerIp = Infinity, connectRate = Infinity } = options;
+  assertLimit("maxConnectionsPerIp", maxConnectionsPerIp);
+  if (connectRate !== Infinity) {
+    assertInteger("connectRate", connectRate, 1, 2 ** 31 - 1);
+  }
+  if (maxConnectionsPerIp === Infinity && connectRate === Infinity) {
+    return undefined;
+  }
+  return {
+    perAddress: maxConnectionsPerIp,
+    connectRate,
+    ...newLimitsTable(),
+  };
+}
+
 /** The machine's hostname, for info mode. */
 function hostname(): string {
   try {
@@ -340,6 +358,7 @@ function checkOptions(
     listen,
     proxy: proxyConfig(options, listen),
     access: { allow: [...allow], deny: [...deny] },
+    limits: limitsConfig(options),
     host: mode === "info" ? hostname() : "",
     id,
     maxConnections,

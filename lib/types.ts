@@ -116,6 +116,23 @@ export interface ServeEchoOptions {
   /** Clients refused, as for `allow`; `deny` wins over `allow`. */
   deny?: string[];
   /**
+   * The most connections one address may hold open at once, over all
+   * workers; more are refused (closed before a byte is read, logged,
+   * counted in `stats.refused.perAddress`). The address is the one a
+   * PROXY header names; Unix-socket clients are not counted.
+   *
+   * @default {Infinity}
+   */
+  maxConnectionsPerIp?: number;
+  /**
+   * The most new connections one address may open a second, over all
+   * workers: a token bucket with a burst of this many. More are refused
+   * (`stats.refused.connectRate`).
+   *
+   * @default {Infinity}
+   */
+  connectRate?: number;
+  /**
    * The most connections served at once. A connection over the limit is
    * closed as soon as it is accepted and counted in
    * {@linkcode EchoServerStats.rejected}.
@@ -304,6 +321,10 @@ export interface EchoServerStats {
   readonly refused: {
     readonly denied: number;
     readonly notAllowed: number;
+    /** Over `maxConnectionsPerIp`. */
+    readonly perAddress: number;
+    /** Over `connectRate`. */
+    readonly connectRate: number;
   };
   /** UDP datagrams dropped because `deny` or `allow` refused their source. */
   readonly datagramsRefused: number;

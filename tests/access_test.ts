@@ -47,7 +47,12 @@ Deno.test("allow and deny: deny wins, allow keeps everyone else out, before a by
       r.rawMessage === "Refused {peer}: not in the allow list"
     );
     assert.match(String(record.properties.peer), /^127\.0\.0\.1:\d+$/);
-    assert.deepEqual(server.stats.refused, { denied: 0, notAllowed: 1 });
+    assert.deepEqual(server.stats.refused, {
+      denied: 0,
+      notAllowed: 1,
+      perAddress: 0,
+      connectRate: 0,
+    });
     assert.equal(server.stats.accepted, 0);
     assert.equal(server.stats.bytesIn, 0);
   });
@@ -63,7 +68,12 @@ Deno.test("allow and deny: deny wins, allow keeps everyone else out, before a by
       r.rawMessage === "Refused {peer}: denied by {rule}"
     );
     assert.equal(record.properties.rule, "127.0.0.0/8");
-    assert.deepEqual(server.stats.refused, { denied: 1, notAllowed: 0 });
+    assert.deepEqual(server.stats.refused, {
+      denied: 1,
+      notAllowed: 0,
+      perAddress: 0,
+      connectRate: 0,
+    });
   });
   await t.step("IPv6, and IPv4 clients of a dual-stack listener", async () => {
     await using server = serveEcho({ hostname: "::", port: 0, deny: ["::1"] });
@@ -111,7 +121,12 @@ Deno.test("access rules judge the address a PROXY header names, before TLS, not 
       "inside",
     );
     assert.equal(await tryEcho({ port }, "outside", header("192.0.2.1")), "");
-    assert.deepEqual(server.stats.refused, { denied: 0, notAllowed: 1 });
+    assert.deepEqual(server.stats.refused, {
+      denied: 0,
+      notAllowed: 1,
+      perAddress: 0,
+      connectRate: 0,
+    });
   }
   await using certs = await testCertificates();
   {

@@ -134,7 +134,7 @@ Deno.test("serveEcho() counts connections and bytes", async () => {
     datagramBytesIn: 0,
     datagramBytesOut: 0,
     proxyHeaderFailures: 0,
-    refused: { denied: 0, notAllowed: 0 },
+    refused: { denied: 0, notAllowed: 0, perAddress: 0, connectRate: 0 },
     datagramsRefused: 0,
     perWorker: [0],
   });
@@ -161,7 +161,7 @@ Deno.test("serveEcho() counts connections and bytes", async () => {
     datagramBytesIn: 0,
     datagramBytesOut: 0,
     proxyHeaderFailures: 0,
-    refused: { denied: 0, notAllowed: 0 },
+    refused: { denied: 0, notAllowed: 0, perAddress: 0, connectRate: 0 },
     datagramsRefused: 0,
     perWorker: [1],
   });

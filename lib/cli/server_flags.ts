@@ -144,6 +144,20 @@ export const SERVER_FLAGS = {
     default: "unlimited",
     parse: integer,
   },
+  "max-connections-per-ip": {
+    arg: "N",
+    help: "most connections one address may hold open at once, over all " +
+      "workers; more are refused (the address a PROXY header names)",
+    default: "unlimited",
+    parse: integer,
+  },
+  "connect-rate": {
+    arg: "N",
+    help: "most new connections one address may open a second (a token " +
+      "bucket with a burst of N), over all workers; more are refused",
+    default: "unlimited",
+    parse: integer,
+  },
   "idle-timeout": {
     arg: "MS",
     help: "close a connection after MS ms with no data either way; 0 never " +
@@ -288,6 +302,8 @@ export function serverOptions(
     mode: v.mode,
     id: v.id,
     maxConnections: v["max-connections"],
+    maxConnectionsPerIp: v["max-connections-per-ip"],
+    connectRate: v["connect-rate"],
     idleTimeout: v["idle-timeout"],
     gracePeriod: v["grace-period"],
     maxLineBytes: v["max-line-bytes"],

@@ -5,16 +5,22 @@
 // mod.ts.
 
 import { addressList } from "./cidr.ts";
+import type { LimitRefusal } from "./limits.ts";
 
-/** Why a client was refused, and by which rule. */
-export interface Refusal {
-  reason: "denied" | "notAllowed";
-  /** The entry that refused it, or `allow list` when none let it in. */
-  rule: string;
-}
+/** Why a client was refused, and by which rule or limit. */
+export type Refusal =
+  | {
+    reason: "denied" | "notAllowed";
+    /** The entry that refused it, or `allow list` when none let it in. */
+    rule: string;
+  }
+  | LimitRefusal;
 
 /** Decides whether a client may come in: `undefined` when it may. */
-export type Guard = (peer: Deno.Addr) => Refusal | undefined;
+export type Guard = (peer: Deno.Addr) => AccessRefusal | undefined;
+
+/** A refusal by the access lists. */
+export type AccessRefusal = Extract<Refusal, { rule: string }>;
 
 /** The lists, as serveEcho checked them. */
 export interface AccessConfig {

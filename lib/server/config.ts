@@ -3,6 +3,7 @@
 // listener. Not exported from mod.ts.
 
 import type { AccessConfig } from "../rules/access.ts";
+import type { LimitsConfig } from "../rules/limits.ts";
 import type { EchoMode } from "../types.ts";
 
 /**
@@ -38,6 +39,8 @@ export interface ServerConfig {
   proxy: ProxyConfig | undefined;
   /** Addresses let in and kept out (empty lists: everyone). */
   access: AccessConfig;
+  /** Per-address limits, shared by every thread; none when undefined. */
+  limits: LimitsConfig | undefined;
   maxConnections: number;
   idleTimeout: number;
   gracePeriod: number;

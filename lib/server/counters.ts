@@ -22,8 +22,10 @@ export const PROXY_FAILURES = 12;
 export const REFUSED_DENIED = 13;
 export const REFUSED_NOT_ALLOWED = 14;
 export const DATAGRAMS_REFUSED = 15;
+export const REFUSED_PER_ADDRESS = 16;
+export const REFUSED_CONNECT_RATE = 17;
 /**
- * How many numbers one listener's counters take: 16 so far, padded to 256
+ * How many numbers one listener's counters take: 18 so far, padded to 256
  * bytes so that no two listeners write to the same cache line.
  */
 export const COUNTERS = 32;
@@ -53,6 +55,8 @@ export function sumStats(counters: Float64Array): EchoServerStats {
     refused: {
       denied: total[REFUSED_DENIED],
       notAllowed: total[REFUSED_NOT_ALLOWED],
+      perAddress: total[REFUSED_PER_ADDRESS],
+      connectRate: total[REFUSED_CONNECT_RATE],
     },
     datagramsRefused: total[DATAGRAMS_REFUSED],
     perWorker,

@@ -26,8 +26,10 @@ import {
   DROPPED,
   HANDSHAKE_FAILURES,
   PROXY_FAILURES,
+  REFUSED_CONNECT_RATE,
   REFUSED_DENIED,
   REFUSED_NOT_ALLOWED,
+  REFUSED_PER_ADDRESS,
   REJECTED,
   sumStats,
 } from "./counters.ts";
@@ -60,6 +62,30 @@ const EXHAUSTION: ReadonlySet<string> = new Set([
 ]);
 
 const encoder = new TextEncoder();
+
+/** Each reason a client is refused at the door: its counter and log line. */
+const REFUSALS: Record<
+  Refusal["reason"],
+  { counter: number; template: string }
+> = {
+  denied: {
+    counter: REFUSED_DENIED,
+    template: "Refused {peer}: denied by {rule}",
+  },
+  notAllowed: {
+    counter: REFUSED_NOT_ALLOWED,
+    template: "Refused {peer}: not in the allow list",
+  },
+  perAddress: {
+    counter: REFUSED_PER_ADDRESS,
+    template: "Refused {peer}: {limit} connections from its address are open",
+  },
+  connectRate: {
+    counter: REFUSED_CONNECT_RATE,
+    template:
+      "Refused {peer}: its address opened more than {limit} connections a second",
+  },
+};
 /** What a listener shares with the others of the same server. */
 export interface Shared {
   /** Bind with `SO_REUSEPORT`, so that other listeners can share the port. */
@@ -393,16 +419,12 @@ export class Server implements EchoServer<Deno.Addr> {
   }
 
   #refused(peer: string, refusal: Refusal): void {
-    this.#counters[
-      refusal.reason === "denied" ? REFUSED_DENIED : REFUSED_NOT_ALLOWED
-    ]++;
+    this.#counters[REFUSALS[refusal.reason].counter]++;
     if (this.#log.isEnabledFor("info")) {
-      this.#log.info(
-        refusal.reason === "denied"
-          ? "Refused {peer}: denied by {rule}"
-          : "Refused {peer}: not in the allow list",
-        { peer, rule: refusal.rule },
-      );
+      this.#log.info(REFUSALS[refusal.reason].template, {
+        peer,
+        ...refusal,
+      });
     }
   }
 

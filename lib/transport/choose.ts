@@ -3,6 +3,7 @@
 
 import type { ListenConfig, ServerConfig } from "../server/config.ts";
 import { accessGuard } from "../rules/access.ts";
+import { Limiter } from "../rules/limits.ts";
 import { guardedListener } from "./guarded.ts";
 import { addressList } from "../rules/cidr.ts";
 import { proxiedListener } from "./proxied.ts";
@@ -19,7 +20,7 @@ export function transportFor(
   listen: ListenConfig,
   reusePort: boolean,
   events: TransportEvents,
-  rules: Pick<ServerConfig, "proxy" | "access">,
+  rules: Pick<ServerConfig, "proxy" | "access" | "limits">,
 ): Transport {
   const wrap = rulesFor(rules, events);
   switch (listen.transport) {
@@ -38,11 +39,14 @@ export function transportFor(
  * address it names, before any other byte is read.
  */
 function rulesFor(
-  { proxy, access }: Pick<ServerConfig, "proxy" | "access">,
+  { proxy, access, limits }: Pick<ServerConfig, "proxy" | "access" | "limits">,
   events: TransportEvents,
 ): ((listener: Deno.Listener) => Deno.Listener) | undefined {
   const guard = accessGuard(access);
-  if (proxy === undefined && guard === undefined) return undefined;
+  const limiter = limits && new Limiter(limits);
+  if (proxy === undefined && guard === undefined && limiter === undefined) {
+    return undefined;
+  }
   return (listener) => {
     let wrapped = listener;
     if (proxy !== undefined) {
@@ -51,7 +55,9 @@ function rulesFor(
         trusted: proxy.trusted && addressList(proxy.trusted),
       }, events);
     }
-    if (guard !== undefined) wrapped = guardedListener(wrapped, guard, events);
+    if (guard !== undefined || limiter !== undefined) {
+      wrapped = guardedListener(wrapped, guard, limiter, events);
+    }
     return wrapped;
   };
 }
