@@ -149,6 +149,8 @@ const UDP_SERVERS: Record<string, string[]> = {
     "--port",
     "0",
     "--udp-only",
+    "--udp-rate",
+    "unlimited",
     "--log-level",
     "error",
   ],

@@ -344,7 +344,10 @@ function checkOptions(
   if (typeof id !== "string" || /[\r\n]/.test(id)) {
     throw optionError("id", "must be text without line breaks", TypeError);
   }
-  const { allow = [], deny = [] } = options;
+  const { allow = [], deny = [], maxBytesPerSecond = Infinity } = options;
+  assertLimit("maxBytesPerSecond", maxBytesPerSecond);
+  const { udpRate = 1000 } = options as ServeEchoOptions;
+  assertLimit("udpRate", udpRate);
   for (const [option, list] of [["allow", allow], ["deny", deny]] as const) {
     if (!Array.isArray(list)) {
       throw optionError(option, "must be a list of addresses", TypeError);
@@ -359,6 +362,8 @@ function checkOptions(
     proxy: proxyConfig(options, listen),
     access: { allow: [...allow], deny: [...deny] },
     limits: limitsConfig(options),
+    maxBytesPerSecond,
+    udpRate,
     host: mode === "info" ? hostname() : "",
     id,
     maxConnections,

@@ -76,6 +76,16 @@ export interface ServeEchoOptions {
    */
   udp?: boolean | "only";
   /**
+   * With `udp`, the most datagrams a second answered for one source
+   * address (a token bucket with a burst of this many); the rest are
+   * dropped and counted in `stats.datagramsRateLimited`, so that the UDP
+   * echo cannot be turned into a flood at a third party. `Infinity` for
+   * none.
+   *
+   * @default {1000}
+   */
+  udpRate?: number;
+  /**
    * Every connection must start with a PROXY protocol header, version 1
    * (text) or 2 (binary), as HAProxy, AWS NLB, nginx and Envoy send it: the
    * client it names becomes the connection's peer everywhere (logs, and
@@ -132,6 +142,16 @@ export interface ServeEchoOptions {
    * @default {Infinity}
    */
   connectRate?: number;
+  /**
+   * Each connection is read no faster than this many bytes a second (a
+   * token bucket holding one second's bytes): what a client sends beyond
+   * it waits in the kernel's buffers and TCP slows the client down, so
+   * nothing is dropped and the echo stays exact, and one client cannot take
+   * the whole machine.
+   *
+   * @default {Infinity}
+   */
+  maxBytesPerSecond?: number;
   /**
    * The most connections served at once. A connection over the limit is
    * closed as soon as it is accepted and counted in
@@ -328,6 +348,8 @@ export interface EchoServerStats {
   };
   /** UDP datagrams dropped because `deny` or `allow` refused their source. */
   readonly datagramsRefused: number;
+  /** UDP datagrams dropped because their source went over `udpRate`. */
+  readonly datagramsRateLimited: number;
   /**
    * Connections accepted by each worker, the calling thread's first (one
    * number without workers).

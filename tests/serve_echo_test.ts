@@ -136,6 +136,7 @@ Deno.test("serveEcho() counts connections and bytes", async () => {
     proxyHeaderFailures: 0,
     refused: { denied: 0, notAllowed: 0, perAddress: 0, connectRate: 0 },
     datagramsRefused: 0,
+    datagramsRateLimited: 0,
     perWorker: [0],
   });
   using conn = await Deno.connect({ port: server.addr.port });
@@ -163,6 +164,7 @@ Deno.test("serveEcho() counts connections and bytes", async () => {
     proxyHeaderFailures: 0,
     refused: { denied: 0, notAllowed: 0, perAddress: 0, connectRate: 0 },
     datagramsRefused: 0,
+    datagramsRateLimited: 0,
     perWorker: [1],
   });
 });

@@ -377,3 +377,29 @@ Deno.test("server --udp and client --udp, --max-loss, and their usage errors", a
     "error: Invalid --udp: run Deno with --unstable-net (Deno.listenDatagram is unstable)\n",
   );
 });
+
+Deno.test("udpRate answers a source no faster than its rate and drops the rest", async () => {
+  await using server = serveEcho({ port: 0, udp: "only", udpRate: 10 });
+  const socket = Deno.listenDatagram({
+    hostname: "127.0.0.1",
+    port: 0,
+    transport: "udp",
+  });
+  const to = {
+    transport: "udp" as const,
+    hostname: "127.0.0.1",
+    port: server.addr.port,
+  };
+  for (let i = 0; i < 30; i++) await socket.send(encoder.encode(`${i}`), to);
+  // The server runs in this process: let it take all 30 (bounded).
+  for (let turn = 0; turn < 2000 && server.stats.datagramsIn < 30; turn++) {
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  const { datagramsIn, datagramsOut, datagramsRateLimited } = server.stats;
+  assert.equal(datagramsIn, 30);
+  assert.ok(datagramsOut >= 10 && datagramsOut <= 11, `${datagramsOut}`);
+  assert.equal(datagramsRateLimited, 30 - datagramsOut);
+  const buffer = new Uint8Array(64);
+  for (let i = 0; i < datagramsOut; i++) await socket.receive(buffer);
+  socket.close();
+});

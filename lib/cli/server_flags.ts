@@ -82,6 +82,14 @@ export const SERVER_FLAGS = {
       "address a datagram claims to come from: do not expose it beyond " +
       "networks you trust",
   },
+  "udp-rate": {
+    arg: "N",
+    help: "most UDP datagrams a second answered for one source address " +
+      "(or unlimited); the rest are dropped and counted",
+    default: "1000",
+    parse: (value: string): number =>
+      value === "unlimited" ? Infinity : integer(value),
+  },
   "udp-only": {
     option: "udp",
     excludes: ["udp"],
@@ -155,6 +163,13 @@ export const SERVER_FLAGS = {
     arg: "N",
     help: "most new connections one address may open a second (a token " +
       "bucket with a burst of N), over all workers; more are refused",
+    default: "unlimited",
+    parse: integer,
+  },
+  "max-bytes-per-second": {
+    arg: "N",
+    help: "read each connection no faster than N bytes a second; TCP slows " +
+      "the client down, nothing is dropped, the echo stays exact",
     default: "unlimited",
     parse: integer,
   },
@@ -290,6 +305,7 @@ export function serverOptions(
       key: v["tls-key"],
       handshakeTimeout: v["handshake-timeout"],
       udp: v["udp-only"] ? "only" as const : v.udp,
+      udpRate: v["udp-rate"],
     }
     : { path: v.unix };
   return {
@@ -304,6 +320,7 @@ export function serverOptions(
     maxConnections: v["max-connections"],
     maxConnectionsPerIp: v["max-connections-per-ip"],
     connectRate: v["connect-rate"],
+    maxBytesPerSecond: v["max-bytes-per-second"],
     idleTimeout: v["idle-timeout"],
     gracePeriod: v["grace-period"],
     maxLineBytes: v["max-line-bytes"],

@@ -41,6 +41,10 @@ export interface ServerConfig {
   access: AccessConfig;
   /** Per-address limits, shared by every thread; none when undefined. */
   limits: LimitsConfig | undefined;
+  /** How fast each connection is read, in bytes a second (or Infinity). */
+  maxBytesPerSecond: number;
+  /** UDP datagrams a second per source (or Infinity). */
+  udpRate: number;
   maxConnections: number;
   idleTimeout: number;
   gracePeriod: number;

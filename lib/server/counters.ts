@@ -24,8 +24,9 @@ export const REFUSED_NOT_ALLOWED = 14;
 export const DATAGRAMS_REFUSED = 15;
 export const REFUSED_PER_ADDRESS = 16;
 export const REFUSED_CONNECT_RATE = 17;
+export const DATAGRAMS_RATE_LIMITED = 18;
 /**
- * How many numbers one listener's counters take: 18 so far, padded to 256
+ * How many numbers one listener's counters take: 19 so far, padded to 256
  * bytes so that no two listeners write to the same cache line.
  */
 export const COUNTERS = 32;
@@ -59,6 +60,7 @@ export function sumStats(counters: Float64Array): EchoServerStats {
       connectRate: total[REFUSED_CONNECT_RATE],
     },
     datagramsRefused: total[DATAGRAMS_REFUSED],
+    datagramsRateLimited: total[DATAGRAMS_RATE_LIMITED],
     perWorker,
   };
 }

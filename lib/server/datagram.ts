@@ -8,6 +8,7 @@
 
 import { getLogger, type Logger } from "@logtape/logtape";
 import {
+  bareAddress,
   describeError,
   formatAddr,
   LOG_CATEGORY,
@@ -21,8 +22,10 @@ import {
   DATAGRAM_BYTES_OUT,
   DATAGRAMS_IN,
   DATAGRAMS_OUT,
+  DATAGRAMS_RATE_LIMITED,
   DATAGRAMS_REFUSED,
 } from "./counters.ts";
+import { Limiter, newLimitsTable } from "../rules/limits.ts";
 import { accessGuard, type Guard } from "../rules/access.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
@@ -58,6 +61,8 @@ export class DatagramEcho {
   readonly finished: Promise<void>;
   #socket: Deno.DatagramConn;
   #guard: Guard | undefined;
+  /** Datagrams a second per source address, when limited. */
+  #rate: Limiter | undefined;
   /** Info mode's reply to a datagram (none for exit); echo mode: none. */
   #answer:
     | ((data: Uint8Array, peer: Deno.Addr) => Uint8Array | undefined)
@@ -74,6 +79,13 @@ export class DatagramEcho {
     this.#socket = Deno.listenDatagram({ hostname, port, transport: "udp" });
     this.addr = this.#socket.addr as Deno.NetAddr;
     this.#guard = accessGuard(config.access);
+    if (config.udpRate !== Infinity) {
+      this.#rate = new Limiter({
+        perAddress: Infinity,
+        connectRate: config.udpRate,
+        ...newLimitsTable(),
+      });
+    }
     if (config.mode === "info") {
       const id = config.id || defaultId(config.host, this.addr);
       this.#answer = (data, peer) => {
@@ -124,6 +136,13 @@ export class DatagramEcho {
       counters[DATAGRAM_BYTES_IN] += n;
       if (this.#guard?.(peer) !== undefined) {
         counters[DATAGRAMS_REFUSED]++;
+        continue;
+      }
+      const source = bareAddress((peer as Deno.NetAddr).hostname);
+      if (this.#rate?.admit(source) !== undefined) {
+        // Over its source's rate: dropped, so that a spoofed source cannot
+        // turn this server into a firehose at a third party.
+        counters[DATAGRAMS_RATE_LIMITED]++;
         continue;
       }
       // Echo: exactly what came in, to where it came from, never more.

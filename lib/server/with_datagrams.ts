@@ -41,6 +41,7 @@ export class WithDatagrams implements EchoServer<Deno.Addr> {
       datagramBytesIn: udp.datagramBytesIn,
       datagramBytesOut: udp.datagramBytesOut,
       datagramsRefused: udp.datagramsRefused,
+      datagramsRateLimited: udp.datagramsRateLimited,
     };
   }
 

@@ -5,6 +5,7 @@ import type { ListenConfig, ServerConfig } from "../server/config.ts";
 import { accessGuard } from "../rules/access.ts";
 import { Limiter } from "../rules/limits.ts";
 import { guardedListener } from "./guarded.ts";
+import { throttled } from "./throttled.ts";
 import { addressList } from "../rules/cidr.ts";
 import { proxiedListener } from "./proxied.ts";
 import { claimPort, tcpTransport } from "./tcp.ts";
@@ -20,7 +21,10 @@ export function transportFor(
   listen: ListenConfig,
   reusePort: boolean,
   events: TransportEvents,
-  rules: Pick<ServerConfig, "proxy" | "access" | "limits">,
+  rules: Pick<
+    ServerConfig,
+    "proxy" | "access" | "limits" | "maxBytesPerSecond"
+  >,
 ): Transport {
   const wrap = rulesFor(rules, events);
   switch (listen.transport) {
@@ -39,14 +43,19 @@ export function transportFor(
  * address it names, before any other byte is read.
  */
 function rulesFor(
-  { proxy, access, limits }: Pick<ServerConfig, "proxy" | "access" | "limits">,
+  { proxy, access, limits, maxBytesPerSecond }: Pick<
+    ServerConfig,
+    "proxy" | "access" | "limits" | "maxBytesPerSecond"
+  >,
   events: TransportEvents,
 ): ((listener: Deno.Listener) => Deno.Listener) | undefined {
   const guard = accessGuard(access);
   const limiter = limits && new Limiter(limits);
-  if (proxy === undefined && guard === undefined && limiter === undefined) {
-    return undefined;
-  }
+  const throttle = maxBytesPerSecond !== Infinity;
+  if (
+    proxy === undefined && guard === undefined && limiter === undefined &&
+    !throttle
+  ) return undefined;
   return (listener) => {
     let wrapped = listener;
     if (proxy !== undefined) {
@@ -57,6 +66,18 @@ function rulesFor(
     }
     if (guard !== undefined || limiter !== undefined) {
       wrapped = guardedListener(wrapped, guard, limiter, events);
+    }
+    if (throttle) {
+      const inner = wrapped;
+      wrapped = {
+        addr: inner.addr,
+        accept: async () => throttled(await inner.accept(), maxBytesPerSecond),
+        close: () => inner.close(),
+        ref: () => inner.ref(),
+        unref: () => inner.unref(),
+        [Symbol.dispose]: () => inner.close(),
+        [Symbol.asyncIterator]: () => inner[Symbol.asyncIterator](),
+      };
     }
     return wrapped;
   };
