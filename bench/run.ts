@@ -157,6 +157,21 @@ const UDP_SERVERS: Record<string, string[]> = {
   node_dgram: ["node", `${ROOT}bench/node_udp_echo.mjs`, "0"],
 };
 const UDP_LOAD: PingPong = { size: 64, connections: 50 };
+/**
+ * The rules' cost: our server with none, and with the PROXY protocol, an
+ * allow list and a per-address limit all on (its clients send headers).
+ */
+const RULES: Record<string, string[]> = {
+  none: [],
+  rules: [
+    "--proxy-protocol",
+    "--allow",
+    "127.0.0.0/8",
+    "--max-connections-per-ip",
+    "1000",
+  ],
+};
+const RULES_LOAD: PingPong = { size: 64, connections: 50 };
 /** The TLS comparison's round trips. */
 const TLS_LOAD: PingPong = { size: 64, connections: 50 };
 
@@ -194,6 +209,7 @@ async function main(): Promise<void> {
   const workerRuns: Record<string, WorkersCell>[] = [];
   const tlsRuns: Record<string, Record<string, Cell>[]> = {};
   const udpRuns: Record<string, Record<string, Cell>[]> = {};
+  const rulesRuns: Record<string, Record<string, Cell>[]> = {};
   await using certs = await testCertificates();
   for (let rep = 1; rep <= reps; rep++) {
     for (const name of servers) {
@@ -210,6 +226,20 @@ async function main(): Promise<void> {
         (tlsRuns[name] ??= []).push(
           await benchTls(name, certs, { durationMs, bulkBytes, pinned }),
         );
+      }
+      for (const [name, extra] of Object.entries(RULES)) {
+        console.error(
+          `== project, rules ${name}, repetition ${rep} of ${reps}`,
+        );
+        await using server = await start("project", pinned, extra);
+        const cell = await pingPong(
+          server,
+          RULES_LOAD,
+          durationMs,
+          name === "rules" ? { sendProxy: "v2" } : {},
+        );
+        console.error(`  ${Math.round(cell.value)} rt/s`);
+        (rulesRuns[name] ??= []).push({ [RULES_KEY]: cell });
       }
       for (const [name, command] of Object.entries(UDP_SERVERS)) {
         console.error(`== UDP ${name}, repetition ${rep} of ${reps}`);
@@ -233,6 +263,11 @@ async function main(): Promise<void> {
   const workers = workerRuns.length > 0
     ? medians(workerRuns) as Record<string, WorkersCell>
     : undefined;
+  const rules = Object.keys(rulesRuns).length > 0
+    ? Object.fromEntries(
+      Object.entries(rulesRuns).map(([name, r]) => [name, medians(r)]),
+    )
+    : undefined;
   const udp = Object.keys(udpRuns).length > 0
     ? Object.fromEntries(
       Object.entries(udpRuns).map(([name, r]) => [name, medians(r)]),
@@ -250,7 +285,19 @@ async function main(): Promise<void> {
     reps,
   };
   const json = JSON.stringify(
-    { meta, results, runs, workers, workerRuns, tls, tlsRuns, udp, udpRuns },
+    {
+      meta,
+      results,
+      runs,
+      workers,
+      workerRuns,
+      tls,
+      tlsRuns,
+      udp,
+      udpRuns,
+      rules,
+      rulesRuns,
+    },
     null,
     2,
   );
@@ -266,6 +313,7 @@ async function main(): Promise<void> {
   if (workers !== undefined) console.log(`\n${workersTable(workers)}`);
   if (tls !== undefined) console.log(`\n${tlsTable(tls, meta)}`);
   if (udp !== undefined) console.log(`\n${udpTable(udp)}`);
+  if (rules !== undefined) console.log(`\n${rulesTable(rules)}`);
   console.log(`\nResults: ${file}`);
 }
 
@@ -677,6 +725,37 @@ function tlsTable(
 }
 
 const UDP_KEY = `UDP ${UDP_LOAD.size} B × ${UDP_LOAD.connections}`;
+const RULES_KEY = `${RULES_LOAD.size} B × ${RULES_LOAD.connections}`;
+
+/** The rules' cost: with them against without. */
+function rulesTable(cells: Record<string, Record<string, Cell>>): string {
+  const fmt = (x: number | undefined, digits: number) =>
+    x === undefined || Number.isNaN(x) ? "failed" : x.toLocaleString("en-US", {
+      minimumFractionDigits: digits,
+      maximumFractionDigits: digits,
+    });
+  const none = cells.none[RULES_KEY];
+  const rules = cells.rules[RULES_KEY];
+  const rows: [string, (c: Cell) => number | undefined, number][] = [
+    [`${RULES_KEY}: round trips/s`, (c) => c.value, 0],
+    [`${RULES_KEY}: server µs CPU/round trip`, (c) => c.serverCpu, 2],
+    [`${RULES_KEY}: p99 µs`, (c) => c.p99Us, 0],
+  ];
+  const header = [
+    "workload",
+    "no rules",
+    "PROXY + allow + per-IP",
+    "rules / none",
+  ];
+  const lines = rows.map(([label, pick, digits]) => [
+    label,
+    fmt(pick(none), digits) + (none.errors ? " (errors)" : ""),
+    fmt(pick(rules), digits) + (rules.errors ? " (errors)" : ""),
+    `${fmt(pick(rules)! / pick(none)!, 3)}×`,
+  ]);
+  return [header, header.map(() => "---"), ...lines]
+    .map((r) => `| ${r.join(" | ")} |`).join("\n");
+}
 
 /** The UDP comparison: ours against Node's dgram echo. */
 function udpTable(cells: Record<string, Record<string, Cell>>): string {

@@ -22,7 +22,7 @@ Deno.test("deno task bench runs every server over every workload, and the worker
     "-",
   ]);
   assert.equal(result.code, 0, result.stderr);
-  const { meta, results, workers, tls, udp } = JSON.parse(
+  const { meta, results, workers, tls, udp, rules } = JSON.parse(
     new TextDecoder().decode(result.stdout),
   );
   assert.equal(meta.idleConns, 50);
@@ -51,6 +51,14 @@ Deno.test("deno task bench runs every server over every workload, and the worker
       assert.equal(cell.errors, 0, `TLS ${server} ${workload}`);
       assert.ok(cell.value > 0, `TLS ${server} ${workload}: ${cell.value}`);
     }
+  }
+  assert.deepEqual(Object.keys(rules), ["none", "rules"]);
+  for (const [name, cells] of Object.entries(rules)) {
+    const cell = (cells as Record<string, { errors: number; value: number }>)[
+      "64 B × 50"
+    ];
+    assert.equal(cell.errors, 0, `rules ${name}`);
+    assert.ok(cell.value > 0, `rules ${name}: ${cell.value}`);
   }
   assert.deepEqual(Object.keys(udp), ["project", "node_dgram"]);
   for (const [server, cells] of Object.entries(udp)) {
