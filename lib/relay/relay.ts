@@ -35,6 +35,45 @@ interface Task {
   run(): void;
 }
 
+/**
+ * What happens in a relay, in the one order every replica of it applies:
+ * members come and go, send lines, and the operator announces.
+ */
+export type RelayEvent =
+  | { t: "join"; member: Member }
+  | { t: "leave"; member: Member }
+  | {
+    t: "line";
+    member: Member;
+    /** A copy the relay may keep, with its ending if it had one. */
+    line: Uint8Array;
+    /** Called once the line is delivered (on the sender's own relay). */
+    delivered?: () => void;
+  }
+  | { t: "announce"; text: string };
+
+/**
+ * Where a relay's events go, and where they come back from in the one
+ * order: {@linkcode localBus} within this process; a shared log (Redis) for
+ * relays on several machines, each applying every event, so that the rules
+ * (names, rooms, history) come out the same on each.
+ */
+export interface Bus {
+  /** Appends `event` to the order. */
+  publish(event: RelayEvent): void;
+  /** Set by the relay: called with every event, in the one order. */
+  deliver: ((event: RelayEvent) => void) | undefined;
+}
+
+/** The bus of a relay alone in its process: each event is next, at once. */
+export function localBus(): Bus {
+  const bus: Bus = {
+    publish: (event) => bus.deliver?.(event),
+    deliver: undefined,
+  };
+  return bus;
+}
+
 /** Options of a {@linkcode Relay}. */
 export interface RelayOptions {
   /** What lines mean (who gets them, in what form), made for this relay. */
@@ -43,6 +82,12 @@ export interface RelayOptions {
   linesPerRound: number;
   /** Most bytes a round may add to one client's queue. */
   bytesPerRound: number;
+  /**
+   * Where events go and come back from, in order.
+   *
+   * @default {localBus()}
+   */
+  bus?: Bus;
 }
 
 /**
@@ -146,7 +191,11 @@ function nextTurn(): Promise<void> {
 export class Relay implements RelayPort {
   #options: RelayOptions;
   #rules: RelayRules;
+  #bus: Bus;
+  /** Every member, this relay's and (over a shared bus) other relays'. */
   #members = new Set<Member>();
+  /** This relay's own members, from join() until leave(). */
+  #local = new Set<Member>();
   #queue: Task[] = [];
   #head = 0;
   #pumping = false;
@@ -160,6 +209,8 @@ export class Relay implements RelayPort {
       post: (member, line) => this.#post(member, line),
       remove: (member) => this.#remove(member),
     });
+    this.#bus = options.bus ?? localBus();
+    this.#bus.deliver = (event) => this.#apply(event);
   }
 
   /** Number of members. */
@@ -193,21 +244,55 @@ export class Relay implements RelayPort {
 
   /** Adds a member, and tells the others if the rules say so. */
   join(member: Member): void {
-    const rules = this.#rules;
-    this.#members.add(member);
-    rules.join(member);
-    if (rules.noticeBytes === 0) return;
-    this.#enqueue(rules.noticeBytes, () => {
-      if (this.#members.has(member)) rules.welcome(member);
-    });
+    this.#local.add(member);
+    this.#bus.publish({ t: "join", member });
   }
 
   /** Removes a member, and tells the others if the rules say so. */
   leave(member: Member): void {
-    if (!this.#remove(member)) return;
+    if (!this.#local.delete(member)) return;
+    this.#bus.publish({ t: "leave", member });
+  }
+
+  /**
+   * Applies an event in the one order: membership at once (so that the
+   * rules name a member in that order, the same on every relay), what it
+   * sends in the relay's rounds.
+   */
+  #apply(event: RelayEvent): void {
     const rules = this.#rules;
-    if (rules.noticeBytes === 0) return;
-    this.#enqueue(rules.noticeBytes, () => rules.farewell(member));
+    switch (event.t) {
+      case "join": {
+        const { member } = event;
+        this.#members.add(member);
+        rules.join(member);
+        if (rules.noticeBytes === 0) return;
+        this.#enqueue(rules.noticeBytes, () => {
+          if (this.#members.has(member)) rules.welcome(member);
+        });
+        return;
+      }
+      case "leave": {
+        const { member } = event;
+        if (!this.#remove(member)) return;
+        if (rules.noticeBytes === 0) return;
+        this.#enqueue(rules.noticeBytes, () => rules.farewell(member));
+        return;
+      }
+      case "line":
+        this.#enqueue(rules.lineBytes(event.line), () => {
+          rules.line(event.member, event.line);
+          event.delivered?.();
+        });
+        return;
+      case "announce": {
+        const line = encoder.encode(`[server] ${event.text}\n`);
+        this.#enqueue(line.length, () => {
+          for (const m of this.#members) this.#post(m, line);
+        });
+        return;
+      }
+    }
   }
 
   /** Drops `member`; `false` if it was not a member. */
@@ -223,13 +308,14 @@ export class Relay implements RelayPort {
    */
   submit(member: Member, lines: Uint8Array[]): Promise<void> {
     if (lines.length === 0) return Promise.resolve();
-    const rules = this.#rules;
     return new Promise((resolve) => {
       const last = lines.length - 1;
       lines.forEach((line, i) => {
-        this.#enqueue(rules.lineBytes(line), () => {
-          rules.line(member, line);
-          if (i === last) resolve();
+        this.#bus.publish({
+          t: "line",
+          member,
+          line,
+          delivered: i === last ? resolve : undefined,
         });
       });
     });
@@ -245,6 +331,12 @@ export class Relay implements RelayPort {
     only?: (member: Member) => boolean,
     last = false,
   ): Promise<void> {
+    if (only === undefined && !last) {
+      // For every member, wherever: in the one order.
+      this.#bus.publish({ t: "announce", text });
+      return this.idle();
+    }
+    // This relay's shutdown notice: for its own members, now.
     const line = encoder.encode(`[server] ${text}\n`);
     return new Promise((resolve) => {
       this.#enqueue(line.length, () => {
