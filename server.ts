@@ -82,8 +82,13 @@ async function main(args: string[]): Promise<number> {
   try {
     await server.ready;
   } catch (error) {
-    // A worker that failed to start, or a live server on the socket path.
-    const what = v.unix === undefined ? "start workers" : `listen on ${v.unix}`;
+    // A worker that failed to start, a live server on the socket path, or
+    // a Redis that does not answer.
+    const what = v.redis !== undefined
+      ? "start"
+      : v.unix === undefined
+      ? "start workers"
+      : `listen on ${v.unix}`;
     printError(`Cannot ${what}: ${(error as Error).message}`);
     stop.abort();
     await server.finished;

@@ -264,6 +264,33 @@ function limitsConfig(options: ListenerOptions): LimitsConfig | undefined {
   };
 }
 
+/** The shared Redis, checked; `undefined` without one. */
+function redisConfig(
+  options: ListenerOptions,
+  mode: string,
+): ServerConfig["redis"] {
+  const { redis, redisKey = "tcp-echo" } = options;
+  if (redis === undefined) {
+    if ("redisKey" in options && options.redisKey !== undefined) {
+      throw optionError("redisKey", "needs redis", TypeError);
+    }
+    return undefined;
+  }
+  if (mode !== "broadcast" && mode !== "chat") {
+    throw optionError("redis", "only broadcast and chat mode span instances");
+  }
+  if (!/^(rediss?:\/\/|unix:\/\/\/)/.test(redis)) {
+    throw optionError(
+      "redis",
+      `must be a redis://, rediss:// or unix:/// URL, got ${redis}`,
+    );
+  }
+  if (redisKey === "" || /\s/.test(redisKey)) {
+    throw optionError("redisKey", "must be a word without spaces", TypeError);
+  }
+  return { url: redis, key: redisKey };
+}
+
 /** The machine's hostname, for info mode. */
 function hostname(): string {
   try {
@@ -364,6 +391,7 @@ function checkOptions(
     limits: limitsConfig(options),
     maxBytesPerSecond,
     udpRate,
+    redis: redisConfig(options, mode),
     host: mode === "info" ? hostname() : "",
     id,
     maxConnections,

@@ -153,6 +153,22 @@ export interface ServeEchoOptions {
    */
   maxBytesPerSecond?: number;
   /**
+   * In broadcast and chat mode, the Redis that several instances share, so
+   * that their clients form one broadcast or one chat: every line reaches
+   * every client of every instance, once, in one order; names are unique
+   * and rooms span instances. `redis://`, `rediss://` (TLS) or
+   * `unix:///path` to a socket; a password goes in the URL. `ready`
+   * rejects if Redis does not answer within 5 s.
+   */
+  redis?: string;
+  /**
+   * With `redis`, the prefix of every key, so that several clusters share
+   * one Redis.
+   *
+   * @default {"tcp-echo"}
+   */
+  redisKey?: string;
+  /**
    * The most connections served at once. A connection over the limit is
    * closed as soon as it is accepted and counted in
    * {@linkcode EchoServerStats.rejected}.

@@ -82,6 +82,7 @@ function sharedLog(count: number): Bus[] {
         if (event.t === "join") owner.set(event.member, i);
         log.push({ from: i, event });
         drain();
+        return true;
       },
     });
   }

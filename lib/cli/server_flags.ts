@@ -195,6 +195,20 @@ export const SERVER_FLAGS = {
     default: "HOSTNAME:PORT",
     parse: text,
   },
+  redis: {
+    arg: "URL",
+    help: "broadcast and chat across instances that share this Redis " +
+      "(redis://, rediss://, unix:///path); it must answer at start-up, or " +
+      "the server exits 1",
+    parse: text,
+  },
+  "redis-key": {
+    arg: "PREFIX",
+    requires: ["redis"],
+    help: "prefix of the keys, so that clusters share one Redis",
+    default: "tcp-echo",
+    parse: text,
+  },
   "max-line-bytes": {
     arg: "N",
     help: "longest line the line modes accept, without its line ending",
@@ -317,6 +331,8 @@ export function serverOptions(
     deny: list(v.deny, v["deny-file"]),
     mode: v.mode,
     id: v.id,
+    redis: v.redis,
+    redisKey: v["redis-key"],
     maxConnections: v["max-connections"],
     maxConnectionsPerIp: v["max-connections-per-ip"],
     connectRate: v["connect-rate"],

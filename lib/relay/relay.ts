@@ -6,6 +6,8 @@
 import { Pacer } from "./pacer.ts";
 
 const encoder = new TextEncoder();
+/** What a sender hears when the shared log cannot take its line. */
+const UNAVAILABLE = encoder.encode("ERR cluster unavailable, line not sent\n");
 
 /** Where a member's lines go: its connection's send queue. */
 export interface Inbox {
@@ -59,16 +61,26 @@ export type RelayEvent =
  * (names, rooms, history) come out the same on each.
  */
 export interface Bus {
-  /** Appends `event` to the order. */
-  publish(event: RelayEvent): void;
+  /**
+   * Appends `event` to the order. `false`: a line not taken (the shared log
+   * is away and the lines held for it are at their limit).
+   */
+  publish(event: RelayEvent): boolean;
   /** Set by the relay: called with every event, in the one order. */
   deliver: ((event: RelayEvent) => void) | undefined;
+  /** Resolves once the bus carries events; rejects if it cannot. */
+  readonly ready?: Promise<void>;
+  /** Leaves the shared log: the last thing a relay does. */
+  close?(): Promise<void>;
 }
 
 /** The bus of a relay alone in its process: each event is next, at once. */
 export function localBus(): Bus {
   const bus: Bus = {
-    publish: (event) => bus.deliver?.(event),
+    publish: (event) => {
+      bus.deliver?.(event);
+      return true;
+    },
     deliver: undefined,
   };
   return bus;
@@ -218,6 +230,17 @@ export class Relay implements RelayPort {
     return this.#members.size;
   }
 
+  /** Resolves once the bus carries events (at once within a process). */
+  get ready(): Promise<void> {
+    return this.#bus.ready ?? Promise.resolve();
+  }
+
+  /** Closes the bus, once everything waiting is delivered. */
+  async close(): Promise<void> {
+    await this.idle();
+    await this.#bus.close?.();
+  }
+
   /** Resolves once nothing waits to be delivered. */
   idle(): Promise<void> {
     if (!this.#pumping) return Promise.resolve();
@@ -311,12 +334,12 @@ export class Relay implements RelayPort {
     return new Promise((resolve) => {
       const last = lines.length - 1;
       lines.forEach((line, i) => {
-        this.#bus.publish({
-          t: "line",
-          member,
-          line,
-          delivered: i === last ? resolve : undefined,
-        });
+        const delivered = i === last ? resolve : undefined;
+        if (!this.#bus.publish({ t: "line", member, line, delivered })) {
+          // Told at once, and the sender's next lines wait for it.
+          this.#post(member, UNAVAILABLE);
+          delivered?.();
+        }
       });
     });
   }

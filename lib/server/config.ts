@@ -45,6 +45,8 @@ export interface ServerConfig {
   maxBytesPerSecond: number;
   /** UDP datagrams a second per source (or Infinity). */
   udpRate: number;
+  /** The Redis that relays of several instances share, if any. */
+  redis: { url: string; key: string } | undefined;
   maxConnections: number;
   idleTimeout: number;
   gracePeriod: number;

@@ -15,6 +15,7 @@ import {
 import { broadcastRules } from "../relay/broadcast.ts";
 import { ChatRules } from "../relay/chat.ts";
 import { type Member, Relay, type RelayPort } from "../relay/relay.ts";
+import { HOLD_LIMIT, RedisBus } from "../relay/redis_bus.ts";
 import { MODES_BY_NAME } from "../modes/registry.ts";
 import type { ServerConfig } from "./config.ts";
 import { Connection, type Listener } from "./connection.ts";
@@ -128,6 +129,8 @@ export function newRelay(config: ServerConfig): Relay | undefined {
         }),
     linesPerRound: Math.floor(config.channelCapacity / 2),
     bytesPerRound: Math.floor(config.channelBytes / 2),
+    bus: config.redis &&
+      new RedisBus({ ...config.redis, holdLimit: HOLD_LIMIT }),
   });
 }
 
@@ -138,6 +141,7 @@ export class Server implements EchoServer<Deno.Addr> {
   readonly mode: EchoMode;
   #config: ServerConfig;
   #transport: Transport;
+  #ownRelay: Relay | undefined;
   /** Until a listener that had to ask first (see Transport) is there. */
   #listener: Deno.Listener | undefined;
   #counters: Float64Array;
@@ -170,6 +174,10 @@ export class Server implements EchoServer<Deno.Addr> {
       ? logger
       : logger.with({ worker: shared.worker });
     this.#relay = shared.relay ?? newRelay(config);
+    // A relay of our own (not a worker's link) is ours to close at the end.
+    this.#ownRelay = shared.relay === undefined
+      ? this.#relay as Relay | undefined
+      : undefined;
     this.#shared = {
       config,
       counters: shared.counters,
@@ -201,7 +209,8 @@ export class Server implements EchoServer<Deno.Addr> {
       this.ready.catch(() => {}); // Whoever awaits it sees the error.
     } else {
       this.addr = listening.addr;
-      this.ready = Promise.resolve();
+      this.ready = this.#ownRelay?.ready ?? Promise.resolve();
+      this.ready.catch(() => {}); // Whoever awaits it sees the error.
       this.#start(listening);
     }
   }
@@ -349,9 +358,9 @@ export class Server implements EchoServer<Deno.Addr> {
     });
     // The last leave notices may still be on their way through the relay,
     // and the last bytes through a transport's gate.
-    Promise.all([this.#relay?.idle(), this.#transport.settled?.()]).then(
-      this.#resolveFinished,
-    );
+    Promise.all([this.#relay?.idle(), this.#transport.settled?.()])
+      .then(() => this.#ownRelay?.close())
+      .then(this.#resolveFinished);
   }
 
   async #acceptLoop(): Promise<void> {

@@ -172,9 +172,10 @@ export class WorkerPool implements EchoServer<Deno.Addr> {
         logLevel,
       });
     }
-    this.ready = Promise.all(this.#handles.map((h) => h.listening)).then(
-      () => {},
-    );
+    this.ready = Promise.all([
+      ...this.#handles.map((h) => h.listening),
+      this.#relay?.ready,
+    ]).then(() => {});
     // A worker that fails to start is logged; `ready` reports it to whoever
     // awaits it, and it must not end the process otherwise.
     this.ready.catch(() => {});
@@ -186,7 +187,7 @@ export class WorkerPool implements EchoServer<Deno.Addr> {
       signal?.removeEventListener("abort", this.#abort);
       for (const handle of this.#handles) handle.terminate();
       // Workers' last leave notices may still be on their way.
-      await this.#relay?.idle();
+      await this.#relay?.close();
     });
   }
 

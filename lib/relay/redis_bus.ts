@@ -1,0 +1,417 @@
+// Private: the relay's bus through Redis, so that relays on several
+// instances (processes or machines) apply one order of events: every event
+// is appended to a Redis stream (XADD), and every instance reads every entry
+// (XREAD from the last id it applied) and applies it, its own included, so
+// that each instance's rules (names, rooms, history) come out the same.
+// node-redis (npm:redis) talks to Redis. Not exported from mod.ts.
+//
+// Guarantees:
+// - one order: the stream's;
+// - exactly once: each entry carries its instance and a sequence number, and
+//   an entry already applied (a publish retried after a lost reply) is
+//   skipped;
+// - no ghosts: an instance refreshes a key with a time to live, and any
+//   instance that sees another's key gone appends that it is gone; an
+//   orderly stop appends it at once.
+
+import { Buffer } from "node:buffer";
+import { createClient, RESP_TYPES } from "redis";
+import { getLogger } from "@logtape/logtape";
+import { LOG_CATEGORY } from "../_helpers.ts";
+import type { Bus, Member, RelayEvent } from "./relay.ts";
+
+const logger = getLogger([LOG_CATEGORY, "redis"]);
+
+/** How often an instance says it is alive, and how long that holds. */
+export const HEARTBEAT_MS = 3000;
+export const ALIVE_MS = 10_000;
+/** The stream keeps about this many entries (`XADD … MAXLEN ~`). */
+export const STREAM_LENGTH = 100_000;
+/** Most lines an instance holds, unsent, while Redis is away. */
+export const HOLD_LIMIT = 10_000;
+/** Entries read at a time, and how long a read waits for new ones. */
+const READ_COUNT = 1000;
+const READ_BLOCK_MS = 1000;
+
+/** Options of {@linkcode RedisBus.connect}. */
+export interface RedisBusOptions {
+  /** `redis://`, `rediss://` or `unix:///path/to/redis.sock`. */
+  url: string;
+  /** Prefix of every key, so that several clusters share one Redis. */
+  key: string;
+  /** Most lines held, unsent, while Redis is away. */
+  holdLimit: number;
+}
+
+type Client = ReturnType<typeof createClient>;
+
+/** Connection options for node-redis from our URL forms. */
+function clientOptions(url: string): Parameters<typeof createClient>[0] {
+  if (url.startsWith("unix://")) {
+    return {
+      socket: { path: decodeURIComponent(new URL(url).pathname), tls: false },
+    };
+  }
+  return { url };
+}
+
+/** The bus of one instance in a cluster that shares a Redis stream. */
+export class RedisBus implements Bus {
+  deliver: ((event: RelayEvent) => void) | undefined;
+  /** This instance, as its entries name it. */
+  readonly instance: string = crypto.randomUUID().slice(0, 12);
+  #options: RedisBusOptions;
+  #writer: Client;
+  #reader: ReturnType<Client["withTypeMapping"]>;
+  #stream: string;
+  #seq = 0;
+  /** Lines published and not yet acknowledged by Redis. */
+  #held = 0;
+  #ids = new WeakMap<Member, string>();
+  #locals = new Map<string, Member>();
+  #nextMember = 1;
+  /** Other instances' members, by `instance/member`. */
+  #standIns = new Map<string, Member>();
+  /** The next sequence number to apply, by instance. */
+  #next = new Map<string, number>();
+  /** Entries that came ahead of an earlier one of theirs, by instance. */
+  #early = new Map<string, Map<number, Record<string, Buffer>>>();
+  #delivered = new Map<number, () => void>();
+  #lastId = "0";
+  #closed = false;
+  #down = false;
+  #downSince = 0;
+  #reading: Promise<void> = Promise.resolve();
+  #heartbeat: ReturnType<typeof setInterval> | undefined;
+
+  /** Resolves once connected; rejects if Redis cannot be reached. */
+  readonly ready: Promise<void>;
+  #readerClient: Client;
+  /** Entries published before the connection was up, in order. */
+  #backlog: Record<string, string | Buffer>[] | undefined = [];
+
+  /**
+   * Connects to Redis and starts reading the stream from its start (its
+   * retained entries rebuild the cluster's state here). Until `ready`,
+   * what is published waits here, in order.
+   */
+  constructor(options: RedisBusOptions, timeoutMs = 5000) {
+    this.#options = options;
+    this.#stream = `${options.key}:stream`;
+    const base = clientOptions(options.url);
+    const config = {
+      ...base,
+      socket: {
+        ...base?.socket,
+        connectTimeout: timeoutMs,
+        reconnectStrategy: (retries: number) =>
+          Math.min(50 * 2 ** retries, 2000),
+      },
+    } as Parameters<typeof createClient>[0];
+    this.#writer = createClient(config);
+    this.#readerClient = createClient(config);
+    this.#reader = this.#readerClient.withTypeMapping({
+      [RESP_TYPES.BLOB_STRING]: Buffer,
+    });
+    this.ready = this.#connect(timeoutMs);
+    this.ready.catch(() => {}); // Whoever awaits it sees the error.
+  }
+
+  async #connect(timeoutMs: number): Promise<void> {
+    const clients = [this.#writer, this.#readerClient];
+    let early: (error: Error) => void = () => {};
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        Promise.all(clients.map((c) => c.connect())),
+        new Promise((_, reject) => {
+          // The first failure is the answer: no waiting for retries.
+          early = (error) =>
+            reject(
+              new Error(`Redis at ${this.#options.url}: ${error.message}`),
+            );
+          for (const client of clients) client.on("error", early);
+          timer = setTimeout(() =>
+            reject(
+              new Error(
+                `Redis at ${this.#options.url} did not answer within ${timeoutMs} ms`,
+              ),
+            ), timeoutMs);
+        }),
+      ]);
+    } catch (error) {
+      this.#closed = true;
+      for (const client of clients) client.destroy();
+      throw error;
+    } finally {
+      clearTimeout(timer);
+      for (const client of clients) client.off("error", early);
+    }
+    for (const client of clients) {
+      client.on("error", (error: Error) => this.#outage(error));
+      client.on("ready", () => this.#recovered());
+    }
+    const backlog = this.#backlog ?? [];
+    this.#backlog = undefined;
+    for (const fields of backlog) this.#append(fields, fields.t === "x");
+    this.#reading = this.#readLoop();
+    this.#heartbeat = setInterval(() => this.#beat(), HEARTBEAT_MS);
+    await this.#beat();
+  }
+
+  publish(event: RelayEvent): boolean {
+    const fields: Record<string, string | Buffer> = {
+      i: this.instance,
+      s: String(++this.#seq),
+    };
+    switch (event.t) {
+      case "join": {
+        const id = String(this.#nextMember++);
+        this.#ids.set(event.member, id);
+        this.#locals.set(id, event.member);
+        Object.assign(fields, { t: "j", m: id, p: event.member.peer });
+        break;
+      }
+      case "leave":
+        Object.assign(fields, { t: "l", m: this.#ids.get(event.member) ?? "" });
+        break;
+      case "line": {
+        if (this.#held >= this.#options.holdLimit) {
+          this.#seq--;
+          return false;
+        }
+        if (event.delivered) this.#delivered.set(this.#seq, event.delivered);
+        const { line } = event;
+        Object.assign(fields, {
+          t: "x",
+          m: this.#ids.get(event.member) ?? "",
+          b: Buffer.from(line.buffer, line.byteOffset, line.length),
+        });
+        this.#held++;
+        break;
+      }
+      case "announce":
+        Object.assign(fields, { t: "a", b: event.text });
+        break;
+    }
+    this.#append(fields, event.t === "line");
+    return true;
+  }
+
+  /** Appends an entry; a line counts as held until Redis has it. */
+  #append(fields: Record<string, string | Buffer>, line = false): void {
+    if (this.#backlog !== undefined) {
+      this.#backlog.push(fields);
+      return;
+    }
+    this.#writer.xAdd(this.#stream, "*", fields as Record<string, string>, {
+      TRIM: {
+        strategy: "MAXLEN",
+        strategyModifier: "~",
+        threshold: STREAM_LENGTH,
+      },
+    }).then(
+      () => {
+        if (line) this.#held--;
+      },
+      (error: Error) => {
+        // The client reconnects and retries what it had queued; an entry
+        // lost with its socket is appended again (a duplicate is skipped).
+        if (this.#closed) return;
+        logger.debug("Redis append failed, again: {error}", {
+          error: error.message,
+        });
+        if (line) this.#held--;
+        setTimeout(() => this.#append(fields, line), 100);
+        if (line) this.#held++;
+      },
+    );
+  }
+
+  /** Says this instance is alive, and appends that silent ones are gone. */
+  async #beat(): Promise<void> {
+    if (this.#closed) return;
+    const { key } = this.#options;
+    try {
+      await this.#writer.set(`${key}:alive:${this.instance}`, "1", {
+        PX: ALIVE_MS,
+      });
+      for (const instance of this.#next.keys()) {
+        if (instance === this.instance) continue;
+        const alive = await this.#writer.exists(`${key}:alive:${instance}`);
+        if (alive === 0) {
+          this.#append({
+            i: this.instance,
+            s: String(++this.#seq),
+            t: "g",
+            g: instance,
+          });
+        }
+      }
+    } catch {
+      // Redis is away: the outage is logged once, elsewhere.
+    }
+  }
+
+  async #readLoop(): Promise<void> {
+    while (!this.#closed) {
+      let reply;
+      try {
+        reply = await this.#reader.xRead(
+          { key: this.#stream, id: this.#lastId },
+          { BLOCK: READ_BLOCK_MS, COUNT: READ_COUNT },
+        );
+      } catch {
+        if (this.#closed) return;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        continue;
+      }
+      // deno-lint-ignore no-explicit-any
+      for (const stream of (reply ?? []) as any[]) {
+        for (const { id, message } of stream.messages) {
+          this.#lastId = id.toString();
+          this.#take(message as Record<string, Buffer>);
+        }
+      }
+    }
+  }
+
+  /**
+   * Takes one entry of the stream: each instance's entries are applied in
+   * their sequence, once. An entry appended again after its reply was lost
+   * is skipped; one that a retry put ahead of an earlier one waits for it.
+   */
+  #take(entry: Record<string, Buffer>): void {
+    const instance = entry.i?.toString() ?? "";
+    const seq = Number(entry.s?.toString());
+    let next = this.#next.get(instance) ?? seq;
+    if (seq < next) return; // Applied already.
+    let early = this.#early.get(instance);
+    if (early === undefined) this.#early.set(instance, early = new Map());
+    early.set(seq, entry);
+    while (early.has(next)) {
+      const ready = early.get(next)!;
+      early.delete(next);
+      this.#next.set(instance, ++next);
+      this.#apply(instance, next - 1, ready);
+    }
+  }
+
+  /** Applies one entry, in its instance's order. */
+  #apply(instance: string, seq: number, entry: Record<string, Buffer>): void {
+    const self = instance === this.instance;
+    const memberId = entry.m?.toString() ?? "";
+    const member = () =>
+      self
+        ? this.#locals.get(memberId)
+        : this.#standIn(instance, memberId, entry.p?.toString() ?? "");
+    switch (entry.t?.toString()) {
+      case "j": {
+        const m = member();
+        if (m) this.deliver?.({ t: "join", member: m });
+        return;
+      }
+      case "l": {
+        const m = self
+          ? this.#locals.get(memberId)
+          : this.#standIns.get(`${instance}/${memberId}`);
+        if (m === undefined) return;
+        if (self) this.#locals.delete(memberId);
+        else this.#standIns.delete(`${instance}/${memberId}`);
+        this.deliver?.({ t: "leave", member: m });
+        return;
+      }
+      case "x": {
+        const m = member();
+        const delivered = self ? this.#delivered.get(seq) : undefined;
+        if (self) this.#delivered.delete(seq);
+        if (m === undefined) return delivered?.();
+        const b = entry.b;
+        const line = new Uint8Array(b.buffer, b.byteOffset, b.length).slice();
+        this.deliver?.({ t: "line", member: m, line, delivered });
+        return;
+      }
+      case "a":
+        this.deliver?.({ t: "announce", text: entry.b?.toString() ?? "" });
+        return;
+      case "g":
+        this.#gone(entry.g?.toString() ?? "");
+        return;
+    }
+  }
+
+  /** Another instance's member, as a stand-in whose lines go nowhere here. */
+  #standIn(instance: string, id: string, peer: string): Member {
+    const key = `${instance}/${id}`;
+    let m = this.#standIns.get(key);
+    if (m === undefined) {
+      m = {
+        peer,
+        name: "",
+        room: "",
+        quitting: false,
+        // Its own instance delivers its lines.
+        out: { post: () => true, seal() {} },
+        dropQueueFull() {},
+      };
+      this.#standIns.set(key, m);
+    }
+    return m;
+  }
+
+  /** An instance is gone: its members leave, everywhere at once. */
+  #gone(instance: string): void {
+    if (instance === this.instance) return;
+    this.#next.delete(instance);
+    this.#early.delete(instance);
+    for (const [key, m] of this.#standIns) {
+      if (!key.startsWith(`${instance}/`)) continue;
+      this.#standIns.delete(key);
+      this.deliver?.({ t: "leave", member: m });
+    }
+  }
+
+  #outage(error: Error): void {
+    if (this.#closed || this.#down) return;
+    this.#down = true;
+    this.#downSince = Date.now();
+    logger.warning(
+      "Redis unreachable ({error}): holding lines, up to {limit}, until it is back",
+      { error: error.message, limit: this.#options.holdLimit },
+    );
+  }
+
+  #recovered(): void {
+    if (!this.#down) return;
+    this.#down = false;
+    logger.info("Redis is back after {ms} ms", {
+      ms: Date.now() - this.#downSince,
+    });
+  }
+
+  /**
+   * Leaves the cluster: appends that this instance is gone (its members
+   * disappear everywhere at once), stops reading, and disconnects.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    await this.ready.catch(() => {});
+    if (this.#closed) return;
+    clearInterval(this.#heartbeat);
+    try {
+      await this.#writer.xAdd(this.#stream, "*", {
+        i: this.instance,
+        s: String(++this.#seq),
+        t: "g",
+        g: this.instance,
+      });
+      await this.#writer.del(`${this.#options.key}:alive:${this.instance}`);
+    } catch {
+      // Redis is away: the others find this instance gone by its key.
+    }
+    this.#closed = true;
+    this.#writer.destroy();
+    this.#readerClient.destroy();
+    await this.#reading;
+  }
+}

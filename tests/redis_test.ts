@@ -1,0 +1,198 @@
+// Broadcast and chat across instances that share a real Redis (Debian's
+// redis-server, started here on a Unix socket): one order everywhere, every
+// line exactly once, unique names under a race, ghosts gone after a
+// SIGKILL, a Redis restart mid-stream, and the CLI's --redis.
+
+import assert from "node:assert/strict";
+import { serveEcho } from "../mod.ts";
+import { LineClient } from "./_helpers.ts";
+import { run, SERVER, ServerProcess } from "./_process.ts";
+import { startRedis } from "./_redis.ts";
+
+Deno.test("3 instances × 50 clients, 10,050 lines: every client gets every line once, in one order", async () => {
+  await using redis = await startRedis();
+  const instances = [0, 1, 2].map(() =>
+    serveEcho({
+      port: 0,
+      mode: "broadcast",
+      redis: redis.url,
+      channelCapacity: 4000,
+      channelBytes: 8 * 1024 * 1024,
+    })
+  );
+  try {
+    await Promise.all(instances.map((s) => s.ready));
+    const clients: LineClient[] = [];
+    for (const server of instances) {
+      for (let i = 0; i < 50; i++) {
+        clients.push(await LineClient.connect(server.addr.port));
+      }
+    }
+    // Everyone is a member everywhere once a marker from the last client
+    // reaches the first.
+    await clients.at(-1)!.send("ready\n");
+    await clients[0].line(/^ready$/, 30_000);
+    const perClient = 67;
+    await Promise.all(clients.map(async (client, c) => {
+      for (let i = 0; i < perClient; i++) await client.send(`${c}:${i}\n`);
+    }));
+    const total = clients.length * perClient + 1;
+    await Promise.all(clients.map((client) => client.count(total, 60_000)));
+    const first = clients[0].lines.filter((l) => l !== "ready");
+    // Every line once, and each sender's lines in the order it sent them.
+    assert.equal(new Set(first).size, clients.length * perClient);
+    for (let c = 0; c < clients.length; c += 37) {
+      const own = first.filter((l) => l.startsWith(`${c}:`));
+      assert.deepEqual(
+        own,
+        Array.from({ length: perClient }, (_, i) => `${c}:${i}`),
+      );
+    }
+    // One order for every client on every instance.
+    for (const client of clients) {
+      assert.deepEqual(client.lines.filter((l) => l !== "ready"), first);
+    }
+    await Promise.all(clients.map((c) => c[Symbol.asyncDispose]()));
+  } finally {
+    await Promise.all(instances.map((s) => s.shutdown()));
+  }
+});
+
+Deno.test("chat across two instances: /who everywhere, and one name for one of two racing /nick", async () => {
+  await using redis = await startRedis();
+  await using a = serveEcho({ port: 0, mode: "chat", redis: redis.url });
+  await using b = serveEcho({ port: 0, mode: "chat", redis: redis.url });
+  await Promise.all([a.ready, b.ready]);
+  await using ann = await LineClient.connect(a.addr.port);
+  await using ben = await LineClient.connect(b.addr.port);
+  await ann.line(/^\* user2 joined lobby$/);
+  await ben.line(/^\* user2 joined lobby$/);
+  // Both ask for the same name at once: the stream's order decides.
+  await Promise.all([ann.send("/nick alice\n"), ben.send("/nick alice\n")]);
+  // Both hear the winner's rename; only the loser hears that it is taken.
+  const notice = await ann.line(/^\* user\d is now alice$/);
+  assert.equal(await ben.line(/^\* user\d is now alice$/), notice);
+  const [winner, loser] = notice === "* user1 is now alice"
+    ? [ann, ben]
+    : [ben, ann];
+  await loser.line(/^ERR name taken: alice$/);
+  await winner.send("/who\n");
+  await winner.line(/^\* in lobby/);
+  assert.ok(
+    !winner.lines.some((l) => l.startsWith("ERR")),
+    winner.lines.join("\n"),
+  );
+  await ben.send("/who\n");
+  const who = await ben.line(/^\* in lobby \(2\): /);
+  assert.match(who, /alice/);
+  // A newcomer on the other instance gets the room's history.
+  await ann.send("history line\n");
+  await ben.line(/> history line$/);
+  await using cal = await LineClient.connect(b.addr.port);
+  await cal.line(/> history line$/);
+});
+
+Deno.test("an instance that is SIGKILLed leaves no ghosts: its members go within 15 s", async () => {
+  await using redis = await startRedis();
+  await using survivor = serveEcho({ port: 0, mode: "chat", redis: redis.url });
+  await survivor.ready;
+  await using doomed = await ServerProcess.start(
+    ["--mode", "chat", "--redis", redis.url, "--log-level", "error"],
+    [
+      Deno.execPath(),
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-write",
+      SERVER,
+    ],
+  );
+  await using watcher = await LineClient.connect(survivor.addr.port);
+  await watcher.line(/^\* user1 joined lobby$/);
+  await using ghost = await LineClient.connect(doomed.port);
+  await ghost.send("/nick ghost\n");
+  await watcher.line(/^\* user2 is now ghost$/);
+  const killedAt = performance.now();
+  doomed.child.kill("SIGKILL");
+  await doomed.status();
+  await watcher.line(/^\* ghost left lobby$/, 20_000);
+  const seconds = (performance.now() - killedAt) / 1000;
+  assert.ok(seconds < 15, `${seconds} s`);
+  await watcher.send("/who\n");
+  assert.match(
+    await watcher.line(/^\* in lobby/),
+    /^\* in lobby \(1\): user1$/,
+  );
+});
+
+Deno.test("an orderly stop takes its members away at once, and --redis that does not answer is exit 1", async () => {
+  await using redis = await startRedis();
+  await using stays = serveEcho({ port: 0, mode: "chat", redis: redis.url });
+  await stays.ready;
+  const goes = serveEcho({ port: 0, mode: "chat", redis: redis.url });
+  await goes.ready;
+  await using watcher = await LineClient.connect(stays.addr.port);
+  await watcher.line(/joined lobby$/);
+  const leaver = await LineClient.connect(goes.addr.port);
+  await watcher.line(/^\* user2 joined lobby$/);
+  await goes.shutdown();
+  await leaver.closed;
+  await watcher.line(/^\* user2 left lobby$/, 5000);
+  await leaver[Symbol.asyncDispose]();
+
+  const result = await run(Deno.execPath(), [
+    "run",
+    "--allow-net",
+    "--allow-read",
+    "--allow-write",
+    SERVER,
+    "--mode",
+    "chat",
+    "--redis",
+    `unix://${redis.dir}/missing.sock`,
+  ]);
+  assert.equal(result.code, 1);
+  assert.match(
+    result.stderr,
+    /^error: Cannot start: Redis at unix:\/\/.*missing\.sock: connect ENOENT/m,
+  );
+  const echo = await run(Deno.execPath(), [
+    "run",
+    "--allow-net",
+    SERVER,
+    "--redis",
+    redis.url,
+  ]);
+  assert.equal(echo.code, 2);
+  assert.equal(
+    echo.stderr,
+    "error: Invalid --redis: only broadcast and chat mode span instances (see --help)\n",
+  );
+});
+
+Deno.test("Redis killed and restarted mid-stream: nothing lost, nothing twice, one order", async () => {
+  await using redis = await startRedis();
+  await using a = serveEcho({ port: 0, mode: "broadcast", redis: redis.url });
+  await using b = serveEcho({ port: 0, mode: "broadcast", redis: redis.url });
+  await Promise.all([a.ready, b.ready]);
+  await using sender = await LineClient.connect(a.addr.port);
+  await using far = await LineClient.connect(b.addr.port);
+  await far.send("ready\n");
+  await sender.line(/^ready$/);
+  for (let i = 0; i < 100; i++) await sender.send(`before ${i}\n`);
+  await far.line(/^before 99$/);
+  await redis.kill();
+  for (let i = 0; i < 100; i++) await sender.send(`during ${i}\n`);
+  await redis.start();
+  for (let i = 0; i < 100; i++) await sender.send(`after ${i}\n`);
+  await far.line(/^after 99$/, 30_000);
+  await sender.line(/^after 99$/, 30_000);
+  const expected = [
+    "ready",
+    ...["before", "during", "after"].flatMap((w) =>
+      Array.from({ length: 100 }, (_, i) => `${w} ${i}`)
+    ),
+  ];
+  assert.deepEqual(far.lines, expected);
+  assert.deepEqual(sender.lines, expected);
+});
