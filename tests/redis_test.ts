@@ -5,9 +5,11 @@
 
 import assert from "node:assert/strict";
 import { serveEcho } from "../mod.ts";
-import { LineClient } from "./_helpers.ts";
+import { captureLogs, LineClient } from "./_helpers.ts";
 import { run, SERVER, ServerProcess } from "./_process.ts";
 import { startRedis } from "./_redis.ts";
+
+const logs = await captureLogs();
 
 Deno.test("3 instances × 50 clients, 10,050 lines: every client gets every line once, in one order", async () => {
   await using redis = await startRedis();
@@ -171,6 +173,7 @@ Deno.test("an orderly stop takes its members away at once, and --redis that does
 });
 
 Deno.test("Redis killed and restarted mid-stream: nothing lost, nothing twice, one order", async () => {
+  logs.clear();
   await using redis = await startRedis();
   await using a = serveEcho({ port: 0, mode: "broadcast", redis: redis.url });
   await using b = serveEcho({ port: 0, mode: "broadcast", redis: redis.url });
@@ -195,4 +198,14 @@ Deno.test("Redis killed and restarted mid-stream: nothing lost, nothing twice, o
   ];
   assert.deepEqual(far.lines, expected);
   assert.deepEqual(sender.lines, expected);
+  // The outage and the recovery are logged once each by each instance,
+  // not once a line.
+  const outages = logs.records.filter((r) =>
+    String(r.rawMessage).startsWith("Redis unreachable")
+  );
+  const recoveries = logs.records.filter((r) =>
+    String(r.rawMessage).startsWith("Redis is back")
+  );
+  assert.ok(outages.length >= 1 && outages.length <= 2, `${outages.length}`);
+  assert.equal(recoveries.length, outages.length);
 });

@@ -119,18 +119,31 @@ export class RedisBus implements Bus {
 
   async #connect(timeoutMs: number): Promise<void> {
     const clients = [this.#writer, this.#readerClient];
-    let early: (error: Error) => void = () => {};
+    // One set of listeners for the client's life: removing one with off()
+    // was seen to silence node-redis's later events under Deno.
+    let connecting = true;
+    let fail: (error: Error) => void = () => {};
+    for (const client of clients) {
+      client.on("error", (error: Error) => {
+        if (connecting) fail(error);
+        else this.#outage(error.message);
+      });
+      // A drop that the first reconnect repairs is an outage too.
+      client.on("reconnecting", () => {
+        if (!connecting) this.#outage("connection lost");
+      });
+      client.on("ready", () => this.#recovered());
+    }
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       await Promise.race([
         Promise.all(clients.map((c) => c.connect())),
         new Promise((_, reject) => {
           // The first failure is the answer: no waiting for retries.
-          early = (error) =>
+          fail = (error) =>
             reject(
               new Error(`Redis at ${this.#options.url}: ${error.message}`),
             );
-          for (const client of clients) client.on("error", early);
           timer = setTimeout(() =>
             reject(
               new Error(
@@ -145,11 +158,7 @@ export class RedisBus implements Bus {
       throw error;
     } finally {
       clearTimeout(timer);
-      for (const client of clients) client.off("error", early);
-    }
-    for (const client of clients) {
-      client.on("error", (error: Error) => this.#outage(error));
-      client.on("ready", () => this.#recovered());
+      connecting = false;
     }
     const backlog = this.#backlog ?? [];
     this.#backlog = undefined;
@@ -371,13 +380,13 @@ export class RedisBus implements Bus {
     }
   }
 
-  #outage(error: Error): void {
+  #outage(reason: string): void {
     if (this.#closed || this.#down) return;
     this.#down = true;
     this.#downSince = Date.now();
     logger.warning(
       "Redis unreachable ({error}): holding lines, up to {limit}, until it is back",
-      { error: error.message, limit: this.#options.holdLimit },
+      { error: reason, limit: this.#options.holdLimit },
     );
   }
 
