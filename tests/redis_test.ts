@@ -209,3 +209,24 @@ Deno.test("Redis killed and restarted mid-stream: nothing lost, nothing twice, o
   assert.ok(outages.length >= 1 && outages.length <= 2, `${outages.length}`);
   assert.equal(recoveries.length, outages.length);
 });
+
+Deno.test("the operator's lines reach the clients of every instance", async () => {
+  await using redis = await startRedis();
+  await using a = serveEcho({ port: 0, mode: "chat", redis: redis.url });
+  await using b = serveEcho({ port: 0, mode: "chat", redis: redis.url });
+  await Promise.all([a.ready, b.ready]);
+  await using near = await LineClient.connect(a.addr.port);
+  await using far = await LineClient.connect(b.addr.port);
+  await near.line(/^\* user2 joined lobby$/);
+  await far.line(/^\* user2 joined lobby$/);
+  a.announce("maintenance at noon");
+  await near.line(/^\[server\] maintenance at noon$/);
+  await far.line(/^\[server\] maintenance at noon$/);
+  // Once each.
+  for (const client of [near, far]) {
+    assert.equal(
+      client.lines.filter((l) => l === "[server] maintenance at noon").length,
+      1,
+    );
+  }
+});
