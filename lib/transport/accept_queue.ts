@@ -68,15 +68,4 @@ export class AcceptQueue {
     for (const conn of this.#ready.splice(0)) conn.close();
     this.#wake?.();
   }
-
-  async *[Symbol.asyncIterator](): AsyncIterableIterator<Deno.Conn> {
-    while (true) {
-      try {
-        yield await this.accept();
-      } catch (error) {
-        if (this.#closed) return;
-        throw error;
-      }
-    }
-  }
 }

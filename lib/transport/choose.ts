@@ -5,7 +5,7 @@ import type { ListenConfig, ServerConfig } from "../server/config.ts";
 import { accessGuard } from "../rules/access.ts";
 import { Limiter } from "../rules/limits.ts";
 import { guardedListener } from "./guarded.ts";
-import { throttled } from "./throttled.ts";
+import { throttledListener } from "./throttled.ts";
 import { addressList } from "../rules/cidr.ts";
 import { proxiedListener } from "./proxied.ts";
 import { claimPort, tcpTransport } from "./tcp.ts";
@@ -67,18 +67,7 @@ function rulesFor(
     if (guard !== undefined || limiter !== undefined) {
       wrapped = guardedListener(wrapped, guard, limiter, events);
     }
-    if (throttle) {
-      const inner = wrapped;
-      wrapped = {
-        addr: inner.addr,
-        accept: async () => throttled(await inner.accept(), maxBytesPerSecond),
-        close: () => inner.close(),
-        ref: () => inner.ref(),
-        unref: () => inner.unref(),
-        [Symbol.dispose]: () => inner.close(),
-        [Symbol.asyncIterator]: () => inner[Symbol.asyncIterator](),
-      };
-    }
+    if (throttle) wrapped = throttledListener(wrapped, maxBytesPerSecond);
     return wrapped;
   };
 }

@@ -8,6 +8,7 @@ import { bareAddress, formatAddr } from "../_helpers.ts";
 import type { Guard, Refusal } from "../rules/access.ts";
 import type { Limiter } from "../rules/limits.ts";
 import type { TransportEvents } from "./transport.ts";
+import { WrappedConn, WrappedListener } from "./wrapped.ts";
 
 /** `listener`, without the clients `guard` or `limiter` refuse. */
 export function guardedListener(
@@ -16,59 +17,44 @@ export function guardedListener(
   limiter: Limiter | undefined,
   events: TransportEvents,
 ): Deno.Listener {
-  const accept = async (): Promise<Deno.Conn> => {
-    while (true) {
-      const conn = await listener.accept();
-      const peer = conn.remoteAddr;
-      let refusal: Refusal | undefined = guard?.(peer);
-      // A Unix socket's clients have no address to count by.
-      const address = "hostname" in peer
-        ? bareAddress(peer.hostname)
-        : undefined;
-      if (refusal === undefined && limiter && address !== undefined) {
-        refusal = limiter.admit(address);
-        if (refusal === undefined) return releasing(conn, limiter, address);
-      }
-      if (refusal === undefined) return conn;
-      conn.close();
-      events.refused(formatAddr(peer), refusal);
-    }
-  };
-  return {
-    addr: listener.addr,
-    accept,
-    close: () => listener.close(),
-    ref: () => listener.ref(),
-    unref: () => listener.unref(),
-    [Symbol.dispose]: () => listener.close(),
-    async *[Symbol.asyncIterator]() {
+  return new class extends WrappedListener {
+    override async accept(): Promise<Deno.Conn> {
       while (true) {
-        try {
-          yield await accept();
-        } catch (error) {
-          if (error instanceof Deno.errors.BadResource) return;
-          throw error;
+        const conn = await this.inner.accept();
+        const peer = conn.remoteAddr;
+        let refusal: Refusal | undefined = guard?.(peer);
+        // A Unix socket's clients have no address to count by.
+        const address = "hostname" in peer
+          ? bareAddress(peer.hostname)
+          : undefined;
+        if (refusal === undefined && limiter && address !== undefined) {
+          refusal = limiter.admit(address);
+          if (refusal === undefined) {
+            return new ReleasingConn(conn, limiter, address);
+          }
         }
+        if (refusal === undefined) return conn;
+        conn.close();
+        events.refused(formatAddr(peer), refusal);
       }
-    },
-  };
+    }
+  }(listener);
 }
 
-/** `conn`, giving its place under the limits back when it is closed. */
-function releasing(
-  conn: Deno.Conn,
-  limiter: Limiter,
-  address: string,
-): Deno.Conn {
-  let released = false;
-  const close = conn.close.bind(conn);
-  // The engine and the TLS gate close each connection through close().
-  conn.close = () => {
-    if (!released) {
-      released = true;
-      limiter.release(address);
-    }
-    close();
-  };
-  return conn;
+/** A connection that gives its place under the limits back when closed. */
+class ReleasingConn extends WrappedConn {
+  #limiter: Limiter | undefined;
+  #address: string;
+
+  constructor(conn: Deno.Conn, limiter: Limiter, address: string) {
+    super(conn);
+    this.#limiter = limiter;
+    this.#address = address;
+  }
+
+  override close(): void {
+    this.#limiter?.release(this.#address);
+    this.#limiter = undefined;
+    this.inner.close();
+  }
 }

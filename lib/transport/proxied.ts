@@ -9,6 +9,7 @@ import { formatAddr } from "../_helpers.ts";
 import { parseProxyHeader, type ProxyHeader, V2_MAX } from "../proxy/header.ts";
 import type { AddressList } from "../rules/cidr.ts";
 import { AcceptQueue } from "./accept_queue.ts";
+import { WrappedConn, WrappedListener } from "./wrapped.ts";
 import type { TransportEvents } from "./transport.ts";
 
 /** How to read PROXY headers. */
@@ -35,9 +36,7 @@ export function proxiedListener(
   return new ProxiedListener(listener, options, events);
 }
 
-class ProxiedListener implements Deno.Listener {
-  readonly addr: Deno.Addr;
-  #listener: Deno.Listener;
+class ProxiedListener extends WrappedListener {
   #options: ProxyOptions;
   #events: TransportEvents;
   #queue: AcceptQueue;
@@ -49,37 +48,20 @@ class ProxiedListener implements Deno.Listener {
     options: ProxyOptions,
     events: TransportEvents,
   ) {
-    this.addr = listener.addr;
-    this.#listener = listener;
+    super(listener);
     this.#options = options;
     this.#events = events;
     this.#queue = new AcceptQueue(listener, (conn) => this.#read(conn));
   }
 
-  accept(): Promise<Deno.Conn> {
+  override accept(): Promise<Deno.Conn> {
     return this.#queue.accept();
   }
 
-  close(): void {
+  override close(): void {
     this.#queue.close();
     for (const conn of this.#reading) conn.close();
     this.#reading.clear();
-  }
-
-  ref(): void {
-    this.#listener.ref();
-  }
-
-  unref(): void {
-    this.#listener.unref();
-  }
-
-  [Symbol.dispose](): void {
-    this.close();
-  }
-
-  [Symbol.asyncIterator](): AsyncIterableIterator<Deno.Conn> {
-    return this.#queue[Symbol.asyncIterator]();
   }
 
   async #read(conn: Deno.Conn): Promise<void> {
@@ -167,61 +149,33 @@ async function readHeader(
  * A connection after its PROXY header: the address the header names, and
  * the bytes read past the header before the rest of the stream.
  */
-class ProxiedConn implements Deno.Conn {
-  readonly localAddr: Deno.Addr;
-  readonly remoteAddr: Deno.Addr;
-  #conn: Deno.Conn;
+class ProxiedConn extends WrappedConn {
+  #remoteAddr: Deno.Addr;
   #rest: Uint8Array | null;
 
   constructor(conn: Deno.Conn, header: ProxyHeader, rest: Uint8Array) {
-    this.#conn = conn;
-    this.localAddr = conn.localAddr;
-    this.remoteAddr = header.command === "proxy" && header.source
+    super(conn);
+    this.#remoteAddr = header.command === "proxy" && header.source
       ? { transport: "tcp", ...header.source }
       : conn.remoteAddr;
     this.#rest = rest.length > 0 ? rest : null;
   }
 
-  read(p: Uint8Array): Promise<number | null> {
+  override get remoteAddr(): Deno.Addr {
+    return this.#remoteAddr;
+  }
+
+  override read(p: Uint8Array): Promise<number | null> {
     const rest = this.#rest;
-    if (rest === null) return this.#conn.read(p);
+    if (rest === null) return this.inner.read(p);
     const n = Math.min(p.length, rest.length);
     p.set(rest.subarray(0, n));
     this.#rest = n < rest.length ? rest.subarray(n) : null;
     return Promise.resolve(n);
   }
 
-  write(p: Uint8Array): Promise<number> {
-    return this.#conn.write(p);
-  }
-
-  closeWrite(): Promise<void> {
-    return this.#conn.closeWrite();
-  }
-
-  close(): void {
-    this.#conn.close();
-  }
-
-  /** TCP's, when the connection is TCP (the engine and TLS gate use it). */
-  setNoDelay(noDelay?: boolean): void {
-    (this.#conn as Deno.TcpConn).setNoDelay?.(noDelay);
-  }
-
-  setKeepAlive(keepAlive?: boolean): void {
-    (this.#conn as Deno.TcpConn).setKeepAlive?.(keepAlive);
-  }
-
-  ref(): void {
-    this.#conn.ref();
-  }
-
-  unref(): void {
-    this.#conn.unref();
-  }
-
-  get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
-    const reader = this.#conn.readable.getReader();
+  override get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
+    const reader = this.inner.readable.getReader();
     let rest = this.#rest;
     this.#rest = null;
     return new ReadableStream({
@@ -237,13 +191,5 @@ class ProxiedConn implements Deno.Conn {
       },
       cancel: (reason) => reader.cancel(reason),
     });
-  }
-
-  get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
-    return this.#conn.writable;
-  }
-
-  [Symbol.dispose](): void {
-    this.close();
   }
 }

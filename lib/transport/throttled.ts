@@ -4,15 +4,14 @@
 // client wait, so the echo stays exact. Installed only when configured. Not
 // exported from mod.ts.
 
+import { WrappedConn, WrappedListener } from "./wrapped.ts";
+
 /** `conn`, read at most `rate` bytes a second. */
 export function throttled(conn: Deno.Conn, rate: number): Deno.Conn {
   return new ThrottledConn(conn, rate);
 }
 
-class ThrottledConn implements Deno.Conn {
-  readonly localAddr: Deno.Addr;
-  readonly remoteAddr: Deno.Addr;
-  #conn: Deno.Conn;
+class ThrottledConn extends WrappedConn {
   #rate: number;
   #tokens: number;
   #stamp = performance.now();
@@ -21,14 +20,12 @@ class ThrottledConn implements Deno.Conn {
   #closed = false;
 
   constructor(conn: Deno.Conn, rate: number) {
-    this.#conn = conn;
+    super(conn);
     this.#rate = rate;
     this.#tokens = rate;
-    this.localAddr = conn.localAddr;
-    this.remoteAddr = conn.remoteAddr;
   }
 
-  async read(p: Uint8Array): Promise<number | null> {
+  override async read(p: Uint8Array): Promise<number | null> {
     const now = performance.now();
     this.#tokens = Math.min(
       this.#rate,
@@ -47,52 +44,27 @@ class ThrottledConn implements Deno.Conn {
       return this.read(p);
     }
     const allowed = Math.min(p.length, Math.floor(this.#tokens));
-    const n = await this.#conn.read(p.subarray(0, allowed));
+    const n = await this.inner.read(p.subarray(0, allowed));
     if (n !== null) this.#tokens -= n;
     return n;
   }
 
-  write(p: Uint8Array): Promise<number> {
-    return this.#conn.write(p);
-  }
-
-  closeWrite(): Promise<void> {
-    return this.#conn.closeWrite();
-  }
-
-  close(): void {
+  override close(): void {
     this.#closed = true;
     clearTimeout(this.#timer);
     this.#wake?.();
-    this.#conn.close();
+    this.inner.close();
   }
+}
 
-  /** TCP's, when the connection is TCP (the engine and TLS gate use it). */
-  setNoDelay(noDelay?: boolean): void {
-    (this.#conn as Deno.TcpConn).setNoDelay?.(noDelay);
-  }
-
-  setKeepAlive(keepAlive?: boolean): void {
-    (this.#conn as Deno.TcpConn).setKeepAlive?.(keepAlive);
-  }
-
-  ref(): void {
-    this.#conn.ref();
-  }
-
-  unref(): void {
-    this.#conn.unref();
-  }
-
-  get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
-    return this.#conn.readable;
-  }
-
-  get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
-    return this.#conn.writable;
-  }
-
-  [Symbol.dispose](): void {
-    this.close();
-  }
+/** `listener`, each of its connections read at most `rate` bytes a second. */
+export function throttledListener(
+  listener: Deno.Listener,
+  rate: number,
+): Deno.Listener {
+  return new class extends WrappedListener {
+    override async accept(): Promise<Deno.Conn> {
+      return throttled(await this.inner.accept(), rate);
+    }
+  }(listener);
 }

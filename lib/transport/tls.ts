@@ -26,6 +26,7 @@
 
 import { formatAddr, optionError, writeAll } from "../_helpers.ts";
 import { AcceptQueue } from "./accept_queue.ts";
+import { WrappedConn, WrappedListener } from "./wrapped.ts";
 import type { Transport, TransportEvents } from "./transport.ts";
 
 /** Where and how to listen on TLS. */
@@ -137,11 +138,9 @@ interface Passage {
  * The public TCP listener and the internal TLS one, as one Deno.Listener
  * of TLS connections whose handshake is done.
  */
-class TlsGate implements Deno.Listener {
-  readonly addr: Deno.NetAddr;
+class TlsGate extends WrappedListener {
   #options: TlsTransportOptions;
   #events: TransportEvents;
-  #public: Deno.Listener;
   #internal: Deno.TlsListener;
   #queue: AcceptQueue;
   /** Passages by the port of their proxy socket, as the internal side sees it. */
@@ -153,9 +152,7 @@ class TlsGate implements Deno.Listener {
   #early = new Map<number, Deno.TlsConn>();
 
   constructor(options: TlsTransportOptions, events: TransportEvents) {
-    this.#options = options;
-    this.#events = events;
-    this.#internal = listenInternal(options.cert, options.key);
+    const internal = listenInternal(options.cert, options.key);
     let listener: Deno.TcpListener;
     try {
       listener = Deno.listen({
@@ -165,23 +162,25 @@ class TlsGate implements Deno.Listener {
         ...(options.reusePort ? { reusePort: true } : {}),
       });
     } catch (error) {
-      this.#internal.close();
+      internal.close();
       throw error;
     }
-    this.addr = listener.addr;
-    this.#public = options.wrap?.(listener) ?? listener;
+    super(options.wrap?.(listener) ?? listener);
+    this.#internal = internal;
+    this.#options = options;
+    this.#events = events;
     this.#queue = new AcceptQueue(
-      this.#public,
+      this.inner,
       (raw) => this.#open(raw as Deno.TcpConn),
     );
     this.#acceptInternal();
   }
 
-  accept(): Promise<Deno.Conn> {
+  override accept(): Promise<Deno.Conn> {
     return this.#queue.accept();
   }
 
-  close(): void {
+  override close(): void {
     if (this.#queue.closed) return;
     this.#queue.close();
     this.#internal.close();
@@ -199,22 +198,6 @@ class TlsGate implements Deno.Listener {
     while (this.#passages.size > 0) {
       await Promise.all([...this.#passages.values()].map((p) => p.done));
     }
-  }
-
-  ref(): void {
-    this.#public.ref();
-  }
-
-  unref(): void {
-    this.#public.unref();
-  }
-
-  [Symbol.dispose](): void {
-    this.close();
-  }
-
-  [Symbol.asyncIterator](): AsyncIterableIterator<Deno.Conn> {
-    return this.#queue[Symbol.asyncIterator]();
   }
 
   /** Opens the passage of a client just accepted. */
@@ -343,7 +326,7 @@ class TlsGate implements Deno.Listener {
     passage.state = "open";
     clearTimeout(passage.timer);
     this.#queue.push(
-      new GatedConn(conn, passage, this.addr, () => {
+      new GatedConn(conn, passage, this.addr as Deno.NetAddr, () => {
         passage.serverClosed = true;
         if (passage.state === "over") return;
         // A client that does not read gets a moment for the close_notify.
@@ -379,17 +362,15 @@ class TlsGate implements Deno.Listener {
  * on the way (about 2.5 times the round trips of the gate at 64 bytes), and
  * no way to close a client that never completes its handshake.
  */
-class DirectTls implements Deno.Listener {
-  readonly addr: Deno.NetAddr;
-  #listener: Deno.TlsListener;
+class DirectTls extends WrappedListener {
   #queue: AcceptQueue;
   #events: TransportEvents;
 
   constructor(options: TlsTransportOptions, events: TransportEvents) {
     const { hostname, port, cert, key, reusePort } = options;
-    this.#events = events;
+    let listener: Deno.TlsListener;
     try {
-      this.#listener = Deno.listenTls({
+      listener = Deno.listenTls({
         hostname,
         port,
         transport: "tcp",
@@ -400,9 +381,10 @@ class DirectTls implements Deno.Listener {
     } catch (error) {
       throw certificateError(error) ?? error;
     }
-    this.addr = this.#listener.addr;
+    super(listener);
+    this.#events = events;
     this.#queue = new AcceptQueue(
-      this.#listener,
+      listener,
       (conn) => this.#handshake(conn as Deno.TlsConn),
     );
   }
@@ -421,28 +403,12 @@ class DirectTls implements Deno.Listener {
     this.#queue.push(conn);
   }
 
-  accept(): Promise<Deno.Conn> {
+  override accept(): Promise<Deno.Conn> {
     return this.#queue.accept();
   }
 
-  close(): void {
+  override close(): void {
     this.#queue.close();
-  }
-
-  ref(): void {
-    this.#listener.ref();
-  }
-
-  unref(): void {
-    this.#listener.unref();
-  }
-
-  [Symbol.dispose](): void {
-    this.close();
-  }
-
-  [Symbol.asyncIterator](): AsyncIterableIterator<Deno.Conn> {
-    return this.#queue[Symbol.asyncIterator]();
   }
 }
 
@@ -462,10 +428,9 @@ function handshakeReason(error: unknown): string {
  * A TLS connection from the internal listener, as the engine sees it: its
  * peer is the client at the gate, and closing it ends the passage too.
  */
-class GatedConn implements Deno.Conn {
-  readonly localAddr: Deno.NetAddr;
-  readonly remoteAddr: Deno.NetAddr;
-  #conn: Deno.TlsConn;
+class GatedConn extends WrappedConn {
+  #localAddr: Deno.NetAddr;
+  #remoteAddr: Deno.NetAddr;
   #onClose: () => void;
 
   constructor(
@@ -474,46 +439,22 @@ class GatedConn implements Deno.Conn {
     localAddr: Deno.NetAddr,
     onClose: () => void,
   ) {
-    this.#conn = conn;
-    this.remoteAddr = passage.peer;
-    this.localAddr = localAddr;
+    super(conn);
+    this.#remoteAddr = passage.peer;
+    this.#localAddr = localAddr;
     this.#onClose = onClose;
   }
 
-  read(p: Uint8Array): Promise<number | null> {
-    return this.#conn.read(p);
+  override get localAddr(): Deno.NetAddr {
+    return this.#localAddr;
   }
 
-  write(p: Uint8Array): Promise<number> {
-    return this.#conn.write(p);
+  override get remoteAddr(): Deno.NetAddr {
+    return this.#remoteAddr;
   }
 
-  closeWrite(): Promise<void> {
-    return this.#conn.closeWrite();
-  }
-
-  close(): void {
-    this.#conn.close();
+  override close(): void {
+    this.inner.close();
     this.#onClose();
-  }
-
-  ref(): void {
-    this.#conn.ref();
-  }
-
-  unref(): void {
-    this.#conn.unref();
-  }
-
-  get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
-    return this.#conn.readable;
-  }
-
-  get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
-    return this.#conn.writable;
-  }
-
-  [Symbol.dispose](): void {
-    this.close();
   }
 }
