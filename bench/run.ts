@@ -683,116 +683,103 @@ async function benchTls(
   return cells;
 }
 
+/** A figure for a table: `failed` when there is none. */
+function fmt(x: number | undefined, digits: number): string {
+  return x === undefined || Number.isNaN(x)
+    ? "failed"
+    : x.toLocaleString("en-US", {
+      minimumFractionDigits: digits,
+      maximumFractionDigits: digits,
+    });
+}
+
+/** A Markdown table of `header` and `rows`. */
+function markdown(header: string[], rows: string[][]): string {
+  return [header, header.map(() => "---"), ...rows]
+    .map((r) => `| ${r.join(" | ")} |`).join("\n");
+}
+
+/** A row of a comparison: label, cell, the figure in it, its digits. */
+type Row = [string, string, (c: Cell) => number | undefined, number];
+
+/**
+ * Servers side by side, a row per figure, then each ratio asked for
+ * (`[numerator, denominator]`, by server name).
+ */
+function comparison(
+  cells: Record<string, Record<string, Cell>>,
+  rows: Row[],
+  ratios: [string, string][],
+  options: { titles?: Record<string, string>; ratioDigits?: number } = {},
+): string {
+  const names = Object.keys(cells);
+  const title = (name: string) => options.titles?.[name] ?? name;
+  const header = [
+    "workload",
+    ...names.map(title),
+    ...ratios.map(([a, b]) => `${a} / ${b}`),
+  ];
+  return markdown(
+    header,
+    rows.map(([label, cell, pick, digits]) => {
+      const value = (name: string) => pick(cells[name][cell]);
+      return [
+        label,
+        ...names.map((n) =>
+          fmt(value(n), digits) + (cells[n][cell].errors ? " (errors)" : "")
+        ),
+        ...ratios.map(([a, b]) =>
+          `${fmt(value(a)! / value(b)!, options.ratioDigits ?? 2)}×`
+        ),
+      ];
+    }),
+  );
+}
+
 /** The TLS comparison: each of our two ways against Node's. */
 function tlsTable(
   cells: Record<string, Record<string, Cell>>,
   meta: Record<string, unknown>,
 ): string {
-  const names = Object.keys(TLS_SERVERS);
-  const fmt = (x: number | undefined, digits: number) =>
-    x === undefined || Number.isNaN(x) ? "failed" : x.toLocaleString("en-US", {
-      minimumFractionDigits: digits,
-      maximumFractionDigits: digits,
-    });
   const key = `${TLS_LOAD.size} B × ${TLS_LOAD.connections}`;
   const bulkLabel = `bulk ${Number(meta.bulkBytes) / 1048576} MiB`;
-  const rows: [string, string, (c: Cell) => number | undefined, number][] = [
+  return comparison(cells, [
     [`TLS ${key}: round trips/s`, key, (c) => c.value, 0],
     [`TLS ${key}: server µs CPU/round trip`, key, (c) => c.serverCpu, 2],
     [`TLS ${key}: p99 µs`, key, (c) => c.p99Us, 0],
     [`TLS ${bulkLabel}: MB/s`, "bulk", (c) => c.value, 0],
     [`TLS bulk: server CPU s/GB`, "bulk", (c) => c.serverCpu, 3],
-  ];
-  const header = [
-    "workload",
-    ...names,
-    "project / node_tls",
-    "project_direct / node_tls",
-  ];
-  const lines = rows.map(([label, cell, pick, digits]) => {
-    const value = (name: string) => pick(cells[name][cell]);
-    return [
-      label,
-      ...names.map((n) =>
-        fmt(value(n), digits) + (cells[n][cell].errors ? " (errors)" : "")
-      ),
-      `${fmt(value("project")! / value("node_tls")!, 2)}×`,
-      `${fmt(value("project_direct")! / value("node_tls")!, 2)}×`,
-    ];
-  });
-  return [header, header.map(() => "---"), ...lines]
-    .map((r) => `| ${r.join(" | ")} |`).join("\n");
+  ], [["project", "node_tls"], ["project_direct", "node_tls"]]);
 }
 
 const UDP_KEY = `UDP ${UDP_LOAD.size} B × ${UDP_LOAD.connections}`;
 const RULES_KEY = `${RULES_LOAD.size} B × ${RULES_LOAD.connections}`;
 
+/** The three figures of a round-trip workload. */
+function roundTripRows(key: string): Row[] {
+  return [
+    [`${key}: round trips/s`, key, (c) => c.value, 0],
+    [`${key}: server µs CPU/round trip`, key, (c) => c.serverCpu, 2],
+    [`${key}: p99 µs`, key, (c) => c.p99Us, 0],
+  ];
+}
+
 /** The rules' cost: with them against without. */
 function rulesTable(cells: Record<string, Record<string, Cell>>): string {
-  const fmt = (x: number | undefined, digits: number) =>
-    x === undefined || Number.isNaN(x) ? "failed" : x.toLocaleString("en-US", {
-      minimumFractionDigits: digits,
-      maximumFractionDigits: digits,
-    });
-  const none = cells.none[RULES_KEY];
-  const rules = cells.rules[RULES_KEY];
-  const rows: [string, (c: Cell) => number | undefined, number][] = [
-    [`${RULES_KEY}: round trips/s`, (c) => c.value, 0],
-    [`${RULES_KEY}: server µs CPU/round trip`, (c) => c.serverCpu, 2],
-    [`${RULES_KEY}: p99 µs`, (c) => c.p99Us, 0],
-  ];
-  const header = [
-    "workload",
-    "no rules",
-    "PROXY + allow + per-IP",
-    "rules / none",
-  ];
-  const lines = rows.map(([label, pick, digits]) => [
-    label,
-    fmt(pick(none), digits) + (none.errors ? " (errors)" : ""),
-    fmt(pick(rules), digits) + (rules.errors ? " (errors)" : ""),
-    `${fmt(pick(rules)! / pick(none)!, 3)}×`,
-  ]);
-  return [header, header.map(() => "---"), ...lines]
-    .map((r) => `| ${r.join(" | ")} |`).join("\n");
+  return comparison(cells, roundTripRows(RULES_KEY), [["rules", "none"]], {
+    titles: { none: "no rules", rules: "PROXY + allow + per-IP" },
+    ratioDigits: 3,
+  });
 }
 
 /** The UDP comparison: ours against Node's dgram echo. */
 function udpTable(cells: Record<string, Record<string, Cell>>): string {
-  const names = Object.keys(UDP_SERVERS);
-  const fmt = (x: number | undefined, digits: number) =>
-    x === undefined || Number.isNaN(x) ? "failed" : x.toLocaleString("en-US", {
-      minimumFractionDigits: digits,
-      maximumFractionDigits: digits,
-    });
-  const rows: [string, (c: Cell) => number | undefined, number][] = [
-    [`${UDP_KEY}: round trips/s`, (c) => c.value, 0],
-    [`${UDP_KEY}: server µs CPU/round trip`, (c) => c.serverCpu, 2],
-    [`${UDP_KEY}: p99 µs`, (c) => c.p99Us, 0],
-  ];
-  const header = ["workload", ...names, "project / node_dgram"];
-  const lines = rows.map(([label, pick, digits]) => {
-    const value = (name: string) => pick(cells[name][UDP_KEY]);
-    return [
-      label,
-      ...names.map((n) =>
-        fmt(value(n), digits) + (cells[n][UDP_KEY].errors ? " (errors)" : "")
-      ),
-      `${fmt(value("project")! / value("node_dgram")!, 2)}×`,
-    ];
-  });
-  return [header, header.map(() => "---"), ...lines]
-    .map((r) => `| ${r.join(" | ")} |`).join("\n");
+  return comparison(cells, roundTripRows(UDP_KEY), [["project", "node_dgram"]]);
 }
 
 /** The workers comparison, `--workers 2` against `--workers 1`. */
 function workersTable(cells: Record<string, WorkersCell>): string {
   const [one, two] = WORKER_COUNTS.map((n) => cells[`workers ${n}`]);
-  const fmt = (x: number, digits: number) =>
-    x.toLocaleString("en-US", {
-      minimumFractionDigits: digits,
-      maximumFractionDigits: digits,
-    });
   const mean = two.perWorker.reduce((a, b) => a + b, 0) /
     two.perWorker.length;
   const spread = Math.max(...two.perWorker.map((n) => Math.abs(n - mean))) /
@@ -824,11 +811,7 @@ function workersTable(cells: Record<string, WorkersCell>): string {
     ],
   ];
   const label = `${WORKERS_LOAD.size} B × ${WORKERS_LOAD.connections}`;
-  return [
-    [label, "--workers 1", "--workers 2", "2 / 1"],
-    ["---", "---", "---", "---"],
-    ...rows,
-  ].map((r) => `| ${r.join(" | ")} |`).join("\n");
+  return markdown([label, "--workers 1", "--workers 2", "2 / 1"], rows);
 }
 
 function table(
@@ -843,11 +826,6 @@ function table(
     ...servers.map((s) => s),
     ...(servers.includes("project") ? others.map((o) => `project / ${o}`) : []),
   ];
-  const fmt = (x: number | undefined, digits = 0) =>
-    x === undefined || Number.isNaN(x) ? "failed" : x.toLocaleString("en-US", {
-      minimumFractionDigits: digits,
-      maximumFractionDigits: digits,
-    });
   const add = (
     label: string,
     pick: (c: Cell) => number | undefined,
@@ -889,9 +867,6 @@ function table(
     add(`${label}: p99.9 µs`, (c) => c.value, 0, key);
     add(`${label}: max µs`, (c) => c.maxUs, 0, key);
   }
-  const lines = [header, header.map(() => "---"), ...rows].map((r) =>
-    `| ${r.join(" | ")} |`
-  );
   return [
     `${meta.date}, Deno ${meta.deno}, ${meta.node}, ${meta.cpus} CPUs, ${
       meta.pinned ? "server on CPU 0, load on CPU 1" : "not pinned"
@@ -899,7 +874,7 @@ function table(
       Number(meta.durationMs) / 1000
     } s a workload`,
     "",
-    ...lines,
+    markdown(header, rows),
   ].join("\n");
 }
 
