@@ -15,7 +15,7 @@
 //   orderly stop appends it at once.
 
 import { Buffer } from "node:buffer";
-import { createClient, RESP_TYPES } from "redis";
+import type { createClient } from "redis";
 import { getLogger } from "@logtape/logtape";
 import { LOG_CATEGORY } from "../_helpers.ts";
 import type { Bus, Member, RelayEvent } from "./relay.ts";
@@ -61,8 +61,9 @@ export class RedisBus implements Bus {
   /** This instance, as its entries name it. */
   readonly instance: string = crypto.randomUUID().slice(0, 12);
   #options: RedisBusOptions;
-  #writer: Client;
-  #reader: ReturnType<Client["withTypeMapping"]>;
+  // Set by #connect: node-redis is loaded only by a server with `redis`.
+  #writer!: Client;
+  #reader!: ReturnType<Client["withTypeMapping"]>;
   #stream: string;
   #seq = 0;
   /** Lines published and not yet acknowledged by Redis. */
@@ -79,14 +80,18 @@ export class RedisBus implements Bus {
   #delivered = new Map<number, () => void>();
   #lastId = "0";
   #closed = false;
-  #down = false;
+  /**
+   * The clients (writer, reader) without a connection now: Redis is away
+   * from the first one's loss until every one is back, one outage.
+   */
+  #down = new Set<Client>();
   #downSince = 0;
   #reading: Promise<void> = Promise.resolve();
   #heartbeat: ReturnType<typeof setInterval> | undefined;
 
   /** Resolves once connected; rejects if Redis cannot be reached. */
   readonly ready: Promise<void>;
-  #readerClient: Client;
+  #readerClient!: Client;
   /** Entries published before the connection was up, in order. */
   #backlog: Record<string, string | Buffer>[] | undefined = [];
 
@@ -98,7 +103,13 @@ export class RedisBus implements Bus {
   constructor(options: RedisBusOptions, timeoutMs = 5000) {
     this.#options = options;
     this.#stream = `${options.key}:stream`;
-    const base = clientOptions(options.url);
+    this.ready = this.#connect(timeoutMs);
+    this.ready.catch(() => {}); // Whoever awaits it sees the error.
+  }
+
+  async #connect(timeoutMs: number): Promise<void> {
+    const { createClient, RESP_TYPES } = await import("redis");
+    const base = clientOptions(this.#options.url);
     const config = {
       ...base,
       socket: {
@@ -113,11 +124,6 @@ export class RedisBus implements Bus {
     this.#reader = this.#readerClient.withTypeMapping({
       [RESP_TYPES.BLOB_STRING]: Buffer,
     });
-    this.ready = this.#connect(timeoutMs);
-    this.ready.catch(() => {}); // Whoever awaits it sees the error.
-  }
-
-  async #connect(timeoutMs: number): Promise<void> {
     const clients = [this.#writer, this.#readerClient];
     // One set of listeners for the client's life: removing one with off()
     // was seen to silence node-redis's later events under Deno.
@@ -126,13 +132,13 @@ export class RedisBus implements Bus {
     for (const client of clients) {
       client.on("error", (error: Error) => {
         if (connecting) fail(error);
-        else this.#outage(error.message);
+        else this.#outage(client, error.message);
       });
       // A drop that the first reconnect repairs is an outage too.
       client.on("reconnecting", () => {
-        if (!connecting) this.#outage("connection lost");
+        if (!connecting) this.#outage(client, "connection lost");
       });
-      client.on("ready", () => this.#recovered());
+      client.on("ready", () => this.#recovered(client));
     }
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
@@ -380,9 +386,10 @@ export class RedisBus implements Bus {
     }
   }
 
-  #outage(reason: string): void {
-    if (this.#closed || this.#down) return;
-    this.#down = true;
+  #outage(client: Client, reason: string): void {
+    if (this.#closed || this.#down.has(client)) return;
+    this.#down.add(client);
+    if (this.#down.size > 1) return; // The same outage.
     this.#downSince = Date.now();
     logger.warning(
       "Redis unreachable ({error}): holding lines, up to {limit}, until it is back",
@@ -390,9 +397,8 @@ export class RedisBus implements Bus {
     );
   }
 
-  #recovered(): void {
-    if (!this.#down) return;
-    this.#down = false;
+  #recovered(client: Client): void {
+    if (!this.#down.delete(client) || this.#down.size > 0) return;
     logger.info("Redis is back after {ms} ms", {
       ms: Date.now() - this.#downSince,
     });
