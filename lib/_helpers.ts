@@ -4,6 +4,12 @@
 /** Root of every log category this package uses. */
 export const LOG_CATEGORY = "tcp-echo";
 
+/**
+ * The largest UDP payload over IPv4 (65,535 less the IP and UDP headers);
+ * the server's receive buffer is larger, so no datagram is ever cut short.
+ */
+export const MAX_DATAGRAM = 65_507;
+
 /** Largest delay `setTimeout` accepts without overflowing to zero. */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 

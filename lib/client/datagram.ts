@@ -1,11 +1,13 @@
 // Private: UDP for the clients: where echoOnce and loadTest send their
 // datagrams, and how one waits for its reply. Not exported from mod.ts.
 
-import { assertPort, formatAddr, optionError } from "../_helpers.ts";
-import { MAX_DATAGRAM } from "../server/datagram.ts";
+import {
+  assertPort,
+  formatAddr,
+  MAX_DATAGRAM,
+  optionError,
+} from "../_helpers.ts";
 import type { ConnectOptions } from "../types.ts";
-
-export { MAX_DATAGRAM };
 
 /** Where to send datagrams, as checked by {@linkcode datagramTarget}. */
 export interface DatagramTarget {

@@ -32,11 +32,7 @@ const logger = getLogger([LOG_CATEGORY, "server"]);
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
-/**
- * The largest UDP payload over IPv4 (65,535 less the IP and UDP headers);
- * the receive buffer is larger, so no datagram is ever cut short.
- */
-export const MAX_DATAGRAM = 65_507;
+/** Larger than any datagram (MAX_DATAGRAM), so none is ever cut short. */
 const BUFFER_SIZE = 65_536;
 
 /**
