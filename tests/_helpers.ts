@@ -75,6 +75,29 @@ export async function exchange(
   return await reading;
 }
 
+/**
+ * Sends `chunks` on a new connection, half-closes, and returns what came
+ * back as text: empty when the server closed first (a refused client, a bad
+ * PROXY header), which is what the tests of those look for.
+ */
+export async function sendAndRead(
+  options: Deno.ConnectOptions,
+  ...chunks: Uint8Array[]
+): Promise<string> {
+  using conn = await Deno.connect(options);
+  try {
+    for (const chunk of chunks) await writeAll(conn, chunk);
+    await conn.closeWrite();
+  } catch {
+    // Closed by the server already: what it sent is still read below.
+  }
+  try {
+    return new TextDecoder().decode(await readAll(conn));
+  } catch {
+    return ""; // Reset by the server.
+  }
+}
+
 /** A LogTape sink that keeps records and lets tests wait for one. */
 export class LogCapture {
   readonly records: LogRecord[] = [];

@@ -5,44 +5,28 @@ import assert from "node:assert/strict";
 import { echoOnce, serveEcho } from "../mod.ts";
 import { encodeProxyHeader } from "../lib/proxy/header.ts";
 import { testCertificates } from "./_certs.ts";
-import { captureLogs, readAll, writeAll } from "./_helpers.ts";
+import { captureLogs, sendAndRead } from "./_helpers.ts";
 import { run, SERVER, ServerProcess } from "./_process.ts";
 
 const logs = await captureLogs();
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
-
-/** Connects, sends `text`, half-closes; returns what came back. */
-async function tryEcho(
-  options: Deno.ConnectOptions,
-  text: string,
-  header?: Uint8Array,
-): Promise<string> {
-  using conn = await Deno.connect(options);
-  try {
-    if (header) await writeAll(conn, header);
-    await writeAll(conn, encoder.encode(text));
-    await conn.closeWrite();
-  } catch {
-    // Closed by the server already.
-  }
-  try {
-    return decoder.decode(await readAll(conn));
-  } catch {
-    return "";
-  }
-}
 
 Deno.test("allow and deny: deny wins, allow keeps everyone else out, before a byte is read", async (t) => {
   await t.step("allowed", async () => {
     await using server = serveEcho({ port: 0, allow: ["127.0.0.1"] });
-    assert.equal(await tryEcho({ port: server.addr.port }, "in"), "in");
+    assert.equal(
+      await sendAndRead({ port: server.addr.port }, encoder.encode("in")),
+      "in",
+    );
     assert.equal(server.stats.accepted, 1);
   });
   await t.step("not in the allow list", async () => {
     logs.clear();
     await using server = serveEcho({ port: 0, allow: ["10.0.0.0/8", "::1"] });
-    assert.equal(await tryEcho({ port: server.addr.port }, "out"), "");
+    assert.equal(
+      await sendAndRead({ port: server.addr.port }, encoder.encode("out")),
+      "",
+    );
     const record = await logs.waitFor((r) =>
       r.rawMessage === "Refused {peer}: not in the allow list"
     );
@@ -63,7 +47,10 @@ Deno.test("allow and deny: deny wins, allow keeps everyone else out, before a by
       allow: ["127.0.0.1"],
       deny: ["127.0.0.0/8"],
     });
-    assert.equal(await tryEcho({ port: server.addr.port }, "out"), "");
+    assert.equal(
+      await sendAndRead({ port: server.addr.port }, encoder.encode("out")),
+      "",
+    );
     const record = await logs.waitFor((r) =>
       r.rawMessage === "Refused {peer}: denied by {rule}"
     );
@@ -78,15 +65,24 @@ Deno.test("allow and deny: deny wins, allow keeps everyone else out, before a by
   await t.step("IPv6, and IPv4 clients of a dual-stack listener", async () => {
     await using server = serveEcho({ hostname: "::", port: 0, deny: ["::1"] });
     const { port } = server.addr;
-    assert.equal(await tryEcho({ hostname: "127.0.0.1", port }, "v4"), "v4");
-    assert.equal(await tryEcho({ hostname: "::1", port }, "v6"), "");
+    assert.equal(
+      await sendAndRead({ hostname: "127.0.0.1", port }, encoder.encode("v4")),
+      "v4",
+    );
+    assert.equal(
+      await sendAndRead({ hostname: "::1", port }, encoder.encode("v6")),
+      "",
+    );
     await using v4only = serveEcho({
       hostname: "::",
       port: 0,
       deny: ["127.0.0.0/8"],
     });
     assert.equal(
-      await tryEcho({ hostname: "127.0.0.1", port: v4only.addr.port }, "v4"),
+      await sendAndRead(
+        { hostname: "127.0.0.1", port: v4only.addr.port },
+        encoder.encode("v4"),
+      ),
       "",
     );
   });
@@ -117,10 +113,17 @@ Deno.test("access rules judge the address a PROXY header names, before TLS, not 
       });
     const { port } = server.addr;
     assert.equal(
-      await tryEcho({ port }, "inside", header("10.9.8.7")),
+      await sendAndRead({ port }, header("10.9.8.7"), encoder.encode("inside")),
       "inside",
     );
-    assert.equal(await tryEcho({ port }, "outside", header("192.0.2.1")), "");
+    assert.equal(
+      await sendAndRead(
+        { port },
+        header("192.0.2.1"),
+        encoder.encode("outside"),
+      ),
+      "",
+    );
     assert.deepEqual(server.stats.refused, {
       denied: 0,
       notAllowed: 1,
@@ -182,7 +185,7 @@ Deno.test("server --allow, --deny, --allow-file and --deny-file", async () => {
     [Deno.execPath(), "run", "--allow-net", "--allow-read", SERVER],
   );
   assert.equal(
-    await tryEcho({ port: server.port }, "from a file"),
+    await sendAndRead({ port: server.port }, encoder.encode("from a file")),
     "from a file",
   );
   const badFile = `${certs.dir}/bad.txt`;

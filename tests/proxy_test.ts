@@ -7,7 +7,13 @@ import assert from "node:assert/strict";
 import { echoOnce, serveEcho } from "../mod.ts";
 import { encodeProxyHeader } from "../lib/proxy/header.ts";
 import { testCertificates } from "./_certs.ts";
-import { captureLogs, LineClient, readAll, writeAll } from "./_helpers.ts";
+import {
+  captureLogs,
+  LineClient,
+  readAll,
+  sendAndRead,
+  writeAll,
+} from "./_helpers.ts";
 import { CLIENT, run, SERVER, ServerProcess, Spawned } from "./_process.ts";
 
 const logs = await captureLogs();
@@ -20,25 +26,6 @@ async function openedPeer(): Promise<string> {
     r.rawMessage.toString().startsWith("Opened {peer}")
   );
   return String(record.properties.peer);
-}
-
-/**
- * Sends `chunks` on a new connection, half-closes, returns the echo (empty
- * when the server closed first, as it does on a bad header).
- */
-async function exchange(port: number, ...chunks: Uint8Array[]) {
-  using conn = await Deno.connect({ port });
-  try {
-    for (const chunk of chunks) await writeAll(conn, chunk);
-    await conn.closeWrite();
-  } catch {
-    // Closed by the server already: what it sent is still read below.
-  }
-  try {
-    return decoder.decode(await readAll(conn));
-  } catch {
-    return ""; // Reset by the server.
-  }
 }
 
 Deno.test("a PROXY header's client becomes the peer; what follows it is the stream", async (t) => {
@@ -79,8 +66,8 @@ Deno.test("a PROXY header's client becomes the peer; what follows it is the stre
       logs.clear();
       // Header and data in one write.
       assert.equal(
-        await exchange(
-          port,
+        await sendAndRead(
+          { port },
           new Uint8Array([...header, ...encoder.encode("after")]),
         ),
         "after",
@@ -90,7 +77,7 @@ Deno.test("a PROXY header's client becomes the peer; what follows it is the stre
       logs.clear();
       const bytes = [...header].map((b) => new Uint8Array([b]));
       assert.equal(
-        await exchange(port, ...bytes, encoder.encode("slow")),
+        await sendAndRead({ port }, ...bytes, encoder.encode("slow")),
         "slow",
       );
       assert.equal(await openedPeer(), peer);
@@ -103,7 +90,7 @@ Deno.test("a PROXY header's client becomes the peer; what follows it is the stre
         logs.clear();
         const header = encodeProxyHeader({ version });
         assert.equal(
-          await exchange(port, header, encoder.encode("own")),
+          await sendAndRead({ port }, header, encoder.encode("own")),
           "own",
         );
         assert.match(await openedPeer(), /^127\.0\.0\.1:\d+$/);
@@ -134,7 +121,10 @@ Deno.test("malformed, late and untrusted headers are closed and counted; others 
     "PROXY TCP4 ::1 ::1 1 2\r\n",
   ];
   for (const text of bad) {
-    assert.equal(await exchange(port, encoder.encode(`${text}data`)), "");
+    assert.equal(
+      await sendAndRead({ port }, encoder.encode(`${text}data`)),
+      "",
+    );
   }
   // A datagram protocol on a stream, and a header cut short by a close.
   const dgram = encodeProxyHeader({
@@ -143,8 +133,11 @@ Deno.test("malformed, late and untrusted headers are closed and counted; others 
     destination: { hostname: "5.6.7.8", port: 2 },
   });
   dgram[13] = 0x12;
-  assert.equal(await exchange(port, dgram), "");
-  assert.equal(await exchange(port, encoder.encode("PROXY TCP4 1.2")), "");
+  assert.equal(await sendAndRead({ port }, dgram), "");
+  assert.equal(
+    await sendAndRead({ port }, encoder.encode("PROXY TCP4 1.2")),
+    "",
+  );
   // Half a header, then silence: closed at the timeout.
   const started = performance.now();
   using silent = await Deno.connect({ port });
@@ -176,7 +169,11 @@ Deno.test("trustedProxies: only their headers are believed", async () => {
     });
     const header = encodeProxyHeader({ version: 1 });
     assert.equal(
-      await exchange(server.addr.port, header, encoder.encode("x")),
+      await sendAndRead(
+        { port: server.addr.port },
+        header,
+        encoder.encode("x"),
+      ),
       "",
     );
     await logs.waitFor((r) => r.properties.reason === "not a trusted proxy");
@@ -190,7 +187,11 @@ Deno.test("trustedProxies: only their headers are believed", async () => {
     });
     const header = encodeProxyHeader({ version: 1 });
     assert.equal(
-      await exchange(server.addr.port, header, encoder.encode("x")),
+      await sendAndRead(
+        { port: server.addr.port },
+        header,
+        encoder.encode("x"),
+      ),
       "x",
     );
   }
@@ -234,7 +235,10 @@ Deno.test("10,000 PROXY headers with random addresses are all served as those ad
         }]:${source.port}`
         : `${hostname}:${source.port}`,
     );
-    assert.equal(await exchange(port, header, encoder.encode(`${i}`)), `${i}`);
+    assert.equal(
+      await sendAndRead({ port }, header, encoder.encode(`${i}`)),
+      `${i}`,
+    );
   };
   for (let i = 0; i < 10_000; i += 100) {
     await Promise.all(Array.from({ length: 100 }, (_, j) => one(i + j)));
