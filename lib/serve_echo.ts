@@ -6,6 +6,7 @@ import {
   optionError,
 } from "./_helpers.ts";
 import { MAX_CHAT_OVERHEAD } from "./relay/chat.ts";
+import { HOLD_LIMIT } from "./relay/redis_bus.ts";
 import { localShared, Server } from "./server/engine.ts";
 import { assertDatagramsSupported, DatagramEcho } from "./server/datagram.ts";
 import { WithDatagrams } from "./server/with_datagrams.ts";
@@ -269,10 +270,12 @@ function redisConfig(
   options: ListenerOptions,
   mode: string,
 ): ServerConfig["redis"] {
-  const { redis, redisKey = "tcp-echo" } = options;
+  const { redis, redisKey = "tcp-echo", redisHold = HOLD_LIMIT } = options;
   if (redis === undefined) {
-    if ("redisKey" in options && options.redisKey !== undefined) {
-      throw optionError("redisKey", "needs redis", TypeError);
+    for (const name of ["redisKey", "redisHold"] as const) {
+      if (options[name] !== undefined) {
+        throw optionError(name, "needs redis", TypeError);
+      }
     }
     return undefined;
   }
@@ -288,7 +291,8 @@ function redisConfig(
   if (redisKey === "" || /\s/.test(redisKey)) {
     throw optionError("redisKey", "must be a word without spaces", TypeError);
   }
-  return { url: redis, key: redisKey };
+  assertInteger("redisHold", redisHold, 1, 1_000_000);
+  return { url: redis, key: redisKey, holdLimit: redisHold };
 }
 
 /** The machine's hostname, for info mode. */

@@ -169,6 +169,14 @@ export interface ServeEchoOptions {
    */
   redisKey?: string;
   /**
+   * With `redis`, the most lines an instance holds, unsent, while Redis is
+   * away (they go out in order once it is back). Past it, a sender gets
+   * `ERR cluster unavailable, line not sent`. From 1 to 1,000,000.
+   *
+   * @default {10000}
+   */
+  redisHold?: number;
+  /**
    * The most connections served at once. A connection over the limit is
    * closed as soon as it is accepted and counted in
    * {@linkcode EchoServerStats.rejected}.

@@ -230,3 +230,45 @@ Deno.test("the operator's lines reach the clients of every instance", async () =
     );
   }
 });
+
+Deno.test("over redisHold lines while Redis is away, the sender hears ERR and the held lines go out in order", async () => {
+  await using redis = await startRedis();
+  await using a = serveEcho({
+    port: 0,
+    mode: "broadcast",
+    redis: redis.url,
+    redisHold: 5,
+  });
+  await using b = serveEcho({ port: 0, mode: "broadcast", redis: redis.url });
+  await Promise.all([a.ready, b.ready]);
+  await using sender = await LineClient.connect(a.addr.port);
+  await using far = await LineClient.connect(b.addr.port);
+  await far.send("ready\n");
+  await sender.line(/^ready$/);
+  await redis.kill();
+  // Eight lines in one write, so one read: five are held, three refused.
+  await sender.send(
+    Array.from({ length: 8 }, (_, i) => `during ${i}\n`).join(""),
+  );
+  const refused = "ERR cluster unavailable, line not sent";
+  await sender.until((lines) =>
+    lines.filter((l) => l === refused).length === 3
+  );
+  await redis.start();
+  // Once the held lines are out, the next line is taken again.
+  await far.line(/^during 4$/, 30_000);
+  await sender.line(/^during 4$/, 30_000);
+  await sender.send("after\n");
+  await far.line(/^after$/, 30_000);
+  await sender.line(/^after$/, 30_000);
+  const held = Array.from({ length: 5 }, (_, i) => `during ${i}`);
+  assert.deepEqual(far.lines, ["ready", ...held, "after"]);
+  assert.deepEqual(sender.lines, [
+    "ready",
+    refused,
+    refused,
+    refused,
+    ...held,
+    "after",
+  ]);
+});

@@ -486,10 +486,13 @@ Deno.test("serveEcho() throws at the call site when it cannot listen", async (t)
         { idleTimeout: -1 },
         { idleTimeout: 1.5 },
         { gracePeriod: 2 ** 31 },
-      ]
+        { mode: "chat", redis: "redis://127.0.0.1:1", redisHold: 0 },
+      ] as const
     ) {
       assert.throws(() => serveEcho({ port: 0, ...options }), RangeError);
     }
+    // Redis's other options need a Redis.
+    assert.throws(() => serveEcho({ port: 0, redisHold: 10 }), TypeError);
   });
 });
 

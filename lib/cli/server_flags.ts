@@ -209,6 +209,14 @@ export const SERVER_FLAGS = {
     default: "tcp-echo",
     parse: text,
   },
+  "redis-hold": {
+    arg: "N",
+    requires: ["redis"],
+    help: "most lines held while Redis is away; past it a sender gets " +
+      '"ERR cluster unavailable, line not sent"',
+    default: "10000",
+    parse: integer,
+  },
   "max-line-bytes": {
     arg: "N",
     help: "longest line the line modes accept, without its line ending",
@@ -333,6 +341,7 @@ export function serverOptions(
     id: v.id,
     redis: v.redis,
     redisKey: v["redis-key"],
+    redisHold: v["redis-hold"],
     maxConnections: v["max-connections"],
     maxConnectionsPerIp: v["max-connections-per-ip"],
     connectRate: v["connect-rate"],

@@ -46,7 +46,7 @@ export interface ServerConfig {
   /** UDP datagrams a second per source (or Infinity). */
   udpRate: number;
   /** The Redis that relays of several instances share, if any. */
-  redis: { url: string; key: string } | undefined;
+  redis: { url: string; key: string; holdLimit: number } | undefined;
   maxConnections: number;
   idleTimeout: number;
   gracePeriod: number;

@@ -15,7 +15,7 @@ import {
 import { broadcastRules } from "../relay/broadcast.ts";
 import { ChatRules } from "../relay/chat.ts";
 import { type Member, Relay, type RelayPort } from "../relay/relay.ts";
-import { HOLD_LIMIT, RedisBus } from "../relay/redis_bus.ts";
+import { RedisBus } from "../relay/redis_bus.ts";
 import { MODES_BY_NAME } from "../modes/registry.ts";
 import type { ServerConfig } from "./config.ts";
 import { Connection, type Listener } from "./connection.ts";
@@ -130,7 +130,7 @@ export function newRelay(config: ServerConfig): Relay | undefined {
     linesPerRound: Math.floor(config.channelCapacity / 2),
     bytesPerRound: Math.floor(config.channelBytes / 2),
     bus: config.redis &&
-      new RedisBus({ ...config.redis, holdLimit: HOLD_LIMIT }),
+      new RedisBus(config.redis),
   });
 }
 
