@@ -6,7 +6,7 @@ import {
   optionError,
 } from "./_helpers.ts";
 import { MAX_CHAT_OVERHEAD } from "./relay/chat.ts";
-import { HOLD_LIMIT } from "./relay/redis_bus.ts";
+import { HOLD_LIMIT, shownUrl } from "./relay/redis_bus.ts";
 import { localShared, Server } from "./server/engine.ts";
 import { assertDatagramsSupported, DatagramEcho } from "./server/datagram.ts";
 import { WithDatagrams } from "./server/with_datagrams.ts";
@@ -285,7 +285,7 @@ function redisConfig(
   if (!/^(rediss?:\/\/|unix:\/\/\/)/.test(redis)) {
     throw optionError(
       "redis",
-      `must be a redis://, rediss:// or unix:/// URL, got ${redis}`,
+      `must be a redis://, rediss:// or unix:/// URL, got ${shownUrl(redis)}`,
     );
   }
   if (redisKey === "" || /\s/.test(redisKey)) {

@@ -8,6 +8,7 @@ import { serveEcho } from "../mod.ts";
 import { captureLogs, LineClient } from "./_helpers.ts";
 import { run, SERVER, ServerProcess } from "./_process.ts";
 import { startRedis } from "./_redis.ts";
+import { testCertificates } from "./_certs.ts";
 
 const logs = await captureLogs();
 
@@ -271,4 +272,61 @@ Deno.test("over redisHold lines while Redis is away, the sender hears ERR and th
     ...held,
     "after",
   ]);
+});
+
+Deno.test("rediss:// and a password in the URL: one chat over TLS and plain TCP, and a wrong password or an untrusted Redis is exit 1", async () => {
+  await using certs = await testCertificates();
+  await using redis = await startRedis({ password: "s3cret", tls: certs });
+  // Deno trusts our test CA for TLS (node-redis's too) with DENO_CERT.
+  await using overTls = await ServerProcess.start(
+    ["--mode", "chat", "--redis", redis.tlsUrl!, "--log-level", "error"],
+    [Deno.execPath(), "run", "--allow-net", "--allow-read", SERVER],
+    { env: { DENO_CERT: certs.caFile } },
+  );
+  await using overTcp = serveEcho({
+    port: 0,
+    mode: "chat",
+    redis: redis.tcpUrl!,
+  });
+  await overTcp.ready;
+  await using ann = await LineClient.connect(overTls.port);
+  await ann.line(/^\* user1 joined lobby$/);
+  await using ben = await LineClient.connect(overTcp.addr.port);
+  await ann.line(/^\* user2 joined lobby$/);
+  await ben.send("over TLS?\n");
+  assert.equal(await ann.line(/over TLS/), "<user2> over TLS?");
+
+  const serve = (url: string, env: Record<string, string> = {}) =>
+    run(
+      Deno.execPath(),
+      [
+        "run",
+        "--allow-net",
+        "--allow-read",
+        SERVER,
+        "--mode",
+        "chat",
+        "--redis",
+        url,
+      ],
+      undefined,
+      undefined,
+      env,
+    );
+  const wrong = await serve(redis.tcpUrl!.replace("s3cret", "guess"));
+  assert.equal(wrong.code, 1);
+  assert.match(
+    wrong.stderr,
+    /^error: Cannot start: Redis at redis:\/\/:\*\*\*@127\.0\.0\.1:\d+: WRONGPASS/,
+  );
+  assert.ok(!wrong.stderr.includes("guess"), wrong.stderr);
+  const none = await serve(redis.tcpUrl!.replace(":s3cret@", ""));
+  assert.equal(none.code, 1);
+  assert.match(none.stderr, /: NOAUTH Authentication required/);
+  const untrusted = await serve(redis.tlsUrl!);
+  assert.equal(untrusted.code, 1);
+  assert.match(
+    untrusted.stderr,
+    /: self-signed certificate in certificate chain/,
+  );
 });

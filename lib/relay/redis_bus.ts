@@ -45,6 +45,11 @@ export interface RedisBusOptions {
 
 type Client = ReturnType<typeof createClient>;
 
+/** `url` as it may be shown: its password, if any, is `***`. */
+export function shownUrl(url: string): string {
+  return url.replace(/^([a-z]+:\/\/[^:@/]*):[^@/]*@/, "$1:***@");
+}
+
 /** Connection options for node-redis from our URL forms. */
 function clientOptions(url: string): Parameters<typeof createClient>[0] {
   if (url.startsWith("unix://")) {
@@ -87,6 +92,8 @@ export class RedisBus implements Bus {
   #down = new Set<Client>();
   #downSince = 0;
   #reading: Promise<void> = Promise.resolve();
+  /** The last read's error, said once; empty once reads work. */
+  #readError = "";
   #heartbeat: ReturnType<typeof setInterval> | undefined;
 
   /** Resolves once connected; rejects if Redis cannot be reached. */
@@ -108,6 +115,7 @@ export class RedisBus implements Bus {
   }
 
   async #connect(timeoutMs: number): Promise<void> {
+    const url = shownUrl(this.#options.url);
     const { createClient, RESP_TYPES } = await import("redis");
     const base = clientOptions(this.#options.url);
     const config = {
@@ -147,21 +155,31 @@ export class RedisBus implements Bus {
         new Promise((_, reject) => {
           // The first failure is the answer: no waiting for retries.
           fail = (error) =>
-            reject(
-              new Error(`Redis at ${this.#options.url}: ${error.message}`),
-            );
+            reject(new Error(`Redis at ${url}: ${error.message}`));
           timer = setTimeout(() =>
             reject(
               new Error(
-                `Redis at ${this.#options.url} did not answer within ${timeoutMs} ms`,
+                `Redis at ${url} did not answer within ${timeoutMs} ms`,
               ),
             ), timeoutMs);
         }),
       ]);
+      // Connected is not usable: a password missing, a command the user may
+      // not run, or the key taken by something else fail here, not later.
+      const type = await this.#writer.type(this.#stream);
+      if (type !== "stream" && type !== "none") {
+        throw new Error(
+          `${this.#stream} is a ${type}, not a stream (choose another key prefix)`,
+        );
+      }
+      await this.#alive();
     } catch (error) {
       this.#closed = true;
       for (const client of clients) client.destroy();
-      throw error;
+      const { message } = error as Error;
+      throw message.startsWith("Redis at ")
+        ? error
+        : new Error(`Redis at ${url}: ${message}`);
     } finally {
       clearTimeout(timer);
       connecting = false;
@@ -171,7 +189,6 @@ export class RedisBus implements Bus {
     for (const fields of backlog) this.#append(fields, fields.t === "x");
     this.#reading = this.#readLoop();
     this.#heartbeat = setInterval(() => this.#beat(), HEARTBEAT_MS);
-    await this.#beat();
   }
 
   publish(event: RelayEvent): boolean {
@@ -243,14 +260,21 @@ export class RedisBus implements Bus {
     );
   }
 
+  /** Says this instance is alive, for {@linkcode ALIVE_MS}. */
+  async #alive(): Promise<void> {
+    await this.#writer.set(
+      `${this.#options.key}:alive:${this.instance}`,
+      "1",
+      { PX: ALIVE_MS },
+    );
+  }
+
   /** Says this instance is alive, and appends that silent ones are gone. */
   async #beat(): Promise<void> {
     if (this.#closed) return;
     const { key } = this.#options;
     try {
-      await this.#writer.set(`${key}:alive:${this.instance}`, "1", {
-        PX: ALIVE_MS,
-      });
+      await this.#alive();
       for (const instance of this.#next.keys()) {
         if (instance === this.instance) continue;
         const alive = await this.#writer.exists(`${key}:alive:${instance}`);
@@ -276,11 +300,19 @@ export class RedisBus implements Bus {
           { key: this.#stream, id: this.#lastId },
           { BLOCK: READ_BLOCK_MS, COUNT: READ_COUNT },
         );
-      } catch {
+      } catch (error) {
         if (this.#closed) return;
+        // A lost connection is an outage, logged once elsewhere; Redis
+        // refusing the read (an ACL changed, the key replaced) is said once.
+        const { message } = error as Error;
+        if (this.#down.size === 0 && message !== this.#readError) {
+          logger.error("Redis refuses to be read: {error}", { error: message });
+        }
+        this.#readError = message;
         await new Promise((resolve) => setTimeout(resolve, 100));
         continue;
       }
+      this.#readError = "";
       // deno-lint-ignore no-explicit-any
       for (const stream of (reply ?? []) as any[]) {
         for (const { id, message } of stream.messages) {
