@@ -33,7 +33,15 @@
 
 import { parseArgs } from "node:util";
 import { type ConnectOptions, echoStream, loadTest } from "../mod.ts";
-import { Lines } from "../tests/_process.ts";
+import {
+  DENO,
+  fmt,
+  markdown,
+  pinSelf,
+  ROOT,
+  type Server,
+  start,
+} from "./_harness.ts";
 import { type TestCertificates, testCertificates } from "../tests/_certs.ts";
 import {
   CHURN_KINDS,
@@ -41,9 +49,6 @@ import {
   type ChurnReport,
   type PingReport,
 } from "./churn.ts";
-
-const ROOT = new URL("..", import.meta.url).pathname;
-const DENO = Deno.execPath();
 
 /** How to start each server; each prints "Listening on HOST:PORT". */
 const SERVERS: Record<string, string[]> = {
@@ -132,8 +137,6 @@ interface Cell {
   churnErrors?: number;
   errors: number;
 }
-
-const CLK_TCK = 100;
 
 /** The workers comparison: our server at 64 B × this many connections. */
 const WORKERS_LOAD: PingPong = { size: 64, connections: 200 };
@@ -231,7 +234,7 @@ async function main(): Promise<void> {
         console.error(
           `== project, rules ${name}, repetition ${rep} of ${reps}`,
         );
-        await using server = await start("project", pinned, extra);
+        await using server = await start(SERVERS.project, pinned, extra);
         const cell = await pingPong(
           server,
           RULES_LOAD,
@@ -327,24 +330,6 @@ function medians(runs: Record<string, Cell>[]): Record<string, Cell> {
   return out;
 }
 
-/**
- * Moves this process to CPU 1 (the server gets CPU 0) with taskset, if
- * there are two CPUs and taskset exists. Returns whether it did.
- */
-async function pinSelf(): Promise<boolean> {
-  if (navigator.hardwareConcurrency < 2) return false;
-  try {
-    const { success } = await new Deno.Command("taskset", {
-      args: ["-p", "-c", "1", String(Deno.pid)],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return success;
-  } catch {
-    return false;
-  }
-}
-
 async function version(command: string): Promise<string> {
   try {
     const out = await new Deno.Command(command, { args: ["--version"] })
@@ -369,12 +354,12 @@ async function benchServer(
   const cells: Record<string, Cell> = {};
   for (const workload of PING_PONGS) {
     const key = `${workload.size} B × ${workload.connections}`;
-    await using server = await start(name, options.pinned);
+    await using server = await start(SERVERS[name], options.pinned);
     cells[key] = await pingPong(server, workload, options.durationMs);
     console.error(`  ${key}: ${Math.round(cells[key].value)} rt/s`);
   }
   {
-    await using server = await start(name, options.pinned);
+    await using server = await start(SERVERS[name], options.pinned);
     const cpu0 = await server.cpuMs();
     const started = performance.now();
     let errors = 0;
@@ -395,12 +380,12 @@ async function benchServer(
     console.error(`  bulk: ${cells.bulk.value.toFixed(0)} MB/s`);
   }
   {
-    await using server = await start(name, options.pinned);
+    await using server = await start(SERVERS[name], options.pinned);
     cells.idle = await idle(server, options.idleConns);
     console.error(`  idle: ${cells.idle.value.toFixed(1)} kB/conn`);
   }
   for (const kind of CHURN_KINDS) {
-    await using server = await start(name, options.pinned);
+    await using server = await start(SERVERS[name], options.pinned);
     const key = `churn ${kind}`;
     cells[key] = await churnLatency(server, kind, options.durationMs);
     console.error(
@@ -482,7 +467,7 @@ async function benchWorkers(
 ): Promise<Record<string, WorkersCell>> {
   const cells: Record<string, WorkersCell> = {};
   for (const workers of WORKER_COUNTS) {
-    await using server = await start("project", pinned, [
+    await using server = await start(SERVERS.project, pinned, [
       "--workers",
       String(workers),
       "--log-level",
@@ -588,58 +573,6 @@ async function idle(server: Server, count: number): Promise<Cell> {
   }
 }
 
-interface Server extends AsyncDisposable {
-  port: number;
-  /** The server's stderr, when `start` was given extra arguments. */
-  stderr?: Lines;
-  cpuMs(): Promise<number>;
-  rssKb(): Promise<number>;
-}
-
-/**
- * Starts server `name` (on CPU 0 when pinning) and waits for its port. With
- * `extra` arguments, its stderr is kept rather than shown.
- */
-async function start(
-  name: string | string[],
-  pinned: boolean,
-  extra?: string[],
-): Promise<Server> {
-  const base = typeof name === "string" ? SERVERS[name] : name;
-  const [command, ...args] = [...base, ...extra ?? []];
-  const child = new Deno.Command(pinned ? "taskset" : command, {
-    args: pinned ? ["-c", "0", command, ...args] : args,
-    stdin: "null",
-    stdout: "piped",
-    stderr: extra ? "piped" : "inherit",
-  }).spawn();
-  const stdout = new Lines(child.stdout);
-  const stderr = extra ? new Lines(child.stderr) : undefined;
-  const line = await stdout.waitFor(/^Listening on /);
-  const port = Number(line.match(/:(\d+)$/)![1]);
-  // taskset execs the server, so the PID is the server's own.
-  const pid = child.pid;
-  return {
-    port,
-    stderr,
-    async cpuMs() {
-      const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      return (Number(fields[11]) + Number(fields[12])) * 1000 / CLK_TCK;
-    },
-    async rssKb() {
-      const status = await Deno.readTextFile(`/proc/${pid}/status`);
-      return Number(status.match(/VmRSS:\s+(\d+) kB/)![1]);
-    },
-    async [Symbol.asyncDispose]() {
-      child.kill("SIGKILL");
-      await child.status;
-      await stdout.done;
-      await stderr?.done;
-    },
-  };
-}
-
 /** One TLS server: 64 B × 50 round trips, then the bulk stream. */
 async function benchTls(
   name: string,
@@ -681,22 +614,6 @@ async function benchTls(
     console.error(`  bulk: ${cells.bulk.value.toFixed(0)} MB/s`);
   }
   return cells;
-}
-
-/** A figure for a table: `failed` when there is none. */
-function fmt(x: number | undefined, digits: number): string {
-  return x === undefined || Number.isNaN(x)
-    ? "failed"
-    : x.toLocaleString("en-US", {
-      minimumFractionDigits: digits,
-      maximumFractionDigits: digits,
-    });
-}
-
-/** A Markdown table of `header` and `rows`. */
-function markdown(header: string[], rows: string[][]): string {
-  return [header, header.map(() => "---"), ...rows]
-    .map((r) => `| ${r.join(" | ")} |`).join("\n");
 }
 
 /** A row of a comparison: label, cell, the figure in it, its digits. */
