@@ -3,6 +3,7 @@
 // sees. What a line means (who gets it, in what form) is the mode's rules,
 // in lib/relay/broadcast.ts and lib/relay/chat.ts. Not exported from mod.ts.
 
+import { setImmediate } from "node:timers";
 import { Pacer } from "./pacer.ts";
 
 const encoder = new TextEncoder();
@@ -181,9 +182,13 @@ interface Task {
   run(): void;
 }
 
-/** Resolves on the event loop's next turn, after what is ready now. */
+/**
+ * Resolves on the event loop's next turn, after what is ready now.
+ * `setImmediate`, not `setTimeout(0)`: in Deno 2.9 a zero timer waits about
+ * 2 ms (measured), a round's whole latency when lines are few.
+ */
 function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /**
