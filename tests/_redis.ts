@@ -16,6 +16,8 @@ export interface TestRedis extends AsyncDisposable {
   tcpUrl?: string;
   tlsUrl?: string;
   dir: string;
+  /** The running redis-server's process ID. */
+  readonly pid: number;
   /** Kills it (SIGKILL: no goodbye) and waits for it to go. */
   kill(): Promise<void>;
   /** Starts it again on the same socket and data (its AOF). */
@@ -58,6 +60,8 @@ export interface TestRedisOptions {
   password?: string;
   /** Also on TLS, with this certificate (clients are not asked for one). */
   tls?: TestCertificates;
+  /** More configuration, as `--name value` arguments. */
+  config?: string[];
 }
 
 /** Starts a redis-server for one test. */
@@ -102,6 +106,7 @@ export async function startRedis(
         "yes",
         "--dir",
         dir,
+        ...options.config ?? [],
       ],
       stdin: "null",
       stdout: "null",
@@ -138,6 +143,9 @@ export async function startRedis(
     tcpUrl: tcp ? `redis://${auth}127.0.0.1:${ports[0]}` : undefined,
     tlsUrl: options.tls ? `rediss://${auth}localhost:${ports[1]}` : undefined,
     dir,
+    get pid() {
+      return child!.pid;
+    },
     kill: () => stop("SIGKILL"),
     start,
     async [Symbol.asyncDispose]() {

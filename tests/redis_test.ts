@@ -9,8 +9,11 @@ import { captureLogs, LineClient } from "./_helpers.ts";
 import { run, SERVER, ServerProcess } from "./_process.ts";
 import { startRedis } from "./_redis.ts";
 import { testCertificates } from "./_certs.ts";
+import { chatRelay, member } from "./_relay.ts";
+import { RedisBus } from "../lib/relay/redis_bus.ts";
 
 const logs = await captureLogs();
+const decoder = new TextDecoder();
 
 Deno.test("3 instances × 50 clients, 10,050 lines: every client gets every line once, in one order", async () => {
   await using redis = await startRedis();
@@ -329,4 +332,64 @@ Deno.test("rediss:// and a password in the URL: one chat over TLS and plain TCP,
     untrusted.stderr,
     /: self-signed certificate in certificate chain/,
   );
+});
+
+Deno.test("an instance that starts once the stream is trimmed starts from a snapshot: names, rooms and history", async () => {
+  // Small stream nodes, so that MAXLEN ~ 40 trims at once.
+  await using redis = await startRedis({
+    config: ["--stream-node-max-entries", "10"],
+  });
+  const options = {
+    url: redis.url,
+    key: "trim",
+    holdLimit: 1000,
+    streamLength: 40,
+    snapshotEvery: 20,
+  };
+  const line = (text: string) => [new TextEncoder().encode(`${text}\n`)];
+  const a = chatRelay(new RedisBus(options));
+  await a.ready;
+  const ann = member("a:1");
+  const bob = member("a:2");
+  a.join(ann);
+  a.join(bob);
+  await a.submit(ann, line("/nick alice"));
+  await a.submit(ann, line("/join den"));
+  await a.submit(ann, line("in the den"));
+  for (let i = 0; i < 100; i++) await a.submit(bob, line(`lobby ${i}`));
+  // The joins and the rename are gone from the stream.
+  const length = await run("redis-cli", [
+    "-s",
+    redis.url.slice("unix://".length),
+    "XLEN",
+    "trim:stream",
+  ]);
+  assert.ok(Number(decoder.decode(length.stdout)) < 60, length.stderr);
+
+  const c = chatRelay(new RedisBus(options));
+  await c.ready;
+  const cat = member("c:1");
+  c.join(cat);
+  await c.submit(cat, line("/who"));
+  // user3, not user1: the names given so far came with the snapshot.
+  assert.ok(
+    cat.lines.includes("* in lobby (2): user2, user3"),
+    cat.lines.join("\n"),
+  );
+  await c.submit(cat, line("/nick alice"));
+  assert.ok(cat.lines.includes("ERR name taken: alice"), cat.lines.join("\n"));
+  await c.submit(cat, line("/join den"));
+  await c.submit(cat, line("/who"));
+  assert.deepEqual(cat.lines.slice(-3), [
+    "<alice> in the den",
+    "* user3 joined den",
+    "* in den (2): alice, user3",
+  ]);
+  // alice, on the first instance, saw cat come in before her next line.
+  await a.submit(ann, line("hi cat"));
+  assert.deepEqual(ann.lines.slice(-2), [
+    "* user3 joined den",
+    "<alice> hi cat",
+  ]);
+  await Promise.all([a.close(), c.close()]);
 });

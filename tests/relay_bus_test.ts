@@ -5,36 +5,10 @@
 // whose lines are delivered by its own relay.
 
 import assert from "node:assert/strict";
-import { ChatRules } from "../lib/relay/chat.ts";
-import {
-  type Bus,
-  type Member,
-  Relay,
-  type RelayEvent,
-} from "../lib/relay/relay.ts";
+import type { Bus, Member, RelayEvent } from "../lib/relay/relay.ts";
+import { chatRelay, member } from "./_relay.ts";
 
-const decoder = new TextDecoder();
 const encoder = new TextEncoder();
-
-/** A member whose lines are kept, as a connection's queue would send them. */
-function member(peer: string): Member & { lines: string[] } {
-  const lines: string[] = [];
-  return {
-    peer,
-    lines,
-    name: "",
-    room: "",
-    quitting: false,
-    out: {
-      post(line) {
-        lines.push(decoder.decode(line).trimEnd());
-        return true;
-      },
-      seal() {},
-    },
-    dropQueueFull() {},
-  };
-}
 
 /**
  * One ordered log shared by several relays. Each relay gets its own bus;
@@ -87,15 +61,6 @@ function sharedLog(count: number): Bus[] {
     });
   }
   return buses;
-}
-
-function chatRelay(bus: Bus): Relay {
-  return new Relay({
-    rules: (fanout) => new ChatRules(fanout, { history: 5 }),
-    linesPerRound: 100,
-    bytesPerRound: 1 << 20,
-    bus,
-  });
 }
 
 Deno.test("two relays on one ordered log are one chat: unique names, /who, lines and notices everywhere", async () => {

@@ -43,6 +43,15 @@ interface Room {
   history: Uint8Array[];
 }
 
+/** What {@linkcode ChatRules} keep, as plain data (see `save`). */
+interface ChatState {
+  nextUser: number;
+  /** Member key, name, room. */
+  members: [string, string, string][];
+  /** Room, its members' keys in the order they came, its history. */
+  rooms: [string, string[], string[]][];
+}
+
 /**
  * Chat: each member has a unique name (`userN` until `/nick`) and is in one
  * room (the lobby at first); a line goes to the sender's room as
@@ -65,6 +74,35 @@ export class ChatRules implements RelayRules {
   /** In chat a control or invalid byte may become 3 (U+FFFD). */
   lineBytes(line: Uint8Array): number {
     return 3 * line.length + MAX_CHAT_OVERHEAD;
+  }
+
+  save(keyOf: (member: Member) => string): ChatState {
+    return {
+      nextUser: this.#nextUser,
+      members: [...this.#fanout.members].map((m) => [keyOf(m), m.name, m.room]),
+      rooms: [...this.#rooms].map(([name, room]) => [
+        name,
+        [...room.members].map(keyOf),
+        room.history.map((line) => decoder.decode(line)),
+      ]),
+    };
+  }
+
+  load(saved: unknown, memberOf: (key: string) => Member): void {
+    const state = saved as ChatState;
+    this.#nextUser = state.nextUser;
+    for (const [key, name, room] of state.members) {
+      const member = memberOf(key);
+      member.name = name;
+      member.room = room;
+      this.#names.set(name.toLowerCase(), member);
+    }
+    for (const [name, keys, history] of state.rooms) {
+      this.#rooms.set(name, {
+        members: new Set(keys.map(memberOf)),
+        history: history.map((line) => encoder.encode(line)),
+      });
+    }
   }
 
   join(member: Member): void {

@@ -18,7 +18,7 @@ import { Buffer } from "node:buffer";
 import type { createClient } from "redis";
 import { getLogger } from "@logtape/logtape";
 import { LOG_CATEGORY } from "../_helpers.ts";
-import type { Bus, Member, RelayEvent } from "./relay.ts";
+import type { Bus, Member, RelayEvent, RelayState, Replica } from "./relay.ts";
 
 const logger = getLogger([LOG_CATEGORY, "redis"]);
 
@@ -27,6 +27,12 @@ export const HEARTBEAT_MS = 3000;
 export const ALIVE_MS = 10_000;
 /** The stream keeps about this many entries (`XADD … MAXLEN ~`). */
 export const STREAM_LENGTH = 100_000;
+/**
+ * Entries between two snapshots an instance writes of the cluster's state,
+ * so that one that starts after the stream has been trimmed loads the
+ * snapshot and reads on from it: well under {@linkcode STREAM_LENGTH}.
+ */
+export const SNAPSHOT_EVERY = 10_000;
 /** Most lines an instance holds, unsent, while Redis is away. */
 export const HOLD_LIMIT = 10_000;
 /** Entries read at a time, and how long a read waits for new ones. */
@@ -41,6 +47,27 @@ export interface RedisBusOptions {
   key: string;
   /** Most lines held, unsent, while Redis is away. */
   holdLimit: number;
+  /** @default {STREAM_LENGTH} */
+  streamLength?: number;
+  /** @default {SNAPSHOT_EVERY} */
+  snapshotEvery?: number;
+}
+
+/** A snapshot: the state once the stream's entries up to `id` applied. */
+interface Snapshot {
+  id: string;
+  /** The next sequence number to apply, by instance. */
+  next: [string, number][];
+  /** Every member's peer, by key (`instance/member`). */
+  peers: Record<string, string>;
+  relay: RelayState;
+}
+
+/** Whether stream id `a` comes before `b`. */
+function before(a: string, b: string): boolean {
+  const [am, as] = a.split("-").map(BigInt);
+  const [bm, bs] = b.split("-").map(BigInt);
+  return am < bm || (am === bm && as < bs);
 }
 
 type Client = ReturnType<typeof createClient>;
@@ -63,6 +90,7 @@ function clientOptions(url: string): Parameters<typeof createClient>[0] {
 /** The bus of one instance in a cluster that shares a Redis stream. */
 export class RedisBus implements Bus {
   deliver: ((event: RelayEvent) => void) | undefined;
+  replica: Replica | undefined;
   /** This instance, as its entries name it. */
   readonly instance: string = crypto.randomUUID().slice(0, 12);
   #options: RedisBusOptions;
@@ -76,8 +104,11 @@ export class RedisBus implements Bus {
   #ids = new WeakMap<Member, string>();
   #locals = new Map<string, Member>();
   #nextMember = 1;
-  /** Other instances' members, by `instance/member`. */
+  /** Other instances' members, by `instance/member`, and back. */
   #standIns = new Map<string, Member>();
+  #standInKeys = new WeakMap<Member, string>();
+  /** Entries applied since the last snapshot this instance wrote. */
+  #sinceSnapshot = 0;
   /** The next sequence number to apply, by instance. */
   #next = new Map<string, number>();
   /** Entries that came ahead of an earlier one of theirs, by instance. */
@@ -173,6 +204,7 @@ export class RedisBus implements Bus {
         );
       }
       await this.#alive();
+      await this.#loadSnapshot();
     } catch (error) {
       this.#closed = true;
       for (const client of clients) client.destroy();
@@ -240,7 +272,7 @@ export class RedisBus implements Bus {
       TRIM: {
         strategy: "MAXLEN",
         strategyModifier: "~",
-        threshold: STREAM_LENGTH,
+        threshold: this.#options.streamLength ?? STREAM_LENGTH,
       },
     }).then(
       () => {
@@ -318,8 +350,11 @@ export class RedisBus implements Bus {
         for (const { id, message } of stream.messages) {
           this.#lastId = id.toString();
           this.#take(message as Record<string, Buffer>);
+          this.#sinceSnapshot++;
         }
       }
+      const every = this.#options.snapshotEvery ?? SNAPSHOT_EVERY;
+      if (this.#sinceSnapshot >= every) await this.#saveSnapshot();
     }
   }
 
@@ -387,6 +422,82 @@ export class RedisBus implements Bus {
     }
   }
 
+  /**
+   * Writes the cluster's state as of the last entry applied, once the relay
+   * has delivered everything (nothing is applied meanwhile: this is the read
+   * loop). Every instance writes one every `snapshotEvery` entries; the last
+   * written wins, and any is good while the stream still holds the entries
+   * after it. Not while an instance's entries wait for an earlier one.
+   */
+  async #saveSnapshot(): Promise<void> {
+    if (this.replica === undefined) return;
+    for (const early of this.#early.values()) if (early.size > 0) return;
+    await this.replica.idle();
+    const peers: Record<string, string> = {};
+    const relay = this.replica.save((m) => {
+      const key = this.#keyOf(m);
+      peers[key] = m.peer;
+      return key;
+    });
+    const snapshot: Snapshot = {
+      id: this.#lastId,
+      next: [...this.#next],
+      peers,
+      relay,
+    };
+    try {
+      await this.#writer.set(
+        `${this.#options.key}:snapshot`,
+        JSON.stringify(snapshot),
+      );
+      this.#sinceSnapshot = 0;
+    } catch {
+      // Redis is away: the next batch tries again.
+    }
+  }
+
+  /** A member's key in snapshots: `instance/member`. */
+  #keyOf(m: Member): string {
+    const local = this.#ids.get(m);
+    return local === undefined
+      ? this.#standInKeys.get(m)!
+      : `${this.instance}/${local}`;
+  }
+
+  /**
+   * Starts from the last snapshot, if the stream still holds every entry
+   * after it; otherwise from the stream's start, which is whole unless it
+   * has been trimmed past the snapshot (then said once).
+   */
+  async #loadSnapshot(): Promise<void> {
+    const text = await this.#writer.get(`${this.#options.key}:snapshot`);
+    if (text === null || this.replica === undefined) return;
+    const snapshot = JSON.parse(text) as Snapshot;
+    const [first] = await this.#writer.xRange(this.#stream, "-", "+", {
+      COUNT: 1,
+    });
+    if (first === undefined || before(snapshot.id, first.id)) {
+      // The stream no longer has what came after the snapshot, or is new.
+      if (first !== undefined) {
+        logger.warning(
+          "The cluster's snapshot ({snapshot}) is older than the stream's first entry ({first}): starting from that entry, with what the stream still holds",
+          { snapshot: snapshot.id, first: first.id },
+        );
+      }
+      return;
+    }
+    this.#next = new Map(snapshot.next);
+    this.replica.load(snapshot.relay, (key) => {
+      const slash = key.indexOf("/");
+      return this.#standIn(
+        key.slice(0, slash),
+        key.slice(slash + 1),
+        snapshot.peers[key] ?? "",
+      );
+    });
+    this.#lastId = snapshot.id;
+  }
+
   /** Another instance's member, as a stand-in whose lines go nowhere here. */
   #standIn(instance: string, id: string, peer: string): Member {
     const key = `${instance}/${id}`;
@@ -402,6 +513,7 @@ export class RedisBus implements Bus {
         dropQueueFull() {},
       };
       this.#standIns.set(key, m);
+      this.#standInKeys.set(m, key);
     }
     return m;
   }

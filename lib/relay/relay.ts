@@ -69,10 +69,35 @@ export interface Bus {
   publish(event: RelayEvent): boolean;
   /** Set by the relay: called with every event, in the one order. */
   deliver: ((event: RelayEvent) => void) | undefined;
+  /**
+   * Set by the relay: its state, for a shared log that lets a relay that
+   * starts later begin from a snapshot rather than from the log's start
+   * (which a bounded log does not keep).
+   */
+  replica?: Replica;
   /** Resolves once the bus carries events; rejects if it cannot. */
   readonly ready?: Promise<void>;
   /** Leaves the shared log: the last thing a relay does. */
   close?(): Promise<void>;
+}
+
+/**
+ * What a relay's state is after the events applied so far, as plain data:
+ * its members by key, in the order they joined, and what its rules keep.
+ */
+export interface RelayState {
+  members: string[];
+  rules?: unknown;
+}
+
+/** A relay's state, saved and loaded by its {@linkcode Bus}. */
+export interface Replica {
+  /** Resolves once nothing waits to be delivered: the state is whole. */
+  idle(): Promise<void>;
+  /** The state, with each member named by `keyOf`. */
+  save(keyOf: (member: Member) => string): RelayState;
+  /** Takes `state` (before any event), with members made by `memberOf`. */
+  load(state: RelayState, memberOf: (key: string) => Member): void;
 }
 
 /** The bus of a relay alone in its process: each event is next, at once. */
@@ -130,6 +155,10 @@ export interface RelayRules {
   lineBytes(line: Uint8Array): number;
   /** Most bytes a join or a leave adds to one queue; 0 when it sends nothing. */
   readonly noticeBytes: number;
+  /** What the rules keep (names, rooms, history), as plain data. */
+  save?(keyOf: (member: Member) => string): unknown;
+  /** Takes what `save` gave, on a relay that has applied no event yet. */
+  load?(state: unknown, memberOf: (key: string) => Member): void;
   /** A member arrived (before its first round): name it. */
   join(member: Member): void;
   /** In a round, once `join` came: greet it and tell the others. */
@@ -228,6 +257,17 @@ export class Relay implements RelayPort {
     });
     this.#bus = options.bus ?? localBus();
     this.#bus.deliver = (event) => this.#apply(event);
+    this.#bus.replica = {
+      idle: () => this.idle(),
+      save: (keyOf) => ({
+        members: [...this.#members].map(keyOf),
+        rules: this.#rules.save?.(keyOf),
+      }),
+      load: (state, memberOf) => {
+        for (const key of state.members) this.#members.add(memberOf(key));
+        this.#rules.load?.(state.rules, memberOf);
+      },
+    };
   }
 
   /** Number of members. */
