@@ -16,7 +16,9 @@
  * on Deno's TLS) against Node's `tls.createServer` with
  * `socket.pipe(socket)`, with a throwaway certificate made by openssl. And
  * UDP: 64 B datagrams over 50 sockets, our `--udp-only` against a Node
- * `dgram` echo. The server runs on
+ * `dgram` echo. And broadcast to 30 clients, through three instances that
+ * share a Redis against one instance alone (`bench/cluster.ts`). The server
+ * runs on
  * CPU 0 and this process on CPU 1 when `taskset` is there. Repetitions
  * take turns across servers, so a noisy moment hits every server; the table
  * shows each cell's median over the repetitions, the JSON every repetition.
@@ -33,6 +35,13 @@
 
 import { parseArgs } from "node:util";
 import { type ConnectOptions, echoStream, loadTest } from "../mod.ts";
+import {
+  benchCluster,
+  CLUSTER_LAYOUTS,
+  type ClusterCell,
+  type ClusterLayout,
+  clusterTable,
+} from "./cluster.ts";
 import {
   DENO,
   fmt,
@@ -213,6 +222,7 @@ async function main(): Promise<void> {
   const tlsRuns: Record<string, Record<string, Cell>[]> = {};
   const udpRuns: Record<string, Record<string, Cell>[]> = {};
   const rulesRuns: Record<string, Record<string, Cell>[]> = {};
+  const clusterRuns: Partial<Record<ClusterLayout, ClusterCell[]>> = {};
   await using certs = await testCertificates();
   for (let rep = 1; rep <= reps; rep++) {
     for (const name of servers) {
@@ -253,6 +263,18 @@ async function main(): Promise<void> {
         console.error(`  ${Math.round(cell.value)} rt/s`);
         (udpRuns[name] ??= []).push({ [UDP_KEY]: cell });
       }
+      for (const layout of Object.keys(CLUSTER_LAYOUTS) as ClusterLayout[]) {
+        console.error(
+          `== broadcast, ${
+            CLUSTER_LAYOUTS[layout]
+          }, repetition ${rep} of ${reps}`,
+        );
+        const cell = await benchCluster(layout, { durationMs, pinned });
+        console.error(
+          `  ${Math.round(cell.value)} lines/s, p99 ${cell.p99Us} µs`,
+        );
+        (clusterRuns[layout] ??= []).push(cell);
+      }
     }
   }
   const tls = Object.keys(tlsRuns).length > 0
@@ -275,6 +297,9 @@ async function main(): Promise<void> {
     ? Object.fromEntries(
       Object.entries(udpRuns).map(([name, r]) => [name, medians(r)]),
     )
+    : undefined;
+  const cluster = clusterRuns.one && clusterRuns.three
+    ? { one: median(clusterRuns.one), three: median(clusterRuns.three) }
     : undefined;
   const meta = {
     date: new Date().toISOString(),
@@ -300,6 +325,8 @@ async function main(): Promise<void> {
       udpRuns,
       rules,
       rulesRuns,
+      cluster,
+      clusterRuns,
     },
     null,
     2,
@@ -317,15 +344,21 @@ async function main(): Promise<void> {
   if (tls !== undefined) console.log(`\n${tlsTable(tls, meta)}`);
   if (udp !== undefined) console.log(`\n${udpTable(udp)}`);
   if (rules !== undefined) console.log(`\n${rulesTable(rules)}`);
+  if (cluster !== undefined) console.log(`\n${clusterTable(cluster)}`);
   console.log(`\nResults: ${file}`);
+}
+
+/** The repetition whose main figure is the median. */
+function median<T extends { value: number }>(runs: T[]): T {
+  const sorted = [...runs].sort((a, b) => a.value - b.value);
+  return sorted[Math.floor((sorted.length - 1) / 2)];
 }
 
 /** Per workload, the repetition whose main figure is the median. */
 function medians(runs: Record<string, Cell>[]): Record<string, Cell> {
   const out: Record<string, Cell> = {};
   for (const key of Object.keys(runs[0])) {
-    const sorted = runs.map((r) => r[key]).sort((a, b) => a.value - b.value);
-    out[key] = sorted[Math.floor((sorted.length - 1) / 2)];
+    out[key] = median(runs.map((r) => r[key]));
   }
   return out;
 }

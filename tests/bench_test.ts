@@ -22,7 +22,7 @@ Deno.test("deno task bench runs every server over every workload, and the worker
     "-",
   ]);
   assert.equal(result.code, 0, result.stderr);
-  const { meta, results, workers, tls, udp, rules } = JSON.parse(
+  const { meta, results, workers, tls, udp, rules, cluster } = JSON.parse(
     new TextDecoder().decode(result.stdout),
   );
   assert.equal(meta.idleConns, 50);
@@ -67,6 +67,14 @@ Deno.test("deno task bench runs every server over every workload, and the worker
     ];
     assert.equal(cell.errors, 0, `UDP ${server}`);
     assert.ok(cell.value > 0, `UDP ${server}: ${cell.value}`);
+  }
+  // Broadcast on one instance and on three through Redis: every line to
+  // every client, once, in one order.
+  assert.deepEqual(Object.keys(cluster), ["one", "three"]);
+  for (const [layout, cell] of Object.entries(cluster)) {
+    const { errors, value } = cell as { errors: number; value: number };
+    assert.equal(errors, 0, `cluster ${layout}`);
+    assert.ok(value > 0, `cluster ${layout}: ${value}`);
   }
   assert.deepEqual(Object.keys(workers), ["workers 1", "workers 2"]);
   for (const [count, cell] of Object.entries(workers)) {
