@@ -289,7 +289,12 @@ export class LineClient implements AsyncDisposable {
     this.#received.push(chunk);
     let start = 0;
     for (let end; (end = chunk.indexOf(10, start)) !== -1; start = end + 1) {
-      this.#partial.push(chunk.subarray(start, end));
+      const rest = chunk.subarray(start, end);
+      if (this.#partial.length === 0) {
+        this.lines.push(lineDecoder.decode(rest));
+        continue;
+      }
+      this.#partial.push(rest);
       this.lines.push(lineDecoder.decode(concat(this.#partial)));
       this.#partial = [];
     }

@@ -15,12 +15,22 @@
 //   orderly stop appends it at once.
 
 import { Buffer } from "node:buffer";
+import { setImmediate } from "node:timers";
 import type { createClient } from "redis";
 import { getLogger } from "@logtape/logtape";
 import { LOG_CATEGORY } from "../_helpers.ts";
 import type { Bus, Member, RelayEvent, RelayState, Replica } from "./relay.ts";
+import {
+  decodeEvents,
+  encodeEvents,
+  Kind,
+  type WireEvent,
+} from "./redis_entry.ts";
 
 const logger = getLogger([LOG_CATEGORY, "redis"]);
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const EMPTY = new Uint8Array(0);
 
 /** How often an instance says it is alive, and how long that holds. */
 export const HEARTBEAT_MS = 3000;
@@ -98,11 +108,17 @@ export class RedisBus implements Bus {
   #writer!: Client;
   #reader!: ReturnType<Client["withTypeMapping"]>;
   #stream: string;
+  /** The sequence number of this instance's last entry. */
   #seq = 0;
   /** Lines published and not yet acknowledged by Redis. */
   #held = 0;
-  #ids = new WeakMap<Member, string>();
-  #locals = new Map<string, Member>();
+  /** Events published in this turn, for the next entry, and their lines' callbacks. */
+  #turn: WireEvent[] = [];
+  #turnDelivered: ((() => void) | undefined)[] = [];
+  #turnLines = 0;
+  #flushing = false;
+  #ids = new WeakMap<Member, number>();
+  #locals = new Map<number, Member>();
   #nextMember = 1;
   /** Other instances' members, by `instance/member`, and back. */
   #standIns = new Map<string, Member>();
@@ -113,7 +129,8 @@ export class RedisBus implements Bus {
   #next = new Map<string, number>();
   /** Entries that came ahead of an earlier one of theirs, by instance. */
   #early = new Map<string, Map<number, Record<string, Buffer>>>();
-  #delivered = new Map<number, () => void>();
+  /** By entry of this instance: its lines' callbacks, in order. */
+  #delivered = new Map<number, ((() => void) | undefined)[]>();
   #lastId = "0";
   #closed = false;
   /**
@@ -130,8 +147,8 @@ export class RedisBus implements Bus {
   /** Resolves once connected; rejects if Redis cannot be reached. */
   readonly ready: Promise<void>;
   #readerClient!: Client;
-  /** Entries published before the connection was up, in order. */
-  #backlog: Record<string, string | Buffer>[] | undefined = [];
+  /** Entries made before the connection was up, in order, with their lines. */
+  #backlog: [Record<string, string | Buffer>, number][] | undefined = [];
 
   /**
    * Connects to Redis and starts reading the stream from its start (its
@@ -218,65 +235,93 @@ export class RedisBus implements Bus {
     }
     const backlog = this.#backlog ?? [];
     this.#backlog = undefined;
-    for (const fields of backlog) this.#append(fields, fields.t === "x");
+    for (const [fields, lines] of backlog) this.#append(fields, lines);
     this.#reading = this.#readLoop();
     this.#heartbeat = setInterval(() => this.#beat(), HEARTBEAT_MS);
   }
 
+  /**
+   * Adds `event` to this turn's entry: the events published in one turn of
+   * the event loop (a burst of lines from many clients) go in one entry.
+   */
   publish(event: RelayEvent): boolean {
-    const fields: Record<string, string | Buffer> = {
-      i: this.instance,
-      s: String(++this.#seq),
-    };
     switch (event.t) {
       case "join": {
-        const id = String(this.#nextMember++);
+        const id = this.#nextMember++;
         this.#ids.set(event.member, id);
         this.#locals.set(id, event.member);
-        Object.assign(fields, { t: "j", m: id, p: event.member.peer });
+        this.#add(Kind.Join, id, encoder.encode(event.member.peer));
         break;
       }
       case "leave":
-        Object.assign(fields, { t: "l", m: this.#ids.get(event.member) ?? "" });
+        this.#add(Kind.Leave, this.#ids.get(event.member) ?? 0, EMPTY);
         break;
-      case "line": {
-        if (this.#held >= this.#options.holdLimit) {
-          this.#seq--;
-          return false;
-        }
-        if (event.delivered) this.#delivered.set(this.#seq, event.delivered);
-        const { line } = event;
-        Object.assign(fields, {
-          t: "x",
-          m: this.#ids.get(event.member) ?? "",
-          b: Buffer.from(line.buffer, line.byteOffset, line.length),
-        });
+      case "line":
+        if (this.#held >= this.#options.holdLimit) return false;
         this.#held++;
+        this.#turnLines++;
+        this.#turnDelivered.push(event.delivered);
+        this.#add(Kind.Line, this.#ids.get(event.member) ?? 0, event.line);
         break;
-      }
       case "announce":
-        Object.assign(fields, { t: "a", b: event.text });
+        this.#add(Kind.Announce, 0, encoder.encode(event.text));
         break;
     }
-    this.#append(fields, event.t === "line");
     return true;
   }
 
-  /** Appends an entry; a line counts as held until Redis has it. */
-  #append(fields: Record<string, string | Buffer>, line = false): void {
+  #add(kind: Kind, member: number, bytes: Uint8Array): void {
+    this.#turn.push({ kind, member, bytes });
+    if (this.#flushing) return;
+    this.#flushing = true;
+    setImmediate(() => this.#flush());
+  }
+
+  /** Makes this turn's events one entry, and appends it. */
+  #flush(): Promise<void> {
+    this.#flushing = false;
+    if (this.#turn.length === 0) return Promise.resolve();
+    const seq = ++this.#seq;
+    if (this.#turnLines > 0) this.#delivered.set(seq, this.#turnDelivered);
+    const bytes = encodeEvents(this.#turn);
+    const fields = {
+      i: this.instance,
+      s: String(seq),
+      e: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length),
+    };
+    const lines = this.#turnLines;
+    this.#turn = [];
+    this.#turnDelivered = [];
+    this.#turnLines = 0;
+    return this.#append(fields, lines);
+  }
+
+  /**
+   * Appends an entry; its lines count as held until Redis has it. Resolves
+   * once this first try is done.
+   */
+  #append(
+    fields: Record<string, string | Buffer>,
+    lines: number,
+  ): Promise<void> {
     if (this.#backlog !== undefined) {
-      this.#backlog.push(fields);
-      return;
+      this.#backlog.push([fields, lines]);
+      return Promise.resolve();
     }
-    this.#writer.xAdd(this.#stream, "*", fields as Record<string, string>, {
-      TRIM: {
-        strategy: "MAXLEN",
-        strategyModifier: "~",
-        threshold: this.#options.streamLength ?? STREAM_LENGTH,
+    return this.#writer.xAdd(
+      this.#stream,
+      "*",
+      fields as Record<string, string>,
+      {
+        TRIM: {
+          strategy: "MAXLEN",
+          strategyModifier: "~",
+          threshold: this.#options.streamLength ?? STREAM_LENGTH,
+        },
       },
-    }).then(
+    ).then(
       () => {
-        if (line) this.#held--;
+        this.#held -= lines;
       },
       (error: Error) => {
         // The client reconnects and retries what it had queued; an entry
@@ -285,9 +330,7 @@ export class RedisBus implements Bus {
         logger.debug("Redis append failed, again: {error}", {
           error: error.message,
         });
-        if (line) this.#held--;
-        setTimeout(() => this.#append(fields, line), 100);
-        if (line) this.#held++;
+        setTimeout(() => this.#append(fields, lines), 100);
       },
     );
   }
@@ -310,14 +353,7 @@ export class RedisBus implements Bus {
       for (const instance of this.#next.keys()) {
         if (instance === this.instance) continue;
         const alive = await this.#writer.exists(`${key}:alive:${instance}`);
-        if (alive === 0) {
-          this.#append({
-            i: this.instance,
-            s: String(++this.#seq),
-            t: "g",
-            g: instance,
-          });
-        }
+        if (alive === 0) this.#add(Kind.Gone, 0, encoder.encode(instance));
       }
     } catch {
       // Redis is away: the outage is logged once, elsewhere.
@@ -355,6 +391,9 @@ export class RedisBus implements Bus {
       }
       const every = this.#options.snapshotEvery ?? SNAPSHOT_EVERY;
       if (this.#sinceSnapshot >= every) await this.#saveSnapshot();
+      // What was read is delivered before more is read: the relay's queue
+      // holds one read's lines at most, and Redis keeps the rest.
+      else if (reply !== null) await this.replica?.idle();
     }
   }
 
@@ -379,46 +418,65 @@ export class RedisBus implements Bus {
     }
   }
 
-  /** Applies one entry, in its instance's order. */
+  /** Applies one entry's events, in its instance's order. */
   #apply(instance: string, seq: number, entry: Record<string, Buffer>): void {
     const self = instance === this.instance;
-    const memberId = entry.m?.toString() ?? "";
-    const member = () =>
-      self
-        ? this.#locals.get(memberId)
-        : this.#standIn(instance, memberId, entry.p?.toString() ?? "");
-    switch (entry.t?.toString()) {
-      case "j": {
-        const m = member();
-        if (m) this.deliver?.({ t: "join", member: m });
-        return;
+    const callbacks = self ? this.#delivered.get(seq) : undefined;
+    if (callbacks) this.#delivered.delete(seq);
+    let lines = 0;
+    let events: WireEvent[];
+    try {
+      events = entry.e ? decodeEvents(entry.e) : [];
+    } catch (error) {
+      logger.error("Skipping a stream entry of {instance}: {error}", {
+        instance,
+        error: (error as Error).message,
+      });
+      for (const delivered of callbacks ?? []) delivered?.();
+      return;
+    }
+    for (const { kind, member: id, bytes } of events) {
+      const key = `${instance}/${id}`;
+      switch (kind) {
+        case Kind.Join: {
+          const m = self
+            ? this.#locals.get(id)
+            : this.#standIn(instance, id, decoder.decode(bytes));
+          if (m) this.deliver?.({ t: "join", member: m });
+          break;
+        }
+        case Kind.Leave: {
+          const m = self ? this.#locals.get(id) : this.#standIns.get(key);
+          if (m === undefined) break;
+          if (self) this.#locals.delete(id);
+          else this.#standIns.delete(key);
+          this.deliver?.({ t: "leave", member: m });
+          break;
+        }
+        case Kind.Line: {
+          const delivered = callbacks?.[lines++];
+          // A line of a member that left already, or of one this instance
+          // never saw join (its join trimmed away before a snapshot).
+          const m = self ? this.#locals.get(id) : this.#standIns.get(key);
+          if (m === undefined) {
+            delivered?.();
+            break;
+          }
+          this.deliver?.({
+            t: "line",
+            member: m,
+            line: bytes.slice(),
+            delivered,
+          });
+          break;
+        }
+        case Kind.Announce:
+          this.deliver?.({ t: "announce", text: decoder.decode(bytes) });
+          break;
+        case Kind.Gone:
+          this.#gone(decoder.decode(bytes));
+          break;
       }
-      case "l": {
-        const m = self
-          ? this.#locals.get(memberId)
-          : this.#standIns.get(`${instance}/${memberId}`);
-        if (m === undefined) return;
-        if (self) this.#locals.delete(memberId);
-        else this.#standIns.delete(`${instance}/${memberId}`);
-        this.deliver?.({ t: "leave", member: m });
-        return;
-      }
-      case "x": {
-        const m = member();
-        const delivered = self ? this.#delivered.get(seq) : undefined;
-        if (self) this.#delivered.delete(seq);
-        if (m === undefined) return delivered?.();
-        const b = entry.b;
-        const line = new Uint8Array(b.buffer, b.byteOffset, b.length).slice();
-        this.deliver?.({ t: "line", member: m, line, delivered });
-        return;
-      }
-      case "a":
-        this.deliver?.({ t: "announce", text: entry.b?.toString() ?? "" });
-        return;
-      case "g":
-        this.#gone(entry.g?.toString() ?? "");
-        return;
     }
   }
 
@@ -499,7 +557,7 @@ export class RedisBus implements Bus {
   }
 
   /** Another instance's member, as a stand-in whose lines go nowhere here. */
-  #standIn(instance: string, id: string, peer: string): Member {
+  #standIn(instance: string, id: string | number, peer: string): Member {
     const key = `${instance}/${id}`;
     let m = this.#standIns.get(key);
     if (m === undefined) {
@@ -557,13 +615,10 @@ export class RedisBus implements Bus {
     await this.ready.catch(() => {});
     if (this.#closed) return;
     clearInterval(this.#heartbeat);
+    // This turn's events, and the goodbye, in the last entry.
+    this.#add(Kind.Gone, 0, encoder.encode(this.instance));
     try {
-      await this.#writer.xAdd(this.#stream, "*", {
-        i: this.instance,
-        s: String(++this.#seq),
-        t: "g",
-        g: this.instance,
-      });
+      await this.#flush();
       await this.#writer.del(`${this.#options.key}:alive:${this.instance}`);
     } catch {
       // Redis is away: the others find this instance gone by its key.
