@@ -17,8 +17,8 @@
  * `socket.pipe(socket)`, with a throwaway certificate made by openssl. And
  * UDP: 64 B datagrams over 50 sockets, our `--udp-only` against a Node
  * `dgram` echo. And broadcast to 30 clients, through three instances that
- * share a Redis against one instance alone (`bench/cluster.ts`). The server
- * runs on
+ * share a Redis against one instance alone (`bench/cluster.ts`, not
+ * pinned). The server runs on
  * CPU 0 and this process on CPU 1 when `taskset` is there. Repetitions
  * take turns across servers, so a noisy moment hits every server; the table
  * shows each cell's median over the repetitions, the JSON every repetition.
@@ -269,7 +269,7 @@ async function main(): Promise<void> {
             CLUSTER_LAYOUTS[layout]
           }, repetition ${rep} of ${reps}`,
         );
-        const cell = await benchCluster(layout, { durationMs, pinned });
+        const cell = await benchCluster(layout, { durationMs });
         console.error(
           `  ${Math.round(cell.value)} lines/s, p99 ${cell.p99Us} µs`,
         );
