@@ -393,3 +393,51 @@ Deno.test("an instance that starts once the stream is trimmed starts from a snap
   ]);
   await Promise.all([a.close(), c.close()]);
 });
+
+Deno.test("an instance with workers joins the cluster, and --redis-key keeps clusters apart on one Redis", async () => {
+  await using redis = await startRedis();
+  // Two workers: their clients reach the relay on the main thread, which
+  // reaches Redis.
+  await using threaded = serveEcho({
+    port: 0,
+    mode: "broadcast",
+    workers: 2,
+    redis: redis.url,
+  });
+  await using plain = serveEcho({
+    port: 0,
+    mode: "broadcast",
+    redis: redis.url,
+  });
+  await using apart = serveEcho({
+    port: 0,
+    mode: "broadcast",
+    redis: redis.url,
+    redisKey: "other",
+  });
+  await Promise.all([threaded.ready, plain.ready, apart.ready]);
+  const near: LineClient[] = [];
+  // Enough connections that both workers get some: the kernel spreads them
+  // by a hash, so all 24 on one has a chance of 2 in 2^24.
+  for (let i = 0; i < 24; i++) {
+    near.push(await LineClient.connect(threaded.addr.port));
+  }
+  await using far = await LineClient.connect(plain.addr.port);
+  await using elsewhere = await LineClient.connect(apart.addr.port);
+  await far.send("ready\n");
+  await Promise.all(near.map((c) => c.line(/^ready$/)));
+  for (const [i, client] of near.entries()) await client.send(`from ${i}\n`);
+  await far.until((lines) => lines.length === 1 + near.length);
+  assert.deepEqual(
+    far.lines.slice(1).sort(),
+    near.map((_, i) => `from ${i}`).sort(),
+  );
+  const { perWorker } = threaded.stats;
+  assert.equal(perWorker.filter((n) => n > 0).length, 2, `${perWorker}`);
+  // The other cluster heard nothing; its own line reaches only itself.
+  await elsewhere.send("alone\n");
+  await elsewhere.line(/^alone$/);
+  assert.deepEqual(elsewhere.lines, ["alone"]);
+  assert.ok(!far.lines.includes("alone"));
+  await Promise.all(near.map((c) => c[Symbol.asyncDispose]()));
+});
