@@ -15,6 +15,28 @@ import { RedisBus } from "../lib/relay/redis_bus.ts";
 const logs = await captureLogs();
 const decoder = new TextDecoder();
 
+/**
+ * Two broadcast instances on `url`, a client on each (`sender` on the one
+ * with `redisHold`), both members everywhere once `ready` went round.
+ */
+async function broadcastPair(url: string, redisHold?: number) {
+  const a = serveEcho({ port: 0, mode: "broadcast", redis: url, redisHold });
+  const b = serveEcho({ port: 0, mode: "broadcast", redis: url });
+  await Promise.all([a.ready, b.ready]);
+  const sender = await LineClient.connect(a.addr.port);
+  const far = await LineClient.connect(b.addr.port);
+  await far.send("ready\n");
+  await sender.line(/^ready$/);
+  return {
+    sender,
+    far,
+    async [Symbol.asyncDispose]() {
+      await Promise.all([sender, far].map((c) => c[Symbol.asyncDispose]()));
+      await Promise.all([a.shutdown(), b.shutdown()]);
+    },
+  };
+}
+
 Deno.test("3 instances × 50 clients, 10,050 lines: every client gets every line once, in one order", async () => {
   await using redis = await startRedis();
   const instances = [0, 1, 2].map(() =>
@@ -179,13 +201,8 @@ Deno.test("an orderly stop takes its members away at once, and --redis that does
 Deno.test("Redis killed and restarted mid-stream: nothing lost, nothing twice, one order", async () => {
   logs.clear();
   await using redis = await startRedis();
-  await using a = serveEcho({ port: 0, mode: "broadcast", redis: redis.url });
-  await using b = serveEcho({ port: 0, mode: "broadcast", redis: redis.url });
-  await Promise.all([a.ready, b.ready]);
-  await using sender = await LineClient.connect(a.addr.port);
-  await using far = await LineClient.connect(b.addr.port);
-  await far.send("ready\n");
-  await sender.line(/^ready$/);
+  await using pair = await broadcastPair(redis.url);
+  const { sender, far } = pair;
   for (let i = 0; i < 100; i++) await sender.send(`before ${i}\n`);
   await far.line(/^before 99$/);
   await redis.kill();
@@ -237,18 +254,8 @@ Deno.test("the operator's lines reach the clients of every instance", async () =
 
 Deno.test("over redisHold lines while Redis is away, the sender hears ERR and the held lines go out in order", async () => {
   await using redis = await startRedis();
-  await using a = serveEcho({
-    port: 0,
-    mode: "broadcast",
-    redis: redis.url,
-    redisHold: 5,
-  });
-  await using b = serveEcho({ port: 0, mode: "broadcast", redis: redis.url });
-  await Promise.all([a.ready, b.ready]);
-  await using sender = await LineClient.connect(a.addr.port);
-  await using far = await LineClient.connect(b.addr.port);
-  await far.send("ready\n");
-  await sender.line(/^ready$/);
+  await using pair = await broadcastPair(redis.url, 5);
+  const { sender, far } = pair;
   await redis.kill();
   // Eight lines in one write, so one read: five are held, three refused.
   await sender.send(
