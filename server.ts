@@ -58,6 +58,8 @@ async function main(args: string[]): Promise<number> {
     return EXIT_OK;
   }
   await configureLogging(v["log-level"] ?? "info", v["log-format"] ?? "pretty");
+  // FFI is full access: only the native engine keeps it.
+  if (v.engine !== "native") Deno.permissions.revokeSync({ name: "ffi" });
 
   const stop = new AbortController();
   const options = serverOptions(v);

@@ -43,6 +43,15 @@ const MAPPED_IPV4 = /^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i;
  * `word` as it goes with `count`: `1 connection`, `2 connections`. For log
  * message templates, where the count is a property of its own.
  */
+/**
+ * The next delay before `accept()` is tried again while it fails for want
+ * of a resource (descriptors, buffers, memory), after `previous` ms: from 5
+ * ms, doubling, up to 1 s.
+ */
+export function acceptBackoff(previous: number): number {
+  return Math.min(Math.max(previous * 2, 5), 1000);
+}
+
 export function plural(count: number, word: string): string {
   return count === 1 ? word : `${word}s`;
 }

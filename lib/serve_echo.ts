@@ -8,6 +8,7 @@ import {
 import { MAX_CHAT_OVERHEAD } from "./relay/chat.ts";
 import { HOLD_LIMIT, shownUrl } from "./relay/redis_bus.ts";
 import { localShared, Server } from "./server/engine.ts";
+import { assertNativeSupported, NativeServer } from "./native/native_server.ts";
 import { assertDatagramsSupported, DatagramEcho } from "./server/datagram.ts";
 import { WithDatagrams } from "./server/with_datagrams.ts";
 import type {
@@ -127,11 +128,19 @@ export function serveEcho(
 export function serveEcho(
   options: ServeEchoOptions | ServeEchoUnixOptions = {},
 ): EchoServer<Deno.Addr> {
-  const { signal, workers = 1, ...rest } = options;
+  const { signal, workers = 1, engine = "default", ...rest } = options;
   const udp = "udp" in options ? options.udp ?? false : false;
   const config = checkOptions(rest);
   const count = workers === "auto" ? navigator.hardwareConcurrency : workers;
   assertInteger("workers", count, 1, MAX_WORKERS, " (4 per core) or auto");
+  if (engine === "native") {
+    assertNativeSupported(config, udp !== false);
+    signal?.throwIfAborted();
+    return new NativeServer(config, count, signal);
+  }
+  if (engine !== "default") {
+    throw optionError("engine", `must be default or native, got ${engine}`);
+  }
   if (count > 1 && config.listen.transport === "unix") {
     throw optionError("workers", "a Unix socket is served on one thread");
   }

@@ -257,6 +257,14 @@ export const SERVER_FLAGS = {
     parse: (value: string): number | "auto" =>
       value === "auto" ? "auto" : integer(value),
   },
+  engine: {
+    arg: "NAME",
+    help: "default (Deno's sockets) or native (an epoll loop over libc " +
+      "through FFI, in a thread of its own per worker: echo mode over TCP, " +
+      "Linux); the server task allows FFI, and drops it unless native",
+    default: "default",
+    parse: choice(["default", "native"] as const),
+  },
   "log-level": {
     arg: "LEVEL",
     aliases: ["log_level"],
@@ -353,6 +361,7 @@ export function serverOptions(
     channelBytes: v["channel-bytes"],
     history: v.history,
     workers: v.workers,
+    engine: v.engine,
   };
 }
 

@@ -6,6 +6,7 @@
 
 import { getLogger, type Logger } from "@logtape/logtape";
 import {
+  acceptBackoff,
   describeError,
   formatAddr,
   IdleTimer,
@@ -41,12 +42,6 @@ import type { EchoMode, EchoServer, EchoServerStats } from "../types.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
 
-/**
- * First and last delay between retries while `accept()` fails for want of a
- * resource (see {@linkcode EXHAUSTION}).
- */
-const ACCEPT_BACKOFF_MIN_MS = 5;
-const ACCEPT_BACKOFF_MAX_MS = 1000;
 /**
  * The `accept()` errors that say the process or the system ran out of
  * something (descriptors, buffers, memory): accepting again at once would
@@ -379,10 +374,7 @@ export class Server implements EchoServer<Deno.Addr> {
           });
           continue;
         }
-        backoff = Math.min(
-          Math.max(backoff * 2, ACCEPT_BACKOFF_MIN_MS),
-          ACCEPT_BACKOFF_MAX_MS,
-        );
+        backoff = acceptBackoff(backoff);
         this.#log.error("Accept failed, retrying in {delayMs} ms: {error}", {
           delayMs: backoff,
           error: describeError(error),

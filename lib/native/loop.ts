@@ -1,0 +1,544 @@
+// Private: the native engine's echo loop: one epoll set, one listening
+// socket, the connections it accepted, all through libc (lib/native/ffi.ts).
+// It runs in a Worker and blocks in epoll_wait(); the calling thread talks
+// to it through shared memory and an eventfd (lib/native/native_server.ts).
+// Not exported from mod.ts.
+//
+// The same contract as the default engine (lib/server/connection.ts): every
+// byte echoed in order, a write the socket does not take whole kept and
+// finished on EPOLLOUT while reading stops, the client's end of stream
+// answered with ours once everything owed is sent, a reset or error closing
+// only its connection, idle connections closed, and at shutdown a polite
+// end: stop echoing, send what is owed, half-close, close once the client
+// closes or after a second.
+
+import { acceptBackoff, formatAddr, plural } from "../_helpers.ts";
+import {
+  ACCEPT_ERRORS,
+  ACCEPTED,
+  ACTIVE,
+  BYTES_IN,
+  BYTES_OUT,
+  REJECTED,
+} from "../server/counters.ts";
+import {
+  EAGAIN,
+  EINTR,
+  EMFILE,
+  ENFILE,
+  ENOBUFS,
+  ENOMEM,
+  EPOLL_CLOEXEC,
+  EPOLL_CTL_ADD,
+  EPOLL_CTL_DEL,
+  EPOLL_CTL_MOD,
+  EPOLL_EVENT_SIZE,
+  EPOLLERR,
+  epollEvents,
+  epollFd,
+  EPOLLHUP,
+  EPOLLIN,
+  EPOLLOUT,
+  EPOLLRDHUP,
+  errnoText,
+  fromSockaddr,
+  IPPROTO_TCP,
+  MSG_NOSIGNAL,
+  type Native,
+  setEpollEvent,
+  SHUT_WR,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  SOCKADDR_MAX,
+  TCP_NODELAY,
+} from "./ffi.ts";
+
+/** What the calling thread asks, in `control[0]`. */
+export const RUN = 0;
+/** Stop accepting; serve the connections there are until they end. */
+export const DRAIN = 1;
+/** The grace period is over: end every connection politely. */
+export const FINISH = 2;
+/** Close everything now. */
+export const STOP = 3;
+
+/** How long a politely ended connection waits for the client to close. */
+const LINGER_MS = 1000;
+/** The read buffer, shared by every connection of the loop. */
+const BUFFER_SIZE = 64 * 1024;
+/** Events taken per epoll_wait(). */
+const MAX_EVENTS = 256;
+/** Reads per readable event before others get their turn. */
+const READS_PER_EVENT = 16;
+/**
+ * accept() errors that say the process or the system ran out of something:
+ * accepting again at once would fail the same way, so the loop backs off.
+ */
+const EXHAUSTION = new Set([EMFILE, ENFILE, ENOBUFS, ENOMEM]);
+
+/** A log record, sent to the calling thread in batches. */
+export interface LoopRecord {
+  level: "debug" | "info" | "warning" | "error";
+  message: string;
+  properties: Record<string, unknown>;
+}
+
+/** What one loop needs: its sockets, shared memory, and its settings. */
+export interface LoopConfig {
+  listenFd: number;
+  /** An eventfd the calling thread writes to after changing `control`. */
+  wakeFd: number;
+  control: Int32Array;
+  /** This loop's counters (see lib/server/counters.ts). */
+  counters: Float64Array;
+  /** Connections open on every loop, for `maxConnections`. */
+  open: Int32Array;
+  maxConnections: number;
+  idleTimeout: number;
+  /** The listening address, as logs show it. */
+  address: string;
+  /**
+   * How many operator lines the calling thread has posted to this loop's
+   * worker: when it is ahead of what the loop took, `run()` returns so that
+   * the worker can receive them (see {@linkcode EchoLoop.announce}).
+   */
+  mail: Int32Array;
+  /** Which records are wanted. */
+  logInfo: boolean;
+  logDebug: boolean;
+  /** Called with the records of one turn, when there are any. */
+  post(records: LoopRecord[]): void;
+}
+
+/** One accepted connection. */
+class Conn {
+  readonly openedAt: number;
+  bytesIn = 0;
+  bytesOut = 0;
+  lastActive: number;
+  /** Bytes read and not yet echoed: the socket did not take them. */
+  pending: Uint8Array | undefined;
+  pendingAt = 0;
+  /** Why the server is ending it politely, and by when it closes. */
+  finishing: string | undefined;
+  lingerUntil = 0;
+  constructor(readonly fd: number, readonly peer: string, now: number) {
+    this.openedAt = now;
+    this.lastActive = now;
+  }
+}
+
+/** The echo loop of one thread. */
+export class EchoLoop {
+  #native: Native;
+  #config: LoopConfig;
+  #epoll: number;
+  #events = new Uint8Array(MAX_EVENTS * EPOLL_EVENT_SIZE);
+  #eventsView = new DataView(this.#events.buffer);
+  #one = new Uint8Array(EPOLL_EVENT_SIZE);
+  #oneView = new DataView(this.#one.buffer);
+  #buffer = new Uint8Array(BUFFER_SIZE);
+  #address = new Uint8Array(SOCKADDR_MAX);
+  #addressLength = new Uint32Array(1);
+  #wakeBuffer = new Uint8Array(8);
+  #nodelay = new Int32Array([1]);
+  #conns = new Map<number, Conn>();
+  /** Connections ended politely, until they close. */
+  #lingering = new Set<Conn>();
+  #records: LoopRecord[] = [];
+  #listening = true;
+  #acceptPaused = false;
+  #acceptAt = 0;
+  #backoff = 0;
+  #nextIdleScan = Infinity;
+  #command = RUN;
+  #mailTaken = 0;
+  #now = Date.now();
+
+  constructor(native: Native, config: LoopConfig) {
+    this.#native = native;
+    this.#config = config;
+    const epoll = native.libc.epoll_create1(EPOLL_CLOEXEC);
+    if (epoll < 0) throw new Error(`epoll_create1: ${this.#error()}`);
+    this.#epoll = epoll;
+    this.#ctl(EPOLL_CTL_ADD, config.wakeFd, EPOLLIN);
+    this.#ctl(EPOLL_CTL_ADD, config.listenFd, EPOLLIN);
+    if (config.idleTimeout > 0) {
+      this.#nextIdleScan = this.#now + this.#idleScanMs();
+    }
+  }
+
+  /**
+   * Serves until told to stop and every connection has ended (`"done"`), or
+   * until operator lines wait for the worker to receive them (`"mail"`:
+   * call {@linkcode EchoLoop.announce} with each, then `run()` again).
+   */
+  run(): "mail" | "done" {
+    const { libc } = this.#native;
+    try {
+      while (this.#listening || this.#conns.size > 0) {
+        this.#flushRecords();
+        if (this.waiting) return "mail";
+        const n = libc.epoll_wait(
+          this.#epoll,
+          this.#events,
+          MAX_EVENTS,
+          this.#timeout(),
+        );
+        this.#now = Date.now();
+        if (n < 0) {
+          const errno = this.#native.errno();
+          if (errno === EINTR) continue;
+          throw new Error(`epoll_wait: ${errnoText(errno)}`);
+        }
+        for (let i = 0; i < n; i++) {
+          const fd = epollFd(this.#eventsView, i);
+          const events = epollEvents(this.#eventsView, i);
+          if (fd === this.#config.wakeFd) this.#woken();
+          else if (fd === this.#config.listenFd) this.#accept();
+          else {
+            const conn = this.#conns.get(fd);
+            if (conn !== undefined) this.#ready(conn, events);
+          }
+        }
+        this.#timers();
+      }
+    } catch (error) {
+      this.#close();
+      throw error;
+    }
+    this.#close();
+    return "done";
+  }
+
+  /** Whether operator lines were posted that the loop has not taken. */
+  get waiting(): boolean {
+    return Atomics.load(this.#config.mail, 0) !== this.#mailTaken;
+  }
+
+  /**
+   * Sends an operator line to every connection, after what it is owed (a
+   * connection being ended gets nothing more).
+   */
+  announce(line: Uint8Array): void {
+    this.#mailTaken++;
+    for (const conn of [...this.#conns.values()]) {
+      if (conn.finishing !== undefined) continue;
+      if (conn.pending !== undefined) {
+        const rest = conn.pending.subarray(conn.pendingAt);
+        const joined = new Uint8Array(rest.length + line.length);
+        joined.set(rest);
+        joined.set(line, rest.length);
+        conn.pending = joined;
+        conn.pendingAt = 0;
+        continue;
+      }
+      const w = this.#send(conn, line);
+      if (w >= 0 && w < line.length) {
+        conn.pending = line.slice(w);
+        conn.pendingAt = 0;
+        this.#ctl(EPOLL_CTL_MOD, conn.fd, EPOLLOUT);
+      }
+    }
+  }
+
+  /** Ends what is left: the last thing a loop does. */
+  #close(): void {
+    for (const conn of [...this.#conns.values()]) {
+      this.#end(conn, "server stopped");
+    }
+    this.#closeListener();
+    this.#native.libc.close(this.#epoll);
+    this.#flushRecords();
+  }
+
+  #error(): string {
+    return errnoText(this.#native.errno());
+  }
+
+  #ctl(op: number, fd: number, events: number): void {
+    setEpollEvent(this.#oneView, 0, events, fd);
+    this.#native.libc.epoll_ctl(this.#epoll, op, fd, this.#one);
+  }
+
+  #log(
+    level: LoopRecord["level"],
+    message: string,
+    properties: Record<string, unknown>,
+  ): void {
+    this.#records.push({ level, message, properties });
+  }
+
+  #flushRecords(): void {
+    if (this.#records.length === 0) return;
+    this.#config.post(this.#records);
+    this.#records = [];
+  }
+
+  /** How long epoll_wait() may block: until the next timer, if any. */
+  #timeout(): number {
+    let at = this.#nextIdleScan;
+    if (this.#acceptPaused) at = Math.min(at, this.#acceptAt);
+    for (const conn of this.#lingering) at = Math.min(at, conn.lingerUntil);
+    if (at === Infinity) return -1;
+    return Math.max(0, Math.ceil(at - Date.now()));
+  }
+
+  #idleScanMs(): number {
+    return Math.min(1000, Math.max(10, this.#config.idleTimeout / 8));
+  }
+
+  #timers(): void {
+    const now = this.#now;
+    if (this.#acceptPaused && now >= this.#acceptAt && this.#listening) {
+      this.#acceptPaused = false;
+      this.#ctl(EPOLL_CTL_ADD, this.#config.listenFd, EPOLLIN);
+    }
+    for (const conn of [...this.#lingering]) {
+      if (now >= conn.lingerUntil) this.#end(conn, conn.finishing!);
+    }
+    if (now < this.#nextIdleScan) return;
+    // Every connection, a few times per idle timeout (not per turn).
+    this.#nextIdleScan = now + this.#idleScanMs();
+    const { idleTimeout } = this.#config;
+    for (const conn of [...this.#conns.values()]) {
+      if (now - conn.lastActive >= idleTimeout) this.#end(conn, "idle timeout");
+    }
+  }
+
+  /** The calling thread changed `control`. */
+  #woken(): void {
+    this.#native.libc.read(
+      this.#config.wakeFd,
+      this.#wakeBuffer,
+      this.#wakeBuffer.length,
+    );
+    const command = Atomics.load(this.#config.control, 0);
+    if (command === this.#command) return;
+    this.#command = command;
+    if (command >= DRAIN) this.#closeListener();
+    if (command === FINISH) {
+      for (const conn of this.#conns.values()) {
+        this.#finish(conn, "grace period over");
+      }
+    }
+    if (command === STOP) {
+      for (const conn of [...this.#conns.values()]) {
+        this.#end(conn, "server stopped");
+      }
+    }
+  }
+
+  #closeListener(): void {
+    if (!this.#listening) return;
+    this.#listening = false;
+    this.#native.libc.close(this.#config.listenFd);
+    if (this.#config.logDebug) {
+      this.#log("debug", "Stopped accepting on {address}", {
+        address: this.#config.address,
+      });
+    }
+  }
+
+  #accept(): void {
+    const { libc } = this.#native;
+    const { counters, open, maxConnections } = this.#config;
+    while (this.#listening) {
+      this.#addressLength[0] = this.#address.length;
+      const fd = libc.accept4(
+        this.#config.listenFd,
+        this.#address,
+        this.#addressLength,
+        SOCK_NONBLOCK | SOCK_CLOEXEC,
+      );
+      if (fd < 0) {
+        const errno = this.#native.errno();
+        if (errno === EAGAIN) return;
+        if (errno === EINTR) continue;
+        if (EXHAUSTION.has(errno)) return this.#pauseAccepting(errno);
+        // This one connection is gone; the listener is fine.
+        counters[ACCEPT_ERRORS]++;
+        if (this.#config.logDebug) {
+          this.#log("debug", "Accept failed for one connection: {error}", {
+            error: errnoText(errno),
+          });
+        }
+        continue;
+      }
+      this.#backoff = 0;
+      counters[ACCEPTED]++;
+      const peer = this.#config.logInfo
+        ? formatAddr(fromSockaddr(this.#address))
+        : "";
+      if (Atomics.add(open, 0, 1) >= maxConnections) {
+        Atomics.sub(open, 0, 1);
+        counters[REJECTED]++;
+        libc.close(fd);
+        const active = Atomics.load(open, 0);
+        this.#log(
+          "warning",
+          `Rejected {peer}: {active} ${
+            plural(active, "connection")
+          } open, the maximum is {maxConnections}`,
+          {
+            peer: formatAddr(fromSockaddr(this.#address)),
+            active,
+            maxConnections,
+          },
+        );
+        continue;
+      }
+      libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, this.#nodelay, 4);
+      const conn = new Conn(fd, peer, this.#now);
+      this.#conns.set(fd, conn);
+      counters[ACTIVE]++;
+      this.#ctl(EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP);
+      if (this.#config.logInfo) {
+        this.#log("info", "Opened {peer} ({active} open)", {
+          peer,
+          active: this.#conns.size,
+        });
+      }
+    }
+  }
+
+  #pauseAccepting(errno: number): void {
+    this.#backoff = acceptBackoff(this.#backoff);
+    this.#acceptPaused = true;
+    this.#acceptAt = this.#now + this.#backoff;
+    this.#ctl(EPOLL_CTL_DEL, this.#config.listenFd, 0);
+    this.#log("error", "Accept failed, retrying in {delayMs} ms: {error}", {
+      delayMs: this.#backoff,
+      error: errnoText(errno),
+    });
+  }
+
+  #ready(conn: Conn, events: number): void {
+    if (conn.pending !== undefined) {
+      if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) this.#flush(conn);
+      return;
+    }
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+      this.#readable(conn);
+    }
+  }
+
+  #readable(conn: Conn): void {
+    const { libc } = this.#native;
+    const buffer = this.#buffer;
+    const counters = this.#config.counters;
+    for (let i = 0; i < READS_PER_EVENT; i++) {
+      const r = libc.read(conn.fd, buffer, buffer.length);
+      if (r < 0) {
+        const errno = this.#native.errno();
+        if (errno === EAGAIN) return;
+        if (errno === EINTR) continue;
+        return this.#end(conn, reason(errno));
+      }
+      if (r === 0) {
+        // The client's end of stream: nothing is owed (we read only then),
+        // so ours follows at once.
+        libc.shutdown(conn.fd, SHUT_WR);
+        return this.#end(conn, conn.finishing ?? "closed by client");
+      }
+      conn.bytesIn += r;
+      counters[BYTES_IN] += r;
+      conn.lastActive = this.#now;
+      if (conn.finishing !== undefined) continue; // Not echoed any more.
+      const chunk = r === buffer.length ? buffer : buffer.subarray(0, r);
+      const w = this.#send(conn, chunk);
+      if (w < 0) return;
+      if (w < r) {
+        conn.pending = buffer.slice(w, r);
+        conn.pendingAt = 0;
+        this.#ctl(EPOLL_CTL_MOD, conn.fd, EPOLLOUT);
+        return;
+      }
+      if (r < buffer.length) return;
+    }
+  }
+
+  /**
+   * Writes as much of `bytes` as the socket takes; returns how much, or -1
+   * once the connection has ended on an error.
+   */
+  #send(conn: Conn, bytes: Uint8Array): number {
+    const { libc } = this.#native;
+    let written = 0;
+    while (written < bytes.length) {
+      const rest = written === 0 ? bytes : bytes.subarray(written);
+      const w = libc.send(conn.fd, rest, rest.length, MSG_NOSIGNAL);
+      if (w < 0) {
+        const errno = this.#native.errno();
+        if (errno === EAGAIN) break;
+        if (errno === EINTR) continue;
+        this.#end(conn, reason(errno));
+        return -1;
+      }
+      written += w;
+    }
+    conn.bytesOut += written;
+    this.#config.counters[BYTES_OUT] += written;
+    if (written > 0) conn.lastActive = this.#now;
+    return written;
+  }
+
+  /** Sends what the socket did not take; then reads again. */
+  #flush(conn: Conn): void {
+    const pending = conn.pending!;
+    const rest = pending.subarray(conn.pendingAt);
+    const w = this.#send(conn, rest);
+    if (w < 0) return;
+    conn.pendingAt += w;
+    if (conn.pendingAt < pending.length) return;
+    conn.pending = undefined;
+    if (conn.finishing !== undefined) {
+      this.#native.libc.shutdown(conn.fd, SHUT_WR);
+    }
+    this.#ctl(EPOLL_CTL_MOD, conn.fd, EPOLLIN | EPOLLRDHUP);
+  }
+
+  /**
+   * Ends `conn` politely: what the client still sends is read and
+   * discarded, what is owed is sent, then the server half-closes, and the
+   * connection closes once the client closes too or after LINGER_MS.
+   */
+  #finish(conn: Conn, why: string): void {
+    if (conn.finishing !== undefined) return;
+    conn.finishing = why;
+    conn.lingerUntil = this.#now + LINGER_MS;
+    this.#lingering.add(conn);
+    if (conn.pending === undefined) {
+      this.#native.libc.shutdown(conn.fd, SHUT_WR);
+    }
+  }
+
+  #end(conn: Conn, why: string): void {
+    if (!this.#conns.delete(conn.fd)) return;
+    this.#lingering.delete(conn);
+    this.#native.libc.close(conn.fd);
+    this.#config.counters[ACTIVE]--;
+    Atomics.sub(this.#config.open, 0, 1);
+    if (!this.#config.logInfo) return;
+    this.#log(
+      "info",
+      `Closed {peer} after {durationMs} ms: {bytesIn} ${
+        plural(conn.bytesIn, "byte")
+      } in, {bytesOut} ${plural(conn.bytesOut, "byte")} out ({reason})`,
+      {
+        peer: conn.peer,
+        durationMs: this.#now - conn.openedAt,
+        bytesIn: conn.bytesIn,
+        bytesOut: conn.bytesOut,
+        reason: why,
+      },
+    );
+  }
+}
+
+/** Why a connection ended on `errno`, as the default engine says it. */
+function reason(errno: number): string {
+  if (errno === 104) return "reset by peer";
+  if (errno === 32) return "broken pipe";
+  return errnoText(errno);
+}

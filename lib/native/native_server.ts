@@ -1,0 +1,375 @@
+// Private: serveEcho's native engine on the calling thread. It binds the
+// listening sockets here (so that a port in use throws at the call site),
+// starts one Web Worker per loop (lib/native/worker.ts), each blocking in
+// its own epoll_wait(), and talks to them only through shared memory and an
+// eventfd per worker: a command in `control`, then a write to the eventfd
+// that wakes the loop. This thread's event loop stays free. Not exported
+// from mod.ts.
+
+import { getLogger } from "@logtape/logtape";
+import { formatAddr, LOG_CATEGORY, optionError, plural } from "../_helpers.ts";
+import type { ServerConfig } from "../server/config.ts";
+import { COUNTERS, sumStats } from "../server/counters.ts";
+import type { EchoMode, EchoServer, EchoServerStats } from "../types.ts";
+import {
+  AF_INET,
+  AF_INET6,
+  EACCES,
+  EADDRINUSE,
+  EADDRNOTAVAIL,
+  EFD_CLOEXEC,
+  EFD_NONBLOCK,
+  errnoText,
+  fromSockaddr,
+  type Native,
+  nativeSupport,
+  openLibc,
+  SO_REUSEADDR,
+  SO_REUSEPORT,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  SOCK_STREAM,
+  sockaddr,
+  SOCKADDR_MAX,
+  SOL_SOCKET,
+} from "./ffi.ts";
+import { DRAIN, FINISH, type LoopRecord, STOP } from "./loop.ts";
+import type {
+  FromNativeWorker,
+  NativeWorkerInit,
+  ToNativeWorker,
+} from "./worker.ts";
+
+const logger = getLogger([LOG_CATEGORY, "server"]);
+const encoder = new TextEncoder();
+const WORKER_URL = new URL("./worker.ts", import.meta.url);
+/** The listen queue; the kernel caps it at `net.core.somaxconn`. */
+const BACKLOG = 4096;
+
+/**
+ * Throws unless the native engine can serve `config` here: Linux on x86_64
+ * or aarch64, `--allow-ffi`, read access to its worker's module, and echo
+ * mode over plain TCP without the rules only the default engine has.
+ */
+export function assertNativeSupported(
+  config: ServerConfig,
+  udp: boolean,
+): void {
+  const unsupported = nativeSupport();
+  if (unsupported !== undefined) {
+    throw optionError(
+      "engine",
+      `native ${unsupported}`,
+      Deno.errors.NotSupported,
+    );
+  }
+  const without = [
+    config.mode !== "echo" && `mode ${config.mode}`,
+    config.listen.transport !== "tcp" &&
+    (config.listen.transport === "tls" ? "TLS" : "a Unix socket"),
+    udp && "UDP",
+    config.proxy && "the PROXY protocol",
+    (config.access.allow.length > 0 || config.access.deny.length > 0) &&
+    "allow and deny lists",
+    config.limits && "per-address limits",
+    config.maxBytesPerSecond !== Infinity && "maxBytesPerSecond",
+  ].filter((x): x is string => typeof x === "string");
+  if (without.length > 0) {
+    throw optionError(
+      "engine",
+      `native serves echo mode over TCP only, without ${without.join(", ")}`,
+    );
+  }
+  if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") {
+    throw optionError(
+      "engine",
+      "native needs --allow-ffi (full access to this process: the default engine does not)",
+      Deno.errors.NotCapable,
+    );
+  }
+  if (WORKER_URL.protocol === "file:") {
+    const path = decodeURIComponent(WORKER_URL.pathname);
+    const { state } = Deno.permissions.querySync({ name: "read", path });
+    if (state !== "granted") {
+      throw optionError(
+        "engine",
+        `native needs read access to ${path} (--allow-read)`,
+        Deno.errors.NotCapable,
+      );
+    }
+  }
+}
+
+/** The error Deno itself throws for a failed bind or listen. */
+function bindError(what: string, errno: number, address: string): Error {
+  const message = `${what} ${address}: ${errnoText(errno)}`;
+  if (errno === EADDRINUSE) return new Deno.errors.AddrInUse(message);
+  if (errno === EADDRNOTAVAIL) return new Deno.errors.AddrNotAvailable(message);
+  if (errno === EACCES) return new Deno.errors.PermissionDenied(message);
+  return new Error(message);
+}
+
+/** One listening socket, bound; `port` 0 takes any. Returns fd and port. */
+function listenSocket(
+  native: Native,
+  hostname: string,
+  port: number,
+  reusePort: boolean,
+): { fd: number; port: number } {
+  const { libc } = native;
+  const address = sockaddr(hostname, port);
+  const family = hostname.includes(":") ? AF_INET6 : AF_INET;
+  const fd = libc.socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const shown = formatAddr({ hostname, port });
+  if (fd < 0) {
+    throw bindError("Cannot open a socket for", native.errno(), shown);
+  }
+  const one = new Int32Array([1]);
+  libc.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, 4);
+  if (reusePort) libc.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, one, 4);
+  if (libc.bind(fd, address, address.length) < 0) {
+    const errno = native.errno();
+    libc.close(fd);
+    throw bindError("Cannot bind", errno, shown);
+  }
+  if (libc.listen(fd, BACKLOG) < 0) {
+    const errno = native.errno();
+    libc.close(fd);
+    throw bindError("Cannot listen on", errno, shown);
+  }
+  const bound = new Uint8Array(SOCKADDR_MAX);
+  const length = new Uint32Array([bound.length]);
+  libc.getsockname(fd, bound, length);
+  return { fd, port: fromSockaddr(bound).port };
+}
+
+/** One loop's worker, seen from here. */
+interface Loop {
+  worker: Worker;
+  wakeFd: number;
+  started: Promise<void>;
+  done: Promise<void>;
+}
+
+/** serveEcho with `engine: "native"`: echo loops over libc in workers. */
+export class NativeServer implements EchoServer<Deno.NetAddr> {
+  readonly addr: Deno.NetAddr;
+  readonly finished: Promise<void>;
+  readonly ready: Promise<void>;
+  readonly mode: EchoMode = "echo";
+  #native: Native;
+  #config: ServerConfig;
+  #loops: Loop[] = [];
+  #control = new Int32Array(new SharedArrayBuffer(4));
+  #counters: Float64Array;
+  #open = new Int32Array(new SharedArrayBuffer(4));
+  /** Operator lines posted to each loop (see LoopConfig.mail). */
+  #mail!: Int32Array;
+  #signal: AbortSignal | undefined;
+  #shutdown: Promise<void> | undefined;
+  #done = false;
+  #wake = new BigUint64Array([1n]);
+
+  constructor(
+    config: ServerConfig,
+    workers: number,
+    signal: AbortSignal | undefined,
+  ) {
+    signal?.throwIfAborted();
+    if (config.listen.transport !== "tcp") {
+      throw new TypeError("The native engine listens on TCP only");
+    }
+    this.#config = config;
+    this.#native = openLibc();
+    const { hostname } = config.listen;
+    let port = config.listen.port;
+    const fds: number[] = [];
+    try {
+      for (let i = 0; i < workers; i++) {
+        const socket = listenSocket(this.#native, hostname, port, workers > 1);
+        fds.push(socket.fd);
+        port = socket.port;
+      }
+    } catch (error) {
+      for (const fd of fds) this.#native.libc.close(fd);
+      this.#native.close();
+      throw error;
+    }
+    this.addr = { transport: "tcp", hostname, port };
+    this.#counters = new Float64Array(
+      new SharedArrayBuffer(workers * COUNTERS * 8),
+    );
+    this.#mail = new Int32Array(new SharedArrayBuffer(workers * 4));
+    const log = {
+      logInfo: logger.isEnabledFor("info"),
+      logDebug: logger.isEnabledFor("debug"),
+    };
+    fds.forEach((listenFd, index) => {
+      this.#loops.push(this.#startLoop(index, workers, listenFd, log));
+    });
+    this.ready = Promise.all(this.#loops.map((l) => l.started)).then(() => {});
+    this.ready.catch(() => {}); // Whoever awaits it sees the error.
+    this.finished = Promise.all(this.#loops.map((l) => l.done)).then(() => {
+      this.#done = true;
+      for (const loop of this.#loops) {
+        this.#native.libc.close(loop.wakeFd);
+        loop.worker.terminate();
+      }
+      this.#native.close();
+      this.#signal?.removeEventListener("abort", this.#abort);
+    });
+    this.#signal = signal;
+    signal?.addEventListener("abort", this.#abort, { once: true });
+    logger.debug("Listening on {address} in echo mode (native engine)", {
+      address: formatAddr(this.addr),
+    });
+  }
+
+  #startLoop(
+    index: number,
+    count: number,
+    listenFd: number,
+    log: { logInfo: boolean; logDebug: boolean },
+  ): Loop {
+    const wakeFd = this.#native.libc.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    const worker = new Worker(WORKER_URL, { type: "module" });
+    const workerLogger = count > 1 ? logger.with({ worker: index }) : logger;
+    let started!: () => void;
+    let failed!: (error: Error) => void;
+    let done!: () => void;
+    const loop: Loop = {
+      worker,
+      wakeFd,
+      started: new Promise((resolve, reject) => {
+        started = resolve;
+        failed = reject;
+      }),
+      done: new Promise((resolve) => done = resolve),
+    };
+    loop.started.catch(() => {});
+    worker.onmessage = (event: MessageEvent<FromNativeWorker>) => {
+      const message = event.data;
+      switch (message.t) {
+        case "started":
+          return started();
+        case "records":
+          for (const r of message.records) emit(workerLogger, r);
+          return;
+        case "failed":
+          logger.error("Native loop {index} failed: {error}", {
+            index,
+            error: message.message,
+          });
+          return failed(new Error(message.message));
+        case "done":
+          return done();
+      }
+    };
+    worker.onerror = (event: ErrorEvent) => {
+      event.preventDefault();
+      failed(new Error(event.message));
+      done();
+    };
+    const init: NativeWorkerInit = {
+      t: "init",
+      listenFd,
+      wakeFd,
+      control: this.#control.buffer as SharedArrayBuffer,
+      counters: this.#counters.buffer as SharedArrayBuffer,
+      offset: index * COUNTERS,
+      length: COUNTERS,
+      open: this.#open.buffer as SharedArrayBuffer,
+      mail: this.#mail.buffer as SharedArrayBuffer,
+      index,
+      maxConnections: this.#config.maxConnections,
+      idleTimeout: this.#config.idleTimeout,
+      address: formatAddr(this.addr),
+      ...log,
+    };
+    worker.postMessage(init satisfies ToNativeWorker);
+    return loop;
+  }
+
+  get stats(): EchoServerStats {
+    return sumStats(this.#counters);
+  }
+
+  announce(message: string): number {
+    if (/[\r\n]/.test(message)) {
+      throw new TypeError("Cannot announce: the message contains a line break");
+    }
+    const clients = Atomics.load(this.#open, 0);
+    logger.info(
+      `Announcing to {clients} ${plural(clients, "client")}: {message}`,
+      { clients, message },
+    );
+    const line = encoder.encode(`${message}\n`);
+    this.#loops.forEach((loop, index) => {
+      // Posted first, counted second: a loop that sees the count ahead
+      // returns to its worker's event loop, where the line is waiting.
+      loop.worker.postMessage({ t: "announce", line } satisfies ToNativeWorker);
+      Atomics.add(this.#mail, index, 1);
+      this.#wakeLoop(loop);
+    });
+    return clients;
+  }
+
+  shutdown(): Promise<void> {
+    this.#shutdown ??= this.#drain();
+    return this.#shutdown;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.shutdown();
+  }
+
+  /** Tells every loop `command`, unless a later one was told already. */
+  #tell(command: number): void {
+    if (Atomics.load(this.#control, 0) >= command) return;
+    Atomics.store(this.#control, 0, command);
+    for (const loop of this.#loops) this.#wakeLoop(loop);
+  }
+
+  /** Wakes `loop` from epoll_wait(), to look at what changed. */
+  #wakeLoop(loop: Loop): void {
+    // Once finished, the eventfd is closed and its number may be reused.
+    if (this.#done) return;
+    this.#native.libc.write(loop.wakeFd, this.#wake, this.#wake.byteLength);
+  }
+
+  async #drain(): Promise<void> {
+    const { gracePeriod } = this.#config;
+    const active = Atomics.load(this.#open, 0);
+    logger.info(
+      `Shutting down: {active} ${
+        plural(active, "connection")
+      } open, grace period ${
+        gracePeriod === Infinity ? "unlimited" : "{gracePeriod} ms"
+      }`,
+      { active, gracePeriod },
+    );
+    this.#tell(DRAIN);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    if (gracePeriod !== Infinity) {
+      timer = setTimeout(() => this.#tell(FINISH), gracePeriod);
+    }
+    await this.finished;
+    clearTimeout(timer);
+  }
+
+  #abort = (): void => {
+    const active = Atomics.load(this.#open, 0);
+    logger.info(`Stopping now: {active} ${plural(active, "connection")} open`, {
+      active,
+    });
+    this.#tell(STOP);
+  };
+}
+
+/** Logs a loop's record here, at its level. */
+function emit(
+  to: ReturnType<typeof getLogger>,
+  record: LoopRecord,
+): void {
+  to[record.level](record.message, record.properties);
+}

@@ -1,0 +1,105 @@
+// Private: a Web Worker of the native engine (lib/native/native_server.ts):
+// it opens libc for its own thread and runs one echo loop, blocking in
+// epoll_wait(), until the loop ends. It returns to its own event loop only
+// to receive operator lines. Its log records go to the calling thread in
+// batches. Not exported from mod.ts.
+
+import { openLibc } from "./ffi.ts";
+import { EchoLoop, type LoopRecord } from "./loop.ts";
+
+/** What the calling thread sends first: the loop's sockets and memory. */
+export interface NativeWorkerInit {
+  t: "init";
+  listenFd: number;
+  wakeFd: number;
+  control: SharedArrayBuffer;
+  counters: SharedArrayBuffer;
+  /** Where this loop's counters start in `counters`, and how many. */
+  offset: number;
+  length: number;
+  open: SharedArrayBuffer;
+  /** Operator lines posted, one counter per loop, and this loop's index. */
+  mail: SharedArrayBuffer;
+  index: number;
+  maxConnections: number;
+  idleTimeout: number;
+  address: string;
+  logInfo: boolean;
+  logDebug: boolean;
+}
+
+/** What the calling thread sends. */
+export type ToNativeWorker = NativeWorkerInit | {
+  t: "announce";
+  /** The line, with its `\n`. */
+  line: Uint8Array;
+};
+
+/** What a native worker says. */
+export type FromNativeWorker =
+  | { t: "started" }
+  | { t: "records"; records: LoopRecord[] }
+  | { t: "failed"; message: string }
+  | { t: "done" };
+
+const scope = globalThis as unknown as {
+  postMessage(message: FromNativeWorker): void;
+  onmessage: ((event: MessageEvent<ToNativeWorker>) => void) | null;
+};
+
+let loop: EchoLoop | undefined;
+let close = () => {};
+
+/** Runs the loop until it ends, or until operator lines wait. */
+function resume(): void {
+  if (loop === undefined || loop.waiting) return;
+  try {
+    if (loop.run() === "mail") return;
+  } catch (error) {
+    scope.postMessage({ t: "failed", message: String(error) });
+  }
+  loop = undefined;
+  close();
+  scope.postMessage({ t: "done" });
+}
+
+function start(init: NativeWorkerInit): void {
+  const native = openLibc();
+  close = () => native.close();
+  try {
+    loop = new EchoLoop(native, {
+      listenFd: init.listenFd,
+      wakeFd: init.wakeFd,
+      control: new Int32Array(init.control),
+      counters: new Float64Array(init.counters, init.offset * 8, init.length),
+      open: new Int32Array(init.open),
+      mail: new Int32Array(init.mail, init.index * 4, 1),
+      maxConnections: init.maxConnections,
+      idleTimeout: init.idleTimeout,
+      address: init.address,
+      logInfo: init.logInfo,
+      logDebug: init.logDebug,
+      post: (records) => scope.postMessage({ t: "records", records }),
+    });
+  } catch (error) {
+    close();
+    throw error;
+  }
+}
+
+scope.onmessage = (event) => {
+  const message = event.data;
+  if (message.t === "init") {
+    try {
+      start(message);
+    } catch (error) {
+      scope.postMessage({ t: "failed", message: String(error) });
+      scope.postMessage({ t: "done" });
+      return;
+    }
+    scope.postMessage({ t: "started" });
+  } else {
+    loop?.announce(message.line);
+  }
+  resume();
+};
