@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
 import { echoOnce } from "../mod.ts";
+import { type Engine, ENGINES } from "./_engines.ts";
 import {
   pseudoRandomBytes,
   readAll,
@@ -226,6 +227,22 @@ Deno.test("server usage and runtime errors exit 2 and 1 with one line", async ()
   }
 });
 
+/** The server CLI with `engine`, and the permissions that engine needs. */
+function serverCommand(engine: Engine): [string, ...string[]] {
+  return engine === "native"
+    ? [
+      Deno.execPath(),
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-ffi",
+      SERVER,
+      "--engine",
+      "native",
+    ]
+    : [Deno.execPath(), "run", "--allow-net", SERVER];
+}
+
 Deno.test("--help and --version document the flags and exit codes", async () => {
   for (
     const [script, flags] of [
@@ -373,70 +390,66 @@ Deno.test("Ctrl+C on `deno task server` (SIGINT to the process group) drains", a
   assert.match(server.stderr.text, /\(closed by client\)/);
 });
 
-Deno.test("accept failures (too many open files) are logged and retried", async () => {
-  // About 25 descriptors are Deno's own: 40 leaves room for a few clients.
-  await using server = await ServerProcess.start(["--log-level", "warning"], [
-    "bash",
-    "-c",
-    `ulimit -n 40 && exec "$0" "$@"`,
-    Deno.execPath(),
-    "run",
-    "--allow-net",
-    SERVER,
-  ]);
-  const conns: Deno.TcpConn[] = [];
-  try {
-    for (let i = 0; i < 40; i++) {
-      conns.push(await Deno.connect({ port: server.port }));
+for (const engine of ENGINES) {
+  Deno.test(`accept failures (too many open files) are logged and retried [${engine}]`, async () => {
+    // About 25 descriptors are Deno's own: 40 leaves room for a few clients.
+    await using server = await ServerProcess.start(["--log-level", "warning"], [
+      "bash",
+      "-c",
+      `ulimit -n 40 && exec "$0" "$@"`,
+      ...serverCommand(engine),
+    ]);
+    const conns: Deno.TcpConn[] = [];
+    try {
+      for (let i = 0; i < 40; i++) {
+        conns.push(await Deno.connect({ port: server.port }));
+      }
+      await server.stderr.waitFor(
+        /Accept failed, retrying in \d+ ms: .*(Too many open files|os error 24)/,
+      );
+    } finally {
+      for (const conn of conns) conn.close();
     }
-    await server.stderr.waitFor(
-      /Accept failed, retrying in \d+ ms: .*(Too many open files|os error 24)/,
+    assert.equal(
+      await echoOnce("recovered", { port: server.port, timeout: 5000 }),
+      "recovered",
     );
-  } finally {
-    for (const conn of conns) conn.close();
-  }
-  assert.equal(
-    await echoOnce("recovered", { port: server.port, timeout: 5000 }),
-    "recovered",
-  );
-  server.child.kill("SIGTERM");
-  assert.equal((await server.status()).code, 0);
-});
+    server.child.kill("SIGTERM");
+    assert.equal((await server.status()).code, 0);
+  });
 
-Deno.test("accepted sockets have Nagle off (TCP_NODELAY), seen by strace", async () => {
-  await using server = await ServerProcess.start(["--log-level", "error"], [
-    "strace",
-    "-f",
-    "-qq",
-    "-e",
-    "trace=accept4,setsockopt",
-    Deno.execPath(),
-    "run",
-    "--allow-net",
-    SERVER,
-  ]);
-  // strace (6.1: no --kill-on-exit) would leave the server running if it
-  // were killed itself, so the server is stopped by its own PID.
-  // Lines read "[pid  7606] setsockopt(...)"; the listener's own options come
-  // before the listening line, so one is there already.
-  const pid = Number(
-    (await server.stderr.waitFor(/^\[pid +\d+\] /))
-      .match(/^\[pid +(\d+)\]/)![1],
-  );
-  try {
-    assert.equal(await echoOnce("nagle", { port: server.port }), "nagle");
-    // With -f a call may be split: "accept4(...<unfinished ...>" and
-    // "<... accept4 resumed>...) = 24".
-    const accepted = await server.stderr.waitFor(/accept4.*\) = \d+$/);
-    const fd = accepted.match(/= (\d+)$/)![1];
-    await server.stderr.waitFor(
-      new RegExp(`setsockopt\\(${fd}, SOL_TCP, TCP_NODELAY, \\[1\\]`),
+  Deno.test(`accepted sockets have Nagle off (TCP_NODELAY), seen by strace [${engine}]`, async () => {
+    await using server = await ServerProcess.start(["--log-level", "error"], [
+      "strace",
+      "-f",
+      "-qq",
+      "-e",
+      "trace=accept4,setsockopt",
+      ...serverCommand(engine),
+    ]);
+    // strace (6.1: no --kill-on-exit) would leave the server running if it
+    // were killed itself, so the server is stopped by its own PID.
+    // Lines read "[pid  7606] setsockopt(...)"; the listener's own options come
+    // before the listening line, so one is there already.
+    const pid = Number(
+      (await server.stderr.waitFor(/^\[pid +\d+\] /))
+        .match(/^\[pid +(\d+)\]/)![1],
     );
-  } finally {
-    Deno.kill(pid, "SIGTERM");
-  }
-  assert.equal((await server.status()).code, 0);
-});
+    try {
+      assert.equal(await echoOnce("nagle", { port: server.port }), "nagle");
+      // With -f a call may be split: "accept4(...<unfinished ...>" and
+      // "<... accept4 resumed>...) = 24".
+      const accepted = await server.stderr.waitFor(/accept4.*\) = \d+$/);
+      const fd = accepted.match(/= (\d+)$/)![1];
+      await server.stderr.waitFor(
+        new RegExp(`setsockopt\\(${fd}, SOL_TCP, TCP_NODELAY, \\[1\\]`),
+      );
+    } finally {
+      Deno.kill(pid, "SIGTERM");
+    }
+    assert.equal((await server.status()).code, 0);
+  });
+}
 
 Deno.test("the library prints nothing unless logging is configured", async () => {
   const script = `
