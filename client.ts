@@ -53,6 +53,8 @@ async function main(args: string[]): Promise<number> {
     return EXIT_OK;
   }
   await configureLogging(v["log-level"] ?? "warning", "pretty");
+  // FFI is full access: only the native engine keeps it.
+  if (v.engine !== "native") Deno.permissions.revokeSync({ name: "ffi" });
   const target = {
     hostname: v.hostname,
     port: v.port,
@@ -82,6 +84,7 @@ async function main(args: string[]): Promise<number> {
         duration: v.duration === undefined ? undefined : v.duration * 1000,
         message: v.message ?? v.size,
         rate: v.rate,
+        engine: v.engine,
         json: v.json ?? false,
         maxLoss: v["max-loss"],
         reportInterval: (v["report-interval"] ?? 5) * 1000,

@@ -9,6 +9,11 @@ import type { ConnectOptions } from "./types.ts";
 import process from "node:process";
 import * as hdr from "hdr-histogram-js";
 import { assertPositive, optionError, writeAll } from "./_helpers.ts";
+import {
+  assertNativeLoad,
+  nativeLoad,
+  type NativeLoadOptions,
+} from "./native/native_load.ts";
 
 /** Options for {@linkcode loadTest}. */
 export interface LoadTestOptions extends ConnectOptions {
@@ -65,6 +70,16 @@ export interface LoadTestOptions extends ConnectOptions {
   progressInterval?: number;
   /** Aborting it stops the test early; the report covers what was done. */
   signal?: AbortSignal;
+  /**
+   * What drives the connections. `"native"` is one epoll loop over libc
+   * through Deno's FFI, in a Web Worker of its own: plain TCP only, on
+   * Linux, with `--allow-ffi` (full access to the process). For driving
+   * fast servers at the rate of a C load generator; every byte is still
+   * compared and every latency recorded.
+   *
+   * @default {"default"}
+   */
+  engine?: "default" | "native";
 }
 
 /** Counters of a running {@linkcode loadTest}. */
@@ -184,6 +199,23 @@ export async function loadTest(
   if (rate !== undefined) assertPositive("rate", rate, false);
   const message = messageBytes(options.message ?? 64);
   if (options.udp) assertDatagram(message);
+  const { engine = "default" } = options;
+  if (engine === "native") {
+    return nativeReport(server.address, message, {
+      connections,
+      count,
+      countPerConnection,
+      rate,
+      timeout,
+      duration,
+      progressInterval,
+      onProgress,
+      signal,
+    }, options);
+  }
+  if (engine !== "default") {
+    throw optionError("engine", `must be default or native, got ${engine}`);
+  }
   const open = "open" in server
     ? (index: number) =>
       Promise.resolve(datagramChannel(server, message, timeout, index))
@@ -257,6 +289,65 @@ export async function loadTest(
   };
   h.destroy();
   return report;
+}
+
+/** {@linkcode loadTest} with the native engine: the same report. */
+async function nativeReport(
+  address: string,
+  message: Uint8Array,
+  run: Omit<NativeLoadOptions, "hostname" | "port" | "message">,
+  options: LoadTestOptions,
+): Promise<LoadReport> {
+  assertNativeLoad(
+    options.udp
+      ? "UDP"
+      : options.tls
+      ? "TLS"
+      : options.path !== undefined
+      ? "a Unix socket"
+      : options.sendProxy !== undefined
+      ? "with a PROXY header"
+      : undefined,
+  );
+  const { hostname = "127.0.0.1", port = 9000 } = options;
+  const cpuBefore = cpuMs();
+  const result = await nativeLoad({
+    ...run,
+    hostname: await ipAddress(hostname),
+    port,
+    message,
+  });
+  const seconds = result.durationMs / 1000;
+  return {
+    address,
+    connections: run.connections,
+    connected: result.connected,
+    messageBytes: message.length,
+    roundTrips: result.roundTrips,
+    durationMs: result.durationMs,
+    roundTripsPerSecond: seconds > 0 ? result.roundTrips / seconds : 0,
+    megabytesPerSecond: seconds > 0
+      ? result.roundTrips * message.length / seconds / 1e6
+      : 0,
+    latencyUs: result.latencyUs,
+    lost: 0,
+    connectErrors: result.connectErrors,
+    mismatches: result.mismatches,
+    otherErrors: result.otherErrors,
+    errorMessages: result.errorMessages,
+    cpuMs: cpuMs() - cpuBefore,
+  };
+}
+
+/** `hostname` as an IP address: itself, or the first one DNS gives. */
+async function ipAddress(hostname: string): Promise<string> {
+  if (/^[\d.]+$/.test(hostname) || hostname.includes(":")) return hostname;
+  if (hostname === "localhost") return "127.0.0.1";
+  for (const type of ["A", "AAAA"] as const) {
+    const found = await Deno.resolveDns(hostname, type).catch(() => []);
+    if (found.length > 0) return found[0];
+  }
+  throw new Deno.errors.NotFound(`Cannot resolve ${hostname}`);
 }
 
 interface RunOptions {

@@ -8,3 +8,16 @@ export type Engine = "default" | "native";
 export const ENGINES: readonly Engine[] = Deno.build.os === "linux"
   ? ["default", "native"]
   : ["default"];
+
+/**
+ * Registers `fn` as a test of each engine in {@linkcode ENGINES}, named
+ * `name [engine]`: the same contract, run on each.
+ */
+export function engineTest(
+  name: string,
+  fn: (engine: Engine, t: Deno.TestContext) => void | Promise<void>,
+): void {
+  for (const engine of ENGINES) {
+    Deno.test(`${name} [${engine}]`, (t) => fn(engine, t));
+  }
+}

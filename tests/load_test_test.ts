@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { loadTest, serveEcho } from "../mod.ts";
+import { engineTest } from "./_engines.ts";
 
 /**
  * A deliberately broken echo server: `mangle` decides what goes back for
@@ -44,206 +45,251 @@ function brokenServer(
   };
 }
 
-Deno.test("loadTest() runs the round trips asked for and verifies them", async () => {
-  await using server = serveEcho({ port: 0 });
-  const report = await loadTest({
-    port: server.addr.port,
-    connections: 20,
-    count: 3000,
-    message: 100,
-  });
-  assert.equal(report.connected, 20);
-  assert.equal(report.roundTrips, 3000);
-  assert.equal(report.messageBytes, 100);
-  assert.equal(
-    report.connectErrors + report.mismatches + report.otherErrors,
-    0,
-  );
-  const l = report.latencyUs;
-  assert.ok(0 < l.p50 && l.p50 <= l.p90 && l.p90 <= l.p99, JSON.stringify(l));
-  assert.ok(l.p99 <= l.p999 && l.p999 <= l.max, JSON.stringify(l));
-  assert.ok(report.roundTripsPerSecond > 0);
-  assert.ok(
-    Math.abs(
-      report.megabytesPerSecond -
-        report.roundTripsPerSecond * 100 / 1e6,
-    ) < 1e-9,
-  );
-  // The server saw exactly the bytes the report claims, both ways.
-  assert.equal(server.stats.bytesIn, 3000 * 100);
-  assert.equal(server.stats.bytesOut, 3000 * 100);
-});
-
-Deno.test("loadTest() makes countPerConnection round trips on each connection", async () => {
-  // An echo server that counts the bytes each connection sent.
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const received: number[] = [];
-  const serving = (async () => {
-    const tasks: Promise<void>[] = [];
-    for await (const conn of listener) {
-      const index = received.push(0) - 1;
-      tasks.push((async () => {
-        const buffer = new Uint8Array(1024);
-        for (let n; (n = await conn.read(buffer)) !== null;) {
-          received[index] += n;
-          await conn.write(buffer.subarray(0, n));
-        }
-        conn.close();
-      })());
-      if (received.length === 3) break;
-    }
-    await Promise.all(tasks);
-  })();
-  const report = await loadTest({
-    port: listener.addr.port,
-    connections: 3,
-    countPerConnection: 7,
-    message: 10,
-  });
-  await serving; // Leaving the for await loop closed the listener.
-  assert.equal(report.roundTrips, 21);
-  assert.deepEqual(received, [70, 70, 70]);
-  await assert.rejects(
-    () => loadTest({ port: 9, countPerConnection: 0 }),
-    (error: RangeError & { option: string }) =>
-      error.option === "countPerConnection",
-  );
-});
-
-Deno.test("loadTest() counts an echo that differs as a mismatch", async () => {
-  await using server = brokenServer((chunk) => {
-    chunk[chunk.length - 1] ^= 1;
-    return chunk;
-  });
-  const report = await loadTest({
-    port: server.port,
-    connections: 3,
-    count: 100,
-    message: "abcd",
-  });
-  assert.equal(report.roundTrips, 0);
-  assert.equal(report.mismatches, 3);
-  assert.match(
-    report.errorMessages[0],
-    /^Echo differs from what was sent at byte \d$/,
-  );
-});
-
-Deno.test("loadTest() counts an echo longer than the message as a mismatch", async () => {
-  // Each chunk back twice: the first round trip gets 8 bytes for 4.
-  await using server = brokenServer((chunk) => {
-    const twice = new Uint8Array(chunk.length * 2);
-    twice.set(chunk);
-    twice.set(chunk, chunk.length);
-    return twice;
-  });
-  const report = await loadTest({
-    port: server.port,
-    connections: 2,
-    count: 100,
-    message: "abcd",
-  });
-  assert.equal(report.roundTrips, 0);
-  assert.equal(report.mismatches, 2);
-  assert.match(
-    report.errorMessages[0],
-    /^Echo (is longer than what was sent \(4 bytes\)|differs from what was sent at byte \d)$/,
-  );
-});
-
-Deno.test("loadTest() counts refused connections, early closes and timeouts", async (t) => {
-  await t.step("refused", async () => {
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = listener.addr.port;
-    listener.close();
-    const report = await loadTest({ port, connections: 4, count: 10 });
-    assert.equal(report.connectErrors, 4);
-    assert.equal(report.connected, 0);
-  });
-  await t.step("closed early", async () => {
-    await using server = brokenServer(() => null);
-    const report = await loadTest({ port: server.port, count: 10 });
-    assert.equal(report.otherErrors, 1);
-    assert.equal(
-      report.errorMessages[0],
-      "Server closed after 0 of 64 echoed bytes",
-    );
-  });
-  await t.step("silent", async () => {
-    await using server = brokenServer(() => undefined);
+engineTest(
+  "loadTest() runs the round trips asked for and verifies them",
+  async (engine) => {
+    await using server = serveEcho({ port: 0 });
     const report = await loadTest({
-      port: server.port,
-      count: 10,
-      timeout: 200,
-    });
-    assert.equal(report.otherErrors, 1);
-    assert.equal(report.errorMessages[0], "Round trip timed out after 200 ms");
-  });
-});
-
-Deno.test("loadTest() stops after duration, keeps to rate, and stops on abort", async (t) => {
-  await using server = serveEcho({ port: 0 });
-  const port = server.addr.port;
-  await t.step("duration", async () => {
-    const report = await loadTest({ port, connections: 2, duration: 300 });
-    assert.ok(report.roundTrips > 0);
-    assert.ok(report.durationMs >= 290, String(report.durationMs));
-    assert.equal(report.otherErrors, 0);
-  });
-  await t.step("rate", async () => {
-    // 2 connections at 100/s in all for 0.5 s: the schedule allows at most
-    // 50 round trips plus the first of each connection.
-    const report = await loadTest({
-      port,
-      connections: 2,
-      rate: 100,
-      duration: 500,
-    });
-    assert.ok(
-      report.roundTrips > 0 && report.roundTrips <= 52,
-      String(report.roundTrips),
-    );
-  });
-  await t.step("abort", async () => {
-    const controller = new AbortController();
-    const running = loadTest({
-      port,
-      duration: 60_000,
-      signal: controller.signal,
-      onProgress: () => controller.abort(),
-      progressInterval: 50,
-    });
-    const report = await running;
-    assert.ok(report.durationMs < 10_000);
-    assert.equal(report.otherErrors + report.mismatches, 0);
-  });
-});
-
-Deno.test("loadTest() rejects bad options with a RangeError", async () => {
-  for (
-    const options of [
-      { connections: 0 },
-      { count: -1 },
-      { duration: 0 },
-      { rate: NaN },
-      { message: "" },
-      { message: 0 },
-    ]
-  ) {
-    await assert.rejects(() => loadTest(options), RangeError);
-  }
-});
-
-Deno.test("loadTest() ending mid-round-trip never fails (60 short runs)", async () => {
-  // The end of `duration` lands while round trips are in flight; closing
-  // their connections must not be counted as errors or throw.
-  await using server = serveEcho({ port: 0 });
-  for (let i = 0; i < 60; i++) {
-    const report = await loadTest({
+      engine,
       port: server.addr.port,
-      connections: 50,
-      duration: 20 + (i % 7),
+      connections: 20,
+      count: 3000,
+      message: 100,
     });
-    assert.equal(report.otherErrors + report.mismatches, 0, `run ${i}`);
-  }
-});
+    assert.equal(report.connected, 20);
+    assert.equal(report.roundTrips, 3000);
+    assert.equal(report.messageBytes, 100);
+    assert.equal(
+      report.connectErrors + report.mismatches + report.otherErrors,
+      0,
+    );
+    const l = report.latencyUs;
+    assert.ok(0 < l.p50 && l.p50 <= l.p90 && l.p90 <= l.p99, JSON.stringify(l));
+    assert.ok(l.p99 <= l.p999 && l.p999 <= l.max, JSON.stringify(l));
+    assert.ok(report.roundTripsPerSecond > 0);
+    assert.ok(
+      Math.abs(
+        report.megabytesPerSecond -
+          report.roundTripsPerSecond * 100 / 1e6,
+      ) < 1e-9,
+    );
+    // The server saw exactly the bytes the report claims, both ways.
+    assert.equal(server.stats.bytesIn, 3000 * 100);
+    assert.equal(server.stats.bytesOut, 3000 * 100);
+  },
+);
+
+engineTest(
+  "loadTest() makes countPerConnection round trips on each connection",
+  async (engine) => {
+    // An echo server that counts the bytes each connection sent.
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const received: number[] = [];
+    const serving = (async () => {
+      const tasks: Promise<void>[] = [];
+      for await (const conn of listener) {
+        const index = received.push(0) - 1;
+        tasks.push((async () => {
+          const buffer = new Uint8Array(1024);
+          for (let n; (n = await conn.read(buffer)) !== null;) {
+            received[index] += n;
+            await conn.write(buffer.subarray(0, n));
+          }
+          conn.close();
+        })());
+        if (received.length === 3) break;
+      }
+      await Promise.all(tasks);
+    })();
+    const report = await loadTest({
+      engine,
+      port: listener.addr.port,
+      connections: 3,
+      countPerConnection: 7,
+      message: 10,
+    });
+    await serving; // Leaving the for await loop closed the listener.
+    assert.equal(report.roundTrips, 21);
+    assert.deepEqual(received, [70, 70, 70]);
+    await assert.rejects(
+      () => loadTest({ engine, port: 9, countPerConnection: 0 }),
+      (error: RangeError & { option: string }) =>
+        error.option === "countPerConnection",
+    );
+  },
+);
+
+engineTest(
+  "loadTest() counts an echo that differs as a mismatch",
+  async (engine) => {
+    await using server = brokenServer((chunk) => {
+      chunk[chunk.length - 1] ^= 1;
+      return chunk;
+    });
+    const report = await loadTest({
+      engine,
+      port: server.port,
+      connections: 3,
+      count: 100,
+      message: "abcd",
+    });
+    assert.equal(report.roundTrips, 0);
+    assert.equal(report.mismatches, 3);
+    assert.match(
+      report.errorMessages[0],
+      /^Echo differs from what was sent at byte \d$/,
+    );
+  },
+);
+
+engineTest(
+  "loadTest() counts an echo longer than the message as a mismatch",
+  async (engine) => {
+    // Each chunk back twice: the first round trip gets 8 bytes for 4.
+    await using server = brokenServer((chunk) => {
+      const twice = new Uint8Array(chunk.length * 2);
+      twice.set(chunk);
+      twice.set(chunk, chunk.length);
+      return twice;
+    });
+    const report = await loadTest({
+      engine,
+      port: server.port,
+      connections: 2,
+      count: 100,
+      message: "abcd",
+    });
+    assert.equal(report.roundTrips, 0);
+    assert.equal(report.mismatches, 2);
+    assert.match(
+      report.errorMessages[0],
+      /^Echo (is longer than what was sent \(4 bytes\)|differs from what was sent at byte \d)$/,
+    );
+  },
+);
+
+engineTest(
+  "loadTest() counts refused connections, early closes and timeouts",
+  async (engine, t) => {
+    await t.step("refused", async () => {
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const port = listener.addr.port;
+      listener.close();
+      const report = await loadTest({
+        engine,
+        port,
+        connections: 4,
+        count: 10,
+      });
+      assert.equal(report.connectErrors, 4);
+      assert.equal(report.connected, 0);
+    });
+    await t.step("closed early", async () => {
+      await using server = brokenServer(() => null);
+      const report = await loadTest({ engine, port: server.port, count: 10 });
+      assert.equal(report.otherErrors, 1);
+      assert.equal(
+        report.errorMessages[0],
+        "Server closed after 0 of 64 echoed bytes",
+      );
+    });
+    await t.step("silent", async () => {
+      await using server = brokenServer(() => undefined);
+      const report = await loadTest({
+        engine,
+        port: server.port,
+        count: 10,
+        timeout: 200,
+      });
+      assert.equal(report.otherErrors, 1);
+      assert.equal(
+        report.errorMessages[0],
+        "Round trip timed out after 200 ms",
+      );
+    });
+  },
+);
+
+engineTest(
+  "loadTest() stops after duration, keeps to rate, and stops on abort",
+  async (engine, t) => {
+    await using server = serveEcho({ port: 0 });
+    const port = server.addr.port;
+    await t.step("duration", async () => {
+      const report = await loadTest({
+        engine,
+        port,
+        connections: 2,
+        duration: 300,
+      });
+      assert.ok(report.roundTrips > 0);
+      assert.ok(report.durationMs >= 290, String(report.durationMs));
+      assert.equal(report.otherErrors, 0);
+    });
+    await t.step("rate", async () => {
+      // 2 connections at 100/s in all for 0.5 s: the schedule allows at most
+      // 50 round trips plus the first of each connection.
+      const report = await loadTest({
+        engine,
+        port,
+        connections: 2,
+        rate: 100,
+        duration: 500,
+      });
+      assert.ok(
+        report.roundTrips > 0 && report.roundTrips <= 52,
+        String(report.roundTrips),
+      );
+    });
+    await t.step("abort", async () => {
+      const controller = new AbortController();
+      const running = loadTest({
+        engine,
+        port,
+        duration: 60_000,
+        signal: controller.signal,
+        onProgress: () => controller.abort(),
+        progressInterval: 50,
+      });
+      const report = await running;
+      assert.ok(report.durationMs < 10_000);
+      assert.equal(report.otherErrors + report.mismatches, 0);
+    });
+  },
+);
+
+engineTest(
+  "loadTest() rejects bad options with a RangeError",
+  async (engine) => {
+    for (
+      const options of [
+        { connections: 0 },
+        { count: -1 },
+        { duration: 0 },
+        { rate: NaN },
+        { message: "" },
+        { message: 0 },
+      ]
+    ) {
+      await assert.rejects(() => loadTest({ engine, ...options }), RangeError);
+    }
+  },
+);
+
+engineTest(
+  "loadTest() ending mid-round-trip never fails (60 short runs)",
+  async (engine) => {
+    // The end of `duration` lands while round trips are in flight; closing
+    // their connections must not be counted as errors or throw.
+    await using server = serveEcho({ port: 0 });
+    for (let i = 0; i < 60; i++) {
+      const report = await loadTest({
+        engine,
+        port: server.addr.port,
+        connections: 50,
+        duration: 20 + (i % 7),
+      });
+      assert.equal(report.otherErrors + report.mismatches, 0, `run ${i}`);
+    }
+  },
+);

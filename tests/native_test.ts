@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { echoOnce, serveEcho, type ServeEchoOptions } from "../mod.ts";
-import { run, SERVER } from "./_process.ts";
+import { CLIENT, run, SERVER } from "./_process.ts";
 
 Deno.test("engine native refuses what only the default engine does, naming the engine option", async () => {
   for (
@@ -71,5 +71,48 @@ Deno.test("--engine native without --allow-ffi is a usage error that says so", a
   assert.equal(
     result.stderr,
     "error: Invalid --engine: native needs --allow-ffi (full access to this process: the default engine does not)\n",
+  );
+});
+
+Deno.test("client --engine native: a load test through the native loop; without a load flag or --allow-ffi, a usage error", async () => {
+  await using server = serveEcho({ port: 0 });
+  const client = (flags: string[], ffi = true) =>
+    run(Deno.execPath(), [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      ...(ffi ? ["--allow-ffi"] : []),
+      CLIENT,
+      "--port",
+      String(server.addr.port),
+      ...flags,
+    ]);
+  const load = await client([
+    "--engine",
+    "native",
+    "--connections",
+    "4",
+    "--count",
+    "400",
+    "--json",
+  ]);
+  assert.equal(load.code, 0, load.stderr);
+  const report = JSON.parse(new TextDecoder().decode(load.stdout));
+  assert.equal(report.roundTrips, 400);
+  assert.equal(report.connected, 4);
+  assert.equal(report.mismatches + report.otherErrors, 0);
+  assert.equal(server.stats.bytesIn, 400 * 64);
+
+  const alone = await client(["--engine", "native", "hi"]);
+  assert.equal(alone.code, 2);
+  assert.match(
+    alone.stderr,
+    /^error: Unexpected --engine without a load test flag/,
+  );
+  const noFfi = await client(["--engine", "native", "--count", "5"], false);
+  assert.equal(noFfi.code, 2);
+  assert.equal(
+    noFfi.stderr,
+    "error: Invalid --engine: native needs --allow-ffi (full access to this process) (see --help)\n",
   );
 });

@@ -3,7 +3,7 @@ import fc from "fast-check";
 import net from "node:net";
 import { once } from "node:events";
 import { echoOnce, serveEcho } from "../mod.ts";
-import { type Engine, ENGINES } from "./_engines.ts";
+import { engineTest } from "./_engines.ts";
 import {
   captureLogs,
   concat,
@@ -16,19 +16,6 @@ import {
 } from "./_helpers.ts";
 
 const logs = await captureLogs();
-
-/**
- * Registers `fn` as a test of each engine: Deno's sockets (the default) and
- * the native epoll loop over FFI. Echo mode's contract is the same.
- */
-function engineTest(
-  name: string,
-  fn: (engine: Engine, t: Deno.TestContext) => void | Promise<void>,
-): void {
-  for (const engine of ENGINES) {
-    Deno.test(`${name} [${engine}]`, (t) => fn(engine, t));
-  }
-}
 
 /** Connects to 127.0.0.1:argv[1] argv[2] times, resetting each (SO_LINGER 0). */
 const RESET_CLIENTS = `import socket, struct, sys

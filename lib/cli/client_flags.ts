@@ -105,6 +105,14 @@ export const CLIENT_FLAGS = {
     default: "1",
     parse: integer,
   },
+  engine: {
+    arg: "NAME",
+    help: "load test: default (Deno's sockets) or native (one epoll loop " +
+      "over libc through FFI, in a thread of its own; plain TCP, Linux); " +
+      "the client task allows FFI, and drops it unless native",
+    default: "default",
+    parse: choice(["default", "native"] as const),
+  },
   "num-clients": {
     arg: "N",
     option: "connections",
@@ -229,6 +237,11 @@ export function checkClientFlags(
       );
     }
     return;
+  }
+  if (spelled.engine !== undefined) {
+    throw new UsageError(
+      "Unexpected --engine without a load test flag (--connections, --count, --duration, ...)",
+    );
   }
   if (v.udp && positionals.length === 1 && positionals[0] === "-") {
     throw new UsageError("Unexpected - with --udp: give MESSAGE, one datagram");

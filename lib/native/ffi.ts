@@ -31,6 +31,7 @@ export const SOCK_CLOEXEC = 0o2000000;
 export const SOL_SOCKET = 1;
 export const SO_REUSEADDR = 2;
 export const SO_REUSEPORT = 15;
+export const SO_ERROR = 4;
 export const IPPROTO_TCP = 6;
 export const TCP_NODELAY = 1;
 export const IPPROTO_IPV6 = 41;
@@ -59,6 +60,7 @@ export const ENOBUFS = 105;
 export const EADDRINUSE = 98;
 export const EADDRNOTAVAIL = 99;
 export const EACCES = 13;
+export const EINPROGRESS = 115;
 const ERRNO_NAMES: Record<number, string> = {
   1: "EPERM: operation not permitted",
   4: "EINTR: interrupted system call",
@@ -78,7 +80,9 @@ const ERRNO_NAMES: Record<number, string> = {
   105: "ENOBUFS: no buffer space available",
   107: "ENOTCONN: not connected",
   110: "ETIMEDOUT: connection timed out",
+  111: "ECONNREFUSED: connection refused",
   113: "EHOSTUNREACH: no route to host",
+  115: "EINPROGRESS: operation now in progress",
 };
 
 /** `errno`'s name and meaning, as logs and errors show it. */
@@ -93,6 +97,12 @@ const SYMBOLS = {
     result: "i32",
   },
   bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  getsockopt: {
+    parameters: ["i32", "i32", "i32", "buffer", "buffer"],
+    result: "i32",
+  },
+  memcmp: { parameters: ["buffer", "buffer", "u32"], result: "i32" },
   listen: { parameters: ["i32", "i32"], result: "i32" },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   accept4: {

@@ -1,0 +1,54 @@
+// Private: the Web Worker of loadTest({ engine: "native" }) (see
+// lib/native/native_load.ts): it opens libc for its own thread, runs the
+// load loop, blocking in epoll_wait(), and sends back what it measured.
+// Not exported from mod.ts.
+
+import { openLibc } from "./ffi.ts";
+import { LoadLoop, type LoadResult } from "./load_loop.ts";
+
+/** What the calling thread sends: the test, and shared memory. */
+export interface LoadWorkerInit {
+  hostname: string;
+  port: number;
+  message: Uint8Array;
+  connections: number;
+  count: number;
+  countPerConnection: number;
+  rate: number | undefined;
+  timeout: number;
+  wakeFd: number;
+  control: SharedArrayBuffer;
+  progress: SharedArrayBuffer;
+}
+
+/** What the worker says, once. */
+export type FromLoadWorker =
+  | { t: "started" }
+  | { t: "result"; result: LoadResult }
+  | { t: "failed"; message: string };
+
+const scope = globalThis as unknown as {
+  postMessage(message: FromLoadWorker): void;
+  onmessage: ((event: MessageEvent<LoadWorkerInit>) => void) | null;
+};
+
+scope.onmessage = (event) => {
+  scope.onmessage = null;
+  const init = event.data;
+  let native;
+  try {
+    native = openLibc();
+    const loop = new LoadLoop(native, {
+      ...init,
+      control: new Int32Array(init.control),
+      progress: new Float64Array(init.progress),
+    });
+    // The duration counts from here.
+    scope.postMessage({ t: "started" });
+    scope.postMessage({ t: "result", result: loop.run() });
+  } catch (error) {
+    scope.postMessage({ t: "failed", message: String(error) });
+  } finally {
+    native?.close();
+  }
+};

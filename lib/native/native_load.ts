@@ -1,0 +1,144 @@
+// Private: loadTest({ engine: "native" }) on the calling thread: it starts
+// the load loop in a Web Worker (lib/native/load_worker.ts), stops it
+// through shared memory and an eventfd when the duration is over or the
+// signal aborts, reads its progress from shared memory, and makes the
+// report. Not exported from mod.ts.
+
+import { optionError } from "../_helpers.ts";
+import { EFD_CLOEXEC, EFD_NONBLOCK, nativeSupport, openLibc } from "./ffi.ts";
+import { PROGRESS_DONE, PROGRESS_ERRORS, STOP_LOAD } from "./load_loop.ts";
+import type { FromLoadWorker, LoadWorkerInit } from "./load_worker.ts";
+import type { LoadResult } from "./load_loop.ts";
+
+const WORKER_URL = new URL("./load_worker.ts", import.meta.url);
+
+/** Throws unless the native load generator can run here. */
+export function assertNativeLoad(what: string | undefined): void {
+  const unsupported = nativeSupport();
+  if (unsupported !== undefined) {
+    throw optionError(
+      "engine",
+      `native ${unsupported}`,
+      Deno.errors.NotSupported,
+    );
+  }
+  if (what !== undefined) {
+    throw optionError(
+      "engine",
+      `native connects over plain TCP only, not ${what}`,
+    );
+  }
+  if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") {
+    throw optionError(
+      "engine",
+      "native needs --allow-ffi (full access to this process)",
+      Deno.errors.NotCapable,
+    );
+  }
+}
+
+/** The test to run, as loadTest checked it. */
+export interface NativeLoadOptions {
+  hostname: string;
+  port: number;
+  message: Uint8Array;
+  connections: number;
+  count: number;
+  countPerConnection: number;
+  rate: number | undefined;
+  timeout: number;
+  duration: number | undefined;
+  progressInterval: number;
+  onProgress?: (progress: {
+    elapsedMs: number;
+    roundTrips: number;
+    rate: number;
+    errors: number;
+  }) => void;
+  signal: AbortSignal | undefined;
+}
+
+/** Runs the load loop in a worker; resolves with what it measured. */
+export async function nativeLoad(
+  options: NativeLoadOptions,
+): Promise<LoadResult> {
+  const native = openLibc();
+  const wakeFd = native.libc.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  const control = new Int32Array(new SharedArrayBuffer(4));
+  const progress = new Float64Array(new SharedArrayBuffer(16));
+  const worker = new Worker(WORKER_URL, { type: "module" });
+  const one = new BigUint64Array([1n]);
+  const stop = () => {
+    if (Atomics.exchange(control, 0, STOP_LOAD) === STOP_LOAD) return;
+    native.libc.write(wakeFd, one, one.byteLength);
+  };
+  let startedAt = performance.now();
+  let stopAt: ReturnType<typeof setTimeout> | undefined;
+  let ticker: ReturnType<typeof setInterval> | undefined;
+  let lastCount = 0;
+  let lastAt = startedAt;
+  const { onProgress } = options;
+  const tick = () => {
+    const now = performance.now();
+    const done = progress[PROGRESS_DONE];
+    onProgress?.({
+      elapsedMs: now - startedAt,
+      roundTrips: done,
+      rate: (done - lastCount) / ((now - lastAt) / 1000),
+      errors: progress[PROGRESS_ERRORS],
+    });
+    lastCount = done;
+    lastAt = now;
+  };
+  /** The loop is running: the duration and the progress start now. */
+  const started = () => {
+    startedAt = lastAt = performance.now();
+    if (options.duration !== undefined) {
+      stopAt = setTimeout(stop, options.duration);
+    }
+    if (onProgress !== undefined) {
+      ticker = setInterval(tick, options.progressInterval);
+    }
+  };
+  options.signal?.addEventListener("abort", stop, { once: true });
+  try {
+    const outcome = await new Promise<
+      Exclude<FromLoadWorker, { t: "started" }>
+    >((resolve) => {
+      worker.onmessage = (event: MessageEvent<FromLoadWorker>) => {
+        const message = event.data;
+        if (message.t === "started") started();
+        else resolve(message);
+      };
+      worker.onerror = (event: ErrorEvent) => {
+        event.preventDefault();
+        resolve({ t: "failed", message: event.message });
+      };
+      const init: LoadWorkerInit = {
+        hostname: options.hostname,
+        port: options.port,
+        message: options.message,
+        connections: options.connections,
+        count: options.count,
+        countPerConnection: options.countPerConnection,
+        rate: options.rate,
+        timeout: options.timeout,
+        wakeFd,
+        control: control.buffer as SharedArrayBuffer,
+        progress: progress.buffer as SharedArrayBuffer,
+      };
+      worker.postMessage(init);
+    });
+    if (outcome.t === "failed") {
+      throw new Error(`The native load generator failed: ${outcome.message}`);
+    }
+    return outcome.result;
+  } finally {
+    clearTimeout(stopAt);
+    clearInterval(ticker);
+    options.signal?.removeEventListener("abort", stop);
+    worker.terminate();
+    native.libc.close(wakeFd);
+    native.close();
+  }
+}
