@@ -208,7 +208,9 @@ export class LoadLoop {
 
   #timeout(): number {
     let at = this.#nextWatch;
-    for (const conn of this.#waiting) at = Math.min(at, conn.due);
+    if (this.#waiting.size > 0) {
+      for (const conn of this.#waiting) at = Math.min(at, conn.due);
+    }
     if (at === Infinity) return -1;
     return Math.max(0, Math.ceil(at - performance.now()));
   }
@@ -415,6 +417,7 @@ export class LoadLoop {
   }
 
   #timers(): void {
+    if (this.#waiting.size === 0 && this.#nextWatch === Infinity) return;
     const now = performance.now();
     for (const conn of [...this.#waiting]) {
       if (conn.due > now) continue;

@@ -279,7 +279,9 @@ export class EchoLoop {
   #timeout(): number {
     let at = this.#nextIdleScan;
     if (this.#acceptPaused) at = Math.min(at, this.#acceptAt);
-    for (const conn of this.#lingering) at = Math.min(at, conn.lingerUntil);
+    if (this.#lingering.size > 0) {
+      for (const conn of this.#lingering) at = Math.min(at, conn.lingerUntil);
+    }
     if (at === Infinity) return -1;
     return Math.max(0, Math.ceil(at - Date.now()));
   }
@@ -294,8 +296,10 @@ export class EchoLoop {
       this.#acceptPaused = false;
       this.#ctl(EPOLL_CTL_ADD, this.#config.listenFd, EPOLLIN);
     }
-    for (const conn of [...this.#lingering]) {
-      if (now >= conn.lingerUntil) this.#end(conn, conn.finishing!);
+    if (this.#lingering.size > 0) {
+      for (const conn of [...this.#lingering]) {
+        if (now >= conn.lingerUntil) this.#end(conn, conn.finishing!);
+      }
     }
     if (now < this.#nextIdleScan) return;
     // Every connection, a few times per idle timeout (not per turn).
@@ -445,8 +449,9 @@ export class EchoLoop {
       counters[BYTES_IN] += r;
       conn.lastActive = this.#now;
       if (conn.finishing !== undefined) continue; // Not echoed any more.
-      const chunk = r === buffer.length ? buffer : buffer.subarray(0, r);
-      const w = this.#send(conn, chunk);
+      // The first r bytes of the buffer (r <= buffer.length, as read()
+      // returned it): no view to allocate on the hot path.
+      const w = this.#send(conn, buffer, r);
       if (w < 0) return;
       if (w < r) {
         conn.pending = buffer.slice(w, r);
@@ -459,15 +464,21 @@ export class EchoLoop {
   }
 
   /**
-   * Writes as much of `bytes` as the socket takes; returns how much, or -1
-   * once the connection has ended on an error.
+   * Writes as much of the first `length` bytes of `bytes` as the socket
+   * takes; returns how much, or -1 once the connection has ended on an
+   * error.
    */
-  #send(conn: Conn, bytes: Uint8Array): number {
+  #send(conn: Conn, bytes: Uint8Array, length = bytes.length): number {
     const { libc } = this.#native;
     let written = 0;
-    while (written < bytes.length) {
-      const rest = written === 0 ? bytes : bytes.subarray(written);
-      const w = libc.send(conn.fd, rest, rest.length, MSG_NOSIGNAL);
+    while (written < length) {
+      const rest = written === 0 ? bytes : bytes.subarray(written, length);
+      const w = libc.send(
+        conn.fd,
+        rest,
+        Math.min(rest.length, length - written),
+        MSG_NOSIGNAL,
+      );
       if (w < 0) {
         const errno = this.#native.errno();
         if (errno === EAGAIN) break;
