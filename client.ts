@@ -82,6 +82,7 @@ async function main(args: string[]): Promise<number> {
         count: v.count,
         countPerConnection: v["max-count"] ?? perClient,
         duration: v.duration === undefined ? undefined : v.duration * 1000,
+        warmup: v.warmup === undefined ? undefined : v.warmup * 1000,
         message: v.message ?? v.size,
         rate: v.rate,
         engine: v.engine,

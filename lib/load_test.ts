@@ -38,6 +38,15 @@ export interface LoadTestOptions extends ConnectOptions {
   /** Milliseconds to run for, instead of a `count`. */
   duration?: number;
   /**
+   * With `duration`, milliseconds to run first without measuring: round
+   * trips are made and checked but not counted, so that the server and
+   * this process (its JIT, its caches) are warm when `duration` starts, as
+   * a C load generator's warm-up does.
+   *
+   * @default {0}
+   */
+  warmup?: number;
+  /**
    * The message: its bytes (a string is sent as UTF-8), or a size in bytes
    * for a message of pseudo-random bytes.
    *
@@ -185,6 +194,7 @@ export async function loadTest(
     progressInterval = 1000,
     onProgress,
     signal,
+    warmup = 0,
   } = options;
   const { countPerConnection = Infinity } = options;
   const count = options.count ??
@@ -196,6 +206,12 @@ export async function loadTest(
   assertPositive("count", count, false);
   assertPositive("countPerConnection", countPerConnection, false);
   if (duration !== undefined) assertPositive("duration", duration, false);
+  if (warmup !== 0) {
+    if (duration === undefined) {
+      throw optionError("warmup", "needs a duration", TypeError);
+    }
+    assertPositive("warmup", warmup, false);
+  }
   if (rate !== undefined) assertPositive("rate", rate, false);
   const message = messageBytes(options.message ?? 64);
   if (options.udp) assertDatagram(message);
@@ -208,6 +224,7 @@ export async function loadTest(
       rate,
       timeout,
       duration,
+      warmup,
       progressInterval,
       onProgress,
       signal,
@@ -229,11 +246,12 @@ export async function loadTest(
     countPerConnection,
     rate,
     timeout,
+    warmup,
   });
   const cpuBefore = cpuMs();
   const stopAt = duration === undefined
     ? undefined
-    : setTimeout(() => run.stop(), duration);
+    : setTimeout(() => run.stop(), warmup + duration);
   let lastCount = 0;
   let lastAt = performance.now();
   const ticker = onProgress === undefined ? undefined : setInterval(() => {
@@ -258,7 +276,7 @@ export async function loadTest(
     run.stopWatchdog();
     signal?.removeEventListener("abort", run.stop);
   }
-  const durationMs = run.endedAt - run.startedAt;
+  const durationMs = Math.max(0, run.endedAt - run.measuredFrom);
   const seconds = durationMs / 1000;
   const h = run.histogram;
   const report: LoadReport = {
@@ -358,6 +376,8 @@ interface RunOptions {
   countPerConnection: number;
   rate: number | undefined;
   timeout: number;
+  /** Milliseconds at the start whose round trips are not counted. */
+  warmup: number;
 }
 
 /** The shared state of one load test's connections. */
@@ -368,6 +388,8 @@ class Run {
     numberOfSignificantValueDigits: 3,
   });
   readonly startedAt = performance.now();
+  /** When round trips start to count (after the warm-up). */
+  readonly measuredFrom: number;
   endedAt = this.startedAt;
   started = 0;
   completed = 0;
@@ -385,6 +407,7 @@ class Run {
 
   constructor(options: RunOptions) {
     this.#options = options;
+    this.measuredFrom = this.startedAt + options.warmup;
     // One timer for every connection's round-trip timeout, instead of one
     // per round trip: the generator's own cost stays low.
     if (options.timeout > 0) {
@@ -494,6 +517,7 @@ class Run {
         continue;
       }
       const now = performance.now();
+      if (now < this.measuredFrom) continue; // Warming up.
       this.histogram.recordValue(
         Math.max(1, Math.round((now - sentAt) * 1000)),
       );

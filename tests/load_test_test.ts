@@ -293,3 +293,34 @@ engineTest(
     }
   },
 );
+
+engineTest(
+  "loadTest() warms up before it measures: those round trips are made, not counted",
+  async (engine) => {
+    await using server = serveEcho({ port: 0 });
+    const report = await loadTest({
+      engine,
+      port: server.addr.port,
+      connections: 2,
+      message: 10,
+      warmup: 200,
+      duration: 300,
+    });
+    assert.equal(report.otherErrors + report.mismatches, 0);
+    assert.ok(report.roundTrips > 0);
+    // Measured over the duration alone.
+    assert.ok(
+      report.durationMs >= 250 && report.durationMs <= 320,
+      String(report.durationMs),
+    );
+    // The server echoed the warm-up's round trips too.
+    assert.ok(
+      server.stats.bytesIn / 10 > report.roundTrips,
+      `${server.stats.bytesIn / 10} echoed, ${report.roundTrips} counted`,
+    );
+    await assert.rejects(
+      () => loadTest({ engine, port: server.addr.port, warmup: 100 }),
+      (error: TypeError & { option: string }) => error.option === "warmup",
+    );
+  },
+);

@@ -140,6 +140,13 @@ export const CLIENT_FLAGS = {
     help: "load test: run for S seconds instead of a count",
     parse: decimal,
   },
+  warmup: {
+    arg: "S",
+    requires: ["duration"],
+    help: "load test: first run S seconds unmeasured (round trips made and " +
+      "checked, not counted), then --duration",
+    parse: decimal,
+  },
   size: {
     arg: "N",
     excludes: ["message"],
@@ -180,6 +187,7 @@ export const LOAD_FLAGS = [
   "count",
   "max-count",
   "duration",
+  "warmup",
   "size",
   "rate",
   "report-interval",

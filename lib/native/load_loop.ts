@@ -61,6 +61,8 @@ export interface LoadConfig {
   countPerConnection: number;
   rate: number | undefined;
   timeout: number;
+  /** Milliseconds at the start whose round trips are not counted. */
+  warmup: number;
   wakeFd: number;
   control: Int32Array;
   progress: Float64Array;
@@ -127,6 +129,8 @@ export class LoadLoop {
   #interval: number;
   #startedAt = performance.now();
   #endedAt = this.#startedAt;
+  /** When round trips start to count (after the warm-up). */
+  #measuredFrom: number;
   #nextWatch = Infinity;
   #stopped = false;
   #started = 0;
@@ -140,6 +144,7 @@ export class LoadLoop {
   constructor(native: Native, config: LoadConfig) {
     this.#native = native;
     this.#config = config;
+    this.#measuredFrom = this.#startedAt + config.warmup;
     this.#buffer = new Uint8Array(
       Math.max(64 * 1024, config.message.length + 1),
     );
@@ -382,13 +387,15 @@ export class LoadLoop {
       conn.received += r;
       if (conn.received < message.length) continue;
       const now = performance.now();
-      this.#histogram.recordValue(
-        Math.max(1, Math.round((now - conn.since) * 1000)),
-      );
+      if (now >= this.#measuredFrom) {
+        this.#histogram.recordValue(
+          Math.max(1, Math.round((now - conn.since) * 1000)),
+        );
+        this.#completed++;
+        this.#config.progress[PROGRESS_DONE] = this.#completed;
+        this.#endedAt = now;
+      }
       conn.since = 0;
-      this.#completed++;
-      this.#config.progress[PROGRESS_DONE] = this.#completed;
-      this.#endedAt = now;
       return this.#next(conn, now);
     }
   }
@@ -463,7 +470,7 @@ export class LoadLoop {
     const result: LoadResult = {
       connected: this.#connected,
       roundTrips: this.#completed,
-      durationMs: this.#endedAt - this.#startedAt,
+      durationMs: Math.max(0, this.#endedAt - this.#measuredFrom),
       latencyUs: {
         p50: percentile(50),
         p90: percentile(90),

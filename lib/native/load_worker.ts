@@ -16,6 +16,7 @@ export interface LoadWorkerInit {
   countPerConnection: number;
   rate: number | undefined;
   timeout: number;
+  warmup: number;
   wakeFd: number;
   control: SharedArrayBuffer;
   progress: SharedArrayBuffer;

@@ -48,6 +48,8 @@ export interface NativeLoadOptions {
   rate: number | undefined;
   timeout: number;
   duration: number | undefined;
+  /** Milliseconds before `duration` whose round trips are not counted. */
+  warmup: number;
   progressInterval: number;
   onProgress?: (progress: {
     elapsedMs: number;
@@ -94,7 +96,7 @@ export async function nativeLoad(
   const started = () => {
     startedAt = lastAt = performance.now();
     if (options.duration !== undefined) {
-      stopAt = setTimeout(stop, options.duration);
+      stopAt = setTimeout(stop, options.warmup + options.duration);
     }
     if (onProgress !== undefined) {
       ticker = setInterval(tick, options.progressInterval);
@@ -123,6 +125,7 @@ export async function nativeLoad(
         countPerConnection: options.countPerConnection,
         rate: options.rate,
         timeout: options.timeout,
+        warmup: options.warmup,
         wakeFd,
         control: control.buffer as SharedArrayBuffer,
         progress: progress.buffer as SharedArrayBuffer,
