@@ -1,0 +1,506 @@
+/**
+ * `deno task bench:yardstick`: our two engines against the yardstick of
+ * `../shared/bench`, its C epoll echo server and its C load generator
+ * (built here with gcc from that directory), on the native engine's
+ * targets. The server runs on CPU 0 and the load on CPU 1 (taskset), as in
+ * the yardstick's own run; repetitions take turns across servers, and the
+ * table gives each cell's median.
+ *
+ * - Servers (c_epoll, native, default) under the C load generator: 64 B and
+ *   4 KiB × 50 connections (round trips/s, server µs of CPU per round trip,
+ *   p99), a bulk stream (MB/s, server CPU s/GB), and 10,000 idle
+ *   connections (server kB per connection, from a fresh process).
+ * - `--workers 1` against `--workers 2` of the native engine at 64 B × 200:
+ *   server µs of CPU per round trip.
+ * - Load generators against c_epoll at 64 B × 50: the C load generator,
+ *   and `deno task client` with each engine (every byte still compared),
+ *   each after a 1 s warm-up.
+ *
+ * ```sh
+ * deno task bench:yardstick                      # 3 repetitions of 5 s
+ * deno task bench:yardstick --reps 1 --duration 2 --bulk 64M --idle 1000
+ * ```
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { DENO, fmt, markdown, ROOT } from "./_harness.ts";
+
+const FILES = 20_000;
+
+interface Options {
+  reps: number;
+  duration: number;
+  bulk: string;
+  idle: number;
+  dir: string;
+}
+
+/** A server under test: its command, `{PORT}` replaced by the port. */
+const SERVERS: Record<string, (bin: string) => string[]> = {
+  c_epoll: (bin) => [`${bin}/c_epoll`, "{PORT}"],
+  native: () => server(["--engine", "native"]),
+  default: () => server([]),
+};
+
+function server(extra: string[]): string[] {
+  return [
+    DENO,
+    "run",
+    "--allow-net",
+    "--allow-read",
+    "--allow-ffi",
+    `${ROOT}server.ts`,
+    "--port",
+    "{PORT}",
+    "--log-level",
+    "error",
+    ...extra,
+  ];
+}
+
+/** The client CLI driving `port` at 64 B × 50 with `engine`. */
+function client(engine: string, port: number, seconds: number): string[] {
+  return [
+    DENO,
+    "run",
+    "--allow-net",
+    "--allow-read",
+    "--allow-ffi",
+    `${ROOT}client.ts`,
+    "--port",
+    String(port),
+    "--engine",
+    engine,
+    "--connections",
+    "50",
+    "--size",
+    "64",
+    "--warmup",
+    "1",
+    "--duration",
+    String(seconds),
+    "--json",
+  ];
+}
+
+/** A port the kernel had free a moment ago. */
+function freePort(): number {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  return listener.addr.port;
+}
+
+/** Runs `command` on `cpu` with room for many descriptors. */
+function pinned(cpu: number, command: string[]): Deno.Command {
+  return new Deno.Command("bash", {
+    args: [
+      "-c",
+      `ulimit -n ${FILES} && exec taskset -c ${cpu} "$@"`,
+      "bash",
+      ...command,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  });
+}
+
+/** A started server: its port and PID (bash and taskset exec it). */
+interface Running extends AsyncDisposable {
+  port: number;
+  pid: number;
+}
+
+async function start(command: string[]): Promise<Running> {
+  const port = freePort();
+  const child = pinned(0, command.map((a) => a.replace("{PORT}", String(port))))
+    .spawn();
+  const output = child.output();
+  for (let i = 0;; i++) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      break;
+    } catch (error) {
+      if (i === 200) {
+        child.kill("SIGKILL");
+        await output;
+        throw new Error(`${command[0]} did not listen: ${error}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  return {
+    port,
+    pid: child.pid,
+    async [Symbol.asyncDispose]() {
+      child.kill("SIGKILL");
+      await output;
+    },
+  };
+}
+
+/** Runs the C load generator on CPU 1; returns its RESULT fields. */
+async function loadgen(
+  bin: string,
+  args: string[],
+): Promise<Record<string, string>> {
+  const { stdout } = await pinned(1, [`${bin}/loadgen`, ...args]).output();
+  const line = new TextDecoder().decode(stdout).split("\n")
+    .find((l) => l.startsWith("RESULT "));
+  if (line === undefined) {
+    throw new Error(`loadgen ${args.join(" ")}: no RESULT`);
+  }
+  return Object.fromEntries(
+    line.slice(7).split(" ").map((pair) => pair.split("=") as [string, string]),
+  );
+}
+
+/** A cell: the figures of one workload on one server. */
+type Cell = Record<string, number>;
+
+function pingPong(r: Record<string, string>): Cell {
+  const rt = Number(r.rt_per_s);
+  const cpu = Number(r.srv_cpu_pct);
+  return {
+    rt,
+    cpuUsPerRt: cpu / 100 * 1e6 / rt,
+    p99: Number(r.p99_us),
+    errors: Number(r.mismatches) + Number(r.connect_errors) +
+      (r.ok === "1" ? 0 : 1),
+  };
+}
+
+async function benchServer(
+  name: string,
+  bin: string,
+  o: Options,
+): Promise<Record<string, Cell>> {
+  const cells: Record<string, Cell> = {};
+  const command = SERVERS[name](bin);
+  {
+    await using s = await start(command);
+    for (const size of [64, 4096]) {
+      cells[`${size} B × 50`] = pingPong(
+        await loadgen(bin, [
+          "-m",
+          "pingpong",
+          "-p",
+          String(s.port),
+          "-c",
+          "50",
+          "-l",
+          String(size),
+          "-d",
+          String(o.duration),
+          "-w",
+          "1",
+          "-P",
+          String(s.pid),
+        ]),
+      );
+    }
+    const bulk = await loadgen(bin, [
+      "-m",
+      "bulk",
+      "-p",
+      String(s.port),
+      "-c",
+      "1",
+      "-s",
+      o.bulk,
+      "-T",
+      "60",
+      "-P",
+      String(s.pid),
+    ]);
+    const mbs = Number(bulk.mb_per_s);
+    cells.bulk = {
+      mbs,
+      cpuSPerGb: Number(bulk.srv_cpu_pct) / 100 / (mbs / 1000),
+      errors: Number(bulk.mismatches) + (bulk.ok === "1" ? 0 : 1),
+    };
+  }
+  {
+    await using s = await start(command);
+    const idle = await loadgen(bin, [
+      "-m",
+      "idle",
+      "-p",
+      String(s.port),
+      "-c",
+      String(o.idle),
+      "-d",
+      "3",
+      "-k",
+      "256",
+      "-T",
+      "90",
+      "-P",
+      String(s.pid),
+    ]);
+    cells.idle = {
+      kbPerConn: Number(idle.kb_per_conn),
+      errors: idle.ok === "1" ? 0 : 1,
+    };
+  }
+  return cells;
+}
+
+async function benchWorkers(bin: string, o: Options): Promise<Cell[]> {
+  const cells: Cell[] = [];
+  for (const workers of [1, 2]) {
+    await using s = await start(
+      server(["--engine", "native", "--workers", String(workers)]),
+    );
+    cells.push(pingPong(
+      await loadgen(bin, [
+        "-m",
+        "pingpong",
+        "-p",
+        String(s.port),
+        "-c",
+        "200",
+        "-l",
+        "64",
+        "-d",
+        String(o.duration),
+        "-w",
+        "1",
+        "-P",
+        String(s.pid),
+      ]),
+    ));
+  }
+  return cells;
+}
+
+async function benchClients(
+  bin: string,
+  o: Options,
+): Promise<Record<string, Cell>> {
+  const cells: Record<string, Cell> = {};
+  await using s = await start(SERVERS.c_epoll(bin));
+  cells.c_loadgen = pingPong(
+    await loadgen(bin, [
+      "-m",
+      "pingpong",
+      "-p",
+      String(s.port),
+      "-c",
+      "50",
+      "-l",
+      "64",
+      "-d",
+      String(o.duration),
+      "-w",
+      "1",
+    ]),
+  );
+  for (const engine of ["native", "default"]) {
+    const { stdout, success } = await pinned(
+      1,
+      client(engine, s.port, o.duration),
+    ).output();
+    const report = JSON.parse(new TextDecoder().decode(stdout));
+    cells[`client ${engine}`] = {
+      rt: report.roundTripsPerSecond,
+      p99: report.latencyUs.p99,
+      errors: report.mismatches + report.otherErrors + report.connectErrors +
+        (success ? 0 : 1),
+    };
+  }
+  return cells;
+}
+
+/** Builds the yardstick's load generator and C server into a directory. */
+async function build(dir: string): Promise<string> {
+  const bin = await Deno.makeTempDir({ prefix: "tcp-echo-yardstick-" });
+  for (
+    const [out, source] of [
+      ["loadgen", `${dir}/loadgen/loadgen.c`],
+      ["c_epoll", `${dir}/servers/c_epoll.c`],
+    ]
+  ) {
+    const { success, stderr } = await new Deno.Command("gcc", {
+      args: ["-O2", "-o", `${bin}/${out}`, source],
+    }).output();
+    if (!success) {
+      throw new Error(`gcc ${source}: ${new TextDecoder().decode(stderr)}`);
+    }
+  }
+  return bin;
+}
+
+/** Per key, the repetition whose `pick` is the median. */
+function median(runs: Cell[], pick: (c: Cell) => number): Cell {
+  const sorted = [...runs].sort((a, b) => pick(a) - pick(b));
+  return sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    strict: true,
+    options: {
+      reps: { type: "string" },
+      duration: { type: "string" },
+      bulk: { type: "string" },
+      idle: { type: "string" },
+      dir: { type: "string" },
+    },
+  });
+  const o: Options = {
+    reps: Number(values.reps ?? 3),
+    duration: Number(values.duration ?? 5),
+    bulk: values.bulk ?? "512M",
+    idle: Number(values.idle ?? 10_000),
+    dir: values.dir ?? `${ROOT}../shared/bench`,
+  };
+  const bin = await build(o.dir);
+  const servers: Record<string, Record<string, Cell>[]> = {};
+  const workers: Cell[][] = [];
+  const clients: Record<string, Cell>[] = [];
+  try {
+    for (let rep = 1; rep <= o.reps; rep++) {
+      for (const name of Object.keys(SERVERS)) {
+        console.error(`== ${name}, repetition ${rep} of ${o.reps}`);
+        (servers[name] ??= []).push(await benchServer(name, bin, o));
+      }
+      console.error(`== native --workers 1 and 2, repetition ${rep}`);
+      workers.push(await benchWorkers(bin, o));
+      console.error(`== load generators, repetition ${rep}`);
+      clients.push(await benchClients(bin, o));
+    }
+  } finally {
+    await Deno.remove(bin, { recursive: true });
+  }
+  const cell = (name: string, key: string, pick: (c: Cell) => number) =>
+    median(servers[name].map((r) => r[key]), pick);
+  const rows: string[][] = [];
+  const ratio = (a: number, b: number) => `${fmt(a / b, 2)}×`;
+  for (const key of ["64 B × 50", "4096 B × 50"]) {
+    const by = (c: Cell) => c.cpuUsPerRt;
+    const [c, n, d] = ["c_epoll", "native", "default"].map((s) =>
+      cell(s, key, by)
+    );
+    rows.push(
+      [
+        `${key}: round trips/s`,
+        fmt(c.rt, 0),
+        fmt(n.rt, 0),
+        fmt(d.rt, 0),
+        ratio(n.rt, c.rt),
+        ratio(d.rt, c.rt),
+      ],
+      [
+        `${key}: server µs CPU/round trip`,
+        fmt(c.cpuUsPerRt, 2),
+        fmt(n.cpuUsPerRt, 2),
+        fmt(d.cpuUsPerRt, 2),
+        ratio(n.cpuUsPerRt, c.cpuUsPerRt),
+        ratio(d.cpuUsPerRt, c.cpuUsPerRt),
+      ],
+      [
+        `${key}: p99 µs`,
+        fmt(c.p99, 0),
+        fmt(n.p99, 0),
+        fmt(d.p99, 0),
+        ratio(n.p99, c.p99),
+        ratio(d.p99, c.p99),
+      ],
+    );
+  }
+  {
+    const [c, n, d] = ["c_epoll", "native", "default"].map((s) =>
+      cell(s, "bulk", (x) => x.mbs)
+    );
+    rows.push(
+      [
+        `bulk ${o.bulk}: MB/s`,
+        fmt(c.mbs, 0),
+        fmt(n.mbs, 0),
+        fmt(d.mbs, 0),
+        ratio(n.mbs, c.mbs),
+        ratio(d.mbs, c.mbs),
+      ],
+      [
+        `bulk: server CPU s/GB`,
+        fmt(c.cpuSPerGb, 3),
+        fmt(n.cpuSPerGb, 3),
+        fmt(d.cpuSPerGb, 3),
+        ratio(n.cpuSPerGb, c.cpuSPerGb),
+        ratio(d.cpuSPerGb, c.cpuSPerGb),
+      ],
+    );
+  }
+  {
+    const [c, n, d] = ["c_epoll", "native", "default"].map((s) =>
+      cell(s, "idle", (x) => x.kbPerConn)
+    );
+    rows.push([
+      `${o.idle} idle: server kB/conn`,
+      fmt(c.kbPerConn, 2),
+      fmt(n.kbPerConn, 2),
+      fmt(d.kbPerConn, 2),
+      "",
+      "",
+    ]);
+  }
+  const errors = Object.values(servers).flat().flatMap((r) => Object.values(r))
+    .reduce((sum, c) => sum + c.errors, 0);
+  const w1 = median(workers.map((w) => w[0]), (c) => c.cpuUsPerRt);
+  const w2 = median(workers.map((w) => w[1]), (c) => c.cpuUsPerRt);
+  const loadCells = Object.keys(clients[0]).map((k) =>
+    [k, median(clients.map((c) => c[k]), (c) => c.rt)] as const
+  );
+  const c = loadCells[0][1];
+  console.log(
+    [
+      `${
+        new Date().toISOString()
+      }, Deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} CPUs, server on CPU 0, load on CPU 1; median of ${o.reps} repetitions of ${o.duration} s (1 s warm-up); errors in all runs: ${errors}`,
+      "",
+      markdown(
+        [
+          "workload",
+          "c_epoll",
+          "native",
+          "default",
+          "native / C",
+          "default / C",
+        ],
+        rows,
+      ),
+      "",
+      markdown(["native, 64 B × 200", "--workers 1", "--workers 2", "2 / 1"], [
+        ["round trips/s", fmt(w1.rt, 0), fmt(w2.rt, 0), ratio(w2.rt, w1.rt)],
+        [
+          "server µs CPU/round trip",
+          fmt(w1.cpuUsPerRt, 2),
+          fmt(w2.cpuUsPerRt, 2),
+          ratio(w2.cpuUsPerRt, w1.cpuUsPerRt),
+        ],
+      ]),
+      "",
+      markdown(
+        [
+          "load generator → c_epoll, 64 B × 50",
+          "round trips/s",
+          "p99 µs",
+          "/ C load generator",
+          "errors",
+        ],
+        loadCells.map(([name, cell]) => [
+          name,
+          fmt(cell.rt, 0),
+          fmt(cell.p99, 0),
+          ratio(cell.rt, c.rt),
+          String(cell.errors),
+        ]),
+      ),
+    ].join("\n"),
+  );
+}
+
+if (import.meta.main) await main();
