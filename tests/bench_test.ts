@@ -90,3 +90,48 @@ Deno.test("deno task bench runs every server over every workload, and the worker
     assert.equal(perWorker.reduce((a, b) => a + b), 400, `${perWorker}`);
   }
 });
+
+const YARDSTICK = new URL("../../shared/bench/", import.meta.url).pathname;
+const hasYardstick = (() => {
+  try {
+    Deno.statSync(`${YARDSTICK}loadgen/loadgen.c`);
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test({
+  name:
+    "deno task bench:yardstick builds the C yardstick and measures both engines against it",
+  // The yardstick lives beside this repository (../shared/bench), not in it.
+  ignore: !hasYardstick,
+  async fn() {
+    const result = await run(Deno.execPath(), [
+      "run",
+      "-A",
+      new URL("../bench/yardstick.ts", import.meta.url).pathname,
+      "--reps",
+      "1",
+      "--duration",
+      "0.5",
+      "--bulk",
+      "4M",
+      "--idle",
+      "100",
+    ]);
+    assert.equal(result.code, 0, result.stderr);
+    const text = new TextDecoder().decode(result.stdout);
+    assert.match(text, /errors in all runs: 0$/m);
+    for (
+      const row of [
+        /^\| 64 B × 50: server µs CPU\/round trip \| [\d.]+ \| [\d.]+ \| [\d.]+ \|/m,
+        /^\| bulk 4M: MB\/s \| [\d,]+ \| [\d,]+ \| [\d,]+ \|/m,
+        /^\| server µs CPU\/round trip \| [\d.]+ \| [\d.]+ \|/m,
+        /^\| client native \| [\d,]+ \| [\d,]+ \| [\d.]+× \| 0 \|$/m,
+      ]
+    ) {
+      assert.match(text, row);
+    }
+  },
+});

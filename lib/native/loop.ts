@@ -13,6 +13,7 @@
 // closes or after a second.
 
 import { acceptBackoff, formatAddr, plural } from "../_helpers.ts";
+import { ConnTable } from "./conn_table.ts";
 import {
   ACCEPT_ERRORS,
   ACCEPTED,
@@ -110,24 +111,6 @@ export interface LoopConfig {
   post(records: LoopRecord[]): void;
 }
 
-/** One accepted connection. */
-class Conn {
-  readonly openedAt: number;
-  bytesIn = 0;
-  bytesOut = 0;
-  lastActive: number;
-  /** Bytes read and not yet echoed: the socket did not take them. */
-  pending: Uint8Array | undefined;
-  pendingAt = 0;
-  /** Why the server is ending it politely, and by when it closes. */
-  finishing: string | undefined;
-  lingerUntil = 0;
-  constructor(readonly fd: number, readonly peer: string, now: number) {
-    this.openedAt = now;
-    this.lastActive = now;
-  }
-}
-
 /** The echo loop of one thread. */
 export class EchoLoop {
   #native: Native;
@@ -142,9 +125,7 @@ export class EchoLoop {
   #addressLength = new Uint32Array(1);
   #wakeBuffer = new Uint8Array(8);
   #nodelay = new Int32Array([1]);
-  #conns = new Map<number, Conn>();
-  /** Connections ended politely, until they close. */
-  #lingering = new Set<Conn>();
+  #conns = new ConnTable();
   #records: LoopRecord[] = [];
   #listening = true;
   #acceptPaused = false;
@@ -175,8 +156,10 @@ export class EchoLoop {
    */
   run(): "mail" | "done" {
     const { libc } = this.#native;
+    const conns = this.#conns;
+    const { wakeFd, listenFd } = this.#config;
     try {
-      while (this.#listening || this.#conns.size > 0) {
+      while (this.#listening || conns.size > 0) {
         this.#flushRecords();
         if (this.waiting) return "mail";
         const n = libc.epoll_wait(
@@ -193,12 +176,10 @@ export class EchoLoop {
         }
         for (let i = 0; i < n; i++) {
           const fd = epollFd(this.#eventsView, i);
-          const events = epollEvents(this.#eventsView, i);
-          if (fd === this.#config.wakeFd) this.#woken();
-          else if (fd === this.#config.listenFd) this.#accept();
-          else {
-            const conn = this.#conns.get(fd);
-            if (conn !== undefined) this.#ready(conn, events);
+          if (fd === wakeFd) this.#woken();
+          else if (fd === listenFd) this.#accept();
+          else if (conns.has(fd)) {
+            this.#ready(fd, epollEvents(this.#eventsView, i));
           }
         }
         this.#timers();
@@ -222,31 +203,26 @@ export class EchoLoop {
    */
   announce(line: Uint8Array): void {
     this.#mailTaken++;
-    for (const conn of [...this.#conns.values()]) {
-      if (conn.finishing !== undefined) continue;
-      if (conn.pending !== undefined) {
-        const rest = conn.pending.subarray(conn.pendingAt);
+    const conns = this.#conns;
+    for (const fd of conns.all()) {
+      if (conns.finishing.has(fd)) continue;
+      const pending = conns.pending.get(fd);
+      if (pending !== undefined) {
+        const rest = pending.bytes.subarray(pending.at);
         const joined = new Uint8Array(rest.length + line.length);
         joined.set(rest);
         joined.set(line, rest.length);
-        conn.pending = joined;
-        conn.pendingAt = 0;
+        conns.pending.set(fd, { bytes: joined, at: 0 });
         continue;
       }
-      const w = this.#send(conn, line);
-      if (w >= 0 && w < line.length) {
-        conn.pending = line.slice(w);
-        conn.pendingAt = 0;
-        this.#ctl(EPOLL_CTL_MOD, conn.fd, EPOLLOUT);
-      }
+      const w = this.#send(fd, line, line.length);
+      if (w >= 0 && w < line.length) this.#owe(fd, line.slice(w));
     }
   }
 
   /** Ends what is left: the last thing a loop does. */
   #close(): void {
-    for (const conn of [...this.#conns.values()]) {
-      this.#end(conn, "server stopped");
-    }
+    for (const fd of this.#conns.all()) this.#end(fd, "server stopped");
     this.#closeListener();
     this.#native.libc.close(this.#epoll);
     this.#flushRecords();
@@ -279,8 +255,8 @@ export class EchoLoop {
   #timeout(): number {
     let at = this.#nextIdleScan;
     if (this.#acceptPaused) at = Math.min(at, this.#acceptAt);
-    if (this.#lingering.size > 0) {
-      for (const conn of this.#lingering) at = Math.min(at, conn.lingerUntil);
+    for (const { until } of this.#conns.finishing.values()) {
+      at = Math.min(at, until);
     }
     if (at === Infinity) return -1;
     return Math.max(0, Math.ceil(at - Date.now()));
@@ -296,17 +272,20 @@ export class EchoLoop {
       this.#acceptPaused = false;
       this.#ctl(EPOLL_CTL_ADD, this.#config.listenFd, EPOLLIN);
     }
-    if (this.#lingering.size > 0) {
-      for (const conn of [...this.#lingering]) {
-        if (now >= conn.lingerUntil) this.#end(conn, conn.finishing!);
+    const conns = this.#conns;
+    if (conns.finishing.size > 0) {
+      for (const [fd, { reason, until }] of [...conns.finishing]) {
+        if (now >= until) this.#end(fd, reason);
       }
     }
     if (now < this.#nextIdleScan) return;
     // Every connection, a few times per idle timeout (not per turn).
     this.#nextIdleScan = now + this.#idleScanMs();
     const { idleTimeout } = this.#config;
-    for (const conn of [...this.#conns.values()]) {
-      if (now - conn.lastActive >= idleTimeout) this.#end(conn, "idle timeout");
+    for (const fd of conns.all()) {
+      if (now - conns.lastActive[fd] >= idleTimeout) {
+        this.#end(fd, "idle timeout");
+      }
     }
   }
 
@@ -322,14 +301,10 @@ export class EchoLoop {
     this.#command = command;
     if (command >= DRAIN) this.#closeListener();
     if (command === FINISH) {
-      for (const conn of this.#conns.values()) {
-        this.#finish(conn, "grace period over");
-      }
+      for (const fd of this.#conns.all()) this.#finish(fd, "grace period over");
     }
     if (command === STOP) {
-      for (const conn of [...this.#conns.values()]) {
-        this.#end(conn, "server stopped");
-      }
+      for (const fd of this.#conns.all()) this.#end(fd, "server stopped");
     }
   }
 
@@ -346,7 +321,7 @@ export class EchoLoop {
 
   #accept(): void {
     const { libc } = this.#native;
-    const { counters, open, maxConnections } = this.#config;
+    const { counters, open, maxConnections, logInfo } = this.#config;
     while (this.#listening) {
       this.#addressLength[0] = this.#address.length;
       const fd = libc.accept4(
@@ -371,9 +346,6 @@ export class EchoLoop {
       }
       this.#backoff = 0;
       counters[ACCEPTED]++;
-      const peer = this.#config.logInfo
-        ? formatAddr(fromSockaddr(this.#address))
-        : "";
       if (Atomics.add(open, 0, 1) >= maxConnections) {
         Atomics.sub(open, 0, 1);
         counters[REJECTED]++;
@@ -393,11 +365,11 @@ export class EchoLoop {
         continue;
       }
       libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, this.#nodelay, 4);
-      const conn = new Conn(fd, peer, this.#now);
-      this.#conns.set(fd, conn);
+      const peer = logInfo ? formatAddr(fromSockaddr(this.#address)) : "";
+      this.#conns.add(fd, peer, this.#now);
       counters[ACTIVE]++;
       this.#ctl(EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP);
-      if (this.#config.logInfo) {
+      if (logInfo) {
         this.#log("info", "Opened {peer} ({active} open)", {
           peer,
           active: this.#conns.size,
@@ -417,50 +389,58 @@ export class EchoLoop {
     });
   }
 
-  #ready(conn: Conn, events: number): void {
-    if (conn.pending !== undefined) {
-      if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) this.#flush(conn);
+  #ready(fd: number, events: number): void {
+    if (this.#conns.owing[fd] === 1) {
+      if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) this.#flush(fd);
       return;
     }
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-      this.#readable(conn);
+      this.#readable(fd);
     }
   }
 
-  #readable(conn: Conn): void {
+  #readable(fd: number): void {
     const { libc } = this.#native;
     const buffer = this.#buffer;
+    const conns = this.#conns;
     const counters = this.#config.counters;
     for (let i = 0; i < READS_PER_EVENT; i++) {
-      const r = libc.read(conn.fd, buffer, buffer.length);
+      const r = libc.read(fd, buffer, buffer.length);
       if (r < 0) {
         const errno = this.#native.errno();
         if (errno === EAGAIN) return;
         if (errno === EINTR) continue;
-        return this.#end(conn, reason(errno));
+        return this.#end(fd, reason(errno));
       }
       if (r === 0) {
         // The client's end of stream: nothing is owed (we read only then),
         // so ours follows at once.
-        libc.shutdown(conn.fd, SHUT_WR);
-        return this.#end(conn, conn.finishing ?? "closed by client");
+        libc.shutdown(fd, SHUT_WR);
+        return this.#end(
+          fd,
+          conns.finishing.get(fd)?.reason ?? "closed by client",
+        );
       }
-      conn.bytesIn += r;
+      conns.bytesIn[fd] += r;
       counters[BYTES_IN] += r;
-      conn.lastActive = this.#now;
-      if (conn.finishing !== undefined) continue; // Not echoed any more.
+      conns.lastActive[fd] = this.#now;
+      if (conns.finishing.size > 0 && conns.finishing.has(fd)) {
+        continue; // Not echoed any more.
+      }
       // The first r bytes of the buffer (r <= buffer.length, as read()
       // returned it): no view to allocate on the hot path.
-      const w = this.#send(conn, buffer, r);
+      const w = this.#send(fd, buffer, r);
       if (w < 0) return;
-      if (w < r) {
-        conn.pending = buffer.slice(w, r);
-        conn.pendingAt = 0;
-        this.#ctl(EPOLL_CTL_MOD, conn.fd, EPOLLOUT);
-        return;
-      }
+      if (w < r) return this.#owe(fd, buffer.slice(w, r));
       if (r < buffer.length) return;
     }
+  }
+
+  /** Keeps `bytes` to send once the socket takes more; stops reading. */
+  #owe(fd: number, bytes: Uint8Array): void {
+    this.#conns.pending.set(fd, { bytes, at: 0 });
+    this.#conns.owing[fd] = 1;
+    this.#ctl(EPOLL_CTL_MOD, fd, EPOLLOUT);
   }
 
   /**
@@ -468,13 +448,13 @@ export class EchoLoop {
    * takes; returns how much, or -1 once the connection has ended on an
    * error.
    */
-  #send(conn: Conn, bytes: Uint8Array, length = bytes.length): number {
+  #send(fd: number, bytes: Uint8Array, length: number): number {
     const { libc } = this.#native;
     let written = 0;
     while (written < length) {
       const rest = written === 0 ? bytes : bytes.subarray(written, length);
       const w = libc.send(
-        conn.fd,
+        fd,
         rest,
         Math.min(rest.length, length - written),
         MSG_NOSIGNAL,
@@ -483,64 +463,65 @@ export class EchoLoop {
         const errno = this.#native.errno();
         if (errno === EAGAIN) break;
         if (errno === EINTR) continue;
-        this.#end(conn, reason(errno));
+        this.#end(fd, reason(errno));
         return -1;
       }
       written += w;
     }
-    conn.bytesOut += written;
+    this.#conns.bytesOut[fd] += written;
     this.#config.counters[BYTES_OUT] += written;
-    if (written > 0) conn.lastActive = this.#now;
+    if (written > 0) this.#conns.lastActive[fd] = this.#now;
     return written;
   }
 
   /** Sends what the socket did not take; then reads again. */
-  #flush(conn: Conn): void {
-    const pending = conn.pending!;
-    const rest = pending.subarray(conn.pendingAt);
-    const w = this.#send(conn, rest);
+  #flush(fd: number): void {
+    const conns = this.#conns;
+    const pending = conns.pending.get(fd)!;
+    const rest = pending.bytes.subarray(pending.at);
+    const w = this.#send(fd, rest, rest.length);
     if (w < 0) return;
-    conn.pendingAt += w;
-    if (conn.pendingAt < pending.length) return;
-    conn.pending = undefined;
-    if (conn.finishing !== undefined) {
-      this.#native.libc.shutdown(conn.fd, SHUT_WR);
-    }
-    this.#ctl(EPOLL_CTL_MOD, conn.fd, EPOLLIN | EPOLLRDHUP);
+    pending.at += w;
+    if (pending.at < pending.bytes.length) return;
+    conns.pending.delete(fd);
+    conns.owing[fd] = 0;
+    if (conns.finishing.has(fd)) this.#native.libc.shutdown(fd, SHUT_WR);
+    this.#ctl(EPOLL_CTL_MOD, fd, EPOLLIN | EPOLLRDHUP);
   }
 
   /**
-   * Ends `conn` politely: what the client still sends is read and
+   * Ends a connection politely: what the client still sends is read and
    * discarded, what is owed is sent, then the server half-closes, and the
    * connection closes once the client closes too or after LINGER_MS.
    */
-  #finish(conn: Conn, why: string): void {
-    if (conn.finishing !== undefined) return;
-    conn.finishing = why;
-    conn.lingerUntil = this.#now + LINGER_MS;
-    this.#lingering.add(conn);
-    if (conn.pending === undefined) {
-      this.#native.libc.shutdown(conn.fd, SHUT_WR);
-    }
+  #finish(fd: number, why: string): void {
+    const conns = this.#conns;
+    if (conns.finishing.has(fd)) return;
+    conns.finishing.set(fd, { reason: why, until: this.#now + LINGER_MS });
+    if (conns.owing[fd] === 0) this.#native.libc.shutdown(fd, SHUT_WR);
   }
 
-  #end(conn: Conn, why: string): void {
-    if (!this.#conns.delete(conn.fd)) return;
-    this.#lingering.delete(conn);
-    this.#native.libc.close(conn.fd);
+  #end(fd: number, why: string): void {
+    const conns = this.#conns;
+    if (!conns.has(fd)) return;
+    const peer = conns.peers.get(fd) ?? "";
+    conns.remove(fd);
+    this.#native.libc.close(fd);
     this.#config.counters[ACTIVE]--;
     Atomics.sub(this.#config.open, 0, 1);
     if (!this.#config.logInfo) return;
+    const bytesIn = conns.bytesIn[fd];
+    const bytesOut = conns.bytesOut[fd];
     this.#log(
       "info",
       `Closed {peer} after {durationMs} ms: {bytesIn} ${
-        plural(conn.bytesIn, "byte")
-      } in, {bytesOut} ${plural(conn.bytesOut, "byte")} out ({reason})`,
+        plural(bytesIn, "byte")
+      } in, {bytesOut} ${plural(bytesOut, "byte")} out ({reason})`,
       {
-        peer: conn.peer,
-        durationMs: this.#now - conn.openedAt,
-        bytesIn: conn.bytesIn,
-        bytesOut: conn.bytesOut,
+        peer,
+        durationMs: this.#now - conns.openedAt[fd],
+        bytesIn,
+        bytesOut,
         reason: why,
       },
     );

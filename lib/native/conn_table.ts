@@ -1,0 +1,81 @@
+// Private: the native echo loop's connections (lib/native/loop.ts), kept
+// as columns of typed arrays indexed by file descriptor, as a C server keeps
+// an array of structs: an idle connection costs a few dozen bytes and no
+// JavaScript object, and the hot path reads numbers, not properties. What
+// only some connections have (unsent bytes, a polite end under way, a name
+// for logs) lives in maps beside them. Not exported from mod.ts.
+
+const INITIAL_CAPACITY = 1024;
+
+/** The connections of one loop, by file descriptor. */
+export class ConnTable {
+  /** 1 for a descriptor that is one of our connections. */
+  open = new Uint8Array(INITIAL_CAPACITY);
+  /** 1 while bytes read wait to be written (see `pending`). */
+  owing = new Uint8Array(INITIAL_CAPACITY);
+  openedAt = new Float64Array(INITIAL_CAPACITY);
+  lastActive = new Float64Array(INITIAL_CAPACITY);
+  bytesIn = new Float64Array(INITIAL_CAPACITY);
+  bytesOut = new Float64Array(INITIAL_CAPACITY);
+  /** Bytes read and not yet echoed (the socket did not take them), and how many of them went since. */
+  pending = new Map<number, { bytes: Uint8Array; at: number }>();
+  /** Why the server is ending a connection politely, and by when it closes. */
+  finishing = new Map<number, { reason: string; until: number }>();
+  /** How logs name each client (only when they are wanted). */
+  peers = new Map<number, string>();
+  size = 0;
+  /** One above the highest descriptor ever added: how far a scan goes. */
+  #high = 0;
+
+  add(fd: number, peer: string, now: number): void {
+    if (fd >= this.open.length) this.#grow(fd);
+    this.open[fd] = 1;
+    this.owing[fd] = 0;
+    this.openedAt[fd] = now;
+    this.lastActive[fd] = now;
+    this.bytesIn[fd] = 0;
+    this.bytesOut[fd] = 0;
+    if (peer !== "") this.peers.set(fd, peer);
+    if (fd >= this.#high) this.#high = fd + 1;
+    this.size++;
+  }
+
+  /** Whether `fd` is one of ours; `false` once removed. */
+  has(fd: number): boolean {
+    return fd < this.open.length && this.open[fd] === 1;
+  }
+
+  remove(fd: number): void {
+    this.open[fd] = 0;
+    this.owing[fd] = 0;
+    this.pending.delete(fd);
+    this.finishing.delete(fd);
+    this.peers.delete(fd);
+    this.size--;
+  }
+
+  /** Every connection's descriptor, as a list (safe to remove while going). */
+  all(): number[] {
+    const fds: number[] = [];
+    for (let fd = 0; fd < this.#high; fd++) {
+      if (this.open[fd] === 1) fds.push(fd);
+    }
+    return fds;
+  }
+
+  #grow(fd: number): void {
+    let capacity = this.open.length;
+    while (capacity <= fd) capacity *= 2;
+    const grown = <T extends Uint8Array | Float64Array>(old: T): T => {
+      const next = new (old.constructor as new (n: number) => T)(capacity);
+      next.set(old);
+      return next;
+    };
+    this.open = grown(this.open);
+    this.owing = grown(this.owing);
+    this.openedAt = grown(this.openedAt);
+    this.lastActive = grown(this.lastActive);
+    this.bytesIn = grown(this.bytesIn);
+    this.bytesOut = grown(this.bytesOut);
+  }
+}
