@@ -1,8 +1,8 @@
 /**
- * `deno task bench`: runs our server and two reference peers (Node's
- * `socket.pipe(socket)` and Deno's documented `pipeTo` echo) over the same
- * workloads in one run, prints one table with ratios, and writes the results
- * as JSON to `bench/results/`.
+ * `deno task bench`: runs our server (with each engine) and two reference
+ * peers (Node's `socket.pipe(socket)` and Deno's documented `pipeTo` echo)
+ * over the same workloads in one run, prints one table with ratios, and
+ * writes the results as JSON to `bench/results/`.
  *
  * Workloads: 64 B and 4 KiB ping-pong over 1 and 50 connections (our load
  * client, every byte verified), a bulk stream (`echoStream`), idle
@@ -72,6 +72,20 @@ const SERVERS: Record<string, string[]> = {
     "0",
     "--log-level",
     "error",
+  ],
+  project_native: [
+    DENO,
+    "run",
+    "--allow-net",
+    `--allow-read=${ROOT}lib`,
+    "--allow-ffi",
+    `${ROOT}server.ts`,
+    "--port",
+    "0",
+    "--log-level",
+    "error",
+    "--engine",
+    "native",
   ],
   node_net: ["node", `${ROOT}bench/node_echo.mjs`, "0"],
   deno_pipe: [

@@ -26,7 +26,12 @@ Deno.test("deno task bench runs every server over every workload, and the worker
     new TextDecoder().decode(result.stdout),
   );
   assert.equal(meta.idleConns, 50);
-  assert.deepEqual(Object.keys(results), ["project", "node_net", "deno_pipe"]);
+  assert.deepEqual(Object.keys(results), [
+    "project",
+    "project_native",
+    "node_net",
+    "deno_pipe",
+  ]);
   for (const [server, cells] of Object.entries(results)) {
     assert.deepEqual(Object.keys(cells as object), [
       "64 B × 1",
