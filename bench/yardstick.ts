@@ -332,9 +332,9 @@ async function build(dir: string): Promise<string> {
   return bin;
 }
 
-/** Per key, the repetition whose `pick` is the median. */
-function median(runs: Cell[], pick: (c: Cell) => number): Cell {
-  const sorted = [...runs].sort((a, b) => pick(a) - pick(b));
+/** The median of `values` (the lower middle one of an even count). */
+function middle(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor((sorted.length - 1) / 2)];
 }
 
@@ -375,91 +375,67 @@ async function main(): Promise<void> {
   } finally {
     await Deno.remove(bin, { recursive: true });
   }
-  const cell = (name: string, key: string, pick: (c: Cell) => number) =>
-    median(servers[name].map((r) => r[key]), pick);
+  // Each figure's median over the repetitions, and each ratio's median over
+  // the repetitions' own ratios (a run against the C server of its own
+  // repetition, minutes apart at most: this VM's speed drifts).
+  const names = ["c_epoll", "native", "default"];
+  const row = (
+    label: string,
+    key: string,
+    pick: (c: Cell) => number,
+    digits: number,
+    ratios = true,
+  ): string[] => {
+    const of = (name: string) => servers[name].map((r) => pick(r[key]));
+    const c = of("c_epoll");
+    return [
+      label,
+      ...names.map((name) => fmt(middle(of(name)), digits)),
+      ...["native", "default"].map((name) =>
+        ratios ? `${fmt(middle(of(name).map((x, i) => x / c[i])), 2)}×` : ""
+      ),
+    ];
+  };
   const rows: string[][] = [];
-  const ratio = (a: number, b: number) => `${fmt(a / b, 2)}×`;
   for (const key of ["64 B × 50", "4096 B × 50"]) {
-    const by = (c: Cell) => c.cpuUsPerRt;
-    const [c, n, d] = ["c_epoll", "native", "default"].map((s) =>
-      cell(s, key, by)
-    );
     rows.push(
-      [
-        `${key}: round trips/s`,
-        fmt(c.rt, 0),
-        fmt(n.rt, 0),
-        fmt(d.rt, 0),
-        ratio(n.rt, c.rt),
-        ratio(d.rt, c.rt),
-      ],
-      [
-        `${key}: server µs CPU/round trip`,
-        fmt(c.cpuUsPerRt, 2),
-        fmt(n.cpuUsPerRt, 2),
-        fmt(d.cpuUsPerRt, 2),
-        ratio(n.cpuUsPerRt, c.cpuUsPerRt),
-        ratio(d.cpuUsPerRt, c.cpuUsPerRt),
-      ],
-      [
-        `${key}: p99 µs`,
-        fmt(c.p99, 0),
-        fmt(n.p99, 0),
-        fmt(d.p99, 0),
-        ratio(n.p99, c.p99),
-        ratio(d.p99, c.p99),
-      ],
+      row(`${key}: round trips/s`, key, (c) => c.rt, 0),
+      row(`${key}: server µs CPU/round trip`, key, (c) => c.cpuUsPerRt, 2),
+      row(`${key}: p99 µs`, key, (c) => c.p99, 0),
     );
   }
-  {
-    const [c, n, d] = ["c_epoll", "native", "default"].map((s) =>
-      cell(s, "bulk", (x) => x.mbs)
-    );
-    rows.push(
-      [
-        `bulk ${o.bulk}: MB/s`,
-        fmt(c.mbs, 0),
-        fmt(n.mbs, 0),
-        fmt(d.mbs, 0),
-        ratio(n.mbs, c.mbs),
-        ratio(d.mbs, c.mbs),
-      ],
-      [
-        `bulk: server CPU s/GB`,
-        fmt(c.cpuSPerGb, 3),
-        fmt(n.cpuSPerGb, 3),
-        fmt(d.cpuSPerGb, 3),
-        ratio(n.cpuSPerGb, c.cpuSPerGb),
-        ratio(d.cpuSPerGb, c.cpuSPerGb),
-      ],
-    );
-  }
-  {
-    const [c, n, d] = ["c_epoll", "native", "default"].map((s) =>
-      cell(s, "idle", (x) => x.kbPerConn)
-    );
-    rows.push([
-      `${o.idle} idle: server kB/conn`,
-      fmt(c.kbPerConn, 2),
-      fmt(n.kbPerConn, 2),
-      fmt(d.kbPerConn, 2),
-      "",
-      "",
-    ]);
-  }
-  const errors = Object.values(servers).flat().flatMap((r) => Object.values(r))
-    .reduce((sum, c) => sum + c.errors, 0);
-  const w1 = median(workers.map((w) => w[0]), (c) => c.cpuUsPerRt);
-  const w2 = median(workers.map((w) => w[1]), (c) => c.cpuUsPerRt);
-  const loadCells = Object.keys(clients[0]).map((k) =>
-    [k, median(clients.map((c) => c[k]), (c) => c.rt)] as const
+  rows.push(
+    row(`bulk ${o.bulk}: MB/s`, "bulk", (c) => c.mbs, 0),
+    row("bulk: server CPU s/GB", "bulk", (c) => c.cpuSPerGb, 3),
+    row(`${o.idle} idle: server kB/conn`, "idle", (c) => c.kbPerConn, 2, false),
   );
-  const c = loadCells[0][1];
+  const errors = [
+    ...Object.values(servers).flat().flatMap((r) => Object.values(r)),
+    ...workers.flat(),
+    ...clients.flatMap((r) => Object.values(r)),
+  ].reduce((sum, c) => sum + c.errors, 0);
+  const workerRow = (
+    label: string,
+    pick: (c: Cell) => number,
+    digits: number,
+  ) => [
+    label,
+    fmt(middle(workers.map((w) => pick(w[0]))), digits),
+    fmt(middle(workers.map((w) => pick(w[1]))), digits),
+    `${fmt(middle(workers.map((w) => pick(w[1]) / pick(w[0]))), 2)}×`,
+  ];
+  const clientRow = (name: string) => [
+    name,
+    fmt(middle(clients.map((c) => c[name].rt)), 0),
+    fmt(middle(clients.map((c) => c[name].p99)), 0),
+    `${fmt(middle(clients.map((c) => c[name].rt / c.c_loadgen.rt)), 2)}×`,
+    String(clients.reduce((sum, c) => sum + c[name].errors, 0)),
+  ];
   console.log(
     [
       `${
         new Date().toISOString()
-      }, Deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} CPUs, server on CPU 0, load on CPU 1; median of ${o.reps} repetitions of ${o.duration} s (1 s warm-up); errors in all runs: ${errors}`,
+      }, Deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} CPUs, server on CPU 0, load on CPU 1; median of ${o.reps} repetitions of ${o.duration} s (1 s warm-up), ratios the median of each repetition's own; errors in all runs: ${errors}`,
       "",
       markdown(
         [
@@ -474,13 +450,8 @@ async function main(): Promise<void> {
       ),
       "",
       markdown(["native, 64 B × 200", "--workers 1", "--workers 2", "2 / 1"], [
-        ["round trips/s", fmt(w1.rt, 0), fmt(w2.rt, 0), ratio(w2.rt, w1.rt)],
-        [
-          "server µs CPU/round trip",
-          fmt(w1.cpuUsPerRt, 2),
-          fmt(w2.cpuUsPerRt, 2),
-          ratio(w2.cpuUsPerRt, w1.cpuUsPerRt),
-        ],
+        workerRow("round trips/s", (c) => c.rt, 0),
+        workerRow("server µs CPU/round trip", (c) => c.cpuUsPerRt, 2),
       ]),
       "",
       markdown(
@@ -491,13 +462,7 @@ async function main(): Promise<void> {
           "/ C load generator",
           "errors",
         ],
-        loadCells.map(([name, cell]) => [
-          name,
-          fmt(cell.rt, 0),
-          fmt(cell.p99, 0),
-          ratio(cell.rt, c.rt),
-          String(cell.errors),
-        ]),
+        Object.keys(clients[0]).map(clientRow),
       ),
     ].join("\n"),
   );

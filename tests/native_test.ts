@@ -31,6 +31,20 @@ Deno.test("engine native refuses what only the default engine does, naming the e
     () => serveEcho({ path, engine: "native" }),
     /without a Unix socket/,
   );
+  // A name could stand for any address: only an IP address or localhost.
+  assert.throws(
+    () => serveEcho({ hostname: "example.com", port: 0, engine: "native" }),
+    /binds an IP address or localhost, got example\.com/,
+  );
+  {
+    await using local = serveEcho({
+      hostname: "localhost",
+      port: 0,
+      engine: "native",
+    });
+    assert.equal(local.addr.hostname, "127.0.0.1");
+    assert.equal(await echoOnce("local", { port: local.addr.port }), "local");
+  }
   assert.throws(
     // @ts-expect-error: not an engine
     () => serveEcho({ port: 0, engine: "turbo" }),

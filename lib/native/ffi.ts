@@ -11,6 +11,8 @@
 // 2^32. `ssize_t` results are read as `i32`: counts here never reach 2^31,
 // and -1 stays -1.
 
+import { isIP } from "node:net";
+
 /** Whether this machine can run the native engine, and if not, why. */
 export function nativeSupport(): string | undefined {
   if (Deno.build.os !== "linux") {
@@ -215,7 +217,9 @@ export function epollFd(view: DataView, i: number): number {
  * for `hostname` (an IP address) and `port`.
  */
 export function sockaddr(hostname: string, port: number): Uint8Array {
-  const v6 = hostname.includes(":");
+  const family = isIP(hostname);
+  if (family === 0) throw new TypeError(`Not an IP address: ${hostname}`);
+  const v6 = family === 6;
   const out = new Uint8Array(v6 ? SOCKADDR_MAX : 16);
   const view = new DataView(out.buffer);
   view.setUint16(0, v6 ? AF_INET6 : AF_INET, true);

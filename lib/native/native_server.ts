@@ -7,6 +7,7 @@
 // from mod.ts.
 
 import { getLogger } from "@logtape/logtape";
+import { isIP } from "node:net";
 import { formatAddr, LOG_CATEGORY, optionError, plural } from "../_helpers.ts";
 import type { ServerConfig } from "../server/config.ts";
 import { COUNTERS, sumStats } from "../server/counters.ts";
@@ -100,6 +101,23 @@ export function assertNativeSupported(
   }
 }
 
+/**
+ * `hostname` as an IP address to bind: `localhost` is 127.0.0.1; any other
+ * name is refused (the engine binds synchronously, and a name could stand
+ * for any address).
+ */
+function ipAddress(hostname: string): string {
+  if (hostname === "localhost") return "127.0.0.1";
+  if (isIP(hostname) === 0) {
+    throw optionError(
+      "hostname",
+      `the native engine binds an IP address or localhost, got ${hostname}`,
+      TypeError,
+    );
+  }
+  return hostname;
+}
+
 /** The error Deno itself throws for a failed bind or listen. */
 function bindError(what: string, errno: number, address: string): Error {
   const message = `${what} ${address}: ${errnoText(errno)}`;
@@ -180,8 +198,8 @@ export class NativeServer implements EchoServer<Deno.NetAddr> {
       throw new TypeError("The native engine listens on TCP only");
     }
     this.#config = config;
+    const hostname = ipAddress(config.listen.hostname);
     this.#native = openLibc();
-    const { hostname } = config.listen;
     let port = config.listen.port;
     const fds: number[] = [];
     try {
