@@ -130,6 +130,10 @@ async function start(command: string[]): Promise<Running> {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
+  // As the yardstick's run.sh does once the port listens: a server that
+  // finishes starting in the background (a worker, a JIT) is not measured
+  // starting.
+  await new Promise((resolve) => setTimeout(resolve, 500));
   return {
     port,
     pid: child.pid,

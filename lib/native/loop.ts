@@ -69,6 +69,8 @@ const LINGER_MS = 1000;
 const BUFFER_SIZE = 64 * 1024;
 /** Events taken per epoll_wait(). */
 const MAX_EVENTS = 256;
+/** Free read-rest buffers kept for reuse (64 KiB each). */
+const MAX_SPARE = 16;
 /** Reads per readable event before others get their turn. */
 const READS_PER_EVENT = 16;
 /**
@@ -126,6 +128,8 @@ export class EchoLoop {
   #wakeBuffer = new Uint8Array(8);
   #nodelay = new Int32Array([1]);
   #conns = new ConnTable();
+  /** Read buffers' rests, sent and free again (see #oweRead). */
+  #spare: Uint8Array[] = [];
   #records: LoopRecord[] = [];
   #listening = true;
   #acceptPaused = false;
@@ -431,7 +435,7 @@ export class EchoLoop {
       // returned it): no view to allocate on the hot path.
       const w = this.#send(fd, buffer, r);
       if (w < 0) return;
-      if (w < r) return this.#owe(fd, buffer.slice(w, r));
+      if (w < r) return this.#oweRead(fd, w, r);
       if (r < buffer.length) return;
     }
   }
@@ -441,6 +445,27 @@ export class EchoLoop {
     this.#conns.pending.set(fd, { bytes, at: 0 });
     this.#conns.owing[fd] = 1;
     this.#ctl(EPOLL_CTL_MOD, fd, EPOLLOUT);
+  }
+
+  /**
+   * Keeps the rest of this read (bytes `from` to `to` of the read buffer)
+   * in a buffer of the pool: a stream that fills its socket again and again
+   * reuses a few buffers rather than allocating one each time.
+   */
+  #oweRead(fd: number, from: number, to: number): void {
+    const spare = this.#spare.pop() ?? new Uint8Array(BUFFER_SIZE);
+    spare.set(this.#buffer.subarray(from, to));
+    this.#owe(fd, spare.subarray(0, to - from));
+  }
+
+  /** Gives a pooled buffer back, if `bytes` is a view of one. */
+  #recycle(bytes: Uint8Array): void {
+    if (bytes.buffer.byteLength !== BUFFER_SIZE || bytes.byteOffset !== 0) {
+      return;
+    }
+    if (this.#spare.length < MAX_SPARE) {
+      this.#spare.push(new Uint8Array(bytes.buffer as ArrayBuffer));
+    }
   }
 
   /**
@@ -485,6 +510,7 @@ export class EchoLoop {
     if (pending.at < pending.bytes.length) return;
     conns.pending.delete(fd);
     conns.owing[fd] = 0;
+    this.#recycle(pending.bytes);
     if (conns.finishing.has(fd)) this.#native.libc.shutdown(fd, SHUT_WR);
     this.#ctl(EPOLL_CTL_MOD, fd, EPOLLIN | EPOLLRDHUP);
   }
