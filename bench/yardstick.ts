@@ -44,45 +44,29 @@ const SERVERS: Record<string, (bin: string) => string[]> = {
   default: () => server([]),
 };
 
+/** One of our CLIs, with the permissions either engine needs. */
+function cli(script: string, args: string[]): string[] {
+  const allow = ["--allow-net", "--allow-read", "--allow-ffi"];
+  return [DENO, "run", ...allow, `${ROOT}${script}`, ...args];
+}
+
 function server(extra: string[]): string[] {
-  return [
-    DENO,
-    "run",
-    "--allow-net",
-    "--allow-read",
-    "--allow-ffi",
-    `${ROOT}server.ts`,
+  return cli("server.ts", [
     "--port",
     "{PORT}",
     "--log-level",
     "error",
     ...extra,
-  ];
+  ]);
 }
 
 /** The client CLI driving `port` at 64 B × 50 with `engine`. */
 function client(engine: string, port: number, seconds: number): string[] {
-  return [
-    DENO,
-    "run",
-    "--allow-net",
-    "--allow-read",
-    "--allow-ffi",
-    `${ROOT}client.ts`,
-    "--port",
-    String(port),
-    "--engine",
-    engine,
-    "--connections",
-    "50",
-    "--size",
-    "64",
-    "--warmup",
-    "1",
-    "--duration",
-    String(seconds),
-    "--json",
-  ];
+  return cli("client.ts", [
+    ...["--port", String(port), "--engine", engine],
+    ...["--connections", "50", "--size", "64"],
+    ...["--warmup", "1", "--duration", String(seconds), "--json"],
+  ]);
 }
 
 /** A port the kernel had free a moment ago. */
@@ -160,6 +144,22 @@ async function loadgen(
   );
 }
 
+/** The C load generator's ping-pong at `size` bytes over `connections`. */
+function pingPongArgs(
+  o: Options,
+  port: number,
+  connections: number,
+  size: number,
+  pid?: number,
+): string[] {
+  return [
+    ..."-m pingpong -w 1".split(" "),
+    ...["-p", String(port), "-c", String(connections), "-l", String(size)],
+    ...["-d", String(o.duration)],
+    ...(pid === undefined ? [] : ["-P", String(pid)]),
+  ];
+}
+
 /** A cell: the figures of one workload on one server. */
 type Cell = Record<string, number>;
 
@@ -186,22 +186,7 @@ async function benchServer(
     await using s = await start(command);
     for (const size of [64, 4096]) {
       cells[`${size} B × 50`] = pingPong(
-        await loadgen(bin, [
-          "-m",
-          "pingpong",
-          "-p",
-          String(s.port),
-          "-c",
-          "50",
-          "-l",
-          String(size),
-          "-d",
-          String(o.duration),
-          "-w",
-          "1",
-          "-P",
-          String(s.pid),
-        ]),
+        await loadgen(bin, pingPongArgs(o, s.port, 50, size, s.pid)),
       );
     }
     const bulk = await loadgen(bin, [
@@ -258,22 +243,7 @@ async function benchWorkers(bin: string, o: Options): Promise<Cell[]> {
       server(["--engine", "native", "--workers", String(workers)]),
     );
     cells.push(pingPong(
-      await loadgen(bin, [
-        "-m",
-        "pingpong",
-        "-p",
-        String(s.port),
-        "-c",
-        "200",
-        "-l",
-        "64",
-        "-d",
-        String(o.duration),
-        "-w",
-        "1",
-        "-P",
-        String(s.pid),
-      ]),
+      await loadgen(bin, pingPongArgs(o, s.port, 200, 64, s.pid)),
     ));
   }
   return cells;
@@ -286,20 +256,7 @@ async function benchClients(
   const cells: Record<string, Cell> = {};
   await using s = await start(SERVERS.c_epoll(bin));
   cells.c_loadgen = pingPong(
-    await loadgen(bin, [
-      "-m",
-      "pingpong",
-      "-p",
-      String(s.port),
-      "-c",
-      "50",
-      "-l",
-      "64",
-      "-d",
-      String(o.duration),
-      "-w",
-      "1",
-    ]),
+    await loadgen(bin, pingPongArgs(o, s.port, 50, 64)),
   );
   for (const engine of ["native", "default"]) {
     const { stdout, success } = await pinned(

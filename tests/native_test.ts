@@ -127,6 +127,6 @@ Deno.test("client --engine native: a load test through the native loop; without 
   assert.equal(noFfi.code, 2);
   assert.equal(
     noFfi.stderr,
-    "error: Invalid --engine: native needs --allow-ffi (full access to this process) (see --help)\n",
+    "error: Invalid --engine: native needs --allow-ffi (full access to this process: the default engine does not) (see --help)\n",
   );
 });

@@ -12,6 +12,39 @@
 // and -1 stays -1.
 
 import { isIP } from "node:net";
+import { optionError } from "../_helpers.ts";
+
+/**
+ * Throws unless the native engine can run here with its Web Worker module
+ * `worker`: Linux on x86_64 or aarch64, `--allow-ffi`, and read access to
+ * the module when it is on disk. The errors name the `engine` option.
+ */
+export function assertNativeRuns(worker: URL): void {
+  const unsupported = nativeSupport();
+  if (unsupported !== undefined) {
+    throw optionError(
+      "engine",
+      `native ${unsupported}`,
+      Deno.errors.NotSupported,
+    );
+  }
+  if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") {
+    throw optionError(
+      "engine",
+      "native needs --allow-ffi (full access to this process: the default engine does not)",
+      Deno.errors.NotCapable,
+    );
+  }
+  if (worker.protocol !== "file:") return;
+  const path = decodeURIComponent(worker.pathname);
+  if (Deno.permissions.querySync({ name: "read", path }).state !== "granted") {
+    throw optionError(
+      "engine",
+      `native needs read access to ${path} (--allow-read)`,
+      Deno.errors.NotCapable,
+    );
+  }
+}
 
 /** Whether this machine can run the native engine, and if not, why. */
 export function nativeSupport(): string | undefined {

@@ -51,8 +51,8 @@ const MAX_ERROR_MESSAGES = 5;
 /** Highest latency the histogram tracks: one hour, in microseconds. */
 const MAX_LATENCY_US = 3_600_000_000;
 
-/** What the load loop needs. */
-export interface LoadConfig {
+/** The test, as loadTest checked it. */
+export interface LoadPlan {
   hostname: string;
   port: number;
   message: Uint8Array;
@@ -63,6 +63,10 @@ export interface LoadConfig {
   timeout: number;
   /** Milliseconds at the start whose round trips are not counted. */
   warmup: number;
+}
+
+/** What the load loop needs: the test, and the calling thread's handles. */
+export interface LoadConfig extends LoadPlan {
   wakeFd: number;
   control: Int32Array;
   progress: Float64Array;

@@ -4,19 +4,10 @@
 // Not exported from mod.ts.
 
 import { openLibc } from "./ffi.ts";
-import { LoadLoop, type LoadResult } from "./load_loop.ts";
+import { LoadLoop, type LoadPlan, type LoadResult } from "./load_loop.ts";
 
 /** What the calling thread sends: the test, and shared memory. */
-export interface LoadWorkerInit {
-  hostname: string;
-  port: number;
-  message: Uint8Array;
-  connections: number;
-  count: number;
-  countPerConnection: number;
-  rate: number | undefined;
-  timeout: number;
-  warmup: number;
+export interface LoadWorkerInit extends LoadPlan {
   wakeFd: number;
   control: SharedArrayBuffer;
   progress: SharedArrayBuffer;

@@ -5,51 +5,35 @@
 // report. Not exported from mod.ts.
 
 import { optionError } from "../_helpers.ts";
-import { EFD_CLOEXEC, EFD_NONBLOCK, nativeSupport, openLibc } from "./ffi.ts";
+import {
+  assertNativeRuns,
+  EFD_CLOEXEC,
+  EFD_NONBLOCK,
+  openLibc,
+} from "./ffi.ts";
 import { PROGRESS_DONE, PROGRESS_ERRORS, STOP_LOAD } from "./load_loop.ts";
 import type { FromLoadWorker, LoadWorkerInit } from "./load_worker.ts";
-import type { LoadResult } from "./load_loop.ts";
+import type { LoadPlan, LoadResult } from "./load_loop.ts";
 
 const WORKER_URL = new URL("./load_worker.ts", import.meta.url);
 
-/** Throws unless the native load generator can run here. */
+/**
+ * Throws unless the native load generator can run here, and for this test:
+ * `what` is what it cannot do (UDP, TLS…), if the test asks for it.
+ */
 export function assertNativeLoad(what: string | undefined): void {
-  const unsupported = nativeSupport();
-  if (unsupported !== undefined) {
-    throw optionError(
-      "engine",
-      `native ${unsupported}`,
-      Deno.errors.NotSupported,
-    );
-  }
+  assertNativeRuns(WORKER_URL);
   if (what !== undefined) {
     throw optionError(
       "engine",
       `native connects over plain TCP only, not ${what}`,
     );
   }
-  if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") {
-    throw optionError(
-      "engine",
-      "native needs --allow-ffi (full access to this process)",
-      Deno.errors.NotCapable,
-    );
-  }
 }
 
 /** The test to run, as loadTest checked it. */
-export interface NativeLoadOptions {
-  hostname: string;
-  port: number;
-  message: Uint8Array;
-  connections: number;
-  count: number;
-  countPerConnection: number;
-  rate: number | undefined;
-  timeout: number;
+export interface NativeLoadOptions extends LoadPlan {
   duration: number | undefined;
-  /** Milliseconds before `duration` whose round trips are not counted. */
-  warmup: number;
   progressInterval: number;
   onProgress?: (progress: {
     elapsedMs: number;

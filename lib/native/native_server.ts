@@ -15,6 +15,7 @@ import type { EchoMode, EchoServer, EchoServerStats } from "../types.ts";
 import {
   AF_INET,
   AF_INET6,
+  assertNativeRuns,
   EACCES,
   EADDRINUSE,
   EADDRNOTAVAIL,
@@ -23,7 +24,6 @@ import {
   errnoText,
   fromSockaddr,
   type Native,
-  nativeSupport,
   openLibc,
   SO_REUSEADDR,
   SO_REUSEPORT,
@@ -56,14 +56,6 @@ export function assertNativeSupported(
   config: ServerConfig,
   udp: boolean,
 ): void {
-  const unsupported = nativeSupport();
-  if (unsupported !== undefined) {
-    throw optionError(
-      "engine",
-      `native ${unsupported}`,
-      Deno.errors.NotSupported,
-    );
-  }
   const without = [
     config.mode !== "echo" && `mode ${config.mode}`,
     config.listen.transport !== "tcp" &&
@@ -81,24 +73,7 @@ export function assertNativeSupported(
       `native serves echo mode over TCP only, without ${without.join(", ")}`,
     );
   }
-  if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") {
-    throw optionError(
-      "engine",
-      "native needs --allow-ffi (full access to this process: the default engine does not)",
-      Deno.errors.NotCapable,
-    );
-  }
-  if (WORKER_URL.protocol === "file:") {
-    const path = decodeURIComponent(WORKER_URL.pathname);
-    const { state } = Deno.permissions.querySync({ name: "read", path });
-    if (state !== "granted") {
-      throw optionError(
-        "engine",
-        `native needs read access to ${path} (--allow-read)`,
-        Deno.errors.NotCapable,
-      );
-    }
-  }
+  assertNativeRuns(WORKER_URL);
 }
 
 /**
