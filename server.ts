@@ -81,6 +81,10 @@ async function main(args: string[]): Promise<number> {
     );
     return EXIT_FAILURE;
   }
+  // Before anything can be accepted: the native engine's loops accept on
+  // threads of their own, and a flood of clients could take every
+  // descriptor before the signal handlers had theirs.
+  using signals = stopOnSignals(server, stop);
   try {
     await server.ready;
   } catch (error) {
@@ -97,8 +101,6 @@ async function main(args: string[]): Promise<number> {
     return EXIT_FAILURE;
   }
   console.log(`Listening on ${formatAddr(server.addr)}`);
-
-  using signals = stopOnSignals(server, stop);
   const operator = v.operator ? operatorConsole(server) : undefined;
   await server.finished;
   await operator?.stop();
