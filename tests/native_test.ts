@@ -1,9 +1,16 @@
-// The native engine's own parts: what it refuses, its workers, and its
-// CLI flag. Echo mode's contract is tested on both engines in
-// serve_echo_test.ts.
+// The native engine's own parts: what it refuses, its workers, its CLI
+// flags, and its load client's byte check (fast-check). Echo mode's and
+// loadTest's contracts are tested on both engines in serve_echo_test.ts and
+// load_test_test.ts.
 
 import assert from "node:assert/strict";
-import { echoOnce, serveEcho, type ServeEchoOptions } from "../mod.ts";
+import fc from "fast-check";
+import {
+  echoOnce,
+  loadTest,
+  serveEcho,
+  type ServeEchoOptions,
+} from "../mod.ts";
 import { CLIENT, run, SERVER } from "./_process.ts";
 
 Deno.test("engine native refuses what only the default engine does, naming the engine option", async () => {
@@ -128,5 +135,87 @@ Deno.test("client --engine native: a load test through the native loop; without 
   assert.equal(
     noFfi.stderr,
     "error: Invalid --engine: native needs --allow-ffi (full access to this process: the default engine does not) (see --help)\n",
+  );
+});
+
+/**
+ * An echo server that writes each echo back in pieces of the sizes given
+ * (cycling), flipping byte `flip` of each connection's stream if set.
+ */
+function choppyServer(sizes: number[], flip?: number) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serving = (async () => {
+    const tasks: Promise<void>[] = [];
+    for await (const conn of listener) {
+      tasks.push((async () => {
+        const buffer = new Uint8Array(256 * 1024);
+        let offset = 0;
+        let piece = 0;
+        try {
+          for (let n; (n = await conn.read(buffer)) !== null;) {
+            const chunk = buffer.slice(0, n);
+            if (flip !== undefined && flip >= offset && flip < offset + n) {
+              chunk[flip - offset] ^= 0xff;
+            }
+            offset += n;
+            for (let at = 0; at < n;) {
+              const size = sizes[piece++ % sizes.length];
+              await conn.write(chunk.subarray(at, at + size));
+              at += size;
+            }
+          }
+        } catch {
+          // The client closed.
+        } finally {
+          conn.close();
+        }
+      })());
+    }
+    await Promise.all(tasks);
+  })();
+  return {
+    port: listener.addr.port,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await serving;
+    },
+  };
+}
+
+Deno.test("the native load client checks every byte of echoes of any size in any pieces, and finds the one that differs (property)", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.integer({ min: 1, max: 70_000 }),
+      fc.array(fc.integer({ min: 1, max: 9000 }), {
+        minLength: 1,
+        maxLength: 8,
+      }),
+      fc.option(fc.nat(), { nil: undefined }),
+      async (size, pieces, flipAt) => {
+        // A flip within the first message, or none.
+        const flip = flipAt === undefined ? undefined : flipAt % size;
+        await using server = choppyServer(pieces, flip);
+        const report = await loadTest({
+          engine: "native",
+          port: server.port,
+          connections: 2,
+          count: 6,
+          message: size,
+        });
+        if (flip === undefined) {
+          assert.equal(report.roundTrips, 6);
+          assert.equal(report.mismatches + report.otherErrors, 0);
+        } else {
+          // Each connection's first echo differs, at that byte.
+          assert.equal(report.roundTrips, 0);
+          assert.equal(report.mismatches, 2);
+          assert.equal(
+            report.errorMessages[0],
+            `Echo differs from what was sent at byte ${flip}`,
+          );
+        }
+      },
+    ),
+    { numRuns: 25 },
   );
 });
