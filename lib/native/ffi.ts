@@ -160,6 +160,11 @@ const SYMBOLS = {
   write: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
+  inet_pton: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  inet_ntop: {
+    parameters: ["i32", "buffer", "buffer", "u32"],
+    result: "pointer",
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** libc's functions, as JavaScript calls them. */
@@ -244,101 +249,55 @@ export function epollFd(view: DataView, i: number): number {
   return view.getInt32(i * EPOLL_EVENT_SIZE + EPOLL_DATA_OFFSET, true);
 }
 
+/** The largest address accept4() may return here: a `sockaddr_in6`. */
+export const SOCKADDR_MAX = 28;
+/** `INET6_ADDRSTRLEN`: room for any address inet_ntop() writes, and its NUL. */
+const ADDRESS_TEXT = 46;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
 /**
  * A `sockaddr_in` (16 bytes: family, port big-endian, address) or
  * `sockaddr_in6` (28 bytes: family, port, flow info, address, scope id)
- * for `hostname` (an IP address) and `port`.
+ * for `hostname` (an IP address) and `port`; libc's inet_pton() reads the
+ * address.
  */
-export function sockaddr(hostname: string, port: number): Uint8Array {
+export function sockaddr(
+  native: Native,
+  hostname: string,
+  port: number,
+): Uint8Array {
   const family = isIP(hostname);
   if (family === 0) throw new TypeError(`Not an IP address: ${hostname}`);
-  const v6 = family === 6;
-  const out = new Uint8Array(v6 ? SOCKADDR_MAX : 16);
+  const out = new Uint8Array(family === 6 ? SOCKADDR_MAX : 16);
   const view = new DataView(out.buffer);
-  view.setUint16(0, v6 ? AF_INET6 : AF_INET, true);
+  view.setUint16(0, family === 6 ? AF_INET6 : AF_INET, true);
   view.setUint16(2, port, false);
-  if (!v6) {
-    const parts = hostname.split(".").map(Number);
-    parts.forEach((p, i) => out[4 + i] = p);
-    return out;
-  }
-  out.set(ipv6Bytes(hostname), 8);
+  const text = encoder.encode(`${hostname}\0`);
+  const address = out.subarray(family === 6 ? 8 : 4);
+  native.libc.inet_pton(family === 6 ? AF_INET6 : AF_INET, text, address);
   return out;
 }
 
-/** The largest address accept4() may return here: a `sockaddr_in6`. */
-export const SOCKADDR_MAX = 28;
-
-/** The 16 bytes of an IPv6 address in text form (`::`, `::ffff:1.2.3.4`). */
-function ipv6Bytes(text: string): Uint8Array {
-  const out = new Uint8Array(16);
-  let words: number[];
-  const dotted = text.match(/^(.*:)(\d+\.\d+\.\d+\.\d+)$/);
-  const tail: number[] = [];
-  if (dotted) {
-    const [a, b, c, d] = dotted[2].split(".").map(Number);
-    tail.push((a << 8) | b, (c << 8) | d);
-    text = dotted[1].endsWith("::") ? dotted[1] : dotted[1].slice(0, -1);
-  }
-  const [head, rest] = text.split("::");
-  const parse = (s: string) =>
-    s === "" ? [] : s.split(":").map((w) => parseInt(w, 16));
-  if (rest === undefined) {
-    words = [...parse(head), ...tail];
-  } else {
-    const left = parse(head);
-    const right = [...parse(rest), ...tail];
-    words = [
-      ...left,
-      ...Array(8 - left.length - right.length).fill(0),
-      ...right,
-    ];
-  }
-  words.forEach((w, i) => {
-    out[2 * i] = w >> 8;
-    out[2 * i + 1] = w & 0xff;
-  });
-  return out;
-}
-
-/** The address and port in a `sockaddr` that the kernel filled in. */
+/**
+ * The address (as libc's inet_ntop() writes it) and port in a `sockaddr`
+ * that the kernel filled in.
+ */
 export function fromSockaddr(
+  native: Native,
   bytes: Uint8Array,
 ): { hostname: string; port: number } {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
   const family = view.getUint16(0, true);
-  const port = view.getUint16(2, false);
-  if (family === AF_INET) {
-    return { hostname: bytes.subarray(4, 8).join("."), port };
-  }
-  const words: number[] = [];
-  for (let i = 0; i < 8; i++) words.push(view.getUint16(8 + 2 * i, false));
-  // An IPv4 client of a `::` listener is an IPv4 client.
-  if (words.slice(0, 5).every((w) => w === 0) && words[5] === 0xffff) {
-    return { hostname: bytes.subarray(20, 24).join("."), port };
-  }
-  return { hostname: compressIpv6(words.map((w) => w.toString(16))), port };
-}
-
-/** An IPv6 address's 8 words, shortest form (RFC 5952). */
-function compressIpv6(words: string[]): string {
-  let best = -1;
-  let bestLength = 1;
-  for (let i = 0; i < 8;) {
-    if (words[i] !== "0") {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && words[j] === "0") j++;
-    if (j - i > bestLength) {
-      best = i;
-      bestLength = j - i;
-    }
-    i = j;
-  }
-  if (best === -1) return words.join(":");
-  return `${words.slice(0, best).join(":")}::${
-    words.slice(best + bestLength).join(":")
-  }`;
+  const text = new Uint8Array(ADDRESS_TEXT);
+  native.libc.inet_ntop(
+    family,
+    bytes.subarray(family === AF_INET6 ? 8 : 4),
+    text,
+    text.length,
+  );
+  return {
+    hostname: decoder.decode(text.subarray(0, text.indexOf(0))),
+    port: view.getUint16(2, false),
+  };
 }

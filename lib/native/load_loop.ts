@@ -240,7 +240,7 @@ export class LoadLoop {
   #open(index: number): void {
     const { libc } = this.#native;
     const { hostname, port } = this.#config;
-    const address = sockaddr(hostname, port);
+    const address = sockaddr(this.#native, hostname, port);
     const family = new DataView(address.buffer).getUint16(0, true);
     const fd = libc.socket(
       family,

@@ -361,7 +361,7 @@ export class EchoLoop {
             plural(active, "connection")
           } open, the maximum is {maxConnections}`,
           {
-            peer: formatAddr(fromSockaddr(this.#address)),
+            peer: formatAddr(fromSockaddr(this.#native, this.#address)),
             active,
             maxConnections,
           },
@@ -369,7 +369,9 @@ export class EchoLoop {
         continue;
       }
       libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, this.#nodelay, 4);
-      const peer = logInfo ? formatAddr(fromSockaddr(this.#address)) : "";
+      const peer = logInfo
+        ? formatAddr(fromSockaddr(this.#native, this.#address))
+        : "";
       this.#conns.add(fd, peer, this.#now);
       counters[ACTIVE]++;
       this.#ctl(EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP);

@@ -110,7 +110,7 @@ function listenSocket(
   reusePort: boolean,
 ): { fd: number; port: number } {
   const { libc } = native;
-  const address = sockaddr(hostname, port);
+  const address = sockaddr(native, hostname, port);
   const family = hostname.includes(":") ? AF_INET6 : AF_INET;
   const fd = libc.socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   const shown = formatAddr({ hostname, port });
@@ -133,7 +133,7 @@ function listenSocket(
   const bound = new Uint8Array(SOCKADDR_MAX);
   const length = new Uint32Array([bound.length]);
   libc.getsockname(fd, bound, length);
-  return { fd, port: fromSockaddr(bound).port };
+  return { fd, port: fromSockaddr(native, bound).port };
 }
 
 /** One loop's worker, seen from here. */
