@@ -1,5 +1,7 @@
 // Helpers for tests that spawn the CLIs and external peers (nc, socat).
 
+import assert from "node:assert/strict";
+
 export const ROOT: string = new URL("..", import.meta.url).pathname;
 export const SERVER: string = new URL("../server.ts", import.meta.url).pathname;
 export const CLIENT: string = new URL("../client.ts", import.meta.url).pathname;
@@ -194,4 +196,22 @@ export async function writeStdin(
     typeof text === "string" ? new TextEncoder().encode(text) : text,
   );
   writer.releaseLock();
+}
+
+/**
+ * Runs `command` once per case, with the case's arguments added, and checks
+ * that each is a usage error: exit 2, `error: MESSAGE (see --help)` on
+ * stderr, and nothing on stdout.
+ */
+export async function assertUsageErrors(
+  command: readonly string[],
+  cases: readonly (readonly [readonly string[], string])[],
+): Promise<void> {
+  for (const [args, message] of cases) {
+    const result = await run(command[0], [...command.slice(1), ...args]);
+    const label = args.join(" ").slice(0, 50);
+    assert.equal(result.code, 2, `${label}: ${result.stderr}`);
+    assert.equal(result.stderr, `error: ${message} (see --help)\n`, label);
+    assert.equal(result.stdout.length, 0, label);
+  }
 }

@@ -6,7 +6,7 @@ import { echoOnce, serveEcho } from "../mod.ts";
 import { encodeProxyHeader } from "../lib/proxy/header.ts";
 import { testCertificates } from "./_certs.ts";
 import { captureLogs, sendAndRead } from "./_helpers.ts";
-import { run, SERVER, ServerProcess } from "./_process.ts";
+import { assertUsageErrors, SERVER, ServerProcess } from "./_process.ts";
 
 const logs = await captureLogs();
 const encoder = new TextEncoder();
@@ -204,15 +204,8 @@ Deno.test("server --allow, --deny, --allow-file and --deny-file", async () => {
       `Invalid --deny-file: line 3: "10.0.0/8" is not an IP address or CIDR block, got '${badFile}'`,
     ],
   ];
-  for (const [args, message] of cases) {
-    const result = await run(Deno.execPath(), [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      SERVER,
-      ...args,
-    ]);
-    assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
-    assert.equal(result.stderr, `error: ${message} (see --help)\n`);
-  }
+  await assertUsageErrors(
+    [Deno.execPath(), "run", "--allow-net", "--allow-read", SERVER],
+    cases,
+  );
 });

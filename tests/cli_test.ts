@@ -9,6 +9,7 @@ import {
   writeAll,
 } from "./_helpers.ts";
 import {
+  assertUsageErrors,
   CLIENT,
   ROOT,
   run,
@@ -120,8 +121,9 @@ Deno.test("client reports a timeout and a short echo with exit code 1", async ()
 });
 
 Deno.test("client usage errors exit 2 with one line", async () => {
-  for (
-    const [args, message] of [
+  await assertUsageErrors(
+    [Deno.execPath(), "run", "--allow-net", CLIENT],
+    [
       [["--bogus", "x"], "Unknown option '--bogus'"],
       [
         [],
@@ -149,13 +151,8 @@ Deno.test("client usage errors exit 2 with one line", async () => {
         ["--server-port", "1", "--port", "2", "x"],
         "Give --port or --server-port, not both",
       ],
-    ] as const
-  ) {
-    const result = await runClient([...args]);
-    assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
-    assert.equal(result.stderr, `error: ${message} (see --help)\n`);
-    assert.equal(result.stdout.length, 0);
-  }
+    ],
+  );
 });
 
 Deno.test("server usage and runtime errors exit 2 and 1 with one line", async () => {

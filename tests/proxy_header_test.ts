@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { concat } from "./_helpers.ts";
 import {
   encodeProxyHeader,
   parseProxyHeader,
@@ -11,16 +12,6 @@ import {
 } from "../lib/proxy/header.ts";
 
 const encoder = new TextEncoder();
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
 
 const ipv4 = fc.ipV4();
 const ipv6 = fc.ipV6();
@@ -43,11 +34,11 @@ Deno.test("parseProxyHeader() never throws on random bytes, and says what it fou
     encoder.encode("PROXY "),
     encoder.encode("PROXY TCP4 "),
     V2_SIGNATURE,
-    concat(V2_SIGNATURE, new Uint8Array([0x21])),
+    concat([V2_SIGNATURE, new Uint8Array([0x21])]),
   );
   fc.assert(
     fc.property(starts, fc.uint8Array({ maxLength: 300 }), (start, tail) => {
-      const result = parseProxyHeader(concat(start, tail));
+      const result = parseProxyHeader(concat([start, tail]));
       assert.ok(["incomplete", "invalid", "done"].includes(result.state));
       if (result.state === "done") {
         assert.ok(
@@ -73,7 +64,7 @@ Deno.test("every header the encoder makes parses back, whole, only whole, and ig
           source: { hostname: src, port: sport },
           destination: { hostname: dst, port: dport },
         });
-        const result = parseProxyHeader(concat(header, after));
+        const result = parseProxyHeader(concat([header, after]));
         assert.equal(result.state, "done");
         if (result.state !== "done") return;
         assert.equal(result.length, header.length);
@@ -124,7 +115,7 @@ function v2(versionCommand: number, family: number, body: Uint8Array) {
   fixed[0] = versionCommand;
   fixed[1] = family;
   new DataView(fixed.buffer).setUint16(2, body.length);
-  return concat(V2_SIGNATURE, fixed, body);
+  return concat([V2_SIGNATURE, fixed, body]);
 }
 
 Deno.test("malformed headers are invalid, each with its reason", () => {
@@ -195,7 +186,7 @@ Deno.test("malformed headers are invalid, each with its reason", () => {
     ],
     [
       "wrong v2 signature",
-      concat(V2_SIGNATURE.subarray(0, 11), new Uint8Array([0x0b])),
+      concat([V2_SIGNATURE.subarray(0, 11), new Uint8Array([0x0b])]),
       /^not a PROXY header$/,
     ],
   ];

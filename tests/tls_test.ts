@@ -13,7 +13,14 @@ import {
   readAll,
   writeAll,
 } from "./_helpers.ts";
-import { CLIENT, run, SERVER, ServerProcess, Spawned } from "./_process.ts";
+import {
+  assertUsageErrors,
+  CLIENT,
+  run,
+  SERVER,
+  ServerProcess,
+  Spawned,
+} from "./_process.ts";
 
 const logs = await captureLogs();
 const encoder = new TextEncoder();
@@ -442,17 +449,10 @@ Deno.test("TLS usage errors exit 2 with one line", async () => {
       "Give --unix or --tls-cert, not both",
     ],
   ];
-  for (const [args, message] of cases) {
-    const result = await run(Deno.execPath(), [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      SERVER,
-      ...args,
-    ]);
-    assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
-    assert.equal(result.stderr, `error: ${message} (see --help)\n`);
-  }
+  await assertUsageErrors(
+    [Deno.execPath(), "run", "--allow-net", "--allow-read", SERVER],
+    cases,
+  );
   const client = await tlsClient(["--ca", certs.caFile, "hi"]);
   assert.equal(client.code, 2);
   assert.equal(client.stderr, "error: Give --tls with --ca (see --help)\n");

@@ -5,7 +5,13 @@
 import assert from "node:assert/strict";
 import { EchoError, echoOnce, loadTest, serveEcho } from "../mod.ts";
 import { pseudoRandomBytes } from "./_helpers.ts";
-import { CLIENT, run, SERVER, ServerProcess } from "./_process.ts";
+import {
+  assertUsageErrors,
+  CLIENT,
+  run,
+  SERVER,
+  ServerProcess,
+} from "./_process.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -327,15 +333,10 @@ Deno.test("server --udp and client --udp, --max-loss, and their usage errors", a
       "Invalid --udp: a datagram holds at most 65507 bytes, got 65508",
     ],
   ];
-  for (const [args, message] of usage) {
-    const result = await client(args);
-    assert.equal(
-      result.code,
-      2,
-      `${args.join(" ").slice(0, 50)}: ${result.stderr}`,
-    );
-    assert.equal(result.stderr, `error: ${message} (see --help)\n`);
-  }
+  await assertUsageErrors(
+    [Deno.execPath(), "run", "--allow-net", "--unstable-net", CLIENT],
+    usage,
+  );
   const serverUsage: [string[], string][] = [
     [
       ["--udp", "--mode", "chat"],
