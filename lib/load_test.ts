@@ -7,7 +7,8 @@ import {
 } from "./client/datagram.ts";
 import type { ConnectOptions } from "./types.ts";
 import process from "node:process";
-import * as hdr from "hdr-histogram-js";
+import { latencyHistogram, latencySummary } from "./client/latency.ts";
+import type { LoadResult } from "./native/load_loop.ts";
 import { assertPositive, optionError, writeAll } from "./_helpers.ts";
 import {
   assertNativeLoad,
@@ -157,8 +158,6 @@ export interface LoadReport {
 }
 
 const MAX_ERROR_MESSAGES = 5;
-/** Highest latency the histogram tracks: one hour, in microseconds. */
-const MAX_LATENCY_US = 3_600_000_000;
 
 /**
  * Runs a load test against an echo server: each connection sends the
@@ -276,37 +275,38 @@ export async function loadTest(
     run.stopWatchdog();
     signal?.removeEventListener("abort", run.stop);
   }
-  const durationMs = Math.max(0, run.endedAt - run.measuredFrom);
-  const seconds = durationMs / 1000;
-  const h = run.histogram;
-  const report: LoadReport = {
-    address: server.address,
-    connections,
+  return reportOf(server.address, connections, message, {
     connected: run.connected,
-    messageBytes: message.length,
     roundTrips: run.completed,
-    durationMs,
-    roundTripsPerSecond: seconds > 0 ? run.completed / seconds : 0,
-    megabytesPerSecond: seconds > 0
-      ? run.completed * message.length / seconds / 1e6
-      : 0,
-    latencyUs: {
-      p50: percentile(h, 50),
-      p90: percentile(h, 90),
-      p99: percentile(h, 99),
-      p999: percentile(h, 99.9),
-      max: h.maxValue,
-      mean: h.mean,
-    },
+    durationMs: Math.max(0, run.endedAt - run.measuredFrom),
+    latencyUs: latencySummary(run.histogram),
     lost: run.lost,
     connectErrors: run.connectErrors,
     mismatches: run.mismatches,
     otherErrors: run.otherErrors,
     errorMessages: run.errorMessages,
-    cpuMs: cpuMs() - cpuBefore,
+  }, cpuMs() - cpuBefore);
+}
+
+/** The report of what either engine measured. */
+function reportOf(
+  address: string,
+  connections: number,
+  message: Uint8Array,
+  measured: LoadResult,
+  cpuMs: number,
+): LoadReport {
+  const seconds = measured.durationMs / 1000;
+  const rate = (n: number) => seconds > 0 ? n / seconds : 0;
+  return {
+    ...measured,
+    address,
+    connections,
+    messageBytes: message.length,
+    roundTripsPerSecond: rate(measured.roundTrips),
+    megabytesPerSecond: rate(measured.roundTrips * message.length) / 1e6,
+    cpuMs,
   };
-  h.destroy();
-  return report;
 }
 
 /** {@linkcode loadTest} with the native engine: the same report. */
@@ -335,26 +335,13 @@ async function nativeReport(
     port,
     message,
   });
-  const seconds = result.durationMs / 1000;
-  return {
+  return reportOf(
     address,
-    connections: run.connections,
-    connected: result.connected,
-    messageBytes: message.length,
-    roundTrips: result.roundTrips,
-    durationMs: result.durationMs,
-    roundTripsPerSecond: seconds > 0 ? result.roundTrips / seconds : 0,
-    megabytesPerSecond: seconds > 0
-      ? result.roundTrips * message.length / seconds / 1e6
-      : 0,
-    latencyUs: result.latencyUs,
-    lost: 0,
-    connectErrors: result.connectErrors,
-    mismatches: result.mismatches,
-    otherErrors: result.otherErrors,
-    errorMessages: result.errorMessages,
-    cpuMs: cpuMs() - cpuBefore,
-  };
+    run.connections,
+    message,
+    result,
+    cpuMs() - cpuBefore,
+  );
 }
 
 /** `hostname` as an IP address: itself, or the first one DNS gives. */
@@ -382,11 +369,7 @@ interface RunOptions {
 
 /** The shared state of one load test's connections. */
 class Run {
-  readonly histogram = hdr.build({
-    lowestDiscernibleValue: 1,
-    highestTrackableValue: MAX_LATENCY_US,
-    numberOfSignificantValueDigits: 3,
-  });
+  readonly histogram = latencyHistogram();
   readonly startedAt = performance.now();
   /** When round trips start to count (after the warm-up). */
   readonly measuredFrom: number;
@@ -690,15 +673,6 @@ function firstDifference(a: Uint8Array, b: Uint8Array): number {
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/**
- * A percentile of `h`. HDR histograms answer with the top of the value's
- * bucket (3 significant digits), which can lie just above the largest value
- * recorded; no percentile is above the maximum, so it is capped there.
- */
-function percentile(h: hdr.Histogram, p: number): number {
-  return Math.min(h.getValueAtPercentile(p), h.maxValue);
 }
 
 /** CPU time (user + system) of this process so far, in milliseconds. */

@@ -9,7 +9,11 @@
 // repeats; with a rate, each connection has its slot in a fixed schedule
 // and a late round trip is measured from when it was due.
 
-import * as hdr from "hdr-histogram-js";
+import {
+  type Latency,
+  latencyHistogram,
+  latencySummary,
+} from "../client/latency.ts";
 import {
   EAGAIN,
   EINPROGRESS,
@@ -48,8 +52,6 @@ const MAX_EVENTS = 256;
 /** Echo chunks up to this size are compared in JavaScript. */
 const SHORT_COMPARE = 128;
 const MAX_ERROR_MESSAGES = 5;
-/** Highest latency the histogram tracks: one hour, in microseconds. */
-const MAX_LATENCY_US = 3_600_000_000;
 
 /** The test, as loadTest checked it. */
 export interface LoadPlan {
@@ -77,14 +79,9 @@ export interface LoadResult {
   connected: number;
   roundTrips: number;
   durationMs: number;
-  latencyUs: {
-    p50: number;
-    p90: number;
-    p99: number;
-    p999: number;
-    max: number;
-    mean: number;
-  };
+  latencyUs: Latency;
+  /** Datagrams unanswered: none over TCP. */
+  lost: number;
   connectErrors: number;
   mismatches: number;
   otherErrors: number;
@@ -125,11 +122,7 @@ export class LoadLoop {
   #conns = new Map<number, Conn>();
   /** Connections waiting for their slot in the rate's schedule. */
   #waiting = new Set<Conn>();
-  #histogram = hdr.build({
-    lowestDiscernibleValue: 1,
-    highestTrackableValue: MAX_LATENCY_US,
-    numberOfSignificantValueDigits: 3,
-  });
+  #histogram = latencyHistogram();
   #interval: number;
   #startedAt: number;
   #endedAt: number;
@@ -474,28 +467,16 @@ export class LoadLoop {
   }
 
   #result(): LoadResult {
-    const h = this.#histogram;
-    // A bucket's top can lie above the largest value recorded.
-    const percentile = (p: number) =>
-      Math.min(h.getValueAtPercentile(p), h.maxValue);
-    const result: LoadResult = {
+    return {
       connected: this.#connected,
       roundTrips: this.#completed,
       durationMs: Math.max(0, this.#endedAt - this.#measuredFrom),
-      latencyUs: {
-        p50: percentile(50),
-        p90: percentile(90),
-        p99: percentile(99),
-        p999: percentile(99.9),
-        max: h.maxValue,
-        mean: h.mean,
-      },
+      latencyUs: latencySummary(this.#histogram),
+      lost: 0,
       connectErrors: this.#connectErrors,
       mismatches: this.#mismatches,
       otherErrors: this.#otherErrors,
       errorMessages: this.#errorMessages,
     };
-    h.destroy();
-    return result;
   }
 }
