@@ -421,11 +421,8 @@ export class EchoLoop {
       if (r === 0) {
         // The client's end of stream: nothing is owed (we read only then),
         // so ours follows at once.
-        libc.shutdown(fd, SHUT_WR);
-        return this.#end(
-          fd,
-          conns.finishing.get(fd)?.reason ?? "closed by client",
-        );
+        const why = conns.finishing.get(fd)?.reason ?? "closed by client";
+        return this.#end(fd, why, true);
       }
       conns.bytesIn[fd] += r;
       counters[BYTES_IN] += r;
@@ -529,14 +526,19 @@ export class EchoLoop {
     if (conns.owing[fd] === 0) this.#native.libc.shutdown(fd, SHUT_WR);
   }
 
-  #end(fd: number, why: string): void {
+  /**
+   * Ends a connection, after a half-close if `halfClose`. The counters go
+   * first: a client that sees our end of stream sees them counted.
+   */
+  #end(fd: number, why: string, halfClose = false): void {
     const conns = this.#conns;
     if (!conns.has(fd)) return;
     const peer = conns.peers.get(fd) ?? "";
     conns.remove(fd);
-    this.#native.libc.close(fd);
     this.#config.counters[ACTIVE]--;
     Atomics.sub(this.#config.open, 0, 1);
+    if (halfClose) this.#native.libc.shutdown(fd, SHUT_WR);
+    this.#native.libc.close(fd);
     if (!this.#config.logInfo) return;
     const bytesIn = conns.bytesIn[fd];
     const bytesOut = conns.bytesOut[fd];
