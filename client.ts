@@ -86,6 +86,7 @@ async function main(args: string[]): Promise<number> {
         message: v.message ?? v.size,
         rate: v.rate,
         engine: v.engine,
+        nativeIo: v["native-io"],
         json: v.json ?? false,
         maxLoss: v["max-loss"],
         reportInterval: (v["report-interval"] ?? 5) * 1000,

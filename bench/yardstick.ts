@@ -13,8 +13,8 @@
  * - `--workers 1` against `--workers 2` of the native engine at 64 B × 200:
  *   server µs of CPU per round trip.
  * - Load generators against c_epoll at 64 B × 50: the C load generator,
- *   and `deno task client` with each engine (every byte still compared),
- *   each after a 1 s warm-up.
+ *   and `deno task client` with each engine, the native one on io_uring
+ *   and on epoll (every byte still compared), each after a 1 s warm-up.
  *
  * ```sh
  * deno task bench:yardstick                      # 3 repetitions of 5 s
@@ -60,10 +60,10 @@ function server(extra: string[]): string[] {
   ]);
 }
 
-/** The client CLI driving `port` at 64 B × 50 with `engine`. */
-function client(engine: string, port: number, seconds: number): string[] {
+/** The client CLI driving `port` at 64 B × 50 with `engine` flags. */
+function client(engine: string[], port: number, seconds: number): string[] {
   return cli("client.ts", [
-    ...["--port", String(port), "--engine", engine],
+    ...["--port", String(port), ...engine],
     ...["--connections", "50", "--size", "64"],
     ...["--warmup", "1", "--duration", String(seconds), "--json"],
   ]);
@@ -258,13 +258,23 @@ async function benchClients(
   cells.c_loadgen = pingPong(
     await loadgen(bin, pingPongArgs(o, s.port, 50, 64)),
   );
-  for (const engine of ["native", "default"]) {
+  const engines: Record<string, string[]> = {
+    "client native (io_uring)": [
+      "--engine",
+      "native",
+      "--native-io",
+      "io_uring",
+    ],
+    "client native (epoll)": ["--engine", "native", "--native-io", "epoll"],
+    "client default": ["--engine", "default"],
+  };
+  for (const [name, engine] of Object.entries(engines)) {
     const { stdout, success } = await pinned(
       1,
       client(engine, s.port, o.duration),
     ).output();
     const report = JSON.parse(new TextDecoder().decode(stdout));
-    cells[`client ${engine}`] = {
+    cells[name] = {
       rt: report.roundTripsPerSecond,
       p99: report.latencyUs.p99,
       errors: report.mismatches + report.otherErrors + report.connectErrors +

@@ -136,7 +136,8 @@ Deno.test({
         /^\| 64 B × 50: server µs CPU\/round trip \| [\d.]+ \| [\d.]+ \| [\d.]+ \|/m,
         /^\| bulk 4M: MB\/s \| [\d,]+ \| [\d,]+ \| [\d,]+ \|/m,
         /^\| server µs CPU\/round trip \| [\d.]+ \| [\d.]+ \|/m,
-        /^\| client native \| [\d,]+ \| [\d,]+ \| [\d.]+× \| 0 \|$/m,
+        /^\| client native \(io_uring\) \| [\d,]+ \| [\d,]+ \| [\d.]+× \| 0 \|$/m,
+        /^\| client native \(epoll\) \| [\d,]+ \| [\d,]+ \| [\d.]+× \| 0 \|$/m,
       ]
     ) {
       assert.match(text, row);

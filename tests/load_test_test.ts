@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { loadTest, serveEcho } from "../mod.ts";
-import { engineTest } from "./_engines.ts";
+import { loadEngineTest } from "./_engines.ts";
 
 /**
  * A deliberately broken echo server: `mangle` decides what goes back for
@@ -45,12 +45,12 @@ function brokenServer(
   };
 }
 
-engineTest(
+loadEngineTest(
   "loadTest() runs the round trips asked for and verifies them",
   async (engine) => {
     await using server = serveEcho({ port: 0 });
     const report = await loadTest({
-      engine,
+      ...engine,
       port: server.addr.port,
       connections: 20,
       count: 3000,
@@ -79,7 +79,7 @@ engineTest(
   },
 );
 
-engineTest(
+loadEngineTest(
   "loadTest() makes countPerConnection round trips on each connection",
   async (engine) => {
     // An echo server that counts the bytes each connection sent.
@@ -102,7 +102,7 @@ engineTest(
       await Promise.all(tasks);
     })();
     const report = await loadTest({
-      engine,
+      ...engine,
       port: listener.addr.port,
       connections: 3,
       countPerConnection: 7,
@@ -112,14 +112,14 @@ engineTest(
     assert.equal(report.roundTrips, 21);
     assert.deepEqual(received, [70, 70, 70]);
     await assert.rejects(
-      () => loadTest({ engine, port: 9, countPerConnection: 0 }),
+      () => loadTest({ ...engine, port: 9, countPerConnection: 0 }),
       (error: RangeError & { option: string }) =>
         error.option === "countPerConnection",
     );
   },
 );
 
-engineTest(
+loadEngineTest(
   "loadTest() counts an echo that differs as a mismatch",
   async (engine) => {
     await using server = brokenServer((chunk) => {
@@ -127,7 +127,7 @@ engineTest(
       return chunk;
     });
     const report = await loadTest({
-      engine,
+      ...engine,
       port: server.port,
       connections: 3,
       count: 100,
@@ -142,7 +142,7 @@ engineTest(
   },
 );
 
-engineTest(
+loadEngineTest(
   "loadTest() counts an echo longer than the message as a mismatch",
   async (engine) => {
     // Each chunk back twice: the first round trip gets 8 bytes for 4.
@@ -153,7 +153,7 @@ engineTest(
       return twice;
     });
     const report = await loadTest({
-      engine,
+      ...engine,
       port: server.port,
       connections: 2,
       count: 100,
@@ -168,7 +168,7 @@ engineTest(
   },
 );
 
-engineTest(
+loadEngineTest(
   "loadTest() counts refused connections, early closes and timeouts",
   async (engine, t) => {
     await t.step("refused", async () => {
@@ -176,7 +176,7 @@ engineTest(
       const port = listener.addr.port;
       listener.close();
       const report = await loadTest({
-        engine,
+        ...engine,
         port,
         connections: 4,
         count: 10,
@@ -186,7 +186,11 @@ engineTest(
     });
     await t.step("closed early", async () => {
       await using server = brokenServer(() => null);
-      const report = await loadTest({ engine, port: server.port, count: 10 });
+      const report = await loadTest({
+        ...engine,
+        port: server.port,
+        count: 10,
+      });
       assert.equal(report.otherErrors, 1);
       assert.equal(
         report.errorMessages[0],
@@ -196,7 +200,7 @@ engineTest(
     await t.step("silent", async () => {
       await using server = brokenServer(() => undefined);
       const report = await loadTest({
-        engine,
+        ...engine,
         port: server.port,
         count: 10,
         timeout: 200,
@@ -210,14 +214,14 @@ engineTest(
   },
 );
 
-engineTest(
+loadEngineTest(
   "loadTest() stops after duration, keeps to rate, and stops on abort",
   async (engine, t) => {
     await using server = serveEcho({ port: 0 });
     const port = server.addr.port;
     await t.step("duration", async () => {
       const report = await loadTest({
-        engine,
+        ...engine,
         port,
         connections: 2,
         duration: 300,
@@ -230,7 +234,7 @@ engineTest(
       // 2 connections at 100/s in all for 0.5 s: the schedule allows at most
       // 50 round trips plus the first of each connection.
       const report = await loadTest({
-        engine,
+        ...engine,
         port,
         connections: 2,
         rate: 100,
@@ -244,7 +248,7 @@ engineTest(
     await t.step("abort", async () => {
       const controller = new AbortController();
       const running = loadTest({
-        engine,
+        ...engine,
         port,
         duration: 60_000,
         signal: controller.signal,
@@ -258,7 +262,7 @@ engineTest(
   },
 );
 
-engineTest(
+loadEngineTest(
   "loadTest() rejects bad options with a RangeError",
   async (engine) => {
     for (
@@ -271,12 +275,15 @@ engineTest(
         { message: 0 },
       ]
     ) {
-      await assert.rejects(() => loadTest({ engine, ...options }), RangeError);
+      await assert.rejects(
+        () => loadTest({ ...engine, ...options }),
+        RangeError,
+      );
     }
   },
 );
 
-engineTest(
+loadEngineTest(
   "loadTest() ending mid-round-trip never fails (60 short runs)",
   async (engine) => {
     // The end of `duration` lands while round trips are in flight; closing
@@ -284,7 +291,7 @@ engineTest(
     await using server = serveEcho({ port: 0 });
     for (let i = 0; i < 60; i++) {
       const report = await loadTest({
-        engine,
+        ...engine,
         port: server.addr.port,
         connections: 50,
         duration: 20 + (i % 7),
@@ -294,12 +301,12 @@ engineTest(
   },
 );
 
-engineTest(
+loadEngineTest(
   "loadTest() warms up before it measures: those round trips are made, not counted",
   async (engine) => {
     await using server = serveEcho({ port: 0 });
     const report = await loadTest({
-      engine,
+      ...engine,
       port: server.addr.port,
       connections: 2,
       message: 10,
@@ -319,7 +326,7 @@ engineTest(
       `${server.stats.bytesIn / 10} echoed, ${report.roundTrips} counted`,
     );
     await assert.rejects(
-      () => loadTest({ engine, port: server.addr.port, warmup: 100 }),
+      () => loadTest({ ...engine, port: server.addr.port, warmup: 100 }),
       (error: TypeError & { option: string }) => error.option === "warmup",
     );
   },

@@ -130,11 +130,64 @@ Deno.test("client --engine native: a load test through the native loop; without 
     alone.stderr,
     /^error: Unexpected --engine without a load test flag/,
   );
+  const epoll = await client([
+    ...["--engine", "native", "--native-io", "epoll"],
+    ...["--count", "100", "--json"],
+  ]);
+  assert.equal(epoll.code, 0, epoll.stderr);
+  const epollReport = JSON.parse(new TextDecoder().decode(epoll.stdout));
+  assert.equal(epollReport.roundTrips, 100);
+  assert.equal(epollReport.nativeIo, "epoll");
+  assert.equal(report.nativeIo, "io_uring");
+  const human = await client(["--engine", "native", "--count", "10"]);
+  assert.equal(human.code, 0, human.stderr);
+  assert.match(
+    new TextDecoder().decode(human.stdout),
+    /% of one core\), native engine on io_uring\n$/,
+  );
+  const ioAlone = await client(["--native-io", "epoll", "--count", "5"]);
+  assert.equal(ioAlone.code, 2);
+  assert.equal(
+    ioAlone.stderr,
+    "error: Invalid --native-io: needs engine native (see --help)\n",
+  );
   const noFfi = await client(["--engine", "native", "--count", "5"], false);
   assert.equal(noFfi.code, 2);
   assert.equal(
     noFfi.stderr,
     "error: Invalid --engine: native needs --allow-ffi (full access to this process: the default engine does not) (see --help)\n",
+  );
+});
+
+Deno.test("where the kernel refuses io_uring (EPERM injected by strace), the native load client runs on epoll and says so, unless io_uring was asked for", async () => {
+  await using server = serveEcho({ port: 0 });
+  // strace makes every io_uring_setup() of the client fail with EPERM, as
+  // a container's seccomp profile does; nothing else changes.
+  const client = (flags: string[]) =>
+    run("strace", [
+      ...["-f", "-qq", "-o", "/dev/null"],
+      ...[
+        "-e",
+        "trace=io_uring_setup",
+        "-e",
+        "inject=io_uring_setup:error=EPERM",
+      ],
+      Deno.execPath(),
+      ...["run", "--allow-net", "--allow-read", "--allow-ffi", CLIENT],
+      ...["--port", String(server.addr.port), "--engine", "native"],
+      ...["--count", "200", "--connections", "2", "--json"],
+      ...flags,
+    ]);
+  const fallback = await client([]);
+  assert.equal(fallback.code, 0, fallback.stderr);
+  const report = JSON.parse(new TextDecoder().decode(fallback.stdout));
+  assert.equal(report.nativeIo, "epoll");
+  assert.equal(report.roundTrips, 200);
+  const asked = await client(["--native-io", "io_uring"]);
+  assert.equal(asked.code, 2);
+  assert.equal(
+    asked.stderr,
+    "error: Invalid --native-io: io_uring is not available here (io_uring_setup: EPERM: operation not permitted (os error 1)) (see --help)\n",
   );
 });
 
@@ -182,40 +235,43 @@ function choppyServer(sizes: number[], flip?: number) {
   };
 }
 
-Deno.test("the native load client checks every byte of echoes of any size in any pieces, and finds the one that differs (property)", async () => {
-  await fc.assert(
-    fc.asyncProperty(
-      fc.integer({ min: 1, max: 70_000 }),
-      fc.array(fc.integer({ min: 1, max: 9000 }), {
-        minLength: 1,
-        maxLength: 8,
-      }),
-      fc.option(fc.nat(), { nil: undefined }),
-      async (size, pieces, flipAt) => {
-        // A flip within the first message, or none.
-        const flip = flipAt === undefined ? undefined : flipAt % size;
-        await using server = choppyServer(pieces, flip);
-        const report = await loadTest({
-          engine: "native",
-          port: server.port,
-          connections: 2,
-          count: 6,
-          message: size,
-        });
-        if (flip === undefined) {
-          assert.equal(report.roundTrips, 6);
-          assert.equal(report.mismatches + report.otherErrors, 0);
-        } else {
-          // Each connection's first echo differs, at that byte.
-          assert.equal(report.roundTrips, 0);
-          assert.equal(report.mismatches, 2);
-          assert.equal(
-            report.errorMessages[0],
-            `Echo differs from what was sent at byte ${flip}`,
-          );
-        }
-      },
-    ),
-    { numRuns: 25 },
-  );
-});
+for (const nativeIo of ["io_uring", "epoll"] as const) {
+  Deno.test(`the native load client checks every byte of echoes of any size in any pieces, and finds the one that differs (property) [${nativeIo}]`, async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 70_000 }),
+        fc.array(fc.integer({ min: 1, max: 9000 }), {
+          minLength: 1,
+          maxLength: 8,
+        }),
+        fc.option(fc.nat(), { nil: undefined }),
+        async (size, pieces, flipAt) => {
+          // A flip within the first message, or none.
+          const flip = flipAt === undefined ? undefined : flipAt % size;
+          await using server = choppyServer(pieces, flip);
+          const report = await loadTest({
+            engine: "native",
+            nativeIo,
+            port: server.port,
+            connections: 2,
+            count: 6,
+            message: size,
+          });
+          if (flip === undefined) {
+            assert.equal(report.roundTrips, 6);
+            assert.equal(report.mismatches + report.otherErrors, 0);
+          } else {
+            // Each connection's first echo differs, at that byte.
+            assert.equal(report.roundTrips, 0);
+            assert.equal(report.mismatches, 2);
+            assert.equal(
+              report.errorMessages[0],
+              `Echo differs from what was sent at byte ${flip}`,
+            );
+          }
+        },
+      ),
+      { numRuns: 25 },
+    );
+  });
+}

@@ -107,11 +107,18 @@ export const CLIENT_FLAGS = {
   },
   engine: {
     arg: "NAME",
-    help: "load test: default (Deno's sockets) or native (one epoll loop " +
-      "over libc through FFI, in a thread of its own; plain TCP, Linux); " +
+    help: "load test: default (Deno's sockets) or native (one loop over " +
+      "libc through FFI, in a thread of its own; plain TCP, Linux); " +
       "the client task allows FFI, and drops it unless native",
     default: "default",
     parse: choice(["default", "native"] as const),
+  },
+  "native-io": {
+    arg: "NAME",
+    help: "load test with --engine native: io_uring (a system call per " +
+      "batch of sends and receives; Linux 6.1+) or epoll (one per send and " +
+      "receive); default io_uring where the kernel allows it, else epoll",
+    parse: choice(["io_uring", "epoll"] as const),
   },
   "num-clients": {
     arg: "N",
@@ -246,10 +253,14 @@ export function checkClientFlags(
     }
     return;
   }
-  if (spelled.engine !== undefined) {
-    throw new UsageError(
-      "Unexpected --engine without a load test flag (--connections, --count, --duration, ...)",
-    );
+  for (const name of ["engine", "native-io"] as const) {
+    if (spelled[name] !== undefined) {
+      throw new UsageError(
+        `Unexpected ${
+          spelled[name]
+        } without a load test flag (--connections, --count, --duration, ...)`,
+      );
+    }
   }
   if (v.udp && positionals.length === 1 && positionals[0] === "-") {
     throw new UsageError("Unexpected - with --udp: give MESSAGE, one datagram");

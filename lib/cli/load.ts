@@ -109,6 +109,8 @@ function formatReport(r: LoadReport, udp: boolean): string {
     }`,
     `client CPU   ${n(r.cpuMs / 1000, 2)} s (${
       n(seconds > 0 ? r.cpuMs / r.durationMs * 100 : 0)
-    } % of one core)`,
+    } % of one core)${
+      r.nativeIo === undefined ? "" : `, native engine on ${r.nativeIo}`
+    }`,
   ].join("\n");
 }

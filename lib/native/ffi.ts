@@ -97,8 +97,11 @@ export const EADDRINUSE = 98;
 export const EADDRNOTAVAIL = 99;
 export const EACCES = 13;
 export const EINPROGRESS = 115;
+export const ETIME = 62;
+export const ECANCELED = 125;
 const ERRNO_NAMES: Record<number, string> = {
   1: "EPERM: operation not permitted",
+  2: "ENOENT: no such file or directory",
   4: "EINTR: interrupted system call",
   9: "EBADF: bad file descriptor",
   11: "EAGAIN: resource temporarily unavailable",
@@ -108,6 +111,8 @@ const ERRNO_NAMES: Record<number, string> = {
   23: "ENFILE: too many open files in system",
   24: "EMFILE: too many open files",
   32: "EPIPE: broken pipe",
+  38: "ENOSYS: function not implemented",
+  62: "ETIME: timer expired",
   97: "EAFNOSUPPORT: address family not supported",
   98: "EADDRINUSE: address already in use",
   99: "EADDRNOTAVAIL: cannot assign requested address",
@@ -119,6 +124,7 @@ const ERRNO_NAMES: Record<number, string> = {
   111: "ECONNREFUSED: connection refused",
   113: "EHOSTUNREACH: no route to host",
   115: "EINPROGRESS: operation now in progress",
+  125: "ECANCELED: operation canceled",
 };
 
 /** `errno`'s name and meaning, as logs and errors show it. */
@@ -165,6 +171,27 @@ const SYMBOLS = {
     parameters: ["i32", "buffer", "buffer", "u32"],
     result: "pointer",
   },
+  // io_uring has no libc wrapper: syscall(2) with its number, 425 and 426
+  // on both architectures (asm-generic). syscall() reads every argument as
+  // a long: the number and io_uring_enter's last (argsz, which x86_64
+  // passes on the stack, where a u32 would leave the upper half undefined)
+  // are 64-bit; the others are 32-bit in the kernel too. Called once a
+  // batch, not per byte.
+  io_uring_setup: {
+    name: "syscall",
+    parameters: ["i64", "u32", "buffer"],
+    result: "i32",
+  },
+  io_uring_enter: {
+    name: "syscall",
+    parameters: ["i64", "i32", "u32", "u32", "u32", "buffer", "u64"],
+    result: "i32",
+  },
+  mmap: {
+    parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"],
+    result: "pointer",
+  },
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** libc's functions, as JavaScript calls them. */
@@ -300,4 +327,294 @@ export function fromSockaddr(
     hostname: decoder.decode(text.subarray(0, text.indexOf(0))),
     port: view.getUint16(2, false),
   };
+}
+
+/**
+ * Memory whose address the kernel may keep while an operation is in
+ * flight: an `ArrayBuffer` of its own, which V8 keeps off its heap and
+ * never moves, with its address as a number (below 2^53 on both
+ * architectures' user space).
+ */
+export class Slab {
+  readonly bytes: Uint8Array;
+  readonly address: number;
+  constructor(size: number) {
+    this.bytes = new Uint8Array(new ArrayBuffer(size));
+    this.address = Number(
+      Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.bytes)),
+    );
+  }
+}
+
+// io_uring's numbers (include/uapi/linux/io_uring.h), the same everywhere.
+const SYS_IO_URING_SETUP = 425n;
+const SYS_IO_URING_ENTER = 426n;
+const IORING_SETUP_CQSIZE = 1 << 3;
+const IORING_SETUP_SINGLE_ISSUER = 1 << 12;
+const IORING_SETUP_DEFER_TASKRUN = 1 << 13;
+const IORING_ENTER_GETEVENTS = 1;
+const IORING_ENTER_EXT_ARG = 1 << 3;
+const IORING_OFF_SQES = 0x10000000n;
+const IORING_FEAT_SINGLE_MMAP = 1;
+const IORING_FEAT_NODROP = 1 << 1;
+const IORING_FEAT_EXT_ARG = 1 << 8;
+const PROT_READ_WRITE = 3;
+const MAP_SHARED_POPULATE = 0x01 | 0x8000;
+export const IORING_OP_POLL_ADD = 6;
+export const IORING_OP_ASYNC_CANCEL = 14;
+export const IORING_OP_CONNECT = 16;
+export const IORING_OP_READ = 22;
+export const IORING_OP_SEND = 26;
+export const IORING_OP_RECV = 27;
+export const MSG_WAITALL = 0x100;
+export const POLLIN = 1;
+
+/**
+ * An io_uring: submission and completion queues shared with the kernel, so
+ * that one system call submits a batch of operations and collects a batch
+ * of results. For one thread (`SINGLE_ISSUER`, and `DEFER_TASKRUN`:
+ * completions are posted only when this thread waits for them, so the
+ * queues change only inside {@linkcode Ring.wait}, and plain typed-array
+ * reads and writes of them need no barrier). Needs Linux 6.1.
+ *
+ * Layouts: `io_uring_params` is 120 bytes (ten u32, then the submission
+ * queue's offsets at 40 and the completion queue's at 80, ten u32 each); a
+ * submission queue entry (SQE) is 64 bytes: opcode u8 at 0, flags u8 at 1,
+ * ioprio u16 at 2, fd i32 at 4, off u64 at 8, addr u64 at 16, len u32 at
+ * 24, op flags u32 at 28, user_data u64 at 32, and 24 bytes we keep zero; a
+ * completion (CQE) is 16 bytes: user_data u64, res i32 (a count, or
+ * -errno), flags u32. We keep user data in its low 32 bits.
+ */
+export class Ring {
+  #native: Native;
+  #fd: number;
+  #rings: Deno.PointerObject;
+  #ringsSize: number;
+  #sqes: Deno.PointerObject;
+  #sqesSize: number;
+  /** The mapped queues, as u32 words, and the entries. */
+  #q: Uint32Array;
+  #qi: Int32Array;
+  #sqe: Uint32Array;
+  #sqTail: number;
+  #sqMask: number;
+  #sqEntries: number;
+  #cqHead: number;
+  #cqTail: number;
+  #cqMask: number;
+  #cqes: number;
+  /** Our copy of the submission tail, and entries not yet submitted. */
+  #tail: number;
+  #pending = 0;
+  /** `io_uring_getevents_arg` (24 bytes) and the timespec it points to. */
+  #arg = new Uint32Array(6);
+  #timespec = new Slab(16);
+  #timespecWords = new Uint32Array(this.#timespec.bytes.buffer);
+  #nothing = new Uint8Array(0);
+
+  /**
+   * A ring for about `entries` operations in flight at once (completions:
+   * room for `completions`; more wait in the kernel, which keeps them).
+   * Throws an Error that says why when the kernel refuses.
+   */
+  constructor(native: Native, entries: number, completions: number) {
+    this.#native = native;
+    const { libc } = native;
+    const params = new Uint32Array(30);
+    params[0] = 0;
+    params[1] = completions;
+    params[2] = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER |
+      IORING_SETUP_DEFER_TASKRUN;
+    const fd = libc.io_uring_setup(SYS_IO_URING_SETUP, entries, params);
+    if (fd < 0) throw new Error(`io_uring_setup: ${errnoText(native.errno())}`);
+    this.#fd = fd;
+    const features = params[5];
+    const needed = IORING_FEAT_SINGLE_MMAP | IORING_FEAT_NODROP |
+      IORING_FEAT_EXT_ARG;
+    if ((features & needed) !== needed) {
+      libc.close(fd);
+      throw new Error("io_uring: this kernel is too old (Linux 6.1 needed)");
+    }
+    const sqEntries = params[0];
+    const cqEntries = params[1];
+    const sq = params.subarray(10, 20);
+    const cq = params.subarray(20, 30);
+    // One mapping holds both queues (FEAT_SINGLE_MMAP): the submission
+    // queue's index array ends it, or the completions do.
+    this.#ringsSize = Math.max(sq[6] + sqEntries * 4, cq[5] + cqEntries * 16);
+    this.#sqesSize = sqEntries * 64;
+    const rings = libc.mmap(
+      null,
+      BigInt(this.#ringsSize),
+      PROT_READ_WRITE,
+      MAP_SHARED_POPULATE,
+      fd,
+      0n,
+    );
+    const sqes = libc.mmap(
+      null,
+      BigInt(this.#sqesSize),
+      PROT_READ_WRITE,
+      MAP_SHARED_POPULATE,
+      fd,
+      IORING_OFF_SQES,
+    );
+    // mmap() fails with MAP_FAILED, (void *) -1.
+    const failed = (p: Deno.PointerValue) =>
+      p === null || Deno.UnsafePointer.value(p) === 0xffffffffffffffffn;
+    if (failed(rings) || failed(sqes)) {
+      const why = errnoText(native.errno());
+      if (!failed(rings)) libc.munmap(rings, BigInt(this.#ringsSize));
+      if (!failed(sqes)) libc.munmap(sqes, BigInt(this.#sqesSize));
+      libc.close(fd);
+      throw new Error(`io_uring mmap: ${why}`);
+    }
+    this.#rings = rings!;
+    this.#sqes = sqes!;
+    const q = Deno.UnsafePointerView.getArrayBuffer(rings!, this.#ringsSize);
+    const e = Deno.UnsafePointerView.getArrayBuffer(sqes!, this.#sqesSize);
+    this.#q = new Uint32Array(q);
+    this.#qi = new Int32Array(q);
+    this.#sqe = new Uint32Array(e);
+    this.#sqTail = sq[1] / 4;
+    this.#sqMask = this.#q[sq[2] / 4];
+    this.#sqEntries = sqEntries;
+    this.#cqHead = cq[0] / 4;
+    this.#cqTail = cq[1] / 4;
+    this.#cqMask = this.#q[cq[2] / 4];
+    this.#cqes = cq[5] / 4;
+    this.#tail = this.#q[this.#sqTail];
+    // Entry i of the submission queue is always SQE i.
+    const array = sq[6] / 4;
+    for (let i = 0; i < sqEntries; i++) this.#q[array + i] = i;
+    this.#arg[4] = this.#timespec.address % 2 ** 32;
+    this.#arg[5] = Math.floor(this.#timespec.address / 2 ** 32);
+  }
+
+  /**
+   * Queues an operation: `op` on `fd` over `length` bytes at `address`,
+   * with `flags` (MSG_* for send and recv) and `offset` (a connect's
+   * address length; 0 otherwise); `userData` comes back with its result.
+   */
+  prep(
+    op: number,
+    fd: number,
+    address: number,
+    length: number,
+    flags: number,
+    userData: number,
+    offset = 0,
+  ): void {
+    if (this.#pending === this.#sqEntries) this.#enter(0, 0);
+    const i = (this.#tail & this.#sqMask) * 16;
+    const sqe = this.#sqe;
+    sqe[i] = op; // The opcode; flags and ioprio 0.
+    sqe[i + 1] = fd;
+    sqe[i + 2] = offset;
+    sqe[i + 3] = 0;
+    sqe[i + 4] = address % 2 ** 32;
+    sqe[i + 5] = Math.floor(address / 2 ** 32);
+    sqe[i + 6] = length;
+    sqe[i + 7] = flags;
+    sqe[i + 8] = userData;
+    sqe[i + 9] = 0;
+    sqe[i + 10] = 0;
+    sqe[i + 11] = 0;
+    sqe[i + 12] = 0;
+    sqe[i + 13] = 0;
+    sqe[i + 14] = 0;
+    sqe[i + 15] = 0;
+    this.#tail = (this.#tail + 1) >>> 0;
+    this.#pending++;
+  }
+
+  /**
+   * Submits what is queued and waits until at least one result is in, or
+   * `timeoutMs` has passed (-1: no limit). Then {@linkcode Ring.head} to
+   * {@linkcode Ring.tail} are the results to read; mark them read with
+   * {@linkcode Ring.consume}.
+   */
+  wait(timeoutMs: number): void {
+    if (timeoutMs < 0) return this.#enter(1, IORING_ENTER_GETEVENTS);
+    const ns = Math.round(timeoutMs * 1e6);
+    const words = this.#timespecWords;
+    words[0] = Math.floor(ns / 1e9);
+    words[1] = 0;
+    words[2] = ns % 1e9;
+    words[3] = 0;
+    this.#enter(1, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG);
+  }
+
+  #enter(min: number, flags: number): void {
+    this.#q[this.#sqTail] = this.#tail;
+    const ext = (flags & IORING_ENTER_EXT_ARG) !== 0;
+    const n = this.#native.libc.io_uring_enter(
+      SYS_IO_URING_ENTER,
+      this.#fd,
+      this.#pending,
+      min,
+      flags,
+      ext ? new Uint8Array(this.#arg.buffer) : this.#nothing,
+      ext ? 24n : 0n,
+    );
+    if (n >= 0) {
+      this.#pending -= n;
+      return;
+    }
+    const errno = this.#native.errno();
+    // Timed out, or a signal: the caller looks at the clock and the queue.
+    if (errno === ETIME || errno === EINTR) return;
+    throw new Error(`io_uring_enter: ${errnoText(errno)}`);
+  }
+
+  /** Submits what is queued, without waiting. */
+  submit(): void {
+    if (this.#pending > 0) this.#enter(0, 0);
+  }
+
+  /** The first result not read yet. */
+  get head(): number {
+    return this.#q[this.#cqHead];
+  }
+
+  /** One past the last result in. */
+  get tail(): number {
+    return this.#q[this.#cqTail];
+  }
+
+  /** The user data of result `at` (from head to tail). */
+  userData(at: number): number {
+    return this.#q[this.#cqes + (at & this.#cqMask) * 4];
+  }
+
+  /** The result of result `at`: a count, or -errno. */
+  result(at: number): number {
+    return this.#qi[this.#cqes + (at & this.#cqMask) * 4 + 2];
+  }
+
+  /** Results up to `at` (not included) are read: their room is free. */
+  consume(at: number): void {
+    this.#q[this.#cqHead] = at >>> 0;
+  }
+
+  /**
+   * Closes the ring; the kernel cancels what is still in flight and lets
+   * go of its files.
+   */
+  close(): void {
+    const { libc } = this.#native;
+    libc.munmap(this.#sqes, BigInt(this.#sqesSize));
+    libc.munmap(this.#rings, BigInt(this.#ringsSize));
+    libc.close(this.#fd);
+  }
+}
+
+/** Whether this kernel lets us use io_uring, and if not, why. */
+export function ioUringSupport(native: Native): string | undefined {
+  try {
+    new Ring(native, 2, 4).close();
+    return undefined;
+  } catch (error) {
+    return (error as Error).message;
+  }
 }

@@ -1,46 +1,21 @@
-// Private: the native engine's load generator: one epoll loop that drives
-// every connection of a loadTest({ engine: "native" }) through libc
-// (lib/native/ffi.ts). It runs in a Worker (lib/native/load_worker.ts) and
-// blocks in epoll_wait(); the calling thread stops it through shared memory
-// and an eventfd (lib/native/native_load.ts). Not exported from mod.ts.
-//
-// The same round trips as lib/load_test.ts: each connection sends the
-// message, reads the whole echo and compares every byte (memcmp), and
-// repeats; with a rate, each connection has its slot in a fixed schedule
-// and a late round trip is measured from when it was due.
+// Private: what the native engine's two load loops share: the round trips
+// of a loadTest({ engine: "native" }), each connection sending the message,
+// reading the whole echo and comparing every byte, and repeating; the
+// rate's schedule, in which each connection has its slot and a late round
+// trip is measured from when it was due; the timeouts; the counts and the
+// latency histogram. How the sockets are driven is the subclasses' part:
+// readiness with epoll (lib/native/load_epoll.ts) or completions with
+// io_uring (lib/native/load_uring.ts). A loop runs in a Worker
+// (lib/native/load_worker.ts) and blocks there; the calling thread stops it
+// through shared memory and an eventfd (lib/native/native_load.ts). Not
+// exported from mod.ts.
 
 import {
   type Latency,
   latencyHistogram,
   latencySummary,
 } from "../client/latency.ts";
-import {
-  EAGAIN,
-  EINPROGRESS,
-  EINTR,
-  EPOLL_CLOEXEC,
-  EPOLL_CTL_ADD,
-  EPOLL_CTL_MOD,
-  EPOLL_EVENT_SIZE,
-  EPOLLERR,
-  epollEvents,
-  epollFd,
-  EPOLLHUP,
-  EPOLLIN,
-  EPOLLOUT,
-  errnoText,
-  IPPROTO_TCP,
-  MSG_NOSIGNAL,
-  type Native,
-  setEpollEvent,
-  SO_ERROR,
-  SOCK_CLOEXEC,
-  SOCK_NONBLOCK,
-  SOCK_STREAM,
-  sockaddr,
-  SOL_SOCKET,
-  TCP_NODELAY,
-} from "./ffi.ts";
+import { errnoText, type Native } from "./ffi.ts";
 
 /** `control[0]`: 0 while running, 1 once the calling thread says stop. */
 export const STOP_LOAD = 1;
@@ -48,10 +23,12 @@ export const STOP_LOAD = 1;
 export const PROGRESS_DONE = 0;
 export const PROGRESS_ERRORS = 1;
 
-const MAX_EVENTS = 256;
 /** Echo chunks up to this size are compared in JavaScript. */
 const SHORT_COMPARE = 128;
 const MAX_ERROR_MESSAGES = 5;
+
+/** How a native load loop drives its sockets. */
+export type NativeIo = "io_uring" | "epoll";
 
 /** The test, as loadTest checked it. */
 export interface LoadPlan {
@@ -65,6 +42,7 @@ export interface LoadPlan {
   timeout: number;
   /** Milliseconds at the start whose round trips are not counted. */
   warmup: number;
+  io: NativeIo;
 }
 
 /** What the load loop needs: the test, and the calling thread's handles. */
@@ -89,9 +67,11 @@ export interface LoadResult {
 }
 
 /** One connection and its round trip in flight. */
-class Conn {
+export class Conn {
+  /** Until closed. */
+  open = true;
   connected = false;
-  /** Bytes of the message written, and of its echo read and checked. */
+  /** Bytes of the message sent, and of its echo read and checked. */
   sent = 0;
   received = 0;
   /** When the round trip in flight started (or was due); 0: none. */
@@ -100,26 +80,20 @@ class Conn {
   due = 0;
   /** Round trips this connection has started. */
   mine = 0;
-  /** The epoll events it is registered for. */
-  events = EPOLLOUT;
+  /** The epoll events it is registered for (the epoll loop's). */
+  events = 0;
+  /** A recv is in flight (the io_uring loop's). */
+  reading = false;
   constructor(readonly fd: number, readonly index: number) {}
 }
 
-/** The load loop of one thread. */
-export class LoadLoop {
-  #native: Native;
-  #config: LoadConfig;
-  #epoll: number;
-  #events = new Uint8Array(MAX_EVENTS * EPOLL_EVENT_SIZE);
-  #eventsView = new DataView(this.#events.buffer);
-  #one = new Uint8Array(EPOLL_EVENT_SIZE);
-  #oneView = new DataView(this.#one.buffer);
-  /** One byte more than the message: an echo longer than it shows. */
-  #buffer: Uint8Array;
-  #int = new Int32Array(1);
-  #intLength = new Uint32Array(1);
-  #wakeBuffer = new Uint8Array(8);
-  #conns = new Map<number, Conn>();
+/** The load loop of one thread; subclasses drive the sockets. */
+export abstract class LoadLoop {
+  protected readonly native: Native;
+  protected readonly config: LoadConfig;
+  /** Connections by index, open or closed. */
+  protected readonly conns: Conn[] = [];
+  #live = 0;
   /** Connections waiting for their slot in the rate's schedule. */
   #waiting = new Set<Conn>();
   #histogram = latencyHistogram();
@@ -139,20 +113,13 @@ export class LoadLoop {
   #errorMessages: string[] = [];
 
   constructor(native: Native, config: LoadConfig) {
-    this.#native = native;
-    this.#config = config;
+    this.native = native;
+    this.config = config;
     this.#startedAt = this.#endedAt = native.now();
     this.#measuredFrom = this.#startedAt + config.warmup;
-    this.#buffer = new Uint8Array(
-      Math.max(64 * 1024, config.message.length + 1),
-    );
     this.#interval = config.rate === undefined
       ? 0
       : 1000 * config.connections / config.rate;
-    const epoll = native.libc.epoll_create1(EPOLL_CLOEXEC);
-    if (epoll < 0) throw new Error(`epoll_create1: ${this.#errno()}`);
-    this.#epoll = epoll;
-    this.#ctl(EPOLL_CTL_ADD, config.wakeFd, EPOLLIN);
     if (config.timeout > 0) {
       this.#nextWatch = this.#startedAt + this.#watchMs();
     }
@@ -160,53 +127,138 @@ export class LoadLoop {
 
   /** Opens every connection and runs until the test is over. */
   run(): LoadResult {
-    const { libc } = this.#native;
     try {
-      for (let i = 0; i < this.#config.connections; i++) this.#open(i);
-      while (this.#conns.size > 0 && !this.#stopped) {
-        const n = libc.epoll_wait(
-          this.#epoll,
-          this.#events,
-          MAX_EVENTS,
-          this.#timeout(),
-        );
-        if (n < 0) {
-          const errno = this.#native.errno();
-          if (errno === EINTR) continue;
-          throw new Error(`epoll_wait: ${errnoText(errno)}`);
-        }
-        for (let i = 0; i < n; i++) {
-          const fd = epollFd(this.#eventsView, i);
-          if (fd === this.#config.wakeFd) {
-            this.#woken();
-            if (this.#stopped) break;
-            continue;
-          }
-          const conn = this.#conns.get(fd);
-          if (conn !== undefined) {
-            this.#ready(conn, epollEvents(this.#eventsView, i));
-          }
-        }
+      for (let i = 0; i < this.config.connections; i++) this.open(i);
+      while (this.#live > 0 && !this.#stopped) {
+        this.wait(this.#timeout());
         this.#timers();
       }
     } finally {
-      for (const conn of [...this.#conns.values()]) this.#close(conn);
-      libc.close(this.#epoll);
+      for (const conn of this.conns) this.close(conn);
+      this.end();
     }
     return this.#result();
   }
 
-  #errno(): string {
-    return errnoText(this.#native.errno());
+  /** Creates connection `index`'s socket and starts its connect. */
+  protected abstract open(index: number): void;
+  /** Waits up to `timeoutMs` (-1: no limit) and handles what happened. */
+  protected abstract wait(timeoutMs: number): void;
+  /** Sends the message on `conn` (a round trip has begun). */
+  protected abstract send(conn: Conn): void;
+  /** Lets go of `conn`'s socket. */
+  protected abstract release(conn: Conn): void;
+  /** Lets go of the loop's own resources, once. */
+  protected abstract end(): void;
+
+  /** `conn`'s connect is under way. */
+  protected added(conn: Conn): void {
+    conn.since = this.native.now(); // The connect's own timeout.
+    this.conns[conn.index] = conn;
+    this.#live++;
   }
 
-  #ctl(op: number, fd: number, events: number): void {
-    setEpollEvent(this.#oneView, 0, events, fd);
-    this.#native.libc.epoll_ctl(this.#epoll, op, fd, this.#one);
+  /** `conn`'s connect finished: `errno` 0, or why it failed. */
+  protected connectDone(conn: Conn, errno: number): void {
+    if (errno !== 0) {
+      this.fail("connect", errnoText(errno));
+      return this.close(conn);
+    }
+    conn.connected = true;
+    conn.since = 0;
+    this.#connected++;
+    conn.due = this.#startedAt +
+      this.#interval * conn.index / this.config.connections;
+    this.#next(conn, this.native.now());
+  }
+
+  /** The calling thread wrote the eventfd: stop, maybe. */
+  protected woken(): void {
+    if (Atomics.load(this.config.control, 0) !== STOP_LOAD) return;
+    // Ends the test: no new round trips; ones in flight are abandoned.
+    this.#stopped = true;
+    this.#endedAt = this.native.now();
+  }
+
+  /**
+   * `length` bytes of `conn`'s echo arrived in `bytes` (from its start);
+   * `now` is the time. Checks them, and ends or goes on with the round trip.
+   */
+  protected echoed(
+    conn: Conn,
+    bytes: Uint8Array,
+    length: number,
+    now: number,
+  ): void {
+    const { message } = this.config;
+    if (length === 0) {
+      this.fail(
+        "other",
+        `Server closed after ${conn.received} of ${message.length} echoed bytes`,
+      );
+      return this.close(conn);
+    }
+    const at = conn.received;
+    if (at + length > conn.sent) {
+      this.fail(
+        "mismatch",
+        `Echo is longer than what was sent (${message.length} bytes)`,
+      );
+      return this.close(conn);
+    }
+    const k = this.#differs(bytes, at, length);
+    if (k !== -1) {
+      this.fail(
+        "mismatch",
+        `Echo differs from what was sent at byte ${at + k}`,
+      );
+      return this.close(conn);
+    }
+    conn.received += length;
+    if (conn.received < message.length) return;
+    if (now >= this.#measuredFrom) {
+      this.#histogram.recordValue(
+        Math.max(1, Math.round((now - conn.since) * 1000)),
+      );
+      this.#completed++;
+      this.config.progress[PROGRESS_DONE] = this.#completed;
+      this.#endedAt = now;
+    }
+    conn.since = 0;
+    this.#next(conn, now);
+  }
+
+  /** Bytes of the echo `conn` still waits for, and one more. */
+  protected owed(conn: Conn): number {
+    return conn.sent - conn.received + 1;
+  }
+
+  /** An I/O error on `conn`: it is closed. */
+  protected ioFailed(conn: Conn, errno: number): void {
+    this.fail("other", errnoText(errno));
+    this.close(conn);
+  }
+
+  protected close(conn: Conn): void {
+    if (!conn.open) return;
+    conn.open = false;
+    this.#live--;
+    this.#waiting.delete(conn);
+    this.release(conn);
+  }
+
+  protected fail(kind: "connect" | "mismatch" | "other", message: string) {
+    if (kind === "connect") this.#connectErrors++;
+    else if (kind === "mismatch") this.#mismatches++;
+    else this.#otherErrors++;
+    this.config.progress[PROGRESS_ERRORS]++;
+    if (this.#errorMessages.length < MAX_ERROR_MESSAGES) {
+      this.#errorMessages.push(message);
+    }
   }
 
   #watchMs(): number {
-    return Math.min(this.#config.timeout / 4, 1000);
+    return Math.min(this.config.timeout / 4, 1000);
   }
 
   #timeout(): number {
@@ -215,92 +267,22 @@ export class LoadLoop {
       for (const conn of this.#waiting) at = Math.min(at, conn.due);
     }
     if (at === Infinity) return -1;
-    return Math.max(0, Math.ceil(at - this.#native.now()));
+    return Math.max(0, at - this.native.now());
   }
 
-  #woken(): void {
-    this.#native.libc.read(
-      this.#config.wakeFd,
-      this.#wakeBuffer,
-      this.#wakeBuffer.length,
-    );
-    if (Atomics.load(this.#config.control, 0) !== STOP_LOAD) return;
-    // Ends the test: no new round trips; ones in flight are abandoned.
-    this.#stopped = true;
-    this.#endedAt = this.#native.now();
-  }
-
-  #open(index: number): void {
-    const { libc } = this.#native;
-    const { hostname, port } = this.#config;
-    const address = sockaddr(this.#native, hostname, port);
-    const family = new DataView(address.buffer).getUint16(0, true);
-    const fd = libc.socket(
-      family,
-      SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-      0,
-    );
-    if (fd < 0) return this.#fail("connect", `socket: ${this.#errno()}`);
-    this.#int[0] = 1;
-    libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, this.#int, 4);
-    const conn = new Conn(fd, index);
-    conn.since = this.#native.now(); // The connect's own timeout.
-    if (libc.connect(fd, address, address.length) < 0) {
-      const errno = this.#native.errno();
-      if (errno !== EINPROGRESS) {
-        libc.close(fd);
-        return this.#fail("connect", errnoText(errno));
-      }
-    }
-    this.#conns.set(fd, conn);
-    this.#ctl(EPOLL_CTL_ADD, fd, EPOLLOUT);
-  }
-
-  #ready(conn: Conn, events: number): void {
-    if (!conn.connected) return this.#connectDone(conn);
-    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) this.#readable(conn);
-    else if (events & EPOLLOUT) this.#write(conn);
-  }
-
-  /** The connect finished, one way or the other. */
-  #connectDone(conn: Conn): void {
-    this.#intLength[0] = 4;
-    this.#native.libc.getsockopt(
-      conn.fd,
-      SOL_SOCKET,
-      SO_ERROR,
-      this.#int,
-      this.#intLength,
-    );
-    if (this.#int[0] !== 0) {
-      this.#fail("connect", errnoText(this.#int[0]));
-      return this.#close(conn);
-    }
-    conn.connected = true;
-    conn.since = 0;
-    this.#connected++;
-    conn.due = this.#startedAt +
-      this.#interval * conn.index / this.#config.connections;
-    this.#next(conn);
-  }
-
-  /**
-   * Starts `conn`'s next round trip, now or at its slot; or ends it. `now`
-   * is the time, if the caller just read the clock.
-   */
-  #next(conn: Conn, now: number = this.#native.now()): void {
-    const { count, countPerConnection } = this.#config;
+  /** Starts `conn`'s next round trip, now or at its slot; or ends it. */
+  #next(conn: Conn, now: number): void {
+    const { count, countPerConnection } = this.config;
     if (
       this.#stopped || this.#started >= count ||
       conn.mine >= countPerConnection
     ) {
-      return this.#close(conn);
+      return this.close(conn);
     }
     if (this.#interval > 0 && conn.due > now) {
       // On schedule: wait for the slot (our own lateness is not the
       // server's).
       this.#waiting.add(conn);
-      this.#watch(conn, 0);
       return;
     }
     this.#begin(conn, this.#interval > 0 ? conn.due : now);
@@ -313,123 +295,32 @@ export class LoadLoop {
     conn.since = since;
     conn.sent = 0;
     conn.received = 0;
-    this.#write(conn);
-  }
-
-  /** Writes what is left of the message; waits for EPOLLOUT if need be. */
-  #write(conn: Conn): void {
-    const { message } = this.#config;
-    while (conn.sent < message.length) {
-      const rest = conn.sent === 0 ? message : message.subarray(conn.sent);
-      const w = this.#native.libc.send(
-        conn.fd,
-        rest,
-        rest.length,
-        MSG_NOSIGNAL,
-      );
-      if (w < 0) {
-        const errno = this.#native.errno();
-        if (errno === EINTR) continue;
-        if (errno === EAGAIN) return this.#watch(conn, EPOLLIN | EPOLLOUT);
-        this.#fail("other", errnoText(errno));
-        return this.#close(conn);
-      }
-      conn.sent += w;
-    }
-    this.#watch(conn, EPOLLIN);
-  }
-
-  /** Registers `conn` for `events`, unless it is already (a system call). */
-  #watch(conn: Conn, events: number): void {
-    if (conn.events === events) return;
-    conn.events = events;
-    this.#ctl(EPOLL_CTL_MOD, conn.fd, events);
-  }
-
-  #readable(conn: Conn): void {
-    const { libc } = this.#native;
-    const { message } = this.#config;
-    const buffer = this.#buffer;
-    while (true) {
-      // What is owed and one byte more (an echo longer than the message
-      // shows): a read sized to the echo costs the kernel less than 64 KiB,
-      // and recv() skips read()'s file layer (faster in 3 of 3 pairs here).
-      const want = Math.min(buffer.length, conn.sent - conn.received + 1);
-      const r = libc.recv(conn.fd, buffer, want, 0);
-      if (r < 0) {
-        const errno = this.#native.errno();
-        if (errno === EAGAIN) return;
-        if (errno === EINTR) continue;
-        this.#fail("other", errnoText(errno));
-        return this.#close(conn);
-      }
-      if (r === 0) {
-        this.#fail(
-          "other",
-          `Server closed after ${conn.received} of ${message.length} echoed bytes`,
-        );
-        return this.#close(conn);
-      }
-      const at = conn.received;
-      if (at + r > conn.sent) {
-        this.#fail(
-          "mismatch",
-          `Echo is longer than what was sent (${message.length} bytes)`,
-        );
-        return this.#close(conn);
-      }
-      const k = this.#differs(at, r);
-      if (k !== -1) {
-        this.#fail(
-          "mismatch",
-          `Echo differs from what was sent at byte ${at + k}`,
-        );
-        return this.#close(conn);
-      }
-      conn.received += r;
-      // A partial echo: the rest comes with the next readiness event (a
-      // read now would most likely find nothing).
-      if (conn.received < message.length) return;
-      const now = this.#native.now();
-      if (now >= this.#measuredFrom) {
-        this.#histogram.recordValue(
-          Math.max(1, Math.round((now - conn.since) * 1000)),
-        );
-        this.#completed++;
-        this.#config.progress[PROGRESS_DONE] = this.#completed;
-        this.#endedAt = now;
-      }
-      conn.since = 0;
-      return this.#next(conn, now);
-    }
+    this.send(conn);
   }
 
   /**
-   * Where the `length` bytes read differ from the message's bytes from
-   * `at`, or -1: in JavaScript for a few bytes, with memcmp() above that
-   * (a foreign call costs what comparing about 150 bytes here does).
+   * Where the `length` bytes in `bytes` differ from the message's bytes
+   * from `at`, or -1: in JavaScript for a few bytes, with memcmp() above
+   * that (a foreign call costs what comparing about 150 bytes here does).
    */
-  #differs(at: number, length: number): number {
-    const buffer = this.#buffer;
-    const { message } = this.#config;
+  #differs(bytes: Uint8Array, at: number, length: number): number {
+    const { message } = this.config;
     if (length > SHORT_COMPARE) {
-      const got = length === buffer.length
-        ? buffer
-        : buffer.subarray(0, length);
+      const got = length === bytes.length ? bytes : bytes.subarray(0, length);
       const expected = message.subarray(at, at + length);
-      if (this.#native.libc.memcmp(got, expected, expected.length) === 0) {
+      if (this.native.libc.memcmp(got, expected, expected.length) === 0) {
         return -1;
       }
     }
     for (let k = 0; k < length; k++) {
-      if (buffer[k] !== message[at + k]) return k;
+      if (bytes[k] !== message[at + k]) return k;
     }
     return -1;
   }
 
   #timers(): void {
     if (this.#waiting.size === 0 && this.#nextWatch === Infinity) return;
-    const now = this.#native.now();
+    const now = this.native.now();
     for (const conn of [...this.#waiting]) {
       if (conn.due > now) continue;
       this.#waiting.delete(conn);
@@ -437,32 +328,16 @@ export class LoadLoop {
     }
     if (now < this.#nextWatch) return;
     this.#nextWatch = now + this.#watchMs();
-    const { timeout } = this.#config;
-    for (const conn of [...this.#conns.values()]) {
-      if (conn.since > 0 && now - conn.since > timeout) {
+    const { timeout } = this.config;
+    for (const conn of this.conns) {
+      if (conn.open && conn.since > 0 && now - conn.since > timeout) {
         if (conn.connected) {
-          this.#fail("other", `Round trip timed out after ${timeout} ms`);
+          this.fail("other", `Round trip timed out after ${timeout} ms`);
         } else {
-          this.#fail("connect", `Connect timed out after ${timeout} ms`);
+          this.fail("connect", `Connect timed out after ${timeout} ms`);
         }
-        this.#close(conn);
+        this.close(conn);
       }
-    }
-  }
-
-  #close(conn: Conn): void {
-    if (!this.#conns.delete(conn.fd)) return;
-    this.#waiting.delete(conn);
-    this.#native.libc.close(conn.fd);
-  }
-
-  #fail(kind: "connect" | "mismatch" | "other", message: string): void {
-    if (kind === "connect") this.#connectErrors++;
-    else if (kind === "mismatch") this.#mismatches++;
-    else this.#otherErrors++;
-    this.#config.progress[PROGRESS_ERRORS]++;
-    if (this.#errorMessages.length < MAX_ERROR_MESSAGES) {
-      this.#errorMessages.push(message);
     }
   }
 

@@ -4,7 +4,9 @@
 // Not exported from mod.ts.
 
 import { openLibc } from "./ffi.ts";
-import { LoadLoop, type LoadPlan, type LoadResult } from "./load_loop.ts";
+import { EpollLoad } from "./load_epoll.ts";
+import type { LoadConfig, LoadPlan, LoadResult } from "./load_loop.ts";
+import { UringLoad } from "./load_uring.ts";
 
 /** What the calling thread sends: the test, and shared memory. */
 export interface LoadWorkerInit extends LoadPlan {
@@ -30,11 +32,14 @@ scope.onmessage = (event) => {
   let native;
   try {
     native = openLibc();
-    const loop = new LoadLoop(native, {
+    const config: LoadConfig = {
       ...init,
       control: new Int32Array(init.control),
       progress: new Float64Array(init.progress),
-    });
+    };
+    const loop = init.io === "io_uring"
+      ? new UringLoad(native, config)
+      : new EpollLoad(native, config);
     // The duration counts from here.
     scope.postMessage({ t: "started" });
     scope.postMessage({ t: "result", result: loop.run() });

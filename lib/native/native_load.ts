@@ -9,11 +9,13 @@ import {
   assertNativeRuns,
   EFD_CLOEXEC,
   EFD_NONBLOCK,
+  ioUringSupport,
+  type Native,
   openLibc,
 } from "./ffi.ts";
 import { PROGRESS_DONE, PROGRESS_ERRORS, STOP_LOAD } from "./load_loop.ts";
 import type { FromLoadWorker, LoadWorkerInit } from "./load_worker.ts";
-import type { LoadPlan, LoadResult } from "./load_loop.ts";
+import type { LoadPlan, LoadResult, NativeIo } from "./load_loop.ts";
 
 const WORKER_URL = new URL("./load_worker.ts", import.meta.url);
 
@@ -32,7 +34,9 @@ export function assertNativeLoad(what: string | undefined): void {
 }
 
 /** The test to run, as loadTest checked it. */
-export interface NativeLoadOptions extends LoadPlan {
+export interface NativeLoadOptions extends Omit<LoadPlan, "io"> {
+  /** As asked for; by default io_uring where the kernel allows it. */
+  io: NativeIo | undefined;
   duration: number | undefined;
   progressInterval: number;
   onProgress?: (progress: {
@@ -47,8 +51,15 @@ export interface NativeLoadOptions extends LoadPlan {
 /** Runs the load loop in a worker; resolves with what it measured. */
 export async function nativeLoad(
   options: NativeLoadOptions,
-): Promise<LoadResult> {
+): Promise<LoadResult & { io: NativeIo }> {
   const native = openLibc();
+  let io: NativeIo;
+  try {
+    io = chooseIo(native, options.io);
+  } catch (error) {
+    native.close();
+    throw error;
+  }
   const wakeFd = native.libc.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   const control = new Int32Array(new SharedArrayBuffer(4));
   const progress = new Float64Array(new SharedArrayBuffer(16));
@@ -110,6 +121,7 @@ export async function nativeLoad(
         rate: options.rate,
         timeout: options.timeout,
         warmup: options.warmup,
+        io,
         wakeFd,
         control: control.buffer as SharedArrayBuffer,
         progress: progress.buffer as SharedArrayBuffer,
@@ -119,7 +131,7 @@ export async function nativeLoad(
     if (outcome.t === "failed") {
       throw new Error(`The native load generator failed: ${outcome.message}`);
     }
-    return outcome.result;
+    return { ...outcome.result, io };
   } finally {
     clearTimeout(stopAt);
     clearInterval(ticker);
@@ -128,4 +140,20 @@ export async function nativeLoad(
     native.libc.close(wakeFd);
     native.close();
   }
+}
+
+/** io_uring unless `asked` says epoll or the kernel says no. */
+function chooseIo(native: Native, asked: NativeIo | undefined): NativeIo {
+  if (asked === "epoll") return "epoll";
+  if (asked !== undefined && asked !== "io_uring") {
+    throw optionError("nativeIo", `must be io_uring or epoll, got ${asked}`);
+  }
+  const refused = ioUringSupport(native);
+  if (refused === undefined) return "io_uring";
+  if (asked === undefined) return "epoll";
+  throw optionError(
+    "nativeIo",
+    `io_uring is not available here (${refused})`,
+    Deno.errors.NotSupported,
+  );
 }
