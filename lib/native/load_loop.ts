@@ -42,6 +42,11 @@ export interface LoadPlan {
   timeout: number;
   /** Milliseconds at the start whose round trips are not counted. */
   warmup: number;
+  /**
+   * Milliseconds measured after the warm-up, on this loop's own clock (a
+   * stop from the calling thread would come late by a message's delay).
+   */
+  duration: number | undefined;
   io: NativeIo;
 }
 
@@ -100,8 +105,9 @@ export abstract class LoadLoop {
   #interval: number;
   #startedAt: number;
   #endedAt: number;
-  /** When round trips start to count (after the warm-up). */
+  /** When round trips start to count (after the warm-up), and end. */
   #measuredFrom: number;
+  #deadline: number;
   #nextWatch = Infinity;
   #stopped = false;
   #started = 0;
@@ -117,6 +123,9 @@ export abstract class LoadLoop {
     this.config = config;
     this.#startedAt = this.#endedAt = native.now();
     this.#measuredFrom = this.#startedAt + config.warmup;
+    this.#deadline = config.duration === undefined
+      ? Infinity
+      : this.#measuredFrom + config.duration;
     this.#interval = config.rate === undefined
       ? 0
       : 1000 * config.connections / config.rate;
@@ -175,9 +184,13 @@ export abstract class LoadLoop {
   /** The calling thread wrote the eventfd: stop, maybe. */
   protected woken(): void {
     if (Atomics.load(this.config.control, 0) !== STOP_LOAD) return;
-    // Ends the test: no new round trips; ones in flight are abandoned.
+    this.#stop(this.native.now());
+  }
+
+  /** Ends the test: no new round trips; ones in flight are abandoned. */
+  #stop(now: number): void {
     this.#stopped = true;
-    this.#endedAt = this.native.now();
+    this.#endedAt = now;
   }
 
   /**
@@ -262,7 +275,7 @@ export abstract class LoadLoop {
   }
 
   #timeout(): number {
-    let at = this.#nextWatch;
+    let at = Math.min(this.#nextWatch, this.#deadline);
     if (this.#waiting.size > 0) {
       for (const conn of this.#waiting) at = Math.min(at, conn.due);
     }
@@ -319,8 +332,14 @@ export abstract class LoadLoop {
   }
 
   #timers(): void {
-    if (this.#waiting.size === 0 && this.#nextWatch === Infinity) return;
+    if (
+      this.#waiting.size === 0 && this.#nextWatch === Infinity &&
+      this.#deadline === Infinity
+    ) {
+      return;
+    }
     const now = this.native.now();
+    if (now >= this.#deadline) return this.#stop(now);
     for (const conn of [...this.#waiting]) {
       if (conn.due > now) continue;
       this.#waiting.delete(conn);

@@ -1,8 +1,8 @@
 // Private: loadTest({ engine: "native" }) on the calling thread: it starts
-// the load loop in a Web Worker (lib/native/load_worker.ts), stops it
-// through shared memory and an eventfd when the duration is over or the
-// signal aborts, reads its progress from shared memory, and makes the
-// report. Not exported from mod.ts.
+// the load loop in a Web Worker (lib/native/load_worker.ts), which keeps to
+// the duration on its own clock; stops it through shared memory and an
+// eventfd when the signal aborts; and reads its progress from shared
+// memory. Not exported from mod.ts.
 
 import { optionError } from "../_helpers.ts";
 import {
@@ -37,7 +37,6 @@ export function assertNativeLoad(what: string | undefined): void {
 export interface NativeLoadOptions extends Omit<LoadPlan, "io"> {
   /** As asked for; by default io_uring where the kernel allows it. */
   io: NativeIo | undefined;
-  duration: number | undefined;
   progressInterval: number;
   onProgress?: (progress: {
     elapsedMs: number;
@@ -70,7 +69,6 @@ export async function nativeLoad(
     native.libc.write(wakeFd, one, one.byteLength);
   };
   let startedAt = performance.now();
-  let stopAt: ReturnType<typeof setTimeout> | undefined;
   let ticker: ReturnType<typeof setInterval> | undefined;
   let lastCount = 0;
   let lastAt = startedAt;
@@ -87,12 +85,9 @@ export async function nativeLoad(
     lastCount = done;
     lastAt = now;
   };
-  /** The loop is running: the duration and the progress start now. */
+  /** The loop is running (and keeps to the duration itself). */
   const started = () => {
     startedAt = lastAt = performance.now();
-    if (options.duration !== undefined) {
-      stopAt = setTimeout(stop, options.warmup + options.duration);
-    }
     if (onProgress !== undefined) {
       ticker = setInterval(tick, options.progressInterval);
     }
@@ -121,6 +116,7 @@ export async function nativeLoad(
         rate: options.rate,
         timeout: options.timeout,
         warmup: options.warmup,
+        duration: options.duration,
         io,
         wakeFd,
         control: control.buffer as SharedArrayBuffer,
@@ -133,7 +129,6 @@ export async function nativeLoad(
     }
     return { ...outcome.result, io };
   } finally {
-    clearTimeout(stopAt);
     clearInterval(ticker);
     options.signal?.removeEventListener("abort", stop);
     worker.terminate();
