@@ -16,6 +16,7 @@
 import { getLogger } from "@logtape/logtape";
 import denoJson from "./deno.json" with { type: "json" };
 import { serveEcho } from "./lib/serve_echo.ts";
+import { assertMetricsOptions, serveMetrics } from "./lib/serve_metrics.ts";
 import type { EchoServer } from "./lib/types.ts";
 import { formatAddr, type OptionError, plural } from "./lib/_helpers.ts";
 import {
@@ -63,6 +64,19 @@ async function main(args: string[]): Promise<number> {
 
   const stop = new AbortController();
   const options = serverOptions(v);
+  if (v.metrics !== undefined) {
+    // Before the server starts: a bad --metrics is a usage error alone.
+    try {
+      assertMetricsOptions(v.metrics);
+    } catch (error) {
+      printError(
+        `Invalid ${spelled.metrics}: ${
+          (error as OptionError).reason
+        } (see --help)`,
+      );
+      return EXIT_USAGE;
+    }
+  }
   let server: EchoServer<Deno.Addr>;
   try {
     server = serveEcho({ ...options, signal: stop.signal });
@@ -100,9 +114,31 @@ async function main(args: string[]): Promise<number> {
     await server.finished;
     return EXIT_FAILURE;
   }
+  let metrics;
+  if (v.metrics !== undefined) {
+    try {
+      metrics = serveMetrics(server, v.metrics);
+    } catch (error) {
+      const { option, reason } = error as Partial<OptionError>;
+      printError(
+        option === undefined
+          ? `Cannot serve metrics on ${formatAddr(v.metrics)}: ${
+            (error as Error).message
+          }`
+          : `Invalid ${spelled.metrics}: ${reason} (see --help)`,
+      );
+      stop.abort();
+      await server.finished;
+      return option === undefined ? EXIT_FAILURE : EXIT_USAGE;
+    }
+  }
   console.log(`Listening on ${formatAddr(server.addr)}`);
+  if (metrics !== undefined) {
+    console.log(`Metrics on http://${formatAddr(metrics.addr)}/metrics`);
+  }
   const operator = v.operator ? operatorConsole(server) : undefined;
   await server.finished;
+  await metrics?.shutdown();
   await operator?.stop();
   const { stats } = server;
   const datagrams = stats.datagramsIn > 0

@@ -414,6 +414,8 @@ export interface EchoServer<A extends Deno.Addr = Deno.NetAddr>
   readonly stats: EchoServerStats;
   /** What the server does with what clients send. */
   readonly mode: EchoMode;
+  /** What serves the connections: Deno's sockets, or the native engine. */
+  readonly engine: "default" | "native";
   /**
    * Sends one line of text to every connected client: as `[server] message`
    * in broadcast and chat mode, as the bare line in echo and line mode. A

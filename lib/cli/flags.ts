@@ -239,6 +239,18 @@ export function integer(text: string): number {
   return n;
 }
 
+/**
+ * Parses `HOST:PORT` (`[ADDRESS]:PORT` for IPv6); the port's range is the
+ * library's to check.
+ */
+export function hostPort(text: string): { hostname: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:\[\]]+)):(\d+)$/.exec(text);
+  if (match === null) {
+    throw new UsageError("expected HOST:PORT ([ADDRESS]:PORT for IPv6)");
+  }
+  return { hostname: match[1] ?? match[2], port: Number(match[3]) };
+}
+
 /** Parses a positive decimal number such as `0.5`. */
 export function decimal(text: string): number {
   const n = /^\d+(\.\d+)?$/.test(text) ? Number(text) : NaN;

@@ -13,6 +13,7 @@ import {
   type Flag,
   flagHelp,
   type FlagValues,
+  hostPort,
   integer,
   text,
   textFile,
@@ -264,6 +265,12 @@ export const SERVER_FLAGS = {
       "Linux); the server task allows FFI, and drops it unless native",
     default: "default",
     parse: choice(["default", "native"] as const),
+  },
+  metrics: {
+    arg: "HOST:PORT",
+    help: "serve Prometheus metrics over HTTP at http://HOST:PORT/metrics " +
+      "(port 0: a free one, printed at start-up)",
+    parse: hostPort,
   },
   "log-level": {
     arg: "LEVEL",

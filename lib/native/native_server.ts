@@ -150,6 +150,7 @@ export class NativeServer implements EchoServer<Deno.NetAddr> {
   readonly finished: Promise<void>;
   readonly ready: Promise<void>;
   readonly mode: EchoMode = "echo";
+  readonly engine = "native";
   #native: Native;
   #config: ServerConfig;
   #loops: Loop[] = [];

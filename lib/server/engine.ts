@@ -134,6 +134,7 @@ export class Server implements EchoServer<Deno.Addr> {
   readonly finished: Promise<void>;
   readonly ready: Promise<void>;
   readonly mode: EchoMode;
+  readonly engine = "default";
   #config: ServerConfig;
   #transport: Transport;
   #ownRelay: Relay | undefined;

@@ -11,6 +11,8 @@ export class WithDatagrams implements EchoServer<Deno.Addr> {
   readonly ready: Promise<void>;
   readonly finished: Promise<void>;
   readonly mode: EchoMode;
+  /** Datagrams are always Deno's: the native engine serves TCP alone. */
+  readonly engine = "default";
   #stream: EchoServer<Deno.Addr> | undefined;
   #udp: DatagramEcho;
 

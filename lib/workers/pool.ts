@@ -123,6 +123,7 @@ export class WorkerPool implements EchoServer<Deno.Addr> {
   readonly finished: Promise<void>;
   readonly ready: Promise<void>;
   readonly mode: EchoMode;
+  readonly engine = "default";
   #main: Server;
   #handles: WorkerHandle[] = [];
   #counters: Float64Array;

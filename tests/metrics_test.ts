@@ -1,0 +1,180 @@
+// serveMetrics() and --metrics: scraped with curl while traffic runs, the
+// text format parsed and checked against the server's own counters, and by
+// promtool (from Debian's prometheus package, which .ci/run installs).
+
+import assert from "node:assert/strict";
+import { echoOnce, loadTest, serveEcho } from "../mod.ts";
+import { serveMetrics } from "../metrics.ts";
+import { assertUsageErrors, run, SERVER, ServerProcess } from "./_process.ts";
+
+/** The samples of a scrape, by `name{labels}`, and the whole text. */
+interface Scrape {
+  text: string;
+  samples: Map<string, number>;
+  contentType: string;
+}
+
+/** Scrapes `url` with curl (a real HTTP client) and parses the samples. */
+async function scrape(url: string): Promise<Scrape> {
+  const { code, stdout, stderr } = await run("curl", [
+    ...["--silent", "--show-error", "--fail", "--include", url],
+  ]);
+  assert.equal(code, 0, stderr);
+  const [head, text] = new TextDecoder().decode(stdout).split("\r\n\r\n", 2);
+  const contentType = /^content-type: (.*)$/im.exec(head)?.[1] ?? "";
+  const samples = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    // name{labels} value: label values here have no spaces.
+    const match = /^([a-zA-Z_:][\w:]*(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    assert.ok(match, `not a sample line: ${line}`);
+    samples.set(match[1], Number(match[2]));
+  }
+  return { text, samples, contentType };
+}
+
+Deno.test("serveMetrics() serves the server's counters at /metrics, as curl and promtool read them", async () => {
+  await using server = serveEcho({ port: 0, udp: true });
+  await using metrics = serveMetrics(server, { port: 0 });
+  const url = `http://127.0.0.1:${metrics.addr.port}/metrics`;
+  // Traffic while it is scraped.
+  const load = loadTest({
+    port: server.addr.port,
+    connections: 4,
+    count: 2000,
+    message: 100,
+  });
+  const during = await scrape(url);
+  assert.ok(during.samples.has("tcp_echo_connections_active"));
+  const report = await load;
+  assert.equal(report.roundTrips, 2000);
+  await echoOnce("over udp", { port: server.addr.port, udp: true });
+  const { samples, text, contentType } = await scrape(url);
+  assert.match(contentType, /^text\/plain; version=0\.0\.4/);
+  const stats = server.stats;
+  const expected: Record<string, number> = {
+    "tcp_echo_connections_active": 0,
+    "tcp_echo_connections_accepted_total": 4,
+    'tcp_echo_connections_refused_total{reason="max_connections"}': 0,
+    'tcp_echo_received_bytes_total{transport="tcp"}': 200_000,
+    'tcp_echo_sent_bytes_total{transport="tcp"}': 200_000,
+    'tcp_echo_received_bytes_total{transport="udp"}': 8,
+    'tcp_echo_sent_bytes_total{transport="udp"}': 8,
+    "tcp_echo_received_datagrams_total": 1,
+    "tcp_echo_sent_datagrams_total": 1,
+    "tcp_echo_clients_dropped_total": 0,
+    'tcp_echo_build_info{version="0.1.0",engine="default",mode="echo"}': 1,
+  };
+  for (const [name, value] of Object.entries(expected)) {
+    assert.equal(samples.get(name), value, name);
+  }
+  assert.equal(stats.bytesIn, 200_000);
+  // Counters end in _total, and the process's own metrics are there.
+  assert.match(text, /^# TYPE tcp_echo_connections_accepted_total counter$/m);
+  for (
+    const name of ["process_cpu_seconds_total", "nodejs_eventloop_lag_seconds"]
+  ) {
+    assert.ok(samples.has(name), name);
+  }
+  // Prometheus's own linter: names, types, help, _total on counters. Its
+  // only complaints are about three of prom-client's default gauges, whose
+  // names dashboards already know.
+  const check = await run(
+    "promtool",
+    ["check", "metrics"],
+    new TextEncoder().encode(text),
+  );
+  assert.deepEqual(
+    check.stderr.trim().split("\n"),
+    ["handles", "requests", "resources"].map((what) =>
+      `nodejs_active_${what}_total non-counter metrics should not have "_total" suffix`
+    ),
+  );
+  // Anything but GET or HEAD /metrics is refused.
+  const other = await fetch(`http://127.0.0.1:${metrics.addr.port}/`);
+  assert.equal(other.status, 404);
+  await other.body?.cancel();
+  const post = await fetch(url, { method: "POST" });
+  assert.equal(post.status, 405);
+  await post.body?.cancel();
+});
+
+Deno.test("serveMetrics() sees every worker in one scrape, and the engine and mode", async () => {
+  await using server = serveEcho({ port: 0, workers: 2, mode: "line" });
+  await server.ready;
+  await using metrics = serveMetrics(server, { port: 0 });
+  // 24 line round trips: each connection was accepted by some worker.
+  await Promise.all(
+    Array.from(
+      { length: 24 },
+      () => echoOnce("hi", { port: server.addr.port }),
+    ),
+  );
+  const { samples: counted } = await scrape(
+    `http://127.0.0.1:${metrics.addr.port}/metrics`,
+  );
+  assert.equal(counted.get("tcp_echo_connections_accepted_total"), 24);
+  assert.equal(server.stats.perWorker.length, 2);
+  const { samples } = await scrape(
+    `http://127.0.0.1:${metrics.addr.port}/metrics`,
+  );
+  assert.equal(
+    samples.get(
+      'tcp_echo_build_info{version="0.1.0",engine="default",mode="line"}',
+    ),
+    1,
+  );
+  if (Deno.build.os === "linux") {
+    await using native = serveEcho({ port: 0, engine: "native" });
+    await using nativeMetrics = serveMetrics(native, { port: 0 });
+    await echoOnce("hi", { port: native.addr.port });
+    const n = await scrape(
+      `http://127.0.0.1:${nativeMetrics.addr.port}/metrics`,
+    );
+    assert.equal(
+      n.samples.get(
+        'tcp_echo_build_info{version="0.1.0",engine="native",mode="echo"}',
+      ),
+      1,
+    );
+    assert.equal(
+      n.samples.get('tcp_echo_received_bytes_total{transport="tcp"}'),
+      2,
+    );
+  }
+});
+
+Deno.test("server --metrics HOST:PORT prints where, serves the scrape, and its usage errors", async () => {
+  // The server task's permissions, not -A: the process's own metrics must
+  // not read 0 for want of /proc/self (Deno opens it only with -A).
+  await using server = await ServerProcess.start(
+    ["--metrics", "127.0.0.1:0"],
+    [Deno.execPath(), "run", "--allow-net", "--allow-read", SERVER],
+  );
+  const line = await server.stdout.waitFor(/^Metrics on /);
+  const url = line.slice("Metrics on ".length);
+  assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+  assert.equal(await echoOnce("hello", { port: server.port }), "hello");
+  const { samples } = await scrape(url);
+  assert.equal(
+    samples.get('tcp_echo_received_bytes_total{transport="tcp"}'),
+    5,
+  );
+  assert.equal(samples.get("tcp_echo_connections_accepted_total"), 1);
+  assert.ok(samples.get("process_resident_memory_bytes")! > 1e6);
+  assert.ok(samples.get("process_cpu_seconds_total")! > 0);
+  assert.ok(!samples.has("process_open_fds"));
+  await assertUsageErrors(
+    [Deno.execPath(), "run", "--allow-net", SERVER, "--port", "0"],
+    [
+      [
+        ["--metrics", "9464"],
+        "Invalid --metrics: expected HOST:PORT ([ADDRESS]:PORT for IPv6), got '9464'",
+      ],
+      [
+        ["--metrics", "127.0.0.1:70000"],
+        "Invalid --metrics: must be an integer from 0 to 65535, got 70000",
+      ],
+    ],
+  );
+});
