@@ -37,6 +37,7 @@ import {
   serverOptions,
 } from "./lib/cli/server_flags.ts";
 import { stopOnSignals } from "./lib/cli/signals.ts";
+import { showStatus } from "./lib/cli/status.ts";
 
 const logger = getLogger(["tcp-echo", "cli"]);
 
@@ -136,8 +137,15 @@ async function main(args: string[]): Promise<number> {
   if (metrics !== undefined) {
     console.log(`Metrics on http://${formatAddr(metrics.addr)}/metrics`);
   }
+  const status = v.status || v["status-interval"] !== undefined
+    ? showStatus(server, {
+      live: Deno.stderr.isTerminal(),
+      intervalMs: (v["status-interval"] ?? 1) * 1000,
+    })
+    : undefined;
   const operator = v.operator ? operatorConsole(server) : undefined;
   await server.finished;
+  status?.[Symbol.dispose]();
   await metrics?.shutdown();
   await operator?.stop();
   const { stats } = server;

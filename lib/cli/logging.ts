@@ -21,6 +21,23 @@ export const LOG_LEVELS = [
 /** Formats the `--log-format` flag accepts. */
 export const LOG_FORMATS = ["pretty", "json"] as const;
 
+/** The line redrawn in place at the bottom of a terminal, if any. */
+let liveLine: string | undefined;
+const encoder = new TextEncoder();
+
+function writeStderr(text: string): void {
+  Deno.stderr.writeSync(encoder.encode(text));
+}
+
+/**
+ * Shows `line` in place of the last one at the bottom of stderr (a
+ * terminal), below the log records; `undefined` clears it.
+ */
+export function showLiveLine(line: string | undefined): void {
+  writeStderr(line === undefined ? "\r\x1b[K" : `\r${line}\x1b[K`);
+  liveLine = line;
+}
+
 /**
  * Sends this package's logs to stderr at `level` and above, one line a
  * record: text (coloured on a terminal) or JSON lines.
@@ -45,8 +62,16 @@ export async function configureLogging(
     error: "error",
     fatal: "error",
   } as const;
+  const toConsole = getConsoleSink({ formatter, levelMap });
   await configure({
-    sinks: { stderr: getConsoleSink({ formatter, levelMap }) },
+    sinks: {
+      // A record goes above the live line (--status), which is redrawn.
+      stderr: (record) => {
+        if (liveLine !== undefined) writeStderr("\r\x1b[K");
+        toConsole(record);
+        if (liveLine !== undefined) writeStderr(`\r${liveLine}\x1b[K`);
+      },
+    },
     loggers: [
       { category: [LOG_CATEGORY], lowestLevel: level, sinks: ["stderr"] },
       {

@@ -10,6 +10,7 @@ import {
   choice,
   cidr,
   cidrFile,
+  decimal,
   type Flag,
   flagHelp,
   type FlagValues,
@@ -265,6 +266,17 @@ export const SERVER_FLAGS = {
       "Linux); the server task allows FFI, and drops it unless native",
     default: "default",
     parse: choice(["default", "native"] as const),
+  },
+  status: {
+    help: "show the server's status (open, accepted, bytes in and out per " +
+      "second, refused, dropped) on stderr every --status-interval: one " +
+      "line redrawn in place on a terminal, a log record off one",
+  },
+  "status-interval": {
+    arg: "S",
+    help: "seconds between status updates; alone, it turns --status on " +
+      "(default: 1)",
+    parse: decimal,
   },
   metrics: {
     arg: "HOST:PORT",
