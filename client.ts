@@ -88,6 +88,9 @@ async function main(args: string[]): Promise<number> {
         engine: v.engine,
         nativeIo: v["native-io"],
         json: v.json ?? false,
+        histogramFile: v.histogram,
+        plotFile: v.plot,
+        label: v.label,
         maxLoss: v["max-loss"],
         reportInterval: (v["report-interval"] ?? 5) * 1000,
       });

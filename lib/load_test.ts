@@ -7,7 +7,11 @@ import {
 } from "./client/datagram.ts";
 import type { ConnectOptions } from "./types.ts";
 import process from "node:process";
-import { latencyHistogram, latencySummary } from "./client/latency.ts";
+import {
+  encodeHistogram,
+  latencyHistogram,
+  latencySummary,
+} from "./client/latency.ts";
 import type { LoadResult } from "./native/load_loop.ts";
 import { assertPositive, optionError, writeAll } from "./_helpers.ts";
 import {
@@ -148,6 +152,13 @@ export interface LoadReport {
   readonly megabytesPerSecond: number;
   /** Latency of the round trips, from an HDR histogram (3 digits). */
   readonly latencyUs: LatencySummary;
+  /**
+   * That histogram (round-trip times in µs), compressed and in base64 as
+   * HdrHistogram's tools exchange histograms: `decodeFromCompressedBase64`
+   * of hdr-histogram-js (or HdrHistogram's Java and C libraries) reads it
+   * back, for a percentile distribution, a plot, or several runs merged.
+   */
+  readonly latencyHistogram: string;
   /**
    * Over UDP, datagrams whose reply did not come within `timeout` (not an
    * error: UDP may lose datagrams); 0 over TCP.
@@ -292,6 +303,7 @@ export async function loadTest(
     connected: run.connected,
     roundTrips: run.completed,
     durationMs: Math.max(0, run.endedAt - run.measuredFrom),
+    histogram: encodeHistogram(run.histogram),
     latencyUs: latencySummary(run.histogram),
     lost: run.lost,
     connectErrors: run.connectErrors,
@@ -311,8 +323,10 @@ function reportOf(
 ): LoadReport {
   const seconds = measured.durationMs / 1000;
   const rate = (n: number) => seconds > 0 ? n / seconds : 0;
+  const { histogram, ...figures } = measured;
   return {
-    ...measured,
+    ...figures,
+    latencyHistogram: histogram,
     address,
     connections,
     messageBytes: message.length,

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import * as hdr from "hdr-histogram-js";
 import { loadTest, serveEcho } from "../mod.ts";
 import { loadEngineTest } from "./_engines.ts";
 
@@ -66,6 +67,15 @@ loadEngineTest(
     const l = report.latencyUs;
     assert.ok(0 < l.p50 && l.p50 <= l.p90 && l.p90 <= l.p99, JSON.stringify(l));
     assert.ok(l.p99 <= l.p999 && l.p999 <= l.max, JSON.stringify(l));
+    // The histogram itself, as HdrHistogram's tools read it back.
+    const histogram = hdr.decodeFromCompressedBase64(report.latencyHistogram);
+    assert.equal(histogram.totalCount, 3000);
+    // Equal to 3 significant digits (the encoding keeps buckets).
+    const close = (a: number, b: number) =>
+      Math.abs(a - b) <= Math.max(1, b / 500);
+    assert.ok(close(histogram.maxValue, l.max), `${histogram.maxValue}`);
+    assert.ok(close(histogram.getValueAtPercentile(50), l.p50));
+    histogram.destroy();
     assert.ok(report.roundTripsPerSecond > 0);
     assert.ok(
       Math.abs(

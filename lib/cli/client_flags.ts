@@ -175,6 +175,26 @@ export const CLIENT_FLAGS = {
     parse: decimal,
   },
   json: { help: "load test: print the report as one JSON object" },
+  histogram: {
+    arg: "FILE",
+    help: "load test: write the latency percentile distribution to FILE, in " +
+      "HdrHistogram's text format (ms), as its plotter and wrk2 users read it",
+    parse: text,
+  },
+  plot: {
+    arg: "FILE.svg",
+    help: "load test: draw latency by percentile (50 % to 99.99 % and " +
+      "beyond, log scale) to FILE.svg; a chart already there from an " +
+      "earlier run keeps it, so runs with different --label compare",
+    parse: text,
+  },
+  label: {
+    arg: "NAME",
+    requires: ["plot"],
+    help: "this run's name in --plot's legend (default: the server's " +
+      "address); a run of the same name is replaced",
+    parse: text,
+  },
   "log-level": {
     arg: "LEVEL",
     aliases: ["log_level"],
@@ -253,7 +273,9 @@ export function checkClientFlags(
     }
     return;
   }
-  for (const name of ["engine", "native-io"] as const) {
+  for (
+    const name of ["engine", "native-io", "histogram", "plot"] as const
+  ) {
     if (spelled[name] !== undefined) {
       throw new UsageError(
         `Unexpected ${

@@ -7,11 +7,17 @@ import {
   type LoadTestOptions,
 } from "../load_test.ts";
 import { EXIT_FAILURE, EXIT_OK, printError } from "./flags.ts";
+import { percentileDistribution, plotRun, runOf } from "./plot.ts";
 
 /** How client.ts runs a load test. */
 export interface LoadRun extends LoadTestOptions {
   /** Print the report as one JSON object. */
   json: boolean;
+  /** Where to write the percentile distribution, if anywhere. */
+  histogramFile?: string;
+  /** Where to draw the latency chart, if anywhere, and this run's name. */
+  plotFile?: string;
+  label?: string;
   /** Milliseconds between progress lines when stderr is not a terminal. */
   reportInterval: number;
   /** Over UDP, the % of datagrams that may go unanswered; any by default. */
@@ -25,7 +31,15 @@ export interface LoadRun extends LoadTestOptions {
  * @throws {RangeError} An option is out of range (its `option` field names it).
  */
 export async function runLoad(run: LoadRun): Promise<number> {
-  const { json, reportInterval, maxLoss, ...options } = run;
+  const {
+    json,
+    reportInterval,
+    maxLoss,
+    histogramFile,
+    plotFile,
+    label,
+    ...options
+  } = run;
   const live = Deno.stderr.isTerminal();
   const stop = new AbortController();
   const onSignal = () => stop.abort();
@@ -56,6 +70,31 @@ export async function runLoad(run: LoadRun): Promise<number> {
   console.log(
     json ? JSON.stringify(report) : formatReport(report, options.udp ?? false),
   );
+  for (
+    const [file, write] of [
+      [histogramFile, (path: string) =>
+        Deno.writeTextFile(
+          path,
+          percentileDistribution(report.latencyHistogram),
+        )],
+      [
+        plotFile,
+        (path: string) =>
+          plotRun(
+            path,
+            runOf(label ?? report.address, report.latencyHistogram),
+          ),
+      ],
+    ] as const
+  ) {
+    if (file === undefined) continue;
+    try {
+      await write(file);
+    } catch (error) {
+      printError(`Cannot write ${file}: ${(error as Error).message}`);
+      return EXIT_FAILURE;
+    }
+  }
   const errors = report.connectErrors + report.mismatches + report.otherErrors;
   if (errors > 0) {
     const more = errors > 1 ? ` (and ${errors - 1} more)` : "";

@@ -27,6 +27,20 @@ export function latencyHistogram(): hdr.Histogram {
 }
 
 /**
+ * `h` compressed and in base64, as HdrHistogram's tools exchange histograms
+ * (a few hundred bytes): what crosses from a worker, and what a report
+ * carries for plots.
+ */
+export function encodeHistogram(h: hdr.Histogram): string {
+  return hdr.encodeIntoCompressedBase64(h);
+}
+
+/** A histogram that {@linkcode encodeHistogram} encoded; free it after. */
+export function decodeHistogram(encoded: string): hdr.Histogram {
+  return hdr.decodeFromCompressedBase64(encoded);
+}
+
+/**
  * The figures of `h`, which it then frees. HDR histograms answer with the
  * top of the value's bucket (3 significant digits), which can lie just above
  * the largest value recorded; no percentile is above the maximum, so each is

@@ -11,6 +11,7 @@
 // exported from mod.ts.
 
 import {
+  encodeHistogram,
   type Latency,
   latencyHistogram,
   latencySummary,
@@ -62,6 +63,8 @@ export interface LoadResult {
   connected: number;
   roundTrips: number;
   durationMs: number;
+  /** The latencies, as {@linkcode encodeHistogram} encodes them. */
+  histogram: string;
   latencyUs: Latency;
   /** Datagrams unanswered: none over TCP. */
   lost: number;
@@ -365,6 +368,7 @@ export abstract class LoadLoop {
       connected: this.#connected,
       roundTrips: this.#completed,
       durationMs: Math.max(0, this.#endedAt - this.#measuredFrom),
+      histogram: encodeHistogram(this.#histogram),
       latencyUs: latencySummary(this.#histogram),
       lost: 0,
       connectErrors: this.#connectErrors,
