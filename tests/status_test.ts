@@ -90,9 +90,9 @@ Deno.test("server --status on a terminal redraws one line in place, and log reco
   // Redrawn in place: the status text never starts a line of its own.
   assert.ok(!/\n127\.0\.0\.1:\d+: \d+ open/.test(plain), JSON.stringify(plain));
   // Cleared at the end, before the last record, and not drawn again.
-  // deno-lint-ignore no-control-regex -- terminal output is the subject
   assert.match(
     plain,
+    // deno-lint-ignore no-control-regex -- terminal output is the subject
     /\r\x1b\[K[^\r\n]*Stopped: 1 connection served[^\r]*\r\n$/,
   );
 });
