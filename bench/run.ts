@@ -52,6 +52,7 @@ import {
   start,
 } from "./_harness.ts";
 import { type TestCertificates, testCertificates } from "../tests/_certs.ts";
+import { latencyChart, runOf } from "../lib/cli/plot.ts";
 import {
   CHURN_KINDS,
   type ChurnKind,
@@ -148,6 +149,8 @@ interface Cell {
   serverCpuPercent?: number;
   loadCpuPercent?: number;
   p99Us?: number;
+  /** A ping-pong's latency histogram, as loadTest's report carries it. */
+  histogram?: string;
   /** The pinger under churn (`value` is its p99.9). */
   p50Us?: number;
   maxUs?: number;
@@ -353,6 +356,12 @@ async function main(): Promise<void> {
   await Deno.mkdir(outDir, { recursive: true });
   const file = `${outDir}/${meta.date.replaceAll(":", "-")}.json`;
   await Deno.writeTextFile(file, json);
+  const charts = await latencyCharts(
+    results,
+    servers,
+    outDir,
+    meta.date.replaceAll(":", "-"),
+  );
   console.log(table(results, servers, meta));
   if (workers !== undefined) console.log(`\n${workersTable(workers)}`);
   if (tls !== undefined) console.log(`\n${tlsTable(tls, meta)}`);
@@ -360,6 +369,7 @@ async function main(): Promise<void> {
   if (rules !== undefined) console.log(`\n${rulesTable(rules)}`);
   if (cluster !== undefined) console.log(`\n${clusterTable(cluster)}`);
   console.log(`\nResults: ${file}`);
+  console.log(`Latency charts: ${charts.join(", ")}`);
 }
 
 /** The repetition whose main figure is the median. */
@@ -564,8 +574,37 @@ async function pingPong(
     serverCpuPercent: serverCpuMs / load.durationMs * 100,
     loadCpuPercent: load.cpuMs / load.durationMs * 100,
     p99Us: load.latencyUs.p99,
+    histogram: load.latencyHistogram,
     errors: load.connectErrors + load.mismatches + load.otherErrors,
   };
+}
+
+/**
+ * One latency-by-percentile chart per ping-pong workload, a line per
+ * server (its median repetition), drawn as the client's --plot draws; into
+ * `dir`, named after `stamp`. Returns the files written.
+ */
+async function latencyCharts(
+  results: Record<string, Record<string, Cell>>,
+  servers: string[],
+  dir: string,
+  stamp: string,
+): Promise<string[]> {
+  const files = [];
+  for (const w of PING_PONGS) {
+    const key = `${w.size} B × ${w.connections}`;
+    const runs = servers.flatMap((name) => {
+      const histogram = results[name][key]?.histogram;
+      return histogram === undefined ? [] : [runOf(name, histogram)];
+    });
+    const file = `${dir}/${stamp}-latency-${w.size}x${w.connections}.svg`;
+    await Deno.writeTextFile(
+      file,
+      await latencyChart(runs, `Latency by percentile, ${key}`),
+    );
+    files.push(file);
+  }
+  return files;
 }
 
 /** Streams `bytes` through the server in 64 KiB writes, verifying the echo. */

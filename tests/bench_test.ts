@@ -2,9 +2,11 @@
 // errors. Figures are not checked here (speed belongs in benchmarks).
 
 import assert from "node:assert/strict";
+import { runsIn } from "../lib/cli/plot.ts";
 import { run } from "./_process.ts";
 
-Deno.test("deno task bench runs every server over every workload, and the workers comparison", async () => {
+Deno.test("deno task bench runs every server over every workload, and the workers comparison, and draws its latency charts", async () => {
+  await using out = await tempDir();
   const result = await run(Deno.execPath(), [
     "run",
     "-A",
@@ -19,12 +21,28 @@ Deno.test("deno task bench runs every server over every workload, and the worker
     "--reps",
     "1",
     "--out",
-    "-",
+    out.path,
   ]);
   assert.equal(result.code, 0, result.stderr);
+  const files = [...Deno.readDirSync(out.path)].map((e) => e.name).sort();
+  const json = files.find((name) => name.endsWith(".json"))!;
   const { meta, results, workers, tls, udp, rules, cluster } = JSON.parse(
-    new TextDecoder().decode(result.stdout),
+    await Deno.readTextFile(`${out.path}/${json}`),
   );
+  // One chart per ping-pong workload, a line per server.
+  const charts = files.filter((name) => name.endsWith(".svg"));
+  assert.deepEqual(
+    charts.map((name) => name.replace(/^.*-latency-/, "")),
+    ["4096x1.svg", "4096x50.svg", "64x1.svg", "64x50.svg"],
+  );
+  for (const chart of charts) {
+    const svg = await Deno.readTextFile(`${out.path}/${chart}`);
+    assert.deepEqual(
+      runsIn(svg).map((r) => r.label),
+      Object.keys(results),
+      chart,
+    );
+  }
   assert.equal(meta.idleConns, 50);
   assert.deepEqual(Object.keys(results), [
     "project",
@@ -144,3 +162,12 @@ Deno.test({
     }
   },
 });
+
+/** A temporary directory, removed with everything in it when disposed. */
+async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
+  const path = await Deno.makeTempDir({ prefix: "tcp-echo-bench-" });
+  return {
+    path,
+    [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }),
+  };
+}
