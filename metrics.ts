@@ -17,4 +17,9 @@
  */
 
 export { serveMetrics, type ServeMetricsOptions } from "./lib/serve_metrics.ts";
-export type { EchoMode, EchoServer, EchoServerStats } from "./lib/types.ts";
+export type {
+  CloseReason,
+  EchoMode,
+  EchoServer,
+  EchoServerStats,
+} from "./lib/types.ts";

@@ -25,6 +25,7 @@
 
 export { serveEcho } from "./lib/serve_echo.ts";
 export type {
+  CloseReason,
   ConnectOptions,
   EchoMode,
   EchoServer,

@@ -329,6 +329,22 @@ export interface ServeEchoUnixOptions extends
   path: string;
 }
 
+/**
+ * Why a connection closed: the client closed it, it was idle for
+ * `idleTimeout`, its send queue was full, it sent `/quit`, the server shut
+ * down politely (`shutdown`, the grace period's end) or stopped at once, it
+ * was reset (or its pipe broke), or another error.
+ */
+export type CloseReason =
+  | "closed_by_client"
+  | "idle_timeout"
+  | "send_queue_full"
+  | "quit_command"
+  | "shutdown"
+  | "server_stopped"
+  | "reset"
+  | "error";
+
 /** Counters of an {@linkcode EchoServer}, read at one instant. */
 export interface EchoServerStats {
   /** Connections open now. */
@@ -385,6 +401,18 @@ export interface EchoServerStats {
   readonly datagramsRefused: number;
   /** UDP datagrams dropped because their source went over `udpRate`. */
   readonly datagramsRateLimited: number;
+  /** Connections closed after they were accepted, by why. */
+  readonly closed: Readonly<Record<CloseReason, number>>;
+  /**
+   * How long closed connections lasted: `counts[i]` connections lasted at
+   * most `[0.001, 0.01, 0.1, 1, 10, 60, 600, 3600][i]` seconds and more
+   * than the bound before it (the last count: longer than an hour), and
+   * `sumSeconds` is their total.
+   */
+  readonly durations: {
+    readonly counts: readonly number[];
+    readonly sumSeconds: number;
+  };
   /**
    * Connections accepted by each worker, the calling thread's first (one
    * number without workers).

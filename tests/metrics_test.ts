@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { echoOnce, loadTest, serveEcho } from "../mod.ts";
 import { serveMetrics } from "../metrics.ts";
+import { ENGINES } from "./_engines.ts";
 import { assertUsageErrors, run, SERVER, ServerProcess } from "./_process.ts";
 
 /** The samples of a scrape, by `name{labels}`, and the whole text. */
@@ -63,12 +64,24 @@ Deno.test("serveMetrics() serves the server's counters at /metrics, as curl and 
     "tcp_echo_received_datagrams_total": 1,
     "tcp_echo_sent_datagrams_total": 1,
     "tcp_echo_clients_dropped_total": 0,
+    'tcp_echo_connections_closed_total{reason="closed_by_client"}': 4,
+    'tcp_echo_connections_closed_total{reason="idle_timeout"}': 0,
+    'tcp_echo_connection_duration_seconds_bucket{le="+Inf"}': 4,
+    "tcp_echo_connection_duration_seconds_count": 4,
     'tcp_echo_build_info{version="0.1.0",engine="default",mode="echo"}': 1,
   };
   for (const [name, value] of Object.entries(expected)) {
     assert.equal(samples.get(name), value, name);
   }
   assert.equal(stats.bytesIn, 200_000);
+  // The duration buckets are cumulative, and their sum is plausible.
+  const buckets = [...samples].filter(([name]) =>
+    name.startsWith("tcp_echo_connection_duration_seconds_bucket")
+  ).map(([, value]) => value);
+  assert.equal(buckets.length, 9);
+  assert.deepEqual(buckets, [...buckets].sort((a, b) => a - b));
+  const sum = samples.get("tcp_echo_connection_duration_seconds_sum")!;
+  assert.ok(sum > 0 && sum < 4 * 60, `${sum}`);
   // Counters end in _total, and the process's own metrics are there.
   assert.match(text, /^# TYPE tcp_echo_connections_accepted_total counter$/m);
   for (
@@ -178,3 +191,33 @@ Deno.test("server --metrics HOST:PORT prints where, serves the scrape, and its u
     ],
   );
 });
+
+for (const engine of ENGINES) {
+  Deno.test(`closes are counted by reason and duration: a client's close, an idle timeout [${engine}]`, async () => {
+    await using server = serveEcho({ port: 0, engine, idleTimeout: 200 });
+    await using metrics = serveMetrics(server, { port: 0 });
+    assert.equal(await echoOnce("hi", { port: server.addr.port }), "hi");
+    // A client that says nothing: closed by the server after 200 ms.
+    const silent = await Deno.connect({ port: server.addr.port });
+    assert.equal(await silent.read(new Uint8Array(1)), null);
+    silent.close();
+    const { closed, durations } = server.stats;
+    assert.equal(closed.closed_by_client, 1);
+    assert.equal(closed.idle_timeout, 1);
+    assert.equal(durations.counts.reduce((a, b) => a + b), 2);
+    // The idle one lasted 0.2 s or so: in the bucket up to 1 s.
+    assert.equal(durations.counts[3], 1);
+    assert.ok(durations.sumSeconds >= 0.2, `${durations.sumSeconds}`);
+    const { samples } = await scrape(
+      `http://127.0.0.1:${metrics.addr.port}/metrics`,
+    );
+    assert.equal(
+      samples.get('tcp_echo_connections_closed_total{reason="idle_timeout"}'),
+      1,
+    );
+    assert.equal(
+      samples.get('tcp_echo_connection_duration_seconds_bucket{le="1"}'),
+      2,
+    );
+  });
+}

@@ -139,6 +139,9 @@ engineTest(
 engineTest("serveEcho() counts connections and bytes", async (engine) => {
   logs.clear();
   await using server = serveEcho({ port: 0, engine });
+  const none = Object.fromEntries(
+    Object.keys(server.stats.closed).map((reason) => [reason, 0]),
+  );
   assert.deepEqual(server.stats, {
     active: 0,
     accepted: 0,
@@ -156,6 +159,8 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     refused: { denied: 0, notAllowed: 0, perAddress: 0, connectRate: 0 },
     datagramsRefused: 0,
     datagramsRateLimited: 0,
+    closed: none,
+    durations: { counts: new Array(9).fill(0), sumSeconds: 0 },
     perWorker: [0],
   });
   using conn = await Deno.connect({ port: server.addr.port });
@@ -167,7 +172,10 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
   await conn.closeWrite();
   await readAll(conn);
   await logs.closed(localPeer(conn));
-  assert.deepEqual(server.stats, {
+  const { closed, durations, ...stats } = server.stats;
+  assert.deepEqual(closed, { ...none, closed_by_client: 1 });
+  assert.equal(durations.counts.reduce((a, b) => a + b), 1);
+  assert.deepEqual(stats, {
     active: 0,
     accepted: 1,
     rejected: 0,

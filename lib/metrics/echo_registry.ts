@@ -6,6 +6,7 @@
 import client from "prom-client";
 import denoJson from "../../deno.json" with { type: "json" };
 import type { EchoServer, EchoServerStats } from "../types.ts";
+import { DURATION_BUCKETS } from "../server/counters.ts";
 
 /** prom-client's default metrics that read /proc/self. */
 const PROC_SELF_METRICS = [
@@ -54,6 +55,13 @@ function readings(server: EchoServer<Deno.Addr>): Reading[] {
         per_address: s.refused.perAddress,
         connect_rate: s.refused.connectRate,
       }),
+    },
+    {
+      name: "tcp_echo_connections_closed_total",
+      help: "Connections closed after they were accepted, by reason.",
+      type: "counter",
+      label: "reason",
+      read: (s) => ({ ...s.closed }),
     },
     {
       name: "tcp_echo_clients_dropped_total",
@@ -162,6 +170,7 @@ export function echoRegistry(server: EchoServer<Deno.Addr>): client.Registry {
       });
     }
   }
+  registry.registerMetric(durationHistogram(server));
   new client.Gauge({
     name: "tcp_echo_build_info",
     help: "Always 1: the version, engine and mode of this server.",
@@ -186,4 +195,44 @@ export function echoRegistry(server: EchoServer<Deno.Addr>): client.Registry {
     },
   });
   return registry;
+}
+
+/**
+ * How long connections lasted, as a Prometheus histogram read from the
+ * server's bucket counts when scraped (prom-client's Histogram can only
+ * observe values one by one, so this is a metric of our own that the
+ * registry formats the same way).
+ */
+function durationHistogram(server: EchoServer<Deno.Addr>): client.Metric {
+  const name = "tcp_echo_connection_duration_seconds";
+  const help = "How long connections lasted, from accept to close.";
+  const metric = {
+    name,
+    help,
+    get: () => {
+      const { counts, sumSeconds } = server.stats.durations;
+      let count = 0;
+      const values = [...DURATION_BUCKETS, Infinity].map((le, i) => {
+        count += counts[i];
+        return {
+          metricName: `${name}_bucket`,
+          labels: { le: le === Infinity ? "+Inf" : String(le) },
+          value: count,
+        };
+      });
+      return {
+        name,
+        help,
+        type: "histogram",
+        aggregator: "sum",
+        values: [
+          ...values,
+          { metricName: `${name}_sum`, labels: {}, value: sumSeconds },
+          { metricName: `${name}_count`, labels: {}, value: count },
+        ],
+      };
+    },
+    reset: () => {},
+  };
+  return metric as unknown as client.Metric;
 }

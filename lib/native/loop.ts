@@ -20,6 +20,7 @@ import {
   ACTIVE,
   BYTES_IN,
   BYTES_OUT,
+  countClosed,
   REJECTED,
 } from "../server/counters.ts";
 import {
@@ -534,6 +535,7 @@ export class EchoLoop {
     const conns = this.#conns;
     if (!conns.has(fd)) return;
     const peer = conns.peers.get(fd) ?? "";
+    countClosed(this.#config.counters, why, this.#now - conns.openedAt[fd]);
     conns.remove(fd);
     this.#config.counters[ACTIVE]--;
     Atomics.sub(this.#config.open, 0, 1);

@@ -3,7 +3,7 @@
 // (a SharedArrayBuffer with workers), written by that listener alone. Not
 // exported from mod.ts.
 
-import type { EchoServerStats } from "../types.ts";
+import type { CloseReason, EchoServerStats } from "../types.ts";
 
 /** Where each listener keeps its counters: {@linkcode COUNTERS} numbers. */
 export const ACCEPTED = 0;
@@ -25,11 +25,88 @@ export const DATAGRAMS_REFUSED = 15;
 export const REFUSED_PER_ADDRESS = 16;
 export const REFUSED_CONNECT_RATE = 17;
 export const DATAGRAMS_RATE_LIMITED = 18;
+/** Connections closed, by {@linkcode CLOSE_REASONS} (8 numbers). */
+const CLOSED = 19;
 /**
- * How many numbers one listener's counters take: 19 so far, padded to 256
+ * Connections closed, by how long they lasted: one number per bucket of
+ * {@linkcode DURATION_BUCKETS} and one above the last (9), then the sum of
+ * their durations in seconds.
+ */
+const DURATIONS = 27;
+const DURATION_SUM = 36;
+/**
+ * How many numbers one listener's counters take: 37 so far, padded to 512
  * bytes so that no two listeners write to the same cache line.
  */
-export const COUNTERS = 32;
+export const COUNTERS = 64;
+
+/**
+ * Why connections close, as metrics label them: each reason the engines
+ * give (their log records' `reason`) falls in one.
+ */
+export const CLOSE_REASONS = [
+  "closed_by_client",
+  "idle_timeout",
+  "send_queue_full",
+  "quit_command",
+  "shutdown",
+  "server_stopped",
+  "reset",
+  "error",
+] as const;
+
+/** Upper bounds (seconds) of the connection-duration buckets. */
+export const DURATION_BUCKETS = [
+  0.001,
+  0.01,
+  0.1,
+  1,
+  10,
+  60,
+  600,
+  3600,
+] as const;
+
+/** Which of {@linkcode CLOSE_REASONS} a reason given in a log record is. */
+function closeReason(reason: string): number {
+  switch (reason) {
+    case "closed by client":
+      return 0;
+    case "idle timeout":
+      return 1;
+    case "send queue full":
+      return 2;
+    case "quit command":
+      return 3;
+    case "server shutting down":
+    case "grace period over":
+      return 4;
+    case "server stopped":
+      return 5;
+    case "reset by peer":
+    case "broken pipe":
+      return 6;
+    default:
+      return 7;
+  }
+}
+
+/**
+ * Counts a connection closed for `reason` after `durationMs`, in one
+ * listener's `counters`.
+ */
+export function countClosed(
+  counters: Float64Array,
+  reason: string,
+  durationMs: number,
+): void {
+  counters[CLOSED + closeReason(reason)]++;
+  const seconds = Math.max(0, durationMs) / 1000;
+  let bucket = DURATION_BUCKETS.findIndex((le) => seconds <= le);
+  if (bucket === -1) bucket = DURATION_BUCKETS.length;
+  counters[DURATIONS + bucket]++;
+  counters[DURATION_SUM] += seconds;
+}
 
 /** Adds up the counters of every listener in `counters`. */
 export function sumStats(counters: Float64Array): EchoServerStats {
@@ -61,6 +138,16 @@ export function sumStats(counters: Float64Array): EchoServerStats {
     },
     datagramsRefused: total[DATAGRAMS_REFUSED],
     datagramsRateLimited: total[DATAGRAMS_RATE_LIMITED],
+    closed: Object.fromEntries(
+      CLOSE_REASONS.map((reason, i) => [reason, total[CLOSED + i]]),
+    ) as Record<CloseReason, number>,
+    durations: {
+      counts: Array.from(
+        { length: DURATION_BUCKETS.length + 1 },
+        (_, i) => total[DURATIONS + i],
+      ),
+      sumSeconds: total[DURATION_SUM],
+    },
     perWorker,
   };
 }

@@ -24,6 +24,7 @@ import {
   ACCEPT_ERRORS,
   ACCEPTED,
   ACTIVE,
+  countClosed,
   COUNTERS,
   DROPPED,
   HANDSHAKE_FAILURES,
@@ -499,6 +500,7 @@ export class Server implements EchoServer<Deno.Addr> {
     this.#relay?.leave(c);
     c.close(reason);
     this.#connections.delete(c);
+    countClosed(this.#counters, reason, Date.now() - c.openedAt);
     this.#counters[ACTIVE]--;
     Atomics.sub(this.#open, 0, 1);
     if (this.#log.isEnabledFor("info")) {
