@@ -445,6 +445,11 @@ export interface EchoServer<A extends Deno.Addr = Deno.NetAddr>
   /** What serves the connections: Deno's sockets, or the native engine. */
   readonly engine: "default" | "native";
   /**
+   * What clients reach it over: TCP, TLS or a Unix socket (UDP beside any
+   * of them is in `stats`); `"udp"` for a server of datagrams only.
+   */
+  readonly transport: "tcp" | "tls" | "unix" | "udp";
+  /**
    * Sends one line of text to every connected client: as `[server] message`
    * in broadcast and chat mode, as the bare line in echo and line mode. A
    * client whose send queue is full is disconnected.

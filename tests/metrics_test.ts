@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { echoOnce, loadTest, serveEcho } from "../mod.ts";
 import { serveMetrics } from "../metrics.ts";
+import { testCertificates } from "./_certs.ts";
 import { ENGINES } from "./_engines.ts";
 import { assertUsageErrors, run, SERVER, ServerProcess } from "./_process.ts";
 
@@ -221,3 +222,53 @@ for (const engine of ENGINES) {
     );
   });
 }
+
+Deno.test("bytes are labelled by the server's transport: tls, unix, udp alone", async () => {
+  await using certs = await testCertificates();
+  await using tls = serveEcho({ port: 0, cert: certs.cert, key: certs.key });
+  assert.equal(tls.transport, "tls");
+  await using tlsMetrics = serveMetrics(tls, { port: 0 });
+  await echoOnce("over tls", {
+    port: tls.addr.port,
+    tls: true,
+    caCerts: [certs.ca],
+    serverName: "localhost",
+  });
+  const a = await scrape(`http://127.0.0.1:${tlsMetrics.addr.port}/metrics`);
+  assert.equal(
+    a.samples.get('tcp_echo_received_bytes_total{transport="tls"}'),
+    8,
+  );
+  assert.ok(!a.samples.has('tcp_echo_received_bytes_total{transport="tcp"}'));
+
+  const dir = await Deno.makeTempDir();
+  try {
+    await using unix = serveEcho({ path: `${dir}/echo.sock` });
+    assert.equal(unix.transport, "unix");
+    await using unixMetrics = serveMetrics(unix, { port: 0 });
+    await echoOnce("over unix", { path: `${dir}/echo.sock` });
+    const b = await scrape(`http://127.0.0.1:${unixMetrics.addr.port}/metrics`);
+    assert.equal(
+      b.samples.get('tcp_echo_received_bytes_total{transport="unix"}'),
+      9,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+
+  await using udp = serveEcho({ port: 0, udp: "only" });
+  assert.equal(udp.transport, "udp");
+  await using udpMetrics = serveMetrics(udp, { port: 0 });
+  await echoOnce("over udp", { port: udp.addr.port, udp: true });
+  const c = await scrape(`http://127.0.0.1:${udpMetrics.addr.port}/metrics`);
+  assert.equal(
+    c.samples.get('tcp_echo_received_bytes_total{transport="udp"}'),
+    8,
+  );
+  assert.equal(
+    [...c.samples.keys()].filter((k) =>
+      k.startsWith("tcp_echo_received_bytes_total")
+    ).length,
+    1,
+  );
+});

@@ -28,8 +28,12 @@ interface Reading {
 
 /** Every metric read from the counters, in Prometheus's naming. */
 function readings(server: EchoServer<Deno.Addr>): Reading[] {
-  // The stream transport of this server; UDP's counters are apart.
-  const stream = server.addr.transport === "unix" ? "unix" : "tcp";
+  // The stream transport of this server (none for UDP alone); UDP's
+  // counters are apart.
+  const byTransport = (streams: number, datagrams: number) =>
+    server.transport === "udp"
+      ? { udp: datagrams }
+      : { [server.transport]: streams, udp: datagrams };
   return [
     {
       name: "tcp_echo_connections_active",
@@ -94,14 +98,14 @@ function readings(server: EchoServer<Deno.Addr>): Reading[] {
       help: "Bytes received from clients, by transport.",
       type: "counter",
       label: "transport",
-      read: (s) => ({ [stream]: s.bytesIn, udp: s.datagramBytesIn }),
+      read: (s) => byTransport(s.bytesIn, s.datagramBytesIn),
     },
     {
       name: "tcp_echo_sent_bytes_total",
       help: "Bytes sent to clients, by transport.",
       type: "counter",
       label: "transport",
-      read: (s) => ({ [stream]: s.bytesOut, udp: s.datagramBytesOut }),
+      read: (s) => byTransport(s.bytesOut, s.datagramBytesOut),
     },
     {
       name: "tcp_echo_received_datagrams_total",

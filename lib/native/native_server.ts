@@ -151,6 +151,7 @@ export class NativeServer implements EchoServer<Deno.NetAddr> {
   readonly ready: Promise<void>;
   readonly mode: EchoMode = "echo";
   readonly engine = "native";
+  readonly transport = "tcp";
   #native: Native;
   #config: ServerConfig;
   #loops: Loop[] = [];

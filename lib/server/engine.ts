@@ -136,6 +136,7 @@ export class Server implements EchoServer<Deno.Addr> {
   readonly ready: Promise<void>;
   readonly mode: EchoMode;
   readonly engine = "default";
+  readonly transport: "tcp" | "tls" | "unix";
   #config: ServerConfig;
   #transport: Transport;
   #ownRelay: Relay | undefined;
@@ -183,6 +184,7 @@ export class Server implements EchoServer<Deno.Addr> {
       dropped: (c) => this.#drop(c),
       ended: (c, reason) => this.#ended(c, reason),
     };
+    this.transport = config.listen.transport;
     this.#transport = transportFor(config.listen, shared.reusePort, {
       handshakeFailed: (peer, reason) => this.#handshakeFailed(peer, reason),
       proxyFailed: (peer, reason) => this.#proxyFailed(peer, reason),

@@ -13,6 +13,7 @@ export class WithDatagrams implements EchoServer<Deno.Addr> {
   readonly mode: EchoMode;
   /** Datagrams are always Deno's: the native engine serves TCP alone. */
   readonly engine = "default";
+  readonly transport: "tcp" | "tls" | "unix" | "udp";
   #stream: EchoServer<Deno.Addr> | undefined;
   #udp: DatagramEcho;
 
@@ -25,6 +26,7 @@ export class WithDatagrams implements EchoServer<Deno.Addr> {
     this.#stream = stream;
     this.#udp = udp;
     this.mode = mode;
+    this.transport = stream?.transport ?? "udp";
     this.addr = stream?.addr ?? udp.addr;
     this.ready = stream?.ready ?? Promise.resolve();
     signal?.addEventListener("abort", this.#close, { once: true });

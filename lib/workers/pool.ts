@@ -124,6 +124,7 @@ export class WorkerPool implements EchoServer<Deno.Addr> {
   readonly ready: Promise<void>;
   readonly mode: EchoMode;
   readonly engine = "default";
+  readonly transport: "tcp" | "tls" | "unix";
   #main: Server;
   #handles: WorkerHandle[] = [];
   #counters: Float64Array;
@@ -136,6 +137,7 @@ export class WorkerPool implements EchoServer<Deno.Addr> {
     signal: AbortSignal | undefined,
   ) {
     this.mode = config.mode;
+    this.transport = config.listen.transport;
     const countersBuffer = new SharedArrayBuffer(
       count * COUNTERS * Float64Array.BYTES_PER_ELEMENT,
     );
