@@ -414,6 +414,12 @@ export interface EchoServerStats {
     readonly sumSeconds: number;
   };
   /**
+   * Lines the relay delivered in broadcast and chat mode, each counted once
+   * however many members got it (with Redis, every instance counts the
+   * lines it delivered to its own members); 0 in the other modes.
+   */
+  readonly linesRelayed: number;
+  /**
    * Connections accepted by each worker, the calling thread's first (one
    * number without workers).
    */

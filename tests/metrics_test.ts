@@ -272,3 +272,24 @@ Deno.test("bytes are labelled by the server's transport: tls, unix, udp alone", 
     1,
   );
 });
+
+Deno.test("lines relayed are counted once each, by mode", async () => {
+  await using server = serveEcho({ port: 0, mode: "broadcast" });
+  await using metrics = serveMetrics(server, { port: 0 });
+  // Broadcast sends every line to everyone, its sender included.
+  using conn = await Deno.connect({ port: server.addr.port });
+  await conn.write(new TextEncoder().encode("one\ntwo\nthree\n"));
+  let got = "";
+  const buffer = new Uint8Array(64);
+  while (got.split("\n").length < 4) {
+    const n = await conn.read(buffer);
+    assert.ok(n !== null, got);
+    got += new TextDecoder().decode(buffer.subarray(0, n));
+  }
+  assert.equal(got, "one\ntwo\nthree\n");
+  assert.equal(server.stats.linesRelayed, 3);
+  const { samples } = await scrape(
+    `http://127.0.0.1:${metrics.addr.port}/metrics`,
+  );
+  assert.equal(samples.get('tcp_echo_relay_lines_total{mode="broadcast"}'), 3);
+});

@@ -161,6 +161,7 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     datagramsRateLimited: 0,
     closed: none,
     durations: { counts: new Array(9).fill(0), sumSeconds: 0 },
+    linesRelayed: 0,
     perWorker: [0],
   });
   using conn = await Deno.connect({ port: server.addr.port });
@@ -192,6 +193,7 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     refused: { denied: 0, notAllowed: 0, perAddress: 0, connectRate: 0 },
     datagramsRefused: 0,
     datagramsRateLimited: 0,
+    linesRelayed: 0,
     perWorker: [1],
   });
 });

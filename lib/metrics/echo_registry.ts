@@ -68,6 +68,14 @@ function readings(server: EchoServer<Deno.Addr>): Reading[] {
       read: (s) => ({ ...s.closed }),
     },
     {
+      name: "tcp_echo_relay_lines_total",
+      help: "Lines delivered to this server's members in broadcast and chat " +
+        "mode (each once, however many members got it), by mode.",
+      type: "counter",
+      label: "mode",
+      read: (s) => ({ [server.mode]: s.linesRelayed }),
+    },
+    {
       name: "tcp_echo_clients_dropped_total",
       help: "Connections closed because their send queue was full.",
       type: "counter",

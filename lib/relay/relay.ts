@@ -126,6 +126,8 @@ export interface RelayOptions {
    * @default {localBus()}
    */
   bus?: Bus;
+  /** Called once for each line delivered to the members here. */
+  relayed?: () => void;
 }
 
 /**
@@ -350,6 +352,7 @@ export class Relay implements RelayPort {
       case "line":
         this.#enqueue(rules.lineBytes(event.line), () => {
           rules.line(event.member, event.line);
+          this.#options.relayed?.();
           event.delivered?.();
         });
         return;

@@ -34,8 +34,10 @@ const CLOSED = 19;
  */
 const DURATIONS = 27;
 const DURATION_SUM = 36;
+/** Lines the relay delivered (broadcast and chat mode). */
+export const LINES_RELAYED = 37;
 /**
- * How many numbers one listener's counters take: 37 so far, padded to 512
+ * How many numbers one listener's counters take: 38 so far, padded to 512
  * bytes so that no two listeners write to the same cache line.
  */
 export const COUNTERS = 64;
@@ -148,6 +150,7 @@ export function sumStats(counters: Float64Array): EchoServerStats {
       ),
       sumSeconds: total[DURATION_SUM],
     },
+    linesRelayed: total[LINES_RELAYED],
     perWorker,
   };
 }

@@ -28,6 +28,7 @@ import {
   COUNTERS,
   DROPPED,
   HANDSHAKE_FAILURES,
+  LINES_RELAYED,
   PROXY_FAILURES,
   REFUSED_CONNECT_RATE,
   REFUSED_DENIED,
@@ -107,7 +108,10 @@ export function localShared(): Shared {
 }
 
 /** The relay for broadcast and chat mode; `undefined` in the other modes. */
-export function newRelay(config: ServerConfig): Relay | undefined {
+export function newRelay(
+  config: ServerConfig,
+  counters: Float64Array,
+): Relay | undefined {
   if (config.mode !== "broadcast" && config.mode !== "chat") return undefined;
   const { history } = config;
   return new Relay({
@@ -127,6 +131,7 @@ export function newRelay(config: ServerConfig): Relay | undefined {
     bytesPerRound: Math.floor(config.channelBytes / 2),
     bus: config.redis &&
       new RedisBus(config.redis),
+    relayed: () => counters[LINES_RELAYED]++,
   });
 }
 
@@ -171,7 +176,7 @@ export class Server implements EchoServer<Deno.Addr> {
     this.#log = shared.worker === undefined
       ? logger
       : logger.with({ worker: shared.worker });
-    this.#relay = shared.relay ?? newRelay(config);
+    this.#relay = shared.relay ?? newRelay(config, shared.counters);
     // A relay of our own (not a worker's link) is ours to close at the end.
     this.#ownRelay = shared.relay === undefined
       ? this.#relay as Relay | undefined

@@ -144,7 +144,8 @@ export class WorkerPool implements EchoServer<Deno.Addr> {
     const openBuffer = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
     this.#counters = new Float64Array(countersBuffer);
     const open = new Int32Array(openBuffer);
-    this.#relay = newRelay(config);
+    // The relay runs here: it counts in the calling thread's counters.
+    this.#relay = newRelay(config, this.#counters.subarray(0, COUNTERS));
     // Only this server's listeners may share the port.
     config = { ...config, listen: claim(config.listen) };
     this.#main = new Server(config, {
