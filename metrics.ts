@@ -19,6 +19,7 @@
 export { serveMetrics, type ServeMetricsOptions } from "./lib/serve_metrics.ts";
 export type {
   CloseReason,
+  ClusterStatus,
   EchoMode,
   EchoServer,
   EchoServerStats,

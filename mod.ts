@@ -26,6 +26,7 @@
 export { serveEcho } from "./lib/serve_echo.ts";
 export type {
   CloseReason,
+  ClusterStatus,
   ConnectOptions,
   EchoMode,
   EchoServer,

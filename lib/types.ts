@@ -329,6 +329,19 @@ export interface ServeEchoUnixOptions extends
   path: string;
 }
 
+/** How a server in a cluster (`redis`) is linked to the others. */
+export interface ClusterStatus {
+  /** Redis answers now. */
+  readonly up: boolean;
+  /** Lines held, unsent, while Redis is away (at most `redisHold`). */
+  readonly heldLines: number;
+  /**
+   * Seconds between the stream's last entry and the last one this server
+   * applied: 0 when it is caught up; `undefined` while Redis is away.
+   */
+  readonly lagSeconds: number | undefined;
+}
+
 /**
  * Why a connection closed: the client closed it, it was idle for
  * `idleTimeout`, its send queue was full, it sent `/quit`, the server shut
@@ -455,6 +468,11 @@ export interface EchoServer<A extends Deno.Addr = Deno.NetAddr>
    * of them is in `stats`); `"udp"` for a server of datagrams only.
    */
   readonly transport: "tcp" | "tls" | "unix" | "udp";
+  /**
+   * With `redis`, how the server is linked to the others (read from Redis
+   * at that moment); `undefined` for a server not in a cluster.
+   */
+  clusterStatus(): Promise<ClusterStatus | undefined>;
   /**
    * Sends one line of text to every connected client: as `[server] message`
    * in broadcast and chat mode, as the bare line in echo and line mode. A

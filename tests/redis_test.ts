@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { serveEcho } from "../mod.ts";
+import { serveMetrics } from "../metrics.ts";
 import { captureLogs, LineClient } from "./_helpers.ts";
 import { run, SERVER, ServerProcess } from "./_process.ts";
 import { startRedis } from "./_redis.ts";
@@ -28,6 +29,7 @@ async function broadcastPair(url: string, redisHold?: number) {
   await far.send("ready\n");
   await sender.line(/^ready$/);
   return {
+    a,
     sender,
     far,
     async [Symbol.asyncDispose]() {
@@ -265,6 +267,12 @@ Deno.test("over redisHold lines while Redis is away, the sender hears ERR and th
   await sender.until((lines) =>
     lines.filter((l) => l === refused).length === 3
   );
+  // What metrics see meanwhile: Redis away, five lines held.
+  assert.deepEqual(await pair.a.clusterStatus(), {
+    up: false,
+    heldLines: 5,
+    lagSeconds: undefined,
+  });
   await redis.start();
   // Once the held lines are out, the next line is taken again.
   await far.line(/^during 4$/, 30_000);
@@ -274,6 +282,10 @@ Deno.test("over redisHold lines while Redis is away, the sender hears ERR and th
   await sender.line(/^after$/, 30_000);
   const held = Array.from({ length: 5 }, (_, i) => `during ${i}`);
   assert.deepEqual(far.lines, ["ready", ...held, "after"]);
+  const back = await pair.a.clusterStatus();
+  assert.equal(back?.up, true);
+  assert.equal(back?.heldLines, 0);
+  assert.ok(back?.lagSeconds !== undefined && back.lagSeconds < 5, `${back}`);
   assert.deepEqual(sender.lines, [
     "ready",
     refused,
@@ -455,4 +467,23 @@ Deno.test("an instance with workers joins the cluster, and --redis-key keeps clu
   assert.deepEqual(elsewhere.lines, ["alone"]);
   assert.ok(!far.lines.includes("alone"));
   await Promise.all(near.map((c) => c[Symbol.asyncDispose]()));
+});
+
+Deno.test("a clustered server's metrics show the Redis link: up, lines held, lag; a lone server has none", async () => {
+  await using redis = await startRedis();
+  await using pair = await broadcastPair(redis.url);
+  await using metrics = serveMetrics(pair.a, { port: 0 });
+  const text = await (await fetch(
+    `http://127.0.0.1:${metrics.addr.port}/metrics`,
+  )).text();
+  assert.match(text, /^tcp_echo_redis_up 1$/m);
+  assert.match(text, /^tcp_echo_redis_held_lines 0$/m);
+  assert.match(text, /^tcp_echo_redis_lag_seconds \d+(\.\d+)?$/m);
+  await using lone = serveEcho({ port: 0, mode: "broadcast" });
+  assert.equal(await lone.clusterStatus(), undefined);
+  await using loneMetrics = serveMetrics(lone, { port: 0 });
+  const loneText = await (await fetch(
+    `http://127.0.0.1:${loneMetrics.addr.port}/metrics`,
+  )).text();
+  assert.doesNotMatch(loneText, /^tcp_echo_redis_up /m);
 });

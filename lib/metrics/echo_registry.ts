@@ -5,7 +5,7 @@
 
 import client from "prom-client";
 import denoJson from "../../deno.json" with { type: "json" };
-import type { EchoServer, EchoServerStats } from "../types.ts";
+import type { ClusterStatus, EchoServer, EchoServerStats } from "../types.ts";
 import { DURATION_BUCKETS } from "../server/counters.ts";
 
 /** prom-client's default metrics that read /proc/self. */
@@ -183,6 +183,7 @@ export function echoRegistry(server: EchoServer<Deno.Addr>): client.Registry {
     }
   }
   registry.registerMetric(durationHistogram(server));
+  for (const metric of clusterGauges(server)) registry.registerMetric(metric);
   new client.Gauge({
     name: "tcp_echo_build_info",
     help: "Always 1: the version, engine and mode of this server.",
@@ -247,4 +248,59 @@ function durationHistogram(server: EchoServer<Deno.Addr>): client.Metric {
     reset: () => {},
   };
   return metric as unknown as client.Metric;
+}
+
+/**
+ * The Redis link's gauges, with a sample only for a server in a cluster:
+ * up, lines held while Redis is away, and how far this instance is behind
+ * the stream. One look at Redis serves all three in a scrape.
+ */
+function clusterGauges(server: EchoServer<Deno.Addr>): client.Metric[] {
+  let reading: Promise<ClusterStatus | undefined> | undefined;
+  let readAt = 0;
+  const status = () => {
+    const now = performance.now();
+    if (reading === undefined || now - readAt > 100) {
+      reading = server.clusterStatus();
+      readAt = now;
+    }
+    return reading;
+  };
+  const gauge = (
+    name: string,
+    help: string,
+    value: (s: ClusterStatus) => number | undefined,
+  ) => ({
+    name,
+    help,
+    get: async () => {
+      const s = await status();
+      const v = s === undefined ? undefined : value(s);
+      return {
+        name,
+        help,
+        type: "gauge",
+        aggregator: "sum",
+        values: v === undefined ? [] : [{ labels: {}, value: v }],
+      };
+    },
+    reset: () => {},
+  } as unknown as client.Metric);
+  return [
+    gauge(
+      "tcp_echo_redis_up",
+      "1 while Redis answers, 0 while it is away (clustered servers only).",
+      (s) => s.up ? 1 : 0,
+    ),
+    gauge(
+      "tcp_echo_redis_held_lines",
+      "Lines held, unsent, while Redis is away.",
+      (s) => s.heldLines,
+    ),
+    gauge(
+      "tcp_echo_redis_lag_seconds",
+      "Seconds between the stream's last entry and the last one applied here.",
+      (s) => s.lagSeconds,
+    ),
+  ];
 }

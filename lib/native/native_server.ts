@@ -11,7 +11,12 @@ import { isIP } from "node:net";
 import { formatAddr, LOG_CATEGORY, optionError, plural } from "../_helpers.ts";
 import type { ServerConfig } from "../server/config.ts";
 import { COUNTERS, sumStats } from "../server/counters.ts";
-import type { EchoMode, EchoServer, EchoServerStats } from "../types.ts";
+import type {
+  ClusterStatus,
+  EchoMode,
+  EchoServer,
+  EchoServerStats,
+} from "../types.ts";
 import {
   AF_INET,
   AF_INET6,
@@ -287,6 +292,11 @@ export class NativeServer implements EchoServer<Deno.NetAddr> {
 
   get stats(): EchoServerStats {
     return sumStats(this.#counters);
+  }
+
+  /** The native engine serves echo mode alone: never in a cluster. */
+  clusterStatus(): Promise<ClusterStatus | undefined> {
+    return Promise.resolve(undefined);
   }
 
   announce(message: string): number {

@@ -19,6 +19,7 @@ import { setImmediate } from "node:timers";
 import type { createClient } from "redis";
 import { getLogger } from "@logtape/logtape";
 import { LOG_CATEGORY } from "../_helpers.ts";
+import type { ClusterStatus } from "../types.ts";
 import type { Bus, Member, RelayEvent, RelayState, Replica } from "./relay.ts";
 import {
   decodeEvents,
@@ -588,6 +589,28 @@ export class RedisBus implements Bus {
     }
   }
 
+  /** The link now: up, lines held, and how far behind the stream. */
+  async status(): Promise<ClusterStatus> {
+    let lagSeconds: number | undefined;
+    if (this.#down.size === 0 && this.#backlog === undefined) {
+      try {
+        const [last] = await this.#writer.xRevRange(this.#stream, "+", "-", {
+          COUNT: 1,
+        });
+        lagSeconds = last === undefined || last.id === this.#lastId
+          ? 0
+          : Math.max(0, idMs(last.id) - idMs(this.#lastId)) / 1000;
+      } catch {
+        // Redis went away meanwhile.
+      }
+    }
+    return {
+      up: lagSeconds !== undefined,
+      heldLines: this.#held,
+      lagSeconds,
+    };
+  }
+
   #outage(client: Client, reason: string): void {
     if (this.#closed || this.#down.has(client)) return;
     this.#down.add(client);
@@ -628,4 +651,9 @@ export class RedisBus implements Bus {
     this.#readerClient.destroy();
     await this.#reading;
   }
+}
+
+/** The milliseconds part of a stream entry's id (`ms-seq`). */
+function idMs(id: string): number {
+  return Number(id.split("-")[0]);
 }

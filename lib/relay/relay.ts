@@ -55,6 +55,8 @@ export type RelayEvent =
   }
   | { t: "announce"; text: string };
 
+import type { ClusterStatus } from "../types.ts";
+
 /**
  * Where a relay's events go, and where they come back from in the one
  * order: {@linkcode localBus} within this process; a shared log (Redis) for
@@ -79,6 +81,8 @@ export interface Bus {
   readonly ready?: Promise<void>;
   /** Leaves the shared log: the last thing a relay does. */
   close?(): Promise<void>;
+  /** The shared log's link, for metrics (a bus within the process has none). */
+  status?(): Promise<ClusterStatus>;
 }
 
 /**
@@ -280,6 +284,11 @@ export class Relay implements RelayPort {
   /** Resolves once the bus carries events (at once within a process). */
   get ready(): Promise<void> {
     return this.#bus.ready ?? Promise.resolve();
+  }
+
+  /** The bus's link to a shared log, if it has one. */
+  status(): Promise<ClusterStatus> | undefined {
+    return this.#bus.status?.();
   }
 
   /** Closes the bus, once everything waiting is delivered. */

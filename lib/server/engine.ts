@@ -40,7 +40,12 @@ import {
 import type { Refusal } from "../rules/access.ts";
 import { transportFor } from "../transport/choose.ts";
 import type { Transport } from "../transport/transport.ts";
-import type { EchoMode, EchoServer, EchoServerStats } from "../types.ts";
+import type {
+  ClusterStatus,
+  EchoMode,
+  EchoServer,
+  EchoServerStats,
+} from "../types.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
 
@@ -242,6 +247,10 @@ export class Server implements EchoServer<Deno.Addr> {
   /** The relay this listener uses, in broadcast and chat mode. */
   get relay(): RelayPort | undefined {
     return this.#relay;
+  }
+
+  clusterStatus(): Promise<ClusterStatus | undefined> {
+    return this.#ownRelay?.status() ?? Promise.resolve(undefined);
   }
 
   announce(message: string): number {

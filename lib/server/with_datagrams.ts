@@ -1,7 +1,12 @@
 // Private: a server that echoes UDP datagrams beside its TCP connections
 // (serveEcho's `udp` option), or UDP alone. Not exported from mod.ts.
 
-import type { EchoMode, EchoServer, EchoServerStats } from "../types.ts";
+import type {
+  ClusterStatus,
+  EchoMode,
+  EchoServer,
+  EchoServerStats,
+} from "../types.ts";
 import { sumStats } from "./counters.ts";
 import type { DatagramEcho } from "./datagram.ts";
 
@@ -47,6 +52,10 @@ export class WithDatagrams implements EchoServer<Deno.Addr> {
       datagramsRefused: udp.datagramsRefused,
       datagramsRateLimited: udp.datagramsRateLimited,
     };
+  }
+
+  clusterStatus(): Promise<ClusterStatus | undefined> {
+    return this.#stream?.clusterStatus() ?? Promise.resolve(undefined);
   }
 
   announce(message: string): number {

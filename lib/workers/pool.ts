@@ -17,7 +17,12 @@ import { newRelay, Server } from "../server/engine.ts";
 import type { ServerConfig } from "../server/config.ts";
 import { ACTIVE, COUNTERS, sumStats } from "../server/counters.ts";
 import { claim } from "../transport/choose.ts";
-import type { EchoMode, EchoServer, EchoServerStats } from "../types.ts";
+import type {
+  ClusterStatus,
+  EchoMode,
+  EchoServer,
+  EchoServerStats,
+} from "../types.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
 const WORKER_URL = new URL("./worker.ts", import.meta.url);
@@ -197,6 +202,10 @@ export class WorkerPool implements EchoServer<Deno.Addr> {
 
   get stats(): EchoServerStats {
     return sumStats(this.#counters);
+  }
+
+  clusterStatus(): Promise<ClusterStatus | undefined> {
+    return this.#relay?.status() ?? Promise.resolve(undefined);
   }
 
   announce(message: string): number {
