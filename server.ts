@@ -120,17 +120,16 @@ async function main(args: string[]): Promise<number> {
     try {
       metrics = serveMetrics(server, v.metrics);
     } catch (error) {
-      const { option, reason } = error as Partial<OptionError>;
+      // Its options were checked before the server started: what is left is
+      // the port (in use, or not allowed).
       printError(
-        option === undefined
-          ? `Cannot serve metrics on ${formatAddr(v.metrics)}: ${
-            (error as Error).message
-          }`
-          : `Invalid ${spelled.metrics}: ${reason} (see --help)`,
+        `Cannot serve metrics on ${formatAddr(v.metrics)}: ${
+          (error as Error).message
+        }`,
       );
       stop.abort();
       await server.finished;
-      return option === undefined ? EXIT_FAILURE : EXIT_USAGE;
+      return EXIT_FAILURE;
     }
   }
   console.log(`Listening on ${formatAddr(server.addr)}`);

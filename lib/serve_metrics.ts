@@ -55,7 +55,7 @@ export function serveMetrics(
 ): Deno.HttpServer<Deno.NetAddr> {
   const { hostname = "127.0.0.1", port = 9464, signal } = options;
   assertMetricsOptions(options);
-  const registry = echoRegistry(server);
+  const metrics = echoRegistry(server);
   return Deno.serve(
     { hostname, port, signal, onListen: () => {} },
     async (request) => {
@@ -69,8 +69,8 @@ export function serveMetrics(
           headers: { allow: "GET, HEAD" },
         });
       }
-      return new Response(await registry.metrics(), {
-        headers: { "content-type": registry.contentType },
+      return new Response(await metrics.scrape(), {
+        headers: { "content-type": metrics.contentType },
       });
     },
   );

@@ -1,6 +1,6 @@
 // Private: a Prometheus registry (prom-client) that reads an echo server's
 // counters when it is scraped: the shared counters every listener and
-// worker already keeps (lib/server/counters.ts), summed at that moment, so
+// worker already keeps (lib/server/counters.ts), summed once a scrape, so
 // that metrics add nothing to the path of a byte. Not exported from mod.ts.
 
 import client from "prom-client";
@@ -140,13 +140,24 @@ function readings(server: EchoServer<Deno.Addr>): Reading[] {
   ];
 }
 
+/** `server`'s metrics, scraped whole. */
+export interface EchoMetrics {
+  /** The text format's content type. */
+  readonly contentType: string;
+  /** The metrics now, in Prometheus's text format. */
+  scrape(): Promise<string>;
+}
+
 /**
  * A registry with `server`'s metrics, its build information, and the
  * process's own (prom-client's default metrics: CPU, memory, event-loop
- * lag). Every value is read when the registry is scraped.
+ * lag). A scrape reads the server's counters once, and its Redis link once.
  */
-export function echoRegistry(server: EchoServer<Deno.Addr>): client.Registry {
+export function echoRegistry(server: EchoServer<Deno.Addr>): EchoMetrics {
   const registry = new client.Registry();
+  // What this scrape reads, for every metric of ours.
+  let stats = server.stats;
+  let cluster: ClusterStatus | undefined;
   for (const reading of readings(server)) {
     const { name, help, label, read } = reading;
     const configuration = {
@@ -159,7 +170,7 @@ export function echoRegistry(server: EchoServer<Deno.Addr>): client.Registry {
       metric: client.Counter | client.Gauge,
       apply: (labels: Record<string, string>, value: number) => void,
     ) => {
-      const value = read(server.stats);
+      const value = read(stats);
       metric.reset();
       if (typeof value === "number") return apply({}, value);
       for (const [key, n] of Object.entries(value)) {
@@ -182,8 +193,10 @@ export function echoRegistry(server: EchoServer<Deno.Addr>): client.Registry {
       });
     }
   }
-  registry.registerMetric(durationHistogram(server));
-  for (const metric of clusterGauges(server)) registry.registerMetric(metric);
+  registry.registerMetric(durationHistogram(() => stats));
+  for (const metric of clusterGauges(() => cluster)) {
+    registry.registerMetric(metric);
+  }
   new client.Gauge({
     name: "tcp_echo_build_info",
     help: "Always 1: the version, engine and mode of this server.",
@@ -207,7 +220,14 @@ export function echoRegistry(server: EchoServer<Deno.Addr>): client.Registry {
       this.set(Deno.memoryUsage().rss);
     },
   });
-  return registry;
+  return {
+    contentType: registry.contentType,
+    async scrape() {
+      stats = server.stats;
+      cluster = await server.clusterStatus();
+      return await registry.metrics();
+    },
+  };
 }
 
 /**
@@ -216,14 +236,14 @@ export function echoRegistry(server: EchoServer<Deno.Addr>): client.Registry {
  * observe values one by one, so this is a metric of our own that the
  * registry formats the same way).
  */
-function durationHistogram(server: EchoServer<Deno.Addr>): client.Metric {
+function durationHistogram(stats: () => EchoServerStats): client.Metric {
   const name = "tcp_echo_connection_duration_seconds";
   const help = "How long connections lasted, from accept to close.";
   const metric = {
     name,
     help,
     get: () => {
-      const { counts, sumSeconds } = server.stats.durations;
+      const { counts, sumSeconds } = stats().durations;
       let count = 0;
       const values = [...DURATION_BUCKETS, Infinity].map((le, i) => {
         count += counts[i];
@@ -253,19 +273,11 @@ function durationHistogram(server: EchoServer<Deno.Addr>): client.Metric {
 /**
  * The Redis link's gauges, with a sample only for a server in a cluster:
  * up, lines held while Redis is away, and how far this instance is behind
- * the stream. One look at Redis serves all three in a scrape.
+ * the stream, from the scrape's one look at Redis.
  */
-function clusterGauges(server: EchoServer<Deno.Addr>): client.Metric[] {
-  let reading: Promise<ClusterStatus | undefined> | undefined;
-  let readAt = 0;
-  const status = () => {
-    const now = performance.now();
-    if (reading === undefined || now - readAt > 100) {
-      reading = server.clusterStatus();
-      readAt = now;
-    }
-    return reading;
-  };
+function clusterGauges(
+  status: () => ClusterStatus | undefined,
+): client.Metric[] {
   const gauge = (
     name: string,
     help: string,
@@ -273,8 +285,8 @@ function clusterGauges(server: EchoServer<Deno.Addr>): client.Metric[] {
   ) => ({
     name,
     help,
-    get: async () => {
-      const s = await status();
+    get: () => {
+      const s = status();
       const v = s === undefined ? undefined : value(s);
       return {
         name,
