@@ -13,6 +13,7 @@ import {
   latencySummary,
 } from "./client/latency.ts";
 import type { LoadResult } from "./native/load_loop.ts";
+import { failure, type FailureKind, Failures } from "./client/failures.ts";
 import { assertPositive, optionError, writeAll } from "./_helpers.ts";
 import {
   assertNativeLoad,
@@ -178,8 +179,6 @@ export interface LoadReport {
   readonly nativeIo?: "io_uring" | "epoll";
 }
 
-const MAX_ERROR_MESSAGES = 5;
-
 /**
  * Runs a load test against an echo server: each connection sends the
  * message, waits for the whole echo, checks it byte for byte, and repeats,
@@ -303,13 +302,10 @@ export async function loadTest(
     connected: run.connected,
     roundTrips: run.completed,
     durationMs: Math.max(0, run.endedAt - run.measuredFrom),
-    histogram: encodeHistogram(run.histogram),
+    latencyHistogram: encodeHistogram(run.histogram),
     latencyUs: latencySummary(run.histogram),
     lost: run.lost,
-    connectErrors: run.connectErrors,
-    mismatches: run.mismatches,
-    otherErrors: run.otherErrors,
-    errorMessages: run.errorMessages,
+    ...run.failures.report(),
   }, cpuMs() - cpuBefore);
 }
 
@@ -323,10 +319,8 @@ function reportOf(
 ): LoadReport {
   const seconds = measured.durationMs / 1000;
   const rate = (n: number) => seconds > 0 ? n / seconds : 0;
-  const { histogram, ...figures } = measured;
   return {
-    ...figures,
-    latencyHistogram: histogram,
+    ...measured,
     address,
     connections,
     messageBytes: message.length,
@@ -408,10 +402,7 @@ class Run {
   started = 0;
   completed = 0;
   connected = 0;
-  connectErrors = 0;
-  mismatches = 0;
-  otherErrors = 0;
-  errorMessages: string[] = [];
+  readonly failures = new Failures();
   #options: RunOptions;
   #stopped = false;
   lost = 0;
@@ -437,7 +428,7 @@ class Run {
   }
 
   get errors(): number {
-    return this.connectErrors + this.mismatches + this.otherErrors;
+    return this.failures.total;
   }
 
   /** Ends the test: no new round trips; ones in flight are abandoned. */
@@ -455,10 +446,7 @@ class Run {
     for (const [conn, since] of this.#conns) {
       // A datagram's own wait ends it as lost; a stream's is ended here.
       if (conn.stream && since > 0 && now - since > timeout) {
-        this.#fail(
-          "other",
-          new Error(`Round trip timed out after ${timeout} ms`),
-        );
+        this.#fail("other", failure.roundTripTimeout(timeout));
         this.#conns.delete(conn);
         conn.close();
       }
@@ -548,14 +536,11 @@ class Run {
     if (this.#conns.has(conn)) this.#conns.set(conn, since);
   }
 
-  #fail(kind: "connect" | "mismatch" | "other", error: unknown): void {
-    if (kind === "connect") this.connectErrors++;
-    else if (kind === "mismatch") this.mismatches++;
-    else this.otherErrors++;
-    if (this.errorMessages.length < MAX_ERROR_MESSAGES) {
-      const text = error instanceof Error ? error.message : String(error);
-      this.errorMessages.push(text);
-    }
+  #fail(kind: FailureKind, error: unknown): void {
+    this.failures.add(
+      kind,
+      error instanceof Error ? error.message : String(error),
+    );
   }
 }
 
@@ -588,13 +573,10 @@ function streamChannel(conn: Deno.Conn, message: Uint8Array): Channel {
       const received = await readEcho(conn, echo, message.length);
       const at = firstDifference(echo, message);
       if (at !== -1) {
-        return { mismatch: `Echo differs from what was sent at byte ${at}` };
+        return { mismatch: failure.differs(at) };
       }
       if (received > message.length) {
-        return {
-          mismatch:
-            `Echo is longer than what was sent (${message.length} bytes)`,
-        };
+        return { mismatch: failure.tooLong(message.length) };
       }
       return "ok";
     },
@@ -687,9 +669,7 @@ async function readEcho(
   while (filled < expected) {
     const n = await conn.read(filled === 0 ? into : into.subarray(filled));
     if (n === null) {
-      throw new Error(
-        `Server closed after ${filled} of ${expected} echoed bytes`,
-      );
+      throw new Error(failure.closedEarly(filled, expected));
     }
     filled += n;
   }

@@ -16,6 +16,7 @@ import {
   latencyHistogram,
   latencySummary,
 } from "../client/latency.ts";
+import { failure, type FailureKind, Failures } from "../client/failures.ts";
 import { errnoText, type Native } from "./ffi.ts";
 
 /** `control[0]`: 0 while running, 1 once the calling thread says stop. */
@@ -26,7 +27,6 @@ export const PROGRESS_ERRORS = 1;
 
 /** Echo chunks up to this size are compared in JavaScript. */
 const SHORT_COMPARE = 128;
-const MAX_ERROR_MESSAGES = 5;
 
 /** How a native load loop drives its sockets. */
 export type NativeIo = "io_uring" | "epoll";
@@ -64,7 +64,7 @@ export interface LoadResult {
   roundTrips: number;
   durationMs: number;
   /** The latencies, as {@linkcode encodeHistogram} encodes them. */
-  histogram: string;
+  latencyHistogram: string;
   latencyUs: Latency;
   /** Datagrams unanswered: none over TCP. */
   lost: number;
@@ -116,10 +116,7 @@ export abstract class LoadLoop {
   #started = 0;
   #completed = 0;
   #connected = 0;
-  #connectErrors = 0;
-  #mismatches = 0;
-  #otherErrors = 0;
-  #errorMessages: string[] = [];
+  #failures = new Failures();
 
   constructor(native: Native, config: LoadConfig) {
     this.native = native;
@@ -208,26 +205,17 @@ export abstract class LoadLoop {
   ): void {
     const { message } = this.config;
     if (length === 0) {
-      this.fail(
-        "other",
-        `Server closed after ${conn.received} of ${message.length} echoed bytes`,
-      );
+      this.fail("other", failure.closedEarly(conn.received, message.length));
       return this.close(conn);
     }
     const at = conn.received;
     if (at + length > conn.sent) {
-      this.fail(
-        "mismatch",
-        `Echo is longer than what was sent (${message.length} bytes)`,
-      );
+      this.fail("mismatch", failure.tooLong(message.length));
       return this.close(conn);
     }
     const k = this.#differs(bytes, at, length);
     if (k !== -1) {
-      this.fail(
-        "mismatch",
-        `Echo differs from what was sent at byte ${at + k}`,
-      );
+      this.fail("mismatch", failure.differs(at + k));
       return this.close(conn);
     }
     conn.received += length;
@@ -263,14 +251,9 @@ export abstract class LoadLoop {
     this.release(conn);
   }
 
-  protected fail(kind: "connect" | "mismatch" | "other", message: string) {
-    if (kind === "connect") this.#connectErrors++;
-    else if (kind === "mismatch") this.#mismatches++;
-    else this.#otherErrors++;
+  protected fail(kind: FailureKind, message: string): void {
+    this.#failures.add(kind, message);
     this.config.progress[PROGRESS_ERRORS]++;
-    if (this.#errorMessages.length < MAX_ERROR_MESSAGES) {
-      this.#errorMessages.push(message);
-    }
   }
 
   #watchMs(): number {
@@ -354,7 +337,7 @@ export abstract class LoadLoop {
     for (const conn of this.conns) {
       if (conn.open && conn.since > 0 && now - conn.since > timeout) {
         if (conn.connected) {
-          this.fail("other", `Round trip timed out after ${timeout} ms`);
+          this.fail("other", failure.roundTripTimeout(timeout));
         } else {
           this.fail("connect", `Connect timed out after ${timeout} ms`);
         }
@@ -368,13 +351,10 @@ export abstract class LoadLoop {
       connected: this.#connected,
       roundTrips: this.#completed,
       durationMs: Math.max(0, this.#endedAt - this.#measuredFrom),
-      histogram: encodeHistogram(this.#histogram),
+      latencyHistogram: encodeHistogram(this.#histogram),
       latencyUs: latencySummary(this.#histogram),
       lost: 0,
-      connectErrors: this.#connectErrors,
-      mismatches: this.#mismatches,
-      otherErrors: this.#otherErrors,
-      errorMessages: this.#errorMessages,
+      ...this.#failures.report(),
     };
   }
 }
