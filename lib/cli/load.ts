@@ -70,28 +70,26 @@ export async function runLoad(run: LoadRun): Promise<number> {
   console.log(
     json ? JSON.stringify(report) : formatReport(report, options.udp ?? false),
   );
-  for (
-    const [file, write] of [
-      [histogramFile, (path: string) =>
-        Deno.writeTextFile(
-          path,
-          percentileDistribution(report.latencyHistogram),
-        )],
-      [
-        plotFile,
-        (path: string) =>
-          plotRun(
-            path,
-            runOf(label ?? report.address, report.latencyHistogram),
-          ),
-      ],
-    ] as const
-  ) {
-    if (file === undefined) continue;
+  // The latency pictures, where asked: a file that cannot be written is
+  // an error of its own, after the report.
+  const { latencyHistogram } = report;
+  const pictures: [string | undefined, (path: string) => Promise<void>][] = [
+    [
+      histogramFile,
+      (path) =>
+        Deno.writeTextFile(path, percentileDistribution(latencyHistogram)),
+    ],
+    [
+      plotFile,
+      (path) => plotRun(path, runOf(label ?? report.address, latencyHistogram)),
+    ],
+  ];
+  for (const [path, write] of pictures) {
+    if (path === undefined) continue;
     try {
-      await write(file);
+      await write(path);
     } catch (error) {
-      printError(`Cannot write ${file}: ${(error as Error).message}`);
+      printError(`Cannot write ${path}: ${(error as Error).message}`);
       return EXIT_FAILURE;
     }
   }

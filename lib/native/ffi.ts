@@ -408,6 +408,7 @@ export class Ring {
   #pending = 0;
   /** `io_uring_getevents_arg` (24 bytes) and the timespec it points to. */
   #arg = new Uint32Array(6);
+  #argBytes = new Uint8Array(this.#arg.buffer);
   #timespec = new Slab(16);
   #timespecWords = new Uint32Array(this.#timespec.bytes.buffer);
   #nothing = new Uint8Array(0);
@@ -554,7 +555,7 @@ export class Ring {
       this.#pending,
       min,
       flags,
-      ext ? new Uint8Array(this.#arg.buffer) : this.#nothing,
+      ext ? this.#argBytes : this.#nothing,
       ext ? 24n : 0n,
     );
     if (n >= 0) {
