@@ -16,7 +16,6 @@
 import { getLogger } from "@logtape/logtape";
 import denoJson from "./deno.json" with { type: "json" };
 import { serveEcho } from "./lib/serve_echo.ts";
-import { assertMetricsOptions, serveMetrics } from "./lib/serve_metrics.ts";
 import type { EchoServer } from "./lib/types.ts";
 import { formatAddr, type OptionError, plural } from "./lib/_helpers.ts";
 import {
@@ -65,10 +64,14 @@ async function main(args: string[]): Promise<number> {
 
   const stop = new AbortController();
   const options = serverOptions(v);
+  // prom-client is loaded only for --metrics, not at every start.
+  const metricsModule = v.metrics === undefined
+    ? undefined
+    : await import("./lib/serve_metrics.ts");
   if (v.metrics !== undefined) {
     // Before the server starts: a bad --metrics is a usage error alone.
     try {
-      assertMetricsOptions(v.metrics);
+      metricsModule!.assertMetricsOptions(v.metrics);
     } catch (error) {
       printError(
         `Invalid ${spelled.metrics}: ${
@@ -118,7 +121,7 @@ async function main(args: string[]): Promise<number> {
   let metrics;
   if (v.metrics !== undefined) {
     try {
-      metrics = serveMetrics(server, v.metrics);
+      metrics = metricsModule!.serveMetrics(server, v.metrics);
     } catch (error) {
       // Its options were checked before the server started: what is left is
       // the port (in use, or not allowed).

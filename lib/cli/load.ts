@@ -7,7 +7,6 @@ import {
   type LoadTestOptions,
 } from "../load_test.ts";
 import { EXIT_FAILURE, EXIT_OK, printError } from "./flags.ts";
-import { percentileDistribution, plotRun, runOf } from "./plot.ts";
 
 /** How client.ts runs a load test. */
 export interface LoadRun extends LoadTestOptions {
@@ -70,26 +69,13 @@ export async function runLoad(run: LoadRun): Promise<number> {
   console.log(
     json ? JSON.stringify(report) : formatReport(report, options.udp ?? false),
   );
-  // The latency pictures, where asked: a file that cannot be written is
-  // an error of its own, after the report.
-  const { latencyHistogram } = report;
-  const pictures: [string | undefined, (path: string) => Promise<void>][] = [
-    [
-      histogramFile,
-      (path) =>
-        Deno.writeTextFile(path, percentileDistribution(latencyHistogram)),
-    ],
-    [
-      plotFile,
-      (path) => plotRun(path, runOf(label ?? report.address, latencyHistogram)),
-    ],
-  ];
-  for (const [path, write] of pictures) {
-    if (path === undefined) continue;
+  if (histogramFile !== undefined || plotFile !== undefined) {
+    // Vega is loaded only for these files, not at every start.
+    const { writeLatencyFiles } = await import("./plot.ts");
     try {
-      await write(path);
+      await writeLatencyFiles(report, { histogramFile, plotFile, label });
     } catch (error) {
-      printError(`Cannot write ${path}: ${(error as Error).message}`);
+      printError((error as Error).message);
       return EXIT_FAILURE;
     }
   }

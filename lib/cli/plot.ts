@@ -130,3 +130,40 @@ export async function plotRun(path: string, run: Run): Promise<void> {
   const runs = [...existing.filter((r) => r.label !== run.label), run];
   await Deno.writeTextFile(path, await latencyChart(runs));
 }
+
+/**
+ * Writes a load test's latency files where asked: the percentile
+ * distribution, the chart (with this run under `label`, by default the
+ * server's address). Throws "Cannot write PATH: why" for a file it cannot
+ * write.
+ */
+export async function writeLatencyFiles(
+  report: { address: string; latencyHistogram: string },
+  files: { histogramFile?: string; plotFile?: string; label?: string },
+): Promise<void> {
+  const { address, latencyHistogram } = report;
+  const { histogramFile, plotFile, label = address } = files;
+  const write = async (path: string, writing: () => Promise<void>) => {
+    try {
+      await writing();
+    } catch (error) {
+      throw new Error(`Cannot write ${path}: ${(error as Error).message}`);
+    }
+  };
+  if (histogramFile !== undefined) {
+    await write(
+      histogramFile,
+      () =>
+        Deno.writeTextFile(
+          histogramFile,
+          percentileDistribution(latencyHistogram),
+        ),
+    );
+  }
+  if (plotFile !== undefined) {
+    await write(
+      plotFile,
+      () => plotRun(plotFile, runOf(label, latencyHistogram)),
+    );
+  }
+}
