@@ -148,6 +148,32 @@ export function clientCommand(args: string[]): [string, string[]] {
   return [Deno.execPath(), ["run", "--allow-net", CLIENT, ...args]];
 }
 
+/**
+ * The `script(1)` command that runs `command` with `args` on a terminal
+ * (a pseudo-terminal) of its own: what is written to script's stdin is
+ * typed at that terminal, and script's stdout is what the terminal shows.
+ * Script exits with the command's exit code.
+ *
+ * Script starts the command through `$SHELL -c`. The shell is set here and
+ * told to `exec`, so that the command itself is the terminal's foreground
+ * process and a typed Ctrl+C reaches it alone. (With SHELL unset, script
+ * uses dash, which would otherwise wait on the command, die of that Ctrl+C
+ * itself, and make script exit with 130.)
+ */
+export function onTerminal(
+  command: string,
+  args: string[],
+): { command: string; args: string[]; env: Record<string, string> } {
+  const quoted = [command, ...args].map((word) =>
+    `'${word.replaceAll("'", `'\\''`)}'`
+  );
+  return {
+    command: "script",
+    args: ["-qfec", ["exec", ...quoted].join(" "), "/dev/null"],
+    env: { SHELL: "/bin/sh" },
+  };
+}
+
 /** Runs the client CLI to completion, with `stdin` as its input. */
 export function runClient(
   args: string[],

@@ -7,6 +7,7 @@ import { echoOnce, echoStream, serveEcho } from "../mod.ts";
 import { concat, pseudoRandomBytes } from "./_helpers.ts";
 import {
   clientCommand,
+  onTerminal,
   run,
   runClient,
   Spawned,
@@ -147,12 +148,16 @@ Deno.test("the interactive client talks to nc -l both ways", async () => {
 
 Deno.test("client with no message on a terminal is interactive (script(1) pty)", async () => {
   await using server = serveEcho({ port: 0, mode: "line" });
-  const [command, args] = clientCommand(["--port", String(server.addr.port)]);
-  // script gives the client a pseudo-terminal as stdin; \x04 is Ctrl+D.
+  const terminal = onTerminal(
+    ...clientCommand(["--port", String(server.addr.port)]),
+  );
+  // The client's stdin is a terminal; \x04 is Ctrl+D.
   const result = await run(
-    "script",
-    ["-qec", [command, ...args].join(" "), "/dev/null"],
+    terminal.command,
+    terminal.args,
     encoder.encode("typed line\n\x04"),
+    undefined,
+    terminal.env,
   );
   assert.equal(result.code, 0, result.stderr);
   // The terminal echoes what was typed; the server's echo follows.
@@ -175,11 +180,13 @@ Deno.test("interactive client: control sequences print as U+FFFD on a terminal, 
   assert.equal(new TextDecoder().decode(piped.stdout), `${typed}\n`);
   // On a terminal (script(1)'s pty): nothing reaches it raw. The terminal's
   // own echo of the typed line shows ESC as ^[ and BEL as ^G.
-  const [command, args] = clientCommand(["--port", port]);
+  const terminal = onTerminal(...clientCommand(["--port", port]));
   const result = await run(
-    "script",
-    ["-qec", [command, ...args].join(" "), "/dev/null"],
+    terminal.command,
+    terminal.args,
     encoder.encode(`${typed}\n\x04`),
+    undefined,
+    terminal.env,
   );
   assert.equal(result.code, 0, result.stderr);
   const shown = new TextDecoder().decode(result.stdout);

@@ -3,7 +3,12 @@
 
 import assert from "node:assert/strict";
 import { echoOnce } from "../mod.ts";
-import { assertUsageErrors, SERVER, ServerProcess } from "./_process.ts";
+import {
+  assertUsageErrors,
+  onTerminal,
+  SERVER,
+  ServerProcess,
+} from "./_process.ts";
 
 Deno.test("server --status-interval off a terminal logs a status record each interval, with rates", async () => {
   await using server = await ServerProcess.start([
@@ -30,18 +35,13 @@ Deno.test("server --status-interval off a terminal logs a status record each int
 });
 
 Deno.test("server --status on a terminal redraws one line in place, and log records go above it (script(1) pty)", async () => {
-  // "exec": the server itself, not a shell waiting on it, is the pty's
-  // foreground process; a shell that did not exec (dash, script's default
-  // when SHELL is unset) would die of the Ctrl+C below and make it 130.
-  const command = [
-    "exec",
-    Deno.execPath(),
+  const terminal = onTerminal(Deno.execPath(), [
     ...["run", "--allow-net", SERVER, "--port", "0"],
     ...["--status", "--status-interval", "0.2"],
-  ].join(" ");
-  const child = new Deno.Command("script", {
-    args: ["-qfec", command, "/dev/null"],
-    env: { SHELL: "/bin/sh" },
+  ]);
+  const child = new Deno.Command(terminal.command, {
+    args: terminal.args,
+    env: terminal.env,
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
