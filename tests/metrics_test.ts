@@ -3,9 +3,11 @@
 // promtool (from Debian's prometheus package, which .ci/run installs).
 
 import assert from "node:assert/strict";
-import { echoOnce, loadTest, serveEcho } from "../mod.ts";
+import { echoOnce, echoStream, loadTest, serveEcho } from "../mod.ts";
 import { serveMetrics } from "../metrics.ts";
+import { encodeProxyHeader } from "../lib/proxy/header.ts";
 import { testCertificates } from "./_certs.ts";
+import { writeAll } from "./_helpers.ts";
 import { ENGINES } from "./_engines.ts";
 import { assertUsageErrors, run, SERVER, ServerProcess } from "./_process.ts";
 
@@ -292,4 +294,199 @@ Deno.test("lines relayed are counted once each, by mode", async () => {
     `http://127.0.0.1:${metrics.addr.port}/metrics`,
   );
   assert.equal(samples.get('tcp_echo_relay_lines_total{mode="broadcast"}'), 3);
+});
+
+/**
+ * Connects with a PROXY header claiming `source`, sends `then`, half-closes,
+ * and waits until the server closed the connection (by EOF or reset).
+ */
+async function closedAfterHeader(
+  port: number,
+  source: string,
+  then = new Uint8Array(),
+): Promise<void> {
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const header = encodeProxyHeader({
+    version: 2,
+    source: { hostname: source, port: 1000 },
+    destination: { hostname: "127.0.0.1", port },
+  });
+  await writeAll(conn, new Uint8Array([...header, ...then]));
+  try {
+    await conn.closeWrite();
+  } catch {
+    // Already closed by the server.
+  }
+  await closedByServer(conn);
+}
+
+/** Reads `conn` until the server closes it; what came is of no interest. */
+async function closedByServer(conn: Deno.Conn): Promise<void> {
+  const buffer = new Uint8Array(1024);
+  try {
+    while (await conn.read(buffer) !== null) {
+      // A TLS alert, perhaps.
+    }
+  } catch {
+    // A reset: closed with our bytes unread.
+  }
+}
+
+Deno.test("each refusal and failure is its own sample: refused by reason, rejected over maxConnections, TLS handshakes, PROXY headers", async () => {
+  await using certs = await testCertificates();
+  await using server = serveEcho({
+    port: 0,
+    cert: certs.cert,
+    key: certs.key,
+    proxyProtocol: true,
+    allow: ["10.0.0.0/8"],
+    deny: ["10.9.0.0/16"],
+    maxConnectionsPerIp: 1,
+    maxConnections: 1,
+  });
+  await using metrics = serveMetrics(server, { port: 0 });
+  const { port } = server.addr;
+  const tls = (proxySource: string) => ({
+    port,
+    tls: true,
+    caCerts: [certs.ca],
+    serverName: "localhost",
+    sendProxy: "v2",
+    proxySource,
+  } as const);
+  // One client from 10.1.0.1 stays: the only place of maxConnections, and
+  // of maxConnectionsPerIp for its address.
+  let endHeld!: () => void;
+  const held = echoStream(
+    new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode("held"));
+        endHeld = () => controller.close();
+      },
+    }),
+    tls("10.1.0.1:1000"),
+  ).getReader();
+  assert.deepEqual((await held.read()).value, new TextEncoder().encode("held"));
+  // Every count differs from the others, so that no two samples can swap.
+  // A client the server is full for: 1.
+  await assert.rejects(echoOnce("full", tls("10.3.0.1:1000")));
+  // Denied: 2; not allowed: 3; the held client's address again: 4.
+  for (const [source, times] of [["10.9.0.1", 2], ["192.0.2.1", 3]] as const) {
+    for (let i = 0; i < times; i++) await closedAfterHeader(port, source);
+  }
+  for (let i = 0; i < 4; i++) await closedAfterHeader(port, "10.1.0.1");
+  // Not TLS after the header: 5 handshake failures.
+  for (let i = 0; i < 5; i++) {
+    await closedAfterHeader(
+      port,
+      `10.2.0.${i + 1}`,
+      new TextEncoder().encode("plain text\r\n"),
+    );
+  }
+  // No PROXY header: 6.
+  for (let i = 0; i < 6; i++) {
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeAll(conn, new TextEncoder().encode("GET / HTTP/1.0\r\n\r\n"));
+    await closedByServer(conn);
+  }
+  const { samples } = await scrape(
+    `http://127.0.0.1:${metrics.addr.port}/metrics`,
+  );
+  const expected: Record<string, number> = {
+    'tcp_echo_connections_refused_total{reason="max_connections"}': 1,
+    'tcp_echo_connections_refused_total{reason="denied"}': 2,
+    'tcp_echo_connections_refused_total{reason="not_allowed"}': 3,
+    'tcp_echo_connections_refused_total{reason="per_address"}': 4,
+    'tcp_echo_connections_refused_total{reason="connect_rate"}': 0,
+    "tcp_echo_tls_handshake_failures_total": 5,
+    "tcp_echo_proxy_header_failures_total": 6,
+    "tcp_echo_connections_active": 1,
+    'tcp_echo_received_bytes_total{transport="tls"}': 4,
+  };
+  for (const [name, value] of Object.entries(expected)) {
+    assert.equal(samples.get(name), value, name);
+  }
+  endHeld();
+  assert.equal((await held.read()).done, true);
+});
+
+Deno.test("connections refused for their address's connect rate are their own sample", async () => {
+  await using server = serveEcho({
+    port: 0,
+    proxyProtocol: true,
+    connectRate: 2,
+  });
+  await using metrics = serveMetrics(server, { port: 0 });
+  // 8 in a row from one address: a burst of 2 served (3 if a token came
+  // back meanwhile), the rest refused.
+  for (let i = 0; i < 8; i++) {
+    await closedAfterHeader(
+      server.addr.port,
+      "203.0.113.9",
+      new TextEncoder().encode("x"),
+    );
+  }
+  const { samples } = await scrape(
+    `http://127.0.0.1:${metrics.addr.port}/metrics`,
+  );
+  const refused = samples.get(
+    'tcp_echo_connections_refused_total{reason="connect_rate"}',
+  )!;
+  assert.ok(refused >= 5 && refused <= 6, `${refused}`);
+  assert.equal(refused, server.stats.refused.connectRate);
+  assert.equal(samples.get("tcp_echo_connections_accepted_total"), 8 - refused);
+  for (const reason of ["denied", "not_allowed", "per_address"]) {
+    assert.equal(
+      samples.get(`tcp_echo_connections_refused_total{reason="${reason}"}`),
+      0,
+    );
+  }
+});
+
+Deno.test("UDP datagrams dropped unanswered are counted by reason: denied, rate limited", async () => {
+  await using server = serveEcho({
+    hostname: "::",
+    port: 0,
+    udp: "only",
+    deny: ["::1"],
+    udpRate: 2,
+  });
+  await using metrics = serveMetrics(server, { port: 0 });
+  const sockets = ["::1", "127.0.0.1"].map((hostname) =>
+    Deno.listenDatagram({ hostname, port: 0, transport: "udp" })
+  );
+  try {
+    const [v6, v4] = sockets;
+    const to = (hostname: string) => ({
+      transport: "udp" as const,
+      hostname,
+      port: server.addr.port,
+    });
+    // 3 from a denied address; 7 from 127.0.0.1, beyond its burst of 2.
+    for (let i = 0; i < 3; i++) await v6.send(new Uint8Array([i]), to("::1"));
+    for (let i = 0; i < 7; i++) {
+      await v4.send(new Uint8Array([i]), to("127.0.0.1"));
+    }
+    // The server runs in this process: let it take all 10 (bounded).
+    for (let turn = 0; turn < 2000 && server.stats.datagramsIn < 10; turn++) {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    const { samples } = await scrape(
+      `http://127.0.0.1:${metrics.addr.port}/metrics`,
+    );
+    const answered = samples.get("tcp_echo_sent_datagrams_total")!;
+    assert.ok(answered >= 2 && answered <= 3, `${answered} answered`);
+    assert.equal(samples.get("tcp_echo_received_datagrams_total"), 10);
+    assert.equal(
+      samples.get('tcp_echo_datagrams_refused_total{reason="denied"}'),
+      3,
+    );
+    assert.equal(
+      samples.get('tcp_echo_datagrams_refused_total{reason="rate_limited"}'),
+      7 - answered,
+    );
+    for (let i = 0; i < answered; i++) await v4.receive();
+  } finally {
+    for (const socket of sockets) socket.close();
+  }
 });
