@@ -259,6 +259,7 @@ engineTest(
     await closing;
     const closed = await logs.closed(peer);
     assert.equal(closed.properties.reason, "reset by peer");
+    assert.equal(server.stats.closed.reset, 1);
     assert.ok(Number(closed.properties.bytesIn) > 0);
     assert.equal(
       await echoOnce("still here", { port: server.addr.port }),
@@ -511,6 +512,14 @@ engineTest(
       assert.ok(got <= sent, `${got} of ${sent}`);
     }
     assert.equal(server.stats.bytesOut, received, "echo lost in flight");
+    // Each closed by the shutdown: its end of stream, or the grace period.
+    const { closed } = server.stats;
+    assert.equal(closed.shutdown, 50, JSON.stringify(closed));
+    assert.equal(
+      Object.values(closed).reduce((a, b) => a + b),
+      50,
+      JSON.stringify(closed),
+    );
   },
 );
 
@@ -545,6 +554,7 @@ engineTest(
     const end = await conn.read(new Uint8Array(1)).catch((error) => error);
     assert.ok(end === null || end instanceof Deno.errors.ConnectionReset);
     assert.equal((await logs.closed(peer)).properties.reason, "server stopped");
+    assert.equal(server.stats.closed.server_stopped, 1);
     await assert.rejects(
       Deno.connect({ port: server.addr.port }),
       Deno.errors.ConnectionRefused,
