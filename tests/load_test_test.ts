@@ -243,6 +243,7 @@ loadEngineTest(
     await t.step("rate", async () => {
       // 2 connections at 100/s in all for 0.5 s: the schedule allows at most
       // 50 round trips plus the first of each connection.
+      const started = performance.now();
       const report = await loadTest({
         ...engine,
         port,
@@ -253,6 +254,12 @@ loadEngineTest(
       assert.ok(
         report.roundTrips > 0 && report.roundTrips <= 52,
         String(report.roundTrips),
+      );
+      // Each round trip measured from its slot, within the test's time.
+      const tookUs = (performance.now() - started) * 1000;
+      assert.ok(
+        report.latencyUs.max <= tookUs,
+        `${report.latencyUs.max} µs, in ${tookUs} µs`,
       );
     });
     await t.step("abort", async () => {

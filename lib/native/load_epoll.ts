@@ -174,7 +174,12 @@ export class EpollLoad extends LoadLoop {
       this.#int,
       this.#intLength,
     );
-    this.connectDone(conn, this.#int[0]);
+    const errno = this.#int[0];
+    // Connected: writable matters only while a send waits. A level-
+    // triggered EPOLLOUT left on would fire at every wait, and send a round
+    // trip not yet due in the rate's schedule.
+    if (errno === 0) this.#watch(conn, EPOLLIN);
+    this.connectDone(conn, errno);
   }
 
   #readable(conn: Conn): void {
