@@ -6,13 +6,13 @@ import {
   ReplyWaiter,
 } from "./client/datagram.ts";
 import type { ConnectOptions } from "./types.ts";
-import process from "node:process";
 import {
   encodeHistogram,
   latencyHistogram,
   latencySummary,
 } from "./client/latency.ts";
-import type { LoadResult } from "./native/load_loop.ts";
+import { DRAIN_MS, type LoadResult } from "./native/load_loop.ts";
+import { CpuWindow } from "./client/cpu.ts";
 import { failure, type FailureKind, Failures } from "./client/failures.ts";
 import { assertPositive, optionError, writeAll } from "./_helpers.ts";
 import {
@@ -41,7 +41,12 @@ export interface LoadTestOptions extends ConnectOptions {
    * connection. A connection that fails makes fewer.
    */
   countPerConnection?: number;
-  /** Milliseconds to run for, instead of a `count`. */
+  /**
+   * Milliseconds to run for, instead of a `count`. At its end (or the
+   * signal's), round trips in flight finish, uncounted, for up to a second
+   * (at most `timeout`), so that each connection closes with nothing owed:
+   * the server sees its clients close, not reset.
+   */
   duration?: number;
   /**
    * With `duration`, milliseconds to run first without measuring: round
@@ -173,7 +178,11 @@ export interface LoadReport {
   readonly otherErrors: number;
   /** The first few error messages, for the user. */
   readonly errorMessages: readonly string[];
-  /** CPU time this process used while the test ran, in milliseconds. */
+  /**
+   * CPU time this process used in the measured part of the test (the
+   * window of `durationMs`: no start-up or warm-up), in
+   * milliseconds.
+   */
   readonly cpuMs: number;
   /** How the native engine drove the sockets; absent with the default. */
   readonly nativeIo?: "io_uring" | "epoll";
@@ -270,7 +279,6 @@ export async function loadTest(
     timeout,
     warmup,
   });
-  const cpuBefore = cpuMs();
   const stopAt = duration === undefined
     ? undefined
     : setTimeout(() => run.stop(), warmup + duration);
@@ -295,7 +303,7 @@ export async function loadTest(
   } finally {
     clearTimeout(stopAt);
     clearInterval(ticker);
-    run.stopWatchdog();
+    run.finish();
     signal?.removeEventListener("abort", run.stop);
   }
   return reportOf(server.address, connections, message, {
@@ -306,7 +314,8 @@ export async function loadTest(
     latencyUs: latencySummary(run.histogram),
     lost: run.lost,
     ...run.failures.report(),
-  }, cpuMs() - cpuBefore);
+    cpuMs: run.cpu.ms,
+  });
 }
 
 /** The report of what either engine measured. */
@@ -315,7 +324,6 @@ function reportOf(
   connections: number,
   message: Uint8Array,
   measured: LoadResult,
-  cpuMs: number,
 ): LoadReport {
   const seconds = measured.durationMs / 1000;
   const rate = (n: number) => seconds > 0 ? n / seconds : 0;
@@ -326,7 +334,6 @@ function reportOf(
     messageBytes: message.length,
     roundTripsPerSecond: rate(measured.roundTrips),
     megabytesPerSecond: rate(measured.roundTrips * message.length) / 1e6,
-    cpuMs,
   };
 }
 
@@ -349,7 +356,6 @@ async function nativeReport(
       : undefined,
   );
   const { hostname = "127.0.0.1", port = 9000 } = options;
-  const cpuBefore = cpuMs();
   const { io, ...result } = await nativeLoad({
     ...run,
     hostname: await ipAddress(hostname),
@@ -358,13 +364,7 @@ async function nativeReport(
     io: options.nativeIo,
   });
   return {
-    ...reportOf(
-      address,
-      run.connections,
-      message,
-      result,
-      cpuMs() - cpuBefore,
-    ),
+    ...reportOf(address, run.connections, message, result),
     nativeIo: io,
   };
 }
@@ -395,6 +395,7 @@ interface RunOptions {
 /** The shared state of one load test's connections. */
 class Run {
   readonly histogram = latencyHistogram();
+  readonly cpu = new CpuWindow();
   readonly startedAt = performance.now();
   /** When round trips start to count (after the warm-up). */
   readonly measuredFrom: number;
@@ -409,10 +410,16 @@ class Run {
   /** Open connections, and when their round trip in flight started. */
   #conns = new Map<Channel, number>();
   #watchdog: ReturnType<typeof setInterval> | undefined;
+  #warmedUp: ReturnType<typeof setTimeout> | undefined;
+  #drained: ReturnType<typeof setTimeout> | undefined;
+  /** Aborted at the stop: ends waits for a slot in the rate's schedule. */
+  #stopping = new AbortController();
 
   constructor(options: RunOptions) {
     this.#options = options;
     this.measuredFrom = this.startedAt + options.warmup;
+    if (options.warmup === 0) this.cpu.begin();
+    else this.#warmedUp = setTimeout(() => this.cpu.begin(), options.warmup);
     // One timer for every connection's round-trip timeout, instead of one
     // per round trip: the generator's own cost stays low.
     if (options.timeout > 0) {
@@ -423,21 +430,43 @@ class Run {
     }
   }
 
-  stopWatchdog(): void {
+  /** Every connection is done: the timers go. */
+  finish(): void {
+    this.cpu.end();
     clearInterval(this.#watchdog);
+    clearTimeout(this.#warmedUp);
+    clearTimeout(this.#drained);
   }
 
   get errors(): number {
     return this.failures.total;
   }
 
-  /** Ends the test: no new round trips; ones in flight are abandoned. */
+  /**
+   * Ends the test: no new round trips, and none counted from now. Those in
+   * flight may finish, for up to {@linkcode DRAIN_MS}, so that each
+   * connection closes with nothing owed and nothing unread: the server sees
+   * a client close, not a reset. Idle connections, and UDP's, close at
+   * once.
+   */
   stop = (): void => {
     if (this.#stopped) return;
     this.#stopped = true;
     this.endedAt = performance.now();
-    for (const conn of this.#conns.keys()) conn.close();
-    this.#conns.clear();
+    this.cpu.end();
+    this.#stopping.abort();
+    // A datagram has no close to keep clean: its wait ends now.
+    for (const conn of this.#conns.keys()) {
+      if (conn.stream) continue;
+      this.#conns.delete(conn);
+      conn.close();
+    }
+    const { timeout } = this.#options;
+    this.#drained = setTimeout(() => {
+      // Still owed an echo: abandoned.
+      for (const conn of this.#conns.keys()) conn.close();
+      this.#conns.clear();
+    }, Math.min(DRAIN_MS, timeout > 0 ? timeout : DRAIN_MS));
   };
 
   #checkTimeouts = (): void => {
@@ -497,7 +526,7 @@ class Run {
       if (rate !== undefined) {
         if (due > sentAt) {
           // On schedule: our own timer's lateness is not the server's.
-          await delay(due - sentAt);
+          await delay(due - sentAt, this.#stopping.signal);
           if (this.#stopped) return;
           sentAt = performance.now();
         } else {
@@ -519,7 +548,8 @@ class Run {
         continue;
       }
       const now = performance.now();
-      if (now < this.measuredFrom) continue; // Warming up.
+      // Warming up, or finishing after the stop.
+      if (now < this.measuredFrom || this.#stopped) continue;
       this.histogram.recordValue(
         Math.max(1, Math.round((now - sentAt) * 1000)),
       );
@@ -682,12 +712,15 @@ function firstDifference(a: Uint8Array, b: Uint8Array): number {
   return -1;
 }
 
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** CPU time (user + system) of this process so far, in milliseconds. */
-function cpuMs(): number {
-  const { user, system } = process.cpuUsage();
-  return (user + system) / 1000;
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function delay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+  });
 }

@@ -2,6 +2,9 @@ import assert from "node:assert/strict";
 import * as hdr from "hdr-histogram-js";
 import { loadTest, serveEcho } from "../mod.ts";
 import { loadEngineTest } from "./_engines.ts";
+import { captureLogs } from "./_helpers.ts";
+
+const logs = await captureLogs();
 
 /**
  * A deliberately broken echo server: `mangle` decides what goes back for
@@ -262,6 +265,23 @@ loadEngineTest(
         `${report.latencyUs.max} µs, in ${tookUs} µs`,
       );
     });
+    await t.step(
+      "a stop does not wait for a slot far off in the schedule",
+      async () => {
+        // 2 connections at 0.2/s in all: the second's first slot is 5 s away.
+        const started = performance.now();
+        const report = await loadTest({
+          ...engine,
+          port,
+          connections: 2,
+          rate: 0.2,
+          duration: 200,
+        });
+        assert.equal(report.roundTrips, 1);
+        const took = performance.now() - started;
+        assert.ok(took < 4000, `ended after ${took} ms`);
+      },
+    );
     await t.step("abort", async () => {
       const controller = new AbortController();
       const running = loadTest({
@@ -346,5 +366,49 @@ loadEngineTest(
       () => loadTest({ ...engine, port: server.addr.port, warmup: 100 }),
       (error: TypeError & { option: string }) => error.option === "warmup",
     );
+  },
+);
+
+loadEngineTest(
+  "loadTest() ends as a client does: round trips in flight finish uncounted, and the server sees each connection closed, none reset",
+  async (engine) => {
+    logs.clear();
+    await using server = serveEcho({ port: 0 });
+    // Each run ends with about every connection's round trip in flight.
+    for (let i = 0; i < 10; i++) {
+      const report = await loadTest({
+        ...engine,
+        port: server.addr.port,
+        connections: 20,
+        duration: 30 + i,
+      });
+      assert.equal(report.otherErrors + report.mismatches, 0, `run ${i}`);
+    }
+    const closes = () =>
+      logs.records.filter((r) => String(r.rawMessage).startsWith("Closed"));
+    await logs.waitFor(() => closes().length === 200);
+    const reasons = new Set(closes().map((r) => r.properties.reason));
+    assert.deepEqual([...reasons], ["closed by client"]);
+    assert.equal(server.stats.closed.reset, 0);
+  },
+);
+
+loadEngineTest(
+  "loadTest() reports the CPU time of the measured part alone, not of its warm-up",
+  async (engine) => {
+    await using server = serveEcho({ port: 0 });
+    // Busy through a warm-up of 400 ms, then measured for 50 ms.
+    const report = await loadTest({
+      ...engine,
+      port: server.addr.port,
+      connections: 1,
+      warmup: 400,
+      duration: 50,
+    });
+    assert.ok(report.cpuMs > 0, `${report.cpuMs}`);
+    // No more than every core of this machine for the measured time (and
+    // 20 ms for the clocks' steps).
+    const most = report.durationMs * navigator.hardwareConcurrency + 20;
+    assert.ok(report.cpuMs <= most, `${report.cpuMs} ms > ${most} ms`);
   },
 );

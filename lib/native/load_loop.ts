@@ -16,6 +16,7 @@ import {
   latencyHistogram,
   latencySummary,
 } from "../client/latency.ts";
+import { CpuWindow } from "../client/cpu.ts";
 import { failure, type FailureKind, Failures } from "../client/failures.ts";
 import { errnoText, type Native } from "./ffi.ts";
 
@@ -24,6 +25,12 @@ export const STOP_LOAD = 1;
 /** Where the calling thread reads progress: round trips done, errors. */
 export const PROGRESS_DONE = 0;
 export const PROGRESS_ERRORS = 1;
+
+/**
+ * At the end, how long round trips in flight may take to finish (uncounted),
+ * at most; the round-trip timeout, if shorter, bounds it too.
+ */
+export const DRAIN_MS = 1000;
 
 /** Echo chunks up to this size are compared in JavaScript. */
 const SHORT_COMPARE = 128;
@@ -72,6 +79,8 @@ export interface LoadResult {
   mismatches: number;
   otherErrors: number;
   errorMessages: string[];
+  /** CPU time of this process in the measured part (see CpuWindow). */
+  cpuMs: number;
 }
 
 /** One connection and its round trip in flight. */
@@ -99,8 +108,11 @@ export class Conn {
 export abstract class LoadLoop {
   protected readonly native: Native;
   protected readonly config: LoadConfig;
-  /** Connections by index, open or closed. */
-  protected readonly conns: Conn[] = [];
+  /**
+   * Connections by index, open or closed; none where socket() failed, so
+   * that there may be holes.
+   */
+  protected readonly conns: (Conn | undefined)[] = [];
   #live = 0;
   /** Connections waiting for their slot in the rate's schedule. */
   #waiting = new Set<Conn>();
@@ -113,6 +125,9 @@ export abstract class LoadLoop {
   #deadline: number;
   #nextWatch = Infinity;
   #stopped = false;
+  /** When round trips still in flight after the stop are abandoned. */
+  #drainUntil = Infinity;
+  #cpu = new CpuWindow();
   #started = 0;
   #completed = 0;
   #connected = 0;
@@ -132,18 +147,24 @@ export abstract class LoadLoop {
     if (config.timeout > 0) {
       this.#nextWatch = this.#startedAt + this.#watchMs();
     }
+    if (config.warmup === 0) this.#cpu.begin();
   }
 
-  /** Opens every connection and runs until the test is over. */
+  /**
+   * Opens every connection and runs until the test is over, and the round
+   * trips in flight at its end have finished.
+   */
   run(): LoadResult {
     try {
       for (let i = 0; i < this.config.connections; i++) this.open(i);
-      while (this.#live > 0 && !this.#stopped) {
+      while (this.#live > 0) {
         this.wait(this.#timeout());
         this.#timers();
       }
+      this.#cpu.end();
     } finally {
-      for (const conn of this.conns) this.close(conn);
+      // A connection whose socket() failed has no entry.
+      for (const conn of this.conns) if (conn !== undefined) this.close(conn);
       this.end();
     }
     return this.#result();
@@ -187,10 +208,23 @@ export abstract class LoadLoop {
     this.#stop(this.native.now());
   }
 
-  /** Ends the test: no new round trips; ones in flight are abandoned. */
+  /**
+   * Ends the test: no new round trips, and none counted from now. Those in
+   * flight may finish, for up to {@linkcode DRAIN_MS}, so that each socket
+   * closes with nothing owed and nothing unread: the server sees a client
+   * close, not a reset. Idle connections close at once.
+   */
   #stop(now: number): void {
+    if (this.#stopped) return;
     this.#stopped = true;
     this.#endedAt = now;
+    this.#cpu.end();
+    const { timeout } = this.config;
+    this.#drainUntil = now +
+      Math.min(DRAIN_MS, timeout > 0 ? timeout : DRAIN_MS);
+    for (const conn of this.conns) {
+      if (conn?.open && !(conn.connected && conn.since > 0)) this.close(conn);
+    }
   }
 
   /**
@@ -220,7 +254,7 @@ export abstract class LoadLoop {
     }
     conn.received += length;
     if (conn.received < message.length) return;
-    if (now >= this.#measuredFrom) {
+    if (now >= this.#measuredFrom && !this.#stopped) {
       this.#histogram.recordValue(
         Math.max(1, Math.round((now - conn.since) * 1000)),
       );
@@ -261,7 +295,10 @@ export abstract class LoadLoop {
   }
 
   #timeout(): number {
-    let at = Math.min(this.#nextWatch, this.#deadline);
+    let at = this.#stopped
+      ? this.#drainUntil
+      : Math.min(this.#nextWatch, this.#deadline);
+    if (!this.#cpu.begun) at = Math.min(at, this.#measuredFrom);
     if (this.#waiting.size > 0) {
       for (const conn of this.#waiting) at = Math.min(at, conn.due);
     }
@@ -320,11 +357,18 @@ export abstract class LoadLoop {
   #timers(): void {
     if (
       this.#waiting.size === 0 && this.#nextWatch === Infinity &&
-      this.#deadline === Infinity
+      this.#deadline === Infinity && this.#cpu.begun && !this.#stopped
     ) {
       return;
     }
     const now = this.native.now();
+    if (this.#stopped) {
+      if (now < this.#drainUntil) return;
+      // Still owed an echo: abandoned.
+      for (const conn of this.conns) if (conn?.open) this.close(conn);
+      return;
+    }
+    if (now >= this.#measuredFrom) this.#cpu.begin();
     if (now >= this.#deadline) return this.#stop(now);
     for (const conn of [...this.#waiting]) {
       if (conn.due > now) continue;
@@ -335,7 +379,7 @@ export abstract class LoadLoop {
     this.#nextWatch = now + this.#watchMs();
     const { timeout } = this.config;
     for (const conn of this.conns) {
-      if (conn.open && conn.since > 0 && now - conn.since > timeout) {
+      if (conn?.open && conn.since > 0 && now - conn.since > timeout) {
         if (conn.connected) {
           this.fail("other", failure.roundTripTimeout(timeout));
         } else {
@@ -355,6 +399,7 @@ export abstract class LoadLoop {
       latencyUs: latencySummary(this.#histogram),
       lost: 0,
       ...this.#failures.report(),
+      cpuMs: this.#cpu.ms,
     };
   }
 }
