@@ -70,7 +70,7 @@ export function assertNativeSupported(
     (config.access.allow.length > 0 || config.access.deny.length > 0) &&
     "allow and deny lists",
     config.limits && "per-address limits",
-    config.maxBytesPerSecond !== Infinity && "maxBytesPerSecond",
+    config.maxBytesPerSecond !== Infinity && "a read rate per connection",
   ].filter((x): x is string => typeof x === "string");
   if (without.length > 0) {
     throw optionError(
