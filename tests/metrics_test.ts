@@ -76,6 +76,8 @@ Deno.test("serveMetrics() serves the server's counters at /metrics, as curl and 
   for (const [name, value] of Object.entries(expected)) {
     assert.equal(samples.get(name), value, name);
   }
+  // Echo mode relays no lines: no such family.
+  assert.doesNotMatch(text, /tcp_echo_relay_lines/);
   assert.equal(stats.bytesIn, 200_000);
   // The duration buckets are cumulative, and their sum is plausible.
   const buckets = [...samples].filter(([name]) =>

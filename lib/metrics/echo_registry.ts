@@ -34,6 +34,7 @@ function readings(server: EchoServer<Deno.Addr>): Reading[] {
     server.transport === "udp"
       ? { udp: datagrams }
       : { [server.transport]: streams, udp: datagrams };
+  const relaying = server.mode === "broadcast" || server.mode === "chat";
   return [
     {
       name: "tcp_echo_connections_active",
@@ -67,14 +68,19 @@ function readings(server: EchoServer<Deno.Addr>): Reading[] {
       label: "reason",
       read: (s) => ({ ...s.closed }),
     },
-    {
-      name: "tcp_echo_relay_lines_total",
-      help: "Lines delivered to this server's members in broadcast and chat " +
-        "mode (each once, however many members got it), by mode.",
-      type: "counter",
-      label: "mode",
-      read: (s) => ({ [server.mode]: s.linesRelayed }),
-    },
+    // Only in the modes that relay lines.
+    ...(relaying
+      ? [
+        {
+          name: "tcp_echo_relay_lines_total",
+          help: "Lines delivered to this server's members in broadcast and " +
+            "chat mode (each once, however many members got it), by mode.",
+          type: "counter",
+          label: "mode",
+          read: (s) => ({ [server.mode]: s.linesRelayed }),
+        } satisfies Reading,
+      ]
+      : []),
     {
       name: "tcp_echo_clients_dropped_total",
       help: "Connections closed because their send queue was full.",
