@@ -66,11 +66,16 @@ export const STOP = 3;
 
 /** How long a politely ended connection waits for the client to close. */
 const LINGER_MS = 1000;
-/** The read buffer, shared by every connection of the loop. */
-const BUFFER_SIZE = 64 * 1024;
+/**
+ * The read buffer, shared by every connection of the loop. A stream reads up
+ * to this much a call: with 256 KiB rather than 64, a 512 MiB bulk echo went
+ * from 1,180-1,290 to 1,355-1,520 MB/s here (5 interleaved pairs), at less
+ * CPU a byte; ping-pong reads are small either way.
+ */
+const BUFFER_SIZE = 256 * 1024;
 /** Events taken per epoll_wait(). */
 const MAX_EVENTS = 256;
-/** Free read-rest buffers kept for reuse (64 KiB each). */
+/** Free read-rest buffers kept for reuse (BUFFER_SIZE each). */
 const MAX_SPARE = 16;
 /** Reads per readable event before others get their turn. */
 const READS_PER_EVENT = 16;
