@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { EchoError, echoOnce, loadTest, serveEcho } from "../mod.ts";
-import { pseudoRandomBytes } from "./_helpers.ts";
+import { captureLogs, pseudoRandomBytes } from "./_helpers.ts";
 import {
   assertUsageErrors,
   CLIENT,
@@ -13,6 +13,7 @@ import {
   ServerProcess,
 } from "./_process.ts";
 
+const logs = await captureLogs();
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -379,7 +380,8 @@ Deno.test("server --udp and client --udp, --max-loss, and their usage errors", a
   );
 });
 
-Deno.test("udpRate answers a source no faster than its rate and drops the rest", async () => {
+Deno.test("udpRate answers a source no faster than its rate, drops the rest, and says so once a second", async () => {
+  logs.clear();
   await using server = serveEcho({ port: 0, udp: "only", udpRate: 10 });
   const socket = Deno.listenDatagram({
     hostname: "127.0.0.1",
@@ -400,6 +402,19 @@ Deno.test("udpRate answers a source no faster than its rate and drops the rest",
   assert.equal(datagramsIn, 30);
   assert.ok(datagramsOut >= 10 && datagramsOut <= 11, `${datagramsOut}`);
   assert.equal(datagramsRateLimited, 30 - datagramsOut);
+  // One warning for the burst (not one per datagram), when the first went.
+  const warnings = logs.records.filter((r) =>
+    String(r.rawMessage).startsWith("Dropping UDP datagrams")
+  );
+  assert.equal(warnings.length, 1);
+  const [warning] = warnings;
+  assert.equal(warning.level, "warning");
+  assert.equal(warning.properties.udpRate, 10);
+  assert.equal(warning.properties.dropped, 1);
+  assert.equal(
+    warning.properties.peer,
+    `127.0.0.1:${(socket.addr as Deno.NetAddr).port}`,
+  );
   const buffer = new Uint8Array(64);
   for (let i = 0; i < datagramsOut; i++) await socket.receive(buffer);
   socket.close();

@@ -13,6 +13,7 @@ import {
   formatAddr,
   LOG_CATEGORY,
   optionError,
+  plural,
 } from "../_helpers.ts";
 import { defaultId, infoAnswer } from "../modes/info.ts";
 import type { ServerConfig } from "./config.ts";
@@ -59,6 +60,9 @@ export class DatagramEcho {
   #guard: Guard | undefined;
   /** Datagrams a second per source address, when limited. */
   #rate: Limiter | undefined;
+  #udpRate: number;
+  /** When the last warning about dropped datagrams was logged. */
+  #warnedAt = -Infinity;
   /** Info mode's reply to a datagram (none for exit); echo mode: none. */
   #answer:
     | ((data: Uint8Array, peer: Deno.Addr) => Uint8Array | undefined)
@@ -75,6 +79,7 @@ export class DatagramEcho {
     this.#socket = Deno.listenDatagram({ hostname, port, transport: "udp" });
     this.addr = this.#socket.addr as Deno.NetAddr;
     this.#guard = accessGuard(config.access);
+    this.#udpRate = config.udpRate;
     if (config.udpRate !== Infinity) {
       this.#rate = new Limiter({
         perAddress: Infinity,
@@ -139,6 +144,7 @@ export class DatagramEcho {
         // Over its source's rate: dropped, so that a spoofed source cannot
         // turn this server into a firehose at a third party.
         counters[DATAGRAMS_RATE_LIMITED]++;
+        this.#warnRateLimited(peer);
         continue;
       }
       // Echo: exactly what came in, to where it came from, never more.
@@ -165,5 +171,23 @@ export class DatagramEcho {
         });
       }
     }
+  }
+
+  /**
+   * Says that datagrams are dropped for the rate, so that a client whose
+   * echoes go missing can find out why: at most one warning a second while
+   * it goes on, so that a flood cannot flood the log either.
+   */
+  #warnRateLimited(peer: Deno.Addr): void {
+    const now = performance.now();
+    if (now - this.#warnedAt < 1000) return;
+    this.#warnedAt = now;
+    const dropped = this.counters[DATAGRAMS_RATE_LIMITED];
+    this.#log.warning(
+      `Dropping UDP datagrams over {udpRate} a second from one source, the latest from {peer}: {dropped} ${
+        plural(dropped, "datagram")
+      } dropped so far`,
+      { udpRate: this.#udpRate, peer: formatAddr(peer), dropped },
+    );
   }
 }
