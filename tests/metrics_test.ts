@@ -7,7 +7,7 @@ import { echoOnce, echoStream, loadTest, serveEcho } from "../mod.ts";
 import { serveMetrics } from "../metrics.ts";
 import { encodeProxyHeader } from "../lib/proxy/header.ts";
 import { testCertificates } from "./_certs.ts";
-import { writeAll } from "./_helpers.ts";
+import { sendAndRead } from "./_helpers.ts";
 import { ENGINES } from "./_engines.ts";
 import { assertUsageErrors, run, SERVER, ServerProcess } from "./_process.ts";
 
@@ -18,8 +18,16 @@ interface Scrape {
   contentType: string;
 }
 
-/** Scrapes `url` with curl (a real HTTP client) and parses the samples. */
-async function scrape(url: string): Promise<Scrape> {
+/**
+ * Scrapes `target` (a URL, or a server of serveMetrics) with curl, a real
+ * HTTP client, and parses the samples.
+ */
+async function scrape(
+  target: string | { addr: Deno.NetAddr },
+): Promise<Scrape> {
+  const url = typeof target === "string"
+    ? target
+    : `http://127.0.0.1:${target.addr.port}/metrics`;
   const { code, stdout, stderr } = await run("curl", [
     ...["--silent", "--show-error", "--fail", "--include", url],
   ]);
@@ -35,6 +43,16 @@ async function scrape(url: string): Promise<Scrape> {
     samples.set(match[1], Number(match[2]));
   }
   return { text, samples, contentType };
+}
+
+/** Asserts each sample of `expected` (by `name{labels}`) in `samples`. */
+function assertSamples(
+  samples: Map<string, number>,
+  expected: Record<string, number>,
+): void {
+  for (const [name, value] of Object.entries(expected)) {
+    assert.equal(samples.get(name), value, name);
+  }
 }
 
 Deno.test("serveMetrics() serves the server's counters at /metrics, as curl and promtool read them", async () => {
@@ -73,9 +91,7 @@ Deno.test("serveMetrics() serves the server's counters at /metrics, as curl and 
     "tcp_echo_connection_duration_seconds_count": 4,
     'tcp_echo_build_info{version="0.1.0",engine="default",mode="echo"}': 1,
   };
-  for (const [name, value] of Object.entries(expected)) {
-    assert.equal(samples.get(name), value, name);
-  }
+  assertSamples(samples, expected);
   // Echo mode relays no lines: no such family.
   assert.doesNotMatch(text, /tcp_echo_relay_lines/);
   assert.equal(stats.bytesIn, 200_000);
@@ -128,14 +144,10 @@ Deno.test("serveMetrics() sees every worker in one scrape, and the engine and mo
       () => echoOnce("hi", { port: server.addr.port }),
     ),
   );
-  const { samples: counted } = await scrape(
-    `http://127.0.0.1:${metrics.addr.port}/metrics`,
-  );
+  const { samples: counted } = await scrape(metrics);
   assert.equal(counted.get("tcp_echo_connections_accepted_total"), 24);
   assert.equal(server.stats.perWorker.length, 2);
-  const { samples } = await scrape(
-    `http://127.0.0.1:${metrics.addr.port}/metrics`,
-  );
+  const { samples } = await scrape(metrics);
   assert.equal(
     samples.get(
       'tcp_echo_build_info{version="0.1.0",engine="default",mode="line"}',
@@ -146,9 +158,7 @@ Deno.test("serveMetrics() sees every worker in one scrape, and the engine and mo
     await using native = serveEcho({ port: 0, engine: "native" });
     await using nativeMetrics = serveMetrics(native, { port: 0 });
     await echoOnce("hi", { port: native.addr.port });
-    const n = await scrape(
-      `http://127.0.0.1:${nativeMetrics.addr.port}/metrics`,
-    );
+    const n = await scrape(nativeMetrics);
     assert.equal(
       n.samples.get(
         'tcp_echo_build_info{version="0.1.0",engine="native",mode="echo"}',
@@ -213,9 +223,7 @@ for (const engine of ENGINES) {
     // The idle one lasted 0.2 s or so: in the bucket up to 1 s.
     assert.equal(durations.counts[3], 1);
     assert.ok(durations.sumSeconds >= 0.2, `${durations.sumSeconds}`);
-    const { samples } = await scrape(
-      `http://127.0.0.1:${metrics.addr.port}/metrics`,
-    );
+    const { samples } = await scrape(metrics);
     assert.equal(
       samples.get('tcp_echo_connections_closed_total{reason="idle_timeout"}'),
       1,
@@ -238,7 +246,7 @@ Deno.test("bytes are labelled by the server's transport: tls, unix, udp alone", 
     caCerts: [certs.ca],
     serverName: "localhost",
   });
-  const a = await scrape(`http://127.0.0.1:${tlsMetrics.addr.port}/metrics`);
+  const a = await scrape(tlsMetrics);
   assert.equal(
     a.samples.get('tcp_echo_received_bytes_total{transport="tls"}'),
     8,
@@ -251,7 +259,7 @@ Deno.test("bytes are labelled by the server's transport: tls, unix, udp alone", 
     assert.equal(unix.transport, "unix");
     await using unixMetrics = serveMetrics(unix, { port: 0 });
     await echoOnce("over unix", { path: `${dir}/echo.sock` });
-    const b = await scrape(`http://127.0.0.1:${unixMetrics.addr.port}/metrics`);
+    const b = await scrape(unixMetrics);
     assert.equal(
       b.samples.get('tcp_echo_received_bytes_total{transport="unix"}'),
       9,
@@ -264,7 +272,7 @@ Deno.test("bytes are labelled by the server's transport: tls, unix, udp alone", 
   assert.equal(udp.transport, "udp");
   await using udpMetrics = serveMetrics(udp, { port: 0 });
   await echoOnce("over udp", { port: udp.addr.port, udp: true });
-  const c = await scrape(`http://127.0.0.1:${udpMetrics.addr.port}/metrics`);
+  const c = await scrape(udpMetrics);
   assert.equal(
     c.samples.get('tcp_echo_received_bytes_total{transport="udp"}'),
     8,
@@ -292,46 +300,17 @@ Deno.test("lines relayed are counted once each, by mode", async () => {
   }
   assert.equal(got, "one\ntwo\nthree\n");
   assert.equal(server.stats.linesRelayed, 3);
-  const { samples } = await scrape(
-    `http://127.0.0.1:${metrics.addr.port}/metrics`,
-  );
+  const { samples } = await scrape(metrics);
   assert.equal(samples.get('tcp_echo_relay_lines_total{mode="broadcast"}'), 3);
 });
 
-/**
- * Connects with a PROXY header claiming `source`, sends `then`, half-closes,
- * and waits until the server closed the connection (by EOF or reset).
- */
-async function closedAfterHeader(
-  port: number,
-  source: string,
-  then = new Uint8Array(),
-): Promise<void> {
-  using conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const header = encodeProxyHeader({
+/** A PROXY header (v2) claiming `source` as the client of `port`. */
+function headerFrom(source: string, port: number): Uint8Array {
+  return encodeProxyHeader({
     version: 2,
     source: { hostname: source, port: 1000 },
     destination: { hostname: "127.0.0.1", port },
   });
-  await writeAll(conn, new Uint8Array([...header, ...then]));
-  try {
-    await conn.closeWrite();
-  } catch {
-    // Already closed by the server.
-  }
-  await closedByServer(conn);
-}
-
-/** Reads `conn` until the server closes it; what came is of no interest. */
-async function closedByServer(conn: Deno.Conn): Promise<void> {
-  const buffer = new Uint8Array(1024);
-  try {
-    while (await conn.read(buffer) !== null) {
-      // A TLS alert, perhaps.
-    }
-  } catch {
-    // A reset: closed with our bytes unread.
-  }
 }
 
 Deno.test("each refusal and failure is its own sample: refused by reason, rejected over maxConnections, TLS handshakes, PROXY headers", async () => {
@@ -374,26 +353,29 @@ Deno.test("each refusal and failure is its own sample: refused by reason, reject
   await assert.rejects(echoOnce("full", tls("10.3.0.1:1000")));
   // Denied: 2; not allowed: 3; the held client's address again: 4.
   for (const [source, times] of [["10.9.0.1", 2], ["192.0.2.1", 3]] as const) {
-    for (let i = 0; i < times; i++) await closedAfterHeader(port, source);
+    for (let i = 0; i < times; i++) {
+      await sendAndRead({ port }, headerFrom(source, port));
+    }
   }
-  for (let i = 0; i < 4; i++) await closedAfterHeader(port, "10.1.0.1");
+  for (let i = 0; i < 4; i++) {
+    await sendAndRead({ port }, headerFrom("10.1.0.1", port));
+  }
   // Not TLS after the header: 5 handshake failures.
   for (let i = 0; i < 5; i++) {
-    await closedAfterHeader(
-      port,
-      `10.2.0.${i + 1}`,
+    await sendAndRead(
+      { port },
+      headerFrom(`10.2.0.${i + 1}`, port),
       new TextEncoder().encode("plain text\r\n"),
     );
   }
   // No PROXY header: 6.
   for (let i = 0; i < 6; i++) {
-    using conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    await writeAll(conn, new TextEncoder().encode("GET / HTTP/1.0\r\n\r\n"));
-    await closedByServer(conn);
+    await sendAndRead(
+      { port },
+      new TextEncoder().encode("GET / HTTP/1.0\r\n\r\n"),
+    );
   }
-  const { samples } = await scrape(
-    `http://127.0.0.1:${metrics.addr.port}/metrics`,
-  );
+  const { samples } = await scrape(metrics);
   const expected: Record<string, number> = {
     'tcp_echo_connections_refused_total{reason="max_connections"}': 1,
     'tcp_echo_connections_refused_total{reason="denied"}': 2,
@@ -405,9 +387,7 @@ Deno.test("each refusal and failure is its own sample: refused by reason, reject
     "tcp_echo_connections_active": 1,
     'tcp_echo_received_bytes_total{transport="tls"}': 4,
   };
-  for (const [name, value] of Object.entries(expected)) {
-    assert.equal(samples.get(name), value, name);
-  }
+  assertSamples(samples, expected);
   endHeld();
   assert.equal((await held.read()).done, true);
 });
@@ -422,15 +402,14 @@ Deno.test("connections refused for their address's connect rate are their own sa
   // 8 in a row from one address: a burst of 2 served (3 if a token came
   // back meanwhile), the rest refused.
   for (let i = 0; i < 8; i++) {
-    await closedAfterHeader(
-      server.addr.port,
-      "203.0.113.9",
+    const { port } = server.addr;
+    await sendAndRead(
+      { port },
+      headerFrom("203.0.113.9", port),
       new TextEncoder().encode("x"),
     );
   }
-  const { samples } = await scrape(
-    `http://127.0.0.1:${metrics.addr.port}/metrics`,
-  );
+  const { samples } = await scrape(metrics);
   const refused = samples.get(
     'tcp_echo_connections_refused_total{reason="connect_rate"}',
   )!;
@@ -473,9 +452,7 @@ Deno.test("UDP datagrams dropped unanswered are counted by reason: denied, rate 
     for (let turn = 0; turn < 2000 && server.stats.datagramsIn < 10; turn++) {
       await new Promise((resolve) => setTimeout(resolve, 1));
     }
-    const { samples } = await scrape(
-      `http://127.0.0.1:${metrics.addr.port}/metrics`,
-    );
+    const { samples } = await scrape(metrics);
     const answered = samples.get("tcp_echo_sent_datagrams_total")!;
     assert.ok(answered >= 2 && answered <= 3, `${answered} answered`);
     assert.equal(samples.get("tcp_echo_received_datagrams_total"), 10);
