@@ -6,13 +6,15 @@ import {
   ReplyWaiter,
 } from "./client/datagram.ts";
 import type { ConnectOptions } from "./types.ts";
+import { setTimeout as sleep } from "node:timers/promises";
 import {
   encodeHistogram,
   latencyHistogram,
   latencySummary,
 } from "./client/latency.ts";
-import { DRAIN_MS, type LoadResult } from "./native/load_loop.ts";
+import type { LoadResult } from "./native/load_loop.ts";
 import { CpuWindow } from "./client/cpu.ts";
+import { drainMs } from "./client/drain.ts";
 import { failure, type FailureKind, Failures } from "./client/failures.ts";
 import { assertPositive, optionError, writeAll } from "./_helpers.ts";
 import {
@@ -444,7 +446,7 @@ class Run {
 
   /**
    * Ends the test: no new round trips, and none counted from now. Those in
-   * flight may finish, for up to {@linkcode DRAIN_MS}, so that each
+   * flight may finish, for up to {@linkcode drainMs}, so that each
    * connection closes with nothing owed and nothing unread: the server sees
    * a client close, not a reset. Idle connections, and UDP's, close at
    * once.
@@ -461,12 +463,11 @@ class Run {
       this.#conns.delete(conn);
       conn.close();
     }
-    const { timeout } = this.#options;
     this.#drained = setTimeout(() => {
       // Still owed an echo: abandoned.
       for (const conn of this.#conns.keys()) conn.close();
       this.#conns.clear();
-    }, Math.min(DRAIN_MS, timeout > 0 ? timeout : DRAIN_MS));
+    }, drainMs(this.#options.timeout));
   };
 
   #checkTimeouts = (): void => {
@@ -526,7 +527,10 @@ class Run {
       if (rate !== undefined) {
         if (due > sentAt) {
           // On schedule: our own timer's lateness is not the server's.
-          await delay(due - sentAt, this.#stopping.signal);
+          // Ends early at the stop (which rejects it).
+          await sleep(due - sentAt, undefined, {
+            signal: this.#stopping.signal,
+          }).catch(() => {});
           if (this.#stopped) return;
           sentAt = performance.now();
         } else {
@@ -710,17 +714,4 @@ async function readEcho(
 function firstDifference(a: Uint8Array, b: Uint8Array): number {
   for (let i = 0; i < b.length; i++) if (a[i] !== b[i]) return i;
   return -1;
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function delay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-  });
 }

@@ -17,6 +17,7 @@ import {
   latencySummary,
 } from "../client/latency.ts";
 import { CpuWindow } from "../client/cpu.ts";
+import { drainMs } from "../client/drain.ts";
 import { failure, type FailureKind, Failures } from "../client/failures.ts";
 import { errnoText, type Native } from "./ffi.ts";
 
@@ -25,12 +26,6 @@ export const STOP_LOAD = 1;
 /** Where the calling thread reads progress: round trips done, errors. */
 export const PROGRESS_DONE = 0;
 export const PROGRESS_ERRORS = 1;
-
-/**
- * At the end, how long round trips in flight may take to finish (uncounted),
- * at most; the round-trip timeout, if shorter, bounds it too.
- */
-export const DRAIN_MS = 1000;
 
 /** Echo chunks up to this size are compared in JavaScript. */
 const SHORT_COMPARE = 128;
@@ -210,7 +205,7 @@ export abstract class LoadLoop {
 
   /**
    * Ends the test: no new round trips, and none counted from now. Those in
-   * flight may finish, for up to {@linkcode DRAIN_MS}, so that each socket
+   * flight may finish, for up to {@linkcode drainMs}, so that each socket
    * closes with nothing owed and nothing unread: the server sees a client
    * close, not a reset. Idle connections close at once.
    */
@@ -219,9 +214,7 @@ export abstract class LoadLoop {
     this.#stopped = true;
     this.#endedAt = now;
     this.#cpu.end();
-    const { timeout } = this.config;
-    this.#drainUntil = now +
-      Math.min(DRAIN_MS, timeout > 0 ? timeout : DRAIN_MS);
+    this.#drainUntil = now + drainMs(this.config.timeout);
     for (const conn of this.conns) {
       if (conn?.open && !(conn.connected && conn.since > 0)) this.close(conn);
     }
