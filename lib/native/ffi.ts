@@ -363,7 +363,6 @@ const MAP_SHARED_POPULATE = 0x01 | 0x8000;
 export const IORING_OP_POLL_ADD = 6;
 export const IORING_OP_ASYNC_CANCEL = 14;
 export const IORING_OP_CONNECT = 16;
-export const IORING_OP_READ = 22;
 export const IORING_OP_SEND = 26;
 export const IORING_OP_RECV = 27;
 export const MSG_WAITALL = 0x100;

@@ -19,17 +19,12 @@ import {
   EPOLLIN,
   EPOLLOUT,
   errnoText,
-  IPPROTO_TCP,
   MSG_NOSIGNAL,
   type Native,
   setEpollEvent,
   SO_ERROR,
-  SOCK_CLOEXEC,
   SOCK_NONBLOCK,
-  SOCK_STREAM,
-  sockaddr,
   SOL_SOCKET,
-  TCP_NODELAY,
 } from "./ffi.ts";
 import { Conn, type LoadConfig, LoadLoop } from "./load_loop.ts";
 
@@ -47,7 +42,6 @@ export class EpollLoad extends LoadLoop {
   #int = new Int32Array(1);
   #intLength = new Uint32Array(1);
   #wakeBuffer = new Uint8Array(8);
-  #address: Uint8Array;
   /** Open connections by file descriptor. */
   #byFd: (Conn | undefined)[] = [];
 
@@ -56,7 +50,6 @@ export class EpollLoad extends LoadLoop {
     this.#buffer = new Uint8Array(
       Math.max(64 * 1024, config.message.length + 1),
     );
-    this.#address = sockaddr(native, config.hostname, config.port);
     const epoll = native.libc.epoll_create1(EPOLL_CLOEXEC);
     if (epoll < 0) throw new Error(`epoll_create1: ${this.#errno()}`);
     this.#epoll = epoll;
@@ -65,16 +58,9 @@ export class EpollLoad extends LoadLoop {
 
   protected override open(index: number): void {
     const { libc } = this.native;
-    const address = this.#address;
-    const family = new DataView(address.buffer).getUint16(0, true);
-    const fd = libc.socket(
-      family,
-      SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-      0,
-    );
-    if (fd < 0) return this.fail("connect", `socket: ${this.#errno()}`);
-    this.#int[0] = 1;
-    libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, this.#int, 4);
+    const address = this.address;
+    const fd = this.socket(SOCK_NONBLOCK);
+    if (fd < 0) return;
     if (libc.connect(fd, address, address.length) < 0) {
       const errno = this.native.errno();
       if (errno !== EINPROGRESS) {

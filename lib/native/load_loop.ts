@@ -19,7 +19,15 @@ import {
 import { CpuWindow } from "../client/cpu.ts";
 import { drainMs } from "../client/drain.ts";
 import { failure, type FailureKind, Failures } from "../client/failures.ts";
-import { errnoText, type Native } from "./ffi.ts";
+import {
+  errnoText,
+  IPPROTO_TCP,
+  type Native,
+  SOCK_CLOEXEC,
+  SOCK_STREAM,
+  sockaddr,
+  TCP_NODELAY,
+} from "./ffi.ts";
 
 /** `control[0]`: 0 while running, 1 once the calling thread says stop. */
 export const STOP_LOAD = 1;
@@ -103,6 +111,11 @@ export class Conn {
 export abstract class LoadLoop {
   protected readonly native: Native;
   protected readonly config: LoadConfig;
+  /** The server's address: a `sockaddr_in` or `sockaddr_in6`. */
+  protected readonly address: Uint8Array;
+  /** Its family (the first two bytes, little-endian on both architectures). */
+  #family: number;
+  #one = new Int32Array([1]);
   /**
    * Connections by index, open or closed; none where socket() failed, so
    * that there may be holes.
@@ -131,6 +144,8 @@ export abstract class LoadLoop {
   constructor(native: Native, config: LoadConfig) {
     this.native = native;
     this.config = config;
+    this.address = sockaddr(native, config.hostname, config.port);
+    this.#family = this.address[0] | this.address[1] << 8;
     this.#startedAt = this.#endedAt = native.now();
     this.#measuredFrom = this.#startedAt + config.warmup;
     this.#deadline = config.duration === undefined
@@ -163,6 +178,21 @@ export abstract class LoadLoop {
       this.end();
     }
     return this.#result();
+  }
+
+  /**
+   * A TCP socket of the server's family, with `flags` (SOCK_NONBLOCK, say)
+   * and TCP_NODELAY; -1, the failure counted, when the system refuses one.
+   */
+  protected socket(flags: number): number {
+    const { libc } = this.native;
+    const fd = libc.socket(this.#family, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
+    if (fd < 0) {
+      this.fail("connect", `socket: ${errnoText(this.native.errno())}`);
+      return -1;
+    }
+    libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, this.#one, 4);
+    return fd;
   }
 
   /** Creates connection `index`'s socket and starts its connect. */

@@ -9,23 +9,17 @@
 
 import {
   ECANCELED,
-  errnoText,
   IORING_OP_ASYNC_CANCEL,
   IORING_OP_CONNECT,
   IORING_OP_POLL_ADD,
   IORING_OP_RECV,
   IORING_OP_SEND,
-  IPPROTO_TCP,
   MSG_NOSIGNAL,
   MSG_WAITALL,
   type Native,
   POLLIN,
   Ring,
   Slab,
-  SOCK_CLOEXEC,
-  SOCK_STREAM,
-  sockaddr,
-  TCP_NODELAY,
 } from "./ffi.ts";
 import { Conn, type LoadConfig, LoadLoop } from "./load_loop.ts";
 
@@ -48,13 +42,11 @@ export class UringLoad extends LoadLoop {
   #ring: Ring;
   /** The address, the message and every receive slot, at fixed addresses. */
   #slab: Slab;
-  #addressLength: number;
   #messageAt = ADDRESS_ROOM;
   #slotsAt: number;
   #slotSize: number;
   /** Each connection's slot, as bytes. */
   #slots: Uint8Array[] = [];
-  #int = new Int32Array(1);
   #wakeBuffer = new Uint8Array(8);
   #polling = false;
 
@@ -71,9 +63,7 @@ export class UringLoad extends LoadLoop {
     );
     this.#slotsAt = ADDRESS_ROOM + message.length;
     this.#slab = new Slab(this.#slotsAt + connections * this.#slotSize);
-    const address = sockaddr(native, config.hostname, config.port);
-    this.#slab.bytes.set(address, 0);
-    this.#addressLength = address.length;
+    this.#slab.bytes.set(this.address, 0);
     this.#slab.bytes.set(message, this.#messageAt);
     // Two operations in flight per connection, and room for cancels.
     this.#ring = new Ring(
@@ -85,15 +75,9 @@ export class UringLoad extends LoadLoop {
   }
 
   protected override open(index: number): void {
-    const { libc } = this.native;
-    const family = this.#slab.bytes[0] | this.#slab.bytes[1] << 8;
     // A blocking socket: io_uring waits for it on its own.
-    const fd = libc.socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-      return this.fail("connect", `socket: ${errnoText(this.native.errno())}`);
-    }
-    this.#int[0] = 1;
-    libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, this.#int, 4);
+    const fd = this.socket(0);
+    if (fd < 0) return;
     const conn = new Conn(fd, index);
     const at = this.#slotsAt + index * this.#slotSize;
     this.#slots[index] = this.#slab.bytes.subarray(at, at + this.#slotSize);
@@ -105,7 +89,7 @@ export class UringLoad extends LoadLoop {
       0,
       0,
       index * 4 + CONNECT,
-      this.#addressLength,
+      this.address.length,
     );
   }
 
