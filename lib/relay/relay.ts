@@ -5,6 +5,7 @@
 
 import { setImmediate } from "node:timers";
 import { Pacer } from "./pacer.ts";
+import type { ClusterStatus } from "../types.ts";
 
 const encoder = new TextEncoder();
 /** What a sender hears when the shared log cannot take its line. */
@@ -54,8 +55,6 @@ export type RelayEvent =
     delivered?: () => void;
   }
   | { t: "announce"; text: string };
-
-import type { ClusterStatus } from "../types.ts";
 
 /**
  * Where a relay's events go, and where they come back from in the one

@@ -69,29 +69,29 @@ export const DURATION_BUCKETS = [
   3600,
 ] as const;
 
-/** Which of {@linkcode CLOSE_REASONS} a reason given in a log record is. */
-function closeReason(reason: string): number {
-  switch (reason) {
-    case "closed by client":
-      return 0;
-    case "idle timeout":
-      return 1;
-    case "send queue full":
-      return 2;
-    case "quit command":
-      return 3;
-    case "server shutting down":
-    case "grace period over":
-      return 4;
-    case "server stopped":
-      return 5;
-    case "reset by peer":
-    case "broken pipe":
-      return 6;
-    default:
-      return 7;
-  }
-}
+/**
+ * The reasons the engines give (their log records' `reason`), each with the
+ * one of {@linkcode CLOSE_REASONS} it counts as; any other is an `error`.
+ */
+const CLOSE_REASON_OF: Record<string, CloseReason> = {
+  "closed by client": "closed_by_client",
+  "idle timeout": "idle_timeout",
+  "send queue full": "send_queue_full",
+  "quit command": "quit_command",
+  "server shutting down": "shutdown",
+  "grace period over": "shutdown",
+  "server stopped": "server_stopped",
+  "reset by peer": "reset",
+  "broken pipe": "reset",
+};
+
+/** Where in the counters each reason an engine gives is counted. */
+const CLOSED_AT = new Map(
+  Object.entries(CLOSE_REASON_OF).map((
+    [reason, counted],
+  ) => [reason, CLOSED + CLOSE_REASONS.indexOf(counted)]),
+);
+const CLOSED_ERROR = CLOSED + CLOSE_REASONS.indexOf("error");
 
 /**
  * Counts a connection closed for `reason` after `durationMs`, in one
@@ -102,7 +102,7 @@ export function countClosed(
   reason: string,
   durationMs: number,
 ): void {
-  counters[CLOSED + closeReason(reason)]++;
+  counters[CLOSED_AT.get(reason) ?? CLOSED_ERROR]++;
   const seconds = Math.max(0, durationMs) / 1000;
   let bucket = DURATION_BUCKETS.findIndex((le) => seconds <= le);
   if (bucket === -1) bucket = DURATION_BUCKETS.length;
