@@ -33,7 +33,6 @@ import {
   CLIENT_HELP,
   LOAD_FLAGS,
 } from "./lib/cli/client_flags.ts";
-import { runLoad } from "./lib/cli/load.ts";
 import { configureLogging } from "./lib/cli/logging.ts";
 import { runSession } from "./lib/cli/session.ts";
 
@@ -76,6 +75,8 @@ async function main(args: string[]): Promise<number> {
       const perClient = spelled.count === undefined && v.duration === undefined
         ? (spelled["num-clients"] === undefined ? undefined : 1)
         : undefined;
+      // Loaded for a load test only: HdrHistogram with it.
+      const { runLoad } = await import("./lib/cli/load.ts");
       return await runLoad({
         ...target,
         connections: v.connections ?? v["num-clients"],

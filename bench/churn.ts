@@ -14,7 +14,7 @@
  * @module
  */
 
-import hdr from "hdr-histogram-js";
+import hdr from "npm:hdr-histogram-js@^3.0.1";
 
 /** What churns beside the pinger. */
 export type ChurnKind = "half-close" | "open-close";

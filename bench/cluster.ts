@@ -18,12 +18,13 @@
 // and on one core three instances and Redis only share its time; their CPU
 // per line says what each costs.
 
-import * as hdr from "hdr-histogram-js";
+import * as hdr from "npm:hdr-histogram-js@^3.0.1";
 import { startRedis, type TestRedis } from "../tests/_redis.ts";
 import {
   cpuMs,
   DENO,
   fmt,
+  LOCK,
   markdown,
   ROOT,
   type Server,
@@ -67,6 +68,7 @@ export type ClusterLayout = keyof typeof CLUSTER_LAYOUTS;
 const BROADCAST = [
   DENO,
   "run",
+  LOCK,
   "--allow-net",
   "--allow-read",
   "--allow-write",

@@ -45,6 +45,7 @@ import {
 import {
   DENO,
   fmt,
+  LOCK,
   markdown,
   pinSelf,
   ROOT,
@@ -65,6 +66,7 @@ const SERVERS: Record<string, string[]> = {
   project: [
     DENO,
     "run",
+    LOCK,
     "--allow-net",
     `--allow-read=${ROOT}lib`,
     "--unstable-net",
@@ -77,6 +79,7 @@ const SERVERS: Record<string, string[]> = {
   project_native: [
     DENO,
     "run",
+    LOCK,
     "--allow-net",
     `--allow-read=${ROOT}lib`,
     "--allow-ffi",
@@ -92,6 +95,7 @@ const SERVERS: Record<string, string[]> = {
   deno_pipe: [
     DENO,
     "run",
+    LOCK,
     "--allow-net",
     `${ROOT}bench/deno_pipe_echo.ts`,
     "0",
@@ -103,6 +107,7 @@ const TLS_SERVERS: Record<string, (certs: TestCertificates) => string[]> = {
   project: (certs) => [
     DENO,
     "run",
+    LOCK,
     "--allow-net",
     "--allow-read",
     `${ROOT}server.ts`,
@@ -172,6 +177,7 @@ const UDP_SERVERS: Record<string, string[]> = {
   project: [
     DENO,
     "run",
+    LOCK,
     "--allow-net",
     "--unstable-net",
     `${ROOT}server.ts`,
@@ -469,6 +475,7 @@ async function churnLatency(
   const churner = new Deno.Command(DENO, {
     args: [
       "run",
+      LOCK,
       "-A",
       script,
       "churn",
@@ -484,6 +491,7 @@ async function churnLatency(
   const ping = [
     DENO,
     "run",
+    LOCK,
     "-A",
     script,
     "pinger",

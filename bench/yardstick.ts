@@ -25,7 +25,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { DENO, fmt, markdown, ROOT } from "./_harness.ts";
+import { DENO, fmt, LOCK, markdown, ROOT } from "./_harness.ts";
 
 const FILES = 20_000;
 
@@ -47,7 +47,7 @@ const SERVERS: Record<string, (bin: string) => string[]> = {
 /** One of our CLIs, with the permissions either engine needs. */
 function cli(script: string, args: string[]): string[] {
   const allow = ["--allow-net", "--allow-read", "--allow-ffi"];
-  return [DENO, "run", ...allow, `${ROOT}${script}`, ...args];
+  return [DENO, "run", LOCK, ...allow, `${ROOT}${script}`, ...args];
 }
 
 function server(extra: string[]): string[] {

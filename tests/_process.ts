@@ -3,6 +3,12 @@
 import assert from "node:assert/strict";
 
 export const ROOT: string = new URL("..", import.meta.url).pathname;
+/**
+ * The lockfile for every `deno run` a test spawns: deno.json leaves the lock
+ * to each command (`"lock": false`, so that `deno task` does not download
+ * every package the lock names), as its tasks do.
+ */
+export const LOCK: string = `--lock=${ROOT}deno.lock`;
 export const SERVER: string = new URL("../server.ts", import.meta.url).pathname;
 export const CLIENT: string = new URL("../client.ts", import.meta.url).pathname;
 
@@ -121,6 +127,7 @@ export class ServerProcess extends Spawned {
     command: [string, ...string[]] = [
       Deno.execPath(),
       "run",
+      LOCK,
       "--allow-net",
       SERVER,
     ],
@@ -145,7 +152,7 @@ export class ServerProcess extends Spawned {
 
 /** The command line that runs the client CLI with `args`. */
 export function clientCommand(args: string[]): [string, string[]] {
-  return [Deno.execPath(), ["run", "--allow-net", CLIENT, ...args]];
+  return [Deno.execPath(), ["run", LOCK, "--allow-net", CLIENT, ...args]];
 }
 
 /**

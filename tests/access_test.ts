@@ -6,7 +6,7 @@ import { echoOnce, serveEcho } from "../mod.ts";
 import { encodeProxyHeader } from "../lib/proxy/header.ts";
 import { testCertificates } from "./_certs.ts";
 import { captureLogs, sendAndRead } from "./_helpers.ts";
-import { assertUsageErrors, SERVER, ServerProcess } from "./_process.ts";
+import { assertUsageErrors, LOCK, SERVER, ServerProcess } from "./_process.ts";
 
 const logs = await captureLogs();
 const encoder = new TextEncoder();
@@ -182,7 +182,7 @@ Deno.test("server --allow, --deny, --allow-file and --deny-file", async () => {
   );
   await using server = await ServerProcess.start(
     ["--allow-file", allowFile, "--deny", "192.0.2.0/24"],
-    [Deno.execPath(), "run", "--allow-net", "--allow-read", SERVER],
+    [Deno.execPath(), "run", LOCK, "--allow-net", "--allow-read", SERVER],
   );
   assert.equal(
     await sendAndRead({ port: server.port }, encoder.encode("from a file")),
@@ -205,7 +205,7 @@ Deno.test("server --allow, --deny, --allow-file and --deny-file", async () => {
     ],
   ];
   await assertUsageErrors(
-    [Deno.execPath(), "run", "--allow-net", "--allow-read", SERVER],
+    [Deno.execPath(), "run", LOCK, "--allow-net", "--allow-read", SERVER],
     cases,
   );
 });

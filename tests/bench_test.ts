@@ -3,12 +3,13 @@
 
 import assert from "node:assert/strict";
 import { runsIn } from "../lib/cli/plot.ts";
-import { run } from "./_process.ts";
+import { LOCK, run } from "./_process.ts";
 
 Deno.test("deno task bench runs every server over every workload, and the workers comparison, and draws its latency charts", async () => {
   await using out = await tempDir();
   const result = await run(Deno.execPath(), [
     "run",
+    LOCK,
     "-A",
     "--unstable-net",
     new URL("../bench/run.ts", import.meta.url).pathname,
@@ -135,6 +136,7 @@ Deno.test({
   async fn() {
     const result = await run(Deno.execPath(), [
       "run",
+      LOCK,
       "-A",
       new URL("../bench/yardstick.ts", import.meta.url).pathname,
       "--reps",

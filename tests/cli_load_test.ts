@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { serveEcho } from "../mod.ts";
-import { assertUsageErrors, CLIENT, runClient } from "./_process.ts";
+import { assertUsageErrors, CLIENT, LOCK, runClient } from "./_process.ts";
 
 const decoder = new TextDecoder();
 
@@ -147,7 +147,7 @@ Deno.test("client load mode exits 1 on a mismatch, 2 on bad flags", async (t) =>
     ],
   ];
   await assertUsageErrors(
-    [Deno.execPath(), "run", "--allow-net", CLIENT],
+    [Deno.execPath(), "run", LOCK, "--allow-net", CLIENT],
     cases,
   );
 });

@@ -6,6 +6,7 @@ import { serveEcho } from "../mod.ts";
 import { LineClient } from "./_helpers.ts";
 import {
   clientCommand,
+  LOCK,
   runClient,
   ServerProcess,
   Spawned,
@@ -89,6 +90,7 @@ Deno.test("server rejects bad mode flags with one line and exit code 2", async (
     await t.step(args.join(" "), async () => {
       await using server = new Spawned(Deno.execPath(), [
         "run",
+        LOCK,
         "--allow-net",
         new URL("../server.ts", import.meta.url).pathname,
         "--port",

@@ -11,6 +11,7 @@ import {
 import {
   assertUsageErrors,
   CLIENT,
+  LOCK,
   ROOT,
   run,
   runClient,
@@ -122,7 +123,7 @@ Deno.test("client reports a timeout and a short echo with exit code 1", async ()
 
 Deno.test("client usage errors exit 2 with one line", async () => {
   await assertUsageErrors(
-    [Deno.execPath(), "run", "--allow-net", CLIENT],
+    [Deno.execPath(), "run", LOCK, "--allow-net", CLIENT],
     [
       [["--bogus", "x"], "Unknown option '--bogus'"],
       [
@@ -212,6 +213,7 @@ Deno.test("server usage and runtime errors exit 2 and 1 with one line", async ()
   ) {
     const result = await run(Deno.execPath(), [
       "run",
+      LOCK,
       "--allow-net",
       SERVER,
       ...args,
@@ -230,6 +232,7 @@ function serverCommand(engine: Engine): [string, ...string[]] {
     ? [
       Deno.execPath(),
       "run",
+      LOCK,
       "--allow-net",
       "--allow-read",
       "--allow-ffi",
@@ -237,7 +240,7 @@ function serverCommand(engine: Engine): [string, ...string[]] {
       "--engine",
       "native",
     ]
-    : [Deno.execPath(), "run", "--allow-net", SERVER];
+    : [Deno.execPath(), "run", LOCK, "--allow-net", SERVER];
 }
 
 Deno.test("--help and --version document the flags and exit codes", async () => {
@@ -259,6 +262,7 @@ Deno.test("--help and --version document the flags and exit codes", async () => 
   ) {
     const help = await run(Deno.execPath(), [
       "run",
+      LOCK,
       "--allow-net",
       script,
       "--help",
@@ -271,6 +275,7 @@ Deno.test("--help and --version document the flags and exit codes", async () => 
     assert.match(text, /Exit codes:/);
     const version = await run(Deno.execPath(), [
       "run",
+      LOCK,
       "--allow-net",
       script,
       "-V",
@@ -460,6 +465,7 @@ Deno.test("the library prints nothing unless logging is configured", async () =>
   `;
   const result = await run(Deno.execPath(), [
     "eval",
+    LOCK,
     "--config",
     `${ROOT}deno.json`,
     script,

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { LineClient } from "./_helpers.ts";
-import { runClient, SERVER, ServerProcess, Spawned } from "./_process.ts";
+import { LOCK, runClient, SERVER, ServerProcess, Spawned } from "./_process.ts";
 
 const decoder = new TextDecoder();
 
@@ -11,6 +11,7 @@ const decoder = new TextDecoder();
 const WITH_WORKERS: [string, ...string[]] = [
   Deno.execPath(),
   "run",
+  LOCK,
   "--allow-net",
   "--allow-read=lib",
   "--unstable-net",
@@ -104,6 +105,7 @@ Deno.test("server --workers: where workers cannot run, one line and exit code 2"
     await t.step(name, async () => {
       await using server = new Spawned(Deno.execPath(), [
         "run",
+        LOCK,
         ...permissions,
         SERVER,
         "--port",

@@ -6,7 +6,7 @@ import { serveEcho } from "../mod.ts";
 import { encodeProxyHeader } from "../lib/proxy/header.ts";
 import { testCertificates } from "./_certs.ts";
 import { LineClient, readAll, writeAll } from "./_helpers.ts";
-import { run, SERVER, ServerProcess } from "./_process.ts";
+import { LOCK, run, SERVER, ServerProcess } from "./_process.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -187,6 +187,7 @@ Deno.test("server --mode info --id: nc asks, and without --allow-sys it is a cle
   ], [
     Deno.execPath(),
     "run",
+    LOCK,
     "--allow-net",
     "--allow-sys=hostname",
     "--unstable-net",
@@ -207,6 +208,7 @@ Deno.test("server --mode info --id: nc asks, and without --allow-sys it is a cle
   assert.equal(decoder.decode(udp.stdout), "web-1\n");
   const denied = await run(Deno.execPath(), [
     "run",
+    LOCK,
     "--allow-net",
     SERVER,
     "--mode",

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { echoOnce, loadTest, serveEcho } from "../mod.ts";
 import { captureLogs, localPeer } from "./_helpers.ts";
-import { run, runClient, ServerProcess } from "./_process.ts";
+import { LOCK, run, runClient, ServerProcess } from "./_process.ts";
 
 const logs = await captureLogs();
 const decoder = new TextDecoder();
@@ -46,6 +46,7 @@ Deno.test("server and client CLIs with --hostname ::1, with and without workers"
       [
         Deno.execPath(),
         "run",
+        LOCK,
         "--allow-net",
         "--allow-read",
         "--unstable-net",

@@ -11,7 +11,7 @@ import {
   pseudoRandomBytes,
   writeAll,
 } from "./_helpers.ts";
-import { run, SERVER } from "./_process.ts";
+import { LOCK, run, SERVER } from "./_process.ts";
 
 const logs = await captureLogs();
 const encoder = new TextEncoder();
@@ -139,6 +139,7 @@ Deno.test("the limits hold across workers, and 100,000 addresses do not grow the
 Deno.test("server --max-connections-per-ip and --connect-rate", async () => {
   const bad = await run(Deno.execPath(), [
     "run",
+    LOCK,
     "--allow-net",
     SERVER,
     "--max-connections-per-ip",
@@ -151,6 +152,7 @@ Deno.test("server --max-connections-per-ip and --connect-rate", async () => {
   );
   const rate = await run(Deno.execPath(), [
     "run",
+    LOCK,
     "--allow-net",
     SERVER,
     "--connect-rate",

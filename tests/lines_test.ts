@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "./_fast_check.ts";
 import { contentLength, LineSplitter } from "../lib/_lines.ts";
 import { concat } from "./_helpers.ts";
 

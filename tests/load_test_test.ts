@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import * as hdr from "hdr-histogram-js";
+import * as hdr from "npm:hdr-histogram-js@^3.0.1";
 import { loadTest, serveEcho } from "../mod.ts";
 import { loadEngineTest } from "./_engines.ts";
 import { captureLogs } from "./_helpers.ts";

@@ -9,7 +9,13 @@ import { encodeProxyHeader } from "../lib/proxy/header.ts";
 import { testCertificates } from "./_certs.ts";
 import { sendAndRead } from "./_helpers.ts";
 import { ENGINES } from "./_engines.ts";
-import { assertUsageErrors, run, SERVER, ServerProcess } from "./_process.ts";
+import {
+  assertUsageErrors,
+  LOCK,
+  run,
+  SERVER,
+  ServerProcess,
+} from "./_process.ts";
 
 /** The samples of a scrape, by `name{labels}`, and the whole text. */
 interface Scrape {
@@ -177,7 +183,7 @@ Deno.test("server --metrics HOST:PORT prints where, serves the scrape, and its u
   // not read 0 for want of /proc/self (Deno opens it only with -A).
   await using server = await ServerProcess.start(
     ["--metrics", "127.0.0.1:0"],
-    [Deno.execPath(), "run", "--allow-net", "--allow-read", SERVER],
+    [Deno.execPath(), "run", LOCK, "--allow-net", "--allow-read", SERVER],
   );
   const line = await server.stdout.waitFor(/^Metrics on /);
   const url = line.slice("Metrics on ".length);
@@ -193,7 +199,7 @@ Deno.test("server --metrics HOST:PORT prints where, serves the scrape, and its u
   assert.ok(samples.get("process_cpu_seconds_total")! > 0);
   assert.ok(!samples.has("process_open_fds"));
   await assertUsageErrors(
-    [Deno.execPath(), "run", "--allow-net", SERVER, "--port", "0"],
+    [Deno.execPath(), "run", LOCK, "--allow-net", SERVER, "--port", "0"],
     [
       [
         ["--metrics", "9464"],

@@ -4,14 +4,14 @@
 // load_test_test.ts.
 
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "./_fast_check.ts";
 import {
   echoOnce,
   loadTest,
   serveEcho,
   type ServeEchoOptions,
 } from "../mod.ts";
-import { CLIENT, run, SERVER } from "./_process.ts";
+import { CLIENT, LOCK, run, SERVER } from "./_process.ts";
 
 Deno.test("engine native refuses what only the default engine does, naming the engine option", async () => {
   for (
@@ -80,6 +80,7 @@ Deno.test("engine native with workers: one epoll loop per worker on one port", a
 Deno.test("--engine native without --allow-ffi is a usage error that says so", async () => {
   const result = await run(Deno.execPath(), [
     "run",
+    LOCK,
     "--allow-net",
     "--allow-read",
     SERVER,
@@ -100,6 +101,7 @@ Deno.test("client --engine native: a load test through the native loop; without 
   const client = (flags: string[], ffi = true) =>
     run(Deno.execPath(), [
       "run",
+      LOCK,
       "--allow-net",
       "--allow-read",
       ...(ffi ? ["--allow-ffi"] : []),
@@ -173,7 +175,7 @@ Deno.test("where the kernel refuses io_uring (EPERM injected by strace), the nat
         "inject=io_uring_setup:error=EPERM",
       ],
       Deno.execPath(),
-      ...["run", "--allow-net", "--allow-read", "--allow-ffi", CLIENT],
+      ...["run", LOCK, "--allow-net", "--allow-read", "--allow-ffi", CLIENT],
       ...["--port", String(server.addr.port), "--engine", "native"],
       ...["--count", "200", "--connections", "2", "--json"],
       ...flags,

@@ -6,12 +6,12 @@
 import assert from "node:assert/strict";
 import { serveEcho } from "../mod.ts";
 import { runsIn } from "../lib/cli/plot.ts";
-import { assertUsageErrors, CLIENT, run } from "./_process.ts";
+import { assertUsageErrors, CLIENT, LOCK, run } from "./_process.ts";
 import { readPng } from "./_png.ts";
 
 const CLI = [
   Deno.execPath(),
-  ...["run", "--allow-net", "--allow-read", "--allow-write", CLIENT],
+  ...["run", LOCK, "--allow-net", "--allow-read", "--allow-write", CLIENT],
 ];
 
 function client(args: string[]) {

@@ -3,7 +3,7 @@
 // out.
 
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "./_fast_check.ts";
 import { concat } from "./_helpers.ts";
 import {
   encodeProxyHeader,

@@ -14,7 +14,14 @@ import {
   sendAndRead,
   writeAll,
 } from "./_helpers.ts";
-import { CLIENT, run, SERVER, ServerProcess, Spawned } from "./_process.ts";
+import {
+  CLIENT,
+  LOCK,
+  run,
+  SERVER,
+  ServerProcess,
+  Spawned,
+} from "./_process.ts";
 
 const logs = await captureLogs();
 const encoder = new TextEncoder();
@@ -326,6 +333,7 @@ Deno.test("socat sends a crafted PROXY header; the CLIs send and read them", asy
   for (const version of ["v1", "v2"]) {
     const result = await run(Deno.execPath(), [
       "run",
+      LOCK,
       "--allow-net",
       CLIENT,
       "--port",
@@ -342,6 +350,7 @@ Deno.test("socat sends a crafted PROXY header; the CLIs send and read them", asy
   await server.stderr.waitFor(/Opened 203\.0\.113\.1:7001 /);
   const plain = await run(Deno.execPath(), [
     "run",
+    LOCK,
     "--allow-net",
     CLIENT,
     "--port",
@@ -383,6 +392,7 @@ Deno.test("socat sends a crafted PROXY header; the CLIs send and read them", asy
   for (const [script, args, message] of usage) {
     const result = await run(Deno.execPath(), [
       "run",
+      LOCK,
       "--allow-net",
       script,
       ...args,

@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import fc from "fast-check";
+import fc from "./_fast_check.ts";
 import {
   decodeEvents,
   encodeEvents,

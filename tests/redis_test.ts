@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { serveEcho } from "../mod.ts";
 import { serveMetrics } from "../metrics.ts";
 import { captureLogs, LineClient } from "./_helpers.ts";
-import { run, SERVER, ServerProcess } from "./_process.ts";
+import { LOCK, run, SERVER, ServerProcess } from "./_process.ts";
 import { startRedis } from "./_redis.ts";
 import { testCertificates } from "./_certs.ts";
 import { chatRelay, member } from "./_relay.ts";
@@ -131,6 +131,7 @@ Deno.test("an instance that is SIGKILLed leaves no ghosts: its members go within
     [
       Deno.execPath(),
       "run",
+      LOCK,
       "--allow-net",
       "--allow-read",
       "--allow-write",
@@ -172,6 +173,7 @@ Deno.test("an orderly stop takes its members away at once, and --redis that does
 
   const result = await run(Deno.execPath(), [
     "run",
+    LOCK,
     "--allow-net",
     "--allow-read",
     "--allow-write",
@@ -188,6 +190,7 @@ Deno.test("an orderly stop takes its members away at once, and --redis that does
   );
   const echo = await run(Deno.execPath(), [
     "run",
+    LOCK,
     "--allow-net",
     SERVER,
     "--redis",
@@ -302,7 +305,7 @@ Deno.test("rediss:// and a password in the URL: one chat over TLS and plain TCP,
   // Deno trusts our test CA for TLS (node-redis's too) with DENO_CERT.
   await using overTls = await ServerProcess.start(
     ["--mode", "chat", "--redis", redis.tlsUrl!, "--log-level", "error"],
-    [Deno.execPath(), "run", "--allow-net", "--allow-read", SERVER],
+    [Deno.execPath(), "run", LOCK, "--allow-net", "--allow-read", SERVER],
     { env: { DENO_CERT: certs.caFile } },
   );
   await using overTcp = serveEcho({
@@ -323,6 +326,7 @@ Deno.test("rediss:// and a password in the URL: one chat over TLS and plain TCP,
       Deno.execPath(),
       [
         "run",
+        LOCK,
         "--allow-net",
         "--allow-read",
         SERVER,

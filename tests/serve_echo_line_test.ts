@@ -2,7 +2,7 @@
 // one-shot client against it.
 
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "./_fast_check.ts";
 import { echoOnce, serveEcho } from "../mod.ts";
 import {
   captureLogs,

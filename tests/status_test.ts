@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { echoOnce } from "../mod.ts";
 import {
   assertUsageErrors,
+  LOCK,
   onTerminal,
   SERVER,
   ServerProcess,
@@ -36,7 +37,7 @@ Deno.test("server --status-interval off a terminal logs a status record each int
 
 Deno.test("server --status on a terminal redraws one line in place, and log records go above it (script(1) pty)", async () => {
   const terminal = onTerminal(Deno.execPath(), [
-    ...["run", "--allow-net", SERVER, "--port", "0"],
+    ...["run", LOCK, "--allow-net", SERVER, "--port", "0"],
     ...["--status", "--status-interval", "0.2"],
   ]);
   const child = new Deno.Command(terminal.command, {
@@ -104,7 +105,7 @@ Deno.test("server --status on a terminal redraws one line in place, and log reco
 
 Deno.test("server --status-interval must be a positive number of seconds", async () => {
   await assertUsageErrors(
-    [Deno.execPath(), "run", "--allow-net", SERVER, "--port", "0"],
+    [Deno.execPath(), "run", LOCK, "--allow-net", SERVER, "--port", "0"],
     [
       [
         ["--status-interval", "0"],

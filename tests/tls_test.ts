@@ -16,6 +16,7 @@ import {
 import {
   assertUsageErrors,
   CLIENT,
+  LOCK,
   run,
   SERVER,
   ServerProcess,
@@ -327,6 +328,7 @@ function tlsServer(args: string[]): Promise<ServerProcess> {
   return ServerProcess.start(args, [
     Deno.execPath(),
     "run",
+    LOCK,
     "--allow-net",
     "--allow-read",
     SERVER,
@@ -338,6 +340,7 @@ function tlsClient(args: string[], env: Record<string, string> = {}) {
     Deno.execPath(),
     [
       "run",
+      LOCK,
       "--allow-net",
       "--allow-read",
       CLIENT,
@@ -392,6 +395,7 @@ Deno.test("server --tls-cert/--tls-key and client --tls --ca --server-name", asy
   // Interactively, line by line, over TLS.
   const session = await run(Deno.execPath(), [
     "run",
+    LOCK,
     "--allow-net",
     "--allow-read",
     CLIENT,
@@ -450,7 +454,7 @@ Deno.test("TLS usage errors exit 2 with one line", async () => {
     ],
   ];
   await assertUsageErrors(
-    [Deno.execPath(), "run", "--allow-net", "--allow-read", SERVER],
+    [Deno.execPath(), "run", LOCK, "--allow-net", "--allow-read", SERVER],
     cases,
   );
   const client = await tlsClient(["--ca", certs.caFile, "hi"]);

@@ -8,6 +8,7 @@ import { captureLogs, pseudoRandomBytes } from "./_helpers.ts";
 import {
   assertUsageErrors,
   CLIENT,
+  LOCK,
   run,
   SERVER,
   ServerProcess,
@@ -236,6 +237,7 @@ Deno.test("socat UDP: and nc -u get their datagrams back", async () => {
 function client(args: string[]) {
   return run(Deno.execPath(), [
     "run",
+    LOCK,
     "--allow-net",
     "--unstable-net",
     CLIENT,
@@ -251,6 +253,7 @@ Deno.test("server --udp and client --udp, --max-loss, and their usage errors", a
   ], [
     Deno.execPath(),
     "run",
+    LOCK,
     "--allow-net",
     "--unstable-net",
     SERVER,
@@ -335,7 +338,7 @@ Deno.test("server --udp and client --udp, --max-loss, and their usage errors", a
     ],
   ];
   await assertUsageErrors(
-    [Deno.execPath(), "run", "--allow-net", "--unstable-net", CLIENT],
+    [Deno.execPath(), "run", LOCK, "--allow-net", "--unstable-net", CLIENT],
     usage,
   );
   const serverUsage: [string[], string][] = [
@@ -355,6 +358,7 @@ Deno.test("server --udp and client --udp, --max-loss, and their usage errors", a
   for (const [args, message] of serverUsage) {
     const result = await run(Deno.execPath(), [
       "run",
+      LOCK,
       "--allow-net",
       "--allow-read",
       "--allow-write",
@@ -367,6 +371,7 @@ Deno.test("server --udp and client --udp, --max-loss, and their usage errors", a
   }
   const unstable = await run(Deno.execPath(), [
     "run",
+    LOCK,
     "--allow-net",
     SERVER,
     "--udp",

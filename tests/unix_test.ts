@@ -10,7 +10,7 @@ import {
   readAll,
   writeAll,
 } from "./_helpers.ts";
-import { CLIENT, run, SERVER, Spawned, writeStdin } from "./_process.ts";
+import { CLIENT, LOCK, run, SERVER, Spawned, writeStdin } from "./_process.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -48,6 +48,7 @@ async function staleSocket(path: string): Promise<void> {
 function unixServer(args: string[]): Spawned {
   return new Spawned(Deno.execPath(), [
     "run",
+    LOCK,
     "--allow-net",
     "--allow-read",
     "--allow-write",
@@ -59,6 +60,7 @@ function unixServer(args: string[]): Spawned {
 function unixClient(args: string[], stdin?: Uint8Array) {
   return run(Deno.execPath(), [
     "run",
+    LOCK,
     "--allow-net",
     "--allow-read",
     "--allow-write",
@@ -256,6 +258,7 @@ Deno.test("server --unix: clients with --unix, a SIGKILLed server's file, SIGTER
   // A second server on the same path: exit 1, and the first goes on.
   const second = await run(Deno.execPath(), [
     "run",
+    LOCK,
     "--allow-net",
     "--allow-read",
     "--allow-write",
@@ -311,6 +314,7 @@ Deno.test("--unix usage errors exit 2 (or 1 where the path cannot be bound) with
   for (const [args, code, message] of cases) {
     const result = await run(Deno.execPath(), [
       "run",
+      LOCK,
       "--allow-net",
       "--allow-read",
       "--allow-write",
@@ -340,6 +344,7 @@ Deno.test("server --unix --mode broadcast --operator: the console reaches Unix c
   const path = `${dir.path}/operator.sock`;
   await using server = new Spawned(Deno.execPath(), [
     "run",
+    LOCK,
     "--allow-net",
     "--allow-read",
     "--allow-write",
@@ -369,6 +374,7 @@ Deno.test("--unix where Deno may not write is exit 1 with Deno's reason", async 
   await using dir = await socketDir();
   const result = await run(Deno.execPath(), [
     "run",
+    LOCK,
     "--allow-net",
     "--allow-read",
     `--allow-write=${dir.path}/elsewhere`,

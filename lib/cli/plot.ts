@@ -5,9 +5,15 @@
 // beside them. Used by the client CLI (--histogram, --plot) and by
 // `deno task bench`. Not exported from mod.ts.
 
-import * as vega from "vega";
-import { compile } from "vega-lite";
+import type * as Vega from "npm:vega@^6.2.0";
+import type * as VegaLite from "npm:vega-lite@^6.4.1";
 import { decodeHistogram } from "../client/latency.ts";
+import { importLazily } from "../_lazy.ts";
+
+const vega = await importLazily<typeof Vega>("npm:vega@^6.2.0");
+const { compile } = await importLazily<typeof VegaLite>(
+  "npm:vega-lite@^6.4.1",
+);
 
 /** One run on a chart: its name, and latency (ms) by 1 / (1 - percentile). */
 export interface Run {

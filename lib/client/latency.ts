@@ -2,7 +2,10 @@
 // (lib/load_test.ts, lib/native/load_loop.ts), and its summary. Not
 // exported from mod.ts.
 
-import * as hdr from "hdr-histogram-js";
+import type * as Hdr from "npm:hdr-histogram-js@^3.0.1";
+import { importLazily } from "../_lazy.ts";
+
+const hdr = await importLazily<typeof Hdr>("npm:hdr-histogram-js@^3.0.1");
 
 /** Highest latency the histogram tracks: one hour, in microseconds. */
 const MAX_LATENCY_US = 3_600_000_000;
@@ -18,7 +21,7 @@ export interface Latency {
 }
 
 /** An HDR histogram of round-trip times in µs, 3 significant digits. */
-export function latencyHistogram(): hdr.Histogram {
+export function latencyHistogram(): Hdr.Histogram {
   return hdr.build({
     lowestDiscernibleValue: 1,
     highestTrackableValue: MAX_LATENCY_US,
@@ -31,12 +34,12 @@ export function latencyHistogram(): hdr.Histogram {
  * (a few hundred bytes): what crosses from a worker, and what a report
  * carries for plots.
  */
-export function encodeHistogram(h: hdr.Histogram): string {
+export function encodeHistogram(h: Hdr.Histogram): string {
   return hdr.encodeIntoCompressedBase64(h);
 }
 
 /** A histogram that {@linkcode encodeHistogram} encoded; free it after. */
-export function decodeHistogram(encoded: string): hdr.Histogram {
+export function decodeHistogram(encoded: string): Hdr.Histogram {
   return hdr.decodeFromCompressedBase64(encoded);
 }
 
@@ -46,7 +49,7 @@ export function decodeHistogram(encoded: string): hdr.Histogram {
  * the largest value recorded; no percentile is above the maximum, so each is
  * capped there.
  */
-export function latencySummary(h: hdr.Histogram): Latency {
+export function latencySummary(h: Hdr.Histogram): Latency {
   const percentile = (p: number) =>
     Math.min(h.getValueAtPercentile(p), h.maxValue);
   const summary = {

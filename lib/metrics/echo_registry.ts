@@ -3,10 +3,13 @@
 // worker already keeps (lib/server/counters.ts), summed once a scrape, so
 // that metrics add nothing to the path of a byte. Not exported from mod.ts.
 
-import client from "prom-client";
+import type * as Prom from "npm:prom-client@^15.1.3";
 import denoJson from "../../deno.json" with { type: "json" };
 import type { ClusterStatus, EchoServer, EchoServerStats } from "../types.ts";
 import { DURATION_BUCKETS } from "../server/counters.ts";
+import { importLazily } from "../_lazy.ts";
+
+const client = await importLazily<typeof Prom>("npm:prom-client@^15.1.3");
 
 /** prom-client's default metrics that read /proc/self. */
 const PROC_SELF_METRICS = [
@@ -173,7 +176,7 @@ export function echoRegistry(server: EchoServer<Deno.Addr>): EchoMetrics {
       registers: [registry],
     };
     const set = (
-      metric: client.Counter | client.Gauge,
+      metric: Prom.Counter | Prom.Gauge,
       apply: (labels: Record<string, string>, value: number) => void,
     ) => {
       const value = read(stats);
@@ -242,7 +245,7 @@ export function echoRegistry(server: EchoServer<Deno.Addr>): EchoMetrics {
  * observe values one by one, so this is a metric of our own that the
  * registry formats the same way).
  */
-function durationHistogram(stats: () => EchoServerStats): client.Metric {
+function durationHistogram(stats: () => EchoServerStats): Prom.Metric {
   const name = "tcp_echo_connection_duration_seconds";
   const help = "How long connections lasted, from accept to close.";
   const metric = {
@@ -273,7 +276,7 @@ function durationHistogram(stats: () => EchoServerStats): client.Metric {
     },
     reset: () => {},
   };
-  return metric as unknown as client.Metric;
+  return metric as unknown as Prom.Metric;
 }
 
 /**
@@ -283,7 +286,7 @@ function durationHistogram(stats: () => EchoServerStats): client.Metric {
  */
 function clusterGauges(
   status: () => ClusterStatus | undefined,
-): client.Metric[] {
+): Prom.Metric[] {
   const gauge = (
     name: string,
     help: string,
@@ -303,7 +306,7 @@ function clusterGauges(
       };
     },
     reset: () => {},
-  } as unknown as client.Metric);
+  } as unknown as Prom.Metric);
   return [
     gauge(
       "tcp_echo_redis_up",

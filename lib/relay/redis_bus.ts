@@ -16,9 +16,10 @@
 
 import { Buffer } from "node:buffer";
 import { setImmediate } from "node:timers";
-import type { createClient } from "redis";
+import type * as Redis from "npm:redis@^5.12.1";
 import { getLogger } from "@logtape/logtape";
 import { LOG_CATEGORY } from "../_helpers.ts";
+import { importLazily } from "../_lazy.ts";
 import type { ClusterStatus } from "../types.ts";
 import type { Bus, Member, RelayEvent, RelayState, Replica } from "./relay.ts";
 import {
@@ -81,7 +82,7 @@ function before(a: string, b: string): boolean {
   return am < bm || (am === bm && as < bs);
 }
 
-type Client = ReturnType<typeof createClient>;
+type Client = ReturnType<typeof Redis.createClient>;
 
 /** `url` as it may be shown: its password, if any, is `***`. */
 export function shownUrl(url: string): string {
@@ -89,7 +90,7 @@ export function shownUrl(url: string): string {
 }
 
 /** Connection options for node-redis from our URL forms. */
-function clientOptions(url: string): Parameters<typeof createClient>[0] {
+function clientOptions(url: string): Parameters<typeof Redis.createClient>[0] {
   if (url.startsWith("unix://")) {
     return {
       socket: { path: decodeURIComponent(new URL(url).pathname), tls: false },
@@ -165,7 +166,9 @@ export class RedisBus implements Bus {
 
   async #connect(timeoutMs: number): Promise<void> {
     const url = shownUrl(this.#options.url);
-    const { createClient, RESP_TYPES } = await import("redis");
+    const { createClient, RESP_TYPES } = await importLazily<typeof Redis>(
+      "npm:redis@^5.12.1",
+    );
     const base = clientOptions(this.#options.url);
     const config = {
       ...base,

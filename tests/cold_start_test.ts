@@ -1,0 +1,68 @@
+// A first start downloads only what it uses: a plain server and a plain
+// one-shot client need LogTape and no other npm package. Checked offline:
+// each runs with --cached-only against a Deno cache that holds LogTape
+// alone, so that needing any other package (node-redis, prom-client, Vega,
+// HdrHistogram, fast-check) fails the run.
+
+import assert from "node:assert/strict";
+import { CLIENT, LOCK, ROOT, run, SERVER, ServerProcess } from "./_process.ts";
+
+/** A Deno cache (DENO_DIR) holding only the npm package `name`. */
+async function cacheWith(name: string): Promise<string> {
+  const info = await run(Deno.execPath(), ["info", "--json"]);
+  const { npmCache } = JSON.parse(new TextDecoder().decode(info.stdout));
+  const dir = await Deno.makeTempDir({ prefix: "tcp-echo-cache-" });
+  const to = `${dir}/npm/registry.npmjs.org/${name}`;
+  await Deno.mkdir(to, { recursive: true });
+  const copy = await run("cp", [
+    "-R",
+    `${npmCache}/registry.npmjs.org/${name}/.`,
+    to,
+  ]);
+  assert.equal(copy.code, 0, copy.stderr);
+  return dir;
+}
+
+Deno.test("deno.json names LogTape alone, so deno task installs nothing else", async () => {
+  const config = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`));
+  assert.deepEqual(Object.keys(config.imports), ["@logtape/logtape"]);
+  // deno task installs every package of a lockfile named by the config.
+  assert.equal(config.lock, false);
+  for (const task of ["server", "client", "test"]) {
+    assert.match(config.tasks[task], /--lock=deno\.lock /, task);
+  }
+});
+
+Deno.test("a plain server and client start with LogTape alone in the cache", async () => {
+  const denoDir = await cacheWith("@logtape/logtape");
+  try {
+    const offline = ["run", LOCK, "--cached-only", "--allow-net"];
+    await using server = await ServerProcess.start(
+      [],
+      [Deno.execPath(), ...offline, "--allow-sys=hostname", SERVER],
+      { env: { DENO_DIR: denoDir } },
+    );
+    const client = await run(
+      Deno.execPath(),
+      [...offline, CLIENT, "--port", String(server.port), "hi"],
+      undefined,
+      ROOT,
+      { DENO_DIR: denoDir },
+    );
+    assert.equal(client.code, 0, client.stderr);
+    assert.equal(new TextDecoder().decode(client.stdout), "hi\n");
+    assert.equal(client.stderr, "");
+    // The check itself can fail: a load test needs HdrHistogram.
+    const load = await run(
+      Deno.execPath(),
+      [...offline, CLIENT, "--port", String(server.port), "--count", "1"],
+      undefined,
+      ROOT,
+      { DENO_DIR: denoDir },
+    );
+    assert.equal(load.code, 1);
+    assert.match(load.stderr, /hdr-histogram-js.*--cached-only/);
+  } finally {
+    await Deno.remove(denoDir, { recursive: true });
+  }
+});
