@@ -9,6 +9,48 @@ export const LOCK = `--lock=${ROOT}deno.lock`;
 export const DENO = Deno.execPath();
 const CLK_TCK = 100;
 
+/** Exit codes of the benchmark tasks, as the CLIs have them. */
+export const EXIT_USAGE = 2;
+
+/**
+ * A benchmark's flags, from `parse` (a strict `parseArgs` with a `help`
+ * flag): with `--help`, prints `usage` and exits 0; a bad command line is
+ * one line on stderr and exit 2, not a stack trace.
+ */
+export function benchFlags<V extends { help?: boolean }>(
+  usage: string,
+  parse: () => V,
+): V {
+  let values: V;
+  try {
+    values = parse();
+  } catch (error) {
+    // parseArgs' hint about positionals is a second sentence: one is enough.
+    const message = (error as Error).message.replace(/\. To specify.*$/s, "");
+    usageError(message);
+  }
+  if (values.help) {
+    console.log(usage);
+    Deno.exit(0);
+  }
+  return values;
+}
+
+/** Prints `error: MESSAGE (see --help)` and exits 2. */
+export function usageError(message: string): never {
+  console.error(`error: ${message} (see --help)`);
+  Deno.exit(EXIT_USAGE);
+}
+
+/** `text` of flag `name` as a positive number, or a usage error. */
+export function positive(name: string, text: string): number {
+  const n = Number(text);
+  if (!(n > 0) || !Number.isFinite(n)) {
+    usageError(`Invalid --${name}: expected a positive number, got '${text}'`);
+  }
+  return n;
+}
+
 /** CPU time (user and system) process `pid` has used, in ms. */
 export async function cpuMs(pid: number): Promise<number> {
   const stat = await Deno.readTextFile(`/proc/${pid}/stat`);

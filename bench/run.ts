@@ -43,14 +43,17 @@ import {
   clusterTable,
 } from "./cluster.ts";
 import {
+  benchFlags,
   DENO,
   fmt,
   LOCK,
   markdown,
   pinSelf,
+  positive,
   ROOT,
   type Server,
   start,
+  usageError,
 } from "./_harness.ts";
 import { type TestCertificates, testCertificates } from "../tests/_certs.ts";
 import { latencyChart, runOf } from "../lib/cli/plot.ts";
@@ -207,6 +210,23 @@ const RULES: Record<string, string[]> = {
   ],
 };
 const RULES_LOAD: PingPong = { size: 64, connections: 50 };
+/** `deno task bench --help`. */
+const USAGE = `Usage: deno task bench [options]
+
+Runs our server (each engine) and reference echo servers (Node, Deno's pipeTo)
+over the same workloads, prints one table with ratios, and writes the results
+as JSON to bench/results/ (or stdout with --out -).
+
+Options:
+  --quick            1 repetition of 1 s a workload, 32 MiB bulk, 1000 idle
+  --servers LIST     comma-separated, of ${Object.keys(SERVERS).join(", ")}
+  --duration S       seconds a workload (default: 5; --quick: 1)
+  --bulk MIB         bulk stream size in MiB (default: 256; --quick: 32)
+  --idle N           idle connections (default: 10000; --quick: 1000)
+  --reps N           repetitions, taking turns across servers (default: 3)
+  --out FILE         where the JSON goes, - for stdout
+  -h, --help         print this help and exit`;
+
 /** The TLS comparison's round trips. */
 const TLS_LOAD: PingPong = { size: 64, connections: 50 };
 
@@ -216,28 +236,39 @@ interface WorkersCell extends Cell {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    args: Deno.args,
-    strict: true,
-    options: {
-      quick: { type: "boolean" },
-      servers: { type: "string" },
-      duration: { type: "string" },
-      bulk: { type: "string" },
-      idle: { type: "string" },
-      reps: { type: "string" },
-      out: { type: "string" },
-    },
-  });
+  const values = benchFlags(USAGE, () =>
+    parseArgs({
+      args: Deno.args,
+      strict: true,
+      options: {
+        quick: { type: "boolean" },
+        servers: { type: "string" },
+        duration: { type: "string" },
+        bulk: { type: "string" },
+        idle: { type: "string" },
+        reps: { type: "string" },
+        out: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }).values);
   const quick = values.quick ?? false;
   const servers = (values.servers ?? Object.keys(SERVERS).join(",")).split(",");
   for (const name of servers) {
-    if (!(name in SERVERS)) throw new Error(`Unknown server ${name}`);
+    if (!(name in SERVERS)) {
+      usageError(
+        `Invalid --servers: no server ${name} (servers: ${
+          Object.keys(SERVERS).join(", ")
+        })`,
+      );
+    }
   }
-  const durationMs = Number(values.duration ?? (quick ? 1 : 5)) * 1000;
-  const bulkBytes = Number(values.bulk ?? (quick ? 32 : 256)) * 1024 * 1024;
-  const idleConns = Number(values.idle ?? (quick ? 1000 : 10_000));
-  const reps = Number(values.reps ?? (quick ? 1 : 3));
+  const durationMs =
+    positive("duration", values.duration ?? (quick ? "1" : "5")) *
+    1000;
+  const bulkBytes = positive("bulk", values.bulk ?? (quick ? "32" : "256")) *
+    1024 * 1024;
+  const idleConns = positive("idle", values.idle ?? (quick ? "1000" : "10000"));
+  const reps = positive("reps", values.reps ?? (quick ? "1" : "3"));
   const pinned = await pinSelf();
 
   const runs: Record<string, Record<string, Cell>[]> = {};

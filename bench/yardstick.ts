@@ -25,7 +25,35 @@
  */
 
 import { parseArgs } from "node:util";
-import { DENO, fmt, LOCK, markdown, ROOT } from "./_harness.ts";
+import {
+  benchFlags,
+  DENO,
+  fmt,
+  LOCK,
+  markdown,
+  positive,
+  ROOT,
+  usageError,
+} from "./_harness.ts";
+
+/** The yardstick's C sources, in its folder: the load generator, the server. */
+const SOURCES = ["loadgen/loadgen.c", "servers/c_epoll.c"] as const;
+
+/** `deno task bench:yardstick --help`. */
+const USAGE = `Usage: deno task bench:yardstick [options]
+
+Our two engines against ../shared/bench's C epoll echo server and C load
+generator (built here with gcc), on the native engine's targets; server on
+CPU 0, load on CPU 1.
+
+Options:
+  --reps N        repetitions, taking turns across servers (default: 3)
+  --duration S    seconds a workload (default: 5)
+  --bulk SIZE     bulk stream size, as the load generator takes it
+                  (default: 512M)
+  --idle N        idle connections (default: 10000)
+  --dir DIR       the yardstick's folder (default: ../shared/bench)
+  -h, --help      print this help and exit`;
 
 const FILES = 20_000;
 
@@ -289,8 +317,8 @@ async function build(dir: string): Promise<string> {
   const bin = await Deno.makeTempDir({ prefix: "tcp-echo-yardstick-" });
   for (
     const [out, source] of [
-      ["loadgen", `${dir}/loadgen/loadgen.c`],
-      ["c_epoll", `${dir}/servers/c_epoll.c`],
+      ["loadgen", `${dir}/${SOURCES[0]}`],
+      ["c_epoll", `${dir}/${SOURCES[1]}`],
     ]
   ) {
     const { success, stderr } = await new Deno.Command("gcc", {
@@ -310,24 +338,37 @@ function middle(values: number[]): number {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    args: Deno.args,
-    strict: true,
-    options: {
-      reps: { type: "string" },
-      duration: { type: "string" },
-      bulk: { type: "string" },
-      idle: { type: "string" },
-      dir: { type: "string" },
-    },
-  });
+  const values = benchFlags(USAGE, () =>
+    parseArgs({
+      args: Deno.args,
+      strict: true,
+      options: {
+        reps: { type: "string" },
+        duration: { type: "string" },
+        bulk: { type: "string" },
+        idle: { type: "string" },
+        dir: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }).values);
   const o: Options = {
-    reps: Number(values.reps ?? 3),
-    duration: Number(values.duration ?? 5),
+    reps: positive("reps", values.reps ?? "3"),
+    duration: positive("duration", values.duration ?? "5"),
     bulk: values.bulk ?? "512M",
-    idle: Number(values.idle ?? 10_000),
+    idle: positive("idle", values.idle ?? "10000"),
     dir: values.dir ?? `${ROOT}../shared/bench`,
   };
+  for (const source of SOURCES) {
+    try {
+      Deno.statSync(`${o.dir}/${source}`);
+    } catch {
+      usageError(
+        `Cannot find the C yardstick in ${o.dir} (${
+          SOURCES.join(", ")
+        }): it comes with ../shared/bench, or give --dir DIR`,
+      );
+    }
+  }
   const bin = await build(o.dir);
   const servers: Record<string, Record<string, Cell>[]> = {};
   const workers: Cell[][] = [];

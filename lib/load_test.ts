@@ -678,7 +678,7 @@ function messageBytes(message: string | Uint8Array | number): Uint8Array {
     if (message.length === 0) throw optionError("message", "empty");
     return message;
   }
-  assertPositive("message size", message, true);
+  assertPositive("message", message, true);
   const bytes = new Uint8Array(message);
   let x = 0x9e3779b9;
   for (let i = 0; i < bytes.length; i++) {

@@ -349,12 +349,12 @@ export interface ClusterStatus {
  * was reset (or its pipe broke), or another error.
  */
 export type CloseReason =
-  | "closed_by_client"
-  | "idle_timeout"
-  | "send_queue_full"
-  | "quit_command"
+  | "closedByClient"
+  | "idleTimeout"
+  | "sendQueueFull"
+  | "quitCommand"
   | "shutdown"
-  | "server_stopped"
+  | "serverStopped"
   | "reset"
   | "error";
 

@@ -173,3 +173,46 @@ async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
     [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }),
   };
 }
+
+Deno.test("bench and bench:yardstick print their usage, and a bad command line is one line and exit 2", async () => {
+  const script = (name: string) =>
+    new URL(`../bench/${name}.ts`, import.meta.url).pathname;
+  for (
+    const [name, task] of [["run", "bench"], ["yardstick", "bench:yardstick"]]
+  ) {
+    const help = await run(Deno.execPath(), [
+      "run",
+      LOCK,
+      "-A",
+      script(name),
+      "--help",
+    ]);
+    assert.equal(help.code, 0, help.stderr);
+    assert.match(
+      new TextDecoder().decode(help.stdout),
+      new RegExp(`^Usage: deno task ${task} \\[options\\]\n`),
+    );
+    const bad = await run(Deno.execPath(), [
+      "run",
+      LOCK,
+      "-A",
+      script(name),
+      "--bogus",
+    ]);
+    assert.equal(bad.code, 2);
+    assert.equal(bad.stderr, "error: Unknown option '--bogus' (see --help)\n");
+  }
+  const empty = await Deno.makeTempDir();
+  try {
+    const missing = await run(Deno.execPath(), [
+      ...["run", LOCK, "-A", script("yardstick"), "--dir", empty],
+    ]);
+    assert.equal(missing.code, 2);
+    assert.equal(
+      missing.stderr,
+      `error: Cannot find the C yardstick in ${empty} (loadgen/loadgen.c, servers/c_epoll.c): it comes with ../shared/bench, or give --dir DIR (see --help)\n`,
+    );
+  } finally {
+    await Deno.remove(empty);
+  }
+});

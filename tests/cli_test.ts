@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
 import { echoOnce } from "../mod.ts";
+import { limit, timeout, wait } from "../lib/cli/flags.ts";
 import { type Engine, ENGINES } from "./_engines.ts";
 import {
   pseudoRandomBytes,
@@ -140,7 +141,51 @@ Deno.test("client usage errors exit 2 with one line", async () => {
       ],
       [
         ["--timeout=-5", "x"],
-        "Invalid --timeout: expected an integer, got '-5'",
+        "Invalid --timeout: must be a whole number of milliseconds from 0 to 2147483647, got -5",
+      ],
+      [
+        ["--timeout", "soon", "x"],
+        "Invalid --timeout: expected an integer, got 'soon'",
+      ],
+      [
+        ["--log-level", "loud", "x"],
+        "Invalid --log-level: expected one of trace, debug, info, warning (or warn), error (or err) or fatal, got 'loud'",
+      ],
+    ],
+  );
+  // Every bad value of a load test is a usage error before it connects
+  // (port 1 would refuse it: exit 1), with the client task's permissions.
+  await assertUsageErrors(
+    [Deno.execPath(), "run", LOCK, "-A", CLIENT],
+    [
+      [
+        ["--port", "1", "--size", "0"],
+        "Invalid --size: must be a positive integer, got 0",
+      ],
+      [
+        ["--port", "1", "--count", "0"],
+        "Invalid --count: must be a positive number, got 0",
+      ],
+      [
+        ["--port", "1", "--count", "1", "--plot", "/nonexistent/x.svg"],
+        "Invalid --plot: cannot write it (no folder /nonexistent), got '/nonexistent/x.svg'",
+      ],
+      [
+        ["--port", "1", "--count", "1", "--plot", "x.png"],
+        "Invalid --plot: expected a file name ending in .svg, got 'x.png'",
+      ],
+      [
+        ["--port", "1", "--count", "1", "--histogram", "/tmp"],
+        "Invalid --histogram: cannot write it (a folder), got '/tmp'",
+      ],
+    ],
+  );
+  await assertUsageErrors(
+    [Deno.execPath(), "run", LOCK, "--allow-net", CLIENT],
+    [
+      [
+        ["--port", "1", "--count", "1", "--plot", "x.svg"],
+        "Invalid --plot: cannot write it (no write permission: --allow-write), got 'x.svg'",
       ],
       [["--hostname", "", "x"], "Invalid --hostname: empty, got ''"],
       [
@@ -170,7 +215,17 @@ Deno.test("server usage and runtime errors exit 2 and 1 with one line", async ()
       [
         ["--max-connections", "0"],
         2,
-        /^error: Invalid --max-connections: must be a positive integer or Infinity, got 0/,
+        /^error: Invalid --max-connections: expected a positive integer or unlimited, got '0'/,
+      ],
+      [
+        ["--max-connections-per-ip", "Infinity"],
+        2,
+        /^error: Invalid --max-connections-per-ip: expected a positive integer or unlimited, got 'Infinity'/,
+      ],
+      [
+        ["--connect-rate", "0"],
+        2,
+        /^error: Invalid --connect-rate: expected a positive integer or unlimited, got '0'/,
       ],
       [
         ["--idle-timeout", "1.5"],
@@ -185,7 +240,7 @@ Deno.test("server usage and runtime errors exit 2 and 1 with one line", async ()
       [
         ["--log-level", "loud"],
         2,
-        /^error: Invalid --log-level: expected one of trace, debug, info, warning, error, got 'loud'/,
+        /^error: Invalid --log-level: expected one of trace, debug, info, warning \(or warn\), error \(or err\) or fatal, got 'loud'/,
       ],
       [
         ["--log-format", "xml"],
@@ -302,6 +357,29 @@ Deno.test("server flags reach the library: max connections and idle timeout", as
   await server.stderr.waitFor(/\(idle timeout\)$/);
 });
 
+Deno.test("every limit that can be off takes unlimited, and --log-level takes warn", async () => {
+  assert.equal(limit("unlimited"), Infinity);
+  assert.equal(limit("7"), 7);
+  assert.equal(timeout("unlimited"), 0);
+  assert.equal(wait("unlimited"), Infinity);
+  await using server = await ServerProcess.start([
+    ...["--max-connections", "unlimited", "--max-connections-per-ip"],
+    ...["unlimited", "--connect-rate", "unlimited", "--max-bytes-per-second"],
+    ...["unlimited", "--idle-timeout", "unlimited", "--grace-period"],
+    ...["unlimited", "--udp", "--udp-rate", "unlimited", "--log-level"],
+    "warn",
+  ], [Deno.execPath(), "run", LOCK, "--allow-net", "--unstable-net", SERVER]);
+  assert.equal(await echoOnce("free", { port: server.port }), "free");
+  const client = await runClient([
+    ...["--port", String(server.port), "--timeout", "unlimited", "x"],
+  ]);
+  assert.equal(client.code, 0, client.stderr);
+  server.child.kill("SIGTERM");
+  assert.equal((await server.status()).code, 0);
+  // At warn, none of the info records (Opened, Closed, Stopped).
+  assert.deepEqual(server.stderr.lines, []);
+});
+
 Deno.test("server logs JSON lines with --log-format json", async () => {
   await using server = await ServerProcess.start(["--log-format", "json"]);
   assert.equal(await echoOnce("json", { port: server.port }), "json");
@@ -310,9 +388,10 @@ Deno.test("server logs JSON lines with --log-format json", async () => {
   assert.equal((await server.status()).code, 0);
   const records = server.stderr.lines.map((line) => JSON.parse(line));
   const closed = records.find((r) => r.message.startsWith("Closed "));
-  assert.equal(
+  // The message as the text logs show it; the values in properties.
+  assert.match(
     closed.message,
-    "Closed {peer} after {durationMs} ms: {bytesIn} bytes in, {bytesOut} bytes out ({reason})",
+    /^Closed 127\.0\.0\.1:\d+ after \d+ ms: 4 bytes in, 4 bytes out \(closed by client\)$/,
   );
   assert.match(closed.properties.peer, /^127\.0\.0\.1:\d+$/);
   assert.equal(closed.level, "INFO");

@@ -223,8 +223,8 @@ for (const engine of ENGINES) {
     assert.equal(await silent.read(new Uint8Array(1)), null);
     silent.close();
     const { closed, durations } = server.stats;
-    assert.equal(closed.closed_by_client, 1);
-    assert.equal(closed.idle_timeout, 1);
+    assert.equal(closed.closedByClient, 1);
+    assert.equal(closed.idleTimeout, 1);
     assert.equal(durations.counts.reduce((a, b) => a + b), 2);
     // The idle one lasted 0.2 s or so: in the bucket up to 1 s.
     assert.equal(durations.counts[3], 1);

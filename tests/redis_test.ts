@@ -184,10 +184,28 @@ Deno.test("an orderly stop takes its members away at once, and --redis that does
     `unix://${redis.dir}/missing.sock`,
   ]);
   assert.equal(result.code, 1);
+  // One line: no "Stopping now" record after it, with workers or without.
   assert.match(
     result.stderr,
-    /^error: Cannot start: Redis at unix:\/\/.*missing\.sock: connect ENOENT/m,
+    /^error: Cannot start: Redis at unix:\/\/.*missing\.sock: connect ENOENT[^\n]*\n$/,
   );
+  const pool = await run(Deno.execPath(), [
+    "run",
+    LOCK,
+    "--allow-net",
+    "--allow-read",
+    "--allow-write",
+    "--unstable-net",
+    SERVER,
+    "--mode",
+    "chat",
+    "--workers",
+    "2",
+    "--redis",
+    `unix://${redis.dir}/missing.sock`,
+  ]);
+  assert.equal(pool.code, 1);
+  assert.match(pool.stderr, /^error: Cannot start: [^\n]*\n$/);
   const echo = await run(Deno.execPath(), [
     "run",
     LOCK,

@@ -298,7 +298,7 @@ async function neverReaderIsDropped(workers: number): Promise<void> {
     assert.equal(server.stats.dropped, 1);
     const closed = await logs.closed(localPeer(sleeper));
     assert.equal(closed.properties.reason, "send queue full");
-    assert.equal(server.stats.closed.send_queue_full, 1);
+    assert.equal(server.stats.closed.sendQueueFull, 1);
   } finally {
     await closeAll([alice, bob]);
   }
@@ -393,7 +393,7 @@ Deno.test("chat: names, messages, notices, /who, /nick, /join, history and /quit
   assert.deepEqual(bob.lines.slice(-1), ["* bye"]);
   const quit = await logs.closed(localPeer(bob.conn));
   assert.equal(quit.properties.reason, "quit command");
-  assert.equal(server.stats.closed.quit_command, 1);
+  assert.equal(server.stats.closed.quitCommand, 1);
   await alice.send("/join side\n");
   // side's history is gone with its last member; alice is alone there.
   await alice.line(/^\* alice joined side$/);

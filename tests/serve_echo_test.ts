@@ -169,12 +169,14 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
   await readExactly(conn, 10);
   assert.equal(server.stats.active, 1);
   assert.equal(server.stats.bytesIn, 10);
-  assert.equal(server.stats.bytesOut, 10);
+  // Not bytesOut yet: the native engine counts a send once the call returns,
+  // on its own thread, which can be after the echo reached us. Checked below,
+  // once the connection is closed.
   await conn.closeWrite();
   await readAll(conn);
   await logs.closed(localPeer(conn));
   const { closed, durations, ...stats } = server.stats;
-  assert.deepEqual(closed, { ...none, closed_by_client: 1 });
+  assert.deepEqual(closed, { ...none, closedByClient: 1 });
   assert.equal(durations.counts.reduce((a, b) => a + b), 1);
   assert.deepEqual(stats, {
     active: 0,
@@ -554,7 +556,7 @@ engineTest(
     const end = await conn.read(new Uint8Array(1)).catch((error) => error);
     assert.ok(end === null || end instanceof Deno.errors.ConnectionReset);
     assert.equal((await logs.closed(peer)).properties.reason, "server stopped");
-    assert.equal(server.stats.closed.server_stopped, 1);
+    assert.equal(server.stats.closed.serverStopped, 1);
     await assert.rejects(
       Deno.connect({ port: server.addr.port }),
       Deno.errors.ConnectionRefused,

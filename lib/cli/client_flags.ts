@@ -1,16 +1,18 @@
 // Private: client.ts's flags and --help. Not exported from mod.ts.
 
-import { LOG_LEVELS } from "./logging.ts";
+import { LOG_LEVELS_HELP, logLevel } from "./logging.ts";
 import {
   choice,
   decimal,
   type Flag,
   flagHelp,
   integer,
+  outputFile,
   type ParsedFlags,
   percent,
   text,
   textFile,
+  timeout,
   UsageError,
 } from "./flags.ts";
 
@@ -87,9 +89,9 @@ export const CLIENT_FLAGS = {
     arg: "MS",
     help: "how long to wait for the server: to connect, and for each echoed " +
       "chunk while bytes are owed; interactively, to close once the input " +
-      "has ended; 0 waits forever",
+      "has ended; unlimited waits forever",
     default: "10000",
-    parse: integer,
+    parse: timeout,
   },
   interactive: { short: "i", help: "talk to the server line by line" },
   message: {
@@ -156,6 +158,7 @@ export const CLIENT_FLAGS = {
   },
   size: {
     arg: "N",
+    option: "message",
     excludes: ["message"],
     help: "load test: message size in bytes",
     default: "64",
@@ -179,14 +182,14 @@ export const CLIENT_FLAGS = {
     arg: "FILE",
     help: "load test: write the latency percentile distribution to FILE, in " +
       "HdrHistogram's text format (ms), as its plotter and wrk2 users read it",
-    parse: text,
+    parse: outputFile(),
   },
   plot: {
     arg: "FILE.svg",
     help: "load test: draw latency by percentile (50 % to 99.99 % and " +
       "beyond, log scale) to FILE.svg; a chart already there from an " +
       "earlier run keeps it, so runs with different --label compare",
-    parse: text,
+    parse: outputFile(".svg"),
   },
   label: {
     arg: "NAME",
@@ -198,10 +201,10 @@ export const CLIENT_FLAGS = {
   "log-level": {
     arg: "LEVEL",
     aliases: ["log_level"],
-    help: "trace, debug, info, warning or error: what the client logs on " +
-      "stderr (debug: each connection)",
+    help: `${LOG_LEVELS_HELP}: what the client logs on stderr (debug: each ` +
+      "connection)",
     default: "warning",
-    parse: choice(LOG_LEVELS),
+    parse: logLevel,
   },
   help: { short: "h", help: "print this help and exit" },
   version: { short: "V", help: "print the version and exit" },

@@ -6,6 +6,7 @@
 // under the flag that set it (`flagFor`). Not exported from mod.ts; nothing
 // else in lib/ imports lib/cli/.
 
+import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import { cidrProblem } from "../rules/cidr.ts";
 
@@ -234,9 +235,41 @@ function wrap(text: string, width: number): string[] {
 
 /** Parses a whole number (its range is the library's to check). */
 export function integer(text: string): number {
-  const n = /^\d+$/.test(text) ? Number(text) : NaN;
+  const n = /^-?\d+$/.test(text) ? Number(text) : NaN;
   if (!Number.isSafeInteger(n)) throw new UsageError("expected an integer");
   return n;
+}
+
+/** The one word every flag takes for "no limit". */
+export const UNLIMITED = "unlimited";
+
+/**
+ * Parses a limit that can be off: a positive whole number, or `unlimited`
+ * (the library's `Infinity`).
+ */
+export function limit(text: string): number {
+  if (text === UNLIMITED) return Infinity;
+  const n = /^-?\d+$/.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1) {
+    throw new UsageError(`expected a positive integer or ${UNLIMITED}`);
+  }
+  return n;
+}
+
+/**
+ * Parses a timeout in milliseconds where `unlimited` (the library's 0) means
+ * never; the range is the library's to check.
+ */
+export function timeout(text: string): number {
+  return text === UNLIMITED ? 0 : integer(text);
+}
+
+/**
+ * Parses a wait in milliseconds where `unlimited` (the library's
+ * `Infinity`) means for as long as it takes.
+ */
+export function wait(text: string): number {
+  return text === UNLIMITED ? Infinity : integer(text);
 }
 
 /**
@@ -290,6 +323,45 @@ export function textFile(path: string): string {
       ? "no read permission (--allow-read)"
       : (error as Error).message.replace(/: \w+ '.*'$/, "");
     throw new UsageError(`cannot read it (${reason})`);
+  }
+}
+
+/**
+ * Makes a parser of a file to write later (after a load test, say), checked
+ * now so that a bad path fails before the work: its folder must exist and
+ * be writable, and its name must end in `extension` when one is given.
+ */
+export function outputFile(extension?: string): (path: string) => string {
+  return (path) => {
+    if (path === "") throw new UsageError("empty");
+    if (
+      extension !== undefined && !path.toLowerCase().endsWith(extension)
+    ) {
+      throw new UsageError(`expected a file name ending in ${extension}`);
+    }
+    const folder = dirname(path);
+    const write = Deno.permissions.querySync({ name: "write", path });
+    if (write.state !== "granted") {
+      throw new UsageError(
+        "cannot write it (no write permission: --allow-write)",
+      );
+    }
+    if (!isDirectoryPath(folder)) {
+      throw new UsageError(`cannot write it (no folder ${folder})`);
+    }
+    if (isDirectoryPath(path)) {
+      throw new UsageError("cannot write it (a folder)");
+    }
+    return path;
+  };
+}
+
+/** Whether `path` is a folder we can see. */
+function isDirectoryPath(path: string): boolean {
+  try {
+    return Deno.statSync(path).isDirectory;
+  } catch {
+    return false;
   }
 }
 

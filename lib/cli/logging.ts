@@ -7,17 +7,43 @@ import {
   getJsonLinesFormatter,
   getTextFormatter,
   type LogLevel,
+  type LogRecord,
 } from "@logtape/logtape";
 import { LOG_CATEGORY } from "../_helpers.ts";
+import { UsageError } from "./flags.ts";
 
-/** Log levels the `--log-level` flag accepts, most verbose first. */
-export const LOG_LEVELS = [
-  "trace",
-  "debug",
-  "info",
-  "warning",
-  "error",
-] as const;
+/**
+ * What `--log-level` accepts, most verbose first: LogTape's levels and the
+ * other usual spellings of them (syslog's, Python's, Go's), so that
+ * `--log-level warn` works.
+ */
+const LOG_LEVEL_NAMES: Record<string, LogLevel> = {
+  trace: "trace",
+  debug: "debug",
+  info: "info",
+  warn: "warning",
+  warning: "warning",
+  err: "error",
+  error: "error",
+  fatal: "fatal",
+  crit: "fatal",
+  critical: "fatal",
+};
+
+/** The levels as --help lists them. */
+export const LOG_LEVELS_HELP =
+  "trace, debug, info, warning (or warn), error (or err) or fatal";
+
+/** Parses a `--log-level` value in any of its usual spellings. */
+export function logLevel(text: string): LogLevel {
+  const level = Object.hasOwn(LOG_LEVEL_NAMES, text.toLowerCase())
+    ? LOG_LEVEL_NAMES[text.toLowerCase()]
+    : undefined;
+  if (level === undefined) {
+    throw new UsageError(`expected one of ${LOG_LEVELS_HELP}`);
+  }
+  return level;
+}
 /** Formats the `--log-format` flag accepts. */
 export const LOG_FORMATS = ["pretty", "json"] as const;
 
@@ -39,6 +65,17 @@ export function showLiveLine(line: string | undefined): void {
 }
 
 /**
+ * `record` with its message rendered as the text logs render it (strings
+ * bare, not quoted as JSON would quote them).
+ */
+function renderedBare(record: LogRecord): LogRecord {
+  const text = record.message.map((part, i) =>
+    i % 2 === 0 || typeof part === "string" ? String(part) : Deno.inspect(part)
+  ).join("");
+  return { ...record, message: [text] };
+}
+
+/**
  * Sends this package's logs to stderr at `level` and above, one line a
  * record: text (coloured on a terminal) or JSON lines.
  */
@@ -46,10 +83,11 @@ export async function configureLogging(
   level: LogLevel,
   format: (typeof LOG_FORMATS)[number],
 ): Promise<void> {
-  // JSON keeps the message template (stable, easy to group on) and puts the
-  // values in "properties".
+  // JSON carries the message as the text logs show it, and the template's
+  // values in "properties" (to filter and group on).
+  const json = getJsonLinesFormatter({ message: "rendered" });
   const formatter = format === "json"
-    ? getJsonLinesFormatter({ message: "template" })
+    ? (record: LogRecord) => json(renderedBare(record))
     : Deno.stderr.isTerminal()
     ? getAnsiColorFormatter({ timestamp: "date-time-tz", value: "bare" })
     : getTextFormatter({ timestamp: "date-time-tz", value: "bare" });

@@ -5,7 +5,7 @@ import {
   type ServeEchoOptions,
   type ServeEchoUnixOptions,
 } from "../types.ts";
-import { LOG_FORMATS, LOG_LEVELS } from "./logging.ts";
+import { LOG_FORMATS, LOG_LEVELS_HELP, logLevel } from "./logging.ts";
 import {
   choice,
   cidr,
@@ -16,8 +16,11 @@ import {
   type FlagValues,
   hostPort,
   integer,
+  limit,
   text,
   textFile,
+  timeout,
+  wait,
 } from "./flags.ts";
 
 /** Every flag of server.ts: `--help`, parsing and checking come from it. */
@@ -70,11 +73,12 @@ export const SERVER_FLAGS = {
     arg: "MS",
     requires: ["tls-cert"],
     help: "with TLS, close a client that has not completed its handshake " +
-      "after MS ms (counted as a handshake failure); 0 never does, and " +
+      "after MS ms (counted as a handshake failure); unlimited never does, " +
+      "and " +
       "serves small messages about 2.5 times as fast, but cannot close a " +
       "client that never completes its handshake: trusted clients only",
     default: "10000",
-    parse: integer,
+    parse: timeout,
   },
   udp: {
     help: "also echo UDP datagrams on the same port number (RFC 862), each " +
@@ -89,8 +93,7 @@ export const SERVER_FLAGS = {
     help: "most UDP datagrams a second answered for one source address " +
       "(or unlimited); the rest are dropped and counted",
     default: "1000",
-    parse: (value: string): number =>
-      value === "unlimited" ? Infinity : integer(value),
+    parse: limit,
   },
   "udp-only": {
     option: "udp",
@@ -152,43 +155,42 @@ export const SERVER_FLAGS = {
     arg: "N",
     help: "most connections at once; more are closed at once",
     default: "unlimited",
-    parse: integer,
+    parse: limit,
   },
   "max-connections-per-ip": {
     arg: "N",
     help: "most connections one address may hold open at once, over all " +
       "workers; more are refused (the address a PROXY header names)",
     default: "unlimited",
-    parse: integer,
+    parse: limit,
   },
   "connect-rate": {
     arg: "N",
     help: "most new connections one address may open a second (a token " +
       "bucket with a burst of N), over all workers; more are refused",
     default: "unlimited",
-    parse: integer,
+    parse: limit,
   },
   "max-bytes-per-second": {
     arg: "N",
     help: "read each connection no faster than N bytes a second; TCP slows " +
       "the client down, nothing is dropped, the echo stays exact",
     default: "unlimited",
-    parse: integer,
+    parse: limit,
   },
   "idle-timeout": {
     arg: "MS",
-    help: "close a connection after MS ms with no data either way; 0 never " +
-      "does",
-    default: "0",
-    parse: integer,
+    help: "close a connection after MS ms with no data either way",
+    default: "unlimited",
+    parse: timeout,
   },
   "grace-period": {
     arg: "MS",
     help: "on shutdown, how long open connections may finish; then the " +
       "server stops reading, sends what is in flight, half-closes and " +
-      "closes within 1 s",
+      "closes within 1 s; unlimited waits until they close",
     default: "5000",
-    parse: integer,
+    parse: wait,
   },
   id: {
     arg: "TEXT",
@@ -287,9 +289,9 @@ export const SERVER_FLAGS = {
   "log-level": {
     arg: "LEVEL",
     aliases: ["log_level"],
-    help: "trace, debug, info, warning or error",
+    help: LOG_LEVELS_HELP,
     default: "info",
-    parse: choice(LOG_LEVELS),
+    parse: logLevel,
   },
   "log-format": {
     arg: "FORMAT",

@@ -69,7 +69,11 @@ function readings(server: EchoServer<Deno.Addr>): Reading[] {
       help: "Connections closed after they were accepted, by reason.",
       type: "counter",
       label: "reason",
-      read: (s) => ({ ...s.closed }),
+      // The stats' camelCase reasons as Prometheus' snake_case labels.
+      read: (s) =>
+        Object.fromEntries(
+          Object.entries(s.closed).map(([reason, n]) => [snakeCase(reason), n]),
+        ),
     },
     // Only in the modes that relay lines.
     ...(relaying
@@ -324,4 +328,9 @@ function clusterGauges(
       (s) => s.lagSeconds,
     ),
   ];
+}
+
+/** `closedByClient` as `closed_by_client`. */
+function snakeCase(name: string): string {
+  return name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 }

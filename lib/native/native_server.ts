@@ -153,6 +153,7 @@ interface Loop {
 export class NativeServer implements EchoServer<Deno.NetAddr> {
   readonly addr: Deno.NetAddr;
   readonly finished: Promise<void>;
+  #startFailed = false;
   readonly ready: Promise<void>;
   readonly mode: EchoMode = "echo";
   readonly engine = "native";
@@ -208,7 +209,8 @@ export class NativeServer implements EchoServer<Deno.NetAddr> {
       this.#loops.push(this.#startLoop(index, workers, listenFd, log));
     });
     this.ready = Promise.all(this.#loops.map((l) => l.started)).then(() => {});
-    this.ready.catch(() => {}); // Whoever awaits it sees the error.
+    // Whoever awaits it sees the error, alone: no "Stopping now" after it.
+    this.ready.catch(() => this.#startFailed = true);
     this.finished = Promise.all(this.#loops.map((l) => l.done)).then(() => {
       this.#done = true;
       for (const loop of this.#loops) {
@@ -364,9 +366,12 @@ export class NativeServer implements EchoServer<Deno.NetAddr> {
 
   #abort = (): void => {
     const active = Atomics.load(this.#open, 0);
-    logger.info(`Stopping now: {active} ${plural(active, "connection")} open`, {
-      active,
-    });
+    if (!this.#startFailed) {
+      logger.info(
+        `Stopping now: {active} ${plural(active, "connection")} open`,
+        { active },
+      );
+    }
     this.#tell(STOP);
   };
 }

@@ -47,12 +47,12 @@ export const COUNTERS = 64;
  * give (their log records' `reason`) falls in one.
  */
 export const CLOSE_REASONS = [
-  "closed_by_client",
-  "idle_timeout",
-  "send_queue_full",
-  "quit_command",
+  "closedByClient",
+  "idleTimeout",
+  "sendQueueFull",
+  "quitCommand",
   "shutdown",
-  "server_stopped",
+  "serverStopped",
   "reset",
   "error",
 ] as const;
@@ -74,13 +74,13 @@ export const DURATION_BUCKETS = [
  * one of {@linkcode CLOSE_REASONS} it counts as; any other is an `error`.
  */
 const CLOSE_REASON_OF: Record<string, CloseReason> = {
-  "closed by client": "closed_by_client",
-  "idle timeout": "idle_timeout",
-  "send queue full": "send_queue_full",
-  "quit command": "quit_command",
+  "closed by client": "closedByClient",
+  "idle timeout": "idleTimeout",
+  "send queue full": "sendQueueFull",
+  "quit command": "quitCommand",
   "server shutting down": "shutdown",
   "grace period over": "shutdown",
-  "server stopped": "server_stopped",
+  "server stopped": "serverStopped",
   "reset by peer": "reset",
   "broken pipe": "reset",
 };

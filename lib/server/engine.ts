@@ -99,6 +99,8 @@ export interface Shared {
   open: Int32Array;
   /** The relay, in broadcast and chat mode, when another thread runs it. */
   relay?: RelayPort;
+  /** Resolves once that relay is connected (to Redis, say), if it is one. */
+  relayReady?: Promise<void>;
   /** What goes in every log record of this listener. */
   worker?: number;
 }
@@ -143,6 +145,7 @@ export function newRelay(
 export class Server implements EchoServer<Deno.Addr> {
   readonly addr: Deno.Addr;
   readonly finished: Promise<void>;
+  #startFailed = false;
   readonly ready: Promise<void>;
   readonly mode: EchoMode;
   readonly engine = "default";
@@ -221,6 +224,11 @@ export class Server implements EchoServer<Deno.Addr> {
       this.ready = this.#ownRelay?.ready ?? Promise.resolve();
       this.ready.catch(() => {}); // Whoever awaits it sees the error.
       this.#start(listening);
+    }
+    // A start that failed (here, or the relay a pool shares with us) is
+    // reported by whoever awaits `ready`, alone: no "Stopping now" after it.
+    for (const started of [this.ready, shared.relayReady]) {
+      started?.catch(() => this.#startFailed = true);
     }
   }
 
@@ -321,7 +329,7 @@ export class Server implements EchoServer<Deno.Addr> {
   }
 
   #abort = (): void => {
-    this.#logStopping("Stopping now", "", {});
+    if (!this.#startFailed) this.#logStopping("Stopping now", "", {});
     this.#closeListener();
     this.#closeAll("server stopped");
   };

@@ -158,6 +158,7 @@ export class WorkerPool implements EchoServer<Deno.Addr> {
       counters: this.#counters.subarray(0, COUNTERS),
       open,
       relay: this.#relay,
+      relayReady: this.#relay?.ready,
       worker: 0,
     }, signal);
     this.addr = this.#main.addr;
