@@ -16,7 +16,7 @@
 
 import denoJson from "./deno.json" with { type: "json" };
 import { echoOnce } from "./lib/echo_once.ts";
-import { echoStream } from "./lib/echo_stream.ts";
+import { EchoError, echoStream } from "./lib/echo_stream.ts";
 import { formatAddr, type OptionError } from "./lib/_helpers.ts";
 import {
   EXIT_FAILURE,
@@ -34,7 +34,7 @@ import {
   LOAD_FLAGS,
 } from "./lib/cli/client_flags.ts";
 import { configureLogging } from "./lib/cli/logging.ts";
-import { runSession } from "./lib/cli/session.ts";
+import { runSession, stdout } from "./lib/cli/session.ts";
 
 async function main(args: string[]): Promise<number> {
   let parsed;
@@ -109,8 +109,12 @@ async function main(args: string[]): Promise<number> {
         console.error(`Server did not close within ${timeout} ms: closed`);
       }
     } else if (message === "-" && v.message === undefined) {
-      await echoStream(Deno.stdin.readable, target)
-        .pipeTo(Deno.stdout.writable);
+      await echoStream(Deno.stdin.readable, { ...target, raw: v.raw })
+        .pipeTo(stdout(v.raw ?? false));
+    } else if (v.raw) {
+      const bytes = new TextEncoder().encode(message);
+      const reply = await echoOnce(bytes, { ...target, raw: true });
+      await ReadableStream.from([reply]).pipeTo(stdout(true));
     } else {
       console.log(await echoOnce(message, target));
     }
@@ -126,7 +130,11 @@ async function main(args: string[]): Promise<number> {
       port: v.port ?? 9000,
     });
     const what = interactive ? "Session with" : "Echo via";
-    printError(`${what} ${address} failed: ${(error as Error).message}`);
+    // A reply that is not an echo at all: an info or line mode answer.
+    const answer = error instanceof EchoError && error.problem === "differs" &&
+      error.at === 0;
+    const hint = answer ? " (not an echo? --raw prints any reply)" : "";
+    printError(`${what} ${address} failed: ${(error as Error).message}${hint}`);
     return EXIT_FAILURE;
   }
   return EXIT_OK;

@@ -37,6 +37,7 @@ export type {
 export { echoOnce } from "./lib/echo_once.ts";
 export type { EchoOnceOptions } from "./lib/echo_once.ts";
 export { EchoError, echoStream } from "./lib/echo_stream.ts";
+export type { EchoErrorOptions, EchoProblem } from "./lib/echo_stream.ts";
 export type { EchoStreamOptions } from "./lib/echo_stream.ts";
 export { loadTest } from "./lib/load_test.ts";
 export type {

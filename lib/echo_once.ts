@@ -105,13 +105,20 @@ async function echoDatagram(
         "TimeoutError",
       );
     }
+    if (options.raw) return reply.slice();
     const at = bytes.findIndex((byte, i) => reply[i] !== byte);
     if (reply.length !== bytes.length || at !== -1) {
-      throw new EchoError(
-        at !== -1 && at < reply.length
-          ? `Reply differs from what was sent at byte ${at}`
-          : `Reply is ${reply.length} bytes, ${bytes.length} were sent`,
-      );
+      throw at !== -1 && at < reply.length
+        ? new EchoError(`Reply differs from what was sent at byte ${at}`, {
+          at,
+        })
+        : new EchoError(
+          `Reply is ${reply.length} bytes, ${bytes.length} were sent`,
+          {
+            problem: reply.length < bytes.length ? "short" : "long",
+            at: Math.min(reply.length, bytes.length),
+          },
+        );
     }
     return reply.slice();
   } catch (error) {

@@ -1,6 +1,8 @@
 import { type Target, target } from "./client/dial.ts";
 import type { ConnectOptions } from "./types.ts";
 import { getLogger } from "@logtape/logtape";
+import { isReset, REFUSAL_CAUSES } from "./client/failures.ts";
+import { replaceControls } from "./_text.ts";
 import {
   assertMilliseconds,
   IdleTimer,
@@ -26,23 +28,64 @@ export interface EchoStreamOptions extends ConnectOptions {
   timeout?: number;
   /** Aborting this signal closes the connection and fails with its reason. */
   signal?: AbortSignal;
+  /**
+   * Return what the server sends without comparing it with what was sent,
+   * as `nc` would: for servers that answer rather than echo (info mode, a
+   * line mode's `ERR` lines). The connection still half-closes when the
+   * input ends, and the result ends when the server closes.
+   *
+   * @default {false}
+   */
+  raw?: boolean;
 }
 
 /**
- * The server's echo did not match what was sent: it differed, was short
- * (the server closed early) or was longer than what was sent.
+ * The server's echo did not match what was sent: it differed (the message
+ * shows what the server sent instead), was short (the server closed early,
+ * or before echoing anything, as a server that refuses a client does) or
+ * was longer than what was sent.
  */
 export class EchoError extends Error {
+  /**
+   * How the echo went wrong: it `differs`, is `short`, is `long`er than
+   * what was sent, or the server `refused` it (closed or reset the
+   * connection before echoing a byte).
+   */
+  readonly problem: EchoProblem;
+  /** The byte of the echo where it went wrong. */
+  readonly at: number;
+
   /**
    * Creates an error with a message saying how the echo differed.
    *
    * @param message What went wrong.
-   * @param options The error's cause, if any.
+   * @param options What went wrong, where, and the error's cause, if any.
    */
-  constructor(message: string, options?: ErrorOptions) {
+  constructor(message: string, options?: EchoErrorOptions) {
     super(message, options);
     this.name = "EchoError";
+    this.problem = options?.problem ?? "differs";
+    this.at = options?.at ?? 0;
   }
+}
+
+/** How an echo went wrong (see {@linkcode EchoError.problem}). */
+export type EchoProblem = "differs" | "short" | "long" | "refused";
+
+/** Options of {@linkcode EchoError}. */
+export interface EchoErrorOptions extends ErrorOptions {
+  /**
+   * How the echo went wrong.
+   *
+   * @default {"differs"}
+   */
+  problem?: EchoProblem;
+  /**
+   * The byte of the echo where it went wrong.
+   *
+   * @default {0}
+   */
+  at?: number;
 }
 
 /**
@@ -92,6 +135,7 @@ class Exchange {
   readonly #target: Target;
   readonly #timeout: number;
   readonly #signal: AbortSignal | undefined;
+  readonly #raw: boolean;
   readonly #source: ReadableStreamDefaultReader<Uint8Array>;
   readonly #abort = new AbortController();
   /** Reused for every read; what is enqueued is a copy. */
@@ -115,11 +159,12 @@ class Exchange {
     source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
     options: EchoStreamOptions,
   ) {
-    const { timeout = 10_000, signal } = options;
+    const { timeout = 10_000, signal, raw = false } = options;
     this.#target = target(options);
     assertMilliseconds("timeout", timeout);
     this.#timeout = timeout;
     this.#signal = signal;
+    this.#raw = raw;
     this.#source = ReadableStream.from(source).getReader();
   }
 
@@ -150,9 +195,22 @@ class Exchange {
       n = await conn.read(buffer);
       this.#reading = false;
       if (n === null) {
+        if (this.#raw) {
+          this.#finish();
+          controller.close();
+          return;
+        }
+        // Nothing came back of what was owed: an empty message's echo is
+        // empty, anything else is a refusal.
+        if (
+          this.#received === 0 && (this.#owedBytes > 0 || !this.#sourceDone)
+        ) {
+          throw this.#refused(false);
+        }
         if (!this.#sourceDone) {
           throw new EchoError(
-            `Echo is short: the server closed after ${this.#received} of ${this.#sent} bytes, before the input ended`,
+            `Echo is short: the server closed after ${this.#received} of ${this.#handedOver()} bytes, before the input ended`,
+            { problem: "short", at: this.#received },
           );
         }
         await this.#writing;
@@ -163,7 +221,8 @@ class Exchange {
         return;
       }
       this.#idle!.touch();
-      this.#check(buffer.subarray(0, n));
+      if (this.#raw) this.#received += n;
+      else this.#check(buffer.subarray(0, n));
     } catch (error) {
       this.fail(error);
       throw this.#error;
@@ -171,9 +230,37 @@ class Exchange {
     controller.enqueue(buffer.slice(0, n));
   }
 
+  /**
+   * Bytes handed to the socket so far: sent, or on their way when the
+   * server closed.
+   */
+  #handedOver(): number {
+    return this.#received + this.#owedBytes;
+  }
+
+  /** The error for a server that ended the connection before any echo. */
+  #refused(reset: boolean): EchoError {
+    const sent = this.#handedOver();
+    return new EchoError(
+      `The server ${
+        reset ? "reset" : "closed"
+      } the connection before echoing anything (${sent} ${
+        sent === 1 ? "byte" : "bytes"
+      } sent): ${REFUSAL_CAUSES}`,
+      { problem: "refused" },
+    );
+  }
+
   /** Records the first failure and releases everything; idempotent. */
   fail(error: unknown): void {
     if (this.#failed) return;
+    // A reset before any echo: most likely a refusal, said as one.
+    if (
+      isReset(error) && this.#conn !== undefined && this.#received === 0 &&
+      !this.#raw
+    ) {
+      error = this.#refused(true);
+    }
     this.#failed = true;
     this.#error = error;
     this.#abort.abort(error);
@@ -200,8 +287,10 @@ class Exchange {
         if (value.length === 0) continue;
         // The producer may reuse its buffer: keep our own copy to compare.
         const chunk = value.slice();
-        this.#owed.push(chunk);
-        this.#owedBytes += chunk.length;
+        if (!this.#raw) {
+          this.#owed.push(chunk);
+          this.#owedBytes += chunk.length;
+        }
         await writeAll(conn, chunk);
         this.#sent += chunk.length;
         this.#idle!.touch();
@@ -220,14 +309,20 @@ class Exchange {
       const head = this.#owed[0];
       if (head === undefined) {
         throw new EchoError(
-          `Echo is longer than what was sent: more than ${this.#received} bytes came back`,
+          `Echo is longer than what was sent: more than ${this.#received} bytes came back, then ${
+            preview(bytes.subarray(i))
+          }`,
+          { problem: "long", at: this.#received },
         );
       }
       const take = Math.min(head.length - this.#owedOffset, bytes.length - i);
       for (let k = 0; k < take; k++) {
         if (bytes[i + k] !== head[this.#owedOffset + k]) {
           throw new EchoError(
-            `Echo differs from what was sent at byte ${this.#received + k}`,
+            `Echo differs from what was sent at byte ${
+              this.#received + k
+            }: the server sent ${preview(bytes.subarray(i + k))}`,
+            { at: this.#received + k },
           );
         }
       }
@@ -243,9 +338,11 @@ class Exchange {
   }
 
   #checkComplete(): void {
+    if (this.#raw) return;
     if (this.#received < this.#sent) {
       throw new EchoError(
         `Echo is short: the server closed after ${this.#received} of ${this.#sent} bytes`,
+        { problem: "short", at: this.#received },
       );
     }
   }
@@ -270,4 +367,23 @@ class Exchange {
       : `Timed out after ${ms} ms waiting for the server to close`;
     this.fail(new DOMException(message, "TimeoutError"));
   };
+}
+
+/** Longest preview of what a server sent, in characters. */
+const PREVIEW_CHARS = 80;
+
+/**
+ * What a server sent, from `bytes` on, for an error message: its first line,
+ * quoted, made safe for a terminal (control characters as U+FFFD), and cut
+ * at {@linkcode PREVIEW_CHARS} characters.
+ */
+function preview(bytes: Uint8Array): string {
+  const text = new TextDecoder().decode(bytes.subarray(0, 4 * PREVIEW_CHARS));
+  const line = text.split(/\r?\n/)[0];
+  const cut = line.length > PREVIEW_CHARS
+    ? `${line.slice(0, PREVIEW_CHARS)}…`
+    : line;
+  const rest = text.slice(line.length).replace(/^\r?\n/, "");
+  const more = rest.length > 0 ? " and more" : "";
+  return `"${replaceControls(cut)}"${more}`;
 }

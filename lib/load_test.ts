@@ -15,7 +15,13 @@ import {
 import type { LoadResult } from "./native/load_loop.ts";
 import { CpuWindow } from "./client/cpu.ts";
 import { drainMs } from "./client/drain.ts";
-import { failure, type FailureKind, Failures } from "./client/failures.ts";
+import {
+  failure,
+  type FailureKind,
+  Failures,
+  isReset,
+  Refusal,
+} from "./client/failures.ts";
 import { assertPositive, optionError, writeAll } from "./_helpers.ts";
 import {
   assertNativeLoad,
@@ -174,9 +180,14 @@ export interface LoadReport {
   readonly lost: number;
   /** Connections that could not be opened. */
   readonly connectErrors: number;
+  /**
+   * Connections the server closed or reset before echoing a byte: refused
+   * by access rules or limits, or expecting a PROXY header or TLS.
+   */
+  readonly closedBeforeEcho: number;
   /** Echoes that differed from what was sent. */
   readonly mismatches: number;
-  /** Other failures: resets, early closes, timeouts. */
+  /** Other failures: resets and early closes mid-echo, timeouts. */
   readonly otherErrors: number;
   /** The first few error messages, for the user. */
   readonly errorMessages: readonly string[];
@@ -506,7 +517,9 @@ class Run {
       await this.#roundTrips(conn, index);
     } catch (error) {
       // A connection the watchdog closed has been counted already.
-      if (!this.#stopped && this.#conns.has(conn)) this.#fail("other", error);
+      if (!this.#stopped && this.#conns.has(conn)) {
+        this.#fail(error instanceof Refusal ? "refused" : "other", error);
+      }
     } finally {
       if (this.#conns.delete(conn)) conn.close();
     }
@@ -600,11 +613,24 @@ function streamChannel(conn: Deno.Conn, message: Uint8Array): Channel {
   // the socket at once and usually find it empty, a wasted system call.
   // The extra byte also catches an echo longer than the message.
   const echo = new Uint8Array(message.length + 1);
+  /** Whether any byte came back yet: until then, a close is a refusal. */
+  let echoed = false;
   return {
     stream: true,
     async exchange() {
-      await writeAll(conn, message);
-      const received = await readEcho(conn, echo, message.length);
+      let received;
+      try {
+        await writeAll(conn, message);
+        received = await readEcho(conn, echo, message.length);
+      } catch (error) {
+        if (!echoed && isReset(error)) throw new Refusal(true);
+        throw error;
+      }
+      if (received === 0) {
+        if (!echoed) throw new Refusal(false);
+        throw new Error(failure.closedEarly(0, message.length));
+      }
+      echoed = true;
       const at = firstDifference(echo, message);
       if (at !== -1) {
         return { mismatch: failure.differs(at) };
@@ -692,7 +718,8 @@ function messageBytes(message: string | Uint8Array | number): Uint8Array {
 
 /**
  * Reads into `into` until at least `expected` bytes are there; returns how
- * many (more than `expected` when the server sent more).
+ * many (more than `expected` when the server sent more), or 0 when the
+ * server closed before sending any.
  */
 async function readEcho(
   conn: Deno.Conn,
@@ -703,6 +730,7 @@ async function readEcho(
   while (filled < expected) {
     const n = await conn.read(filled === 0 ? into : into.subarray(filled));
     if (n === null) {
+      if (filled === 0) return 0;
       throw new Error(failure.closedEarly(filled, expected));
     }
     filled += n;

@@ -36,7 +36,7 @@ Deno.test("client load mode prints a report, or one JSON object with --json", as
   );
   assert.equal(
     lines[3],
-    "errors       0 connect, 0 mismatched echoes, 0 other",
+    "errors       0 connect, 0 closed before any echo, 0 mismatched echoes, 0 other",
   );
   assert.match(lines[4], /^client CPU +[\d.]+ s \([\d,]+ % of one core\)$/);
 
@@ -108,7 +108,7 @@ Deno.test("client load mode exits 1 on a mismatch, 2 on bad flags", async (t) =>
     );
     assert.match(
       decoder.decode(result.stdout),
-      /0 connect, 1 mismatched echoes, 0 other/,
+      /0 connect, 0 closed before any echo, 1 mismatched echoes, 0 other/,
     );
   });
   const cases: [string[], string][] = [

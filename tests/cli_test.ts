@@ -608,3 +608,43 @@ Deno.test("both CLIs take the Rust echo programs' flags, with their meaning", as
   // --log_level debug reached the server's logging.
   await server.stderr.waitFor(/\[DBG\] tcp-echo·server: Listening on /);
 });
+
+Deno.test("client --raw prints what a server answers; without it, the answer shows in the error", async () => {
+  await using info = await ServerProcess.start([
+    ...["--mode", "info", "--log-level", "error"],
+  ], [Deno.execPath(), "run", LOCK, "--allow-net", "--allow-sys", SERVER]);
+  const port = String(info.port);
+  const raw = await runClient(["--port", port, "--raw", "clientip"]);
+  assert.equal(raw.code, 0, raw.stderr);
+  assert.equal(new TextDecoder().decode(raw.stdout), "127.0.0.1\n");
+  const checked = await runClient(["--port", port, "clientip"]);
+  assert.equal(checked.code, 1);
+  assert.equal(
+    checked.stderr,
+    `error: Echo via 127.0.0.1:${port} failed: Echo differs from what was sent at byte 0: the server sent "127.0.0.1" (not an echo? --raw prints any reply)\n`,
+  );
+  await assertUsageErrors(
+    [Deno.execPath(), "run", LOCK, "--allow-net", CLIENT, "--port", port],
+    [
+      [
+        ["--raw", "--count", "1"],
+        "Unexpected --raw in a load test: it checks echoes",
+      ],
+      [["--raw", "-i"], "Give --raw or --interactive, not both"],
+    ],
+  );
+});
+
+Deno.test("client says a server closed before echoing anything, with the bytes sent", async () => {
+  await using server = await ServerProcess.start([
+    ...["--deny", "127.0.0.1", "--log-level", "error"],
+  ]);
+  const result = await runClient(["--port", String(server.port), "hi"]);
+  assert.equal(result.code, 1);
+  assert.match(
+    result.stderr,
+    new RegExp(
+      `^error: Echo via 127\\.0\\.0\\.1:${server.port} failed: The server (closed|reset) the connection before echoing anything \\([02] bytes sent\\): it may refuse this client \\(access rules, connection limits\\) or expect a PROXY header or TLS\\n$`,
+    ),
+  );
+});

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import net from "node:net";
 import { EchoError, echoOnce, serveEcho } from "../mod.ts";
+import { engineTest } from "./_engines.ts";
 import { pseudoRandomBytes, readAll, writeAll } from "./_helpers.ts";
 
 /**
@@ -76,10 +77,49 @@ Deno.test("echoOnce() rejects with EchoError when the echo differs", async () =>
   await assert.rejects(
     echoOnce("hello", { port: fake.port }),
     (error) =>
-      error instanceof EchoError &&
-      error.message === "Echo differs from what was sent at byte 3",
+      error instanceof EchoError && error.problem === "differs" &&
+      error.at === 3 &&
+      error.message ===
+        'Echo differs from what was sent at byte 3: the server sent "mo"',
   );
 });
+
+Deno.test("echoOnce() shows what a server that answers said, and raw returns it", async () => {
+  await using fake = fakeServer(() =>
+    new TextEncoder().encode("ERR \x1b[2Jno\nsecond line\n")
+  );
+  await assert.rejects(
+    echoOnce("hello", { port: fake.port }),
+    (error) =>
+      error instanceof EchoError && error.at === 0 &&
+      // Its first line, with the escape sequence made harmless.
+      error.message ===
+        'Echo differs from what was sent at byte 0: the server sent "ERR \ufffd[2Jno" and more',
+  );
+  assert.equal(
+    await echoOnce("hello", { port: fake.port, raw: true }),
+    "ERR \x1b[2Jno\nsecond line\n",
+  );
+});
+
+engineTest(
+  "echoOnce() says when a server closes before echoing anything, and how much was sent",
+  async (engine) => {
+    // Over maxConnections: closed at once, as a refused client is.
+    await using server = serveEcho({ port: 0, engine, maxConnections: 1 });
+    using holder = await Deno.connect({ port: server.addr.port });
+    await writeAll(holder, new Uint8Array([1]));
+    await holder.read(new Uint8Array(1));
+    await assert.rejects(
+      echoOnce("hi", { port: server.addr.port }),
+      (error) =>
+        error instanceof EchoError && error.problem === "refused" &&
+        /^The server (closed|reset) the connection before echoing anything \([02] bytes sent\): it may refuse this client \(access rules, connection limits\) or expect a PROXY header or TLS$/
+          .test(error.message),
+    );
+    assert.equal(server.stats.rejected, 1);
+  },
+);
 
 Deno.test("echoOnce() rejects with EchoError when the echo is too long", async () => {
   await using fake = fakeServer((received) =>
@@ -122,11 +162,14 @@ Deno.test("echoOnce() rejects when the server resets the connection", async () =
   await once(server, "listening");
   const { port } = server.address() as net.AddressInfo;
   try {
+    // Before any echo: said as a refusal.
     await assert.rejects(
       echoOnce(pseudoRandomBytes(4 * 1024 * 1024), { port }),
       (error) =>
-        error instanceof Deno.errors.ConnectionReset ||
-        error instanceof Deno.errors.BrokenPipe,
+        error instanceof EchoError && error.problem === "refused" &&
+        error.message.startsWith(
+          "The server reset the connection before echoing anything (",
+        ),
     );
   } finally {
     server.close();

@@ -148,7 +148,7 @@ Deno.test("server --max-connections-per-ip and --connect-rate", async () => {
   assert.equal(bad.code, 2);
   assert.equal(
     bad.stderr,
-    "error: Invalid --max-connections-per-ip: must be a positive integer or Infinity, got 0 (see --help)\n",
+    "error: Invalid --max-connections-per-ip: expected a positive integer or unlimited, got '0' (see --help)\n",
   );
   const rate = await run(Deno.execPath(), [
     "run",
@@ -161,7 +161,7 @@ Deno.test("server --max-connections-per-ip and --connect-rate", async () => {
   assert.equal(rate.code, 2);
   assert.equal(
     rate.stderr,
-    "error: Invalid --connect-rate: expected an integer, got 'x' (see --help)\n",
+    "error: Invalid --connect-rate: expected a positive integer or unlimited, got 'x' (see --help)\n",
   );
 });
 

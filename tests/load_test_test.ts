@@ -64,7 +64,8 @@ loadEngineTest(
     assert.equal(report.roundTrips, 3000);
     assert.equal(report.messageBytes, 100);
     assert.equal(
-      report.connectErrors + report.mismatches + report.otherErrors,
+      report.connectErrors + report.closedBeforeEcho + report.mismatches +
+        report.otherErrors,
       0,
     );
     const l = report.latencyUs;
@@ -197,17 +198,50 @@ loadEngineTest(
       assert.equal(report.connectErrors, 4);
       assert.equal(report.connected, 0);
     });
-    await t.step("closed early", async () => {
+    await t.step("closed before any echo: a refusal", async () => {
       await using server = brokenServer(() => null);
       const report = await loadTest({
         ...engine,
         port: server.port,
         count: 10,
       });
+      assert.equal(report.closedBeforeEcho, 1);
+      assert.equal(report.otherErrors, 0);
+      assert.equal(
+        report.errorMessages[0],
+        "Server closed the connection before echoing anything: it may refuse this client (access rules, connection limits) or expect a PROXY header or TLS",
+      );
+    });
+    await t.step("denied by a real server's rules", async () => {
+      await using server = serveEcho({ port: 0, deny: ["127.0.0.0/8"] });
+      const report = await loadTest({
+        ...engine,
+        port: server.addr.port,
+        connections: 3,
+        count: 10,
+      });
+      assert.equal(report.closedBeforeEcho, 3);
+      assert.equal(report.connectErrors + report.otherErrors, 0);
+      assert.match(report.errorMessages[0], /before echoing anything/);
+      assert.equal(server.stats.refused.denied, 3);
+    });
+    await t.step("closed after a round trip: not a refusal", async () => {
+      let chunks = 0;
+      await using server = brokenServer((chunk) =>
+        chunks++ === 0 ? chunk : null
+      );
+      const report = await loadTest({
+        ...engine,
+        port: server.port,
+        count: 10,
+        message: "ping",
+      });
+      assert.equal(report.roundTrips, 1);
+      assert.equal(report.closedBeforeEcho, 0);
       assert.equal(report.otherErrors, 1);
       assert.equal(
         report.errorMessages[0],
-        "Server closed after 0 of 64 echoed bytes",
+        "Server closed after 0 of 4 echoed bytes",
       );
     });
     await t.step("silent", async () => {

@@ -274,7 +274,7 @@ Deno.test("server --udp and client --udp, --max-loss, and their usage errors", a
   assert.equal(load.code, 0, load.stderr);
   assert.match(
     decoder.decode(load.stdout),
-    /errors +0 connect, 0 mismatched echoes, 0 other, 0 lost \(0\.00 %\)/,
+    /errors +0 connect, 0 closed before any echo, 0 mismatched echoes, 0 other, 0 lost \(0\.00 %\)/,
   );
 
   await using lossy = fakeServer((data, n) => n % 2 === 0 ? undefined : data);

@@ -94,6 +94,13 @@ export const CLIENT_FLAGS = {
     parse: timeout,
   },
   interactive: { short: "i", help: "talk to the server line by line" },
+  raw: {
+    excludes: ["interactive"],
+    help: "print what the server sends, as it sends it (made safe on a " +
+      "terminal), instead of checking it against what was sent, as nc " +
+      "would: for servers that answer rather than echo (--mode info, " +
+      "line mode's ERR lines)",
+  },
   message: {
     arg: "TEXT",
     help: "the message, instead of MESSAGE; in a load test, sent instead of " +
@@ -273,6 +280,9 @@ export function checkClientFlags(
       throw new UsageError(
         "Unexpected MESSAGE or --interactive in a load test: use --message",
       );
+    }
+    if (v.raw) {
+      throw new UsageError("Unexpected --raw in a load test: it checks echoes");
     }
     return;
   }

@@ -79,7 +79,8 @@ export async function runLoad(run: LoadRun): Promise<number> {
       return EXIT_FAILURE;
     }
   }
-  const errors = report.connectErrors + report.mismatches + report.otherErrors;
+  const errors = report.connectErrors + report.closedBeforeEcho +
+    report.mismatches + report.otherErrors;
   if (errors > 0) {
     const more = errors > 1 ? ` (and ${errors - 1} more)` : "";
     printError(
@@ -125,7 +126,7 @@ function formatReport(r: LoadReport, udp: boolean): string {
     `latency      p50 ${us(l.p50)}, p90 ${us(l.p90)}, p99 ${us(l.p99)}, p99.9 ${
       us(l.p999)
     }, max ${us(l.max)}`,
-    `errors       ${r.connectErrors} connect, ${r.mismatches} mismatched echoes, ${r.otherErrors} other${
+    `errors       ${r.connectErrors} connect, ${r.closedBeforeEcho} closed before any echo, ${r.mismatches} mismatched echoes, ${r.otherErrors} other${
       r.lost > 0 || udp
         ? `, ${r.lost} lost (${lossPercent(r).toFixed(2)} %)`
         : ""

@@ -120,3 +120,14 @@ async function settlesWithin(
   clearTimeout(timer);
   return settled;
 }
+
+/**
+ * Stdout for what a server sent: made safe on a terminal when it may be
+ * anything (`untrusted`: not the user's own bytes echoed), as it is.
+ */
+export function stdout(untrusted: boolean): WritableStream<Uint8Array> {
+  if (!untrusted || !Deno.stdout.isTerminal()) return Deno.stdout.writable;
+  const safe = terminalSafeStream();
+  safe.readable.pipeTo(Deno.stdout.writable).catch(() => {});
+  return safe.writable;
+}

@@ -2,8 +2,20 @@
 // (lib/load_test.ts, lib/native/load_loop.ts), so that a report reads the
 // same whichever engine made it. Not exported from mod.ts.
 
-/** What failed: a connect, an echo that differs, or anything else. */
-export type FailureKind = "connect" | "mismatch" | "other";
+/**
+ * What failed: a connect, a connection the server closed or reset before
+ * echoing anything (a refusal, most likely), an echo that differs, or
+ * anything else.
+ */
+export type FailureKind = "connect" | "refused" | "mismatch" | "other";
+
+/**
+ * Why a server closes a connection it accepted before echoing a byte, as
+ * the client says it: the likely causes, for the user to check.
+ */
+export const REFUSAL_CAUSES =
+  "it may refuse this client (access rules, connection limits) or expect " +
+  "a PROXY header or TLS";
 
 /** How many failure messages a report keeps. */
 const MAX_MESSAGES = 5;
@@ -11,6 +23,7 @@ const MAX_MESSAGES = 5;
 /** A load test's failures: counts by kind, and the first few messages. */
 export class Failures {
   connectErrors = 0;
+  closedBeforeEcho = 0;
   mismatches = 0;
   otherErrors = 0;
   readonly errorMessages: string[] = [];
@@ -18,6 +31,7 @@ export class Failures {
   /** Counts a failure of `kind`, keeping its message if there is room. */
   add(kind: FailureKind, message: string): void {
     if (kind === "connect") this.connectErrors++;
+    else if (kind === "refused") this.closedBeforeEcho++;
     else if (kind === "mismatch") this.mismatches++;
     else this.otherErrors++;
     if (this.errorMessages.length < MAX_MESSAGES) {
@@ -27,18 +41,27 @@ export class Failures {
 
   /** Failures of every kind. */
   get total(): number {
-    return this.connectErrors + this.mismatches + this.otherErrors;
+    return this.connectErrors + this.closedBeforeEcho + this.mismatches +
+      this.otherErrors;
   }
 
   /** The counts and messages, as a report carries them. */
   report(): {
     connectErrors: number;
+    closedBeforeEcho: number;
     mismatches: number;
     otherErrors: number;
     errorMessages: string[];
   } {
-    const { connectErrors, mismatches, otherErrors, errorMessages } = this;
-    return { connectErrors, mismatches, otherErrors, errorMessages };
+    const { connectErrors, closedBeforeEcho, mismatches, otherErrors } = this;
+    const { errorMessages } = this;
+    return {
+      connectErrors,
+      closedBeforeEcho,
+      mismatches,
+      otherErrors,
+      errorMessages,
+    };
   }
 }
 
@@ -50,6 +73,27 @@ export const failure = {
     `Echo is longer than what was sent (${bytes} bytes)`,
   closedEarly: (received: number, expected: number): string =>
     `Server closed after ${received} of ${expected} echoed bytes`,
+  refused: (reset: boolean): string =>
+    `Server ${
+      reset ? "reset" : "closed"
+    } the connection before echoing anything: ${REFUSAL_CAUSES}`,
   roundTripTimeout: (ms: number): string =>
     `Round trip timed out after ${ms} ms`,
 };
+
+/**
+ * A connection the server closed or reset before echoing anything: counted
+ * as `refused`, apart from other failures.
+ */
+export class Refusal extends Error {
+  constructor(reset: boolean) {
+    super(failure.refused(reset));
+    this.name = "Refusal";
+  }
+}
+
+/** Whether `error` is the peer resetting the connection (or its pipe). */
+export function isReset(error: unknown): boolean {
+  return error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.BrokenPipe;
+}

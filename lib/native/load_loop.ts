@@ -20,6 +20,8 @@ import { CpuWindow } from "../client/cpu.ts";
 import { drainMs } from "../client/drain.ts";
 import { failure, type FailureKind, Failures } from "../client/failures.ts";
 import {
+  ECONNRESET,
+  EPIPE,
   errnoText,
   IPPROTO_TCP,
   type Native,
@@ -79,6 +81,7 @@ export interface LoadResult {
   /** Datagrams unanswered: none over TCP. */
   lost: number;
   connectErrors: number;
+  closedBeforeEcho: number;
   mismatches: number;
   otherErrors: number;
   errorMessages: string[];
@@ -262,7 +265,11 @@ export abstract class LoadLoop {
   ): void {
     const { message } = this.config;
     if (length === 0) {
-      this.fail("other", failure.closedEarly(conn.received, message.length));
+      if (this.#refused(conn)) this.fail("refused", failure.refused(false));
+      else {this.fail(
+          "other",
+          failure.closedEarly(conn.received, message.length),
+        );}
       return this.close(conn);
     }
     const at = conn.received;
@@ -296,8 +303,16 @@ export abstract class LoadLoop {
 
   /** An I/O error on `conn`: it is closed. */
   protected ioFailed(conn: Conn, errno: number): void {
-    this.fail("other", errnoText(errno));
+    const reset = errno === ECONNRESET || errno === EPIPE;
+    if (reset && this.#refused(conn)) {
+      this.fail("refused", failure.refused(true));
+    } else this.fail("other", errnoText(errno));
     this.close(conn);
+  }
+
+  /** Whether `conn` ends before any byte came back: a refusal, likely. */
+  #refused(conn: Conn): boolean {
+    return conn.mine === 1 && conn.received === 0;
   }
 
   protected close(conn: Conn): void {
