@@ -5,7 +5,8 @@
  * broadcast relay or a chat ({@linkcode ServeEchoOptions.mode}), with bounded
  * per-client send queues and {@linkcode EchoServer.announce} for the operator.
  * {@linkcode loadTest} measures a server: round trips, throughput and latency
- * percentiles, with every byte verified.
+ * percentiles, with every byte verified. {@linkcode createCertificates}
+ * makes a throwaway certificate authority and a certificate for TLS.
  *
  * ```ts
  * import { echoOnce, serveEcho } from "@tcp-echo/tcp-echo";
@@ -46,3 +47,11 @@ export type {
   LoadReport,
   LoadTestOptions,
 } from "./lib/load_test.ts";
+export {
+  createCertificates,
+  DEFAULT_CERTIFICATE_NAMES,
+} from "./lib/create_certificates.ts";
+export type {
+  Certificates,
+  CreateCertificatesOptions,
+} from "./lib/create_certificates.ts";
