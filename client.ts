@@ -23,6 +23,7 @@ import {
   EXIT_OK,
   EXIT_USAGE,
   flagFor,
+  helpTopic,
   parseFlags,
   printError,
   UsageError,
@@ -30,7 +31,8 @@ import {
 import {
   checkClientFlags,
   CLIENT_FLAGS,
-  CLIENT_HELP,
+  clientHelp,
+  clientTarget,
   LOAD_FLAGS,
 } from "./lib/cli/client_flags.ts";
 import { configureLogging } from "./lib/cli/logging.ts";
@@ -39,6 +41,11 @@ import { runSession, stdout } from "./lib/cli/session.ts";
 async function main(args: string[]): Promise<number> {
   let parsed;
   try {
+    const topic = helpTopic(args);
+    if (topic !== undefined) {
+      console.log(clientHelp(topic));
+      return EXIT_OK;
+    }
     parsed = parseFlags(CLIENT_FLAGS, args, true);
     checkClientFlags(parsed);
   } catch (error) {
@@ -47,25 +54,14 @@ async function main(args: string[]): Promise<number> {
     return EXIT_USAGE;
   }
   const { values: v, spelled, positionals } = parsed;
-  if (v.help || v.version) {
-    console.log(v.help ? CLIENT_HELP : denoJson.version);
+  if (v.version) {
+    console.log(denoJson.version);
     return EXIT_OK;
   }
   await configureLogging(v["log-level"] ?? "warning", "pretty");
   // FFI is full access: only the native engine keeps it.
   if (v.engine !== "native") Deno.permissions.revokeSync({ name: "ffi" });
-  const target = {
-    hostname: v.hostname,
-    port: v.port,
-    path: v.unix,
-    udp: v.udp,
-    sendProxy: v["send-proxy"],
-    proxySource: v["proxy-source"],
-    tls: v.tls,
-    caCerts: v.ca,
-    serverName: v["server-name"],
-    timeout: v.timeout,
-  };
+  const target = clientTarget(v);
   const message = v.message ?? positionals.join(" ");
   const interactive = v.interactive ??
     (positionals.length === 0 && v.message === undefined &&

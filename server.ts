@@ -13,36 +13,41 @@
  * @module
  */
 
-import { getLogger } from "@logtape/logtape";
 import denoJson from "./deno.json" with { type: "json" };
 import { serveEcho } from "./lib/serve_echo.ts";
 import type { EchoServer } from "./lib/types.ts";
-import { formatAddr, type OptionError, plural } from "./lib/_helpers.ts";
+import { formatAddr, type OptionError } from "./lib/_helpers.ts";
 import {
   EXIT_FAILURE,
   EXIT_FORCED,
   EXIT_OK,
   EXIT_USAGE,
   flagFor,
+  helpTopic,
   parseFlags,
   printError,
   UsageError,
 } from "./lib/cli/flags.ts";
 import { configureLogging } from "./lib/cli/logging.ts";
+import { metricsFlag } from "./lib/cli/metrics.ts";
 import { operatorConsole } from "./lib/cli/operator.ts";
 import {
+  listenAddress,
   SERVER_FLAGS,
-  SERVER_HELP,
+  serverHelp,
   serverOptions,
 } from "./lib/cli/server_flags.ts";
 import { stopOnSignals } from "./lib/cli/signals.ts";
-import { showStatus } from "./lib/cli/status.ts";
-
-const logger = getLogger(["tcp-echo", "cli"]);
+import { logStopped, showStatus } from "./lib/cli/status.ts";
 
 async function main(args: string[]): Promise<number> {
   let parsed;
   try {
+    const topic = helpTopic(args);
+    if (topic !== undefined) {
+      console.log(serverHelp(topic));
+      return EXIT_OK;
+    }
     parsed = parseFlags(SERVER_FLAGS, args, false);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
@@ -50,10 +55,6 @@ async function main(args: string[]): Promise<number> {
     return EXIT_USAGE;
   }
   const { values: v, spelled } = parsed;
-  if (v.help) {
-    console.log(SERVER_HELP);
-    return EXIT_OK;
-  }
   if (v.version) {
     console.log(denoJson.version);
     return EXIT_OK;
@@ -64,22 +65,12 @@ async function main(args: string[]): Promise<number> {
 
   const stop = new AbortController();
   const options = serverOptions(v);
-  // prom-client is loaded only for --metrics, not at every start.
-  const metricsModule = v.metrics === undefined
-    ? undefined
-    : await import("./lib/serve_metrics.ts");
-  if (v.metrics !== undefined) {
-    // Before the server starts: a bad --metrics is a usage error alone.
-    try {
-      metricsModule!.assertMetricsOptions(v.metrics);
-    } catch (error) {
-      printError(
-        `Invalid ${spelled.metrics}: ${
-          (error as OptionError).reason
-        } (see --help)`,
-      );
-      return EXIT_USAGE;
-    }
+  let startMetrics;
+  try {
+    startMetrics = await metricsFlag(v.metrics, spelled.metrics);
+  } catch (error) {
+    printError(`${(error as Error).message} (see --help)`);
+    return EXIT_USAGE;
   }
   let server: EchoServer<Deno.Addr>;
   try {
@@ -95,7 +86,7 @@ async function main(args: string[]): Promise<number> {
       return EXIT_USAGE;
     }
     printError(
-      `Cannot listen on ${address(options)}: ${(error as Error).message}`,
+      `Cannot listen on ${listenAddress(options)}: ${(error as Error).message}`,
     );
     return EXIT_FAILURE;
   }
@@ -103,6 +94,13 @@ async function main(args: string[]): Promise<number> {
   // threads of their own, and a flood of clients could take every
   // descriptor before the signal handlers had theirs.
   using signals = stopOnSignals(server, stop);
+  /** A start that failed: one line, the server stopped, exit 1. */
+  const failed = async (message: string) => {
+    printError(message);
+    stop.abort();
+    await server.finished;
+    return EXIT_FAILURE;
+  };
   try {
     await server.ready;
   } catch (error) {
@@ -113,27 +111,13 @@ async function main(args: string[]): Promise<number> {
       : v.unix === undefined
       ? "start workers"
       : `listen on ${v.unix}`;
-    printError(`Cannot ${what}: ${(error as Error).message}`);
-    stop.abort();
-    await server.finished;
-    return EXIT_FAILURE;
+    return await failed(`Cannot ${what}: ${(error as Error).message}`);
   }
   let metrics;
-  if (v.metrics !== undefined) {
-    try {
-      metrics = metricsModule!.serveMetrics(server, v.metrics);
-    } catch (error) {
-      // Its options were checked before the server started: what is left is
-      // the port (in use, or not allowed).
-      printError(
-        `Cannot serve metrics on ${formatAddr(v.metrics)}: ${
-          (error as Error).message
-        }`,
-      );
-      stop.abort();
-      await server.finished;
-      return EXIT_FAILURE;
-    }
+  try {
+    metrics = startMetrics?.(server);
+  } catch (error) {
+    return await failed((error as Error).message);
   }
   console.log(`Listening on ${formatAddr(server.addr)}`);
   if (metrics !== undefined) {
@@ -150,25 +134,8 @@ async function main(args: string[]): Promise<number> {
   status?.[Symbol.dispose]();
   await metrics?.shutdown();
   await operator?.stop();
-  const { stats } = server;
-  const datagrams = stats.datagramsIn > 0
-    ? `, {datagramsOut} ${plural(stats.datagramsOut, "datagram")} echoed`
-    : "";
-  logger.info(
-    `Stopped: {accepted} ${
-      plural(stats.accepted, "connection")
-    } served, {rejected} rejected${datagrams}`,
-    { ...stats },
-  );
+  logStopped(server.stats);
   return signals.forced ? EXIT_FORCED : EXIT_OK;
-}
-
-/** `where` as logs and errors show it. */
-function address(where: { hostname?: string; port?: number; path?: string }) {
-  return where.path ?? formatAddr({
-    hostname: where.hostname ?? "127.0.0.1",
-    port: where.port ?? 9000,
-  });
 }
 
 if (import.meta.main) {

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
 import { echoOnce } from "../mod.ts";
 import { limit, timeout, wait } from "../lib/cli/flags.ts";
+import { SERVER_FLAGS, SERVER_GROUPS } from "../lib/cli/server_flags.ts";
+import { CLIENT_FLAGS, CLIENT_GROUPS } from "../lib/cli/client_flags.ts";
 import { type Engine, ENGINES } from "./_engines.ts";
 import {
   pseudoRandomBytes,
@@ -328,6 +330,9 @@ Deno.test("--help and --version document the flags and exit codes", async () => 
       assert.ok(text.includes(flag), `${script} --help lacks ${flag}`);
     }
     assert.match(text, /Exit codes:/);
+    assert.match(text, /\nExamples:\n/);
+    assert.match(text, /\nMore options: --help all, or --help TOPIC/);
+    assert.ok(text.split("\n").length <= 80, "plain --help is short");
     const version = await run(Deno.execPath(), [
       "run",
       LOCK,
@@ -336,6 +341,42 @@ Deno.test("--help and --version document the flags and exit codes", async () => 
       "-V",
     ]);
     assert.equal(decoder.decode(version.stdout), `${denoJson.version}\n`);
+  }
+});
+
+Deno.test("--help all lists every flag by group, --help TOPIC one group, a bad topic is exit 2", async () => {
+  for (
+    const [script, table, groups] of [
+      [SERVER, SERVER_FLAGS, SERVER_GROUPS],
+      [CLIENT, CLIENT_FLAGS, CLIENT_GROUPS],
+    ] as const
+  ) {
+    const help = (args: string[]) =>
+      run(Deno.execPath(), ["run", LOCK, "--allow-net", script, ...args]);
+    const all = decoder.decode((await help(["--help", "all"])).stdout);
+    const flags: Record<string, { group?: string }> = table;
+    for (const [name, flag] of Object.entries(flags)) {
+      assert.match(all, new RegExp(`\\n  (-\\w, )?--${name}(?=[ \\n])`), name);
+      assert.ok(flag.group !== undefined && flag.group in groups, name);
+    }
+    for (const [topic, group] of Object.entries(groups)) {
+      const one = await help([`--help=${topic}`]);
+      assert.equal(one.code, 0);
+      const text = decoder.decode(one.stdout);
+      assert.ok(text.startsWith(`${group.title}:\n`), topic);
+      for (const [name, flag] of Object.entries(flags)) {
+        const listed = new RegExp(`\\n  (-\\w, )?--${name}(?=[ \\n])`).test(
+          text,
+        );
+        assert.equal(listed, flag.group === topic, `${topic}: --${name}`);
+      }
+    }
+    const bad = await help(["--help", "nope"]);
+    assert.equal(bad.code, 2);
+    assert.match(
+      bad.stderr,
+      /^error: Unknown help topic 'nope': give all, or one of /,
+    );
   }
 });
 

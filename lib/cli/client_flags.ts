@@ -1,12 +1,16 @@
 // Private: client.ts's flags and --help. Not exported from mod.ts.
 
+import type { EchoStreamOptions } from "../echo_stream.ts";
 import { LOG_LEVELS_HELP, logLevel } from "./logging.ts";
 import {
   choice,
   decimal,
   type Flag,
-  flagHelp,
+  type FlagValues,
+  groupedHelp,
+  type HelpGroups,
   integer,
+  moreTopics,
   outputFile,
   type ParsedFlags,
   percent,
@@ -16,9 +20,19 @@ import {
   UsageError,
 } from "./flags.ts";
 
+/** What a load test does, for --help load (and --help all). */
+const LOAD_HELP =
+  `  With any of these flags, each connection sends a message, waits for its
+  whole echo, checks it byte for byte and repeats. It prints round trips,
+  round trips/s, MB/s each way, latency percentiles from an HDR histogram,
+  errors by kind and its own CPU time. Any error makes the exit code 1.
+  --num-clients and --max-count are the Rust echo client's: "--num-clients 2
+  --max-count 10" makes 20 round trips, 10 on each connection.`;
+
 /** Every flag of client.ts: `--help`, parsing and checking come from it. */
 export const CLIENT_FLAGS = {
   hostname: {
+    group: "target",
     arg: "HOST",
     aliases: ["server-ip"],
     help: "server address",
@@ -26,6 +40,7 @@ export const CLIENT_FLAGS = {
     parse: text,
   },
   port: {
+    group: "target",
     arg: "PORT",
     aliases: ["server-port"],
     help: "server port",
@@ -33,6 +48,7 @@ export const CLIENT_FLAGS = {
     parse: integer,
   },
   unix: {
+    group: "target",
     arg: "PATH",
     option: "path",
     excludes: ["hostname", "port", "tls", "udp"],
@@ -41,12 +57,14 @@ export const CLIENT_FLAGS = {
     parse: text,
   },
   udp: {
+    group: "udp",
     excludes: ["tls", "interactive"],
     help: "send MESSAGE as one UDP datagram (at most 65,507 bytes) and wait " +
       "--timeout ms for the reply; in a load test, datagrams instead of a " +
       "stream, a reply later than --timeout counting as lost",
   },
   "max-loss": {
+    group: "udp",
     arg: "PCT",
     requires: ["udp"],
     help: "load test over UDP: exit 1 when more than PCT % of the " +
@@ -54,6 +72,7 @@ export const CLIENT_FLAGS = {
     parse: percent,
   },
   "send-proxy": {
+    group: "proxy",
     arg: "v1|v2",
     option: "sendProxy",
     help: "start with a PROXY protocol header of this version, as a proxy " +
@@ -61,16 +80,19 @@ export const CLIENT_FLAGS = {
     parse: choice(["v1", "v2"] as const),
   },
   "proxy-source": {
+    group: "proxy",
     arg: "ADDR:PORT",
     requires: ["send-proxy"],
     help: "the client address the PROXY header claims ([ADDR]:PORT for IPv6)",
     parse: text,
   },
   tls: {
+    group: "tls",
     help: "speak TLS, and check the server's certificate against the " +
       "system's trust store or --ca",
   },
   ca: {
+    group: "tls",
     arg: "FILE",
     option: "caCerts",
     requires: ["tls"],
@@ -78,6 +100,7 @@ export const CLIENT_FLAGS = {
     parse: (path: string): string[] => [textFile(path)],
   },
   "server-name": {
+    group: "tls",
     arg: "NAME",
     option: "serverName",
     requires: ["tls"],
@@ -86,6 +109,7 @@ export const CLIENT_FLAGS = {
     parse: text,
   },
   timeout: {
+    group: "target",
     arg: "MS",
     help: "how long to wait for the server: to connect, and for each echoed " +
       "chunk while bytes are owed; interactively, to close once the input " +
@@ -93,8 +117,13 @@ export const CLIENT_FLAGS = {
     default: "10000",
     parse: timeout,
   },
-  interactive: { short: "i", help: "talk to the server line by line" },
+  interactive: {
+    group: "sending",
+    short: "i",
+    help: "talk to the server line by line",
+  },
   raw: {
+    group: "sending",
     excludes: ["interactive"],
     help: "print what the server sends, as it sends it (made safe on a " +
       "terminal), instead of checking it against what was sent, as nc " +
@@ -102,12 +131,14 @@ export const CLIENT_FLAGS = {
       "line mode's ERR lines)",
   },
   message: {
+    group: "sending",
     arg: "TEXT",
     help: "the message, instead of MESSAGE; in a load test, sent instead of " +
       "--size random bytes",
     parse: text,
   },
   connections: {
+    group: "load",
     arg: "N",
     excludes: ["num-clients"],
     help: "load test: connections at once",
@@ -115,6 +146,7 @@ export const CLIENT_FLAGS = {
     parse: integer,
   },
   engine: {
+    group: "engine",
     arg: "NAME",
     help: "load test: default (Deno's sockets) or native (one loop over " +
       "libc through FFI, in a thread of its own; plain TCP, Linux); " +
@@ -123,6 +155,7 @@ export const CLIENT_FLAGS = {
     parse: choice(["default", "native"] as const),
   },
   "native-io": {
+    group: "engine",
     arg: "NAME",
     help: "load test with --engine native: io_uring (a system call per " +
       "batch of sends and receives; Linux 6.1+) or epoll (one per send and " +
@@ -130,6 +163,7 @@ export const CLIENT_FLAGS = {
     parse: choice(["io_uring", "epoll"] as const),
   },
   "num-clients": {
+    group: "load",
     arg: "N",
     option: "connections",
     help: "load test: N connections, each making --max-count round trips " +
@@ -137,6 +171,7 @@ export const CLIENT_FLAGS = {
     parse: integer,
   },
   count: {
+    group: "load",
     arg: "N",
     excludes: ["max-count", "duration"],
     help: "load test: round trips in all",
@@ -144,6 +179,7 @@ export const CLIENT_FLAGS = {
     parse: integer,
   },
   "max-count": {
+    group: "load",
     arg: "N",
     option: "countPerConnection",
     excludes: ["duration"],
@@ -152,11 +188,13 @@ export const CLIENT_FLAGS = {
     parse: integer,
   },
   duration: {
+    group: "load",
     arg: "S",
     help: "load test: run for S seconds instead of a count",
     parse: decimal,
   },
   warmup: {
+    group: "load",
     arg: "S",
     requires: ["duration"],
     help: "load test: first run S seconds unmeasured (round trips made and " +
@@ -164,6 +202,7 @@ export const CLIENT_FLAGS = {
     parse: decimal,
   },
   size: {
+    group: "load",
     arg: "N",
     option: "message",
     excludes: ["message"],
@@ -172,26 +211,33 @@ export const CLIENT_FLAGS = {
     parse: integer,
   },
   rate: {
+    group: "load",
     arg: "N",
     help: "load test: aim for N round trips/s in all; latency counts from " +
       "when each was due (default: flat out)",
     parse: decimal,
   },
   "report-interval": {
+    group: "load",
     arg: "S",
     help: "load test: seconds between progress reports when stderr is not " +
       "a terminal",
     default: "5",
     parse: decimal,
   },
-  json: { help: "load test: print the report as one JSON object" },
+  json: {
+    group: "load",
+    help: "load test: print the report as one JSON object",
+  },
   histogram: {
+    group: "charts",
     arg: "FILE",
     help: "load test: write the latency percentile distribution to FILE, in " +
       "HdrHistogram's text format (ms), as its plotter and wrk2 users read it",
     parse: outputFile(),
   },
   plot: {
+    group: "charts",
     arg: "FILE.svg",
     help: "load test: draw latency by percentile (50 % to 99.99 % and " +
       "beyond, log scale) to FILE.svg; a chart already there from an " +
@@ -199,6 +245,7 @@ export const CLIENT_FLAGS = {
     parse: outputFile(".svg"),
   },
   label: {
+    group: "charts",
     arg: "NAME",
     requires: ["plot"],
     help: "this run's name in --plot's legend (default: the server's " +
@@ -206,6 +253,7 @@ export const CLIENT_FLAGS = {
     parse: text,
   },
   "log-level": {
+    group: "logging",
     arg: "LEVEL",
     aliases: ["log_level"],
     help: `${LOG_LEVELS_HELP}: what the client logs on stderr (debug: each ` +
@@ -213,8 +261,17 @@ export const CLIENT_FLAGS = {
     default: "warning",
     parse: logLevel,
   },
-  help: { short: "h", help: "print this help and exit" },
-  version: { short: "V", help: "print the version and exit" },
+  help: {
+    group: "logging",
+    short: "h",
+    help: "print the common options and exit; --help all: every option, " +
+      "--help TOPIC: one group",
+  },
+  version: {
+    group: "logging",
+    short: "V",
+    help: "print the version and exit",
+  },
 } satisfies Record<string, Flag<unknown>>;
 
 /** The flags that make a load test. */
@@ -232,36 +289,46 @@ export const LOAD_FLAGS = [
   "max-loss",
 ] as const;
 
-/** client.ts's --help. */
-export const CLIENT_HELP = `Usage: deno task client [options] MESSAGE...
+/** The groups of client.ts's --help; plain --help shows the common ones. */
+export const CLIENT_GROUPS: HelpGroups = {
+  target: { title: "Where", common: true },
+  sending: { title: "One message, stdin, or a session", common: true },
+  load: { title: "Load tests", common: true, intro: LOAD_HELP },
+  logging: { title: "Logging and help", common: true },
+  tls: { title: "TLS" },
+  udp: { title: "UDP" },
+  proxy: { title: "PROXY protocol" },
+  charts: { title: "Latency charts (load tests)" },
+  engine: { title: "Engine (load tests)" },
+};
+
+/**
+ * client.ts's --help for `topic`: the common options (`""`), every option
+ * (`all`), or one group's.
+ *
+ * @throws {UsageError} `topic` is no group's name.
+ */
+export function clientHelp(topic: string): string {
+  const options = groupedHelp(CLIENT_FLAGS, CLIENT_GROUPS, topic);
+  if (topic !== "" && topic !== "all") return options;
+  return `Usage: deno task client [options] MESSAGE...
        deno task client [options] -
        deno task client [options] [--interactive]
        deno task client [options] --connections N (--count N | --duration S)
 
 Sends MESSAGE (several words are joined with spaces) to a TCP echo server,
-half-closes, and prints the echo and a newline. With -, sends stdin as raw
-bytes until EOF and writes the echo to stdout byte for byte, no newline added.
-Every byte of the echo is checked against what was sent.
+half-closes, and prints the echo and a newline; every byte is checked. With
+-, sends stdin until EOF and writes the echo byte for byte. With no MESSAGE on
+a terminal (or --interactive), a session: each line typed is sent, and what
+the server sends is printed (safe for the terminal); Ctrl+D or "exit" ends it.
 
-Interactive (with no MESSAGE on a terminal, or with --interactive): sends each
-line of stdin as soon as it is complete and prints everything the server sends
-as it arrives, for any server: echo, line, broadcast, chat, or nc -l. On a
-terminal, control characters but TAB and line endings (escape sequences, a
-bare CR) print as U+FFFD instead of acting on the terminal. Ctrl+D
-or a line "exit" (not sent) half-closes and ends once the server closes (or
-after --timeout); the server closing first ends it with a notice on stderr.
-
-Load test (with any load test flag below): each connection sends a message,
-waits for its whole echo, checks it byte for byte and repeats. It prints round
-trips, round trips/s, MB/s each way, latency percentiles from an HDR
-histogram, errors and its own CPU time. Any error makes the exit code 1.
-
-Options:
-${flagHelp(CLIENT_FLAGS)}
-
-The "also" names, --num-clients and --max-count are those of the Rust echo
-client this one replaces, with their meaning there: "--num-clients 2
---max-count 10" makes 20 round trips, 10 on each connection.
+${options}
+${topic === "" ? `\n${moreTopics(CLIENT_GROUPS)}\n` : ""}
+Examples:
+  deno task client "hi"                          prints: hi
+  printf 'any\\0bytes' | deno task client - | od -c
+  deno task client --raw clientip                 ask a --mode info server
+  deno task client --connections 50 --duration 10 --size 64 --json
 
 Exit codes:
   0  the echo matched what was sent; interactively, the session ended; a
@@ -269,6 +336,7 @@ Exit codes:
   1  connection refused or reset, timeout, or an echo that differs, is short
      or is too long; any error in a load test
   2  usage error (unknown flag, bad flag value, no message)`;
+}
 
 /** Throws a {@link UsageError} for flags and arguments that do not go together. */
 export function checkClientFlags(
@@ -314,4 +382,22 @@ export function checkClientFlags(
       "Missing MESSAGE: give the text to send, - for stdin, or --interactive",
     );
   }
+}
+
+/** Where and how to connect, from the flags given (the library fills defaults). */
+export function clientTarget(
+  v: FlagValues<typeof CLIENT_FLAGS>,
+): EchoStreamOptions {
+  return {
+    hostname: v.hostname,
+    port: v.port,
+    path: v.unix,
+    udp: v.udp,
+    sendProxy: v["send-proxy"],
+    proxySource: v["proxy-source"],
+    tls: v.tls,
+    caCerts: v.ca,
+    serverName: v["server-name"],
+    timeout: v.timeout,
+  };
 }

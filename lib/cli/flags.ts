@@ -12,6 +12,8 @@ import { cidrProblem } from "../rules/cidr.ts";
 
 /** One flag of a CLI. */
 export interface Flag<T> {
+  /** Its group in --help: a key of the CLI's {@linkcode HelpGroups}. */
+  group?: string;
   /** What it does, for --help; wrapped to fit. */
   help: string;
   /** The value's name in --help (`N`, `HOST`); none for a boolean flag. */
@@ -192,6 +194,87 @@ function camelCase(name: string): string {
 
 const NAME_COLUMN = 25;
 const WIDTH = 79;
+
+/** A group of flags in --help, and whether plain --help shows it. */
+export interface HelpGroup {
+  title: string;
+  common?: boolean;
+  /** Text shown under the title when the group is asked for by name. */
+  intro?: string;
+}
+
+/** A CLI's groups of flags, by topic name, in --help's order. */
+export type HelpGroups = Record<string, HelpGroup>;
+
+/**
+ * The topic of a `--help` (`-h`) on the command line, as curl takes it:
+ * `""` for plain --help (the common options), `all`, or a group's name
+ * (`--help tls`, `--help=tls`); `undefined` without --help. The topic's
+ * word is taken out of `args`, so that the rest parses as usual.
+ */
+export function helpTopic(args: string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") return undefined;
+    if (arg.startsWith("--help=")) {
+      args.splice(i, 1, "--help");
+      return arg.slice("--help=".length);
+    }
+    if (arg !== "--help" && arg !== "-h") continue;
+    const next = args[i + 1];
+    if (next !== undefined && !next.startsWith("-")) {
+      args.splice(i + 1, 1);
+      return next;
+    }
+    return "";
+  }
+  return undefined;
+}
+
+/**
+ * The option lines of --help for `topic` (see {@linkcode helpTopic}): the
+ * common groups, every group, or one; each group under its title.
+ *
+ * @throws {UsageError} `topic` is no group's name.
+ */
+export function groupedHelp(
+  table: FlagTable,
+  groups: HelpGroups,
+  topic: string,
+): string {
+  if (topic !== "" && topic !== "all" && !Object.hasOwn(groups, topic)) {
+    throw new UsageError(
+      `Unknown help topic '${topic}': give all, or one of ${
+        Object.keys(groups).join(", ")
+      }`,
+    );
+  }
+  const shown = Object.entries(groups).filter(([name, group]) =>
+    topic === "all" || topic === name || (topic === "" && group.common)
+  );
+  return shown.map(([name, group]) => {
+    const flags = Object.fromEntries(
+      Object.entries(table).filter(([, flag]) => flag.group === name),
+    );
+    const intro = group.intro !== undefined && topic !== ""
+      ? `${group.intro}\n\n`
+      : "";
+    return `${group.title}:\n${intro}${flagHelp(flags)}`;
+  }).join("\n\n");
+}
+
+/**
+ * The line plain --help ends its options with: the groups it left out, as
+ * topics.
+ */
+export function moreTopics(groups: HelpGroups): string {
+  const rest = Object.entries(groups).filter(([, group]) => !group.common)
+    .map(([name]) => name);
+  return wrap(
+    `More options: --help all, or --help TOPIC, one of ${rest.join(", ")}.`,
+    WIDTH,
+  ).join("\n");
+}
 
 /** The --help lines of `table`'s flags, wrapped to 79 columns. */
 export function flagHelp(table: FlagTable): string {

@@ -5,6 +5,7 @@ import {
   type ServeEchoOptions,
   type ServeEchoUnixOptions,
 } from "../types.ts";
+import { formatAddr } from "../_helpers.ts";
 import { LOG_FORMATS, LOG_LEVELS_HELP, logLevel } from "./logging.ts";
 import {
   choice,
@@ -12,307 +13,21 @@ import {
   cidrFile,
   decimal,
   type Flag,
-  flagHelp,
   type FlagValues,
+  groupedHelp,
+  type HelpGroups,
   hostPort,
   integer,
   limit,
+  moreTopics,
   text,
   textFile,
   timeout,
   wait,
 } from "./flags.ts";
 
-/** Every flag of server.ts: `--help`, parsing and checking come from it. */
-export const SERVER_FLAGS = {
-  mode: {
-    arg: "MODE",
-    help: "echo, line, broadcast, chat or info",
-    default: "echo",
-    parse: choice(MODES),
-  },
-  hostname: {
-    arg: "HOST",
-    aliases: ["ip"],
-    help: "address to listen on; a name listens on the first address it " +
-      "resolves to only (localhost: 127.0.0.1; give ::1 for IPv6)",
-    default: "127.0.0.1",
-    parse: text,
-  },
-  port: {
-    arg: "PORT",
-    help: "port to listen on, 0 for any free port",
-    default: "9000",
-    parse: integer,
-  },
-  unix: {
-    arg: "PATH",
-    option: "path",
-    excludes: ["hostname", "port", "tls-cert", "tls-key", "udp", "udp-only"],
-    help: "listen on a Unix domain socket at PATH instead of a host and " +
-      "port (one thread; a socket file nothing answers on is replaced, and " +
-      "the file is removed on stop)",
-    parse: text,
-  },
-  "tls-cert": {
-    arg: "FILE",
-    option: "cert",
-    requires: ["tls-key"],
-    help: "speak TLS with this PEM certificate chain (every mode, and " +
-      "workers)",
-    parse: textFile,
-  },
-  "tls-key": {
-    arg: "FILE",
-    option: "key",
-    requires: ["tls-cert"],
-    help: "the PEM private key of --tls-cert",
-    parse: textFile,
-  },
-  "handshake-timeout": {
-    arg: "MS",
-    requires: ["tls-cert"],
-    help: "with TLS, close a client that has not completed its handshake " +
-      "after MS ms (counted as a handshake failure); unlimited never does, " +
-      "and " +
-      "serves small messages about 2.5 times as fast, but cannot close a " +
-      "client that never completes its handshake: trusted clients only",
-    default: "10000",
-    parse: timeout,
-  },
-  udp: {
-    help: "also echo UDP datagrams on the same port number (RFC 862), each " +
-      "back to its sender unchanged (in info mode, one command a datagram); " +
-      "echo and info mode only, without TLS, on one " +
-      "thread (with --workers, TCP uses them all). UDP answers whatever " +
-      "address a datagram claims to come from: do not expose it beyond " +
-      "networks you trust",
-  },
-  "udp-rate": {
-    arg: "N",
-    help: "most UDP datagrams a second answered for one source address " +
-      "(or unlimited); the rest are dropped and counted",
-    default: "1000",
-    parse: limit,
-  },
-  "udp-only": {
-    option: "udp",
-    excludes: ["udp"],
-    help: "serve UDP only, no TCP",
-  },
-  "proxy-protocol": {
-    help: "every connection starts with a PROXY protocol header (v1 or v2, " +
-      "as HAProxy, AWS NLB, nginx and Envoy send it), whose client address " +
-      "is used everywhere; TCP, TLS (before the handshake) and Unix, not UDP",
-  },
-  "proxy-timeout": {
-    arg: "MS",
-    requires: ["proxy-protocol"],
-    help: "close a client whose PROXY header is not complete after MS ms",
-    default: "3000",
-    parse: integer,
-  },
-  "trusted-proxy": {
-    arg: "CIDR",
-    option: "trustedProxies",
-    multiple: true,
-    requires: ["proxy-protocol"],
-    help: "believe PROXY headers only from this address or block (again for " +
-      "more); a header from anyone else is refused (default: any peer)",
-    parse: cidr,
-  },
-  allow: {
-    arg: "CIDR",
-    multiple: true,
-    help: "let in only clients in this address or block (again for more; " +
-      "IPv4 or IPv6, a bare address is /32 or /128); everyone else is " +
-      "closed before a byte is read. Unix-socket clients have no address " +
-      "and are not subject to it",
-    parse: cidr,
-  },
-  deny: {
-    arg: "CIDR",
-    multiple: true,
-    help: "keep out clients in this address or block (again for more); " +
-      "deny wins over allow",
-    parse: cidr,
-  },
-  "allow-file": {
-    arg: "FILE",
-    option: "allow",
-    multiple: true,
-    help: "--allow for each line of FILE (# starts a comment)",
-    parse: cidrFile,
-  },
-  "deny-file": {
-    arg: "FILE",
-    option: "deny",
-    multiple: true,
-    help: "--deny for each line of FILE (# starts a comment)",
-    parse: cidrFile,
-  },
-  "max-connections": {
-    arg: "N",
-    help: "most connections at once; more are closed at once",
-    default: "unlimited",
-    parse: limit,
-  },
-  "max-connections-per-ip": {
-    arg: "N",
-    help: "most connections one address may hold open at once, over all " +
-      "workers; more are refused (the address a PROXY header names)",
-    default: "unlimited",
-    parse: limit,
-  },
-  "connect-rate": {
-    arg: "N",
-    help: "most new connections one address may open a second (a token " +
-      "bucket with a burst of N), over all workers; more are refused",
-    default: "unlimited",
-    parse: limit,
-  },
-  "max-bytes-per-second": {
-    arg: "N",
-    help: "read each connection no faster than N bytes a second; TCP slows " +
-      "the client down, nothing is dropped, the echo stays exact",
-    default: "unlimited",
-    parse: limit,
-  },
-  "idle-timeout": {
-    arg: "MS",
-    help: "close a connection after MS ms with no data either way",
-    default: "unlimited",
-    parse: timeout,
-  },
-  "grace-period": {
-    arg: "MS",
-    help: "on shutdown, how long open connections may finish; then the " +
-      "server stops reading, sends what is in flight, half-closes and " +
-      "closes within 1 s; unlimited waits until they close",
-    default: "5000",
-    parse: wait,
-  },
-  id: {
-    arg: "TEXT",
-    help: "what info mode answers to id, so that instances on one machine " +
-      "differ",
-    default: "HOSTNAME:PORT",
-    parse: text,
-  },
-  redis: {
-    arg: "URL",
-    help: "broadcast and chat across instances that share this Redis " +
-      "(redis://, rediss://, unix:///path); it must answer at start-up, or " +
-      "the server exits 1",
-    parse: text,
-  },
-  "redis-key": {
-    arg: "PREFIX",
-    requires: ["redis"],
-    help: "prefix of the keys, so that clusters share one Redis",
-    default: "tcp-echo",
-    parse: text,
-  },
-  "redis-hold": {
-    arg: "N",
-    requires: ["redis"],
-    help: "most lines held while Redis is away; past it a sender gets " +
-      '"ERR cluster unavailable, line not sent"',
-    default: "10000",
-    parse: integer,
-  },
-  "max-line-bytes": {
-    arg: "N",
-    help: "longest line the line modes accept, without its line ending",
-    default: "8192",
-    parse: integer,
-  },
-  "channel-capacity": {
-    arg: "N",
-    help: "most lines waiting to be sent to one client; a client that lets " +
-      "more pile up is disconnected",
-    default: "100",
-    parse: integer,
-  },
-  "channel-bytes": {
-    arg: "N",
-    help: "most bytes waiting to be sent to one client",
-    default: "1048576",
-    parse: integer,
-  },
-  history: {
-    arg: "N",
-    help: "lines of its room a chat newcomer gets, at most half of " +
-      "--channel-capacity",
-    default: "20, or that half if less",
-    parse: integer,
-  },
-  operator: {
-    help: "read lines from stdin and send each to every client " +
-      '("[server] text" in broadcast and chat mode)',
-  },
-  workers: {
-    arg: "N|auto",
-    aliases: ["num-workers"],
-    help: "serve on N threads (auto: one per core; at most 4 per core), " +
-      "each with its own listener on the same port (SO_REUSEPORT, Linux " +
-      "only; needs deno run --unstable-net, which the server task has)",
-    default: "1",
-    parse: (value: string): number | "auto" =>
-      value === "auto" ? "auto" : integer(value),
-  },
-  engine: {
-    arg: "NAME",
-    help: "default (Deno's sockets) or native (an epoll loop over libc " +
-      "through FFI, in a thread of its own per worker: echo mode over TCP, " +
-      "Linux); the server task allows FFI, and drops it unless native",
-    default: "default",
-    parse: choice(["default", "native"] as const),
-  },
-  status: {
-    help: "show the server's status (open, accepted, bytes in and out per " +
-      "second, refused, dropped) on stderr every --status-interval: one " +
-      "line redrawn in place on a terminal, a log record off one",
-  },
-  "status-interval": {
-    arg: "S",
-    help: "seconds between status updates; alone, it turns --status on " +
-      "(default: 1)",
-    parse: decimal,
-  },
-  metrics: {
-    arg: "HOST:PORT",
-    help: "serve Prometheus metrics over HTTP at http://HOST:PORT/metrics " +
-      "(port 0: a free one, printed at start-up)",
-    parse: hostPort,
-  },
-  "log-level": {
-    arg: "LEVEL",
-    aliases: ["log_level"],
-    help: LOG_LEVELS_HELP,
-    default: "info",
-    parse: logLevel,
-  },
-  "log-format": {
-    arg: "FORMAT",
-    help: "pretty or json",
-    default: "pretty",
-    parse: choice(LOG_FORMATS),
-  },
-  help: { short: "h", help: "print this help and exit" },
-  version: { short: "V", help: "print the version and exit" },
-} satisfies Record<string, Flag<unknown>>;
-
-/** server.ts's --help. */
-export const SERVER_HELP = `Usage: deno task server [options]
-
-An RFC 862 TCP echo server: every byte each client sends comes back, in order,
-binary-safe; when a client half-closes, what is still owed is echoed and the
-connection closed. --mode turns it into a line echo, a broadcast relay or a
-chat.
-
-Modes:
-  echo        raw bytes back, as sent (default)
+/** What each mode does, for --help modes (and --help all). */
+const MODES_HELP = `  echo        raw bytes back, as sent (default)
   line        each newline-terminated line back as sent; a line that is
               exactly "exit" or "quit" closes the connection
   broadcast   every line from any client to every client, the sender
@@ -325,17 +40,380 @@ Modes:
               serverip, serverport, transport, echo TEXT, time, help, exit
               (agnhost netexec's words; needs --allow-sys=hostname, which
               the server task has)
-In every line mode a line over --max-line-bytes gets
-"ERR line too long (max N bytes)" back and its connection is closed.
+  In every line mode a line over --max-line-bytes gets
+  "ERR line too long (max N bytes)" back and its connection is closed.
+  The "also" names are those of the Rust echo server this one replaces.`;
 
-Options:
-${flagHelp(SERVER_FLAGS)}
+/** Every flag of server.ts: `--help`, parsing and checking come from it. */
+export const SERVER_FLAGS = {
+  mode: {
+    group: "modes",
+    arg: "MODE",
+    help: "echo, line, broadcast, chat or info (--help modes: what each " +
+      "does)",
+    default: "echo",
+    parse: choice(MODES),
+  },
+  hostname: {
+    group: "listen",
+    arg: "HOST",
+    aliases: ["ip"],
+    help: "address to listen on; a name listens on the first address it " +
+      "resolves to only (localhost: 127.0.0.1; give ::1 for IPv6)",
+    default: "127.0.0.1",
+    parse: text,
+  },
+  port: {
+    group: "listen",
+    arg: "PORT",
+    help: "port to listen on, 0 for any free port",
+    default: "9000",
+    parse: integer,
+  },
+  unix: {
+    group: "listen",
+    arg: "PATH",
+    option: "path",
+    excludes: ["hostname", "port", "tls-cert", "tls-key", "udp", "udp-only"],
+    help: "listen on a Unix domain socket at PATH instead of a host and " +
+      "port (one thread; a socket file nothing answers on is replaced, and " +
+      "the file is removed on stop)",
+    parse: text,
+  },
+  "tls-cert": {
+    group: "tls",
+    arg: "FILE",
+    option: "cert",
+    requires: ["tls-key"],
+    help: "speak TLS with this PEM certificate chain (every mode, and " +
+      "workers)",
+    parse: textFile,
+  },
+  "tls-key": {
+    group: "tls",
+    arg: "FILE",
+    option: "key",
+    requires: ["tls-cert"],
+    help: "the PEM private key of --tls-cert",
+    parse: textFile,
+  },
+  "handshake-timeout": {
+    group: "tls",
+    arg: "MS",
+    requires: ["tls-cert"],
+    help: "with TLS, close a client that has not completed its handshake " +
+      "after MS ms (counted as a handshake failure); unlimited never does, " +
+      "and " +
+      "serves small messages about 2.5 times as fast, but cannot close a " +
+      "client that never completes its handshake: trusted clients only",
+    default: "10000",
+    parse: timeout,
+  },
+  udp: {
+    group: "udp",
+    help: "also echo UDP datagrams on the same port number (RFC 862), each " +
+      "back to its sender unchanged (in info mode, one command a datagram); " +
+      "echo and info mode only, without TLS, on one " +
+      "thread (with --workers, TCP uses them all). UDP answers whatever " +
+      "address a datagram claims to come from: do not expose it beyond " +
+      "networks you trust",
+  },
+  "udp-rate": {
+    group: "udp",
+    arg: "N",
+    help: "most UDP datagrams a second answered for one source address " +
+      "(or unlimited); the rest are dropped and counted",
+    default: "1000",
+    parse: limit,
+  },
+  "udp-only": {
+    group: "udp",
+    option: "udp",
+    excludes: ["udp"],
+    help: "serve UDP only, no TCP",
+  },
+  "proxy-protocol": {
+    group: "rules",
+    help: "every connection starts with a PROXY protocol header (v1 or v2, " +
+      "as HAProxy, AWS NLB, nginx and Envoy send it), whose client address " +
+      "is used everywhere; TCP, TLS (before the handshake) and Unix, not UDP",
+  },
+  "proxy-timeout": {
+    group: "rules",
+    arg: "MS",
+    requires: ["proxy-protocol"],
+    help: "close a client whose PROXY header is not complete after MS ms",
+    default: "3000",
+    parse: integer,
+  },
+  "trusted-proxy": {
+    group: "rules",
+    arg: "CIDR",
+    option: "trustedProxies",
+    multiple: true,
+    requires: ["proxy-protocol"],
+    help: "believe PROXY headers only from this address or block (again for " +
+      "more); a header from anyone else is refused (default: any peer)",
+    parse: cidr,
+  },
+  allow: {
+    group: "rules",
+    arg: "CIDR",
+    multiple: true,
+    help: "let in only clients in this address or block (again for more; " +
+      "IPv4 or IPv6, a bare address is /32 or /128); everyone else is " +
+      "closed before a byte is read. Unix-socket clients have no address " +
+      "and are not subject to it",
+    parse: cidr,
+  },
+  deny: {
+    group: "rules",
+    arg: "CIDR",
+    multiple: true,
+    help: "keep out clients in this address or block (again for more); " +
+      "deny wins over allow",
+    parse: cidr,
+  },
+  "allow-file": {
+    group: "rules",
+    arg: "FILE",
+    option: "allow",
+    multiple: true,
+    help: "--allow for each line of FILE (# starts a comment)",
+    parse: cidrFile,
+  },
+  "deny-file": {
+    group: "rules",
+    arg: "FILE",
+    option: "deny",
+    multiple: true,
+    help: "--deny for each line of FILE (# starts a comment)",
+    parse: cidrFile,
+  },
+  "max-connections": {
+    group: "limits",
+    arg: "N",
+    help: "most connections at once; more are closed at once",
+    default: "unlimited",
+    parse: limit,
+  },
+  "max-connections-per-ip": {
+    group: "rules",
+    arg: "N",
+    help: "most connections one address may hold open at once, over all " +
+      "workers; more are refused (the address a PROXY header names)",
+    default: "unlimited",
+    parse: limit,
+  },
+  "connect-rate": {
+    group: "rules",
+    arg: "N",
+    help: "most new connections one address may open a second (a token " +
+      "bucket with a burst of N), over all workers; more are refused",
+    default: "unlimited",
+    parse: limit,
+  },
+  "max-bytes-per-second": {
+    group: "rules",
+    arg: "N",
+    help: "read each connection no faster than N bytes a second; TCP slows " +
+      "the client down, nothing is dropped, the echo stays exact",
+    default: "unlimited",
+    parse: limit,
+  },
+  "idle-timeout": {
+    group: "limits",
+    arg: "MS",
+    help: "close a connection after MS ms with no data either way",
+    default: "unlimited",
+    parse: timeout,
+  },
+  "grace-period": {
+    group: "limits",
+    arg: "MS",
+    help: "on shutdown, how long open connections may finish; then the " +
+      "server stops reading, sends what is in flight, half-closes and " +
+      "closes within 1 s; unlimited waits until they close",
+    default: "5000",
+    parse: wait,
+  },
+  id: {
+    group: "modes",
+    arg: "TEXT",
+    help: "what info mode answers to id, so that instances on one machine " +
+      "differ",
+    default: "HOSTNAME:PORT",
+    parse: text,
+  },
+  redis: {
+    group: "cluster",
+    arg: "URL",
+    help: "broadcast and chat across instances that share this Redis " +
+      "(redis://, rediss://, unix:///path); it must answer at start-up, or " +
+      "the server exits 1",
+    parse: text,
+  },
+  "redis-key": {
+    group: "cluster",
+    arg: "PREFIX",
+    requires: ["redis"],
+    help: "prefix of the keys, so that clusters share one Redis",
+    default: "tcp-echo",
+    parse: text,
+  },
+  "redis-hold": {
+    group: "cluster",
+    arg: "N",
+    requires: ["redis"],
+    help: "most lines held while Redis is away; past it a sender gets " +
+      '"ERR cluster unavailable, line not sent"',
+    default: "10000",
+    parse: integer,
+  },
+  "max-line-bytes": {
+    group: "modes",
+    arg: "N",
+    help: "longest line the line modes accept, without its line ending",
+    default: "8192",
+    parse: integer,
+  },
+  "channel-capacity": {
+    group: "limits",
+    arg: "N",
+    help: "most lines waiting to be sent to one client; a client that lets " +
+      "more pile up is disconnected",
+    default: "100",
+    parse: integer,
+  },
+  "channel-bytes": {
+    group: "limits",
+    arg: "N",
+    help: "most bytes waiting to be sent to one client",
+    default: "1048576",
+    parse: integer,
+  },
+  history: {
+    group: "modes",
+    arg: "N",
+    help: "lines of its room a chat newcomer gets, at most half of " +
+      "--channel-capacity",
+    default: "20, or that half if less",
+    parse: integer,
+  },
+  operator: {
+    group: "modes",
+    help: "read lines from stdin and send each to every client " +
+      '("[server] text" in broadcast and chat mode)',
+  },
+  workers: {
+    group: "listen",
+    arg: "N|auto",
+    aliases: ["num-workers"],
+    help: "serve on N threads (auto: one per core; at most 4 per core), " +
+      "each with its own listener on the same port (SO_REUSEPORT, Linux " +
+      "only; needs deno run --unstable-net, which the server task has)",
+    default: "1",
+    parse: (value: string): number | "auto" =>
+      value === "auto" ? "auto" : integer(value),
+  },
+  engine: {
+    group: "engine",
+    arg: "NAME",
+    help: "default (Deno's sockets) or native (an epoll loop over libc " +
+      "through FFI, in a thread of its own per worker: echo mode over TCP, " +
+      "Linux); the server task allows FFI, and drops it unless native",
+    default: "default",
+    parse: choice(["default", "native"] as const),
+  },
+  status: {
+    group: "observability",
+    help: "show the server's status (open, accepted, bytes in and out per " +
+      "second, refused, dropped) on stderr every --status-interval: one " +
+      "line redrawn in place on a terminal, a log record off one",
+  },
+  "status-interval": {
+    group: "observability",
+    arg: "S",
+    help: "seconds between status updates; alone, it turns --status on " +
+      "(default: 1)",
+    parse: decimal,
+  },
+  metrics: {
+    group: "observability",
+    arg: "HOST:PORT",
+    help: "serve Prometheus metrics over HTTP at http://HOST:PORT/metrics " +
+      "(port 0: a free one, printed at start-up)",
+    parse: hostPort,
+  },
+  "log-level": {
+    group: "logging",
+    arg: "LEVEL",
+    aliases: ["log_level"],
+    help: LOG_LEVELS_HELP,
+    default: "info",
+    parse: logLevel,
+  },
+  "log-format": {
+    group: "logging",
+    arg: "FORMAT",
+    help: "pretty or json",
+    default: "pretty",
+    parse: choice(LOG_FORMATS),
+  },
+  help: {
+    group: "logging",
+    short: "h",
+    help: "print the common options and exit; --help all: every option, " +
+      "--help TOPIC: one group",
+  },
+  version: {
+    group: "logging",
+    short: "V",
+    help: "print the version and exit",
+  },
+} satisfies Record<string, Flag<unknown>>;
 
-The "also" names are those of the Rust echo server this one replaces.
+/** The groups of server.ts's --help; plain --help shows the common ones. */
+export const SERVER_GROUPS: HelpGroups = {
+  listen: { title: "Listening", common: true },
+  modes: { title: "Modes", common: true, intro: MODES_HELP },
+  limits: { title: "Limits", common: true },
+  logging: { title: "Logging and help", common: true },
+  tls: { title: "TLS (deno task cert makes a certificate)" },
+  udp: { title: "UDP" },
+  rules: { title: "PROXY protocol, access rules and rate limits" },
+  cluster: { title: "Cluster: broadcast and chat across instances" },
+  observability: { title: "Metrics and status" },
+  engine: { title: "Engine" },
+};
+
+/**
+ * server.ts's --help for `topic`: the common options (`""`), every option
+ * (`all`), or one group's.
+ *
+ * @throws {UsageError} `topic` is no group's name.
+ */
+export function serverHelp(topic: string): string {
+  const options = groupedHelp(SERVER_FLAGS, SERVER_GROUPS, topic);
+  if (topic !== "" && topic !== "all") return options;
+  return `Usage: deno task server [options]
+
+An RFC 862 TCP echo server: every byte each client sends comes back, in order,
+binary-safe; when a client half-closes, what is still owed is echoed and the
+connection closed. --mode turns it into a line echo, a broadcast relay, a chat
+or an info service for load balancers.
+
+${options}
+${topic === "" ? `\n${moreTopics(SERVER_GROUPS)}\n` : ""}
+Examples:
+  deno task server --port 7                  echo on port 7 (0: any free port)
+  deno task server --mode chat --operator    a chat; type lines to talk to all
+  deno task server --tls-cert cert.pem --tls-key key.pem
+  deno task server --workers auto --engine native --max-connections 50000
+
 When ready it prints "Listening on HOST:PORT" on stdout; logs go to stderr.
 Ctrl+C or SIGTERM stops accepting and waits for open connections up to the
-grace period (broadcast and chat clients are sent "[server] shutting down"
-and closed); a second Ctrl+C stops at once.
+grace period; a second Ctrl+C stops at once.
 
 Exit codes:
   0    stopped cleanly
@@ -343,6 +421,7 @@ Exit codes:
        not resolve)
   2    usage error (unknown flag or bad flag value)
   130  stopped at once by a second Ctrl+C or SIGTERM`;
+}
 
 /** serveEcho's options from the flags given (the library fills defaults). */
 export function serverOptions(
@@ -393,4 +472,14 @@ function list(
 ): string[] | undefined {
   if (entries === undefined && files === undefined) return undefined;
   return [...entries ?? [], ...(files ?? []).flat()];
+}
+
+/** Where `options` listen, as errors show it. */
+export function listenAddress(
+  options: { hostname?: string; port?: number; path?: string },
+): string {
+  return options.path ?? formatAddr({
+    hostname: options.hostname ?? "127.0.0.1",
+    port: options.port ?? 9000,
+  });
 }

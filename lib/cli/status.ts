@@ -1,10 +1,11 @@
 // Private: the server CLI's live status (--status, --status-interval): the
 // counters' totals and rates since the last tick, as one line redrawn in
 // place on a terminal, or as a structured log record off one. Nothing ticks
-// unless it is asked for. Not exported from mod.ts.
+// unless it is asked for. And the last record of a stopped server. Not
+// exported from mod.ts.
 
 import { getLogger } from "@logtape/logtape";
-import { formatAddr, LOG_CATEGORY } from "../_helpers.ts";
+import { formatAddr, LOG_CATEGORY, plural } from "../_helpers.ts";
 import type { EchoServer, EchoServerStats } from "../types.ts";
 import { showLiveLine } from "./logging.ts";
 
@@ -105,4 +106,17 @@ export function showStatus(
       if (live) showLiveLine(undefined);
     },
   };
+}
+
+/** Logs the server's last record: what it served. */
+export function logStopped(stats: EchoServerStats): void {
+  const datagrams = stats.datagramsIn > 0
+    ? `, {datagramsOut} ${plural(stats.datagramsOut, "datagram")} echoed`
+    : "";
+  getLogger([LOG_CATEGORY, "cli"]).info(
+    `Stopped: {accepted} ${
+      plural(stats.accepted, "connection")
+    } served, {rejected} rejected${datagrams}`,
+    { ...stats },
+  );
 }
