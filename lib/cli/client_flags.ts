@@ -7,10 +7,11 @@ import {
   decimal,
   type Flag,
   type FlagValues,
-  groupedHelp,
+  HELP_FLAGS,
   type HelpGroups,
+  type HelpPage,
+  helpText,
   integer,
-  moreTopics,
   outputFile,
   type ParsedFlags,
   percent,
@@ -261,17 +262,7 @@ export const CLIENT_FLAGS = {
     default: "warning",
     parse: logLevel,
   },
-  help: {
-    group: "logging",
-    short: "h",
-    help: "print the common options and exit; --help all: every option, " +
-      "--help TOPIC: one group",
-  },
-  version: {
-    group: "logging",
-    short: "V",
-    help: "print the version and exit",
-  },
+  ...HELP_FLAGS,
 } satisfies Record<string, Flag<unknown>>;
 
 /** The flags that make a load test. */
@@ -302,16 +293,9 @@ export const CLIENT_GROUPS: HelpGroups = {
   engine: { title: "Engine (load tests)" },
 };
 
-/**
- * client.ts's --help for `topic`: the common options (`""`), every option
- * (`all`), or one group's.
- *
- * @throws {UsageError} `topic` is no group's name.
- */
-export function clientHelp(topic: string): string {
-  const options = groupedHelp(CLIENT_FLAGS, CLIENT_GROUPS, topic);
-  if (topic !== "" && topic !== "all") return options;
-  return `Usage: deno task client [options] MESSAGE...
+/** client.ts's --help page. */
+const CLIENT_HELP: HelpPage = {
+  head: `Usage: deno task client [options] MESSAGE...
        deno task client [options] -
        deno task client [options] [--interactive]
        deno task client [options] --connections N (--count N | --duration S)
@@ -320,11 +304,10 @@ Sends MESSAGE (several words are joined with spaces) to a TCP echo server,
 half-closes, and prints the echo and a newline; every byte is checked. With
 -, sends stdin until EOF and writes the echo byte for byte. With no MESSAGE on
 a terminal (or --interactive), a session: each line typed is sent, and what
-the server sends is printed (safe for the terminal); Ctrl+D or "exit" ends it.
-
-${options}
-${topic === "" ? `\n${moreTopics(CLIENT_GROUPS)}\n` : ""}
-Examples:
+the server sends is printed (safe for the terminal); Ctrl+D or "exit" ends it.`,
+  table: CLIENT_FLAGS,
+  groups: CLIENT_GROUPS,
+  tail: `Examples:
   deno task client "hi"                          prints: hi
   printf 'any\\0bytes' | deno task client - | od -c
   deno task client --raw clientip                 ask a --mode info server
@@ -335,7 +318,17 @@ Exit codes:
      load test had no error
   1  connection refused or reset, timeout, or an echo that differs, is short
      or is too long; any error in a load test
-  2  usage error (unknown flag, bad flag value, no message)`;
+  2  usage error (unknown flag, bad flag value, no message)`,
+};
+
+/**
+ * client.ts's --help for `topic`: the common options (`""`), every option
+ * (`all`), or one group's.
+ *
+ * @throws {UsageError} `topic` is no group's name.
+ */
+export function clientHelp(topic: string): string {
+  return helpText(CLIENT_HELP, topic);
 }
 
 /** Throws a {@link UsageError} for flags and arguments that do not go together. */

@@ -195,6 +195,21 @@ function camelCase(name: string): string {
 const NAME_COLUMN = 25;
 const WIDTH = 79;
 
+/** --help and --version, as both CLIs have them, in their "logging" group. */
+export const HELP_FLAGS = {
+  help: {
+    group: "logging",
+    short: "h",
+    help: "print the common options and exit; --help all: every option, " +
+      "--help TOPIC: one group",
+  },
+  version: {
+    group: "logging",
+    short: "V",
+    help: "print the version and exit",
+  },
+} satisfies Record<string, Flag<unknown>>;
+
 /** A group of flags in --help, and whether plain --help shows it. */
 export interface HelpGroup {
   title: string;
@@ -261,6 +276,30 @@ export function groupedHelp(
       : "";
     return `${group.title}:\n${intro}${flagHelp(flags)}`;
   }).join("\n\n");
+}
+
+/** A CLI's --help: what comes before its options and after them. */
+export interface HelpPage {
+  /** Usage lines and what the command does. */
+  head: string;
+  table: FlagTable;
+  groups: HelpGroups;
+  /** Examples and exit codes. */
+  tail: string;
+}
+
+/**
+ * The --help text of `page` for `topic` (see {@linkcode helpTopic}): the
+ * whole page with the common groups (`""`) or every group (`all`), or one
+ * group's options alone.
+ *
+ * @throws {UsageError} `topic` is no group's name.
+ */
+export function helpText(page: HelpPage, topic: string): string {
+  const options = groupedHelp(page.table, page.groups, topic);
+  if (topic !== "" && topic !== "all") return options;
+  const more = topic === "" ? `\n${moreTopics(page.groups)}\n` : "";
+  return `${page.head}\n\n${options}\n${more}\n${page.tail}`;
 }
 
 /**

@@ -14,12 +14,13 @@ import {
   decimal,
   type Flag,
   type FlagValues,
-  groupedHelp,
+  HELP_FLAGS,
   type HelpGroups,
+  type HelpPage,
+  helpText,
   hostPort,
   integer,
   limit,
-  moreTopics,
   text,
   textFile,
   timeout,
@@ -360,17 +361,7 @@ export const SERVER_FLAGS = {
     default: "pretty",
     parse: choice(LOG_FORMATS),
   },
-  help: {
-    group: "logging",
-    short: "h",
-    help: "print the common options and exit; --help all: every option, " +
-      "--help TOPIC: one group",
-  },
-  version: {
-    group: "logging",
-    short: "V",
-    help: "print the version and exit",
-  },
+  ...HELP_FLAGS,
 } satisfies Record<string, Flag<unknown>>;
 
 /** The groups of server.ts's --help; plain --help shows the common ones. */
@@ -387,25 +378,17 @@ export const SERVER_GROUPS: HelpGroups = {
   engine: { title: "Engine" },
 };
 
-/**
- * server.ts's --help for `topic`: the common options (`""`), every option
- * (`all`), or one group's.
- *
- * @throws {UsageError} `topic` is no group's name.
- */
-export function serverHelp(topic: string): string {
-  const options = groupedHelp(SERVER_FLAGS, SERVER_GROUPS, topic);
-  if (topic !== "" && topic !== "all") return options;
-  return `Usage: deno task server [options]
+/** server.ts's --help page. */
+const SERVER_HELP: HelpPage = {
+  head: `Usage: deno task server [options]
 
 An RFC 862 TCP echo server: every byte each client sends comes back, in order,
 binary-safe; when a client half-closes, what is still owed is echoed and the
 connection closed. --mode turns it into a line echo, a broadcast relay, a chat
-or an info service for load balancers.
-
-${options}
-${topic === "" ? `\n${moreTopics(SERVER_GROUPS)}\n` : ""}
-Examples:
+or an info service for load balancers.`,
+  table: SERVER_FLAGS,
+  groups: SERVER_GROUPS,
+  tail: `Examples:
   deno task server --port 7                  echo on port 7 (0: any free port)
   deno task server --mode chat --operator    a chat; type lines to talk to all
   deno task server --tls-cert cert.pem --tls-key key.pem
@@ -420,7 +403,17 @@ Exit codes:
   1    runtime failure (such as the port being in use or a host that does
        not resolve)
   2    usage error (unknown flag or bad flag value)
-  130  stopped at once by a second Ctrl+C or SIGTERM`;
+  130  stopped at once by a second Ctrl+C or SIGTERM`,
+};
+
+/**
+ * server.ts's --help for `topic`: the common options (`""`), every option
+ * (`all`), or one group's.
+ *
+ * @throws {UsageError} `topic` is no group's name.
+ */
+export function serverHelp(topic: string): string {
+  return helpText(SERVER_HELP, topic);
 }
 
 /** serveEcho's options from the flags given (the library fills defaults). */
