@@ -415,6 +415,15 @@ Deno.test("every limit that can be off takes unlimited, and --log-level takes wa
     ...["--port", String(server.port), "--timeout", "unlimited", "x"],
   ]);
   assert.equal(client.code, 0, client.stderr);
+  const load = await runClient([
+    ...["--port", String(server.port), "--rate", "unlimited", "--count"],
+    ...["200", "--json"],
+  ]);
+  assert.equal(load.code, 0, load.stderr);
+  assert.equal(
+    JSON.parse(new TextDecoder().decode(load.stdout)).roundTrips,
+    200,
+  );
   server.child.kill("SIGTERM");
   assert.equal((await server.status()).code, 0);
   // At warn, none of the info records (Opened, Closed, Stopped).

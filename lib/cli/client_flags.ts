@@ -18,6 +18,7 @@ import {
   text,
   textFile,
   timeout,
+  UNLIMITED,
   UsageError,
 } from "./flags.ts";
 
@@ -215,8 +216,10 @@ export const CLIENT_FLAGS = {
     group: "load",
     arg: "N",
     help: "load test: aim for N round trips/s in all; latency counts from " +
-      "when each was due (default: flat out)",
-    parse: decimal,
+      "when each was due",
+    default: "unlimited, flat out",
+    parse: (value: string): number =>
+      value === UNLIMITED ? Infinity : decimal(value),
   },
   "report-interval": {
     group: "load",
