@@ -301,7 +301,7 @@ export interface ServeEchoOptions {
    * worker, each in a Web Worker of its own (so with `workers: 1` too, and
    * the calling thread stays free): echo mode over TCP only, on Linux
    * (x86_64, aarch64), and it needs `--allow-ffi`, which is full access to
-   * the process. For benchmarks and many connections; see README.
+   * the process. For benchmarks and many connections; see docs/native-engine.md.
    *
    * @default {"default"}
    */

@@ -4,7 +4,7 @@
 // own slot; one io_uring_enter() submits a batch and collects a batch of
 // results, so a round trip costs no system call of its own, where epoll's
 // costs two (send and recv) plus its share of the wait. With it, our load
-// generator keeps up with the C one (README, "The native engine"). Not
+// generator keeps up with the C one (docs/native-engine.md). Not
 // exported from mod.ts.
 
 import {

@@ -15,7 +15,7 @@ const ROWS = 2;
 /** Bytes per slot: a lock and a count (Int32), tokens and a time (Float64). */
 const SLOT_BYTES = 4 + 4 + 8 + 8;
 
-/** The table's size in memory, for README. */
+/** The table's size in memory, for docs/proxies-and-rules.md. */
 export const LIMITS_TABLE_BYTES = ROWS * SLOTS * SLOT_BYTES;
 
 /** The limits, as plain data a worker can receive. */
