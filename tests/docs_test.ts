@@ -239,3 +239,61 @@ Deno.test("the transcript matcher's wildcards: [..] in a line, ... for lines", (
     "on 1 and :1, not 19000 or 1.9000",
   );
 });
+
+/** A heading's anchor, as GitHub makes it. */
+function slug(heading: string): string {
+  return heading.trim().toLowerCase()
+    .replace(/[^\p{L}\p{N}\s_-]/gu, "")
+    .replace(/\s/g, "-");
+}
+
+/** The anchors of a markdown file's headings (outside code blocks). */
+function anchors(text: string): Set<string> {
+  const found = new Set<string>();
+  let fenced = false;
+  for (const line of text.split("\n")) {
+    if (line.startsWith("```")) fenced = !fenced;
+    const heading = /^#{1,6} (.*)$/.exec(line);
+    if (!fenced && heading) found.add(slug(heading[1]));
+  }
+  return found;
+}
+
+Deno.test("every link between the docs reaches a file and a heading, and README links every topic", () => {
+  const files = [...docFiles(), "ARCHITECTURE.md", "tests/README.md"];
+  const broken: string[] = [];
+  for (const file of files) {
+    const text = Deno.readTextFileSync(`${ROOT}${file}`)
+      .replace(/```[\s\S]*?```/g, "");
+    for (const [, target] of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+      if (/^[a-z]+:/.test(target)) continue;
+      const [path, anchor] = target.split("#");
+      const resolved = path === ""
+        ? file
+        : new URL(path, `file:///${file}`).pathname.slice(1);
+      let linked: string;
+      try {
+        linked = Deno.readTextFileSync(`${ROOT}${resolved}`);
+      } catch {
+        if (!isFolder(`${ROOT}${resolved}`)) broken.push(`${file}: ${target}`);
+        continue;
+      }
+      if (anchor !== undefined && !anchors(linked).has(anchor)) {
+        broken.push(`${file}: ${target} (no such heading)`);
+      }
+    }
+  }
+  assert.deepEqual(broken, []);
+  const readme = Deno.readTextFileSync(`${ROOT}README.md`);
+  for (const doc of docFiles().filter((f) => f.startsWith("docs/"))) {
+    assert.ok(readme.includes(`](${doc})`), `README links ${doc}`);
+  }
+});
+
+function isFolder(path: string): boolean {
+  try {
+    return Deno.statSync(path).isDirectory;
+  } catch {
+    return false;
+  }
+}
