@@ -344,7 +344,8 @@ export interface ClusterStatus {
 
 /**
  * Why a connection closed: the client closed it, it was idle for
- * `idleTimeout`, its send queue was full, it sent `/quit`, the server shut
+ * `idleTimeout`, its send queue was full, it sent `/quit` (or, in line and
+ * info mode, `exit` or `quit`), the server shut
  * down politely (`shutdown`, the grace period's end) or stopped at once, it
  * was reset (or its pipe broke), or another error.
  */

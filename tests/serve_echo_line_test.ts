@@ -80,6 +80,9 @@ Deno.test("line mode: exit or quit closes that connection after the lines before
       assert.equal(closed.properties.reason, "exit command");
     });
   }
+  // The client's own choice, as chat's /quit: not an error.
+  assert.equal(server.stats.closed.quitCommand, cases.length);
+  assert.equal(server.stats.closed.error, 0);
   await t.step("only the exact word", async () => {
     const input = bytes("exit \n exit\nEXIT\nexited\n");
     assert.deepEqual(await exchange(server.addr.port, [input]), input);

@@ -78,6 +78,7 @@ const CLOSE_REASON_OF: Record<string, CloseReason> = {
   "idle timeout": "idleTimeout",
   "send queue full": "sendQueueFull",
   "quit command": "quitCommand",
+  "exit command": "quitCommand",
   "server shutting down": "shutdown",
   "grace period over": "shutdown",
   "server stopped": "serverStopped",
