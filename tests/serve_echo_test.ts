@@ -3,7 +3,7 @@ import fc from "./_fast_check.ts";
 import net from "node:net";
 import { once } from "node:events";
 import { echoOnce, serveEcho } from "../mod.ts";
-import { engineTest } from "./_engines.ts";
+import { ENGINES, engineTest } from "./_engines.ts";
 import {
   captureLogs,
   concat,
@@ -613,4 +613,27 @@ engineTest("serveEcho() listens on IPv6 loopback", async (engine) => {
     await echoOnce("six", { hostname: "::1", port: server.addr.port }),
     "six",
   );
+});
+
+Deno.test("announce() refuses a message with a line break, on every kind of server", async () => {
+  const servers = [
+    serveEcho({ port: 0 }),
+    serveEcho({ port: 0, workers: 2 }),
+    serveEcho({ port: 0, udp: "only" }),
+    ...ENGINES.includes("native")
+      ? [serveEcho({ port: 0, engine: "native" })]
+      : [],
+  ];
+  try {
+    for (const server of servers) {
+      await server.ready;
+      assert.throws(() => server.announce("one\ntwo"), {
+        name: "TypeError",
+        message: "Cannot announce: the message contains a line break",
+      });
+      assert.throws(() => server.announce("one\rtwo"), TypeError);
+    }
+  } finally {
+    await Promise.all(servers.map((server) => server.shutdown()));
+  }
 });

@@ -54,6 +54,7 @@ import {
   SOCKADDR_MAX,
   TCP_NODELAY,
 } from "./ffi.ts";
+import { LINGER_MS } from "../core/lifecycle.ts";
 
 /** What the calling thread asks, in `control[0]`. */
 export const RUN = 0;
@@ -64,8 +65,6 @@ export const FINISH = 2;
 /** Close everything now. */
 export const STOP = 3;
 
-/** How long a politely ended connection waits for the client to close. */
-const LINGER_MS = 1000;
 /**
  * The read buffer, shared by every connection of the loop. A stream reads up
  * to this much a call: with 256 KiB rather than 64, a 512 MiB bulk echo went

@@ -45,6 +45,7 @@ import type {
   NativeWorkerInit,
   ToNativeWorker,
 } from "./worker.ts";
+import { assertAnnouncement } from "../core/lifecycle.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
 const encoder = new TextEncoder();
@@ -302,9 +303,7 @@ export class NativeServer implements EchoServer<Deno.NetAddr> {
   }
 
   announce(message: string): number {
-    if (/[\r\n]/.test(message)) {
-      throw new TypeError("Cannot announce: the message contains a line break");
-    }
+    assertAnnouncement(message);
     const clients = Atomics.load(this.#open, 0);
     logger.info(
       `Announcing to {clients} ${plural(clients, "client")}: {message}`,

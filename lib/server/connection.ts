@@ -8,19 +8,12 @@ import { Outbox } from "../_outbox.ts";
 import type { Member, RelayPort } from "../relay/relay.ts";
 import type { ServerConfig } from "./config.ts";
 import { BYTES_IN, BYTES_OUT } from "./counters.ts";
+import { LINGER_MS } from "../core/lifecycle.ts";
 
 /** First read buffer of a connection: small, so idle connections cost little. */
 export const INITIAL_BUFFER_SIZE = 512;
 /** A connection's read buffer doubles each time a read fills it, up to this. */
 const MAX_BUFFER_SIZE = 256 * 1024;
-/**
- * When the server ends a connection itself (`exit`, a line too long,
- * `/quit`, shutdown), how long it waits for what is in flight to be sent
- * and for the client to close its side before closing anyway. Reading until
- * the client closes keeps the kernel from answering late bytes with a
- * reset, which would destroy what was sent before the client reads it.
- */
-const LINGER_MS = 1000;
 
 /** What every connection of one listener shares: one object per listener. */
 export interface Listener {

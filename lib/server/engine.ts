@@ -46,6 +46,7 @@ import type {
   EchoServer,
   EchoServerStats,
 } from "../types.ts";
+import { assertAnnouncement } from "../core/lifecycle.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
 
@@ -262,9 +263,7 @@ export class Server implements EchoServer<Deno.Addr> {
   }
 
   announce(message: string): number {
-    if (/[\r\n]/.test(message)) {
-      throw new TypeError("Cannot announce: the message contains a line break");
-    }
+    assertAnnouncement(message);
     const clients = this.#relay?.size ?? this.#connections.size;
     this.#log.info(
       `Announcing to {clients} ${plural(clients, "client")}: {message}`,

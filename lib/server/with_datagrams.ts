@@ -9,6 +9,7 @@ import type {
 } from "../types.ts";
 import { sumStats } from "./counters.ts";
 import type { DatagramEcho } from "./datagram.ts";
+import { assertAnnouncement } from "../core/lifecycle.ts";
 
 /** The TCP server (if any) and the UDP socket, as one EchoServer. */
 export class WithDatagrams implements EchoServer<Deno.Addr> {
@@ -60,9 +61,7 @@ export class WithDatagrams implements EchoServer<Deno.Addr> {
 
   announce(message: string): number {
     if (this.#stream !== undefined) return this.#stream.announce(message);
-    if (/[\r\n]/.test(message)) {
-      throw new TypeError("Cannot announce: the message contains a line break");
-    }
+    assertAnnouncement(message);
     return 0; // UDP has no clients to speak to unasked.
   }
 

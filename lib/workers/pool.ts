@@ -23,6 +23,7 @@ import type {
   EchoServer,
   EchoServerStats,
 } from "../types.ts";
+import { assertAnnouncement } from "../core/lifecycle.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
 const WORKER_URL = new URL("./worker.ts", import.meta.url);
@@ -211,9 +212,7 @@ export class WorkerPool implements EchoServer<Deno.Addr> {
 
   announce(message: string): number {
     if (this.#relay !== undefined) return this.#main.announce(message);
-    if (/[\r\n]/.test(message)) {
-      throw new TypeError("Cannot announce: the message contains a line break");
-    }
+    assertAnnouncement(message);
     const clients = this.stats.active;
     logger.info(
       `Announcing to {clients} ${plural(clients, "client")}: {message}`,
