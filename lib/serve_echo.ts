@@ -11,11 +11,7 @@ import { localShared, Server } from "./server/engine.ts";
 import { assertNativeSupported, NativeServer } from "./native/native_server.ts";
 import { assertDatagramsSupported, DatagramEcho } from "./server/datagram.ts";
 import { WithDatagrams } from "./server/with_datagrams.ts";
-import type {
-  ListenConfig,
-  ProxyConfig,
-  ServerConfig,
-} from "./server/config.ts";
+import type { ListenConfig, ProxyConfig, ServerConfig } from "./core/config.ts";
 import { cidrProblem } from "./rules/cidr.ts";
 import { type LimitsConfig, newLimitsTable } from "./rules/limits.ts";
 import { MAX_SOCKET_PATH } from "./transport/unix.ts";

@@ -1,12 +1,12 @@
 // Private: a Prometheus registry (prom-client) that reads an echo server's
 // counters when it is scraped: the shared counters every listener and
-// worker already keeps (lib/server/counters.ts), summed once a scrape, so
+// worker already keeps (lib/core/counters.ts), summed once a scrape, so
 // that metrics add nothing to the path of a byte. Not exported from mod.ts.
 
 import type * as Prom from "npm:prom-client@^15.1.3";
 import denoJson from "../../deno.json" with { type: "json" };
 import type { ClusterStatus, EchoServer, EchoServerStats } from "../types.ts";
-import { DURATION_BUCKETS } from "../server/counters.ts";
+import { DURATION_BUCKETS } from "../core/counters.ts";
 import { importLazily } from "../_lazy.ts";
 
 const client = await importLazily<typeof Prom>("npm:prom-client@^15.1.3");

@@ -7,7 +7,7 @@
 import { lineContent } from "../_lines.ts";
 import { bareAddress } from "../_helpers.ts";
 import { replaceControls } from "../_text.ts";
-import type { ServerConfig } from "../server/config.ts";
+import type { ServerConfig } from "../core/config.ts";
 import {
   closeGently,
   type Connection,

@@ -2,7 +2,7 @@
 // this folder and a line here. Not exported from mod.ts.
 
 import type { RelayPort } from "../relay/relay.ts";
-import type { ServerConfig } from "../server/config.ts";
+import type { ServerConfig } from "../core/config.ts";
 import type { Connection } from "../server/connection.ts";
 import type { EchoMode } from "../types.ts";
 import { infoLines } from "./info.ts";

@@ -22,7 +22,7 @@ import {
   BYTES_OUT,
   countClosed,
   REJECTED,
-} from "../server/counters.ts";
+} from "../core/counters.ts";
 import {
   EAGAIN,
   EINTR,
@@ -97,7 +97,7 @@ export interface LoopConfig {
   /** An eventfd the calling thread writes to after changing `control`. */
   wakeFd: number;
   control: Int32Array;
-  /** This loop's counters (see lib/server/counters.ts). */
+  /** This loop's counters (see lib/core/counters.ts). */
   counters: Float64Array;
   /** Connections open on every loop, for `maxConnections`. */
   open: Int32Array;

@@ -9,8 +9,8 @@
 import { getLogger } from "@logtape/logtape";
 import { isIP } from "node:net";
 import { formatAddr, LOG_CATEGORY, optionError, plural } from "../_helpers.ts";
-import type { ServerConfig } from "../server/config.ts";
-import { COUNTERS, sumStats } from "../server/counters.ts";
+import type { ServerConfig } from "../core/config.ts";
+import { COUNTERS, sumStats } from "../core/counters.ts";
 import type {
   ClusterStatus,
   EchoMode,

@@ -6,8 +6,8 @@
 import { describeError, type IdleTimer } from "../_helpers.ts";
 import { Outbox } from "../_outbox.ts";
 import type { Member, RelayPort } from "../relay/relay.ts";
-import type { ServerConfig } from "./config.ts";
-import { BYTES_IN, BYTES_OUT } from "./counters.ts";
+import type { ServerConfig } from "../core/config.ts";
+import { BYTES_IN, BYTES_OUT } from "../core/counters.ts";
 import { LINGER_MS } from "../core/lifecycle.ts";
 
 /** First read buffer of a connection: small, so idle connections cost little. */

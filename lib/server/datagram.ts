@@ -16,7 +16,7 @@ import {
   plural,
 } from "../_helpers.ts";
 import { defaultId, infoAnswer } from "../modes/info.ts";
-import type { ServerConfig } from "./config.ts";
+import type { ServerConfig } from "../core/config.ts";
 import {
   COUNTERS,
   DATAGRAM_BYTES_IN,
@@ -25,7 +25,7 @@ import {
   DATAGRAMS_OUT,
   DATAGRAMS_RATE_LIMITED,
   DATAGRAMS_REFUSED,
-} from "./counters.ts";
+} from "../core/counters.ts";
 import { Limiter, newLimitsTable } from "../rules/limits.ts";
 import { accessGuard, type Guard } from "../rules/access.ts";
 

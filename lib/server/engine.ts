@@ -18,7 +18,7 @@ import { ChatRules } from "../relay/chat.ts";
 import { type Member, Relay, type RelayPort } from "../relay/relay.ts";
 import { RedisBus } from "../relay/redis_bus.ts";
 import { MODES_BY_NAME } from "../modes/registry.ts";
-import type { ServerConfig } from "./config.ts";
+import type { ServerConfig } from "../core/config.ts";
 import { Connection, type Listener } from "./connection.ts";
 import {
   ACCEPT_ERRORS,
@@ -36,7 +36,7 @@ import {
   REFUSED_PER_ADDRESS,
   REJECTED,
   sumStats,
-} from "./counters.ts";
+} from "../core/counters.ts";
 import type { Refusal } from "../rules/access.ts";
 import { transportFor } from "../transport/choose.ts";
 import type { Transport } from "../transport/transport.ts";

@@ -7,7 +7,7 @@ import type {
   EchoServer,
   EchoServerStats,
 } from "../types.ts";
-import { sumStats } from "./counters.ts";
+import { sumStats } from "../core/counters.ts";
 import type { DatagramEcho } from "./datagram.ts";
 import { assertAnnouncement } from "../core/lifecycle.ts";
 

@@ -1,7 +1,7 @@
 // Private: the one place that picks a transport for a listener's options.
 // Not exported from mod.ts.
 
-import type { ListenConfig, ServerConfig } from "../server/config.ts";
+import type { ListenConfig, ServerConfig } from "../core/config.ts";
 import { accessGuard } from "../rules/access.ts";
 import { Limiter } from "../rules/limits.ts";
 import { guardedListener } from "./guarded.ts";

@@ -14,8 +14,8 @@ import { getLogger, type LogLevel, type LogRecord } from "@logtape/logtape";
 import { LOG_CATEGORY, optionError, plural } from "../_helpers.ts";
 import type { Inbox, Member, Relay } from "../relay/relay.ts";
 import { newRelay, Server } from "../server/engine.ts";
-import type { ServerConfig } from "../server/config.ts";
-import { ACTIVE, COUNTERS, sumStats } from "../server/counters.ts";
+import type { ServerConfig } from "../core/config.ts";
+import { ACTIVE, COUNTERS, sumStats } from "../core/counters.ts";
 import { claim } from "../transport/choose.ts";
 import type {
   ClusterStatus,

@@ -8,7 +8,7 @@ import { describeError, LOG_CATEGORY } from "../_helpers.ts";
 import { Pacer } from "../relay/pacer.ts";
 import type { Member, RelayPort } from "../relay/relay.ts";
 import { Server } from "../server/engine.ts";
-import { COUNTERS } from "../server/counters.ts";
+import { COUNTERS } from "../core/counters.ts";
 import type { Delivery, FromWorker, ToWorker } from "./pool.ts";
 
 const scope = globalThis as unknown as {
