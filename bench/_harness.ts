@@ -5,7 +5,7 @@ import { Lines } from "../tests/_process.ts";
 
 export const ROOT = new URL("..", import.meta.url).pathname;
 /** The lockfile for every `deno run` a benchmark spawns (see deno.json). */
-export const LOCK = `--lock=${ROOT}deno.lock`;
+export { LOCK } from "../tests/_process.ts";
 export const DENO = Deno.execPath();
 const CLK_TCK = 100;
 

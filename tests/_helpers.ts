@@ -308,3 +308,14 @@ export class LineClient implements AsyncDisposable {
     for (const wake of waiters) wake();
   }
 }
+
+/** A temporary folder, removed with everything in it when disposed. */
+export async function tempDir(
+  prefix = "tcp-echo-",
+): Promise<{ path: string } & AsyncDisposable> {
+  const path = await Deno.makeTempDir({ prefix });
+  return {
+    path,
+    [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }),
+  };
+}

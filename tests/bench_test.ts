@@ -3,10 +3,11 @@
 
 import assert from "node:assert/strict";
 import { runsIn } from "../lib/cli/plot.ts";
+import { tempDir } from "./_helpers.ts";
 import { LOCK, run } from "./_process.ts";
 
 Deno.test("deno task bench runs every server over every workload, and the workers comparison, and draws its latency charts", async () => {
-  await using out = await tempDir();
+  await using out = await tempDir("tcp-echo-bench-");
   const result = await run(Deno.execPath(), [
     "run",
     LOCK,
@@ -165,15 +166,6 @@ Deno.test({
   },
 });
 
-/** A temporary directory, removed with everything in it when disposed. */
-async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
-  const path = await Deno.makeTempDir({ prefix: "tcp-echo-bench-" });
-  return {
-    path,
-    [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }),
-  };
-}
-
 Deno.test("bench and bench:yardstick print their usage, and a bad command line is one line and exit 2", async () => {
   const script = (name: string) =>
     new URL(`../bench/${name}.ts`, import.meta.url).pathname;
@@ -202,17 +194,13 @@ Deno.test("bench and bench:yardstick print their usage, and a bad command line i
     assert.equal(bad.code, 2);
     assert.equal(bad.stderr, "error: Unknown option '--bogus' (see --help)\n");
   }
-  const empty = await Deno.makeTempDir();
-  try {
-    const missing = await run(Deno.execPath(), [
-      ...["run", LOCK, "-A", script("yardstick"), "--dir", empty],
-    ]);
-    assert.equal(missing.code, 2);
-    assert.equal(
-      missing.stderr,
-      `error: Cannot find the C yardstick in ${empty} (loadgen/loadgen.c, servers/c_epoll.c): it comes with ../shared/bench, or give --dir DIR (see --help)\n`,
-    );
-  } finally {
-    await Deno.remove(empty);
-  }
+  await using empty = await tempDir();
+  const missing = await run(Deno.execPath(), [
+    ...["run", LOCK, "-A", script("yardstick"), "--dir", empty.path],
+  ]);
+  assert.equal(missing.code, 2);
+  assert.equal(
+    missing.stderr,
+    `error: Cannot find the C yardstick in ${empty.path} (loadgen/loadgen.c, servers/c_epoll.c): it comes with ../shared/bench, or give --dir DIR (see --help)\n`,
+  );
 });

@@ -5,14 +5,20 @@
 // HdrHistogram, fast-check) fails the run.
 
 import assert from "node:assert/strict";
+import { tempDir } from "./_helpers.ts";
 import { CLIENT, LOCK, ROOT, run, SERVER, ServerProcess } from "./_process.ts";
 
-/** A Deno cache (DENO_DIR) holding only the npm package `name`. */
-async function cacheWith(name: string): Promise<string> {
+/**
+ * A Deno cache (DENO_DIR) holding only the npm package `name`, removed when
+ * disposed.
+ */
+async function cacheWith(
+  name: string,
+): Promise<{ path: string } & AsyncDisposable> {
   const info = await run(Deno.execPath(), ["info", "--json"]);
   const { npmCache } = JSON.parse(new TextDecoder().decode(info.stdout));
-  const dir = await Deno.makeTempDir({ prefix: "tcp-echo-cache-" });
-  const to = `${dir}/npm/registry.npmjs.org/${name}`;
+  const dir = await tempDir("tcp-echo-cache-");
+  const to = `${dir.path}/npm/registry.npmjs.org/${name}`;
   await Deno.mkdir(to, { recursive: true });
   const copy = await run("cp", [
     "-R",
@@ -34,35 +40,32 @@ Deno.test("deno.json names LogTape alone, so deno task installs nothing else", a
 });
 
 Deno.test("a plain server and client start with LogTape alone in the cache", async () => {
-  const denoDir = await cacheWith("@logtape/logtape");
-  try {
-    const offline = ["run", LOCK, "--cached-only", "--allow-net"];
-    await using server = await ServerProcess.start(
-      [],
-      [Deno.execPath(), ...offline, "--allow-sys=hostname", SERVER],
-      { env: { DENO_DIR: denoDir } },
-    );
-    const client = await run(
-      Deno.execPath(),
-      [...offline, CLIENT, "--port", String(server.port), "hi"],
-      undefined,
-      ROOT,
-      { DENO_DIR: denoDir },
-    );
-    assert.equal(client.code, 0, client.stderr);
-    assert.equal(new TextDecoder().decode(client.stdout), "hi\n");
-    assert.equal(client.stderr, "");
-    // The check itself can fail: a load test needs HdrHistogram.
-    const load = await run(
-      Deno.execPath(),
-      [...offline, CLIENT, "--port", String(server.port), "--count", "1"],
-      undefined,
-      ROOT,
-      { DENO_DIR: denoDir },
-    );
-    assert.equal(load.code, 1);
-    assert.match(load.stderr, /hdr-histogram-js.*--cached-only/);
-  } finally {
-    await Deno.remove(denoDir, { recursive: true });
-  }
+  await using cache = await cacheWith("@logtape/logtape");
+  const env = { DENO_DIR: cache.path };
+  const offline = ["run", LOCK, "--cached-only", "--allow-net"];
+  await using server = await ServerProcess.start(
+    [],
+    [Deno.execPath(), ...offline, "--allow-sys=hostname", SERVER],
+    { env },
+  );
+  const client = await run(
+    Deno.execPath(),
+    [...offline, CLIENT, "--port", String(server.port), "hi"],
+    undefined,
+    ROOT,
+    env,
+  );
+  assert.equal(client.code, 0, client.stderr);
+  assert.equal(new TextDecoder().decode(client.stdout), "hi\n");
+  assert.equal(client.stderr, "");
+  // The check itself can fail: a load test needs HdrHistogram.
+  const load = await run(
+    Deno.execPath(),
+    [...offline, CLIENT, "--port", String(server.port), "--count", "1"],
+    undefined,
+    ROOT,
+    env,
+  );
+  assert.equal(load.code, 1);
+  assert.match(load.stderr, /hdr-histogram-js.*--cached-only/);
 });

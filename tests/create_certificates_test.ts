@@ -3,20 +3,12 @@
 
 import assert from "node:assert/strict";
 import { createCertificates, echoOnce, serveEcho } from "../mod.ts";
+import { tempDir } from "./_helpers.ts";
 import { CLIENT, LOCK, ROOT, run, SERVER, ServerProcess } from "./_process.ts";
 
 const CERT = `${ROOT}cert.ts`;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-/** A temporary folder, removed on dispose. */
-async function tempDir(): Promise<AsyncDisposable & { path: string }> {
-  const path = await Deno.makeTempDir({ prefix: "tcp-echo-cert-" });
-  return {
-    path,
-    [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }),
-  };
-}
 
 /** Runs cert.ts as its task does, with `args`. */
 function cert(args: string[]) {
@@ -52,7 +44,7 @@ Deno.test("createCertificates() makes a CA and a certificate that TLS echo takes
 });
 
 Deno.test("createCertificates() puts the names in, and refuses bad ones", async () => {
-  await using dir = await tempDir();
+  await using dir = await tempDir("tcp-echo-cert-");
   const made = await createCertificates({
     names: ["echo.test", "*.echo.test", "192.0.2.7", "2001:db8::1"],
     days: 3,
@@ -82,7 +74,7 @@ Deno.test("createCertificates() puts the names in, and refuses bad ones", async 
 });
 
 Deno.test("deno task cert writes files the server, our client, openssl and curl take, and keeps what is there", async () => {
-  await using dir = await tempDir();
+  await using dir = await tempDir("tcp-echo-cert-");
   const out = `${dir.path}/certs`;
   const first = await cert(["--out", out]);
   assert.equal(first.code, 0, first.stderr);
