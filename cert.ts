@@ -26,7 +26,7 @@ import {
   flagFor,
   parseFlags,
   printError,
-  UsageError,
+  usageExit,
 } from "./lib/cli/flags.ts";
 import { CERT_FILES, CERT_FLAGS, CERT_HELP } from "./lib/cli/cert_flags.ts";
 
@@ -35,9 +35,7 @@ async function main(args: string[]): Promise<number> {
   try {
     parsed = parseFlags(CERT_FLAGS, args, false);
   } catch (error) {
-    if (!(error instanceof UsageError)) throw error;
-    printError(`${error.message} (see --help)`);
-    return EXIT_USAGE;
+    return usageExit(error);
   }
   const { values: v, spelled } = parsed;
   if (v.help || v.version) {
@@ -70,8 +68,10 @@ async function main(args: string[]): Promise<number> {
       }
     }
     for (const [file, pem, mode] of files) {
+      // A file replaced with --force takes its mode before its new text: a
+      // key is never readable by others, not even for a moment.
+      if (exists(file)) Deno.chmodSync(file, mode);
       Deno.writeTextFileSync(file, pem, { mode });
-      Deno.chmodSync(file, mode);
     }
   } catch (error) {
     printError(`Cannot write the certificates: ${(error as Error).message}`);

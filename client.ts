@@ -26,7 +26,7 @@ import {
   helpTopic,
   parseFlags,
   printError,
-  UsageError,
+  usageExit,
 } from "./lib/cli/flags.ts";
 import {
   checkClientFlags,
@@ -49,9 +49,7 @@ async function main(args: string[]): Promise<number> {
     parsed = parseFlags(CLIENT_FLAGS, args, true);
     checkClientFlags(parsed);
   } catch (error) {
-    if (!(error instanceof UsageError)) throw error;
-    printError(`${error.message} (see --help)`);
-    return EXIT_USAGE;
+    return usageExit(error);
   }
   const { values: v, spelled, positionals } = parsed;
   if (v.version) {

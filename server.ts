@@ -26,7 +26,7 @@ import {
   helpTopic,
   parseFlags,
   printError,
-  UsageError,
+  usageExit,
 } from "./lib/cli/flags.ts";
 import { configureLogging } from "./lib/cli/logging.ts";
 import { metricsFlag } from "./lib/cli/metrics.ts";
@@ -50,9 +50,7 @@ async function main(args: string[]): Promise<number> {
     }
     parsed = parseFlags(SERVER_FLAGS, args, false);
   } catch (error) {
-    if (!(error instanceof UsageError)) throw error;
-    printError(`${error.message} (see --help)`);
-    return EXIT_USAGE;
+    return usageExit(error);
   }
   const { values: v, spelled } = parsed;
   if (v.version) {

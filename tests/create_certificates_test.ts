@@ -94,9 +94,12 @@ Deno.test("deno task cert writes files the server, our client, openssl and curl 
     `error: Cannot write the certificates: ${out}/ca.pem is already there (give --force to replace)\n`,
   );
   assert.equal(await Deno.readTextFile(`${out}/ca.pem`), ca);
+  // A key made readable by others gets its mode back when replaced.
+  await Deno.chmod(`${out}/key.pem`, 0o644);
   const forced = await cert(["--out", out, "--force"]);
   assert.equal(forced.code, 0, forced.stderr);
   assert.notEqual(await Deno.readTextFile(`${out}/ca.pem`), ca);
+  assert.equal((await Deno.stat(`${out}/key.pem`)).mode! & 0o777, 0o600);
 
   // The server CLI with them; our client and openssl s_client trust ca.pem.
   await using server = await ServerProcess.start([

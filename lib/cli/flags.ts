@@ -83,6 +83,16 @@ export function printError(message: string): void {
 }
 
 /**
+ * Prints a {@link UsageError} as one line pointing at --help and returns
+ * {@link EXIT_USAGE}; rethrows anything else.
+ */
+export function usageExit(error: unknown): number {
+  if (!(error instanceof UsageError)) throw error;
+  printError(`${error.message} (see --help)`);
+  return EXIT_USAGE;
+}
+
+/**
  * Parses `args` by `table`: unknown flags, missing values and bad values are
  * {@link UsageError}s naming the flag as it was typed, as is giving a flag
  * and its alias together.

@@ -36,13 +36,11 @@ export const LOG_LEVELS_HELP =
 
 /** Parses a `--log-level` value in any of its usual spellings. */
 export function logLevel(text: string): LogLevel {
-  const level = Object.hasOwn(LOG_LEVEL_NAMES, text.toLowerCase())
-    ? LOG_LEVEL_NAMES[text.toLowerCase()]
-    : undefined;
-  if (level === undefined) {
+  const name = text.toLowerCase();
+  if (!Object.hasOwn(LOG_LEVEL_NAMES, name)) {
     throw new UsageError(`expected one of ${LOG_LEVELS_HELP}`);
   }
-  return level;
+  return LOG_LEVEL_NAMES[name];
 }
 /** Formats the `--log-format` flag accepts. */
 export const LOG_FORMATS = ["pretty", "json"] as const;
@@ -75,6 +73,12 @@ function renderedBare(record: LogRecord): LogRecord {
   return { ...record, message: [text] };
 }
 
+/** JSON lines, each record's message rendered by {@linkcode renderedBare}. */
+function jsonFormatter(): (record: LogRecord) => string {
+  const json = getJsonLinesFormatter({ message: "rendered" });
+  return (record) => json(renderedBare(record));
+}
+
 /**
  * Sends this package's logs to stderr at `level` and above, one line a
  * record: text (coloured on a terminal) or JSON lines.
@@ -85,9 +89,8 @@ export async function configureLogging(
 ): Promise<void> {
   // JSON carries the message as the text logs show it, and the template's
   // values in "properties" (to filter and group on).
-  const json = getJsonLinesFormatter({ message: "rendered" });
   const formatter = format === "json"
-    ? (record: LogRecord) => json(renderedBare(record))
+    ? jsonFormatter()
     : Deno.stderr.isTerminal()
     ? getAnsiColorFormatter({ timestamp: "date-time-tz", value: "bare" })
     : getTextFormatter({ timestamp: "date-time-tz", value: "bare" });

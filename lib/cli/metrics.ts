@@ -2,8 +2,7 @@
 // address is a usage error alone) and served once it is ready. prom-client
 // is loaded only for --metrics, not at every start. Not exported from mod.ts.
 
-import type { OptionError } from "../_helpers.ts";
-import { formatAddr } from "../_helpers.ts";
+import { formatAddr, type OptionError } from "../_helpers.ts";
 import type { EchoServer } from "../types.ts";
 import { UsageError } from "./flags.ts";
 

@@ -265,11 +265,9 @@ export abstract class LoadLoop {
   ): void {
     const { message } = this.config;
     if (length === 0) {
+      const { received } = conn;
       if (this.#refused(conn)) this.fail("refused", failure.refused(false));
-      else {this.fail(
-          "other",
-          failure.closedEarly(conn.received, message.length),
-        );}
+      else this.fail("other", failure.closedEarly(received, message.length));
       return this.close(conn);
     }
     const at = conn.received;
