@@ -1,6 +1,6 @@
 import { type Target, target } from "./client/dial.ts";
 import type { ConnectOptions } from "./types.ts";
-import { getLogger } from "@logtape/logtape";
+import { getLogger } from "./_logtape.ts";
 import { isReset, REFUSAL_CAUSES } from "./client/failures.ts";
 import { replaceControls } from "./_text.ts";
 import {

@@ -1,7 +1,7 @@
 // Shared test helpers: raw socket exchanges and a LogTape sink whose records
 // tests can wait for, so they await server events instead of sleeping.
 
-import { configure, type LogRecord } from "@logtape/logtape";
+import { configure, type LogRecord } from "../lib/_logtape.ts";
 import { writeAll } from "../lib/_helpers.ts";
 
 export { writeAll };

@@ -8,7 +8,7 @@ import {
   getTextFormatter,
   type LogLevel,
   type LogRecord,
-} from "@logtape/logtape";
+} from "../_logtape.ts";
 import { LOG_CATEGORY } from "../_helpers.ts";
 import { UsageError } from "./flags.ts";
 

@@ -1,7 +1,7 @@
 // Private: the server's operator console (`--operator`). Not exported from
 // mod.ts.
 
-import { getLogger } from "@logtape/logtape";
+import { getLogger } from "../_logtape.ts";
 import { LOG_CATEGORY, plural } from "../_helpers.ts";
 import type { EchoServer } from "../types.ts";
 import { decodeLine, readLines } from "./input.ts";

@@ -1,7 +1,7 @@
 // Private: how the server CLI stops on Ctrl+C and SIGTERM. Not exported from
 // mod.ts.
 
-import { getLogger } from "@logtape/logtape";
+import { getLogger } from "../_logtape.ts";
 import { LOG_CATEGORY } from "../_helpers.ts";
 import type { EchoServer } from "../types.ts";
 

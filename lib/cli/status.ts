@@ -4,7 +4,7 @@
 // unless it is asked for. And the last record of a stopped server. Not
 // exported from mod.ts.
 
-import { getLogger } from "@logtape/logtape";
+import { getLogger } from "../_logtape.ts";
 import { formatAddr, LOG_CATEGORY, plural } from "../_helpers.ts";
 import type { EchoServer, EchoServerStats } from "../types.ts";
 import { showLiveLine } from "./logging.ts";

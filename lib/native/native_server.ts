@@ -6,7 +6,7 @@
 // that wakes the loop. This thread's event loop stays free. Not exported
 // from mod.ts.
 
-import { getLogger } from "@logtape/logtape";
+import { getLogger } from "../_logtape.ts";
 import { isIP } from "node:net";
 import { formatAddr, LOG_CATEGORY, optionError, plural } from "../_helpers.ts";
 import type { ServerConfig } from "../core/config.ts";

@@ -17,7 +17,7 @@
 import { Buffer } from "node:buffer";
 import { setImmediate } from "node:timers";
 import type * as Redis from "npm:redis@^5.12.1";
-import { getLogger } from "@logtape/logtape";
+import { getLogger } from "../_logtape.ts";
 import { LOG_CATEGORY } from "../_helpers.ts";
 import { importLazily } from "../_lazy.ts";
 import type { ClusterStatus } from "../types.ts";

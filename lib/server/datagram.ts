@@ -6,7 +6,7 @@
 // against 10,800 for node:dgram under Deno (and 30,300 for Node's dgram
 // under Node). It needs --unstable-net. Not exported from mod.ts.
 
-import { getLogger, type Logger } from "@logtape/logtape";
+import { getLogger, type Logger } from "../_logtape.ts";
 import {
   bareAddress,
   describeError,

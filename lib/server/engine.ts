@@ -4,7 +4,7 @@
 // shut down. serveEcho() runs one, or one per worker (see lib/workers/). Not
 // exported from mod.ts.
 
-import { getLogger, type Logger } from "@logtape/logtape";
+import { getLogger, type Logger } from "../_logtape.ts";
 import {
   acceptBackoff,
   describeError,

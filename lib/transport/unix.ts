@@ -1,6 +1,6 @@
 // Private: the Unix domain socket transport. Not exported from mod.ts.
 
-import { getLogger } from "@logtape/logtape";
+import { getLogger } from "../_logtape.ts";
 import { formatAddr, LOG_CATEGORY } from "../_helpers.ts";
 import type { Pending, Transport } from "./transport.ts";
 

@@ -10,7 +10,7 @@
 // the one Relay runs here; a worker's clients are members whose lines arrive
 // and leave as messages (see WorkerHandle and worker.ts's RelayLink).
 
-import { getLogger, type LogLevel, type LogRecord } from "@logtape/logtape";
+import { getLogger, type LogLevel, type LogRecord } from "../_logtape.ts";
 import { LOG_CATEGORY, optionError, plural } from "../_helpers.ts";
 import type { Inbox, Member, Relay } from "../relay/relay.ts";
 import { newRelay, Server } from "../server/engine.ts";

@@ -3,7 +3,7 @@
 // records to the calling thread, and, in broadcast and chat mode, talks to
 // the relay there through a RelayLink. Not exported from mod.ts.
 
-import { configureSync, type LogRecord } from "@logtape/logtape";
+import { configureSync, type LogRecord } from "../_logtape.ts";
 import { describeError, LOG_CATEGORY } from "../_helpers.ts";
 import { Pacer } from "../relay/pacer.ts";
 import type { Member, RelayPort } from "../relay/relay.ts";
