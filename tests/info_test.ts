@@ -2,6 +2,7 @@
 // PROXY header, on IPv6, and from the CLI.
 
 import assert from "node:assert/strict";
+import { engineTest } from "./_engines.ts";
 import { serveEcho } from "../mod.ts";
 import { encodeProxyHeader } from "../lib/proxy/header.ts";
 import { testCertificates } from "./_certs.ts";
@@ -19,8 +20,8 @@ async function ask(conn: Deno.Conn, ...commands: string[]): Promise<string[]> {
   return await client.count(commands.length);
 }
 
-Deno.test("info mode answers each command on TCP", async () => {
-  await using server = serveEcho({ port: 0, mode: "info" });
+engineTest("info mode answers each command on TCP", async (engine) => {
+  await using server = serveEcho({ engine, port: 0, mode: "info" });
   const { port } = server.addr;
   const conn = await Deno.connect({ port });
   const local = conn.localAddr as Deno.NetAddr;
@@ -61,28 +62,32 @@ Deno.test("info mode answers each command on TCP", async () => {
   assert.equal(answers[11], "ERR unknown command: nonsense here");
 });
 
-Deno.test("info mode: exit closes; a line over the limit is an error; the id can be set", async () => {
-  await using server = serveEcho({
-    port: 0,
-    mode: "info",
-    id: "web-1",
-    maxLineBytes: 16,
-  });
-  const { port } = server.addr;
-  {
-    using conn = await Deno.connect({ port });
-    await writeAll(conn, encoder.encode("id\nexit\nid\n"));
-    assert.equal(decoder.decode(await readAll(conn)), "web-1\n");
-  }
-  {
-    using conn = await Deno.connect({ port });
-    await writeAll(conn, encoder.encode(`echo ${"x".repeat(20)}\n`));
-    assert.equal(
-      decoder.decode(await readAll(conn)),
-      "ERR line too long (max 16 bytes)\n",
-    );
-  }
-});
+engineTest(
+  "info mode: exit closes; a line over the limit is an error; the id can be set",
+  async (engine) => {
+    await using server = serveEcho({
+      engine,
+      port: 0,
+      mode: "info",
+      id: "web-1",
+      maxLineBytes: 16,
+    });
+    const { port } = server.addr;
+    {
+      using conn = await Deno.connect({ port });
+      await writeAll(conn, encoder.encode("id\nexit\nid\n"));
+      assert.equal(decoder.decode(await readAll(conn)), "web-1\n");
+    }
+    {
+      using conn = await Deno.connect({ port });
+      await writeAll(conn, encoder.encode(`echo ${"x".repeat(20)}\n`));
+      assert.equal(
+        decoder.decode(await readAll(conn)),
+        "ERR line too long (max 16 bytes)\n",
+      );
+    }
+  },
+);
 
 Deno.test("info mode sees the client a PROXY header names, and IPv4 on a dual-stack listener as IPv4", async () => {
   {

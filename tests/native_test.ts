@@ -16,7 +16,7 @@ import { CLIENT, LOCK, run, SERVER } from "./_process.ts";
 Deno.test("engine native refuses what only the default engine does, naming the engine option", async () => {
   for (
     const [options, what] of [
-      [{ mode: "line" }, "mode line"],
+      [{ mode: "chat" }, "mode chat"],
       [{ allow: ["127.0.0.1"] }, "allow and deny lists"],
       [{ proxyProtocol: true }, "the PROXY protocol"],
       [{ maxConnectionsPerIp: 3 }, "per-address limits"],
@@ -28,7 +28,7 @@ Deno.test("engine native refuses what only the default engine does, naming the e
       () => serveEcho({ port: 0, engine: "native", ...options }),
       (error: Error & { option?: string }) =>
         error instanceof RangeError && error.option === "engine" &&
-        error.message.includes(`without ${what}`),
+        error.message.includes(`native does not serve ${what} yet`),
       what,
     );
   }
@@ -36,7 +36,7 @@ Deno.test("engine native refuses what only the default engine does, naming the e
   await Deno.remove(path);
   assert.throws(
     () => serveEcho({ path, engine: "native" }),
-    /without a Unix socket/,
+    /does not serve a Unix socket/,
   );
   // A name could stand for any address: only an IP address or localhost.
   assert.throws(
@@ -277,3 +277,21 @@ for (const nativeIo of ["io_uring", "epoll"] as const) {
     );
   });
 }
+
+Deno.test("engine native names every feature it does not serve, in one error", () => {
+  assert.throws(
+    () =>
+      serveEcho({
+        port: 0,
+        engine: "native",
+        mode: "broadcast",
+        udp: true,
+        maxBytesPerSecond: 10,
+      }),
+    {
+      name: "RangeError",
+      message:
+        "Cannot use engine: native does not serve mode broadcast, UDP, a read rate per connection yet",
+    },
+  );
+});

@@ -1,31 +1,18 @@
 // Private: serveEcho's `info` mode, for load-balancer and mesh tests: each
 // line is a command and gets one line back, saying who answered and whom it
 // saw, in the words of Kubernetes' agnhost netexec (`hostname`, `clientip`,
-// `echo`). The same answers serve TCP, TLS, Unix streams and UDP datagrams.
-// Not exported from mod.ts.
+// `echo`). The same answers serve TCP, TLS, Unix streams and UDP datagrams,
+// free of I/O (see ./session.ts). Not exported from mod.ts.
 
-import { lineContent } from "../_lines.ts";
+import { lineContent, LineSplitter } from "../_lines.ts";
 import { bareAddress } from "../_helpers.ts";
 import { replaceControls } from "../_text.ts";
-import type { ServerConfig } from "../core/config.ts";
 import {
-  closeGently,
-  type Connection,
-  discardRest,
-} from "../server/connection.ts";
-import { lineTooLong } from "./line.ts";
-import { readLines } from "./read_lines.ts";
-
-/** What the answers are about: one client of one server. */
-export interface InfoFacts {
-  /** The machine's hostname. */
-  host: string;
-  /** The server's `id`. */
-  id: string;
-  transport: "tcp" | "tls" | "unix" | "udp";
-  client: Deno.Addr;
-  server: Deno.Addr;
-}
+  lineTooLong,
+  type Session,
+  type SessionFacts,
+  type Step,
+} from "./session.ts";
 
 /** The commands, for `help`. */
 export const INFO_COMMANDS =
@@ -38,7 +25,10 @@ const encoder = new TextEncoder();
  * The answer to one command line (without its line ending), or `undefined`
  * for `exit` and `quit`, which close the connection.
  */
-export function infoAnswer(line: string, facts: InfoFacts): string | undefined {
+export function infoAnswer(
+  line: string,
+  facts: SessionFacts,
+): string | undefined {
   const [command, ...rest] = line.split(" ");
   const { client, server } = facts;
   switch (command.toLowerCase()) {
@@ -94,46 +84,46 @@ export function defaultId(host: string, local: Deno.Addr): string {
   }`;
 }
 
-/** The facts of a stream connection in `config`'s server. */
-export function streamFacts(c: Connection, config: ServerConfig): InfoFacts {
-  return {
-    host: config.host,
-    id: config.id || defaultId(config.host, c.conn.localAddr),
-    transport: config.listen.transport,
-    client: c.conn.remoteAddr,
-    server: c.conn.localAddr,
-  };
-}
-
 /**
- * Info mode on a stream: answers each line until the client half-closes,
- * says `exit` or `quit`, or sends a line over the limit. Returns why it
- * ended.
+ * Info mode: answers each line until the client half-closes, says `exit` or
+ * `quit`, or sends a line over the limit.
  */
-export async function infoLines(
-  c: Connection,
-  config: ServerConfig,
-): Promise<string> {
-  const { maxLineBytes } = config;
-  const facts = streamFacts(c, config);
-  for await (const { lines, end, tooLong } of readLines(c, maxLineBytes)) {
+export class InfoSession implements Session {
+  #splitter: LineSplitter;
+  #facts: SessionFacts;
+
+  constructor(facts: SessionFacts, maxLineBytes: number) {
+    this.#facts = facts;
+    this.#splitter = new LineSplitter(maxLineBytes);
+  }
+
+  receive(chunk: Uint8Array): Step {
+    return this.#answer(this.#splitter.push(chunk), undefined);
+  }
+
+  end(): Step {
+    const last = this.#splitter.end();
+    return this.#answer(last === undefined ? [] : [last], "closed by client");
+  }
+
+  #answer(lines: Uint8Array[], ending: string | undefined): Step {
     let replies = "";
-    let quit = false;
+    let close = ending;
     for (const line of lines) {
-      const answer = infoAnswer(decoder.decode(lineContent(line)), facts);
+      const answer = infoAnswer(decoder.decode(lineContent(line)), this.#facts);
       if (answer === undefined) {
-        quit = true;
+        close = "exit command";
         break;
       }
       replies += `${answer}\n`;
     }
-    if (replies !== "") await c.out.send(encoder.encode(replies));
-    if (quit) return await closeGently(c, "exit command");
-    if (tooLong) {
-      await c.out.send(lineTooLong(maxLineBytes));
-      return await closeGently(c, "line too long");
+    if (close === undefined && this.#splitter.tooLong) {
+      replies += lineTooLong(this.#splitter.maxLineBytes);
+      close = "line too long";
     }
-    if (end) return await closeGently(c, "closed by client");
+    return {
+      send: replies === "" ? undefined : encoder.encode(replies),
+      close,
+    };
   }
-  return await discardRest(c);
 }

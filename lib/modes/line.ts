@@ -1,12 +1,8 @@
-// Private: serveEcho's `line` mode. Not exported from mod.ts.
+// Private: serveEcho's `line` mode, free of I/O (see ./session.ts). Not
+// exported from mod.ts.
 
-import { join, lineContent } from "../_lines.ts";
-import {
-  closeGently,
-  type Connection,
-  discardRest,
-} from "../server/connection.ts";
-import { readLines } from "./read_lines.ts";
+import { join, lineContent, LineSplitter } from "../_lines.ts";
+import { lineTooLong, type Session, type Step } from "./session.ts";
 
 const encoder = new TextEncoder();
 const EXIT = encoder.encode("exit");
@@ -23,35 +19,44 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
 
-/** The reply to a line over the limit, in every line mode. */
-export function lineTooLong(maxLineBytes: number): Uint8Array {
-  return encoder.encode(`ERR line too long (max ${maxLineBytes} bytes)\n`);
+/** Bytes of `lines` as one array (the line itself when there is one). */
+export function joined(lines: Uint8Array[]): Uint8Array | undefined {
+  if (lines.length === 0) return undefined;
+  if (lines.length === 1) return lines[0];
+  return join(lines, lines.reduce((sum, l) => sum + l.length, 0));
 }
 
 /**
  * Line mode: echoes each line as sent until the client half-closes, sends
- * `exit` or `quit`, or sends a line over the limit. Returns why it ended.
+ * `exit` or `quit`, or sends a line over the limit.
  */
-export async function echoLines(
-  c: Connection,
-  maxLineBytes: number,
-): Promise<string> {
-  for await (const { lines, end, tooLong } of readLines(c, maxLineBytes)) {
-    const exit = lines.findIndex(isExit);
-    const replies = exit === -1 ? lines : lines.slice(0, exit);
-    if (replies.length > 0) {
-      await c.out.send(
-        replies.length === 1
-          ? replies[0]
-          : join(replies, replies.reduce((sum, l) => sum + l.length, 0)),
-      );
-    }
-    if (exit !== -1) return await closeGently(c, "exit command");
-    if (tooLong) {
-      await c.out.send(lineTooLong(maxLineBytes));
-      return await closeGently(c, "line too long");
-    }
-    if (end) return await closeGently(c, "closed by client");
+export class LineSession implements Session {
+  #splitter: LineSplitter;
+
+  constructor(maxLineBytes: number) {
+    this.#splitter = new LineSplitter(maxLineBytes);
   }
-  return await discardRest(c);
+
+  receive(chunk: Uint8Array): Step {
+    return this.#answer(this.#splitter.push(chunk), undefined);
+  }
+
+  end(): Step {
+    const last = this.#splitter.end();
+    return this.#answer(last === undefined ? [] : [last], "closed by client");
+  }
+
+  #answer(lines: Uint8Array[], ending: string | undefined): Step {
+    const exit = lines.findIndex(isExit);
+    const send = joined(exit === -1 ? lines : lines.slice(0, exit));
+    if (exit !== -1) return { send, close: "exit command" };
+    if (this.#splitter.tooLong) {
+      const tooLong = encoder.encode(lineTooLong(this.#splitter.maxLineBytes));
+      return {
+        send: send === undefined ? tooLong : joined([send, tooLong]),
+        close: "line too long",
+      };
+    }
+    return { send, close: ending };
+  }
 }

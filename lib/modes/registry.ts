@@ -1,33 +1,23 @@
-// Private: the modes of serveEcho, one entry each. A new mode is a file in
-// this folder and a line here. Not exported from mod.ts.
+// Private: the line modes of serveEcho that are written once for every
+// driver, free of I/O (./session.ts), one entry each. Echo mode is each
+// driver's own fast path, and broadcast and chat go through the relay
+// (lib/relay/). A new line mode is a file in this folder and a line here.
+// Not exported from mod.ts.
 
-import type { RelayPort } from "../relay/relay.ts";
 import type { ServerConfig } from "../core/config.ts";
-import type { Connection } from "../server/connection.ts";
 import type { EchoMode } from "../types.ts";
-import { infoLines } from "./info.ts";
-import { echoLines } from "./line.ts";
-import { relayLines } from "./relay.ts";
+import { InfoSession } from "./info.ts";
+import { LineSession } from "./line.ts";
+import type { Session, SessionFacts } from "./session.ts";
 
-/**
- * Serves one connection in a mode. Resolves with why it ended; echo mode
- * runs on the connection's own callbacks and ends it itself, so it returns
- * nothing.
- */
-export type Mode = (
-  c: Connection,
+/** Makes one connection's session; `facts` is called only if needed. */
+export type SessionMaker = (
   config: ServerConfig,
-  relay: RelayPort | undefined,
-) => Promise<string> | undefined;
+  facts: () => SessionFacts,
+) => Session;
 
-/** Every mode by its name. */
-export const MODES_BY_NAME: Readonly<Record<EchoMode, Mode>> = {
-  echo: (c) => {
-    c.echo();
-    return undefined;
-  },
-  line: (c, config) => echoLines(c, config.maxLineBytes),
-  broadcast: (c, config, relay) => relayLines(c, relay!, config.maxLineBytes),
-  chat: (c, config, relay) => relayLines(c, relay!, config.maxLineBytes),
-  info: (c, config) => infoLines(c, config),
+/** The modes served by a session, by name. */
+export const SESSIONS: Readonly<Partial<Record<EchoMode, SessionMaker>>> = {
+  line: (config) => new LineSession(config.maxLineBytes),
+  info: (config, facts) => new InfoSession(facts(), config.maxLineBytes),
 };

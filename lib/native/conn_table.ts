@@ -5,6 +5,8 @@
 // only some connections have (unsent bytes, a polite end under way, a name
 // for logs) lives in maps beside them. Not exported from mod.ts.
 
+import type { Session } from "../modes/session.ts";
+
 const INITIAL_CAPACITY = 1024;
 
 /** The connections of one loop, by file descriptor. */
@@ -21,6 +23,8 @@ export class ConnTable {
   pending = new Map<number, { bytes: Uint8Array; at: number }>();
   /** Why the server is ending a connection politely, and by when it closes. */
   finishing = new Map<number, { reason: string; until: number }>();
+  /** Each connection's session, in the line modes (lib/modes/session.ts). */
+  sessions = new Map<number, Session>();
   /** How logs name each client (only when they are wanted). */
   peers = new Map<number, string>();
   size = 0;
@@ -51,6 +55,7 @@ export class ConnTable {
     this.pending.delete(fd);
     this.finishing.delete(fd);
     this.peers.delete(fd);
+    this.sessions.delete(fd);
     this.size--;
   }
 

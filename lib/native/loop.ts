@@ -55,6 +55,10 @@ import {
   TCP_NODELAY,
 } from "./ffi.ts";
 import { LINGER_MS } from "../core/lifecycle.ts";
+import type { ServerConfig } from "../core/config.ts";
+import { defaultId } from "../modes/info.ts";
+import { type SessionMaker, SESSIONS } from "../modes/registry.ts";
+import type { SessionFacts, Step } from "../modes/session.ts";
 
 /** What the calling thread asks, in `control[0]`. */
 export const RUN = 0;
@@ -101,8 +105,8 @@ export interface LoopConfig {
   counters: Float64Array;
   /** Connections open on every loop, for `maxConnections`. */
   open: Int32Array;
-  maxConnections: number;
-  idleTimeout: number;
+  /** The server's options, as serveEcho checked them. */
+  server: ServerConfig;
   /** The listening address, as logs show it. */
   address: string;
   /**
@@ -144,16 +148,19 @@ export class EchoLoop {
   #command = RUN;
   #mailTaken = 0;
   #now = Date.now();
+  /** The mode's sessions, in the line modes; echo mode has none. */
+  #session: SessionMaker | undefined;
 
   constructor(native: Native, config: LoopConfig) {
     this.#native = native;
     this.#config = config;
+    this.#session = SESSIONS[config.server.mode];
     const epoll = native.libc.epoll_create1(EPOLL_CLOEXEC);
     if (epoll < 0) throw new Error(`epoll_create1: ${this.#error()}`);
     this.#epoll = epoll;
     this.#ctl(EPOLL_CTL_ADD, config.wakeFd, EPOLLIN);
     this.#ctl(EPOLL_CTL_ADD, config.listenFd, EPOLLIN);
-    if (config.idleTimeout > 0) {
+    if (config.server.idleTimeout > 0) {
       this.#nextIdleScan = this.#now + this.#idleScanMs();
     }
   }
@@ -272,7 +279,7 @@ export class EchoLoop {
   }
 
   #idleScanMs(): number {
-    return Math.min(1000, Math.max(10, this.#config.idleTimeout / 8));
+    return Math.min(1000, Math.max(10, this.#config.server.idleTimeout / 8));
   }
 
   #timers(): void {
@@ -290,7 +297,7 @@ export class EchoLoop {
     if (now < this.#nextIdleScan) return;
     // Every connection, a few times per idle timeout (not per turn).
     this.#nextIdleScan = now + this.#idleScanMs();
-    const { idleTimeout } = this.#config;
+    const { idleTimeout } = this.#config.server;
     for (const fd of conns.all()) {
       if (now - conns.lastActive[fd] >= idleTimeout) {
         this.#end(fd, "idle timeout");
@@ -330,7 +337,8 @@ export class EchoLoop {
 
   #accept(): void {
     const { libc } = this.#native;
-    const { counters, open, maxConnections, logInfo } = this.#config;
+    const { counters, open, logInfo } = this.#config;
+    const { maxConnections } = this.#config.server;
     while (this.#listening) {
       this.#addressLength[0] = this.#address.length;
       const fd = libc.accept4(
@@ -378,6 +386,12 @@ export class EchoLoop {
         ? formatAddr(fromSockaddr(this.#native, this.#address))
         : "";
       this.#conns.add(fd, peer, this.#now);
+      if (this.#session !== undefined) {
+        this.#conns.sessions.set(
+          fd,
+          this.#session(this.#config.server, () => this.#facts(fd)),
+        );
+      }
       counters[ACTIVE]++;
       this.#ctl(EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP);
       if (logInfo) {
@@ -425,15 +439,28 @@ export class EchoLoop {
       }
       if (r === 0) {
         // The client's end of stream: nothing is owed (we read only then),
-        // so ours follows at once.
-        const why = conns.finishing.get(fd)?.reason ?? "closed by client";
-        return this.#end(fd, why, true);
+        // so ours follows at once, after what a session still says.
+        const finishing = conns.finishing.get(fd);
+        const session = conns.sessions.get(fd);
+        if (finishing === undefined && session !== undefined) {
+          return void this.#step(fd, session.end(), true);
+        }
+        return this.#end(fd, finishing?.reason ?? "closed by client", true);
       }
       conns.bytesIn[fd] += r;
       counters[BYTES_IN] += r;
       conns.lastActive[fd] = this.#now;
       if (conns.finishing.size > 0 && conns.finishing.has(fd)) {
         continue; // Not echoed any more.
+      }
+      if (conns.sessions.size > 0) {
+        const session = conns.sessions.get(fd);
+        if (session !== undefined) {
+          if (this.#step(fd, session.receive(buffer.subarray(0, r)), false)) {
+            continue;
+          }
+          return;
+        }
       }
       // The first r bytes of the buffer (r <= buffer.length, as read()
       // returned it): no view to allocate on the hot path.
@@ -442,6 +469,57 @@ export class EchoLoop {
       if (w < r) return this.#oweRead(fd, w, r);
       if (r < buffer.length) return;
     }
+  }
+
+  /**
+   * Carries out what a session returned: sends its bytes (keeping what the
+   * socket does not take) and ends the connection when it says so, at once
+   * after the client's end of stream (`eof`), politely otherwise. Returns
+   * whether to read on.
+   */
+  #step(fd: number, step: Step, eof: boolean): boolean {
+    const { send, close } = step;
+    if (send !== undefined) {
+      const w = this.#send(fd, send, send.length);
+      if (w < 0) return false;
+      if (w < send.length) {
+        // A copy: `send` may be a view of the read buffer.
+        this.#owe(fd, send.slice(w));
+        if (close !== undefined) this.#finish(fd, close);
+        return false;
+      }
+    }
+    if (close === undefined) return true;
+    if (eof) {
+      this.#end(fd, close, true);
+      return false;
+    }
+    this.#finish(fd, close);
+    return true;
+  }
+
+  /**
+   * What a session of `fd` may answer with (info mode's facts). Called as
+   * the connection is accepted, while `#address` holds its client's.
+   */
+  #facts(fd: number): SessionFacts {
+    const { libc } = this.#native;
+    const server = this.#config.server;
+    const client = fromSockaddr(this.#native, this.#address);
+    const local = new Uint8Array(SOCKADDR_MAX);
+    const length = new Uint32Array([local.length]);
+    libc.getsockname(fd, local, length);
+    const serverAddr: Deno.NetAddr = {
+      transport: "tcp",
+      ...fromSockaddr(this.#native, local),
+    };
+    return {
+      host: server.host,
+      id: server.id || defaultId(server.host, serverAddr),
+      transport: "tcp",
+      client: { transport: "tcp", ...client },
+      server: serverAddr,
+    };
   }
 
   /** Keeps `bytes` to send once the socket takes more; stops reading. */

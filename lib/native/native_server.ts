@@ -11,6 +11,7 @@ import { isIP } from "node:net";
 import { formatAddr, LOG_CATEGORY, optionError, plural } from "../_helpers.ts";
 import type { ServerConfig } from "../core/config.ts";
 import { COUNTERS, sumStats } from "../core/counters.ts";
+import { type Feature, unserved } from "../core/features.ts";
 import type {
   ClusterStatus,
   EchoMode,
@@ -53,30 +54,26 @@ const WORKER_URL = new URL("./worker.ts", import.meta.url);
 /** The listen queue; the kernel caps it at `net.core.somaxconn`. */
 const BACKLOG = 4096;
 
+/** The features the native driver serves (see lib/core/features.ts). */
+export const NATIVE_FEATURES: ReadonlySet<Feature> = new Set<Feature>([
+  "lineMode",
+  "infoMode",
+]);
+
 /**
  * Throws unless the native engine can serve `config` here: Linux on x86_64
- * or aarch64, `--allow-ffi`, read access to its worker's module, and echo
- * mode over plain TCP without the rules only the default engine has.
+ * or aarch64, `--allow-ffi`, read access to its worker's module, and only
+ * the features in {@linkcode NATIVE_FEATURES}.
  */
 export function assertNativeSupported(
   config: ServerConfig,
   udp: boolean,
 ): void {
-  const without = [
-    config.mode !== "echo" && `mode ${config.mode}`,
-    config.listen.transport !== "tcp" &&
-    (config.listen.transport === "tls" ? "TLS" : "a Unix socket"),
-    udp && "UDP",
-    config.proxy && "the PROXY protocol",
-    (config.access.allow.length > 0 || config.access.deny.length > 0) &&
-    "allow and deny lists",
-    config.limits && "per-address limits",
-    config.maxBytesPerSecond !== Infinity && "a read rate per connection",
-  ].filter((x): x is string => typeof x === "string");
+  const without = unserved(config, udp, NATIVE_FEATURES);
   if (without.length > 0) {
     throw optionError(
       "engine",
-      `native serves echo mode over TCP only, without ${without.join(", ")}`,
+      `native does not serve ${without.join(", ")} yet`,
     );
   }
   assertNativeRuns(WORKER_URL);
@@ -156,7 +153,7 @@ export class NativeServer implements EchoServer<Deno.NetAddr> {
   readonly finished: Promise<void>;
   #startFailed = false;
   readonly ready: Promise<void>;
-  readonly mode: EchoMode = "echo";
+  readonly mode: EchoMode;
   readonly engine = "native";
   readonly transport = "tcp";
   #native: Native;
@@ -182,6 +179,7 @@ export class NativeServer implements EchoServer<Deno.NetAddr> {
       throw new TypeError("The native engine listens on TCP only");
     }
     this.#config = config;
+    this.mode = config.mode;
     const hostname = ipAddress(config.listen.hostname);
     this.#native = openLibc();
     let port = config.listen.port;
@@ -223,8 +221,9 @@ export class NativeServer implements EchoServer<Deno.NetAddr> {
     });
     this.#signal = signal;
     signal?.addEventListener("abort", this.#abort, { once: true });
-    logger.debug("Listening on {address} in echo mode (native engine)", {
+    logger.debug("Listening on {address} in {mode} mode (native engine)", {
       address: formatAddr(this.addr),
+      mode: config.mode,
     });
   }
 
@@ -284,8 +283,7 @@ export class NativeServer implements EchoServer<Deno.NetAddr> {
       open: this.#open.buffer as SharedArrayBuffer,
       mail: this.#mail.buffer as SharedArrayBuffer,
       index,
-      maxConnections: this.#config.maxConnections,
-      idleTimeout: this.#config.idleTimeout,
+      server: this.#config,
       address: formatAddr(this.addr),
       ...log,
     };

@@ -4,6 +4,7 @@
 // to receive operator lines. Its log records go to the calling thread in
 // batches. Not exported from mod.ts.
 
+import type { ServerConfig } from "../core/config.ts";
 import { openLibc } from "./ffi.ts";
 import { EchoLoop, type LoopRecord } from "./loop.ts";
 
@@ -21,8 +22,7 @@ export interface NativeWorkerInit {
   /** Operator lines posted, one counter per loop, and this loop's index. */
   mail: SharedArrayBuffer;
   index: number;
-  maxConnections: number;
-  idleTimeout: number;
+  server: ServerConfig;
   address: string;
   logInfo: boolean;
   logDebug: boolean;
@@ -74,8 +74,7 @@ function start(init: NativeWorkerInit): void {
       counters: new Float64Array(init.counters, init.offset * 8, init.length),
       open: new Int32Array(init.open),
       mail: new Int32Array(init.mail, init.index * 4, 1),
-      maxConnections: init.maxConnections,
-      idleTimeout: init.idleTimeout,
+      server: init.server,
       address: init.address,
       logInfo: init.logInfo,
       logDebug: init.logDebug,

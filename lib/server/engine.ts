@@ -17,7 +17,9 @@ import { broadcastRules } from "../relay/broadcast.ts";
 import { ChatRules } from "../relay/chat.ts";
 import { type Member, Relay, type RelayPort } from "../relay/relay.ts";
 import { RedisBus } from "../relay/redis_bus.ts";
-import { MODES_BY_NAME } from "../modes/registry.ts";
+import { SESSIONS } from "../modes/registry.ts";
+import { relayLines } from "./relay_lines.ts";
+import { runSession, streamFacts } from "./run_session.ts";
 import type { ServerConfig } from "../core/config.ts";
 import { Connection, type Listener } from "./connection.ts";
 import {
@@ -513,7 +515,12 @@ export class Server implements EchoServer<Deno.Addr> {
     } catch (error) {
       return c.end(describeError(error));
     }
-    MODES_BY_NAME[this.mode](c, config, this.#relay)?.then(
+    if (this.mode === "echo") return c.echo();
+    const session = SESSIONS[this.mode];
+    const served = session !== undefined
+      ? runSession(c, session(config, () => streamFacts(c, config)))
+      : relayLines(c, this.#relay!, config.maxLineBytes);
+    served.then(
       (reason) => c.end(reason),
       (error) => c.end(c.closedBecause ?? describeError(error)),
     );

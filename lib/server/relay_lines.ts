@@ -1,15 +1,20 @@
-// Private: serveEcho's `broadcast` and `chat` modes, as one connection sees
-// them: lines go to the relay (lib/relay/relay.ts), which delivers them. Not
-// exported from mod.ts.
+// Private: serveEcho's `broadcast` and `chat` modes on the streams driver,
+// as one connection sees them: lines go to the relay (lib/relay/relay.ts),
+// which delivers them. Not exported from mod.ts.
 
+import { LineSplitter } from "../_lines.ts";
 import type { RelayPort } from "../relay/relay.ts";
+import { lineTooLong } from "../modes/session.ts";
 import {
   closeGently,
   type Connection,
   discardRest,
-} from "../server/connection.ts";
-import { lineTooLong } from "./line.ts";
-import { readLines } from "./read_lines.ts";
+  grown,
+  INITIAL_BUFFER_SIZE,
+  readChunk,
+} from "./connection.ts";
+
+const encoder = new TextEncoder();
 
 /**
  * Broadcast and chat modes: hands each line to the relay, waiting for it to
@@ -21,25 +26,31 @@ export async function relayLines(
   relay: RelayPort,
   maxLineBytes: number,
 ): Promise<string> {
-  for await (const { lines, end, tooLong } of readLines(c, maxLineBytes)) {
+  const splitter = new LineSplitter(maxLineBytes);
+  let buffer = new Uint8Array(INITIAL_BUFFER_SIZE);
+  while (true) {
+    const chunk = await readChunk(c, buffer);
+    if (c.finishing !== undefined) return await discardRest(c);
+    const end = chunk === null;
+    const last = end ? splitter.end() : undefined;
     // Lines are kept by the relay; a last line without a newline gets one,
     // so it cannot run into the next client's line.
-    await relay.submit(
-      c,
-      lines.map((line) => end ? withNewline(line) : line.slice()),
-    );
+    const lines = end
+      ? (last === undefined ? [] : [withNewline(last)])
+      : splitter.push(chunk).map((line) => line.slice());
+    await relay.submit(c, lines);
     if (c.quitting) return await closeGently(c, "quit command");
-    if (tooLong) {
+    if (splitter.tooLong) {
       relay.leave(c);
-      c.out.post(lineTooLong(maxLineBytes));
+      c.out.post(encoder.encode(lineTooLong(maxLineBytes)));
       return await closeGently(c, "line too long");
     }
     if (end) {
       relay.leave(c);
       return await closeGently(c, "closed by client");
     }
+    buffer = grown(buffer, chunk.length);
   }
-  return await discardRest(c);
 }
 
 /** A copy of `line` with a `\n` after it. */

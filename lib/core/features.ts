@@ -1,0 +1,51 @@
+// Private: the features a server's options may ask for that a driver may
+// not have, each with how it is used and how an error names it. A driver
+// declares the ones it serves (lib/native/native_server.ts); the one check
+// below refuses the rest, so the refusal follows the declaration instead of
+// a list kept by hand. Not exported from mod.ts.
+
+import type { ServerConfig } from "./config.ts";
+
+/** Whether `config` (with UDP or not) uses a feature. */
+type Uses = (config: ServerConfig, udp: boolean) => boolean;
+
+/** Every feature a driver may lack, by key. */
+export const FEATURES = {
+  lineMode: { name: "mode line", uses: (c) => c.mode === "line" },
+  infoMode: { name: "mode info", uses: (c) => c.mode === "info" },
+  broadcastMode: {
+    name: "mode broadcast",
+    uses: (c) => c.mode === "broadcast",
+  },
+  chatMode: { name: "mode chat", uses: (c) => c.mode === "chat" },
+  tls: { name: "TLS", uses: (c) => c.listen.transport === "tls" },
+  unix: { name: "a Unix socket", uses: (c) => c.listen.transport === "unix" },
+  udp: { name: "UDP", uses: (_, udp) => udp },
+  proxy: { name: "the PROXY protocol", uses: (c) => c.proxy !== undefined },
+  access: {
+    name: "allow and deny lists",
+    uses: (c) => c.access.allow.length > 0 || c.access.deny.length > 0,
+  },
+  limits: { name: "per-address limits", uses: (c) => c.limits !== undefined },
+  readRate: {
+    name: "a read rate per connection",
+    uses: (c) => c.maxBytesPerSecond !== Infinity,
+  },
+} as const satisfies Record<string, { name: string; uses: Uses }>;
+
+/** A feature's key. */
+export type Feature = keyof typeof FEATURES;
+
+/**
+ * The names of the features `config` uses that are not in `served`, in the
+ * order of {@linkcode FEATURES}; empty when the driver serves them all.
+ */
+export function unserved(
+  config: ServerConfig,
+  udp: boolean,
+  served: ReadonlySet<Feature>,
+): string[] {
+  return (Object.entries(FEATURES) as [Feature, { name: string; uses: Uses }][])
+    .filter(([key, feature]) => !served.has(key) && feature.uses(config, udp))
+    .map(([, feature]) => feature.name);
+}

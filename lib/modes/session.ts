@@ -1,0 +1,52 @@
+// Private: what a line mode is, free of I/O: a session takes the bytes a
+// client sent and its end of stream, and returns what to send and whether
+// to end the connection. Drivers move the bytes: lib/server/run_session.ts
+// over Deno's sockets, lib/native/loop.ts over libc. This is the shape of
+// h11 and quinn-proto (a state machine fed bytes and events, giving back
+// bytes and actions), so that a mode is written once for every driver and
+// tested without a socket. Not exported from mod.ts.
+
+/** What a session asks of its driver after one event. */
+export interface Step {
+  /**
+   * Bytes to send, after everything sent before. May be a view of the chunk
+   * the session was given: the driver sends it, or copies what it cannot
+   * send yet, before it reuses that buffer.
+   */
+  send?: Uint8Array;
+  /**
+   * End the connection politely for this reason once `send` is sent: the
+   * server half-closes, discards what the client still sends, and closes
+   * when the client does (or after the linger).
+   */
+  close?: string;
+}
+
+/** One connection in a line mode, as the mode sees it. */
+export interface Session {
+  /**
+   * The client sent `chunk` (a view of the driver's buffer, valid only
+   * during the call). Never called again after a step with `close`.
+   */
+  receive(chunk: Uint8Array): Step;
+  /** The client half-closed; the step returned always closes. */
+  end(): Step;
+}
+
+/** The addresses and names a session may answer with (info mode's). */
+export interface SessionFacts {
+  /** The machine's hostname. */
+  host: string;
+  /** The server's `id`, or `HOSTNAME:PORT` (or path) when none was given. */
+  id: string;
+  transport: "tcp" | "tls" | "unix" | "udp";
+  /** The client, as the PROXY header says where there is one. */
+  client: Deno.Addr;
+  /** This end of the connection. */
+  server: Deno.Addr;
+}
+
+/** The reply to a line over the limit, in every line mode. */
+export function lineTooLong(maxLineBytes: number): string {
+  return `ERR line too long (max ${maxLineBytes} bytes)\n`;
+}
