@@ -2,6 +2,7 @@
 // UDP and after a PROXY header, from the library and the CLI.
 
 import assert from "node:assert/strict";
+import { engineTest } from "./_engines.ts";
 import { echoOnce, serveEcho } from "../mod.ts";
 import { encodeProxyHeader } from "../lib/proxy/header.ts";
 import { testCertificates } from "./_certs.ts";
@@ -11,126 +12,157 @@ import { assertUsageErrors, LOCK, SERVER, ServerProcess } from "./_process.ts";
 const logs = await captureLogs();
 const encoder = new TextEncoder();
 
-Deno.test("allow and deny: deny wins, allow keeps everyone else out, before a byte is read", async (t) => {
-  await t.step("allowed", async () => {
-    await using server = serveEcho({ port: 0, allow: ["127.0.0.1"] });
-    assert.equal(
-      await sendAndRead({ port: server.addr.port }, encoder.encode("in")),
-      "in",
-    );
-    assert.equal(server.stats.accepted, 1);
-  });
-  await t.step("not in the allow list", async () => {
-    logs.clear();
-    await using server = serveEcho({ port: 0, allow: ["10.0.0.0/8", "::1"] });
-    assert.equal(
-      await sendAndRead({ port: server.addr.port }, encoder.encode("out")),
-      "",
-    );
-    const record = await logs.waitFor((r) =>
-      r.rawMessage === "Refused {peer}: not in the allow list"
-    );
-    assert.match(String(record.properties.peer), /^127\.0\.0\.1:\d+$/);
-    assert.deepEqual(server.stats.refused, {
-      denied: 0,
-      notAllowed: 1,
-      perAddress: 0,
-      connectRate: 0,
-    });
-    assert.equal(server.stats.accepted, 0);
-    assert.equal(server.stats.bytesIn, 0);
-  });
-  await t.step("deny wins over allow", async () => {
-    logs.clear();
-    await using server = serveEcho({
-      port: 0,
-      allow: ["127.0.0.1"],
-      deny: ["127.0.0.0/8"],
-    });
-    assert.equal(
-      await sendAndRead({ port: server.addr.port }, encoder.encode("out")),
-      "",
-    );
-    const record = await logs.waitFor((r) =>
-      r.rawMessage === "Refused {peer}: denied by {rule}"
-    );
-    assert.equal(record.properties.rule, "127.0.0.0/8");
-    assert.deepEqual(server.stats.refused, {
-      denied: 1,
-      notAllowed: 0,
-      perAddress: 0,
-      connectRate: 0,
-    });
-  });
-  await t.step("IPv6, and IPv4 clients of a dual-stack listener", async () => {
-    await using server = serveEcho({ hostname: "::", port: 0, deny: ["::1"] });
-    const { port } = server.addr;
-    assert.equal(
-      await sendAndRead({ hostname: "127.0.0.1", port }, encoder.encode("v4")),
-      "v4",
-    );
-    assert.equal(
-      await sendAndRead({ hostname: "::1", port }, encoder.encode("v6")),
-      "",
-    );
-    await using v4only = serveEcho({
-      hostname: "::",
-      port: 0,
-      deny: ["127.0.0.0/8"],
-    });
-    assert.equal(
-      await sendAndRead(
-        { hostname: "127.0.0.1", port: v4only.addr.port },
-        encoder.encode("v4"),
-      ),
-      "",
-    );
-  });
-  await t.step("bad entries are option errors", () => {
-    for (const entry of ["10.0.0/8", "10.0.0.0/33", "::1/129", "host", ""]) {
-      assert.throws(
-        () => serveEcho({ port: 0, allow: [entry] }),
-        (error: RangeError & { option: string }) =>
-          error instanceof RangeError && error.option === "allow",
-        entry,
+engineTest(
+  "allow and deny: deny wins, allow keeps everyone else out, before a byte is read",
+  async (engine, t) => {
+    await t.step("allowed", async () => {
+      await using server = serveEcho({ engine, port: 0, allow: ["127.0.0.1"] });
+      assert.equal(
+        await sendAndRead({ port: server.addr.port }, encoder.encode("in")),
+        "in",
       );
-    }
-  });
-});
-
-Deno.test("access rules judge the address a PROXY header names, before TLS, not on Unix sockets, and for UDP", async () => {
-  {
-    await using server = serveEcho({
-      port: 0,
-      proxyProtocol: true,
-      allow: ["10.0.0.0/8"],
+      assert.equal(server.stats.accepted, 1);
     });
-    const header = (hostname: string) =>
-      encodeProxyHeader({
-        version: 2,
-        source: { hostname, port: 1000 },
-        destination: { hostname: "10.0.0.1", port: 7 },
+    await t.step("not in the allow list", async () => {
+      logs.clear();
+      await using server = serveEcho({
+        engine,
+        port: 0,
+        allow: ["10.0.0.0/8", "::1"],
       });
-    const { port } = server.addr;
-    assert.equal(
-      await sendAndRead({ port }, header("10.9.8.7"), encoder.encode("inside")),
-      "inside",
-    );
-    assert.equal(
-      await sendAndRead(
-        { port },
-        header("192.0.2.1"),
-        encoder.encode("outside"),
-      ),
-      "",
-    );
-    assert.deepEqual(server.stats.refused, {
-      denied: 0,
-      notAllowed: 1,
-      perAddress: 0,
-      connectRate: 0,
+      assert.equal(
+        await sendAndRead({ port: server.addr.port }, encoder.encode("out")),
+        "",
+      );
+      const record = await logs.waitFor((r) =>
+        r.rawMessage === "Refused {peer}: not in the allow list"
+      );
+      assert.match(String(record.properties.peer), /^127\.0\.0\.1:\d+$/);
+      assert.deepEqual(server.stats.refused, {
+        denied: 0,
+        notAllowed: 1,
+        perAddress: 0,
+        connectRate: 0,
+      });
+      assert.equal(server.stats.accepted, 0);
+      assert.equal(server.stats.bytesIn, 0);
     });
-  }
+    await t.step("deny wins over allow", async () => {
+      logs.clear();
+      await using server = serveEcho({
+        engine,
+        port: 0,
+        allow: ["127.0.0.1"],
+        deny: ["127.0.0.0/8"],
+      });
+      assert.equal(
+        await sendAndRead({ port: server.addr.port }, encoder.encode("out")),
+        "",
+      );
+      const record = await logs.waitFor((r) =>
+        r.rawMessage === "Refused {peer}: denied by {rule}"
+      );
+      assert.equal(record.properties.rule, "127.0.0.0/8");
+      assert.deepEqual(server.stats.refused, {
+        denied: 1,
+        notAllowed: 0,
+        perAddress: 0,
+        connectRate: 0,
+      });
+    });
+    await t.step(
+      "IPv6, and IPv4 clients of a dual-stack listener",
+      async () => {
+        await using server = serveEcho({
+          engine,
+          hostname: "::",
+          port: 0,
+          deny: ["::1"],
+        });
+        const { port } = server.addr;
+        assert.equal(
+          await sendAndRead(
+            { hostname: "127.0.0.1", port },
+            encoder.encode("v4"),
+          ),
+          "v4",
+        );
+        assert.equal(
+          await sendAndRead({ hostname: "::1", port }, encoder.encode("v6")),
+          "",
+        );
+        await using v4only = serveEcho({
+          engine,
+          hostname: "::",
+          port: 0,
+          deny: ["127.0.0.0/8"],
+        });
+        assert.equal(
+          await sendAndRead(
+            { hostname: "127.0.0.1", port: v4only.addr.port },
+            encoder.encode("v4"),
+          ),
+          "",
+        );
+      },
+    );
+    await t.step("bad entries are option errors", () => {
+      for (const entry of ["10.0.0/8", "10.0.0.0/33", "::1/129", "host", ""]) {
+        assert.throws(
+          () => serveEcho({ engine, port: 0, allow: [entry] }),
+          (error: RangeError & { option: string }) =>
+            error instanceof RangeError && error.option === "allow",
+          entry,
+        );
+      }
+    });
+  },
+);
+
+engineTest(
+  "access rules judge the address a PROXY header names",
+  async (engine) => {
+    {
+      await using server = serveEcho({
+        engine,
+        port: 0,
+        proxyProtocol: true,
+        allow: ["10.0.0.0/8"],
+      });
+      const header = (hostname: string) =>
+        encodeProxyHeader({
+          version: 2,
+          source: { hostname, port: 1000 },
+          destination: { hostname: "10.0.0.1", port: 7 },
+        });
+      const { port } = server.addr;
+      assert.equal(
+        await sendAndRead(
+          { port },
+          header("10.9.8.7"),
+          encoder.encode("inside"),
+        ),
+        "inside",
+      );
+      assert.equal(
+        await sendAndRead(
+          { port },
+          header("192.0.2.1"),
+          encoder.encode("outside"),
+        ),
+        "",
+      );
+      assert.deepEqual(server.stats.refused, {
+        denied: 0,
+        notAllowed: 1,
+        perAddress: 0,
+        connectRate: 0,
+      });
+    }
+  },
+);
+
+Deno.test("access rules act before TLS, not on Unix sockets, and for UDP", async () => {
   await using certs = await testCertificates();
   {
     await using server = serveEcho({

@@ -17,9 +17,6 @@ Deno.test("engine native refuses what only the default engine does, naming the e
   for (
     const [options, what] of [
       [{ mode: "chat" }, "mode chat"],
-      [{ allow: ["127.0.0.1"] }, "allow and deny lists"],
-      [{ proxyProtocol: true }, "the PROXY protocol"],
-      [{ maxConnectionsPerIp: 3 }, "per-address limits"],
       [{ maxBytesPerSecond: 1000 }, "a read rate per connection"],
       [{ udp: true }, "UDP"],
     ] as [ServeEchoOptions, string][]

@@ -25,6 +25,8 @@ export class ConnTable {
   finishing = new Map<number, { reason: string; until: number }>();
   /** Each connection's session, in the line modes (lib/modes/session.ts). */
   sessions = new Map<number, Session>();
+  /** The address whose place under the per-address limits each holds. */
+  limited = new Map<number, string>();
   /** How logs name each client (only when they are wanted). */
   peers = new Map<number, string>();
   size = 0;
@@ -56,6 +58,7 @@ export class ConnTable {
     this.finishing.delete(fd);
     this.peers.delete(fd);
     this.sessions.delete(fd);
+    this.limited.delete(fd);
     this.size--;
   }
 

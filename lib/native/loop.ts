@@ -12,17 +12,35 @@
 // end: stop echoing, send what is owed, half-close, close once the client
 // closes or after a second.
 
-import { acceptBackoff, formatAddr, plural } from "../_helpers.ts";
+import { acceptBackoff, formatAddr } from "../_helpers.ts";
 import { ConnTable } from "./conn_table.ts";
 import {
-  ACCEPT_ERRORS,
   ACCEPTED,
   ACTIVE,
   BYTES_IN,
   BYTES_OUT,
   countClosed,
-  REJECTED,
 } from "../core/counters.ts";
+import {
+  acceptFailed,
+  acceptPaused,
+  closed,
+  type LogRecord,
+  opened,
+  proxyFailed,
+  refused,
+  rejected,
+} from "../core/records.ts";
+import {
+  headerClient,
+  HeaderReader,
+  headerTimedOut,
+  NOT_TRUSTED,
+} from "../proxy/reader.ts";
+import { accessGuard, type Guard } from "../rules/access.ts";
+import { judge } from "../rules/door.ts";
+import { type AddressList, addressList } from "../rules/cidr.ts";
+import { Limiter } from "../rules/limits.ts";
 import {
   EAGAIN,
   EINTR,
@@ -89,10 +107,15 @@ const READS_PER_EVENT = 16;
 const EXHAUSTION = new Set([EMFILE, ENFILE, ENOBUFS, ENOMEM]);
 
 /** A log record, sent to the calling thread in batches. */
-export interface LoopRecord {
-  level: "debug" | "info" | "warning" | "error";
-  message: string;
-  properties: Record<string, unknown>;
+export type LoopRecord = LogRecord;
+
+/** A connection at the door: its PROXY header is being read. */
+interface AtDoor {
+  reader: HeaderReader;
+  /** When its time to send the header is up. */
+  until: number;
+  /** The socket's own peer (the proxy). */
+  peer: Deno.NetAddr;
 }
 
 /** What one loop needs: its sockets, shared memory, and its settings. */
@@ -150,11 +173,24 @@ export class EchoLoop {
   #now = Date.now();
   /** The mode's sessions, in the line modes; echo mode has none. */
   #session: SessionMaker | undefined;
+  /** The rules at the door, when any is configured. */
+  #guard: Guard | undefined;
+  #limiter: Limiter | undefined;
+  #trusted: AddressList | undefined;
+  /** Whether a new connection stops at the door (PROXY header, rules). */
+  #door: boolean;
+  #atDoor = new Map<number, AtDoor>();
 
   constructor(native: Native, config: LoopConfig) {
     this.#native = native;
     this.#config = config;
-    this.#session = SESSIONS[config.server.mode];
+    const server = config.server;
+    this.#session = SESSIONS[server.mode];
+    this.#guard = accessGuard(server.access);
+    this.#limiter = server.limits && new Limiter(server.limits);
+    this.#trusted = server.proxy?.trusted && addressList(server.proxy.trusted);
+    this.#door = server.proxy !== undefined || this.#guard !== undefined ||
+      this.#limiter !== undefined;
     const epoll = native.libc.epoll_create1(EPOLL_CLOEXEC);
     if (epoll < 0) throw new Error(`epoll_create1: ${this.#error()}`);
     this.#epoll = epoll;
@@ -196,7 +232,7 @@ export class EchoLoop {
           else if (fd === listenFd) this.#accept();
           else if (conns.has(fd)) {
             this.#ready(fd, epollEvents(this.#eventsView, i));
-          }
+          } else if (this.#atDoor.has(fd)) this.#doorReadable(fd);
         }
         this.#timers();
       }
@@ -253,12 +289,9 @@ export class EchoLoop {
     this.#native.libc.epoll_ctl(this.#epoll, op, fd, this.#one);
   }
 
-  #log(
-    level: LoopRecord["level"],
-    message: string,
-    properties: Record<string, unknown>,
-  ): void {
-    this.#records.push({ level, message, properties });
+  /** Keeps `record` for the next batch to the calling thread. */
+  #record(record: LogRecord): void {
+    this.#records.push(record);
   }
 
   #flushRecords(): void {
@@ -274,6 +307,7 @@ export class EchoLoop {
     for (const { until } of this.#conns.finishing.values()) {
       at = Math.min(at, until);
     }
+    for (const { until } of this.#atDoor.values()) at = Math.min(at, until);
     if (at === Infinity) return -1;
     return Math.max(0, Math.ceil(at - Date.now()));
   }
@@ -287,6 +321,16 @@ export class EchoLoop {
     if (this.#acceptPaused && now >= this.#acceptAt && this.#listening) {
       this.#acceptPaused = false;
       this.#ctl(EPOLL_CTL_ADD, this.#config.listenFd, EPOLLIN);
+    }
+    if (this.#atDoor.size > 0) {
+      for (const [fd, { until }] of [...this.#atDoor]) {
+        if (now >= until) {
+          this.#turnAway(
+            fd,
+            headerTimedOut(this.#config.server.proxy!.timeout),
+          );
+        }
+      }
     }
     const conns = this.#conns;
     if (conns.finishing.size > 0) {
@@ -328,17 +372,20 @@ export class EchoLoop {
     if (!this.#listening) return;
     this.#listening = false;
     this.#native.libc.close(this.#config.listenFd);
+    // Not served yet: closed with the listener, as the streams engine does.
+    for (const fd of this.#atDoor.keys()) this.#native.libc.close(fd);
+    this.#atDoor.clear();
     if (this.#config.logDebug) {
-      this.#log("debug", "Stopped accepting on {address}", {
-        address: this.#config.address,
+      this.#record({
+        level: "debug",
+        message: "Stopped accepting on {address}",
+        properties: { address: this.#config.address },
       });
     }
   }
 
   #accept(): void {
     const { libc } = this.#native;
-    const { counters, open, logInfo } = this.#config;
-    const { maxConnections } = this.#config.server;
     while (this.#listening) {
       this.#addressLength[0] = this.#address.length;
       const fd = libc.accept4(
@@ -353,53 +400,152 @@ export class EchoLoop {
         if (errno === EINTR) continue;
         if (EXHAUSTION.has(errno)) return this.#pauseAccepting(errno);
         // This one connection is gone; the listener is fine.
-        counters[ACCEPT_ERRORS]++;
-        if (this.#config.logDebug) {
-          this.#log("debug", "Accept failed for one connection: {error}", {
-            error: errnoText(errno),
-          });
-        }
+        const record = acceptFailed(this.#config.counters, errnoText(errno));
+        if (this.#config.logDebug) this.#records.push(record);
         continue;
       }
       this.#backoff = 0;
-      counters[ACCEPTED]++;
-      if (Atomics.add(open, 0, 1) >= maxConnections) {
-        Atomics.sub(open, 0, 1);
-        counters[REJECTED]++;
-        libc.close(fd);
-        const active = Atomics.load(open, 0);
-        this.#log(
-          "warning",
-          `Rejected {peer}: {active} ${
-            plural(active, "connection")
-          } open, the maximum is {maxConnections}`,
-          {
-            peer: formatAddr(fromSockaddr(this.#native, this.#address)),
-            active,
-            maxConnections,
-          },
-        );
-        continue;
-      }
-      libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, this.#nodelay, 4);
-      const peer = logInfo
-        ? formatAddr(fromSockaddr(this.#native, this.#address))
-        : "";
-      this.#conns.add(fd, peer, this.#now);
-      if (this.#session !== undefined) {
-        this.#conns.sessions.set(
+      if (this.#door) this.#arrived(fd);
+      else this.#enter(fd, undefined, undefined, undefined);
+    }
+  }
+
+  /** The peer in `#address`, as accept() or getpeername() gave it. */
+  #peer(): Deno.NetAddr {
+    return { transport: "tcp", ...fromSockaddr(this.#native, this.#address) };
+  }
+
+  /**
+   * A connection stops at the door: a trusted proxy's header is read first
+   * (until it is whole, within the timeout); without PROXY, the rules judge
+   * it at once.
+   */
+  #arrived(fd: number): void {
+    const peer = this.#peer();
+    const proxy = this.#config.server.proxy;
+    if (proxy === undefined) return this.#judge(fd, peer, undefined);
+    if (
+      this.#trusted !== undefined &&
+      this.#trusted.match(peer.hostname) === undefined
+    ) {
+      // Counted first: a client that sees the close sees it counted.
+      this.#record(
+        proxyFailed(this.#config.counters, formatAddr(peer), NOT_TRUSTED),
+      );
+      return void this.#native.libc.close(fd);
+    }
+    this.#atDoor.set(fd, {
+      reader: new HeaderReader(),
+      until: this.#now + proxy.timeout,
+      peer,
+    });
+    this.#ctl(EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP);
+  }
+
+  /** Reads what a connection at the door sent of its PROXY header. */
+  #doorReadable(fd: number): void {
+    const { libc } = this.#native;
+    const door = this.#atDoor.get(fd)!;
+    while (true) {
+      const space = door.reader.space();
+      const r = libc.read(fd, space, space.length);
+      if (r < 0) {
+        const errno = this.#native.errno();
+        if (errno === EAGAIN) return;
+        if (errno === EINTR) continue;
+        return this.#turnAway(
           fd,
-          this.#session(this.#config.server, () => this.#facts(fd)),
+          `connection failed before its header ended: ${errnoText(errno)}`,
         );
       }
-      counters[ACTIVE]++;
-      this.#ctl(EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP);
-      if (logInfo) {
-        this.#log("info", "Opened {peer} ({active} open)", {
-          peer,
-          active: this.#conns.size,
-        });
+      if (r === 0) return this.#turnAway(fd, door.reader.ended());
+      const step = door.reader.filled(r);
+      if (step.state === "invalid") return this.#turnAway(fd, step.reason);
+      if (step.state === "done") {
+        this.#atDoor.delete(fd);
+        const client = headerClient(step.header, door.peer) as Deno.NetAddr;
+        return this.#judge(fd, client, step.rest);
       }
+    }
+  }
+
+  /** Closes a connection whose PROXY header failed, and says why. */
+  #turnAway(fd: number, reason: string): void {
+    const door = this.#atDoor.get(fd)!;
+    this.#atDoor.delete(fd);
+    this.#record(
+      proxyFailed(this.#config.counters, formatAddr(door.peer), reason),
+    );
+    this.#native.libc.close(fd);
+  }
+
+  /**
+   * The access rules and the per-address limits judge `client` (the
+   * header's, or the socket's peer); `rest` is what came after a header.
+   */
+  #judge(fd: number, client: Deno.NetAddr, rest: Uint8Array | undefined) {
+    const verdict = judge(this.#guard, this.#limiter, client);
+    if (verdict.refusal !== undefined) {
+      const record = refused(
+        this.#config.counters,
+        formatAddr(client),
+        verdict.refusal,
+      );
+      if (this.#config.logInfo) this.#records.push(record);
+      return void this.#native.libc.close(fd);
+    }
+    this.#enter(fd, client, verdict.limited, rest);
+  }
+
+  /**
+   * A connection past the door is admitted under `maxConnections` and
+   * served: `client` is who it is for (the socket's peer when undefined),
+   * `limited` the address whose place it holds under the limits, and
+   * `rest` the first bytes of its stream, read with its PROXY header.
+   */
+  #enter(
+    fd: number,
+    client: Deno.NetAddr | undefined,
+    limited: string | undefined,
+    rest: Uint8Array | undefined,
+  ): void {
+    const { libc } = this.#native;
+    const { counters, open, logInfo } = this.#config;
+    const { maxConnections } = this.#config.server;
+    const atDoor = client !== undefined && rest !== undefined;
+    counters[ACCEPTED]++;
+    if (Atomics.add(open, 0, 1) >= maxConnections) {
+      Atomics.sub(open, 0, 1);
+      if (limited !== undefined) this.#limiter!.release(limited);
+      this.#record(
+        rejected(
+          counters,
+          formatAddr(client ?? this.#peer()),
+          Atomics.load(open, 0),
+          maxConnections,
+        ),
+      );
+      return void libc.close(fd);
+    }
+    libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, this.#nodelay, 4);
+    const peer = logInfo ? formatAddr(client ?? this.#peer()) : "";
+    const conns = this.#conns;
+    conns.add(fd, peer, this.#now);
+    if (limited !== undefined) conns.limited.set(fd, limited);
+    if (this.#session !== undefined) {
+      conns.sessions.set(
+        fd,
+        this.#session(
+          this.#config.server,
+          () => this.#facts(fd, client ?? this.#peer()),
+        ),
+      );
+    }
+    counters[ACTIVE]++;
+    this.#ctl(atDoor ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP);
+    if (logInfo) this.#record(opened(peer, conns.size));
+    if (rest !== undefined && rest.length > 0) {
+      this.#consume(fd, rest, rest.length);
     }
   }
 
@@ -408,10 +554,7 @@ export class EchoLoop {
     this.#acceptPaused = true;
     this.#acceptAt = this.#now + this.#backoff;
     this.#ctl(EPOLL_CTL_DEL, this.#config.listenFd, 0);
-    this.#log("error", "Accept failed, retrying in {delayMs} ms: {error}", {
-      delayMs: this.#backoff,
-      error: errnoText(errno),
-    });
+    this.#record(acceptPaused(this.#backoff, errnoText(errno)));
   }
 
   #ready(fd: number, events: number): void {
@@ -428,7 +571,6 @@ export class EchoLoop {
     const { libc } = this.#native;
     const buffer = this.#buffer;
     const conns = this.#conns;
-    const counters = this.#config.counters;
     for (let i = 0; i < READS_PER_EVENT; i++) {
       const r = libc.read(fd, buffer, buffer.length);
       if (r < 0) {
@@ -447,28 +589,37 @@ export class EchoLoop {
         }
         return this.#end(fd, finishing?.reason ?? "closed by client", true);
       }
-      conns.bytesIn[fd] += r;
-      counters[BYTES_IN] += r;
-      conns.lastActive[fd] = this.#now;
-      if (conns.finishing.size > 0 && conns.finishing.has(fd)) {
-        continue; // Not echoed any more.
-      }
-      if (conns.sessions.size > 0) {
-        const session = conns.sessions.get(fd);
-        if (session !== undefined) {
-          if (this.#step(fd, session.receive(buffer.subarray(0, r)), false)) {
-            continue;
-          }
-          return;
-        }
-      }
-      // The first r bytes of the buffer (r <= buffer.length, as read()
-      // returned it): no view to allocate on the hot path.
-      const w = this.#send(fd, buffer, r);
-      if (w < 0) return;
-      if (w < r) return this.#oweRead(fd, w, r);
+      if (!this.#consume(fd, buffer, r)) return;
       if (r < buffer.length) return;
     }
+  }
+
+  /**
+   * Serves the first `r` bytes of `bytes`, which the client sent: echoed,
+   * or given to the connection's session. Returns whether to read on.
+   */
+  #consume(fd: number, bytes: Uint8Array, r: number): boolean {
+    const conns = this.#conns;
+    conns.bytesIn[fd] += r;
+    this.#config.counters[BYTES_IN] += r;
+    conns.lastActive[fd] = this.#now;
+    if (conns.finishing.size > 0 && conns.finishing.has(fd)) {
+      return true; // Not echoed any more.
+    }
+    if (conns.sessions.size > 0) {
+      const session = conns.sessions.get(fd);
+      if (session !== undefined) {
+        return this.#step(fd, session.receive(bytes.subarray(0, r)), false);
+      }
+    }
+    // No view to allocate on the hot path: send() takes a length.
+    const w = this.#send(fd, bytes, r);
+    if (w < 0) return false;
+    if (w < r) {
+      this.#oweRead(fd, bytes, w, r);
+      return false;
+    }
+    return true;
   }
 
   /**
@@ -498,17 +649,12 @@ export class EchoLoop {
     return true;
   }
 
-  /**
-   * What a session of `fd` may answer with (info mode's facts). Called as
-   * the connection is accepted, while `#address` holds its client's.
-   */
-  #facts(fd: number): SessionFacts {
-    const { libc } = this.#native;
+  /** What a session of `fd`, for `client`, may answer with (info mode's). */
+  #facts(fd: number, client: Deno.NetAddr): SessionFacts {
     const server = this.#config.server;
-    const client = fromSockaddr(this.#native, this.#address);
     const local = new Uint8Array(SOCKADDR_MAX);
     const length = new Uint32Array([local.length]);
-    libc.getsockname(fd, local, length);
+    this.#native.libc.getsockname(fd, local, length);
     const serverAddr: Deno.NetAddr = {
       transport: "tcp",
       ...fromSockaddr(this.#native, local),
@@ -517,7 +663,7 @@ export class EchoLoop {
       host: server.host,
       id: server.id || defaultId(server.host, serverAddr),
       transport: "tcp",
-      client: { transport: "tcp", ...client },
+      client,
       server: serverAddr,
     };
   }
@@ -530,13 +676,13 @@ export class EchoLoop {
   }
 
   /**
-   * Keeps the rest of this read (bytes `from` to `to` of the read buffer)
-   * in a buffer of the pool: a stream that fills its socket again and again
-   * reuses a few buffers rather than allocating one each time.
+   * Keeps the rest of this read (bytes `from` to `to` of `bytes`, the read
+   * buffer) in a buffer of the pool: a stream that fills its socket again
+   * and again reuses a few buffers rather than allocating one each time.
    */
-  #oweRead(fd: number, from: number, to: number): void {
+  #oweRead(fd: number, bytes: Uint8Array, from: number, to: number): void {
     const spare = this.#spare.pop() ?? new Uint8Array(BUFFER_SIZE);
-    spare.set(this.#buffer.subarray(from, to));
+    spare.set(bytes.subarray(from, to));
     this.#owe(fd, spare.subarray(0, to - from));
   }
 
@@ -618,27 +764,21 @@ export class EchoLoop {
     if (!conns.has(fd)) return;
     const peer = conns.peers.get(fd) ?? "";
     countClosed(this.#config.counters, why, this.#now - conns.openedAt[fd]);
+    const limited = conns.limited.get(fd);
+    if (limited !== undefined) this.#limiter!.release(limited);
     conns.remove(fd);
     this.#config.counters[ACTIVE]--;
     Atomics.sub(this.#config.open, 0, 1);
     if (halfClose) this.#native.libc.shutdown(fd, SHUT_WR);
     this.#native.libc.close(fd);
     if (!this.#config.logInfo) return;
-    const bytesIn = conns.bytesIn[fd];
-    const bytesOut = conns.bytesOut[fd];
-    this.#log(
-      "info",
-      `Closed {peer} after {durationMs} ms: {bytesIn} ${
-        plural(bytesIn, "byte")
-      } in, {bytesOut} ${plural(bytesOut, "byte")} out ({reason})`,
-      {
-        peer,
-        durationMs: this.#now - conns.openedAt[fd],
-        bytesIn,
-        bytesOut,
-        reason: why,
-      },
-    );
+    this.#record(closed({
+      peer,
+      durationMs: this.#now - conns.openedAt[fd],
+      bytesIn: conns.bytesIn[fd],
+      bytesOut: conns.bytesOut[fd],
+      reason: why,
+    }));
   }
 }
 

@@ -58,6 +58,9 @@ const BACKLOG = 4096;
 export const NATIVE_FEATURES: ReadonlySet<Feature> = new Set<Feature>([
   "lineMode",
   "infoMode",
+  "proxy",
+  "access",
+  "limits",
 ]);
 
 /**

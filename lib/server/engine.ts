@@ -18,28 +18,31 @@ import { ChatRules } from "../relay/chat.ts";
 import { type Member, Relay, type RelayPort } from "../relay/relay.ts";
 import { RedisBus } from "../relay/redis_bus.ts";
 import { SESSIONS } from "../modes/registry.ts";
+import {
+  acceptFailed,
+  acceptPaused,
+  closed,
+  handshakeFailed,
+  type LogRecord,
+  opened,
+  proxyFailed,
+  refused,
+  rejected,
+} from "../core/records.ts";
 import { relayLines } from "./relay_lines.ts";
 import { runSession, streamFacts } from "./run_session.ts";
 import type { ServerConfig } from "../core/config.ts";
 import { Connection, type Listener } from "./connection.ts";
 import {
-  ACCEPT_ERRORS,
   ACCEPTED,
   ACTIVE,
   countClosed,
   COUNTERS,
   DROPPED,
-  HANDSHAKE_FAILURES,
   LINES_RELAYED,
-  PROXY_FAILURES,
-  REFUSED_CONNECT_RATE,
-  REFUSED_DENIED,
-  REFUSED_NOT_ALLOWED,
-  REFUSED_PER_ADDRESS,
   REJECTED,
   sumStats,
 } from "../core/counters.ts";
-import type { Refusal } from "../rules/access.ts";
 import { transportFor } from "../transport/choose.ts";
 import type { Transport } from "../transport/transport.ts";
 import type {
@@ -70,28 +73,6 @@ const EXHAUSTION: ReadonlySet<string> = new Set([
 const encoder = new TextEncoder();
 
 /** Each reason a client is refused at the door: its counter and log line. */
-const REFUSALS: Record<
-  Refusal["reason"],
-  { counter: number; template: string }
-> = {
-  denied: {
-    counter: REFUSED_DENIED,
-    template: "Refused {peer}: denied by {rule}",
-  },
-  notAllowed: {
-    counter: REFUSED_NOT_ALLOWED,
-    template: "Refused {peer}: not in the allow list",
-  },
-  perAddress: {
-    counter: REFUSED_PER_ADDRESS,
-    template: "Refused {peer}: {limit} connections from its address are open",
-  },
-  connectRate: {
-    counter: REFUSED_CONNECT_RATE,
-    template:
-      "Refused {peer}: its address opened more than {limit} connections a second",
-  },
-};
 /** What a listener shares with the others of the same server. */
 export interface Shared {
   /** Bind with `SO_REUSEPORT`, so that other listeners can share the port. */
@@ -202,9 +183,14 @@ export class Server implements EchoServer<Deno.Addr> {
     };
     this.transport = config.listen.transport;
     this.#transport = transportFor(config.listen, shared.reusePort, {
-      handshakeFailed: (peer, reason) => this.#handshakeFailed(peer, reason),
-      proxyFailed: (peer, reason) => this.#proxyFailed(peer, reason),
-      refused: (peer, refusal) => this.#refused(peer, refusal),
+      handshakeFailed: (peer, reason) =>
+        this.#emit(handshakeFailed(this.#counters, peer, reason)),
+      proxyFailed: (peer, reason) =>
+        this.#emit(proxyFailed(this.#counters, peer, reason)),
+      refused: (peer, refusal) => {
+        const record = refused(this.#counters, peer, refusal);
+        if (this.#log.isEnabledFor("info")) this.#emit(record);
+      },
     }, config);
     const listening = this.#transport.listen();
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
@@ -395,17 +381,12 @@ export class Server implements EchoServer<Deno.Addr> {
         if (!this.#listening) break;
         if (!EXHAUSTION.has((error as { code?: string }).code ?? "")) {
           // This one connection is gone; the listener is fine.
-          this.#counters[ACCEPT_ERRORS]++;
-          this.#log.debug("Accept failed for one connection: {error}", {
-            error: describeError(error),
-          });
+          const record = acceptFailed(this.#counters, describeError(error));
+          if (this.#log.isEnabledFor("debug")) this.#emit(record);
           continue;
         }
         backoff = acceptBackoff(backoff);
-        this.#log.error("Accept failed, retrying in {delayMs} ms: {error}", {
-          delayMs: backoff,
-          error: describeError(error),
-        });
+        this.#emit(acceptPaused(backoff, describeError(error)));
         await this.#backoff(backoff);
         continue;
       }
@@ -438,44 +419,18 @@ export class Server implements EchoServer<Deno.Addr> {
     });
   }
 
-  #handshakeFailed(peer: string, reason: string): void {
-    this.#counters[HANDSHAKE_FAILURES]++;
-    this.#log.info("TLS handshake with {peer} failed: {reason}", {
-      peer,
-      reason,
-    });
-  }
-
-  #refused(peer: string, refusal: Refusal): void {
-    this.#counters[REFUSALS[refusal.reason].counter]++;
-    if (this.#log.isEnabledFor("info")) {
-      this.#log.info(REFUSALS[refusal.reason].template, {
-        peer,
-        ...refusal,
-      });
-    }
-  }
-
-  #proxyFailed(peer: string, reason: string): void {
-    this.#counters[PROXY_FAILURES]++;
-    this.#log.info("Bad PROXY header from {peer}: {reason}", {
-      peer,
-      reason,
-    });
+  #emit(record: LogRecord): void {
+    this.#log[record.level](record.message, record.properties);
   }
 
   #reject(conn: Deno.Conn): void {
-    this.#counters[REJECTED]++;
-    const active = Atomics.load(this.#open, 0);
-    this.#log.warning(
-      `Rejected {peer}: {active} ${
-        plural(active, "connection")
-      } open, the maximum is {maxConnections}`,
-      {
-        peer: formatAddr(conn.remoteAddr),
-        active,
-        maxConnections: this.#config.maxConnections,
-      },
+    this.#emit(
+      rejected(
+        this.#counters,
+        formatAddr(conn.remoteAddr),
+        Atomics.load(this.#open, 0),
+        this.#config.maxConnections,
+      ),
     );
     conn.close();
   }
@@ -502,10 +457,7 @@ export class Server implements EchoServer<Deno.Addr> {
     this.#relay?.join(c);
     // Guarded: formatting the peer costs, per connection, even unlogged.
     if (this.#log.isEnabledFor("info")) {
-      this.#log.info("Opened {peer} ({active} open)", {
-        peer: c.peer,
-        active: this.#connections.size,
-      });
+      this.#emit(opened(c.peer, this.#connections.size));
     }
     if (config.idleTimeout > 0) {
       c.idle = new IdleTimer(config.idleTimeout, () => c.close("idle timeout"));
@@ -534,18 +486,13 @@ export class Server implements EchoServer<Deno.Addr> {
     this.#counters[ACTIVE]--;
     Atomics.sub(this.#open, 0, 1);
     if (this.#log.isEnabledFor("info")) {
-      this.#log.info(
-        `Closed {peer} after {durationMs} ms: {bytesIn} ${
-          plural(c.bytesIn, "byte")
-        } in, {bytesOut} ${plural(c.bytesOut, "byte")} out ({reason})`,
-        {
-          peer: c.peer,
-          durationMs: Date.now() - c.openedAt,
-          bytesIn: c.bytesIn,
-          bytesOut: c.bytesOut,
-          reason,
-        },
-      );
+      this.#emit(closed({
+        peer: c.peer,
+        durationMs: Date.now() - c.openedAt,
+        bytesIn: c.bytesIn,
+        bytesOut: c.bytesOut,
+        reason,
+      }));
     }
     this.#finishIfDone();
   }

@@ -4,8 +4,9 @@
 // byte of it is read; an admitted client's place under the limits is given
 // back when its connection closes. Not exported from mod.ts.
 
-import { bareAddress, formatAddr } from "../_helpers.ts";
-import type { Guard, Refusal } from "../rules/access.ts";
+import { formatAddr } from "../_helpers.ts";
+import type { Guard } from "../rules/access.ts";
+import { judge } from "../rules/door.ts";
 import type { Limiter } from "../rules/limits.ts";
 import type { TransportEvents } from "./transport.ts";
 import { WrappedConn, WrappedListener } from "./wrapped.ts";
@@ -21,21 +22,14 @@ export function guardedListener(
     override async accept(): Promise<Deno.Conn> {
       while (true) {
         const conn = await this.inner.accept();
-        const peer = conn.remoteAddr;
-        let refusal: Refusal | undefined = guard?.(peer);
-        // A Unix socket's clients have no address to count by.
-        const address = "hostname" in peer
-          ? bareAddress(peer.hostname)
-          : undefined;
-        if (refusal === undefined && limiter && address !== undefined) {
-          refusal = limiter.admit(address);
-          if (refusal === undefined) {
-            return new ReleasingConn(conn, limiter, address);
-          }
+        const verdict = judge(guard, limiter, conn.remoteAddr);
+        if (verdict.refusal === undefined) {
+          return verdict.limited === undefined
+            ? conn
+            : new ReleasingConn(conn, limiter!, verdict.limited);
         }
-        if (refusal === undefined) return conn;
         conn.close();
-        events.refused(formatAddr(peer), refusal);
+        events.refused(formatAddr(conn.remoteAddr), verdict.refusal);
       }
     }
   }(listener);

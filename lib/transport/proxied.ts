@@ -6,7 +6,13 @@
 // path never asks whether it was proxied. Not exported from mod.ts.
 
 import { formatAddr } from "../_helpers.ts";
-import { parseProxyHeader, type ProxyHeader, V2_MAX } from "../proxy/header.ts";
+import type { ProxyHeader } from "../proxy/header.ts";
+import {
+  headerClient,
+  HeaderReader,
+  headerTimedOut,
+  NOT_TRUSTED,
+} from "../proxy/reader.ts";
 import type { AddressList } from "../rules/cidr.ts";
 import { AcceptQueue } from "./accept_queue.ts";
 import { WrappedConn, WrappedListener } from "./wrapped.ts";
@@ -19,9 +25,6 @@ export interface ProxyOptions {
   /** Only these may send headers; any peer when undefined. */
   trusted: AddressList | undefined;
 }
-
-/** First read size: a v1 line or a v2 header with IPv6 addresses fit. */
-const FIRST_READ = 256;
 
 /**
  * `listener`, with every connection's PROXY header read and checked first.
@@ -71,7 +74,7 @@ class ProxiedListener extends WrappedListener {
     // A Unix socket's peer is on this host: trusted like a local proxy.
     if (trusted !== undefined && from !== undefined && !trusted.match(from)) {
       conn.close();
-      this.#events.proxyFailed(peer, "not a trusted proxy");
+      this.#events.proxyFailed(peer, NOT_TRUSTED);
       return;
     }
     this.#reading.add(conn);
@@ -93,7 +96,7 @@ class ProxiedListener extends WrappedListener {
     } catch (error) {
       if (!this.#reading.has(conn)) return; // Closed with the listener.
       reason = timedOut
-        ? `no complete PROXY header within ${timeout} ms`
+        ? headerTimedOut(timeout)
         : `connection failed before its header ended: ${
           (error as Error).message
         }`;
@@ -117,31 +120,13 @@ class ProxiedListener extends WrappedListener {
 async function readHeader(
   conn: Deno.Conn,
 ): Promise<[ProxyHeader, Uint8Array] | string> {
-  let buffer = new Uint8Array(FIRST_READ);
-  let filled = 0;
+  const reader = new HeaderReader();
   while (true) {
-    if (filled === buffer.length) {
-      // Only a v2 header with extensions grows past the first read.
-      const bigger = new Uint8Array(Math.min(buffer.length * 4, V2_MAX));
-      bigger.set(buffer);
-      buffer = bigger;
-    }
-    const n = await conn.read(buffer.subarray(filled));
-    if (n === null) {
-      return filled === 0
-        ? "closed before sending a PROXY header"
-        : "closed in the middle of its PROXY header";
-    }
-    filled += n;
-    const result = parseProxyHeader(buffer.subarray(0, filled));
-    if (result.state === "invalid") return result.reason;
-    if (result.state === "done") {
-      if (result.header.protocol === "dgram") {
-        return "v2 header names a datagram protocol on a stream";
-      }
-      return [result.header, buffer.slice(result.length, filled)];
-    }
-    if (filled >= V2_MAX) return "PROXY header too long";
+    const n = await conn.read(reader.space());
+    if (n === null) return reader.ended();
+    const step = reader.filled(n);
+    if (step.state === "invalid") return step.reason;
+    if (step.state === "done") return [step.header, step.rest];
   }
 }
 
@@ -155,9 +140,7 @@ class ProxiedConn extends WrappedConn {
 
   constructor(conn: Deno.Conn, header: ProxyHeader, rest: Uint8Array) {
     super(conn);
-    this.#remoteAddr = header.command === "proxy" && header.source
-      ? { transport: "tcp", ...header.source }
-      : conn.remoteAddr;
+    this.#remoteAddr = headerClient(header, conn.remoteAddr);
     this.#rest = rest.length > 0 ? rest : null;
   }
 

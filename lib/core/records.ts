@@ -1,0 +1,158 @@
+// Private: what a server says and counts about its connections, written
+// once for every driver: each function counts the event in a listener's
+// counters (lib/core/counters.ts) and returns its log record, which the
+// streams engine logs at once and the native loop sends to the calling
+// thread in batches. Not exported from mod.ts.
+
+import { plural } from "../_helpers.ts";
+import type { Refusal } from "../rules/access.ts";
+import {
+  ACCEPT_ERRORS,
+  HANDSHAKE_FAILURES,
+  PROXY_FAILURES,
+  REFUSED_CONNECT_RATE,
+  REFUSED_DENIED,
+  REFUSED_NOT_ALLOWED,
+  REFUSED_PER_ADDRESS,
+  REJECTED,
+} from "./counters.ts";
+
+/** One log record: a LogTape message template and its properties. */
+export interface LogRecord {
+  level: "debug" | "info" | "warning" | "error";
+  message: string;
+  properties: Record<string, unknown>;
+}
+
+/** Each refusal's counter and message. */
+const REFUSALS: Record<
+  Refusal["reason"],
+  { counter: number; template: string }
+> = {
+  denied: {
+    counter: REFUSED_DENIED,
+    template: "Refused {peer}: denied by {rule}",
+  },
+  notAllowed: {
+    counter: REFUSED_NOT_ALLOWED,
+    template: "Refused {peer}: not in the allow list",
+  },
+  perAddress: {
+    counter: REFUSED_PER_ADDRESS,
+    template: "Refused {peer}: {limit} connections from its address are open",
+  },
+  connectRate: {
+    counter: REFUSED_CONNECT_RATE,
+    template:
+      "Refused {peer}: its address opened more than {limit} connections a second",
+  },
+};
+
+/** A client admitted and served. */
+export function opened(peer: string, active: number): LogRecord {
+  return {
+    level: "info",
+    message: "Opened {peer} ({active} open)",
+    properties: { peer, active },
+  };
+}
+
+/**
+ * A connection ended for `reason` (counted apart, by `countClosed`: the
+ * record is made only when it is logged).
+ */
+export function closed(
+  c: {
+    peer: string;
+    durationMs: number;
+    bytesIn: number;
+    bytesOut: number;
+    reason: string;
+  },
+): LogRecord {
+  return {
+    level: "info",
+    message: `Closed {peer} after {durationMs} ms: {bytesIn} ${
+      plural(c.bytesIn, "byte")
+    } in, {bytesOut} ${plural(c.bytesOut, "byte")} out ({reason})`,
+    properties: { ...c },
+  };
+}
+
+/** A client turned away because `maxConnections` are open. */
+export function rejected(
+  counters: Float64Array,
+  peer: string,
+  active: number,
+  maxConnections: number,
+): LogRecord {
+  counters[REJECTED]++;
+  return {
+    level: "warning",
+    message: `Rejected {peer}: {active} ${
+      plural(active, "connection")
+    } open, the maximum is {maxConnections}`,
+    properties: { peer, active, maxConnections },
+  };
+}
+
+/** A client the access rules or the per-address limits refused. */
+export function refused(
+  counters: Float64Array,
+  peer: string,
+  refusal: Refusal,
+): LogRecord {
+  counters[REFUSALS[refusal.reason].counter]++;
+  return {
+    level: "info",
+    message: REFUSALS[refusal.reason].template,
+    properties: { peer, ...refusal },
+  };
+}
+
+/** A PROXY header not valid, not trusted, or not complete in time. */
+export function proxyFailed(
+  counters: Float64Array,
+  peer: string,
+  reason: string,
+): LogRecord {
+  counters[PROXY_FAILURES]++;
+  return {
+    level: "info",
+    message: "Bad PROXY header from {peer}: {reason}",
+    properties: { peer, reason },
+  };
+}
+
+/** A TLS handshake that failed or timed out. */
+export function handshakeFailed(
+  counters: Float64Array,
+  peer: string,
+  reason: string,
+): LogRecord {
+  counters[HANDSHAKE_FAILURES]++;
+  return {
+    level: "info",
+    message: "TLS handshake with {peer} failed: {reason}",
+    properties: { peer, reason },
+  };
+}
+
+/** accept() failed for one connection; the listener is fine. */
+export function acceptFailed(counters: Float64Array, error: string): LogRecord {
+  counters[ACCEPT_ERRORS]++;
+  return {
+    level: "debug",
+    message: "Accept failed for one connection: {error}",
+    properties: { error },
+  };
+}
+
+/** accept() lacks a resource; accepting pauses for `delayMs`. */
+export function acceptPaused(delayMs: number, error: string): LogRecord {
+  return {
+    level: "error",
+    message: "Accept failed, retrying in {delayMs} ms: {error}",
+    properties: { delayMs, error },
+  };
+}
