@@ -129,6 +129,9 @@ export function serveEcho(
   const config = checkOptions(rest);
   const count = workers === "auto" ? navigator.hardwareConcurrency : workers;
   assertInteger("workers", count, 1, MAX_WORKERS, " (4 per core) or auto");
+  if (count > 1 && config.listen.transport === "unix") {
+    throw optionError("workers", "a Unix socket is served on one thread");
+  }
   if (engine === "native") {
     assertNativeSupported(config, udp !== false);
     signal?.throwIfAborted();
@@ -136,9 +139,6 @@ export function serveEcho(
   }
   if (engine !== "default") {
     throw optionError("engine", `must be default or native, got ${engine}`);
-  }
-  if (count > 1 && config.listen.transport === "unix") {
-    throw optionError("workers", "a Unix socket is served on one thread");
   }
   if (udp !== false) checkDatagrams(config, udp);
   signal?.throwIfAborted();

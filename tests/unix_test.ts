@@ -3,7 +3,14 @@
 // netcat-openbsd as peers.
 
 import assert from "node:assert/strict";
-import { echoOnce, echoStream, loadTest, serveEcho } from "../mod.ts";
+import { engineTest } from "./_engines.ts";
+import {
+  echoOnce,
+  type EchoServer,
+  echoStream,
+  loadTest,
+  serveEcho,
+} from "../mod.ts";
 import {
   LineClient,
   pseudoRandomBytes,
@@ -69,136 +76,152 @@ function unixClient(args: string[], stdin?: Uint8Array) {
   ], stdin);
 }
 
-Deno.test("serveEcho({ path }) echoes exactly over a Unix socket, and removes the file when it stops", async () => {
-  await using dir = await socketDir();
-  const path = `${dir.path}/echo.sock`;
-  {
-    await using server = serveEcho({ path });
-    await server.ready;
-    assert.deepEqual(server.addr, { transport: "unix", path });
-    assert.ok(Deno.lstatSync(path).isSocket);
-    assert.equal(await echoOnce("hi", { path }), "hi");
-    // 1 MiB through a half-close, byte for byte.
-    const payload = pseudoRandomBytes(1024 * 1024 + 3, 9);
-    const echo = await new Response(echoStream([payload], { path })).bytes();
-    assert.deepEqual(echo, payload);
-    const report = await loadTest({ path, connections: 5, count: 200 });
-    assert.equal(report.roundTrips, 200);
-    assert.equal(report.address, path);
-    assert.equal(report.connectErrors + report.mismatches, 0);
-    assert.equal(server.stats.accepted, 7);
-  }
-  assert.equal(exists(path), false);
-});
-
-Deno.test("serveEcho({ path }): every line mode, limits and the idle timeout work on a Unix socket", async (t) => {
-  await using dir = await socketDir();
-  await t.step("line", async () => {
-    const path = `${dir.path}/line.sock`;
-    await using server = serveEcho({ path, mode: "line" });
-    await server.ready;
-    assert.equal(await echoOnce("one\ntwo\n", { path }), "one\ntwo\n");
-  });
-  await t.step("broadcast and chat", async () => {
-    for (const mode of ["broadcast", "chat"] as const) {
-      const path = `${dir.path}/${mode}.sock`;
-      await using server = serveEcho({ path, mode });
+engineTest(
+  "serveEcho({ path }) echoes exactly over a Unix socket, and removes the file when it stops",
+  async (engine) => {
+    await using dir = await socketDir();
+    const path = `${dir.path}/echo.sock`;
+    {
+      await using server = serveEcho({ engine, path });
       await server.ready;
-      await using a = new LineClient(
-        await Deno.connect({ transport: "unix", path }),
-      );
-      await using b = new LineClient(
-        await Deno.connect({ transport: "unix", path }),
-      );
-      // b's line reaching a shows both are members.
-      await b.send("b is here\n");
-      await a.line(/b is here$/);
-      await a.send("hello\n");
-      await b.line(mode === "chat" ? /^<user1> hello$/ : /^hello$/);
+      assert.deepEqual(server.addr, { transport: "unix", path });
+      assert.ok(Deno.lstatSync(path).isSocket);
+      assert.equal(await echoOnce("hi", { path }), "hi");
+      // 1 MiB through a half-close, byte for byte.
+      const payload = pseudoRandomBytes(1024 * 1024 + 3, 9);
+      const echo = await new Response(echoStream([payload], { path })).bytes();
+      assert.deepEqual(echo, payload);
+      const report = await loadTest({ path, connections: 5, count: 200 });
+      assert.equal(report.roundTrips, 200);
+      assert.equal(report.address, path);
+      assert.equal(report.connectErrors + report.mismatches, 0);
+      assert.equal(server.stats.accepted, 7);
     }
-  });
-  await t.step("maxConnections and idleTimeout", async () => {
-    const path = `${dir.path}/limits.sock`;
-    await using server = serveEcho({
-      path,
-      maxConnections: 1,
-      idleTimeout: 200,
-    });
-    await server.ready;
-    using first = await Deno.connect({ transport: "unix", path });
-    await writeAll(first, encoder.encode("x"));
-    const one = new Uint8Array(1);
-    assert.equal(await first.read(one), 1);
-    // Over the limit: closed at once.
-    using second = await Deno.connect({ transport: "unix", path });
-    assert.deepEqual(await readAll(second), new Uint8Array());
-    // The first, idle, is closed by the server.
-    assert.equal(await first.read(one), null);
-    assert.equal(server.stats.rejected, 1);
-  });
-});
+    assert.equal(exists(path), false);
+  },
+);
 
-Deno.test("serveEcho({ path }) replaces a stale socket file, refuses a live server's and a plain file", async (t) => {
-  await using dir = await socketDir();
-  await t.step("a stale socket file is replaced", async () => {
-    const path = `${dir.path}/stale.sock`;
-    await staleSocket(path);
-    await using server = serveEcho({ path });
-    await server.ready;
-    assert.equal(await echoOnce("fresh", { path }), "fresh");
-  });
-  await t.step(
-    "a live server's socket is refused; that server goes on",
-    async () => {
-      const path = `${dir.path}/live.sock`;
-      await using first = serveEcho({ path });
-      await first.ready;
-      const second = serveEcho({ path });
-      await assert.rejects(
-        second.ready,
+engineTest(
+  "serveEcho({ path }): every line mode, limits and the idle timeout work on a Unix socket",
+  async (engine, t) => {
+    await using dir = await socketDir();
+    await t.step("line", async () => {
+      const path = `${dir.path}/line.sock`;
+      await using server = serveEcho({ engine, path, mode: "line" });
+      await server.ready;
+      assert.equal(await echoOnce("one\ntwo\n", { path }), "one\ntwo\n");
+    });
+    await t.step("broadcast and chat", async () => {
+      for (const mode of ["broadcast", "chat"] as const) {
+        const path = `${dir.path}/${mode}.sock`;
+        await using server = serveEcho({ path, mode });
+        await server.ready;
+        await using a = new LineClient(
+          await Deno.connect({ transport: "unix", path }),
+        );
+        await using b = new LineClient(
+          await Deno.connect({ transport: "unix", path }),
+        );
+        // b's line reaching a shows both are members.
+        await b.send("b is here\n");
+        await a.line(/b is here$/);
+        await a.send("hello\n");
+        await b.line(mode === "chat" ? /^<user1> hello$/ : /^hello$/);
+      }
+    });
+    await t.step("maxConnections and idleTimeout", async () => {
+      const path = `${dir.path}/limits.sock`;
+      await using server = serveEcho({
+        engine,
+        path,
+        maxConnections: 1,
+        idleTimeout: 200,
+      });
+      await server.ready;
+      using first = await Deno.connect({ transport: "unix", path });
+      await writeAll(first, encoder.encode("x"));
+      const one = new Uint8Array(1);
+      assert.equal(await first.read(one), 1);
+      // Over the limit: closed at once.
+      using second = await Deno.connect({ transport: "unix", path });
+      assert.deepEqual(await readAll(second), new Uint8Array());
+      // The first, idle, is closed by the server.
+      assert.equal(await first.read(one), null);
+      assert.equal(server.stats.rejected, 1);
+    });
+  },
+);
+
+engineTest(
+  "serveEcho({ path }) replaces a stale socket file, refuses a live server's and a plain file",
+  async (engine, t) => {
+    await using dir = await socketDir();
+    await t.step("a stale socket file is replaced", async () => {
+      const path = `${dir.path}/stale.sock`;
+      await staleSocket(path);
+      await using server = serveEcho({ engine, path });
+      await server.ready;
+      assert.equal(await echoOnce("fresh", { path }), "fresh");
+    });
+    await t.step(
+      "a live server's socket is refused; that server goes on",
+      async () => {
+        const path = `${dir.path}/live.sock`;
+        await using first = serveEcho({ engine, path });
+        await first.ready;
+        // The default engine asks the socket once it has returned (ready
+        // rejects); the native one binds at once (serveEcho throws).
+        let second: EchoServer<Deno.UnixAddr> | undefined;
+        await assert.rejects(
+          async () => {
+            const server = serveEcho({ engine, path });
+            second = server;
+            await server.ready;
+          },
+          (error: Error) =>
+            error instanceof Deno.errors.AddrInUse &&
+            error.message === `${path} is already in use by a running server`,
+        );
+        await second?.finished;
+        assert.equal(await echoOnce("still here", { path }), "still here");
+        assert.ok(exists(path));
+      },
+    );
+    await t.step("a file that is not a socket is never removed", () => {
+      const path = `${dir.path}/plain.txt`;
+      Deno.writeTextFileSync(path, "keep me");
+      assert.throws(
+        () => serveEcho({ engine, path }),
         (error: Error) =>
           error instanceof Deno.errors.AddrInUse &&
-          error.message === `${path} is already in use by a running server`,
+          error.message === `${path} exists and is not a socket`,
       );
-      await second.finished;
-      assert.equal(await echoOnce("still here", { path }), "still here");
-      assert.ok(exists(path));
-    },
-  );
-  await t.step("a file that is not a socket is never removed", () => {
-    const path = `${dir.path}/plain.txt`;
-    Deno.writeTextFileSync(path, "keep me");
-    assert.throws(
-      () => serveEcho({ path }),
-      (error: Error) =>
-        error instanceof Deno.errors.AddrInUse &&
-        error.message === `${path} exists and is not a socket`,
-    );
-    assert.equal(Deno.readTextFileSync(path), "keep me");
-  });
-  await t.step("bad paths and options", () => {
-    const long = `${dir.path}/${"x".repeat(120)}.sock`;
-    assert.throws(
-      () => serveEcho({ path: long }),
-      (error: RangeError & { option: string }) =>
-        error instanceof RangeError && error.option === "path",
-    );
-    assert.throws(
-      () => serveEcho({ path: `${dir.path}/w.sock`, workers: 2 }),
-      (error: RangeError & { option: string }) => error.option === "workers",
-    );
-    assert.throws(
-      () => serveEcho({ path: `${dir.path}/nowhere/x.sock` }),
-      Deno.errors.NotFound,
-    );
-  });
-  await t.step("a client's path with a port", async () => {
-    await assert.rejects(
-      () => echoOnce("x", { path: `${dir.path}/x.sock`, port: 1 }),
-      TypeError,
-    );
-  });
-});
+      assert.equal(Deno.readTextFileSync(path), "keep me");
+    });
+    await t.step("bad paths and options", () => {
+      const long = `${dir.path}/${"x".repeat(120)}.sock`;
+      assert.throws(
+        () => serveEcho({ engine, path: long }),
+        (error: RangeError & { option: string }) =>
+          error instanceof RangeError && error.option === "path",
+      );
+      assert.throws(
+        () => serveEcho({ engine, path: `${dir.path}/w.sock`, workers: 2 }),
+        (error: RangeError & { option: string }) => error.option === "workers",
+      );
+      assert.throws(
+        () => serveEcho({ engine, path: `${dir.path}/nowhere/x.sock` }),
+        Deno.errors.NotFound,
+      );
+    });
+    await t.step("a client's path with a port", async () => {
+      await assert.rejects(
+        () => echoOnce("x", { path: `${dir.path}/x.sock`, port: 1 }),
+        TypeError,
+      );
+    });
+  },
+);
 
 Deno.test("socat UNIX-CONNECT and nc -U get their bytes echoed exactly", async () => {
   await using dir = await socketDir();

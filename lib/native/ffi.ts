@@ -58,6 +58,7 @@ export function nativeSupport(): string | undefined {
 }
 
 // Linux's numbers: the same on x86_64 and aarch64 (asm-generic).
+export const AF_UNIX = 1;
 export const AF_INET = 2;
 export const AF_INET6 = 10;
 export const SOCK_STREAM = 1;
@@ -96,6 +97,8 @@ export const EPIPE = 32;
 export const ECONNRESET = 104;
 export const ENOBUFS = 105;
 export const EADDRINUSE = 98;
+export const ECONNREFUSED = 111;
+export const ENOENT = 2;
 export const EADDRNOTAVAIL = 99;
 export const EACCES = 13;
 export const EINPROGRESS = 115;
@@ -305,6 +308,15 @@ export function sockaddr(
   const text = encoder.encode(`${hostname}\0`);
   const address = out.subarray(family === 6 ? 8 : 4);
   native.libc.inet_pton(family === 6 ? AF_INET6 : AF_INET, text, address);
+  return out;
+}
+
+/** A `sockaddr_un` for `path` (at most 107 bytes), and its length. */
+export function unixSockaddr(path: string): Uint8Array {
+  const bytes = encoder.encode(path);
+  const out = new Uint8Array(2 + bytes.length + 1);
+  new DataView(out.buffer).setUint16(0, AF_UNIX, true);
+  out.set(bytes, 2);
   return out;
 }
 

@@ -115,7 +115,7 @@ interface AtDoor {
   /** When its time to send the header is up. */
   until: number;
   /** The socket's own peer (the proxy). */
-  peer: Deno.NetAddr;
+  peer: Deno.Addr;
 }
 
 /** What one loop needs: its sockets, shared memory, and its settings. */
@@ -180,11 +180,18 @@ export class EchoLoop {
   /** Whether a new connection stops at the door (PROXY header, rules). */
   #door: boolean;
   #atDoor = new Map<number, AtDoor>();
+  /** The socket file's path, on a Unix socket. */
+  #path: string | undefined;
+  /** Clients on a Unix socket so far, which logs name by number. */
+  #unixClients = 0;
 
   constructor(native: Native, config: LoopConfig) {
     this.#native = native;
     this.#config = config;
     const server = config.server;
+    this.#path = server.listen.transport === "unix"
+      ? server.listen.path
+      : undefined;
     this.#session = SESSIONS[server.mode];
     this.#guard = accessGuard(server.access);
     this.#limiter = server.limits && new Limiter(server.limits);
@@ -410,9 +417,18 @@ export class EchoLoop {
     }
   }
 
-  /** The peer in `#address`, as accept() or getpeername() gave it. */
-  #peer(): Deno.NetAddr {
+  /** The peer in `#address`, as accept() gave it. */
+  #peer(): Deno.Addr {
+    // A Unix socket's clients have no address of their own.
+    if (this.#path !== undefined) return { transport: "unix", path: "" };
     return { transport: "tcp", ...fromSockaddr(this.#native, this.#address) };
+  }
+
+  /** How logs name `client`: on a Unix socket, by the path and a number. */
+  #name(client: Deno.Addr): string {
+    return client.transport === "unix"
+      ? `${this.#path}#${++this.#unixClients}`
+      : formatAddr(client);
   }
 
   /**
@@ -424,8 +440,9 @@ export class EchoLoop {
     const peer = this.#peer();
     const proxy = this.#config.server.proxy;
     if (proxy === undefined) return this.#judge(fd, peer, undefined);
+    // A Unix socket's peer is on this host: trusted like a local proxy.
     if (
-      this.#trusted !== undefined &&
+      this.#trusted !== undefined && "hostname" in peer &&
       this.#trusted.match(peer.hostname) === undefined
     ) {
       // Counted first: a client that sees the close sees it counted.
@@ -463,8 +480,7 @@ export class EchoLoop {
       if (step.state === "invalid") return this.#turnAway(fd, step.reason);
       if (step.state === "done") {
         this.#atDoor.delete(fd);
-        const client = headerClient(step.header, door.peer) as Deno.NetAddr;
-        return this.#judge(fd, client, step.rest);
+        return this.#judge(fd, headerClient(step.header, door.peer), step.rest);
       }
     }
   }
@@ -483,7 +499,7 @@ export class EchoLoop {
    * The access rules and the per-address limits judge `client` (the
    * header's, or the socket's peer); `rest` is what came after a header.
    */
-  #judge(fd: number, client: Deno.NetAddr, rest: Uint8Array | undefined) {
+  #judge(fd: number, client: Deno.Addr, rest: Uint8Array | undefined) {
     const verdict = judge(this.#guard, this.#limiter, client);
     if (verdict.refusal !== undefined) {
       const record = refused(
@@ -505,7 +521,7 @@ export class EchoLoop {
    */
   #enter(
     fd: number,
-    client: Deno.NetAddr | undefined,
+    client: Deno.Addr | undefined,
     limited: string | undefined,
     rest: Uint8Array | undefined,
   ): void {
@@ -520,15 +536,17 @@ export class EchoLoop {
       this.#record(
         rejected(
           counters,
-          formatAddr(client ?? this.#peer()),
+          this.#name(client ?? this.#peer()),
           Atomics.load(open, 0),
           maxConnections,
         ),
       );
       return void libc.close(fd);
     }
-    libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, this.#nodelay, 4);
-    const peer = logInfo ? formatAddr(client ?? this.#peer()) : "";
+    if (this.#path === undefined) {
+      libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, this.#nodelay, 4);
+    }
+    const peer = logInfo ? this.#name(client ?? this.#peer()) : "";
     const conns = this.#conns;
     conns.add(fd, peer, this.#now);
     if (limited !== undefined) conns.limited.set(fd, limited);
@@ -650,21 +668,32 @@ export class EchoLoop {
   }
 
   /** What a session of `fd`, for `client`, may answer with (info mode's). */
-  #facts(fd: number, client: Deno.NetAddr): SessionFacts {
+  #facts(fd: number, client: Deno.Addr): SessionFacts {
     const server = this.#config.server;
-    const local = new Uint8Array(SOCKADDR_MAX);
-    const length = new Uint32Array([local.length]);
-    this.#native.libc.getsockname(fd, local, length);
-    const serverAddr: Deno.NetAddr = {
+    const host = server.host;
+    if (this.#path !== undefined) {
+      const local: Deno.UnixAddr = { transport: "unix", path: this.#path };
+      return {
+        host,
+        id: server.id || defaultId(host, local),
+        transport: "unix",
+        client,
+        server: local,
+      };
+    }
+    const bytes = new Uint8Array(SOCKADDR_MAX);
+    const length = new Uint32Array([bytes.length]);
+    this.#native.libc.getsockname(fd, bytes, length);
+    const local: Deno.NetAddr = {
       transport: "tcp",
-      ...fromSockaddr(this.#native, local),
+      ...fromSockaddr(this.#native, bytes),
     };
     return {
-      host: server.host,
-      id: server.id || defaultId(server.host, serverAddr),
+      host,
+      id: server.id || defaultId(host, local),
       transport: "tcp",
       client,
-      server: serverAddr,
+      server: local,
     };
   }
 

@@ -21,12 +21,15 @@ import type {
 import {
   AF_INET,
   AF_INET6,
+  AF_UNIX,
   assertNativeRuns,
   EACCES,
   EADDRINUSE,
   EADDRNOTAVAIL,
+  ECONNREFUSED,
   EFD_CLOEXEC,
   EFD_NONBLOCK,
+  ENOENT,
   errnoText,
   fromSockaddr,
   type Native,
@@ -39,7 +42,9 @@ import {
   sockaddr,
   SOCKADDR_MAX,
   SOL_SOCKET,
+  unixSockaddr,
 } from "./ffi.ts";
+import { inUse, notASocket, removeStale } from "../transport/unix.ts";
 import { DRAIN, FINISH, type LoopRecord, STOP } from "./loop.ts";
 import type {
   FromNativeWorker,
@@ -61,6 +66,7 @@ export const NATIVE_FEATURES: ReadonlySet<Feature> = new Set<Feature>([
   "proxy",
   "access",
   "limits",
+  "unix",
 ]);
 
 /**
@@ -105,7 +111,45 @@ function bindError(what: string, errno: number, address: string): Error {
   if (errno === EADDRINUSE) return new Deno.errors.AddrInUse(message);
   if (errno === EADDRNOTAVAIL) return new Deno.errors.AddrNotAvailable(message);
   if (errno === EACCES) return new Deno.errors.PermissionDenied(message);
+  if (errno === ENOENT) return new Deno.errors.NotFound(message);
   return new Error(message);
+}
+
+/**
+ * A listening Unix socket at `path`. A socket file nothing answers on (a
+ * server killed left it) is replaced, as the default engine does; a live
+ * server there, or a file that is not a socket, is `AddrInUse`.
+ */
+function listenUnixSocket(native: Native, path: string): number {
+  const { libc } = native;
+  const address = unixSockaddr(path);
+  const open = () =>
+    libc.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  for (let attempt = 0;; attempt++) {
+    const fd = open();
+    if (fd < 0) {
+      throw bindError("Cannot open a socket for", native.errno(), path);
+    }
+    if (libc.bind(fd, address, address.length) === 0) {
+      if (libc.listen(fd, BACKLOG) === 0) return fd;
+      const errno = native.errno();
+      libc.close(fd);
+      throw bindError("Cannot listen on", errno, path);
+    }
+    const errno = native.errno();
+    libc.close(fd);
+    if (errno !== EADDRINUSE || attempt > 0) {
+      throw bindError("Cannot bind", errno, path);
+    }
+    if (!Deno.lstatSync(path).isSocket) throw notASocket(path);
+    // Does a server answer there? A blocking connect, on this thread.
+    const probe = libc.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const answered = libc.connect(probe, address, address.length) === 0;
+    const refused = !answered && native.errno() === ECONNREFUSED;
+    libc.close(probe);
+    if (!refused) throw inUse(path);
+    removeStale(path);
+  }
 }
 
 /** One listening socket, bound; `port` 0 takes any. Returns fd and port. */
@@ -151,14 +195,14 @@ interface Loop {
 }
 
 /** serveEcho with `engine: "native"`: echo loops over libc in workers. */
-export class NativeServer implements EchoServer<Deno.NetAddr> {
-  readonly addr: Deno.NetAddr;
+export class NativeServer implements EchoServer<Deno.NetAddr | Deno.UnixAddr> {
+  readonly addr: Deno.NetAddr | Deno.UnixAddr;
   readonly finished: Promise<void>;
   #startFailed = false;
   readonly ready: Promise<void>;
   readonly mode: EchoMode;
   readonly engine = "native";
-  readonly transport = "tcp";
+  readonly transport: "tcp" | "unix";
   #native: Native;
   #config: ServerConfig;
   #loops: Loop[] = [];
@@ -178,27 +222,41 @@ export class NativeServer implements EchoServer<Deno.NetAddr> {
     signal: AbortSignal | undefined,
   ) {
     signal?.throwIfAborted();
-    if (config.listen.transport !== "tcp") {
-      throw new TypeError("The native engine listens on TCP only");
+    const { listen } = config;
+    if (listen.transport === "tls") {
+      throw new TypeError("The native engine does not serve TLS");
     }
     this.#config = config;
     this.mode = config.mode;
-    const hostname = ipAddress(config.listen.hostname);
+    this.transport = listen.transport;
+    const hostname = listen.transport === "tcp"
+      ? ipAddress(listen.hostname)
+      : "";
     this.#native = openLibc();
-    let port = config.listen.port;
     const fds: number[] = [];
     try {
-      for (let i = 0; i < workers; i++) {
-        const socket = listenSocket(this.#native, hostname, port, workers > 1);
-        fds.push(socket.fd);
-        port = socket.port;
+      if (listen.transport === "unix") {
+        fds.push(listenUnixSocket(this.#native, listen.path));
+        this.addr = { transport: "unix", path: listen.path };
+      } else {
+        let port = listen.port;
+        for (let i = 0; i < workers; i++) {
+          const socket = listenSocket(
+            this.#native,
+            hostname,
+            port,
+            workers > 1,
+          );
+          fds.push(socket.fd);
+          port = socket.port;
+        }
+        this.addr = { transport: "tcp", hostname, port };
       }
     } catch (error) {
       for (const fd of fds) this.#native.libc.close(fd);
       this.#native.close();
       throw error;
     }
-    this.addr = { transport: "tcp", hostname, port };
     this.#counters = new Float64Array(
       new SharedArrayBuffer(workers * COUNTERS * 8),
     );
@@ -215,6 +273,8 @@ export class NativeServer implements EchoServer<Deno.NetAddr> {
     this.ready.catch(() => this.#startFailed = true);
     this.finished = Promise.all(this.#loops.map((l) => l.done)).then(() => {
       this.#done = true;
+      // As Deno's own listener does on an orderly close.
+      if (this.addr.transport === "unix") removeSocketFile(this.addr.path);
       for (const loop of this.#loops) {
         this.#native.libc.close(loop.wakeFd);
         loop.worker.terminate();
@@ -374,6 +434,15 @@ export class NativeServer implements EchoServer<Deno.NetAddr> {
     }
     this.#tell(STOP);
   };
+}
+
+/** Removes the socket file this server made, unless someone else did. */
+function removeSocketFile(path: string): void {
+  try {
+    Deno.removeSync(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
 }
 
 /** Logs a loop's record here, at its level. */

@@ -27,11 +27,7 @@ export function unixTransport(path: string): Transport {
         return listenUnix(path);
       } catch (error) {
         if (!(error instanceof Deno.errors.AddrInUse)) throw error;
-        if (!Deno.lstatSync(path).isSocket) {
-          throw new Deno.errors.AddrInUse(
-            `${path} exists and is not a socket`,
-          );
-        }
+        if (!Deno.lstatSync(path).isSocket) throw notASocket(path);
         return {
           addr: { transport: "unix", path },
           listener: replaceStale(path),
@@ -61,13 +57,28 @@ async function replaceStale(path: string): Promise<Deno.Listener> {
   try {
     const conn = await Deno.connect({ transport: "unix", path });
     conn.close();
-    throw new Deno.errors.AddrInUse(
-      `${path} is already in use by a running server`,
-    );
+    throw inUse(path);
   } catch (error) {
     if (!(error instanceof Deno.errors.ConnectionRefused)) throw error;
   }
+  removeStale(path);
+  return listenUnix(path);
+}
+
+/** The error for a file at the socket's path that is not a socket. */
+export function notASocket(path: string): Error {
+  return new Deno.errors.AddrInUse(`${path} exists and is not a socket`);
+}
+
+/** The error for a socket file a live server answers on. */
+export function inUse(path: string): Error {
+  return new Deno.errors.AddrInUse(
+    `${path} is already in use by a running server`,
+  );
+}
+
+/** Removes a socket file nothing answered on, and says so. */
+export function removeStale(path: string): void {
   Deno.removeSync(path);
   logger.info("Removed {path}: a socket file nothing answered on", { path });
-  return listenUnix(path);
 }
