@@ -6,6 +6,7 @@
 // for logs) lives in maps beside them. Not exported from mod.ts.
 
 import type { Session } from "../modes/session.ts";
+import type { TokenBucket } from "../rules/bucket.ts";
 
 const INITIAL_CAPACITY = 1024;
 
@@ -27,6 +28,10 @@ export class ConnTable {
   sessions = new Map<number, Session>();
   /** The address whose place under the per-address limits each holds. */
   limited = new Map<number, string>();
+  /** Each connection's read rate, with `maxBytesPerSecond`. */
+  buckets = new Map<number, TokenBucket>();
+  /** Connections out of the epoll set until their bucket refills, and when. */
+  paused = new Map<number, number>();
   /** How logs name each client (only when they are wanted). */
   peers = new Map<number, string>();
   size = 0;
@@ -59,6 +64,8 @@ export class ConnTable {
     this.peers.delete(fd);
     this.sessions.delete(fd);
     this.limited.delete(fd);
+    this.buckets.delete(fd);
+    this.paused.delete(fd);
     this.size--;
   }
 

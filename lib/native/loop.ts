@@ -41,6 +41,7 @@ import { accessGuard, type Guard } from "../rules/access.ts";
 import { judge } from "../rules/door.ts";
 import { type AddressList, addressList } from "../rules/cidr.ts";
 import { Limiter } from "../rules/limits.ts";
+import { TokenBucket } from "../rules/bucket.ts";
 import {
   EAGAIN,
   EINTR,
@@ -315,6 +316,7 @@ export class EchoLoop {
       at = Math.min(at, until);
     }
     for (const { until } of this.#atDoor.values()) at = Math.min(at, until);
+    for (const until of this.#conns.paused.values()) at = Math.min(at, until);
     if (at === Infinity) return -1;
     return Math.max(0, Math.ceil(at - Date.now()));
   }
@@ -340,6 +342,14 @@ export class EchoLoop {
       }
     }
     const conns = this.#conns;
+    if (conns.paused.size > 0) {
+      for (const [fd, until] of [...conns.paused]) {
+        if (now < until) continue;
+        conns.paused.delete(fd);
+        const owing = conns.owing[fd] === 1;
+        this.#ctl(EPOLL_CTL_ADD, fd, owing ? EPOLLOUT : EPOLLIN | EPOLLRDHUP);
+      }
+    }
     if (conns.finishing.size > 0) {
       for (const [fd, { reason, until }] of [...conns.finishing]) {
         if (now >= until) this.#end(fd, reason);
@@ -550,6 +560,10 @@ export class EchoLoop {
     const conns = this.#conns;
     conns.add(fd, peer, this.#now);
     if (limited !== undefined) conns.limited.set(fd, limited);
+    const rate = this.#config.server.maxBytesPerSecond;
+    if (rate !== Infinity) {
+      conns.buckets.set(fd, new TokenBucket(rate, this.#now));
+    }
     if (this.#session !== undefined) {
       conns.sessions.set(
         fd,
@@ -590,7 +604,14 @@ export class EchoLoop {
     const buffer = this.#buffer;
     const conns = this.#conns;
     for (let i = 0; i < READS_PER_EVENT; i++) {
-      const r = libc.read(fd, buffer, buffer.length);
+      let length = buffer.length;
+      const bucket = conns.buckets.size > 0 ? conns.buckets.get(fd) : undefined;
+      if (bucket !== undefined) {
+        const allowed = bucket.available(this.#now);
+        if (allowed < 1) return this.#pause(fd, bucket);
+        length = Math.min(length, allowed);
+      }
+      const r = libc.read(fd, buffer, length);
       if (r < 0) {
         const errno = this.#native.errno();
         if (errno === EAGAIN) return;
@@ -607,9 +628,20 @@ export class EchoLoop {
         }
         return this.#end(fd, finishing?.reason ?? "closed by client", true);
       }
+      bucket?.take(r);
       if (!this.#consume(fd, buffer, r)) return;
-      if (r < buffer.length) return;
+      if (r < length) return;
     }
+  }
+
+  /**
+   * Stops reading `fd` until its bucket has a byte's worth again: out of the
+   * epoll set meanwhile, so that not even a hang-up wakes the loop for it.
+   * What the client sends waits in the kernel, and TCP makes it wait.
+   */
+  #pause(fd: number, bucket: TokenBucket): void {
+    this.#conns.paused.set(fd, this.#now + bucket.waitMs(this.#now));
+    this.#ctl(EPOLL_CTL_DEL, fd, 0);
   }
 
   /**

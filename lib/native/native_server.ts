@@ -67,6 +67,7 @@ export const NATIVE_FEATURES: ReadonlySet<Feature> = new Set<Feature>([
   "access",
   "limits",
   "unix",
+  "readRate",
 ]);
 
 /**

@@ -4,6 +4,7 @@
 // client wait, so the echo stays exact. Installed only when configured. Not
 // exported from mod.ts.
 
+import { TokenBucket } from "../rules/bucket.ts";
 import { WrappedConn, WrappedListener } from "./wrapped.ts";
 
 /** `conn`, read at most `rate` bytes a second. */
@@ -12,29 +13,21 @@ export function throttled(conn: Deno.Conn, rate: number): Deno.Conn {
 }
 
 class ThrottledConn extends WrappedConn {
-  #rate: number;
-  #tokens: number;
-  #stamp = performance.now();
+  #bucket: TokenBucket;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #wake: (() => void) | undefined;
   #closed = false;
 
   constructor(conn: Deno.Conn, rate: number) {
     super(conn);
-    this.#rate = rate;
-    this.#tokens = rate;
+    this.#bucket = new TokenBucket(rate, performance.now());
   }
 
   override async read(p: Uint8Array): Promise<number | null> {
-    const now = performance.now();
-    this.#tokens = Math.min(
-      this.#rate,
-      this.#tokens + (now - this.#stamp) * this.#rate / 1000,
-    );
-    this.#stamp = now;
-    if (this.#tokens < 1) {
+    const allowed = this.#bucket.available(performance.now());
+    if (allowed < 1) {
       // Wait for one byte's worth, at least; the close wakes us too.
-      const ms = (1 - this.#tokens) * 1000 / this.#rate;
+      const ms = this.#bucket.waitMs(performance.now());
       await new Promise<void>((resolve) => {
         this.#wake = resolve;
         this.#timer = setTimeout(resolve, ms);
@@ -43,9 +36,8 @@ class ThrottledConn extends WrappedConn {
       if (this.#closed) throw new Deno.errors.BadResource("Connection closed");
       return this.read(p);
     }
-    const allowed = Math.min(p.length, Math.floor(this.#tokens));
-    const n = await this.inner.read(p.subarray(0, allowed));
-    if (n !== null) this.#tokens -= n;
+    const n = await this.inner.read(p.subarray(0, Math.min(p.length, allowed)));
+    if (n !== null) this.#bucket.take(n);
     return n;
   }
 

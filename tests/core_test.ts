@@ -1,5 +1,6 @@
-// The line modes free of I/O (lib/modes/): fed bytes and an end of stream
-// as a driver feeds them, with no socket.
+// The parts free of I/O that both drivers share, with no socket: the line
+// modes (lib/modes/), fed bytes and an end of stream as a driver feeds them,
+// and the read rate's token bucket.
 
 import assert from "node:assert/strict";
 import fc from "./_fast_check.ts";
@@ -7,6 +8,7 @@ import { contentLength } from "../lib/_lines.ts";
 import { InfoSession } from "../lib/modes/info.ts";
 import { LineSession } from "../lib/modes/line.ts";
 import type { Session, SessionFacts } from "../lib/modes/session.ts";
+import { TokenBucket } from "../lib/rules/bucket.ts";
 import { concat } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
@@ -156,4 +158,19 @@ Deno.test("InfoSession on a Unix socket has no IP address or port to give", () =
     decoder.decode(got.sent),
     "ERR no IP address on a Unix socket\nERR no port on a Unix socket\nunix\n",
   );
+});
+
+Deno.test("TokenBucket: starts full, refills at its rate up to one second's worth, says how long to wait", () => {
+  const bucket = new TokenBucket(1000, 0);
+  assert.equal(bucket.available(0), 1000);
+  bucket.take(1000);
+  assert.equal(bucket.available(0), 0);
+  assert.equal(bucket.waitMs(0), 1);
+  assert.equal(bucket.available(250), 250);
+  bucket.take(250);
+  assert.equal(bucket.waitMs(250.5), 0.5);
+  // A long pause refills one second's worth, no more.
+  assert.equal(bucket.available(60_000), 1000);
+  // A clock that goes back takes nothing away.
+  assert.equal(bucket.available(59_000), 1000);
 });
