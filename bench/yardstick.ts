@@ -12,6 +12,12 @@
  *   connections (server kB per connection, from a fresh process).
  * - `--workers 1` against `--workers 2` of the native engine at 64 B × 200:
  *   server µs of CPU per round trip.
+ * - UDP at 64 B × 50 sockets ping-ponging (the yardstick's udp_loadgen):
+ *   c_udp_echo (recvmmsg/sendmmsg), native and default, server µs of CPU
+ *   per datagram.
+ * - The native engine at 64 B × 50 with the rules at the door (`--allow
+ *   127.0.0.0/8 --max-connections-per-ip 1000`) against none: server µs of
+ *   CPU per round trip.
  * - Load generators against c_epoll at 64 B × 50: the C load generator,
  *   and `deno task client` with each engine, the native one on io_uring
  *   and on epoll (every byte still compared), each after a 1 s warm-up.
@@ -37,7 +43,12 @@ import {
 } from "./_harness.ts";
 
 /** The yardstick's C sources, in its folder: the load generator, the server. */
-const SOURCES = ["loadgen/loadgen.c", "servers/c_epoll.c"] as const;
+const SOURCES = [
+  "loadgen/loadgen.c",
+  "servers/c_epoll.c",
+  "loadgen/udp_loadgen.c",
+  "servers/c_udp_echo.c",
+] as const;
 
 /** `deno task bench:yardstick --help`. */
 const USAGE = `Usage: deno task bench:yardstick [options]
@@ -74,7 +85,12 @@ const SERVERS: Record<string, (bin: string) => string[]> = {
 
 /** One of our CLIs, with the permissions either engine needs. */
 function cli(script: string, args: string[]): string[] {
-  const allow = ["--allow-net", "--allow-read", "--allow-ffi"];
+  const allow = [
+    "--allow-net",
+    "--allow-read",
+    "--allow-ffi",
+    "--unstable-net",
+  ];
   return [DENO, "run", LOCK, ...allow, `${ROOT}${script}`, ...args];
 }
 
@@ -124,12 +140,31 @@ interface Running extends AsyncDisposable {
   pid: number;
 }
 
-async function start(command: string[]): Promise<Running> {
+/**
+ * Starts `command` on CPU 0; once its TCP port answers (or, with `udp`,
+ * once its UDP port is bound), and half a second more, it is measured.
+ */
+async function start(command: string[], udp = false): Promise<Running> {
   const port = freePort();
   const child = pinned(0, command.map((a) => a.replace("{PORT}", String(port))))
     .spawn();
   const output = child.output();
-  for (let i = 0;; i++) {
+  for (let i = 0; udp; i++) {
+    // Bound once binding the port ourselves fails.
+    try {
+      Deno.listenDatagram({ hostname: "127.0.0.1", port, transport: "udp" })
+        .close();
+    } catch {
+      break;
+    }
+    if (i === 200) {
+      child.kill("SIGKILL");
+      await output;
+      throw new Error(`${command[0]} did not bind UDP`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  for (let i = 0; !udp; i++) {
     try {
       (await Deno.connect({ hostname: "127.0.0.1", port })).close();
       break;
@@ -160,8 +195,9 @@ async function start(command: string[]): Promise<Running> {
 async function loadgen(
   bin: string,
   args: string[],
+  program = "loadgen",
 ): Promise<Record<string, string>> {
-  const { stdout } = await pinned(1, [`${bin}/loadgen`, ...args]).output();
+  const { stdout } = await pinned(1, [`${bin}/${program}`, ...args]).output();
   const line = new TextDecoder().decode(stdout).split("\n")
     .find((l) => l.startsWith("RESULT "));
   if (line === undefined) {
@@ -277,6 +313,45 @@ async function benchWorkers(bin: string, o: Options): Promise<Cell[]> {
   return cells;
 }
 
+/** UDP servers: CPU 0's command for each, `{PORT}` replaced. */
+const UDP_SERVERS: Record<string, (bin: string) => string[]> = {
+  c_udp_echo: (bin) => [`${bin}/c_udp_echo`, "{PORT}"],
+  native: () =>
+    server(["--engine", "native", "--udp-only", "--udp-rate", "unlimited"]),
+  default: () => server(["--udp-only", "--udp-rate", "unlimited"]),
+};
+
+/** 64-byte datagrams over 50 sockets: server µs of CPU per datagram. */
+async function benchUdp(bin: string, o: Options): Promise<Cell> {
+  const cell: Cell = { errors: 0 };
+  for (const [name, command] of Object.entries(UDP_SERVERS)) {
+    await using s = await start(command(bin), true);
+    const r = await loadgen(bin, [
+      ...["-p", String(s.port), "-c", "50", "-l", "64"],
+      ...["-d", String(o.duration), "-w", "1", "-P", String(s.pid)],
+    ], "udp_loadgen");
+    cell[name] = Number(r.srv_us_per_unit);
+    cell.errors += Number(r.mismatches) + Number(r.errors) +
+      (r.ok === "1" ? 0 : 1);
+  }
+  return cell;
+}
+
+/** The rules at the door against none, on the native engine. */
+async function benchRules(bin: string, o: Options): Promise<Cell> {
+  const cell: Cell = { errors: 0 };
+  const rules = ["--allow", "127.0.0.0/8", "--max-connections-per-ip", "1000"];
+  for (const [name, extra] of [["none", []], ["rules", rules]] as const) {
+    await using s = await start(server(["--engine", "native", ...extra]));
+    const r = pingPong(
+      await loadgen(bin, pingPongArgs(o, s.port, 50, 64, s.pid)),
+    );
+    cell[name] = r.cpuUsPerRt;
+    cell.errors += r.errors;
+  }
+  return cell;
+}
+
 async function benchClients(
   bin: string,
   o: Options,
@@ -319,6 +394,8 @@ async function build(dir: string): Promise<string> {
     const [out, source] of [
       ["loadgen", `${dir}/${SOURCES[0]}`],
       ["c_epoll", `${dir}/${SOURCES[1]}`],
+      ["udp_loadgen", `${dir}/${SOURCES[2]}`],
+      ["c_udp_echo", `${dir}/${SOURCES[3]}`],
     ]
   ) {
     const { success, stderr } = await new Deno.Command("gcc", {
@@ -373,6 +450,8 @@ async function main(): Promise<void> {
   const servers: Record<string, Record<string, Cell>[]> = {};
   const workers: Cell[][] = [];
   const clients: Record<string, Cell>[] = [];
+  const udp: Cell[] = [];
+  const rules: Cell[] = [];
   try {
     for (let rep = 1; rep <= o.reps; rep++) {
       for (const name of Object.keys(SERVERS)) {
@@ -381,6 +460,10 @@ async function main(): Promise<void> {
       }
       console.error(`== native --workers 1 and 2, repetition ${rep}`);
       workers.push(await benchWorkers(bin, o));
+      console.error(`== UDP, repetition ${rep}`);
+      udp.push(await benchUdp(bin, o));
+      console.error(`== native with and without rules, repetition ${rep}`);
+      rules.push(await benchRules(bin, o));
       console.error(`== load generators, repetition ${rep}`);
       clients.push(await benchClients(bin, o));
     }
@@ -424,6 +507,8 @@ async function main(): Promise<void> {
   const errors = [
     ...Object.values(servers).flat().flatMap((r) => Object.values(r)),
     ...workers.flat(),
+    ...udp,
+    ...rules,
     ...clients.flatMap((r) => Object.values(r)),
   ].reduce((sum, c) => sum + c.errors, 0);
   const workerRow = (
@@ -465,6 +550,36 @@ async function main(): Promise<void> {
         workerRow("round trips/s", (c) => c.rt, 0),
         workerRow("server µs CPU/round trip", (c) => c.cpuUsPerRt, 2),
       ]),
+      "",
+      markdown(
+        [
+          "UDP, 64 B × 50 sockets",
+          "c_udp_echo",
+          "native",
+          "default",
+          "native / C",
+          "default / C",
+        ],
+        [[
+          "server µs CPU/datagram",
+          ...["c_udp_echo", "native", "default"].map((name) =>
+            fmt(middle(udp.map((c) => c[name])), 2)
+          ),
+          ...["native", "default"].map((name) =>
+            `${fmt(middle(udp.map((c) => c[name] / c.c_udp_echo)), 2)}×`
+          ),
+        ]],
+      ),
+      "",
+      markdown(
+        ["native, 64 B × 50", "no rules", "allow + per-address limit", "ratio"],
+        [[
+          "server µs CPU/round trip",
+          fmt(middle(rules.map((c) => c.none)), 2),
+          fmt(middle(rules.map((c) => c.rules)), 2),
+          `${fmt(middle(rules.map((c) => c.rules / c.none)), 2)}×`,
+        ]],
+      ),
       "",
       markdown(
         [

@@ -133,14 +133,19 @@ export function serveEcho(
     throw optionError("workers", "a Unix socket is served on one thread");
   }
   if (engine === "native") {
+    if (udp !== false) checkDatagrams(config, udp);
     assertNativeSupported(config, udp !== false);
     signal?.throwIfAborted();
-    return new NativeServer(config, count, signal);
+    return new NativeServer(config, count, udp as boolean | "only", signal);
   }
   if (engine !== "default") {
     throw optionError("engine", `must be default or native, got ${engine}`);
   }
-  if (udp !== false) checkDatagrams(config, udp);
+  if (udp !== false) {
+    checkDatagrams(config, udp);
+    // Deno.listenDatagram: the native engine binds through libc instead.
+    assertDatagramsSupported();
+  }
   signal?.throwIfAborted();
   if (count > 1) assertWorkersSupported();
   const stream = (listen: ListenConfig) => {
@@ -169,7 +174,6 @@ function checkDatagrams(config: ServerConfig, udp: unknown): void {
   if (config.mode !== "echo" && config.mode !== "info") {
     throw optionError("udp", "UDP serves echo and info mode only");
   }
-  assertDatagramsSupported();
 }
 
 /**

@@ -159,6 +159,8 @@ Deno.test({
         /^\| server µs CPU\/round trip \| [\d.]+ \| [\d.]+ \|/m,
         /^\| client native \(io_uring\) \| [\d,]+ \| [\d,]+ \| [\d.]+× \| 0 \|$/m,
         /^\| client native \(epoll\) \| [\d,]+ \| [\d,]+ \| [\d.]+× \| 0 \|$/m,
+        /^\| server µs CPU\/datagram \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+× \| [\d.]+× \|$/m,
+        /^\| native, 64 B × 50 \| no rules \| allow \+ per-address limit \| ratio \|$/m,
       ]
     ) {
       assert.match(text, row);
@@ -201,6 +203,6 @@ Deno.test("bench and bench:yardstick print their usage, and a bad command line i
   assert.equal(missing.code, 2);
   assert.equal(
     missing.stderr,
-    `error: Cannot find the C yardstick in ${empty.path} (loadgen/loadgen.c, servers/c_epoll.c): it comes with ../shared/bench, or give --dir DIR (see --help)\n`,
+    `error: Cannot find the C yardstick in ${empty.path} (loadgen/loadgen.c, servers/c_epoll.c, loadgen/udp_loadgen.c, servers/c_udp_echo.c): it comes with ../shared/bench, or give --dir DIR (see --help)\n`,
   );
 });

@@ -18,7 +18,6 @@ Deno.test("engine native refuses what only the default engine does, naming the e
   for (
     const [options, what] of [
       [{ mode: "chat" }, "mode chat"],
-      [{ udp: true }, "UDP"],
     ] as [ServeEchoOptions, string][]
   ) {
     assert.throws(
@@ -280,19 +279,21 @@ for (const nativeIo of ["io_uring", "epoll"] as const) {
   });
 }
 
-Deno.test("engine native names every feature it does not serve, in one error", () => {
+Deno.test("engine native names every feature it does not serve, in one error", async () => {
+  await using certs = await testCertificates();
   assert.throws(
     () =>
       serveEcho({
         port: 0,
         engine: "native",
         mode: "broadcast",
-        udp: true,
+        cert: certs.cert,
+        key: certs.key,
       }),
     {
       name: "RangeError",
       message:
-        "Cannot use engine: native does not serve mode broadcast, UDP yet",
+        "Cannot use engine: native does not serve mode broadcast, TLS yet",
     },
   );
 });

@@ -3,6 +3,7 @@
 // peers.
 
 import assert from "node:assert/strict";
+import { engineTest } from "./_engines.ts";
 import { EchoError, echoOnce, loadTest, serveEcho } from "../mod.ts";
 import { captureLogs, pseudoRandomBytes } from "./_helpers.ts";
 import {
@@ -65,64 +66,80 @@ function fakeServer(
   };
 }
 
-Deno.test("serveEcho({ udp: true }) echoes datagrams on the TCP port number, exactly, and counts them", async () => {
-  await using server = serveEcho({ port: 0, udp: true });
-  const { port } = server.addr;
-  assert.equal(await echoOnce("over TCP", { port }), "over TCP");
-  assert.equal(await echoOnce("over UDP", { port, udp: true }), "over UDP");
-  const largest = pseudoRandomBytes(65_507, 3);
-  assert.deepEqual(await echoOnce(largest, { port, udp: true }), largest);
-  assert.deepEqual(
-    await echoOnce(new Uint8Array(), { port, udp: true }),
-    new Uint8Array(),
-  );
-  await assert.rejects(
-    () => echoOnce(new Uint8Array(65_508), { port, udp: true }),
-    (error: RangeError & { option: string }) =>
-      error instanceof RangeError && error.option === "udp",
-  );
-  const stats = server.stats;
-  assert.equal(stats.datagramsIn, 3);
-  assert.equal(stats.datagramsOut, 3);
-  assert.equal(stats.datagramBytesIn, 8 + 65_507);
-  assert.equal(stats.datagramBytesOut, stats.datagramBytesIn);
-  assert.equal(stats.accepted, 1);
-  assert.equal(stats.bytesIn, 8);
-});
-
-Deno.test('serveEcho({ udp: "only" }) serves UDP without TCP; with workers, TCP on all, UDP here', async (t) => {
-  await t.step("only", async () => {
-    await using server = serveEcho({ port: 0, udp: "only" });
+engineTest(
+  "serveEcho({ udp: true }) echoes datagrams on the TCP port number, exactly, and counts them",
+  async (engine) => {
+    await using server = serveEcho({ engine, port: 0, udp: true });
     const { port } = server.addr;
-    assert.equal(await echoOnce("u", { port, udp: true }), "u");
+    assert.equal(await echoOnce("over TCP", { port }), "over TCP");
+    assert.equal(await echoOnce("over UDP", { port, udp: true }), "over UDP");
+    const largest = pseudoRandomBytes(65_507, 3);
+    assert.deepEqual(await echoOnce(largest, { port, udp: true }), largest);
+    assert.deepEqual(
+      await echoOnce(new Uint8Array(), { port, udp: true }),
+      new Uint8Array(),
+    );
     await assert.rejects(
-      () => Deno.connect({ port }),
-      Deno.errors.ConnectionRefused,
+      () => echoOnce(new Uint8Array(65_508), { port, udp: true }),
+      (error: RangeError & { option: string }) =>
+        error instanceof RangeError && error.option === "udp",
     );
-  });
-  await t.step("workers", async () => {
-    await using server = serveEcho({ port: 0, udp: true, workers: 2 });
-    await server.ready;
-    const { port } = server.addr;
-    const replies = await Promise.all(
-      Array.from(
-        { length: 20 },
-        (_, i) => echoOnce(`${i}`, { port, udp: i % 2 === 0 }),
-      ),
-    );
-    replies.forEach((reply, i) => assert.equal(reply, `${i}`));
-    assert.equal(server.stats.datagramsOut, 10);
-    assert.equal(server.stats.accepted, 10);
-  });
-  await t.step("IPv6", async () => {
-    await using server = serveEcho({ hostname: "::1", port: 0, udp: true });
-    const { port } = server.addr;
-    assert.equal(
-      await echoOnce("six", { hostname: "::1", port, udp: true }),
-      "six",
-    );
-  });
-});
+    const stats = server.stats;
+    assert.equal(stats.datagramsIn, 3);
+    assert.equal(stats.datagramsOut, 3);
+    assert.equal(stats.datagramBytesIn, 8 + 65_507);
+    assert.equal(stats.datagramBytesOut, stats.datagramBytesIn);
+    assert.equal(stats.accepted, 1);
+    assert.equal(stats.bytesIn, 8);
+  },
+);
+
+engineTest(
+  'serveEcho({ udp: "only" }) serves UDP without TCP; with workers, TCP on all, UDP here',
+  async (engine, t) => {
+    await t.step("only", async () => {
+      await using server = serveEcho({ engine, port: 0, udp: "only" });
+      const { port } = server.addr;
+      assert.equal(await echoOnce("u", { port, udp: true }), "u");
+      await assert.rejects(
+        () => Deno.connect({ port }),
+        Deno.errors.ConnectionRefused,
+      );
+    });
+    await t.step("workers", async () => {
+      await using server = serveEcho({
+        engine,
+        port: 0,
+        udp: true,
+        workers: 2,
+      });
+      await server.ready;
+      const { port } = server.addr;
+      const replies = await Promise.all(
+        Array.from(
+          { length: 20 },
+          (_, i) => echoOnce(`${i}`, { port, udp: i % 2 === 0 }),
+        ),
+      );
+      replies.forEach((reply, i) => assert.equal(reply, `${i}`));
+      assert.equal(server.stats.datagramsOut, 10);
+      assert.equal(server.stats.accepted, 10);
+    });
+    await t.step("IPv6", async () => {
+      await using server = serveEcho({
+        engine,
+        hostname: "::1",
+        port: 0,
+        udp: true,
+      });
+      const { port } = server.addr;
+      assert.equal(
+        await echoOnce("six", { hostname: "::1", port, udp: true }),
+        "six",
+      );
+    });
+  },
+);
 
 Deno.test("UDP options that cannot work are option errors", () => {
   const cases: [Record<string, unknown>, string, typeof Error][] = [
@@ -166,57 +183,62 @@ Deno.test("the UDP client: a reply that differs, no reply, and replies from else
   );
 });
 
-Deno.test("loadTest({ udp }) counts lost datagrams, skips late replies, and checks every reply", async (t) => {
-  await t.step("our server: nothing lost", async () => {
-    await using server = serveEcho({ port: 0, udp: "only" });
-    const report = await loadTest({
-      port: server.addr.port,
-      udp: true,
-      connections: 5,
-      count: 500,
-      message: 100,
+engineTest(
+  "loadTest({ udp }) counts lost datagrams, skips late replies, and checks every reply",
+  async (engine, t) => {
+    await t.step("our server: nothing lost", async () => {
+      await using server = serveEcho({ engine, port: 0, udp: "only" });
+      const report = await loadTest({
+        port: server.addr.port,
+        udp: true,
+        connections: 5,
+        count: 500,
+        message: 100,
+      });
+      assert.equal(report.roundTrips, 500);
+      assert.equal(report.lost, 0);
+      assert.equal(report.mismatches + report.otherErrors, 0);
+      assert.equal(server.stats.datagramsIn, 500);
     });
-    assert.equal(report.roundTrips, 500);
-    assert.equal(report.lost, 0);
-    assert.equal(report.mismatches + report.otherErrors, 0);
-    assert.equal(server.stats.datagramsIn, 500);
-  });
-  await t.step("a server that drops every third datagram", async () => {
-    await using lossy = fakeServer((data, n) => n % 3 === 0 ? undefined : data);
-    const report = await loadTest({
-      port: lossy.port,
-      udp: true,
-      count: 30,
-      timeout: 100,
-    });
-    assert.equal(report.lost, 10);
-    assert.equal(report.roundTrips, 20);
-    assert.equal(report.mismatches, 0);
-  });
-  await t.step(
-    "a reply that comes after its datagram was counted lost",
-    async () => {
-      // The 2nd reply comes at 300 ms, long after its 150 ms wait, while
-      // the 4th datagram (each later reply takes 100 ms) waits for its own.
-      await using late = fakeServer(
-        (data) => data,
-        (n) => n === 2 ? 300 : n > 2 ? 100 : 0,
+    await t.step("a server that drops every third datagram", async () => {
+      await using lossy = fakeServer((data, n) =>
+        n % 3 === 0 ? undefined : data
       );
       const report = await loadTest({
-        port: late.port,
+        port: lossy.port,
         udp: true,
-        count: 6,
-        timeout: 150,
+        count: 30,
+        timeout: 100,
       });
-      assert.equal(report.lost, 1);
-      assert.equal(report.roundTrips, 5);
+      assert.equal(report.lost, 10);
+      assert.equal(report.roundTrips, 20);
       assert.equal(report.mismatches, 0);
-    },
-  );
-});
+    });
+    await t.step(
+      "a reply that comes after its datagram was counted lost",
+      async () => {
+        // The 2nd reply comes at 300 ms, long after its 150 ms wait, while
+        // the 4th datagram (each later reply takes 100 ms) waits for its own.
+        await using late = fakeServer(
+          (data) => data,
+          (n) => n === 2 ? 300 : n > 2 ? 100 : 0,
+        );
+        const report = await loadTest({
+          port: late.port,
+          udp: true,
+          count: 6,
+          timeout: 150,
+        });
+        assert.equal(report.lost, 1);
+        assert.equal(report.roundTrips, 5);
+        assert.equal(report.mismatches, 0);
+      },
+    );
+  },
+);
 
-Deno.test("socat UDP: and nc -u get their datagrams back", async () => {
-  await using server = serveEcho({ port: 0, udp: "only" });
+engineTest("socat UDP: and nc -u get their datagrams back", async (engine) => {
+  await using server = serveEcho({ engine, port: 0, udp: "only" });
   const port = String(server.addr.port);
   const socat = await run(
     "socat",
@@ -385,42 +407,53 @@ Deno.test("server --udp and client --udp, --max-loss, and their usage errors", a
   );
 });
 
-Deno.test("udpRate answers a source no faster than its rate, drops the rest, and says so once a second", async () => {
-  logs.clear();
-  await using server = serveEcho({ port: 0, udp: "only", udpRate: 10 });
-  const socket = Deno.listenDatagram({
-    hostname: "127.0.0.1",
-    port: 0,
-    transport: "udp",
-  });
-  const to = {
-    transport: "udp" as const,
-    hostname: "127.0.0.1",
-    port: server.addr.port,
-  };
-  for (let i = 0; i < 30; i++) await socket.send(encoder.encode(`${i}`), to);
-  // The server runs in this process: let it take all 30 (bounded).
-  for (let turn = 0; turn < 2000 && server.stats.datagramsIn < 30; turn++) {
-    await new Promise((resolve) => setTimeout(resolve, 1));
-  }
-  const { datagramsIn, datagramsOut, datagramsRateLimited } = server.stats;
-  assert.equal(datagramsIn, 30);
-  assert.ok(datagramsOut >= 10 && datagramsOut <= 11, `${datagramsOut}`);
-  assert.equal(datagramsRateLimited, 30 - datagramsOut);
-  // One warning for the burst (not one per datagram), when the first went.
-  const warnings = logs.records.filter((r) =>
-    String(r.rawMessage).startsWith("Dropping UDP datagrams")
-  );
-  assert.equal(warnings.length, 1);
-  const [warning] = warnings;
-  assert.equal(warning.level, "warning");
-  assert.equal(warning.properties.udpRate, 10);
-  assert.equal(warning.properties.dropped, 1);
-  assert.equal(
-    warning.properties.peer,
-    `127.0.0.1:${(socket.addr as Deno.NetAddr).port}`,
-  );
-  const buffer = new Uint8Array(64);
-  for (let i = 0; i < datagramsOut; i++) await socket.receive(buffer);
-  socket.close();
-});
+engineTest(
+  "udpRate answers a source no faster than its rate, drops the rest, and says so once a second",
+  async (engine) => {
+    logs.clear();
+    await using server = serveEcho({
+      engine,
+      port: 0,
+      udp: "only",
+      udpRate: 10,
+    });
+    const socket = Deno.listenDatagram({
+      hostname: "127.0.0.1",
+      port: 0,
+      transport: "udp",
+    });
+    const to = {
+      transport: "udp" as const,
+      hostname: "127.0.0.1",
+      port: server.addr.port,
+    };
+    for (let i = 0; i < 30; i++) await socket.send(encoder.encode(`${i}`), to);
+    // The server runs in this process: let it take all 30 (bounded).
+    for (let turn = 0; turn < 2000 && server.stats.datagramsIn < 30; turn++) {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    const { datagramsIn, datagramsOut, datagramsRateLimited } = server.stats;
+    assert.equal(datagramsIn, 30);
+    assert.ok(datagramsOut >= 10 && datagramsOut <= 11, `${datagramsOut}`);
+    assert.equal(datagramsRateLimited, 30 - datagramsOut);
+    // One warning for the burst (not one per datagram), when the first went.
+    await logs.waitFor((r) =>
+      String(r.rawMessage).startsWith("Dropping UDP datagrams")
+    );
+    const warnings = logs.records.filter((r) =>
+      String(r.rawMessage).startsWith("Dropping UDP datagrams")
+    );
+    assert.equal(warnings.length, 1);
+    const [warning] = warnings;
+    assert.equal(warning.level, "warning");
+    assert.equal(warning.properties.udpRate, 10);
+    assert.equal(warning.properties.dropped, 1);
+    assert.equal(
+      warning.properties.peer,
+      `127.0.0.1:${(socket.addr as Deno.NetAddr).port}`,
+    );
+    const buffer = new Uint8Array(64);
+    for (let i = 0; i < datagramsOut; i++) await socket.receive(buffer);
+    socket.close();
+  },
+);

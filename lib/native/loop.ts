@@ -20,6 +20,8 @@ import {
   BYTES_IN,
   BYTES_OUT,
   countClosed,
+  DATAGRAM_BYTES_OUT,
+  DATAGRAMS_OUT,
 } from "../core/counters.ts";
 import {
   acceptFailed,
@@ -40,7 +42,9 @@ import {
 import { accessGuard, type Guard } from "../rules/access.ts";
 import { judge } from "../rules/door.ts";
 import { type AddressList, addressList } from "../rules/cidr.ts";
-import { Limiter } from "../rules/limits.ts";
+import { Limiter, type LimitsConfig } from "../rules/limits.ts";
+import { DatagramPolicy } from "../core/datagrams.ts";
+import { BATCH, DatagramBatch } from "./datagram_batch.ts";
 import { TokenBucket } from "../rules/bucket.ts";
 import {
   EAGAIN,
@@ -121,7 +125,12 @@ interface AtDoor {
 
 /** What one loop needs: its sockets, shared memory, and its settings. */
 export interface LoopConfig {
+  /** The listening TCP or Unix socket; -1 for UDP alone. */
   listenFd: number;
+  /** The UDP socket, with `udp`; -1 without. */
+  udpFd: number;
+  /** Where UDP sources' rates are kept, shared by every loop. */
+  udpTable: Pick<LimitsConfig, "table" | "seeds">;
   /** An eventfd the calling thread writes to after changing `control`. */
   wakeFd: number;
   control: Int32Array;
@@ -181,6 +190,9 @@ export class EchoLoop {
   /** Whether a new connection stops at the door (PROXY header, rules). */
   #door: boolean;
   #atDoor = new Map<number, AtDoor>();
+  /** UDP: the batch of datagrams, and what they mean. */
+  #batch: DatagramBatch | undefined;
+  #datagramPolicy: DatagramPolicy | undefined;
   /** The socket file's path, on a Unix socket. */
   #path: string | undefined;
   /** Clients on a Unix socket so far, which logs name by number. */
@@ -203,7 +215,20 @@ export class EchoLoop {
     if (epoll < 0) throw new Error(`epoll_create1: ${this.#error()}`);
     this.#epoll = epoll;
     this.#ctl(EPOLL_CTL_ADD, config.wakeFd, EPOLLIN);
-    this.#ctl(EPOLL_CTL_ADD, config.listenFd, EPOLLIN);
+    if (config.listenFd >= 0) {
+      this.#ctl(EPOLL_CTL_ADD, config.listenFd, EPOLLIN);
+    }
+    if (config.udpFd >= 0) {
+      this.#ctl(EPOLL_CTL_ADD, config.udpFd, EPOLLIN);
+      this.#batch = new DatagramBatch(native);
+      this.#datagramPolicy = new DatagramPolicy(
+        config.server,
+        this.#udpAddress(),
+        config.counters,
+        config.udpTable,
+        (record) => this.#records.push(record),
+      );
+    }
     if (config.server.idleTimeout > 0) {
       this.#nextIdleScan = this.#now + this.#idleScanMs();
     }
@@ -217,7 +242,7 @@ export class EchoLoop {
   run(): "mail" | "done" {
     const { libc } = this.#native;
     const conns = this.#conns;
-    const { wakeFd, listenFd } = this.#config;
+    const { wakeFd, listenFd, udpFd } = this.#config;
     try {
       while (this.#listening || conns.size > 0) {
         this.#flushRecords();
@@ -238,6 +263,7 @@ export class EchoLoop {
           const fd = epollFd(this.#eventsView, i);
           if (fd === wakeFd) this.#woken();
           else if (fd === listenFd) this.#accept();
+          else if (fd === udpFd) this.#datagrams();
           else if (conns.has(fd)) {
             this.#ready(fd, epollEvents(this.#eventsView, i));
           } else if (this.#atDoor.has(fd)) this.#doorReadable(fd);
@@ -388,7 +414,10 @@ export class EchoLoop {
   #closeListener(): void {
     if (!this.#listening) return;
     this.#listening = false;
-    this.#native.libc.close(this.#config.listenFd);
+    const { listenFd, udpFd } = this.#config;
+    if (listenFd >= 0) this.#native.libc.close(listenFd);
+    // Datagrams have nothing in flight to wait for.
+    if (udpFd >= 0) this.#native.libc.close(udpFd);
     // Not served yet: closed with the listener, as the streams engine does.
     for (const fd of this.#atDoor.keys()) this.#native.libc.close(fd);
     this.#atDoor.clear();
@@ -425,6 +454,78 @@ export class EchoLoop {
       if (this.#door) this.#arrived(fd);
       else this.#enter(fd, undefined, undefined, undefined);
     }
+  }
+
+  /** The UDP socket's own address. */
+  #udpAddress(): Deno.NetAddr {
+    const bytes = new Uint8Array(SOCKADDR_MAX);
+    const length = new Uint32Array([bytes.length]);
+    this.#native.libc.getsockname(this.#config.udpFd, bytes, length);
+    return { transport: "udp", ...fromSockaddr(this.#native, bytes) };
+  }
+
+  /**
+   * Takes the datagrams waiting, a batch at a time, and sends back each
+   * one's reply (the datagram itself in echo mode) in one call.
+   */
+  #datagrams(): void {
+    const batch = this.#batch!;
+    const policy = this.#datagramPolicy!;
+    const fd = this.#config.udpFd;
+    const logDebug = this.#config.logDebug;
+    for (let round = 0; round < READS_PER_EVENT; round++) {
+      const n = batch.receive(fd);
+      if (n < 0) {
+        const errno = this.#native.errno();
+        if (errno === EAGAIN) return;
+        // An ICMP error for an earlier reply, say: that peer's, not ours.
+        if (logDebug) {
+          this.#record({
+            level: "debug",
+            message: "UDP receive failed: {error}",
+            properties: { error: errnoText(errno) },
+          });
+        }
+        continue;
+      }
+      const needsPeer = policy.needsPeer || logDebug;
+      let from = 0;
+      for (let i = 0; i < n; i++) {
+        const data = batch.data(i);
+        const peer = needsPeer ? batch.peer(i) : undefined;
+        const reply = policy.receive(data, peer, this.#now);
+        if (reply === undefined) {
+          this.#sendDatagrams(from, i);
+          from = i + 1;
+          continue;
+        }
+        batch.reply(i, reply);
+        if (logDebug) {
+          this.#record({
+            level: "debug",
+            message: "Echoed {bytes} UDP bytes to {peer}",
+            properties: { bytes: data.length, peer: formatAddr(peer!) },
+          });
+        }
+      }
+      this.#sendDatagrams(from, n);
+      if (n < BATCH) return;
+    }
+  }
+
+  /** Sends the replies of datagrams `from` to `to` of the batch. */
+  #sendDatagrams(from: number, to: number): void {
+    if (to <= from) return;
+    const batch = this.#batch!;
+    const counters = this.#config.counters;
+    // Counted first (and taken back for what did not go): a client that
+    // has its reply sees it counted.
+    const total = batch.bytes(from, to);
+    counters[DATAGRAMS_OUT] += to - from;
+    counters[DATAGRAM_BYTES_OUT] += total;
+    const [sent, bytes] = batch.send(this.#config.udpFd, from, to);
+    counters[DATAGRAMS_OUT] -= to - from - sent;
+    counters[DATAGRAM_BYTES_OUT] -= total - bytes;
   }
 
   /** The peer in `#address`, as accept() gave it. */

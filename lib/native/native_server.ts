@@ -10,6 +10,7 @@ import { getLogger } from "../_logtape.ts";
 import { isIP } from "node:net";
 import { formatAddr, LOG_CATEGORY, optionError, plural } from "../_helpers.ts";
 import type { ServerConfig } from "../core/config.ts";
+import { newLimitsTable } from "../rules/limits.ts";
 import { COUNTERS, sumStats } from "../core/counters.ts";
 import { type Feature, unserved } from "../core/features.ts";
 import type {
@@ -37,6 +38,7 @@ import {
   SO_REUSEADDR,
   SO_REUSEPORT,
   SOCK_CLOEXEC,
+  SOCK_DGRAM,
   SOCK_NONBLOCK,
   SOCK_STREAM,
   sockaddr,
@@ -68,6 +70,7 @@ export const NATIVE_FEATURES: ReadonlySet<Feature> = new Set<Feature>([
   "limits",
   "unix",
   "readRate",
+  "udp",
 ]);
 
 /**
@@ -153,17 +156,21 @@ function listenUnixSocket(native: Native, path: string): number {
   }
 }
 
-/** One listening socket, bound; `port` 0 takes any. Returns fd and port. */
+/**
+ * One socket bound to `hostname:port` (`port` 0 takes any), listening if it
+ * is a stream (`type` SOCK_STREAM; SOCK_DGRAM for UDP). Returns fd and port.
+ */
 function listenSocket(
   native: Native,
   hostname: string,
   port: number,
   reusePort: boolean,
+  type = SOCK_STREAM,
 ): { fd: number; port: number } {
   const { libc } = native;
   const address = sockaddr(native, hostname, port);
   const family = hostname.includes(":") ? AF_INET6 : AF_INET;
-  const fd = libc.socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const fd = libc.socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   const shown = formatAddr({ hostname, port });
   if (fd < 0) {
     throw bindError("Cannot open a socket for", native.errno(), shown);
@@ -176,7 +183,7 @@ function listenSocket(
     libc.close(fd);
     throw bindError("Cannot bind", errno, shown);
   }
-  if (libc.listen(fd, BACKLOG) < 0) {
+  if (type === SOCK_STREAM && libc.listen(fd, BACKLOG) < 0) {
     const errno = native.errno();
     libc.close(fd);
     throw bindError("Cannot listen on", errno, shown);
@@ -185,6 +192,52 @@ function listenSocket(
   const length = new Uint32Array([bound.length]);
   libc.getsockname(fd, bound, length);
   return { fd, port: fromSockaddr(native, bound).port };
+}
+
+/**
+ * The sockets of `workers` loops on `hostname:port`: each loop's own (with
+ * SO_REUSEPORT when there are several), for TCP unless `udp` is `"only"`,
+ * and for UDP with `udp`, on the same port number (RFC 862 defines both on
+ * one). For port 0, UDP picks the port and TCP takes the same number; if
+ * TCP finds it taken, another is tried.
+ */
+function bindAll(
+  native: Native,
+  hostname: string,
+  port: number,
+  workers: number,
+  udp: boolean | "only",
+): { tcp: number[]; udp: number[]; port: number } {
+  for (let attempt = 1;; attempt++) {
+    const fds = { tcp: [] as number[], udp: [] as number[], port };
+    try {
+      for (
+        const [kind, type] of [["udp", SOCK_DGRAM], [
+          "tcp",
+          SOCK_STREAM,
+        ]] as const
+      ) {
+        if (kind === "udp" ? udp === false : udp === "only") continue;
+        for (let i = 0; i < workers; i++) {
+          const socket = listenSocket(
+            native,
+            hostname,
+            fds.port,
+            workers > 1,
+            type,
+          );
+          fds[kind].push(socket.fd);
+          fds.port = socket.port;
+        }
+      }
+      return fds;
+    } catch (error) {
+      for (const fd of [...fds.tcp, ...fds.udp]) native.libc.close(fd);
+      const retry = port === 0 && udp !== false && attempt < 10 &&
+        error instanceof Deno.errors.AddrInUse;
+      if (!retry) throw error;
+    }
+  }
 }
 
 /** One loop's worker, seen from here. */
@@ -196,14 +249,14 @@ interface Loop {
 }
 
 /** serveEcho with `engine: "native"`: echo loops over libc in workers. */
-export class NativeServer implements EchoServer<Deno.NetAddr | Deno.UnixAddr> {
+export class NativeServer implements EchoServer<Deno.Addr> {
   readonly addr: Deno.NetAddr | Deno.UnixAddr;
   readonly finished: Promise<void>;
   #startFailed = false;
   readonly ready: Promise<void>;
   readonly mode: EchoMode;
   readonly engine = "native";
-  readonly transport: "tcp" | "unix";
+  readonly transport: "tcp" | "unix" | "udp";
   #native: Native;
   #config: ServerConfig;
   #loops: Loop[] = [];
@@ -220,6 +273,7 @@ export class NativeServer implements EchoServer<Deno.NetAddr | Deno.UnixAddr> {
   constructor(
     config: ServerConfig,
     workers: number,
+    udp: boolean | "only",
     signal: AbortSignal | undefined,
   ) {
     signal?.throwIfAborted();
@@ -234,27 +288,28 @@ export class NativeServer implements EchoServer<Deno.NetAddr | Deno.UnixAddr> {
       ? ipAddress(listen.hostname)
       : "";
     this.#native = openLibc();
-    const fds: number[] = [];
+    let fds: { tcp: number[]; udp: number[] };
     try {
       if (listen.transport === "unix") {
-        fds.push(listenUnixSocket(this.#native, listen.path));
+        fds = { tcp: [listenUnixSocket(this.#native, listen.path)], udp: [] };
         this.addr = { transport: "unix", path: listen.path };
       } else {
-        let port = listen.port;
-        for (let i = 0; i < workers; i++) {
-          const socket = listenSocket(
-            this.#native,
-            hostname,
-            port,
-            workers > 1,
-          );
-          fds.push(socket.fd);
-          port = socket.port;
-        }
-        this.addr = { transport: "tcp", hostname, port };
+        const bound = bindAll(
+          this.#native,
+          hostname,
+          listen.port,
+          workers,
+          udp,
+        );
+        fds = bound;
+        this.addr = {
+          transport: udp === "only" ? "udp" : "tcp",
+          hostname,
+          port: bound.port,
+        };
+        if (udp === "only") this.transport = "udp";
       }
     } catch (error) {
-      for (const fd of fds) this.#native.libc.close(fd);
       this.#native.close();
       throw error;
     }
@@ -266,9 +321,19 @@ export class NativeServer implements EchoServer<Deno.NetAddr | Deno.UnixAddr> {
       logInfo: logger.isEnabledFor("info"),
       logDebug: logger.isEnabledFor("debug"),
     };
-    fds.forEach((listenFd, index) => {
-      this.#loops.push(this.#startLoop(index, workers, listenFd, log));
-    });
+    const udpTable = newLimitsTable();
+    for (
+      let index = 0;
+      index < Math.max(fds.tcp.length, fds.udp.length);
+      index++
+    ) {
+      const sockets = {
+        listenFd: fds.tcp[index] ?? -1,
+        udpFd: fds.udp[index] ?? -1,
+        udpTable,
+      };
+      this.#loops.push(this.#startLoop(index, workers, sockets, log));
+    }
     this.ready = Promise.all(this.#loops.map((l) => l.started)).then(() => {});
     // Whoever awaits it sees the error, alone: no "Stopping now" after it.
     this.ready.catch(() => this.#startFailed = true);
@@ -294,7 +359,7 @@ export class NativeServer implements EchoServer<Deno.NetAddr | Deno.UnixAddr> {
   #startLoop(
     index: number,
     count: number,
-    listenFd: number,
+    sockets: Pick<NativeWorkerInit, "listenFd" | "udpFd" | "udpTable">,
     log: { logInfo: boolean; logDebug: boolean },
   ): Loop {
     const wakeFd = this.#native.libc.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -338,7 +403,7 @@ export class NativeServer implements EchoServer<Deno.NetAddr | Deno.UnixAddr> {
     };
     const init: NativeWorkerInit = {
       t: "init",
-      listenFd,
+      ...sockets,
       wakeFd,
       control: this.#control.buffer as SharedArrayBuffer,
       counters: this.#counters.buffer as SharedArrayBuffer,

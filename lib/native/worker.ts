@@ -5,6 +5,7 @@
 // batches. Not exported from mod.ts.
 
 import type { ServerConfig } from "../core/config.ts";
+import type { LimitsConfig } from "../rules/limits.ts";
 import { openLibc } from "./ffi.ts";
 import { EchoLoop, type LoopRecord } from "./loop.ts";
 
@@ -12,6 +13,8 @@ import { EchoLoop, type LoopRecord } from "./loop.ts";
 export interface NativeWorkerInit {
   t: "init";
   listenFd: number;
+  udpFd: number;
+  udpTable: Pick<LimitsConfig, "table" | "seeds">;
   wakeFd: number;
   control: SharedArrayBuffer;
   counters: SharedArrayBuffer;
@@ -69,6 +72,8 @@ function start(init: NativeWorkerInit): void {
   try {
     loop = new EchoLoop(native, {
       listenFd: init.listenFd,
+      udpFd: init.udpFd,
+      udpTable: init.udpTable,
       wakeFd: init.wakeFd,
       control: new Int32Array(init.control),
       counters: new Float64Array(init.counters, init.offset * 8, init.length),
