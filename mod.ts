@@ -40,13 +40,13 @@ export type { EchoOnceOptions } from "./lib/echo_once.ts";
 export { EchoError, echoStream } from "./lib/echo_stream.ts";
 export type { EchoErrorOptions, EchoProblem } from "./lib/echo_stream.ts";
 export type { EchoStreamOptions } from "./lib/echo_stream.ts";
-export { loadTest } from "./lib/load_test.ts";
+export { loadTest } from "./lib/load.ts";
 export type {
   LatencySummary,
   LoadProgress,
   LoadReport,
   LoadTestOptions,
-} from "./lib/load_test.ts";
+} from "./lib/load.ts";
 export {
   createCertificates,
   DEFAULT_CERTIFICATE_NAMES,

@@ -1,6 +1,6 @@
 // The parts free of I/O that both drivers share, with no socket: the line
 // modes (lib/modes/), fed bytes and an end of stream as a driver feeds them,
-// and the read rate's token bucket.
+// the read rate's token bucket, and the load test's schedule.
 
 import assert from "node:assert/strict";
 import fc from "./_fast_check.ts";
@@ -9,6 +9,11 @@ import { InfoSession } from "../lib/modes/info.ts";
 import { LineSession } from "../lib/modes/line.ts";
 import type { Session, SessionFacts } from "../lib/modes/session.ts";
 import { TokenBucket } from "../lib/rules/bucket.ts";
+import {
+  drainMs,
+  LoadSchedule,
+  type SchedulePlan,
+} from "../lib/client/schedule.ts";
 import { concat } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
@@ -173,4 +178,84 @@ Deno.test("TokenBucket: starts full, refills at its rate up to one second's wort
   assert.equal(bucket.available(60_000), 1000);
   // A clock that goes back takes nothing away.
   assert.equal(bucket.available(59_000), 1000);
+});
+
+const plan = (over: Partial<SchedulePlan> = {}): SchedulePlan => ({
+  connections: 2,
+  count: Infinity,
+  countPerConnection: Infinity,
+  rate: undefined,
+  timeout: 10_000,
+  warmup: 0,
+  duration: undefined,
+  ...over,
+});
+
+Deno.test("LoadSchedule with a rate: each connection has its slot, a late round trip counts from when it was due, one after a wait from when it began", () => {
+  // 2 connections at 100 a second: each every 20 ms, 10 ms apart.
+  const s = new LoadSchedule(plan({ rate: 100 }), 1000);
+  const a = s.slot(0);
+  const b = s.slot(1);
+  assert.deepEqual([a.due, b.due], [1000, 1010]);
+  assert.deepEqual(s.next(a, 1000), { t: "begin", since: 1000 });
+  s.begin(a);
+  assert.deepEqual(s.next(b, 1000), { t: "wait", until: 1010 });
+  // Woken a millisecond late: counted from when it began.
+  assert.deepEqual(s.next(b, 1011, true), { t: "begin", since: 1011 });
+  s.begin(b);
+  // a's round trip took 45 ms: it is behind, counted from its slot.
+  assert.equal(a.due, 1020);
+  assert.deepEqual(s.next(a, 1045), { t: "begin", since: 1020 });
+  s.begin(a);
+  assert.deepEqual(s.next(a, 1046), { t: "begin", since: 1040 });
+  assert.equal(s.started, 3);
+});
+
+Deno.test("LoadSchedule: the count, the count per connection, the warm-up, the deadline and the stop", () => {
+  const counted = new LoadSchedule(
+    plan({ count: 3, countPerConnection: 2 }),
+    0,
+  );
+  const a = counted.slot(0);
+  const b = counted.slot(1);
+  for (const slot of [a, a]) {
+    assert.equal(counted.next(slot, 0).t, "begin");
+    counted.begin(slot);
+  }
+  assert.deepEqual(counted.next(a, 0), { t: "done" }); // its 2 are begun
+  assert.equal(counted.next(b, 0).t, "begin");
+  counted.begin(b);
+  assert.deepEqual(counted.next(b, 0), { t: "done" }); // 3 in all
+  const timed = new LoadSchedule(plan({ warmup: 100, duration: 1000 }), 0);
+  assert.deepEqual([timed.measuredFrom, timed.deadline], [100, 1100]);
+  // Warming up: checked, not counted.
+  assert.equal(timed.finished(10, 90), false);
+  assert.equal(timed.finished(100, 150.5), true);
+  assert.equal(timed.completed, 1);
+  assert.equal(timed.histogram.maxValue, 50_500); // µs
+  assert.equal(timed.durationMs, 50.5);
+  assert.equal(timed.stop(600), true);
+  assert.equal(timed.stop(700), false);
+  assert.equal(timed.drainUntil, 1600);
+  // After the stop: none begins, none counts.
+  assert.deepEqual(timed.next(timed.slot(0), 601), { t: "done" });
+  assert.equal(timed.finished(590, 610), false);
+  assert.equal(timed.durationMs, 500);
+  // The drain is at most the round-trip timeout, and a second without one.
+  assert.equal(new LoadSchedule(plan({ timeout: 200 }), 0).stop(0), true);
+  assert.equal(drainMs(200), 200);
+  assert.equal(drainMs(0), 1000);
+});
+
+Deno.test("LoadSchedule: the watchdog's period and what has timed out", () => {
+  const s = new LoadSchedule(plan({ timeout: 400 }), 0);
+  assert.equal(s.watchMs, 100);
+  assert.equal(s.timedOut(0, 10_000), false); // nothing in flight
+  assert.equal(s.timedOut(100, 500), false);
+  assert.equal(s.timedOut(100, 501), true);
+  assert.equal(
+    new LoadSchedule(plan({ timeout: 0 }), 0).timedOut(1, 1e9),
+    false,
+  );
+  assert.equal(new LoadSchedule(plan({ timeout: 60_000 }), 0).watchMs, 1000);
 });

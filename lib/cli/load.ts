@@ -1,11 +1,7 @@
 // Private: the client CLI's load test: progress on stderr, the report on
 // stdout. Not exported from mod.ts.
 
-import {
-  type LoadReport,
-  loadTest,
-  type LoadTestOptions,
-} from "../load_test.ts";
+import { type LoadReport, loadTest, type LoadTestOptions } from "../load.ts";
 import { EXIT_FAILURE, EXIT_OK, printError } from "./flags.ts";
 
 /** How client.ts runs a load test. */

@@ -1,5 +1,5 @@
 // Private: the CPU time a load test's measured part costs this process, for
-// both engines' reports (lib/load_test.ts, lib/native/load_loop.ts). Not
+// both engines' reports (lib/client/stream_load.ts, lib/native/load_loop.ts). Not
 // exported from mod.ts.
 
 import process from "node:process";

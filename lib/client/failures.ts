@@ -1,5 +1,5 @@
 // Private: a load test's failures as both engines count and word them
-// (lib/load_test.ts, lib/native/load_loop.ts), so that a report reads the
+// (lib/client/stream_load.ts, lib/native/load_loop.ts), so that a report reads the
 // same whichever engine made it. Not exported from mod.ts.
 
 /**

@@ -1,5 +1,5 @@
 // Private: the latency histogram of a load test, as both engines keep it
-// (lib/load_test.ts, lib/native/load_loop.ts), and its summary. Not
+// (lib/client/stream_load.ts, lib/native/load_loop.ts), and its summary. Not
 // exported from mod.ts.
 
 import type * as Hdr from "npm:hdr-histogram-js@^3.0.1";

@@ -13,11 +13,14 @@
 import {
   encodeHistogram,
   type Latency,
-  latencyHistogram,
   latencySummary,
 } from "../client/latency.ts";
 import { CpuWindow } from "../client/cpu.ts";
-import { drainMs } from "../client/drain.ts";
+import {
+  LoadSchedule,
+  type SchedulePlan,
+  type Slot,
+} from "../client/schedule.ts";
 import { failure, type FailureKind, Failures } from "../client/failures.ts";
 import {
   ECONNRESET,
@@ -43,23 +46,15 @@ const SHORT_COMPARE = 128;
 /** How a native load loop drives its sockets. */
 export type NativeIo = "io_uring" | "epoll";
 
-/** The test, as loadTest checked it. */
-export interface LoadPlan {
+/**
+ * The test, as loadTest checked it: its schedule (whose duration is kept
+ * on this loop's own clock: a stop from the calling thread would come late
+ * by a message's delay), where and what to send, and how.
+ */
+export interface LoadPlan extends SchedulePlan {
   hostname: string;
   port: number;
   message: Uint8Array;
-  connections: number;
-  count: number;
-  countPerConnection: number;
-  rate: number | undefined;
-  timeout: number;
-  /** Milliseconds at the start whose round trips are not counted. */
-  warmup: number;
-  /**
-   * Milliseconds measured after the warm-up, on this loop's own clock (a
-   * stop from the calling thread would come late by a message's delay).
-   */
-  duration: number | undefined;
   io: NativeIo;
 }
 
@@ -90,7 +85,7 @@ export interface LoadResult {
 }
 
 /** One connection and its round trip in flight. */
-export class Conn {
+export class Conn implements Slot {
   /** Until closed. */
   open = true;
   connected = false;
@@ -99,9 +94,9 @@ export class Conn {
   received = 0;
   /** When the round trip in flight started (or was due); 0: none. */
   since = 0;
-  /** When the next round trip is due, with a rate. */
+  /** When the next round trip is due, with a rate (see Slot). */
   due = 0;
-  /** Round trips this connection has started. */
+  /** Round trips this connection has begun. */
   mine = 0;
   /** The epoll events it is registered for (the epoll loop's). */
   events = 0;
@@ -127,20 +122,9 @@ export abstract class LoadLoop {
   #live = 0;
   /** Connections waiting for their slot in the rate's schedule. */
   #waiting = new Set<Conn>();
-  #histogram = latencyHistogram();
-  #interval: number;
-  #startedAt: number;
-  #endedAt: number;
-  /** When round trips start to count (after the warm-up), and end. */
-  #measuredFrom: number;
-  #deadline: number;
+  #schedule: LoadSchedule;
   #nextWatch = Infinity;
-  #stopped = false;
-  /** When round trips still in flight after the stop are abandoned. */
-  #drainUntil = Infinity;
   #cpu = new CpuWindow();
-  #started = 0;
-  #completed = 0;
   #connected = 0;
   #failures = new Failures();
 
@@ -149,16 +133,9 @@ export abstract class LoadLoop {
     this.config = config;
     this.address = sockaddr(native, config.hostname, config.port);
     this.#family = this.address[0] | this.address[1] << 8;
-    this.#startedAt = this.#endedAt = native.now();
-    this.#measuredFrom = this.#startedAt + config.warmup;
-    this.#deadline = config.duration === undefined
-      ? Infinity
-      : this.#measuredFrom + config.duration;
-    this.#interval = config.rate === undefined
-      ? 0
-      : 1000 * config.connections / config.rate;
+    this.#schedule = new LoadSchedule(config, native.now());
     if (config.timeout > 0) {
-      this.#nextWatch = this.#startedAt + this.#watchMs();
+      this.#nextWatch = this.#schedule.startedAt + this.#schedule.watchMs;
     }
     if (config.warmup === 0) this.#cpu.begin();
   }
@@ -225,8 +202,7 @@ export abstract class LoadLoop {
     conn.connected = true;
     conn.since = 0;
     this.#connected++;
-    conn.due = this.#startedAt +
-      this.#interval * conn.index / this.config.connections;
+    conn.due = this.#schedule.slot(conn.index).due;
     this.#next(conn, this.native.now());
   }
 
@@ -243,11 +219,8 @@ export abstract class LoadLoop {
    * close, not a reset. Idle connections close at once.
    */
   #stop(now: number): void {
-    if (this.#stopped) return;
-    this.#stopped = true;
-    this.#endedAt = now;
+    if (!this.#schedule.stop(now)) return;
     this.#cpu.end();
-    this.#drainUntil = now + drainMs(this.config.timeout);
     for (const conn of this.conns) {
       if (conn?.open && !(conn.connected && conn.since > 0)) this.close(conn);
     }
@@ -282,13 +255,8 @@ export abstract class LoadLoop {
     }
     conn.received += length;
     if (conn.received < message.length) return;
-    if (now >= this.#measuredFrom && !this.#stopped) {
-      this.#histogram.recordValue(
-        Math.max(1, Math.round((now - conn.since) * 1000)),
-      );
-      this.#completed++;
-      this.config.progress[PROGRESS_DONE] = this.#completed;
-      this.#endedAt = now;
+    if (this.#schedule.finished(conn.since, now)) {
+      this.config.progress[PROGRESS_DONE] = this.#schedule.completed;
     }
     conn.since = 0;
     this.#next(conn, now);
@@ -326,15 +294,12 @@ export abstract class LoadLoop {
     this.config.progress[PROGRESS_ERRORS]++;
   }
 
-  #watchMs(): number {
-    return Math.min(this.config.timeout / 4, 1000);
-  }
-
   #timeout(): number {
-    let at = this.#stopped
-      ? this.#drainUntil
-      : Math.min(this.#nextWatch, this.#deadline);
-    if (!this.#cpu.begun) at = Math.min(at, this.#measuredFrom);
+    const schedule = this.#schedule;
+    let at = schedule.stopped
+      ? schedule.drainUntil
+      : Math.min(this.#nextWatch, schedule.deadline);
+    if (!this.#cpu.begun) at = Math.min(at, schedule.measuredFrom);
     if (this.#waiting.size > 0) {
       for (const conn of this.#waiting) at = Math.min(at, conn.due);
     }
@@ -343,27 +308,18 @@ export abstract class LoadLoop {
   }
 
   /** Starts `conn`'s next round trip, now or at its slot; or ends it. */
-  #next(conn: Conn, now: number): void {
-    const { count, countPerConnection } = this.config;
-    if (
-      this.#stopped || this.#started >= count ||
-      conn.mine >= countPerConnection
-    ) {
-      return this.close(conn);
-    }
-    if (this.#interval > 0 && conn.due > now) {
-      // On schedule: wait for the slot (our own lateness is not the
-      // server's).
+  #next(conn: Conn, now: number, waited = false): void {
+    const next = this.#schedule.next(conn, now, waited);
+    if (next.t === "done") return this.close(conn);
+    if (next.t === "wait") {
       this.#waiting.add(conn);
       return;
     }
-    this.#begin(conn, this.#interval > 0 ? conn.due : now);
+    this.#begin(conn, next.since);
   }
 
   #begin(conn: Conn, since: number): void {
-    this.#started++;
-    conn.mine++;
-    conn.due += this.#interval;
+    this.#schedule.begin(conn);
     conn.since = since;
     conn.sent = 0;
     conn.received = 0;
@@ -391,31 +347,32 @@ export abstract class LoadLoop {
   }
 
   #timers(): void {
+    const schedule = this.#schedule;
     if (
       this.#waiting.size === 0 && this.#nextWatch === Infinity &&
-      this.#deadline === Infinity && this.#cpu.begun && !this.#stopped
+      schedule.deadline === Infinity && this.#cpu.begun && !schedule.stopped
     ) {
       return;
     }
     const now = this.native.now();
-    if (this.#stopped) {
-      if (now < this.#drainUntil) return;
+    if (schedule.stopped) {
+      if (now < schedule.drainUntil) return;
       // Still owed an echo: abandoned.
       for (const conn of this.conns) if (conn?.open) this.close(conn);
       return;
     }
-    if (now >= this.#measuredFrom) this.#cpu.begin();
-    if (now >= this.#deadline) return this.#stop(now);
+    if (now >= schedule.measuredFrom) this.#cpu.begin();
+    if (now >= schedule.deadline) return this.#stop(now);
     for (const conn of [...this.#waiting]) {
       if (conn.due > now) continue;
       this.#waiting.delete(conn);
-      this.#begin(conn, conn.due);
+      this.#next(conn, now, true);
     }
     if (now < this.#nextWatch) return;
-    this.#nextWatch = now + this.#watchMs();
+    this.#nextWatch = now + schedule.watchMs;
     const { timeout } = this.config;
     for (const conn of this.conns) {
-      if (conn?.open && conn.since > 0 && now - conn.since > timeout) {
+      if (conn?.open && schedule.timedOut(conn.since, now)) {
         if (conn.connected) {
           this.fail("other", failure.roundTripTimeout(timeout));
         } else {
@@ -429,10 +386,10 @@ export abstract class LoadLoop {
   #result(): LoadResult {
     return {
       connected: this.#connected,
-      roundTrips: this.#completed,
-      durationMs: Math.max(0, this.#endedAt - this.#measuredFrom),
-      latencyHistogram: encodeHistogram(this.#histogram),
-      latencyUs: latencySummary(this.#histogram),
+      roundTrips: this.#schedule.completed,
+      durationMs: this.#schedule.durationMs,
+      latencyHistogram: encodeHistogram(this.#schedule.histogram),
+      latencyUs: latencySummary(this.#schedule.histogram),
       lost: 0,
       ...this.#failures.report(),
       cpuMs: this.#cpu.ms,

@@ -1,28 +1,14 @@
 import { type Target, target } from "./client/dial.ts";
-import {
-  assertDatagram,
-  type DatagramTarget,
-  datagramTarget,
-  ReplyWaiter,
-} from "./client/datagram.ts";
+import { assertDatagram, datagramTarget } from "./client/datagram.ts";
 import type { ConnectOptions } from "./types.ts";
-import { setTimeout as sleep } from "node:timers/promises";
-import {
-  encodeHistogram,
-  latencyHistogram,
-  latencySummary,
-} from "./client/latency.ts";
+import { encodeHistogram, latencySummary } from "./client/latency.ts";
 import type { LoadResult } from "./native/load_loop.ts";
-import { CpuWindow } from "./client/cpu.ts";
-import { drainMs } from "./client/drain.ts";
 import {
-  failure,
-  type FailureKind,
-  Failures,
-  isReset,
-  Refusal,
-} from "./client/failures.ts";
-import { assertPositive, optionError, writeAll } from "./_helpers.ts";
+  datagramChannel,
+  streamChannel,
+  StreamLoad,
+} from "./client/stream_load.ts";
+import { assertPositive, optionError } from "./_helpers.ts";
 import {
   assertNativeLoad,
   nativeLoad,
@@ -283,7 +269,7 @@ export async function loadTest(
     : async (_: number, signal: AbortSignal | undefined) =>
       streamChannel(await (server as Target).connect(signal), message);
 
-  const run = new Run({
+  const run = new StreamLoad({
     open,
     connections,
     count,
@@ -291,6 +277,7 @@ export async function loadTest(
     rate,
     timeout,
     warmup,
+    duration,
   });
   const stopAt = duration === undefined
     ? undefined
@@ -300,12 +287,12 @@ export async function loadTest(
   const ticker = onProgress === undefined ? undefined : setInterval(() => {
     const now = performance.now();
     onProgress({
-      elapsedMs: now - run.startedAt,
-      roundTrips: run.completed,
-      rate: (run.completed - lastCount) / ((now - lastAt) / 1000),
+      elapsedMs: now - run.schedule.startedAt,
+      roundTrips: run.schedule.completed,
+      rate: (run.schedule.completed - lastCount) / ((now - lastAt) / 1000),
       errors: run.errors,
     });
-    lastCount = run.completed;
+    lastCount = run.schedule.completed;
     lastAt = now;
   }, progressInterval);
   signal?.addEventListener("abort", run.stop, { once: true });
@@ -321,10 +308,10 @@ export async function loadTest(
   }
   return reportOf(server.address, connections, message, {
     connected: run.connected,
-    roundTrips: run.completed,
-    durationMs: Math.max(0, run.endedAt - run.measuredFrom),
-    latencyHistogram: encodeHistogram(run.histogram),
-    latencyUs: latencySummary(run.histogram),
+    roundTrips: run.schedule.completed,
+    durationMs: run.schedule.durationMs,
+    latencyHistogram: encodeHistogram(run.schedule.histogram),
+    latencyUs: latencySummary(run.schedule.histogram),
     lost: run.lost,
     ...run.failures.report(),
     cpuMs: run.cpu.ms,
@@ -371,7 +358,7 @@ async function nativeReport(
   const { hostname = "127.0.0.1", port = 9000 } = options;
   const { io, ...result } = await nativeLoad({
     ...run,
-    hostname: await ipAddress(hostname),
+    hostname: await resolvedAddress(hostname),
     port,
     message,
     io: options.nativeIo,
@@ -383,7 +370,7 @@ async function nativeReport(
 }
 
 /** `hostname` as an IP address: itself, or the first one DNS gives. */
-async function ipAddress(hostname: string): Promise<string> {
+async function resolvedAddress(hostname: string): Promise<string> {
   if (/^[\d.]+$/.test(hostname) || hostname.includes(":")) return hostname;
   if (hostname === "localhost") return "127.0.0.1";
   for (const type of ["A", "AAAA"] as const) {
@@ -391,306 +378,6 @@ async function ipAddress(hostname: string): Promise<string> {
     if (found.length > 0) return found[0];
   }
   throw new Deno.errors.NotFound(`Cannot resolve ${hostname}`);
-}
-
-interface RunOptions {
-  /** Opens connection number `index` (a socket of its own, for UDP). */
-  open(index: number, signal: AbortSignal | undefined): Promise<Channel>;
-  connections: number;
-  count: number;
-  countPerConnection: number;
-  rate: number | undefined;
-  timeout: number;
-  /** Milliseconds at the start whose round trips are not counted. */
-  warmup: number;
-}
-
-/** The shared state of one load test's connections. */
-class Run {
-  readonly histogram = latencyHistogram();
-  readonly cpu = new CpuWindow();
-  readonly startedAt = performance.now();
-  /** When round trips start to count (after the warm-up). */
-  readonly measuredFrom: number;
-  endedAt = this.startedAt;
-  started = 0;
-  completed = 0;
-  connected = 0;
-  readonly failures = new Failures();
-  #options: RunOptions;
-  #stopped = false;
-  lost = 0;
-  /** Open connections, and when their round trip in flight started. */
-  #conns = new Map<Channel, number>();
-  #watchdog: ReturnType<typeof setInterval> | undefined;
-  #warmedUp: ReturnType<typeof setTimeout> | undefined;
-  #drained: ReturnType<typeof setTimeout> | undefined;
-  /** Aborted at the stop: ends waits for a slot in the rate's schedule. */
-  #stopping = new AbortController();
-
-  constructor(options: RunOptions) {
-    this.#options = options;
-    this.measuredFrom = this.startedAt + options.warmup;
-    if (options.warmup === 0) this.cpu.begin();
-    else this.#warmedUp = setTimeout(() => this.cpu.begin(), options.warmup);
-    // One timer for every connection's round-trip timeout, instead of one
-    // per round trip: the generator's own cost stays low.
-    if (options.timeout > 0) {
-      this.#watchdog = setInterval(
-        this.#checkTimeouts,
-        Math.min(options.timeout / 4, 1000),
-      );
-    }
-  }
-
-  /** Every connection is done: the timers go. */
-  finish(): void {
-    this.cpu.end();
-    clearInterval(this.#watchdog);
-    clearTimeout(this.#warmedUp);
-    clearTimeout(this.#drained);
-  }
-
-  get errors(): number {
-    return this.failures.total;
-  }
-
-  /**
-   * Ends the test: no new round trips, and none counted from now. Those in
-   * flight may finish, for up to {@linkcode drainMs}, so that each
-   * connection closes with nothing owed and nothing unread: the server sees
-   * a client close, not a reset. Idle connections, and UDP's, close at
-   * once.
-   */
-  stop = (): void => {
-    if (this.#stopped) return;
-    this.#stopped = true;
-    this.endedAt = performance.now();
-    this.cpu.end();
-    this.#stopping.abort();
-    // A datagram has no close to keep clean: its wait ends now.
-    for (const conn of this.#conns.keys()) {
-      if (conn.stream) continue;
-      this.#conns.delete(conn);
-      conn.close();
-    }
-    this.#drained = setTimeout(() => {
-      // Still owed an echo: abandoned.
-      for (const conn of this.#conns.keys()) conn.close();
-      this.#conns.clear();
-    }, drainMs(this.#options.timeout));
-  };
-
-  #checkTimeouts = (): void => {
-    const { timeout } = this.#options;
-    const now = performance.now();
-    for (const [conn, since] of this.#conns) {
-      // A datagram's own wait ends it as lost; a stream's is ended here.
-      if (conn.stream && since > 0 && now - since > timeout) {
-        this.#fail("other", failure.roundTripTimeout(timeout));
-        this.#conns.delete(conn);
-        conn.close();
-      }
-    }
-  };
-
-  /** Runs connection number `index` until the test is over. */
-  async connection(index: number): Promise<void> {
-    const { open, timeout } = this.#options;
-    let conn: Channel;
-    try {
-      conn = await open(
-        index,
-        timeout > 0 ? AbortSignal.timeout(timeout) : undefined,
-      );
-    } catch (error) {
-      if (!this.#stopped) this.#fail("connect", error);
-      return;
-    }
-    if (this.#stopped) {
-      conn.close();
-      return;
-    }
-    this.connected++;
-    this.#conns.set(conn, 0);
-    try {
-      await this.#roundTrips(conn, index);
-    } catch (error) {
-      // A connection the watchdog closed has been counted already.
-      if (!this.#stopped && this.#conns.has(conn)) {
-        this.#fail(error instanceof Refusal ? "refused" : "other", error);
-      }
-    } finally {
-      if (this.#conns.delete(conn)) conn.close();
-    }
-  }
-
-  async #roundTrips(conn: Channel, index: number): Promise<void> {
-    const { connections, count, countPerConnection, rate } = this.#options;
-    // With a rate, each connection has its own slot in a fixed schedule.
-    const interval = rate === undefined ? 0 : 1000 * connections / rate;
-    let due = this.startedAt + interval * index / connections;
-    for (
-      let mine = 0;
-      !this.#stopped && this.started < count && mine < countPerConnection;
-      mine++, due += interval
-    ) {
-      this.started++;
-      let sentAt = performance.now();
-      if (rate !== undefined) {
-        if (due > sentAt) {
-          // On schedule: our own timer's lateness is not the server's.
-          // Ends early at the stop (which rejects it).
-          await sleep(due - sentAt, undefined, {
-            signal: this.#stopping.signal,
-          }).catch(() => {});
-          if (this.#stopped) return;
-          sentAt = performance.now();
-        } else {
-          // Behind schedule because of slow round trips: count from due.
-          sentAt = due;
-        }
-      }
-      this.#mark(conn, sentAt);
-      const result = await conn.exchange();
-      this.#mark(conn, 0);
-      if (result === "lost") {
-        this.lost++;
-        continue;
-      }
-      if (result !== "ok") {
-        this.#fail("mismatch", new Error(result.mismatch));
-        // A stream is out of step now: its connection stops.
-        if (conn.stream) return;
-        continue;
-      }
-      const now = performance.now();
-      // Warming up, or finishing after the stop.
-      if (now < this.measuredFrom || this.#stopped) continue;
-      this.histogram.recordValue(
-        Math.max(1, Math.round((now - sentAt) * 1000)),
-      );
-      this.completed++;
-      this.endedAt = now;
-    }
-  }
-
-  /**
-   * Records when `conn`'s round trip in flight started (0: none), unless
-   * `stop()` or the watchdog has closed it meanwhile.
-   */
-  #mark(conn: Channel, since: number): void {
-    if (this.#conns.has(conn)) this.#conns.set(conn, since);
-  }
-
-  #fail(kind: FailureKind, error: unknown): void {
-    this.failures.add(
-      kind,
-      error instanceof Error ? error.message : String(error),
-    );
-  }
-}
-
-/**
- * One connection of a load test, as the round-trip loop drives it: a TCP,
- * TLS or Unix stream, or a UDP socket of its own.
- */
-interface Channel {
-  /** A stream: a mismatch puts it out of step, and the watchdog times it. */
-  readonly stream: boolean;
-  /**
-   * Sends the message once and waits for its echo: `"ok"`, `"lost"` (a
-   * datagram whose reply did not come in time), or what differed.
-   */
-  exchange(): Promise<"ok" | "lost" | { mismatch: string }>;
-  close(): void;
-}
-
-function streamChannel(conn: Deno.Conn, message: Uint8Array): Channel {
-  // One byte more than the message: every read then asks for more than the
-  // echo owed, so it comes back short, which tells Deno the socket is
-  // drained; a read that exactly fills its view makes the next read try
-  // the socket at once and usually find it empty, a wasted system call.
-  // The extra byte also catches an echo longer than the message.
-  const echo = new Uint8Array(message.length + 1);
-  /** Whether any byte came back yet: until then, a close is a refusal. */
-  let echoed = false;
-  return {
-    stream: true,
-    async exchange() {
-      let received;
-      try {
-        await writeAll(conn, message);
-        received = await readEcho(conn, echo, message.length);
-      } catch (error) {
-        if (!echoed && isReset(error)) throw new Refusal(true);
-        throw error;
-      }
-      if (received === 0) {
-        if (!echoed) throw new Refusal(false);
-        throw new Error(failure.closedEarly(0, message.length));
-      }
-      echoed = true;
-      const at = firstDifference(echo, message);
-      if (at !== -1) {
-        return { mismatch: failure.differs(at) };
-      }
-      if (received > message.length) {
-        return { mismatch: failure.tooLong(message.length) };
-      }
-      return "ok";
-    },
-    close: () => conn.close(),
-  };
-}
-
-/**
- * A UDP socket sending the message as datagram after datagram. From 8
- * bytes on, the first 8 carry the connection's index and a sequence
- * number, so that a reply that comes after its datagram was counted lost
- * is recognised, and skipped, rather than taken for the next one's.
- */
-function datagramChannel(
-  target: DatagramTarget,
-  message: Uint8Array,
-  timeout: number,
-  index: number,
-): Channel {
-  const socket = target.open();
-  const sent = message.slice();
-  const stamped = sent.length >= 8;
-  const stamp = new DataView(sent.buffer);
-  const waiter = new ReplyWaiter(socket, new Uint8Array(65_536));
-  let sequence = 0;
-  return {
-    stream: false,
-    async exchange() {
-      sequence++;
-      if (stamped) {
-        stamp.setUint32(0, index);
-        stamp.setUint32(4, sequence);
-      }
-      await socket.send(sent, target.to);
-      while (true) {
-        const reply = await waiter.next(target.to, timeout);
-        if (reply === null) return "lost";
-        if (stamped && reply.length === sent.length) {
-          const view = new DataView(reply.buffer, reply.byteOffset, 8);
-          const late = view.getUint32(0) === index &&
-            view.getUint32(4) < sequence;
-          if (late) continue;
-        }
-        const at = firstDifference(reply, sent);
-        if (at === -1 && reply.length === sent.length) return "ok";
-        return {
-          mismatch: at !== -1 && at < reply.length
-            ? `Reply differs from what was sent at byte ${at}`
-            : `Reply is ${reply.length} bytes, ${sent.length} were sent`,
-        };
-      }
-    },
-    close: () => socket.close(),
-  };
 }
 
 /** The message's bytes: given, encoded, or `size` pseudo-random bytes. */
@@ -714,32 +401,4 @@ function messageBytes(message: string | Uint8Array | number): Uint8Array {
     bytes[i] = x & 255;
   }
   return bytes;
-}
-
-/**
- * Reads into `into` until at least `expected` bytes are there; returns how
- * many (more than `expected` when the server sent more), or 0 when the
- * server closed before sending any.
- */
-async function readEcho(
-  conn: Deno.Conn,
-  into: Uint8Array,
-  expected: number,
-): Promise<number> {
-  let filled = 0;
-  while (filled < expected) {
-    const n = await conn.read(filled === 0 ? into : into.subarray(filled));
-    if (n === null) {
-      if (filled === 0) return 0;
-      throw new Error(failure.closedEarly(filled, expected));
-    }
-    filled += n;
-  }
-  return filled;
-}
-
-/** The first index below `b.length` where `a` and `b` differ, or -1. */
-function firstDifference(a: Uint8Array, b: Uint8Array): number {
-  for (let i = 0; i < b.length; i++) if (a[i] !== b[i]) return i;
-  return -1;
 }
