@@ -12,7 +12,12 @@
 
 import { getLogger, type LogLevel, type LogRecord } from "../_logtape.ts";
 import { LOG_CATEGORY, optionError, plural } from "../_helpers.ts";
-import type { Inbox, Member, Relay } from "../relay/relay.ts";
+import type { Relay } from "../relay/relay.ts";
+import {
+  type DeliverMessage,
+  RelayBridge,
+  type RelayMessage,
+} from "../relay/bridge.ts";
 import { newRelay, Server } from "../server/engine.ts";
 import type { ServerConfig } from "../core/config.ts";
 import { ACTIVE, COUNTERS, sumStats } from "../core/counters.ts";
@@ -43,9 +48,6 @@ export type WorkerRecord = Pick<
   "category" | "level" | "message" | "rawMessage" | "timestamp" | "properties"
 >;
 
-/** One delivery: a line and the ids of the worker's members it goes to. */
-export type Delivery = [ids: number[], line: Uint8Array];
-
 /** Messages from the calling thread to a worker. */
 export type ToWorker =
   | {
@@ -57,12 +59,7 @@ export type ToWorker =
     /** Lowest level to forward; none when logging is off here. */
     logLevel: LogLevel | undefined;
   }
-  | {
-    t: "deliver";
-    items: Delivery[];
-    /** Finished submits and announcements: `[token, quitting]`. */
-    acks: [token: number, quitting: boolean][];
-  }
+  | DeliverMessage
   | { t: "announce"; text: string }
   | { t: "shutdown" }
   | { t: "abort" };
@@ -73,20 +70,7 @@ export type FromWorker =
   | { t: "failed"; error: string }
   | { t: "finished" }
   | { t: "log"; record: WorkerRecord }
-  | { t: "join"; id: number; peer: string }
-  | { t: "leave"; id: number }
-  | { t: "submit"; id: number; token: number; lines: Uint8Array[] }
-  | {
-    t: "announce";
-    token: number;
-    text: string;
-    /** Only to this worker's members. */
-    local: boolean;
-    /** Nothing to them after it. */
-    last: boolean;
-  }
-  /** The worker's writers are idle after `count` more deliveries. */
-  | { t: "settled"; count: number };
+  | RelayMessage;
 
 /**
  * Throws `Deno.errors.NotSupported` unless listeners can share a port here:
@@ -243,30 +227,6 @@ export class WorkerPool implements EchoServer<Deno.Addr> {
   };
 }
 
-/** A worker's client, as the relay here sees it. */
-class RemoteMember implements Member {
-  readonly handle: WorkerHandle;
-  readonly peer: string;
-  readonly out: Inbox;
-  name = "";
-  room = "";
-  quitting = false;
-
-  constructor(handle: WorkerHandle, id: number, peer: string) {
-    this.handle = handle;
-    this.peer = peer;
-    let sealed = false;
-    this.out = {
-      post: (line) => sealed || handle.deliver(id, line),
-      seal: () => sealed = true,
-    };
-  }
-
-  dropQueueFull(): void {
-    // The worker drops its own clients: their queues are there.
-  }
-}
-
 /**
  * One Web Worker and its side of the protocol: its log records, its relay
  * members, and the deliveries and acknowledgements batched for it.
@@ -276,15 +236,9 @@ class WorkerHandle {
   readonly listening: Promise<void>;
   readonly finished: Promise<void>;
   #worker: Worker;
-  #relay: Relay | undefined;
+  #bridge: RelayBridge | undefined;
   #counters: Float64Array;
   #open: Int32Array;
-  #members = new Map<number, RemoteMember>();
-  #items: Delivery[] = [];
-  #acks: [number, boolean][] = [];
-  #flushing = false;
-  /** Deliveries sent that the worker has not reported settled. */
-  #unsettled = 0;
   #done = false;
   #resolveListening!: () => void;
   #rejectListening!: (error: Error) => void;
@@ -297,7 +251,7 @@ class WorkerHandle {
     open: Int32Array,
   ) {
     this.index = index;
-    this.#relay = relay;
+    this.#bridge = relay && new RelayBridge(relay, (m) => this.post(m));
     this.#counters = counters;
     this.#open = open;
     this.listening = new Promise((resolve, reject) => {
@@ -322,49 +276,11 @@ class WorkerHandle {
     if (!this.#done) this.#worker.postMessage(message);
   }
 
-  /** Queues `line` for member `id`; sent with this turn's other lines. */
-  deliver(id: number, line: Uint8Array): boolean {
-    const last = this.#items.at(-1);
-    if (last !== undefined && last[1] === line) {
-      last[0].push(id);
-    } else {
-      this.#items.push([[id], line]);
-    }
-    this.#scheduleFlush();
-    return true;
-  }
-
   /** Ends the worker; the relay stops waiting for its writers. */
   terminate(): void {
     this.#done = true;
     this.#worker.terminate();
-    if (this.#unsettled > 0) {
-      this.#unsettled = 0;
-      this.#relay?.remoteBusy(false);
-    }
-  }
-
-  #ack(token: number, quitting: boolean): void {
-    this.#acks.push([token, quitting]);
-    this.#scheduleFlush();
-  }
-
-  #scheduleFlush(): void {
-    if (this.#flushing) return;
-    this.#flushing = true;
-    // After the relay's current round, which may post many lines.
-    queueMicrotask(() => {
-      this.#flushing = false;
-      const items = this.#items;
-      const acks = this.#acks;
-      this.#items = [];
-      this.#acks = [];
-      if (this.#done) return;
-      if (items.length > 0 && this.#unsettled++ === 0) {
-        this.#relay?.remoteBusy(true);
-      }
-      this.#worker.postMessage({ t: "deliver", items, acks });
-    });
+    this.#bridge?.close(false);
   }
 
   #receive(message: FromWorker): void {
@@ -381,42 +297,8 @@ class WorkerHandle {
       case "finished":
         this.#resolveFinished();
         return;
-      case "join": {
-        const member = new RemoteMember(this, message.id, message.peer);
-        this.#members.set(message.id, member);
-        this.#relay?.join(member);
-        return;
-      }
-      case "leave": {
-        const member = this.#members.get(message.id);
-        if (member === undefined) return;
-        this.#members.delete(message.id);
-        this.#relay?.leave(member);
-        return;
-      }
-      case "submit": {
-        const member = this.#members.get(message.id);
-        if (member === undefined || this.#relay === undefined) {
-          return this.#ack(message.token, true);
-        }
-        this.#relay.submit(member, message.lines).then(() =>
-          this.#ack(message.token, member.quitting)
-        );
-        return;
-      }
-      case "announce": {
-        const only = message.local
-          ? (m: Member) => m instanceof RemoteMember && m.handle === this
-          : undefined;
-        this.#relay?.announce(message.text, only, message.last).then(() =>
-          this.#ack(message.token, false)
-        );
-        return;
-      }
-      case "settled":
-        this.#unsettled -= message.count;
-        if (this.#unsettled === 0) this.#relay?.remoteBusy(false);
-        return;
+      default:
+        this.#bridge?.receive(message);
     }
   }
 
@@ -428,8 +310,7 @@ class WorkerHandle {
       error,
     });
     this.terminate();
-    for (const member of this.#members.values()) this.#relay?.leave(member);
-    this.#members.clear();
+    this.#bridge?.close(true);
     // Its connections died with it.
     const active = this.index * COUNTERS + ACTIVE;
     Atomics.sub(this.#open, 0, this.#counters[active]);

@@ -9,7 +9,8 @@ import { Pacer } from "../relay/pacer.ts";
 import type { Member, RelayPort } from "../relay/relay.ts";
 import { Server } from "../server/engine.ts";
 import { COUNTERS } from "../core/counters.ts";
-import type { Delivery, FromWorker, ToWorker } from "./pool.ts";
+import type { FromWorker, ToWorker } from "./pool.ts";
+import type { Delivery } from "../relay/bridge.ts";
 
 const scope = globalThis as unknown as {
   postMessage(message: FromWorker, transfer?: Transferable[]): void;
