@@ -2,6 +2,13 @@
 // line limit, slow consumers, chat names and rooms, announce() and shutdown.
 
 import assert from "node:assert/strict";
+import { type Engine, ENGINES, engineTest } from "./_engines.ts";
+
+/** Where a relay test runs: the engine, and how many workers. */
+interface Setup {
+  engine: Engine;
+  workers: number;
+}
 import net from "node:net";
 import { once } from "node:events";
 import { type EchoServer, serveEcho } from "../mod.ts";
@@ -49,9 +56,9 @@ async function closeAll(clients: LineClient[]): Promise<void> {
 async function everyoneHearsEveryone(
   mode: "broadcast" | "chat",
   perClient: number,
-  workers: number,
+  setup: Setup,
 ): Promise<void> {
-  await using server = serveEcho({ port: 0, mode, workers });
+  await using server = serveEcho({ port: 0, mode, ...setup });
   const clients = await connectAll(server, 200);
   try {
     await Promise.all(clients.map((c, i) =>
@@ -79,116 +86,134 @@ async function everyoneHearsEveryone(
     }
     assert.equal(server.stats.dropped, 0, "a healthy client was dropped");
     const { perWorker } = server.stats;
-    assert.equal(perWorker.length, workers);
+    assert.equal(perWorker.length, setup.workers);
     assert.ok(perWorker.every((n) => n > 0), `spread: ${perWorker}`);
   } finally {
     await closeAll(clients);
   }
 }
 
-/** Every test in this loop runs without workers, then across two. */
-for (const workers of [1, 2]) {
-  const across = workers === 1 ? "" : ` (across ${workers} workers)`;
+/**
+ * Every test in this loop runs on each engine, without workers, then
+ * across two.
+ */
+for (const engine of ENGINES) {
+  for (const workers of [1, 2]) {
+    const setup: Setup = { engine, workers };
+    const across = `${
+      workers === 1 ? "" : ` (across ${workers} workers)`
+    } [${engine}]`;
 
-  Deno.test(`broadcast: 200 clients × 10 lines, everyone gets every line once, in one order${across}`, async () => {
-    await everyoneHearsEveryone("broadcast", 10, workers);
-  });
+    Deno.test(`broadcast: 200 clients × 10 lines, everyone gets every line once, in one order${across}`, async () => {
+      await everyoneHearsEveryone("broadcast", 10, setup);
+    });
 
-  Deno.test(`chat: 200 clients × 10 lines, everyone gets every line once, in one order${across}`, async () => {
-    await everyoneHearsEveryone("chat", 10, workers);
-  });
+    Deno.test(`chat: 200 clients × 10 lines, everyone gets every line once, in one order${across}`, async () => {
+      await everyoneHearsEveryone("chat", 10, setup);
+    });
 
-  Deno.test(`broadcast: a client that never reads is dropped; the others finish on time${across}`, async () => {
-    await neverReaderIsDropped(workers);
-  });
+    Deno.test(`broadcast: a client that never reads is dropped; the others finish on time${across}`, async () => {
+      await neverReaderIsDropped(setup);
+    });
 
-  Deno.test(`chat: 2,000 clients joining at once all stay and hear every later join${across}`, async () => {
-    await joinBurst(2000, workers);
-  });
+    Deno.test(`chat: 2,000 clients joining at once all stay and hear every later join${across}`, async () => {
+      await joinBurst(2000, setup);
+    });
 
-  Deno.test(`chat: 200 joins and leaves in a burst, each announced once${across}`, async () => {
-    await joinsAndLeaves(workers);
-  });
+    Deno.test(`chat: 200 joins and leaves in a burst, each announced once${across}`, async () => {
+      await joinsAndLeaves(setup);
+    });
 
-  Deno.test(`announce() reaches every client in every mode${across}`, async (t) => {
-    await announceReachesAll(t, workers);
-  });
+    Deno.test(`announce() reaches every client in every mode${across}`, async (t) => {
+      await announceReachesAll(t, setup);
+    });
 
-  Deno.test(`shutdown() in broadcast and chat tells clients, then closes them without waiting${across}`, async (t) => {
-    await shutdownTellsClients(t, workers);
-  });
+    Deno.test(`shutdown() in broadcast and chat tells clients, then closes them without waiting${across}`, async (t) => {
+      await shutdownTellsClients(t, setup);
+    });
+  }
 }
 
-Deno.test("broadcast relays lines unchanged: empty, CRLF, any bytes, split writes", async () => {
-  await using server = serveEcho({ port: 0, mode: "broadcast" });
-  const [alice, bob] = await connectAll(server, 2);
-  try {
-    const input = "\nwith crlf\r\n\xff bytes\n";
-    await alice.send(new Uint8Array([...input].map((c) => c.charCodeAt(0))));
-    for (const byte of new TextEncoder().encode("split\n")) {
-      await alice.send(new Uint8Array([byte]));
+engineTest(
+  "broadcast relays lines unchanged: empty, CRLF, any bytes, split writes",
+  async (engine) => {
+    await using server = serveEcho({ engine, port: 0, mode: "broadcast" });
+    const [alice, bob] = await connectAll(server, 2);
+    try {
+      const input = "\nwith crlf\r\n\xff bytes\n";
+      await alice.send(new Uint8Array([...input].map((c) => c.charCodeAt(0))));
+      for (const byte of new TextEncoder().encode("split\n")) {
+        await alice.send(new Uint8Array([byte]));
+      }
+      await bob.count(4);
+      const expected = new Uint8Array(
+        [...input + "split\n"].map((c) => c.charCodeAt(0)),
+      );
+      assert.deepEqual(bob.bytes, expected);
+      await alice.count(4);
+      assert.deepEqual(alice.bytes, expected);
+    } finally {
+      await closeAll([alice, bob]);
     }
-    await bob.count(4);
-    const expected = new Uint8Array(
-      [...input + "split\n"].map((c) => c.charCodeAt(0)),
-    );
-    assert.deepEqual(bob.bytes, expected);
-    await alice.count(4);
-    assert.deepEqual(alice.bytes, expected);
-  } finally {
-    await closeAll([alice, bob]);
-  }
-});
+  },
+);
 
-Deno.test("broadcast: a last line without newline gets one; a reset mid-line is dropped", async () => {
-  await using server = serveEcho({ port: 0, mode: "broadcast" });
-  const [listener, quitter] = await connectAll(server, 2);
-  try {
-    await quitter.send("bye, no newline");
-    await quitter.conn.closeWrite();
-    await listener.count(1);
+engineTest(
+  "broadcast: a last line without newline gets one; a reset mid-line is dropped",
+  async (engine) => {
+    await using server = serveEcho({ engine, port: 0, mode: "broadcast" });
+    const [listener, quitter] = await connectAll(server, 2);
+    try {
+      await quitter.send("bye, no newline");
+      await quitter.conn.closeWrite();
+      await listener.count(1);
 
-    const peer = await connectAll(server, 1).then(([c]) => c);
-    // A node:net socket, to reset (SO_LINGER 0) after half a line.
-    const socket = net.connect(server.addr.port, "127.0.0.1");
-    await once(socket, "connect");
-    socket.write("half a li");
-    await new Promise<void>((resolve) => socket.write("ne", () => resolve()));
-    socket.resetAndDestroy();
-    await logs.waitFor((r) =>
-      r.rawMessage.toString().startsWith("Closed") &&
-      r.properties.reason === "reset by peer"
-    );
-    await peer.send("after\n");
-    await listener.count(2);
-    assert.deepEqual(listener.lines, ["bye, no newline", "after"]);
-    await peer[Symbol.asyncDispose]();
-  } finally {
-    await closeAll([listener, quitter]);
-  }
-});
+      const peer = await connectAll(server, 1).then(([c]) => c);
+      // A node:net socket, to reset (SO_LINGER 0) after half a line.
+      const socket = net.connect(server.addr.port, "127.0.0.1");
+      await once(socket, "connect");
+      socket.write("half a li");
+      await new Promise<void>((resolve) => socket.write("ne", () => resolve()));
+      socket.resetAndDestroy();
+      await logs.waitFor((r) =>
+        r.rawMessage.toString().startsWith("Closed") &&
+        r.properties.reason === "reset by peer"
+      );
+      await peer.send("after\n");
+      await listener.count(2);
+      assert.deepEqual(listener.lines, ["bye, no newline", "after"]);
+      await peer[Symbol.asyncDispose]();
+    } finally {
+      await closeAll([listener, quitter]);
+    }
+  },
+);
 
-Deno.test("broadcast: a line at the limit is relayed; one byte over gets ERR, the others go on", async () => {
-  await using server = serveEcho({
-    port: 0,
-    mode: "broadcast",
-    maxLineBytes: 10,
-  });
-  const [listener, sender] = await connectAll(server, 2);
-  try {
-    await sender.send("0123456789\r\n0123456789X\nnever\n");
-    assert.equal(
-      await sender.line(/^ERR/),
-      "ERR line too long (max 10 bytes)",
-    );
-    await sender.closed;
-    await listener.send("still here\n");
-    await listener.count(2);
-    assert.deepEqual(listener.lines, ["0123456789\r", "still here"]);
-  } finally {
-    await closeAll([listener, sender]);
-  }
-});
+engineTest(
+  "broadcast: a line at the limit is relayed; one byte over gets ERR, the others go on",
+  async (engine) => {
+    await using server = serveEcho({
+      engine,
+      port: 0,
+      mode: "broadcast",
+      maxLineBytes: 10,
+    });
+    const [listener, sender] = await connectAll(server, 2);
+    try {
+      await sender.send("0123456789\r\n0123456789X\nnever\n");
+      assert.equal(
+        await sender.line(/^ERR/),
+        "ERR line too long (max 10 bytes)",
+      );
+      await sender.closed;
+      await listener.send("still here\n");
+      await listener.count(2);
+      assert.deepEqual(listener.lines, ["0123456789\r", "still here"]);
+    } finally {
+      await closeAll([listener, sender]);
+    }
+  },
+);
 
 /**
  * `count` chat clients connect at once (in waves that fit the listen queue)
@@ -196,8 +221,8 @@ Deno.test("broadcast: a line at the limit is relayed; one byte over gets ERR, th
  * join and every later one. The server is busy with about count²/2 notice
  * deliveries; that must not be mistaken for slow clients.
  */
-async function joinBurst(count: number, workers: number): Promise<void> {
-  await using server = serveEcho({ port: 0, mode: "chat", workers });
+async function joinBurst(count: number, setup: Setup): Promise<void> {
+  await using server = serveEcho({ port: 0, mode: "chat", ...setup });
   await server.ready;
   const NOTICE = new TextEncoder().encode(" joined lobby\n");
   const joins: number[] = [];
@@ -273,8 +298,8 @@ async function joinBurst(count: number, workers: number): Promise<void> {
   }
 }
 
-async function neverReaderIsDropped(workers: number): Promise<void> {
-  await using server = serveEcho({ port: 0, mode: "broadcast", workers });
+async function neverReaderIsDropped(setup: Setup): Promise<void> {
+  await using server = serveEcho({ port: 0, mode: "broadcast", ...setup });
   const [alice, bob] = await connectAll(server, 2);
   logs.clear();
   // Never reads: the kernel's buffers fill, then its send queue.
@@ -304,107 +329,118 @@ async function neverReaderIsDropped(workers: number): Promise<void> {
   }
 }
 
-Deno.test("chat: no control characters, no invalid UTF-8, no names that pass for the server or a user", async () => {
-  await using server = serveEcho({ port: 0, mode: "chat" });
-  const [mallory, alice] = await connectAll(server, 2);
-  try {
-    await alice.line(/^\* user2 joined lobby$/);
-    const bytes = (text: string) =>
-      new Uint8Array([...text].map((c) => c.charCodeAt(0)));
-    await mallory.send(bytes(
-      "innocent\r[server] shutting down\n" +
-        "x\r* user9 is now admin\n" +
-        "\x1b[2Jcleared\x00\x07\x08\x7f\xc2\x9b tab\tkept\r\n" +
-        "bad \xff\xfe utf-8, good \xc3\xa9\n" +
-        "/nick [server]\n/nick <bob>\n/nick bob>\n/nick *x\n" +
-        "/nick \xff\xfe\n/nick a\x1bb\n" +
-        "/NICK Mallory\n/WHO\n/Join Side\n",
-    ));
-    await mallory.line(/^\* Mallory joined Side$/);
-    const R = "\uFFFD";
-    const said = (lines: string[]) => lines.filter((l) => l.startsWith("<"));
-    await alice.line(/^\* Mallory left lobby$/);
-    assert.deepEqual(said(alice.lines), [
-      `<user1> innocent${R}[server] shutting down`,
-      `<user1> x${R}* user9 is now admin`,
-      `<user1> ${R}[2Jcleared${R}${R}${R}${R}${R} tab\tkept`,
-      `<user1> bad ${R}${R} utf-8, good \u00e9`,
+engineTest(
+  "chat: no control characters, no invalid UTF-8, no names that pass for the server or a user",
+  async (engine) => {
+    await using server = serveEcho({ engine, port: 0, mode: "chat" });
+    const [mallory, alice] = await connectAll(server, 2);
+    try {
+      await alice.line(/^\* user2 joined lobby$/);
+      const bytes = (text: string) =>
+        new Uint8Array([...text].map((c) => c.charCodeAt(0)));
+      await mallory.send(bytes(
+        "innocent\r[server] shutting down\n" +
+          "x\r* user9 is now admin\n" +
+          "\x1b[2Jcleared\x00\x07\x08\x7f\xc2\x9b tab\tkept\r\n" +
+          "bad \xff\xfe utf-8, good \xc3\xa9\n" +
+          "/nick [server]\n/nick <bob>\n/nick bob>\n/nick *x\n" +
+          "/nick \xff\xfe\n/nick a\x1bb\n" +
+          "/NICK Mallory\n/WHO\n/Join Side\n",
+      ));
+      await mallory.line(/^\* Mallory joined Side$/);
+      const R = "\uFFFD";
+      const said = (lines: string[]) => lines.filter((l) => l.startsWith("<"));
+      await alice.line(/^\* Mallory left lobby$/);
+      assert.deepEqual(said(alice.lines), [
+        `<user1> innocent${R}[server] shutting down`,
+        `<user1> x${R}* user9 is now admin`,
+        `<user1> ${R}[2Jcleared${R}${R}${R}${R}${R} tab\tkept`,
+        `<user1> bad ${R}${R} utf-8, good \u00e9`,
+      ]);
+      // Every byte alice got is printable but TAB and the line endings.
+      assert.ok(
+        !alice.bytes.some((b) =>
+          (b < 0x20 && b !== 0x09 && b !== 0x0a) || b === 0x7f
+        ),
+        "a control character was relayed",
+      );
+      assert.deepEqual(
+        mallory.lines.filter((l) => l.startsWith("ERR")),
+        Array(6).fill(`ERR usage: /nick NAME (${NAME_RULE})`),
+      );
+      assert.ok(mallory.lines.includes("* in lobby (2): Mallory, user2"));
+      assert.ok(alice.lines.includes("* user1 is now Mallory"));
+    } finally {
+      await closeAll([mallory, alice]);
+    }
+  },
+);
+
+engineTest(
+  "chat: names, messages, notices, /who, /nick, /join, history and /quit",
+  async (engine) => {
+    await using server = serveEcho({
+      engine,
+      port: 0,
+      mode: "chat",
+      history: 2,
+    });
+    const port = server.addr.port;
+    await using alice = await LineClient.connect(port);
+    assert.match(await alice.line(/^\* welcome/), /you are user1;/);
+    await alice.line(/^\* user1 joined lobby$/);
+    await alice.send("/nick alice\nfirst\nsecond\nthird\n");
+    await alice.line(/^<alice> third$/);
+
+    await using bob = await LineClient.connect(port);
+    await bob.line(/^\* bob|^\* user2 joined lobby$/);
+    // History: the last 2 lines of the room, then the join notice.
+    assert.deepEqual(bob.lines.slice(1), [
+      "<alice> second",
+      "<alice> third",
+      "* user2 joined lobby",
     ]);
-    // Every byte alice got is printable but TAB and the line endings.
-    assert.ok(
-      !alice.bytes.some((b) =>
-        (b < 0x20 && b !== 0x09 && b !== 0x0a) || b === 0x7f
-      ),
-      "a control character was relayed",
-    );
-    assert.deepEqual(
-      mallory.lines.filter((l) => l.startsWith("ERR")),
-      Array(6).fill(`ERR usage: /nick NAME (${NAME_RULE})`),
-    );
-    assert.ok(mallory.lines.includes("* in lobby (2): Mallory, user2"));
-    assert.ok(alice.lines.includes("* user1 is now Mallory"));
-  } finally {
-    await closeAll([mallory, alice]);
-  }
-});
+    await alice.line(/^\* user2 joined lobby$/);
 
-Deno.test("chat: names, messages, notices, /who, /nick, /join, history and /quit", async () => {
-  await using server = serveEcho({ port: 0, mode: "chat", history: 2 });
-  const port = server.addr.port;
-  await using alice = await LineClient.connect(port);
-  assert.match(await alice.line(/^\* welcome/), /you are user1;/);
-  await alice.line(/^\* user1 joined lobby$/);
-  await alice.send("/nick alice\nfirst\nsecond\nthird\n");
-  await alice.line(/^<alice> third$/);
+    await bob.send("/nick Alice\n/nick bad name\n/nick \n/bogus\n//slash\n\n");
+    await bob.line(/^<user2> \/slash$/);
+    assert.deepEqual(bob.lines.slice(4), [
+      "ERR name taken: Alice",
+      `ERR usage: /nick NAME (${NAME_RULE})`,
+      `ERR usage: /nick NAME (${NAME_RULE})`,
+      "ERR unknown command /bogus (try /nick NAME, /join ROOM, /who, /quit; //text sends /text)",
+      "<user2> /slash",
+    ]);
+    await bob.send(`/nick ${"b".repeat(33)}\n/nick bob\n/who\n`);
+    assert.equal(await bob.line(/^\* in lobby/), "* in lobby (2): alice, bob");
+    await alice.line(/^\* user2 is now bob$/);
 
-  await using bob = await LineClient.connect(port);
-  await bob.line(/^\* bob|^\* user2 joined lobby$/);
-  // History: the last 2 lines of the room, then the join notice.
-  assert.deepEqual(bob.lines.slice(1), [
-    "<alice> second",
-    "<alice> third",
-    "* user2 joined lobby",
-  ]);
-  await alice.line(/^\* user2 joined lobby$/);
+    await bob.send("/join side\nonly side hears this\n");
+    await alice.line(/^\* bob left lobby$/);
+    await bob.line(/^<bob> only side hears this$/);
+    await alice.send("lobby only\n/who\n");
+    assert.equal(await alice.line(/^\* in lobby/), "* in lobby (1): alice");
+    assert.ok(!alice.lines.includes("<bob> only side hears this"));
+    assert.ok(!bob.lines.includes("<alice> lobby only"));
 
-  await bob.send("/nick Alice\n/nick bad name\n/nick \n/bogus\n//slash\n\n");
-  await bob.line(/^<user2> \/slash$/);
-  assert.deepEqual(bob.lines.slice(4), [
-    "ERR name taken: Alice",
-    `ERR usage: /nick NAME (${NAME_RULE})`,
-    `ERR usage: /nick NAME (${NAME_RULE})`,
-    "ERR unknown command /bogus (try /nick NAME, /join ROOM, /who, /quit; //text sends /text)",
-    "<user2> /slash",
-  ]);
-  await bob.send(`/nick ${"b".repeat(33)}\n/nick bob\n/who\n`);
-  assert.equal(await bob.line(/^\* in lobby/), "* in lobby (2): alice, bob");
-  await alice.line(/^\* user2 is now bob$/);
+    await bob.send("/quit\nnot sent\n");
+    await bob.closed;
+    assert.deepEqual(bob.lines.slice(-1), ["* bye"]);
+    const quit = await logs.closed(localPeer(bob.conn));
+    assert.equal(quit.properties.reason, "quit command");
+    assert.equal(server.stats.closed.quitCommand, 1);
+    await alice.send("/join side\n");
+    // side's history is gone with its last member; alice is alone there.
+    await alice.line(/^\* alice joined side$/);
+    await alice.send("/who\n");
+    assert.equal(await alice.line(/^\* in side/), "* in side (1): alice");
+    // bob's empty line was never relayed.
+    assert.ok(!alice.lines.some((l) => /^<(user2|bob)> ?$/.test(l)));
+  },
+);
 
-  await bob.send("/join side\nonly side hears this\n");
-  await alice.line(/^\* bob left lobby$/);
-  await bob.line(/^<bob> only side hears this$/);
-  await alice.send("lobby only\n/who\n");
-  assert.equal(await alice.line(/^\* in lobby/), "* in lobby (1): alice");
-  assert.ok(!alice.lines.includes("<bob> only side hears this"));
-  assert.ok(!bob.lines.includes("<alice> lobby only"));
-
-  await bob.send("/quit\nnot sent\n");
-  await bob.closed;
-  assert.deepEqual(bob.lines.slice(-1), ["* bye"]);
-  const quit = await logs.closed(localPeer(bob.conn));
-  assert.equal(quit.properties.reason, "quit command");
-  assert.equal(server.stats.closed.quitCommand, 1);
-  await alice.send("/join side\n");
-  // side's history is gone with its last member; alice is alone there.
-  await alice.line(/^\* alice joined side$/);
-  await alice.send("/who\n");
-  assert.equal(await alice.line(/^\* in side/), "* in side (1): alice");
-  // bob's empty line was never relayed.
-  assert.ok(!alice.lines.some((l) => /^<(user2|bob)> ?$/.test(l)));
-});
-
-async function joinsAndLeaves(workers: number): Promise<void> {
-  await using server = serveEcho({ port: 0, mode: "chat", workers });
+async function joinsAndLeaves(setup: Setup): Promise<void> {
+  await using server = serveEcho({ port: 0, mode: "chat", ...setup });
   await server.ready;
   await using watcher = await LineClient.connect(server.addr.port);
   await watcher.line(/^\* user1 joined lobby$/);
@@ -425,7 +461,7 @@ async function joinsAndLeaves(workers: number): Promise<void> {
 
 async function announceReachesAll(
   t: Deno.TestContext,
-  workers: number,
+  setup: Setup,
 ): Promise<void> {
   const expected = {
     echo: "hello all",
@@ -438,7 +474,7 @@ async function announceReachesAll(
       await using server = serveEcho({
         port: 0,
         mode: mode as keyof typeof expected,
-        workers,
+        ...setup,
       });
       const clients = await connectAll(server, 10);
       try {
@@ -457,11 +493,16 @@ async function announceReachesAll(
 
 async function shutdownTellsClients(
   t: Deno.TestContext,
-  workers: number,
+  setup: Setup,
 ): Promise<void> {
   for (const mode of ["broadcast", "chat"] as const) {
     await t.step(mode, async () => {
-      const server = serveEcho({ port: 0, mode, gracePeriod: 60_000, workers });
+      const server = serveEcho({
+        port: 0,
+        mode,
+        gracePeriod: 60_000,
+        ...setup,
+      });
       const clients = await connectAll(server, 10);
       try {
         await server.shutdown();

@@ -8,6 +8,7 @@ import { plural } from "../_helpers.ts";
 import type { Refusal } from "../rules/access.ts";
 import {
   ACCEPT_ERRORS,
+  DROPPED,
   HANDSHAKE_FAILURES,
   PROXY_FAILURES,
   REFUSED_CONNECT_RATE,
@@ -93,6 +94,23 @@ export function rejected(
       plural(active, "connection")
     } open, the maximum is {maxConnections}`,
     properties: { peer, active, maxConnections },
+  };
+}
+
+/** A client dropped because its send queue is full (it stopped reading). */
+export function dropped(
+  counters: Float64Array,
+  peer: string,
+  lines: number,
+  bytes: number,
+): LogRecord {
+  counters[DROPPED]++;
+  return {
+    level: "warning",
+    message: `Dropping {peer}: its send queue is full ({lines} ${
+      plural(lines, "line")
+    }, {bytes} ${plural(bytes, "byte")} waiting)`,
+    properties: { peer, lines, bytes },
   };
 }
 

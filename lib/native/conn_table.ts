@@ -10,6 +10,11 @@ import type { TokenBucket } from "../rules/bucket.ts";
 
 const INITIAL_CAPACITY = 1024;
 
+/** Why a connection is held (see ConnTable.held): its read rate. */
+export const HOLD_RATE = 1;
+/** Why a connection is held: the relay has its lines, not delivered yet. */
+export const HOLD_RELAY = 2;
+
 /** The connections of one loop, by file descriptor. */
 export class ConnTable {
   /** 1 for a descriptor that is one of our connections. */
@@ -20,8 +25,15 @@ export class ConnTable {
   lastActive = new Float64Array(INITIAL_CAPACITY);
   bytesIn = new Float64Array(INITIAL_CAPACITY);
   bytesOut = new Float64Array(INITIAL_CAPACITY);
-  /** Bytes read and not yet echoed (the socket did not take them), and how many of them went since. */
-  pending = new Map<number, { bytes: Uint8Array; at: number }>();
+  /**
+   * What the socket did not take yet, in order: bytes read and not yet
+   * echoed, lines queued; how much of the first chunk went, and the bytes
+   * in all.
+   */
+  pending = new Map<
+    number,
+    { chunks: Uint8Array[]; at: number; bytes: number }
+  >();
   /** Why the server is ending a connection politely, and by when it closes. */
   finishing = new Map<number, { reason: string; until: number }>();
   /** Each connection's session, in the line modes (lib/modes/session.ts). */
@@ -30,8 +42,15 @@ export class ConnTable {
   limited = new Map<number, string>();
   /** Each connection's read rate, with `maxBytesPerSecond`. */
   buckets = new Map<number, TokenBucket>();
-  /** Connections out of the epoll set until their bucket refills, and when. */
+  /** Connections not read until their bucket refills, and when. */
   paused = new Map<number, number>();
+  /**
+   * Why a connection is not read for now (HOLD_* bits): its read rate, or
+   * a relay that has not delivered its lines yet. Writes go on.
+   */
+  held = new Map<number, number>();
+  /** Held connections taken out of the epoll set after a hang-up. */
+  detached = new Set<number>();
   /** How logs name each client (only when they are wanted). */
   peers = new Map<number, string>();
   size = 0;
@@ -66,6 +85,8 @@ export class ConnTable {
     this.limited.delete(fd);
     this.buckets.delete(fd);
     this.paused.delete(fd);
+    this.held.delete(fd);
+    this.detached.delete(fd);
     this.size--;
   }
 

@@ -27,6 +27,7 @@ import {
   acceptFailed,
   acceptPaused,
   closed,
+  dropped,
   type LogRecord,
   opened,
   proxyFailed,
@@ -45,6 +46,9 @@ import { type AddressList, addressList } from "../rules/cidr.ts";
 import { Limiter, type LimitsConfig } from "../rules/limits.ts";
 import { DatagramPolicy } from "../core/datagrams.ts";
 import { BATCH, DatagramBatch } from "./datagram_batch.ts";
+import { HOLD_RATE, HOLD_RELAY } from "./conn_table.ts";
+import { RelayMembers } from "./relay_members.ts";
+import type { Delivery, RelayMessage } from "../relay/bridge.ts";
 import { TokenBucket } from "../rules/bucket.ts";
 import {
   EAGAIN,
@@ -153,6 +157,8 @@ export interface LoopConfig {
   logDebug: boolean;
   /** Called with the records of one turn, when there are any. */
   post(records: LoopRecord[]): void;
+  /** Sends a message to the relay on the calling thread. */
+  send(message: RelayMessage, transfer?: Transferable[]): void;
 }
 
 /** The echo loop of one thread. */
@@ -193,6 +199,8 @@ export class EchoLoop {
   /** UDP: the batch of datagrams, and what they mean. */
   #batch: DatagramBatch | undefined;
   #datagramPolicy: DatagramPolicy | undefined;
+  /** Broadcast and chat: the clients as the relay's members. */
+  #relay: RelayMembers | undefined;
   /** The socket file's path, on a Unix socket. */
   #path: string | undefined;
   /** Clients on a Unix socket so far, which logs name by number. */
@@ -206,6 +214,18 @@ export class EchoLoop {
       ? server.listen.path
       : undefined;
     this.#session = SESSIONS[server.mode];
+    if (server.mode === "broadcast" || server.mode === "chat") {
+      const conns = this.#conns;
+      this.#relay = new RelayMembers({
+        post: (message, transfer) => config.send(message, transfer),
+        queue: (fd, line) => this.#queue(fd, line, true),
+        hold: (fd) => this.#hold(fd, HOLD_RELAY),
+        unhold: (fd) => this.#unhold(fd, HOLD_RELAY),
+        finish: (fd, why) => this.#finish(fd, why),
+        serving: (fd) => conns.has(fd) && !conns.finishing.has(fd),
+        owing: () => conns.pending.size > 0,
+      }, server.maxLineBytes);
+    }
     this.#guard = accessGuard(server.access);
     this.#limiter = server.limits && new Limiter(server.limits);
     this.#trusted = server.proxy?.trusted && addressList(server.proxy.trusted);
@@ -278,6 +298,21 @@ export class EchoLoop {
     return "done";
   }
 
+  /** What the relay delivers to this loop's clients (see RelayMembers). */
+  deliver(items: Delivery[], acks: [number, boolean][]): void {
+    this.#mailTaken++;
+    this.#relay?.deliver(items, acks, Date.now());
+  }
+
+  /**
+   * Ends every connection politely for `reason`, after what was posted
+   * before (the relay's shutdown notice).
+   */
+  finishAll(reason: string): void {
+    this.#mailTaken++;
+    for (const fd of this.#conns.all()) this.#finish(fd, reason);
+  }
+
   /** Whether operator lines were posted that the loop has not taken. */
   get waiting(): boolean {
     return Atomics.load(this.#config.mail, 0) !== this.#mailTaken;
@@ -291,19 +326,47 @@ export class EchoLoop {
     this.#mailTaken++;
     const conns = this.#conns;
     for (const fd of conns.all()) {
-      if (conns.finishing.has(fd)) continue;
-      const pending = conns.pending.get(fd);
-      if (pending !== undefined) {
-        const rest = pending.bytes.subarray(pending.at);
-        const joined = new Uint8Array(rest.length + line.length);
-        joined.set(rest);
-        joined.set(line, rest.length);
-        conns.pending.set(fd, { bytes: joined, at: 0 });
-        continue;
-      }
+      if (!conns.finishing.has(fd)) this.#queue(fd, line, false);
+    }
+  }
+
+  /**
+   * Sends `line` to `fd` after what it is owed; what the socket does not
+   * take waits (a copy). With `bounded`, a connection whose queue would go
+   * past the server's send queue bounds is dropped instead, as the default
+   * engine drops a client that stops reading.
+   */
+  #queue(fd: number, line: Uint8Array, bounded: boolean): void {
+    const conns = this.#conns;
+    const pending = conns.pending.get(fd);
+    if (pending === undefined) {
       const w = this.#send(fd, line, line.length);
       if (w >= 0 && w < line.length) this.#owe(fd, line.slice(w));
+      return;
     }
+    const { channelCapacity, channelBytes } = this.#config.server;
+    if (
+      bounded && (pending.chunks.length >= channelCapacity ||
+        pending.bytes + line.length > channelBytes)
+    ) {
+      return this.#drop(fd);
+    }
+    pending.chunks.push(line);
+    pending.bytes += line.length;
+  }
+
+  /** Drops `fd`, whose send queue is full. */
+  #drop(fd: number): void {
+    const pending = this.#conns.pending.get(fd)!;
+    this.#record(
+      dropped(
+        this.#config.counters,
+        this.#conns.peers.get(fd) ?? "",
+        pending.chunks.length,
+        pending.bytes,
+      ),
+    );
+    this.#end(fd, "send queue full");
   }
 
   /** Ends what is left: the last thing a loop does. */
@@ -343,6 +406,7 @@ export class EchoLoop {
     }
     for (const { until } of this.#atDoor.values()) at = Math.min(at, until);
     for (const until of this.#conns.paused.values()) at = Math.min(at, until);
+    if (this.#relay !== undefined) at = Math.min(at, this.#relay.nextTimer);
     if (at === Infinity) return -1;
     return Math.max(0, Math.ceil(at - Date.now()));
   }
@@ -367,13 +431,13 @@ export class EchoLoop {
         }
       }
     }
+    this.#relay?.timers(now);
     const conns = this.#conns;
     if (conns.paused.size > 0) {
       for (const [fd, until] of [...conns.paused]) {
         if (now < until) continue;
         conns.paused.delete(fd);
-        const owing = conns.owing[fd] === 1;
-        this.#ctl(EPOLL_CTL_ADD, fd, owing ? EPOLLOUT : EPOLLIN | EPOLLRDHUP);
+        this.#unhold(fd, HOLD_RATE);
       }
     }
     if (conns.finishing.size > 0) {
@@ -657,7 +721,10 @@ export class EchoLoop {
     if (this.#path === undefined) {
       libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, this.#nodelay, 4);
     }
-    const peer = logInfo ? this.#name(client ?? this.#peer()) : "";
+    const relay = this.#relay;
+    const peer = logInfo || relay !== undefined
+      ? this.#name(client ?? this.#peer())
+      : "";
     const conns = this.#conns;
     conns.add(fd, peer, this.#now);
     if (limited !== undefined) conns.limited.set(fd, limited);
@@ -676,6 +743,8 @@ export class EchoLoop {
     }
     counters[ACTIVE]++;
     this.#ctl(atDoor ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP);
+    // Joined before it is logged, as on the default engine.
+    relay?.join(fd, peer);
     if (logInfo) this.#record(opened(peer, conns.size));
     if (rest !== undefined && rest.length > 0) {
       this.#consume(fd, rest, rest.length);
@@ -691,13 +760,58 @@ export class EchoLoop {
   }
 
   #ready(fd: number, events: number): void {
-    if (this.#conns.owing[fd] === 1) {
+    const conns = this.#conns;
+    if (conns.owing[fd] === 1) {
       if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) this.#flush(fd);
+      return;
+    }
+    if (conns.held.size > 0 && conns.held.has(fd)) {
+      // Not read for now: a hang-up would be reported again and again.
+      if (events & (EPOLLHUP | EPOLLERR)) {
+        this.#ctl(EPOLL_CTL_DEL, fd, 0);
+        conns.detached.add(fd);
+      }
       return;
     }
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
       this.#readable(fd);
     }
+  }
+
+  /**
+   * Registers what `fd` waits for: writing while it owes bytes, else
+   * reading unless it is held, else nothing (a hang-up only).
+   */
+  #interest(fd: number): void {
+    const conns = this.#conns;
+    const events = conns.owing[fd] === 1
+      ? EPOLLOUT
+      : conns.held.has(fd)
+      ? 0
+      : EPOLLIN | EPOLLRDHUP;
+    if (conns.detached.has(fd)) {
+      if (events === 0) return;
+      conns.detached.delete(fd);
+      return this.#ctl(EPOLL_CTL_ADD, fd, events);
+    }
+    this.#ctl(EPOLL_CTL_MOD, fd, events);
+  }
+
+  /** Stops reading `fd` for `why` (a HOLD_* bit); writes go on. */
+  #hold(fd: number, why: number): void {
+    const conns = this.#conns;
+    conns.held.set(fd, (conns.held.get(fd) ?? 0) | why);
+    this.#interest(fd);
+  }
+
+  /** Reads `fd` again, unless it is held for another reason too. */
+  #unhold(fd: number, why: number): void {
+    const conns = this.#conns;
+    const held = conns.held.get(fd);
+    if (held === undefined || !conns.has(fd)) return;
+    if ((held & ~why) === 0) conns.held.delete(fd);
+    else conns.held.set(fd, held & ~why);
+    this.#interest(fd);
   }
 
   #readable(fd: number): void {
@@ -723,6 +837,9 @@ export class EchoLoop {
         // The client's end of stream: nothing is owed (we read only then),
         // so ours follows at once, after what a session still says.
         const finishing = conns.finishing.get(fd);
+        if (finishing === undefined && this.#relay !== undefined) {
+          return this.#relay.end(fd);
+        }
         const session = conns.sessions.get(fd);
         if (finishing === undefined && session !== undefined) {
           return void this.#step(fd, session.end(), true);
@@ -736,13 +853,12 @@ export class EchoLoop {
   }
 
   /**
-   * Stops reading `fd` until its bucket has a byte's worth again: out of the
-   * epoll set meanwhile, so that not even a hang-up wakes the loop for it.
-   * What the client sends waits in the kernel, and TCP makes it wait.
+   * Stops reading `fd` until its bucket has a byte's worth again. What the
+   * client sends waits in the kernel, and TCP makes it wait.
    */
   #pause(fd: number, bucket: TokenBucket): void {
     this.#conns.paused.set(fd, this.#now + bucket.waitMs(this.#now));
-    this.#ctl(EPOLL_CTL_DEL, fd, 0);
+    this.#hold(fd, HOLD_RATE);
   }
 
   /**
@@ -756,6 +872,10 @@ export class EchoLoop {
     conns.lastActive[fd] = this.#now;
     if (conns.finishing.size > 0 && conns.finishing.has(fd)) {
       return true; // Not echoed any more.
+    }
+    if (this.#relay !== undefined) {
+      this.#relay.receive(fd, bytes.subarray(0, r));
+      return !conns.held.has(fd);
     }
     if (conns.sessions.size > 0) {
       const session = conns.sessions.get(fd);
@@ -832,9 +952,13 @@ export class EchoLoop {
 
   /** Keeps `bytes` to send once the socket takes more; stops reading. */
   #owe(fd: number, bytes: Uint8Array): void {
-    this.#conns.pending.set(fd, { bytes, at: 0 });
+    this.#conns.pending.set(fd, {
+      chunks: [bytes],
+      at: 0,
+      bytes: bytes.length,
+    });
     this.#conns.owing[fd] = 1;
-    this.#ctl(EPOLL_CTL_MOD, fd, EPOLLOUT);
+    this.#interest(fd);
   }
 
   /**
@@ -893,16 +1017,23 @@ export class EchoLoop {
   #flush(fd: number): void {
     const conns = this.#conns;
     const pending = conns.pending.get(fd)!;
-    const rest = pending.bytes.subarray(pending.at);
-    const w = this.#send(fd, rest, rest.length);
-    if (w < 0) return;
-    pending.at += w;
-    if (pending.at < pending.bytes.length) return;
+    while (pending.chunks.length > 0) {
+      const chunk = pending.chunks[0];
+      const rest = pending.at === 0 ? chunk : chunk.subarray(pending.at);
+      const w = this.#send(fd, rest, rest.length);
+      if (w < 0) return;
+      pending.at += w;
+      pending.bytes -= w;
+      if (pending.at < chunk.length) return;
+      pending.chunks.shift();
+      pending.at = 0;
+      this.#recycle(chunk);
+    }
     conns.pending.delete(fd);
     conns.owing[fd] = 0;
-    this.#recycle(pending.bytes);
     if (conns.finishing.has(fd)) this.#native.libc.shutdown(fd, SHUT_WR);
-    this.#ctl(EPOLL_CTL_MOD, fd, EPOLLIN | EPOLLRDHUP);
+    this.#interest(fd);
+    this.#relay?.flushed();
   }
 
   /**
@@ -914,6 +1045,8 @@ export class EchoLoop {
     const conns = this.#conns;
     if (conns.finishing.has(fd)) return;
     conns.finishing.set(fd, { reason: why, until: this.#now + LINGER_MS });
+    // What it still sends is read, and discarded.
+    this.#unhold(fd, HOLD_RELAY);
     if (conns.owing[fd] === 0) this.#native.libc.shutdown(fd, SHUT_WR);
   }
 
@@ -925,6 +1058,7 @@ export class EchoLoop {
     const conns = this.#conns;
     if (!conns.has(fd)) return;
     const peer = conns.peers.get(fd) ?? "";
+    this.#relay?.left(fd);
     countClosed(this.#config.counters, why, this.#now - conns.openedAt[fd]);
     const limited = conns.limited.get(fd);
     if (limited !== undefined) this.#limiter!.release(limited);

@@ -48,6 +48,9 @@ import {
 } from "./ffi.ts";
 import { inUse, notASocket, removeStale } from "../transport/unix.ts";
 import { DRAIN, FINISH, type LoopRecord, STOP } from "./loop.ts";
+import type { Relay } from "../relay/relay.ts";
+import { RelayBridge } from "../relay/bridge.ts";
+import { newRelay } from "../relay/for_mode.ts";
 import type {
   FromNativeWorker,
   NativeWorkerInit,
@@ -71,6 +74,8 @@ export const NATIVE_FEATURES: ReadonlySet<Feature> = new Set<Feature>([
   "unix",
   "readRate",
   "udp",
+  "broadcastMode",
+  "chatMode",
 ]);
 
 /**
@@ -246,6 +251,8 @@ interface Loop {
   wakeFd: number;
   started: Promise<void>;
   done: Promise<void>;
+  /** Its clients' side of the relay, in broadcast and chat mode. */
+  bridge: RelayBridge | undefined;
 }
 
 /** serveEcho with `engine: "native"`: echo loops over libc in workers. */
@@ -269,6 +276,8 @@ export class NativeServer implements EchoServer<Deno.Addr> {
   #shutdown: Promise<void> | undefined;
   #done = false;
   #wake = new BigUint64Array([1n]);
+  /** The relay, in broadcast and chat mode: here, for every loop. */
+  #relay: Relay | undefined;
 
   constructor(
     config: ServerConfig,
@@ -317,6 +326,8 @@ export class NativeServer implements EchoServer<Deno.Addr> {
       new SharedArrayBuffer(workers * COUNTERS * 8),
     );
     this.#mail = new Int32Array(new SharedArrayBuffer(workers * 4));
+    // It counts in the first loop's counters.
+    this.#relay = newRelay(config, this.#counters.subarray(0, COUNTERS));
     const log = {
       logInfo: logger.isEnabledFor("info"),
       logDebug: logger.isEnabledFor("debug"),
@@ -334,20 +345,28 @@ export class NativeServer implements EchoServer<Deno.Addr> {
       };
       this.#loops.push(this.#startLoop(index, workers, sockets, log));
     }
-    this.ready = Promise.all(this.#loops.map((l) => l.started)).then(() => {});
+    this.ready = Promise.all([
+      ...this.#loops.map((l) => l.started),
+      this.#relay?.ready,
+    ]).then(() => {});
     // Whoever awaits it sees the error, alone: no "Stopping now" after it.
     this.ready.catch(() => this.#startFailed = true);
-    this.finished = Promise.all(this.#loops.map((l) => l.done)).then(() => {
-      this.#done = true;
-      // As Deno's own listener does on an orderly close.
-      if (this.addr.transport === "unix") removeSocketFile(this.addr.path);
-      for (const loop of this.#loops) {
-        this.#native.libc.close(loop.wakeFd);
-        loop.worker.terminate();
-      }
-      this.#native.close();
-      this.#signal?.removeEventListener("abort", this.#abort);
-    });
+    this.finished = Promise.all(this.#loops.map((l) => l.done)).then(
+      async () => {
+        this.#done = true;
+        for (const loop of this.#loops) loop.bridge?.close(false);
+        // The loops' last leave notices may still be on their way.
+        await this.#relay?.close();
+        // As Deno's own listener does on an orderly close.
+        if (this.addr.transport === "unix") removeSocketFile(this.addr.path);
+        for (const loop of this.#loops) {
+          this.#native.libc.close(loop.wakeFd);
+          loop.worker.terminate();
+        }
+        this.#native.close();
+        this.#signal?.removeEventListener("abort", this.#abort);
+      },
+    );
     this.#signal = signal;
     signal?.addEventListener("abort", this.#abort, { once: true });
     logger.debug("Listening on {address} in {mode} mode (native engine)", {
@@ -376,6 +395,8 @@ export class NativeServer implements EchoServer<Deno.Addr> {
         failed = reject;
       }),
       done: new Promise((resolve) => done = resolve),
+      bridge: this.#relay &&
+        new RelayBridge(this.#relay, (message) => this.#mailTo(loop, message)),
     };
     loop.started.catch(() => {});
     worker.onmessage = (event: MessageEvent<FromNativeWorker>) => {
@@ -394,6 +415,8 @@ export class NativeServer implements EchoServer<Deno.Addr> {
           return failed(new Error(message.message));
         case "done":
           return done();
+        default:
+          loop.bridge?.receive(message);
       }
     };
     worker.onerror = (event: ErrorEvent) => {
@@ -424,27 +447,41 @@ export class NativeServer implements EchoServer<Deno.Addr> {
     return sumStats(this.#counters);
   }
 
-  /** The native engine serves echo mode alone: never in a cluster. */
   clusterStatus(): Promise<ClusterStatus | undefined> {
-    return Promise.resolve(undefined);
+    return this.#relay?.status() ?? Promise.resolve(undefined);
   }
 
   announce(message: string): number {
     assertAnnouncement(message);
+    if (this.#relay !== undefined) {
+      const clients = this.#relay.size;
+      logger.info(
+        `Announcing to {clients} ${plural(clients, "client")}: {message}`,
+        { clients, message },
+      );
+      this.#relay.announce(message);
+      return clients;
+    }
     const clients = Atomics.load(this.#open, 0);
     logger.info(
       `Announcing to {clients} ${plural(clients, "client")}: {message}`,
       { clients, message },
     );
     const line = encoder.encode(`${message}\n`);
-    this.#loops.forEach((loop, index) => {
-      // Posted first, counted second: a loop that sees the count ahead
-      // returns to its worker's event loop, where the line is waiting.
-      loop.worker.postMessage({ t: "announce", line } satisfies ToNativeWorker);
-      Atomics.add(this.#mail, index, 1);
-      this.#wakeLoop(loop);
-    });
+    for (const loop of this.#loops) this.#mailTo(loop, { t: "announce", line });
     return clients;
+  }
+
+  /**
+   * Posts `message` to `loop`'s worker, and has the loop take it: posted
+   * first, counted second, so that a loop that sees the count ahead
+   * returns to its worker's event loop, where the message is waiting.
+   */
+  #mailTo(loop: Loop, message: ToNativeWorker): void {
+    if (this.#done) return;
+    loop.worker.postMessage(message);
+    Atomics.add(this.#mail, this.#loops.indexOf(loop), 1);
+    this.#wakeLoop(loop);
   }
 
   shutdown(): Promise<void> {
@@ -485,6 +522,21 @@ export class NativeServer implements EchoServer<Deno.Addr> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     if (gracePeriod !== Infinity) {
       timer = setTimeout(() => this.#tell(FINISH), gracePeriod);
+    }
+    if (this.#relay !== undefined && active > 0) {
+      // Relay clients never finish by themselves: tell them, then close each
+      // once its queue is sent (or when the grace period is over). The
+      // notice is their last line.
+      const loops = this.#loops;
+      await this.#relay.announce(
+        "shutting down",
+        (m) => loops.some((loop) => loop.bridge?.has(m)),
+        true,
+      );
+      // After the notice, in the same order: as a message, not a command.
+      for (const loop of this.#loops) {
+        this.#mailTo(loop, { t: "finish", reason: "server shutting down" });
+      }
     }
     await this.finished;
     clearTimeout(timer);

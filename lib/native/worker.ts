@@ -8,6 +8,7 @@ import type { ServerConfig } from "../core/config.ts";
 import type { LimitsConfig } from "../rules/limits.ts";
 import { openLibc } from "./ffi.ts";
 import { EchoLoop, type LoopRecord } from "./loop.ts";
+import type { DeliverMessage, RelayMessage } from "../relay/bridge.ts";
 
 /** What the calling thread sends first: the loop's sockets and memory. */
 export interface NativeWorkerInit {
@@ -32,21 +33,27 @@ export interface NativeWorkerInit {
 }
 
 /** What the calling thread sends. */
-export type ToNativeWorker = NativeWorkerInit | {
-  t: "announce";
-  /** The line, with its `\n`. */
-  line: Uint8Array;
-};
+export type ToNativeWorker =
+  | NativeWorkerInit
+  | {
+    t: "announce";
+    /** The line, with its `\n`. */
+    line: Uint8Array;
+  }
+  | DeliverMessage
+  /** End every connection politely, after what came before. */
+  | { t: "finish"; reason: string };
 
 /** What a native worker says. */
 export type FromNativeWorker =
   | { t: "started" }
   | { t: "records"; records: LoopRecord[] }
   | { t: "failed"; message: string }
-  | { t: "done" };
+  | { t: "done" }
+  | RelayMessage;
 
 const scope = globalThis as unknown as {
-  postMessage(message: FromNativeWorker): void;
+  postMessage(message: FromNativeWorker, transfer?: Transferable[]): void;
   onmessage: ((event: MessageEvent<ToNativeWorker>) => void) | null;
 };
 
@@ -84,6 +91,7 @@ function start(init: NativeWorkerInit): void {
       logInfo: init.logInfo,
       logDebug: init.logDebug,
       post: (records) => scope.postMessage({ t: "records", records }),
+      send: (message, transfer) => scope.postMessage(message, transfer),
     });
   } catch (error) {
     close();
@@ -102,6 +110,10 @@ scope.onmessage = (event) => {
       return;
     }
     scope.postMessage({ t: "started" });
+  } else if (message.t === "deliver") {
+    loop?.deliver(message.items, message.acks);
+  } else if (message.t === "finish") {
+    loop?.finishAll(message.reason);
   } else {
     loop?.announce(message.line);
   }

@@ -13,15 +13,14 @@ import {
   LOG_CATEGORY,
   plural,
 } from "../_helpers.ts";
-import { broadcastRules } from "../relay/broadcast.ts";
-import { ChatRules } from "../relay/chat.ts";
-import { type Member, Relay, type RelayPort } from "../relay/relay.ts";
-import { RedisBus } from "../relay/redis_bus.ts";
+import type { Member, Relay, RelayPort } from "../relay/relay.ts";
+import { newRelay } from "../relay/for_mode.ts";
 import { SESSIONS } from "../modes/registry.ts";
 import {
   acceptFailed,
   acceptPaused,
   closed,
+  dropped,
   handshakeFailed,
   type LogRecord,
   opened,
@@ -38,8 +37,6 @@ import {
   ACTIVE,
   countClosed,
   COUNTERS,
-  DROPPED,
-  LINES_RELAYED,
   REJECTED,
   sumStats,
 } from "../core/counters.ts";
@@ -96,34 +93,6 @@ export function localShared(): Shared {
     counters: new Float64Array(COUNTERS),
     open: new Int32Array(1),
   };
-}
-
-/** The relay for broadcast and chat mode; `undefined` in the other modes. */
-export function newRelay(
-  config: ServerConfig,
-  counters: Float64Array,
-): Relay | undefined {
-  if (config.mode !== "broadcast" && config.mode !== "chat") return undefined;
-  const { history } = config;
-  return new Relay({
-    rules: config.mode === "broadcast"
-      ? broadcastRules
-      : (fanout) =>
-        new ChatRules(fanout, {
-          history,
-          renamed: (member, from) =>
-            logger.debug("Renamed {peer} from {from} to {name}", {
-              peer: member.peer,
-              from,
-              name: member.name,
-            }),
-        }),
-    linesPerRound: Math.floor(config.channelCapacity / 2),
-    bytesPerRound: Math.floor(config.channelBytes / 2),
-    bus: config.redis &&
-      new RedisBus(config.redis),
-    relayed: () => counters[LINES_RELAYED]++,
-  });
 }
 
 export class Server implements EchoServer<Deno.Addr> {
@@ -436,14 +405,8 @@ export class Server implements EchoServer<Deno.Addr> {
   }
 
   #drop(c: Connection): void {
-    this.#counters[DROPPED]++;
-    const lines = c.out.queuedLines;
-    const bytes = c.out.queuedBytes;
-    this.#log.warning(
-      `Dropping {peer}: its send queue is full ({lines} ${
-        plural(lines, "line")
-      }, {bytes} ${plural(bytes, "byte")} waiting)`,
-      { peer: c.peer, lines, bytes },
+    this.#emit(
+      dropped(this.#counters, c.peer, c.out.queuedLines, c.out.queuedBytes),
     );
   }
 

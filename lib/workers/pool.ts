@@ -18,7 +18,8 @@ import {
   RelayBridge,
   type RelayMessage,
 } from "../relay/bridge.ts";
-import { newRelay, Server } from "../server/engine.ts";
+import { Server } from "../server/engine.ts";
+import { newRelay } from "../relay/for_mode.ts";
 import type { ServerConfig } from "../core/config.ts";
 import { ACTIVE, COUNTERS, sumStats } from "../core/counters.ts";
 import { claim } from "../transport/choose.ts";

@@ -1,0 +1,43 @@
+// Private: the relay of a server in broadcast or chat mode, made once for
+// every engine (lib/server/engine.ts, the worker pool, the native engine):
+// the mode's rules, its pace from the send queue bounds, and its bus (in
+// the process, or Redis with `redis`). Not exported from mod.ts.
+
+import { getLogger } from "../_logtape.ts";
+import { LOG_CATEGORY } from "../_helpers.ts";
+import type { ServerConfig } from "../core/config.ts";
+import { LINES_RELAYED } from "../core/counters.ts";
+import { broadcastRules } from "./broadcast.ts";
+import { ChatRules } from "./chat.ts";
+import { Relay } from "./relay.ts";
+import { RedisBus } from "./redis_bus.ts";
+
+const logger = getLogger([LOG_CATEGORY, "server"]);
+
+/** The relay for broadcast and chat mode; `undefined` in the other modes. */
+export function newRelay(
+  config: ServerConfig,
+  counters: Float64Array,
+): Relay | undefined {
+  if (config.mode !== "broadcast" && config.mode !== "chat") return undefined;
+  const { history } = config;
+  return new Relay({
+    rules: config.mode === "broadcast"
+      ? broadcastRules
+      : (fanout) =>
+        new ChatRules(fanout, {
+          history,
+          renamed: (member, from) =>
+            logger.debug("Renamed {peer} from {from} to {name}", {
+              peer: member.peer,
+              from,
+              name: member.name,
+            }),
+        }),
+    linesPerRound: Math.floor(config.channelCapacity / 2),
+    bytesPerRound: Math.floor(config.channelBytes / 2),
+    bus: config.redis &&
+      new RedisBus(config.redis),
+    relayed: () => counters[LINES_RELAYED]++,
+  });
+}
