@@ -168,11 +168,33 @@ Deno.test({
   },
 });
 
-Deno.test("bench and bench:yardstick print their usage, and a bad command line is one line and exit 2", async () => {
+Deno.test("deno task bench:fanout measures chat fan-out on both engines, every line checked at every reader", async () => {
+  const result = await run(Deno.execPath(), [
+    "run",
+    LOCK,
+    "-A",
+    new URL("../bench/fanout.ts", import.meta.url).pathname,
+    ...["--readers", "20", "--lines", "50", "--reps", "1"],
+  ]);
+  assert.equal(result.code, 0, result.stderr);
+  const text = new TextDecoder().decode(result.stdout);
+  assert.match(text, /1 sender and 20 readers in one room, 50 lines/);
+  assert.match(text, /errors in all runs: 0$/m);
+  assert.match(
+    text,
+    /^\| lines delivered\/s \| [\d,]+ \| [\d,]+ \| [\d.]+× \|$/m,
+  );
+});
+
+Deno.test("bench, bench:yardstick and bench:fanout print their usage, and a bad command line is one line and exit 2", async () => {
   const script = (name: string) =>
     new URL(`../bench/${name}.ts`, import.meta.url).pathname;
   for (
-    const [name, task] of [["run", "bench"], ["yardstick", "bench:yardstick"]]
+    const [name, task] of [
+      ["run", "bench"],
+      ["yardstick", "bench:yardstick"],
+      ["fanout", "bench:fanout"],
+    ]
   ) {
     const help = await run(Deno.execPath(), [
       "run",

@@ -5,12 +5,7 @@
 
 import assert from "node:assert/strict";
 import fc from "./_fast_check.ts";
-import {
-  echoOnce,
-  loadTest,
-  serveEcho,
-  type ServeEchoOptions,
-} from "../mod.ts";
+import { echoOnce, loadTest, serveEcho } from "../mod.ts";
 import { testCertificates } from "./_certs.ts";
 import { CLIENT, LOCK, run, SERVER } from "./_process.ts";
 

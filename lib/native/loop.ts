@@ -13,6 +13,7 @@
 // closes or after a second.
 
 import { acceptBackoff, formatAddr } from "../_helpers.ts";
+import { join } from "../_lines.ts";
 import { ConnTable } from "./conn_table.ts";
 import {
   ACCEPTED,
@@ -218,7 +219,7 @@ export class EchoLoop {
       const conns = this.#conns;
       this.#relay = new RelayMembers({
         post: (message, transfer) => config.send(message, transfer),
-        queue: (fd, line) => this.#queue(fd, line, true),
+        queue: (fd, lines) => this.#queue(fd, lines, true),
         hold: (fd) => this.#hold(fd, HOLD_RELAY),
         unhold: (fd) => this.#unhold(fd, HOLD_RELAY),
         finish: (fd, why) => this.#finish(fd, why),
@@ -326,33 +327,35 @@ export class EchoLoop {
     this.#mailTaken++;
     const conns = this.#conns;
     for (const fd of conns.all()) {
-      if (!conns.finishing.has(fd)) this.#queue(fd, line, false);
+      if (!conns.finishing.has(fd)) this.#queue(fd, [line], false);
     }
   }
 
   /**
-   * Sends `line` to `fd` after what it is owed; what the socket does not
-   * take waits (a copy). With `bounded`, a connection whose queue would go
-   * past the server's send queue bounds is dropped instead, as the default
-   * engine drops a client that stops reading.
+   * Sends `lines` to `fd` after what it is owed, in one write; what the
+   * socket does not take waits (a copy). With `bounded`, a connection
+   * whose queue would go past the server's send queue bounds is dropped
+   * instead, as the default engine drops a client that stops reading.
    */
-  #queue(fd: number, line: Uint8Array, bounded: boolean): void {
+  #queue(fd: number, lines: Uint8Array[], bounded: boolean): void {
     const conns = this.#conns;
     const pending = conns.pending.get(fd);
     if (pending === undefined) {
-      const w = this.#send(fd, line, line.length);
-      if (w >= 0 && w < line.length) this.#owe(fd, line.slice(w));
+      const bytes = lines.length === 1 ? lines[0] : join(lines, sum(lines));
+      const w = this.#send(fd, bytes, bytes.length);
+      if (w >= 0 && w < bytes.length) this.#owe(fd, bytes.slice(w));
       return;
     }
     const { channelCapacity, channelBytes } = this.#config.server;
+    const bytes = sum(lines);
     if (
-      bounded && (pending.chunks.length >= channelCapacity ||
-        pending.bytes + line.length > channelBytes)
+      bounded && (pending.chunks.length + lines.length > channelCapacity ||
+        pending.bytes + bytes > channelBytes)
     ) {
       return this.#drop(fd);
     }
-    pending.chunks.push(line);
-    pending.bytes += line.length;
+    pending.chunks.push(...lines);
+    pending.bytes += bytes;
   }
 
   /** Drops `fd`, whose send queue is full. */
@@ -1076,6 +1079,13 @@ export class EchoLoop {
       reason: why,
     }));
   }
+}
+
+/** The bytes of `lines` in all. */
+function sum(lines: Uint8Array[]): number {
+  let bytes = 0;
+  for (const line of lines) bytes += line.length;
+  return bytes;
 }
 
 /** Why a connection ended on `errno`, as the default engine says it. */

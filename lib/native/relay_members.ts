@@ -18,8 +18,11 @@ const encoder = new TextEncoder();
 export interface RelayHost {
   /** Sends `message` to the calling thread. */
   post(message: RelayMessage, transfer?: Transferable[]): void;
-  /** Sends `line` to `fd` after what it owes, within its queue's bounds. */
-  queue(fd: number, line: Uint8Array): void;
+  /**
+   * Sends `lines` to `fd` in one write, after what it owes, within its
+   * queue's bounds.
+   */
+  queue(fd: number, lines: Uint8Array[]): void;
   /** Stops reading `fd`, or reads it again. */
   hold(fd: number): void;
   unhold(fd: number): void;
@@ -99,13 +102,26 @@ export class RelayMembers {
 
   /** A batch from the relay: lines to post, and submits it finished. */
   deliver(items: Delivery[], acks: [number, boolean][], now: number): void {
-    for (const [ids, line] of items) {
+    // Each client's lines of the batch, in order, go in one write. A run
+    // of items for the same members shares one list of ids (see
+    // lib/relay/bridge.ts): its lines are taken together.
+    const batches = new Map<number, Uint8Array[]>();
+    for (let i = 0; i < items.length;) {
+      const ids = items[i][0];
+      let end = i + 1;
+      while (end < items.length && items[end][0] === ids) end++;
+      const lines = items.slice(i, end).map((item) => item[1]);
+      i = end;
       for (const id of ids) {
         const fd = this.#fds.get(id);
-        if (fd !== undefined && this.#host.serving(fd)) {
-          this.#host.queue(fd, line);
-        }
+        if (fd === undefined) continue;
+        const batch = batches.get(fd);
+        if (batch === undefined) batches.set(fd, lines.slice());
+        else batch.push(...lines);
       }
+    }
+    for (const [fd, lines] of batches) {
+      if (this.#host.serving(fd)) this.#host.queue(fd, lines);
     }
     for (const [token, quitting] of acks) this.#ack(token, quitting);
     if (items.length === 0) return;
@@ -163,7 +179,7 @@ export class RelayMembers {
   #after(fd: number, after: "tooLong" | "end"): void {
     this.left(fd);
     if (after === "end") return this.#host.finish(fd, "closed by client");
-    this.#host.queue(fd, encoder.encode(lineTooLong(this.#maxLineBytes)));
+    this.#host.queue(fd, [encoder.encode(lineTooLong(this.#maxLineBytes))]);
     this.#host.finish(fd, "line too long");
   }
 }

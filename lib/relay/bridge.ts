@@ -8,7 +8,7 @@
 // which paces the relay's rounds as local writers do. Not exported from
 // mod.ts.
 
-import type { Inbox, Member, Relay } from "./relay.ts";
+import type { BulkInbox, Inbox, Member, Relay } from "./relay.ts";
 
 /** One delivery: a line and the ids of the thread's members it goes to. */
 export type Delivery = [ids: number[], line: Uint8Array];
@@ -38,11 +38,30 @@ export type RelayMessage =
   /** The thread's writers are idle after `count` more deliveries. */
   | { t: "settled"; count: number };
 
+/**
+ * Makes items that go to the same members share one list of ids: a
+ * message's copy keeps what is shared as one (structured clone keeps
+ * identity), so that a broadcast of many lines to many clients crosses
+ * with its ids once, not once a line; and the thread can post a run of
+ * them together.
+ */
+function shareIds(items: Delivery[]): void {
+  for (let i = 1; i < items.length; i++) {
+    const previous = items[i - 1][0];
+    const ids = items[i][0];
+    if (ids.length !== previous.length) continue;
+    let same = true;
+    for (let k = 0; k < ids.length && same; k++) same = ids[k] === previous[k];
+    if (same) items[i][0] = previous;
+  }
+}
+
 /** A client of another thread, as the relay here sees it. */
 class RemoteMember implements Member {
   readonly bridge: RelayBridge;
   readonly peer: string;
   readonly out: Inbox;
+  readonly remote: { inbox: BulkInbox; id: number };
   name = "";
   room = "";
   quitting = false;
@@ -50,10 +69,10 @@ class RemoteMember implements Member {
   constructor(bridge: RelayBridge, id: number, peer: string) {
     this.bridge = bridge;
     this.peer = peer;
-    let sealed = false;
+    this.remote = { inbox: bridge, id };
     this.out = {
-      post: (line) => sealed || bridge.deliver(id, line),
-      seal: () => sealed = true,
+      post: (line) => bridge.sealed(id) || bridge.deliver(id, line),
+      seal: () => bridge.seal(id),
     };
   }
 
@@ -63,7 +82,7 @@ class RemoteMember implements Member {
 }
 
 /** The relay's side of one thread's clients. */
-export class RelayBridge {
+export class RelayBridge implements BulkInbox {
   #relay: Relay;
   #send: (message: DeliverMessage) => void;
   #members = new Map<number, RemoteMember>();
@@ -73,6 +92,10 @@ export class RelayBridge {
   /** Deliveries sent that the thread has not reported settled. */
   #unsettled = 0;
   #done = false;
+  /** Members that get nothing more (after the shutdown notice). */
+  #sealed = new Set<number>();
+  /** Lists of ids made by `deliver`, which may grow. */
+  #own = new WeakSet<number[]>();
 
   /** A bridge to the thread that `send` posts to. */
   constructor(relay: Relay, send: (message: DeliverMessage) => void) {
@@ -83,13 +106,34 @@ export class RelayBridge {
   /** Queues `line` for member `id`; sent with this turn's other lines. */
   deliver(id: number, line: Uint8Array): boolean {
     const last = this.#items.at(-1);
-    if (last !== undefined && last[1] === line) {
+    // Only a list made here grows: postAll's are the relay's, shared.
+    if (last !== undefined && last[1] === line && this.#own.has(last[0])) {
       last[0].push(id);
     } else {
-      this.#items.push([[id], line]);
+      const ids = [id];
+      this.#own.add(ids);
+      this.#items.push([ids, line]);
     }
     this.#scheduleFlush();
     return true;
+  }
+
+  /** Queues `line` for the members `ids` (a list shared, not changed). */
+  postAll(ids: number[], line: Uint8Array): void {
+    const to = this.#sealed.size === 0
+      ? ids
+      : ids.filter((id) => !this.#sealed.has(id));
+    this.#items.push([to, line]);
+    this.#scheduleFlush();
+  }
+
+  /** Member `id` gets nothing after what it has been sent. */
+  seal(id: number): void {
+    this.#sealed.add(id);
+  }
+
+  sealed(id: number): boolean {
+    return this.#sealed.has(id);
   }
 
   /** Takes a message from the thread. */
@@ -172,6 +216,7 @@ export class RelayBridge {
       if (items.length > 0 && this.#unsettled++ === 0) {
         this.#relay.remoteBusy(true);
       }
+      shareIds(items);
       this.#send({ t: "deliver", items, acks });
     });
   }

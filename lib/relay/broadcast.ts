@@ -14,7 +14,7 @@ export function broadcastRules(fanout: Fanout): RelayRules {
     leave: nothing,
     farewell: nothing,
     line(_member, line) {
-      for (const m of fanout.members) fanout.post(m, line);
+      fanout.postAll(fanout.everyone, line);
     },
   };
 }

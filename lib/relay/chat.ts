@@ -4,7 +4,12 @@
 
 import { lineContent } from "../_lines.ts";
 import { replaceControls, REPLACEMENT, safeText } from "../_text.ts";
-import type { Fanout, Member, RelayRules } from "./relay.ts";
+import {
+  type Fanout,
+  type Member,
+  MemberGroup,
+  type RelayRules,
+} from "./relay.ts";
 
 /** The longest name or room, in characters. */
 export const MAX_NAME_LENGTH = 32;
@@ -38,9 +43,9 @@ export interface ChatOptions {
   renamed?(member: Member, from: string): void;
 }
 
-interface Room {
-  members: Set<Member>;
-  history: Uint8Array[];
+/** A room: its members, and its last lines. */
+class Room extends MemberGroup {
+  history: Uint8Array[] = [];
 }
 
 /** What {@linkcode ChatRules} keep, as plain data (see `save`). */
@@ -98,10 +103,9 @@ export class ChatRules implements RelayRules {
       this.#names.set(name.toLowerCase(), member);
     }
     for (const [name, keys, history] of state.rooms) {
-      this.#rooms.set(name, {
-        members: new Set(keys.map(memberOf)),
-        history: history.map((line) => encoder.encode(line)),
-      });
+      const room = new Room(keys.map(memberOf));
+      room.history = history.map((line) => encoder.encode(line));
+      this.#rooms.set(name, room);
     }
   }
 
@@ -138,7 +142,7 @@ export class ChatRules implements RelayRules {
     const body = safeText(text[0] === 0x2f ? text.subarray(1) : text);
     const out = encoder.encode(`<${member.name}> ${body}\n`);
     const room = this.#room(member.room);
-    for (const m of room.members) this.#fanout.post(m, out);
+    this.#fanout.postAll(room, out);
     room.history.push(out);
     if (room.history.length > this.#options.history) room.history.shift();
   }
@@ -192,9 +196,7 @@ export class ChatRules implements RelayRules {
     this.#names.set(name.toLowerCase(), member);
     member.name = name;
     const notice = encoder.encode(`* ${from} is now ${name}\n`);
-    for (const m of this.#room(member.room).members) {
-      this.#fanout.post(m, notice);
-    }
+    this.#fanout.postAll(this.#room(member.room), notice);
     this.#options.renamed?.(member, from);
   }
 
@@ -216,16 +218,16 @@ export class ChatRules implements RelayRules {
     const room = this.#room(name);
     member.room = name;
     for (const line of room.history) this.#fanout.post(member, line);
-    room.members.add(member);
+    room.add(member);
     const notice = encoder.encode(`* ${member.name} joined ${name}\n`);
-    for (const m of room.members) this.#fanout.post(m, notice);
+    this.#fanout.postAll(room, notice);
   }
 
   #leaveRoom(member: Member): void {
     const room = this.#rooms.get(member.room);
-    if (room === undefined || !room.members.delete(member)) return;
+    if (room === undefined || !room.delete(member)) return;
     const notice = encoder.encode(`* ${member.name} left ${member.room}\n`);
-    for (const m of room.members) this.#fanout.post(m, notice);
+    this.#fanout.postAll(room, notice);
     if (room.members.size === 0 && member.room !== LOBBY) {
       this.#rooms.delete(member.room);
     }
@@ -234,7 +236,7 @@ export class ChatRules implements RelayRules {
   #room(name: string): Room {
     let room = this.#rooms.get(name);
     if (room === undefined) {
-      room = { members: new Set(), history: [] };
+      room = new Room();
       this.#rooms.set(name, room);
     }
     return room;

@@ -19,10 +19,24 @@ export interface Inbox {
   seal(): void;
 }
 
+/**
+ * Where the lines of many members of another thread go at once: the
+ * relay's bridge to that thread (lib/relay/bridge.ts).
+ */
+export interface BulkInbox {
+  /** Queues `line` for the members `ids` (a list it may keep). */
+  postAll(ids: number[], line: Uint8Array): void;
+}
+
 /** A connected client, as the relay sees it. */
 export interface Member {
   readonly peer: string;
   readonly out: Inbox;
+  /**
+   * For a client of another thread: the bulk inbox of its thread, and its
+   * number there. A line for many such members goes once per thread.
+   */
+  readonly remote?: { inbox: BulkInbox; id: number };
   /** Chat name; empty in broadcast mode. */
   name: string;
   /** Chat room; empty in broadcast mode. */
@@ -31,6 +45,51 @@ export interface Member {
   quitting: boolean;
   /** Closes the connection at once because its queue is full. */
   dropQueueFull(): void;
+}
+
+/**
+ * Members the rules send to together (everyone, a chat room): a set whose
+ * version changes with its membership, so that the relay can keep how it
+ * splits the set between this thread and others until it changes.
+ */
+export class MemberGroup {
+  readonly members: Set<Member>;
+  #version = 0;
+
+  constructor(members: Iterable<Member> = []) {
+    this.members = new Set(members);
+  }
+
+  get version(): number {
+    return this.#version;
+  }
+
+  get size(): number {
+    return this.members.size;
+  }
+
+  has(member: Member): boolean {
+    return this.members.has(member);
+  }
+
+  add(member: Member): void {
+    if (this.members.has(member)) return;
+    this.members.add(member);
+    this.#version++;
+  }
+
+  delete(member: Member): boolean {
+    if (!this.members.delete(member)) return false;
+    this.#version++;
+    return true;
+  }
+}
+
+/** How a group splits: members here, and ids per other thread. */
+interface Split {
+  version: number;
+  local: Member[];
+  remote: [BulkInbox, number[]][];
 }
 
 /** One line to deliver, and how many bytes it may put in a queue. */
@@ -140,8 +199,15 @@ export interface RelayOptions {
 export interface Fanout {
   /** The members, in the order they joined. */
   readonly members: ReadonlySet<Member>;
+  /** Every member, as a group. */
+  readonly everyone: MemberGroup;
   /** Queues `line` for `member`, dropping it if its queue is full. */
   post(member: Member, line: Uint8Array): void;
+  /**
+   * Queues `line` for every member of `group`: for members of other
+   * threads, once per thread rather than once per member.
+   */
+  postAll(group: MemberGroup, line: Uint8Array): void;
   /** Removes `member` at once, as `/quit` does; its queue is still sent. */
   remove(member: Member): void;
 }
@@ -216,6 +282,23 @@ interface Task {
   run(): void;
 }
 
+/** How `group` splits between this thread and others, now. */
+function splitGroup(group: MemberGroup): Split {
+  const local: Member[] = [];
+  const remote = new Map<BulkInbox, number[]>();
+  for (const member of group.members) {
+    if (member.remote === undefined) {
+      local.push(member);
+      continue;
+    }
+    const { inbox, id } = member.remote;
+    const ids = remote.get(inbox);
+    if (ids === undefined) remote.set(inbox, [id]);
+    else ids.push(id);
+  }
+  return { version: group.version, local, remote: [...remote] };
+}
+
 /**
  * Resolves on the event loop's next turn, after what is ready now.
  * `setImmediate`, not `setTimeout(0)`: in Deno 2.9 a zero timer waits about
@@ -244,7 +327,10 @@ export class Relay implements RelayPort {
   #rules: RelayRules;
   #bus: Bus;
   /** Every member, this relay's and (over a shared bus) other relays'. */
-  #members = new Set<Member>();
+  #group = new MemberGroup();
+  #members = this.#group.members;
+  /** How each group the rules sent to splits (see postAll). */
+  #splits = new WeakMap<MemberGroup, Split>();
   /** This relay's own members, from join() until leave(). */
   #local = new Set<Member>();
   #queue: Task[] = [];
@@ -257,7 +343,9 @@ export class Relay implements RelayPort {
     this.#options = options;
     this.#rules = options.rules({
       members: this.#members,
+      everyone: this.#group,
       post: (member, line) => this.#post(member, line),
+      postAll: (group, line) => this.#postAll(group, line),
       remove: (member) => this.#remove(member),
     });
     this.#bus = options.bus ?? localBus();
@@ -269,7 +357,7 @@ export class Relay implements RelayPort {
         rules: this.#rules.save?.(keyOf),
       }),
       load: (state, memberOf) => {
-        for (const key of state.members) this.#members.add(memberOf(key));
+        for (const key of state.members) this.#group.add(memberOf(key));
         this.#rules.load?.(state.rules, memberOf);
       },
     };
@@ -342,7 +430,7 @@ export class Relay implements RelayPort {
     switch (event.t) {
       case "join": {
         const { member } = event;
-        this.#members.add(member);
+        this.#group.add(member);
         rules.join(member);
         if (rules.noticeBytes === 0) return;
         this.#enqueue(rules.noticeBytes, () => {
@@ -367,7 +455,7 @@ export class Relay implements RelayPort {
       case "announce": {
         const line = encoder.encode(`[server] ${event.text}\n`);
         this.#enqueue(line.length, () => {
-          for (const m of this.#members) this.#post(m, line);
+          this.#postAll(this.#group, line);
         });
         return;
       }
@@ -376,7 +464,7 @@ export class Relay implements RelayPort {
 
   /** Drops `member`; `false` if it was not a member. */
   #remove(member: Member): boolean {
-    if (!this.#members.delete(member)) return false;
+    if (!this.#group.delete(member)) return false;
     this.#rules.leave(member);
     return true;
   }
@@ -470,5 +558,15 @@ export class Relay implements RelayPort {
 
   #post(member: Member, line: Uint8Array): void {
     if (!member.out.post(line)) member.dropQueueFull();
+  }
+
+  #postAll(group: MemberGroup, line: Uint8Array): void {
+    let split = this.#splits.get(group);
+    if (split === undefined || split.version !== group.version) {
+      split = splitGroup(group);
+      this.#splits.set(group, split);
+    }
+    for (const member of split.local) this.#post(member, line);
+    for (const [inbox, ids] of split.remote) inbox.postAll(ids, line);
   }
 }
