@@ -1,4 +1,4 @@
-import { type Target, target } from "./client/dial.ts";
+import { proxyPlan, type Target, target } from "./client/dial.ts";
 import { assertDatagram, datagramTarget } from "./client/datagram.ts";
 import type { ConnectOptions } from "./types.ts";
 import { encodeHistogram, latencySummary } from "./client/latency.ts";
@@ -86,8 +86,9 @@ export interface LoadTestOptions extends ConnectOptions {
   signal?: AbortSignal;
   /**
    * What drives the connections. `"native"` is one epoll loop over libc
-   * through Deno's FFI, in a Web Worker of its own: plain TCP only, on
-   * Linux, with `--allow-ffi` (full access to the process). For driving
+   * through Deno's FFI, in a Web Worker of its own: TCP or a Unix socket
+   * (with a PROXY header if asked), not TLS or UDP, on Linux, with
+   * `--allow-ffi` (full access to the process). For driving
    * fast servers at the rate of a C load generator; every byte is still
    * compared and every latency recorded.
    *
@@ -341,25 +342,20 @@ function reportOf(
 async function nativeReport(
   address: string,
   message: Uint8Array,
-  run: Omit<NativeLoadOptions, "hostname" | "port" | "message" | "io">,
+  run: Omit<
+    NativeLoadOptions,
+    "hostname" | "port" | "path" | "proxy" | "message" | "io"
+  >,
   options: LoadTestOptions,
 ): Promise<LoadReport> {
-  assertNativeLoad(
-    options.udp
-      ? "UDP"
-      : options.tls
-      ? "TLS"
-      : options.path !== undefined
-      ? "a Unix socket"
-      : options.sendProxy !== undefined
-      ? "with a PROXY header"
-      : undefined,
-  );
-  const { hostname = "127.0.0.1", port = 9000 } = options;
+  assertNativeLoad(options.udp ? "UDP" : options.tls ? "TLS" : undefined);
+  const { hostname = "127.0.0.1", port = 9000, path } = options;
   const { io, ...result } = await nativeLoad({
     ...run,
-    hostname: await resolvedAddress(hostname),
+    hostname: path === undefined ? await resolvedAddress(hostname) : "",
     port,
+    path,
+    proxy: proxyPlan(options),
     message,
     io: options.nativeIo,
   });

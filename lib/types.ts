@@ -299,9 +299,10 @@ export interface ServeEchoOptions {
    * What serves the connections. `"default"` is Deno's own sockets.
    * `"native"` is an epoll loop over libc through Deno's FFI, one per
    * worker, each in a Web Worker of its own (so with `workers: 1` too, and
-   * the calling thread stays free): echo mode over TCP only, on Linux
-   * (x86_64, aarch64), and it needs `--allow-ffi`, which is full access to
-   * the process. For benchmarks and many connections; see docs/native-engine.md.
+   * the calling thread stays free): every mode and option but TLS, over
+   * TCP, Unix sockets and UDP, on Linux (x86_64, aarch64); it needs
+   * `--allow-ffi`, which is full access to the process. For benchmarks and
+   * many connections; see docs/native-engine.md.
    *
    * @default {"default"}
    */

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import * as hdr from "npm:hdr-histogram-js@^3.0.1";
 import { loadTest, serveEcho } from "../mod.ts";
 import { loadEngineTest } from "./_engines.ts";
-import { captureLogs } from "./_helpers.ts";
+import { captureLogs, tempDir } from "./_helpers.ts";
 
 const logs = await captureLogs();
 
@@ -444,5 +444,57 @@ loadEngineTest(
     // 20 ms for the clocks' steps).
     const most = report.durationMs * navigator.hardwareConcurrency + 20;
     assert.ok(report.cpuMs <= most, `${report.cpuMs} ms > ${most} ms`);
+  },
+);
+
+loadEngineTest(
+  "loadTest over a Unix socket, and with a PROXY header whose source the server's rules judge",
+  async (engine) => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/load.sock`;
+    {
+      await using server = serveEcho({ path });
+      await server.ready;
+      const report = await loadTest({
+        ...engine,
+        path,
+        connections: 3,
+        count: 300,
+      });
+      assert.equal(report.address, path);
+      assert.equal(report.roundTrips, 300);
+      assert.equal(report.connectErrors + report.mismatches, 0);
+      assert.equal(report.otherErrors + report.closedBeforeEcho, 0);
+    }
+    await using server = serveEcho({
+      port: 0,
+      proxyProtocol: true,
+      allow: ["10.0.0.0/8"],
+    });
+    for (const sendProxy of ["v1", "v2"] as const) {
+      // Let in as the source the header claims…
+      const inside = await loadTest({
+        ...engine,
+        port: server.addr.port,
+        sendProxy,
+        proxySource: "10.9.8.7:4000",
+        connections: 2,
+        count: 100,
+      });
+      assert.equal(inside.roundTrips, 100, inside.errorMessages.join("; "));
+      // …and refused as its own address, 127.0.0.1, outside the list.
+      const outside = await loadTest({
+        ...engine,
+        port: server.addr.port,
+        sendProxy,
+        connections: 2,
+        count: 10,
+        timeout: 2000,
+      });
+      assert.equal(outside.roundTrips, 0);
+      assert.equal(outside.closedBeforeEcho, 2);
+    }
+    assert.equal(server.stats.refused.notAllowed, 4);
+    assert.equal(server.stats.proxyHeaderFailures, 0);
   },
 );

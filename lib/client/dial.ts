@@ -5,7 +5,7 @@
 
 import { isIP } from "node:net";
 import { assertPort, formatAddr, optionError, writeAll } from "../_helpers.ts";
-import { encodeProxyHeader } from "../proxy/header.ts";
+import { clientHeader } from "../proxy/header.ts";
 import type { ConnectOptions } from "../types.ts";
 
 /** A server to connect to, as checked by {@linkcode target}. */
@@ -94,15 +94,19 @@ export function target(options: ConnectOptions): Target {
   };
 }
 
+/** The PROXY header a client was asked to send: its version and source. */
+export interface ProxyPlan {
+  version: 1 | 2;
+  /** The source it claims; the connection's own address when undefined. */
+  source: { hostname: string; port: number } | undefined;
+}
+
 /**
- * The PROXY header `options` ask for, given the connection it starts (none
- * for a Unix socket), or `undefined` when none is asked for.
+ * The PROXY header `options` ask for, checked; `undefined` for none.
  *
  * @throws {RangeError} `proxySource` is not `ADDRESS:PORT`.
  */
-function proxyHeader(
-  options: ConnectOptions,
-): ((conn: Deno.TcpConn | undefined) => Uint8Array) | undefined {
+export function proxyPlan(options: ConnectOptions): ProxyPlan | undefined {
   const { sendProxy, proxySource } = options;
   if (sendProxy === undefined) {
     if (proxySource !== undefined) {
@@ -113,26 +117,23 @@ function proxyHeader(
   if (sendProxy !== "v1" && sendProxy !== "v2") {
     throw optionError("sendProxy", `must be "v1" or "v2", got ${sendProxy}`);
   }
-  const version = sendProxy === "v1" ? 1 : 2;
-  const source = proxySource === undefined
-    ? undefined
-    : parseHostPort(proxySource);
-  return (conn) => {
-    const local = conn?.localAddr;
-    const from = source ?? local;
-    if (from === undefined) return encodeProxyHeader({ version });
-    // The server's address, in the family of the claimed source.
-    const family = isIP(from.hostname);
-    const remote = conn?.remoteAddr;
-    const to = remote && isIP(remote.hostname) === family
-      ? remote
-      : { hostname: family === 4 ? "127.0.0.1" : "::1", port: 0 };
-    return encodeProxyHeader({
-      version,
-      source: { hostname: from.hostname, port: from.port },
-      destination: { hostname: to.hostname, port: to.port },
-    });
+  return {
+    version: sendProxy === "v1" ? 1 : 2,
+    source: proxySource === undefined ? undefined : parseHostPort(proxySource),
   };
+}
+
+/**
+ * The PROXY header `options` ask for, given the connection it starts (none
+ * for a Unix socket), or `undefined` when none is asked for.
+ */
+function proxyHeader(
+  options: ConnectOptions,
+): ((conn: Deno.TcpConn | undefined) => Uint8Array) | undefined {
+  const plan = proxyPlan(options);
+  if (plan === undefined) return undefined;
+  return (conn) =>
+    clientHeader(plan.version, plan.source, conn?.localAddr, conn?.remoteAddr);
 }
 
 /** `ADDRESS:PORT` or `[ADDRESS]:PORT`, checked. */

@@ -23,16 +23,23 @@ import {
 } from "../client/schedule.ts";
 import { failure, type FailureKind, Failures } from "../client/failures.ts";
 import {
+  AF_UNIX,
   ECONNRESET,
   EPIPE,
   errnoText,
+  fromSockaddr,
   IPPROTO_TCP,
+  MSG_NOSIGNAL,
   type Native,
   SOCK_CLOEXEC,
   SOCK_STREAM,
   sockaddr,
+  SOCKADDR_MAX,
   TCP_NODELAY,
+  unixSockaddr,
 } from "./ffi.ts";
+import type { ProxyPlan } from "../client/dial.ts";
+import { clientHeader } from "../proxy/header.ts";
 
 /** `control[0]`: 0 while running, 1 once the calling thread says stop. */
 export const STOP_LOAD = 1;
@@ -54,6 +61,10 @@ export type NativeIo = "io_uring" | "epoll";
 export interface LoadPlan extends SchedulePlan {
   hostname: string;
   port: number;
+  /** A Unix socket to connect to instead of `hostname:port`. */
+  path: string | undefined;
+  /** The PROXY header to send first on each connection, if any. */
+  proxy: ProxyPlan | undefined;
   message: Uint8Array;
   io: NativeIo;
 }
@@ -131,7 +142,9 @@ export abstract class LoadLoop {
   constructor(native: Native, config: LoadConfig) {
     this.native = native;
     this.config = config;
-    this.address = sockaddr(native, config.hostname, config.port);
+    this.address = config.path === undefined
+      ? sockaddr(native, config.hostname, config.port)
+      : unixSockaddr(config.path);
     this.#family = this.address[0] | this.address[1] << 8;
     this.#schedule = new LoadSchedule(config, native.now());
     if (config.timeout > 0) {
@@ -171,7 +184,9 @@ export abstract class LoadLoop {
       this.fail("connect", `socket: ${errnoText(this.native.errno())}`);
       return -1;
     }
-    libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, this.#one, 4);
+    if (this.#family !== AF_UNIX) {
+      libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, this.#one, 4);
+    }
     return fd;
   }
 
@@ -199,11 +214,46 @@ export abstract class LoadLoop {
       this.fail("connect", errnoText(errno));
       return this.close(conn);
     }
+    if (this.config.proxy !== undefined && !this.#sendHeader(conn)) return;
     conn.connected = true;
     conn.since = 0;
     this.#connected++;
     conn.due = this.#schedule.slot(conn.index).due;
     this.#next(conn, this.native.now());
+  }
+
+  /**
+   * Sends `conn`'s PROXY header, first thing on the connection (a few dozen
+   * bytes, which a socket just connected takes whole); false, the
+   * connection closed and the failure counted, when it does not go.
+   */
+  #sendHeader(conn: Conn): boolean {
+    const { libc } = this.native;
+    const { version, source } = this.config.proxy!;
+    let header: Uint8Array;
+    if (this.#family === AF_UNIX) {
+      header = clientHeader(version, source, undefined, undefined);
+    } else {
+      const local = new Uint8Array(SOCKADDR_MAX);
+      const length = new Uint32Array([local.length]);
+      libc.getsockname(conn.fd, local, length);
+      header = clientHeader(
+        version,
+        source,
+        fromSockaddr(this.native, local),
+        { hostname: this.config.hostname, port: this.config.port },
+      );
+    }
+    const w = libc.send(conn.fd, header, header.length, MSG_NOSIGNAL);
+    if (w === header.length) return true;
+    this.fail(
+      "connect",
+      w < 0
+        ? `PROXY header: ${errnoText(this.native.errno())}`
+        : "PROXY header: the socket took part of it",
+    );
+    this.close(conn);
+    return false;
   }
 
   /** The calling thread wrote the eventfd: stop, maybe. */

@@ -30,8 +30,8 @@ const SEND = 1;
 const RECV = 2;
 const CANCEL = 3;
 const WAKE = 0xffffffff;
-/** Room for a sockaddr_in6, at the start of the slab. */
-const ADDRESS_ROOM = 32;
+/** Room for a sockaddr_un (110 bytes) or sockaddr_in6, at the slab's start. */
+const ADDRESS_ROOM = 112;
 /** A connection's receive slot: at most this, ... */
 const SLOT_MAX = 64 * 1024;
 /** ... and all of them together not much more than this. */

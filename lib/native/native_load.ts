@@ -28,7 +28,7 @@ export function assertNativeLoad(what: string | undefined): void {
   if (what !== undefined) {
     throw optionError(
       "engine",
-      `native connects over plain TCP only, not ${what}`,
+      `native connects over TCP and Unix sockets, not ${what}`,
     );
   }
 }
@@ -109,6 +109,8 @@ export async function nativeLoad(
       const init: LoadWorkerInit = {
         hostname: options.hostname,
         port: options.port,
+        path: options.path,
+        proxy: options.proxy,
         message: options.message,
         connections: options.connections,
         count: options.count,

@@ -300,3 +300,29 @@ function ipv6Bytes(address: string): Uint8Array {
   });
   return bytes;
 }
+
+/**
+ * The header a client sends for one connection: from `source` if given,
+ * else from the connection's own `local` address, to the server's
+ * (`remote`, or the loopback address of the source's family); `LOCAL`
+ * (v2) or `UNKNOWN` (v1) when there is no address (a Unix socket).
+ */
+export function clientHeader(
+  version: 1 | 2,
+  source: { hostname: string; port: number } | undefined,
+  local: { hostname: string; port: number } | undefined,
+  remote: { hostname: string; port: number } | undefined,
+): Uint8Array {
+  const from = source ?? local;
+  if (from === undefined) return encodeProxyHeader({ version });
+  // The server's address, in the family of the claimed source.
+  const family = isIP(from.hostname);
+  const to = remote && isIP(remote.hostname) === family
+    ? remote
+    : { hostname: family === 4 ? "127.0.0.1" : "::1", port: 0 };
+  return encodeProxyHeader({
+    version,
+    source: { hostname: from.hostname, port: from.port },
+    destination: { hostname: to.hostname, port: to.port },
+  });
+}
