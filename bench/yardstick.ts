@@ -18,6 +18,8 @@
  * - The native engine at 64 B × 50 with the rules at the door (`--allow
  *   127.0.0.0/8 --max-connections-per-ip 1000`) against none: server µs of
  *   CPU per round trip.
+ * - The native engine over a Unix socket against TCP, driven by our native
+ *   load client at 64 B × 50: server µs of CPU per round trip.
  * - Load generators against c_epoll at 64 B × 50: the C load generator,
  *   and `deno task client` with each engine, the native one on io_uring
  *   and on epoll (every byte still compared), each after a 1 s warm-up.
@@ -33,6 +35,7 @@
 import { parseArgs } from "node:util";
 import {
   benchFlags,
+  cpuMs,
   DENO,
   fmt,
   LOCK,
@@ -352,6 +355,63 @@ async function benchRules(bin: string, o: Options): Promise<Cell> {
   return cell;
 }
 
+/**
+ * The native server over a Unix socket and over TCP, each driven by our
+ * native load client for `o.duration` seconds: server µs of CPU per round
+ * trip (the whole run's CPU over its round trips).
+ */
+async function benchUnix(o: Options): Promise<Cell> {
+  const cell: Cell = { errors: 0 };
+  const dir = await Deno.makeTempDir({ prefix: "tcp-echo-unix-" });
+  try {
+    for (const transport of ["tcp", "unix"] as const) {
+      const path = `${dir}/echo.sock`;
+      const port = freePort();
+      const where = transport === "unix"
+        ? ["--unix", path]
+        : ["--port", String(port)];
+      const child = pinned(0, [
+        ...cli("server.ts", ["--log-level", "error", "--engine", "native"]),
+        ...where,
+      ]).spawn();
+      const output = child.output();
+      try {
+        for (let i = 0;; i++) {
+          try {
+            (transport === "unix"
+              ? await Deno.connect({ transport: "unix", path })
+              : await Deno.connect({ hostname: "127.0.0.1", port })).close();
+            break;
+          } catch (error) {
+            if (i === 200) throw new Error(`server did not listen: ${error}`);
+            await new Promise((resolve) => setTimeout(resolve, 50));
+          }
+        }
+        const before = await cpuMs(child.pid);
+        const { stdout, success } = await pinned(
+          1,
+          cli("client.ts", [
+            ...where,
+            ...["--engine", "native", "--connections", "50", "--size", "64"],
+            ...["--duration", String(o.duration), "--json"],
+          ]),
+        ).output();
+        const cpu = await cpuMs(child.pid) - before;
+        const report = JSON.parse(new TextDecoder().decode(stdout));
+        cell[transport] = cpu * 1000 / report.roundTrips;
+        cell.errors += report.mismatches + report.otherErrors +
+          report.connectErrors + (success ? 0 : 1);
+      } finally {
+        child.kill("SIGKILL");
+        await output;
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  return cell;
+}
+
 async function benchClients(
   bin: string,
   o: Options,
@@ -452,6 +512,7 @@ async function main(): Promise<void> {
   const clients: Record<string, Cell>[] = [];
   const udp: Cell[] = [];
   const rules: Cell[] = [];
+  const unix: Cell[] = [];
   try {
     for (let rep = 1; rep <= o.reps; rep++) {
       for (const name of Object.keys(SERVERS)) {
@@ -464,6 +525,8 @@ async function main(): Promise<void> {
       udp.push(await benchUdp(bin, o));
       console.error(`== native with and without rules, repetition ${rep}`);
       rules.push(await benchRules(bin, o));
+      console.error(`== native over a Unix socket and TCP, repetition ${rep}`);
+      unix.push(await benchUnix(o));
       console.error(`== load generators, repetition ${rep}`);
       clients.push(await benchClients(bin, o));
     }
@@ -509,6 +572,7 @@ async function main(): Promise<void> {
     ...workers.flat(),
     ...udp,
     ...rules,
+    ...unix,
     ...clients.flatMap((r) => Object.values(r)),
   ].reduce((sum, c) => sum + c.errors, 0);
   const workerRow = (
@@ -578,6 +642,21 @@ async function main(): Promise<void> {
           fmt(middle(rules.map((c) => c.none)), 2),
           fmt(middle(rules.map((c) => c.rules)), 2),
           `${fmt(middle(rules.map((c) => c.rules / c.none)), 2)}×`,
+        ]],
+      ),
+      "",
+      markdown(
+        [
+          "native server, native client, 64 B × 50",
+          "TCP",
+          "Unix socket",
+          "ratio",
+        ],
+        [[
+          "server µs CPU/round trip",
+          fmt(middle(unix.map((c) => c.tcp)), 2),
+          fmt(middle(unix.map((c) => c.unix)), 2),
+          `${fmt(middle(unix.map((c) => c.unix / c.tcp)), 2)}×`,
         ]],
       ),
       "",

@@ -161,6 +161,7 @@ Deno.test({
         /^\| client native \(epoll\) \| [\d,]+ \| [\d,]+ \| [\d.]+× \| 0 \|$/m,
         /^\| server µs CPU\/datagram \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+× \| [\d.]+× \|$/m,
         /^\| native, 64 B × 50 \| no rules \| allow \+ per-address limit \| ratio \|$/m,
+        /^\| native server, native client, 64 B × 50 \| TCP \| Unix socket \| ratio \|$/m,
       ]
     ) {
       assert.match(text, row);
