@@ -4,12 +4,12 @@
 // `echo`). The same answers serve TCP, TLS, Unix streams and UDP datagrams,
 // free of I/O (see ./session.ts). Not exported from mod.ts.
 
-import { lineContent, LineSplitter } from "../_lines.ts";
+import { lineContent } from "../_lines.ts";
 import { bareAddress } from "../_helpers.ts";
 import { replaceControls } from "../_text.ts";
 import {
+  LinesSession,
   lineTooLong,
-  type Session,
   type SessionFacts,
   type Step,
 } from "./session.ts";
@@ -88,25 +88,15 @@ export function defaultId(host: string, local: Deno.Addr): string {
  * Info mode: answers each line until the client half-closes, says `exit` or
  * `quit`, or sends a line over the limit.
  */
-export class InfoSession implements Session {
-  #splitter: LineSplitter;
+export class InfoSession extends LinesSession {
   #facts: SessionFacts;
 
   constructor(facts: SessionFacts, maxLineBytes: number) {
+    super(maxLineBytes);
     this.#facts = facts;
-    this.#splitter = new LineSplitter(maxLineBytes);
   }
 
-  receive(chunk: Uint8Array): Step {
-    return this.#answer(this.#splitter.push(chunk), undefined);
-  }
-
-  end(): Step {
-    const last = this.#splitter.end();
-    return this.#answer(last === undefined ? [] : [last], "closed by client");
-  }
-
-  #answer(lines: Uint8Array[], ending: string | undefined): Step {
+  protected answer(lines: Uint8Array[], ending: string | undefined): Step {
     let replies = "";
     let close = ending;
     for (const line of lines) {
@@ -117,8 +107,8 @@ export class InfoSession implements Session {
       }
       replies += `${answer}\n`;
     }
-    if (close === undefined && this.#splitter.tooLong) {
-      replies += lineTooLong(this.#splitter.maxLineBytes);
+    if (close === undefined && this.splitter.tooLong) {
+      replies += lineTooLong(this.splitter.maxLineBytes);
       close = "line too long";
     }
     return {

@@ -1,8 +1,8 @@
 // Private: serveEcho's `line` mode, free of I/O (see ./session.ts). Not
 // exported from mod.ts.
 
-import { join, lineContent, LineSplitter } from "../_lines.ts";
-import { lineTooLong, type Session, type Step } from "./session.ts";
+import { join, lineContent } from "../_lines.ts";
+import { LinesSession, lineTooLong, type Step } from "./session.ts";
 
 const encoder = new TextEncoder();
 const EXIT = encoder.encode("exit");
@@ -30,28 +30,15 @@ export function joined(lines: Uint8Array[]): Uint8Array | undefined {
  * Line mode: echoes each line as sent until the client half-closes, sends
  * `exit` or `quit`, or sends a line over the limit.
  */
-export class LineSession implements Session {
-  #splitter: LineSplitter;
-
-  constructor(maxLineBytes: number) {
-    this.#splitter = new LineSplitter(maxLineBytes);
-  }
-
-  receive(chunk: Uint8Array): Step {
-    return this.#answer(this.#splitter.push(chunk), undefined);
-  }
-
-  end(): Step {
-    const last = this.#splitter.end();
-    return this.#answer(last === undefined ? [] : [last], "closed by client");
-  }
-
-  #answer(lines: Uint8Array[], ending: string | undefined): Step {
+export class LineSession extends LinesSession {
+  protected answer(lines: Uint8Array[], ending: string | undefined): Step {
     const exit = lines.findIndex(isExit);
     const send = joined(exit === -1 ? lines : lines.slice(0, exit));
     if (exit !== -1) return { send, close: "exit command" };
-    if (this.#splitter.tooLong) {
-      const tooLong = encoder.encode(lineTooLong(this.#splitter.maxLineBytes));
+    if (this.splitter.tooLong) {
+      const tooLong = encoder.encode(
+        lineTooLong(this.splitter.maxLineBytes),
+      );
       return {
         send: send === undefined ? tooLong : joined([send, tooLong]),
         close: "line too long",

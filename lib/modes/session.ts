@@ -6,6 +6,8 @@
 // bytes and actions), so that a mode is written once for every driver and
 // tested without a socket. Not exported from mod.ts.
 
+import { LineSplitter } from "../_lines.ts";
+
 /** What a session asks of its driver after one event. */
 export interface Step {
   /**
@@ -31,6 +33,39 @@ export interface Session {
   receive(chunk: Uint8Array): Step;
   /** The client half-closed; the step returned always closes. */
   end(): Step;
+}
+
+/**
+ * A session that answers lines: the client's bytes are cut into lines
+ * (each with its ending; a line over the limit stops the splitter), and
+ * {@linkcode LinesSession.answer} says what to send for the lines of each
+ * read and whether to end. Line and info mode are two of these.
+ */
+export abstract class LinesSession implements Session {
+  protected readonly splitter: LineSplitter;
+
+  constructor(maxLineBytes: number) {
+    this.splitter = new LineSplitter(maxLineBytes);
+  }
+
+  receive(chunk: Uint8Array): Step {
+    return this.answer(this.splitter.push(chunk), undefined);
+  }
+
+  end(): Step {
+    const last = this.splitter.end();
+    return this.answer(last === undefined ? [] : [last], "closed by client");
+  }
+
+  /**
+   * What to do about `lines` (views, valid during the call), the last read's
+   * (`ending` is why the connection ends after them, at the end of stream);
+   * `this.splitter.tooLong` says a line went over the limit.
+   */
+  protected abstract answer(
+    lines: Uint8Array[],
+    ending: string | undefined,
+  ): Step;
 }
 
 /** The addresses and names a session may answer with (info mode's). */
