@@ -11,6 +11,7 @@ import { localShared, Server } from "./server/engine.ts";
 import { assertNativeSupported, NativeServer } from "./native/native_server.ts";
 import { assertDatagramsSupported, DatagramEcho } from "./server/datagram.ts";
 import { WithDatagrams } from "./server/with_datagrams.ts";
+import { type Backend, ServerHandle } from "./core/handle.ts";
 import type { ListenConfig, ProxyConfig, ServerConfig } from "./core/config.ts";
 import { cidrProblem } from "./rules/cidr.ts";
 import { type LimitsConfig, newLimitsTable } from "./rules/limits.ts";
@@ -132,11 +133,13 @@ export function serveEcho(
   if (count > 1 && config.listen.transport === "unix") {
     throw optionError("workers", "a Unix socket is served on one thread");
   }
+  const handle = (backend: Backend) =>
+    new ServerHandle(backend, config.mode, config.gracePeriod, signal);
   if (engine === "native") {
     if (udp !== false) checkDatagrams(config, udp);
     assertNativeSupported(config, udp !== false);
     signal?.throwIfAborted();
-    return new NativeServer(config, count, udp as boolean | "only", signal);
+    return handle(new NativeServer(config, count, udp as boolean | "only"));
   }
   if (engine !== "default") {
     throw optionError("engine", `must be default or native, got ${engine}`);
@@ -148,13 +151,13 @@ export function serveEcho(
   }
   signal?.throwIfAborted();
   if (count > 1) assertWorkersSupported();
-  const stream = (listen: ListenConfig) => {
+  const stream = (listen: ListenConfig): Backend => {
     const c = { ...config, listen };
-    if (count === 1) return new Server(c, localShared(), signal);
-    return new WorkerPool(c, count, signal);
+    if (count === 1) return new Server(c, localShared());
+    return new WorkerPool(c, count);
   };
-  if (udp === false) return stream(config.listen);
-  return withDatagrams(config, udp, stream, signal);
+  if (udp === false) return handle(stream(config.listen));
+  return handle(withDatagrams(config, udp, stream));
 }
 
 /** Throws unless UDP can be served as `config` says. */
@@ -184,20 +187,19 @@ function checkDatagrams(config: ServerConfig, udp: unknown): void {
 function withDatagrams(
   config: ServerConfig,
   udp: true | "only",
-  stream: (listen: ListenConfig) => EchoServer<Deno.Addr>,
-  signal: AbortSignal | undefined,
-): EchoServer<Deno.Addr> {
+  stream: (listen: ListenConfig) => Backend,
+): Backend {
   // checkDatagrams made sure: plain TCP.
   const tcp = config.listen as Extract<ListenConfig, { transport: "tcp" }>;
   const { hostname, port } = tcp;
   for (let attempt = 1;; attempt++) {
     const datagrams = new DatagramEcho(hostname, port, config);
     if (udp === "only") {
-      return new WithDatagrams(undefined, datagrams, config.mode, signal);
+      return new WithDatagrams(undefined, datagrams);
     }
     try {
       const streams = stream({ ...tcp, port: datagrams.addr.port });
-      return new WithDatagrams(streams, datagrams, config.mode, signal);
+      return new WithDatagrams(streams, datagrams);
     } catch (error) {
       datagrams.close();
       const retry = port === 0 && attempt < 10 &&

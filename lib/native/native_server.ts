@@ -8,17 +8,12 @@
 
 import { getLogger } from "../_logtape.ts";
 import { isIP } from "node:net";
-import { formatAddr, LOG_CATEGORY, optionError, plural } from "../_helpers.ts";
+import { formatAddr, LOG_CATEGORY, optionError } from "../_helpers.ts";
 import type { ServerConfig } from "../core/config.ts";
 import { newLimitsTable } from "../rules/limits.ts";
 import { COUNTERS, sumStats } from "../core/counters.ts";
 import { type Feature, unserved } from "../core/features.ts";
-import type {
-  ClusterStatus,
-  EchoMode,
-  EchoServer,
-  EchoServerStats,
-} from "../types.ts";
+import type { ClusterStatus, EchoServerStats } from "../types.ts";
 import {
   AF_INET,
   AF_INET6,
@@ -56,7 +51,7 @@ import type {
   NativeWorkerInit,
   ToNativeWorker,
 } from "./worker.ts";
-import { assertAnnouncement } from "../core/lifecycle.ts";
+import type { Backend } from "../core/handle.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
 const encoder = new TextEncoder();
@@ -256,13 +251,11 @@ interface Loop {
 }
 
 /** serveEcho with `engine: "native"`: echo loops over libc in workers. */
-export class NativeServer implements EchoServer<Deno.Addr> {
+export class NativeServer implements Backend {
   readonly addr: Deno.NetAddr | Deno.UnixAddr;
   readonly finished: Promise<void>;
-  #startFailed = false;
   readonly ready: Promise<void>;
-  readonly mode: EchoMode;
-  readonly engine = "native";
+  readonly engine = "native" as const;
   readonly transport: "tcp" | "unix" | "udp";
   #native: Native;
   #config: ServerConfig;
@@ -272,8 +265,6 @@ export class NativeServer implements EchoServer<Deno.Addr> {
   #open = new Int32Array(new SharedArrayBuffer(4));
   /** Operator lines posted to each loop (see LoopConfig.mail). */
   #mail!: Int32Array;
-  #signal: AbortSignal | undefined;
-  #shutdown: Promise<void> | undefined;
   #done = false;
   #wake = new BigUint64Array([1n]);
   /** The relay, in broadcast and chat mode: here, for every loop. */
@@ -283,15 +274,12 @@ export class NativeServer implements EchoServer<Deno.Addr> {
     config: ServerConfig,
     workers: number,
     udp: boolean | "only",
-    signal: AbortSignal | undefined,
   ) {
-    signal?.throwIfAborted();
     const { listen } = config;
     if (listen.transport === "tls") {
       throw new TypeError("The native engine does not serve TLS");
     }
     this.#config = config;
-    this.mode = config.mode;
     this.transport = listen.transport;
     const hostname = listen.transport === "tcp"
       ? ipAddress(listen.hostname)
@@ -349,8 +337,7 @@ export class NativeServer implements EchoServer<Deno.Addr> {
       ...this.#loops.map((l) => l.started),
       this.#relay?.ready,
     ]).then(() => {});
-    // Whoever awaits it sees the error, alone: no "Stopping now" after it.
-    this.ready.catch(() => this.#startFailed = true);
+    this.ready.catch(() => {}); // Whoever awaits it sees the error.
     this.finished = Promise.all(this.#loops.map((l) => l.done)).then(
       async () => {
         this.#done = true;
@@ -364,11 +351,8 @@ export class NativeServer implements EchoServer<Deno.Addr> {
           loop.worker.terminate();
         }
         this.#native.close();
-        this.#signal?.removeEventListener("abort", this.#abort);
       },
     );
-    this.#signal = signal;
-    signal?.addEventListener("abort", this.#abort, { once: true });
     logger.debug("Listening on {address} in {mode} mode (native engine)", {
       address: formatAddr(this.addr),
       mode: config.mode,
@@ -452,21 +436,12 @@ export class NativeServer implements EchoServer<Deno.Addr> {
   }
 
   announce(message: string): number {
-    assertAnnouncement(message);
     if (this.#relay !== undefined) {
       const clients = this.#relay.size;
-      logger.info(
-        `Announcing to {clients} ${plural(clients, "client")}: {message}`,
-        { clients, message },
-      );
       this.#relay.announce(message);
       return clients;
     }
     const clients = Atomics.load(this.#open, 0);
-    logger.info(
-      `Announcing to {clients} ${plural(clients, "client")}: {message}`,
-      { clients, message },
-    );
     const line = encoder.encode(`${message}\n`);
     for (const loop of this.#loops) this.#mailTo(loop, { t: "announce", line });
     return clients;
@@ -484,15 +459,6 @@ export class NativeServer implements EchoServer<Deno.Addr> {
     this.#wakeLoop(loop);
   }
 
-  shutdown(): Promise<void> {
-    this.#shutdown ??= this.#drain();
-    return this.#shutdown;
-  }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.shutdown();
-  }
-
   /** Tells every loop `command`, unless a later one was told already. */
   #tell(command: number): void {
     if (Atomics.load(this.#control, 0) >= command) return;
@@ -507,17 +473,9 @@ export class NativeServer implements EchoServer<Deno.Addr> {
     this.#native.libc.write(loop.wakeFd, this.#wake, this.#wake.byteLength);
   }
 
-  async #drain(): Promise<void> {
+  async drain(): Promise<void> {
     const { gracePeriod } = this.#config;
     const active = Atomics.load(this.#open, 0);
-    logger.info(
-      `Shutting down: {active} ${
-        plural(active, "connection")
-      } open, grace period ${
-        gracePeriod === Infinity ? "unlimited" : "{gracePeriod} ms"
-      }`,
-      { active, gracePeriod },
-    );
     this.#tell(DRAIN);
     let timer: ReturnType<typeof setTimeout> | undefined;
     if (gracePeriod !== Infinity) {
@@ -542,16 +500,9 @@ export class NativeServer implements EchoServer<Deno.Addr> {
     clearTimeout(timer);
   }
 
-  #abort = (): void => {
-    const active = Atomics.load(this.#open, 0);
-    if (!this.#startFailed) {
-      logger.info(
-        `Stopping now: {active} ${plural(active, "connection")} open`,
-        { active },
-      );
-    }
+  stop(): void {
     this.#tell(STOP);
-  };
+  }
 }
 
 /** Removes the socket file this server made, unless someone else did. */

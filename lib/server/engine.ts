@@ -42,13 +42,8 @@ import {
 } from "../core/counters.ts";
 import { transportFor } from "../transport/choose.ts";
 import type { Transport } from "../transport/transport.ts";
-import type {
-  ClusterStatus,
-  EchoMode,
-  EchoServer,
-  EchoServerStats,
-} from "../types.ts";
-import { assertAnnouncement } from "../core/lifecycle.ts";
+import type { ClusterStatus, EchoMode, EchoServerStats } from "../types.ts";
+import type { Backend } from "../core/handle.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
 
@@ -80,8 +75,6 @@ export interface Shared {
   open: Int32Array;
   /** The relay, in broadcast and chat mode, when another thread runs it. */
   relay?: RelayPort;
-  /** Resolves once that relay is connected (to Redis, say), if it is one. */
-  relayReady?: Promise<void>;
   /** What goes in every log record of this listener. */
   worker?: number;
 }
@@ -95,13 +88,13 @@ export function localShared(): Shared {
   };
 }
 
-export class Server implements EchoServer<Deno.Addr> {
+/** One listener of the streams engine: a backend of a ServerHandle. */
+export class Server implements Backend {
   readonly addr: Deno.Addr;
   readonly finished: Promise<void>;
-  #startFailed = false;
   readonly ready: Promise<void>;
   readonly mode: EchoMode;
-  readonly engine = "default";
+  readonly engine = "default" as const;
   readonly transport: "tcp" | "tls" | "unix";
   #config: ServerConfig;
   #transport: Transport;
@@ -113,7 +106,6 @@ export class Server implements EchoServer<Deno.Addr> {
   #relay: RelayPort | undefined;
   /** What this listener's connections share (see {@linkcode Listener}). */
   #shared: Listener;
-  #signal: AbortSignal | undefined;
   #log: Logger;
   #worker: number | undefined;
   #connections = new Set<Connection>();
@@ -121,14 +113,8 @@ export class Server implements EchoServer<Deno.Addr> {
   #acceptLoopDone = false;
   #resolveFinished!: () => void;
   #wakeBackoff: (() => void) | undefined;
-  #shutdown: Promise<void> | undefined;
 
-  constructor(
-    config: ServerConfig,
-    shared: Shared,
-    signal: AbortSignal | undefined,
-  ) {
-    signal?.throwIfAborted();
+  constructor(config: ServerConfig, shared: Shared) {
     this.mode = config.mode;
     this.#config = config;
     this.#counters = shared.counters;
@@ -163,8 +149,6 @@ export class Server implements EchoServer<Deno.Addr> {
     }, config);
     const listening = this.#transport.listen();
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
-    this.#signal = signal;
-    signal?.addEventListener("abort", this.#abort, { once: true });
     if ("listener" in listening) {
       this.addr = listening.addr;
       this.ready = listening.listener.then(
@@ -182,11 +166,6 @@ export class Server implements EchoServer<Deno.Addr> {
       this.ready = this.#ownRelay?.ready ?? Promise.resolve();
       this.ready.catch(() => {}); // Whoever awaits it sees the error.
       this.#start(listening);
-    }
-    // A start that failed (here, or the relay a pool shares with us) is
-    // reported by whoever awaits `ready`, alone: no "Stopping now" after it.
-    for (const started of [this.ready, shared.relayReady]) {
-      started?.catch(() => this.#startFailed = true);
     }
   }
 
@@ -220,12 +199,6 @@ export class Server implements EchoServer<Deno.Addr> {
   }
 
   announce(message: string): number {
-    assertAnnouncement(message);
-    const clients = this.#relay?.size ?? this.#connections.size;
-    this.#log.info(
-      `Announcing to {clients} ${plural(clients, "client")}: {message}`,
-      { clients, message },
-    );
     if (this.#relay !== undefined) {
       this.#relay.announce(message);
       return this.#relay.size;
@@ -242,16 +215,7 @@ export class Server implements EchoServer<Deno.Addr> {
     return this.#connections.size;
   }
 
-  shutdown(): Promise<void> {
-    this.#shutdown ??= this.#drain();
-    return this.#shutdown;
-  }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.shutdown();
-  }
-
-  async #drain(): Promise<void> {
+  async drain(): Promise<void> {
     const gracePeriod = this.#config.gracePeriod;
     this.#logStopping(
       "Shutting down",
@@ -284,31 +248,27 @@ export class Server implements EchoServer<Deno.Addr> {
     clearTimeout(timer);
   }
 
-  #abort = (): void => {
-    if (!this.#startFailed) this.#logStopping("Stopping now", "", {});
+  stop(): void {
+    this.#logStopping("Stopping now", "", {});
     this.#closeListener();
     this.#closeAll("server stopped");
-  };
+  }
 
   /**
-   * Logs that the server stops, once: by the calling thread, with the
-   * connections open on every worker; a worker logs its own at debug.
+   * A worker says that it stops, at debug, with its own connections; the
+   * server's handle says it once for all (lib/core/handle.ts).
    */
   #logStopping(
     what: string,
     more: string,
     properties: Record<string, unknown>,
   ): void {
-    const worker = this.#worker !== undefined && this.#worker > 0;
-    const active = worker
-      ? this.#connections.size
-      : Atomics.load(this.#open, 0);
-    const template = `${what}: {active} ${
-      plural(active, "connection")
-    } open${more}`;
-    const record = { ...properties, active };
-    if (worker) this.#log.debug(template, record);
-    else this.#log.info(template, record);
+    if (this.#worker === undefined || this.#worker === 0) return;
+    const active = this.#connections.size;
+    this.#log.debug(
+      `${what}: {active} ${plural(active, "connection")} open${more}`,
+      { ...properties, active },
+    );
   }
 
   #closeListener(): void {
@@ -328,7 +288,6 @@ export class Server implements EchoServer<Deno.Addr> {
 
   #finishIfDone(): void {
     if (!this.#acceptLoopDone || this.#connections.size > 0) return;
-    this.#signal?.removeEventListener("abort", this.#abort);
     this.#log.debug("Finished: {accepted} accepted, {rejected} rejected", {
       accepted: this.#counters[ACCEPTED],
       rejected: this.#counters[REJECTED],

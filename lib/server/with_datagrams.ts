@@ -1,44 +1,32 @@
 // Private: a server that echoes UDP datagrams beside its TCP connections
-// (serveEcho's `udp` option), or UDP alone. Not exported from mod.ts.
+// (serveEcho's `udp` option), or UDP alone, on the default engine (the
+// native engine's loops take datagrams themselves). Not exported from
+// mod.ts.
 
-import type {
-  ClusterStatus,
-  EchoMode,
-  EchoServer,
-  EchoServerStats,
-} from "../types.ts";
+import type { ClusterStatus, EchoServerStats } from "../types.ts";
 import { sumStats } from "../core/counters.ts";
+import type { Backend } from "../core/handle.ts";
 import type { DatagramEcho } from "./datagram.ts";
-import { assertAnnouncement } from "../core/lifecycle.ts";
 
-/** The TCP server (if any) and the UDP socket, as one EchoServer. */
-export class WithDatagrams implements EchoServer<Deno.Addr> {
+/** The TCP server (if any) and the UDP socket, as one backend. */
+export class WithDatagrams implements Backend {
   readonly addr: Deno.Addr;
   readonly ready: Promise<void>;
   readonly finished: Promise<void>;
-  readonly mode: EchoMode;
-  /** Datagrams are always Deno's: the native engine serves TCP alone. */
-  readonly engine = "default";
+  readonly engine = "default" as const;
   readonly transport: "tcp" | "tls" | "unix" | "udp";
-  #stream: EchoServer<Deno.Addr> | undefined;
+  #stream: Backend | undefined;
   #udp: DatagramEcho;
 
-  constructor(
-    stream: EchoServer<Deno.Addr> | undefined,
-    udp: DatagramEcho,
-    mode: EchoMode,
-    signal: AbortSignal | undefined,
-  ) {
+  constructor(stream: Backend | undefined, udp: DatagramEcho) {
     this.#stream = stream;
     this.#udp = udp;
-    this.mode = mode;
     this.transport = stream?.transport ?? "udp";
     this.addr = stream?.addr ?? udp.addr;
     this.ready = stream?.ready ?? Promise.resolve();
-    signal?.addEventListener("abort", this.#close, { once: true });
-    this.finished = Promise.all([stream?.finished, udp.finished]).then(() => {
-      signal?.removeEventListener("abort", this.#close);
-    });
+    this.finished = Promise.all([stream?.finished, udp.finished]).then(
+      () => {},
+    );
   }
 
   get stats(): EchoServerStats {
@@ -60,24 +48,19 @@ export class WithDatagrams implements EchoServer<Deno.Addr> {
   }
 
   announce(message: string): number {
-    if (this.#stream !== undefined) return this.#stream.announce(message);
-    assertAnnouncement(message);
-    return 0; // UDP has no clients to speak to unasked.
+    // UDP has no clients to speak to unasked.
+    return this.#stream?.announce(message) ?? 0;
   }
 
-  shutdown(): Promise<void> {
+  async drain(): Promise<void> {
     // Datagrams have nothing in flight to wait for.
     this.#udp.close();
-    return Promise.all([this.#stream?.shutdown(), this.finished]).then(
-      () => {},
-    );
+    await this.#stream?.drain();
+    await this.finished;
   }
 
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.shutdown();
-  }
-
-  #close = (): void => {
+  stop(): void {
     this.#udp.close();
-  };
+    this.#stream?.stop();
+  }
 }

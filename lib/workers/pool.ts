@@ -11,7 +11,7 @@
 // and leave as messages (see WorkerHandle and worker.ts's RelayLink).
 
 import { getLogger, type LogLevel, type LogRecord } from "../_logtape.ts";
-import { LOG_CATEGORY, optionError, plural } from "../_helpers.ts";
+import { LOG_CATEGORY, optionError } from "../_helpers.ts";
 import type { Relay } from "../relay/relay.ts";
 import {
   type DeliverMessage,
@@ -23,13 +23,8 @@ import { newRelay } from "../relay/for_mode.ts";
 import type { ServerConfig } from "../core/config.ts";
 import { ACTIVE, COUNTERS, sumStats } from "../core/counters.ts";
 import { claim } from "../transport/choose.ts";
-import type {
-  ClusterStatus,
-  EchoMode,
-  EchoServer,
-  EchoServerStats,
-} from "../types.ts";
-import { assertAnnouncement } from "../core/lifecycle.ts";
+import type { ClusterStatus, EchoServerStats } from "../types.ts";
+import type { Backend } from "../core/handle.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
 const WORKER_URL = new URL("./worker.ts", import.meta.url);
@@ -109,25 +104,18 @@ export function assertWorkersSupported(): void {
 }
 
 /** A server made of a listener here and `count - 1` in Web Workers. */
-export class WorkerPool implements EchoServer<Deno.Addr> {
+export class WorkerPool implements Backend {
   readonly addr: Deno.Addr;
   readonly finished: Promise<void>;
   readonly ready: Promise<void>;
-  readonly mode: EchoMode;
-  readonly engine = "default";
+  readonly engine = "default" as const;
   readonly transport: "tcp" | "tls" | "unix";
   #main: Server;
   #handles: WorkerHandle[] = [];
   #counters: Float64Array;
   #relay: Relay | undefined;
-  #shutdown: Promise<void> | undefined;
 
-  constructor(
-    config: ServerConfig,
-    count: number,
-    signal: AbortSignal | undefined,
-  ) {
-    this.mode = config.mode;
+  constructor(config: ServerConfig, count: number) {
     this.transport = config.listen.transport;
     const countersBuffer = new SharedArrayBuffer(
       count * COUNTERS * Float64Array.BYTES_PER_ELEMENT,
@@ -144,9 +132,8 @@ export class WorkerPool implements EchoServer<Deno.Addr> {
       counters: this.#counters.subarray(0, COUNTERS),
       open,
       relay: this.#relay,
-      relayReady: this.#relay?.ready,
       worker: 0,
-    }, signal);
+    });
     this.addr = this.#main.addr;
     // Workers bind the address claimed, port 0 resolved.
     const workerConfig = config;
@@ -169,18 +156,17 @@ export class WorkerPool implements EchoServer<Deno.Addr> {
       });
     }
     this.ready = Promise.all([
+      this.#main.ready,
       ...this.#handles.map((h) => h.listening),
       this.#relay?.ready,
     ]).then(() => {});
     // A worker that fails to start is logged; `ready` reports it to whoever
     // awaits it, and it must not end the process otherwise.
     this.ready.catch(() => {});
-    signal?.addEventListener("abort", this.#abort, { once: true });
     this.finished = Promise.all([
       this.#main.finished,
       ...this.#handles.map((h) => h.finished),
     ]).then(async () => {
-      signal?.removeEventListener("abort", this.#abort);
       for (const handle of this.#handles) handle.terminate();
       // Workers' last leave notices may still be on their way.
       await this.#relay?.close();
@@ -197,12 +183,7 @@ export class WorkerPool implements EchoServer<Deno.Addr> {
 
   announce(message: string): number {
     if (this.#relay !== undefined) return this.#main.announce(message);
-    assertAnnouncement(message);
     const clients = this.stats.active;
-    logger.info(
-      `Announcing to {clients} ${plural(clients, "client")}: {message}`,
-      { clients, message },
-    );
     this.#main.announceHere(message);
     for (const handle of this.#handles) {
       handle.post({ t: "announce", text: message });
@@ -210,22 +191,16 @@ export class WorkerPool implements EchoServer<Deno.Addr> {
     return clients;
   }
 
-  shutdown(): Promise<void> {
-    this.#shutdown ??= (async () => {
-      for (const handle of this.#handles) handle.post({ t: "shutdown" });
-      await this.#main.shutdown();
-      await this.finished;
-    })();
-    return this.#shutdown;
+  async drain(): Promise<void> {
+    for (const handle of this.#handles) handle.post({ t: "shutdown" });
+    await this.#main.drain();
+    await this.finished;
   }
 
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.shutdown();
-  }
-
-  #abort = (): void => {
+  stop(): void {
+    this.#main.stop();
     for (const handle of this.#handles) handle.post({ t: "abort" });
-  };
+  }
 }
 
 /**

@@ -131,7 +131,6 @@ class RelayLink implements RelayPort {
 
 let server: Server | undefined;
 let link: RelayLink | undefined;
-const controller = new AbortController();
 
 function start(message: Extract<ToWorker, { t: "start" }>): void {
   if (message.logLevel !== undefined) {
@@ -175,7 +174,7 @@ function start(message: Extract<ToWorker, { t: "start" }>): void {
       open: new Int32Array(message.open),
       relay: link,
       worker: message.index,
-    }, controller.signal);
+    });
   } catch (error) {
     send({ t: "failed", error: describeError(error) });
     return;
@@ -195,9 +194,9 @@ scope.onmessage = (event) => {
       server?.announceHere(message.text);
       return;
     case "shutdown":
-      server?.shutdown();
+      server?.drain();
       return;
     case "abort":
-      return controller.abort();
+      return server?.stop();
   }
 };

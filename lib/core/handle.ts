@@ -1,0 +1,124 @@
+// Private: the one server handle serveEcho returns, whatever runs behind it
+// (the streams engine, a pool of them in workers, the native engine's
+// loops, UDP beside any of them): the signal, the one shutdown, the
+// announcement's check, and what the server says when it stops, written
+// once over a small backend interface. Not exported from mod.ts.
+
+import { getLogger } from "../_logtape.ts";
+import { LOG_CATEGORY, plural } from "../_helpers.ts";
+import type {
+  ClusterStatus,
+  EchoMode,
+  EchoServer,
+  EchoServerStats,
+} from "../types.ts";
+import { assertAnnouncement } from "./lifecycle.ts";
+
+const logger = getLogger([LOG_CATEGORY, "server"]);
+
+/** What runs behind a server's handle. */
+export interface Backend {
+  readonly addr: Deno.Addr;
+  readonly engine: "default" | "native";
+  readonly transport: "tcp" | "tls" | "unix" | "udp";
+  /** Resolves once it serves; rejects when it cannot. */
+  readonly ready: Promise<void>;
+  /** Resolves once every connection has ended and all is closed. */
+  readonly finished: Promise<void>;
+  readonly stats: EchoServerStats;
+  /** The shared log's link, in a cluster. */
+  clusterStatus(): Promise<ClusterStatus | undefined>;
+  /** Sends a checked operator line; returns how many clients it reaches. */
+  announce(message: string): number;
+  /**
+   * Stops accepting and ends every connection politely, within the grace
+   * period; resolves once finished. Called once.
+   */
+  drain(): Promise<void>;
+  /** Closes everything now. */
+  stop(): void;
+}
+
+/** The handle of one server: an {@linkcode EchoServer} over its backend. */
+export class ServerHandle implements EchoServer<Deno.Addr> {
+  readonly addr: Deno.Addr;
+  readonly mode: EchoMode;
+  readonly engine: "default" | "native";
+  readonly transport: "tcp" | "tls" | "unix" | "udp";
+  readonly ready: Promise<void>;
+  readonly finished: Promise<void>;
+  #backend: Backend;
+  #gracePeriod: number;
+  #shutdown: Promise<void> | undefined;
+  #startFailed = false;
+
+  constructor(
+    backend: Backend,
+    mode: EchoMode,
+    gracePeriod: number,
+    signal: AbortSignal | undefined,
+  ) {
+    this.#backend = backend;
+    this.addr = backend.addr;
+    this.mode = mode;
+    this.engine = backend.engine;
+    this.transport = backend.transport;
+    this.ready = backend.ready;
+    this.#gracePeriod = gracePeriod;
+    // Whoever awaits it sees the error, alone: no "Stopping now" after it.
+    this.ready.catch(() => this.#startFailed = true);
+    signal?.addEventListener("abort", this.#abort, { once: true });
+    this.finished = backend.finished.then(() => {
+      signal?.removeEventListener("abort", this.#abort);
+    });
+  }
+
+  get stats(): EchoServerStats {
+    return this.#backend.stats;
+  }
+
+  clusterStatus(): Promise<ClusterStatus | undefined> {
+    return this.#backend.clusterStatus();
+  }
+
+  announce(message: string): number {
+    assertAnnouncement(message);
+    const clients = this.#backend.announce(message);
+    logger.info(
+      `Announcing to {clients} ${plural(clients, "client")}: {message}`,
+      { clients, message },
+    );
+    return clients;
+  }
+
+  shutdown(): Promise<void> {
+    if (this.#shutdown !== undefined) return this.#shutdown;
+    const gracePeriod = this.#gracePeriod;
+    const active = this.#backend.stats.active;
+    logger.info(
+      `Shutting down: {active} ${
+        plural(active, "connection")
+      } open, grace period ${
+        gracePeriod === Infinity ? "unlimited" : "{gracePeriod} ms"
+      }`,
+      { active, gracePeriod },
+    );
+    this.#shutdown = this.#backend.drain().then(() => this.finished);
+    return this.#shutdown;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.shutdown();
+  }
+
+  #abort = (): void => {
+    if (!this.#startFailed) {
+      const active = this.#backend.stats.active;
+      logger.info(
+        `Stopping now: {active} ${plural(active, "connection")} open`,
+        { active },
+      );
+    }
+    this.#backend.stop();
+  };
+}
