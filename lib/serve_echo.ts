@@ -5,17 +5,19 @@ import {
   assertPort,
   optionError,
 } from "./_helpers.ts";
-import { MAX_CHAT_OVERHEAD } from "./relay/chat.ts";
-import { HOLD_LIMIT, shownUrl } from "./relay/redis_bus.ts";
+import { chatLineBytes, MAX_CHAT_OVERHEAD } from "./relay/chat.ts";
+import { redisConfig } from "./relay/redis_bus.ts";
 import { localShared, Server } from "./server/engine.ts";
 import { assertNativeSupported, NativeServer } from "./native/native_server.ts";
 import { assertDatagramsSupported, DatagramEcho } from "./server/datagram.ts";
 import { WithDatagrams } from "./server/with_datagrams.ts";
 import { type Backend, ServerHandle } from "./core/handle.ts";
-import type { ListenConfig, ProxyConfig, ServerConfig } from "./core/config.ts";
-import { cidrProblem } from "./rules/cidr.ts";
-import { type LimitsConfig, newLimitsTable } from "./rules/limits.ts";
-import { MAX_SOCKET_PATH } from "./transport/unix.ts";
+import type { ListenConfig, ServerConfig } from "./core/config.ts";
+import { accessConfig } from "./rules/access.ts";
+import { limitsConfig } from "./rules/limits.ts";
+import { proxyConfig } from "./transport/proxied.ts";
+import { unixListenConfig } from "./transport/unix.ts";
+import { infoHost } from "./modes/info.ts";
 import { assertWorkersSupported, WorkerPool } from "./workers/pool.ts";
 import {
   type EchoServer,
@@ -218,31 +220,7 @@ type ListenerOptions =
 function listenConfig(
   options: ListenerOptions,
 ): ListenConfig {
-  if ("path" in options) {
-    const { path } = options;
-    const { hostname, port, cert, key } = options as ServeEchoOptions;
-    if (hostname !== undefined || port !== undefined) {
-      throw optionError(
-        "path",
-        "a Unix socket has no hostname or port",
-        TypeError,
-      );
-    }
-    if (cert !== undefined || key !== undefined) {
-      throw optionError("path", "TLS is served on TCP only", TypeError);
-    }
-    if (typeof path !== "string" || path === "") {
-      throw optionError("path", "must be a file path", TypeError);
-    }
-    const bytes = new TextEncoder().encode(path).length;
-    if (bytes > MAX_SOCKET_PATH) {
-      throw optionError(
-        "path",
-        `must be at most ${MAX_SOCKET_PATH} bytes for a Unix socket, got ${bytes}`,
-      );
-    }
-    return { transport: "unix", path };
-  }
+  if ("path" in options) return unixListenConfig(options);
   const { hostname = "127.0.0.1", port = 9000, cert, key } = options;
   assertPort(port);
   if (cert === undefined && key === undefined) {
@@ -257,99 +235,6 @@ function listenConfig(
   const { handshakeTimeout = 10_000 } = options;
   assertMilliseconds("handshakeTimeout", handshakeTimeout);
   return { transport: "tls", hostname, port, cert, key, handshakeTimeout };
-}
-
-/** The per-address limits, checked; `undefined` when there are none. */
-function limitsConfig(options: ListenerOptions): LimitsConfig | undefined {
-  const { maxConnectionsPerIp = Infinity, connectRate = Infinity } = options;
-  assertLimit("maxConnectionsPerIp", maxConnectionsPerIp);
-  if (connectRate !== Infinity) {
-    assertInteger("connectRate", connectRate, 1, 2 ** 31 - 1);
-  }
-  if (maxConnectionsPerIp === Infinity && connectRate === Infinity) {
-    return undefined;
-  }
-  return {
-    perAddress: maxConnectionsPerIp,
-    connectRate,
-    ...newLimitsTable(),
-  };
-}
-
-/** The shared Redis, checked; `undefined` without one. */
-function redisConfig(
-  options: ListenerOptions,
-  mode: string,
-): ServerConfig["redis"] {
-  const { redis, redisKey = "tcp-echo", redisHold = HOLD_LIMIT } = options;
-  if (redis === undefined) {
-    for (const name of ["redisKey", "redisHold"] as const) {
-      if (options[name] !== undefined) {
-        throw optionError(name, "needs redis", TypeError);
-      }
-    }
-    return undefined;
-  }
-  if (mode !== "broadcast" && mode !== "chat") {
-    throw optionError("redis", "only broadcast and chat mode span instances");
-  }
-  if (!/^(rediss?:\/\/|unix:\/\/\/)/.test(redis)) {
-    throw optionError(
-      "redis",
-      `must be a redis://, rediss:// or unix:/// URL, got ${shownUrl(redis)}`,
-    );
-  }
-  if (redisKey === "" || /\s/.test(redisKey)) {
-    throw optionError("redisKey", "must be a word without spaces", TypeError);
-  }
-  assertInteger("redisHold", redisHold, 1, 1_000_000);
-  return { url: redis, key: redisKey, holdLimit: redisHold };
-}
-
-/** The machine's hostname, for info mode. */
-function hostname(): string {
-  try {
-    return Deno.hostname();
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotCapable)) throw error;
-    throw optionError(
-      "mode",
-      "info mode answers hostname: run Deno with --allow-sys=hostname",
-      Deno.errors.NotCapable,
-    );
-  }
-}
-
-/** The PROXY protocol options, checked; `undefined` when it is off. */
-function proxyConfig(
-  options: ListenerOptions,
-  listen: ListenConfig,
-): ProxyConfig | undefined {
-  const { proxyProtocol = false, proxyTimeout, trustedProxies } = options;
-  if (!proxyProtocol) {
-    if (proxyTimeout !== undefined || trustedProxies !== undefined) {
-      const option = proxyTimeout !== undefined
-        ? "proxyTimeout"
-        : "trustedProxies";
-      throw optionError(option, "needs proxyProtocol", TypeError);
-    }
-    return undefined;
-  }
-  if (listen.transport === "tls" && listen.handshakeTimeout === 0) {
-    throw optionError(
-      "proxyProtocol",
-      "with TLS it needs a handshakeTimeout above 0 (the header is read " +
-        "before the handshake, by the gate that the timeout installs)",
-      TypeError,
-    );
-  }
-  const timeout = proxyTimeout ?? 3000;
-  assertInteger("proxyTimeout", timeout, 1, 2 ** 31 - 1);
-  for (const entry of trustedProxies ?? []) {
-    const problem = cidrProblem(entry);
-    if (problem !== undefined) throw optionError("trustedProxies", problem);
-  }
-  return { timeout, trusted: trustedProxies && [...trustedProxies] };
 }
 
 /** Checks every option and fills in the defaults. */
@@ -377,8 +262,9 @@ function checkOptions(
   }
   assertInteger("maxLineBytes", maxLineBytes, 1, MAX_LINE_LIMIT);
   assertInteger("channelCapacity", channelCapacity, 2, 2 ** 31 - 1);
-  const longestLine = (mode === "chat" ? 3 : 1) * maxLineBytes + 2 +
-    MAX_CHAT_OVERHEAD;
+  const longestLine = mode === "chat"
+    ? chatLineBytes(maxLineBytes)
+    : maxLineBytes + 2 + MAX_CHAT_OVERHEAD;
   assertInteger("channelBytes", channelBytes, 2 * longestLine, 2 ** 53 - 1);
   const { history = Math.min(20, Math.floor(channelCapacity / 2)) } = options;
   assertInteger("history", history, 0, Math.floor(channelCapacity / 2));
@@ -386,28 +272,19 @@ function checkOptions(
   if (typeof id !== "string" || /[\r\n]/.test(id)) {
     throw optionError("id", "must be text without line breaks", TypeError);
   }
-  const { allow = [], deny = [], maxBytesPerSecond = Infinity } = options;
+  const { maxBytesPerSecond = Infinity } = options;
   assertLimit("maxBytesPerSecond", maxBytesPerSecond);
   const { udpRate = 1000 } = options as ServeEchoOptions;
   assertLimit("udpRate", udpRate);
-  for (const [option, list] of [["allow", allow], ["deny", deny]] as const) {
-    if (!Array.isArray(list)) {
-      throw optionError(option, "must be a list of addresses", TypeError);
-    }
-    for (const entry of list) {
-      const problem = cidrProblem(entry);
-      if (problem !== undefined) throw optionError(option, problem);
-    }
-  }
   return {
     listen,
     proxy: proxyConfig(options, listen),
-    access: { allow: [...allow], deny: [...deny] },
+    access: accessConfig(options),
     limits: limitsConfig(options),
     maxBytesPerSecond,
     udpRate,
     redis: redisConfig(options, mode),
-    host: mode === "info" ? hostname() : "",
+    host: mode === "info" ? infoHost() : "",
     id,
     maxConnections,
     idleTimeout,

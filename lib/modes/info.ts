@@ -13,6 +13,7 @@ import {
   type SessionFacts,
   type Step,
 } from "./session.ts";
+import { optionError } from "../_helpers.ts";
 
 /** The commands, for `help`. */
 export const INFO_COMMANDS =
@@ -115,5 +116,19 @@ export class InfoSession extends LinesSession {
       send: replies === "" ? undefined : encoder.encode(replies),
       close,
     };
+  }
+}
+
+/** The machine's hostname, for info mode. */
+export function infoHost(): string {
+  try {
+    return Deno.hostname();
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotCapable)) throw error;
+    throw optionError(
+      "mode",
+      "info mode answers hostname: run Deno with --allow-sys=hostname",
+      Deno.errors.NotCapable,
+    );
   }
 }

@@ -15,6 +15,14 @@ import {
 export const MAX_NAME_LENGTH = 32;
 /** Most bytes chat adds around a line: `<`, the name, `> ` and `\n`. */
 export const MAX_CHAT_OVERHEAD = 4 * MAX_NAME_LENGTH + 4;
+
+/**
+ * The longest line chat may send for a line of `maxLineBytes`: each control
+ * or invalid byte may become U+FFFD (3 bytes), with a name and a newline.
+ */
+export function chatLineBytes(maxLineBytes: number): number {
+  return 3 * maxLineBytes + 2 + MAX_CHAT_OVERHEAD;
+}
 /** The room every chat client starts in. */
 export const LOBBY = "lobby";
 

@@ -28,6 +28,8 @@ import {
   Kind,
   type WireEvent,
 } from "./redis_entry.ts";
+import { assertInteger, optionError } from "../_helpers.ts";
+import type { ServeEchoOptions } from "../types.ts";
 
 const logger = getLogger([LOG_CATEGORY, "redis"]);
 const encoder = new TextEncoder();
@@ -659,4 +661,41 @@ export class RedisBus implements Bus {
 /** The milliseconds part of a stream entry's id (`ms-seq`). */
 function idMs(id: string): number {
   return Number(id.split("-")[0]);
+}
+
+/** Where the relays of several instances meet: serveEcho's `redis`. */
+export interface RedisConfig {
+  url: string;
+  key: string;
+  holdLimit: number;
+}
+
+/** The shared Redis, checked; `undefined` without one. */
+export function redisConfig(
+  options: Pick<ServeEchoOptions, "redis" | "redisKey" | "redisHold">,
+  mode: string,
+): RedisConfig | undefined {
+  const { redis, redisKey = "tcp-echo", redisHold = HOLD_LIMIT } = options;
+  if (redis === undefined) {
+    for (const name of ["redisKey", "redisHold"] as const) {
+      if (options[name] !== undefined) {
+        throw optionError(name, "needs redis", TypeError);
+      }
+    }
+    return undefined;
+  }
+  if (mode !== "broadcast" && mode !== "chat") {
+    throw optionError("redis", "only broadcast and chat mode span instances");
+  }
+  if (!/^(rediss?:\/\/|unix:\/\/\/)/.test(redis)) {
+    throw optionError(
+      "redis",
+      `must be a redis://, rediss:// or unix:/// URL, got ${shownUrl(redis)}`,
+    );
+  }
+  if (redisKey === "" || /\s/.test(redisKey)) {
+    throw optionError("redisKey", "must be a word without spaces", TypeError);
+  }
+  assertInteger("redisHold", redisHold, 1, 1_000_000);
+  return { url: redis, key: redisKey, holdLimit: redisHold };
 }

@@ -4,7 +4,8 @@
 // list is given, so the hot path pays nothing otherwise. Not exported from
 // mod.ts.
 
-import { addressList } from "./cidr.ts";
+import { optionError } from "../_helpers.ts";
+import { addressList, cidrProblem } from "./cidr.ts";
 import type { LimitRefusal } from "./limits.ts";
 
 /** Why a client was refused, and by which rule or limit. */
@@ -46,4 +47,26 @@ export function accessGuard(config: AccessConfig): Guard | undefined {
     }
     return undefined;
   };
+}
+
+/**
+ * The lists of serveEcho's `allow` and `deny`, checked.
+ *
+ * @throws {TypeError} A list is not a list.
+ * @throws {RangeError} An entry is not an address or CIDR block.
+ */
+export function accessConfig(
+  options: { allow?: readonly string[]; deny?: readonly string[] },
+): AccessConfig {
+  const { allow = [], deny = [] } = options;
+  for (const [option, list] of [["allow", allow], ["deny", deny]] as const) {
+    if (!Array.isArray(list)) {
+      throw optionError(option, "must be a list of addresses", TypeError);
+    }
+    for (const entry of list) {
+      const problem = cidrProblem(entry);
+      if (problem !== undefined) throw optionError(option, problem);
+    }
+  }
+  return { allow: [...allow], deny: [...deny] };
 }

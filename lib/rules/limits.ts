@@ -1,4 +1,6 @@
 // Private: per-address limits, shared by every thread of a server: how many
+import { assertInteger, assertLimit } from "../_helpers.ts";
+import type { ServeEchoOptions } from "../types.ts";
 // connections one address may hold open at once, and how fast it may open
 // new ones (a token bucket with a burst of the rate). The table is a
 // count-min sketch in a SharedArrayBuffer: two rows of slots, each address
@@ -148,4 +150,23 @@ function hash(text: string, seed: number): number {
   h = Math.imul(h, 0xc2b2ae35);
   h ^= h >>> 16;
   return h >>> 0;
+}
+
+/** The per-address limits, checked; `undefined` when there are none. */
+export function limitsConfig(
+  options: Pick<ServeEchoOptions, "maxConnectionsPerIp" | "connectRate">,
+): LimitsConfig | undefined {
+  const { maxConnectionsPerIp = Infinity, connectRate = Infinity } = options;
+  assertLimit("maxConnectionsPerIp", maxConnectionsPerIp);
+  if (connectRate !== Infinity) {
+    assertInteger("connectRate", connectRate, 1, 2 ** 31 - 1);
+  }
+  if (maxConnectionsPerIp === Infinity && connectRate === Infinity) {
+    return undefined;
+  }
+  return {
+    perAddress: maxConnectionsPerIp,
+    connectRate,
+    ...newLimitsTable(),
+  };
 }

@@ -17,6 +17,10 @@ import type { AddressList } from "../rules/cidr.ts";
 import { AcceptQueue } from "./accept_queue.ts";
 import { WrappedConn, WrappedListener } from "./wrapped.ts";
 import type { TransportEvents } from "./transport.ts";
+import { assertInteger, optionError } from "../_helpers.ts";
+import { cidrProblem } from "../rules/cidr.ts";
+import type { ListenConfig, ProxyConfig } from "../core/config.ts";
+import type { ServeEchoOptions } from "../types.ts";
 
 /** How to read PROXY headers. */
 export interface ProxyOptions {
@@ -175,4 +179,39 @@ class ProxiedConn extends WrappedConn {
       cancel: (reason) => reader.cancel(reason),
     });
   }
+}
+
+/** The PROXY protocol options, checked; `undefined` when it is off. */
+export function proxyConfig(
+  options: Pick<
+    ServeEchoOptions,
+    "proxyProtocol" | "proxyTimeout" | "trustedProxies"
+  >,
+  listen: ListenConfig,
+): ProxyConfig | undefined {
+  const { proxyProtocol = false, proxyTimeout, trustedProxies } = options;
+  if (!proxyProtocol) {
+    if (proxyTimeout !== undefined || trustedProxies !== undefined) {
+      const option = proxyTimeout !== undefined
+        ? "proxyTimeout"
+        : "trustedProxies";
+      throw optionError(option, "needs proxyProtocol", TypeError);
+    }
+    return undefined;
+  }
+  if (listen.transport === "tls" && listen.handshakeTimeout === 0) {
+    throw optionError(
+      "proxyProtocol",
+      "with TLS it needs a handshakeTimeout above 0 (the header is read " +
+        "before the handshake, by the gate that the timeout installs)",
+      TypeError,
+    );
+  }
+  const timeout = proxyTimeout ?? 3000;
+  assertInteger("proxyTimeout", timeout, 1, 2 ** 31 - 1);
+  for (const entry of trustedProxies ?? []) {
+    const problem = cidrProblem(entry);
+    if (problem !== undefined) throw optionError("trustedProxies", problem);
+  }
+  return { timeout, trusted: trustedProxies && [...trustedProxies] };
 }

@@ -1,7 +1,8 @@
 // Private: the Unix domain socket transport. Not exported from mod.ts.
 
 import { getLogger } from "../_logtape.ts";
-import { formatAddr, LOG_CATEGORY } from "../_helpers.ts";
+import { formatAddr, LOG_CATEGORY, optionError } from "../_helpers.ts";
+import type { ListenConfig } from "../core/config.ts";
 import type { Pending, Transport } from "./transport.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
@@ -81,4 +82,43 @@ export function inUse(path: string): Error {
 export function removeStale(path: string): void {
   Deno.removeSync(path);
   logger.info("Removed {path}: a socket file nothing answered on", { path });
+}
+
+/**
+ * serveEcho's `path`, checked, as the listen config of a Unix socket.
+ *
+ * @throws {TypeError} A hostname, port or TLS beside it, or no path.
+ * @throws {RangeError} The path is longer than a socket's.
+ */
+export function unixListenConfig(
+  options: {
+    path: string;
+    hostname?: string;
+    port?: number;
+    cert?: string;
+    key?: string;
+  },
+): Extract<ListenConfig, { transport: "unix" }> {
+  const { path, hostname, port, cert, key } = options;
+  if (hostname !== undefined || port !== undefined) {
+    throw optionError(
+      "path",
+      "a Unix socket has no hostname or port",
+      TypeError,
+    );
+  }
+  if (cert !== undefined || key !== undefined) {
+    throw optionError("path", "TLS is served on TCP only", TypeError);
+  }
+  if (typeof path !== "string" || path === "") {
+    throw optionError("path", "must be a file path", TypeError);
+  }
+  const bytes = new TextEncoder().encode(path).length;
+  if (bytes > MAX_SOCKET_PATH) {
+    throw optionError(
+      "path",
+      `must be at most ${MAX_SOCKET_PATH} bytes for a Unix socket, got ${bytes}`,
+    );
+  }
+  return { transport: "unix", path };
 }
