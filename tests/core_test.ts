@@ -9,6 +9,8 @@ import { InfoSession } from "../lib/modes/info.ts";
 import { LineSession } from "../lib/modes/line.ts";
 import type { Session, SessionFacts } from "../lib/modes/session.ts";
 import { TokenBucket } from "../lib/rules/bucket.ts";
+import { ENDINGS } from "../lib/core/endings.ts";
+import { countClosed, COUNTERS, sumStats } from "../lib/core/counters.ts";
 import {
   drainMs,
   LoadSchedule,
@@ -258,4 +260,17 @@ Deno.test("LoadSchedule: the watchdog's period and what has timed out", () => {
     false,
   );
   assert.equal(new LoadSchedule(plan({ timeout: 60_000 }), 0).watchMs, 1000);
+});
+
+Deno.test("every ending is counted under its label, and any other reason as an error", () => {
+  for (const [ending, label] of Object.entries(ENDINGS)) {
+    const counters = new Float64Array(COUNTERS);
+    countClosed(counters, ending, 5);
+    const { closed } = sumStats(counters);
+    assert.equal(closed[label], 1, ending);
+    assert.equal(Object.values(closed).reduce((a, b) => a + b, 0), 1);
+  }
+  const counters = new Float64Array(COUNTERS);
+  countClosed(counters, "ECONNABORTED: connection aborted (os error 103)", 1);
+  assert.equal(sumStats(counters).closed.error, 1);
 });

@@ -4,6 +4,7 @@
 // exported from mod.ts.
 
 import type { CloseReason, EchoServerStats } from "../types.ts";
+import { ENDINGS } from "./endings.ts";
 
 /** Where each listener keeps its counters: {@linkcode COUNTERS} numbers. */
 export const ACCEPTED = 0;
@@ -69,26 +70,9 @@ export const DURATION_BUCKETS = [
   3600,
 ] as const;
 
-/**
- * The reasons the engines give (their log records' `reason`), each with the
- * one of {@linkcode CLOSE_REASONS} it counts as; any other is an `error`.
- */
-const CLOSE_REASON_OF: Record<string, CloseReason> = {
-  "closed by client": "closedByClient",
-  "idle timeout": "idleTimeout",
-  "send queue full": "sendQueueFull",
-  "quit command": "quitCommand",
-  "exit command": "quitCommand",
-  "server shutting down": "shutdown",
-  "grace period over": "shutdown",
-  "server stopped": "serverStopped",
-  "reset by peer": "reset",
-  "broken pipe": "reset",
-};
-
 /** Where in the counters each reason an engine gives is counted. */
 const CLOSED_AT = new Map(
-  Object.entries(CLOSE_REASON_OF).map((
+  Object.entries(ENDINGS).map((
     [reason, counted],
   ) => [reason, CLOSED + CLOSE_REASONS.indexOf(counted)]),
 );

@@ -14,6 +14,7 @@ import {
   type Step,
 } from "./session.ts";
 import { optionError } from "../_helpers.ts";
+import type { Ending } from "../core/endings.ts";
 
 /** The commands, for `help`. */
 export const INFO_COMMANDS =
@@ -97,7 +98,10 @@ export class InfoSession extends LinesSession {
     this.#facts = facts;
   }
 
-  protected answer(lines: Uint8Array[], ending: string | undefined): Step {
+  protected answer(
+    lines: Uint8Array[],
+    ending: Ending | undefined,
+  ): Step {
     let replies = "";
     let close = ending;
     for (const line of lines) {

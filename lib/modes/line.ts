@@ -3,6 +3,7 @@
 
 import { join, lineContent } from "../_lines.ts";
 import { LinesSession, lineTooLong, type Step } from "./session.ts";
+import type { Ending } from "../core/endings.ts";
 
 const encoder = new TextEncoder();
 const EXIT = encoder.encode("exit");
@@ -31,7 +32,10 @@ export function joined(lines: Uint8Array[]): Uint8Array | undefined {
  * `exit` or `quit`, or sends a line over the limit.
  */
 export class LineSession extends LinesSession {
-  protected answer(lines: Uint8Array[], ending: string | undefined): Step {
+  protected answer(
+    lines: Uint8Array[],
+    ending: Ending | undefined,
+  ): Step {
     const exit = lines.findIndex(isExit);
     const send = joined(exit === -1 ? lines : lines.slice(0, exit));
     if (exit !== -1) return { send, close: "exit command" };

@@ -7,6 +7,7 @@
 // tested without a socket. Not exported from mod.ts.
 
 import { LineSplitter } from "../_lines.ts";
+import type { Ending } from "../core/endings.ts";
 
 /** What a session asks of its driver after one event. */
 export interface Step {
@@ -21,7 +22,7 @@ export interface Step {
    * server half-closes, discards what the client still sends, and closes
    * when the client does (or after the linger).
    */
-  close?: string;
+  close?: Ending;
 }
 
 /** One connection in a line mode, as the mode sees it. */
@@ -64,7 +65,7 @@ export abstract class LinesSession implements Session {
    */
   protected abstract answer(
     lines: Uint8Array[],
-    ending: string | undefined,
+    ending: Ending | undefined,
   ): Step;
 }
 

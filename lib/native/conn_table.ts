@@ -7,6 +7,7 @@
 
 import type { Session } from "../modes/session.ts";
 import type { TokenBucket } from "../rules/bucket.ts";
+import type { Ending } from "../core/endings.ts";
 
 const INITIAL_CAPACITY = 1024;
 
@@ -35,7 +36,7 @@ export class ConnTable {
     { chunks: Uint8Array[]; at: number; bytes: number }
   >();
   /** Why the server is ending a connection politely, and by when it closes. */
-  finishing = new Map<number, { reason: string; until: number }>();
+  finishing = new Map<number, { reason: Ending; until: number }>();
   /** Each connection's session, in the line modes (lib/modes/session.ts). */
   sessions = new Map<number, Session>();
   /** The address whose place under the per-address limits each holds. */

@@ -87,6 +87,7 @@ import type { ServerConfig } from "../core/config.ts";
 import { defaultId } from "../modes/info.ts";
 import { type SessionMaker, SESSIONS } from "../modes/registry.ts";
 import type { SessionFacts, Step } from "../modes/session.ts";
+import type { Ending } from "../core/endings.ts";
 
 /** What the calling thread asks, in `control[0]`. */
 export const RUN = 0;
@@ -309,7 +310,7 @@ export class EchoLoop {
    * Ends every connection politely for `reason`, after what was posted
    * before (the relay's shutdown notice).
    */
-  finishAll(reason: string): void {
+  finishAll(reason: Ending): void {
     this.#mailTaken++;
     for (const fd of this.#conns.all()) this.#finish(fd, reason);
   }
@@ -1044,7 +1045,7 @@ export class EchoLoop {
    * discarded, what is owed is sent, then the server half-closes, and the
    * connection closes once the client closes too or after LINGER_MS.
    */
-  #finish(fd: number, why: string): void {
+  #finish(fd: number, why: Ending): void {
     const conns = this.#conns;
     if (conns.finishing.has(fd)) return;
     conns.finishing.set(fd, { reason: why, until: this.#now + LINGER_MS });

@@ -11,6 +11,7 @@ import { LineSplitter } from "../_lines.ts";
 import type { Delivery, RelayMessage } from "../relay/bridge.ts";
 import { STALL_MS } from "../relay/pacer.ts";
 import { lineTooLong } from "../modes/session.ts";
+import type { Ending } from "../core/endings.ts";
 
 const encoder = new TextEncoder();
 
@@ -27,7 +28,7 @@ export interface RelayHost {
   hold(fd: number): void;
   unhold(fd: number): void;
   /** Ends `fd` politely, for `reason`. */
-  finish(fd: number, reason: string): void;
+  finish(fd: number, reason: Ending): void;
   /** Whether `fd` is still open and not being ended. */
   serving(fd: number): boolean;
   /** Whether any connection owes bytes its socket has not taken. */

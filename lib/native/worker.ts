@@ -9,6 +9,7 @@ import type { LimitsConfig } from "../rules/limits.ts";
 import { openLibc } from "./ffi.ts";
 import { EchoLoop, type LoopRecord } from "./loop.ts";
 import type { DeliverMessage, RelayMessage } from "../relay/bridge.ts";
+import type { Ending } from "../core/endings.ts";
 
 /** What the calling thread sends first: the loop's sockets and memory. */
 export interface NativeWorkerInit {
@@ -42,7 +43,7 @@ export type ToNativeWorker =
   }
   | DeliverMessage
   /** End every connection politely, after what came before. */
-  | { t: "finish"; reason: string };
+  | { t: "finish"; reason: Ending };
 
 /** What a native worker says. */
 export type FromNativeWorker =

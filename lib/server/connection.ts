@@ -9,6 +9,7 @@ import type { Member, RelayPort } from "../relay/relay.ts";
 import type { ServerConfig } from "../core/config.ts";
 import { BYTES_IN, BYTES_OUT } from "../core/counters.ts";
 import { LINGER_MS } from "../core/lifecycle.ts";
+import type { Ending } from "../core/endings.ts";
 
 /** First read buffer of a connection: small, so idle connections cost little. */
 export const INITIAL_BUFFER_SIZE = 512;
@@ -47,7 +48,7 @@ export class Connection implements Member {
   room = "";
   quitting = false;
   /** Why the server is ending it politely (see {@linkcode finish}). */
-  finishing: string | undefined;
+  finishing: Ending | undefined;
   #linger: ReturnType<typeof setTimeout> | undefined;
   #listener: Listener;
   /** Made on first use: most echo connections never need one. */
@@ -119,7 +120,7 @@ export class Connection implements Member {
    * everything sent before it. Whoever reads the connection must check
    * `finishing` after each read.
    */
-  finish(reason: string): void {
+  finish(reason: Ending): void {
     if (this.closedBecause !== undefined || this.finishing !== undefined) {
       return;
     }
@@ -264,7 +265,10 @@ export function grown(
 }
 
 /** Ends `c` politely (see `Connection.finish`); returns why it ended. */
-export function closeGently(c: Connection, reason: string): Promise<string> {
+export function closeGently(
+  c: Connection,
+  reason: Ending,
+): Promise<string> {
   c.finish(reason);
   return discardRest(c);
 }

@@ -44,6 +44,7 @@ import { transportFor } from "../transport/choose.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { ClusterStatus, EchoMode, EchoServerStats } from "../types.ts";
 import type { Backend } from "../core/handle.ts";
+import type { Ending } from "../core/endings.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
 
@@ -278,7 +279,7 @@ export class Server implements Backend {
     this.#wakeBackoff?.();
   }
 
-  #finishAll(reason: string): void {
+  #finishAll(reason: Ending): void {
     for (const c of this.#connections) c.finish(reason);
   }
 
