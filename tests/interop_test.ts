@@ -3,6 +3,7 @@
 // a real terminal (script(1)) for the interactive client.
 
 import assert from "node:assert/strict";
+import { engineTest } from "./_engines.ts";
 import { echoOnce, echoStream, serveEcho } from "../mod.ts";
 import { concat, pseudoRandomBytes } from "./_helpers.ts";
 import {
@@ -18,27 +19,30 @@ const encoder = new TextEncoder();
 
 const PAYLOAD = pseudoRandomBytes(1024 * 1024 + 7, 42);
 
-Deno.test("netcat-openbsd gets its stdin echoed back exactly", async (t) => {
-  await using server = serveEcho({ port: 0 });
-  const port = String(server.addr.port);
-  for (
-    const [name, input] of [["1 MiB binary", PAYLOAD], [
-      "empty",
-      new Uint8Array(),
-    ]] as const
-  ) {
-    await t.step(name, async () => {
-      // -N: shut down the socket's write side at EOF on stdin (a half-close).
-      const result = await run("nc", ["-N", "127.0.0.1", port], input);
-      assert.equal(result.code, 0, result.stderr);
-      assert.deepEqual(result.stdout, input);
-    });
-  }
-  assert.equal(server.stats.bytesOut, PAYLOAD.length);
-});
+engineTest(
+  "netcat-openbsd gets its stdin echoed back exactly",
+  async (engine, t) => {
+    await using server = serveEcho({ engine, port: 0 });
+    const port = String(server.addr.port);
+    for (
+      const [name, input] of [["1 MiB binary", PAYLOAD], [
+        "empty",
+        new Uint8Array(),
+      ]] as const
+    ) {
+      await t.step(name, async () => {
+        // -N: shut down the socket's write side at EOF on stdin (a half-close).
+        const result = await run("nc", ["-N", "127.0.0.1", port], input);
+        assert.equal(result.code, 0, result.stderr);
+        assert.deepEqual(result.stdout, input);
+      });
+    }
+    assert.equal(server.stats.bytesOut, PAYLOAD.length);
+  },
+);
 
-Deno.test("socat gets its stdin echoed back exactly", async () => {
-  await using server = serveEcho({ port: 0 });
+engineTest("socat gets its stdin echoed back exactly", async (engine) => {
+  await using server = serveEcho({ engine, port: 0 });
   const result = await run(
     "socat",
     ["-t", "30", "-", `TCP:127.0.0.1:${server.addr.port}`],
@@ -48,18 +52,21 @@ Deno.test("socat gets its stdin echoed back exactly", async () => {
   assert.deepEqual(result.stdout, PAYLOAD);
 });
 
-Deno.test("parallel nc clients are each echoed their own bytes", async () => {
-  await using server = serveEcho({ port: 0 });
-  const port = String(server.addr.port);
-  const inputs = Array.from(
-    { length: 20 },
-    (_, i) => pseudoRandomBytes(50_000 + i, i + 5),
-  );
-  const results = await Promise.all(
-    inputs.map((input) => run("nc", ["-N", "127.0.0.1", port], input)),
-  );
-  results.forEach((result, i) => assert.deepEqual(result.stdout, inputs[i]));
-});
+engineTest(
+  "parallel nc clients are each echoed their own bytes",
+  async (engine) => {
+    await using server = serveEcho({ engine, port: 0 });
+    const port = String(server.addr.port);
+    const inputs = Array.from(
+      { length: 20 },
+      (_, i) => pseudoRandomBytes(50_000 + i, i + 5),
+    );
+    const results = await Promise.all(
+      inputs.map((input) => run("nc", ["-N", "127.0.0.1", port], input)),
+    );
+    results.forEach((result, i) => assert.deepEqual(result.stdout, inputs[i]));
+  },
+);
 
 /** socat listening on 127.0.0.1, port 0, running `cat` for each client. */
 async function socatCat(): Promise<{ port: number; process: Spawned }> {
@@ -96,8 +103,8 @@ Deno.test("our client CLI and library work against socat running cat", async (t)
   });
 });
 
-Deno.test("netcat-openbsd clients chat through the server", async () => {
-  await using server = serveEcho({ port: 0, mode: "chat" });
+engineTest("netcat-openbsd clients chat through the server", async (engine) => {
+  await using server = serveEcho({ engine, port: 0, mode: "chat" });
   const port = String(server.addr.port);
   const nc = () =>
     new Spawned("nc", ["-N", "127.0.0.1", port], { stdin: "piped" });

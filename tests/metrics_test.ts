@@ -8,7 +8,7 @@ import { serveMetrics } from "../metrics.ts";
 import { encodeProxyHeader } from "../lib/proxy/header.ts";
 import { testCertificates } from "./_certs.ts";
 import { sendAndRead } from "./_helpers.ts";
-import { ENGINES } from "./_engines.ts";
+import { ENGINES, engineTest } from "./_engines.ts";
 import {
   assertUsageErrors,
   LOCK,
@@ -61,122 +61,137 @@ function assertSamples(
   }
 }
 
-Deno.test("serveMetrics() serves the server's counters at /metrics, as curl and promtool read them", async () => {
-  await using server = serveEcho({ port: 0, udp: true });
-  await using metrics = serveMetrics(server, { port: 0 });
-  const url = `http://127.0.0.1:${metrics.addr.port}/metrics`;
-  // Traffic while it is scraped.
-  const load = loadTest({
-    port: server.addr.port,
-    connections: 4,
-    count: 2000,
-    message: 100,
-  });
-  const during = await scrape(url);
-  assert.ok(during.samples.has("tcp_echo_connections_active"));
-  const report = await load;
-  assert.equal(report.roundTrips, 2000);
-  await echoOnce("over udp", { port: server.addr.port, udp: true });
-  const { samples, text, contentType } = await scrape(url);
-  assert.match(contentType, /^text\/plain; version=0\.0\.4/);
-  const stats = server.stats;
-  const expected: Record<string, number> = {
-    "tcp_echo_connections_active": 0,
-    "tcp_echo_connections_accepted_total": 4,
-    'tcp_echo_connections_refused_total{reason="max_connections"}': 0,
-    'tcp_echo_received_bytes_total{transport="tcp"}': 200_000,
-    'tcp_echo_sent_bytes_total{transport="tcp"}': 200_000,
-    'tcp_echo_received_bytes_total{transport="udp"}': 8,
-    'tcp_echo_sent_bytes_total{transport="udp"}': 8,
-    "tcp_echo_received_datagrams_total": 1,
-    "tcp_echo_sent_datagrams_total": 1,
-    "tcp_echo_clients_dropped_total": 0,
-    'tcp_echo_connections_closed_total{reason="closed_by_client"}': 4,
-    'tcp_echo_connections_closed_total{reason="idle_timeout"}': 0,
-    'tcp_echo_connection_duration_seconds_bucket{le="+Inf"}': 4,
-    "tcp_echo_connection_duration_seconds_count": 4,
-    'tcp_echo_build_info{version="0.1.0",engine="default",mode="echo"}': 1,
-  };
-  assertSamples(samples, expected);
-  // Echo mode relays no lines: no such family.
-  assert.doesNotMatch(text, /tcp_echo_relay_lines/);
-  assert.equal(stats.bytesIn, 200_000);
-  // The duration buckets are cumulative, and their sum is plausible.
-  const buckets = [...samples].filter(([name]) =>
-    name.startsWith("tcp_echo_connection_duration_seconds_bucket")
-  ).map(([, value]) => value);
-  assert.equal(buckets.length, 9);
-  assert.deepEqual(buckets, [...buckets].sort((a, b) => a - b));
-  const sum = samples.get("tcp_echo_connection_duration_seconds_sum")!;
-  assert.ok(sum > 0 && sum < 4 * 60, `${sum}`);
-  // Counters end in _total, and the process's own metrics are there.
-  assert.match(text, /^# TYPE tcp_echo_connections_accepted_total counter$/m);
-  for (
-    const name of ["process_cpu_seconds_total", "nodejs_eventloop_lag_seconds"]
-  ) {
-    assert.ok(samples.has(name), name);
-  }
-  // Prometheus's own linter: names, types, help, _total on counters. Its
-  // only complaints are about three of prom-client's default gauges, whose
-  // names dashboards already know.
-  const check = await run(
-    "promtool",
-    ["check", "metrics"],
-    new TextEncoder().encode(text),
-  );
-  assert.deepEqual(
-    check.stderr.trim().split("\n"),
-    ["handles", "requests", "resources"].map((what) =>
-      `nodejs_active_${what}_total non-counter metrics should not have "_total" suffix`
-    ),
-  );
-  // Anything but GET or HEAD /metrics is refused.
-  const other = await fetch(`http://127.0.0.1:${metrics.addr.port}/`);
-  assert.equal(other.status, 404);
-  await other.body?.cancel();
-  const post = await fetch(url, { method: "POST" });
-  assert.equal(post.status, 405);
-  await post.body?.cancel();
-});
+engineTest(
+  "serveMetrics() serves the server's counters at /metrics, as curl and promtool read them",
+  async (engine) => {
+    await using server = serveEcho({ engine, port: 0, udp: true });
+    await using metrics = serveMetrics(server, { port: 0 });
+    const url = `http://127.0.0.1:${metrics.addr.port}/metrics`;
+    // Traffic while it is scraped.
+    const load = loadTest({
+      port: server.addr.port,
+      connections: 4,
+      count: 2000,
+      message: 100,
+    });
+    const during = await scrape(url);
+    assert.ok(during.samples.has("tcp_echo_connections_active"));
+    const report = await load;
+    assert.equal(report.roundTrips, 2000);
+    await echoOnce("over udp", { port: server.addr.port, udp: true });
+    const { samples, text, contentType } = await scrape(url);
+    assert.match(contentType, /^text\/plain; version=0\.0\.4/);
+    const stats = server.stats;
+    const expected: Record<string, number> = {
+      "tcp_echo_connections_active": 0,
+      "tcp_echo_connections_accepted_total": 4,
+      'tcp_echo_connections_refused_total{reason="max_connections"}': 0,
+      'tcp_echo_received_bytes_total{transport="tcp"}': 200_000,
+      'tcp_echo_sent_bytes_total{transport="tcp"}': 200_000,
+      'tcp_echo_received_bytes_total{transport="udp"}': 8,
+      'tcp_echo_sent_bytes_total{transport="udp"}': 8,
+      "tcp_echo_received_datagrams_total": 1,
+      "tcp_echo_sent_datagrams_total": 1,
+      "tcp_echo_clients_dropped_total": 0,
+      'tcp_echo_connections_closed_total{reason="closed_by_client"}': 4,
+      'tcp_echo_connections_closed_total{reason="idle_timeout"}': 0,
+      'tcp_echo_connection_duration_seconds_bucket{le="+Inf"}': 4,
+      "tcp_echo_connection_duration_seconds_count": 4,
+      [`tcp_echo_build_info{version="0.1.0",engine="${engine}",mode="echo"}`]:
+        1,
+    };
+    assertSamples(samples, expected);
+    // Echo mode relays no lines: no such family.
+    assert.doesNotMatch(text, /tcp_echo_relay_lines/);
+    assert.equal(stats.bytesIn, 200_000);
+    // The duration buckets are cumulative, and their sum is plausible.
+    const buckets = [...samples].filter(([name]) =>
+      name.startsWith("tcp_echo_connection_duration_seconds_bucket")
+    ).map(([, value]) => value);
+    assert.equal(buckets.length, 9);
+    assert.deepEqual(buckets, [...buckets].sort((a, b) => a - b));
+    const sum = samples.get("tcp_echo_connection_duration_seconds_sum")!;
+    assert.ok(sum > 0 && sum < 4 * 60, `${sum}`);
+    // Counters end in _total, and the process's own metrics are there.
+    assert.match(text, /^# TYPE tcp_echo_connections_accepted_total counter$/m);
+    for (
+      const name of [
+        "process_cpu_seconds_total",
+        "nodejs_eventloop_lag_seconds",
+      ]
+    ) {
+      assert.ok(samples.has(name), name);
+    }
+    // Prometheus's own linter: names, types, help, _total on counters. Its
+    // only complaints are about three of prom-client's default gauges, whose
+    // names dashboards already know.
+    const check = await run(
+      "promtool",
+      ["check", "metrics"],
+      new TextEncoder().encode(text),
+    );
+    assert.deepEqual(
+      check.stderr.trim().split("\n"),
+      ["handles", "requests", "resources"].map((what) =>
+        `nodejs_active_${what}_total non-counter metrics should not have "_total" suffix`
+      ),
+    );
+    // Anything but GET or HEAD /metrics is refused.
+    const other = await fetch(`http://127.0.0.1:${metrics.addr.port}/`);
+    assert.equal(other.status, 404);
+    await other.body?.cancel();
+    const post = await fetch(url, { method: "POST" });
+    assert.equal(post.status, 405);
+    await post.body?.cancel();
+  },
+);
 
-Deno.test("serveMetrics() sees every worker in one scrape, and the engine and mode", async () => {
-  await using server = serveEcho({ port: 0, workers: 2, mode: "line" });
-  await server.ready;
-  await using metrics = serveMetrics(server, { port: 0 });
-  // 24 line round trips: each connection was accepted by some worker.
-  await Promise.all(
-    Array.from(
-      { length: 24 },
-      () => echoOnce("hi", { port: server.addr.port }),
-    ),
-  );
-  const { samples: counted } = await scrape(metrics);
-  assert.equal(counted.get("tcp_echo_connections_accepted_total"), 24);
-  assert.equal(server.stats.perWorker.length, 2);
-  const { samples } = await scrape(metrics);
-  assert.equal(
-    samples.get(
-      'tcp_echo_build_info{version="0.1.0",engine="default",mode="line"}',
-    ),
-    1,
-  );
-  if (Deno.build.os === "linux") {
-    await using native = serveEcho({ port: 0, engine: "native" });
-    await using nativeMetrics = serveMetrics(native, { port: 0 });
-    await echoOnce("hi", { port: native.addr.port });
-    const n = await scrape(nativeMetrics);
+engineTest(
+  "serveMetrics() sees every worker in one scrape, and the engine and mode",
+  async (engine) => {
+    await using server = serveEcho({
+      engine,
+      port: 0,
+      workers: 2,
+      mode: "line",
+    });
+    await server.ready;
+    await using metrics = serveMetrics(server, { port: 0 });
+    // 24 line round trips: each connection was accepted by some worker.
+    await Promise.all(
+      Array.from(
+        { length: 24 },
+        () => echoOnce("hi", { port: server.addr.port }),
+      ),
+    );
+    const { samples: counted } = await scrape(metrics);
+    assert.equal(counted.get("tcp_echo_connections_accepted_total"), 24);
+    assert.equal(server.stats.perWorker.length, 2);
+    const { samples } = await scrape(metrics);
     assert.equal(
-      n.samples.get(
-        'tcp_echo_build_info{version="0.1.0",engine="native",mode="echo"}',
+      samples.get(
+        `tcp_echo_build_info{version="0.1.0",engine="${engine}",mode="line"}`,
       ),
       1,
     );
-    assert.equal(
-      n.samples.get('tcp_echo_received_bytes_total{transport="tcp"}'),
-      2,
-    );
-  }
-});
+    if (Deno.build.os === "linux") {
+      await using native = serveEcho({ port: 0, engine: "native" });
+      await using nativeMetrics = serveMetrics(native, { port: 0 });
+      await echoOnce("hi", { port: native.addr.port });
+      const n = await scrape(nativeMetrics);
+      assert.equal(
+        n.samples.get(
+          'tcp_echo_build_info{version="0.1.0",engine="native",mode="echo"}',
+        ),
+        1,
+      );
+      assert.equal(
+        n.samples.get('tcp_echo_received_bytes_total{transport="tcp"}'),
+        2,
+      );
+    }
+  },
+);
 
 Deno.test("server --metrics HOST:PORT prints where, serves the scrape, and its usage errors", async () => {
   // The server task's permissions, not -A: the process's own metrics must
@@ -291,8 +306,8 @@ Deno.test("bytes are labelled by the server's transport: tls, unix, udp alone", 
   );
 });
 
-Deno.test("lines relayed are counted once each, by mode", async () => {
-  await using server = serveEcho({ port: 0, mode: "broadcast" });
+engineTest("lines relayed are counted once each, by mode", async (engine) => {
+  await using server = serveEcho({ engine, port: 0, mode: "broadcast" });
   await using metrics = serveMetrics(server, { port: 0 });
   // Broadcast sends every line to everyone, its sender included.
   using conn = await Deno.connect({ port: server.addr.port });
@@ -398,80 +413,91 @@ Deno.test("each refusal and failure is its own sample: refused by reason, reject
   assert.equal((await held.read()).done, true);
 });
 
-Deno.test("connections refused for their address's connect rate are their own sample", async () => {
-  await using server = serveEcho({
-    port: 0,
-    proxyProtocol: true,
-    connectRate: 2,
-  });
-  await using metrics = serveMetrics(server, { port: 0 });
-  // 8 in a row from one address: a burst of 2 served (3 if a token came
-  // back meanwhile), the rest refused.
-  for (let i = 0; i < 8; i++) {
-    const { port } = server.addr;
-    await sendAndRead(
-      { port },
-      headerFrom("203.0.113.9", port),
-      new TextEncoder().encode("x"),
-    );
-  }
-  const { samples } = await scrape(metrics);
-  const refused = samples.get(
-    'tcp_echo_connections_refused_total{reason="connect_rate"}',
-  )!;
-  assert.ok(refused >= 5 && refused <= 6, `${refused}`);
-  assert.equal(refused, server.stats.refused.connectRate);
-  assert.equal(samples.get("tcp_echo_connections_accepted_total"), 8 - refused);
-  for (const reason of ["denied", "not_allowed", "per_address"]) {
-    assert.equal(
-      samples.get(`tcp_echo_connections_refused_total{reason="${reason}"}`),
-      0,
-    );
-  }
-});
-
-Deno.test("UDP datagrams dropped unanswered are counted by reason: denied, rate limited", async () => {
-  await using server = serveEcho({
-    hostname: "::",
-    port: 0,
-    udp: "only",
-    deny: ["::1"],
-    udpRate: 2,
-  });
-  await using metrics = serveMetrics(server, { port: 0 });
-  const sockets = ["::1", "127.0.0.1"].map((hostname) =>
-    Deno.listenDatagram({ hostname, port: 0, transport: "udp" })
-  );
-  try {
-    const [v6, v4] = sockets;
-    const to = (hostname: string) => ({
-      transport: "udp" as const,
-      hostname,
-      port: server.addr.port,
+engineTest(
+  "connections refused for their address's connect rate are their own sample",
+  async (engine) => {
+    await using server = serveEcho({
+      engine,
+      port: 0,
+      proxyProtocol: true,
+      connectRate: 2,
     });
-    // 3 from a denied address; 7 from 127.0.0.1, beyond its burst of 2.
-    for (let i = 0; i < 3; i++) await v6.send(new Uint8Array([i]), to("::1"));
-    for (let i = 0; i < 7; i++) {
-      await v4.send(new Uint8Array([i]), to("127.0.0.1"));
-    }
-    // The server runs in this process: let it take all 10 (bounded).
-    for (let turn = 0; turn < 2000 && server.stats.datagramsIn < 10; turn++) {
-      await new Promise((resolve) => setTimeout(resolve, 1));
+    await using metrics = serveMetrics(server, { port: 0 });
+    // 8 in a row from one address: a burst of 2 served (3 if a token came
+    // back meanwhile), the rest refused.
+    for (let i = 0; i < 8; i++) {
+      const { port } = server.addr;
+      await sendAndRead(
+        { port },
+        headerFrom("203.0.113.9", port),
+        new TextEncoder().encode("x"),
+      );
     }
     const { samples } = await scrape(metrics);
-    const answered = samples.get("tcp_echo_sent_datagrams_total")!;
-    assert.ok(answered >= 2 && answered <= 3, `${answered} answered`);
-    assert.equal(samples.get("tcp_echo_received_datagrams_total"), 10);
+    const refused = samples.get(
+      'tcp_echo_connections_refused_total{reason="connect_rate"}',
+    )!;
+    assert.ok(refused >= 5 && refused <= 6, `${refused}`);
+    assert.equal(refused, server.stats.refused.connectRate);
     assert.equal(
-      samples.get('tcp_echo_datagrams_refused_total{reason="denied"}'),
-      3,
+      samples.get("tcp_echo_connections_accepted_total"),
+      8 - refused,
     );
-    assert.equal(
-      samples.get('tcp_echo_datagrams_refused_total{reason="rate_limited"}'),
-      7 - answered,
+    for (const reason of ["denied", "not_allowed", "per_address"]) {
+      assert.equal(
+        samples.get(`tcp_echo_connections_refused_total{reason="${reason}"}`),
+        0,
+      );
+    }
+  },
+);
+
+engineTest(
+  "UDP datagrams dropped unanswered are counted by reason: denied, rate limited",
+  async (engine) => {
+    await using server = serveEcho({
+      engine,
+      hostname: "::",
+      port: 0,
+      udp: "only",
+      deny: ["::1"],
+      udpRate: 2,
+    });
+    await using metrics = serveMetrics(server, { port: 0 });
+    const sockets = ["::1", "127.0.0.1"].map((hostname) =>
+      Deno.listenDatagram({ hostname, port: 0, transport: "udp" })
     );
-    for (let i = 0; i < answered; i++) await v4.receive();
-  } finally {
-    for (const socket of sockets) socket.close();
-  }
-});
+    try {
+      const [v6, v4] = sockets;
+      const to = (hostname: string) => ({
+        transport: "udp" as const,
+        hostname,
+        port: server.addr.port,
+      });
+      // 3 from a denied address; 7 from 127.0.0.1, beyond its burst of 2.
+      for (let i = 0; i < 3; i++) await v6.send(new Uint8Array([i]), to("::1"));
+      for (let i = 0; i < 7; i++) {
+        await v4.send(new Uint8Array([i]), to("127.0.0.1"));
+      }
+      // The server runs in this process: let it take all 10 (bounded).
+      for (let turn = 0; turn < 2000 && server.stats.datagramsIn < 10; turn++) {
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      const { samples } = await scrape(metrics);
+      const answered = samples.get("tcp_echo_sent_datagrams_total")!;
+      assert.ok(answered >= 2 && answered <= 3, `${answered} answered`);
+      assert.equal(samples.get("tcp_echo_received_datagrams_total"), 10);
+      assert.equal(
+        samples.get('tcp_echo_datagrams_refused_total{reason="denied"}'),
+        3,
+      );
+      assert.equal(
+        samples.get('tcp_echo_datagrams_refused_total{reason="rate_limited"}'),
+        7 - answered,
+      );
+      for (let i = 0; i < answered; i++) await v4.receive();
+    } finally {
+      for (const socket of sockets) socket.close();
+    }
+  },
+);

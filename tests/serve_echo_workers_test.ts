@@ -4,6 +4,7 @@
 // hard stop, and chat names and rooms spanning workers.
 
 import assert from "node:assert/strict";
+import { engineTest } from "./_engines.ts";
 import { echoOnce, type EchoServer, serveEcho } from "../mod.ts";
 import {
   captureLogs,
@@ -40,75 +41,86 @@ async function openMany(
   return conns;
 }
 
-Deno.test("workers: 1000 connections echo exactly, spread within ±20 %, counters add up", async () => {
-  logs.clear();
-  const server = serveEcho({ port: 0, workers: 2 });
-  await server.ready;
-  let bytes = 0;
-  for (let batch = 0; batch < 10; batch++) {
-    const payloads = Array.from(
-      { length: 100 },
-      (_, i) => pseudoRandomBytes(1 + (batch * 100 + i) * 37 % 5000, i + 1),
-    );
-    const echoes = await Promise.all(
-      payloads.map((p) => exchange(server.addr.port, [p])),
-    );
-    echoes.forEach((echoed, i) => assert.deepEqual(echoed, payloads[i]));
-    bytes += payloads.reduce((sum, p) => sum + p.length, 0);
-  }
-  await server.shutdown();
-  const stats = server.stats;
-  assert.equal(stats.accepted, 1000);
-  assert.equal(stats.active, 0);
-  assert.equal(stats.bytesIn, bytes);
-  assert.equal(stats.bytesOut, bytes);
-  assert.equal(stats.perWorker.length, 2);
-  assert.equal(stats.perWorker[0] + stats.perWorker[1], 1000);
-  for (const n of stats.perWorker) {
-    assert.ok(n >= 400 && n <= 600, `spread: ${stats.perWorker}`);
-  }
-  // Each worker's records reach the application's sinks, with its number.
-  const closed = logs.records.filter((r) =>
-    r.rawMessage.toString().startsWith("Closed")
-  );
-  assert.equal(closed.length, 1000);
-  for (const worker of [0, 1]) {
-    assert.equal(
-      closed.filter((r) => r.properties.worker === worker).length,
-      stats.perWorker[worker],
-    );
-  }
-});
-
-Deno.test("workers: maxConnections counts the connections of every worker", async () => {
-  logs.clear();
-  await using server = serveEcho({ port: 0, workers: 2, maxConnections: 10 });
-  await server.ready;
-  const conns = await openMany(server, 10);
-  const extra = await Promise.all(
-    Array.from(
-      { length: 5 },
-      () => Deno.connect({ hostname: "127.0.0.1", port: server.addr.port }),
-    ),
-  );
-  try {
-    // Rejected ones are closed at once, whichever worker took them.
-    let rejected = 0;
-    await logs.waitFor((r) =>
-      r.rawMessage.toString().startsWith("Rejected") && ++rejected === 5
-    );
-    for (const conn of extra) assert.equal((await readAll(conn)).length, 0);
-    assert.equal(server.stats.rejected, 5);
-    assert.equal(server.stats.active, 10);
-    assert.ok(server.stats.perWorker.every((n) => n > 0));
-    for (const conn of conns) {
-      await writeAll(conn, new Uint8Array([1, 2, 3]));
-      assert.deepEqual(await readExactly(conn, 3), new Uint8Array([1, 2, 3]));
+engineTest(
+  "workers: 1000 connections echo exactly, spread within ±20 %, counters add up",
+  async (engine) => {
+    logs.clear();
+    const server = serveEcho({ engine, port: 0, workers: 2 });
+    await server.ready;
+    let bytes = 0;
+    for (let batch = 0; batch < 10; batch++) {
+      const payloads = Array.from(
+        { length: 100 },
+        (_, i) => pseudoRandomBytes(1 + (batch * 100 + i) * 37 % 5000, i + 1),
+      );
+      const echoes = await Promise.all(
+        payloads.map((p) => exchange(server.addr.port, [p])),
+      );
+      echoes.forEach((echoed, i) => assert.deepEqual(echoed, payloads[i]));
+      bytes += payloads.reduce((sum, p) => sum + p.length, 0);
     }
-  } finally {
-    for (const conn of [...conns, ...extra]) conn.close();
-  }
-});
+    await server.shutdown();
+    const stats = server.stats;
+    assert.equal(stats.accepted, 1000);
+    assert.equal(stats.active, 0);
+    assert.equal(stats.bytesIn, bytes);
+    assert.equal(stats.bytesOut, bytes);
+    assert.equal(stats.perWorker.length, 2);
+    assert.equal(stats.perWorker[0] + stats.perWorker[1], 1000);
+    for (const n of stats.perWorker) {
+      assert.ok(n >= 400 && n <= 600, `spread: ${stats.perWorker}`);
+    }
+    // Each worker's records reach the application's sinks, with its number.
+    const closed = logs.records.filter((r) =>
+      r.rawMessage.toString().startsWith("Closed")
+    );
+    assert.equal(closed.length, 1000);
+    for (const worker of [0, 1]) {
+      assert.equal(
+        closed.filter((r) => r.properties.worker === worker).length,
+        stats.perWorker[worker],
+      );
+    }
+  },
+);
+
+engineTest(
+  "workers: maxConnections counts the connections of every worker",
+  async (engine) => {
+    logs.clear();
+    await using server = serveEcho({
+      engine,
+      port: 0,
+      workers: 2,
+      maxConnections: 10,
+    });
+    await server.ready;
+    const conns = await openMany(server, 10);
+    const extra = await Promise.all(
+      Array.from(
+        { length: 5 },
+        () => Deno.connect({ hostname: "127.0.0.1", port: server.addr.port }),
+      ),
+    );
+    try {
+      // Rejected ones are closed at once, whichever worker took them.
+      let rejected = 0;
+      await logs.waitFor((r) =>
+        r.rawMessage.toString().startsWith("Rejected") && ++rejected === 5
+      );
+      for (const conn of extra) assert.equal((await readAll(conn)).length, 0);
+      assert.equal(server.stats.rejected, 5);
+      assert.equal(server.stats.active, 10);
+      assert.ok(server.stats.perWorker.every((n) => n > 0));
+      for (const conn of conns) {
+        await writeAll(conn, new Uint8Array([1, 2, 3]));
+        assert.deepEqual(await readExactly(conn, 3), new Uint8Array([1, 2, 3]));
+      }
+    } finally {
+      for (const conn of [...conns, ...extra]) conn.close();
+    }
+  },
+);
 
 Deno.test("workers: shutdown() lets every worker's clients finish, then resolves", async () => {
   logs.clear();
@@ -187,40 +199,48 @@ Deno.test("workers: aborting the signal closes every worker's connections at onc
   );
 });
 
-Deno.test("workers: a chat spans workers: one set of names, rooms and /who", async () => {
-  logs.clear();
-  await using server = serveEcho({ port: 0, mode: "chat", workers: 2 });
-  await server.ready;
-  const clients = await Promise.all(
-    Array.from({ length: 20 }, () => LineClient.connect(server.addr.port)),
-  );
-  try {
-    await Promise.all(clients.map((c) => c.line(/^\* welcome/)));
-    const names = clients.map((c) => c.lines[0].match(/you are (\w+);/)![1]);
-    assert.equal(new Set(names).size, 20);
-    const worker = await Promise.all(
-      clients.map((c) => workerOf(localPeer(c.conn))),
+engineTest(
+  "workers: a chat spans workers: one set of names, rooms and /who",
+  async (engine) => {
+    logs.clear();
+    await using server = serveEcho({
+      engine,
+      port: 0,
+      mode: "chat",
+      workers: 2,
+    });
+    await server.ready;
+    const clients = await Promise.all(
+      Array.from({ length: 20 }, () => LineClient.connect(server.addr.port)),
     );
-    const alice = clients[worker.indexOf(0)];
-    const bob = clients[worker.indexOf(1)];
-    assert.ok(alice && bob, `all on one worker: ${worker}`);
-    await alice.send("/nick alice\n");
-    await bob.line(/is now alice$/);
-    await bob.send("/nick ALICE\n/who\n");
-    assert.equal(await bob.line(/^ERR/), "ERR name taken: ALICE");
-    const who = await bob.line(/^\* in lobby/);
-    assert.match(who, /^\* in lobby \(20\): /);
-    assert.ok(who.includes("alice"));
-    await bob.send("/join side\nhi from side\n");
-    await alice.line(/ left lobby$/);
-    await alice.send("/join side\n");
-    await bob.line(/^\* alice joined side$/);
-    // History crossed workers too.
-    assert.ok(alice.lines.some((l) => /> hi from side$/.test(l)));
-  } finally {
-    await Promise.all(clients.map((c) => c[Symbol.asyncDispose]()));
-  }
-});
+    try {
+      await Promise.all(clients.map((c) => c.line(/^\* welcome/)));
+      const names = clients.map((c) => c.lines[0].match(/you are (\w+);/)![1]);
+      assert.equal(new Set(names).size, 20);
+      const worker = await Promise.all(
+        clients.map((c) => workerOf(localPeer(c.conn))),
+      );
+      const alice = clients[worker.indexOf(0)];
+      const bob = clients[worker.indexOf(1)];
+      assert.ok(alice && bob, `all on one worker: ${worker}`);
+      await alice.send("/nick alice\n");
+      await bob.line(/is now alice$/);
+      await bob.send("/nick ALICE\n/who\n");
+      assert.equal(await bob.line(/^ERR/), "ERR name taken: ALICE");
+      const who = await bob.line(/^\* in lobby/);
+      assert.match(who, /^\* in lobby \(20\): /);
+      assert.ok(who.includes("alice"));
+      await bob.send("/join side\nhi from side\n");
+      await alice.line(/ left lobby$/);
+      await alice.send("/join side\n");
+      await bob.line(/^\* alice joined side$/);
+      // History crossed workers too.
+      assert.ok(alice.lines.some((l) => /> hi from side$/.test(l)));
+    } finally {
+      await Promise.all(clients.map((c) => c[Symbol.asyncDispose]()));
+    }
+  },
+);
 
 Deno.test("workers: options are checked before any worker starts", () => {
   assert.throws(() => serveEcho({ workers: 0 }), RangeError);
@@ -228,18 +248,21 @@ Deno.test("workers: options are checked before any worker starts", () => {
   assert.throws(() => serveEcho({ workers: 2, port: -1 }), RangeError);
 });
 
-Deno.test("workers: a port held by another server throws AddrInUse, shared or not", async () => {
-  await using shared = serveEcho({ port: 0, workers: 2 });
-  await using plain = serveEcho({ port: 0 });
-  for (const port of [shared.addr.port, plain.addr.port]) {
-    assert.throws(
-      () => serveEcho({ port, workers: 2, mode: "line" }),
-      Deno.errors.AddrInUse,
+engineTest(
+  "workers: a port held by another server throws AddrInUse, shared or not",
+  async (engine) => {
+    await using shared = serveEcho({ engine, port: 0, workers: 2 });
+    await using plain = serveEcho({ engine, port: 0 });
+    for (const port of [shared.addr.port, plain.addr.port]) {
+      assert.throws(
+        () => serveEcho({ engine, port, workers: 2, mode: "line" }),
+        Deno.errors.AddrInUse,
+      );
+    }
+    await shared.ready;
+    assert.equal(
+      await echoOnce("exit", { port: shared.addr.port }),
+      "exit",
     );
-  }
-  await shared.ready;
-  assert.equal(
-    await echoOnce("exit", { port: shared.addr.port }),
-    "exit",
-  );
-});
+  },
+);

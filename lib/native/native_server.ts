@@ -218,6 +218,13 @@ function bindAll(
         ]] as const
       ) {
         if (kind === "udp" ? udp === false : udp === "only") continue;
+        if (workers > 1) {
+          // Claimed alone first: a port another server holds, even one that
+          // shares it (SO_REUSEPORT), is AddrInUse, not joined.
+          const claim = listenSocket(native, hostname, fds.port, false, type);
+          native.libc.close(claim.fd);
+          fds.port = claim.port;
+        }
         for (let i = 0; i < workers; i++) {
           const socket = listenSocket(
             native,
