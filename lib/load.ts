@@ -86,8 +86,8 @@ export interface LoadTestOptions extends ConnectOptions {
   signal?: AbortSignal;
   /**
    * What drives the connections. `"native"` is one epoll loop over libc
-   * through Deno's FFI, in a Web Worker of its own: TCP or a Unix socket
-   * (with a PROXY header if asked), not TLS or UDP, on Linux, with
+   * through Deno's FFI, in a Web Worker of its own: TCP, a Unix socket
+   * (with a PROXY header if asked) or UDP (on epoll), not TLS, on Linux, with
    * `--allow-ffi` (full access to the process). For driving
    * fast servers at the rate of a C load generator; every byte is still
    * compared and every latency recorded.
@@ -344,11 +344,11 @@ async function nativeReport(
   message: Uint8Array,
   run: Omit<
     NativeLoadOptions,
-    "hostname" | "port" | "path" | "proxy" | "message" | "io"
+    "hostname" | "port" | "path" | "proxy" | "udp" | "message" | "io"
   >,
   options: LoadTestOptions,
 ): Promise<LoadReport> {
-  assertNativeLoad(options.udp ? "UDP" : options.tls ? "TLS" : undefined);
+  assertNativeLoad(options.tls ? "TLS" : undefined);
   const { hostname = "127.0.0.1", port = 9000, path } = options;
   const { io, ...result } = await nativeLoad({
     ...run,
@@ -356,6 +356,7 @@ async function nativeReport(
     port,
     path,
     proxy: proxyPlan(options),
+    udp: options.udp === true,
     message,
     io: options.nativeIo,
   });

@@ -151,7 +151,7 @@ export const CLIENT_FLAGS = {
     group: "engine",
     arg: "NAME",
     help: "load test: default (Deno's sockets) or native (one loop over " +
-      "libc through FFI, in a thread of its own; TCP or a Unix socket, " +
+      "libc through FFI, in a thread of its own; TCP, Unix or UDP, " +
       "Linux); " +
       "the client task allows FFI, and drops it unless native",
     default: "default",

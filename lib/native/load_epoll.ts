@@ -105,7 +105,7 @@ export class EpollLoad extends LoadLoop {
 
   /** Writes what is left of the message; waits for EPOLLOUT if need be. */
   protected override send(conn: Conn): void {
-    const { message } = this.config;
+    const message = this.messageOf(conn);
     while (conn.sent < message.length) {
       const rest = conn.sent === 0 ? message : message.subarray(conn.sent);
       const w = this.native.libc.send(
@@ -121,6 +121,7 @@ export class EpollLoad extends LoadLoop {
         return this.ioFailed(conn, errno);
       }
       conn.sent += w;
+      if (this.config.udp) break; // One datagram, whole.
     }
     this.#watch(conn, EPOLLIN);
   }
@@ -170,6 +171,7 @@ export class EpollLoad extends LoadLoop {
 
   #readable(conn: Conn): void {
     const buffer = this.#buffer;
+    if (this.config.udp) return this.#datagrams(conn);
     while (true) {
       // What is owed and one byte more (an echo longer than the message
       // shows): a read sized to the echo costs the kernel less than 64 KiB,
@@ -185,6 +187,22 @@ export class EpollLoad extends LoadLoop {
       // A partial echo: the rest comes with the next readiness event (a
       // read now would most likely find nothing).
       return this.echoed(conn, buffer, r, this.native.now());
+    }
+  }
+
+  /** Takes the datagrams waiting on `conn`'s socket, one reply each. */
+  #datagrams(conn: Conn): void {
+    const buffer = this.#buffer;
+    while (conn.open) {
+      const r = this.native.libc.recv(conn.fd, buffer, buffer.length, 0);
+      if (r < 0) {
+        const errno = this.native.errno();
+        if (errno === EAGAIN) return;
+        if (errno === EINTR) continue;
+        // An ICMP error for a datagram (no one listens): that one is lost.
+        return;
+      }
+      this.datagramEchoed(conn, buffer, r, this.native.now());
     }
   }
 }

@@ -32,6 +32,7 @@ import {
   MSG_NOSIGNAL,
   type Native,
   SOCK_CLOEXEC,
+  SOCK_DGRAM,
   SOCK_STREAM,
   sockaddr,
   SOCKADDR_MAX,
@@ -65,6 +66,13 @@ export interface LoadPlan extends SchedulePlan {
   path: string | undefined;
   /** The PROXY header to send first on each connection, if any. */
   proxy: ProxyPlan | undefined;
+  /**
+   * UDP: each connection is a socket of its own sending the message as
+   * datagram after datagram (stamped, from 8 bytes on, with its index and
+   * a sequence number, so that a reply that comes after its datagram was
+   * counted lost is skipped); one unanswered within `timeout` is lost.
+   */
+  udp: boolean;
   message: Uint8Array;
   io: NativeIo;
 }
@@ -113,6 +121,8 @@ export class Conn implements Slot {
   events = 0;
   /** A recv is in flight (the io_uring loop's). */
   reading = false;
+  /** UDP: this socket's own copy of the message, stamped per datagram. */
+  datagram: Uint8Array | undefined;
   constructor(readonly fd: number, readonly index: number) {}
 }
 
@@ -137,6 +147,7 @@ export abstract class LoadLoop {
   #nextWatch = Infinity;
   #cpu = new CpuWindow();
   #connected = 0;
+  #lost = 0;
   #failures = new Failures();
 
   constructor(native: Native, config: LoadConfig) {
@@ -179,12 +190,13 @@ export abstract class LoadLoop {
    */
   protected socket(flags: number): number {
     const { libc } = this.native;
-    const fd = libc.socket(this.#family, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
+    const type = this.config.udp ? SOCK_DGRAM : SOCK_STREAM;
+    const fd = libc.socket(this.#family, type | SOCK_CLOEXEC | flags, 0);
     if (fd < 0) {
       this.fail("connect", `socket: ${errnoText(this.native.errno())}`);
       return -1;
     }
-    if (this.#family !== AF_UNIX) {
+    if (this.#family !== AF_UNIX && !this.config.udp) {
       libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, this.#one, 4);
     }
     return fd;
@@ -201,8 +213,16 @@ export abstract class LoadLoop {
   /** Lets go of the loop's own resources, once. */
   protected abstract end(): void;
 
+  /** The bytes `conn` sends for a round trip: the message, or its datagram. */
+  protected messageOf(conn: Conn): Uint8Array {
+    return conn.datagram ?? this.config.message;
+  }
+
   /** `conn`'s connect is under way. */
   protected added(conn: Conn): void {
+    if (this.config.udp && this.config.message.length >= 8) {
+      conn.datagram = this.config.message.slice();
+    }
     conn.since = this.native.now(); // The connect's own timeout.
     this.conns[conn.index] = conn;
     this.#live++;
@@ -312,6 +332,46 @@ export abstract class LoadLoop {
     this.#next(conn, now);
   }
 
+  /**
+   * A datagram of `length` bytes in `bytes` came back to `conn` at `now`:
+   * its reply (the round trip ends, counted or mismatched), or a late one
+   * (skipped; the round trip waits on).
+   */
+  protected datagramEchoed(
+    conn: Conn,
+    bytes: Uint8Array,
+    length: number,
+    now: number,
+  ): void {
+    if (conn.since === 0) return; // Nothing in flight: a late reply.
+    const sent = this.messageOf(conn);
+    if (conn.datagram !== undefined && length === sent.length) {
+      const view = new DataView(bytes.buffer, bytes.byteOffset, 8);
+      const late = view.getUint32(0) === conn.index &&
+        view.getUint32(4) < conn.mine;
+      if (late) return;
+    }
+    let at = -1;
+    for (let k = 0; k < Math.min(length, sent.length); k++) {
+      if (bytes[k] !== sent[k]) {
+        at = k;
+        break;
+      }
+    }
+    if (at !== -1 || length !== sent.length) {
+      this.fail(
+        "mismatch",
+        at !== -1
+          ? `Reply differs from what was sent at byte ${at}`
+          : `Reply is ${length} bytes, ${sent.length} were sent`,
+      );
+    } else if (this.#schedule.finished(conn.since, now)) {
+      this.config.progress[PROGRESS_DONE] = this.#schedule.completed;
+    }
+    conn.since = 0;
+    this.#next(conn, now);
+  }
+
   /** Bytes of the echo `conn` still waits for, and one more. */
   protected owed(conn: Conn): number {
     return conn.sent - conn.received + 1;
@@ -370,6 +430,11 @@ export abstract class LoadLoop {
 
   #begin(conn: Conn, since: number): void {
     this.#schedule.begin(conn);
+    if (conn.datagram !== undefined) {
+      const stamp = new DataView(conn.datagram.buffer);
+      stamp.setUint32(0, conn.index);
+      stamp.setUint32(4, conn.mine);
+    }
     conn.since = since;
     conn.sent = 0;
     conn.received = 0;
@@ -422,6 +487,16 @@ export abstract class LoadLoop {
     this.#nextWatch = now + schedule.watchMs;
     const { timeout } = this.config;
     for (const conn of this.conns) {
+      if (
+        this.config.udp && conn?.open && conn.connected &&
+        schedule.timedOut(conn.since, now)
+      ) {
+        // Lost: the next datagram goes.
+        this.#lost++;
+        conn.since = 0;
+        this.#next(conn, now);
+        continue;
+      }
       if (conn?.open && schedule.timedOut(conn.since, now)) {
         if (conn.connected) {
           this.fail("other", failure.roundTripTimeout(timeout));
@@ -440,7 +515,7 @@ export abstract class LoadLoop {
       durationMs: this.#schedule.durationMs,
       latencyHistogram: encodeHistogram(this.#schedule.histogram),
       latencyUs: latencySummary(this.#schedule.histogram),
-      lost: 0,
+      lost: this.#lost,
       ...this.#failures.report(),
       cpuMs: this.#cpu.ms,
     };

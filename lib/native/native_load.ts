@@ -28,7 +28,7 @@ export function assertNativeLoad(what: string | undefined): void {
   if (what !== undefined) {
     throw optionError(
       "engine",
-      `native connects over TCP and Unix sockets, not ${what}`,
+      `native connects over TCP, Unix sockets and UDP, not ${what}`,
     );
   }
 }
@@ -54,7 +54,7 @@ export async function nativeLoad(
   const native = openLibc();
   let io: NativeIo;
   try {
-    io = chooseIo(native, options.io);
+    io = chooseIo(native, options.io, options.udp);
   } catch (error) {
     native.close();
     throw error;
@@ -111,6 +111,7 @@ export async function nativeLoad(
         port: options.port,
         path: options.path,
         proxy: options.proxy,
+        udp: options.udp,
         message: options.message,
         connections: options.connections,
         count: options.count,
@@ -139,11 +140,26 @@ export async function nativeLoad(
   }
 }
 
-/** io_uring unless `asked` says epoll or the kernel says no. */
-function chooseIo(native: Native, asked: NativeIo | undefined): NativeIo {
+/**
+ * io_uring unless `asked` says epoll or the kernel says no; epoll for UDP,
+ * whose datagrams each socket stamps with its own sequence.
+ */
+function chooseIo(
+  native: Native,
+  asked: NativeIo | undefined,
+  udp: boolean,
+): NativeIo {
   if (asked === "epoll") return "epoll";
   if (asked !== undefined && asked !== "io_uring") {
     throw optionError("nativeIo", `must be io_uring or epoll, got ${asked}`);
+  }
+  if (udp) {
+    if (asked === undefined) return "epoll";
+    throw optionError(
+      "nativeIo",
+      "io_uring drives streams; UDP runs on epoll",
+      TypeError,
+    );
   }
   const refused = ioUringSupport(native);
   if (refused === undefined) return "io_uring";
