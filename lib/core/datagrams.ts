@@ -6,7 +6,7 @@
 // exported from mod.ts.
 
 import { bareAddress, formatAddr, plural } from "../_helpers.ts";
-import { defaultId, infoAnswer } from "../modes/info.ts";
+import { infoAnswer, sessionFacts } from "../modes/info.ts";
 import { accessGuard, type Guard } from "../rules/access.ts";
 import { Limiter, type LimitsConfig } from "../rules/limits.ts";
 import type { ServerConfig } from "./config.ts";
@@ -58,17 +58,13 @@ export class DatagramPolicy {
       });
     }
     if (config.mode === "info") {
-      const id = config.id || defaultId(config.host, server);
       this.#answer = (data, peer) => {
         // One datagram, one command: its line ending, if any, is not part.
         const text = decoder.decode(data).replace(/\r?\n$/, "");
-        const answer = infoAnswer(text, {
-          host: config.host,
-          id,
-          transport: "udp",
-          client: peer,
-          server,
-        });
+        const answer = infoAnswer(
+          text,
+          sessionFacts(config, "udp", peer, server),
+        );
         return answer === undefined ? undefined : encoder.encode(`${answer}\n`);
       };
     }

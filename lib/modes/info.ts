@@ -79,6 +79,26 @@ function port(addr: Deno.Addr): string {
   return "port" in addr ? String(addr.port) : "";
 }
 
+/**
+ * What a session of a client of `server` (this end of its connection) may
+ * answer with, in a server with `config`'s host and id.
+ */
+export function sessionFacts(
+  config: { host: string; id: string },
+  transport: SessionFacts["transport"],
+  client: Deno.Addr,
+  server: Deno.Addr,
+): SessionFacts {
+  const { host } = config;
+  return {
+    host,
+    id: config.id || defaultId(host, server),
+    transport,
+    client,
+    server,
+  };
+}
+
 /** `HOSTNAME:PORT` (or the socket's path), when no `id` was given. */
 export function defaultId(host: string, local: Deno.Addr): string {
   return `${host}:${

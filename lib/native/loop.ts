@@ -84,7 +84,7 @@ import {
 } from "./ffi.ts";
 import { LINGER_MS } from "../core/lifecycle.ts";
 import type { ServerConfig } from "../core/config.ts";
-import { defaultId } from "../modes/info.ts";
+import { sessionFacts } from "../modes/info.ts";
 import { type SessionMaker, SESSIONS } from "../modes/registry.ts";
 import type { SessionFacts, Step } from "../modes/session.ts";
 import type { Ending } from "../core/endings.ts";
@@ -927,16 +927,9 @@ export class EchoLoop {
   /** What a session of `fd`, for `client`, may answer with (info mode's). */
   #facts(fd: number, client: Deno.Addr): SessionFacts {
     const server = this.#config.server;
-    const host = server.host;
     if (this.#path !== undefined) {
       const local: Deno.UnixAddr = { transport: "unix", path: this.#path };
-      return {
-        host,
-        id: server.id || defaultId(host, local),
-        transport: "unix",
-        client,
-        server: local,
-      };
+      return sessionFacts(server, "unix", client, local);
     }
     const bytes = new Uint8Array(SOCKADDR_MAX);
     const length = new Uint32Array([bytes.length]);
@@ -945,13 +938,7 @@ export class EchoLoop {
       transport: "tcp",
       ...fromSockaddr(this.#native, bytes),
     };
-    return {
-      host,
-      id: server.id || defaultId(host, local),
-      transport: "tcp",
-      client,
-      server: local,
-    };
+    return sessionFacts(server, "tcp", client, local);
   }
 
   /** Keeps `bytes` to send once the socket takes more; stops reading. */

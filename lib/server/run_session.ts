@@ -3,7 +3,7 @@
 // returns. Not exported from mod.ts.
 
 import type { ServerConfig } from "../core/config.ts";
-import { defaultId } from "../modes/info.ts";
+import { sessionFacts } from "../modes/info.ts";
 import type { Session, SessionFacts } from "../modes/session.ts";
 import {
   closeGently,
@@ -37,11 +37,10 @@ export async function runSession(
 
 /** What a session of `c` in `config`'s server may answer with. */
 export function streamFacts(c: Connection, config: ServerConfig): SessionFacts {
-  return {
-    host: config.host,
-    id: config.id || defaultId(config.host, c.conn.localAddr),
-    transport: config.listen.transport,
-    client: c.conn.remoteAddr,
-    server: c.conn.localAddr,
-  };
+  return sessionFacts(
+    config,
+    config.listen.transport,
+    c.conn.remoteAddr,
+    c.conn.localAddr,
+  );
 }
