@@ -105,6 +105,15 @@ export class DatagramPolicy {
   }
 
   /**
+   * `count` datagrams of `bytes` in all came, each its own reply: echo
+   * mode when {@linkcode needsPeer} is false, counted in bulk.
+   */
+  receivedAll(count: number, bytes: number): void {
+    this.counters[DATAGRAMS_IN] += count;
+    this.counters[DATAGRAM_BYTES_IN] += bytes;
+  }
+
+  /**
    * Says that datagrams are dropped for the rate, so that a client whose
    * echoes go missing can find out why: at most one warning a second while
    * it goes on, so that a flood cannot flood the log either.

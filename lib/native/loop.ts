@@ -557,6 +557,13 @@ export class EchoLoop {
         continue;
       }
       const needsPeer = policy.needsPeer || logDebug;
+      if (!needsPeer) {
+        // Echo mode without rules: every datagram goes back as it came.
+        policy.receivedAll(n, batch.echoAll(n));
+        this.#sendDatagrams(0, n);
+        if (n < BATCH) return;
+        continue;
+      }
       let from = 0;
       for (let i = 0; i < n; i++) {
         const data = batch.data(i);
