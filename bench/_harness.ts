@@ -125,6 +125,12 @@ export async function start(
   };
 }
 
+/** The median of `values` (the lower middle one of an even count). */
+export function middle(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
 /** A figure for a table: `failed` when there is none. */
 export function fmt(x: number | undefined, digits: number): string {
   return x === undefined || Number.isNaN(x)

@@ -22,6 +22,7 @@ import {
   fmt,
   LOCK,
   markdown,
+  middle,
   pinSelf,
   positive,
   ROOT,
@@ -155,11 +156,6 @@ async function run(engine: string, o: Options): Promise<Cell> {
   } finally {
     for (const conn of conns) conn.close();
   }
-}
-
-function middle(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor((sorted.length - 1) / 2)];
 }
 
 async function main(): Promise<void> {

@@ -40,6 +40,7 @@ import {
   fmt,
   LOCK,
   markdown,
+  middle,
   positive,
   ROOT,
   usageError,
@@ -466,12 +467,6 @@ async function build(dir: string): Promise<string> {
     }
   }
   return bin;
-}
-
-/** The median of `values` (the lower middle one of an even count). */
-function middle(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor((sorted.length - 1) / 2)];
 }
 
 async function main(): Promise<void> {

@@ -33,6 +33,23 @@ export async function readExactly(
   return out;
 }
 
+/**
+ * The lines of `bytes` by the definition: cut after every `\n`, the last
+ * as it is.
+ */
+export function linesOf(bytes: Uint8Array): Uint8Array[] {
+  const lines: Uint8Array[] = [];
+  let start = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    if (bytes[i] === 10) {
+      lines.push(bytes.slice(start, i + 1));
+      start = i + 1;
+    }
+  }
+  if (start < bytes.length) lines.push(bytes.slice(start));
+  return lines;
+}
+
 /** Joins byte chunks into one array. */
 export function concat(chunks: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(chunks.reduce((sum, c) => sum + c.length, 0));

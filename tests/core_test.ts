@@ -16,7 +16,7 @@ import {
   LoadSchedule,
   type SchedulePlan,
 } from "../lib/client/schedule.ts";
-import { concat } from "./_helpers.ts";
+import { concat, linesOf } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -47,20 +47,6 @@ function drive(session: Session, bytes: Uint8Array, cuts: number[]) {
   const step = session.end();
   if (step.send !== undefined) sent.push(step.send.slice());
   return { sent: concat(sent), close: step.close };
-}
-
-/** The lines of `bytes`: cut after every `\n`, the last one as it is. */
-function linesOf(bytes: Uint8Array): Uint8Array[] {
-  const lines: Uint8Array[] = [];
-  let start = 0;
-  for (let i = 0; i < bytes.length; i++) {
-    if (bytes[i] === 10) {
-      lines.push(bytes.slice(start, i + 1));
-      start = i + 1;
-    }
-  }
-  if (start < bytes.length) lines.push(bytes.slice(start));
-  return lines;
 }
 
 const text = (line: Uint8Array) =>

@@ -1,21 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "./_fast_check.ts";
 import { contentLength, LineSplitter } from "../lib/_lines.ts";
-import { concat } from "./_helpers.ts";
-
-/** The lines of `bytes` by the definition: cut after every `\n`. */
-function referenceLines(bytes: Uint8Array): Uint8Array[] {
-  const lines: Uint8Array[] = [];
-  let start = 0;
-  for (let i = 0; i < bytes.length; i++) {
-    if (bytes[i] === 10) {
-      lines.push(bytes.slice(start, i + 1));
-      start = i + 1;
-    }
-  }
-  if (start < bytes.length) lines.push(bytes.slice(start));
-  return lines;
-}
+import { concat, linesOf } from "./_helpers.ts";
 
 /** Feeds `bytes` to a splitter cut at `cuts`; returns lines and whether it overflowed. */
 function split(bytes: Uint8Array, cuts: number[], maxLineBytes: number) {
@@ -54,7 +40,7 @@ Deno.test("LineSplitter: any chunking yields the same lines as the whole stream"
       (bytes, cuts) => {
         const { lines, tooLong } = split(bytes, cuts, 1 << 20);
         assert.equal(tooLong, false);
-        assert.deepEqual(lines, referenceLines(bytes));
+        assert.deepEqual(lines, linesOf(bytes));
         assert.deepEqual(concat(lines), bytes);
       },
     ),
@@ -69,7 +55,7 @@ Deno.test("LineSplitter: the limit cuts at the first long line, whatever the chu
       fc.array(fc.nat(), { maxLength: 60 }),
       fc.integer({ min: 1, max: 40 }),
       (bytes, cuts, max) => {
-        const expected = referenceLines(bytes);
+        const expected = linesOf(bytes);
         const firstLong = expected.findIndex((l) => contentLength(l) > max);
         const { lines, tooLong } = split(bytes, cuts, max);
         assert.equal(tooLong, firstLong !== -1);
