@@ -21,3 +21,24 @@ export function assertAnnouncement(message: string): void {
     throw new TypeError("Cannot announce: the message contains a line break");
   }
 }
+
+/**
+ * The `accept()` errors (by code name, as Deno and `errno` name them) that
+ * say the process or the system ran out of something (descriptors,
+ * buffers, memory): accepting again at once would fail the same way, so the
+ * accept loop backs off. Every other error belongs to the one connection
+ * being accepted (most often a client that reset while it waited in the
+ * queue: ENOTCONN, ECONNABORTED, ECONNRESET), and the loop accepts the next
+ * one at once.
+ */
+const EXHAUSTION: ReadonlySet<string> = new Set([
+  "EMFILE",
+  "ENFILE",
+  "ENOBUFS",
+  "ENOMEM",
+]);
+
+/** Whether an accept() that failed with `code` should back off. */
+export function acceptExhausted(code: string | undefined): boolean {
+  return code !== undefined && EXHAUSTION.has(code);
+}

@@ -134,6 +134,11 @@ const ERRNO_NAMES: Record<number, string> = {
   125: "ECANCELED: operation canceled",
 };
 
+/** `errno`'s name (`EMFILE`), or undefined for one not in the table. */
+export function errnoName(errno: number): string | undefined {
+  return ERRNO_NAMES[errno]?.split(":")[0];
+}
+
 /** `errno`'s name and meaning, as logs and errors show it. */
 export function errnoText(errno: number): string {
   return `${ERRNO_NAMES[errno] ?? "error"} (os error ${errno})`;

@@ -54,10 +54,6 @@ import { TokenBucket } from "../rules/bucket.ts";
 import {
   EAGAIN,
   EINTR,
-  EMFILE,
-  ENFILE,
-  ENOBUFS,
-  ENOMEM,
   EPOLL_CLOEXEC,
   EPOLL_CTL_ADD,
   EPOLL_CTL_DEL,
@@ -70,6 +66,7 @@ import {
   EPOLLIN,
   EPOLLOUT,
   EPOLLRDHUP,
+  errnoName,
   errnoText,
   fromSockaddr,
   IPPROTO_TCP,
@@ -82,7 +79,7 @@ import {
   SOCKADDR_MAX,
   TCP_NODELAY,
 } from "./ffi.ts";
-import { LINGER_MS } from "../core/lifecycle.ts";
+import { acceptExhausted, LINGER_MS } from "../core/lifecycle.ts";
 import type { ServerConfig } from "../core/config.ts";
 import { sessionFacts } from "../modes/info.ts";
 import { type SessionMaker, SESSIONS } from "../modes/registry.ts";
@@ -111,11 +108,6 @@ const MAX_EVENTS = 256;
 const MAX_SPARE = 16;
 /** Reads per readable event before others get their turn. */
 const READS_PER_EVENT = 16;
-/**
- * accept() errors that say the process or the system ran out of something:
- * accepting again at once would fail the same way, so the loop backs off.
- */
-const EXHAUSTION = new Set([EMFILE, ENFILE, ENOBUFS, ENOMEM]);
 
 /** A log record, sent to the calling thread in batches. */
 export type LoopRecord = LogRecord;
@@ -512,7 +504,9 @@ export class EchoLoop {
         const errno = this.#native.errno();
         if (errno === EAGAIN) return;
         if (errno === EINTR) continue;
-        if (EXHAUSTION.has(errno)) return this.#pauseAccepting(errno);
+        if (acceptExhausted(errnoName(errno))) {
+          return this.#pauseAccepting(errno);
+        }
         // This one connection is gone; the listener is fine.
         const record = acceptFailed(this.#config.counters, errnoText(errno));
         if (this.#config.logDebug) this.#records.push(record);

@@ -44,24 +44,10 @@ import { transportFor } from "../transport/choose.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { ClusterStatus, EchoMode, EchoServerStats } from "../types.ts";
 import type { Backend } from "../core/handle.ts";
+import { acceptExhausted } from "../core/lifecycle.ts";
 import type { Ending } from "../core/endings.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
-
-/**
- * The `accept()` errors that say the process or the system ran out of
- * something (descriptors, buffers, memory): accepting again at once would
- * fail the same way, so the accept loop backs off. Every other error belongs
- * to the one connection being accepted (most often a client that reset
- * while it waited in the queue: ENOTCONN, ECONNABORTED, ECONNRESET), and the
- * loop accepts the next one at once.
- */
-const EXHAUSTION: ReadonlySet<string> = new Set([
-  "EMFILE",
-  "ENFILE",
-  "ENOBUFS",
-  "ENOMEM",
-]);
 
 const encoder = new TextEncoder();
 
@@ -308,7 +294,7 @@ export class Server implements Backend {
         conn = await this.#listener!.accept();
       } catch (error) {
         if (!this.#listening) break;
-        if (!EXHAUSTION.has((error as { code?: string }).code ?? "")) {
+        if (!acceptExhausted((error as { code?: string }).code)) {
           // This one connection is gone; the listener is fine.
           const record = acceptFailed(this.#counters, describeError(error));
           if (this.#log.isEnabledFor("debug")) this.#emit(record);
