@@ -35,7 +35,7 @@ export interface Listener {
  * so that an idle connection holds only this object, its buffer and one
  * pending read.
  */
-export class Connection implements Member {
+export class Connection {
   readonly conn: Deno.Conn;
   readonly openedAt: number = Date.now();
   readonly counters: Float64Array;
@@ -44,9 +44,8 @@ export class Connection implements Member {
   idle: IdleTimer | undefined;
   /** Why the server closed it, when the server did. */
   closedBecause: string | undefined;
-  name = "";
-  room = "";
-  quitting = false;
+  /** Its membership of the relay, in broadcast and chat mode. */
+  member: Member | undefined;
   /** Why the server is ending it politely (see {@linkcode finish}). */
   finishing: Ending | undefined;
   #linger: ReturnType<typeof setTimeout> | undefined;

@@ -13,7 +13,7 @@ import {
   LOG_CATEGORY,
   plural,
 } from "../_helpers.ts";
-import type { Member, Relay, RelayPort } from "../relay/relay.ts";
+import type { Relay, RelayPort } from "../relay/relay.ts";
 import { newRelay } from "../relay/for_mode.ts";
 import { SESSIONS } from "../modes/registry.ts";
 import {
@@ -28,7 +28,7 @@ import {
   refused,
   rejected,
 } from "../core/records.ts";
-import { relayLines } from "./relay_lines.ts";
+import { ConnectionMember, relayLines } from "./relay_lines.ts";
 import { runSession, streamFacts } from "./run_session.ts";
 import type { ServerConfig } from "../core/config.ts";
 import { Connection, type Listener } from "./connection.ts";
@@ -223,10 +223,10 @@ export class Server implements Backend {
       // Relay clients never finish by themselves: tell them, then close each
       // once its queue is sent (or when the grace period is over). The notice
       // is their last line: what other clients' leaving causes is not sent.
-      const connections = this.#connections as Set<Member>;
+      const connections = this.#connections;
       await this.#relay.announce(
         "shutting down",
-        (m) => connections.has(m),
+        (m) => m instanceof ConnectionMember && connections.has(m.connection),
         true,
       );
       this.#finishAll("server shutting down");
@@ -363,7 +363,10 @@ export class Server implements Backend {
     this.#counters[ACTIVE]++;
     // Joined before it is logged: in a worker, the relay (on the calling
     // thread) hears of the member before anyone reads that record.
-    this.#relay?.join(c);
+    if (this.#relay !== undefined) {
+      c.member = new ConnectionMember(c);
+      this.#relay.join(c.member);
+    }
     // Guarded: formatting the peer costs, per connection, even unlogged.
     if (this.#log.isEnabledFor("info")) {
       this.#emit(opened(c.peer, this.#connections.size));
@@ -380,7 +383,11 @@ export class Server implements Backend {
     const session = SESSIONS[this.mode];
     const served = session !== undefined
       ? runSession(c, session(config, () => streamFacts(c, config)))
-      : relayLines(c, this.#relay!, config.maxLineBytes);
+      : relayLines(
+        c.member as ConnectionMember,
+        this.#relay!,
+        config.maxLineBytes,
+      );
     served.then(
       (reason) => c.end(reason),
       (error) => c.end(c.closedBecause ?? describeError(error)),
@@ -388,7 +395,7 @@ export class Server implements Backend {
   }
 
   #ended(c: Connection, reason: string): void {
-    this.#relay?.leave(c);
+    if (c.member !== undefined) this.#relay?.leave(c.member);
     c.close(reason);
     this.#connections.delete(c);
     countClosed(this.#counters, reason, Date.now() - c.openedAt);

@@ -3,7 +3,7 @@
 // which delivers them. Not exported from mod.ts.
 
 import { LineSplitter } from "../_lines.ts";
-import type { RelayPort } from "../relay/relay.ts";
+import type { Inbox, Member, RelayPort } from "../relay/relay.ts";
 import { lineTooLong } from "../modes/session.ts";
 import {
   closeGently,
@@ -17,15 +17,43 @@ import {
 const encoder = new TextEncoder();
 
 /**
+ * A connection as a member of the relay: its name, room and `/quit` are
+ * the relay's business, kept here rather than on the connection.
+ */
+export class ConnectionMember implements Member {
+  readonly connection: Connection;
+  name = "";
+  room = "";
+  quitting = false;
+
+  constructor(connection: Connection) {
+    this.connection = connection;
+  }
+
+  get peer(): string {
+    return this.connection.peer;
+  }
+
+  get out(): Inbox {
+    return this.connection.out;
+  }
+
+  dropQueueFull(): void {
+    this.connection.dropQueueFull();
+  }
+}
+
+/**
  * Broadcast and chat modes: hands each line to the relay, waiting for it to
  * be delivered before reading on, until the client half-closes, quits or
  * sends a line over the limit. Returns why it ended.
  */
 export async function relayLines(
-  c: Connection,
+  member: ConnectionMember,
   relay: RelayPort,
   maxLineBytes: number,
 ): Promise<string> {
+  const c = member.connection;
   const splitter = new LineSplitter(maxLineBytes);
   let buffer = new Uint8Array(INITIAL_BUFFER_SIZE);
   while (true) {
@@ -38,15 +66,15 @@ export async function relayLines(
     const lines = end
       ? (last === undefined ? [] : [withNewline(last)])
       : splitter.push(chunk).map((line) => line.slice());
-    await relay.submit(c, lines);
-    if (c.quitting) return await closeGently(c, "quit command");
+    await relay.submit(member, lines);
+    if (member.quitting) return await closeGently(c, "quit command");
     if (splitter.tooLong) {
-      relay.leave(c);
+      relay.leave(member);
       c.out.post(encoder.encode(lineTooLong(maxLineBytes)));
       return await closeGently(c, "line too long");
     }
     if (end) {
-      relay.leave(c);
+      relay.leave(member);
       return await closeGently(c, "closed by client");
     }
     buffer = grown(buffer, chunk.length);
