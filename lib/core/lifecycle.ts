@@ -3,6 +3,9 @@
 // bytes (Deno's sockets in lib/server/, libc in lib/native/). Not exported
 // from mod.ts.
 
+import type { Ending } from "./endings.ts";
+import type { Member } from "../relay/relay.ts";
+
 /**
  * How long a connection the server ends politely (`exit`, a line too long,
  * `/quit`, a shutdown) waits for what is in flight to be sent and for the
@@ -41,4 +44,49 @@ const EXHAUSTION: ReadonlySet<string> = new Set([
 /** Whether an accept() that failed with `code` should back off. */
 export function acceptExhausted(code: string | undefined): boolean {
   return code !== undefined && EXHAUSTION.has(code);
+}
+
+/** What a polite shutdown needs of one listener (see drainPolitely). */
+export interface Draining {
+  gracePeriod: number;
+  /** Connections open on it now. */
+  active: number;
+  /** Closes the listener: no new connections. */
+  stopAccepting(): void;
+  /** Ends every connection politely, for `reason`. */
+  finishAll(reason: Ending): void;
+  /** Broadcast and chat: the relay, and which members are this listener's. */
+  relay?: {
+    announce(
+      text: string,
+      only: (member: Member) => boolean,
+      last: boolean,
+    ): Promise<void>;
+  };
+  ours(member: Member): boolean;
+  /** Resolves once every connection has ended. */
+  finished: Promise<void>;
+}
+
+/**
+ * A listener's polite shutdown, the same on every driver: accepting stops;
+ * connections go on until they end or the grace period is over (then each
+ * ends politely); relay clients, which never end by themselves, are told
+ * `[server] shutting down` as their last line, then ended once it is sent.
+ */
+export async function drainPolitely(d: Draining): Promise<void> {
+  d.stopAccepting();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  if (d.active > 0 && d.gracePeriod !== Infinity) {
+    timer = setTimeout(() => d.finishAll("grace period over"), d.gracePeriod);
+  }
+  try {
+    if (d.relay !== undefined && d.active > 0) {
+      await d.relay.announce("shutting down", d.ours, true);
+      d.finishAll("server shutting down");
+    }
+    await d.finished;
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -52,6 +52,7 @@ import type {
   ToNativeWorker,
 } from "./worker.ts";
 import type { Backend } from "../core/handle.ts";
+import { drainPolitely } from "../core/lifecycle.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
 const encoder = new TextEncoder();
@@ -480,31 +481,21 @@ export class NativeServer implements Backend {
     this.#native.libc.write(loop.wakeFd, this.#wake, this.#wake.byteLength);
   }
 
-  async drain(): Promise<void> {
-    const { gracePeriod } = this.#config;
-    const active = Atomics.load(this.#open, 0);
-    this.#tell(DRAIN);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    if (gracePeriod !== Infinity) {
-      timer = setTimeout(() => this.#tell(FINISH), gracePeriod);
-    }
-    if (this.#relay !== undefined && active > 0) {
-      // Relay clients never finish by themselves: tell them, then close each
-      // once its queue is sent (or when the grace period is over). The
-      // notice is their last line.
-      const loops = this.#loops;
-      await this.#relay.announce(
-        "shutting down",
-        (m) => loops.some((loop) => loop.bridge?.has(m)),
-        true,
-      );
-      // After the notice, in the same order: as a message, not a command.
-      for (const loop of this.#loops) {
-        this.#mailTo(loop, { t: "finish", reason: "server shutting down" });
-      }
-    }
-    await this.finished;
-    clearTimeout(timer);
+  drain(): Promise<void> {
+    const loops = this.#loops;
+    return drainPolitely({
+      gracePeriod: this.#config.gracePeriod,
+      active: Atomics.load(this.#open, 0),
+      stopAccepting: () => this.#tell(DRAIN),
+      finishAll: (reason) => {
+        if (reason === "grace period over") return this.#tell(FINISH);
+        // After the relay's notice, in the same order: as a message.
+        for (const loop of loops) this.#mailTo(loop, { t: "finish", reason });
+      },
+      relay: this.#relay,
+      ours: (m) => loops.some((loop) => loop.bridge?.has(m)),
+      finished: this.finished,
+    });
   }
 
   stop(): void {

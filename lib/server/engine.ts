@@ -44,7 +44,7 @@ import { transportFor } from "../transport/choose.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { ClusterStatus, EchoMode, EchoServerStats } from "../types.ts";
 import type { Backend } from "../core/handle.ts";
-import { acceptExhausted } from "../core/lifecycle.ts";
+import { acceptExhausted, drainPolitely } from "../core/lifecycle.ts";
 import type { Ending } from "../core/endings.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
@@ -211,28 +211,17 @@ export class Server implements Backend {
       }`,
       { gracePeriod },
     );
-    this.#closeListener();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    if (this.#connections.size > 0 && gracePeriod !== Infinity) {
-      timer = setTimeout(
-        () => this.#finishAll("grace period over"),
-        gracePeriod,
-      );
-    }
-    if (this.#relay !== undefined && this.#connections.size > 0) {
-      // Relay clients never finish by themselves: tell them, then close each
-      // once its queue is sent (or when the grace period is over). The notice
-      // is their last line: what other clients' leaving causes is not sent.
-      const connections = this.#connections;
-      await this.#relay.announce(
-        "shutting down",
-        (m) => m instanceof ConnectionMember && connections.has(m.connection),
-        true,
-      );
-      this.#finishAll("server shutting down");
-    }
-    await this.finished;
-    clearTimeout(timer);
+    const connections = this.#connections;
+    await drainPolitely({
+      gracePeriod,
+      active: connections.size,
+      stopAccepting: () => this.#closeListener(),
+      finishAll: (reason) => this.#finishAll(reason),
+      relay: this.#relay,
+      ours: (m) =>
+        m instanceof ConnectionMember && connections.has(m.connection),
+      finished: this.finished,
+    });
   }
 
   stop(): void {
