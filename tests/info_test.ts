@@ -6,7 +6,7 @@ import { engineTest } from "./_engines.ts";
 import { serveEcho } from "../mod.ts";
 import { encodeProxyHeader } from "../lib/proxy/header.ts";
 import { testCertificates } from "./_certs.ts";
-import { LineClient, readAll, writeAll } from "./_helpers.ts";
+import { LineClient, readAll, tempDir, writeAll } from "./_helpers.ts";
 import { LOCK, run, SERVER, ServerProcess } from "./_process.ts";
 
 const encoder = new TextEncoder();
@@ -89,40 +89,52 @@ engineTest(
   },
 );
 
-Deno.test("info mode sees the client a PROXY header names, and IPv4 on a dual-stack listener as IPv4", async () => {
-  {
-    await using server = serveEcho({
-      port: 0,
-      mode: "info",
-      proxyProtocol: true,
-    });
-    const conn = await Deno.connect({ port: server.addr.port });
-    await writeAll(
-      conn,
-      encodeProxyHeader({
-        version: 2,
-        source: { hostname: "2001:db8::77", port: 7777 },
-        destination: { hostname: "2001:db8::1", port: 80 },
-      }),
-    );
-    assert.deepEqual(await ask(conn, "clientip", "clientport"), [
-      "2001:db8::77",
-      "7777",
-    ]);
-  }
-  {
-    await using server = serveEcho({ hostname: "::", port: 0, mode: "info" });
-    const v4 = await Deno.connect({
-      hostname: "127.0.0.1",
-      port: server.addr.port,
-    });
-    assert.deepEqual(await ask(v4, "clientip"), ["127.0.0.1"]);
-    const v6 = await Deno.connect({ hostname: "::1", port: server.addr.port });
-    assert.deepEqual(await ask(v6, "clientip", "serverip"), ["::1", "::1"]);
-  }
-});
+engineTest(
+  "info mode sees the client a PROXY header names, and IPv4 on a dual-stack listener as IPv4",
+  async (engine) => {
+    {
+      await using server = serveEcho({
+        engine,
+        port: 0,
+        mode: "info",
+        proxyProtocol: true,
+      });
+      const conn = await Deno.connect({ port: server.addr.port });
+      await writeAll(
+        conn,
+        encodeProxyHeader({
+          version: 2,
+          source: { hostname: "2001:db8::77", port: 7777 },
+          destination: { hostname: "2001:db8::1", port: 80 },
+        }),
+      );
+      assert.deepEqual(await ask(conn, "clientip", "clientport"), [
+        "2001:db8::77",
+        "7777",
+      ]);
+    }
+    {
+      await using server = serveEcho({
+        engine,
+        hostname: "::",
+        port: 0,
+        mode: "info",
+      });
+      const v4 = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: server.addr.port,
+      });
+      assert.deepEqual(await ask(v4, "clientip"), ["127.0.0.1"]);
+      const v6 = await Deno.connect({
+        hostname: "::1",
+        port: server.addr.port,
+      });
+      assert.deepEqual(await ask(v6, "clientip", "serverip"), ["::1", "::1"]);
+    }
+  },
+);
 
-Deno.test("info mode over TLS, a Unix socket and UDP says which", async () => {
+Deno.test("info mode over TLS says tls", async () => {
   await using certs = await testCertificates();
   {
     await using server = serveEcho({
@@ -142,45 +154,57 @@ Deno.test("info mode over TLS, a Unix socket and UDP says which", async () => {
       "127.0.0.1",
     ]);
   }
-  {
-    const path = `${certs.dir}/info.sock`;
-    await using server = serveEcho({ path, mode: "info" });
-    await server.ready;
-    const conn = await Deno.connect({ transport: "unix", path });
-    assert.deepEqual(await ask(conn, "transport", "clientip", "id"), [
-      "unix",
-      "ERR no IP address on a Unix socket",
-      `${HOST}:${path}`,
-    ]);
-  }
-  {
-    await using server = serveEcho({ port: 0, mode: "info", udp: "only" });
-    const socket = Deno.listenDatagram({
-      hostname: "127.0.0.1",
-      port: 0,
-      transport: "udp",
-    });
-    const to = {
-      transport: "udp" as const,
-      hostname: "127.0.0.1",
-      port: server.addr.port,
-    };
-    const buffer = new Uint8Array(1024);
-    const answer = async (command: string) => {
-      await socket.send(encoder.encode(command), to);
-      const [data] = await socket.receive(buffer);
-      return decoder.decode(data);
-    };
-    assert.equal(await answer("transport"), "udp\n");
-    assert.equal(
-      await answer("clientport\n"),
-      `${(socket.addr as Deno.NetAddr).port}\n`,
-    );
-    assert.equal(await answer("echo over udp"), "over udp\n");
-    socket.close();
-    assert.equal(server.stats.datagramsOut, 3);
-  }
 });
+
+engineTest(
+  "info mode over a Unix socket and UDP says which",
+  async (engine) => {
+    await using dir = await tempDir();
+    {
+      const path = `${dir.path}/info.sock`;
+      await using server = serveEcho({ engine, path, mode: "info" });
+      await server.ready;
+      const conn = await Deno.connect({ transport: "unix", path });
+      assert.deepEqual(await ask(conn, "transport", "clientip", "id"), [
+        "unix",
+        "ERR no IP address on a Unix socket",
+        `${HOST}:${path}`,
+      ]);
+    }
+    {
+      await using server = serveEcho({
+        engine,
+        port: 0,
+        mode: "info",
+        udp: "only",
+      });
+      const socket = Deno.listenDatagram({
+        hostname: "127.0.0.1",
+        port: 0,
+        transport: "udp",
+      });
+      const to = {
+        transport: "udp" as const,
+        hostname: "127.0.0.1",
+        port: server.addr.port,
+      };
+      const buffer = new Uint8Array(1024);
+      const answer = async (command: string) => {
+        await socket.send(encoder.encode(command), to);
+        const [data] = await socket.receive(buffer);
+        return decoder.decode(data);
+      };
+      assert.equal(await answer("transport"), "udp\n");
+      assert.equal(
+        await answer("clientport\n"),
+        `${(socket.addr as Deno.NetAddr).port}\n`,
+      );
+      assert.equal(await answer("echo over udp"), "over udp\n");
+      socket.close();
+      assert.equal(server.stats.datagramsOut, 3);
+    }
+  },
+);
 
 Deno.test("server --mode info --id: nc asks, and without --allow-sys it is a clear error", async () => {
   await using server = await ServerProcess.start([
