@@ -9,6 +9,7 @@ import { InfoSession } from "../lib/modes/info.ts";
 import { LineSession } from "../lib/modes/line.ts";
 import type { Session, SessionFacts } from "../lib/modes/session.ts";
 import { TokenBucket } from "../lib/rules/bucket.ts";
+import { RelayMembers } from "../lib/native/relay_members.ts";
 import { ENDINGS } from "../lib/core/endings.ts";
 import { countClosed, COUNTERS, sumStats } from "../lib/core/counters.ts";
 import {
@@ -259,4 +260,42 @@ Deno.test("every ending is counted under its label, and any other reason as an e
   const counters = new Float64Array(COUNTERS);
   countClosed(counters, "ECONNABORTED: connection aborted (os error 103)", 1);
   assert.equal(sumStats(counters).closed.error, 1);
+});
+
+Deno.test("RelayMembers: lines held until acknowledged; an ack for a closed connection does not reach the next one on its descriptor", () => {
+  const posted: unknown[] = [];
+  const calls: string[] = [];
+  const members = new RelayMembers({
+    post: (message) => posted.push(message),
+    queue: (fd, lines) => calls.push(`queue ${fd} ${lines.length}`),
+    hold: (fd) => calls.push(`hold ${fd}`),
+    unhold: (fd) => calls.push(`unhold ${fd}`),
+    finish: (fd, reason) => calls.push(`finish ${fd} ${reason}`),
+    serving: () => true,
+    owing: () => false,
+  }, 64);
+  members.join(5, "a");
+  members.receive(5, encoder.encode("one\ntwo\n"));
+  assert.deepEqual(calls, ["hold 5"]);
+  assert.deepEqual(posted.at(-1), {
+    t: "submit",
+    id: 1,
+    token: 1,
+    lines: [encoder.encode("one\n"), encoder.encode("two\n")],
+  });
+  // Dropped while its lines were on their way; descriptor 5 is reused.
+  members.left(5);
+  members.join(5, "b");
+  members.deliver([], [[1, true]], 0);
+  assert.deepEqual(calls, ["hold 5"]);
+  // The new connection's own lines and end are its own.
+  members.end(5);
+  assert.deepEqual(calls, ["hold 5", "finish 5 closed by client"]);
+  assert.deepEqual(posted.map((m) => (m as { t: string }).t), [
+    "join",
+    "submit",
+    "leave",
+    "join",
+    "leave",
+  ]);
 });

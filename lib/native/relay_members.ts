@@ -75,6 +75,11 @@ export class RelayMembers {
   left(fd: number): void {
     const id = this.#ids.get(fd);
     this.#splitters.delete(fd);
+    // Its lines' acknowledgement must not reach the next connection that
+    // gets the same descriptor.
+    for (const [token, waiting] of this.#waiting) {
+      if (waiting.fd === fd) this.#waiting.delete(token);
+    }
     if (id === undefined) return;
     this.#ids.delete(fd);
     this.#fds.delete(id);
