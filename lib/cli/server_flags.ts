@@ -321,7 +321,7 @@ export const SERVER_FLAGS = {
     group: "engine",
     arg: "NAME",
     help: "default (Deno's sockets) or native (an epoll loop over libc " +
-      "through FFI, in a thread of its own per worker: echo mode over TCP, " +
+      "through FFI, in a thread of its own per worker: everything but TLS, " +
       "Linux); the server task allows FFI, and drops it unless native",
     default: "default",
     parse: choice(["default", "native"] as const),
