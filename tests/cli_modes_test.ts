@@ -2,12 +2,14 @@
 // interactive client, through spawned processes with piped stdin.
 
 import assert from "node:assert/strict";
+import { type Engine, engineTest } from "./_engines.ts";
 import { serveEcho } from "../mod.ts";
 import { LineClient } from "./_helpers.ts";
 import {
   clientCommand,
   LOCK,
   runClient,
+  SERVER,
   ServerProcess,
   Spawned,
   writeStdin,
@@ -16,56 +18,87 @@ import {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-Deno.test("server --mode line: the one-shot client and client - get their lines back", async () => {
-  await using server = await ServerProcess.start(["--mode", "line"]);
-  const port = String(server.port);
-  const hi = await runClient(["--port", port, "hi"]);
-  assert.equal(hi.code, 0, hi.stderr);
-  assert.equal(decoder.decode(hi.stdout), "hi\n");
-  const piped = await runClient(["--port", port, "-"], encoder.encode("a\nb"));
-  assert.equal(piped.code, 0, piped.stderr);
-  assert.equal(decoder.decode(piped.stdout), "a\nb");
-});
+/** The server CLI on `engine`, with the permissions either needs. */
+function startServer(
+  engine: Engine,
+  args: string[],
+  options: Deno.CommandOptions = {},
+): Promise<ServerProcess> {
+  return ServerProcess.start([...args, "--engine", engine], [
+    Deno.execPath(),
+    "run",
+    LOCK,
+    "--allow-net",
+    "--allow-read",
+    "--allow-ffi",
+    SERVER,
+  ], options);
+}
 
-Deno.test("server --operator sends stdin lines to every client, then drains on SIGTERM", async () => {
-  await using server = await ServerProcess.start(
-    ["--mode", "chat", "--operator"],
-    undefined,
-    { stdin: "piped" },
-  );
-  await using alice = await LineClient.connect(server.port);
-  await using bob = await LineClient.connect(server.port);
-  await alice.line(/^\* user2 joined lobby$/);
-  await bob.line(/^\* user2 joined lobby$/);
+engineTest(
+  "server --mode line: the one-shot client and client - get their lines back",
+  async (engine) => {
+    await using server = await startServer(engine, ["--mode", "line"]);
+    const port = String(server.port);
+    const hi = await runClient(["--port", port, "hi"]);
+    assert.equal(hi.code, 0, hi.stderr);
+    assert.equal(decoder.decode(hi.stdout), "hi\n");
+    const piped = await runClient(
+      ["--port", port, "-"],
+      encoder.encode("a\nb"),
+    );
+    assert.equal(piped.code, 0, piped.stderr);
+    assert.equal(decoder.decode(piped.stdout), "a\nb");
+  },
+);
 
-  await writeStdin(server.child, "hello from the operator\n");
-  for (const c of [alice, bob]) {
-    await c.line(/^\[server\] hello from the operator$/);
-  }
-  await writeStdin(server.child, new Uint8Array([0xff, 0x0a]));
-  await server.stderr.waitFor(/Operator line not sent: it is not valid UTF-8/);
-  await server.child.stdin.close();
-  await server.stderr.waitFor(/Operator console closed: stdin ended/);
+engineTest(
+  "server --operator sends stdin lines to every client, then drains on SIGTERM",
+  async (engine) => {
+    await using server = await startServer(
+      engine,
+      ["--mode", "chat", "--operator"],
+      { stdin: "piped" },
+    );
+    await using alice = await LineClient.connect(server.port);
+    await using bob = await LineClient.connect(server.port);
+    await alice.line(/^\* user2 joined lobby$/);
+    await bob.line(/^\* user2 joined lobby$/);
 
-  server.child.kill("SIGTERM");
-  for (const c of [alice, bob]) {
-    await c.closed;
-    assert.equal(c.lines.at(-1), "[server] shutting down");
-  }
-  assert.equal((await server.status()).code, 0);
-});
+    await writeStdin(server.child, "hello from the operator\n");
+    for (const c of [alice, bob]) {
+      await c.line(/^\[server\] hello from the operator$/);
+    }
+    await writeStdin(server.child, new Uint8Array([0xff, 0x0a]));
+    await server.stderr.waitFor(
+      /Operator line not sent: it is not valid UTF-8/,
+    );
+    await server.child.stdin.close();
+    await server.stderr.waitFor(/Operator console closed: stdin ended/);
 
-Deno.test("server --operator in echo mode sends the raw line", async () => {
-  await using server = await ServerProcess.start(["--operator"], undefined, {
-    stdin: "piped",
-  });
-  await using client = await LineClient.connect(server.port);
-  await client.send("echoed\n");
-  await client.count(1);
-  await writeStdin(server.child, "notice\n");
-  assert.deepEqual(await client.count(2), ["echoed", "notice"]);
-  await server.child.stdin.close();
-});
+    server.child.kill("SIGTERM");
+    for (const c of [alice, bob]) {
+      await c.closed;
+      assert.equal(c.lines.at(-1), "[server] shutting down");
+    }
+    assert.equal((await server.status()).code, 0);
+  },
+);
+
+engineTest(
+  "server --operator in echo mode sends the raw line",
+  async (engine) => {
+    await using server = await startServer(engine, ["--operator"], {
+      stdin: "piped",
+    });
+    await using client = await LineClient.connect(server.port);
+    await client.send("echoed\n");
+    await client.count(1);
+    await writeStdin(server.child, "notice\n");
+    assert.deepEqual(await client.count(2), ["echoed", "notice"]);
+    await server.child.stdin.close();
+  },
+);
 
 Deno.test("server rejects bad mode flags with one line and exit code 2", async (t) => {
   const cases: [string[], string][] = [
