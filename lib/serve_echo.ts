@@ -135,22 +135,19 @@ export function serveEcho(
   if (count > 1 && config.listen.transport === "unix") {
     throw optionError("workers", "a Unix socket is served on one thread");
   }
+  if (udp !== false) checkDatagrams(config, udp);
   const handle = (backend: Backend) =>
     new ServerHandle(backend, config.mode, config.gracePeriod, signal);
   if (engine === "native") {
-    if (udp !== false) checkDatagrams(config, udp);
     assertNativeSupported(config, udp !== false);
     signal?.throwIfAborted();
-    return handle(new NativeServer(config, count, udp as boolean | "only"));
+    return handle(new NativeServer(config, count, udp));
   }
   if (engine !== "default") {
     throw optionError("engine", `must be default or native, got ${engine}`);
   }
-  if (udp !== false) {
-    checkDatagrams(config, udp);
-    // Deno.listenDatagram: the native engine binds through libc instead.
-    assertDatagramsSupported();
-  }
+  // Deno.listenDatagram: the native engine binds through libc instead.
+  if (udp !== false) assertDatagramsSupported();
   signal?.throwIfAborted();
   if (count > 1) assertWorkersSupported();
   const stream = (listen: ListenConfig): Backend => {
@@ -163,7 +160,10 @@ export function serveEcho(
 }
 
 /** Throws unless UDP can be served as `config` says. */
-function checkDatagrams(config: ServerConfig, udp: unknown): void {
+function checkDatagrams(
+  config: ServerConfig,
+  udp: unknown,
+): asserts udp is true | "only" {
   if (udp !== true && udp !== "only") {
     throw optionError("udp", `must be true, false or "only", got ${udp}`);
   }

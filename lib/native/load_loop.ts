@@ -346,9 +346,8 @@ export abstract class LoadLoop {
     if (conn.since === 0) return; // Nothing in flight: a late reply.
     const sent = this.messageOf(conn);
     if (conn.datagram !== undefined && length === sent.length) {
-      const view = new DataView(bytes.buffer, bytes.byteOffset, 8);
-      const late = view.getUint32(0) === conn.index &&
-        view.getUint32(4) < conn.mine;
+      const late = uint32(bytes, 0) === conn.index &&
+        uint32(bytes, 4) < conn.mine;
       if (late) return;
     }
     let at = -1;
@@ -431,9 +430,8 @@ export abstract class LoadLoop {
   #begin(conn: Conn, since: number): void {
     this.#schedule.begin(conn);
     if (conn.datagram !== undefined) {
-      const stamp = new DataView(conn.datagram.buffer);
-      stamp.setUint32(0, conn.index);
-      stamp.setUint32(4, conn.mine);
+      setUint32(conn.datagram, 0, conn.index);
+      setUint32(conn.datagram, 4, conn.mine);
     }
     conn.since = since;
     conn.sent = 0;
@@ -520,4 +518,18 @@ export abstract class LoadLoop {
       cpuMs: this.#cpu.ms,
     };
   }
+}
+
+/** The big-endian 32-bit number at `at` in `bytes` (no view to allocate). */
+function uint32(bytes: Uint8Array, at: number): number {
+  return (bytes[at] << 24 | bytes[at + 1] << 16 | bytes[at + 2] << 8 |
+    bytes[at + 3]) >>> 0;
+}
+
+/** Writes `value` big-endian at `at` in `bytes`. */
+function setUint32(bytes: Uint8Array, at: number, value: number): void {
+  bytes[at] = value >>> 24;
+  bytes[at + 1] = value >>> 16;
+  bytes[at + 2] = value >>> 8;
+  bytes[at + 3] = value;
 }

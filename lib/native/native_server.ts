@@ -250,6 +250,8 @@ function bindAll(
 
 /** One loop's worker, seen from here. */
 interface Loop {
+  /** Its place among the loops: its slot in `#mail`. */
+  index: number;
   worker: Worker;
   wakeFd: number;
   started: Promise<void>;
@@ -380,6 +382,7 @@ export class NativeServer implements Backend {
     let failed!: (error: Error) => void;
     let done!: () => void;
     const loop: Loop = {
+      index,
       worker,
       wakeFd,
       started: new Promise((resolve, reject) => {
@@ -463,7 +466,7 @@ export class NativeServer implements Backend {
   #mailTo(loop: Loop, message: ToNativeWorker): void {
     if (this.#done) return;
     loop.worker.postMessage(message);
-    Atomics.add(this.#mail, this.#loops.indexOf(loop), 1);
+    Atomics.add(this.#mail, loop.index, 1);
     this.#wakeLoop(loop);
   }
 

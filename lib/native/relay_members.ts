@@ -109,8 +109,8 @@ export class RelayMembers {
   /** A batch from the relay: lines to post, and submits it finished. */
   deliver(items: Delivery[], acks: [number, boolean][], now: number): void {
     // Each client's lines of the batch, in order, go in one write. A run
-    // of items for the same members shares one list of ids (see
-    // lib/relay/bridge.ts): its lines are taken together.
+    // of items for a whole group shares the relay's one list of ids (see
+    // MemberGroup in lib/relay/relay.ts): its lines are taken together.
     const batches = new Map<number, Uint8Array[]>();
     for (let i = 0; i < items.length;) {
       const ids = items[i][0];

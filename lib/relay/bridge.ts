@@ -38,24 +38,6 @@ export type RelayMessage =
   /** The thread's writers are idle after `count` more deliveries. */
   | { t: "settled"; count: number };
 
-/**
- * Makes items that go to the same members share one list of ids: a
- * message's copy keeps what is shared as one (structured clone keeps
- * identity), so that a broadcast of many lines to many clients crosses
- * with its ids once, not once a line; and the thread can post a run of
- * them together.
- */
-function shareIds(items: Delivery[]): void {
-  for (let i = 1; i < items.length; i++) {
-    const previous = items[i - 1][0];
-    const ids = items[i][0];
-    if (ids.length !== previous.length) continue;
-    let same = true;
-    for (let k = 0; k < ids.length && same; k++) same = ids[k] === previous[k];
-    if (same) items[i][0] = previous;
-  }
-}
-
 /** A client of another thread, as the relay here sees it. */
 class RemoteMember implements Member {
   readonly bridge: RelayBridge;
@@ -216,7 +198,6 @@ export class RelayBridge implements BulkInbox {
       if (items.length > 0 && this.#unsettled++ === 0) {
         this.#relay.remoteBusy(true);
       }
-      shareIds(items);
       this.#send({ t: "deliver", items, acks });
     });
   }
