@@ -15,9 +15,10 @@
  * - UDP at 64 B × 50 sockets ping-ponging (the yardstick's udp_loadgen):
  *   c_udp_echo (recvmmsg/sendmmsg), native and default, server µs of CPU
  *   per datagram.
- * - The native engine at 64 B × 50 with the rules at the door (`--allow
- *   127.0.0.0/8 --max-connections-per-ip 1000`) against none: server µs of
- *   CPU per round trip.
+ * - The native engine at 64 B × 50, driven by our native load client, with
+ *   the rules at the door (`--proxy-protocol --allow 127.0.0.0/8
+ *   --max-connections-per-ip 1000`, the client sending a PROXY v2 header)
+ *   against none: server µs of CPU per round trip.
  * - The native engine over a Unix socket against TCP, driven by our native
  *   load client at 64 B × 50: server µs of CPU per round trip.
  * - Load generators against c_epoll at 64 B × 50: the C load generator,
@@ -341,76 +342,91 @@ async function benchUdp(bin: string, o: Options): Promise<Cell> {
   return cell;
 }
 
-/** The rules at the door against none, on the native engine. */
-async function benchRules(bin: string, o: Options): Promise<Cell> {
-  const cell: Cell = { errors: 0 };
-  const rules = ["--allow", "127.0.0.0/8", "--max-connections-per-ip", "1000"];
-  for (const [name, extra] of [["none", []], ["rules", rules]] as const) {
-    await using s = await start(server(["--engine", "native", ...extra]));
-    const r = pingPong(
-      await loadgen(bin, pingPongArgs(o, s.port, 50, 64, s.pid)),
-    );
-    cell[name] = r.cpuUsPerRt;
-    cell.errors += r.errors;
+/**
+ * Server µs of CPU per round trip of the native server (with
+ * `serverExtra`), driven by our native load client (with `clientExtra`) at
+ * 64 B × 50 for `o.duration` seconds: the whole run's CPU over its round
+ * trips. `path` puts both on a Unix socket there instead of TCP.
+ */
+async function nativeRun(
+  o: Options,
+  path: string | undefined,
+  serverExtra: string[],
+  clientExtra: string[],
+): Promise<{ us: number; errors: number }> {
+  const port = freePort();
+  const where = path === undefined
+    ? ["--port", String(port)]
+    : ["--unix", path];
+  const child = pinned(0, [
+    ...cli("server.ts", ["--log-level", "error", "--engine", "native"]),
+    ...where,
+    ...serverExtra,
+  ]).spawn();
+  const output = child.output();
+  try {
+    for (let i = 0;; i++) {
+      try {
+        (path === undefined
+          ? await Deno.connect({ hostname: "127.0.0.1", port })
+          : await Deno.connect({ transport: "unix", path })).close();
+        break;
+      } catch (error) {
+        if (i === 200) throw new Error(`server did not listen: ${error}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+    const before = await cpuMs(child.pid);
+    const { stdout, success } = await pinned(
+      1,
+      cli("client.ts", [
+        ...where,
+        ...["--engine", "native", "--connections", "50", "--size", "64"],
+        ...["--duration", String(o.duration), "--json"],
+        ...clientExtra,
+      ]),
+    ).output();
+    const cpu = await cpuMs(child.pid) - before;
+    const report = JSON.parse(new TextDecoder().decode(stdout));
+    return {
+      us: cpu * 1000 / report.roundTrips,
+      errors: report.mismatches + report.otherErrors + report.connectErrors +
+        (success ? 0 : 1),
+    };
+  } finally {
+    child.kill("SIGKILL");
+    await output;
   }
-  return cell;
 }
 
 /**
- * The native server over a Unix socket and over TCP, each driven by our
- * native load client for `o.duration` seconds: server µs of CPU per round
- * trip (the whole run's CPU over its round trips).
+ * The rules at the door against none, on the native server: the PROXY
+ * protocol (our native client sends a v2 header on each connection), an
+ * allow list and a per-address limit.
  */
+async function benchRules(o: Options): Promise<Cell> {
+  const none = await nativeRun(o, undefined, [], []);
+  const rules = await nativeRun(o, undefined, [
+    ...["--proxy-protocol", "--allow", "127.0.0.0/8"],
+    ...["--max-connections-per-ip", "1000"],
+  ], ["--send-proxy", "v2"]);
+  return {
+    none: none.us,
+    rules: rules.us,
+    errors: none.errors + rules.errors,
+  };
+}
+
+/** The native server over a Unix socket against TCP (see nativeRun). */
 async function benchUnix(o: Options): Promise<Cell> {
-  const cell: Cell = { errors: 0 };
   const dir = await Deno.makeTempDir({ prefix: "tcp-echo-unix-" });
   try {
-    for (const transport of ["tcp", "unix"] as const) {
-      const path = `${dir}/echo.sock`;
-      const port = freePort();
-      const where = transport === "unix"
-        ? ["--unix", path]
-        : ["--port", String(port)];
-      const child = pinned(0, [
-        ...cli("server.ts", ["--log-level", "error", "--engine", "native"]),
-        ...where,
-      ]).spawn();
-      const output = child.output();
-      try {
-        for (let i = 0;; i++) {
-          try {
-            (transport === "unix"
-              ? await Deno.connect({ transport: "unix", path })
-              : await Deno.connect({ hostname: "127.0.0.1", port })).close();
-            break;
-          } catch (error) {
-            if (i === 200) throw new Error(`server did not listen: ${error}`);
-            await new Promise((resolve) => setTimeout(resolve, 50));
-          }
-        }
-        const before = await cpuMs(child.pid);
-        const { stdout, success } = await pinned(
-          1,
-          cli("client.ts", [
-            ...where,
-            ...["--engine", "native", "--connections", "50", "--size", "64"],
-            ...["--duration", String(o.duration), "--json"],
-          ]),
-        ).output();
-        const cpu = await cpuMs(child.pid) - before;
-        const report = JSON.parse(new TextDecoder().decode(stdout));
-        cell[transport] = cpu * 1000 / report.roundTrips;
-        cell.errors += report.mismatches + report.otherErrors +
-          report.connectErrors + (success ? 0 : 1);
-      } finally {
-        child.kill("SIGKILL");
-        await output;
-      }
-    }
+    const tcp = await nativeRun(o, undefined, [], []);
+    const unix = await nativeRun(o, `${dir}/echo.sock`, [], []);
+    return { tcp: tcp.us, unix: unix.us, errors: tcp.errors + unix.errors };
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-  return cell;
 }
 
 async function benchClients(
@@ -519,7 +535,7 @@ async function main(): Promise<void> {
       console.error(`== UDP, repetition ${rep}`);
       udp.push(await benchUdp(bin, o));
       console.error(`== native with and without rules, repetition ${rep}`);
-      rules.push(await benchRules(bin, o));
+      rules.push(await benchRules(o));
       console.error(`== native over a Unix socket and TCP, repetition ${rep}`);
       unix.push(await benchUnix(o));
       console.error(`== load generators, repetition ${rep}`);
@@ -631,7 +647,12 @@ async function main(): Promise<void> {
       ),
       "",
       markdown(
-        ["native, 64 B × 50", "no rules", "allow + per-address limit", "ratio"],
+        [
+          "native server, native client, 64 B × 50",
+          "no rules",
+          "PROXY + allow + per-address limit",
+          "ratio",
+        ],
         [[
           "server µs CPU/round trip",
           fmt(middle(rules.map((c) => c.none)), 2),

@@ -160,7 +160,7 @@ Deno.test({
         /^\| client native \(io_uring\) \| [\d,]+ \| [\d,]+ \| [\d.]+× \| 0 \|$/m,
         /^\| client native \(epoll\) \| [\d,]+ \| [\d,]+ \| [\d.]+× \| 0 \|$/m,
         /^\| server µs CPU\/datagram \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+× \| [\d.]+× \|$/m,
-        /^\| native, 64 B × 50 \| no rules \| allow \+ per-address limit \| ratio \|$/m,
+        /^\| native server, native client, 64 B × 50 \| no rules \| PROXY \+ allow \+ per-address limit \| ratio \|$/m,
         /^\| native server, native client, 64 B × 50 \| TCP \| Unix socket \| ratio \|$/m,
       ]
     ) {
