@@ -33,6 +33,7 @@
  * @module
  */
 
+import dgram from "node:dgram";
 import { parseArgs } from "node:util";
 import {
   benchFlags,
@@ -154,31 +155,30 @@ async function start(command: string[], udp = false): Promise<Running> {
   const child = pinned(0, command.map((a) => a.replace("{PORT}", String(port))))
     .spawn();
   const output = child.output();
+  let exited = false;
+  child.status.then(() => exited = true);
+  /** Stops the child if it runs, and throws with what it said. */
+  const failed = async (why: string): Promise<never> => {
+    if (!exited) child.kill("SIGKILL");
+    const { code, stderr } = await output;
+    throw new Error(
+      `${command.join(" ")} ${why} (exit code ${code}): ${
+        new TextDecoder().decode(stderr).trim().slice(-2000)
+      }`,
+    );
+  };
   for (let i = 0; udp; i++) {
-    // Bound once binding the port ourselves fails.
-    try {
-      Deno.listenDatagram({ hostname: "127.0.0.1", port, transport: "udp" })
-        .close();
-    } catch {
-      break;
-    }
-    if (i === 200) {
-      child.kill("SIGKILL");
-      await output;
-      throw new Error(`${command[0]} did not bind UDP`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    // Bound once it echoes a datagram. (Binding the port ourselves to see
+    // whether it is taken could take it from the server starting.)
+    if (await echoesDatagram(port)) break;
+    if (exited || i === 200) await failed("did not bind UDP");
   }
   for (let i = 0; !udp; i++) {
     try {
       (await Deno.connect({ hostname: "127.0.0.1", port })).close();
       break;
     } catch (error) {
-      if (i === 200) {
-        child.kill("SIGKILL");
-        await output;
-        throw new Error(`${command[0]} did not listen: ${error}`);
-      }
+      if (exited || i === 200) await failed(`did not listen: ${error}`);
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
@@ -190,10 +190,29 @@ async function start(command: string[], udp = false): Promise<Running> {
     port,
     pid: child.pid,
     async [Symbol.asyncDispose]() {
+      // Ended on its own, during the measurement: say how.
+      if (exited) await failed("exited during the run");
       child.kill("SIGKILL");
       await output;
     },
   };
+}
+
+/** Whether a datagram to `port` on 127.0.0.1 comes back within 50 ms. */
+function echoesDatagram(port: number): Promise<boolean> {
+  const socket = dgram.createSocket("udp4");
+  return new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), 50);
+    socket.on("message", () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+    socket.on("error", () => {
+      clearTimeout(timer);
+      resolve(false);
+    });
+    socket.send("ping", port, "127.0.0.1");
+  }).finally(() => socket.close());
 }
 
 /** Runs the C load generator on CPU 1; returns its RESULT fields. */
