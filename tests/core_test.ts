@@ -11,6 +11,8 @@ import type { Session, SessionFacts } from "../lib/modes/session.ts";
 import { TokenBucket } from "../lib/rules/bucket.ts";
 import { RelayMembers } from "../lib/native/relay_members.ts";
 import { ENDINGS } from "../lib/core/endings.ts";
+import { type Feature, FEATURES, unserved } from "../lib/core/features.ts";
+import type { ServerConfig } from "../lib/core/config.ts";
 import { countClosed, COUNTERS, sumStats } from "../lib/core/counters.ts";
 import {
   drainMs,
@@ -298,4 +300,29 @@ Deno.test("RelayMembers: lines held until acknowledged; an ack for a closed conn
     "join",
     "leave",
   ]);
+});
+
+Deno.test("a driver's declared features decide what it refuses, in FEATURES' order", () => {
+  const config = {
+    listen: {
+      transport: "tls",
+      hostname: "127.0.0.1",
+      port: 0,
+      cert: "",
+      key: "",
+      handshakeTimeout: 0,
+    },
+    mode: "info",
+    proxy: { timeout: 1000, trusted: undefined },
+    access: { allow: [], deny: [] },
+    limits: undefined,
+    maxBytesPerSecond: Infinity,
+  } as unknown as ServerConfig;
+  const all = new Set(Object.keys(FEATURES) as Feature[]);
+  assert.deepEqual(unserved(config, true, all), []);
+  const some = new Set(
+    [...all].filter((f) => !["tls", "udp", "infoMode"].includes(f)),
+  );
+  assert.deepEqual(unserved(config, true, some), ["mode info", "TLS", "UDP"]);
+  assert.deepEqual(unserved(config, false, some), ["mode info", "TLS"]);
 });

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { echoOnce, echoStream, loadTest, serveEcho } from "../mod.ts";
 import { type TestCertificates, testCertificates } from "./_certs.ts";
+import { engineTest } from "./_engines.ts";
 import {
   captureLogs,
   LineClient,
@@ -37,143 +38,164 @@ function trust(certs: TestCertificates, port: number) {
   } as const;
 }
 
-Deno.test("serveEcho({ cert, key }) echoes exactly through a half-close, 30 times in a row", async () => {
-  await using certs = await testCertificates();
-  await using server = serveEcho({ port: 0, cert: certs.cert, key: certs.key });
-  await server.ready;
-  const { port } = server.addr;
-  assert.equal(
-    await echoOnce("hi over TLS", trust(certs, port)),
-    "hi over TLS",
-  );
-  // A 1-in-3 failure passes 30 runs with a chance of (2/3)^30, 5 in a million.
-  for (let i = 0; i < 30; i++) {
-    const payload = pseudoRandomBytes(256 * 1024 + i, i);
-    const echo = await new Response(echoStream([payload], trust(certs, port)))
-      .bytes();
-    assert.deepEqual(echo, payload, `run ${i}`);
-  }
-  const report = await loadTest({
-    ...trust(certs, port),
-    connections: 10,
-    count: 500,
-  });
-  assert.equal(report.roundTrips, 500);
-  assert.equal(
-    report.connectErrors + report.mismatches + report.otherErrors,
-    0,
-  );
-  assert.equal(server.stats.accepted, 41);
-  assert.equal(server.stats.handshakeFailures, 0);
-});
-
-Deno.test("over TLS, broadcast and chat relay lines, and the idle timeout closes", async (t) => {
-  await using certs = await testCertificates();
-  for (const mode of ["broadcast", "chat"] as const) {
-    await t.step(mode, async () => {
-      await using server = serveEcho({
-        port: 0,
-        cert: certs.cert,
-        key: certs.key,
-        mode,
-      });
-      await server.ready;
-      const connect = async () =>
-        new LineClient(
-          await Deno.connectTls({
-            hostname: "localhost",
-            port: server.addr.port,
-            caCerts: [certs.ca],
-          }),
-        );
-      await using a = await connect();
-      await using b = await connect();
-      await b.send("b is here\n");
-      await a.line(/b is here$/);
-      await a.send("hello\n");
-      // Handshakes finish in any order: a may be user1 or user2.
-      await b.line(mode === "chat" ? /^<user\d> hello$/ : /^hello$/);
-    });
-  }
-  await t.step("idle timeout", async () => {
+engineTest(
+  "serveEcho({ cert, key }) echoes exactly through a half-close, 30 times in a row",
+  async (engine) => {
+    await using certs = await testCertificates();
     await using server = serveEcho({
       port: 0,
       cert: certs.cert,
       key: certs.key,
-      idleTimeout: 200,
+      engine,
     });
     await server.ready;
-    using conn = await Deno.connectTls({
-      hostname: "localhost",
-      port: server.addr.port,
-      caCerts: [certs.ca],
+    const { port } = server.addr;
+    assert.equal(
+      await echoOnce("hi over TLS", trust(certs, port)),
+      "hi over TLS",
+    );
+    // A 1-in-3 failure passes 30 runs with a chance of (2/3)^30, 5 in a million.
+    for (let i = 0; i < 30; i++) {
+      const payload = pseudoRandomBytes(256 * 1024 + i, i);
+      const echo = await new Response(echoStream([payload], trust(certs, port)))
+        .bytes();
+      assert.deepEqual(echo, payload, `run ${i}`);
+    }
+    const report = await loadTest({
+      ...trust(certs, port),
+      connections: 10,
+      count: 500,
     });
-    await writeAll(conn, encoder.encode("x"));
-    assert.deepEqual(await readAll(conn), encoder.encode("x"));
-  });
-});
+    assert.equal(report.roundTrips, 500);
+    assert.equal(
+      report.connectErrors + report.mismatches + report.otherErrors,
+      0,
+    );
+    assert.equal(server.stats.accepted, 41);
+    assert.equal(server.stats.handshakeFailures, 0);
+  },
+);
 
-Deno.test("plaintext, garbage, silent and distrustful clients are handshake failures, closed on time; others go on", async () => {
-  await using certs = await testCertificates();
-  logs.clear();
-  await using server = serveEcho({
-    port: 0,
-    cert: certs.cert,
-    key: certs.key,
-    handshakeTimeout: 300,
-  });
-  await server.ready;
-  const { port } = server.addr;
-  // A good client echoes throughout.
-  await using good = new LineClient(
-    await Deno.connectTls({ hostname: "localhost", port, caCerts: [certs.ca] }),
-  );
-  await good.send("before\n");
-  await good.line(/^before$/);
+engineTest(
+  "over TLS, broadcast and chat relay lines, and the idle timeout closes",
+  async (engine, t) => {
+    await using certs = await testCertificates();
+    for (const mode of ["broadcast", "chat"] as const) {
+      await t.step(mode, async () => {
+        await using server = serveEcho({
+          port: 0,
+          cert: certs.cert,
+          key: certs.key,
+          mode,
+          engine,
+        });
+        await server.ready;
+        const connect = async () =>
+          new LineClient(
+            await Deno.connectTls({
+              hostname: "localhost",
+              port: server.addr.port,
+              caCerts: [certs.ca],
+            }),
+          );
+        await using a = await connect();
+        await using b = await connect();
+        await b.send("b is here\n");
+        await a.line(/b is here$/);
+        await a.send("hello\n");
+        // Handshakes finish in any order: a may be user1 or user2.
+        await b.line(mode === "chat" ? /^<user\d> hello$/ : /^hello$/);
+      });
+    }
+    await t.step("idle timeout", async () => {
+      await using server = serveEcho({
+        port: 0,
+        cert: certs.cert,
+        key: certs.key,
+        idleTimeout: 200,
+        engine,
+      });
+      await server.ready;
+      using conn = await Deno.connectTls({
+        hostname: "localhost",
+        port: server.addr.port,
+        caCerts: [certs.ca],
+      });
+      await writeAll(conn, encoder.encode("x"));
+      assert.deepEqual(await readAll(conn), encoder.encode("x"));
+    });
+  },
+);
 
-  // Plaintext: an alert at most, then the end of the stream.
-  using plain = await Deno.connect({ port });
-  await writeAll(plain, encoder.encode("GET / HTTP/1.0\r\n\r\n"));
-  await readAll(plain);
-  // Garbage that looks like a TLS record header.
-  using garbage = await Deno.connect({ port });
-  await writeAll(garbage, new Uint8Array([22, 3, 1, 0, 5, 1, 2, 3, 4, 5]));
-  await readAll(garbage);
-  // Silent clients: closed once the handshake timeout is over, all of them.
-  const started = performance.now();
-  const silent = await Promise.all(
-    Array.from({ length: 10 }, () => Deno.connect({ port })),
-  );
-  for (const conn of silent) {
-    assert.deepEqual(await readAll(conn), new Uint8Array());
-    conn.close();
-  }
-  const waited = performance.now() - started;
-  assert.ok(waited >= 250 && waited < 5000, `closed after ${waited} ms`);
-  // A client that does not trust the certificate.
-  await assert.rejects(
-    () => echoOnce("x", { port, tls: true, serverName: "localhost" }),
-    (error: Error) =>
-      error instanceof Deno.errors.InvalidData &&
-      /^TLS handshake with localhost failed: invalid peer certificate/.test(
-        error.message,
-      ),
-  );
-  await logs.waitFor(() => server.stats.handshakeFailures === 13);
+engineTest(
+  "plaintext, garbage, silent and distrustful clients are handshake failures, closed on time; others go on",
+  async (engine) => {
+    await using certs = await testCertificates();
+    logs.clear();
+    await using server = serveEcho({
+      port: 0,
+      cert: certs.cert,
+      key: certs.key,
+      handshakeTimeout: 300,
+      engine,
+    });
+    await server.ready;
+    const { port } = server.addr;
+    // A good client echoes throughout.
+    await using good = new LineClient(
+      await Deno.connectTls({
+        hostname: "localhost",
+        port,
+        caCerts: [certs.ca],
+      }),
+    );
+    await good.send("before\n");
+    await good.line(/^before$/);
 
-  await good.send("after\n");
-  await good.line(/^after$/);
-  assert.equal(server.stats.accepted, 1);
-  const failures = logs.find("TLS handshake with {peer} failed: {reason}");
-  const reasons = failures.map((r) => String(r.properties.reason));
-  assert.equal(reasons.filter((r) => r === "handshake timed out").length, 10);
-  assert.ok(reasons.some((r) => r.startsWith("not TLS")), reasons.join("\n"));
-  for (const record of failures) {
-    assert.match(String(record.properties.peer), /^127\.0\.0\.1:\d+$/);
-  }
-});
+    // Plaintext: an alert at most, then the end of the stream.
+    using plain = await Deno.connect({ port });
+    await writeAll(plain, encoder.encode("GET / HTTP/1.0\r\n\r\n"));
+    await readAll(plain);
+    // Garbage that looks like a TLS record header.
+    using garbage = await Deno.connect({ port });
+    await writeAll(garbage, new Uint8Array([22, 3, 1, 0, 5, 1, 2, 3, 4, 5]));
+    await readAll(garbage);
+    // Silent clients: closed once the handshake timeout is over, all of them.
+    const started = performance.now();
+    const silent = await Promise.all(
+      Array.from({ length: 10 }, () => Deno.connect({ port })),
+    );
+    for (const conn of silent) {
+      assert.deepEqual(await readAll(conn), new Uint8Array());
+      conn.close();
+    }
+    const waited = performance.now() - started;
+    assert.ok(waited >= 250 && waited < 5000, `closed after ${waited} ms`);
+    // A client that does not trust the certificate.
+    await assert.rejects(
+      () => echoOnce("x", { port, tls: true, serverName: "localhost" }),
+      (error: Error) =>
+        error instanceof Deno.errors.InvalidData &&
+        /^TLS handshake with localhost failed: invalid peer certificate/.test(
+          error.message,
+        ),
+    );
+    await logs.waitFor(() => server.stats.handshakeFailures === 13);
 
-Deno.test("TLS works with workers, and on IPv6", async () => {
+    await good.send("after\n");
+    await good.line(/^after$/);
+    assert.equal(server.stats.accepted, 1);
+    const failures = logs.find("TLS handshake with {peer} failed: {reason}");
+    const reasons = failures.map((r) => String(r.properties.reason));
+    assert.equal(reasons.filter((r) => r === "handshake timed out").length, 10);
+    assert.ok(reasons.some((r) => r.startsWith("not TLS")), reasons.join("\n"));
+    for (const record of failures) {
+      assert.match(String(record.properties.peer), /^127\.0\.0\.1:\d+$/);
+    }
+  },
+);
+
+engineTest("TLS works with workers, and on IPv6", async (engine) => {
   await using certs = await testCertificates();
   await using server = serveEcho({
     hostname: "::1",
@@ -181,6 +203,7 @@ Deno.test("TLS works with workers, and on IPv6", async () => {
     cert: certs.cert,
     key: certs.key,
     workers: 2,
+    engine,
   });
   await server.ready;
   const { port } = server.addr;
@@ -214,114 +237,133 @@ Deno.test("handshakeTimeout 0 listens with Deno's TLS directly: exact echo, hand
   assert.equal(server.stats.accepted, 10);
 });
 
-Deno.test("over TLS, the connection limit refuses the extra client, and shutdown ends the others cleanly", async () => {
-  await using certs = await testCertificates();
-  const server = serveEcho({
-    port: 0,
-    cert: certs.cert,
-    key: certs.key,
-    maxConnections: 1,
-    gracePeriod: 200,
-  });
-  await server.ready;
-  const connect = () =>
-    Deno.connectTls({
-      hostname: "localhost",
-      port: server.addr.port,
-      caCerts: [certs.ca],
+engineTest(
+  "over TLS, the connection limit refuses the extra client, and shutdown ends the others cleanly",
+  async (engine) => {
+    await using certs = await testCertificates();
+    const server = serveEcho({
+      port: 0,
+      cert: certs.cert,
+      key: certs.key,
+      maxConnections: 1,
+      gracePeriod: 200,
+      engine,
     });
-  using first = await connect();
-  await writeAll(first, encoder.encode("one"));
-  const three = new Uint8Array(3);
-  assert.equal(await first.read(three), 3);
-  // Over the limit: closed at once, after its handshake.
-  using second = await connect();
-  await writeAll(second, encoder.encode("two")).catch(() => {});
-  assert.deepEqual(await readAll(second), new Uint8Array());
-  assert.equal(server.stats.rejected, 1);
-  // The grace period ends the first politely: a clean end of stream.
-  const shutdown = server.shutdown();
-  assert.equal(await first.read(three), null);
-  first.close();
-  await shutdown;
-  assert.equal(server.stats.active, 0);
-});
+    await server.ready;
+    const connect = () =>
+      Deno.connectTls({
+        hostname: "localhost",
+        port: server.addr.port,
+        caCerts: [certs.ca],
+      });
+    using first = await connect();
+    await writeAll(first, encoder.encode("one"));
+    const three = new Uint8Array(3);
+    assert.equal(await first.read(three), 3);
+    // Over the limit: closed at once, after its handshake.
+    using second = await connect();
+    await writeAll(second, encoder.encode("two")).catch(() => {});
+    assert.deepEqual(await readAll(second), new Uint8Array());
+    assert.equal(server.stats.rejected, 1);
+    // The grace period ends the first politely: a clean end of stream.
+    const shutdown = server.shutdown();
+    assert.equal(await first.read(three), null);
+    first.close();
+    await shutdown;
+    assert.equal(server.stats.active, 0);
+  },
+);
 
-Deno.test("bad certificates and keys are option errors, thrown at once", async () => {
-  await using certs = await testCertificates();
-  const cases: [Record<string, string>, string, RegExp][] = [
-    [{ cert: "hello", key: certs.key }, "cert", /no PEM certificate/],
-    [{ cert: certs.cert, key: "junk" }, "key", /no PEM private key/],
-    [{ cert: certs.cert, key: certs.otherKey }, "key", /does not belong/],
-    [{ cert: certs.cert }, "key", /must be given with cert/],
-    [{ key: certs.key }, "cert", /must be given with key/],
-  ];
-  for (const [options, option, reason] of cases) {
-    assert.throws(
-      () => serveEcho({ port: 0, ...options }),
-      (error: TypeError & { option: string; reason: string }) =>
-        error instanceof TypeError && error.option === option &&
-        reason.test(error.reason),
-      JSON.stringify(Object.keys(options)),
+engineTest(
+  "bad certificates and keys are option errors, thrown at once",
+  async (engine) => {
+    await using certs = await testCertificates();
+    const cases: [Record<string, string>, string, RegExp][] = [
+      [{ cert: "hello", key: certs.key }, "cert", /no PEM certificate/],
+      [{ cert: certs.cert, key: "junk" }, "key", /no PEM private key/],
+      [{ cert: certs.cert, key: certs.otherKey }, "key", /does not belong/],
+      [{ cert: certs.cert }, "key", /must be given with cert/],
+      [{ key: certs.key }, "cert", /must be given with key/],
+    ];
+    for (const [options, option, reason] of cases) {
+      assert.throws(
+        () => serveEcho({ port: 0, ...options, engine }),
+        (error: TypeError & { option: string; reason: string }) =>
+          error instanceof TypeError && error.option === option &&
+          reason.test(error.reason),
+        JSON.stringify(Object.keys(options)),
+      );
+    }
+  },
+);
+
+engineTest(
+  "openssl s_client and socat OPENSSL: talk to our server; our client talks to socat OPENSSL-LISTEN",
+  async (engine) => {
+    await using certs = await testCertificates();
+    await using server = serveEcho({
+      port: 0,
+      cert: certs.cert,
+      key: certs.key,
+      engine,
+    });
+    await server.ready;
+    const port = String(server.addr.port);
+    // socat half-closes (close_notify, then FIN) at the end of its input.
+    const payload = pseudoRandomBytes(1024 * 1024 + 5, 77);
+    const socat = await run("socat", [
+      "-t",
+      "30",
+      "-",
+      `OPENSSL:127.0.0.1:${port},cafile=${certs.caFile},commonname=localhost`,
+    ], payload);
+    assert.equal(socat.code, 0, socat.stderr);
+    assert.deepEqual(socat.stdout, payload);
+
+    // openssl s_client verifies our chain; line mode ends on "quit".
+    await using lines = serveEcho({
+      port: 0,
+      cert: certs.cert,
+      key: certs.key,
+      mode: "line",
+      engine,
+    });
+    await lines.ready;
+    const openssl = await run("openssl", [
+      "s_client",
+      "-connect",
+      `127.0.0.1:${lines.addr.port}`,
+      "-CAfile",
+      certs.caFile,
+      "-verify_return_error",
+      "-verify_hostname",
+      "localhost",
+      "-quiet",
+      "-ign_eof",
+    ], encoder.encode("hello from openssl\nquit\n"));
+    assert.equal(openssl.code, 0, openssl.stderr);
+    assert.equal(decoder.decode(openssl.stdout), "hello from openssl\n");
+
+    // Our clients against socat's TLS server running cat.
+    await using peer = new Spawned("socat", [
+      "-d",
+      "-d",
+      `OPENSSL-LISTEN:0,bind=127.0.0.1,reuseaddr,fork,cert=${certs.certFile},key=${certs.keyFile},verify=0`,
+      "EXEC:cat",
+    ]);
+    const listening = await peer.stderr.waitFor(/listening on .*:(\d+)/);
+    const peerPort = Number(listening.match(/:(\d+)\s*$/)![1]);
+    assert.equal(
+      await echoOnce("to socat", trust(certs, peerPort)),
+      "to socat",
     );
-  }
-});
-
-Deno.test("openssl s_client and socat OPENSSL: talk to our server; our client talks to socat OPENSSL-LISTEN", async () => {
-  await using certs = await testCertificates();
-  await using server = serveEcho({ port: 0, cert: certs.cert, key: certs.key });
-  await server.ready;
-  const port = String(server.addr.port);
-  // socat half-closes (close_notify, then FIN) at the end of its input.
-  const payload = pseudoRandomBytes(1024 * 1024 + 5, 77);
-  const socat = await run("socat", [
-    "-t",
-    "30",
-    "-",
-    `OPENSSL:127.0.0.1:${port},cafile=${certs.caFile},commonname=localhost`,
-  ], payload);
-  assert.equal(socat.code, 0, socat.stderr);
-  assert.deepEqual(socat.stdout, payload);
-
-  // openssl s_client verifies our chain; line mode ends on "quit".
-  await using lines = serveEcho({
-    port: 0,
-    cert: certs.cert,
-    key: certs.key,
-    mode: "line",
-  });
-  await lines.ready;
-  const openssl = await run("openssl", [
-    "s_client",
-    "-connect",
-    `127.0.0.1:${lines.addr.port}`,
-    "-CAfile",
-    certs.caFile,
-    "-verify_return_error",
-    "-verify_hostname",
-    "localhost",
-    "-quiet",
-    "-ign_eof",
-  ], encoder.encode("hello from openssl\nquit\n"));
-  assert.equal(openssl.code, 0, openssl.stderr);
-  assert.equal(decoder.decode(openssl.stdout), "hello from openssl\n");
-
-  // Our clients against socat's TLS server running cat.
-  await using peer = new Spawned("socat", [
-    "-d",
-    "-d",
-    `OPENSSL-LISTEN:0,bind=127.0.0.1,reuseaddr,fork,cert=${certs.certFile},key=${certs.keyFile},verify=0`,
-    "EXEC:cat",
-  ]);
-  const listening = await peer.stderr.waitFor(/listening on .*:(\d+)/);
-  const peerPort = Number(listening.match(/:(\d+)\s*$/)![1]);
-  assert.equal(await echoOnce("to socat", trust(certs, peerPort)), "to socat");
-  const bytes = pseudoRandomBytes(300_000, 5);
-  assert.deepEqual(
-    await new Response(echoStream([bytes], trust(certs, peerPort))).bytes(),
-    bytes,
-  );
-});
+    const bytes = pseudoRandomBytes(300_000, 5);
+    assert.deepEqual(
+      await new Response(echoStream([bytes], trust(certs, peerPort))).bytes(),
+      bytes,
+    );
+  },
+);
 
 /** `deno run server.ts` with what TLS needs (read access for the files). */
 function tlsServer(args: string[]): Promise<ServerProcess> {
@@ -460,4 +502,54 @@ Deno.test("TLS usage errors exit 2 with one line", async () => {
   const client = await tlsClient(["--ca", certs.caFile, "hi"]);
   assert.equal(client.code, 2);
   assert.equal(client.stderr, "error: Give --tls with --ca (see --help)\n");
+});
+
+Deno.test("native: every OpenSSL session and context is freed, whatever ended the connection", async () => {
+  await using certs = await testCertificates();
+  logs.clear();
+  const server = serveEcho({
+    port: 0,
+    cert: certs.cert,
+    key: certs.key,
+    engine: "native",
+    handshakeTimeout: 200,
+    maxConnections: 2,
+    gracePeriod: 100,
+  });
+  await server.ready;
+  const { port } = server.addr;
+  // An echo through a half-close.
+  assert.equal(await echoOnce("freed", trust(certs, port)), "freed");
+  // Not TLS; silent past the handshake timeout; gone mid-handshake.
+  using plain = await Deno.connect({ port });
+  await writeAll(plain, encoder.encode("plain text\n"));
+  await readAll(plain);
+  using silent = await Deno.connect({ port });
+  assert.deepEqual(await readAll(silent), new Uint8Array());
+  (await Deno.connect({ port })).close();
+  // Open when the server stops: one idle, one over the limit, one mid-way.
+  const connect = () =>
+    Deno.connectTls({ hostname: "localhost", port, caCerts: [certs.ca] });
+  using idle = await connect();
+  await writeAll(idle, encoder.encode("i"));
+  assert.equal(await idle.read(new Uint8Array(1)), 1);
+  using busy = await connect();
+  await writeAll(busy, encoder.encode("b"));
+  assert.equal(await busy.read(new Uint8Array(1)), 1);
+  using over = await connect();
+  await writeAll(over, encoder.encode("o")).catch(() => {});
+  assert.deepEqual(await readAll(over), new Uint8Array());
+  using handshaking = await Deno.connect({ port });
+  await logs.waitFor(() => server.stats.rejected === 1);
+  await server.shutdown();
+  assert.equal(await idle.read(new Uint8Array(1)), null);
+  assert.equal(await busy.read(new Uint8Array(1)), null);
+  assert.deepEqual(await readAll(handshaking), new Uint8Array());
+  assert.equal(server.stats.handshakeFailures, 3);
+  assert.deepEqual(
+    logs.find(
+      "TLS objects not freed: {sessions} sessions, {contexts} contexts",
+    ),
+    [],
+  );
 });

@@ -49,6 +49,8 @@ import { DatagramPolicy } from "../core/datagrams.ts";
 import { BATCH, DatagramBatch } from "./datagram_batch.ts";
 import { HOLD_RATE, HOLD_RELAY } from "./conn_table.ts";
 import { RelayMembers } from "./relay_members.ts";
+import { type Greeting, TlsConns } from "./tls_conns.ts";
+import type { TlsSession } from "../tls/session.ts";
 import type { Delivery, RelayMessage } from "../relay/bridge.ts";
 import { TokenBucket } from "../rules/bucket.ts";
 import {
@@ -199,6 +201,8 @@ export class EchoLoop {
   #path: string | undefined;
   /** Clients on a Unix socket so far, which logs name by number. */
   #unixClients = 0;
+  /** TLS through OpenSSL, on a TLS listener. */
+  #tls: TlsConns | undefined;
 
   constructor(native: Native, config: LoopConfig) {
     this.#native = native;
@@ -225,6 +229,19 @@ export class EchoLoop {
     this.#trusted = server.proxy?.trusted && addressList(server.proxy.trusted);
     this.#door = server.proxy !== undefined || this.#guard !== undefined ||
       this.#limiter !== undefined;
+    if (server.listen.transport === "tls") {
+      const { cert, key, handshakeTimeout } = server.listen;
+      this.#tls = new TlsConns(native, cert, key, handshakeTimeout, {
+        ctl: (op, fd, events) => this.#ctl(op, fd, events),
+        record: (record) => this.#record(record),
+        handshaken: (fd, greeting, plain, length) =>
+          this.#handshaken(fd, greeting, plain, length),
+        turnedAway: ({ limited }) => {
+          if (limited !== undefined) this.#limiter!.release(limited);
+        },
+        counters: config.counters,
+      });
+    }
     const epoll = native.libc.epoll_create1(EPOLL_CLOEXEC);
     if (epoll < 0) throw new Error(`epoll_create1: ${this.#error()}`);
     this.#epoll = epoll;
@@ -281,6 +298,10 @@ export class EchoLoop {
           else if (conns.has(fd)) {
             this.#ready(fd, epollEvents(this.#eventsView, i));
           } else if (this.#atDoor.has(fd)) this.#doorReadable(fd);
+          else if (this.#tls?.greeting(fd)) this.#tls.ready(fd);
+        }
+        if (this.#tls !== undefined && this.#tls.stalled.size > 0) {
+          this.#resumeTls();
         }
         this.#timers();
       }
@@ -369,6 +390,7 @@ export class EchoLoop {
   #close(): void {
     for (const fd of this.#conns.all()) this.#end(fd, "server stopped");
     this.#closeListener();
+    this.#tls?.close();
     this.#native.libc.close(this.#epoll);
     this.#flushRecords();
   }
@@ -403,6 +425,10 @@ export class EchoLoop {
     for (const { until } of this.#atDoor.values()) at = Math.min(at, until);
     for (const until of this.#conns.paused.values()) at = Math.min(at, until);
     if (this.#relay !== undefined) at = Math.min(at, this.#relay.nextTimer);
+    if (this.#tls !== undefined) {
+      for (const fd of this.#tls.stalled) if (this.#readsNow(fd)) return 0;
+      at = Math.min(at, this.#tls.nextTimer);
+    }
     if (at === Infinity) return -1;
     return Math.max(0, Math.ceil(at - Date.now()));
   }
@@ -428,6 +454,7 @@ export class EchoLoop {
       }
     }
     this.#relay?.timers(now);
+    this.#tls?.timers(now);
     const conns = this.#conns;
     if (conns.paused.size > 0) {
       for (const [fd, until] of [...conns.paused]) {
@@ -481,6 +508,7 @@ export class EchoLoop {
     // Not served yet: closed with the listener, as the streams engine does.
     for (const fd of this.#atDoor.keys()) this.#native.libc.close(fd);
     this.#atDoor.clear();
+    this.#tls?.closeGreetings();
     if (this.#config.logDebug) {
       this.#record({
         level: "debug",
@@ -514,7 +542,7 @@ export class EchoLoop {
       }
       this.#backoff = 0;
       if (this.#door) this.#arrived(fd);
-      else this.#enter(fd, undefined, undefined, undefined);
+      else this.#pass(fd, undefined, undefined, undefined);
     }
   }
 
@@ -690,25 +718,68 @@ export class EchoLoop {
       if (this.#config.logInfo) this.#records.push(record);
       return void this.#native.libc.close(fd);
     }
-    this.#enter(fd, client, verdict.limited, rest);
+    this.#pass(fd, client, verdict.limited, rest);
+  }
+
+  /**
+   * A connection past the door: on TLS, its handshake comes first;
+   * otherwise it is admitted. `rest` is defined when the door read it
+   * (and so registered it).
+   */
+  #pass(
+    fd: number,
+    client: Deno.Addr | undefined,
+    limited: string | undefined,
+    rest: Uint8Array | undefined,
+  ): void {
+    const registered = rest !== undefined;
+    if (this.#tls === undefined) {
+      this.#enter(fd, client, limited, rest, registered);
+      return;
+    }
+    this.#tls.greet(
+      fd,
+      client ?? this.#peer(),
+      limited,
+      rest,
+      registered,
+      this.#now,
+    );
+  }
+
+  /** A TLS connection finished its handshake: admitted, then served. */
+  #handshaken(
+    fd: number,
+    greeting: Greeting,
+    plain: Uint8Array,
+    length: number,
+  ): void {
+    const { client, limited } = greeting;
+    if (!this.#enter(fd, client, limited, undefined, true)) {
+      return this.#tls!.forget(fd);
+    }
+    if (this.#tls!.owes(fd)) this.#oweWire(fd);
+    if (length > 0 && this.#conns.has(fd)) this.#consume(fd, plain, length);
   }
 
   /**
    * A connection past the door is admitted under `maxConnections` and
    * served: `client` is who it is for (the socket's peer when undefined),
    * `limited` the address whose place it holds under the limits, and
-   * `rest` the first bytes of its stream, read with its PROXY header.
+   * `rest` the first bytes of its stream, read with its PROXY header;
+   * `registered` whether the epoll set has it already. Returns whether it
+   * was admitted.
    */
   #enter(
     fd: number,
     client: Deno.Addr | undefined,
     limited: string | undefined,
     rest: Uint8Array | undefined,
-  ): void {
+    registered: boolean,
+  ): boolean {
     const { libc } = this.#native;
     const { counters, open, logInfo } = this.#config;
     const { maxConnections } = this.#config.server;
-    const atDoor = client !== undefined && rest !== undefined;
     counters[ACCEPTED]++;
     if (Atomics.add(open, 0, 1) >= maxConnections) {
       Atomics.sub(open, 0, 1);
@@ -721,7 +792,9 @@ export class EchoLoop {
           maxConnections,
         ),
       );
-      return void libc.close(fd);
+      this.#tls?.goodbye(fd);
+      libc.close(fd);
+      return false;
     }
     if (this.#path === undefined) {
       libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, this.#nodelay, 4);
@@ -747,13 +820,18 @@ export class EchoLoop {
       );
     }
     counters[ACTIVE]++;
-    this.#ctl(atDoor ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP);
+    this.#ctl(
+      registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD,
+      fd,
+      EPOLLIN | EPOLLRDHUP,
+    );
     // Joined before it is logged, as on the default engine.
     relay?.join(fd, peer);
     if (logInfo) this.#record(opened(peer, conns.size));
     if (rest !== undefined && rest.length > 0) {
       this.#consume(fd, rest, rest.length);
     }
+    return true;
   }
 
   #pauseAccepting(errno: number): void {
@@ -823,6 +901,7 @@ export class EchoLoop {
     const { libc } = this.#native;
     const buffer = this.#buffer;
     const conns = this.#conns;
+    const tls = this.#tls === undefined ? undefined : this.#tls.session(fd);
     for (let i = 0; i < READS_PER_EVENT; i++) {
       let length = buffer.length;
       const bucket = conns.buckets.size > 0 ? conns.buckets.get(fd) : undefined;
@@ -838,23 +917,82 @@ export class EchoLoop {
         if (errno === EINTR) continue;
         return this.#end(fd, reason(errno));
       }
-      if (r === 0) {
-        // The client's end of stream: nothing is owed (we read only then),
-        // so ours follows at once, after what a session still says.
-        const finishing = conns.finishing.get(fd);
-        if (finishing === undefined && this.#relay !== undefined) {
-          return this.#relay.end(fd);
-        }
-        const session = conns.sessions.get(fd);
-        if (finishing === undefined && session !== undefined) {
-          return void this.#step(fd, session.end(), true);
-        }
-        return this.#end(fd, finishing?.reason ?? "closed by client", true);
-      }
+      if (r === 0) return this.#eof(fd);
       bucket?.take(r);
-      if (!this.#consume(fd, buffer, r)) return;
+      if (tls !== undefined) {
+        tls.put(buffer, r);
+        if (!this.#decrypt(fd, tls)) return;
+      } else if (!this.#consume(fd, buffer, r)) return;
       if (r < length) return;
     }
+  }
+
+  /**
+   * The client's end of stream (on TLS, its close_notify or its socket's
+   * end): nothing is owed (we read only then), so ours follows at once,
+   * after what a session still says.
+   */
+  #eof(fd: number): void {
+    const conns = this.#conns;
+    const finishing = conns.finishing.get(fd);
+    if (finishing === undefined && this.#relay !== undefined) {
+      return this.#relay.end(fd);
+    }
+    const session = conns.sessions.get(fd);
+    if (finishing === undefined && session !== undefined) {
+      return void this.#step(fd, session.end(), true);
+    }
+    this.#end(fd, finishing?.reason ?? "closed by client", true);
+  }
+
+  /**
+   * Serves what `fd`'s TLS session can decrypt, while the connection
+   * reads on; returns whether to read on.
+   */
+  #decrypt(fd: number, tls: TlsSession): boolean {
+    const conns = this.#conns;
+    const result = this.#tls!.decrypt(
+      fd,
+      tls,
+      (bytes, length) =>
+        this.#consume(fd, bytes, length) && conns.has(fd) &&
+        conns.owing[fd] === 0,
+    );
+    if (result === "more") {
+      // A record may have asked for an answer (a key update).
+      if (this.#tls!.drain(fd) === "blocked") this.#oweWire(fd);
+      return true;
+    }
+    if (result === "eof") this.#eof(fd);
+    else if (result === "failed") this.#end(fd, `TLS error: ${tls.error}`);
+    return false;
+  }
+
+  /**
+   * Decrypts, for connections that read again, what their sessions took
+   * in before they stopped reading.
+   */
+  #resumeTls(): void {
+    for (const fd of [...this.#tls!.stalled]) {
+      if (!this.#readsNow(fd)) continue;
+      const tls = this.#tls!.session(fd);
+      if (tls !== undefined) this.#decrypt(fd, tls);
+    }
+  }
+
+  /** Whether `fd` is open and being read (not owing, not held). */
+  #readsNow(fd: number): boolean {
+    const conns = this.#conns;
+    return conns.has(fd) && conns.owing[fd] === 0 && !conns.held.has(fd);
+  }
+
+  /** Ciphertext waits for `fd`'s socket: the connection owes bytes. */
+  #oweWire(fd: number): void {
+    const conns = this.#conns;
+    if (conns.owing[fd] === 1) return;
+    conns.pending.set(fd, { chunks: [], at: 0, bytes: 0 });
+    conns.owing[fd] = 1;
+    this.#interest(fd);
   }
 
   /**
@@ -939,11 +1077,23 @@ export class EchoLoop {
       transport: "tcp",
       ...fromSockaddr(this.#native, bytes),
     };
-    return sessionFacts(server, "tcp", client, local);
+    return sessionFacts(
+      server,
+      this.#tls === undefined ? "tcp" : "tls",
+      client,
+      local,
+    );
   }
 
   /** Keeps `bytes` to send once the socket takes more; stops reading. */
   #owe(fd: number, bytes: Uint8Array): void {
+    const pending = this.#conns.pending.get(fd);
+    if (pending !== undefined) {
+      // Behind ciphertext its socket has not taken (TLS).
+      pending.chunks.push(bytes);
+      pending.bytes += bytes.length;
+      return;
+    }
     this.#conns.pending.set(fd, {
       chunks: [bytes],
       at: 0,
@@ -980,6 +1130,7 @@ export class EchoLoop {
    * error.
    */
   #send(fd: number, bytes: Uint8Array, length: number): number {
+    if (this.#tls !== undefined) return this.#sendTls(fd, bytes, length);
     const { libc } = this.#native;
     let written = 0;
     while (written < length) {
@@ -1005,10 +1156,54 @@ export class EchoLoop {
     return written;
   }
 
+  /**
+   * Encrypts the first `length` bytes of `bytes` for `fd` and sends what
+   * the socket takes: all of them are taken (`length`) unless ciphertext
+   * from before still waits (0; the connection owes it), or -1 once the
+   * connection has ended on an error. Ciphertext the socket does not take
+   * waits in lib/native/tls_conns.ts, and the connection owes it.
+   */
+  #sendTls(fd: number, bytes: Uint8Array, length: number): number {
+    const tls = this.#tls!;
+    if (tls.owes(fd)) {
+      const drained = tls.drain(fd);
+      if (drained === "failed") return this.#sendFailed(fd, tls.errno);
+      if (drained === "blocked") return 0;
+    }
+    const drained = tls.write(fd, bytes, length);
+    if (drained === "failed") {
+      const error = tls.session(fd)?.error;
+      if (error !== undefined) {
+        this.#end(fd, `TLS error: ${error}`);
+        return -1;
+      }
+      return this.#sendFailed(fd, tls.errno);
+    }
+    const conns = this.#conns;
+    conns.bytesOut[fd] += length;
+    this.#config.counters[BYTES_OUT] += length;
+    conns.lastActive[fd] = this.#now;
+    if (drained === "blocked") this.#oweWire(fd);
+    return length;
+  }
+
+  /** A send failed with `errno`: the connection ends. Returns -1. */
+  #sendFailed(fd: number, errno: number): number {
+    this.#end(fd, reason(errno));
+    return -1;
+  }
+
   /** Sends what the socket did not take; then reads again. */
   #flush(fd: number): void {
     const conns = this.#conns;
     const pending = conns.pending.get(fd)!;
+    if (this.#tls !== undefined && this.#tls.owes(fd)) {
+      const drained = this.#tls.drain(fd);
+      if (drained === "failed") {
+        return void this.#sendFailed(fd, this.#tls.errno);
+      }
+      if (drained === "blocked") return;
+    }
     while (pending.chunks.length > 0) {
       const chunk = pending.chunks[0];
       const rest = pending.at === 0 ? chunk : chunk.subarray(pending.at);
@@ -1021,9 +1216,10 @@ export class EchoLoop {
       pending.at = 0;
       this.#recycle(chunk);
     }
+    if (this.#tls !== undefined && this.#tls.owes(fd)) return;
     conns.pending.delete(fd);
     conns.owing[fd] = 0;
-    if (conns.finishing.has(fd)) this.#native.libc.shutdown(fd, SHUT_WR);
+    if (conns.finishing.has(fd) && !this.#closeWrite(fd)) return;
     this.#interest(fd);
     this.#relay?.flushed();
   }
@@ -1039,7 +1235,22 @@ export class EchoLoop {
     conns.finishing.set(fd, { reason: why, until: this.#now + LINGER_MS });
     // What it still sends is read, and discarded.
     this.#unhold(fd, HOLD_RELAY);
-    if (conns.owing[fd] === 0) this.#native.libc.shutdown(fd, SHUT_WR);
+    if (conns.owing[fd] === 0) this.#closeWrite(fd);
+  }
+
+  /**
+   * Ends our side of `fd`'s stream: on TLS, a close_notify first. Returns
+   * `false` when the socket has not taken that yet: the connection owes it,
+   * and its flush calls here again.
+   */
+  #closeWrite(fd: number): boolean {
+    if (this.#tls === undefined) {
+      this.#native.libc.shutdown(fd, SHUT_WR);
+      return true;
+    }
+    if (this.#tls.closeWrite(fd)) return true;
+    this.#oweWire(fd);
+    return false;
   }
 
   /**
@@ -1057,7 +1268,12 @@ export class EchoLoop {
     conns.remove(fd);
     this.#config.counters[ACTIVE]--;
     Atomics.sub(this.#config.open, 0, 1);
-    if (halfClose) this.#native.libc.shutdown(fd, SHUT_WR);
+    if (this.#tls !== undefined) {
+      // Our close_notify, whatever the reason, as Deno's TLS sends.
+      if (halfClose) this.#tls.closeWrite(fd);
+      else this.#tls.goodbye(fd);
+      this.#tls.forget(fd);
+    } else if (halfClose) this.#native.libc.shutdown(fd, SHUT_WR);
     this.#native.libc.close(fd);
     if (!this.#config.logInfo) return;
     this.#record(closed({

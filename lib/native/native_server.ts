@@ -42,6 +42,8 @@ import {
   unixSockaddr,
 } from "./ffi.ts";
 import { inUse, notASocket, removeStale } from "../transport/unix.ts";
+import { openSsl } from "../tls/openssl.ts";
+import { TlsContext } from "../tls/context.ts";
 import { DRAIN, FINISH, type LoopRecord, STOP } from "./loop.ts";
 import type { Relay } from "../relay/relay.ts";
 import { RelayBridge } from "../relay/bridge.ts";
@@ -72,7 +74,21 @@ export const NATIVE_FEATURES: ReadonlySet<Feature> = new Set<Feature>([
   "udp",
   "broadcastMode",
   "chatMode",
+  "tls",
 ]);
+
+/**
+ * Throws unless OpenSSL 3 loads and makes a server's context of `cert` and
+ * `key` (an option error naming the one it cannot use).
+ */
+function checkTls(cert: string, key: string): void {
+  const lib = openSsl();
+  try {
+    TlsContext.server(lib, cert, key).free();
+  } finally {
+    lib.close();
+  }
+}
 
 /**
  * Throws unless the native engine can serve `config` here: Linux on x86_64
@@ -266,7 +282,7 @@ export class NativeServer implements Backend {
   readonly finished: Promise<void>;
   readonly ready: Promise<void>;
   readonly engine = "native" as const;
-  readonly transport: "tcp" | "unix" | "udp";
+  readonly transport: "tcp" | "tls" | "unix" | "udp";
   #native: Native;
   #config: ServerConfig;
   #loops: Loop[] = [];
@@ -286,14 +302,14 @@ export class NativeServer implements Backend {
     udp: boolean | "only",
   ) {
     const { listen } = config;
-    if (listen.transport === "tls") {
-      throw new TypeError("The native engine does not serve TLS");
-    }
+    // OpenSSL is there and takes the certificate and key, or this throws
+    // now rather than in every loop.
+    if (listen.transport === "tls") checkTls(listen.cert, listen.key);
     this.#config = config;
     this.transport = listen.transport;
-    const hostname = listen.transport === "tcp"
-      ? ipAddress(listen.hostname)
-      : "";
+    const hostname = listen.transport === "unix"
+      ? ""
+      : ipAddress(listen.hostname);
     this.#native = openLibc();
     let fds: { tcp: number[]; udp: number[] };
     try {

@@ -10,6 +10,8 @@ import { openLibc } from "./ffi.ts";
 import { EchoLoop, type LoopRecord } from "./loop.ts";
 import type { DeliverMessage, RelayMessage } from "../relay/bridge.ts";
 import type { Ending } from "../core/endings.ts";
+import { liveSessions } from "../tls/session.ts";
+import { liveContexts } from "../tls/context.ts";
 
 /** What the calling thread sends first: the loop's sockets and memory. */
 export interface NativeWorkerInit {
@@ -71,7 +73,26 @@ function resume(): void {
   }
   loop = undefined;
   close();
+  const leaked = leakedTls();
+  if (leaked !== undefined) {
+    scope.postMessage({ t: "records", records: [leaked] });
+  }
   scope.postMessage({ t: "done" });
+}
+
+/**
+ * An error record if the loop left OpenSSL objects behind: every session
+ * and context is freed by the time it ends (tests/tls_test.ts looks).
+ */
+function leakedTls(): LoopRecord | undefined {
+  const sessions = liveSessions();
+  const contexts = liveContexts();
+  if (sessions === 0 && contexts === 0) return undefined;
+  return {
+    level: "error",
+    message: "TLS objects not freed: {sessions} sessions, {contexts} contexts",
+    properties: { sessions, contexts },
+  };
 }
 
 function start(init: NativeWorkerInit): void {

@@ -1,0 +1,182 @@
+// Private: one TLS connection through OpenSSL, free of I/O: OpenSSL reads
+// from and writes to two memory BIOs, and the driver moves their bytes to
+// and from the socket (rustls' shape: ciphertext in, plaintext out, and
+// ciphertext to send). So the same session serves an epoll loop, an
+// io_uring one, bytes read with a PROXY header, and a rate-limited reader.
+// Not exported from mod.ts.
+
+import type { TlsContext } from "./context.ts";
+import {
+  BIO_C_SET_BUF_MEM_EOF_RETURN,
+  type OpenSsl,
+  SSL_ERROR_WANT_READ,
+  SSL_ERROR_WANT_WRITE,
+  SSL_ERROR_ZERO_RETURN,
+} from "./openssl.ts";
+
+/** Sessions made and not freed yet, in this thread (tests count them). */
+let live = 0;
+
+/** The number of sessions this thread has made and not freed. */
+export function liveSessions(): number {
+  return live;
+}
+
+/** What {@linkcode TlsSession.read} returns for the peer's close_notify. */
+export const CLOSED = -1;
+/** What {@linkcode TlsSession.read} returns when the session failed. */
+export const FAILED = -2;
+
+/** One TLS connection, fed and drained by its driver. */
+export class TlsSession {
+  #lib: OpenSsl;
+  #ssl: NonNullable<Deno.PointerValue>;
+  #in: NonNullable<Deno.PointerValue>;
+  #out: NonNullable<Deno.PointerValue>;
+  #freed = false;
+  #notified = false;
+  /** Why the session failed, once it has. */
+  error: string | undefined;
+
+  /** A server's session (`server`) or a client's, from `context`. */
+  constructor(context: TlsContext, server: boolean) {
+    const lib = context.lib;
+    const { ssl, crypto } = lib;
+    const pointer = ssl.SSL_new(context.pointer);
+    if (pointer === null) throw new Error(`SSL_new: ${lib.takeError()}`);
+    const method = crypto.BIO_s_mem();
+    const input = crypto.BIO_new(method);
+    const output = crypto.BIO_new(method);
+    if (input === null || output === null) {
+      if (input !== null) crypto.BIO_free(input);
+      if (output !== null) crypto.BIO_free(output);
+      ssl.SSL_free(pointer);
+      throw new Error(`BIO_new: ${lib.takeError()}`);
+    }
+    // An empty input is "more to come", not an end of stream: the driver
+    // says when the stream ended.
+    crypto.BIO_ctrl(input, BIO_C_SET_BUF_MEM_EOF_RETURN, -1n, null);
+    ssl.SSL_set_bio(pointer, input, output); // The SSL owns both from here.
+    if (server) ssl.SSL_set_accept_state(pointer);
+    else ssl.SSL_set_connect_state(pointer);
+    this.#lib = lib;
+    this.#ssl = pointer;
+    this.#in = input;
+    this.#out = output;
+    live++;
+  }
+
+  /** Takes `length` bytes of `bytes` that came from the peer. */
+  put(bytes: Uint8Array, length: number): void {
+    const { crypto } = this.#lib;
+    let at = 0;
+    while (at < length) {
+      const view = at === 0 ? bytes : bytes.subarray(at);
+      const n = crypto.BIO_write(this.#in, view, length - at);
+      if (n <= 0) throw new Error("BIO_write refused bytes");
+      at += n;
+    }
+  }
+
+  /**
+   * Goes on with the handshake: `true` once it is done, `false` while it
+   * needs more from the peer; on failure, `false` with
+   * {@linkcode TlsSession.error} set. Send {@linkcode TlsSession.take}'s
+   * bytes after each call, failure included (the alert says why).
+   */
+  handshake(): boolean {
+    const { ssl } = this.#lib;
+    const r = ssl.SSL_do_handshake(this.#ssl);
+    if (r === 1) return true;
+    this.#failed(ssl.SSL_get_error(this.#ssl, r));
+    return false;
+  }
+
+  /**
+   * Decrypts what came into `into`: the number of bytes (> 0), 0 when it
+   * needs more from the peer, {@linkcode CLOSED} for the peer's
+   * close_notify, or {@linkcode FAILED} (see {@linkcode TlsSession.error}).
+   */
+  read(into: Uint8Array): number {
+    const { ssl } = this.#lib;
+    const r = ssl.SSL_read(this.#ssl, into, into.length);
+    if (r > 0) return r;
+    const code = ssl.SSL_get_error(this.#ssl, r);
+    if (code === SSL_ERROR_ZERO_RETURN) return CLOSED;
+    return this.#failed(code) ? 0 : FAILED;
+  }
+
+  /** Whether decrypted bytes wait for {@linkcode TlsSession.read}. */
+  get pending(): boolean {
+    return this.#lib.ssl.SSL_has_pending(this.#ssl) === 1;
+  }
+
+  /**
+   * Encrypts `length` bytes of `bytes` for the peer (into what
+   * {@linkcode TlsSession.take} gives). Returns `false` when the session
+   * failed.
+   */
+  write(bytes: Uint8Array, length: number): boolean {
+    if (length === 0) return true;
+    const { ssl } = this.#lib;
+    const r = ssl.SSL_write(this.#ssl, bytes, length);
+    if (r === length) return true;
+    this.#failed(ssl.SSL_get_error(this.#ssl, r));
+    this.error ??= "write refused";
+    return false;
+  }
+
+  /**
+   * Moves ciphertext for the peer into `into`: the number of bytes, 0 when
+   * there is none. Call again while it fills `into`.
+   */
+  take(into: Uint8Array): number {
+    const n = this.#lib.crypto.BIO_read(this.#out, into, into.length);
+    return n > 0 ? n : 0;
+  }
+
+  /** Writes our close_notify (once): our end of stream, for the peer. */
+  closeNotify(): void {
+    if (this.#notified || this.error !== undefined) return;
+    this.#notified = true;
+    this.#lib.ssl.SSL_shutdown(this.#ssl);
+    this.#lib.takeError();
+  }
+
+  /** The protocol version the handshake settled on (`TLSv1.3`). */
+  get version(): string {
+    return this.#lib.text(this.#lib.ssl.SSL_get_version(this.#ssl));
+  }
+
+  /** The cipher the handshake settled on. */
+  get cipher(): string {
+    const { ssl } = this.#lib;
+    const cipher = ssl.SSL_get_current_cipher(this.#ssl);
+    return cipher === null
+      ? ""
+      : this.#lib.text(ssl.SSL_CIPHER_get_name(cipher));
+  }
+
+  /** Frees the connection and its BIOs (once). */
+  free(): void {
+    if (this.#freed) return;
+    this.#freed = true;
+    live--;
+    this.#lib.ssl.SSL_free(this.#ssl);
+  }
+
+  /**
+   * Whether `code` from SSL_get_error only means "more bytes needed";
+   * otherwise records why the session failed.
+   */
+  #failed(code: number): boolean {
+    if (code === SSL_ERROR_WANT_READ || code === SSL_ERROR_WANT_WRITE) {
+      return true;
+    }
+    this.error ??= this.#lib.takeError() ??
+      (code === SSL_ERROR_ZERO_RETURN
+        ? "closed by the peer"
+        : `SSL error ${code}`);
+    return false;
+  }
+}
