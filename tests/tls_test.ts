@@ -98,8 +98,14 @@ engineTest(
               caCerts: [certs.ca],
             }),
           );
+        logs.clear();
         await using a = await connect();
         await using b = await connect();
+        // Deno's client handshakes lazily, and a member joins once the
+        // server has finished its handshake: both are in before b speaks.
+        await logs.waitFor((r) =>
+          String(r.rawMessage).startsWith("Opened") && r.properties.active === 2
+        );
         await b.send("b is here\n");
         await a.line(/b is here$/);
         await a.send("hello\n");
