@@ -7,7 +7,8 @@ import {
 } from "./_helpers.ts";
 import { chatLineBytes, MAX_CHAT_OVERHEAD } from "./relay/chat.ts";
 import { redisConfig } from "./relay/redis_bus.ts";
-import { localShared, Server } from "./server/engine.ts";
+import { localShared, Server, STREAMS_FEATURES } from "./server/engine.ts";
+import { assertServed } from "./core/features.ts";
 import { assertNativeSupported, NativeServer } from "./native/native_server.ts";
 import { assertDatagramsSupported, DatagramEcho } from "./server/datagram.ts";
 import { WithDatagrams } from "./server/with_datagrams.ts";
@@ -17,6 +18,7 @@ import { accessConfig } from "./rules/access.ts";
 import { limitsConfig } from "./rules/limits.ts";
 import { proxyConfig } from "./transport/proxied.ts";
 import { unixListenConfig } from "./transport/unix.ts";
+import { tlsListenConfig } from "./transport/tls.ts";
 import { infoHost } from "./modes/info.ts";
 import { assertWorkersSupported, WorkerPool } from "./workers/pool.ts";
 import {
@@ -146,6 +148,13 @@ export function serveEcho(
   if (engine !== "default") {
     throw optionError("engine", `must be default or native, got ${engine}`);
   }
+  assertServed(
+    "default",
+    config,
+    udp !== false,
+    STREAMS_FEATURES,
+    "the native engine",
+  );
   // Deno.listenDatagram: the native engine binds through libc instead.
   if (udp !== false) assertDatagramsSupported();
   signal?.throwIfAborted();
@@ -226,15 +235,7 @@ function listenConfig(
   if (cert === undefined && key === undefined) {
     return { transport: "tcp", hostname, port };
   }
-  if (typeof cert !== "string") {
-    throw optionError("cert", "must be given with key, as PEM text", TypeError);
-  }
-  if (typeof key !== "string") {
-    throw optionError("key", "must be given with cert, as PEM text", TypeError);
-  }
-  const { handshakeTimeout = 10_000 } = options;
-  assertMilliseconds("handshakeTimeout", handshakeTimeout);
-  return { transport: "tls", hostname, port, cert, key, handshakeTimeout };
+  return tlsListenConfig(options, hostname, port);
 }
 
 /** Checks every option and fills in the defaults. */

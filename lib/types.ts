@@ -61,6 +61,36 @@ export interface ServeEchoOptions {
    */
   handshakeTimeout?: number;
   /**
+   * With TLS, the PEM certificates of the authorities that sign clients'
+   * certificates: the server asks every client for a certificate, verifies
+   * it against them, and refuses a client without a valid one (unless
+   * `clientCertOptional`). Info mode answers `clientcert` with its subject,
+   * and the `Opened` record names it. The native engine only (Deno's TLS
+   * cannot ask for one): the default engine refuses it.
+   */
+  clientCa?: string;
+  /**
+   * With `clientCa`, a client without a certificate is admitted too (one
+   * with a certificate that does not verify is still refused).
+   *
+   * @default {false}
+   */
+  clientCertOptional?: boolean;
+  /**
+   * With TLS, the protocols offered by ALPN (RFC 7301), most preferred
+   * first, each 1 to 255 bytes: a client that offers protocols gets the
+   * first of its own that is here, and is refused when none is. Info mode
+   * answers `alpn` with the protocol agreed.
+   */
+  alpnProtocols?: string[];
+  /**
+   * With TLS, more certificates, each chosen when a client asks for its
+   * `hostname` by SNI (`*.example.com` matches one label); others get
+   * `cert`. Info mode answers `sni` with the name asked. The native engine
+   * only (Deno's TLS listener takes one certificate).
+   */
+  sni?: { hostname: string; cert: string; key: string }[];
+  /**
    * Also echo UDP datagrams (RFC 862's datagram service) on the same port
    * number: each goes back to its sender unchanged, up to 65,507 bytes, and
    * the server never sends more than it received. `"only"` serves UDP
@@ -299,8 +329,9 @@ export interface ServeEchoOptions {
    * What serves the connections. `"default"` is Deno's own sockets.
    * `"native"` is an epoll loop over libc through Deno's FFI, one per
    * worker, each in a Web Worker of its own (so with `workers: 1` too, and
-   * the calling thread stays free): every mode and option but TLS, over
-   * TCP, Unix sockets and UDP, on Linux (x86_64, aarch64); it needs
+   * the calling thread stays free): every mode and option, over TCP, TLS
+   * (through OpenSSL's `libssl.so.3`), Unix sockets and UDP, on Linux
+   * (x86_64, aarch64); it needs
    * `--allow-ffi`, which is full access to the process. For benchmarks and
    * many connections; see docs/native-engine.md.
    *
@@ -317,7 +348,16 @@ export interface ServeEchoOptions {
 export interface ServeEchoUnixOptions extends
   Omit<
     ServeEchoOptions,
-    "hostname" | "port" | "cert" | "key" | "handshakeTimeout" | "udp"
+    | "hostname"
+    | "port"
+    | "cert"
+    | "key"
+    | "handshakeTimeout"
+    | "udp"
+    | "clientCa"
+    | "clientCertOptional"
+    | "alpnProtocols"
+    | "sni"
   > {
   /**
    * The socket's path, at most 107 bytes. A socket file there that nothing

@@ -18,6 +18,22 @@ export interface TestCertificates extends AsyncDisposable {
   certFile: string;
   keyFile: string;
   otherKeyFile: string;
+  /** A client's certificate by the CA: `CN=alice,O=Example`. */
+  alice: PemFiles;
+  /** alice's certificate, expired yesterday. */
+  expired: PemFiles;
+  /** A client's certificate by another CA (`CN=mallory`). */
+  stranger: PemFiles;
+  /** A server certificate by the CA for `other.example` (SNI). */
+  other: PemFiles;
+}
+
+/** A certificate and its key, as files. */
+export interface PemFiles {
+  certFile: string;
+  keyFile: string;
+  cert: string;
+  key: string;
 }
 
 async function openssl(dir: string, args: string[]): Promise<void> {
@@ -89,6 +105,66 @@ export async function testCertificates(): Promise<TestCertificates> {
     "other.key",
   ]);
   const read = (name: string) => Deno.readTextFile(`${dir}/${name}`);
+  /** A certificate signed by `ca`, for `subject`, with `extensions`. */
+  const signed = async (
+    name: string,
+    subject: string,
+    extensions: string,
+    ca = "ca",
+    days = "2",
+  ): Promise<PemFiles> => {
+    await openssl(dir, [
+      "req",
+      ...ec,
+      "-nodes",
+      "-keyout",
+      `${name}.key`,
+      "-out",
+      `${name}.csr`,
+      "-subj",
+      subject,
+    ]);
+    await Deno.writeTextFile(`${dir}/${name}.cnf`, extensions);
+    await openssl(dir, [
+      "x509",
+      "-req",
+      "-in",
+      `${name}.csr`,
+      "-CA",
+      `${ca}.pem`,
+      "-CAkey",
+      `${ca}.key`,
+      "-CAcreateserial",
+      "-out",
+      `${name}.pem`,
+      "-days",
+      days,
+      "-extfile",
+      `${name}.cnf`,
+    ]);
+    return {
+      certFile: `${dir}/${name}.pem`,
+      keyFile: `${dir}/${name}.key`,
+      cert: await read(`${name}.pem`),
+      key: await read(`${name}.key`),
+    };
+  };
+  const client = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n" +
+    "extendedKeyUsage=clientAuth\nsubjectAltName=DNS:alice.example\n";
+  await openssl(dir, [
+    "req",
+    "-x509",
+    ...ec,
+    "-nodes",
+    "-keyout",
+    "stranger-ca.key",
+    "-out",
+    "stranger-ca.pem",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=another CA",
+  ]);
   return {
     dir,
     ca: await read("ca.pem"),
@@ -99,6 +175,20 @@ export async function testCertificates(): Promise<TestCertificates> {
     certFile: `${dir}/leaf.pem`,
     keyFile: `${dir}/leaf.key`,
     otherKeyFile: `${dir}/other.key`,
+    alice: await signed("alice", "/O=Example/CN=alice", client),
+    expired: await signed("expired", "/O=Example/CN=alice", client, "ca", "-1"),
+    stranger: await signed(
+      "stranger",
+      "/CN=mallory",
+      client,
+      "stranger-ca",
+    ),
+    other: await signed(
+      "sni",
+      "/CN=other.example",
+      "subjectAltName=DNS:other.example\nbasicConstraints=CA:FALSE\n" +
+        "extendedKeyUsage=serverAuth\n",
+    ),
     [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
   };
 }

@@ -43,7 +43,10 @@ Deno.test("two TLS sessions handshake in memory, carry bytes both ways, and end 
   await using certs = await testCertificates();
   const lib = openSsl();
   try {
-    const serverContext = TlsContext.server(lib, certs.cert, certs.key);
+    const serverContext = TlsContext.server(lib, {
+      cert: certs.cert,
+      key: certs.key,
+    });
     const clientContext = TlsContext.client(lib);
     const server = new TlsSession(serverContext, true);
     const client = new TlsSession(clientContext, false);
@@ -91,7 +94,7 @@ Deno.test("two TLS sessions handshake in memory, carry bytes both ways, and end 
 Deno.test("a TLS session says why it failed: plain text, an HTTP request, garbage after the handshake", async () => {
   await using certs = await testCertificates();
   const lib = openSsl();
-  const context = TlsContext.server(lib, certs.cert, certs.key);
+  const context = TlsContext.server(lib, { cert: certs.cert, key: certs.key });
   try {
     for (
       const [input, reason] of [
@@ -138,21 +141,22 @@ Deno.test("a TLS context refuses a text without a certificate, a key without PEM
   const lib = openSsl();
   try {
     assert.throws(
-      () => TlsContext.server(lib, "not a certificate", certs.key),
+      () =>
+        TlsContext.server(lib, { cert: "not a certificate", key: certs.key }),
       {
         name: "TypeError",
         message: "Cannot use cert: no PEM certificate found in it",
       },
     );
     assert.throws(
-      () => TlsContext.server(lib, certs.cert, "nothing"),
+      () => TlsContext.server(lib, { cert: certs.cert, key: "nothing" }),
       {
         name: "TypeError",
         message: "Cannot use key: no PEM private key found in it",
       },
     );
     assert.throws(
-      () => TlsContext.server(lib, certs.cert, certs.otherKey),
+      () => TlsContext.server(lib, { cert: certs.cert, key: certs.otherKey }),
       {
         name: "TypeError",
         message: "Cannot use key: it does not belong to the certificate",

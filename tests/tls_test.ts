@@ -4,7 +4,13 @@
 // and openssl s_client and socat as peers both ways.
 
 import assert from "node:assert/strict";
-import { echoOnce, echoStream, loadTest, serveEcho } from "../mod.ts";
+import {
+  echoOnce,
+  echoStream,
+  loadTest,
+  serveEcho,
+  type ServeEchoOptions,
+} from "../mod.ts";
 import { type TestCertificates, testCertificates } from "./_certs.ts";
 import { engineTest } from "./_engines.ts";
 import {
@@ -478,6 +484,7 @@ Deno.test("server --tls-cert/--tls-key and client --tls --ca --server-name", asy
 
 Deno.test("TLS usage errors exit 2 with one line", async () => {
   await using certs = await testCertificates();
+  const tls = ["--tls-cert", certs.certFile, "--tls-key", certs.keyFile];
   const cases: [string[], string][] = [
     [["--tls-cert", certs.certFile], "Give --tls-key with --tls-cert"],
     [
@@ -499,6 +506,22 @@ Deno.test("TLS usage errors exit 2 with one line", async () => {
     [
       ["--unix", `${certs.dir}/s.sock`, "--tls-cert", certs.certFile],
       "Give --unix or --tls-cert, not both",
+    ],
+    [
+      [...tls, "--tls-client-ca", certs.caFile],
+      "Invalid --engine: default does not serve client certificates (the native engine does)",
+    ],
+    [
+      [...tls, "--tls-client-optional"],
+      "Give --tls-client-ca with --tls-client-optional",
+    ],
+    [
+      [...tls, "--tls-sni", "other.example"],
+      "Invalid --tls-sni: must be NAME=CERT,KEY (a name, then two files), got 'other.example'",
+    ],
+    [
+      [...tls, "--alpn", "h2,,x"],
+      "Invalid --alpn: a comma-separated list of protocols, none empty, got 'h2,,x'",
     ],
   ];
   await assertUsageErrors(
@@ -559,3 +582,236 @@ Deno.test("native: every OpenSSL session and context is freed, whatever ended th
     [],
   );
 });
+
+/**
+ * `openssl s_client` to 127.0.0.1:`port`, trusting `certs`' CA, with
+ * `args` more, sending `input` and reading until the server closes:
+ * what it printed, and its session summary (-brief).
+ */
+async function sClient(
+  certs: TestCertificates,
+  port: number,
+  args: string[],
+  input: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const result = await run("openssl", [
+    "s_client",
+    "-connect",
+    `127.0.0.1:${port}`,
+    "-CAfile",
+    certs.caFile,
+    "-brief",
+    "-ign_eof",
+    ...args,
+  ], encoder.encode(input));
+  return { ...result, stdout: decoder.decode(result.stdout) };
+}
+
+Deno.test("native: client certificates are verified against clientCa; one missing, expired or from another CA is refused with its reason", async () => {
+  await using certs = await testCertificates();
+  logs.clear();
+  await using server = serveEcho({
+    port: 0,
+    engine: "native",
+    mode: "info",
+    cert: certs.cert,
+    key: certs.key,
+    clientCa: certs.ca,
+  });
+  await server.ready;
+  const { port } = server.addr;
+  const as = (who: { certFile: string; keyFile: string }) => [
+    "-cert",
+    who.certFile,
+    "-key",
+    who.keyFile,
+  ];
+  const alice = await sClient(
+    certs,
+    port,
+    as(certs.alice),
+    "clientcert\nquit\n",
+  );
+  assert.equal(alice.stdout, "CN=alice,O=Example\n", alice.stderr);
+  const opened = await logs.waitFor((r) =>
+    String(r.rawMessage).startsWith("Opened {peer} for {clientCert}")
+  );
+  assert.equal(opened.properties.clientCert, "CN=alice,O=Example");
+  assert.equal(opened.properties.version, "TLSv1.3");
+  // socat presents a certificate too.
+  const socat = await run("socat", [
+    "-t",
+    "5",
+    "-",
+    `OPENSSL:127.0.0.1:${port},cafile=${certs.caFile},commonname=localhost,cert=${certs.alice.certFile},key=${certs.alice.keyFile}`,
+  ], encoder.encode("clientcert\n"));
+  assert.equal(decoder.decode(socat.stdout), "CN=alice,O=Example\n");
+  // Refused: no certificate, an expired one, one from another CA.
+  for (const args of [[], as(certs.expired), as(certs.stranger)]) {
+    const refused = await sClient(certs, port, args, "clientcert\nquit\n");
+    assert.equal(refused.stdout, "", refused.stderr);
+  }
+  await logs.waitFor(() => server.stats.handshakeFailures === 3);
+  const reasons = logs.find("TLS handshake with {peer} failed: {reason}")
+    .map((r) => String(r.properties.reason));
+  assert.deepEqual(reasons, [
+    "peer did not return a certificate",
+    "certificate verify failed: certificate has expired",
+    "certificate verify failed: unable to get local issuer certificate",
+  ]);
+  assert.equal(server.stats.accepted, 2);
+});
+
+Deno.test("native: clientCertOptional admits a client without a certificate, and still refuses a bad one", async () => {
+  await using certs = await testCertificates();
+  await using server = serveEcho({
+    port: 0,
+    engine: "native",
+    mode: "info",
+    cert: certs.cert,
+    key: certs.key,
+    clientCa: certs.ca,
+    clientCertOptional: true,
+  });
+  await server.ready;
+  const { port } = server.addr;
+  const anonymous = await sClient(certs, port, [], "clientcert\nquit\n");
+  assert.equal(anonymous.stdout, "none\n", anonymous.stderr);
+  const stranger = await sClient(certs, port, [
+    "-cert",
+    certs.stranger.certFile,
+    "-key",
+    certs.stranger.keyFile,
+  ], "clientcert\nquit\n");
+  assert.equal(stranger.stdout, "");
+  assert.equal(server.stats.accepted, 1);
+  assert.equal(server.stats.handshakeFailures, 1);
+});
+
+Deno.test("native: SNI chooses the certificate by name, ALPN agrees on a protocol or refuses; info answers sni and alpn", async () => {
+  await using certs = await testCertificates();
+  logs.clear();
+  await using server = serveEcho({
+    port: 0,
+    engine: "native",
+    mode: "info",
+    cert: certs.cert,
+    key: certs.key,
+    sni: [{ hostname: "OTHER.example", ...certs.other }],
+    alpnProtocols: ["h2", "echo/1"],
+  });
+  await server.ready;
+  const { port } = server.addr;
+  const ask = "sni\nalpn\ntransport\nquit\n";
+  const other = await sClient(certs, port, [
+    "-servername",
+    "other.example",
+    "-verify_hostname",
+    "other.example",
+    "-verify_return_error",
+    "-alpn",
+    "x,echo/1",
+  ], ask);
+  assert.equal(other.stdout, "other.example\necho/1\ntls\n", other.stderr);
+  assert.match(other.stderr, /Peer certificate: CN = other\.example/);
+  // Another name, or none: the default certificate; no ALPN: none agreed.
+  const plain = await sClient(certs, port, [
+    "-servername",
+    "localhost",
+    "-verify_hostname",
+    "localhost",
+    "-verify_return_error",
+  ], ask);
+  assert.equal(plain.stdout, "localhost\nnone\ntls\n", plain.stderr);
+  assert.match(plain.stderr, /Peer certificate: CN = localhost/);
+  const refused = await sClient(certs, port, ["-alpn", "spdy/3"], ask);
+  assert.equal(refused.stdout, "");
+  await logs.waitFor(() => server.stats.handshakeFailures === 1);
+  assert.equal(
+    logs.find("TLS handshake with {peer} failed: {reason}")[0].properties
+      .reason,
+    "no application protocol",
+  );
+});
+
+Deno.test("the default engine refuses client certificates and SNI, naming the native engine; it offers ALPN and says it cannot tell the SNI", async () => {
+  await using certs = await testCertificates();
+  const refusals: [ServeEchoOptions, string][] = [
+    [{ clientCa: certs.ca }, "client certificates"],
+    [
+      { sni: [{ hostname: "other.example", ...certs.other }] },
+      "certificates by server name (SNI)",
+    ],
+  ];
+  for (const [options, what] of refusals) {
+    assert.throws(
+      () =>
+        serveEcho({ port: 0, cert: certs.cert, key: certs.key, ...options }),
+      (error: Error & { option?: string }) =>
+        error.option === "engine" &&
+        error.message ===
+          `Cannot use engine: default does not serve ${what} (the native engine does)`,
+    );
+  }
+  await using server = serveEcho({
+    port: 0,
+    mode: "info",
+    cert: certs.cert,
+    key: certs.key,
+    alpnProtocols: ["echo/1"],
+  });
+  await server.ready;
+  const reply = await sClient(
+    certs,
+    server.addr.port,
+    ["-alpn", "echo/1"],
+    "alpn\nsni\nclientcert\nquit\n",
+  );
+  assert.equal(
+    reply.stdout,
+    "echo/1\nERR the default engine cannot tell (the native engine can)\nnone\n",
+    reply.stderr,
+  );
+});
+
+engineTest(
+  "TLS options are checked: ALPN protocols, SNI names, clientCertOptional without clientCa",
+  async (engine) => {
+    await using certs = await testCertificates();
+    const tls = { port: 0, cert: certs.cert, key: certs.key, engine };
+    const cases: [Record<string, unknown>, string, RegExp][] = [
+      [{ alpnProtocols: [""] }, "alpnProtocols", /1 to 255 bytes/],
+      [{ alpnProtocols: ["x".repeat(256)] }, "alpnProtocols", /1 to 255 bytes/],
+      [{ sni: [{ hostname: "bad name", ...certs.other }] }, "sni", /DNS name/],
+      [{ sni: [{ hostname: "a.example" }] }, "sni", /needs cert and key/],
+      [{ clientCertOptional: true }, "clientCertOptional", /with clientCa/],
+    ];
+    for (const [options, option, reason] of cases) {
+      assert.throws(
+        () => serveEcho({ ...tls, ...options }),
+        (error: Error & { option?: string; reason?: string }) =>
+          error.option === option && reason.test(error.reason ?? ""),
+        JSON.stringify(options).slice(0, 80),
+      );
+    }
+    if (engine === "native") {
+      // OpenSSL reads them: a key of another certificate, a CA that is not PEM.
+      assert.throws(
+        () =>
+          serveEcho({
+            ...tls,
+            sni: [{
+              hostname: "o.example",
+              cert: certs.cert,
+              key: certs.otherKey,
+            }],
+          }),
+        /Cannot use sni: it does not belong to the certificate/,
+      );
+      assert.throws(
+        () => serveEcho({ ...tls, clientCa: "nothing" }),
+        /Cannot use clientCa: no PEM certificate found in it/,
+      );
+    }
+  },
+);

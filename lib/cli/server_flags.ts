@@ -24,6 +24,7 @@ import {
   text,
   textFile,
   timeout,
+  UsageError,
   wait,
 } from "./flags.ts";
 
@@ -38,7 +39,8 @@ const MODES_HELP = `  echo        raw bytes back, as sent (default)
               /who and /quit; newcomers get the room's recent lines
   info        who answered, for load balancers and meshes: each line a
               command, one line back: hostname, id, clientip, clientport,
-              serverip, serverport, transport, echo TEXT, time, help, exit
+              serverip, serverport, transport, echo TEXT, time, help, exit;
+              on TLS also sni, alpn and clientcert
               (agnhost netexec's words; needs --allow-sys=hostname, which
               the server task has)
   In every line mode a line over --max-line-bytes gets
@@ -109,6 +111,43 @@ export const SERVER_FLAGS = {
       "client that never completes its handshake: trusted clients only",
     default: "10000",
     parse: timeout,
+  },
+  "tls-client-ca": {
+    group: "tls",
+    arg: "FILE",
+    option: "clientCa",
+    requires: ["tls-cert"],
+    help: "ask every client for a certificate and verify it against the " +
+      "PEM authorities in FILE; a client without a valid one is refused " +
+      "(native engine)",
+    parse: textFile,
+  },
+  "tls-client-optional": {
+    group: "tls",
+    option: "clientCertOptional",
+    requires: ["tls-client-ca"],
+    help: "with --tls-client-ca, admit a client without a certificate too " +
+      "(one whose certificate does not verify is still refused)",
+  },
+  "tls-sni": {
+    group: "tls",
+    arg: "NAME=CERT,KEY",
+    option: "sni",
+    multiple: true,
+    requires: ["tls-cert"],
+    help: "serve the PEM chain in file CERT with the key in file KEY to " +
+      "clients that ask for NAME by SNI (*.example.com matches one label); " +
+      "again for more; the others get --tls-cert (native engine)",
+    parse: sniEntry,
+  },
+  alpn: {
+    group: "tls",
+    arg: "LIST",
+    option: "alpnProtocols",
+    requires: ["tls-cert"],
+    help: "offer these protocols by ALPN, comma-separated, most preferred " +
+      "first (h2,http/1.1); a client that offers only others is refused",
+    parse: alpnList,
   },
   udp: {
     group: "udp",
@@ -427,6 +466,10 @@ export function serverOptions(
       cert: v["tls-cert"],
       key: v["tls-key"],
       handshakeTimeout: v["handshake-timeout"],
+      clientCa: v["tls-client-ca"],
+      clientCertOptional: v["tls-client-optional"],
+      sni: v["tls-sni"],
+      alpnProtocols: v.alpn,
       udp: v["udp-only"] ? "only" as const : v.udp,
       udpRate: v["udp-rate"],
     }
@@ -475,4 +518,39 @@ export function listenAddress(
     hostname: options.hostname ?? "127.0.0.1",
     port: options.port ?? 9000,
   });
+}
+
+/** `NAME=CERT,KEY`: a server name, and the files of its chain and key. */
+function sniEntry(
+  value: string,
+): { hostname: string; cert: string; key: string } {
+  const equals = value.indexOf("=");
+  const comma = value.lastIndexOf(",");
+  if (equals <= 0 || comma < equals + 2 || comma === value.length - 1) {
+    throw new UsageError("must be NAME=CERT,KEY (a name, then two files)");
+  }
+  const hostname = value.slice(0, equals);
+  const at = (what: string, path: string) => {
+    try {
+      return textFile(path);
+    } catch (error) {
+      throw new UsageError(
+        `${what} of ${hostname}: ${(error as Error).message}`,
+      );
+    }
+  };
+  return {
+    hostname,
+    cert: at("the certificate", value.slice(equals + 1, comma)),
+    key: at("the key", value.slice(comma + 1)),
+  };
+}
+
+/** A comma-separated list of ALPN protocols. */
+function alpnList(value: string): string[] {
+  const protocols = value.split(",");
+  if (protocols.some((p) => p === "")) {
+    throw new UsageError("a comma-separated list of protocols, none empty");
+  }
+  return protocols;
 }

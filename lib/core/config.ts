@@ -21,6 +21,13 @@ export type ListenConfig =
     cert: string;
     key: string;
     handshakeTimeout: number;
+    /** PEM authorities of client certificates; none asked without. */
+    clientCa: string | undefined;
+    clientCertOptional: boolean;
+    /** Protocols offered by ALPN; none when empty. */
+    alpn: string[];
+    /** More certificates, by the server name a client asks for. */
+    sni: { name: string; cert: string; key: string }[];
   }
   | { transport: "unix"; path: string };
 

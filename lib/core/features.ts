@@ -5,6 +5,7 @@
 // a list kept by hand. Not exported from mod.ts.
 
 import type { ServerConfig } from "./config.ts";
+import { optionError } from "../_helpers.ts";
 
 /** Whether `config` (with UDP or not) uses a feature. */
 type Uses = (config: ServerConfig, udp: boolean) => boolean;
@@ -19,6 +20,15 @@ export const FEATURES = {
   },
   chatMode: { name: "mode chat", uses: (c) => c.mode === "chat" },
   tls: { name: "TLS", uses: (c) => c.listen.transport === "tls" },
+  clientCerts: {
+    name: "client certificates",
+    uses: (c) =>
+      c.listen.transport === "tls" && c.listen.clientCa !== undefined,
+  },
+  sni: {
+    name: "certificates by server name (SNI)",
+    uses: (c) => c.listen.transport === "tls" && c.listen.sni.length > 0,
+  },
   unix: { name: "a Unix socket", uses: (c) => c.listen.transport === "unix" },
   udp: { name: "UDP", uses: (_, udp) => udp },
   proxy: { name: "the PROXY protocol", uses: (c) => c.proxy !== undefined },
@@ -48,4 +58,26 @@ export function unserved(
   return (Object.entries(FEATURES) as [Feature, { name: string; uses: Uses }][])
     .filter(([key, feature]) => !served.has(key) && feature.uses(config, udp))
     .map(([, feature]) => feature.name);
+}
+
+/**
+ * Throws an option error naming `engine` unless the `driver` serves every
+ * feature `config` uses: `served` is its declaration, `other` where the
+ * rest is served, if anywhere.
+ */
+export function assertServed(
+  driver: string,
+  config: ServerConfig,
+  udp: boolean,
+  served: ReadonlySet<Feature>,
+  other?: string,
+): void {
+  const without = unserved(config, udp, served);
+  if (without.length === 0) return;
+  throw optionError(
+    "engine",
+    `${driver} does not serve ${without.join(", ")}${
+      other === undefined ? "" : ` (${other} does)`
+    }`,
+  );
 }

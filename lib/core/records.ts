@@ -49,13 +49,39 @@ const REFUSALS: Record<
   },
 };
 
-/** A client admitted and served. */
-export function opened(peer: string, active: number): LogRecord {
+/**
+ * A client admitted and served; on TLS, with what its handshake settled
+ * (`tls`), and named by its certificate's subject when it sent one.
+ */
+export function opened(
+  peer: string,
+  active: number,
+  tls?: OpenedTls,
+): LogRecord {
+  if (tls === undefined) {
+    return {
+      level: "info",
+      message: "Opened {peer} ({active} open)",
+      properties: { peer, active },
+    };
+  }
+  const { clientCert } = tls;
   return {
     level: "info",
-    message: "Opened {peer} ({active} open)",
-    properties: { peer, active },
+    message: clientCert === undefined
+      ? "Opened {peer} ({active} open)"
+      : "Opened {peer} for {clientCert} ({active} open)",
+    properties: { peer, active, ...tls },
   };
+}
+
+/** What a TLS connection's `Opened` record says of its handshake. */
+export interface OpenedTls {
+  version: string;
+  cipher: string;
+  serverName?: string;
+  alpn?: string;
+  clientCert?: string;
 }
 
 /**

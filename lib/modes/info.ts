@@ -8,6 +8,7 @@ import { lineContent } from "../_lines.ts";
 import { bareAddress } from "../_helpers.ts";
 import { replaceControls } from "../_text.ts";
 import {
+  type HandshakeFacts,
   LinesSession,
   lineTooLong,
   type SessionFacts,
@@ -18,7 +19,7 @@ import type { Ending } from "../core/endings.ts";
 
 /** The commands, for `help`. */
 export const INFO_COMMANDS =
-  "hostname, id, clientip, clientport, serverip, serverport, transport, echo TEXT, time, help, exit, quit";
+  "hostname, id, clientip, clientport, serverip, serverport, transport, sni, alpn, clientcert, echo TEXT, time, help, exit, quit";
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
@@ -48,6 +49,21 @@ export function infoAnswer(
       return port(server);
     case "transport":
       return facts.transport;
+    case "sni":
+      return tlsAnswer(
+        facts,
+        (tls) =>
+          tls.serverName === null
+            ? "ERR the default engine cannot tell (the native engine can)"
+            : replaceControls(tls.serverName ?? "none"),
+      );
+    case "alpn":
+      return tlsAnswer(facts, (tls) => replaceControls(tls.alpn ?? "none"));
+    case "clientcert":
+      return tlsAnswer(
+        facts,
+        (tls) => replaceControls(tls.clientCert ?? "none"),
+      );
     case "echo":
       return replaceControls(rest.join(" "));
     case "time":
@@ -63,6 +79,15 @@ export function infoAnswer(
         replaceControls(line.length > 64 ? `${line.slice(0, 64)}…` : line)
       }`;
   }
+}
+
+/** `answer` of the connection's TLS facts, or why there are none. */
+function tlsAnswer(
+  facts: SessionFacts,
+  answer: (tls: HandshakeFacts) => string,
+): string {
+  if (facts.tls === undefined) return `ERR not TLS (${facts.transport})`;
+  return answer(facts.tls);
 }
 
 function address(addr: Deno.Addr): string {
@@ -88,6 +113,7 @@ export function sessionFacts(
   transport: SessionFacts["transport"],
   client: Deno.Addr,
   server: Deno.Addr,
+  tls?: HandshakeFacts,
 ): SessionFacts {
   const { host } = config;
   return {
@@ -96,6 +122,7 @@ export function sessionFacts(
     transport,
     client,
     server,
+    ...(tls === undefined ? {} : { tls }),
   };
 }
 

@@ -80,6 +80,21 @@ export interface SessionFacts {
   client: Deno.Addr;
   /** This end of the connection. */
   server: Deno.Addr;
+  /** On TLS, what its handshake settled. */
+  tls?: HandshakeFacts;
+}
+
+/** What a TLS handshake settled, as the modes see it. */
+export interface HandshakeFacts {
+  /**
+   * The server name the client asked for (SNI): `undefined` when it asked
+   * for none, `null` when the driver cannot tell (Deno's TLS listener).
+   */
+  serverName: string | undefined | null;
+  /** The protocol agreed by ALPN, if any. */
+  alpn: string | undefined;
+  /** The subject of the client's certificate, if it sent one. */
+  clientCert: string | undefined;
 }
 
 /** The reply to a line over the limit, in every line mode. */

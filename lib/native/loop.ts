@@ -230,8 +230,7 @@ export class EchoLoop {
     this.#door = server.proxy !== undefined || this.#guard !== undefined ||
       this.#limiter !== undefined;
     if (server.listen.transport === "tls") {
-      const { cert, key, handshakeTimeout } = server.listen;
-      this.#tls = new TlsConns(native, cert, key, handshakeTimeout, {
+      this.#tls = new TlsConns(native, server.listen, {
         ctl: (op, fd, events) => this.#ctl(op, fd, events),
         record: (record) => this.#record(record),
         handshaken: (fd, greeting, plain, length) =>
@@ -827,7 +826,7 @@ export class EchoLoop {
     );
     // Joined before it is logged, as on the default engine.
     relay?.join(fd, peer);
-    if (logInfo) this.#record(opened(peer, conns.size));
+    if (logInfo) this.#record(opened(peer, conns.size, this.#tls?.opened(fd)));
     if (rest !== undefined && rest.length > 0) {
       this.#consume(fd, rest, rest.length);
     }
@@ -1077,12 +1076,10 @@ export class EchoLoop {
       transport: "tcp",
       ...fromSockaddr(this.#native, bytes),
     };
-    return sessionFacts(
-      server,
-      this.#tls === undefined ? "tcp" : "tls",
-      client,
-      local,
-    );
+    if (this.#tls === undefined) {
+      return sessionFacts(server, "tcp", client, local);
+    }
+    return sessionFacts(server, "tls", client, local, this.#tls.facts(fd));
   }
 
   /** Keeps `bytes` to send once the socket takes more; stops reading. */

@@ -9,10 +9,10 @@
 import { getLogger } from "../_logtape.ts";
 import { isIP } from "node:net";
 import { formatAddr, LOG_CATEGORY, optionError } from "../_helpers.ts";
-import type { ServerConfig } from "../core/config.ts";
+import type { ListenConfig, ServerConfig } from "../core/config.ts";
 import { newLimitsTable } from "../rules/limits.ts";
 import { COUNTERS, sumStats } from "../core/counters.ts";
-import { type Feature, unserved } from "../core/features.ts";
+import { assertServed, type Feature } from "../core/features.ts";
 import type { ClusterStatus, EchoServerStats } from "../types.ts";
 import {
   AF_INET,
@@ -75,16 +75,18 @@ export const NATIVE_FEATURES: ReadonlySet<Feature> = new Set<Feature>([
   "broadcastMode",
   "chatMode",
   "tls",
+  "clientCerts",
+  "sni",
 ]);
 
 /**
- * Throws unless OpenSSL 3 loads and makes a server's context of `cert` and
- * `key` (an option error naming the one it cannot use).
+ * Throws unless OpenSSL 3 loads and makes the server's contexts of
+ * `listen` (an option error naming the one it cannot use).
  */
-function checkTls(cert: string, key: string): void {
+function checkTls(listen: Extract<ListenConfig, { transport: "tls" }>): void {
   const lib = openSsl();
   try {
-    TlsContext.server(lib, cert, key).free();
+    TlsContext.server(lib, listen).free();
   } finally {
     lib.close();
   }
@@ -99,13 +101,7 @@ export function assertNativeSupported(
   config: ServerConfig,
   udp: boolean,
 ): void {
-  const without = unserved(config, udp, NATIVE_FEATURES);
-  if (without.length > 0) {
-    throw optionError(
-      "engine",
-      `native does not serve ${without.join(", ")} yet`,
-    );
-  }
+  assertServed("native", config, udp, NATIVE_FEATURES);
   assertNativeRuns(WORKER_URL);
 }
 
@@ -304,7 +300,7 @@ export class NativeServer implements Backend {
     const { listen } = config;
     // OpenSSL is there and takes the certificate and key, or this throws
     // now rather than in every loop.
-    if (listen.transport === "tls") checkTls(listen.cert, listen.key);
+    if (listen.transport === "tls") checkTls(listen);
     this.#config = config;
     this.transport = listen.transport;
     const hostname = listen.transport === "unix"

@@ -6,7 +6,13 @@
 // and ciphertext into plaintext on the way in. Not exported from mod.ts.
 
 import { formatAddr } from "../_helpers.ts";
-import { handshakeFailed, type LogRecord } from "../core/records.ts";
+import type { ListenConfig } from "../core/config.ts";
+import type { HandshakeFacts } from "../modes/session.ts";
+import {
+  handshakeFailed,
+  type LogRecord,
+  type OpenedTls,
+} from "../core/records.ts";
 import { TlsContext } from "../tls/context.ts";
 import { type OpenSsl, openSsl } from "../tls/openssl.ts";
 import { CLOSED, FAILED, TlsSession } from "../tls/session.ts";
@@ -23,6 +29,9 @@ import {
   type Native,
   SHUT_WR,
 } from "./ffi.ts";
+
+/** A TLS listener's configuration. */
+type TlsListen = Extract<ListenConfig, { transport: "tls" }>;
 
 /** Room for a read's worth of ciphertext (records add a few bytes each). */
 const WIRE_SIZE = 256 * 1024 + 16 * 1024;
@@ -83,25 +92,20 @@ export class TlsConns {
   errno = 0;
 
   /**
-   * TLS with the PEM `cert` and `key`; a handshake has `handshakeTimeout`
-   * ms (0: no limit).
+   * TLS as `listen` says; a handshake has its `handshakeTimeout` ms (0: no
+   * limit).
    */
-  constructor(
-    native: Native,
-    cert: string,
-    key: string,
-    handshakeTimeout: number,
-    host: TlsHost,
-  ) {
+  constructor(native: Native, listen: TlsListen, host: TlsHost) {
     this.#native = native;
     this.#lib = openSsl();
     try {
-      this.#context = TlsContext.server(this.#lib, cert, key);
+      this.#context = TlsContext.server(this.#lib, listen);
     } catch (error) {
       this.#lib.close();
       throw error;
     }
     this.#host = host;
+    const { handshakeTimeout } = listen;
     this.#timeout = handshakeTimeout === 0 ? Infinity : handshakeTimeout;
   }
 
@@ -231,6 +235,31 @@ export class TlsConns {
     const session = this.#sessions.get(fd)!;
     if (!session.write(bytes, length)) return "failed";
     return this.drain(fd);
+  }
+
+  /** What `fd`'s handshake settled, as its `Opened` record says it. */
+  opened(fd: number): OpenedTls | undefined {
+    const facts = this.#sessions.get(fd)?.facts();
+    if (facts === undefined) return undefined;
+    const { version, cipher, serverName, alpn, peerCert } = facts;
+    return {
+      version,
+      cipher,
+      ...(serverName === undefined ? {} : { serverName }),
+      ...(alpn === undefined ? {} : { alpn }),
+      ...(peerCert === undefined ? {} : { clientCert: peerCert.subject }),
+    };
+  }
+
+  /** What `fd`'s handshake settled, as the modes see it. */
+  facts(fd: number): HandshakeFacts | undefined {
+    const facts = this.#sessions.get(fd)?.facts();
+    if (facts === undefined) return undefined;
+    return {
+      serverName: facts.serverName,
+      alpn: facts.alpn,
+      clientCert: facts.peerCert?.subject,
+    };
   }
 
   /** Whether ciphertext for `fd` waits for its socket. */

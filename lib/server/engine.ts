@@ -4,6 +4,7 @@
 // shut down. serveEcho() runs one, or one per worker (see lib/workers/). Not
 // exported from mod.ts.
 
+import { type Feature, FEATURES } from "../core/features.ts";
 import { getLogger, type Logger } from "../_logtape.ts";
 import {
   acceptBackoff,
@@ -52,6 +53,17 @@ const logger = getLogger([LOG_CATEGORY, "server"]);
 const encoder = new TextEncoder();
 
 /** Each reason a client is refused at the door: its counter and log line. */
+/**
+ * The features the streams driver serves (see lib/core/features.ts): all
+ * but those Deno's TLS listener cannot do (ask for a client certificate,
+ * choose a certificate by server name).
+ */
+export const STREAMS_FEATURES: ReadonlySet<Feature> = new Set(
+  (Object.keys(FEATURES) as Feature[]).filter((f) =>
+    f !== "clientCerts" && f !== "sni"
+  ),
+);
+
 /** What a listener shares with the others of the same server. */
 export interface Shared {
   /** Bind with `SO_REUSEPORT`, so that other listeners can share the port. */

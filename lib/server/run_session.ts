@@ -4,6 +4,7 @@
 
 import type { ServerConfig } from "../core/config.ts";
 import { sessionFacts } from "../modes/info.ts";
+import { handshakeFacts } from "../transport/tls.ts";
 import type { Session, SessionFacts } from "../modes/session.ts";
 import {
   closeGently,
@@ -42,5 +43,6 @@ export function streamFacts(c: Connection, config: ServerConfig): SessionFacts {
     config.listen.transport,
     c.conn.remoteAddr,
     c.conn.localAddr,
+    handshakeFacts(c.conn),
   );
 }

@@ -20,6 +20,19 @@ export const SSL_ERROR_WANT_READ = 2;
 export const SSL_ERROR_WANT_WRITE = 3;
 export const SSL_ERROR_SYSCALL = 5;
 export const SSL_ERROR_ZERO_RETURN = 6;
+export const SSL_VERIFY_PEER = 1;
+export const SSL_VERIFY_FAIL_IF_NO_PEER_CERT = 2;
+export const SSL_CTRL_SET_TLSEXT_SERVERNAME_CB = 53;
+export const SSL_CTRL_SET_TLSEXT_HOSTNAME = 55;
+export const TLSEXT_NAMETYPE_HOST_NAME = 0;
+export const SSL_TLSEXT_ERR_OK = 0;
+export const SSL_TLSEXT_ERR_ALERT_FATAL = 2;
+export const OPENSSL_NPN_NEGOTIATED = 1;
+/** X509_NAME_print_ex's RFC 2253 form, UTF-8 left as it is (no ESC_MSB). */
+export const XN_FLAG_RFC2253_UTF8 = 0x1110313n;
+export const NID_SUBJECT_ALT_NAME = 85;
+/** X509_V_OK: SSL_get_verify_result's "verified". */
+export const X509_V_OK = 0n;
 
 const SSL_SYMBOLS = {
   TLS_server_method: { parameters: [], result: "pointer" },
@@ -57,6 +70,41 @@ const SSL_SYMBOLS = {
   SSL_get_version: { parameters: ["pointer"], result: "pointer" },
   SSL_get_current_cipher: { parameters: ["pointer"], result: "pointer" },
   SSL_CIPHER_get_name: { parameters: ["pointer"], result: "pointer" },
+  SSL_CTX_set_verify: {
+    parameters: ["pointer", "i32", "pointer"],
+    result: "void",
+  },
+  SSL_CTX_get_cert_store: { parameters: ["pointer"], result: "pointer" },
+  SSL_CTX_add_client_CA: { parameters: ["pointer", "pointer"], result: "i32" },
+  SSL_CTX_callback_ctrl: {
+    parameters: ["pointer", "i32", "function"],
+    result: "i64",
+  },
+  SSL_CTX_set_alpn_select_cb: {
+    parameters: ["pointer", "function", "pointer"],
+    result: "void",
+  },
+  SSL_CTX_set_alpn_protos: {
+    parameters: ["pointer", "buffer", "u32"],
+    result: "i32",
+  },
+  SSL_select_next_proto: {
+    parameters: ["pointer", "pointer", "buffer", "u32", "pointer", "u32"],
+    result: "i32",
+  },
+  SSL_get0_alpn_selected: {
+    parameters: ["pointer", "buffer", "buffer"],
+    result: "void",
+  },
+  SSL_get_servername: { parameters: ["pointer", "i32"], result: "pointer" },
+  SSL_set_SSL_CTX: { parameters: ["pointer", "pointer"], result: "pointer" },
+  SSL_get1_peer_certificate: { parameters: ["pointer"], result: "pointer" },
+  SSL_get_verify_result: { parameters: ["pointer"], result: "i64" },
+  SSL_ctrl: {
+    parameters: ["pointer", "i32", "i64", "pointer"],
+    result: "i64",
+  },
+  SSL_set1_host: { parameters: ["pointer", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 const CRYPTO_SYMBOLS = {
@@ -83,6 +131,22 @@ const CRYPTO_SYMBOLS = {
   ERR_get_error: { parameters: [], result: "u64" },
   ERR_reason_error_string: { parameters: ["u64"], result: "pointer" },
   ERR_clear_error: { parameters: [], result: "void" },
+  X509_STORE_add_cert: { parameters: ["pointer", "pointer"], result: "i32" },
+  X509_get_subject_name: { parameters: ["pointer"], result: "pointer" },
+  X509_NAME_print_ex: {
+    parameters: ["pointer", "pointer", "i32", "u64"],
+    result: "i32",
+  },
+  X509_get_ext_by_NID: {
+    parameters: ["pointer", "i32", "i32"],
+    result: "i32",
+  },
+  X509_get_ext: { parameters: ["pointer", "i32"], result: "pointer" },
+  X509V3_EXT_print: {
+    parameters: ["pointer", "pointer", "u64", "i32"],
+    result: "i32",
+  },
+  X509_verify_cert_error_string: { parameters: ["i64"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** libssl's functions, as JavaScript calls them. */

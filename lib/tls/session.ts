@@ -8,11 +8,38 @@
 import type { TlsContext } from "./context.ts";
 import {
   BIO_C_SET_BUF_MEM_EOF_RETURN,
+  NID_SUBJECT_ALT_NAME,
   type OpenSsl,
   SSL_ERROR_WANT_READ,
   SSL_ERROR_WANT_WRITE,
   SSL_ERROR_ZERO_RETURN,
+  TLSEXT_NAMETYPE_HOST_NAME,
+  X509_V_OK,
+  XN_FLAG_RFC2253_UTF8,
 } from "./openssl.ts";
+
+/** What a handshake settled, for the modes and the logs. */
+export interface TlsFacts {
+  /** `TLSv1.3`, `TLSv1.2`. */
+  version: string;
+  cipher: string;
+  /** The server name the client asked for (SNI), if any. */
+  serverName: string | undefined;
+  /** The protocol agreed by ALPN, if any. */
+  alpn: string | undefined;
+  /** The peer's certificate, if it sent one. */
+  peerCert: PeerCert | undefined;
+}
+
+/** A peer's certificate, as people read it. */
+export interface PeerCert {
+  /** The subject, RFC 2253 style (`CN=alice,O=Example`). */
+  subject: string;
+  /** Its subject alternative names, OpenSSL's way (`DNS:alice.example`). */
+  altNames: string[];
+}
+
+const decoder = new TextDecoder();
 
 /** Sessions made and not freed yet, in this thread (tests count them). */
 let live = 0;
@@ -157,6 +184,82 @@ export class TlsSession {
       : this.#lib.text(ssl.SSL_CIPHER_get_name(cipher));
   }
 
+  /** What the handshake settled (call once it is done). */
+  facts(): TlsFacts {
+    const { ssl } = this.#lib;
+    const name = this.#lib.text(
+      ssl.SSL_get_servername(this.#ssl, TLSEXT_NAMETYPE_HOST_NAME),
+    );
+    return {
+      version: this.version,
+      cipher: this.cipher,
+      serverName: name === "" ? undefined : name,
+      alpn: this.#alpn(),
+      peerCert: this.#peerCert(),
+    };
+  }
+
+  #alpn(): string | undefined {
+    const data = new BigUint64Array(1);
+    const length = new Uint32Array(1);
+    this.#lib.ssl.SSL_get0_alpn_selected(
+      this.#ssl,
+      new Uint8Array(data.buffer),
+      new Uint8Array(length.buffer),
+    );
+    const pointer = Deno.UnsafePointer.create(data[0]);
+    if (pointer === null || length[0] === 0) return undefined;
+    return decoder.decode(
+      new Deno.UnsafePointerView(pointer).getArrayBuffer(length[0]),
+    );
+  }
+
+  #peerCert(): PeerCert | undefined {
+    const { ssl, crypto } = this.#lib;
+    const x509 = ssl.SSL_get1_peer_certificate(this.#ssl);
+    if (x509 === null) return undefined;
+    try {
+      const subject = this.#print((bio) =>
+        crypto.X509_NAME_print_ex(
+          bio,
+          crypto.X509_get_subject_name(x509),
+          0,
+          XN_FLAG_RFC2253_UTF8,
+        )
+      );
+      const at = crypto.X509_get_ext_by_NID(x509, NID_SUBJECT_ALT_NAME, -1);
+      const names = at < 0
+        ? ""
+        : this.#print((bio) =>
+          crypto.X509V3_EXT_print(bio, crypto.X509_get_ext(x509, at), 0n, 0)
+        );
+      return {
+        subject,
+        altNames: names === "" ? [] : names.split(", "),
+      };
+    } finally {
+      crypto.X509_free(x509);
+    }
+  }
+
+  /** What `print` writes into a memory BIO, as text. */
+  #print(print: (bio: Deno.PointerValue) => number): string {
+    const { crypto } = this.#lib;
+    const bio = crypto.BIO_new(crypto.BIO_s_mem());
+    try {
+      print(bio);
+      const chunk = new Uint8Array(4096);
+      let text = "";
+      while (true) {
+        const n = crypto.BIO_read(bio, chunk, chunk.length);
+        if (n <= 0) return text;
+        text += decoder.decode(chunk.subarray(0, n));
+      }
+    } finally {
+      crypto.BIO_free(bio);
+    }
+  }
+
   /** Frees the connection and its BIOs (once). */
   free(): void {
     if (this.#freed) return;
@@ -173,10 +276,21 @@ export class TlsSession {
     if (code === SSL_ERROR_WANT_READ || code === SSL_ERROR_WANT_WRITE) {
       return true;
     }
-    this.error ??= this.#lib.takeError() ??
+    let error = this.#lib.takeError() ??
       (code === SSL_ERROR_ZERO_RETURN
         ? "closed by the peer"
         : `SSL error ${code}`);
+    if (error === "certificate verify failed") {
+      // Why, in X.509's words: expired, unknown authority…
+      const { ssl, crypto } = this.#lib;
+      const result = ssl.SSL_get_verify_result(this.#ssl);
+      if (result !== X509_V_OK) {
+        error += `: ${
+          this.#lib.text(crypto.X509_verify_cert_error_string(result))
+        }`;
+      }
+    }
+    this.error ??= error;
     return false;
   }
 }

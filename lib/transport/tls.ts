@@ -24,7 +24,14 @@
 // Deno.listenTls alone does. `handshakeTimeout: 0` (no timeout, so nothing
 // for the gate to enforce) listens with Deno.listenTls directly.
 
-import { formatAddr, optionError, writeAll } from "../_helpers.ts";
+import {
+  assertMilliseconds,
+  formatAddr,
+  optionError,
+  writeAll,
+} from "../_helpers.ts";
+import type { ListenConfig } from "../core/config.ts";
+import type { HandshakeFacts } from "../modes/session.ts";
 import { AcceptQueue } from "./accept_queue.ts";
 import { WrappedConn, WrappedListener } from "./wrapped.ts";
 import type { Transport, TransportEvents } from "./transport.ts";
@@ -41,6 +48,8 @@ export interface TlsTransportOptions {
   key: string;
   /** Milliseconds a client has to complete its handshake; 0: no limit. */
   handshakeTimeout: number;
+  /** Protocols offered by ALPN; none when empty. */
+  alpn: string[];
   /** Wraps the raw TCP listener (the PROXY protocol, read before TLS). */
   wrap?: (listener: Deno.Listener) => Deno.Listener;
 }
@@ -74,6 +83,143 @@ export function tlsTransport(
   };
 }
 
+/** What each connection's handshake settled, as Deno tells it. */
+const handshakes = new WeakMap<Deno.Conn, Deno.TlsHandshakeInfo>();
+
+/**
+ * What `conn`'s handshake settled, as the modes see it: Deno tells the
+ * protocol agreed by ALPN, not the server name the client asked for, and
+ * its listener asks for no client certificate.
+ */
+export function handshakeFacts(conn: Deno.Conn): HandshakeFacts | undefined {
+  const info = handshakes.get(conn);
+  if (info === undefined) return undefined;
+  return {
+    serverName: null,
+    alpn: info.alpnProtocol ?? undefined,
+    clientCert: undefined,
+  };
+}
+
+/** serveEcho's TLS options, as given. */
+export interface TlsOptions {
+  cert?: unknown;
+  key?: unknown;
+  handshakeTimeout?: unknown;
+  clientCa?: unknown;
+  clientCertOptional?: unknown;
+  alpnProtocols?: unknown;
+  sni?: unknown;
+}
+
+/** A server name, or `*.` and one: what `sni`'s `hostname` may be. */
+const SERVER_NAME =
+  /^(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+/**
+ * The TLS listener `options` ask for at `hostname` and `port`, checked:
+ * its certificate and key are PEM text (that they load is checked when
+ * the engine listens), and the rest is well formed.
+ *
+ * @throws {TypeError | RangeError} An option is wrong; its `option` names it.
+ */
+export function tlsListenConfig(
+  options: TlsOptions,
+  hostname: string,
+  port: number,
+): Extract<ListenConfig, { transport: "tls" }> {
+  const { cert, key, handshakeTimeout = 10_000 } = options;
+  if (typeof cert !== "string") {
+    throw optionError("cert", "must be given with key, as PEM text", TypeError);
+  }
+  if (typeof key !== "string") {
+    throw optionError("key", "must be given with cert, as PEM text", TypeError);
+  }
+  assertMilliseconds("handshakeTimeout", handshakeTimeout as number);
+  const { clientCa, clientCertOptional = false } = options;
+  if (clientCa !== undefined && typeof clientCa !== "string") {
+    throw optionError("clientCa", "must be PEM text", TypeError);
+  }
+  if (typeof clientCertOptional !== "boolean") {
+    throw optionError("clientCertOptional", "must be true or false", TypeError);
+  }
+  if (clientCertOptional && clientCa === undefined) {
+    throw optionError(
+      "clientCertOptional",
+      "must be given with clientCa",
+      TypeError,
+    );
+  }
+  return {
+    transport: "tls",
+    hostname,
+    port,
+    cert,
+    key,
+    handshakeTimeout: handshakeTimeout as number,
+    clientCa,
+    clientCertOptional,
+    alpn: alpnConfig(options.alpnProtocols),
+    sni: sniConfig(options.sni),
+  };
+}
+
+function alpnConfig(protocols: unknown): string[] {
+  if (protocols === undefined) return [];
+  if (!Array.isArray(protocols)) {
+    throw optionError(
+      "alpnProtocols",
+      "must be a list of protocols",
+      TypeError,
+    );
+  }
+  for (const protocol of protocols) {
+    const length = typeof protocol === "string"
+      ? new TextEncoder().encode(protocol).length
+      : 0;
+    if (length === 0 || length > 255) {
+      throw optionError(
+        "alpnProtocols",
+        `each is 1 to 255 bytes of text, got ${JSON.stringify(protocol)}`,
+      );
+    }
+  }
+  return protocols;
+}
+
+function sniConfig(
+  entries: unknown,
+): { name: string; cert: string; key: string }[] {
+  if (entries === undefined) return [];
+  if (!Array.isArray(entries)) {
+    throw optionError(
+      "sni",
+      "must be a list of { hostname, cert, key }",
+      TypeError,
+    );
+  }
+  return entries.map((entry) => {
+    const { hostname, cert, key } = entry ?? {};
+    if (typeof hostname !== "string" || !SERVER_NAME.test(hostname)) {
+      throw optionError(
+        "sni",
+        `each hostname is a DNS name or *. and one, got ${
+          JSON.stringify(hostname)
+        }`,
+        TypeError,
+      );
+    }
+    if (typeof cert !== "string" || typeof key !== "string") {
+      throw optionError(
+        "sni",
+        `${hostname} needs cert and key, as PEM text`,
+        TypeError,
+      );
+    }
+    return { name: hostname.toLowerCase(), cert, key };
+  });
+}
+
 /**
  * Checks that `cert` and `key` are PEM and belong together, by listening
  * with them on 127.0.0.1 for an instant.
@@ -81,11 +227,15 @@ export function tlsTransport(
  * @throws {TypeError} `cert` or `key` is not usable; its `option` names it.
  */
 export function checkCertificate(cert: string, key: string): void {
-  listenInternal(cert, key).close();
+  listenInternal(cert, key, []).close();
 }
 
 /** The listener only the gate connects to. */
-function listenInternal(cert: string, key: string): Deno.TlsListener {
+function listenInternal(
+  cert: string,
+  key: string,
+  alpn: string[],
+): Deno.TlsListener {
   try {
     return Deno.listenTls({
       hostname: "127.0.0.1",
@@ -93,6 +243,7 @@ function listenInternal(cert: string, key: string): Deno.TlsListener {
       transport: "tcp",
       cert,
       key,
+      ...(alpn.length > 0 ? { alpnProtocols: alpn } : {}),
     });
   } catch (error) {
     throw certificateError(error) ?? error;
@@ -152,7 +303,11 @@ class TlsGate extends WrappedListener {
   #early = new Map<number, Deno.TlsConn>();
 
   constructor(options: TlsTransportOptions, events: TransportEvents) {
-    const internal = listenInternal(options.cert, options.key);
+    const internal = listenInternal(
+      options.cert,
+      options.key,
+      options.alpn,
+    );
     let listener: Deno.TcpListener;
     try {
       listener = Deno.listen({
@@ -312,8 +467,9 @@ class TlsGate extends WrappedListener {
       conn.close(); // Too late: its passage is over, and so is its peer.
       return;
     }
+    let info: Deno.TlsHandshakeInfo;
     try {
-      await conn.handshake();
+      info = await conn.handshake();
     } catch (error) {
       this.#fail(passage, handshakeReason(error));
       conn.close();
@@ -325,14 +481,19 @@ class TlsGate extends WrappedListener {
     }
     passage.state = "open";
     clearTimeout(passage.timer);
-    this.#queue.push(
-      new GatedConn(conn, passage, this.addr as Deno.NetAddr, () => {
+    const gated = new GatedConn(
+      conn,
+      passage,
+      this.addr as Deno.NetAddr,
+      () => {
         passage.serverClosed = true;
         if (passage.state === "over") return;
         // A client that does not read gets a moment for the close_notify.
         passage.timer = setTimeout(() => this.#end(passage), LINGER_MS);
-      }),
+      },
     );
+    handshakes.set(gated, info);
+    this.#queue.push(gated);
   }
 
   /** A handshake failed or timed out: tell the engine, end the passage. */
@@ -377,6 +538,7 @@ class DirectTls extends WrappedListener {
         cert,
         key,
         ...(reusePort ? { reusePort: true } : {}),
+        ...(options.alpn.length > 0 ? { alpnProtocols: options.alpn } : {}),
       });
     } catch (error) {
       throw certificateError(error) ?? error;
@@ -391,7 +553,7 @@ class DirectTls extends WrappedListener {
 
   async #handshake(conn: Deno.TlsConn): Promise<void> {
     try {
-      await conn.handshake();
+      handshakes.set(conn, await conn.handshake());
     } catch (error) {
       this.#events.handshakeFailed(
         formatAddr(conn.remoteAddr),
