@@ -44,7 +44,11 @@ async function main(args: string[]): Promise<number> {
   }
   let made;
   try {
-    made = await createCertificates({ names: v.name, days: v.days });
+    made = await createCertificates({
+      names: v.name,
+      days: v.days,
+      client: v.client,
+    });
   } catch (error) {
     const { option, reason } = error as Partial<OptionError>;
     const flag = option && flagFor(CERT_FLAGS, spelled, option);
@@ -54,11 +58,17 @@ async function main(args: string[]): Promise<number> {
   }
   const dir = v.out ?? ".";
   const path = (file: string) => dir === "." ? file : `${dir}/${file}`;
-  const files = [
+  const files: [string, string, number][] = [
     [path(CERT_FILES.ca), made.caCert, 0o644],
     [path(CERT_FILES.cert), made.cert, 0o644],
     [path(CERT_FILES.key), made.key, 0o600],
-  ] as const;
+  ];
+  if (made.clientCert !== undefined && made.clientKey !== undefined) {
+    files.push(
+      [path(CERT_FILES.clientCert), made.clientCert, 0o644],
+      [path(CERT_FILES.clientKey), made.clientKey, 0o600],
+    );
+  }
   try {
     Deno.mkdirSync(dir, { recursive: true });
     // All or nothing: no file is written while one is in the way.
@@ -91,6 +101,12 @@ async function main(args: string[]): Promise<number> {
       ),
       line(1, "the certificate, for server --tls-cert"),
       line(2, "its private key, for server --tls-key"),
+      ...files.length > 3
+        ? [
+          line(3, `the certificate of CN=${v.client}, for a client`),
+          line(4, "its private key"),
+        ]
+        : [],
     ].join("\n"),
   );
   return EXIT_OK;

@@ -27,6 +27,7 @@
 export { serveEcho } from "./lib/serve_echo.ts";
 export type {
   CloseReason,
+  HandshakeFailureKind,
   ClusterStatus,
   ConnectOptions,
   EchoMode,

@@ -20,6 +20,12 @@ export interface CreateCertificatesOptions {
    * @default {825}
    */
   days?: number;
+  /**
+   * Also a client's certificate signed by the same authority, for servers
+   * that ask for one (`serveEcho`'s `clientCa`): its subject is
+   * `CN=<client>`, and it is for `clientAuth` only.
+   */
+  client?: string;
 }
 
 /**
@@ -36,6 +42,9 @@ export interface Certificates {
   readonly key: string;
   /** The last day it is valid. */
   readonly notAfter: Date;
+  /** With `client`: the client's certificate and its private key. */
+  readonly clientCert?: string;
+  readonly clientKey?: string;
 }
 
 /** The names a certificate is for when none are given. */
@@ -93,6 +102,13 @@ export async function createCertificates(
     }
   }
   assertPositive("days", days, true);
+  const { client } = options;
+  if (client !== undefined && !/^[^\p{Cc},+="<>#;\\]{1,64}$/u.test(client)) {
+    throw optionError(
+      "client",
+      `expected 1 to 64 characters without controls or , + = " < > # ; \\, got '${client}'`,
+    );
+  }
   const x509 = await importLazily<typeof X509>("npm:@peculiar/x509@^1.14.0");
   x509.cryptoProvider.set(crypto);
   const now = Date.now();
@@ -150,11 +166,42 @@ export async function createCertificates(
     ],
   });
   const pkcs8 = await crypto.subtle.exportKey("pkcs8", keys.privateKey);
-  return {
+  const made = {
     caCert: `${ca.toString("pem")}\n`,
     cert: `${leaf.toString("pem")}\n`,
     key: `${x509.PemConverter.encode(pkcs8, "PRIVATE KEY")}\n`,
     notAfter,
+  };
+  if (client === undefined) return made;
+  const clientKeys = await crypto.subtle.generateKey(ALGORITHM, true, [
+    "sign",
+    "verify",
+  ]);
+  const clientCert = await x509.X509CertificateGenerator.create({
+    serialNumber: serialNumber(),
+    subject: `CN=${client}`,
+    issuer: ca.subject,
+    notBefore,
+    notAfter,
+    signingKey: caKeys.privateKey,
+    publicKey: clientKeys.publicKey,
+    signingAlgorithm: ALGORITHM,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
+      await x509.AuthorityKeyIdentifierExtension.create(ca),
+      await x509.SubjectKeyIdentifierExtension.create(clientKeys.publicKey),
+    ],
+  });
+  const clientPkcs8 = await crypto.subtle.exportKey(
+    "pkcs8",
+    clientKeys.privateKey,
+  );
+  return {
+    ...made,
+    clientCert: `${clientCert.toString("pem")}\n`,
+    clientKey: `${x509.PemConverter.encode(clientPkcs8, "PRIVATE KEY")}\n`,
   };
 }
 

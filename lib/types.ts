@@ -383,6 +383,13 @@ export interface ClusterStatus {
   readonly lagSeconds: number | undefined;
 }
 
+/** Why a TLS handshake failed, as stats and metrics count it. */
+export type HandshakeFailureKind =
+  | "protocol"
+  | "certificate"
+  | "timeout"
+  | "notTls";
+
 /**
  * Why a connection closed: the client closed it, it was idle for
  * `idleTimeout`, its send queue was full, it sent `/quit` (or, in line and
@@ -426,6 +433,24 @@ export interface EchoServerStats {
    * within `handshakeTimeout`. Not in `accepted`.
    */
   readonly handshakeFailures: number;
+  /** TLS handshakes completed (each client admitted or not after it). */
+  readonly handshakes: number;
+  /**
+   * {@linkcode EchoServerStats.handshakeFailures} by kind: `protocol` (the
+   * TLS exchange failed, or the client left mid-way), `certificate` (a
+   * client certificate missing or refused, or the client refused ours),
+   * `timeout` and `notTls` (plain text, an HTTP request).
+   */
+  readonly handshakeFailuresBy: Readonly<Record<HandshakeFailureKind, number>>;
+  /**
+   * How long completed handshakes took, from accept: `counts[i]` took at
+   * most `[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1][i]` seconds
+   * (and more than the bucket before); the last count is for the rest.
+   */
+  readonly handshakeDurations: {
+    readonly counts: readonly number[];
+    readonly sumSeconds: number;
+  };
   /** UDP datagrams received (with `udp`). */
   readonly datagramsIn: number;
   /** UDP datagrams sent back. */

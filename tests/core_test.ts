@@ -13,7 +13,12 @@ import { RelayMembers } from "../lib/native/relay_members.ts";
 import { ENDINGS } from "../lib/core/endings.ts";
 import { type Feature, FEATURES, unserved } from "../lib/core/features.ts";
 import type { ServerConfig } from "../lib/core/config.ts";
-import { countClosed, COUNTERS, sumStats } from "../lib/core/counters.ts";
+import {
+  countClosed,
+  COUNTERS,
+  handshakeFailureKind,
+  sumStats,
+} from "../lib/core/counters.ts";
 import {
   drainMs,
   LoadSchedule,
@@ -325,4 +330,23 @@ Deno.test("a driver's declared features decide what it refuses, in FEATURES' ord
   );
   assert.deepEqual(unserved(config, true, some), ["mode info", "TLS", "UDP"]);
   assert.deepEqual(unserved(config, false, some), ["mode info", "TLS"]);
+});
+
+Deno.test("a TLS handshake failure's reason falls in one kind, in either TLS stack's words", () => {
+  const cases: [string, string][] = [
+    ["handshake timed out", "timeout"],
+    ["not TLS (http request)", "notTls"],
+    ["not TLS (received corrupt message of type InvalidContentType)", "notTls"],
+    ["peer did not return a certificate", "certificate"],
+    ["certificate verify failed: certificate has expired", "certificate"],
+    ["tlsv1 alert unknown ca", "certificate"],
+    ["received fatal alert: UnknownCA", "certificate"],
+    ["received fatal alert: BadCertificate", "certificate"],
+    ["no application protocol", "protocol"],
+    ["client closed before the handshake ended", "protocol"],
+    ["excessive message size", "protocol"],
+  ];
+  for (const [reason, kind] of cases) {
+    assert.equal(handshakeFailureKind(reason), kind, reason);
+  }
 });

@@ -165,3 +165,42 @@ Deno.test("deno task cert: usage errors exit 2 with one line", async () => {
     /^Usage: deno task cert \[options\]/,
   );
 });
+
+Deno.test("createCertificates({ client }) adds a client's certificate by the same CA, which the native engine takes", async () => {
+  await using dir = await tempDir("tcp-echo-cert-");
+  const made = await createCertificates({ client: "alice" });
+  assert.ok(made.clientCert !== undefined && made.clientKey !== undefined);
+  const file = (name: string, text: string) => {
+    Deno.writeTextFileSync(`${dir.path}/${name}`, text);
+    return `${dir.path}/${name}`;
+  };
+  const ca = file("ca.pem", made.caCert);
+  const client = file("client.pem", made.clientCert);
+  const key = file("client-key.pem", made.clientKey);
+  const verify = await run("openssl", [
+    ...["verify", "-purpose", "sslclient", "-CAfile", ca, client],
+  ]);
+  assert.equal(verify.code, 0, verify.stderr);
+  await using server = serveEcho({
+    port: 0,
+    engine: "native",
+    mode: "info",
+    cert: made.cert,
+    key: made.key,
+    clientCa: made.caCert,
+  });
+  await server.ready;
+  const asked = await run("openssl", [
+    "s_client",
+    ...["-connect", `127.0.0.1:${server.addr.port}`, "-CAfile", ca],
+    ...["-cert", client, "-key", key, "-quiet", "-verify_quiet", "-ign_eof"],
+  ], encoder.encode("clientcert\nquit\n"));
+  assert.equal(decoder.decode(asked.stdout), "CN=alice\n", asked.stderr);
+  for (const bad of ["", "a,b", "x".repeat(65), "tab\there"]) {
+    await assert.rejects(
+      createCertificates({ client: bad }),
+      (error: Error & { option?: string }) =>
+        error instanceof RangeError && error.option === "client",
+    );
+  }
+});

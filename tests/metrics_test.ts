@@ -403,10 +403,16 @@ Deno.test("each refusal and failure is its own sample: refused by reason, reject
     'tcp_echo_connections_refused_total{reason="not_allowed"}': 3,
     'tcp_echo_connections_refused_total{reason="per_address"}': 4,
     'tcp_echo_connections_refused_total{reason="connect_rate"}': 0,
-    "tcp_echo_tls_handshake_failures_total": 5,
+    'tcp_echo_tls_handshake_failures_total{reason="not_tls"}': 5,
+    'tcp_echo_tls_handshake_failures_total{reason="protocol"}': 0,
+    'tcp_echo_tls_handshake_failures_total{reason="certificate"}': 0,
+    'tcp_echo_tls_handshake_failures_total{reason="timeout"}': 0,
     "tcp_echo_proxy_header_failures_total": 6,
     "tcp_echo_connections_active": 1,
     'tcp_echo_received_bytes_total{transport="tls"}': 4,
+    // The one held, and the one over maxConnections.
+    "tcp_echo_tls_handshakes_total": 2,
+    "tcp_echo_tls_handshake_duration_seconds_count": 2,
   };
   assertSamples(samples, expected);
   endHeld();

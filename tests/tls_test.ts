@@ -201,6 +201,11 @@ engineTest(
     const reasons = failures.map((r) => String(r.properties.reason));
     assert.equal(reasons.filter((r) => r === "handshake timed out").length, 10);
     assert.ok(reasons.some((r) => r.startsWith("not TLS")), reasons.join("\n"));
+    const by = server.stats.handshakeFailuresBy;
+    assert.equal(by.timeout, 10, reasons.join("\n"));
+    assert.equal(by.certificate, 1, reasons.join("\n"));
+    assert.equal(by.notTls + by.protocol, 2, reasons.join("\n"));
+    assert.ok(by.notTls >= 1, reasons.join("\n"));
     for (const record of failures) {
       assert.match(String(record.properties.peer), /^127\.0\.0\.1:\d+$/);
     }
@@ -660,6 +665,15 @@ Deno.test("native: client certificates are verified against clientCa; one missin
     "certificate verify failed: unable to get local issuer certificate",
   ]);
   assert.equal(server.stats.accepted, 2);
+  assert.deepEqual(server.stats.handshakeFailuresBy, {
+    protocol: 0,
+    certificate: 3,
+    timeout: 0,
+    notTls: 0,
+  });
+  assert.equal(server.stats.handshakes, 2);
+  const { counts } = server.stats.handshakeDurations;
+  assert.equal(counts.reduce((a, b) => a + b), 2);
 });
 
 Deno.test("native: clientCertOptional admits a client without a certificate, and still refuses a bad one", async () => {

@@ -26,6 +26,12 @@ export const CERT_FLAGS = {
     default: "825",
     parse: integer,
   },
+  client: {
+    arg: "NAME",
+    help: "also a client's certificate, CN=NAME, signed by the same CA, in " +
+      "client.pem and client-key.pem (for server --tls-client-ca ca.pem)",
+    parse: text,
+  },
   force: { help: "replace files that are already there" },
   help: { short: "h", help: "print this help and exit" },
   version: { short: "V", help: "print the version and exit" },
@@ -36,6 +42,8 @@ export const CERT_FILES = {
   ca: "ca.pem",
   cert: "cert.pem",
   key: "key.pem",
+  clientCert: "client.pem",
+  clientKey: "client-key.pem",
 } as const;
 
 /** cert.ts's --help. */
@@ -58,6 +66,7 @@ Examples:
   curl --cacert ca.pem https://localhost:8443/
   openssl s_client -CAfile ca.pem -connect 127.0.0.1:9000
   deno task cert --name echo.test --name 192.0.2.7 --out /tmp/certs
+  deno task cert --client alice    # and client.pem, client-key.pem
 
 Exit codes:
   0  the files were written

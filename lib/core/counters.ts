@@ -3,7 +3,11 @@
 // (a SharedArrayBuffer with workers), written by that listener alone. Not
 // exported from mod.ts.
 
-import type { CloseReason, EchoServerStats } from "../types.ts";
+import type {
+  CloseReason,
+  EchoServerStats,
+  HandshakeFailureKind,
+} from "../types.ts";
 import { ENDINGS } from "./endings.ts";
 
 /** Where each listener keeps its counters: {@linkcode COUNTERS} numbers. */
@@ -37,11 +41,42 @@ const DURATIONS = 27;
 const DURATION_SUM = 36;
 /** Lines the relay delivered (broadcast and chat mode). */
 export const LINES_RELAYED = 37;
+/** TLS handshakes completed. */
+export const HANDSHAKES = 38;
+/** TLS handshakes failed, by {@linkcode HANDSHAKE_FAILURE_KINDS} (4). */
+const HANDSHAKE_FAILED = 39;
 /**
- * How many numbers one listener's counters take: 38 so far, padded to 512
+ * Handshakes completed, by how long they took: one number per bucket of
+ * {@linkcode HANDSHAKE_BUCKETS} and one above the last (9), then the sum
+ * of their durations in seconds.
+ */
+const HANDSHAKE_DURATIONS = 43;
+const HANDSHAKE_DURATION_SUM = 52;
+/**
+ * How many numbers one listener's counters take: 53 so far, padded to 512
  * bytes so that no two listeners write to the same cache line.
  */
 export const COUNTERS = 64;
+
+/** Why TLS handshakes fail, as metrics label them. */
+export const HANDSHAKE_FAILURE_KINDS = [
+  "protocol",
+  "certificate",
+  "timeout",
+  "notTls",
+] as const;
+
+/** Upper bounds (seconds) of the handshake-duration buckets. */
+export const HANDSHAKE_BUCKETS = [
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.1,
+  1,
+] as const;
 
 /**
  * Why connections close, as metrics label them: each reason the engines
@@ -88,11 +123,60 @@ export function countClosed(
   durationMs: number,
 ): void {
   counters[CLOSED_AT.get(reason) ?? CLOSED_ERROR]++;
-  const seconds = Math.max(0, durationMs) / 1000;
-  let bucket = DURATION_BUCKETS.findIndex((le) => seconds <= le);
-  if (bucket === -1) bucket = DURATION_BUCKETS.length;
-  counters[DURATIONS + bucket]++;
-  counters[DURATION_SUM] += seconds;
+  observe(counters, DURATIONS, DURATION_BUCKETS, durationMs);
+}
+
+/** Counts a TLS handshake completed in `durationMs`. */
+export function countHandshake(
+  counters: Float64Array,
+  durationMs: number,
+): void {
+  counters[HANDSHAKES]++;
+  observe(counters, HANDSHAKE_DURATIONS, HANDSHAKE_BUCKETS, durationMs);
+}
+
+/** Counts a TLS handshake that failed for `reason` (a log record's words). */
+export function countHandshakeFailed(
+  counters: Float64Array,
+  reason: string,
+): void {
+  counters[HANDSHAKE_FAILURES]++;
+  counters[
+    HANDSHAKE_FAILED + HANDSHAKE_FAILURE_KINDS.indexOf(
+      handshakeFailureKind(reason),
+    )
+  ]++;
+}
+
+/** What kind of failure a handshake failure's `reason` is. */
+export function handshakeFailureKind(
+  reason: string,
+): typeof HANDSHAKE_FAILURE_KINDS[number] {
+  if (reason === "handshake timed out") return "timeout";
+  if (reason.startsWith("not TLS")) return "notTls";
+  // OpenSSL's words (native) and rustls' (default): a certificate missing,
+  // refused by us, or refused by the client (an alert naming one).
+  if (/certificate|unknown ?ca\b/i.test(reason)) {
+    return "certificate";
+  }
+  return "protocol";
+}
+
+/**
+ * Counts `ms` in the histogram at `at` of `counters`: one number per bucket
+ * of `buckets` (upper bounds in seconds) and one above, then their sum.
+ */
+function observe(
+  counters: Float64Array,
+  at: number,
+  buckets: readonly number[],
+  ms: number,
+): void {
+  const seconds = Math.max(0, ms) / 1000;
+  let bucket = buckets.findIndex((le) => seconds <= le);
+  if (bucket === -1) bucket = buckets.length;
+  counters[at + bucket]++;
+  counters[at + buckets.length + 1] += seconds;
 }
 
 /** Adds up the counters of every listener in `counters`. */
@@ -136,6 +220,20 @@ export function sumStats(counters: Float64Array): EchoServerStats {
       sumSeconds: total[DURATION_SUM],
     },
     linesRelayed: total[LINES_RELAYED],
+    handshakes: total[HANDSHAKES],
+    handshakeFailuresBy: Object.fromEntries(
+      HANDSHAKE_FAILURE_KINDS.map((kind, i) => [
+        kind,
+        total[HANDSHAKE_FAILED + i],
+      ]),
+    ) as Record<HandshakeFailureKind, number>,
+    handshakeDurations: {
+      counts: Array.from(
+        { length: HANDSHAKE_BUCKETS.length + 1 },
+        (_, i) => total[HANDSHAKE_DURATIONS + i],
+      ),
+      sumSeconds: total[HANDSHAKE_DURATION_SUM],
+    },
     perWorker,
   };
 }

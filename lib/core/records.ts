@@ -8,8 +8,8 @@ import { plural } from "../_helpers.ts";
 import type { Refusal } from "../rules/access.ts";
 import {
   ACCEPT_ERRORS,
+  countHandshakeFailed,
   DROPPED,
-  HANDSHAKE_FAILURES,
   PROXY_FAILURES,
   REFUSED_CONNECT_RATE,
   REFUSED_DENIED,
@@ -174,7 +174,7 @@ export function handshakeFailed(
   peer: string,
   reason: string,
 ): LogRecord {
-  counters[HANDSHAKE_FAILURES]++;
+  countHandshakeFailed(counters, reason);
   return {
     level: "info",
     message: "TLS handshake with {peer} failed: {reason}",

@@ -6,7 +6,7 @@
 import type * as Prom from "npm:prom-client@^15.1.3";
 import denoJson from "../../deno.json" with { type: "json" };
 import type { ClusterStatus, EchoServer, EchoServerStats } from "../types.ts";
-import { DURATION_BUCKETS } from "../core/counters.ts";
+import { DURATION_BUCKETS, HANDSHAKE_BUCKETS } from "../core/counters.ts";
 import { importLazily } from "../_lazy.ts";
 
 const client = await importLazily<typeof Prom>("npm:prom-client@^15.1.3");
@@ -102,10 +102,24 @@ function readings(server: EchoServer<Deno.Addr>): Reading[] {
       read: (s) => s.acceptErrors,
     },
     {
-      name: "tcp_echo_tls_handshake_failures_total",
-      help: "TLS handshakes that failed or did not finish in time.",
+      name: "tcp_echo_tls_handshakes_total",
+      help: "TLS handshakes completed.",
       type: "counter",
-      read: (s) => s.handshakeFailures,
+      read: (s) => s.handshakes,
+    },
+    {
+      name: "tcp_echo_tls_handshake_failures_total",
+      help: "TLS handshakes that failed or did not finish in time, by " +
+        "reason: protocol, certificate (missing, refused, or ours refused), " +
+        "timeout, not_tls.",
+      type: "counter",
+      label: "reason",
+      read: (s) => ({
+        protocol: s.handshakeFailuresBy.protocol,
+        certificate: s.handshakeFailuresBy.certificate,
+        timeout: s.handshakeFailuresBy.timeout,
+        not_tls: s.handshakeFailuresBy.notTls,
+      }),
     },
     {
       name: "tcp_echo_proxy_header_failures_total",
@@ -206,7 +220,20 @@ export function echoRegistry(server: EchoServer<Deno.Addr>): EchoMetrics {
       });
     }
   }
-  registry.registerMetric(durationHistogram(() => stats));
+  registry.registerMetric(histogram(
+    "tcp_echo_connection_duration_seconds",
+    "How long connections lasted, from accept to close.",
+    DURATION_BUCKETS,
+    () => stats.durations,
+  ));
+  if (server.transport === "tls") {
+    registry.registerMetric(histogram(
+      "tcp_echo_tls_handshake_duration_seconds",
+      "How long completed TLS handshakes took, from accept.",
+      HANDSHAKE_BUCKETS,
+      () => stats.handshakeDurations,
+    ));
+  }
   for (const metric of clusterGauges(() => cluster)) {
     registry.registerMetric(metric);
   }
@@ -244,21 +271,23 @@ export function echoRegistry(server: EchoServer<Deno.Addr>): EchoMetrics {
 }
 
 /**
- * How long connections lasted, as a Prometheus histogram read from the
- * server's bucket counts when scraped (prom-client's Histogram can only
- * observe values one by one, so this is a metric of our own that the
- * registry formats the same way).
+ * A Prometheus histogram read from the server's bucket counts when scraped
+ * (prom-client's Histogram can only observe values one by one, so this is
+ * a metric of our own that the registry formats the same way).
  */
-function durationHistogram(stats: () => EchoServerStats): Prom.Metric {
-  const name = "tcp_echo_connection_duration_seconds";
-  const help = "How long connections lasted, from accept to close.";
+function histogram(
+  name: string,
+  help: string,
+  buckets: readonly number[],
+  read: () => { counts: readonly number[]; sumSeconds: number },
+): Prom.Metric {
   const metric = {
     name,
     help,
     get: () => {
-      const { counts, sumSeconds } = stats().durations;
+      const { counts, sumSeconds } = read();
       let count = 0;
-      const values = [...DURATION_BUCKETS, Infinity].map((le, i) => {
+      const values = [...buckets, Infinity].map((le, i) => {
         count += counts[i];
         return {
           metricName: `${name}_bucket`,

@@ -7,6 +7,7 @@
 
 import { formatAddr } from "../_helpers.ts";
 import type { ListenConfig } from "../core/config.ts";
+import { countHandshake } from "../core/counters.ts";
 import type { HandshakeFacts } from "../modes/session.ts";
 import {
   handshakeFailed,
@@ -66,6 +67,8 @@ export interface Greeting {
   limited: string | undefined;
   /** When its time for the handshake is up. */
   until: number;
+  /** When it began (CLOCK_MONOTONIC, ms). */
+  started: number;
 }
 
 /** The result of moving a session's ciphertext to its socket. */
@@ -150,7 +153,13 @@ export class TlsConns {
     now: number,
   ): void {
     const session = new TlsSession(this.#context, true);
-    const greeting = { session, client, limited, until: now + this.#timeout };
+    const greeting = {
+      session,
+      client,
+      limited,
+      until: now + this.#timeout,
+      started: this.#native.now(),
+    };
     this.#greetings.set(fd, greeting);
     this.#sessions.set(fd, session);
     this.#host.ctl(
@@ -360,6 +369,7 @@ export class TlsConns {
     if (drained === "blocked") this.#host.ctl(EPOLL_CTL_MOD, fd, EPOLLOUT);
     if (!done) return;
     this.#greetings.delete(fd);
+    countHandshake(this.#host.counters, this.#native.now() - greeting.started);
     // Bytes that came with the last of the handshake are the stream's first.
     let length = 0;
     const plain = this.#plain;

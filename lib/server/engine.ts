@@ -38,6 +38,7 @@ import {
   ACTIVE,
   countClosed,
   COUNTERS,
+  countHandshake,
   REJECTED,
   sumStats,
 } from "../core/counters.ts";
@@ -139,6 +140,7 @@ export class Server implements Backend {
     this.#transport = transportFor(config.listen, shared.reusePort, {
       handshakeFailed: (peer, reason) =>
         this.#emit(handshakeFailed(this.#counters, peer, reason)),
+      handshaken: (ms) => countHandshake(this.#counters, ms),
       proxyFailed: (peer, reason) =>
         this.#emit(proxyFailed(this.#counters, peer, reason)),
       refused: (peer, refusal) => {

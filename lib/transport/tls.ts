@@ -277,6 +277,8 @@ interface Passage {
   readonly raw: Deno.TcpConn;
   readonly proxy: Deno.TcpConn;
   readonly peer: Deno.NetAddr;
+  /** When the client was accepted (performance.now()). */
+  readonly started: number;
   state: "handshaking" | "open" | "over";
   timer: ReturnType<typeof setTimeout> | undefined;
   /** The server closed its TLS connection: end the passage soon. */
@@ -357,6 +359,7 @@ class TlsGate extends WrappedListener {
 
   /** Opens the passage of a client just accepted. */
   async #open(raw: Deno.TcpConn): Promise<void> {
+    const started = performance.now();
     const peer = raw.remoteAddr;
     let proxy: Deno.TcpConn;
     try {
@@ -383,6 +386,7 @@ class TlsGate extends WrappedListener {
       raw,
       proxy,
       peer,
+      started,
       state: "handshaking",
       timer: undefined,
       serverClosed: false,
@@ -481,6 +485,7 @@ class TlsGate extends WrappedListener {
     }
     passage.state = "open";
     clearTimeout(passage.timer);
+    this.#events.handshaken(performance.now() - passage.started);
     const gated = new GatedConn(
       conn,
       passage,
@@ -552,8 +557,10 @@ class DirectTls extends WrappedListener {
   }
 
   async #handshake(conn: Deno.TlsConn): Promise<void> {
+    const started = performance.now();
     try {
       handshakes.set(conn, await conn.handshake());
+      this.#events.handshaken(performance.now() - started);
     } catch (error) {
       this.#events.handshakeFailed(
         formatAddr(conn.remoteAddr),

@@ -19,6 +19,8 @@ export interface Pending {
 export interface TransportEvents {
   /** A TLS handshake failed or timed out; the client is closed. */
   handshakeFailed(peer: string, reason: string): void;
+  /** A TLS handshake completed, `ms` after the client was accepted. */
+  handshaken(ms: number): void;
   /** A PROXY header was not valid, or not complete in time; closed. */
   proxyFailed(peer: string, reason: string): void;
   /** An access rule refused a client; closed before a byte was read. */
