@@ -27,12 +27,12 @@
 export { serveEcho } from "./lib/serve_echo.ts";
 export type {
   CloseReason,
-  HandshakeFailureKind,
   ClusterStatus,
   ConnectOptions,
   EchoMode,
   EchoServer,
   EchoServerStats,
+  HandshakeFailureKind,
   ServeEchoOptions,
   ServeEchoUnixOptions,
 } from "./lib/types.ts";
