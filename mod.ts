@@ -35,6 +35,7 @@ export type {
   HandshakeFailureKind,
   ServeEchoOptions,
   ServeEchoUnixOptions,
+  TlsReload,
 } from "./lib/types.ts";
 export { echoOnce } from "./lib/echo_once.ts";
 export type { EchoOnceOptions } from "./lib/echo_once.ts";

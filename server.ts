@@ -38,6 +38,7 @@ import {
   serverOptions,
 } from "./lib/cli/server_flags.ts";
 import { stopOnSignals } from "./lib/cli/signals.ts";
+import { reloadOnHangup } from "./lib/cli/reload.ts";
 import { logStopped, showStatus } from "./lib/cli/status.ts";
 
 async function main(args: string[]): Promise<number> {
@@ -92,6 +93,19 @@ async function main(args: string[]): Promise<number> {
   // threads of their own, and a flood of clients could take every
   // descriptor before the signal handlers had theirs.
   using signals = stopOnSignals(server, stop);
+  // New certificates on SIGHUP, read from the same flags' files.
+  using _reload = v["tls-cert"] === undefined ? undefined : reloadOnHangup(
+    server,
+    () => {
+      const again = serverOptions(parseFlags(SERVER_FLAGS, args, false).values);
+      if (!("cert" in again) || again.cert === undefined) {
+        throw new Error("no --tls-cert");
+      }
+      const { cert, key, clientCa, clientCertOptional, sni } = again;
+      return { cert, key: key!, clientCa, clientCertOptional, sni };
+    },
+    (option) => flagFor(SERVER_FLAGS, spelled, option),
+  );
   /** A start that failed: one line, the server stopped, exit 1. */
   const failed = async (message: string) => {
     printError(message);

@@ -139,7 +139,13 @@ export function serveEcho(
   }
   if (udp !== false) checkDatagrams(config, udp);
   const handle = (backend: Backend) =>
-    new ServerHandle(backend, config.mode, config.gracePeriod, signal);
+    new ServerHandle(
+      backend,
+      config.listen,
+      config.mode,
+      config.gracePeriod,
+      signal,
+    );
   if (engine === "native") {
     assertNativeSupported(config, udp !== false);
     signal?.throwIfAborted();

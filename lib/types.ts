@@ -383,6 +383,11 @@ export interface ClusterStatus {
   readonly lagSeconds: number | undefined;
 }
 
+/** What {@linkcode EchoServer.reloadTls} takes: new certificates. */
+export type TlsReload =
+  & Required<Pick<ServeEchoOptions, "cert" | "key">>
+  & Pick<ServeEchoOptions, "clientCa" | "clientCertOptional" | "sni">;
+
 /** Why a TLS handshake failed, as stats and metrics count it. */
 export type HandshakeFailureKind =
   | "protocol"
@@ -550,6 +555,21 @@ export interface EchoServer<A extends Deno.Addr = Deno.NetAddr>
    * @throws {TypeError} `message` contains a line break.
    */
   announce(message: string): number;
+  /**
+   * Takes new TLS certificates and keys, and client authorities, for the
+   * handshakes to come; connections already open, or in their handshake,
+   * go on with theirs (certificate rotation, as on SIGHUP for the server
+   * CLI). The options left out keep their values: `alpnProtocols`,
+   * `handshakeTimeout`, and `clientCertOptional` unless given.
+   *
+   * @param tls The new `cert` and `key`, and `clientCa`, `sni` if any.
+   * @returns A promise that resolves once every listener (every worker)
+   * uses them.
+   * @throws {TypeError} (the promise rejects) This server does not speak
+   * TLS, or one of them is not usable (its `option` names which): the old
+   * ones stay.
+   */
+  reloadTls(tls: TlsReload): Promise<void>;
   /**
    * Stops accepting at once, lets open connections finish for up to
    * `gracePeriod` milliseconds, then ends the rest politely (see

@@ -208,8 +208,14 @@ export async function run(
   const writing = stdin
     ? (async () => {
       const writer = child.stdin.getWriter();
-      await writer.write(stdin);
-      await writer.close();
+      try {
+        await writer.write(stdin);
+        await writer.close();
+      } catch (error) {
+        // A command may end without reading all its input (openssl
+        // s_client whose handshake failed): its output says what happened.
+        if (!(error instanceof Deno.errors.BrokenPipe)) throw error;
+      }
     })()
     : Promise.resolve();
   const [{ code, stdout, stderr }] = await Promise.all([

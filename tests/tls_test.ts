@@ -590,7 +590,8 @@ Deno.test("native: every OpenSSL session and context is freed, whatever ended th
 
 /**
  * `openssl s_client` to 127.0.0.1:`port`, trusting `certs`' CA, with
- * `args` more, sending `input` and reading until the server closes:
+ * `args` more, sending `input` and reading until the server closes (or,
+ * without `untilClosed`, until the input ends):
  * what it printed, and its session summary (-brief).
  */
 async function sClient(
@@ -598,6 +599,7 @@ async function sClient(
   port: number,
   args: string[],
   input: string,
+  untilClosed = true,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const result = await run("openssl", [
     "s_client",
@@ -606,7 +608,7 @@ async function sClient(
     "-CAfile",
     certs.caFile,
     "-brief",
-    "-ign_eof",
+    ...untilClosed ? ["-ign_eof"] : [],
     ...args,
   ], encoder.encode(input));
   return { ...result, stdout: decoder.decode(result.stdout) };
@@ -829,3 +831,116 @@ engineTest(
     }
   },
 );
+
+/** The subject of the certificate the server at `port` shows for `name`. */
+async function servedSubject(
+  certs: TestCertificates,
+  port: number,
+  name: string,
+): Promise<string> {
+  const shown = await sClient(certs, port, ["-servername", name], "", false);
+  return shown.stderr.match(/Peer certificate: (.*)/)?.[1] ?? shown.stderr;
+}
+
+engineTest(
+  "reloadTls() rotates the certificate for new handshakes, open connections go on; a bad one keeps the old (workers too)",
+  async (engine) => {
+    await using certs = await testCertificates();
+    logs.clear();
+    const server = serveEcho({
+      port: 0,
+      cert: certs.cert,
+      key: certs.key,
+      engine,
+      workers: 2,
+      gracePeriod: 100,
+    });
+    await server.ready;
+    const { port } = server.addr;
+    assert.equal(await servedSubject(certs, port, "x"), "CN = localhost");
+    await using open = new LineClient(
+      await Deno.connectTls({
+        hostname: "localhost",
+        port,
+        caCerts: [certs.ca],
+      }),
+    );
+    await open.send("before\n");
+    await open.line(/^before$/);
+    await server.reloadTls({ cert: certs.other.cert, key: certs.other.key });
+    // Every new handshake, on either worker, gets the new one (12 spread by
+    // the kernel's hash: all on one worker has a chance of 1 in 2,048).
+    for (let i = 0; i < 12; i++) {
+      assert.equal(await servedSubject(certs, port, "x"), "CN = other.example");
+    }
+    await open.send("after\n");
+    await open.line(/^after$/);
+    await assert.rejects(
+      server.reloadTls({ cert: certs.cert, key: certs.otherKey }),
+      (error: Error & { option?: string }) =>
+        error instanceof TypeError && error.option === "key",
+    );
+    assert.equal(await servedSubject(certs, port, "x"), "CN = other.example");
+    await assert.rejects(
+      server.reloadTls({ cert: "junk", key: certs.key }),
+      (error: Error & { option?: string }) => error.option === "cert",
+    );
+    await server.shutdown();
+    assert.equal(
+      logs.find(
+        "Reloaded the TLS certificates: new handshakes use them, open connections go on",
+      ).length,
+      1,
+    );
+    assert.deepEqual(
+      logs.find(
+        "TLS objects not freed: {sessions} sessions, {contexts} contexts",
+      ),
+      [],
+    );
+    // A server without TLS has nothing to reload.
+    await using plain = serveEcho({ port: 0, engine });
+    await assert.rejects(
+      plain.reloadTls({ cert: certs.cert, key: certs.key }),
+      /does not speak TLS/,
+    );
+  },
+);
+
+Deno.test("server --tls-cert: SIGHUP reads the files again; a bad file keeps the old certificate and says why", async () => {
+  await using certs = await testCertificates();
+  const cert = `${certs.dir}/serving.pem`;
+  const key = `${certs.dir}/serving.key`;
+  await Deno.copyFile(certs.certFile, cert);
+  await Deno.copyFile(certs.keyFile, key);
+  await using server = await ServerProcess.start(
+    ["--engine", "native", "--tls-cert", cert, "--tls-key", key],
+    [
+      Deno.execPath(),
+      "run",
+      LOCK,
+      "--allow-net",
+      "--allow-read",
+      "--allow-ffi",
+      SERVER,
+    ],
+  );
+  assert.equal(await servedSubject(certs, server.port, "x"), "CN = localhost");
+  await Deno.copyFile(certs.other.certFile, cert);
+  await Deno.copyFile(certs.other.keyFile, key);
+  server.child.kill("SIGHUP");
+  await server.stderr.waitFor(/Reloaded the TLS certificates/);
+  assert.equal(
+    await servedSubject(certs, server.port, "x"),
+    "CN = other.example",
+  );
+  await Deno.writeTextFile(key, "not a key\n");
+  server.child.kill("SIGHUP");
+  await server.stderr.waitFor(
+    /\[ERR\] tcp-echo·cli: Kept the TLS certificates: Invalid --tls-key: no PEM private key found in it/,
+  );
+  assert.equal(
+    await servedSubject(certs, server.port, "x"),
+    "CN = other.example",
+  );
+});

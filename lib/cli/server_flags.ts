@@ -89,7 +89,8 @@ export const SERVER_FLAGS = {
     option: "cert",
     requires: ["tls-key"],
     help: "speak TLS with this PEM certificate chain (every mode, and " +
-      "workers)",
+      "workers); SIGHUP reads the TLS files again for new handshakes " +
+      "(a file that cannot be used keeps the old ones, and the log says why)",
     parse: textFile,
   },
   "tls-key": {

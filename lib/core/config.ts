@@ -31,6 +31,9 @@ export type ListenConfig =
   }
   | { transport: "unix"; path: string };
 
+/** A TLS listener's configuration. */
+export type TlsListen = Extract<ListenConfig, { transport: "tls" }>;
+
 /** How to read PROXY headers (serveEcho's `proxyProtocol`). */
 export interface ProxyConfig {
   /** Milliseconds a client has to send its header. */

@@ -11,8 +11,11 @@ import type {
   EchoMode,
   EchoServer,
   EchoServerStats,
+  TlsReload,
 } from "../types.ts";
 import { assertAnnouncement } from "./lifecycle.ts";
+import type { ListenConfig, TlsListen } from "./config.ts";
+import { tlsListenConfig } from "../transport/tls.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
 
@@ -37,6 +40,13 @@ export interface Backend {
   drain(): Promise<void>;
   /** Closes everything now. */
   stop(): void;
+  /**
+   * New TLS handshakes use `listen`'s certificates; those open go on.
+   *
+   * @throws {TypeError} One is not usable, or the backend cannot take new
+   * ones: the old ones stay.
+   */
+  reloadTls(listen: TlsListen): Promise<void>;
 }
 
 /** The handle of one server: an {@linkcode EchoServer} over its backend. */
@@ -48,17 +58,20 @@ export class ServerHandle implements EchoServer<Deno.Addr> {
   readonly ready: Promise<void>;
   readonly finished: Promise<void>;
   #backend: Backend;
+  #listen: ListenConfig;
   #gracePeriod: number;
   #shutdown: Promise<void> | undefined;
   #startFailed = false;
 
   constructor(
     backend: Backend,
+    listen: ListenConfig,
     mode: EchoMode,
     gracePeriod: number,
     signal: AbortSignal | undefined,
   ) {
     this.#backend = backend;
+    this.#listen = listen;
     this.addr = backend.addr;
     this.mode = mode;
     this.engine = backend.engine;
@@ -89,6 +102,31 @@ export class ServerHandle implements EchoServer<Deno.Addr> {
       { clients, message },
     );
     return clients;
+  }
+
+  async reloadTls(tls: TlsReload): Promise<void> {
+    const current = this.#listen;
+    if (current.transport !== "tls") {
+      throw new TypeError(
+        "Cannot reload TLS: this server does not speak TLS (no cert and key)",
+      );
+    }
+    const { hostname, port, handshakeTimeout, alpn } = current;
+    const listen = tlsListenConfig(
+      {
+        handshakeTimeout,
+        alpnProtocols: alpn,
+        clientCertOptional: current.clientCertOptional,
+        ...tls,
+      },
+      hostname,
+      port,
+    );
+    await this.#backend.reloadTls(listen);
+    this.#listen = listen;
+    logger.info(
+      "Reloaded the TLS certificates: new handshakes use them, open connections go on",
+    );
   }
 
   shutdown(): Promise<void> {

@@ -82,7 +82,7 @@ import {
   TCP_NODELAY,
 } from "./ffi.ts";
 import { acceptExhausted, LINGER_MS } from "../core/lifecycle.ts";
-import type { ServerConfig } from "../core/config.ts";
+import type { ServerConfig, TlsListen } from "../core/config.ts";
 import { sessionFacts } from "../modes/info.ts";
 import { type SessionMaker, SESSIONS } from "../modes/registry.ts";
 import type { SessionFacts, Step } from "../modes/session.ts";
@@ -325,6 +325,16 @@ export class EchoLoop {
   finishAll(reason: Ending): void {
     this.#mailTaken++;
     for (const fd of this.#conns.all()) this.#finish(fd, reason);
+  }
+
+  /**
+   * New TLS handshakes use `listen`'s certificates from now on.
+   *
+   * @throws {TypeError} One is not usable (the old ones stay).
+   */
+  reloadTls(listen: TlsListen): void {
+    this.#mailTaken++;
+    this.#tls?.reload(listen);
   }
 
   /** Whether operator lines were posted that the loop has not taken. */

@@ -9,7 +9,7 @@
 import { getLogger } from "../_logtape.ts";
 import { isIP } from "node:net";
 import { formatAddr, LOG_CATEGORY, optionError } from "../_helpers.ts";
-import type { ListenConfig, ServerConfig } from "../core/config.ts";
+import type { ServerConfig, TlsListen } from "../core/config.ts";
 import { newLimitsTable } from "../rules/limits.ts";
 import { COUNTERS, sumStats } from "../core/counters.ts";
 import { assertServed, type Feature } from "../core/features.ts";
@@ -83,7 +83,7 @@ export const NATIVE_FEATURES: ReadonlySet<Feature> = new Set<Feature>([
  * Throws unless OpenSSL 3 loads and makes the server's contexts of
  * `listen` (an option error naming the one it cannot use).
  */
-function checkTls(listen: Extract<ListenConfig, { transport: "tls" }>): void {
+function checkTls(listen: TlsListen): void {
   const lib = openSsl();
   try {
     TlsContext.server(lib, listen).free();
@@ -291,6 +291,9 @@ export class NativeServer implements Backend {
   #wake = new BigUint64Array([1n]);
   /** The relay, in broadcast and chat mode: here, for every loop. */
   #relay: Relay | undefined;
+  /** Reloads under way, by id: each loop's answer, an error if it failed. */
+  #reloads = new Map<number, (error?: string) => void>();
+  #nextReload = 1;
 
   constructor(
     config: ServerConfig,
@@ -422,6 +425,8 @@ export class NativeServer implements Backend {
           return failed(new Error(message.message));
         case "done":
           return done();
+        case "reloaded":
+          return this.#reloads.get(message.id)?.(message.error);
         default:
           loop.bridge?.receive(message);
       }
@@ -468,6 +473,28 @@ export class NativeServer implements Backend {
     const line = encoder.encode(`${message}\n`);
     for (const loop of this.#loops) this.#mailTo(loop, { t: "announce", line });
     return clients;
+  }
+
+  /**
+   * New TLS handshakes on every loop use `listen`'s certificates, once
+   * OpenSSL here has taken them.
+   *
+   * @throws {TypeError} One is not usable: no loop changes.
+   */
+  async reloadTls(listen: TlsListen): Promise<void> {
+    checkTls(listen);
+    const answers = this.#loops.map((loop) => {
+      const id = this.#nextReload++;
+      return new Promise<void>((resolve, reject) => {
+        this.#reloads.set(id, (error) => {
+          this.#reloads.delete(id);
+          if (error === undefined) resolve();
+          else reject(new Error(`Native loop ${loop.index}: ${error}`));
+        });
+        this.#mailTo(loop, { t: "reloadTls", id, listen });
+      });
+    });
+    await Promise.all(answers);
   }
 
   /**

@@ -6,7 +6,7 @@
 // and ciphertext into plaintext on the way in. Not exported from mod.ts.
 
 import { formatAddr } from "../_helpers.ts";
-import type { ListenConfig } from "../core/config.ts";
+import type { TlsListen } from "../core/config.ts";
 import { countHandshake } from "../core/counters.ts";
 import type { HandshakeFacts } from "../modes/session.ts";
 import {
@@ -30,9 +30,6 @@ import {
   type Native,
   SHUT_WR,
 } from "./ffi.ts";
-
-/** A TLS listener's configuration. */
-type TlsListen = Extract<ListenConfig, { transport: "tls" }>;
 
 /** Room for a read's worth of ciphertext (records add a few bytes each). */
 const WIRE_SIZE = 256 * 1024 + 16 * 1024;
@@ -69,6 +66,8 @@ export interface Greeting {
   until: number;
   /** When it began (CLOCK_MONOTONIC, ms). */
   started: number;
+  /** The context it began with (one retired by a reload, perhaps). */
+  context: TlsContext;
 }
 
 /** The result of moving a session's ciphertext to its socket. */
@@ -91,6 +90,11 @@ export class TlsConns {
   #unsent = new Map<number, Uint8Array>();
   /** Open connections with ciphertext taken in and not decrypted yet. */
   #stalled = new Set<number>();
+  /**
+   * Contexts a reload replaced, kept while a handshake begun with one goes
+   * on (OpenSSL calls their callbacks during it).
+   */
+  #retired = new Set<TlsContext>();
   /** The errno of the last send that failed ("failed" from a drain). */
   errno = 0;
 
@@ -152,13 +156,15 @@ export class TlsConns {
     registered: boolean,
     now: number,
   ): void {
-    const session = new TlsSession(this.#context, true);
+    const context = this.#context;
+    const session = new TlsSession(context, true);
     const greeting = {
       session,
       client,
       limited,
       until: now + this.#timeout,
       started: this.#native.now(),
+      context,
     };
     this.#greetings.set(fd, greeting);
     this.#sessions.set(fd, session);
@@ -331,13 +337,41 @@ export class TlsConns {
     this.drain(fd);
   }
 
+  /**
+   * New handshakes use the certificates, keys and authorities of `listen`
+   * from now on; connections already open, or in their handshake, go on
+   * with theirs.
+   *
+   * @throws {TypeError} One is not usable (the old ones stay).
+   */
+  reload(listen: TlsListen): void {
+    const next = TlsContext.server(this.#lib, listen);
+    this.#retired.add(this.#context);
+    this.#context = next;
+    this.#freeRetired();
+  }
+
   /** `fd` is closed: its session goes. */
   forget(fd: number): void {
     this.#sessions.get(fd)?.free();
     this.#sessions.delete(fd);
     this.#unsent.delete(fd);
     this.#stalled.delete(fd);
-    this.#greetings.delete(fd);
+    if (this.#greetings.delete(fd) && this.#retired.size > 0) {
+      this.#freeRetired();
+    }
+  }
+
+  /** Frees the retired contexts no handshake uses any more. */
+  #freeRetired(): void {
+    for (const context of this.#retired) {
+      const used = [...this.#greetings.values()].some((g) =>
+        g.context === context
+      );
+      if (used) continue;
+      this.#retired.delete(context);
+      context.free();
+    }
   }
 
   /** The listener closed: connections in their handshake go with it. */
@@ -353,6 +387,7 @@ export class TlsConns {
   close(): void {
     this.closeGreetings();
     for (const fd of [...this.#sessions.keys()]) this.forget(fd);
+    for (const context of this.#retired) context.free();
     this.#context.free();
     this.#lib.close();
   }
@@ -369,6 +404,7 @@ export class TlsConns {
     if (drained === "blocked") this.#host.ctl(EPOLL_CTL_MOD, fd, EPOLLOUT);
     if (!done) return;
     this.#greetings.delete(fd);
+    if (this.#retired.size > 0) this.#freeRetired();
     countHandshake(this.#host.counters, this.#native.now() - greeting.started);
     // Bytes that came with the last of the handshake are the stream's first.
     let length = 0;

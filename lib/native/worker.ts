@@ -4,7 +4,7 @@
 // to receive operator lines. Its log records go to the calling thread in
 // batches. Not exported from mod.ts.
 
-import type { ServerConfig } from "../core/config.ts";
+import type { ServerConfig, TlsListen } from "../core/config.ts";
 import type { LimitsConfig } from "../rules/limits.ts";
 import { openLibc } from "./ffi.ts";
 import { EchoLoop, type LoopRecord } from "./loop.ts";
@@ -45,7 +45,9 @@ export type ToNativeWorker =
   }
   | DeliverMessage
   /** End every connection politely, after what came before. */
-  | { t: "finish"; reason: Ending };
+  | { t: "finish"; reason: Ending }
+  /** New TLS handshakes use these certificates; answered by "reloaded". */
+  | { t: "reloadTls"; id: number; listen: TlsListen };
 
 /** What a native worker says. */
 export type FromNativeWorker =
@@ -53,6 +55,8 @@ export type FromNativeWorker =
   | { t: "records"; records: LoopRecord[] }
   | { t: "failed"; message: string }
   | { t: "done" }
+  /** A reload is done, or failed (`error`). */
+  | { t: "reloaded"; id: number; error?: string }
   | RelayMessage;
 
 const scope = globalThis as unknown as {
@@ -136,6 +140,17 @@ scope.onmessage = (event) => {
     loop?.deliver(message.items, message.acks);
   } else if (message.t === "finish") {
     loop?.finishAll(message.reason);
+  } else if (message.t === "reloadTls") {
+    try {
+      loop?.reloadTls(message.listen);
+      scope.postMessage({ t: "reloaded", id: message.id });
+    } catch (error) {
+      scope.postMessage({
+        t: "reloaded",
+        id: message.id,
+        error: String(error),
+      });
+    }
   } else {
     loop?.announce(message.line);
   }

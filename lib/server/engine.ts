@@ -4,7 +4,7 @@
 // shut down. serveEcho() runs one, or one per worker (see lib/workers/). Not
 // exported from mod.ts.
 
-import { type Feature, FEATURES } from "../core/features.ts";
+import { assertServed, type Feature, FEATURES } from "../core/features.ts";
 import { getLogger, type Logger } from "../_logtape.ts";
 import {
   acceptBackoff,
@@ -31,7 +31,7 @@ import {
 } from "../core/records.ts";
 import { ConnectionMember, relayLines } from "./relay_lines.ts";
 import { runSession, streamFacts } from "./run_session.ts";
-import type { ServerConfig } from "../core/config.ts";
+import type { ServerConfig, TlsListen } from "../core/config.ts";
 import { Connection, type Listener } from "./connection.ts";
 import {
   ACCEPTED,
@@ -236,6 +236,28 @@ export class Server implements Backend {
         m instanceof ConnectionMember && connections.has(m.connection),
       finished: this.finished,
     });
+  }
+
+  /**
+   * New TLS handshakes use `listen`'s certificates; those open go on.
+   *
+   * @throws {TypeError} They are not usable, or ask for what this engine
+   * cannot do: the old ones stay.
+   */
+  reloadTls(listen: TlsListen): Promise<void> {
+    try {
+      assertServed(
+        "default",
+        { ...this.#config, listen },
+        false,
+        STREAMS_FEATURES,
+        "the native engine",
+      );
+      this.#transport.reload?.(listen);
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   stop(): void {

@@ -77,6 +77,18 @@ export function tlsTransport(
       gate = new TlsGate(options, events);
       return gate;
     },
+    reload(listen) {
+      if (listen.transport !== "tls") return;
+      if (gate === undefined) {
+        throw optionError(
+          "handshakeTimeout",
+          "0 listens with Deno's TLS directly, which cannot take new " +
+            "certificates (the native engine, or a timeout, can)",
+          TypeError,
+        );
+      }
+      gate.reload(listen.cert, listen.key);
+    },
     prepare() {},
     peer: (conn) => formatAddr(conn.remoteAddr),
     settled: () => gate?.settled() ?? Promise.resolve(),
@@ -279,6 +291,8 @@ interface Passage {
   readonly peer: Deno.NetAddr;
   /** When the client was accepted (performance.now()). */
   readonly started: number;
+  /** The internal listener it connected to. */
+  readonly internal: Deno.TlsListener;
   state: "handshaking" | "open" | "over";
   timer: ReturnType<typeof setTimeout> | undefined;
   /** The server closed its TLS connection: end the passage soon. */
@@ -295,6 +309,11 @@ class TlsGate extends WrappedListener {
   #options: TlsTransportOptions;
   #events: TransportEvents;
   #internal: Deno.TlsListener;
+  /**
+   * Internal listeners a reload replaced, kept while a handshake begun on
+   * one goes on.
+   */
+  #retired = new Set<Deno.TlsListener>();
   #queue: AcceptQueue;
   /** Passages by the port of their proxy socket, as the internal side sees it. */
   #passages = new Map<number, Passage>();
@@ -330,17 +349,35 @@ class TlsGate extends WrappedListener {
       this.inner,
       (raw) => this.#open(raw as Deno.TcpConn),
     );
-    this.#acceptInternal();
+    this.#acceptInternal(internal);
   }
 
   override accept(): Promise<Deno.Conn> {
     return this.#queue.accept();
   }
 
+  /**
+   * New clients handshake with `cert` and `key` from now on: a new
+   * internal listener has them; the old one goes once the handshakes
+   * begun on it are over.
+   *
+   * @throws {TypeError} They are not usable; the old ones stay.
+   */
+  reload(cert: string, key: string): void {
+    const next = listenInternal(cert, key, this.#options.alpn);
+    if (this.#queue.closed) return next.close();
+    this.#retired.add(this.#internal);
+    this.#internal = next;
+    this.#acceptInternal(next);
+    this.#closeRetired();
+  }
+
   override close(): void {
     if (this.#queue.closed) return;
     this.#queue.close();
     this.#internal.close();
+    for (const listener of this.#retired) listener.close();
+    this.#retired.clear();
     // Clients still in their handshake go with the listener; connections
     // handed over already are the engine's to end.
     for (const passage of this.#passages.values()) {
@@ -362,11 +399,13 @@ class TlsGate extends WrappedListener {
     const started = performance.now();
     const peer = raw.remoteAddr;
     let proxy: Deno.TcpConn;
+    let internal: Deno.TlsListener;
     try {
       raw.setNoDelay(true);
+      internal = this.#internal;
       proxy = await Deno.connect({
         hostname: "127.0.0.1",
-        port: this.#internal.addr.port,
+        port: internal.addr.port,
       });
       proxy.setNoDelay(true);
     } catch (error) {
@@ -387,6 +426,7 @@ class TlsGate extends WrappedListener {
       proxy,
       peer,
       started,
+      internal,
       state: "handshaking",
       timer: undefined,
       serverClosed: false,
@@ -442,14 +482,28 @@ class TlsGate extends WrappedListener {
     }
   }
 
-  /** Takes a TLS connection from the internal listener, once handshaken. */
-  async #acceptInternal(): Promise<void> {
+  /** Closes the retired listeners that no handshake uses any more. */
+  #closeRetired(): void {
+    for (const listener of this.#retired) {
+      const used = [...this.#passages.values()].some((p) =>
+        p.internal === listener && p.state === "handshaking"
+      );
+      if (used) continue;
+      this.#retired.delete(listener);
+      listener.close();
+    }
+  }
+
+  /** Takes TLS connections from `listener`, once handshaken. */
+  async #acceptInternal(listener: Deno.TlsListener): Promise<void> {
     while (!this.#queue.closed) {
       let conn: Deno.TlsConn;
       try {
-        conn = await this.#internal.accept();
+        conn = await listener.accept();
       } catch {
-        if (this.#queue.closed) return;
+        const live = listener === this.#internal ||
+          this.#retired.has(listener);
+        if (this.#queue.closed || !live) return;
         // Out of descriptors, say: the passage's own timer still runs.
         await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
         continue;
@@ -485,6 +539,7 @@ class TlsGate extends WrappedListener {
     }
     passage.state = "open";
     clearTimeout(passage.timer);
+    if (this.#retired.size > 0) this.#closeRetired();
     this.#events.handshaken(performance.now() - passage.started);
     const gated = new GatedConn(
       conn,
@@ -513,6 +568,7 @@ class TlsGate extends WrappedListener {
     if (passage.state === "over") return;
     passage.state = "over";
     clearTimeout(passage.timer);
+    if (this.#retired.size > 0) this.#closeRetired();
     for (const conn of [passage.raw, passage.proxy]) {
       try {
         conn.close();

@@ -48,4 +48,13 @@ export interface Transport {
    * over (TLS's gate) is over too; the server has finished then.
    */
   settled?(): Promise<void>;
+  /**
+   * New connections use `listen`'s certificates (TLS); open ones go on.
+   *
+   * @throws {TypeError} They are not usable, or this transport cannot take
+   * new ones; the old ones stay.
+   */
+  reload?(listen: ListenConfig): void;
 }
+
+import type { ListenConfig } from "../core/config.ts";

@@ -11,6 +11,7 @@
 // and leave as messages (see WorkerHandle and worker.ts's RelayLink).
 
 import { getLogger, type LogLevel, type LogRecord } from "../_logtape.ts";
+import type { TlsListen } from "../core/config.ts";
 import { LOG_CATEGORY, optionError } from "../_helpers.ts";
 import type { Relay } from "../relay/relay.ts";
 import {
@@ -57,6 +58,7 @@ export type ToWorker =
   }
   | DeliverMessage
   | { t: "announce"; text: string }
+  | { t: "reloadTls"; id: number; listen: TlsListen }
   | { t: "shutdown" }
   | { t: "abort" };
 
@@ -65,6 +67,8 @@ export type FromWorker =
   | { t: "listening" }
   | { t: "failed"; error: string }
   | { t: "finished" }
+  /** A reload is done, or failed (`error`). */
+  | { t: "reloaded"; id: number; error?: string }
   | { t: "log"; record: WorkerRecord }
   | RelayMessage;
 
@@ -201,6 +205,15 @@ export class WorkerPool implements Backend {
     this.#main.stop();
     for (const handle of this.#handles) handle.post({ t: "abort" });
   }
+
+  /**
+   * New TLS handshakes use `listen`'s certificates here and in every
+   * worker, once this thread's listener has taken them.
+   */
+  async reloadTls(listen: TlsListen): Promise<void> {
+    await this.#main.reloadTls(listen);
+    await Promise.all(this.#handles.map((h) => h.reloadTls(listen)));
+  }
 }
 
 /**
@@ -219,6 +232,9 @@ class WorkerHandle {
   #resolveListening!: () => void;
   #rejectListening!: (error: Error) => void;
   #resolveFinished!: () => void;
+  /** Reloads under way, by id: the worker's answer. */
+  #reloads = new Map<number, (error?: string) => void>();
+  #nextReload = 1;
 
   constructor(
     index: number,
@@ -252,6 +268,20 @@ class WorkerHandle {
     if (!this.#done) this.#worker.postMessage(message);
   }
 
+  /** Has the worker's listener take `listen`'s certificates. */
+  reloadTls(listen: TlsListen): Promise<void> {
+    if (this.#done) return Promise.resolve();
+    const id = this.#nextReload++;
+    return new Promise((resolve, reject) => {
+      this.#reloads.set(id, (error) => {
+        this.#reloads.delete(id);
+        if (error === undefined) resolve();
+        else reject(new Error(`Worker ${this.index}: ${error}`));
+      });
+      this.post({ t: "reloadTls", id, listen });
+    });
+  }
+
   /** Ends the worker; the relay stops waiting for its writers. */
   terminate(): void {
     this.#done = true;
@@ -272,6 +302,9 @@ class WorkerHandle {
         return this.#fail(message.error);
       case "finished":
         this.#resolveFinished();
+        return;
+      case "reloaded":
+        this.#reloads.get(message.id)?.(message.error);
         return;
       default:
         this.#bridge?.receive(message);

@@ -193,6 +193,13 @@ scope.onmessage = (event) => {
     case "announce":
       server?.announceHere(message.text);
       return;
+    case "reloadTls":
+      server?.reloadTls(message.listen).then(
+        () => send({ t: "reloaded", id: message.id }),
+        (error) =>
+          send({ t: "reloaded", id: message.id, error: describeError(error) }),
+      );
+      return;
     case "shutdown":
       server?.drain();
       return;
