@@ -42,8 +42,9 @@ export interface Certificates {
   readonly key: string;
   /** The last day it is valid. */
   readonly notAfter: Date;
-  /** With `client`: the client's certificate and its private key. */
+  /** With `client`: the client's certificate, for the client to present. */
   readonly clientCert?: string;
+  /** With `client`: its private key, PKCS #8. */
   readonly clientKey?: string;
 }
 
