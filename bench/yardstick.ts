@@ -12,6 +12,10 @@
  *   connections (server kB per connection, from a fresh process).
  * - `--workers 1` against `--workers 2` of the native engine at 64 B × 200:
  *   server µs of CPU per round trip.
+ * - TLS 1.3 (the yardstick's tls_loadgen and its C server, c_tls_epoll, on
+ *   OpenSSL): 64 B and 4 KiB × 50 connections (server µs of CPU per round
+ *   trip), and full handshakes 8 at once (handshakes a second, server µs
+ *   of CPU each). Building them needs OpenSSL's headers (libssl-dev).
  * - UDP at 64 B × 50 sockets ping-ponging (the yardstick's udp_loadgen):
  *   c_udp_echo (recvmmsg/sendmmsg), native and default, server µs of CPU
  *   per datagram.
@@ -35,6 +39,7 @@
 
 import dgram from "node:dgram";
 import { parseArgs } from "node:util";
+import { createCertificates } from "../mod.ts";
 import {
   benchFlags,
   cpuMs,
@@ -54,6 +59,8 @@ const SOURCES = [
   "servers/c_epoll.c",
   "loadgen/udp_loadgen.c",
   "servers/c_udp_echo.c",
+  "loadgen/tls_loadgen.c",
+  "servers/c_tls_epoll.c",
 ] as const;
 
 /** `deno task bench:yardstick --help`. */
@@ -483,19 +490,80 @@ async function benchClients(
   return cells;
 }
 
+/** TLS servers: CPU 0's command for each, with `tls`'s files. */
+const TLS_SERVERS: Record<
+  string,
+  (bin: string, tls: { cert: string; key: string }) => string[]
+> = {
+  c_tls_epoll: (
+    bin,
+    tls,
+  ) => [`${bin}/c_tls_epoll`, "{PORT}", tls.cert, tls.key],
+  native: (_, tls) =>
+    server([
+      "--engine",
+      "native",
+      "--tls-cert",
+      tls.cert,
+      "--tls-key",
+      tls.key,
+    ]),
+  default: (_, tls) => server(["--tls-cert", tls.cert, "--tls-key", tls.key]),
+};
+
+/**
+ * TLS 1.3 under the yardstick's tls_loadgen: 64 B and 4 KiB × 50 (server
+ * µs of CPU per round trip), and full handshakes 8 at once (handshakes a
+ * second, server µs of CPU each), for each TLS server.
+ */
+async function benchTls(
+  bin: string,
+  o: Options,
+  tls: { ca: string; cert: string; key: string },
+): Promise<Record<string, Cell>> {
+  const cells: Record<string, Cell> = {};
+  for (const [name, command] of Object.entries(TLS_SERVERS)) {
+    await using s = await start(command(bin, tls));
+    const run = (args: string[]) =>
+      loadgen(bin, [
+        ...["-p", String(s.port), "-d", String(o.duration), "-w", "1"],
+        ...["-A", tls.ca, "-P", String(s.pid), ...args],
+      ], "tls_loadgen");
+    const cell: Cell = { errors: 0 };
+    for (
+      const [key, args] of [
+        ["rt64", ["-m", "pingpong", "-c", "50", "-l", "64"]],
+        ["rt4k", ["-m", "pingpong", "-c", "50", "-l", "4096"]],
+        ["hs", ["-m", "handshake", "-c", "8", "-l", "64"]],
+      ] as const
+    ) {
+      const r = await run([...args]);
+      cell[key] = Number(r.srv_us_per_unit);
+      if (key === "hs") cell.hsPerS = Number(r.per_s);
+      cell.errors += Number(r.mismatches) + Number(r.errors) +
+        (r.ok === "1" ? 0 : 1);
+    }
+    cells[name] = cell;
+  }
+  return cells;
+}
+
 /** Builds the yardstick's load generator and C server into a directory. */
 async function build(dir: string): Promise<string> {
   const bin = await Deno.makeTempDir({ prefix: "tcp-echo-yardstick-" });
   for (
-    const [out, source] of [
+    const [out, source, ...libraries] of [
       ["loadgen", `${dir}/${SOURCES[0]}`],
       ["c_epoll", `${dir}/${SOURCES[1]}`],
       ["udp_loadgen", `${dir}/${SOURCES[2]}`],
       ["c_udp_echo", `${dir}/${SOURCES[3]}`],
+      ["tls_loadgen", `${dir}/${SOURCES[4]}`, "-lssl", "-lcrypto"],
+      ["c_tls_epoll", `${dir}/${SOURCES[5]}`, "-lssl", "-lcrypto"],
     ]
   ) {
+    // The TLS pair needs OpenSSL's headers (Debian's libssl-dev).
     const { success, stderr } = await new Deno.Command("gcc", {
-      args: ["-O2", "-o", `${bin}/${out}`, source],
+      args: ["-O2", "-o", `${bin}/${out}`, source, ...libraries],
     }).output();
     if (!success) {
       throw new Error(`gcc ${source}: ${new TextDecoder().decode(stderr)}`);
@@ -537,6 +605,18 @@ async function main(): Promise<void> {
     }
   }
   const bin = await build(o.dir);
+  // A throwaway CA and certificate for the TLS servers, as tls_loadgen
+  // verifies them (ECDSA P-256).
+  const made = await createCertificates();
+  const tlsFiles = {
+    ca: `${bin}/ca.pem`,
+    cert: `${bin}/cert.pem`,
+    key: `${bin}/key.pem`,
+  };
+  Deno.writeTextFileSync(tlsFiles.ca, made.caCert);
+  Deno.writeTextFileSync(tlsFiles.cert, made.cert);
+  Deno.writeTextFileSync(tlsFiles.key, made.key);
+  const tlsCells: Record<string, Cell>[] = [];
   const servers: Record<string, Record<string, Cell>[]> = {};
   const workers: Cell[][] = [];
   const clients: Record<string, Cell>[] = [];
@@ -553,6 +633,8 @@ async function main(): Promise<void> {
       workers.push(await benchWorkers(bin, o));
       console.error(`== UDP, repetition ${rep}`);
       udp.push(await benchUdp(bin, o));
+      console.error(`== TLS, repetition ${rep}`);
+      tlsCells.push(await benchTls(bin, o, tlsFiles));
       console.error(`== native with and without rules, repetition ${rep}`);
       rules.push(await benchRules(o));
       console.error(`== native over a Unix socket and TCP, repetition ${rep}`);
@@ -601,6 +683,7 @@ async function main(): Promise<void> {
     ...Object.values(servers).flat().flatMap((r) => Object.values(r)),
     ...workers.flat(),
     ...udp,
+    ...tlsCells.flatMap((r) => Object.values(r)),
     ...rules,
     ...unix,
     ...clients.flatMap((r) => Object.values(r)),
@@ -663,6 +746,38 @@ async function main(): Promise<void> {
             `${fmt(middle(udp.map((c) => c[name] / c.c_udp_echo)), 2)}×`
           ),
         ]],
+      ),
+      "",
+      markdown(
+        [
+          "TLS 1.3 (tls_loadgen)",
+          "c_tls_epoll",
+          "native",
+          "default",
+          "native / C",
+          "default / C",
+        ],
+        ([
+          ["64 B × 50: server µs CPU/round trip", "rt64", 2],
+          ["4 KiB × 50: server µs CPU/round trip", "rt4k", 2],
+          ["handshakes/s (8 at once)", "hsPerS", 0],
+          ["server µs CPU/handshake", "hs", 0],
+        ] as const).map(([label, key, digits]) => [
+          label,
+          ...["c_tls_epoll", "native", "default"].map((name) =>
+            fmt(middle(tlsCells.map((c) => c[name][key])), digits)
+          ),
+          ...["native", "default"].map((name) =>
+            `${
+              fmt(
+                middle(
+                  tlsCells.map((c) => c[name][key] / c.c_tls_epoll[key]),
+                ),
+                2,
+              )
+            }×`
+          ),
+        ]),
       ),
       "",
       markdown(

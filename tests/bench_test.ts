@@ -162,6 +162,8 @@ Deno.test({
         /^\| server µs CPU\/datagram \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+× \| [\d.]+× \|$/m,
         /^\| native server, native client, 64 B × 50 \| no rules \| PROXY \+ allow \+ per-address limit \| ratio \|$/m,
         /^\| native server, native client, 64 B × 50 \| TCP \| Unix socket \| ratio \|$/m,
+        /^\| 64 B × 50: server µs CPU\/round trip \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+× \| [\d.]+× \|$/m,
+        /^\| handshakes\/s \(8 at once\) \| [\d,]+ \| [\d,]+ \| [\d,]+ \| [\d.]+× \| [\d.]+× \|$/m,
       ]
     ) {
       assert.match(text, row);
@@ -226,6 +228,6 @@ Deno.test("bench, bench:yardstick and bench:fanout print their usage, and a bad 
   assert.equal(missing.code, 2);
   assert.equal(
     missing.stderr,
-    `error: Cannot find the C yardstick in ${empty.path} (loadgen/loadgen.c, servers/c_epoll.c, loadgen/udp_loadgen.c, servers/c_udp_echo.c): it comes with ../shared/bench, or give --dir DIR (see --help)\n`,
+    `error: Cannot find the C yardstick in ${empty.path} (loadgen/loadgen.c, servers/c_epoll.c, loadgen/udp_loadgen.c, servers/c_udp_echo.c, loadgen/tls_loadgen.c, servers/c_tls_epoll.c): it comes with ../shared/bench, or give --dir DIR (see --help)\n`,
   );
 });

@@ -162,6 +162,9 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     closed: none,
     durations: { counts: new Array(9).fill(0), sumSeconds: 0 },
     linesRelayed: 0,
+    handshakes: 0,
+    handshakeFailuresBy: { protocol: 0, certificate: 0, timeout: 0, notTls: 0 },
+    handshakeDurations: { counts: [0, 0, 0, 0, 0, 0, 0, 0, 0], sumSeconds: 0 },
     perWorker: [0],
   });
   using conn = await Deno.connect({ port: server.addr.port });
@@ -196,6 +199,9 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     datagramsRefused: 0,
     datagramsRateLimited: 0,
     linesRelayed: 0,
+    handshakes: 0,
+    handshakeFailuresBy: { protocol: 0, certificate: 0, timeout: 0, notTls: 0 },
+    handshakeDurations: { counts: [0, 0, 0, 0, 0, 0, 0, 0, 0], sumSeconds: 0 },
     perWorker: [1],
   });
 });
