@@ -182,6 +182,8 @@ const SYMBOLS = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   write: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
+  /** glibc: gives free heap pages back to the kernel (pad: 0). */
+  malloc_trim: { parameters: ["u32"], result: "i32" },
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
   inet_pton: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   inet_ntop: {

@@ -110,6 +110,13 @@ const MAX_EVENTS = 256;
 const MAX_SPARE = 16;
 /** Reads per readable event before others get their turn. */
 const READS_PER_EVENT = 16;
+/**
+ * How long a TLS connection is idle before its record buffers (about
+ * 33 kB) are given back: with them an idle TLS connection took 35 kB here,
+ * as Node's does; without, about a fifth. OpenSSL makes them again for
+ * the next record, so a busy connection never pays.
+ */
+const TRIM_MS = 1000;
 
 /** A log record, sent to the calling thread in batches. */
 export type LoopRecord = LogRecord;
@@ -203,6 +210,9 @@ export class EchoLoop {
   #unixClients = 0;
   /** TLS through OpenSSL, on a TLS listener. */
   #tls: TlsConns | undefined;
+  /** When idle TLS connections' buffers are next given back, and last. */
+  #nextTrim = Infinity;
+  #lastTrim = 0;
 
   constructor(native: Native, config: LoopConfig) {
     this.#native = native;
@@ -240,6 +250,7 @@ export class EchoLoop {
         },
         counters: config.counters,
       });
+      this.#nextTrim = this.#now + TRIM_MS;
     }
     const epoll = native.libc.epoll_create1(EPOLL_CLOEXEC);
     if (epoll < 0) throw new Error(`epoll_create1: ${this.#error()}`);
@@ -437,6 +448,8 @@ export class EchoLoop {
     if (this.#tls !== undefined) {
       for (const fd of this.#tls.stalled) if (this.#readsNow(fd)) return 0;
       at = Math.min(at, this.#tls.nextTimer);
+      // Only while there are connections whose buffers may be given back.
+      if (this.#conns.size > 0) at = Math.min(at, this.#nextTrim);
     }
     if (at === Infinity) return -1;
     return Math.max(0, Math.ceil(at - Date.now()));
@@ -464,6 +477,7 @@ export class EchoLoop {
     }
     this.#relay?.timers(now);
     this.#tls?.timers(now);
+    if (now >= this.#nextTrim) this.#trimIdle(now);
     const conns = this.#conns;
     if (conns.paused.size > 0) {
       for (const [fd, until] of [...conns.paused]) {
@@ -486,6 +500,28 @@ export class EchoLoop {
         this.#end(fd, "idle timeout");
       }
     }
+  }
+
+  /**
+   * Gives back the TLS record buffers of connections that went idle
+   * (nothing in or out for TRIM_MS) since the last time: each once.
+   */
+  #trimIdle(now: number): void {
+    const conns = this.#conns;
+    const since = this.#lastTrim - TRIM_MS;
+    this.#lastTrim = now;
+    this.#nextTrim = now + TRIM_MS;
+    let trimmed = 0;
+    for (const fd of conns.all()) {
+      const last = conns.lastActive[fd];
+      if (now - last >= TRIM_MS && last >= since && conns.owing[fd] === 0) {
+        this.#tls!.trim(fd);
+        trimmed++;
+      }
+    }
+    // The buffers are small heap blocks between others: glibc keeps their
+    // pages unless told to give them back.
+    if (trimmed > 0) this.#native.libc.malloc_trim(0);
   }
 
   /** The calling thread changed `control`. */

@@ -277,6 +277,11 @@ export class TlsConns {
     };
   }
 
+  /** Gives back `fd`'s record buffers while it is idle (see TlsSession.trim). */
+  trim(fd: number): void {
+    if (!this.#greetings.has(fd)) this.#sessions.get(fd)?.trim();
+  }
+
   /** Whether ciphertext for `fd` waits for its socket. */
   owes(fd: number): boolean {
     return this.#unsent.has(fd);

@@ -15,6 +15,7 @@ export const SSL_OP_IGNORE_UNEXPECTED_EOF = 1n << 7n;
 export const SSL_OP_NO_RENEGOTIATION = 1n << 30n;
 export const TLS1_2_VERSION = 0x0303;
 export const BIO_C_SET_BUF_MEM_EOF_RETURN = 130;
+export const BIO_CTRL_PENDING = 10;
 export const SSL_ERROR_SSL = 1;
 export const SSL_ERROR_WANT_READ = 2;
 export const SSL_ERROR_WANT_WRITE = 3;
@@ -67,6 +68,7 @@ const SSL_SYMBOLS = {
   SSL_get_error: { parameters: ["pointer", "i32"], result: "i32" },
   SSL_shutdown: { parameters: ["pointer"], result: "i32" },
   SSL_has_pending: { parameters: ["pointer"], result: "i32" },
+  SSL_free_buffers: { parameters: ["pointer"], result: "i32" },
   SSL_get_version: { parameters: ["pointer"], result: "pointer" },
   SSL_get_current_cipher: { parameters: ["pointer"], result: "pointer" },
   SSL_CIPHER_get_name: { parameters: ["pointer"], result: "pointer" },
