@@ -34,6 +34,16 @@ const logs = await captureLogs();
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+/**
+ * Waits until `count` TLS handshake failures are logged (a native loop
+ * counts at once and logs in batches); returns their reasons, in order.
+ */
+async function failuresLogged(count: number): Promise<string[]> {
+  const template = "TLS handshake with {peer} failed: {reason}";
+  await logs.waitFor(() => logs.find(template).length >= count);
+  return logs.find(template).map((r) => String(r.properties.reason));
+}
+
 /** What our clients need to trust the test server. */
 function trust(certs: TestCertificates, port: number) {
   return {
@@ -192,7 +202,9 @@ engineTest(
           error.message,
         ),
     );
-    await logs.waitFor(() => server.stats.handshakeFailures === 13);
+    // Counted (shared memory) before logged (a loop's records come in
+    // batches): wait for the records.
+    await failuresLogged(13);
 
     await good.send("after\n");
     await good.line(/^after$/);
@@ -658,9 +670,7 @@ Deno.test("native: client certificates are verified against clientCa; one missin
     const refused = await sClient(certs, port, args, "clientcert\nquit\n");
     assert.equal(refused.stdout, "", refused.stderr);
   }
-  await logs.waitFor(() => server.stats.handshakeFailures === 3);
-  const reasons = logs.find("TLS handshake with {peer} failed: {reason}")
-    .map((r) => String(r.properties.reason));
+  const reasons = await failuresLogged(3);
   assert.deepEqual(reasons, [
     "peer did not return a certificate",
     "certificate verify failed: certificate has expired",
@@ -742,12 +752,7 @@ Deno.test("native: SNI chooses the certificate by name, ALPN agrees on a protoco
   assert.match(plain.stderr, /Peer certificate: CN = localhost/);
   const refused = await sClient(certs, port, ["-alpn", "spdy/3"], ask);
   assert.equal(refused.stdout, "");
-  await logs.waitFor(() => server.stats.handshakeFailures === 1);
-  assert.equal(
-    logs.find("TLS handshake with {peer} failed: {reason}")[0].properties
-      .reason,
-    "no application protocol",
-  );
+  assert.deepEqual(await failuresLogged(1), ["no application protocol"]);
 });
 
 Deno.test("the default engine refuses client certificates and SNI, naming the native engine; it offers ALPN and says it cannot tell the SNI", async () => {
@@ -944,3 +949,55 @@ Deno.test("server --tls-cert: SIGHUP reads the files again; a bad file keeps the
     "CN = other.example",
   );
 });
+
+engineTest(
+  "a ClientHello flood from one address meets the per-address limit and the handshake timeout; a truncated record is a failed handshake; others go on",
+  async (engine) => {
+    await using certs = await testCertificates();
+    logs.clear();
+    await using server = serveEcho({
+      port: 0,
+      cert: certs.cert,
+      key: certs.key,
+      engine,
+      handshakeTimeout: 300,
+      maxConnectionsPerIp: 20,
+    });
+    await server.ready;
+    const { port } = server.addr;
+    // The first bytes of a ClientHello, and no more: 60 at once, from here.
+    const hello = new Uint8Array([22, 3, 1, 0, 200, 1, 0, 0, 196, 3, 3]);
+    const flood = await Promise.all(
+      Array.from({ length: 60 }, async () => {
+        const conn = await Deno.connect({ port });
+        await writeAll(conn, hello).catch(() => {});
+        return conn;
+      }),
+    );
+    // Every one is closed: 40 refused over the limit at once, 20 at the
+    // handshake timeout.
+    for (const conn of flood) {
+      await readAll(conn).catch(() => {});
+      conn.close();
+    }
+    await logs.waitFor(() =>
+      server.stats.refused.perAddress === 40 &&
+      server.stats.handshakeFailuresBy.timeout === 20
+    );
+    // A record cut short, then the end of the stream.
+    using cut = await Deno.connect({ port });
+    await writeAll(cut, hello);
+    await cut.closeWrite();
+    assert.deepEqual(await readAll(cut), new Uint8Array());
+    await logs.waitFor((r) =>
+      r.properties.reason === "client closed before the handshake ended"
+    );
+    assert.equal(server.stats.handshakeFailuresBy.protocol, 1);
+    // Nobody else noticed: a client with a valid handshake echoes.
+    assert.equal(
+      await echoOnce("still here", trust(certs, port)),
+      "still here",
+    );
+    assert.equal(server.stats.accepted, 1);
+  },
+);

@@ -640,7 +640,9 @@ class DirectTls extends WrappedListener {
 /** Why a handshake failed, in a few words. */
 function handshakeReason(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
-  if (/eof|UnexpectedEof|connection reset|broken pipe/i.test(message)) {
+  if (
+    /eof|end of file|connection reset|broken pipe/i.test(message)
+  ) {
     return "client closed before the handshake ended";
   }
   if (/InvalidContentType|corrupt message/i.test(message)) {
