@@ -642,4 +642,15 @@ export interface ConnectOptions {
    * SNI, when it is not `hostname` (connecting to an IP address, say).
    */
   serverName?: string;
+  /**
+   * With `tls`, a client certificate to present (PEM chain), for a server
+   * that asks for one; with `key`. Deno presents one only on a connection
+   * it opens itself: not after a PROXY header (`sendProxy`), nor with a
+   * `serverName` other than `hostname`.
+   */
+  cert?: string;
+  /** With `cert`, its PEM private key. */
+  key?: string;
+  /** With `tls`, the protocols to offer by ALPN, most preferred first. */
+  alpnProtocols?: readonly string[];
 }

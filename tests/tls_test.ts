@@ -1001,3 +1001,69 @@ engineTest(
     assert.equal(server.stats.accepted, 1);
   },
 );
+
+Deno.test("our client presents a certificate (cert, key; --tls-cert, --tls-key) and offers ALPN (--alpn); what Deno cannot do with one is an option error", async () => {
+  await using certs = await testCertificates();
+  logs.clear();
+  await using server = serveEcho({
+    port: 0,
+    engine: "native",
+    cert: certs.cert,
+    key: certs.key,
+    clientCa: certs.ca,
+  });
+  await server.ready;
+  const { port } = server.addr;
+  const alice = {
+    port,
+    tls: true,
+    caCerts: [certs.ca],
+    cert: certs.alice.cert,
+    key: certs.alice.key,
+  };
+  assert.equal(await echoOnce("as alice", alice), "as alice");
+  const opened = await logs.waitFor((r) =>
+    String(r.rawMessage).startsWith("Opened {peer} for {clientCert}")
+  );
+  assert.equal(opened.properties.clientCert, "CN=alice,O=Example");
+  const report = await loadTest({ ...alice, connections: 4, count: 100 });
+  assert.equal(report.roundTrips, 100);
+  await assert.rejects(
+    echoOnce("anonymous", { ...alice, cert: undefined, key: undefined }),
+  );
+  for (
+    const [extra, reason] of [
+      [{ sendProxy: "v1" }, /not after a PROXY header/],
+      [{ serverName: "localhost" }, /only with the server name it connects to/],
+      [{ key: undefined }, /needs cert and key/],
+    ] as const
+  ) {
+    assert.throws(
+      () => echoStream([], { ...alice, ...extra }),
+      (error: Error & { option?: string }) =>
+        error instanceof TypeError && reason.test(error.message),
+    );
+  }
+  // The CLI, and ALPN against an info server.
+  const hi = await tlsClient([
+    ...["--port", String(port), "--tls", "--ca", certs.caFile],
+    ...["--tls-cert", certs.alice.certFile, "--tls-key", certs.alice.keyFile],
+    "hi",
+  ]);
+  assert.equal(hi.code, 0, hi.stderr);
+  assert.equal(decoder.decode(hi.stdout), "hi\n");
+  await using info = serveEcho({
+    port: 0,
+    mode: "info",
+    cert: certs.cert,
+    key: certs.key,
+    alpnProtocols: ["h2", "echo/1"],
+  });
+  await info.ready;
+  const alpn = await tlsClient([
+    ...["--port", String(info.addr.port), "--tls", "--ca", certs.caFile],
+    ...["--server-name", "localhost", "--alpn", "x,echo/1", "--raw", "alpn"],
+  ]);
+  assert.equal(alpn.code, 0, alpn.stderr);
+  assert.equal(decoder.decode(alpn.stdout), "echo/1\n");
+});

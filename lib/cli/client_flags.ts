@@ -15,6 +15,7 @@ import {
   outputFile,
   type ParsedFlags,
   percent,
+  protocolList,
   text,
   textFile,
   timeout,
@@ -109,6 +110,32 @@ export const CLIENT_FLAGS = {
     help: "the name the server's certificate must be for (and SNI), when " +
       "it is not --hostname",
     parse: text,
+  },
+  "tls-cert": {
+    group: "tls",
+    arg: "FILE",
+    option: "cert",
+    requires: ["tls", "tls-key"],
+    help: "present this PEM client certificate chain to a server that asks " +
+      "for one (not with --send-proxy or another --server-name)",
+    parse: textFile,
+  },
+  "tls-key": {
+    group: "tls",
+    arg: "FILE",
+    option: "key",
+    requires: ["tls-cert"],
+    help: "the PEM private key of --tls-cert",
+    parse: textFile,
+  },
+  alpn: {
+    group: "tls",
+    arg: "LIST",
+    option: "alpnProtocols",
+    requires: ["tls"],
+    help: "offer these protocols by ALPN, comma-separated, most preferred " +
+      "first",
+    parse: protocolList,
   },
   timeout: {
     group: "target",
@@ -395,6 +422,9 @@ export function clientTarget(
     tls: v.tls,
     caCerts: v.ca,
     serverName: v["server-name"],
+    cert: v["tls-cert"],
+    key: v["tls-key"],
+    alpnProtocols: v.alpn,
     timeout: v.timeout,
   };
 }

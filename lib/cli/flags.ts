@@ -529,3 +529,12 @@ export function text(value: string): string {
   if (value === "") throw new UsageError("empty");
   return value;
 }
+
+/** A comma-separated list of ALPN protocols (`h2,http/1.1`). */
+export function protocolList(value: string): string[] {
+  const protocols = value.split(",");
+  if (protocols.some((p) => p === "")) {
+    throw new UsageError("a comma-separated list of protocols, none empty");
+  }
+  return protocols;
+}

@@ -21,6 +21,7 @@ import {
   hostPort,
   integer,
   limit,
+  protocolList,
   text,
   textFile,
   timeout,
@@ -148,7 +149,7 @@ export const SERVER_FLAGS = {
     requires: ["tls-cert"],
     help: "offer these protocols by ALPN, comma-separated, most preferred " +
       "first (h2,http/1.1); a client that offers only others is refused",
-    parse: alpnList,
+    parse: protocolList,
   },
   udp: {
     group: "udp",
@@ -545,13 +546,4 @@ function sniEntry(
     cert: at("the certificate", value.slice(equals + 1, comma)),
     key: at("the key", value.slice(comma + 1)),
   };
-}
-
-/** A comma-separated list of ALPN protocols. */
-function alpnList(value: string): string[] {
-  const protocols = value.split(",");
-  if (protocols.some((p) => p === "")) {
-    throw new UsageError("a comma-separated list of protocols, none empty");
-  }
-  return protocols;
 }

@@ -70,9 +70,28 @@ export function target(options: ConnectOptions): Target {
     ? {
       hostname: options.serverName ?? hostname,
       ...(options.caCerts ? { caCerts: [...options.caCerts] } : {}),
+      ...(options.alpnProtocols
+        ? { alpnProtocols: [...options.alpnProtocols] }
+        : {}),
     }
     : undefined;
   const header = proxyHeader(options);
+  const pair = clientCertificate(options, hostname);
+  if (pair !== undefined) {
+    // Deno presents a certificate only on a connection it opens itself.
+    return {
+      address,
+      async connect(signal) {
+        const conn = await Deno.connectTls({
+          hostname,
+          port,
+          ...tls,
+          ...pair,
+        });
+        return await handshaken(conn, hostname, signal);
+      },
+    };
+  }
   return {
     address,
     async connect(signal) {
@@ -151,15 +170,65 @@ function parseHostPort(text: string): { hostname: string; port: number } {
 }
 
 /**
+ * The client certificate `options` ask to present, checked: it goes with
+ * `tls` and `key`, and with Deno.connectTls, which connects to `hostname`
+ * itself: no PROXY header before it, no other server name.
+ *
+ * @throws {TypeError} One of those is not so; its `option` names it.
+ */
+function clientCertificate(
+  options: ConnectOptions,
+  hostname: string,
+): { cert: string; key: string } | undefined {
+  const { cert, key } = options;
+  if (cert === undefined && key === undefined) return undefined;
+  if (typeof cert !== "string" || typeof key !== "string") {
+    throw optionError(
+      cert === undefined ? "cert" : "key",
+      "a client certificate needs cert and key, as PEM text",
+      TypeError,
+    );
+  }
+  if (!options.tls) throw optionError("cert", "needs tls", TypeError);
+  if (options.sendProxy !== undefined) {
+    throw optionError(
+      "cert",
+      "Deno presents a client certificate only on a connection it opens " +
+        "itself, not after a PROXY header",
+      TypeError,
+    );
+  }
+  if (options.serverName !== undefined && options.serverName !== hostname) {
+    throw optionError(
+      "cert",
+      "Deno presents a client certificate only with the server name it " +
+        "connects to: leave serverName out, or connect to that name",
+      TypeError,
+    );
+  }
+  return { cert, key };
+}
+
+/**
  * Starts TLS on `conn` and completes the handshake, so that a certificate
  * that does not verify fails here, not on the first read.
  */
-async function secure(
+function secure(
   conn: Deno.TcpConn,
-  options: { hostname: string; caCerts?: string[] },
+  options: { hostname: string; caCerts?: string[]; alpnProtocols?: string[] },
   signal: AbortSignal | undefined,
 ): Promise<Deno.TlsConn> {
-  const tls = await Deno.startTls(conn, options);
+  return Deno.startTls(conn, options).then((tls) =>
+    handshaken(tls, options.hostname, signal)
+  );
+}
+
+/** Completes `tls`'s handshake with `hostname`, or closes it and throws. */
+async function handshaken(
+  tls: Deno.TlsConn,
+  hostname: string,
+  signal: AbortSignal | undefined,
+): Promise<Deno.TlsConn> {
   // The listener goes once the handshake is over: an abort listener keeps
   // a timeout signal's timer, and so the process, alive.
   let onAbort = () => {};
@@ -176,9 +245,7 @@ async function secure(
     tls.close();
     if (signal?.aborted) throw signal.reason;
     throw new Deno.errors.InvalidData(
-      `TLS handshake with ${options.hostname} failed: ${
-        (error as Error).message
-      }`,
+      `TLS handshake with ${hostname} failed: ${(error as Error).message}`,
       { cause: error },
     );
   } finally {
