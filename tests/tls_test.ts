@@ -44,6 +44,23 @@ async function failuresLogged(count: number): Promise<string[]> {
   return logs.find(template).map((r) => String(r.properties.reason));
 }
 
+/** A native server that asks for client certificates by `certs`' CA. */
+async function clientCaServer(
+  certs: TestCertificates,
+  options: ServeEchoOptions = {},
+) {
+  const server = serveEcho({
+    port: 0,
+    engine: "native",
+    cert: certs.cert,
+    key: certs.key,
+    clientCa: certs.ca,
+    ...options,
+  });
+  await server.ready;
+  return server;
+}
+
 /** What our clients need to trust the test server. */
 function trust(certs: TestCertificates, port: number) {
   return {
@@ -629,15 +646,7 @@ async function sClient(
 Deno.test("native: client certificates are verified against clientCa; one missing, expired or from another CA is refused with its reason", async () => {
   await using certs = await testCertificates();
   logs.clear();
-  await using server = serveEcho({
-    port: 0,
-    engine: "native",
-    mode: "info",
-    cert: certs.cert,
-    key: certs.key,
-    clientCa: certs.ca,
-  });
-  await server.ready;
+  await using server = await clientCaServer(certs, { mode: "info" });
   const { port } = server.addr;
   const as = (who: { certFile: string; keyFile: string }) => [
     "-cert",
@@ -1005,14 +1014,7 @@ engineTest(
 Deno.test("our client presents a certificate (cert, key; --tls-cert, --tls-key) and offers ALPN (--alpn); what Deno cannot do with one is an option error", async () => {
   await using certs = await testCertificates();
   logs.clear();
-  await using server = serveEcho({
-    port: 0,
-    engine: "native",
-    cert: certs.cert,
-    key: certs.key,
-    clientCa: certs.ca,
-  });
-  await server.ready;
+  await using server = await clientCaServer(certs);
   const { port } = server.addr;
   const alice = {
     port,

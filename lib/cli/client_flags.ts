@@ -19,6 +19,7 @@ import {
   text,
   textFile,
   timeout,
+  TLS_KEY_FLAG,
   UNLIMITED,
   UsageError,
 } from "./flags.ts";
@@ -120,14 +121,7 @@ export const CLIENT_FLAGS = {
       "for one (not with --send-proxy or another --server-name)",
     parse: textFile,
   },
-  "tls-key": {
-    group: "tls",
-    arg: "FILE",
-    option: "key",
-    requires: ["tls-cert"],
-    help: "the PEM private key of --tls-cert",
-    parse: textFile,
-  },
+  "tls-key": TLS_KEY_FLAG,
   alpn: {
     group: "tls",
     arg: "LIST",

@@ -538,3 +538,13 @@ export function protocolList(value: string): string[] {
   }
   return protocols;
 }
+
+/** `--tls-key FILE`: the key of `--tls-cert`, on either CLI. */
+export const TLS_KEY_FLAG = {
+  group: "tls",
+  arg: "FILE",
+  option: "key",
+  requires: ["tls-cert"],
+  help: "the PEM private key of --tls-cert",
+  parse: textFile,
+} as const satisfies Flag<string>;

@@ -25,6 +25,7 @@ import {
   text,
   textFile,
   timeout,
+  TLS_KEY_FLAG,
   UsageError,
   wait,
 } from "./flags.ts";
@@ -94,14 +95,7 @@ export const SERVER_FLAGS = {
       "(a file that cannot be used keeps the old ones, and the log says why)",
     parse: textFile,
   },
-  "tls-key": {
-    group: "tls",
-    arg: "FILE",
-    option: "key",
-    requires: ["tls-cert"],
-    help: "the PEM private key of --tls-cert",
-    parse: textFile,
-  },
+  "tls-key": TLS_KEY_FLAG,
   "handshake-timeout": {
     group: "tls",
     arg: "MS",
