@@ -128,6 +128,17 @@ const TLS_SERVERS: Record<string, (certs: TestCertificates) => string[]> = {
     "--handshake-timeout",
     "0",
   ],
+  project_native: (certs) => [
+    DENO,
+    "run",
+    LOCK,
+    "--allow-net",
+    "--allow-read",
+    "--allow-ffi",
+    ...TLS_SERVERS.project(certs).slice(5),
+    "--engine",
+    "native",
+  ],
   node_tls: (certs) => [
     "node",
     `${ROOT}bench/node_tls_echo.mjs`,
@@ -268,6 +279,8 @@ async function main(): Promise<void> {
   const bulkBytes = positive("bulk", values.bulk ?? (quick ? "32" : "256")) *
     1024 * 1024;
   const idleConns = positive("idle", values.idle ?? (quick ? "1000" : "10000"));
+  // A TLS connection costs a handshake to open: a fifth as many.
+  const tlsIdleConns = Math.max(1, Math.round(idleConns / 5));
   const reps = positive("reps", values.reps ?? (quick ? "1" : "3"));
   const pinned = await pinSelf();
 
@@ -291,7 +304,12 @@ async function main(): Promise<void> {
       for (const name of Object.keys(TLS_SERVERS)) {
         console.error(`== TLS ${name}, repetition ${rep} of ${reps}`);
         (tlsRuns[name] ??= []).push(
-          await benchTls(name, certs, { durationMs, bulkBytes, pinned }),
+          await benchTls(name, certs, {
+            durationMs,
+            bulkBytes,
+            pinned,
+            idleConns: tlsIdleConns,
+          }),
         );
       }
       for (const [name, extra] of Object.entries(RULES)) {
@@ -364,6 +382,7 @@ async function main(): Promise<void> {
     durationMs,
     bulkBytes,
     idleConns,
+    tlsIdleConns,
     reps,
   };
   const json = JSON.stringify(
@@ -664,18 +683,24 @@ async function bulk(
   if (received !== bytes) throw new Error(`echo was ${received} of ${bytes}`);
 }
 
-/** Opens `count` idle connections; returns the server's kB per connection. */
-async function idle(server: Server, count: number): Promise<Cell> {
+/**
+ * Opens `count` idle connections (TCP, or with `open`), one byte through
+ * each, and `settleMs` later returns the server's kB per connection.
+ */
+async function idle(
+  server: Server,
+  count: number,
+  open: () => Promise<Deno.Conn> = () =>
+    Deno.connect({ hostname: "127.0.0.1", port: server.port }),
+  settleMs = 0,
+): Promise<Cell> {
   const before = await server.rssKb();
-  const conns: Deno.TcpConn[] = [];
+  const conns: Deno.Conn[] = [];
   let errors = 0;
   try {
     for (let i = 0; i < count; i += 500) {
       const batch = await Promise.allSettled(
-        Array.from(
-          { length: Math.min(500, count - i) },
-          () => Deno.connect({ hostname: "127.0.0.1", port: server.port }),
-        ),
+        Array.from({ length: Math.min(500, count - i) }, open),
       );
       for (const r of batch) {
         if (r.status === "fulfilled") conns.push(r.value);
@@ -688,6 +713,9 @@ async function idle(server: Server, count: number): Promise<Cell> {
       await c.write(one);
       await c.read(one);
     }));
+    // Idle for a while, as idle connections are (the native engine gives
+    // back an idle TLS connection's buffers after a second).
+    if (settleMs > 0) await new Promise((r) => setTimeout(r, settleMs));
     const after = await server.rssKb();
     return {
       value: (after - before) / conns.length,
@@ -698,11 +726,19 @@ async function idle(server: Server, count: number): Promise<Cell> {
   }
 }
 
-/** One TLS server: 64 B × 50 round trips, then the bulk stream. */
+/**
+ * One TLS server: 64 B × 50 round trips, the bulk stream, then idle TLS
+ * connections (each through a handshake and one byte, then 1.5 s idle).
+ */
 async function benchTls(
   name: string,
   certs: TestCertificates,
-  options: { durationMs: number; bulkBytes: number; pinned: boolean },
+  options: {
+    durationMs: number;
+    bulkBytes: number;
+    pinned: boolean;
+    idleConns: number;
+  },
 ): Promise<Record<string, Cell>> {
   const command = TLS_SERVERS[name](certs);
   const connect = {
@@ -737,6 +773,21 @@ async function benchTls(
       errors,
     };
     console.error(`  bulk: ${cells.bulk.value.toFixed(0)} MB/s`);
+  }
+  {
+    await using server = await start(command, options.pinned);
+    cells.idle = await idle(
+      server,
+      options.idleConns,
+      () =>
+        Deno.connectTls({
+          hostname: "127.0.0.1",
+          port: server.port,
+          caCerts: [certs.ca],
+        }),
+      1500,
+    );
+    console.error(`  idle: ${cells.idle.value.toFixed(1)} kB/conn`);
   }
   return cells;
 }
@@ -791,7 +842,17 @@ function tlsTable(
     [`TLS ${key}: p99 µs`, key, (c) => c.p99Us, 0],
     [`TLS ${bulkLabel}: MB/s`, "bulk", (c) => c.value, 0],
     [`TLS bulk: server CPU s/GB`, "bulk", (c) => c.serverCpu, 3],
-  ], [["project", "node_tls"], ["project_direct", "node_tls"]]);
+    [
+      `TLS ${meta.tlsIdleConns} idle: server kB/conn`,
+      "idle",
+      (c) => c.value,
+      1,
+    ],
+  ], [
+    ["project", "node_tls"],
+    ["project_direct", "node_tls"],
+    ["project_native", "node_tls"],
+  ]);
 }
 
 const UDP_KEY = `UDP ${UDP_LOAD.size} B × ${UDP_LOAD.connections}`;

@@ -68,10 +68,20 @@ Deno.test("deno task bench runs every server over every workload, and the worker
       assert.ok(cell.value > 0, `${server} ${workload}: ${cell.value}`);
     }
   }
-  // TLS: ours through the gate and direct, and Node's, without an error.
-  assert.deepEqual(Object.keys(tls), ["project", "project_direct", "node_tls"]);
+  // TLS: ours through the gate, direct and native, and Node's, without an
+  // error.
+  assert.deepEqual(Object.keys(tls), [
+    "project",
+    "project_direct",
+    "project_native",
+    "node_tls",
+  ]);
   for (const [server, cells] of Object.entries(tls)) {
-    assert.deepEqual(Object.keys(cells as object), ["64 B × 50", "bulk"]);
+    assert.deepEqual(Object.keys(cells as object), [
+      "64 B × 50",
+      "bulk",
+      "idle",
+    ]);
     for (const [workload, cell] of Object.entries(cells as object)) {
       assert.equal(cell.errors, 0, `TLS ${server} ${workload}`);
       assert.ok(cell.value > 0, `TLS ${server} ${workload}: ${cell.value}`);
