@@ -44,21 +44,27 @@ async function failuresLogged(count: number): Promise<string[]> {
   return logs.find(template).map((r) => String(r.properties.reason));
 }
 
-/** A native server that asks for client certificates by `certs`' CA. */
-async function clientCaServer(
+/** A TLS server with `certs`' certificate, and `options`, once ready. */
+async function serveTls(
   certs: TestCertificates,
   options: ServeEchoOptions = {},
 ) {
   const server = serveEcho({
     port: 0,
-    engine: "native",
     cert: certs.cert,
     key: certs.key,
-    clientCa: certs.ca,
     ...options,
   });
   await server.ready;
   return server;
+}
+
+/** A native server that asks for client certificates by `certs`' CA. */
+function clientCaServer(
+  certs: TestCertificates,
+  options: ServeEchoOptions = {},
+) {
+  return serveTls(certs, { engine: "native", clientCa: certs.ca, ...options });
 }
 
 /** What our clients need to trust the test server. */
@@ -75,13 +81,7 @@ engineTest(
   "serveEcho({ cert, key }) echoes exactly through a half-close, 30 times in a row",
   async (engine) => {
     await using certs = await testCertificates();
-    await using server = serveEcho({
-      port: 0,
-      cert: certs.cert,
-      key: certs.key,
-      engine,
-    });
-    await server.ready;
+    await using server = await serveTls(certs, { engine });
     const { port } = server.addr;
     assert.equal(
       await echoOnce("hi over TLS", trust(certs, port)),
@@ -115,14 +115,7 @@ engineTest(
     await using certs = await testCertificates();
     for (const mode of ["broadcast", "chat"] as const) {
       await t.step(mode, async () => {
-        await using server = serveEcho({
-          port: 0,
-          cert: certs.cert,
-          key: certs.key,
-          mode,
-          engine,
-        });
-        await server.ready;
+        await using server = await serveTls(certs, { mode, engine });
         const connect = async () =>
           new LineClient(
             await Deno.connectTls({
@@ -147,14 +140,7 @@ engineTest(
       });
     }
     await t.step("idle timeout", async () => {
-      await using server = serveEcho({
-        port: 0,
-        cert: certs.cert,
-        key: certs.key,
-        idleTimeout: 200,
-        engine,
-      });
-      await server.ready;
+      await using server = await serveTls(certs, { idleTimeout: 200, engine });
       using conn = await Deno.connectTls({
         hostname: "localhost",
         port: server.addr.port,
@@ -171,14 +157,10 @@ engineTest(
   async (engine) => {
     await using certs = await testCertificates();
     logs.clear();
-    await using server = serveEcho({
-      port: 0,
-      cert: certs.cert,
-      key: certs.key,
+    await using server = await serveTls(certs, {
       handshakeTimeout: 300,
       engine,
     });
-    await server.ready;
     const { port } = server.addr;
     // A good client echoes throughout.
     await using good = new LineClient(
@@ -347,13 +329,7 @@ engineTest(
   "openssl s_client and socat OPENSSL: talk to our server; our client talks to socat OPENSSL-LISTEN",
   async (engine) => {
     await using certs = await testCertificates();
-    await using server = serveEcho({
-      port: 0,
-      cert: certs.cert,
-      key: certs.key,
-      engine,
-    });
-    await server.ready;
+    await using server = await serveTls(certs, { engine });
     const port = String(server.addr.port);
     // socat half-closes (close_notify, then FIN) at the end of its input.
     const payload = pseudoRandomBytes(1024 * 1024 + 5, 77);
@@ -367,14 +343,7 @@ engineTest(
     assert.deepEqual(socat.stdout, payload);
 
     // openssl s_client verifies our chain; line mode ends on "quit".
-    await using lines = serveEcho({
-      port: 0,
-      cert: certs.cert,
-      key: certs.key,
-      mode: "line",
-      engine,
-    });
-    await lines.ready;
+    await using lines = await serveTls(certs, { mode: "line", engine });
     const openssl = await run("openssl", [
       "s_client",
       "-connect",
@@ -964,15 +933,11 @@ engineTest(
   async (engine) => {
     await using certs = await testCertificates();
     logs.clear();
-    await using server = serveEcho({
-      port: 0,
-      cert: certs.cert,
-      key: certs.key,
+    await using server = await serveTls(certs, {
       engine,
       handshakeTimeout: 300,
       maxConnectionsPerIp: 20,
     });
-    await server.ready;
     const { port } = server.addr;
     // The first bytes of a ClientHello, and no more: 60 at once, from here.
     const hello = new Uint8Array([22, 3, 1, 0, 200, 1, 0, 0, 196, 3, 3]);
