@@ -343,21 +343,13 @@ export interface ServeEchoOptions {
 /**
  * Options for {@linkcode serveEcho} on a Unix domain socket: the TCP options
  * but the address, with a `path` instead, as for `Deno.serve`. It is served
- * on one thread: `workers` must be 1.
+ * on one thread: `workers` must be 1. TLS on it (`cert`, `key`) needs the
+ * native engine.
  */
 export interface ServeEchoUnixOptions extends
   Omit<
     ServeEchoOptions,
-    | "hostname"
-    | "port"
-    | "cert"
-    | "key"
-    | "handshakeTimeout"
-    | "udp"
-    | "clientCa"
-    | "clientCertOptional"
-    | "alpnProtocols"
-    | "sni"
+    "hostname" | "port" | "udp"
   > {
   /**
    * The socket's path, at most 107 bytes. A socket file there that nothing

@@ -507,8 +507,8 @@ Deno.test("TLS usage errors exit 2 with one line", async () => {
       "Invalid --tls-key: it does not belong to the certificate",
     ],
     [
-      ["--unix", `${certs.dir}/s.sock`, "--tls-cert", certs.certFile],
-      "Give --unix or --tls-cert, not both",
+      ["--unix", `${certs.dir}/s.sock`, ...tls],
+      "Invalid --engine: default does not serve TLS on a Unix socket (the native engine does)",
     ],
     [
       [...tls, "--tls-client-ca", certs.caFile],
@@ -1033,4 +1033,51 @@ Deno.test("our client presents a certificate (cert, key; --tls-cert, --tls-key) 
   ]);
   assert.equal(alpn.code, 0, alpn.stderr);
   assert.equal(decoder.decode(alpn.stdout), "echo/1\n");
+});
+
+Deno.test("native: TLS on a Unix socket, as openssl s_client -unix sees it: info, a line echo, rotation; the default engine refuses it", async () => {
+  await using certs = await testCertificates();
+  const path = `${certs.dir}/tls.sock`;
+  await using server = serveEcho({
+    path,
+    engine: "native",
+    mode: "line",
+    cert: certs.cert,
+    key: certs.key,
+    alpnProtocols: ["echo/1"],
+  });
+  await server.ready;
+  const sClientUnix = async (input: string, args: string[] = []) => {
+    const result = await run("openssl", [
+      "s_client",
+      ...["-unix", path, "-CAfile", certs.caFile, "-servername", "localhost"],
+      ...["-brief", "-ign_eof", ...args],
+    ], encoder.encode(input));
+    return { ...result, stdout: decoder.decode(result.stdout) };
+  };
+  const lines = Array.from(
+    { length: 500 },
+    (_, i) => `line ${i} ${"x".repeat(i)}`,
+  );
+  const echoed = await sClientUnix(`${lines.join("\n")}\nquit\n`);
+  assert.equal(echoed.stdout, `${lines.join("\n")}\n`, echoed.stderr);
+  assert.match(echoed.stderr, /Peer certificate: CN = localhost/);
+  await server.reloadTls({ cert: certs.other.cert, key: certs.other.key });
+  const rotated = await sClientUnix("hi\nquit\n");
+  assert.equal(rotated.stdout, "hi\n");
+  assert.match(rotated.stderr, /Peer certificate: CN = other\.example/);
+  assert.throws(
+    () =>
+      serveEcho({
+        path: `${certs.dir}/d.sock`,
+        cert: certs.cert,
+        key: certs.key,
+      }),
+    /default does not serve TLS on a Unix socket \(the native engine does\)/,
+  );
+  // Deno's TLS client speaks on TCP only.
+  assert.throws(
+    () => echoStream([], { path, tls: true }),
+    /TLS is spoken on TCP only/,
+  );
 });

@@ -79,7 +79,7 @@ export const SERVER_FLAGS = {
     group: "listen",
     arg: "PATH",
     option: "path",
-    excludes: ["hostname", "port", "tls-cert", "tls-key", "udp", "udp-only"],
+    excludes: ["hostname", "port", "udp", "udp-only"],
     help: "listen on a Unix domain socket at PATH instead of a host and " +
       "port (one thread; a socket file nothing answers on is replaced, and " +
       "the file is removed on stop)",
@@ -455,21 +455,24 @@ export function serverHelp(topic: string): string {
 export function serverOptions(
   v: FlagValues<typeof SERVER_FLAGS>,
 ): ServeEchoOptions | ServeEchoUnixOptions {
+  const tls = {
+    cert: v["tls-cert"],
+    key: v["tls-key"],
+    handshakeTimeout: v["handshake-timeout"],
+    clientCa: v["tls-client-ca"],
+    clientCertOptional: v["tls-client-optional"],
+    sni: v["tls-sni"],
+    alpnProtocols: v.alpn,
+  };
   const where = v.unix === undefined
     ? {
       hostname: v.hostname,
       port: v.port,
-      cert: v["tls-cert"],
-      key: v["tls-key"],
-      handshakeTimeout: v["handshake-timeout"],
-      clientCa: v["tls-client-ca"],
-      clientCertOptional: v["tls-client-optional"],
-      sni: v["tls-sni"],
-      alpnProtocols: v.alpn,
+      ...tls,
       udp: v["udp-only"] ? "only" as const : v.udp,
       udpRate: v["udp-rate"],
     }
-    : { path: v.unix };
+    : { path: v.unix, ...tls };
   return {
     ...where,
     proxyProtocol: v["proxy-protocol"],

@@ -6,33 +6,39 @@ import type { AccessConfig } from "../rules/access.ts";
 import type { LimitsConfig } from "../rules/limits.ts";
 import type { EchoMode } from "../types.ts";
 
+/** How a listener speaks TLS: its certificates and what it asks for. */
+export interface TlsSettings {
+  /** PEM certificate chain and private key. */
+  cert: string;
+  key: string;
+  handshakeTimeout: number;
+  /** PEM authorities of client certificates; none asked without. */
+  clientCa: string | undefined;
+  clientCertOptional: boolean;
+  /** Protocols offered by ALPN; none when empty. */
+  alpn: string[];
+  /** More certificates, by the server name a client asks for. */
+  sni: { name: string; cert: string; key: string }[];
+}
+
 /**
  * Where and how to listen, chosen once from the shape of serveEcho's
  * options, as Deno.serve does: a `path` means a Unix socket, `cert` and
- * `key` mean TLS, and otherwise TCP.
+ * `key` mean TLS (on TCP, or on the socket), and otherwise TCP.
  */
 export type ListenConfig =
   | { transport: "tcp"; hostname: string; port: number }
-  | {
-    transport: "tls";
-    hostname: string;
-    port: number;
-    /** PEM certificate chain and private key. */
-    cert: string;
-    key: string;
-    handshakeTimeout: number;
-    /** PEM authorities of client certificates; none asked without. */
-    clientCa: string | undefined;
-    clientCertOptional: boolean;
-    /** Protocols offered by ALPN; none when empty. */
-    alpn: string[];
-    /** More certificates, by the server name a client asks for. */
-    sni: { name: string; cert: string; key: string }[];
-  }
-  | { transport: "unix"; path: string };
+  | ({ transport: "tls"; hostname: string; port: number } & TlsSettings)
+  | { transport: "unix"; path: string; tls: TlsSettings | undefined };
 
-/** A TLS listener's configuration. */
+/** A TLS listener's configuration on TCP. */
 export type TlsListen = Extract<ListenConfig, { transport: "tls" }>;
+
+/** How `listen` speaks TLS; `undefined` in clear. */
+export function tlsOf(listen: ListenConfig): TlsSettings | undefined {
+  if (listen.transport === "tls") return listen;
+  return listen.transport === "unix" ? listen.tls : undefined;
+}
 
 /** How to read PROXY headers (serveEcho's `proxyProtocol`). */
 export interface ProxyConfig {

@@ -4,7 +4,7 @@
 // below refuses the rest, so the refusal follows the declaration instead of
 // a list kept by hand. Not exported from mod.ts.
 
-import type { ServerConfig } from "./config.ts";
+import { type ServerConfig, tlsOf } from "./config.ts";
 import { optionError } from "../_helpers.ts";
 
 /** Whether `config` (with UDP or not) uses a feature. */
@@ -19,15 +19,18 @@ export const FEATURES = {
     uses: (c) => c.mode === "broadcast",
   },
   chatMode: { name: "mode chat", uses: (c) => c.mode === "chat" },
-  tls: { name: "TLS", uses: (c) => c.listen.transport === "tls" },
+  tls: { name: "TLS", uses: (c) => tlsOf(c.listen) !== undefined },
+  unixTls: {
+    name: "TLS on a Unix socket",
+    uses: (c) => c.listen.transport === "unix" && c.listen.tls !== undefined,
+  },
   clientCerts: {
     name: "client certificates",
-    uses: (c) =>
-      c.listen.transport === "tls" && c.listen.clientCa !== undefined,
+    uses: (c) => tlsOf(c.listen)?.clientCa !== undefined,
   },
   sni: {
     name: "certificates by server name (SNI)",
-    uses: (c) => c.listen.transport === "tls" && c.listen.sni.length > 0,
+    uses: (c) => (tlsOf(c.listen)?.sni.length ?? 0) > 0,
   },
   unix: { name: "a Unix socket", uses: (c) => c.listen.transport === "unix" },
   udp: { name: "UDP", uses: (_, udp) => udp },

@@ -14,8 +14,8 @@ import type {
   TlsReload,
 } from "../types.ts";
 import { assertAnnouncement } from "./lifecycle.ts";
-import type { ListenConfig, TlsListen } from "./config.ts";
-import { tlsListenConfig } from "../transport/tls.ts";
+import { type ListenConfig, tlsOf, type TlsSettings } from "./config.ts";
+import { tlsSettings } from "../transport/tls.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
 
@@ -46,7 +46,7 @@ export interface Backend {
    * @throws {TypeError} One is not usable, or the backend cannot take new
    * ones: the old ones stay.
    */
-  reloadTls(listen: TlsListen): Promise<void>;
+  reloadTls(tls: TlsSettings): Promise<void>;
 }
 
 /** The handle of one server: an {@linkcode EchoServer} over its backend. */
@@ -105,25 +105,23 @@ export class ServerHandle implements EchoServer<Deno.Addr> {
   }
 
   async reloadTls(tls: TlsReload): Promise<void> {
-    const current = this.#listen;
-    if (current.transport !== "tls") {
+    const listen = this.#listen;
+    const current = tlsOf(listen);
+    if (current === undefined) {
       throw new TypeError(
         "Cannot reload TLS: this server does not speak TLS (no cert and key)",
       );
     }
-    const { hostname, port, handshakeTimeout, alpn } = current;
-    const listen = tlsListenConfig(
-      {
-        handshakeTimeout,
-        alpnProtocols: alpn,
-        clientCertOptional: current.clientCertOptional,
-        ...tls,
-      },
-      hostname,
-      port,
-    );
-    await this.#backend.reloadTls(listen);
-    this.#listen = listen;
+    const next = tlsSettings({
+      handshakeTimeout: current.handshakeTimeout,
+      alpnProtocols: current.alpn,
+      clientCertOptional: current.clientCertOptional,
+      ...tls,
+    });
+    await this.#backend.reloadTls(next);
+    this.#listen = listen.transport === "unix"
+      ? { ...listen, tls: next }
+      : { ...listen, ...next };
     logger.info(
       "Reloaded the TLS certificates: new handshakes use them, open connections go on",
     );

@@ -82,7 +82,7 @@ import {
   TCP_NODELAY,
 } from "./ffi.ts";
 import { acceptExhausted, LINGER_MS } from "../core/lifecycle.ts";
-import type { ServerConfig, TlsListen } from "../core/config.ts";
+import { type ServerConfig, tlsOf, type TlsSettings } from "../core/config.ts";
 import { sessionFacts } from "../modes/info.ts";
 import { type SessionMaker, SESSIONS } from "../modes/registry.ts";
 import type { SessionFacts, Step } from "../modes/session.ts";
@@ -239,8 +239,9 @@ export class EchoLoop {
     this.#trusted = server.proxy?.trusted && addressList(server.proxy.trusted);
     this.#door = server.proxy !== undefined || this.#guard !== undefined ||
       this.#limiter !== undefined;
-    if (server.listen.transport === "tls") {
-      this.#tls = new TlsConns(native, server.listen, {
+    const tls = tlsOf(server.listen);
+    if (tls !== undefined) {
+      this.#tls = new TlsConns(native, tls, {
         ctl: (op, fd, events) => this.#ctl(op, fd, events),
         record: (record) => this.#record(record),
         handshaken: (fd, greeting, plain, length) =>
@@ -343,7 +344,7 @@ export class EchoLoop {
    *
    * @throws {TypeError} One is not usable (the old ones stay).
    */
-  reloadTls(listen: TlsListen): void {
+  reloadTls(listen: TlsSettings): void {
     this.#mailTaken++;
     this.#tls?.reload(listen);
   }
@@ -1113,7 +1114,7 @@ export class EchoLoop {
     const server = this.#config.server;
     if (this.#path !== undefined) {
       const local: Deno.UnixAddr = { transport: "unix", path: this.#path };
-      return sessionFacts(server, "unix", client, local);
+      return sessionFacts(server, "unix", client, local, this.#tls?.facts(fd));
     }
     const bytes = new Uint8Array(SOCKADDR_MAX);
     const length = new Uint32Array([bytes.length]);

@@ -9,7 +9,7 @@
 import { getLogger } from "../_logtape.ts";
 import { isIP } from "node:net";
 import { formatAddr, LOG_CATEGORY, optionError } from "../_helpers.ts";
-import type { ServerConfig, TlsListen } from "../core/config.ts";
+import { type ServerConfig, tlsOf, type TlsSettings } from "../core/config.ts";
 import { newLimitsTable } from "../rules/limits.ts";
 import { COUNTERS, sumStats } from "../core/counters.ts";
 import { assertServed, type Feature } from "../core/features.ts";
@@ -77,13 +77,14 @@ export const NATIVE_FEATURES: ReadonlySet<Feature> = new Set<Feature>([
   "tls",
   "clientCerts",
   "sni",
+  "unixTls",
 ]);
 
 /**
  * Throws unless OpenSSL 3 loads and makes the server's contexts of
  * `listen` (an option error naming the one it cannot use).
  */
-function checkTls(listen: TlsListen): void {
+function checkTls(listen: TlsSettings): void {
   const lib = openSsl();
   try {
     TlsContext.server(lib, listen).free();
@@ -303,7 +304,8 @@ export class NativeServer implements Backend {
     const { listen } = config;
     // OpenSSL is there and takes the certificate and key, or this throws
     // now rather than in every loop.
-    if (listen.transport === "tls") checkTls(listen);
+    const tls = tlsOf(listen);
+    if (tls !== undefined) checkTls(tls);
     this.#config = config;
     this.transport = listen.transport;
     const hostname = listen.transport === "unix"
@@ -481,7 +483,7 @@ export class NativeServer implements Backend {
    *
    * @throws {TypeError} One is not usable: no loop changes.
    */
-  async reloadTls(listen: TlsListen): Promise<void> {
+  async reloadTls(listen: TlsSettings): Promise<void> {
     checkTls(listen);
     const answers = this.#loops.map((loop) => {
       const id = this.#nextReload++;

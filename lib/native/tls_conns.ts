@@ -6,7 +6,7 @@
 // and ciphertext into plaintext on the way in. Not exported from mod.ts.
 
 import { formatAddr } from "../_helpers.ts";
-import type { TlsListen } from "../core/config.ts";
+import type { TlsSettings } from "../core/config.ts";
 import { countHandshake } from "../core/counters.ts";
 import type { HandshakeFacts } from "../modes/session.ts";
 import {
@@ -102,7 +102,7 @@ export class TlsConns {
    * TLS as `listen` says; a handshake has its `handshakeTimeout` ms (0: no
    * limit).
    */
-  constructor(native: Native, listen: TlsListen, host: TlsHost) {
+  constructor(native: Native, listen: TlsSettings, host: TlsHost) {
     this.#native = native;
     this.#lib = openSsl();
     try {
@@ -349,7 +349,7 @@ export class TlsConns {
    *
    * @throws {TypeError} One is not usable (the old ones stay).
    */
-  reload(listen: TlsListen): void {
+  reload(listen: TlsSettings): void {
     const next = TlsContext.server(this.#lib, listen);
     this.#retired.add(this.#context);
     this.#context = next;

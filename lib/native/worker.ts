@@ -4,7 +4,7 @@
 // to receive operator lines. Its log records go to the calling thread in
 // batches. Not exported from mod.ts.
 
-import type { ServerConfig, TlsListen } from "../core/config.ts";
+import type { ServerConfig, TlsSettings } from "../core/config.ts";
 import type { LimitsConfig } from "../rules/limits.ts";
 import { openLibc } from "./ffi.ts";
 import { EchoLoop, type LoopRecord } from "./loop.ts";
@@ -47,7 +47,7 @@ export type ToNativeWorker =
   /** End every connection politely, after what came before. */
   | { t: "finish"; reason: Ending }
   /** New TLS handshakes use these certificates; answered by "reloaded". */
-  | { t: "reloadTls"; id: number; listen: TlsListen };
+  | { t: "reloadTls"; id: number; listen: TlsSettings };
 
 /** What a native worker says. */
 export type FromNativeWorker =

@@ -31,7 +31,7 @@ import {
 } from "../core/records.ts";
 import { ConnectionMember, relayLines } from "./relay_lines.ts";
 import { runSession, streamFacts } from "./run_session.ts";
-import type { ServerConfig, TlsListen } from "../core/config.ts";
+import type { ServerConfig, TlsListen, TlsSettings } from "../core/config.ts";
 import { Connection, type Listener } from "./connection.ts";
 import {
   ACCEPTED,
@@ -57,11 +57,11 @@ const encoder = new TextEncoder();
 /**
  * The features the streams driver serves (see lib/core/features.ts): all
  * but those Deno's TLS listener cannot do (ask for a client certificate,
- * choose a certificate by server name).
+ * choose a certificate by server name, listen on a Unix socket).
  */
 export const STREAMS_FEATURES: ReadonlySet<Feature> = new Set(
   (Object.keys(FEATURES) as Feature[]).filter((f) =>
-    f !== "clientCerts" && f !== "sni"
+    f !== "clientCerts" && f !== "sni" && f !== "unixTls"
   ),
 );
 
@@ -244,8 +244,9 @@ export class Server implements Backend {
    * @throws {TypeError} They are not usable, or ask for what this engine
    * cannot do: the old ones stay.
    */
-  reloadTls(listen: TlsListen): Promise<void> {
+  reloadTls(tls: TlsSettings): Promise<void> {
     try {
+      const listen = { ...this.#config.listen as TlsListen, ...tls };
       assertServed(
         "default",
         { ...this.#config, listen },

@@ -4,7 +4,7 @@
 // mod.ts.
 
 import type { ClusterStatus, EchoServerStats } from "../types.ts";
-import type { TlsListen } from "../core/config.ts";
+import type { TlsSettings } from "../core/config.ts";
 import { sumStats } from "../core/counters.ts";
 import type { Backend } from "../core/handle.ts";
 import type { DatagramEcho } from "./datagram.ts";
@@ -65,7 +65,7 @@ export class WithDatagrams implements Backend {
     this.#stream?.stop();
   }
 
-  reloadTls(listen: TlsListen): Promise<void> {
+  reloadTls(listen: TlsSettings): Promise<void> {
     // UDP is not encrypted: the streams' listener has the certificates.
     return this.#stream?.reloadTls(listen) ?? Promise.resolve();
   }

@@ -30,7 +30,7 @@ import {
   optionError,
   writeAll,
 } from "../_helpers.ts";
-import type { ListenConfig } from "../core/config.ts";
+import type { TlsListen, TlsSettings } from "../core/config.ts";
 import type { HandshakeFacts } from "../modes/session.ts";
 import { AcceptQueue } from "./accept_queue.ts";
 import { WrappedConn, WrappedListener } from "./wrapped.ts";
@@ -129,9 +129,8 @@ const SERVER_NAME =
   /^(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 
 /**
- * The TLS listener `options` ask for at `hostname` and `port`, checked:
- * its certificate and key are PEM text (that they load is checked when
- * the engine listens), and the rest is well formed.
+ * The TLS listener `options` ask for at `hostname` and `port`, checked (see
+ * {@linkcode tlsSettings}).
  *
  * @throws {TypeError | RangeError} An option is wrong; its `option` names it.
  */
@@ -139,7 +138,18 @@ export function tlsListenConfig(
   options: TlsOptions,
   hostname: string,
   port: number,
-): Extract<ListenConfig, { transport: "tls" }> {
+): TlsListen {
+  return { transport: "tls", hostname, port, ...tlsSettings(options) };
+}
+
+/**
+ * How `options` ask to speak TLS, checked: the certificate and key are PEM
+ * text (that they load is checked when the engine listens), and the rest
+ * is well formed.
+ *
+ * @throws {TypeError | RangeError} An option is wrong; its `option` names it.
+ */
+export function tlsSettings(options: TlsOptions): TlsSettings {
   const { cert, key, handshakeTimeout = 10_000 } = options;
   if (typeof cert !== "string") {
     throw optionError("cert", "must be given with key, as PEM text", TypeError);
@@ -163,9 +173,6 @@ export function tlsListenConfig(
     );
   }
   return {
-    transport: "tls",
-    hostname,
-    port,
     cert,
     key,
     handshakeTimeout: handshakeTimeout as number,

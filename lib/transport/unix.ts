@@ -1,6 +1,7 @@
 // Private: the Unix domain socket transport. Not exported from mod.ts.
 
 import { getLogger } from "../_logtape.ts";
+import { type TlsOptions, tlsSettings } from "./tls.ts";
 import { formatAddr, LOG_CATEGORY, optionError } from "../_helpers.ts";
 import type { ListenConfig } from "../core/config.ts";
 import type { Pending, Transport } from "./transport.ts";
@@ -95,9 +96,7 @@ export function unixListenConfig(
     path: string;
     hostname?: string;
     port?: number;
-    cert?: string;
-    key?: string;
-  },
+  } & TlsOptions,
 ): Extract<ListenConfig, { transport: "unix" }> {
   const { path, hostname, port, cert, key } = options;
   if (hostname !== undefined || port !== undefined) {
@@ -106,9 +105,6 @@ export function unixListenConfig(
       "a Unix socket has no hostname or port",
       TypeError,
     );
-  }
-  if (cert !== undefined || key !== undefined) {
-    throw optionError("path", "TLS is served on TCP only", TypeError);
   }
   if (typeof path !== "string" || path === "") {
     throw optionError("path", "must be a file path", TypeError);
@@ -120,5 +116,8 @@ export function unixListenConfig(
       `must be at most ${MAX_SOCKET_PATH} bytes for a Unix socket, got ${bytes}`,
     );
   }
-  return { transport: "unix", path };
+  const tls = cert === undefined && key === undefined
+    ? undefined
+    : tlsSettings(options);
+  return { transport: "unix", path, tls };
 }

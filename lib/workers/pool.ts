@@ -11,7 +11,7 @@
 // and leave as messages (see WorkerHandle and worker.ts's RelayLink).
 
 import { getLogger, type LogLevel, type LogRecord } from "../_logtape.ts";
-import type { TlsListen } from "../core/config.ts";
+import type { TlsSettings } from "../core/config.ts";
 import { LOG_CATEGORY, optionError } from "../_helpers.ts";
 import type { Relay } from "../relay/relay.ts";
 import {
@@ -58,7 +58,7 @@ export type ToWorker =
   }
   | DeliverMessage
   | { t: "announce"; text: string }
-  | { t: "reloadTls"; id: number; listen: TlsListen }
+  | { t: "reloadTls"; id: number; listen: TlsSettings }
   | { t: "shutdown" }
   | { t: "abort" };
 
@@ -210,7 +210,7 @@ export class WorkerPool implements Backend {
    * New TLS handshakes use `listen`'s certificates here and in every
    * worker, once this thread's listener has taken them.
    */
-  async reloadTls(listen: TlsListen): Promise<void> {
+  async reloadTls(listen: TlsSettings): Promise<void> {
     await this.#main.reloadTls(listen);
     await Promise.all(this.#handles.map((h) => h.reloadTls(listen)));
   }
@@ -269,7 +269,7 @@ class WorkerHandle {
   }
 
   /** Has the worker's listener take `listen`'s certificates. */
-  reloadTls(listen: TlsListen): Promise<void> {
+  reloadTls(listen: TlsSettings): Promise<void> {
     if (this.#done) return Promise.resolve();
     const id = this.#nextReload++;
     return new Promise((resolve, reject) => {
