@@ -236,7 +236,8 @@ export class TlsConns {
       if (n === CLOSED) return "eof";
       if (n === FAILED) return "failed";
       if (!consume(plain, n)) {
-        this.#stalled.add(fd);
+        // Unless the connection ended meanwhile (its session is gone).
+        if (this.#sessions.get(fd) === session) this.#stalled.add(fd);
         return "held";
       }
     }
