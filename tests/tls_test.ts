@@ -1081,3 +1081,31 @@ Deno.test("native: TLS on a Unix socket, as openssl s_client -unix sees it: info
     /TLS is spoken on TCP only/,
   );
 });
+
+engineTest(
+  "a client that reconnects resumes its TLS session with a ticket",
+  async (engine) => {
+    await using certs = await testCertificates();
+    await using server = await serveTls(certs, { engine, mode: "line" });
+    const session = `${certs.dir}/session-${engine}.pem`;
+    const connect = async (args: string[]) => {
+      const result = await run("openssl", [
+        "s_client",
+        ...[
+          "-connect",
+          `127.0.0.1:${server.addr.port}`,
+          "-CAfile",
+          certs.caFile,
+        ],
+        ...["-ign_eof", ...args],
+      ], encoder.encode("hi\nquit\n"));
+      return decoder.decode(result.stdout);
+    };
+    const first = await connect(["-sess_out", session]);
+    assert.match(first, /^New, TLSv1\.3/m);
+    assert.match(first, /^hi$/m);
+    const again = await connect(["-sess_in", session]);
+    assert.match(again, /^Reused, TLSv1\.3/m);
+    assert.match(again, /^hi$/m);
+  },
+);
