@@ -28,6 +28,7 @@ import {
   SERVER,
   ServerProcess,
   Spawned,
+  writeStdin,
 } from "./_process.ts";
 
 const logs = await captureLogs();
@@ -1107,5 +1108,24 @@ engineTest(
     const again = await connect(["-sess_in", session]);
     assert.match(again, /^Reused, TLSv1\.3/m);
     assert.match(again, /^hi$/m);
+  },
+);
+
+engineTest(
+  "renegotiation is refused (TLS 1.2, openssl s_client's R command): the client hears no_renegotiation",
+  async (engine) => {
+    await using certs = await testCertificates();
+    await using server = await serveTls(certs, { engine, mode: "line" });
+    await using client = new Spawned("openssl", [
+      "s_client",
+      ...["-connect", `127.0.0.1:${server.addr.port}`, "-CAfile", certs.caFile],
+      "-tls1_2",
+    ], { stdin: "piped" });
+    await writeStdin(client.child, "one\n");
+    await client.stdout.waitFor(/^one$/);
+    // s_client's command: renegotiate, on a line of its own.
+    await writeStdin(client.child, "R\n");
+    await client.stderr.waitFor(/no renegotiation/);
+    await client.child.stdin.close().catch(() => {});
   },
 );
