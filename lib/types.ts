@@ -533,6 +533,11 @@ export interface EchoServer<A extends Deno.Addr = Deno.NetAddr>
    */
   readonly transport: "tcp" | "tls" | "unix" | "udp";
   /**
+   * Whether clients speak TLS to it: on TCP (`transport` `"tls"`), or on a
+   * Unix socket (`"unix"`, the native engine).
+   */
+  readonly tls: boolean;
+  /**
    * With `redis`, how the server is linked to the others (read from Redis
    * at that moment); `undefined` for a server not in a cluster.
    */

@@ -11,6 +11,7 @@ import {
   serveEcho,
   type ServeEchoOptions,
 } from "../mod.ts";
+import { serveMetrics } from "../metrics.ts";
 import { type TestCertificates, testCertificates } from "./_certs.ts";
 import { engineTest } from "./_engines.ts";
 import {
@@ -1067,6 +1068,13 @@ Deno.test("native: TLS on a Unix socket, as openssl s_client -unix sees it: info
   const rotated = await sClientUnix("hi\nquit\n");
   assert.equal(rotated.stdout, "hi\n");
   assert.match(rotated.stderr, /Peer certificate: CN = other\.example/);
+  // Its metrics have the handshakes' histogram, as a TLS server on TCP.
+  assert.equal(server.tls, true);
+  await using metrics = serveMetrics(server, { port: 0 });
+  const scraped = await fetch(`http://127.0.0.1:${metrics.addr.port}/metrics`);
+  const text = await scraped.text();
+  assert.match(text, /^tcp_echo_tls_handshake_duration_seconds_count 2$/m);
+  assert.match(text, /^tcp_echo_tls_handshakes_total 2$/m);
   assert.throws(
     () =>
       serveEcho({

@@ -55,6 +55,7 @@ export class ServerHandle implements EchoServer<Deno.Addr> {
   readonly mode: EchoMode;
   readonly engine: "default" | "native";
   readonly transport: "tcp" | "tls" | "unix" | "udp";
+  readonly tls: boolean;
   readonly ready: Promise<void>;
   readonly finished: Promise<void>;
   #backend: Backend;
@@ -76,6 +77,7 @@ export class ServerHandle implements EchoServer<Deno.Addr> {
     this.mode = mode;
     this.engine = backend.engine;
     this.transport = backend.transport;
+    this.tls = tlsOf(listen) !== undefined;
     this.ready = backend.ready;
     this.#gracePeriod = gracePeriod;
     // Whoever awaits it sees the error, alone: no "Stopping now" after it.

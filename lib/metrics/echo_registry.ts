@@ -226,7 +226,7 @@ export function echoRegistry(server: EchoServer<Deno.Addr>): EchoMetrics {
     DURATION_BUCKETS,
     () => stats.durations,
   ));
-  if (server.transport === "tls") {
+  if (server.tls) {
     registry.registerMetric(histogram(
       "tcp_echo_tls_handshake_duration_seconds",
       "How long completed TLS handshakes took, from accept.",
