@@ -69,6 +69,11 @@ function clientCaServer(
   return serveTls(certs, { engine: "native", clientCa: certs.ca, ...options });
 }
 
+/** Deno's TLS connection to `localhost:port`, trusting `certs`' CA. */
+function connectTls(certs: TestCertificates, port: number) {
+  return Deno.connectTls({ hostname: "localhost", port, caCerts: [certs.ca] });
+}
+
 /** What our clients need to trust the test server. */
 function trust(certs: TestCertificates, port: number) {
   return {
@@ -120,11 +125,7 @@ engineTest(
         await using server = await serveTls(certs, { mode, engine });
         const connect = async () =>
           new LineClient(
-            await Deno.connectTls({
-              hostname: "localhost",
-              port: server.addr.port,
-              caCerts: [certs.ca],
-            }),
+            await connectTls(certs, server.addr.port),
           );
         logs.clear();
         await using a = await connect();
@@ -143,11 +144,7 @@ engineTest(
     }
     await t.step("idle timeout", async () => {
       await using server = await serveTls(certs, { idleTimeout: 200, engine });
-      using conn = await Deno.connectTls({
-        hostname: "localhost",
-        port: server.addr.port,
-        caCerts: [certs.ca],
-      });
+      using conn = await connectTls(certs, server.addr.port);
       await writeAll(conn, encoder.encode("x"));
       assert.deepEqual(await readAll(conn), encoder.encode("x"));
     });
@@ -166,11 +163,7 @@ engineTest(
     const { port } = server.addr;
     // A good client echoes throughout.
     await using good = new LineClient(
-      await Deno.connectTls({
-        hostname: "localhost",
-        port,
-        caCerts: [certs.ca],
-      }),
+      await connectTls(certs, port),
     );
     await good.send("before\n");
     await good.line(/^before$/);
@@ -280,12 +273,7 @@ engineTest(
       engine,
     });
     await server.ready;
-    const connect = () =>
-      Deno.connectTls({
-        hostname: "localhost",
-        port: server.addr.port,
-        caCerts: [certs.ca],
-      });
+    const connect = () => connectTls(certs, server.addr.port);
     using first = await connect();
     await writeAll(first, encoder.encode("one"));
     const three = new Uint8Array(3);
@@ -562,8 +550,7 @@ Deno.test("native: every OpenSSL session and context is freed, whatever ended th
   assert.deepEqual(await readAll(silent), new Uint8Array());
   (await Deno.connect({ port })).close();
   // Open when the server stops: one idle, one over the limit, one mid-way.
-  const connect = () =>
-    Deno.connectTls({ hostname: "localhost", port, caCerts: [certs.ca] });
+  const connect = () => connectTls(certs, port);
   using idle = await connect();
   await writeAll(idle, encoder.encode("i"));
   assert.equal(await idle.read(new Uint8Array(1)), 1);
@@ -844,11 +831,7 @@ engineTest(
     const { port } = server.addr;
     assert.equal(await servedSubject(certs, port, "x"), "CN = localhost");
     await using open = new LineClient(
-      await Deno.connectTls({
-        hostname: "localhost",
-        port,
-        caCerts: [certs.ca],
-      }),
+      await connectTls(certs, port),
     );
     await open.send("before\n");
     await open.line(/^before$/);
