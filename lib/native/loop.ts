@@ -801,11 +801,12 @@ export class EchoLoop {
     length: number,
   ): void {
     const { client, limited } = greeting;
-    if (!this.#enter(fd, client, limited, undefined, true)) {
+    // What came with the handshake's end is the stream's first bytes.
+    const rest = plain.subarray(0, length);
+    if (!this.#enter(fd, client, limited, rest, true)) {
       return this.#tls!.forget(fd);
     }
-    if (this.#tls!.owes(fd)) this.#oweWire(fd);
-    if (length > 0 && this.#conns.has(fd)) this.#consume(fd, plain, length);
+    if (this.#conns.has(fd) && this.#tls!.owes(fd)) this.#oweWire(fd);
   }
 
   /**

@@ -51,7 +51,7 @@ export interface ServerTlsOptions extends KeyPair {
 }
 
 /** ALPN's wire form: each protocol's length, then the protocol. */
-export function alpnWire(protocols: string[]): Uint8Array {
+function alpnWire(protocols: string[]): Uint8Array {
   const parts = protocols.map((p) => encoder.encode(p));
   const wire = new Uint8Array(parts.reduce((n, p) => n + 1 + p.length, 0));
   let at = 0;
@@ -64,7 +64,7 @@ export function alpnWire(protocols: string[]): Uint8Array {
 }
 
 /** Whether `name` (lower case) is matched by `pattern` (`*.` one label). */
-export function nameMatches(pattern: string, name: string): boolean {
+function nameMatches(pattern: string, name: string): boolean {
   if (!pattern.startsWith("*.")) return pattern === name;
   const dot = name.indexOf(".");
   return dot > 0 && name.slice(dot) === pattern.slice(1);
@@ -105,7 +105,6 @@ export class TlsContext {
    * `option` names it (`cert`, `key`, `clientCa`, `sni`).
    */
   static server(lib: OpenSsl, options: ServerTlsOptions): TlsContext {
-    TlsContext.#checkAlpn(options.alpn);
     const main = TlsContext.#serverOne(lib, options, options);
     try {
       for (const entry of options.sni ?? []) {
@@ -175,20 +174,6 @@ export class TlsContext {
     // Connections still open keep the contexts; a handshake after this
     // point would call a closed callback: the loop frees its context last.
     for (const close of this.#callbacks) close();
-  }
-
-  /** Throws unless each protocol is 1 to 255 bytes. */
-  static #checkAlpn(protocols: string[] | undefined): void {
-    for (const protocol of protocols ?? []) {
-      const length = encoder.encode(protocol).length;
-      if (length === 0 || length > 255) {
-        throw optionError(
-          "alpn",
-          `a protocol is 1 to 255 bytes, got ${JSON.stringify(protocol)}`,
-          TypeError,
-        );
-      }
-    }
   }
 
   /** Verifies clients' certificates against the authorities in `pem`. */

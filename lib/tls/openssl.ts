@@ -15,7 +15,6 @@ export const SSL_OP_IGNORE_UNEXPECTED_EOF = 1n << 7n;
 export const SSL_OP_NO_RENEGOTIATION = 1n << 30n;
 export const TLS1_2_VERSION = 0x0303;
 export const BIO_C_SET_BUF_MEM_EOF_RETURN = 130;
-export const BIO_CTRL_PENDING = 10;
 export const SSL_ERROR_SSL = 1;
 export const SSL_ERROR_WANT_READ = 2;
 export const SSL_ERROR_WANT_WRITE = 3;

@@ -8,7 +8,6 @@
 import type { TlsContext } from "./context.ts";
 import {
   BIO_C_SET_BUF_MEM_EOF_RETURN,
-  BIO_CTRL_PENDING,
   NID_SUBJECT_ALT_NAME,
   type OpenSsl,
   SSL_ERROR_WANT_READ,
@@ -169,26 +168,7 @@ export class TlsSession {
    * bytes wait in them. Returns whether it gave them back.
    */
   trim(): boolean {
-    const { ssl, crypto } = this.#lib;
-    const freed = ssl.SSL_free_buffers(this.#ssl) === 1;
-    // Memory BIOs keep the room their largest piece took (the handshake's
-    // flight): empty ones are swapped for new ones.
-    const pending = (bio: Deno.PointerValue) =>
-      crypto.BIO_ctrl(bio, BIO_CTRL_PENDING, 0n, null);
-    if (pending(this.#in) !== 0n || pending(this.#out) !== 0n) return freed;
-    const input = crypto.BIO_new(crypto.BIO_s_mem());
-    const output = crypto.BIO_new(crypto.BIO_s_mem());
-    if (input === null || output === null) {
-      if (input !== null) crypto.BIO_free(input);
-      if (output !== null) crypto.BIO_free(output);
-      return freed;
-    }
-    crypto.BIO_ctrl(input, BIO_C_SET_BUF_MEM_EOF_RETURN, -1n, null);
-    // The SSL frees the old ones.
-    ssl.SSL_set_bio(this.#ssl, input, output);
-    this.#in = input;
-    this.#out = output;
-    return freed;
+    return this.#lib.ssl.SSL_free_buffers(this.#ssl) === 1;
   }
 
   /** Writes our close_notify (once): our end of stream, for the peer. */
