@@ -43,68 +43,25 @@ async function openssl(dir: string, args: string[]): Promise<void> {
   }
 }
 
-/** Makes a CA, a leaf certificate signed by it, and an unrelated key. */
+/**
+ * Makes a CA, a leaf certificate signed by it, an unrelated key, client
+ * certificates (by the CA, expired, by another CA) and a second server
+ * certificate for SNI.
+ */
 export async function testCertificates(): Promise<TestCertificates> {
   const dir = await Deno.makeTempDir({ prefix: "tcp-echo-tls-" });
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
-  await openssl(dir, [
-    "req",
-    "-x509",
-    ...ec,
-    "-nodes",
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.pem",
-    "-days",
-    "2",
-    "-subj",
-    "/CN=tcp-echo test CA",
-  ]);
-  await openssl(dir, [
-    "req",
-    ...ec,
-    "-nodes",
-    "-keyout",
-    "leaf.key",
-    "-out",
-    "leaf.csr",
-    "-subj",
-    "/CN=localhost",
-  ]);
-  await Deno.writeTextFile(
-    `${dir}/leaf.cnf`,
-    "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n" +
-      "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n" +
-      "extendedKeyUsage=serverAuth\n",
-  );
-  await openssl(dir, [
-    "x509",
-    "-req",
-    "-in",
-    "leaf.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-out",
-    "leaf.pem",
-    "-days",
-    "2",
-    "-extfile",
-    "leaf.cnf",
-  ]);
-  await openssl(dir, [
-    "genpkey",
-    "-algorithm",
-    "EC",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-out",
-    "other.key",
-  ]);
   const read = (name: string) => Deno.readTextFile(`${dir}/${name}`);
+  /** A self-signed authority, `name`.pem and `name`.key. */
+  const authority = (name: string, subject: string) =>
+    openssl(dir, [
+      "req",
+      "-x509",
+      ...ec,
+      "-nodes",
+      ...["-keyout", `${name}.key`, "-out", `${name}.pem`],
+      ...["-days", "2", "-subj", subject],
+    ]);
   /** A certificate signed by `ca`, for `subject`, with `extensions`. */
   const signed = async (
     name: string,
@@ -117,30 +74,15 @@ export async function testCertificates(): Promise<TestCertificates> {
       "req",
       ...ec,
       "-nodes",
-      "-keyout",
-      `${name}.key`,
-      "-out",
-      `${name}.csr`,
-      "-subj",
-      subject,
+      ...["-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", subject],
     ]);
     await Deno.writeTextFile(`${dir}/${name}.cnf`, extensions);
     await openssl(dir, [
       "x509",
       "-req",
-      "-in",
-      `${name}.csr`,
-      "-CA",
-      `${ca}.pem`,
-      "-CAkey",
-      `${ca}.key`,
+      ...["-in", `${name}.csr`, "-CA", `${ca}.pem`, "-CAkey", `${ca}.key`],
       "-CAcreateserial",
-      "-out",
-      `${name}.pem`,
-      "-days",
-      days,
-      "-extfile",
-      `${name}.cnf`,
+      ...["-out", `${name}.pem`, "-days", days, "-extfile", `${name}.cnf`],
     ]);
     return {
       certFile: `${dir}/${name}.pem`,
@@ -149,40 +91,35 @@ export async function testCertificates(): Promise<TestCertificates> {
       key: await read(`${name}.key`),
     };
   };
+  await authority("ca", "/CN=tcp-echo test CA");
+  await authority("stranger-ca", "/CN=another CA");
+  const leaf = await signed(
+    "leaf",
+    "/CN=localhost",
+    "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n" +
+      "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n" +
+      "extendedKeyUsage=serverAuth\n",
+  );
+  await openssl(dir, [
+    "genpkey",
+    ...["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    ...["-out", "other.key"],
+  ]);
   const client = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n" +
     "extendedKeyUsage=clientAuth\nsubjectAltName=DNS:alice.example\n";
-  await openssl(dir, [
-    "req",
-    "-x509",
-    ...ec,
-    "-nodes",
-    "-keyout",
-    "stranger-ca.key",
-    "-out",
-    "stranger-ca.pem",
-    "-days",
-    "2",
-    "-subj",
-    "/CN=another CA",
-  ]);
   return {
     dir,
     ca: await read("ca.pem"),
-    cert: await read("leaf.pem"),
-    key: await read("leaf.key"),
+    cert: leaf.cert,
+    key: leaf.key,
     otherKey: await read("other.key"),
     caFile: `${dir}/ca.pem`,
-    certFile: `${dir}/leaf.pem`,
-    keyFile: `${dir}/leaf.key`,
+    certFile: leaf.certFile,
+    keyFile: leaf.keyFile,
     otherKeyFile: `${dir}/other.key`,
     alice: await signed("alice", "/O=Example/CN=alice", client),
     expired: await signed("expired", "/O=Example/CN=alice", client, "ca", "-1"),
-    stranger: await signed(
-      "stranger",
-      "/CN=mallory",
-      client,
-      "stranger-ca",
-    ),
+    stranger: await signed("stranger", "/CN=mallory", client, "stranger-ca"),
     other: await signed(
       "sni",
       "/CN=other.example",
