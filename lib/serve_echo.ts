@@ -5,7 +5,11 @@ import {
   assertPort,
   optionError,
 } from "./_helpers.ts";
-import { chatLineBytes, MAX_CHAT_OVERHEAD } from "./relay/chat.ts";
+import {
+  certNamesConfig,
+  chatLineBytes,
+  MAX_CHAT_OVERHEAD,
+} from "./relay/chat.ts";
 import { redisConfig } from "./relay/redis_bus.ts";
 import { localShared, Server, STREAMS_FEATURES } from "./server/engine.ts";
 import { assertServed } from "./core/features.ts";
@@ -301,5 +305,6 @@ function checkOptions(
     channelCapacity,
     channelBytes,
     history,
+    certNames: certNamesConfig(options, mode),
   };
 }

@@ -307,6 +307,19 @@ export interface ServeEchoOptions {
    */
   history?: number;
   /**
+   * How chat names its clients: `"auto"` calls each `userN` until it
+   * changes its name with `/nick`; `"cert"` (with `clientCa`, on the native
+   * engine) calls a client with a verified certificate by its common name
+   * (CN), which it cannot change and which a client without a certificate
+   * cannot keep: its holder is renamed `userN` when the certificate's
+   * owner comes. A second client with the same certificate name, or one
+   * whose CN is not a valid chat name, is called `userN`, and its welcome
+   * says why.
+   *
+   * @default {"auto"}
+   */
+  chatNames?: "auto" | "cert";
+  /**
    * How many threads serve connections: the calling thread and
    * `workers - 1` Web Workers, each with its own listener on the same port
    * (`SO_REUSEPORT`), so that the kernel spreads new connections over them.

@@ -7,10 +7,14 @@ import { type Bus, type Member, Relay } from "../lib/relay/relay.ts";
 const decoder = new TextDecoder();
 
 /** A member whose lines are kept, as a connection's queue would send them. */
-export function member(peer: string): Member & { lines: string[] } {
+export function member(
+  peer: string,
+  certName?: string,
+): Member & { lines: string[] } {
   const lines: string[] = [];
   return {
     peer,
+    certName,
     lines,
     name: "",
     room: "",
@@ -26,10 +30,13 @@ export function member(peer: string): Member & { lines: string[] } {
   };
 }
 
-/** A chat relay (5 lines of history) on `bus`. */
-export function chatRelay(bus: Bus): Relay {
+/**
+ * A chat relay (5 lines of history) on `bus`, that names members by their
+ * certificates with `certNames`.
+ */
+export function chatRelay(bus: Bus, certNames = false): Relay {
   return new Relay({
-    rules: (fanout) => new ChatRules(fanout, { history: 5 }),
+    rules: (fanout) => new ChatRules(fanout, { history: 5, certNames }),
     linesPerRound: 100,
     bytesPerRound: 1 << 20,
     bus,

@@ -451,6 +451,30 @@ Deno.test("an instance that starts once the stream is trimmed starts from a snap
   await Promise.all([a.close(), c.close()]);
 });
 
+Deno.test("a certificate's name crosses instances: the other one names the member by it too", async () => {
+  await using redis = await startRedis();
+  const options = { url: redis.url, key: "certs", holdLimit: 1000 };
+  const line = (text: string) => [new TextEncoder().encode(`${text}\n`)];
+  const a = chatRelay(new RedisBus(options), true);
+  const b = chatRelay(new RedisBus(options), true);
+  await Promise.all([a.ready, b.ready]);
+  const guest = member("b:1");
+  b.join(guest);
+  await b.submit(guest, line("/nick alice"));
+  const alice = member("a:1", "alice");
+  a.join(alice);
+  await a.submit(alice, line("hello"));
+  await b.submit(guest, line("/who"));
+  assert.deepEqual(guest.lines.slice(-5), [
+    "* alice belongs to a client with its certificate",
+    "* alice is now user3",
+    "* alice joined lobby",
+    "<alice> hello",
+    "* in lobby (2): user3, alice",
+  ], guest.lines.join("\n"));
+  await Promise.all([a.close(), b.close()]);
+});
+
 Deno.test("an instance with workers joins the cluster, and --redis-key keeps clusters apart on one Redis", async () => {
   await using redis = await startRedis();
   // Two workers: their clients reach the relay on the main thread, which

@@ -509,6 +509,14 @@ Deno.test("TLS usage errors exit 2 with one line", async () => {
       "Give --tls-client-ca with --tls-client-optional",
     ],
     [
+      [...tls, "--mode", "chat", "--chat-names", "cert"],
+      "Invalid --chat-names: names clients by verified certificates only: give clientCa (--tls-client-ca)",
+    ],
+    [
+      [...tls, "--chat-names", "cn"],
+      "Invalid --chat-names: expected one of auto, cert, got 'cn'",
+    ],
+    [
       [...tls, "--tls-sni", "other.example"],
       "Invalid --tls-sni: must be NAME=CERT,KEY (a name, then two files), got 'other.example'",
     ],
@@ -524,6 +532,41 @@ Deno.test("TLS usage errors exit 2 with one line", async () => {
   const client = await tlsClient(["--ca", certs.caFile, "hi"]);
   assert.equal(client.code, 2);
   assert.equal(client.stderr, "error: Give --tls with --ca (see --help)\n");
+});
+
+Deno.test("native: --chat-names cert calls a client by its certificate's CN, over one who took the name by /nick", async () => {
+  await using certs = await testCertificates();
+  await using server = await clientCaServer(certs, {
+    mode: "chat",
+    chatNames: "cert",
+    clientCertOptional: true,
+  });
+  const { port } = server.addr;
+  await using guest = new LineClient(await connectTls(certs, port));
+  await guest.line(/^\* welcome, you are user1;/);
+  await guest.line(/^\* user1 joined lobby$/);
+  await guest.send("/nick alice\n");
+  await guest.line(/^\* user1 is now alice$/);
+  await using alice = new LineClient(
+    await Deno.connectTls({
+      hostname: "localhost",
+      port,
+      caCerts: [certs.ca],
+      cert: certs.alice.cert,
+      key: certs.alice.key,
+    }),
+  );
+  await alice.line(
+    /^\* welcome, you are alice \(from your certificate\); commands:/,
+  );
+  await guest.line(/^\* alice belongs to a client with its certificate$/);
+  await guest.line(/^\* alice is now user3$/);
+  await guest.line(/^\* alice joined lobby$/);
+  await alice.send("/nick bob\n");
+  await alice.line(/^\* alice joined lobby$/);
+  await alice.line(/^ERR your name comes from your certificate$/);
+  await alice.send("hi\n");
+  await guest.line(/^<alice> hi$/);
 });
 
 Deno.test("native: every OpenSSL session and context is freed, whatever ended the connection", async () => {

@@ -6,6 +6,7 @@ import {
   type ServeEchoUnixOptions,
 } from "../types.ts";
 import { formatAddr } from "../_helpers.ts";
+import { CHAT_NAMES } from "../relay/chat.ts";
 import { LOG_FORMATS, LOG_LEVELS_HELP, logLevel } from "./logging.ts";
 import {
   choice,
@@ -336,6 +337,14 @@ export const SERVER_FLAGS = {
     default: "20, or that half if less",
     parse: integer,
   },
+  "chat-names": {
+    group: "modes",
+    arg: "HOW",
+    help: "auto (userN, then /nick) or cert: a client with a verified " +
+      "certificate is called by its CN (--tls-client-ca, --engine native)",
+    default: "auto",
+    parse: choice(CHAT_NAMES),
+  },
   operator: {
     group: "modes",
     help: "read lines from stdin and send each to every client " +
@@ -495,6 +504,7 @@ export function serverOptions(
     channelCapacity: v["channel-capacity"],
     channelBytes: v["channel-bytes"],
     history: v.history,
+    chatNames: v["chat-names"],
     workers: v.workers,
     engine: v.engine,
   };

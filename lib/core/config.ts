@@ -75,4 +75,6 @@ export interface ServerConfig {
   channelCapacity: number;
   channelBytes: number;
   history: number;
+  /** Chat names clients by their certificates (`chatNames: "cert"`). */
+  certNames: boolean;
 }

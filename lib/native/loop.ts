@@ -873,7 +873,11 @@ export class EchoLoop {
       EPOLLIN | EPOLLRDHUP,
     );
     // Joined before it is logged, as on the default engine.
-    relay?.join(fd, peer);
+    relay?.join(
+      fd,
+      peer,
+      this.#config.server.certNames ? this.#tls?.certName(fd) : undefined,
+    );
     if (logInfo) this.#record(opened(peer, conns.size, this.#tls?.opened(fd)));
     if (rest !== undefined && rest.length > 0) {
       this.#consume(fd, rest, rest.length);

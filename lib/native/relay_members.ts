@@ -62,13 +62,20 @@ export class RelayMembers {
     return this.#settleAt;
   }
 
-  /** `fd` is a new client, named `peer`. */
-  join(fd: number, peer: string): void {
+  /**
+   * `fd` is a new client, named `peer`, and `certName` by its certificate
+   * (if it sent one).
+   */
+  join(fd: number, peer: string, certName?: string): void {
     const id = this.#nextId++;
     this.#ids.set(fd, id);
     this.#fds.set(id, fd);
     this.#splitters.set(fd, new LineSplitter(this.#maxLineBytes));
-    this.#host.post({ t: "join", id, peer });
+    this.#host.post(
+      certName === undefined
+        ? { t: "join", id, peer }
+        : { t: "join", id, peer, certName },
+    );
   }
 
   /** `fd`'s connection is gone: it leaves, if it had not. */

@@ -278,6 +278,11 @@ export class TlsConns {
     };
   }
 
+  /** The common name of `fd`'s client certificate, if it sent one. */
+  certName(fd: number): string | undefined {
+    return this.#sessions.get(fd)?.facts().peerCert?.commonName;
+  }
+
   /** Gives back `fd`'s record buffers while it is idle (see TlsSession.trim). */
   trim(fd: number): void {
     if (!this.#greetings.has(fd)) this.#sessions.get(fd)?.trim();

@@ -23,7 +23,7 @@ export interface DeliverMessage {
 
 /** What a thread sends the relay through its bridge. */
 export type RelayMessage =
-  | { t: "join"; id: number; peer: string }
+  | { t: "join"; id: number; peer: string; certName?: string }
   | { t: "leave"; id: number }
   | { t: "submit"; id: number; token: number; lines: Uint8Array[] }
   | {
@@ -42,15 +42,22 @@ export type RelayMessage =
 class RemoteMember implements Member {
   readonly bridge: RelayBridge;
   readonly peer: string;
+  readonly certName: string | undefined;
   readonly out: Inbox;
   readonly remote: { inbox: BulkInbox; id: number };
   name = "";
   room = "";
   quitting = false;
 
-  constructor(bridge: RelayBridge, id: number, peer: string) {
+  constructor(
+    bridge: RelayBridge,
+    id: number,
+    peer: string,
+    certName: string | undefined,
+  ) {
     this.bridge = bridge;
     this.peer = peer;
+    this.certName = certName;
     this.remote = { inbox: bridge, id };
     this.out = {
       post: (line) => bridge.sealed(id) || bridge.deliver(id, line),
@@ -123,7 +130,12 @@ export class RelayBridge implements BulkInbox {
     const relay = this.#relay;
     switch (message.t) {
       case "join": {
-        const member = new RemoteMember(this, message.id, message.peer);
+        const member = new RemoteMember(
+          this,
+          message.id,
+          message.peer,
+          message.certName,
+        );
         this.#members.set(message.id, member);
         relay.join(member);
         return;

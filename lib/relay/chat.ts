@@ -2,6 +2,7 @@
 // relay's fan-out (lib/relay/relay.ts), which they do not change. Not
 // exported from mod.ts.
 
+import { optionError } from "../_helpers.ts";
 import { lineContent } from "../_lines.ts";
 import { replaceControls, REPLACEMENT, safeText } from "../_text.ts";
 import {
@@ -23,6 +24,38 @@ export const MAX_CHAT_OVERHEAD = 4 * MAX_NAME_LENGTH + 4;
 export function chatLineBytes(maxLineBytes: number): number {
   return 3 * maxLineBytes + 2 + MAX_CHAT_OVERHEAD;
 }
+/** How chat names its clients: `userN`, or by their certificates too. */
+export const CHAT_NAMES = ["auto", "cert"] as const;
+
+/**
+ * Whether chat names clients by their certificates: `chatNames: "cert"`,
+ * which needs chat mode and `clientCa`.
+ */
+export function certNamesConfig(
+  options: { chatNames?: unknown; clientCa?: unknown },
+  mode: string,
+): boolean {
+  const { chatNames = "auto" } = options;
+  if (!(CHAT_NAMES as readonly unknown[]).includes(chatNames)) {
+    throw optionError(
+      "chatNames",
+      `must be one of ${CHAT_NAMES.join(", ")}, got ${String(chatNames)}`,
+    );
+  }
+  if (chatNames === "auto") return false;
+  if (mode !== "chat") {
+    throw optionError("chatNames", "names clients in chat mode only");
+  }
+  if (options.clientCa === undefined) {
+    throw optionError(
+      "chatNames",
+      "names clients by verified certificates only: give clientCa (--tls-client-ca)",
+      TypeError,
+    );
+  }
+  return true;
+}
+
 /** The room every chat client starts in. */
 export const LOBBY = "lobby";
 
@@ -47,6 +80,12 @@ const NAME_RULE =
 export interface ChatOptions {
   /** Lines of history a newcomer gets. */
   history: number;
+  /**
+   * A member whose client certificate has a common name that is a valid
+   * name is called by it, and cannot change it; an unverified holder of
+   * that name is renamed.
+   */
+  certNames: boolean;
   /** Called when a member changes its name. */
   renamed?(member: Member, from: string): void;
 }
@@ -59,8 +98,8 @@ class Room extends MemberGroup {
 /** What {@linkcode ChatRules} keep, as plain data (see `save`). */
 interface ChatState {
   nextUser: number;
-  /** Member key, name, room. */
-  members: [string, string, string][];
+  /** Member key, name, room, and whether its certificate named it. */
+  members: [string, string, string, boolean?][];
   /** Room, its members' keys in the order they came, its history. */
   rooms: [string, string[], string[]][];
 }
@@ -76,6 +115,8 @@ export class ChatRules implements RelayRules {
   #fanout: Fanout;
   #options: ChatOptions;
   #names = new Map<string, Member>();
+  /** Members named by their certificates. */
+  #certified = new Set<Member>();
   #rooms = new Map<string, Room>();
   #nextUser = 1;
 
@@ -92,7 +133,9 @@ export class ChatRules implements RelayRules {
   save(keyOf: (member: Member) => string): ChatState {
     return {
       nextUser: this.#nextUser,
-      members: [...this.#fanout.members].map((m) => [keyOf(m), m.name, m.room]),
+      members: [...this.#fanout.members].map((
+        m,
+      ) => [keyOf(m), m.name, m.room, this.#certified.has(m)]),
       rooms: [...this.#rooms].map(([name, room]) => [
         name,
         [...room.members].map(keyOf),
@@ -104,11 +147,12 @@ export class ChatRules implements RelayRules {
   load(saved: unknown, memberOf: (key: string) => Member): void {
     const state = saved as ChatState;
     this.#nextUser = state.nextUser;
-    for (const [key, name, room] of state.members) {
+    for (const [key, name, room, certified] of state.members) {
       const member = memberOf(key);
       member.name = name;
       member.room = room;
       this.#names.set(name.toLowerCase(), member);
+      if (certified) this.#certified.add(member);
     }
     for (const [name, keys, history] of state.rooms) {
       const room = new Room(keys.map(memberOf));
@@ -123,15 +167,47 @@ export class ChatRules implements RelayRules {
   }
 
   welcome(member: Member): void {
+    const claim = this.#options.certNames ? member.certName : undefined;
+    const note = claim === undefined ? undefined : this.#claim(member, claim);
     this.#send(
       member,
-      `* welcome, you are ${member.name}; commands: ${COMMANDS}`,
+      `* welcome, you are ${member.name}${
+        note === undefined ? "" : ` (${note})`
+      }; commands: ${COMMANDS}`,
     );
     this.#enterRoom(member, LOBBY);
   }
 
+  /**
+   * Names `member` (not in a room yet) by its certificate's `name`, and
+   * says how that went.
+   */
+  #claim(member: Member, name: string): string {
+    if (!NAME_PATTERN.test(name)) {
+      return `your certificate's name ${
+        JSON.stringify(replaceControls(name.slice(0, MAX_NAME_LENGTH)))
+      } is not a chat name`;
+    }
+    const holder = this.#names.get(name.toLowerCase());
+    if (holder !== undefined && this.#certified.has(holder)) {
+      return `${holder.name} is here already, with a certificate`;
+    }
+    if (holder !== undefined && holder !== member) {
+      // The certificate proves the name; a /nick did not.
+      this.#send(
+        holder,
+        `* ${holder.name} belongs to a client with its certificate`,
+      );
+      this.#rename(holder, this.#freeUserName());
+    }
+    this.#rename(member, name);
+    this.#certified.add(member);
+    return "from your certificate";
+  }
+
   leave(member: Member): void {
     this.#names.delete(member.name.toLowerCase());
+    this.#certified.delete(member);
   }
 
   farewell(member: Member): void {
@@ -194,17 +270,26 @@ export class ChatRules implements RelayRules {
         `usage: /nick NAME (${NAME_RULE})`,
       );
     }
+    if (this.#certified.has(member)) {
+      return this.#error(member, "your name comes from your certificate");
+    }
     const holder = this.#names.get(name.toLowerCase());
     if (holder === member && name === member.name) return;
     if (holder !== undefined && holder !== member) {
       return this.#error(member, `name taken: ${name}`);
     }
+    this.#rename(member, name);
+  }
+
+  #rename(member: Member, name: string): void {
     const from = member.name;
     this.#names.delete(from.toLowerCase());
     this.#names.set(name.toLowerCase(), member);
     member.name = name;
-    const notice = encoder.encode(`* ${from} is now ${name}\n`);
-    this.#fanout.postAll(this.#room(member.room), notice);
+    if (member.room !== "") {
+      const notice = encoder.encode(`* ${from} is now ${name}\n`);
+      this.#fanout.postAll(this.#room(member.room), notice);
+    }
     this.#options.renamed?.(member, from);
   }
 

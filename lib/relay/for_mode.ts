@@ -27,6 +27,7 @@ export function newRelay(
       : (fanout) =>
         new ChatRules(fanout, {
           history,
+          certNames: config.certNames,
           renamed: (member, from) =>
             logger.debug("Renamed {peer} from {from} to {name}", {
               peer: member.peer,

@@ -256,7 +256,14 @@ export class RedisBus implements Bus {
         const id = this.#nextMember++;
         this.#ids.set(event.member, id);
         this.#locals.set(id, event.member);
-        this.#add(Kind.Join, id, encoder.encode(event.member.peer));
+        const { peer, certName } = event.member;
+        this.#add(
+          Kind.Join,
+          id,
+          encoder.encode(
+            certName === undefined ? peer : `${peer}\0${certName}`,
+          ),
+        );
         break;
       }
       case "leave":
@@ -447,7 +454,7 @@ export class RedisBus implements Bus {
         case Kind.Join: {
           const m = self
             ? this.#locals.get(id)
-            : this.#standIn(instance, id, decoder.decode(bytes));
+            : this.#standIn(instance, id, ...joined(bytes));
           if (m) this.deliver?.({ t: "join", member: m });
           break;
         }
@@ -563,12 +570,18 @@ export class RedisBus implements Bus {
   }
 
   /** Another instance's member, as a stand-in whose lines go nowhere here. */
-  #standIn(instance: string, id: string | number, peer: string): Member {
+  #standIn(
+    instance: string,
+    id: string | number,
+    peer: string,
+    certName?: string,
+  ): Member {
     const key = `${instance}/${id}`;
     let m = this.#standIns.get(key);
     if (m === undefined) {
       m = {
         peer,
+        certName,
         name: "",
         room: "",
         quitting: false,
@@ -698,4 +711,10 @@ export function redisConfig(
   }
   assertInteger("redisHold", redisHold, 1, 1_000_000);
   return { url: redis, key: redisKey, holdLimit: redisHold };
+}
+
+/** A join's bytes: its peer, and the name its certificate gives it. */
+function joined(bytes: Uint8Array): [string, string?] {
+  const [peer, certName] = decoder.decode(bytes).split("\0");
+  return certName === undefined ? [peer] : [peer, certName];
 }

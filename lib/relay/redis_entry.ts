@@ -9,7 +9,10 @@
 
 /** What an event is; its `bytes` mean what the comment says. */
 export const Kind = {
-  /** A member came: its peer, as UTF-8. */
+  /**
+   * A member came: its peer, as UTF-8, then, if its certificate names it,
+   * a NUL and that name.
+   */
   Join: 1,
   /** A member went: no bytes. */
   Leave: 2,

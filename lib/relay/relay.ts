@@ -37,6 +37,8 @@ export interface Member {
    * number there. A line for many such members goes once per thread.
    */
   readonly remote?: { inbox: BulkInbox; id: number };
+  /** The common name of the client's verified certificate, if it sent one. */
+  readonly certName?: string;
   /** Chat name; empty in broadcast mode. */
   name: string;
   /** Chat room; empty in broadcast mode. */

@@ -31,6 +31,7 @@ export const OPENSSL_NPN_NEGOTIATED = 1;
 /** X509_NAME_print_ex's RFC 2253 form, UTF-8 left as it is (no ESC_MSB). */
 export const XN_FLAG_RFC2253_UTF8 = 0x1110313n;
 export const NID_SUBJECT_ALT_NAME = 85;
+export const NID_COMMON_NAME = 13;
 /** X509_V_OK: SSL_get_verify_result's "verified". */
 export const X509_V_OK = 0n;
 
@@ -136,6 +137,10 @@ const CRYPTO_SYMBOLS = {
   X509_get_subject_name: { parameters: ["pointer"], result: "pointer" },
   X509_NAME_print_ex: {
     parameters: ["pointer", "pointer", "i32", "u64"],
+    result: "i32",
+  },
+  X509_NAME_get_text_by_NID: {
+    parameters: ["pointer", "i32", "buffer", "i32"],
     result: "i32",
   },
   X509_get_ext_by_NID: {

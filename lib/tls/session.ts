@@ -8,6 +8,7 @@
 import type { TlsContext } from "./context.ts";
 import {
   BIO_C_SET_BUF_MEM_EOF_RETURN,
+  NID_COMMON_NAME,
   NID_SUBJECT_ALT_NAME,
   type OpenSsl,
   SSL_ERROR_WANT_READ,
@@ -35,6 +36,8 @@ export interface TlsFacts {
 export interface PeerCert {
   /** The subject, RFC 2253 style (`CN=alice,O=Example`). */
   subject: string;
+  /** The subject's common name (CN), if it has one. */
+  commonName: string | undefined;
   /** Its subject alternative names, OpenSSL's way (`DNS:alice.example`). */
   altNames: string[];
 }
@@ -228,13 +231,16 @@ export class TlsSession {
     const x509 = ssl.SSL_get1_peer_certificate(this.#ssl);
     if (x509 === null) return undefined;
     try {
+      const name = crypto.X509_get_subject_name(x509);
       const subject = this.#print((bio) =>
-        crypto.X509_NAME_print_ex(
-          bio,
-          crypto.X509_get_subject_name(x509),
-          0,
-          XN_FLAG_RFC2253_UTF8,
-        )
+        crypto.X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253_UTF8)
+      );
+      const cn = new Uint8Array(256);
+      const length = crypto.X509_NAME_get_text_by_NID(
+        name,
+        NID_COMMON_NAME,
+        cn,
+        cn.length,
       );
       const at = crypto.X509_get_ext_by_NID(x509, NID_SUBJECT_ALT_NAME, -1);
       const names = at < 0
@@ -244,6 +250,9 @@ export class TlsSession {
         );
       return {
         subject,
+        commonName: length < 0
+          ? undefined
+          : decoder.decode(cn.subarray(0, length)),
         altNames: names === "" ? [] : names.split(", "),
       };
     } finally {
