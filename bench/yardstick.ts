@@ -16,6 +16,8 @@
  *   OpenSSL): 64 B and 4 KiB × 50 connections (server µs of CPU per round
  *   trip), and full handshakes 8 at once (handshakes a second, server µs
  *   of CPU each). Building them needs OpenSSL's headers (libssl-dev).
+ *   And the load generators against c_tls_epoll: tls_loadgen and our
+ *   native load client at 64 B and 4 KiB × 50 (round trips a second).
  * - UDP at 64 B × 50 sockets ping-ponging (the yardstick's udp_loadgen):
  *   c_udp_echo (recvmmsg/sendmmsg), native and default, server µs of CPU
  *   per datagram.
@@ -540,8 +542,27 @@ async function benchTls(
       const r = await run([...args]);
       cell[key] = Number(r.srv_us_per_unit);
       if (key === "hs") cell.hsPerS = Number(r.per_s);
+      else cell[`${key}PerS`] = Number(r.per_s);
       cell.errors += Number(r.mismatches) + Number(r.errors) +
         (r.ok === "1" ? 0 : 1);
+    }
+    if (name === "c_tls_epoll") {
+      // Our native load client against the same server, as tls_loadgen.
+      for (const [key, size] of [["rt64", 64], ["rt4k", 4096]] as const) {
+        const { success, stdout } = await pinned(
+          1,
+          cli("client.ts", [
+            ...["--port", String(s.port), "--engine", "native"],
+            ...["--tls", "--ca", tls.ca, "--server-name", "localhost"],
+            ...["--connections", "50", "--size", String(size)],
+            ...["--warmup", "1", "--duration", String(o.duration), "--json"],
+          ]),
+        ).output();
+        const report = JSON.parse(new TextDecoder().decode(stdout));
+        cell[`${key}Client`] = report.roundTripsPerSecond;
+        cell.errors += report.mismatches + report.otherErrors +
+          report.connectErrors + (success ? 0 : 1);
+      }
     }
     cells[name] = cell;
   }
@@ -778,6 +799,28 @@ async function main(): Promise<void> {
             }×`
           ),
         ]),
+      ),
+      "",
+      markdown(
+        [
+          "TLS load generator → c_tls_epoll",
+          "tls_loadgen round trips/s",
+          "native client round trips/s",
+          "native / C",
+        ],
+        ([["64 B × 50", "rt64"], ["4 KiB × 50", "rt4k"]] as const).map((
+          [label, key],
+        ) => {
+          const c = tlsCells.map((r) => r.c_tls_epoll);
+          return [
+            label,
+            fmt(middle(c.map((r) => r[`${key}PerS`])), 0),
+            fmt(middle(c.map((r) => r[`${key}Client`])), 0),
+            `${
+              fmt(middle(c.map((r) => r[`${key}Client`] / r[`${key}PerS`])), 2)
+            }×`,
+          ];
+        }),
       ),
       "",
       markdown(

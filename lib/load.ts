@@ -2,7 +2,9 @@ import { proxyPlan, type Target, target } from "./client/dial.ts";
 import { assertDatagram, datagramTarget } from "./client/datagram.ts";
 import type { ConnectOptions } from "./types.ts";
 import { encodeHistogram, latencySummary } from "./client/latency.ts";
-import type { LoadResult } from "./native/load_loop.ts";
+import type { LoadResult, LoadTlsPlan } from "./native/load_loop.ts";
+import { TlsContext } from "./tls/context.ts";
+import { openSsl } from "./tls/openssl.ts";
 import {
   datagramChannel,
   streamChannel,
@@ -59,6 +61,15 @@ export interface LoadTestOptions extends ConnectOptions {
    */
   message?: string | Uint8Array | number;
   /**
+   * Round trips each connection makes before it is closed and a new one
+   * opened in its place: 1 makes a connect (and a TLS handshake) for every
+   * round trip. The report times connects and handshakes apart from round
+   * trips. Not for UDP.
+   *
+   * @default {Infinity}
+   */
+  reconnectEvery?: number;
+  /**
    * Round trips per second to aim for, over all connections; each connection
    * starts its round trips on a fixed schedule. When a connection is behind
    * that schedule because its earlier round trips were slow, latency is
@@ -85,10 +96,11 @@ export interface LoadTestOptions extends ConnectOptions {
   /** Aborting it stops the test early; the report covers what was done. */
   signal?: AbortSignal;
   /**
-   * What drives the connections. `"native"` is one epoll loop over libc
-   * through Deno's FFI, in a Web Worker of its own: TCP, a Unix socket
-   * (with a PROXY header if asked) or UDP (on epoll), not TLS, on Linux, with
-   * `--allow-ffi` (full access to the process). For driving
+   * What drives the connections. `"native"` is one io_uring or epoll loop
+   * over libc through Deno's FFI, in a Web Worker of its own: TCP, a Unix
+   * socket (with a PROXY header if asked), UDP, or TLS through OpenSSL
+   * (`libssl.so.3`, resuming sessions on reconnects; these three on epoll),
+   * on Linux, with `--allow-ffi` (full access to the process). For driving
    * fast servers at the rate of a C load generator; every byte is still
    * compared and every latency recorded.
    *
@@ -153,6 +165,31 @@ export interface LoadReport {
   readonly megabytesPerSecond: number;
   /** Latency of the round trips, from an HDR histogram (3 digits). */
   readonly latencyUs: LatencySummary;
+  /**
+   * Connects made in the measured part (with `reconnectEvery`, more than
+   * the connections).
+   */
+  readonly connects: number;
+  /**
+   * How long those connects took, from `connect()` to connected (after a
+   * PROXY header, before TLS).
+   */
+  readonly connectLatencyUs: LatencySummary;
+  /** Their histogram, encoded as `latencyHistogram` is. */
+  readonly connectLatencyHistogram: string;
+  /** With `tls`: TLS handshakes completed in the measured part. */
+  readonly handshakes?: number;
+  /** With `tls`: handshakes per second over `durationMs`. */
+  readonly handshakesPerSecond?: number;
+  /** With `tls`: how long handshakes took, from connected to done. */
+  readonly handshakeLatencyUs?: LatencySummary;
+  /** With `tls`: their histogram, encoded as `latencyHistogram` is. */
+  readonly handshakeLatencyHistogram?: string;
+  /**
+   * With `tls` on the native engine: how many of the handshakes resumed
+   * an earlier session of the same connection slot (a ticket).
+   */
+  readonly resumedHandshakes?: number;
   /**
    * That histogram (round-trip times in µs), compressed and in base64 as
    * HdrHistogram's tools exchange histograms: `decodeFromCompressedBase64`
@@ -229,7 +266,14 @@ export async function loadTest(
     (duration === undefined && options.countPerConnection === undefined
       ? 1000
       : Infinity);
-  const server = options.udp ? datagramTarget(options) : target(options);
+  const { engine = "default" } = options;
+  // OpenSSL presents a client certificate wherever Deno does not (after a
+  // PROXY header, with another server name): loadTlsPlan checks it.
+  const server = options.udp ? datagramTarget(options) : target(
+    engine === "native" && options.tls
+      ? { ...options, cert: undefined, key: undefined }
+      : options,
+  );
   assertPositive("connections", connections, true);
   assertPositive("count", count, false);
   assertPositive("countPerConnection", countPerConnection, false);
@@ -241,9 +285,15 @@ export async function loadTest(
     assertPositive("warmup", warmup, false);
   }
   if (rate !== undefined) assertPositive("rate", rate, false);
+  const { reconnectEvery = Infinity } = options;
+  if (reconnectEvery !== Infinity) {
+    assertPositive("reconnectEvery", reconnectEvery, true);
+  }
+  if (options.udp && reconnectEvery !== Infinity) {
+    throw optionError("reconnectEvery", "UDP has no connections", TypeError);
+  }
   const message = messageBytes(options.message ?? 64);
   if (options.udp) assertDatagram(message);
-  const { engine = "default" } = options;
   if (engine === "native") {
     return nativeReport(server.address, message, {
       connections,
@@ -253,6 +303,7 @@ export async function loadTest(
       timeout,
       duration,
       warmup,
+      reconnectEvery,
       progressInterval,
       onProgress,
       signal,
@@ -267,8 +318,15 @@ export async function loadTest(
   const open = "open" in server
     ? (index: number) =>
       Promise.resolve(datagramChannel(server, message, timeout, index))
-    : async (_: number, signal: AbortSignal | undefined) =>
-      streamChannel(await (server as Target).connect(signal), message);
+    : async (
+      _: number,
+      signal: AbortSignal | undefined,
+      connected: () => void,
+    ) =>
+      streamChannel(
+        await (server as Target).connect(signal, connected),
+        message,
+      );
 
   const run = new StreamLoad({
     open,
@@ -279,6 +337,8 @@ export async function loadTest(
     timeout,
     warmup,
     duration,
+    reconnectEvery,
+    tls: options.tls === true,
   });
   const stopAt = duration === undefined
     ? undefined
@@ -313,6 +373,7 @@ export async function loadTest(
     durationMs: run.schedule.durationMs,
     latencyHistogram: encodeHistogram(run.schedule.histogram),
     latencyUs: latencySummary(run.schedule.histogram),
+    ...run.schedule.phases(options.tls === true),
     lost: run.lost,
     ...run.failures.report(),
     cpuMs: run.cpu.ms,
@@ -335,6 +396,9 @@ function reportOf(
     messageBytes: message.length,
     roundTripsPerSecond: rate(measured.roundTrips),
     megabytesPerSecond: rate(measured.roundTrips * message.length) / 1e6,
+    ...(measured.handshakes === undefined
+      ? {}
+      : { handshakesPerSecond: rate(measured.handshakes) }),
   };
 }
 
@@ -344,12 +408,13 @@ async function nativeReport(
   message: Uint8Array,
   run: Omit<
     NativeLoadOptions,
-    "hostname" | "port" | "path" | "proxy" | "udp" | "message" | "io"
+    "hostname" | "port" | "path" | "proxy" | "udp" | "tls" | "message" | "io"
   >,
   options: LoadTestOptions,
 ): Promise<LoadReport> {
-  assertNativeLoad(options.tls ? "TLS" : undefined);
+  assertNativeLoad();
   const { hostname = "127.0.0.1", port = 9000, path } = options;
+  const tls = options.tls ? loadTlsPlan(options, hostname) : undefined;
   const { io, ...result } = await nativeLoad({
     ...run,
     hostname: path === undefined ? await resolvedAddress(hostname) : "",
@@ -357,6 +422,7 @@ async function nativeReport(
     path,
     proxy: proxyPlan(options),
     udp: options.udp === true,
+    tls,
     message,
     io: options.nativeIo,
   });
@@ -364,6 +430,38 @@ async function nativeReport(
     ...reportOf(address, run.connections, message, result),
     nativeIo: io,
   };
+}
+
+/**
+ * What the native engine's TLS checks and presents, checked here (an
+ * OpenSSL context made and freed), so that a bad certificate or key is an
+ * option error on this thread.
+ */
+function loadTlsPlan(options: LoadTestOptions, hostname: string): LoadTlsPlan {
+  const { caCerts, cert, key, alpnProtocols } = options;
+  if (
+    (cert !== undefined || key !== undefined) &&
+    (typeof cert !== "string" || typeof key !== "string")
+  ) {
+    throw optionError(
+      cert === undefined ? "cert" : "key",
+      "a client certificate needs cert and key, as PEM text",
+      TypeError,
+    );
+  }
+  const plan: LoadTlsPlan = {
+    serverName: options.serverName ?? hostname,
+    ...(caCerts === undefined ? {} : { caCerts: [...caCerts] }),
+    ...(cert === undefined ? {} : { cert, key }),
+    ...(alpnProtocols === undefined ? {} : { alpn: [...alpnProtocols] }),
+  };
+  const lib = openSsl();
+  try {
+    TlsContext.client(lib, plan).free();
+  } finally {
+    lib.close();
+  }
+  return plan;
 }
 
 /** `hostname` as an IP address: itself, or the first one DNS gives. */

@@ -184,6 +184,7 @@ const plan = (over: Partial<SchedulePlan> = {}): SchedulePlan => ({
   timeout: 10_000,
   warmup: 0,
   duration: undefined,
+  reconnectEvery: Infinity,
   ...over,
 });
 
@@ -241,6 +242,58 @@ Deno.test("LoadSchedule: the count, the count per connection, the warm-up, the d
   assert.equal(new LoadSchedule(plan({ timeout: 200 }), 0).stop(0), true);
   assert.equal(drainMs(200), 200);
   assert.equal(drainMs(0), 1000);
+});
+
+Deno.test("LoadSchedule: reconnectEvery replaces a connection after its round trips; connects and handshakes are timed in the measured part only", () => {
+  const s = new LoadSchedule(
+    plan({
+      reconnectEvery: 2,
+      countPerConnection: 5,
+      warmup: 10,
+      duration: 100,
+    }),
+    0,
+  );
+  const a = s.slot(0);
+  const kinds: string[] = [];
+  for (let i = 0; i < 9; i++) {
+    const next = s.next(a, 0);
+    kinds.push(next.t);
+    if (next.t === "begin") s.begin(a);
+    else if (next.t === "reconnect") a.onSocket = 0;
+    else break;
+  }
+  // Two on each connection, and the fifth on a third one.
+  assert.deepEqual(kinds, [
+    "begin",
+    "begin",
+    "reconnect",
+    "begin",
+    "begin",
+    "reconnect",
+    "begin",
+    "done",
+  ]);
+  // Without it, never.
+  const never = new LoadSchedule(plan({ countPerConnection: 3 }), 0);
+  const b = never.slot(0);
+  for (let i = 0; i < 3; i++) {
+    assert.equal(never.next(b, 0).t, "begin");
+    never.begin(b);
+  }
+  assert.equal(never.next(b, 0).t, "done");
+  // Warming up: not counted; then counted, in µs; after the stop: not.
+  s.connected(1, 5);
+  s.handshaken(5, 9);
+  assert.deepEqual([s.connects, s.handshakes], [0, 0]);
+  s.connected(20, 20.25);
+  s.handshaken(20.25, 21.5);
+  assert.deepEqual([s.connects, s.handshakes], [1, 1]);
+  assert.equal(s.connectHistogram.maxValue, 250);
+  assert.equal(s.handshakeHistogram.maxValue, 1250);
+  s.stop(50);
+  s.connected(50, 51);
+  assert.equal(s.connects, 1);
 });
 
 Deno.test("LoadSchedule: the watchdog's period and what has timed out", () => {

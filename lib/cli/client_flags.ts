@@ -172,9 +172,9 @@ export const CLIENT_FLAGS = {
     group: "engine",
     arg: "NAME",
     help: "load test: default (Deno's sockets) or native (one loop over " +
-      "libc through FFI, in a thread of its own; TCP, Unix or UDP, " +
-      "Linux); " +
-      "the client task allows FFI, and drops it unless native",
+      "libc through FFI, in a thread of its own; TCP, Unix, UDP, or TLS " +
+      "through OpenSSL; Linux); the client task allows FFI, and drops it " +
+      "unless native",
     default: "default",
     parse: choice(["default", "native"] as const),
   },
@@ -183,7 +183,8 @@ export const CLIENT_FLAGS = {
     arg: "NAME",
     help: "load test with --engine native: io_uring (a system call per " +
       "batch of sends and receives; Linux 6.1+) or epoll (one per send and " +
-      "receive); default io_uring where the kernel allows it, else epoll",
+      "receive); default io_uring where the kernel allows it, else epoll; " +
+      "UDP, TLS and --reconnect-every run on epoll",
     parse: choice(["io_uring", "epoll"] as const),
   },
   "num-clients": {
@@ -224,6 +225,14 @@ export const CLIENT_FLAGS = {
     help: "load test: first run S seconds unmeasured (round trips made and " +
       "checked, not counted), then --duration",
     parse: decimal,
+  },
+  "reconnect-every": {
+    group: "load",
+    arg: "N",
+    option: "reconnectEvery",
+    help: "load test: a new connection every N round trips (1: a connect " +
+      "and TLS handshake each), timed apart",
+    parse: integer,
   },
   size: {
     group: "load",
@@ -298,6 +307,7 @@ export const LOAD_FLAGS = [
   "max-count",
   "duration",
   "warmup",
+  "reconnect-every",
   "size",
   "rate",
   "report-interval",

@@ -1,7 +1,12 @@
 // Private: the client CLI's load test: progress on stderr, the report on
 // stdout. Not exported from mod.ts.
 
-import { type LoadReport, loadTest, type LoadTestOptions } from "../load.ts";
+import {
+  type LatencySummary,
+  type LoadReport,
+  loadTest,
+  type LoadTestOptions,
+} from "../load.ts";
 import { EXIT_FAILURE, EXIT_OK, printError } from "./flags.ts";
 
 /** How client.ts runs a load test. */
@@ -63,7 +68,11 @@ export async function runLoad(run: LoadRun): Promise<number> {
     if (live) Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
   }
   console.log(
-    json ? JSON.stringify(report) : formatReport(report, options.udp ?? false),
+    json ? JSON.stringify(report) : formatReport(
+      report,
+      options.udp ?? false,
+      options.reconnectEvery !== undefined,
+    ),
   );
   if (histogramFile !== undefined || plotFile !== undefined) {
     // Vega is loaded only for these files, not at every start.
@@ -104,8 +113,15 @@ function lossPercent(r: LoadReport): number {
   return sent === 0 ? 0 : r.lost / sent * 100;
 }
 
-/** The report as a few aligned lines for people. */
-function formatReport(r: LoadReport, udp: boolean): string {
+/**
+ * The report as a few aligned lines for people; connects' latency with
+ * `reconnects` or TLS, handshakes' with TLS.
+ */
+function formatReport(
+  r: LoadReport,
+  udp: boolean,
+  reconnects: boolean,
+): string {
   const n = (x: number, digits = 0) =>
     x.toLocaleString("en-US", {
       minimumFractionDigits: digits,
@@ -114,14 +130,37 @@ function formatReport(r: LoadReport, udp: boolean): string {
   const us = (x: number) => x < 1000 ? `${n(x)} µs` : `${n(x / 1000, 2)} ms`;
   const l = r.latencyUs;
   const seconds = r.durationMs / 1000;
+  const percentiles = (l: LatencySummary) =>
+    `p50 ${us(l.p50)}, p90 ${us(l.p90)}, p99 ${us(l.p99)}, p99.9 ${
+      us(l.p999)
+    }, max ${us(l.max)}`;
+  const phases: string[] = [];
+  if (reconnects || r.handshakes !== undefined) {
+    phases.push(
+      `connects     ${n(r.connects)}: ${percentiles(r.connectLatencyUs)}`,
+    );
+  }
+  if (r.handshakes !== undefined && r.handshakeLatencyUs !== undefined) {
+    const resumed = r.resumedHandshakes === undefined
+      ? ""
+      : `, ${n(r.resumedHandshakes)} resumed`;
+    phases.push(
+      `handshakes   ${n(r.handshakes)} (${
+        n(r.handshakesPerSecond ?? 0)
+      }/s${resumed}): ${percentiles(r.handshakeLatencyUs)}`,
+    );
+  }
   return [
-    `target       ${r.address}, ${r.connected} of ${r.connections} connections, ${r.messageBytes}-byte messages`,
+    `target       ${r.address}, ${
+      reconnects
+        ? `${r.connections} connections, ${n(r.connected)} opened in turn`
+        : `${r.connected} of ${r.connections} connections`
+    }, ${r.messageBytes}-byte messages`,
     `round trips  ${n(r.roundTrips)} in ${n(seconds, 2)} s: ${
       n(r.roundTripsPerSecond)
     }/s, ${n(r.megabytesPerSecond, 2)} MB/s each way`,
-    `latency      p50 ${us(l.p50)}, p90 ${us(l.p90)}, p99 ${us(l.p99)}, p99.9 ${
-      us(l.p999)
-    }, max ${us(l.max)}`,
+    `latency      ${percentiles(l)}`,
+    ...phases,
     `errors       ${r.connectErrors} connect, ${r.closedBeforeEcho} closed before any echo, ${r.mismatches} mismatched echoes, ${r.otherErrors} other${
       r.lost > 0 || udp
         ? `, ${r.lost} lost (${lossPercent(r).toFixed(2)} %)`

@@ -126,6 +126,14 @@ export const SERVER_FLAGS = {
     help: "with --tls-client-ca, admit a client without a certificate too " +
       "(one whose certificate does not verify is still refused)",
   },
+  "chat-names": {
+    group: "tls",
+    arg: "HOW",
+    help: "in chat mode, auto (userN, then /nick) or cert: a client with a " +
+      "verified certificate is called by its CN (--tls-client-ca)",
+    default: "auto",
+    parse: choice(CHAT_NAMES),
+  },
   "tls-sni": {
     group: "tls",
     arg: "NAME=CERT,KEY",
@@ -336,14 +344,6 @@ export const SERVER_FLAGS = {
       "--channel-capacity",
     default: "20, or that half if less",
     parse: integer,
-  },
-  "chat-names": {
-    group: "modes",
-    arg: "HOW",
-    help: "auto (userN, then /nick) or cert: a client with a verified " +
-      "certificate is called by its CN (--tls-client-ca, --engine native)",
-    default: "auto",
-    parse: choice(CHAT_NAMES),
   },
   operator: {
     group: "modes",

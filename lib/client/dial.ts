@@ -14,12 +14,13 @@ export interface Target {
   readonly address: string;
   /**
    * Connects, with Nagle's algorithm off on TCP, so that small messages
-   * are not held back waiting for an acknowledgement.
+   * are not held back waiting for an acknowledgement; calls `connected`
+   * once the socket is connected, before a TLS handshake.
    *
    * @throws {Deno.errors.ConnectionRefused} Nothing listens there.
    * @throws {unknown} `signal.reason`, when the signal aborts first.
    */
-  connect(signal?: AbortSignal): Promise<Deno.Conn>;
+  connect(signal?: AbortSignal, connected?: () => void): Promise<Deno.Conn>;
 }
 
 /**
@@ -51,10 +52,11 @@ export function target(options: ConnectOptions): Target {
     const header = proxyHeader(options);
     return {
       address: path,
-      async connect() {
+      async connect(_signal, connected) {
         const conn = await Deno.connect({ transport: "unix", path });
         try {
           if (header) await writeAll(conn, header(undefined));
+          connected?.();
         } catch (error) {
           conn.close();
           throw error;
@@ -81,25 +83,28 @@ export function target(options: ConnectOptions): Target {
     // Deno presents a certificate only on a connection it opens itself.
     return {
       address,
-      async connect(signal) {
+      async connect(signal, connected) {
+        // Connected: the handshake is made on demand.
         const conn = await Deno.connectTls({
           hostname,
           port,
           ...tls,
           ...pair,
         });
+        connected?.();
         return await handshaken(conn, hostname, signal);
       },
     };
   }
   return {
     address,
-    async connect(signal) {
+    async connect(signal, connected) {
       const conn = await Deno.connect({ hostname, port, signal });
       try {
         conn.setNoDelay(true);
         // A proxy's header comes first, before TLS.
         if (header) await writeAll(conn, header(conn));
+        connected?.();
         return tls === undefined ? conn : await secure(conn, tls, signal);
       } catch (error) {
         try {

@@ -3,13 +3,35 @@
 // flat out without), when round trips start to count (after the warm-up)
 // and stop (the duration, or the count), when one counts and what latency
 // it had (from when it was due, so that a server that falls behind is not
-// flattered), and how long round trips in flight at the end may finish.
+// flattered), how long round trips in flight at the end may finish, when a
+// connection is replaced by a new one (`reconnectEvery`), and how long
+// connects and TLS handshakes took.
 // Both load engines drive it: lib/client/stream_load.ts over Deno's sockets and
 // lib/native/load_loop.ts over libc, on their own clocks. Not exported from
 // mod.ts.
 
 import type * as Hdr from "npm:hdr-histogram-js@^3.0.1";
-import { latencyHistogram } from "./latency.ts";
+import {
+  encodeHistogram,
+  type Latency,
+  latencyHistogram,
+  latencySummary,
+} from "./latency.ts";
+
+/** What a load test measured of its connects and handshakes. */
+export interface PhaseFigures {
+  /** Connects counted (the measured part's, reconnects included). */
+  connects: number;
+  /** How long they took, in µs: connect() to connected. */
+  connectLatencyUs: Latency;
+  /** Their histogram, as {@linkcode encodeHistogram} encodes it. */
+  connectLatencyHistogram: string;
+  /** With TLS: handshakes counted, after their connects. */
+  handshakes?: number;
+  /** How long they took, in µs: connected to the handshake's end. */
+  handshakeLatencyUs?: Latency;
+  handshakeLatencyHistogram?: string;
+}
 
 /** The longest the end waits for round trips in flight. */
 const DRAIN_MS = 1000;
@@ -37,6 +59,11 @@ export interface SchedulePlan {
   warmup: number;
   /** Milliseconds measured after the warm-up; undefined: until the count. */
   duration: number | undefined;
+  /**
+   * Round trips a connection makes before it is closed and another opened
+   * in its place (Infinity: never).
+   */
+  reconnectEvery: number;
 }
 
 /** One connection's place in the schedule. */
@@ -45,12 +72,16 @@ export interface Slot {
   due: number;
   /** Round trips it has begun. */
   mine: number;
+  /** Round trips it has begun on its current connection. */
+  onSocket: number;
 }
 
 /** What a connection does next. */
 export type Next =
   | { t: "begin"; since: number }
   | { t: "wait"; until: number }
+  /** Close the connection and open another (then ask again). */
+  | { t: "reconnect" }
   | { t: "done" };
 
 /** One load test's schedule and counts. */
@@ -64,9 +95,15 @@ export class LoadSchedule {
   /** Milliseconds between one connection's round trips, with a rate. */
   readonly interval: number;
   readonly histogram: Hdr.Histogram = latencyHistogram();
+  /** How long connects took, and TLS handshakes after them. */
+  readonly connectHistogram: Hdr.Histogram = latencyHistogram();
+  readonly handshakeHistogram: Hdr.Histogram = latencyHistogram();
   /** Round trips begun, and counted. */
   started = 0;
   completed = 0;
+  /** Connects and handshakes counted (see {@linkcode connected}). */
+  connects = 0;
+  handshakes = 0;
   /** When the last counted round trip ended, or the stop. */
   endedAt: number;
   /** When round trips still in flight after the stop are abandoned. */
@@ -95,6 +132,7 @@ export class LoadSchedule {
     return {
       due: this.startedAt + this.interval * index / this.plan.connections,
       mine: 0,
+      onSocket: 0,
     };
   }
 
@@ -103,7 +141,9 @@ export class LoadSchedule {
    * wait for its slot, or begin a round trip, counted from `since`. A round
    * trip behind its slot (the last ones were slow) counts from when it was
    * due; one begun on time, or after `waited` for its slot, from `now`: our
-   * own timer's lateness is not the server's.
+   * own timer's lateness is not the server's. A connection that has made
+   * `reconnectEvery` round trips is replaced first (its driver sets
+   * `onSocket` to 0 once the new one is open).
    */
   next(slot: Slot, now: number, waited = false): Next {
     const { count, countPerConnection } = this.plan;
@@ -113,6 +153,7 @@ export class LoadSchedule {
     ) {
       return { t: "done" };
     }
+    if (slot.onSocket >= this.plan.reconnectEvery) return { t: "reconnect" };
     if (this.interval === 0) return { t: "begin", since: now };
     if (slot.due > now) return { t: "wait", until: slot.due };
     return { t: "begin", since: waited ? now : slot.due };
@@ -122,6 +163,7 @@ export class LoadSchedule {
   begin(slot: Slot): void {
     this.started++;
     slot.mine++;
+    slot.onSocket++;
     slot.due += this.interval;
   }
 
@@ -134,6 +176,30 @@ export class LoadSchedule {
     this.histogram.recordValue(Math.max(1, Math.round((now - since) * 1000)));
     this.completed++;
     this.endedAt = now;
+    return true;
+  }
+
+  /**
+   * A connect that began at `since` succeeded at `now`: its latency is
+   * recorded, unless warming up or after the stop.
+   */
+  connected(since: number, now: number): void {
+    if (this.#record(this.connectHistogram, since, now)) this.connects++;
+  }
+
+  /**
+   * A TLS handshake that began at `since` finished at `now` (as above);
+   * returns whether it was counted.
+   */
+  handshaken(since: number, now: number): boolean {
+    if (!this.#record(this.handshakeHistogram, since, now)) return false;
+    this.handshakes++;
+    return true;
+  }
+
+  #record(histogram: Hdr.Histogram, since: number, now: number): boolean {
+    if (now < this.measuredFrom || this.#stopped) return false;
+    histogram.recordValue(Math.max(1, Math.round((now - since) * 1000)));
     return true;
   }
 
@@ -159,6 +225,25 @@ export class LoadSchedule {
   timedOut(since: number, now: number): boolean {
     return this.plan.timeout > 0 && since > 0 &&
       now - since > this.plan.timeout;
+  }
+
+  /** The connects' and (with `tls`) handshakes' figures; frees both. */
+  phases(tls: boolean): PhaseFigures {
+    const connects = {
+      connects: this.connects,
+      connectLatencyHistogram: encodeHistogram(this.connectHistogram),
+      connectLatencyUs: latencySummary(this.connectHistogram),
+    };
+    if (!tls) {
+      this.handshakeHistogram.destroy();
+      return connects;
+    }
+    return {
+      ...connects,
+      handshakes: this.handshakes,
+      handshakeLatencyHistogram: encodeHistogram(this.handshakeHistogram),
+      handshakeLatencyUs: latencySummary(this.handshakeHistogram),
+    };
   }
 
   /** The measured part's length so far. */

@@ -15,11 +15,20 @@ import {
   isReset,
   Refusal,
 } from "./failures.ts";
-import { LoadSchedule, type SchedulePlan } from "./schedule.ts";
+import { LoadSchedule, type SchedulePlan, type Slot } from "./schedule.ts";
 
 export interface StreamLoadOptions extends SchedulePlan {
-  /** Opens connection number `index` (a socket of its own, for UDP). */
-  open(index: number, signal: AbortSignal | undefined): Promise<Channel>;
+  /**
+   * Opens connection number `index` (a socket of its own, for UDP), and
+   * calls `connected` once its socket is connected (before TLS).
+   */
+  open(
+    index: number,
+    signal: AbortSignal | undefined,
+    connected: () => void,
+  ): Promise<Channel>;
+  /** Whether `open` makes a TLS handshake after the connect. */
+  tls: boolean;
 }
 
 /** One load test's connections over Deno's sockets, on its schedule. */
@@ -101,42 +110,72 @@ export class StreamLoad {
     }
   };
 
-  /** Runs connection number `index` until the test is over. */
+  /**
+   * Runs connection number `index` until the test is over, opening another
+   * in its place every `reconnectEvery` round trips.
+   */
   async connection(index: number): Promise<void> {
+    const slot = this.schedule.slot(index);
+    while (true) {
+      const conn = await this.#open(index);
+      if (conn === undefined) return;
+      let next: "reconnect" | "done" = "done";
+      try {
+        next = await this.#roundTrips(conn, slot);
+      } catch (error) {
+        // A connection the watchdog closed has been counted already.
+        if (!this.schedule.stopped && this.#conns.has(conn)) {
+          this.#fail(error instanceof Refusal ? "refused" : "other", error);
+        }
+      } finally {
+        if (this.#conns.delete(conn)) conn.close();
+      }
+      if (next === "done") return;
+      slot.onSocket = 0;
+    }
+  }
+
+  /**
+   * Opens connection `index`, timing its connect and its handshake;
+   * undefined when it failed (counted) or the test is over.
+   */
+  async #open(index: number): Promise<Channel | undefined> {
     const { open, timeout } = this.#options;
+    const since = performance.now();
+    let connectedAt = 0;
     let conn: Channel;
     try {
       conn = await open(
         index,
         timeout > 0 ? AbortSignal.timeout(timeout) : undefined,
+        () => connectedAt = performance.now(),
       );
     } catch (error) {
       if (!this.schedule.stopped) this.#fail("connect", error);
-      return;
+      return undefined;
     }
+    const now = performance.now();
     if (this.schedule.stopped) {
       conn.close();
-      return;
+      return undefined;
     }
+    if (connectedAt === 0) connectedAt = now;
+    this.schedule.connected(since, connectedAt);
+    if (this.#options.tls) this.schedule.handshaken(connectedAt, now);
     this.connected++;
     this.#conns.set(conn, 0);
-    try {
-      await this.#roundTrips(conn, index);
-    } catch (error) {
-      // A connection the watchdog closed has been counted already.
-      if (!this.schedule.stopped && this.#conns.has(conn)) {
-        this.#fail(error instanceof Refusal ? "refused" : "other", error);
-      }
-    } finally {
-      if (this.#conns.delete(conn)) conn.close();
-    }
+    return conn;
   }
 
-  async #roundTrips(conn: Channel, index: number): Promise<void> {
+  /** `conn`'s round trips, until it must be replaced or the test is over. */
+  async #roundTrips(
+    conn: Channel,
+    slot: Slot,
+  ): Promise<"reconnect" | "done"> {
     const schedule = this.schedule;
-    const slot = schedule.slot(index);
     let next = schedule.next(slot, performance.now());
     while (next.t !== "done") {
+      if (next.t === "reconnect") return "reconnect";
       if (next.t === "wait") {
         // Ends early at the stop (which rejects it).
         await sleep(next.until - performance.now(), undefined, {
@@ -155,12 +194,13 @@ export class StreamLoad {
       } else if (result !== "ok") {
         this.#fail("mismatch", new Error(result.mismatch));
         // A stream is out of step now: its connection stops.
-        if (conn.stream) return;
+        if (conn.stream) return "done";
       } else {
         schedule.finished(since, performance.now());
       }
       next = schedule.next(slot, performance.now());
     }
+    return "done";
   }
 
   /**

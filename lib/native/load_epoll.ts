@@ -56,11 +56,12 @@ export class EpollLoad extends LoadLoop {
     this.#ctl(EPOLL_CTL_ADD, config.wakeFd, EPOLLIN);
   }
 
-  protected override open(index: number): void {
+  protected override open(index: number, reuse?: Conn): void {
     const { libc } = this.native;
     const address = this.address;
     const fd = this.socket(SOCK_NONBLOCK);
     if (fd < 0) return;
+    reuse?.reset(fd);
     if (libc.connect(fd, address, address.length) < 0) {
       const errno = this.native.errno();
       if (errno !== EINPROGRESS) {
@@ -68,7 +69,7 @@ export class EpollLoad extends LoadLoop {
         return this.fail("connect", errnoText(errno));
       }
     }
-    const conn = new Conn(fd, index);
+    const conn = reuse ?? new Conn(fd, index);
     this.added(conn);
     this.#byFd[fd] = conn;
     conn.events = EPOLLOUT;
@@ -97,7 +98,8 @@ export class EpollLoad extends LoadLoop {
       const conn = this.#byFd[fd];
       if (conn === undefined) continue;
       const events = epollEvents(this.#eventsView, i);
-      if (!conn.connected) this.#connectDone(conn);
+      if (!conn.connected && !conn.handshaking) this.#connectDone(conn);
+      else if (conn.tls !== undefined) this.#tlsEvents(conn, events);
       else if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) this.#readable(conn);
       else if (events & EPOLLOUT) this.send(conn);
     }
@@ -127,8 +129,70 @@ export class EpollLoad extends LoadLoop {
   }
 
   protected override release(conn: Conn): void {
+    // TLS: our close_notify, if the socket takes it now.
+    if (conn.tls !== undefined && conn.unsent === undefined) {
+      const n = conn.tls.take(this.#buffer);
+      if (n > 0) {
+        this.native.libc.send(conn.fd, this.#buffer, n, MSG_NOSIGNAL);
+      }
+    }
     this.#byFd[conn.fd] = undefined;
     this.native.libc.close(conn.fd);
+  }
+
+  protected override flush(conn: Conn): boolean {
+    const session = conn.tls!;
+    const buffer = this.#buffer;
+    while (true) {
+      let bytes = conn.unsent;
+      if (bytes === undefined) {
+        const n = session.take(buffer);
+        if (n === 0) break;
+        bytes = buffer.subarray(0, n);
+      }
+      const w = this.native.libc.send(
+        conn.fd,
+        bytes,
+        bytes.length,
+        MSG_NOSIGNAL,
+      );
+      if (w < 0) {
+        const errno = this.native.errno();
+        if (errno === EINTR) continue;
+        if (errno !== EAGAIN) {
+          this.ioFailed(conn, errno);
+          return false;
+        }
+        // The socket is full: the rest waits for room.
+        conn.unsent = bytes.buffer === buffer.buffer ? bytes.slice() : bytes;
+        this.#watch(conn, EPOLLIN | EPOLLOUT);
+        return true;
+      }
+      conn.unsent = w === bytes.length
+        ? undefined
+        : (bytes.buffer === buffer.buffer ? bytes.slice(w) : bytes.subarray(w));
+    }
+    this.#watch(conn, EPOLLIN);
+    return true;
+  }
+
+  /** A TLS connection's events: ciphertext in, room for what waits. */
+  #tlsEvents(conn: Conn, events: number): void {
+    if (events & EPOLLOUT && conn.unsent !== undefined) {
+      if (!this.flush(conn)) return;
+    }
+    if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) return;
+    const buffer = this.#buffer;
+    while (true) {
+      const r = this.native.libc.recv(conn.fd, buffer, buffer.length, 0);
+      if (r < 0) {
+        const errno = this.native.errno();
+        if (errno === EAGAIN) return;
+        if (errno === EINTR) continue;
+        return this.ioFailed(conn, errno);
+      }
+      return this.tlsArrived(conn, buffer, r, this.native.now());
+    }
   }
 
   protected override end(): void {

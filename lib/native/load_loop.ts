@@ -18,6 +18,7 @@ import {
 import { CpuWindow } from "../client/cpu.ts";
 import {
   LoadSchedule,
+  type PhaseFigures,
   type SchedulePlan,
   type Slot,
 } from "../client/schedule.ts";
@@ -40,7 +41,11 @@ import {
   unixSockaddr,
 } from "./ffi.ts";
 import type { ProxyPlan } from "../client/dial.ts";
+import type { ClientTlsOptions } from "../tls/context.ts";
 import { clientHeader } from "../proxy/header.ts";
+import { TlsContext } from "../tls/context.ts";
+import { type OpenSsl, openSsl } from "../tls/openssl.ts";
+import { CLOSED, freeSaved, TlsSession } from "../tls/session.ts";
 
 /** `control[0]`: 0 while running, 1 once the calling thread says stop. */
 export const STOP_LOAD = 1;
@@ -74,7 +79,15 @@ export interface LoadPlan extends SchedulePlan {
    */
   udp: boolean;
   message: Uint8Array;
+  /** TLS through OpenSSL (on epoll), if asked. */
+  tls: LoadTlsPlan | undefined;
   io: NativeIo;
+}
+
+/** What a TLS load test checks and presents. */
+export interface LoadTlsPlan extends ClientTlsOptions {
+  /** The name asked for (SNI) and whose certificate is accepted. */
+  serverName: string;
 }
 
 /** What the load loop needs: the test, and the calling thread's handles. */
@@ -85,7 +98,7 @@ export interface LoadConfig extends LoadPlan {
 }
 
 /** What it measured (latency in µs), for the calling thread's report. */
-export interface LoadResult {
+export interface LoadResult extends PhaseFigures {
   connected: number;
   roundTrips: number;
   durationMs: number;
@@ -101,13 +114,21 @@ export interface LoadResult {
   errorMessages: string[];
   /** CPU time of this process in the measured part (see CpuWindow). */
   cpuMs: number;
+  /** TLS: handshakes counted that resumed a session. */
+  resumedHandshakes?: number;
 }
 
-/** One connection and its round trip in flight. */
+/**
+ * One connection slot: its socket and its round trip in flight, and its
+ * place in the schedule, which outlives a socket replaced by a reconnect.
+ */
 export class Conn implements Slot {
   /** Until closed. */
   open = true;
+  /** Connected, its handshake done: round trips may go. */
   connected = false;
+  /** Its TLS handshake is under way (after the connect). */
+  handshaking = false;
   /** Bytes of the message sent, and of its echo read and checked. */
   sent = 0;
   received = 0;
@@ -115,15 +136,35 @@ export class Conn implements Slot {
   since = 0;
   /** When the next round trip is due, with a rate (see Slot). */
   due = 0;
-  /** Round trips this connection has begun. */
+  /** Round trips this slot has begun, and on this socket. */
   mine = 0;
+  onSocket = 0;
   /** The epoll events it is registered for (the epoll loop's). */
   events = 0;
   /** A recv is in flight (the io_uring loop's). */
   reading = false;
   /** UDP: this socket's own copy of the message, stamped per datagram. */
   datagram: Uint8Array | undefined;
-  constructor(readonly fd: number, readonly index: number) {}
+  /** TLS: its session, and ciphertext the socket has not taken yet. */
+  tls: TlsSession | undefined;
+  unsent: Uint8Array | undefined;
+  /** TLS: the last session, to resume on the next connection (a ticket). */
+  saved: Deno.PointerValue = null;
+  constructor(public fd: number, readonly index: number) {}
+
+  /** Back to a fresh socket `fd` (a reconnect); the slot's place stays. */
+  reset(fd: number): void {
+    this.fd = fd;
+    this.open = true;
+    this.connected = this.handshaking = this.reading = false;
+    this.sent =
+      this.received =
+      this.since =
+      this.onSocket =
+        0;
+    this.events = 0;
+    this.tls = this.unsent = undefined;
+  }
 }
 
 /** The load loop of one thread; subclasses drive the sockets. */
@@ -149,6 +190,13 @@ export abstract class LoadLoop {
   #connected = 0;
   #lost = 0;
   #failures = new Failures();
+  /** Slots whose connection closed for a reconnect: opened after a wait. */
+  #reopen: Conn[] = [];
+  /** TLS: OpenSSL, the test's context, and where plaintext is read to. */
+  #ssl: OpenSsl | undefined;
+  protected readonly tls: TlsContext | undefined;
+  #plain: Uint8Array | undefined;
+  #resumed = 0;
 
   constructor(native: Native, config: LoadConfig) {
     this.native = native;
@@ -162,6 +210,16 @@ export abstract class LoadLoop {
       this.#nextWatch = this.#schedule.startedAt + this.#schedule.watchMs;
     }
     if (config.warmup === 0) this.#cpu.begin();
+    if (config.tls !== undefined) {
+      this.#ssl = openSsl();
+      try {
+        this.tls = TlsContext.client(this.#ssl, config.tls);
+      } catch (error) {
+        this.#ssl.close();
+        throw error;
+      }
+      this.#plain = new Uint8Array(64 * 1024);
+    }
   }
 
   /**
@@ -171,8 +229,12 @@ export abstract class LoadLoop {
   run(): LoadResult {
     try {
       for (let i = 0; i < this.config.connections; i++) this.open(i);
-      while (this.#live > 0) {
-        this.wait(this.#timeout());
+      while (this.#live > 0 || this.#reopen.length > 0) {
+        this.wait(this.#reopen.length > 0 ? 0 : this.#timeout());
+        // After the batch: none of its events is for a new socket.
+        for (const conn of this.#reopen.splice(0)) {
+          this.open(conn.index, conn);
+        }
         this.#timers();
       }
       this.#cpu.end();
@@ -180,6 +242,9 @@ export abstract class LoadLoop {
       // A connection whose socket() failed has no entry.
       for (const conn of this.conns) if (conn !== undefined) this.close(conn);
       this.end();
+      for (const conn of this.conns) freeSaved(this.#ssl!, conn?.saved ?? null);
+      this.tls?.free();
+      this.#ssl?.close();
     }
     return this.#result();
   }
@@ -202,8 +267,11 @@ export abstract class LoadLoop {
     return fd;
   }
 
-  /** Creates connection `index`'s socket and starts its connect. */
-  protected abstract open(index: number): void;
+  /**
+   * Creates connection `index`'s socket and starts its connect; `reuse` is
+   * the slot's connection when it reconnects (reset to the new socket).
+   */
+  protected abstract open(index: number, reuse?: Conn): void;
   /** Waits up to `timeoutMs` (-1: no limit) and handles what happened. */
   protected abstract wait(timeoutMs: number): void;
   /** Sends the message on `conn` (a round trip has begun). */
@@ -212,6 +280,12 @@ export abstract class LoadLoop {
   protected abstract release(conn: Conn): void;
   /** Lets go of the loop's own resources, once. */
   protected abstract end(): void;
+  /**
+   * TLS: sends `conn`'s ciphertext (its session's output, after what the
+   * socket did not take before), watching for room if need be; false when
+   * the connection failed and is closed.
+   */
+  protected abstract flush(conn: Conn): boolean;
 
   /** The bytes `conn` sends for a round trip: the message, or its datagram. */
   protected messageOf(conn: Conn): Uint8Array {
@@ -235,11 +309,85 @@ export abstract class LoadLoop {
       return this.close(conn);
     }
     if (this.config.proxy !== undefined && !this.#sendHeader(conn)) return;
+    const now = this.native.now();
+    this.#schedule.connected(conn.since, now);
+    this.#connected++;
+    if (this.tls === undefined) return this.#ready(conn, now);
+    const session = new TlsSession(this.tls, false);
+    session.expect(this.config.tls!.serverName);
+    session.resume(conn.saved);
+    conn.tls = session;
+    conn.handshaking = true;
+    conn.since = now; // The handshake's own timeout.
+    this.#handshake(conn);
+  }
+
+  /** `conn` is connected (and its handshake done): round trips go. */
+  #ready(conn: Conn, now: number): void {
     conn.connected = true;
     conn.since = 0;
-    this.#connected++;
-    conn.due = this.#schedule.slot(conn.index).due;
-    this.#next(conn, this.native.now());
+    if (conn.mine === 0) conn.due = this.#schedule.slot(conn.index).due;
+    this.#next(conn, now);
+  }
+
+  /** Goes on with `conn`'s TLS handshake, and sends what it wrote. */
+  #handshake(conn: Conn): void {
+    const session = conn.tls!;
+    const done = session.handshake();
+    if (!this.flush(conn)) return;
+    if (done) {
+      const now = this.native.now();
+      conn.handshaking = false;
+      if (this.#schedule.handshaken(conn.since, now) && session.resumed) {
+        this.#resumed++;
+      }
+      return this.#ready(conn, now);
+    }
+    if (session.error !== undefined) {
+      this.fail("connect", `TLS handshake: ${session.error}`);
+      this.close(conn);
+    }
+  }
+
+  /**
+   * TLS: `length` bytes of ciphertext from `conn`'s server arrived in
+   * `bytes` (0: it closed) at `now`: the handshake goes on, or what they
+   * decrypt to is checked as the echo.
+   */
+  protected tlsArrived(
+    conn: Conn,
+    bytes: Uint8Array,
+    length: number,
+    now: number,
+  ): void {
+    const session = conn.tls!;
+    if (length === 0) {
+      if (!conn.handshaking) return this.echoed(conn, bytes, 0, now);
+      this.fail("connect", "TLS handshake: the server closed the connection");
+      return this.close(conn);
+    }
+    session.put(bytes, length);
+    if (conn.handshaking) {
+      this.#handshake(conn);
+      if (!conn.open || conn.handshaking) return;
+    }
+    const plain = this.#plain!;
+    // An echo may end a round trip and begin the next, or a reconnect.
+    while (conn.open && conn.tls === session) {
+      const n = session.read(plain);
+      if (n > 0) {
+        this.echoed(conn, plain, n, now);
+      } else if (n === 0) {
+        // A TLS 1.3 ticket or key update may have something to answer.
+        this.flush(conn);
+        return;
+      } else if (n === CLOSED) {
+        return this.echoed(conn, plain, 0, now);
+      } else {
+        this.fail("other", `TLS: ${session.error}`);
+        return this.close(conn);
+      }
+    }
   }
 
   /**
@@ -291,8 +439,11 @@ export abstract class LoadLoop {
   #stop(now: number): void {
     if (!this.#schedule.stop(now)) return;
     this.#cpu.end();
+    // A handshake under way may finish too (and then close politely).
     for (const conn of this.conns) {
-      if (conn?.open && !(conn.connected && conn.since > 0)) this.close(conn);
+      const busy = conn !== undefined && conn.since > 0 &&
+        (conn.connected || conn.handshaking);
+      if (conn?.open && !busy) this.close(conn);
     }
   }
 
@@ -395,7 +546,16 @@ export abstract class LoadLoop {
     conn.open = false;
     this.#live--;
     this.#waiting.delete(conn);
+    const session = conn.tls;
+    if (session !== undefined && conn.connected) {
+      // Kept to resume on the next connection; our close_notify goes last.
+      freeSaved(this.#ssl!, conn.saved);
+      conn.saved = session.saved();
+      session.closeNotify();
+    }
     this.release(conn);
+    session?.free();
+    conn.tls = undefined;
   }
 
   protected fail(kind: FailureKind, message: string): void {
@@ -420,6 +580,11 @@ export abstract class LoadLoop {
   #next(conn: Conn, now: number, waited = false): void {
     const next = this.#schedule.next(conn, now, waited);
     if (next.t === "done") return this.close(conn);
+    if (next.t === "reconnect") {
+      this.close(conn);
+      this.#reopen.push(conn);
+      return;
+    }
     if (next.t === "wait") {
       this.#waiting.add(conn);
       return;
@@ -436,7 +601,15 @@ export abstract class LoadLoop {
     conn.since = since;
     conn.sent = 0;
     conn.received = 0;
-    this.send(conn);
+    const session = conn.tls;
+    if (session === undefined) return this.send(conn);
+    const { message } = this.config;
+    if (!session.write(message, message.length)) {
+      this.fail("other", `TLS: ${session.error}`);
+      return this.close(conn);
+    }
+    conn.sent = message.length;
+    this.flush(conn);
   }
 
   /**
@@ -498,6 +671,8 @@ export abstract class LoadLoop {
       if (conn?.open && schedule.timedOut(conn.since, now)) {
         if (conn.connected) {
           this.fail("other", failure.roundTripTimeout(timeout));
+        } else if (conn.handshaking) {
+          this.fail("connect", `TLS handshake timed out after ${timeout} ms`);
         } else {
           this.fail("connect", `Connect timed out after ${timeout} ms`);
         }
@@ -513,6 +688,8 @@ export abstract class LoadLoop {
       durationMs: this.#schedule.durationMs,
       latencyHistogram: encodeHistogram(this.#schedule.histogram),
       latencyUs: latencySummary(this.#schedule.histogram),
+      ...this.#schedule.phases(this.tls !== undefined),
+      ...(this.tls === undefined ? {} : { resumedHandshakes: this.#resumed }),
       lost: this.#lost,
       ...this.#failures.report(),
       cpuMs: this.#cpu.ms,

@@ -181,6 +181,11 @@ export class UringLoad extends LoadLoop {
     this.#ring.close();
   }
 
+  protected override flush(): boolean {
+    // chooseIo (lib/native/native_load.ts) sends TLS to epoll.
+    throw new Error("The io_uring load loop drives no TLS");
+  }
+
   /** A recv of what is owed and one byte more, into `conn`'s slot. */
   #recv(conn: Conn): void {
     conn.reading = true;

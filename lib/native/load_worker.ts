@@ -7,6 +7,8 @@ import { openLibc } from "./ffi.ts";
 import { EpollLoad } from "./load_epoll.ts";
 import type { LoadConfig, LoadPlan, LoadResult } from "./load_loop.ts";
 import { UringLoad } from "./load_uring.ts";
+import { liveContexts } from "../tls/context.ts";
+import { liveSessions } from "../tls/session.ts";
 
 /** What the calling thread sends: the test, and shared memory. */
 export interface LoadWorkerInit extends LoadPlan {
@@ -42,7 +44,11 @@ scope.onmessage = (event) => {
       : new EpollLoad(native, config);
     // The duration counts from here.
     scope.postMessage({ t: "started" });
-    scope.postMessage({ t: "result", result: loop.run() });
+    const result = loop.run();
+    // Every OpenSSL object the loop made is freed (the tests rely on it).
+    const leaked = liveSessions() + liveContexts();
+    if (leaked > 0) throw new Error(`${leaked} TLS objects not freed`);
+    scope.postMessage({ t: "result", result });
   } catch (error) {
     scope.postMessage({ t: "failed", message: String(error) });
   } finally {

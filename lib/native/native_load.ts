@@ -19,18 +19,9 @@ import type { LoadPlan, LoadResult, NativeIo } from "./load_loop.ts";
 
 const WORKER_URL = new URL("./load_worker.ts", import.meta.url);
 
-/**
- * Throws unless the native load generator can run here, and for this test:
- * `what` is what it cannot do (UDP, TLS…), if the test asks for it.
- */
-export function assertNativeLoad(what: string | undefined): void {
+/** Throws unless the native load generator can run here. */
+export function assertNativeLoad(): void {
   assertNativeRuns(WORKER_URL);
-  if (what !== undefined) {
-    throw optionError(
-      "engine",
-      `native connects over TCP, Unix sockets and UDP, not ${what}`,
-    );
-  }
 }
 
 /** The test to run, as loadTest checked it. */
@@ -54,7 +45,7 @@ export async function nativeLoad(
   const native = openLibc();
   let io: NativeIo;
   try {
-    io = chooseIo(native, options.io, options.udp);
+    io = chooseIo(native, options.io, epollOnly(options));
   } catch (error) {
     native.close();
     throw error;
@@ -112,6 +103,8 @@ export async function nativeLoad(
         path: options.path,
         proxy: options.proxy,
         udp: options.udp,
+        tls: options.tls,
+        reconnectEvery: options.reconnectEvery,
         message: options.message,
         connections: options.connections,
         count: options.count,
@@ -141,23 +134,36 @@ export async function nativeLoad(
 }
 
 /**
- * io_uring unless `asked` says epoll or the kernel says no; epoll for UDP,
- * whose datagrams each socket stamps with its own sequence.
+ * What of `options` runs on epoll only, if anything: UDP (each socket
+ * stamps its datagrams with its own sequence), TLS (OpenSSL's sessions fed
+ * as readiness comes), and reconnects (a socket replaced while operations
+ * on the old one may still be in the ring).
+ */
+function epollOnly(options: NativeLoadOptions): string | undefined {
+  if (options.udp) return "UDP";
+  if (options.tls !== undefined) return "TLS";
+  if (options.reconnectEvery !== Infinity) return "reconnectEvery";
+  return undefined;
+}
+
+/**
+ * io_uring unless `asked` says epoll or the kernel says no; epoll for what
+ * `epollOnly` names.
  */
 function chooseIo(
   native: Native,
   asked: NativeIo | undefined,
-  udp: boolean,
+  epollFor: string | undefined,
 ): NativeIo {
   if (asked === "epoll") return "epoll";
   if (asked !== undefined && asked !== "io_uring") {
     throw optionError("nativeIo", `must be io_uring or epoll, got ${asked}`);
   }
-  if (udp) {
+  if (epollFor !== undefined) {
     if (asked === undefined) return "epoll";
     throw optionError(
       "nativeIo",
-      "io_uring drives streams; UDP runs on epoll",
+      `io_uring drives long-lived TCP and Unix streams; ${epollFor} runs on epoll`,
       TypeError,
     );
   }

@@ -5,6 +5,7 @@
 // certificates chosen by the name a client asks for (SNI), each a context
 // of its own with the same settings. Not exported from mod.ts.
 
+import { createHash } from "node:crypto";
 import { optionError } from "../_helpers.ts";
 import {
   type OpenSsl,
@@ -79,6 +80,17 @@ const ALPN_CALLBACK = {
   result: "i32",
 } as const;
 
+/** What a client's context checks and presents. */
+export interface ClientTlsOptions {
+  /** PEM authorities to trust; the system's store without them. */
+  caCerts?: readonly string[];
+  /** A certificate chain to present, with its `key`. */
+  cert?: string;
+  key?: string;
+  /** The protocols to offer by ALPN, most preferred first. */
+  alpn?: readonly string[];
+}
+
 /** One listener's (or one client's) OpenSSL context. */
 export class TlsContext {
   readonly lib: OpenSsl;
@@ -139,6 +151,13 @@ export class TlsContext {
       if (options.clientCa !== undefined) {
         context.#askClients(options.clientCa, options.clientCertOptional);
       }
+      // A session resumes only where its verification settings hold: with
+      // client certificates, OpenSSL refuses to resume without this
+      // ("session id context uninitialized").
+      const id = createHash("sha256").update(
+        `${options.clientCa ?? ""}\0${options.clientCertOptional ?? false}`,
+      ).digest();
+      ssl.SSL_CTX_set_session_id_context(pointer, id, id.length);
       if (options.alpn !== undefined && options.alpn.length > 0) {
         context.#offer(options.alpn);
       }
@@ -150,10 +169,15 @@ export class TlsContext {
   }
 
   /**
-   * A client's context. It checks no certificate of the server's: callers
-   * that must (the load client with `ca`) add their checks to it.
+   * A client's context. Without `options` it checks no certificate of the
+   * server's (for tests); with them, the server's certificate must chain to
+   * `caCerts` (or the system's authorities), and each session says for
+   * which name (see TlsSession.expect).
+   *
+   * @throws {TypeError} a certificate, key or authority is not usable; its
+   * `option` names it (`caCerts`, `cert`, `key`).
    */
-  static client(lib: OpenSsl): TlsContext {
+  static client(lib: OpenSsl, options?: ClientTlsOptions): TlsContext {
     const { ssl } = lib;
     const pointer = ssl.SSL_CTX_new(ssl.TLS_client_method());
     if (pointer === null) {
@@ -161,7 +185,41 @@ export class TlsContext {
     }
     const context = new TlsContext(lib, pointer);
     context.#settings();
+    if (options === undefined) return context;
+    try {
+      context.#trust(options.caCerts);
+      if (options.cert !== undefined && options.key !== undefined) {
+        context.#useChain(options.cert, "cert");
+        context.#useKey(options.key, "key");
+      }
+      if (options.alpn !== undefined && options.alpn.length > 0) {
+        const wire = alpnWire([...options.alpn]);
+        // 0 is success here.
+        if (ssl.SSL_CTX_set_alpn_protos(pointer, wire, wire.length) !== 0) {
+          throw optionError("alpnProtocols", "not usable", TypeError);
+        }
+      }
+    } catch (error) {
+      context.free();
+      throw error;
+    }
     return context;
+  }
+
+  /** Verifies servers' certificates against `pem`, or the system's store. */
+  #trust(pem: readonly string[] | undefined): void {
+    const { ssl, crypto } = this.lib;
+    if (pem === undefined) {
+      ssl.SSL_CTX_set_default_verify_paths(this.pointer);
+    } else {
+      const store = ssl.SSL_CTX_get_cert_store(this.pointer);
+      for (const x509 of this.#readCertificates(pem.join("\n"), "caCerts")) {
+        crypto.X509_STORE_add_cert(store, x509);
+        crypto.X509_free(x509);
+      }
+    }
+    this.lib.takeError();
+    ssl.SSL_CTX_set_verify(this.pointer, SSL_VERIFY_PEER, null);
   }
 
   /** Frees the context (connections made from it keep their reference). */

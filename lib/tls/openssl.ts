@@ -107,6 +107,19 @@ const SSL_SYMBOLS = {
     result: "i64",
   },
   SSL_set1_host: { parameters: ["pointer", "buffer"], result: "i32" },
+  SSL_CTX_set_session_id_context: {
+    parameters: ["pointer", "buffer", "u32"],
+    result: "i32",
+  },
+  SSL_get0_param: { parameters: ["pointer"], result: "pointer" },
+  SSL_get1_session: { parameters: ["pointer"], result: "pointer" },
+  SSL_set_session: { parameters: ["pointer", "pointer"], result: "i32" },
+  SSL_SESSION_free: { parameters: ["pointer"], result: "void" },
+  SSL_session_reused: { parameters: ["pointer"], result: "i32" },
+  SSL_CTX_set_default_verify_paths: {
+    parameters: ["pointer"],
+    result: "i32",
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 const CRYPTO_SYMBOLS = {
@@ -153,6 +166,10 @@ const CRYPTO_SYMBOLS = {
     result: "i32",
   },
   X509_verify_cert_error_string: { parameters: ["i64"], result: "pointer" },
+  X509_VERIFY_PARAM_set1_ip_asc: {
+    parameters: ["pointer", "buffer"],
+    result: "i32",
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** libssl's functions, as JavaScript calls them. */

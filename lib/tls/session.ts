@@ -5,12 +5,14 @@
 // io_uring one, bytes read with a PROXY header, and a rate-limited reader.
 // Not exported from mod.ts.
 
+import { isIP } from "node:net";
 import type { TlsContext } from "./context.ts";
 import {
   BIO_C_SET_BUF_MEM_EOF_RETURN,
   NID_COMMON_NAME,
   NID_SUBJECT_ALT_NAME,
   type OpenSsl,
+  SSL_CTRL_SET_TLSEXT_HOSTNAME,
   SSL_ERROR_WANT_READ,
   SSL_ERROR_WANT_WRITE,
   SSL_ERROR_ZERO_RETURN,
@@ -43,6 +45,12 @@ export interface PeerCert {
 }
 
 const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+
+/** Frees a session {@linkcode TlsSession.saved} gave. */
+export function freeSaved(lib: OpenSsl, saved: Deno.PointerValue): void {
+  if (saved !== null) lib.ssl.SSL_SESSION_free(saved);
+}
 
 /** Sessions made and not freed yet, in this thread (tests count them). */
 let live = 0;
@@ -94,6 +102,47 @@ export class TlsSession {
     this.#in = input;
     this.#out = output;
     live++;
+  }
+
+  /**
+   * A client's session: asks for `name` (SNI, unless it is an IP address)
+   * and accepts only a certificate for it (when its context verifies).
+   */
+  expect(name: string): void {
+    const { ssl, crypto } = this.#lib;
+    const text = encoder.encode(`${name}\0`);
+    if (isIP(name) !== 0) {
+      crypto.X509_VERIFY_PARAM_set1_ip_asc(ssl.SSL_get0_param(this.#ssl), text);
+      return;
+    }
+    ssl.SSL_ctrl(
+      this.#ssl,
+      SSL_CTRL_SET_TLSEXT_HOSTNAME,
+      BigInt(TLSEXT_NAMETYPE_HOST_NAME),
+      Deno.UnsafePointer.of(text),
+    );
+    ssl.SSL_set1_host(this.#ssl, text);
+  }
+
+  /**
+   * A client's session: offers to resume `saved` (from
+   * {@linkcode TlsSession.saved}), which the caller still frees.
+   */
+  resume(saved: Deno.PointerValue): void {
+    if (saved !== null) this.#lib.ssl.SSL_set_session(this.#ssl, saved);
+  }
+
+  /**
+   * This session, to resume later (a ticket, in TLS 1.3), or null; free
+   * it with {@linkcode freeSaved}.
+   */
+  saved(): Deno.PointerValue {
+    return this.#lib.ssl.SSL_get1_session(this.#ssl);
+  }
+
+  /** Whether the handshake resumed an earlier session. */
+  get resumed(): boolean {
+    return this.#lib.ssl.SSL_session_reused(this.#ssl) === 1;
   }
 
   /** Takes `length` bytes of `bytes` that came from the peer. */
