@@ -267,11 +267,20 @@ export async function loadTest(
       ? 1000
       : Infinity);
   const { engine = "default" } = options;
-  // OpenSSL presents a client certificate wherever Deno does not (after a
-  // PROXY header, with another server name): loadTlsPlan checks it.
+  // The native engine's TLS is OpenSSL's, which loadTlsPlan checks: it
+  // speaks over Unix sockets too, and presents a client certificate where
+  // Deno's does not (after a PROXY header, with another server name).
   const server = options.udp ? datagramTarget(options) : target(
     engine === "native" && options.tls
-      ? { ...options, cert: undefined, key: undefined }
+      ? {
+        ...options,
+        tls: false,
+        caCerts: undefined,
+        serverName: undefined,
+        cert: undefined,
+        key: undefined,
+        alpnProtocols: undefined,
+      }
       : options,
   );
   assertPositive("connections", connections, true);
@@ -450,7 +459,8 @@ function loadTlsPlan(options: LoadTestOptions, hostname: string): LoadTlsPlan {
     );
   }
   const plan: LoadTlsPlan = {
-    serverName: options.serverName ?? hostname,
+    serverName: options.serverName ??
+      (options.path === undefined ? hostname : "localhost"),
     ...(caCerts === undefined ? {} : { caCerts: [...caCerts] }),
     ...(cert === undefined ? {} : { cert, key }),
     ...(alpnProtocols === undefined ? {} : { alpn: [...alpnProtocols] }),

@@ -656,7 +656,9 @@ export interface ConnectOptions {
    * With `tls`, a client certificate to present (PEM chain), for a server
    * that asks for one; with `key`. Deno presents one only on a connection
    * it opens itself: not after a PROXY header (`sendProxy`), nor with a
-   * `serverName` other than `hostname`.
+   * `serverName` other than `hostname`. (`loadTest` with `engine:
+   * "native"` speaks TLS through OpenSSL, which presents it anywhere, over
+   * a Unix socket too.)
    */
   cert?: string;
   /** With `cert`, its PEM private key. */

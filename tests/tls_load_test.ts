@@ -91,6 +91,39 @@ Deno.test({
 
 Deno.test({
   name:
+    "the native load client speaks TLS over a Unix socket, which Deno's client cannot",
+  ignore: !NATIVE,
+  fn: async () => {
+    await using certs = await testCertificates();
+    const path = `${certs.dir}/tls.sock`;
+    await using server = serveEcho({
+      path,
+      engine: "native",
+      cert: certs.cert,
+      key: certs.key,
+    });
+    await server.ready;
+    const report = await loadTest({
+      path,
+      tls: true,
+      caCerts: [certs.ca],
+      engine: "native",
+      connections: 2,
+      countPerConnection: 20,
+      reconnectEvery: 10,
+    });
+    assert.deepEqual(report.errorMessages, []);
+    assert.equal(report.roundTrips, 40);
+    assert.equal(report.handshakes, 4);
+    await assert.rejects(
+      loadTest({ path, tls: true, caCerts: [certs.ca], count: 1 }),
+      /TLS is spoken on TCP only/,
+    );
+  },
+});
+
+Deno.test({
+  name:
     "the native load client refuses a server it cannot verify, with X.509's reason; its option errors name the option",
   ignore: !NATIVE,
   fn: async () => {
