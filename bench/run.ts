@@ -12,8 +12,8 @@
  * with `--workers 1` and `--workers 2` at 64 B × 200 connections: CPU per
  * round trip, round trips/s, and how the connections spread over workers.
  * Then TLS: 64 B × 50 round trips/s and the bulk stream, for our server
- * (through its handshake gate, and with `--handshake-timeout 0`, straight
- * on Deno's TLS) against Node's `tls.createServer` with
+ * (through its handshake gate, and on the native engine through OpenSSL)
+ * against Node's `tls.createServer` with
  * `socket.pipe(socket)`, with a throwaway certificate made by openssl. And
  * UDP: 64 B datagrams over 50 sockets, our `--udp-only` against a Node
  * `dgram` echo. And broadcast to 30 clients, through three instances that
@@ -122,11 +122,6 @@ const TLS_SERVERS: Record<string, (certs: TestCertificates) => string[]> = {
     certs.certFile,
     "--tls-key",
     certs.keyFile,
-  ],
-  project_direct: (certs) => [
-    ...TLS_SERVERS.project(certs),
-    "--handshake-timeout",
-    "0",
   ],
   project_native: (certs) => [
     DENO,
@@ -850,7 +845,6 @@ function tlsTable(
     ],
   ], [
     ["project", "node_tls"],
-    ["project_direct", "node_tls"],
     ["project_native", "node_tls"],
   ]);
 }

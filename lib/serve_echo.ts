@@ -289,7 +289,7 @@ function checkOptions(
   assertLimit("udpRate", udpRate);
   return {
     listen,
-    proxy: proxyConfig(options, listen),
+    proxy: proxyConfig(options),
     access: accessConfig(options),
     limits: limitsConfig(options),
     maxBytesPerSecond,

@@ -49,13 +49,12 @@ export interface ServeEchoOptions {
   key?: string;
   /**
    * With TLS, milliseconds a client has to complete its handshake before it
-   * is closed. To keep that promise (Deno's own TLS listener cannot close a
-   * client whose handshake never completes), the server listens on plain
-   * TCP and relays each client's bytes to Deno's TLS on 127.0.0.1. 0 waits
-   * forever and listens with Deno's TLS directly: about 2.5 times the round
-   * trips per second at 64 bytes, but a client that connects and says
-   * nothing keeps its socket for as long as it likes, even past shutdown.
-   * Use 0 only where every client is trusted, for benchmarks say.
+   * is closed; 0 waits forever (a client that connects and says nothing
+   * keeps its socket until shutdown). On the default engine (Deno's own TLS
+   * listener cannot close a client whose handshake never completes), the
+   * server listens on plain TCP and relays each client's bytes to Deno's
+   * TLS on 127.0.0.1, whatever the timeout; the native engine speaks TLS
+   * on the client's socket.
    *
    * @default {10000}
    */

@@ -68,11 +68,9 @@ Deno.test("deno task bench runs every server over every workload, and the worker
       assert.ok(cell.value > 0, `${server} ${workload}: ${cell.value}`);
     }
   }
-  // TLS: ours through the gate, direct and native, and Node's, without an
-  // error.
+  // TLS: ours through the gate and native, and Node's, without an error.
   assert.deepEqual(Object.keys(tls), [
     "project",
-    "project_direct",
     "project_native",
     "node_tls",
   ]);

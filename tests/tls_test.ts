@@ -238,27 +238,48 @@ engineTest("TLS works with workers, and on IPv6", async (engine) => {
   assert.equal(server.stats.accepted, 40);
 });
 
-Deno.test("handshakeTimeout 0 listens with Deno's TLS directly: exact echo, handshake failures counted", async () => {
-  await using certs = await testCertificates();
-  await using server = serveEcho({
-    port: 0,
-    cert: certs.cert,
-    key: certs.key,
-    handshakeTimeout: 0,
-  });
-  const { port } = server.addr;
-  for (let i = 0; i < 10; i++) {
-    const payload = pseudoRandomBytes(200 * 1024 + i, i + 100);
-    const echo = await new Response(echoStream([payload], trust(certs, port)))
-      .bytes();
-    assert.deepEqual(echo, payload, `run ${i}`);
-  }
-  using plain = await Deno.connect({ port });
-  await writeAll(plain, encoder.encode("GET / HTTP/1.0\r\n\r\n"));
-  await readAll(plain);
-  await logs.waitFor(() => server.stats.handshakeFailures === 1);
-  assert.equal(server.stats.accepted, 10);
-});
+engineTest(
+  "handshakeTimeout 0 waits for a silent client until shutdown, which closes it; exact echoes, failures counted, rotation",
+  async (engine) => {
+    await using certs = await testCertificates();
+    const server = serveEcho({
+      port: 0,
+      cert: certs.cert,
+      key: certs.key,
+      handshakeTimeout: 0,
+      gracePeriod: 100,
+      engine,
+    });
+    await server.ready;
+    const { port } = server.addr;
+    using silent = await Deno.connect({ port });
+    for (let i = 0; i < 5; i++) {
+      const payload = pseudoRandomBytes(200 * 1024 + i, i + 100);
+      const echo = await new Response(
+        echoStream([payload], trust(certs, port)),
+      ).bytes();
+      assert.deepEqual(echo, payload, `run ${i}`);
+    }
+    using plain = await Deno.connect({ port });
+    await writeAll(plain, encoder.encode("GET / HTTP/1.0\r\n\r\n"));
+    await readAll(plain);
+    await logs.waitFor(() => server.stats.handshakeFailures === 1);
+    await server.reloadTls({ cert: certs.other.cert, key: certs.other.key });
+    assert.equal(
+      await echoOnce("rotated", {
+        ...trust(certs, port),
+        serverName: "other.example",
+      }),
+      "rotated",
+    );
+    // The silent client is still there, in its handshake, and shutdown
+    // closes it.
+    assert.equal(server.stats.handshakeFailures, 1);
+    await server.shutdown();
+    const bytes = await readAll(silent).catch(() => new Uint8Array());
+    assert.equal(bytes.length, 0);
+  },
+);
 
 engineTest(
   "over TLS, the connection limit refuses the extra client, and shutdown ends the others cleanly",

@@ -102,10 +102,8 @@ export const SERVER_FLAGS = {
     arg: "MS",
     requires: ["tls-cert"],
     help: "with TLS, close a client that has not completed its handshake " +
-      "after MS ms (counted as a handshake failure); unlimited never does, " +
-      "and " +
-      "serves small messages about 2.5 times as fast, but cannot close a " +
-      "client that never completes its handshake: trusted clients only",
+      "after MS ms (counted as a handshake failure); unlimited waits until " +
+      "shutdown",
     default: "10000",
     parse: timeout,
   },

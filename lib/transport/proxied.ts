@@ -19,7 +19,7 @@ import { WrappedConn, WrappedListener } from "./wrapped.ts";
 import type { TransportEvents } from "./transport.ts";
 import { assertInteger, optionError } from "../_helpers.ts";
 import { cidrProblem } from "../rules/cidr.ts";
-import type { ListenConfig, ProxyConfig } from "../core/config.ts";
+import type { ProxyConfig } from "../core/config.ts";
 import type { ServeEchoOptions } from "../types.ts";
 
 /** How to read PROXY headers. */
@@ -187,7 +187,6 @@ export function proxyConfig(
     ServeEchoOptions,
     "proxyProtocol" | "proxyTimeout" | "trustedProxies"
   >,
-  listen: ListenConfig,
 ): ProxyConfig | undefined {
   const { proxyProtocol = false, proxyTimeout, trustedProxies } = options;
   if (!proxyProtocol) {
@@ -198,14 +197,6 @@ export function proxyConfig(
       throw optionError(option, "needs proxyProtocol", TypeError);
     }
     return undefined;
-  }
-  if (listen.transport === "tls" && listen.handshakeTimeout === 0) {
-    throw optionError(
-      "proxyProtocol",
-      "with TLS it needs a handshakeTimeout above 0 (the header is read " +
-        "before the handshake, by the gate that the timeout installs)",
-      TypeError,
-    );
   }
   const timeout = proxyTimeout ?? 3000;
   assertInteger("proxyTimeout", timeout, 1, 2 ** 31 - 1);

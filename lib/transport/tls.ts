@@ -21,8 +21,12 @@
 // its handshake is done, wrapped so that its peer is the real client.
 //
 // The relay costs: at 64-byte round trips the gate serves about 40 % of what
-// Deno.listenTls alone does. `handshakeTimeout: 0` (no timeout, so nothing
-// for the gate to enforce) listens with Deno.listenTls directly.
+// Deno.listenTls alone does. `handshakeTimeout: 0` (no timeout) goes through
+// the gate too: Deno.listenTls alone could not close a silent client at
+// shutdown, and its connections have no TCP_NODELAY (no setNoDelay, no
+// listener option), so the first echo after the session tickets waited for
+// the client's delayed acknowledgement, 40 ms a handshake. The gate sets
+// TCP_NODELAY on both its sockets. The native engine is the fast path.
 
 import {
   assertMilliseconds,
@@ -73,21 +77,12 @@ export function tlsTransport(
   let gate: TlsGate | undefined;
   return {
     listen() {
-      if (options.handshakeTimeout === 0) return new DirectTls(options, events);
       gate = new TlsGate(options, events);
       return gate;
     },
     reload(listen) {
       if (listen.transport !== "tls") return;
-      if (gate === undefined) {
-        throw optionError(
-          "handshakeTimeout",
-          "0 listens with Deno's TLS directly, which cannot take new " +
-            "certificates (the native engine, or a timeout, can)",
-          TypeError,
-        );
-      }
-      gate.reload(listen.cert, listen.key);
+      gate?.reload(listen.cert, listen.key);
     },
     prepare() {},
     peer: (conn) => formatAddr(conn.remoteAddr),
@@ -583,64 +578,6 @@ class TlsGate extends WrappedListener {
         // Closed already.
       }
     }
-  }
-}
-
-/**
- * Deno.listenTls itself, for `handshakeTimeout: 0`: no gate, so no relay
- * on the way (about 2.5 times the round trips of the gate at 64 bytes), and
- * no way to close a client that never completes its handshake.
- */
-class DirectTls extends WrappedListener {
-  #queue: AcceptQueue;
-  #events: TransportEvents;
-
-  constructor(options: TlsTransportOptions, events: TransportEvents) {
-    const { hostname, port, cert, key, reusePort } = options;
-    let listener: Deno.TlsListener;
-    try {
-      listener = Deno.listenTls({
-        hostname,
-        port,
-        transport: "tcp",
-        cert,
-        key,
-        ...(reusePort ? { reusePort: true } : {}),
-        ...(options.alpn.length > 0 ? { alpnProtocols: options.alpn } : {}),
-      });
-    } catch (error) {
-      throw certificateError(error) ?? error;
-    }
-    super(listener);
-    this.#events = events;
-    this.#queue = new AcceptQueue(
-      listener,
-      (conn) => this.#handshake(conn as Deno.TlsConn),
-    );
-  }
-
-  async #handshake(conn: Deno.TlsConn): Promise<void> {
-    const started = performance.now();
-    try {
-      handshakes.set(conn, await conn.handshake());
-      this.#events.handshaken(performance.now() - started);
-    } catch (error) {
-      this.#events.handshakeFailed(
-        formatAddr(conn.remoteAddr),
-        handshakeReason(error),
-      );
-      conn.close();
-      return;
-    }
-    this.#queue.push(conn);
-  }
-
-  override accept(): Promise<Deno.Conn> {
-    return this.#queue.accept();
-  }
-
-  override close(): void {
-    this.#queue.close();
   }
 }
 
