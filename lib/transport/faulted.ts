@@ -1,0 +1,309 @@
+// Private: faults on the default engine's connections (issue 23): a
+// connection whose bytes each way go through the stream faults that hit its
+// client (lib/faults/pipe.ts says what passes and when), timed here with
+// one timer per direction, in order. What the mode reads comes through the
+// receive faults; what it writes goes out through the send faults, with
+// room for a megabyte in flight before a write waits (so a latency does not
+// cut a stream's rate). Installed only when faults are configured. Not
+// exported from mod.ts.
+
+import { writeAll } from "../_helpers.ts";
+import type { Ending, Out } from "../faults/pipe.ts";
+import { FaultPipe } from "../faults/pipe.ts";
+import type { StreamFault } from "../faults/spec.ts";
+import { WrappedConn } from "./wrapped.ts";
+
+/** Bytes taken in or let out that may wait on a delay, each way. */
+const IN_FLIGHT = 1024 * 1024;
+/** What one read from the socket asks for. */
+const READ_SIZE = 64 * 1024;
+
+/** Actions due at a time, done in order, with one timer for the first. */
+class Timeline {
+  #items: { at: number; run: () => void }[] = [];
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  /** Runs `run` at `at` (ms, performance.now()), after all added before. */
+  add(at: number, run: () => void): void {
+    this.#items.push({ at, run });
+    if (this.#items.length === 1) this.#arm();
+  }
+
+  /** Drops what is still to come. */
+  clear(): void {
+    this.#items = [];
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #arm(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const first = this.#items[0];
+    if (first === undefined) return;
+    const wait = first.at - performance.now();
+    if (wait > 0) {
+      this.#timer = setTimeout(() => this.#due(), wait);
+    } else {
+      // Due now: in a microtask, so that add() never runs an action inline.
+      queueMicrotask(() => this.#due());
+    }
+  }
+
+  #due(): void {
+    this.#timer = undefined;
+    const now = performance.now();
+    while (this.#items.length > 0 && this.#items[0].at <= now) {
+      this.#items.shift()!.run();
+    }
+    this.#arm();
+  }
+}
+
+/** `conn`, its bytes through `faults` each way. */
+export function faulted(
+  conn: Deno.Conn,
+  faults: { receive: StreamFault[]; send: StreamFault[] },
+): FaultedConn {
+  return new FaultedConn(conn, faults);
+}
+
+/** A connection whose bytes go through faults (see the top of this file). */
+export class FaultedConn extends WrappedConn {
+  /** Resolves once the socket itself is closed (a slow close is over). */
+  readonly closed: Promise<void>;
+  #socketClosed: () => void;
+  #in: FaultPipe;
+  #out: FaultPipe;
+  #inTimes = new Timeline();
+  #outTimes = new Timeline();
+  /** Bytes through the receive faults that the mode has not read. */
+  #ready: Uint8Array[] = [];
+  /** Bytes read from the socket the mode has not read yet, due or not. */
+  #inFlight = 0;
+  /** The mode's end of stream is due (the client's, or a fault's). */
+  #eof = false;
+  #readError: unknown;
+  #reading = false;
+  /** Wakes a read waiting for bytes, or the reader waiting for room. */
+  #wakeRead: (() => void) | undefined;
+  #wakeReader: (() => void) | undefined;
+  /** Bytes the mode wrote that have not gone out yet. */
+  #outFlight = 0;
+  #writing: Promise<void> = Promise.resolve();
+  #writeError: unknown;
+  #wakeWriter: (() => void) | undefined;
+  /** Nothing more goes out: a fault ended the sending side. */
+  #sendStopped = false;
+  /** Nothing more comes in or goes out (hang); closed after `forMs`. */
+  #hung = false;
+  #closed = false;
+
+  constructor(
+    conn: Deno.Conn,
+    faults: { receive: StreamFault[]; send: StreamFault[] },
+  ) {
+    super(conn);
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.closed = promise;
+    this.#socketClosed = resolve;
+    this.#in = new FaultPipe(faults.receive);
+    this.#out = new FaultPipe(faults.send);
+    const now = performance.now();
+    this.#schedule(this.#inTimes, this.#in.open(now), "receive");
+    this.#schedule(this.#outTimes, this.#out.open(now), "send");
+  }
+
+  override async read(p: Uint8Array): Promise<number | null> {
+    while (true) {
+      if (this.#closed) throw new Deno.errors.BadResource("Connection closed");
+      const head = this.#ready[0];
+      if (head !== undefined) {
+        const n = Math.min(p.length, head.length);
+        p.set(head.subarray(0, n));
+        if (n === head.length) this.#ready.shift();
+        else this.#ready[0] = head.subarray(n);
+        this.#inFlight -= n;
+        this.#wakeReader?.();
+        return n;
+      }
+      if (this.#readError !== undefined) throw this.#readError;
+      if (this.#eof) return null;
+      this.#startReading();
+      await new Promise<void>((resolve) => this.#wakeRead = resolve);
+      this.#wakeRead = undefined;
+    }
+  }
+
+  override async write(p: Uint8Array): Promise<number> {
+    if (this.#writeError !== undefined) throw this.#writeError;
+    if (this.#closed) throw new Deno.errors.BadResource("Connection closed");
+    if (this.#sendStopped || this.#hung) return p.length;
+    while (this.#outFlight >= IN_FLIGHT) {
+      await new Promise<void>((resolve) => this.#wakeWriter = resolve);
+      this.#wakeWriter = undefined;
+      if (this.#writeError !== undefined) throw this.#writeError;
+    }
+    // The caller may use its buffer again once this resolves.
+    const out = this.#out.push(p.slice(), performance.now());
+    this.#schedule(this.#outTimes, out, "send");
+    return p.length;
+  }
+
+  override closeWrite(): Promise<void> {
+    if (this.#sendStopped || this.#hung || this.#closed) {
+      return Promise.resolve();
+    }
+    this.#sendStopped = true;
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.#outTimes.add(this.#out.end(performance.now()), () => {
+      this.#writing = this.#writing.then(() => this.inner.closeWrite())
+        .then(resolve, reject);
+    });
+    return promise;
+  }
+
+  override close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#inTimes.clear();
+    this.#wakeRead?.();
+    this.#wakeReader?.();
+    this.#wakeWriter?.();
+    // A slow close holds the socket back; what was written goes first.
+    const at = this.#out.end(performance.now());
+    this.#outTimes.add(at, () => {
+      this.#writing.finally(() => {
+        this.#outTimes.clear();
+        try {
+          this.inner.close();
+        } catch {
+          // Closed already.
+        }
+        this.#socketClosed();
+      });
+    });
+  }
+
+  /**
+   * Reads from the socket into the receive faults, while there is room;
+   * once hung, reads and drops (as toxiproxy's timeout does), so that the
+   * peer giving up ends the connection.
+   */
+  async #startReading(): Promise<void> {
+    if (this.#reading) return;
+    this.#reading = true;
+    try {
+      while (!this.#closed && !this.#eof) {
+        if (this.#inFlight >= IN_FLIGHT) {
+          await new Promise<void>((resolve) => this.#wakeReader = resolve);
+          this.#wakeReader = undefined;
+          continue;
+        }
+        const buffer = new Uint8Array(READ_SIZE);
+        const n = await this.inner.read(buffer);
+        if (this.#closed) break;
+        if (this.#hung) {
+          if (n === null) {
+            this.#eof = true;
+            this.#wakeRead?.();
+          }
+          continue;
+        }
+        if (n === null) {
+          this.#inTimes.add(this.#in.end(performance.now()), () => {
+            this.#eof = true;
+            this.#wakeRead?.();
+          });
+          break;
+        }
+        this.#inFlight += n;
+        const out = this.#in.push(buffer.subarray(0, n), performance.now());
+        // What the faults did not pass on is not waited for.
+        this.#inFlight -= n - passed(out);
+        this.#schedule(this.#inTimes, out, "receive");
+      }
+    } catch (error) {
+      if (!this.#closed) {
+        this.#readError = error;
+        this.#wakeRead?.();
+      }
+    } finally {
+      this.#reading = false;
+    }
+  }
+
+  /** Does `out` at its times: bytes to the mode or the socket, endings. */
+  #schedule(
+    timeline: Timeline,
+    out: Out[],
+    direction: "receive" | "send",
+  ): void {
+    for (const item of out) {
+      if ("end" in item) {
+        timeline.add(item.at, () => this.#end(item, direction));
+      } else if (direction === "receive") {
+        timeline.add(item.at, () => {
+          this.#ready.push(item.bytes);
+          this.#wakeRead?.();
+        });
+      } else {
+        this.#outFlight += item.bytes.length;
+        timeline.add(item.at, () => this.#send(item.bytes));
+      }
+    }
+  }
+
+  #send(bytes: Uint8Array): void {
+    this.#writing = this.#writing.then(async () => {
+      try {
+        // Bytes due before a hang still go: it stops what comes after.
+        if (this.#writeError === undefined) await writeAll(this.inner, bytes);
+      } catch (error) {
+        this.#writeError = error;
+      } finally {
+        this.#outFlight -= bytes.length;
+        this.#wakeWriter?.();
+      }
+    });
+  }
+
+  /** A fault ends the connection as `ending` says. */
+  #end(ending: Ending, direction: "receive" | "send"): void {
+    if (ending.end === "hang") {
+      // Nothing more either way; the mode's reads wait, its writes vanish.
+      this.#hung = true;
+      this.#outTimes.clear();
+      this.#inTimes.clear();
+      this.#ready = [];
+      this.#inFlight = 0;
+      this.#wakeReader?.();
+      this.#startReading();
+      if (ending.forMs !== undefined) {
+        this.#inTimes.add(performance.now() + ending.forMs, () => {
+          this.#eof = true;
+          this.#wakeRead?.();
+        });
+      }
+      return;
+    }
+    // A clean close (a reset is refused on this engine before it comes to
+    // this): on the receive side, the mode sees the end of stream; on the
+    // send side, the client does, after what went before.
+    if (direction === "receive") {
+      this.#eof = true;
+      this.#wakeRead?.();
+    } else {
+      this.#sendStopped = true;
+      this.#writing = this.#writing.then(() => this.inner.closeWrite())
+        .catch(() => {});
+    }
+  }
+}
+
+/** The bytes in `out`. */
+function passed(out: Out[]): number {
+  let n = 0;
+  for (const item of out) if ("bytes" in item) n += item.bytes.length;
+  return n;
+}
