@@ -32,6 +32,8 @@ export type {
   EchoMode,
   EchoServer,
   EchoServerStats,
+  FaultSpec,
+  FaultTarget,
   HandshakeFailureKind,
   ServeEchoOptions,
   ServeEchoUnixOptions,

@@ -11,7 +11,10 @@ import {
   MAX_CHAT_OVERHEAD,
 } from "./relay/chat.ts";
 import { redisConfig } from "./relay/redis_bus.ts";
-import { localShared, Server, STREAMS_FEATURES } from "./server/engine.ts";
+import { localShared, Server } from "./server/engine.ts";
+import { STREAMS_FEATURES } from "./server/features.ts";
+import { checkFaults } from "./faults/spec.ts";
+import { NATIVE_FEATURES } from "./native/features.ts";
 import { assertServed } from "./core/features.ts";
 import { assertNativeSupported, NativeServer } from "./native/native_server.ts";
 import { assertDatagramsSupported, DatagramEcho } from "./server/datagram.ts";
@@ -163,7 +166,7 @@ export function serveEcho(
     config,
     udp !== false,
     STREAMS_FEATURES,
-    "the native engine",
+    { name: "the native engine", served: NATIVE_FEATURES },
   );
   // Deno.listenDatagram: the native engine binds through libc instead.
   if (udp !== false) assertDatagramsSupported();
@@ -293,6 +296,7 @@ function checkOptions(
     access: accessConfig(options),
     limits: limitsConfig(options),
     maxBytesPerSecond,
+    faults: options.faults === undefined ? [] : checkFaults(options.faults),
     udpRate,
     redis: redisConfig(options, mode),
     host: mode === "info" ? infoHost() : "",

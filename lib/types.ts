@@ -182,6 +182,18 @@ export interface ServeEchoOptions {
    */
   maxBytesPerSecond?: number;
   /**
+   * Faults to act out on purpose, as toxiproxy's toxics do: each delays,
+   * thins, slices or cuts what the server receives or sends (`direction`)
+   * for a fraction of connections (`rate`) and, with `clients`, only for
+   * clients in those CIDRs. Checked whole before the server starts (a
+   * mistake is a `TypeError` naming the fault and the field). The default
+   * engine acts out `latency`, `bandwidth`, `slicer`, `limit`, `hang` and
+   * `slow_close` on every mode and transport (on TLS, on its encrypted
+   * bytes); `reset`, `down` and the datagram faults are refused with the
+   * engine's reason.
+   */
+  faults?: readonly FaultSpec[];
+  /**
    * In broadcast and chat mode, the Redis that several instances share, so
    * that their clients form one broadcast or one chat: every line reaches
    * every client of every instance, once, in one order; names are unique
@@ -665,3 +677,61 @@ export interface ConnectOptions {
   /** With `tls`, the protocols to offer by ALPN, most preferred first. */
   alpnProtocols?: readonly string[];
 }
+
+/** Whom a fault hits, and how it is known: what every fault may have. */
+export interface FaultTarget {
+  /**
+   * Unique among the server's faults; by default its kind (so two faults
+   * of one kind need names).
+   */
+  name?: string;
+  /**
+   * What it acts on: what the server receives, what it sends, or both.
+   *
+   * @default {"both"}
+   */
+  direction?: "receive" | "send" | "both";
+  /**
+   * The fraction of connections it hits (toxiproxy's toxicity), from 0 to 1.
+   *
+   * @default {1}
+   */
+  rate?: number;
+  /** Only clients in these CIDRs (`10.0.0.0/8`, `::1`); everyone without. */
+  clients?: readonly string[];
+}
+
+/**
+ * One fault of {@linkcode ServeEchoOptions.faults}: its kind, its own
+ * parameters (milliseconds, bytes, probabilities from 0 to 1), and whom it
+ * hits.
+ */
+export type FaultSpec =
+  & FaultTarget
+  & (
+    /** Each chunk later by `ms`, ± `jitter` (uniform or normal), in order. */
+    | {
+      kind: "latency";
+      ms: number;
+      jitter?: number;
+      distribution?: "uniform" | "normal";
+    }
+    /** At most `bytesPerSecond`, nothing dropped. */
+    | { kind: "bandwidth"; bytesPerSecond: number }
+    /** Pieces of `size` bytes (± `sizeJitter`), `delayMs` apart. */
+    | { kind: "slicer"; size: number; sizeJitter?: number; delayMs?: number }
+    /** After `bytes`, a clean close (FIN). */
+    | { kind: "limit"; bytes: number }
+    /** After `bytes`, or `afterMs` from the start, a reset (RST). */
+    | { kind: "reset"; bytes?: number; afterMs?: number }
+    /** After `bytes`, nothing more either way; closed after `forMs`, if given. */
+    | { kind: "hang"; bytes?: number; forMs?: number }
+    /** The close held back `ms`. */
+    | { kind: "slow_close"; ms: number }
+    /** New connections closed at once, or not accepted. */
+    | { kind: "down"; how?: "close" | "refuse" }
+    /** UDP replies dropped, sent twice or with one bit flipped. */
+    | { kind: "drop" | "duplicate" | "corrupt"; probability: number }
+    /** UDP replies held back while `window` later ones pass. */
+    | { kind: "reorder"; probability: number; window?: number }
+  );

@@ -375,6 +375,7 @@ Deno.test("a driver's declared features decide what it refuses, in FEATURES' ord
     access: { allow: [], deny: [] },
     limits: undefined,
     maxBytesPerSecond: Infinity,
+    faults: [],
   } as unknown as ServerConfig;
   const all = new Set(Object.keys(FEATURES) as Feature[]);
   assert.deepEqual(unserved(config, true, all), []);

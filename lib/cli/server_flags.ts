@@ -7,6 +7,9 @@ import {
 } from "../types.ts";
 import { formatAddr } from "../_helpers.ts";
 import { CHAT_NAMES } from "../relay/chat.ts";
+import { faultFields } from "../faults/spec.ts";
+import type { FaultSpec } from "../types.ts";
+import type { OptionError } from "../_helpers.ts";
 import { LOG_FORMATS, LOG_LEVELS_HELP, logLevel } from "./logging.ts";
 import {
   choice,
@@ -264,6 +267,26 @@ export const SERVER_FLAGS = {
     default: "unlimited",
     parse: limit,
   },
+  fault: {
+    group: "faults",
+    arg: "KIND[:P=V,…]",
+    option: "faults",
+    multiple: true,
+    help: "act out a fault on purpose, again for more, each on what the " +
+      "ones before let through: latency:ms=100,jitter=20 (distribution=" +
+      "normal), bandwidth:bytesPerSecond=100000, slicer:size=16,delayMs=5, " +
+      "limit:bytes=1024 (then FIN), hang:bytes=0,forMs=5000, " +
+      "slow_close:ms=1000; each also takes direction=receive|send, " +
+      "rate=0.5 (of connections), clients=CIDR+CIDR and name=NAME",
+    parse: fault,
+  },
+  faults: {
+    group: "faults",
+    arg: "FILE",
+    help: "the faults in FILE, a JSON list as serveEcho's faults takes " +
+      '([{"kind": "latency", "ms": 100}]), before any --fault',
+    parse: faultsFile,
+  },
   "idle-timeout": {
     group: "limits",
     arg: "MS",
@@ -417,6 +440,7 @@ export const SERVER_GROUPS: HelpGroups = {
   rules: { title: "PROXY protocol, access rules and rate limits" },
   cluster: { title: "Cluster: broadcast and chat across instances" },
   observability: { title: "Metrics and status" },
+  faults: { title: "Faults (toxiproxy's toxics, on purpose)" },
   engine: { title: "Engine" },
 };
 
@@ -485,6 +509,9 @@ export function serverOptions(
     proxyProtocol: v["proxy-protocol"],
     proxyTimeout: v["proxy-timeout"],
     trustedProxies: v["trusted-proxy"],
+    faults: v.faults === undefined && v.fault === undefined
+      ? undefined
+      : [...v.faults ?? [], ...v.fault ?? []],
     allow: list(v.allow, v["allow-file"]),
     deny: list(v.deny, v["deny-file"]),
     mode: v.mode,
@@ -551,4 +578,30 @@ function sniEntry(
     cert: at("the certificate", value.slice(equals + 1, comma)),
     key: at("the key", value.slice(comma + 1)),
   };
+}
+
+/** One --fault: its kind and parameters, checked as the library checks them. */
+function fault(text: string): FaultSpec {
+  try {
+    return faultFields(text) as unknown as FaultSpec;
+  } catch (error) {
+    // The flag's error ends with the whole text given: no second "got".
+    const reason = (error as OptionError).reason ?? String(error);
+    throw new UsageError(reason.replace(/, got .*$/, ""));
+  }
+}
+
+/** --faults FILE: a JSON list of faults (checked whole by serveEcho). */
+function faultsFile(path: string): FaultSpec[] {
+  const text = textFile(path);
+  let spec: unknown;
+  try {
+    spec = JSON.parse(text);
+  } catch (error) {
+    throw new UsageError(`not JSON (${(error as Error).message})`);
+  }
+  if (!Array.isArray(spec)) {
+    throw new UsageError("must hold a JSON list of faults");
+  }
+  return spec as FaultSpec[];
 }

@@ -2,6 +2,7 @@
 // data, so that a worker receives them by postMessage and builds the same
 // listener. Not exported from mod.ts.
 
+import type { Fault } from "../faults/spec.ts";
 import type { AccessConfig } from "../rules/access.ts";
 import type { LimitsConfig } from "../rules/limits.ts";
 import type { EchoMode } from "../types.ts";
@@ -59,6 +60,8 @@ export interface ServerConfig {
   limits: LimitsConfig | undefined;
   /** How fast each connection is read, in bytes a second (or Infinity). */
   maxBytesPerSecond: number;
+  /** The faults to act out, checked (lib/faults/spec.ts); none when empty. */
+  faults: Fault[];
   /** UDP datagrams a second per source (or Infinity). */
   udpRate: number;
   /** The Redis that relays of several instances share, if any. */

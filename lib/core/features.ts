@@ -6,6 +6,8 @@
 
 import { type ServerConfig, tlsOf } from "./config.ts";
 import { optionError } from "../_helpers.ts";
+import { isDatagram } from "../faults/datagrams.ts";
+import { isStream } from "../faults/pipe.ts";
 
 /** Whether `config` (with UDP or not) uses a feature. */
 type Uses = (config: ServerConfig, udp: boolean) => boolean;
@@ -44,6 +46,22 @@ export const FEATURES = {
     name: "a read rate per connection",
     uses: (c) => c.maxBytesPerSecond !== Infinity,
   },
+  connectionFaults: {
+    name: "faults on connections",
+    uses: (c) => c.faults.some((f) => isStream(f) && f.kind !== "reset"),
+  },
+  resetFaults: {
+    name: "reset faults",
+    uses: (c) => c.faults.some((f) => f.kind === "reset"),
+  },
+  downFaults: {
+    name: "down faults",
+    uses: (c) => c.faults.some((f) => f.kind === "down"),
+  },
+  datagramFaults: {
+    name: "datagram faults",
+    uses: (c) => c.faults.some(isDatagram),
+  },
 } as const satisfies Record<string, { name: string; uses: Uses }>;
 
 /** A feature's key. */
@@ -63,24 +81,32 @@ export function unserved(
     .map(([, feature]) => feature.name);
 }
 
+/** Another driver, and what it serves: named where it serves the rest. */
+export interface OtherDriver {
+  name: string;
+  served: ReadonlySet<Feature>;
+}
+
 /**
  * Throws an option error naming `engine` unless the `driver` serves every
- * feature `config` uses: `served` is its declaration, `other` where the
- * rest is served, if anywhere.
+ * feature `config` uses: `served` is its declaration; `other` is named
+ * when it serves all the rest.
  */
 export function assertServed(
   driver: string,
   config: ServerConfig,
   udp: boolean,
   served: ReadonlySet<Feature>,
-  other?: string,
+  other?: OtherDriver,
 ): void {
   const without = unserved(config, udp, served);
   if (without.length === 0) return;
+  const elsewhere = other !== undefined &&
+    unserved(config, udp, other.served).length === 0;
   throw optionError(
     "engine",
     `${driver} does not serve ${without.join(", ")}${
-      other === undefined ? "" : ` (${other} does)`
+      elsewhere ? ` (${other.name} does)` : ""
     }`,
   );
 }

@@ -276,6 +276,17 @@ function parameterProblem(
  * @throws {TypeError} the text is not such a fault; the message says why.
  */
 export function parseFault(text: string): Fault {
+  const fields = faultFields(text);
+  return checkFault(fields, String(fields.kind));
+}
+
+/**
+ * The fields of one `--fault` flag's text (see {@linkcode parseFault}), as
+ * a spec's entry has them, checked.
+ *
+ * @throws {TypeError} the text is not such a fault; the message says why.
+ */
+export function faultFields(text: string): Record<string, unknown> {
   const colon = text.indexOf(":");
   const kind = colon === -1 ? text : text.slice(0, colon);
   const fields: Record<string, unknown> = { kind };
@@ -298,5 +309,6 @@ export function parseFault(text: string): Fault {
         : value;
     }
   }
-  return checkFault(fields, kind);
+  checkFault(fields, kind);
+  return fields;
 }

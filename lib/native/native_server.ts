@@ -12,7 +12,9 @@ import { formatAddr, LOG_CATEGORY, optionError } from "../_helpers.ts";
 import { type ServerConfig, tlsOf, type TlsSettings } from "../core/config.ts";
 import { newLimitsTable } from "../rules/limits.ts";
 import { COUNTERS, sumStats } from "../core/counters.ts";
-import { assertServed, type Feature } from "../core/features.ts";
+import { assertServed } from "../core/features.ts";
+import { STREAMS_FEATURES } from "../server/features.ts";
+import { NATIVE_FEATURES } from "./features.ts";
 import type { ClusterStatus, EchoServerStats } from "../types.ts";
 import {
   AF_INET,
@@ -62,24 +64,6 @@ const WORKER_URL = new URL("./worker.ts", import.meta.url);
 /** The listen queue; the kernel caps it at `net.core.somaxconn`. */
 const BACKLOG = 4096;
 
-/** The features the native driver serves (see lib/core/features.ts). */
-export const NATIVE_FEATURES: ReadonlySet<Feature> = new Set<Feature>([
-  "lineMode",
-  "infoMode",
-  "proxy",
-  "access",
-  "limits",
-  "unix",
-  "readRate",
-  "udp",
-  "broadcastMode",
-  "chatMode",
-  "tls",
-  "clientCerts",
-  "sni",
-  "unixTls",
-]);
-
 /**
  * Throws unless OpenSSL 3 loads and makes the server's contexts of
  * `listen` (an option error naming the one it cannot use).
@@ -102,7 +86,10 @@ export function assertNativeSupported(
   config: ServerConfig,
   udp: boolean,
 ): void {
-  assertServed("native", config, udp, NATIVE_FEATURES);
+  assertServed("native", config, udp, NATIVE_FEATURES, {
+    name: "the default engine",
+    served: STREAMS_FEATURES,
+  });
   assertNativeRuns(WORKER_URL);
 }
 

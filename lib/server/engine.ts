@@ -4,7 +4,9 @@
 // shut down. serveEcho() runs one, or one per worker (see lib/workers/). Not
 // exported from mod.ts.
 
-import { assertServed, type Feature, FEATURES } from "../core/features.ts";
+import { assertServed } from "../core/features.ts";
+import { NATIVE_FEATURES } from "../native/features.ts";
+import { STREAMS_FEATURES } from "./features.ts";
 import { getLogger, type Logger } from "../_logtape.ts";
 import {
   acceptBackoff,
@@ -52,18 +54,6 @@ import type { Ending } from "../core/endings.ts";
 const logger = getLogger([LOG_CATEGORY, "server"]);
 
 const encoder = new TextEncoder();
-
-/** Each reason a client is refused at the door: its counter and log line. */
-/**
- * The features the streams driver serves (see lib/core/features.ts): all
- * but those Deno's TLS listener cannot do (ask for a client certificate,
- * choose a certificate by server name, listen on a Unix socket).
- */
-export const STREAMS_FEATURES: ReadonlySet<Feature> = new Set(
-  (Object.keys(FEATURES) as Feature[]).filter((f) =>
-    f !== "clientCerts" && f !== "sni" && f !== "unixTls"
-  ),
-);
 
 /** What a listener shares with the others of the same server. */
 export interface Shared {
@@ -252,7 +242,7 @@ export class Server implements Backend {
         { ...this.#config, listen },
         false,
         STREAMS_FEATURES,
-        "the native engine",
+        { name: "the native engine", served: NATIVE_FEATURES },
       );
       this.#transport.reload?.(listen);
       return Promise.resolve();

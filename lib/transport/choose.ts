@@ -6,6 +6,8 @@ import { accessGuard } from "../rules/access.ts";
 import { Limiter } from "../rules/limits.ts";
 import { guardedListener } from "./guarded.ts";
 import { throttledListener } from "./throttled.ts";
+import { faultedListener } from "./faulted.ts";
+import { FaultSet, isStream } from "../faults/pipe.ts";
 import { addressList } from "../rules/cidr.ts";
 import { proxiedListener } from "./proxied.ts";
 import { claimPort, tcpTransport } from "./tcp.ts";
@@ -23,7 +25,7 @@ export function transportFor(
   events: TransportEvents,
   rules: Pick<
     ServerConfig,
-    "proxy" | "access" | "limits" | "maxBytesPerSecond"
+    "proxy" | "access" | "limits" | "maxBytesPerSecond" | "faults"
   >,
 ): Transport {
   const wrap = rulesFor(rules, events);
@@ -43,18 +45,19 @@ export function transportFor(
  * address it names, before any other byte is read.
  */
 function rulesFor(
-  { proxy, access, limits, maxBytesPerSecond }: Pick<
+  { proxy, access, limits, maxBytesPerSecond, faults }: Pick<
     ServerConfig,
-    "proxy" | "access" | "limits" | "maxBytesPerSecond"
+    "proxy" | "access" | "limits" | "maxBytesPerSecond" | "faults"
   >,
   events: TransportEvents,
 ): ((listener: Deno.Listener) => Deno.Listener) | undefined {
   const guard = accessGuard(access);
   const limiter = limits && new Limiter(limits);
   const throttle = maxBytesPerSecond !== Infinity;
+  const faultSet = faults.some(isStream) ? new FaultSet(faults) : undefined;
   if (
     proxy === undefined && guard === undefined && limiter === undefined &&
-    !throttle
+    !throttle && faultSet === undefined
   ) return undefined;
   return (listener) => {
     let wrapped = listener;
@@ -67,6 +70,8 @@ function rulesFor(
     if (guard !== undefined || limiter !== undefined) {
       wrapped = guardedListener(wrapped, guard, limiter, events);
     }
+    // Faults act on the bytes of admitted clients, as they come and go.
+    if (faultSet !== undefined) wrapped = faultedListener(wrapped, faultSet);
     if (throttle) wrapped = throttledListener(wrapped, maxBytesPerSecond);
     return wrapped;
   };

@@ -9,9 +9,9 @@
 
 import { writeAll } from "../_helpers.ts";
 import type { Ending, Out } from "../faults/pipe.ts";
-import { FaultPipe } from "../faults/pipe.ts";
+import { FaultPipe, type FaultSet } from "../faults/pipe.ts";
 import type { StreamFault } from "../faults/spec.ts";
-import { WrappedConn } from "./wrapped.ts";
+import { WrappedConn, WrappedListener } from "./wrapped.ts";
 
 /** Bytes taken in or let out that may wait on a delay, each way. */
 const IN_FLIGHT = 1024 * 1024;
@@ -58,6 +58,27 @@ class Timeline {
     }
     this.#arm();
   }
+}
+
+/**
+ * `listener`, each connection's bytes through the stream faults of `set`
+ * that hit its client (none: the connection as it is).
+ */
+export function faultedListener(
+  listener: Deno.Listener,
+  set: FaultSet,
+): Deno.Listener {
+  return new class extends WrappedListener {
+    override async accept(): Promise<Deno.Conn> {
+      const conn = await this.inner.accept();
+      const address = conn.remoteAddr.transport === "unix"
+        ? undefined
+        : (conn.remoteAddr as Deno.NetAddr).hostname;
+      const chosen = set.forClient(address);
+      if (chosen.receive.length === 0 && chosen.send.length === 0) return conn;
+      return faulted(conn, chosen);
+    }
+  }(listener);
 }
 
 /** `conn`, its bytes through `faults` each way. */

@@ -1,0 +1,133 @@
+// serveEcho({ faults }) and --fault on the default engine: connections
+// through the faults that hit their clients, in every mode and over TLS,
+// the others untouched; what no engine, or the other one, serves refused
+// with its reason; the CLI's flags and their errors.
+
+import assert from "node:assert/strict";
+import { echoOnce, echoStream, serveEcho } from "../mod.ts";
+import { testCertificates } from "./_certs.ts";
+import { ENGINES } from "./_engines.ts";
+import { LineClient, readAll, writeAll } from "./_helpers.ts";
+import { assertUsageErrors, LOCK, SERVER } from "./_process.ts";
+
+const bytes = (n: number) => Uint8Array.from({ length: n }, (_, i) => i % 251);
+
+Deno.test("a limit cuts the echo of the clients it names exactly, then a clean end; others get theirs whole", async () => {
+  await using server = serveEcho({
+    port: 0,
+    faults: [
+      {
+        kind: "limit",
+        bytes: 1000,
+        direction: "send",
+        clients: ["127.0.0.0/8"],
+      },
+      { kind: "latency", ms: 50, name: "elsewhere", clients: ["10.0.0.0/8"] },
+    ],
+  });
+  await server.ready;
+  const { port } = server.addr;
+  using conn = await Deno.connect({ port });
+  const reading = readAll(conn);
+  await writeAll(conn, bytes(5000));
+  assert.deepEqual(await reading, bytes(1000));
+  // ::1 is not in 127.0.0.0/8: its echo is whole.
+  await using v6 = serveEcho({
+    hostname: "::1",
+    port: 0,
+    faults: [{ kind: "limit", bytes: 1, clients: ["127.0.0.0/8"] }],
+  });
+  await v6.ready;
+  assert.equal(
+    await echoOnce("whole", { hostname: "::1", port: v6.addr.port }),
+    "whole",
+  );
+});
+
+Deno.test("faults act in every mode, and over TLS on its encrypted bytes: latency and a slicer of 7 bytes keep the echo exact", async () => {
+  await using certs = await testCertificates();
+  const faults = [
+    { kind: "latency", ms: 20, direction: "receive" },
+    { kind: "slicer", size: 7, delayMs: 1, direction: "send" },
+  ] as const;
+  await using tls = serveEcho({
+    port: 0,
+    cert: certs.cert,
+    key: certs.key,
+    faults,
+  });
+  await tls.ready;
+  const payload = bytes(5_000);
+  const echo = await new Response(
+    echoStream([payload], {
+      port: tls.addr.port,
+      tls: true,
+      caCerts: [certs.ca],
+      serverName: "localhost",
+    }),
+  ).bytes();
+  assert.deepEqual(echo, payload);
+  await using chat = serveEcho({ port: 0, mode: "chat", faults });
+  await chat.ready;
+  await using alice = await LineClient.connect(chat.addr.port);
+  await alice.line(/^\* welcome, you are user1;/);
+  await alice.send("/nick alice\n");
+  await alice.line(/^\* user1 joined lobby$/);
+  await alice.line(/^\* user1 is now alice$/);
+});
+
+Deno.test("what an engine cannot act out is refused with its reason; a bad spec names the fault and field", () => {
+  if (ENGINES.includes("native")) {
+    assert.throws(
+      () =>
+        serveEcho({
+          port: 0,
+          engine: "native",
+          faults: [{ kind: "latency", ms: 1 }],
+        }),
+      /Cannot use engine: native does not serve faults on connections \(the default engine does\)/,
+    );
+  }
+  assert.throws(
+    () => serveEcho({ port: 0, faults: [{ kind: "reset", bytes: 1 }] }),
+    (error: Error) =>
+      error.message ===
+        "Cannot use engine: default does not serve reset faults",
+  );
+  assert.throws(
+    () => serveEcho({ port: 0, faults: [{ kind: "latency" } as never] }),
+    (error: Error & { option?: string }) =>
+      error instanceof TypeError && error.option === "faults" &&
+      error.message === "Cannot use faults: faults[0].ms: is required",
+  );
+});
+
+Deno.test("--fault and --faults FILE: usage errors name the flag and the field", async () => {
+  const file = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    await Deno.writeTextFile(file, '[{"kind": "bandwidth"}]');
+    await assertUsageErrors(
+      [Deno.execPath(), "run", LOCK, "--allow-net", "--allow-read", SERVER],
+      [
+        [
+          ["--fault", "latency:jitter=5"],
+          "Invalid --fault: latency.ms: is required, got 'latency:jitter=5'",
+        ],
+        [
+          ["--fault", "lag:ms=5"],
+          "Invalid --fault: lag.kind: must be one of latency, bandwidth, slicer, limit, reset, hang, slow_close, down, drop, duplicate, reorder, corrupt, got 'lag:ms=5'",
+        ],
+        [
+          ["--faults", file],
+          "Invalid --faults: faults[0].bytesPerSecond: is required",
+        ],
+        [
+          ["--fault", "reset:bytes=1"],
+          "Invalid --engine: default does not serve reset faults",
+        ],
+      ],
+    );
+  } finally {
+    await Deno.remove(file);
+  }
+});
