@@ -189,8 +189,8 @@ export interface ServeEchoOptions {
    * mistake is a `TypeError` naming the fault and the field). The default
    * engine acts out `latency`, `bandwidth`, `slicer`, `limit`, `hang` and
    * `slow_close` on every mode and transport (on TLS, on its encrypted
-   * bytes); `reset`, `down` and the datagram faults are refused with the
-   * engine's reason.
+   * bytes), and `drop`, `duplicate`, `corrupt` and `reorder` on the replies
+   * of `udp`; `reset` and `down` are refused with the engine's reason.
    */
   faults?: readonly FaultSpec[];
   /**

@@ -4,6 +4,7 @@
 // with its reason; the CLI's flags and their errors.
 
 import assert from "node:assert/strict";
+import dgram from "node:dgram";
 import { echoOnce, echoStream, serveEcho } from "../mod.ts";
 import { testCertificates } from "./_certs.ts";
 import { ENGINES } from "./_engines.ts";
@@ -95,6 +96,13 @@ Deno.test("what an engine cannot act out is refused with its reason; a bad spec 
         "Cannot use engine: default does not serve reset faults",
   );
   assert.throws(
+    () => serveEcho({ port: 0, faults: [{ kind: "drop", probability: 1 }] }),
+    (error: Error & { option?: string }) =>
+      error.option === "faults" &&
+      error.message ===
+        "Cannot use faults: faults[0]: drop acts on UDP replies: give udp",
+  );
+  assert.throws(
     () => serveEcho({ port: 0, faults: [{ kind: "latency" } as never] }),
     (error: Error & { option?: string }) =>
       error instanceof TypeError && error.option === "faults" &&
@@ -131,3 +139,85 @@ Deno.test("--fault and --faults FILE: usage errors name the flag and the field",
     await Deno.remove(file);
   }
 });
+
+/**
+ * Sends `datagrams` to `port` from one socket; the replies, once `count`
+ * have come or `ms` have passed (to show that no more come).
+ */
+async function udpReplies(
+  port: number,
+  datagrams: Uint8Array[],
+  count: number,
+  ms: number,
+): Promise<Uint8Array[]> {
+  const socket = dgram.createSocket("udp4");
+  const replies: Uint8Array[] = [];
+  const { promise: enough, resolve: done } = Promise.withResolvers<void>();
+  socket.on("message", (message) => {
+    replies.push(new Uint8Array(message));
+    if (replies.length >= count) done();
+  });
+  await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", resolve));
+  const timer = setTimeout(done, ms);
+  try {
+    for (const d of datagrams) {
+      await new Promise<void>((resolve, reject) =>
+        socket.send(d, port, "127.0.0.1", (e) => e ? reject(e) : resolve())
+      );
+    }
+    await enough;
+    return replies;
+  } finally {
+    clearTimeout(timer);
+    await new Promise<void>((resolve) => socket.close(() => resolve()));
+  }
+}
+
+Deno.test("datagram faults on the default engine's UDP: dropped, sent twice, one bit flipped, held back", async () => {
+  const one = [Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8)];
+  for (
+    const [fault, wait, check] of [
+      [
+        { kind: "drop", probability: 1 },
+        1,
+        (r: Uint8Array[]) => r.length === 0,
+      ],
+      [
+        { kind: "duplicate", probability: 1 },
+        3,
+        (r: Uint8Array[]) =>
+          r.length === 2 && r.every((d) => d.join() === one[0].join()),
+      ],
+      [
+        { kind: "corrupt", probability: 1 },
+        2,
+        (r: Uint8Array[]) =>
+          r.length === 1 &&
+          r[0].reduce((bits, b, i) => bits + popcount(b ^ one[0][i]), 0) === 1,
+      ],
+    ] as const
+  ) {
+    await using server = serveEcho({ port: 0, udp: true, faults: [fault] });
+    await server.ready;
+    // More than it should send, or 300 ms: none more comes.
+    const replies = await udpReplies(server.addr.port, one, wait, 300);
+    assert.ok(check(replies), `${fault.kind}: ${replies.map((r) => r.join())}`);
+  }
+  // Reorder with every datagram held: each goes once its hold is over.
+  await using held = serveEcho({
+    port: 0,
+    udp: true,
+    faults: [{ kind: "reorder", probability: 1, window: 5 }],
+  });
+  await held.ready;
+  const three = [1, 2, 3].map((i) => Uint8Array.of(i));
+  const replies = await udpReplies(held.addr.port, three, 3, 10_000);
+  assert.deepEqual(replies.map((r) => r[0]), [1, 2, 3]);
+});
+
+/** The bits set in `b`. */
+function popcount(b: number): number {
+  let n = 0;
+  for (; b; b >>= 1) n += b & 1;
+  return n;
+}

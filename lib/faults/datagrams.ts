@@ -59,11 +59,17 @@ export class DatagramFaults {
   }
 
   /**
-   * The reply `bytes` to `client` (an IP address) is due at `now`: the
+   * The reply `bytes` to `client` (an IP address; `peer` names its socket,
+   * `address:port`, when several may share it) is due at `now`: the
    * datagrams to send now, in order (none, it, it twice, a copy with one
    * bit flipped, and held ones whose turn came).
    */
-  reply(client: string, bytes: Uint8Array, now: number): Uint8Array[] {
+  reply(
+    client: string,
+    bytes: Uint8Array,
+    now: number,
+    peer: string = client,
+  ): Uint8Array[] {
     let out: Uint8Array[] = [bytes];
     for (const [i, fault] of this.#faults.entries()) {
       if (!this.#hits(i, fault, client)) continue;
@@ -87,18 +93,18 @@ export class DatagramFaults {
             break;
           case "reorder":
             this.counts.reordered++;
-            this.#hold(client, datagram, fault.window, now);
+            this.#hold(peer, datagram, fault.window, now);
             break;
         }
       }
       out = next;
     }
     // The held ones whose turn came go after this one.
-    return [...out, ...this.#release(client, out.length, now)];
+    return [...out, ...this.#release(peer, out.length, now)];
   }
 
   /**
-   * Held datagrams whose second is over at `now`, by client, to send; and
+   * Held datagrams whose second is over at `now`, by peer, to send; and
    * when to ask again (Infinity when none is held).
    */
   due(now: number): { out: [string, Uint8Array][]; next: number } {
@@ -117,6 +123,11 @@ export class DatagramFaults {
       else this.#held.set(client, keep);
     }
     return { out, next };
+  }
+
+  /** Whether replies to `peer` are held. */
+  holds(peer: string): boolean {
+    return this.#held.has(peer);
   }
 
   /** Whether fault `i` hits `client`: its CIDRs, and its rate's fixed draw. */

@@ -6,6 +6,7 @@
 // against 10,800 for node:dgram under Deno (and 30,300 for Node's dgram
 // under Node). It needs --unstable-net. Not exported from mod.ts.
 
+import { DatagramFaults, isDatagram } from "../faults/datagrams.ts";
 import { getLogger, type Logger } from "../_logtape.ts";
 import {
   describeError,
@@ -51,6 +52,10 @@ export class DatagramEcho {
   #policy: DatagramPolicy;
   #log: Logger;
   #closed = false;
+  /** Datagram faults, if any; held replies' peers, and their timer. */
+  #faults: DatagramFaults | undefined;
+  #peers = new Map<string, Deno.Addr>();
+  #reorderTimer: ReturnType<typeof setTimeout> | undefined;
 
   /**
    * Binds `hostname:port` for UDP.
@@ -68,6 +73,9 @@ export class DatagramEcho {
       newLimitsTable(),
       (record) => this.#log[record.level](record.message, record.properties),
     );
+    if (config.faults.some(isDatagram)) {
+      this.#faults = new DatagramFaults(config.faults);
+    }
     this.#log.debug("UDP echo on {address}", {
       address: formatAddr(this.addr),
     });
@@ -77,12 +85,63 @@ export class DatagramEcho {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#reorderTimer);
     this.#socket.close();
+  }
+
+  /** Sends `bytes` to `peer`, counted; false once the socket is closed. */
+  async #send(bytes: Uint8Array, peer: Deno.Addr): Promise<boolean> {
+    try {
+      await this.#socket.send(bytes, peer);
+      this.counters[DATAGRAMS_OUT]++;
+      this.counters[DATAGRAM_BYTES_OUT] += bytes.length;
+    } catch (error) {
+      if (this.#closed) return false;
+      this.#log.debug("UDP reply to {peer} failed: {error}", {
+        peer: formatAddr(peer),
+        error: describeError(error),
+      });
+    }
+    return true;
+  }
+
+  /** The replies datagram faults let go now, and a timer for held ones. */
+  async #faulted(reply: Uint8Array, peer: Deno.Addr): Promise<boolean> {
+    const faults = this.#faults!;
+    const key = formatAddr(peer);
+    const address = (peer as Deno.NetAddr).hostname;
+    for (const bytes of faults.reply(address, reply, performance.now(), key)) {
+      if (!await this.#send(bytes, peer)) return false;
+    }
+    if (faults.holds(key)) {
+      this.#peers.set(key, peer);
+      this.#armReorder();
+    }
+    return true;
+  }
+
+  /** Sends held replies whose hold is over, and waits for the next. */
+  #armReorder(): void {
+    clearTimeout(this.#reorderTimer);
+    this.#reorderTimer = undefined;
+    if (this.#closed) return;
+    const { out, next } = this.#faults!.due(performance.now());
+    for (const [key, bytes] of out) {
+      const peer = this.#peers.get(key);
+      if (peer !== undefined) this.#send(bytes, peer);
+    }
+    for (const key of this.#peers.keys()) {
+      if (!this.#faults!.holds(key)) this.#peers.delete(key);
+    }
+    if (next === Infinity) return;
+    this.#reorderTimer = setTimeout(
+      () => this.#armReorder(),
+      next - performance.now(),
+    );
   }
 
   async #loop(): Promise<void> {
     const buffer = new Uint8Array(BUFFER_SIZE);
-    const counters = this.counters;
     while (!this.#closed) {
       let n: number;
       let peer: Deno.Addr;
@@ -105,18 +164,10 @@ export class DatagramEcho {
         performance.now(),
       );
       if (reply === undefined) continue;
-      try {
-        await this.#socket.send(reply, peer);
-        counters[DATAGRAMS_OUT]++;
-        counters[DATAGRAM_BYTES_OUT] += reply.length;
-      } catch (error) {
-        if (this.#closed) break;
-        this.#log.debug("UDP reply to {peer} failed: {error}", {
-          peer: formatAddr(peer),
-          error: describeError(error),
-        });
-        continue;
-      }
+      const sent = this.#faults === undefined
+        ? await this.#send(reply, peer)
+        : await this.#faulted(reply, peer);
+      if (!sent) break;
       if (this.#log.isEnabledFor("debug")) {
         this.#log.debug("Echoed {bytes} UDP bytes to {peer}", {
           bytes: n,
