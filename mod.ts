@@ -32,6 +32,7 @@ export type {
   EchoMode,
   EchoServer,
   EchoServerStats,
+  FaultAction,
   FaultSpec,
   FaultTarget,
   HandshakeFailureKind,

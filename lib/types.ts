@@ -472,6 +472,14 @@ export interface EchoServerStats {
     readonly counts: readonly number[];
     readonly sumSeconds: number;
   };
+  /** Connections that `faults` hit (one fault or more). */
+  readonly faulted: number;
+  /**
+   * What `faults` did: connections a `limit` ended, that a `hang` hung, that
+   * a `reset` reset, that `down` closed at once; UDP replies dropped, sent
+   * twice, corrupted, held back.
+   */
+  readonly faultActions: Readonly<Record<FaultAction, number>>;
   /** UDP datagrams received (with `udp`). */
   readonly datagramsIn: number;
   /** UDP datagrams sent back. */
@@ -677,6 +685,17 @@ export interface ConnectOptions {
   /** With `tls`, the protocols to offer by ALPN, most preferred first. */
   alpnProtocols?: readonly string[];
 }
+
+/** What a fault did, as {@linkcode EchoServerStats.faultActions} counts it. */
+export type FaultAction =
+  | "limit"
+  | "hang"
+  | "reset"
+  | "down"
+  | "drop"
+  | "duplicate"
+  | "corrupt"
+  | "reorder";
 
 /** Whom a fault hits, and how it is known: what every fault may have. */
 export interface FaultTarget {

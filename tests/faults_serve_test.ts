@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { echoOnce, echoStream, serveEcho } from "../mod.ts";
+import { serveMetrics } from "../metrics.ts";
 import { testCertificates } from "./_certs.ts";
 import { ENGINES } from "./_engines.ts";
 import { LineClient, readAll, writeAll } from "./_helpers.ts";
@@ -28,10 +29,22 @@ Deno.test("a limit cuts the echo of the clients it names exactly, then a clean e
   });
   await server.ready;
   const { port } = server.addr;
-  using conn = await Deno.connect({ port });
-  const reading = readAll(conn);
-  await writeAll(conn, bytes(5000));
-  assert.deepEqual(await reading, bytes(1000));
+  {
+    using conn = await Deno.connect({ port });
+    const reading = readAll(conn);
+    await writeAll(conn, bytes(5000));
+    assert.deepEqual(await reading, bytes(1000));
+  }
+  // Counted: the connection hit, the limit that ended it; and in metrics.
+  assert.equal(server.stats.faulted, 1);
+  assert.equal(server.stats.faultActions.limit, 1);
+  await using metrics = serveMetrics(server, { port: 0 });
+  const text = await (await fetch(
+    `http://127.0.0.1:${metrics.addr.port}/metrics`,
+  )).text();
+  assert.match(text, /^tcp_echo_faulted_connections_total 1$/m);
+  assert.match(text, /^tcp_echo_fault_actions_total\{action="limit"\} 1$/m);
+  assert.match(text, /^tcp_echo_fault_actions_total\{action="drop"\} 0$/m);
   // ::1 is not in 127.0.0.0/8: its echo is whole.
   await using v6 = serveEcho({
     hostname: "::1",
@@ -202,6 +215,7 @@ Deno.test("datagram faults on the default engine's UDP: dropped, sent twice, one
     // More than it should send, or 300 ms: none more comes.
     const replies = await udpReplies(server.addr.port, one, wait, 300);
     assert.ok(check(replies), `${fault.kind}: ${replies.map((r) => r.join())}`);
+    assert.equal(server.stats.faultActions[fault.kind], 1, fault.kind);
   }
   // Reorder with every datagram held: each goes once its hold is over.
   await using held = serveEcho({

@@ -165,6 +165,17 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     handshakes: 0,
     handshakeFailuresBy: { protocol: 0, certificate: 0, timeout: 0, notTls: 0 },
     handshakeDurations: { counts: [0, 0, 0, 0, 0, 0, 0, 0, 0], sumSeconds: 0 },
+    faulted: 0,
+    faultActions: {
+      limit: 0,
+      hang: 0,
+      reset: 0,
+      down: 0,
+      drop: 0,
+      duplicate: 0,
+      corrupt: 0,
+      reorder: 0,
+    },
     perWorker: [0],
   });
   using conn = await Deno.connect({ port: server.addr.port });
@@ -202,6 +213,17 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     handshakes: 0,
     handshakeFailuresBy: { protocol: 0, certificate: 0, timeout: 0, notTls: 0 },
     handshakeDurations: { counts: [0, 0, 0, 0, 0, 0, 0, 0, 0], sumSeconds: 0 },
+    faulted: 0,
+    faultActions: {
+      limit: 0,
+      hang: 0,
+      reset: 0,
+      down: 0,
+      drop: 0,
+      duplicate: 0,
+      corrupt: 0,
+      reorder: 0,
+    },
     perWorker: [1],
   });
 });

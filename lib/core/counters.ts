@@ -6,6 +6,7 @@
 import type {
   CloseReason,
   EchoServerStats,
+  FaultAction,
   HandshakeFailureKind,
 } from "../types.ts";
 import { ENDINGS } from "./endings.ts";
@@ -52,11 +53,41 @@ const HANDSHAKE_FAILED = 39;
  */
 const HANDSHAKE_DURATIONS = 43;
 const HANDSHAKE_DURATION_SUM = 52;
+/** Connections that faults hit (one or more). */
+export const FAULTED = 53;
+/** What faults did, by {@linkcode FAULT_ACTIONS} (8). */
+const FAULT_ACTED = 54;
 /**
- * How many numbers one listener's counters take: 53 so far, padded to 512
+ * How many numbers one listener's counters take: 62 so far, padded to 512
  * bytes so that no two listeners write to the same cache line.
  */
 export const COUNTERS = 64;
+
+/** What faults do that is counted, as the stats and metrics name it. */
+export const FAULT_ACTIONS = [
+  "limit",
+  "hang",
+  "reset",
+  "down",
+  "drop",
+  "duplicate",
+  "corrupt",
+  "reorder",
+] as const satisfies readonly FaultAction[];
+
+/** Counts one `action` of a fault in `counters`. */
+export function countFault(counters: Float64Array, action: FaultAction): void {
+  counters[FAULT_ACTED + FAULT_ACTIONS.indexOf(action)]++;
+}
+
+/** Sets the count of `action` (a count kept elsewhere, the datagrams'). */
+export function setFaultCount(
+  counters: Float64Array,
+  action: FaultAction,
+  count: number,
+): void {
+  counters[FAULT_ACTED + FAULT_ACTIONS.indexOf(action)] = count;
+}
 
 /** Why TLS handshakes fail, as metrics label them. */
 export const HANDSHAKE_FAILURE_KINDS = [
@@ -234,6 +265,10 @@ export function sumStats(counters: Float64Array): EchoServerStats {
       ),
       sumSeconds: total[HANDSHAKE_DURATION_SUM],
     },
+    faulted: total[FAULTED],
+    faultActions: Object.fromEntries(
+      FAULT_ACTIONS.map((action, i) => [action, total[FAULT_ACTED + i]]),
+    ) as Record<FaultAction, number>,
     perWorker,
   };
 }

@@ -6,10 +6,13 @@
 
 import { plural } from "../_helpers.ts";
 import type { Refusal } from "../rules/access.ts";
+import type { FaultAction } from "../types.ts";
 import {
   ACCEPT_ERRORS,
+  countFault,
   countHandshakeFailed,
   DROPPED,
+  FAULTED,
   PROXY_FAILURES,
   REFUSED_CONNECT_RATE,
   REFUSED_DENIED,
@@ -151,6 +154,32 @@ export function refused(
     level: "info",
     message: REFUSALS[refusal.reason].template,
     properties: { peer, ...refusal },
+  };
+}
+
+/**
+ * Faults hit a new connection (`connection`, naming them), or one acted on
+ * it (a `limit` ended it, a `hang` hung it…): counted, logged at debug.
+ */
+export function faulted(
+  counters: Float64Array,
+  peer: string,
+  action: "connection" | FaultAction,
+  faults?: string,
+): LogRecord {
+  if (action === "connection") {
+    counters[FAULTED]++;
+    return {
+      level: "debug",
+      message: "Faults for {peer}: {faults}",
+      properties: { peer, faults },
+    };
+  }
+  countFault(counters, action);
+  return {
+    level: "debug",
+    message: "Fault {action} on {peer}",
+    properties: { peer, action },
   };
 }
 

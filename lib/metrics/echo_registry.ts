@@ -122,6 +122,21 @@ function readings(server: EchoServer<Deno.Addr>): Reading[] {
       }),
     },
     {
+      name: "tcp_echo_faulted_connections_total",
+      help: "Connections that faults hit (one or more).",
+      type: "counter",
+      read: (s) => s.faulted,
+    },
+    {
+      name: "tcp_echo_fault_actions_total",
+      help: "What faults did: connections a limit ended, hung, reset or " +
+        "closed at once (down); UDP replies dropped, duplicated, corrupted " +
+        "or reordered.",
+      type: "counter",
+      label: "action",
+      read: (s) => ({ ...s.faultActions }),
+    },
+    {
       name: "tcp_echo_proxy_header_failures_total",
       help: "PROXY protocol headers missing, not valid, late, or from a " +
         "peer that is not a trusted proxy.",

@@ -19,6 +19,7 @@ import {
   COUNTERS,
   DATAGRAM_BYTES_OUT,
   DATAGRAMS_OUT,
+  setFaultCount,
 } from "../core/counters.ts";
 import { DatagramPolicy } from "../core/datagrams.ts";
 import { newLimitsTable } from "../rules/limits.ts";
@@ -110,7 +111,13 @@ export class DatagramEcho {
     const faults = this.#faults!;
     const key = formatAddr(peer);
     const address = (peer as Deno.NetAddr).hostname;
-    for (const bytes of faults.reply(address, reply, performance.now(), key)) {
+    const out = faults.reply(address, reply, performance.now(), key);
+    const { dropped, duplicated, corrupted, reordered } = faults.counts;
+    setFaultCount(this.counters, "drop", dropped);
+    setFaultCount(this.counters, "duplicate", duplicated);
+    setFaultCount(this.counters, "corrupt", corrupted);
+    setFaultCount(this.counters, "reorder", reordered);
+    for (const bytes of out) {
       if (!await this.#send(bytes, peer)) return false;
     }
     if (faults.holds(key)) {

@@ -24,6 +24,7 @@ import {
   acceptPaused,
   closed,
   dropped,
+  faulted,
   handshakeFailed,
   type LogRecord,
   opened,
@@ -136,6 +137,10 @@ export class Server implements Backend {
       refused: (peer, refusal) => {
         const record = refused(this.#counters, peer, refusal);
         if (this.#log.isEnabledFor("info")) this.#emit(record);
+      },
+      faulted: (peer, action, faults) => {
+        const record = faulted(this.#counters, peer, action, faults);
+        if (this.#log.isEnabledFor("debug")) this.#emit(record);
       },
     }, config);
     const listening = this.#transport.listen();

@@ -41,6 +41,14 @@ export class WithDatagrams implements Backend {
       datagramBytesOut: udp.datagramBytesOut,
       datagramsRefused: udp.datagramsRefused,
       datagramsRateLimited: udp.datagramsRateLimited,
+      // The streams count what faults did to connections, UDP to replies.
+      faultActions: {
+        ...stream.faultActions,
+        drop: udp.faultActions.drop,
+        duplicate: udp.faultActions.duplicate,
+        corrupt: udp.faultActions.corrupt,
+        reorder: udp.faultActions.reorder,
+      },
     };
   }
 

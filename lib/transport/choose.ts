@@ -71,7 +71,9 @@ function rulesFor(
       wrapped = guardedListener(wrapped, guard, limiter, events);
     }
     // Faults act on the bytes of admitted clients, as they come and go.
-    if (faultSet !== undefined) wrapped = faultedListener(wrapped, faultSet);
+    if (faultSet !== undefined) {
+      wrapped = faultedListener(wrapped, faultSet, events);
+    }
     if (throttle) wrapped = throttledListener(wrapped, maxBytesPerSecond);
     return wrapped;
   };

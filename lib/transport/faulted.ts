@@ -7,11 +7,13 @@
 // cut a stream's rate). Installed only when faults are configured. Not
 // exported from mod.ts.
 
-import { writeAll } from "../_helpers.ts";
 import type { Ending, Out } from "../faults/pipe.ts";
 import { FaultPipe, type FaultSet } from "../faults/pipe.ts";
 import type { StreamFault } from "../faults/spec.ts";
 import { WrappedConn, WrappedListener } from "./wrapped.ts";
+import type { TransportEvents } from "./transport.ts";
+import type { FaultAction } from "../types.ts";
+import { formatAddr, writeAll } from "../_helpers.ts";
 
 /** Bytes taken in or let out that may wait on a delay, each way. */
 const IN_FLIGHT = 1024 * 1024;
@@ -67,6 +69,7 @@ class Timeline {
 export function faultedListener(
   listener: Deno.Listener,
   set: FaultSet,
+  events: Pick<TransportEvents, "faulted">,
 ): Deno.Listener {
   return new class extends WrappedListener {
     override async accept(): Promise<Deno.Conn> {
@@ -76,7 +79,11 @@ export function faultedListener(
         : (conn.remoteAddr as Deno.NetAddr).hostname;
       const chosen = set.forClient(address);
       if (chosen.receive.length === 0 && chosen.send.length === 0) return conn;
-      return faulted(conn, chosen);
+      const peer = formatAddr(conn.remoteAddr);
+      const names = [...new Set([...chosen.receive, ...chosen.send])]
+        .map((f) => f.name).join(", ");
+      events.faulted(peer, "connection", names);
+      return faulted(conn, chosen, (action) => events.faulted(peer, action));
     }
   }(listener);
 }
@@ -85,8 +92,9 @@ export function faultedListener(
 export function faulted(
   conn: Deno.Conn,
   faults: { receive: StreamFault[]; send: StreamFault[] },
+  acted: (action: FaultAction) => void = () => {},
 ): FaultedConn {
-  return new FaultedConn(conn, faults);
+  return new FaultedConn(conn, faults, acted);
 }
 
 /** A connection whose bytes go through faults (see the top of this file). */
@@ -119,12 +127,15 @@ export class FaultedConn extends WrappedConn {
   /** Nothing more comes in or goes out (hang); closed after `forMs`. */
   #hung = false;
   #closed = false;
+  #acted: (action: FaultAction) => void;
 
   constructor(
     conn: Deno.Conn,
     faults: { receive: StreamFault[]; send: StreamFault[] },
+    acted: (action: FaultAction) => void,
   ) {
     super(conn);
+    this.#acted = acted;
     const { promise, resolve } = Promise.withResolvers<void>();
     this.closed = promise;
     this.#socketClosed = resolve;
@@ -291,6 +302,7 @@ export class FaultedConn extends WrappedConn {
 
   /** A fault ends the connection as `ending` says. */
   #end(ending: Ending, direction: "receive" | "send"): void {
+    this.#acted(ending.end === "fin" ? "limit" : ending.end);
     if (ending.end === "hang") {
       // Nothing more either way; the mode's reads wait, its writes vanish.
       this.#hung = true;

@@ -25,7 +25,18 @@ export interface TransportEvents {
   proxyFailed(peer: string, reason: string): void;
   /** An access rule refused a client; closed before a byte was read. */
   refused(peer: string, refusal: Refusal): void;
+  /**
+   * Faults hit a new connection from `peer` (`connection`, with their
+   * names), or one of them acted on it.
+   */
+  faulted(
+    peer: string,
+    action: "connection" | FaultAction,
+    faults?: string,
+  ): void;
 }
+
+import type { FaultAction } from "../types.ts";
 
 import type { Refusal } from "../rules/access.ts";
 
