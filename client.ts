@@ -79,6 +79,7 @@ async function main(args: string[]): Promise<number> {
         duration: v.duration === undefined ? undefined : v.duration * 1000,
         warmup: v.warmup === undefined ? undefined : v.warmup * 1000,
         reconnectEvery: v["reconnect-every"],
+        expect: v.expect,
         message: v.message ?? v.size,
         rate: v.rate,
         engine: v.engine,

@@ -11,6 +11,7 @@ import {
   StreamLoad,
 } from "./client/stream_load.ts";
 import { assertPositive, optionError } from "./_helpers.ts";
+import { ENDINGS_EXPECTED } from "./client/failures.ts";
 import {
   assertNativeLoad,
   nativeLoad,
@@ -69,6 +70,14 @@ export interface LoadTestOptions extends ConnectOptions {
    * @default {Infinity}
    */
   reconnectEvery?: number;
+  /**
+   * Ways a connection may end early that the test expects (a server with
+   * faults, or one that drops clients on purpose): `reset`, `close` (before
+   * its echo was whole) and `timeout` (a round trip over `timeout`). Each
+   * is counted (`resets`, `closes`, `timeouts` in the report), not an error,
+   * and another connection takes its place. Not for UDP.
+   */
+  expect?: readonly ("reset" | "close" | "timeout")[];
   /**
    * Round trips per second to aim for, over all connections; each connection
    * starts its round trips on a fixed schedule. When a connection is behind
@@ -213,6 +222,15 @@ export interface LoadReport {
   readonly mismatches: number;
   /** Other failures: resets and early closes mid-echo, timeouts. */
   readonly otherErrors: number;
+  /**
+   * Connections the server reset before their echo was whole, expected or
+   * not (those not expected are errors too).
+   */
+  readonly resets: number;
+  /** Connections the server closed before their echo was whole (as above). */
+  readonly closes: number;
+  /** Round trips that timed out (as above). */
+  readonly timeouts: number;
   /** The first few error messages, for the user. */
   readonly errorMessages: readonly string[];
   /**
@@ -301,6 +319,18 @@ export async function loadTest(
   if (options.udp && reconnectEvery !== Infinity) {
     throw optionError("reconnectEvery", "UDP has no connections", TypeError);
   }
+  const expect = [...options.expect ?? []];
+  for (const ending of expect) {
+    if (!(ENDINGS_EXPECTED as readonly string[]).includes(ending)) {
+      throw optionError(
+        "expect",
+        `must list ${ENDINGS_EXPECTED.join(", ")}, got ${ending}`,
+      );
+    }
+  }
+  if (options.udp && expect.length > 0) {
+    throw optionError("expect", "UDP has no connections to end", TypeError);
+  }
   const message = messageBytes(options.message ?? 64);
   if (options.udp) assertDatagram(message);
   if (engine === "native") {
@@ -313,6 +343,7 @@ export async function loadTest(
       duration,
       warmup,
       reconnectEvery,
+      expect,
       progressInterval,
       onProgress,
       signal,
@@ -348,6 +379,7 @@ export async function loadTest(
     duration,
     reconnectEvery,
     tls: options.tls === true,
+    expect,
   });
   const stopAt = duration === undefined
     ? undefined

@@ -1,5 +1,6 @@
 // Private: client.ts's flags and --help. Not exported from mod.ts.
 
+import { type Ending, ENDINGS_EXPECTED } from "../client/failures.ts";
 import type { EchoStreamOptions } from "../echo_stream.ts";
 import { LOG_LEVELS_HELP, logLevel } from "./logging.ts";
 import {
@@ -234,6 +235,12 @@ export const CLIENT_FLAGS = {
       "and TLS handshake each), timed apart",
     parse: integer,
   },
+  expect: {
+    group: "load",
+    arg: "LIST",
+    help: "load test: count reset,close,timeout, not as errors",
+    parse: endings,
+  },
   size: {
     group: "load",
     arg: "N",
@@ -383,7 +390,13 @@ export function checkClientFlags(
     return;
   }
   for (
-    const name of ["engine", "native-io", "histogram", "plot"] as const
+    const name of [
+      "engine",
+      "native-io",
+      "histogram",
+      "plot",
+      "expect",
+    ] as const
   ) {
     if (spelled[name] !== undefined) {
       throw new UsageError(
@@ -431,4 +444,17 @@ export function clientTarget(
     alpnProtocols: v.alpn,
     timeout: v.timeout,
   };
+}
+
+/** --expect's list: endings a load test counts as outcomes. */
+function endings(text: string): Ending[] {
+  const list = text.split(",");
+  for (const ending of list) {
+    if (!(ENDINGS_EXPECTED as readonly string[]).includes(ending)) {
+      throw new UsageError(
+        `expected a comma-separated list of ${ENDINGS_EXPECTED.join(", ")}`,
+      );
+    }
+  }
+  return list as Ending[];
 }

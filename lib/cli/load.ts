@@ -71,7 +71,9 @@ export async function runLoad(run: LoadRun): Promise<number> {
     json ? JSON.stringify(report) : formatReport(
       report,
       options.udp ?? false,
-      options.reconnectEvery !== undefined,
+      // Expected endings reconnect too.
+      options.reconnectEvery !== undefined || (options.expect ?? []).length > 0,
+      options.expect ?? [],
     ),
   );
   if (histogramFile !== undefined || plotFile !== undefined) {
@@ -121,6 +123,7 @@ function formatReport(
   r: LoadReport,
   udp: boolean,
   reconnects: boolean,
+  expect: readonly string[],
 ): string {
   const n = (x: number, digits = 0) =>
     x.toLocaleString("en-US", {
@@ -148,6 +151,15 @@ function formatReport(
       `handshakes   ${n(r.handshakes)} (${
         n(r.handshakesPerSecond ?? 0)
       }/s${resumed}): ${percentiles(r.handshakeLatencyUs)}`,
+    );
+  }
+  // Refusals have their own count: the line is for endings beyond them.
+  const ended = r.resets + r.closes + r.timeouts;
+  if (expect.length > 0 || ended > r.closedBeforeEcho) {
+    phases.push(
+      `endings      ${n(r.resets)} resets, ${n(r.closes)} closes, ${
+        n(r.timeouts)
+      } timeouts${expect.length > 0 ? ` (${expect.join(", ")} expected)` : ""}`,
     );
   }
   return [

@@ -9,6 +9,9 @@ import { writeAll } from "../_helpers.ts";
 import { CpuWindow } from "./cpu.ts";
 import { type DatagramTarget, ReplyWaiter } from "./datagram.ts";
 import {
+  ClosedEarly,
+  type Ending,
+  endingOf,
   failure,
   type FailureKind,
   Failures,
@@ -29,6 +32,8 @@ export interface StreamLoadOptions extends SchedulePlan {
   ): Promise<Channel>;
   /** Whether `open` makes a TLS handshake after the connect. */
   tls: boolean;
+  /** Endings that are outcomes, not failures: the slot reconnects. */
+  expect: readonly Ending[];
 }
 
 /** One load test's connections over Deno's sockets, on its schedule. */
@@ -36,7 +41,7 @@ export class StreamLoad {
   readonly schedule: LoadSchedule;
   readonly cpu = new CpuWindow();
   connected = 0;
-  readonly failures = new Failures();
+  readonly failures: Failures;
   lost = 0;
   #options: StreamLoadOptions;
   /** Open connections, and when their round trip in flight started. */
@@ -46,9 +51,12 @@ export class StreamLoad {
   #drained: ReturnType<typeof setTimeout> | undefined;
   /** Aborted at the stop: ends waits for a slot in the rate's schedule. */
   #stopping = new AbortController();
+  /** Connections the watchdog ended, and whether that was expected. */
+  #timedOut = new WeakMap<Channel, boolean>();
 
   constructor(options: StreamLoadOptions) {
     this.#options = options;
+    this.failures = new Failures(options.expect);
     this.schedule = new LoadSchedule(options, performance.now());
     if (options.warmup === 0) this.cpu.begin();
     else this.#warmedUp = setTimeout(() => this.cpu.begin(), options.warmup);
@@ -103,7 +111,10 @@ export class StreamLoad {
     for (const [conn, since] of this.#conns) {
       // A datagram's own wait ends it as lost; a stream's is ended here.
       if (conn.stream && this.schedule.timedOut(since, now)) {
-        this.#fail("other", failure.roundTripTimeout(timeout));
+        this.#timedOut.set(
+          conn,
+          this.#fail("other", failure.roundTripTimeout(timeout), "timeout"),
+        );
         this.#conns.delete(conn);
         conn.close();
       }
@@ -123,9 +134,13 @@ export class StreamLoad {
       try {
         next = await this.#roundTrips(conn, slot);
       } catch (error) {
-        // A connection the watchdog closed has been counted already.
-        if (!this.schedule.stopped && this.#conns.has(conn)) {
-          this.#fail(error instanceof Refusal ? "refused" : "other", error);
+        // An ending the test expects is an outcome: another connection
+        // takes this one's place. One the watchdog closed is counted.
+        if (this.#timedOut.has(conn)) {
+          if (this.#timedOut.get(conn)) next = "reconnect";
+        } else if (!this.schedule.stopped && this.#conns.has(conn)) {
+          const kind = error instanceof Refusal ? "refused" : "other";
+          if (this.#fail(kind, error, endingOf(error))) next = "reconnect";
         }
       } finally {
         if (this.#conns.delete(conn)) conn.close();
@@ -211,10 +226,12 @@ export class StreamLoad {
     if (this.#conns.has(conn)) this.#conns.set(conn, since);
   }
 
-  #fail(kind: FailureKind, error: unknown): void {
-    this.failures.add(
+  /** Counts a failure; true when its `ending` was expected. */
+  #fail(kind: FailureKind, error: unknown, ending?: Ending): boolean {
+    return this.failures.add(
       kind,
       error instanceof Error ? error.message : String(error),
+      ending,
     );
   }
 }
@@ -256,7 +273,7 @@ export function streamChannel(conn: Deno.Conn, message: Uint8Array): Channel {
       }
       if (received === 0) {
         if (!echoed) throw new Refusal(false);
-        throw new Error(failure.closedEarly(0, message.length));
+        throw new ClosedEarly(0, message.length);
       }
       echoed = true;
       const at = firstDifference(echo, message);
@@ -336,7 +353,7 @@ async function readEcho(
     const n = await conn.read(filled === 0 ? into : into.subarray(filled));
     if (n === null) {
       if (filled === 0) return 0;
-      throw new Error(failure.closedEarly(filled, expected));
+      throw new ClosedEarly(filled, expected);
     }
     filled += n;
   }

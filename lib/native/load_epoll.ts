@@ -61,14 +61,16 @@ export class EpollLoad extends LoadLoop {
     const address = this.address;
     const fd = this.socket(SOCK_NONBLOCK);
     if (fd < 0) return;
-    reuse?.reset(fd);
     if (libc.connect(fd, address, address.length) < 0) {
       const errno = this.native.errno();
       if (errno !== EINPROGRESS) {
         libc.close(fd);
-        return this.fail("connect", errnoText(errno));
+        this.fail("connect", errnoText(errno));
+        return;
       }
     }
+    // A slot's connection again (a reconnect), once its socket connects.
+    reuse?.reset(fd);
     const conn = reuse ?? new Conn(fd, index);
     this.added(conn);
     this.#byFd[fd] = conn;

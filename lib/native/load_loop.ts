@@ -22,7 +22,12 @@ import {
   type SchedulePlan,
   type Slot,
 } from "../client/schedule.ts";
-import { failure, type FailureKind, Failures } from "../client/failures.ts";
+import {
+  type Ending,
+  failure,
+  type FailureKind,
+  Failures,
+} from "../client/failures.ts";
 import {
   AF_UNIX,
   ECONNRESET,
@@ -81,6 +86,8 @@ export interface LoadPlan extends SchedulePlan {
   message: Uint8Array;
   /** TLS through OpenSSL (on epoll), if asked. */
   tls: LoadTlsPlan | undefined;
+  /** Endings that are outcomes, not failures: the slot reconnects. */
+  expect: Ending[];
   io: NativeIo;
 }
 
@@ -111,6 +118,10 @@ export interface LoadResult extends PhaseFigures {
   closedBeforeEcho: number;
   mismatches: number;
   otherErrors: number;
+  /** Connections that ended early, by how (expected or not). */
+  resets: number;
+  closes: number;
+  timeouts: number;
   errorMessages: string[];
   /** CPU time of this process in the measured part (see CpuWindow). */
   cpuMs: number;
@@ -189,7 +200,7 @@ export abstract class LoadLoop {
   #cpu = new CpuWindow();
   #connected = 0;
   #lost = 0;
-  #failures = new Failures();
+  #failures: Failures;
   /** Slots whose connection closed for a reconnect: opened after a wait. */
   #reopen: Conn[] = [];
   /** TLS: OpenSSL, the test's context, and where plaintext is read to. */
@@ -206,6 +217,7 @@ export abstract class LoadLoop {
       : unixSockaddr(config.path);
     this.#family = this.address[0] | this.address[1] << 8;
     this.#schedule = new LoadSchedule(config, native.now());
+    this.#failures = new Failures(config.expect);
     if (config.timeout > 0) {
       this.#nextWatch = this.#schedule.startedAt + this.#schedule.watchMs;
     }
@@ -460,9 +472,14 @@ export abstract class LoadLoop {
     const { message } = this.config;
     if (length === 0) {
       const { received } = conn;
-      if (this.#refused(conn)) this.fail("refused", failure.refused(false));
-      else this.fail("other", failure.closedEarly(received, message.length));
-      return this.close(conn);
+      const expected = this.#refused(conn)
+        ? this.fail("refused", failure.refused(false), "close")
+        : this.fail(
+          "other",
+          failure.closedEarly(received, message.length),
+          "close",
+        );
+      return this.#ended(conn, expected);
     }
     const at = conn.received;
     if (at + length > conn.sent) {
@@ -530,15 +547,31 @@ export abstract class LoadLoop {
   /** An I/O error on `conn`: it is closed. */
   protected ioFailed(conn: Conn, errno: number): void {
     const reset = errno === ECONNRESET || errno === EPIPE;
+    let expected;
     if (reset && this.#refused(conn)) {
-      this.fail("refused", failure.refused(true));
-    } else this.fail("other", errnoText(errno));
+      expected = this.fail("refused", failure.refused(true), "reset");
+    } else {
+      expected = this.fail(
+        "other",
+        errnoText(errno),
+        reset ? "reset" : undefined,
+      );
+    }
+    this.#ended(conn, expected);
+  }
+
+  /**
+   * `conn` ended early: closed, and, when the test expected that ending,
+   * another connection opened in its place.
+   */
+  #ended(conn: Conn, expected: boolean): void {
     this.close(conn);
+    if (expected && !this.config.udp) this.#reopen.push(conn);
   }
 
   /** Whether `conn` ends before any byte came back: a refusal, likely. */
   #refused(conn: Conn): boolean {
-    return conn.mine === 1 && conn.received === 0;
+    return conn.onSocket === 1 && conn.received === 0;
   }
 
   protected close(conn: Conn): void {
@@ -558,9 +591,18 @@ export abstract class LoadLoop {
     conn.tls = undefined;
   }
 
-  protected fail(kind: FailureKind, message: string): void {
-    this.#failures.add(kind, message);
+  /**
+   * Counts a failure (`ending`: how its connection ended, if it did);
+   * true when the test expected that ending: an outcome, not an error.
+   */
+  protected fail(
+    kind: FailureKind,
+    message: string,
+    ending?: Ending,
+  ): boolean {
+    if (this.#failures.add(kind, message, ending)) return true;
     this.config.progress[PROGRESS_ERRORS]++;
+    return false;
   }
 
   #timeout(): number {
@@ -670,7 +712,9 @@ export abstract class LoadLoop {
       }
       if (conn?.open && schedule.timedOut(conn.since, now)) {
         if (conn.connected) {
-          this.fail("other", failure.roundTripTimeout(timeout));
+          const message = failure.roundTripTimeout(timeout);
+          this.#ended(conn, this.fail("other", message, "timeout"));
+          continue;
         } else if (conn.handshaking) {
           this.fail("connect", `TLS handshake timed out after ${timeout} ms`);
         } else {

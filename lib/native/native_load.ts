@@ -104,6 +104,7 @@ export async function nativeLoad(
         proxy: options.proxy,
         udp: options.udp,
         tls: options.tls,
+        expect: options.expect,
         reconnectEvery: options.reconnectEvery,
         message: options.message,
         connections: options.connections,
@@ -143,6 +144,7 @@ function epollOnly(options: NativeLoadOptions): string | undefined {
   if (options.udp) return "UDP";
   if (options.tls !== undefined) return "TLS";
   if (options.reconnectEvery !== Infinity) return "reconnectEvery";
+  if (options.expect.length > 0) return "expect";
   return undefined;
 }
 
