@@ -190,7 +190,8 @@ export interface ServeEchoOptions {
    * engine acts out `latency`, `bandwidth`, `slicer`, `limit`, `hang` and
    * `slow_close` on every mode and transport (on TLS, on its encrypted
    * bytes), and `drop`, `duplicate`, `corrupt` and `reorder` on the replies
-   * of `udp`; `reset` and `down` are refused with the engine's reason.
+   * of `udp`, and `down` that closes; `reset` and `down` that refuses are
+   * refused with the engine's reason.
    */
   faults?: readonly FaultSpec[];
   /**

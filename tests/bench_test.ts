@@ -239,3 +239,19 @@ Deno.test("bench, bench:yardstick and bench:fanout print their usage, and a bad 
     `error: Cannot find the C yardstick in ${empty.path} (loadgen/loadgen.c, servers/c_epoll.c, loadgen/udp_loadgen.c, servers/c_udp_echo.c, loadgen/tls_loadgen.c, servers/c_tls_epoll.c): it comes with ../shared/bench, or give --dir DIR (see --help)\n`,
   );
 });
+
+Deno.test("deno task bench:faults measures its four cells without an error", async () => {
+  const result = await run(Deno.execPath(), [
+    "run",
+    LOCK,
+    "-A",
+    new URL("../bench/faults.ts", import.meta.url).pathname,
+    ...["--reps", "1", "--duration", "0.3", "--bytes", "200000"],
+  ]);
+  assert.equal(result.code, 0, result.stderr);
+  const out = new TextDecoder().decode(result.stdout);
+  assert.match(out, /errors in all runs: 0$/m);
+  // The table: a header, its rule, and a row per cell.
+  assert.equal(out.split("\n").filter((l) => l.startsWith("| ")).length, 6);
+  assert.match(out, /^\| latency 100 ms: the median round trip rises by/m);
+});

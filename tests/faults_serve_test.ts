@@ -58,6 +58,30 @@ Deno.test("a limit cuts the echo of the clients it names exactly, then a clean e
   );
 });
 
+Deno.test("down closes the connections of the clients it names as soon as they are accepted, and counts them", async () => {
+  await using server = serveEcho({
+    port: 0,
+    faults: [{ kind: "down", clients: ["127.0.0.1"] }],
+  });
+  await server.ready;
+  for (let i = 0; i < 3; i++) {
+    using conn = await Deno.connect({ port: server.addr.port });
+    assert.equal((await readAll(conn).catch(() => new Uint8Array())).length, 0);
+  }
+  await using v6 = serveEcho({
+    hostname: "::1",
+    port: 0,
+    faults: [{ kind: "down", clients: ["127.0.0.1"] }],
+  });
+  await v6.ready;
+  assert.equal(
+    await echoOnce("up", { hostname: "::1", port: v6.addr.port }),
+    "up",
+  );
+  assert.equal(server.stats.faultActions.down, 3);
+  assert.equal(server.stats.accepted, 0);
+});
+
 Deno.test("faults act in every mode, and over TLS on its encrypted bytes: latency and a slicer of 7 bytes keep the echo exact", async () => {
   await using certs = await testCertificates();
   const faults = [
@@ -102,6 +126,12 @@ Deno.test("what an engine cannot act out is refused with its reason; a bad spec 
       /Cannot use engine: native does not serve faults on connections \(the default engine does\)/,
     );
   }
+  assert.throws(
+    () => serveEcho({ port: 0, faults: [{ kind: "down", how: "refuse" }] }),
+    (error: Error) =>
+      error.message ===
+        "Cannot use engine: default does not serve down faults that refuse (the listener stops)",
+  );
   assert.throws(
     () => serveEcho({ port: 0, faults: [{ kind: "reset", bytes: 1 }] }),
     (error: Error) =>

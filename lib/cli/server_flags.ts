@@ -276,7 +276,8 @@ export const SERVER_FLAGS = {
       "ones before let through: latency:ms=100,jitter=20 (distribution=" +
       "normal), bandwidth:bytesPerSecond=100000, slicer:size=16,delayMs=5, " +
       "limit:bytes=1024 (then FIN), hang:bytes=0,forMs=5000, " +
-      "slow_close:ms=1000; on --udp replies drop:probability=0.1, " +
+      "slow_close:ms=1000, down (closed at once); on --udp replies " +
+      "drop:probability=0.1, " +
       "duplicate, corrupt (one bit), reorder (window=4); each also takes " +
       "direction=receive|send, " +
       "rate=0.5 (of connections), clients=CIDR+CIDR and name=NAME",

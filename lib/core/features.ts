@@ -55,8 +55,12 @@ export const FEATURES = {
     uses: (c) => c.faults.some((f) => f.kind === "reset"),
   },
   downFaults: {
-    name: "down faults",
-    uses: (c) => c.faults.some((f) => f.kind === "down"),
+    name: "down faults that close",
+    uses: (c) => c.faults.some((f) => f.kind === "down" && f.how === "close"),
+  },
+  refuseFaults: {
+    name: "down faults that refuse (the listener stops)",
+    uses: (c) => c.faults.some((f) => f.kind === "down" && f.how === "refuse"),
   },
   datagramFaults: {
     name: "datagram faults",

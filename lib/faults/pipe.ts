@@ -274,6 +274,25 @@ export class FaultSet {
   }
 
   /**
+   * Whether a `down` fault closes a new connection from `client` at once
+   * (its CIDRs hold the client, and the draw falls under its rate).
+   */
+  downFor(client: string | undefined, random: Random = Math.random): boolean {
+    for (const [i, fault] of this.faults.entries()) {
+      if (!isDownClose(fault) || !this.#matches(i, client)) continue;
+      if (fault.rate >= 1 || random() < fault.rate) return true;
+    }
+    return false;
+  }
+
+  /** Whether fault `i`'s CIDRs (if any) hold `client`. */
+  #matches(i: number, client: string | undefined): boolean {
+    const clients = this.#clients[i];
+    if (clients === undefined) return true;
+    return client !== undefined && clients.match(client) !== undefined;
+  }
+
+  /**
    * The stream faults that hit one connection from `client` (an IP
    * address, or undefined for a Unix socket's), by direction: each whose
    * `clients` hold it (or has none) and whose `rate` the draw falls under.
@@ -287,18 +306,17 @@ export class FaultSet {
       send: [],
     };
     for (const [i, fault] of this.faults.entries()) {
-      if (!isStream(fault)) continue;
-      const clients = this.#clients[i];
-      if (clients !== undefined) {
-        if (client === undefined || clients.match(client) === undefined) {
-          continue;
-        }
-      }
+      if (!isStream(fault) || !this.#matches(i, client)) continue;
       if (fault.rate < 1 && random() >= fault.rate) continue;
       for (const direction of fault.directions) chosen[direction].push(fault);
     }
     return chosen;
   }
+}
+
+/** Whether `fault` closes new connections at once (`down`, `close`). */
+export function isDownClose(fault: Fault): boolean {
+  return fault.kind === "down" && fault.how === "close";
 }
 
 /** Whether `fault` acts on a byte stream. */

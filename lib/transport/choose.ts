@@ -7,7 +7,7 @@ import { Limiter } from "../rules/limits.ts";
 import { guardedListener } from "./guarded.ts";
 import { throttledListener } from "./throttled.ts";
 import { faultedListener } from "./faulted.ts";
-import { FaultSet, isStream } from "../faults/pipe.ts";
+import { FaultSet, isDownClose, isStream } from "../faults/pipe.ts";
 import { addressList } from "../rules/cidr.ts";
 import { proxiedListener } from "./proxied.ts";
 import { claimPort, tcpTransport } from "./tcp.ts";
@@ -54,7 +54,9 @@ function rulesFor(
   const guard = accessGuard(access);
   const limiter = limits && new Limiter(limits);
   const throttle = maxBytesPerSecond !== Infinity;
-  const faultSet = faults.some(isStream) ? new FaultSet(faults) : undefined;
+  const faultSet = faults.some((f) => isStream(f) || isDownClose(f))
+    ? new FaultSet(faults)
+    : undefined;
   if (
     proxy === undefined && guard === undefined && limiter === undefined &&
     !throttle && faultSet === undefined

@@ -77,6 +77,12 @@ export function faultedListener(
       const address = conn.remoteAddr.transport === "unix"
         ? undefined
         : (conn.remoteAddr as Deno.NetAddr).hostname;
+      if (set.downFor(address)) {
+        // The server is "down" for this client: closed as soon as accepted.
+        conn.close();
+        events.faulted(formatAddr(conn.remoteAddr), "down");
+        return this.accept();
+      }
       const chosen = set.forClient(address);
       if (chosen.receive.length === 0 && chosen.send.length === 0) return conn;
       const peer = formatAddr(conn.remoteAddr);
