@@ -7,18 +7,7 @@
 import assert from "node:assert/strict";
 import { DatagramFaults, REORDER_HOLD_MS } from "../lib/faults/datagrams.ts";
 import { checkFaults } from "../lib/faults/spec.ts";
-
-/** A seeded source of numbers in [0, 1) (mulberry32). */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seeded } from "./_random.ts";
 
 const N = 10_000;
 

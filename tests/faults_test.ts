@@ -11,24 +11,8 @@ import {
   parseFault,
   type StreamFault,
 } from "../lib/faults/spec.ts";
-import {
-  FaultPipe,
-  FaultSet,
-  type Out,
-  type Random,
-} from "../lib/faults/pipe.ts";
-
-/** A seeded source of numbers in [0, 1) (mulberry32): runs repeat. */
-function seeded(seed: number): Random {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { FaultPipe, FaultSet, type Out } from "../lib/faults/pipe.ts";
+import { seeded } from "./_random.ts";
 
 /** The stream fault `fields` make, checked. */
 function fault(fields: Record<string, unknown>): StreamFault {

@@ -1,0 +1,14 @@
+// A seeded source of numbers for tests of things that draw (faults'
+// jitter, probabilities): the same seed, the same run.
+
+/** Numbers in [0, 1) from `seed` (mulberry32), as Math.random gives them. */
+export function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
