@@ -601,6 +601,17 @@ export interface EchoServer<A extends Deno.Addr = Deno.NetAddr>
    */
   reloadTls(tls: TlsReload): Promise<void>;
   /**
+   * Replaces the server's faults (see {@linkcode ServeEchoOptions.faults}):
+   * connections accepted, and UDP replies sent, from now on get the new
+   * ones; connections already open keep theirs. `[]` lifts them all.
+   *
+   * @throws {TypeError} The spec is not valid (its message names the fault
+   * and the field), or asks for UDP faults on a server without UDP.
+   * @throws {RangeError} This engine cannot act one of them out (its
+   * `option` is `engine`). In both cases the faults before stay.
+   */
+  setFaults(faults: readonly FaultSpec[]): Promise<void>;
+  /**
    * Stops accepting at once, lets open connections finish for up to
    * `gracePeriod` milliseconds, then ends the rest politely (see
    * {@linkcode ServeEchoOptions.gracePeriod}). Calling it again returns the

@@ -265,3 +265,55 @@ function popcount(b: number): number {
   for (; b; b >>= 1) n += b & 1;
   return n;
 }
+
+Deno.test("setFaults() changes the faults of new connections (workers too); open ones keep theirs; a refusal keeps the old", async () => {
+  await using server = serveEcho({ port: 0, workers: 2, udp: true });
+  await server.ready;
+  const { port } = server.addr;
+  const echo = async (conn: Deno.Conn, n: number) => {
+    await writeAll(conn, bytes(n));
+    await conn.closeWrite();
+    return (await readAll(conn)).length;
+  };
+  using before = await Deno.connect({ port });
+  await server.setFaults([{ kind: "limit", bytes: 10, direction: "send" }]);
+  // Six new connections, spread over both workers by the kernel: all cut.
+  for (let i = 0; i < 6; i++) {
+    using conn = await Deno.connect({ port });
+    assert.equal(await echo(conn, 100), 10, `connection ${i}`);
+  }
+  // The one opened before keeps its whole echo.
+  assert.equal(await echo(before, 100), 100);
+  await assert.rejects(
+    server.setFaults([{ kind: "reset", bytes: 1 }]),
+    /default does not serve reset faults/,
+  );
+  {
+    using conn = await Deno.connect({ port });
+    assert.equal(await echo(conn, 100), 10, "the old faults stay");
+  }
+  // UDP replies too; [] lifts everything.
+  await server.setFaults([{ kind: "drop", probability: 1 }]);
+  assert.deepEqual(await udpReplies(port, [Uint8Array.of(1)], 1, 300), []);
+  await server.setFaults([]);
+  assert.equal((await udpReplies(port, [Uint8Array.of(1)], 1, 5000)).length, 1);
+  {
+    using conn = await Deno.connect({ port });
+    assert.equal(await echo(conn, 100), 100);
+  }
+  await using tcpOnly = serveEcho({ port: 0 });
+  await tcpOnly.ready;
+  await assert.rejects(
+    tcpOnly.setFaults([{ kind: "drop", probability: 1 }]),
+    /faults\[0\]: drop acts on UDP replies: give udp/,
+  );
+  if (ENGINES.includes("native")) {
+    await using native = serveEcho({ port: 0, engine: "native" });
+    await native.ready;
+    await native.setFaults([]);
+    await assert.rejects(
+      native.setFaults([{ kind: "latency", ms: 1 }]),
+      /native does not serve faults on connections \(the default engine does\)/,
+    );
+  }
+});

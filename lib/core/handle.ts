@@ -5,14 +5,17 @@
 // once over a small backend interface. Not exported from mod.ts.
 
 import { getLogger } from "../_logtape.ts";
-import { LOG_CATEGORY, plural } from "../_helpers.ts";
+import { LOG_CATEGORY, optionError, plural } from "../_helpers.ts";
 import type {
   ClusterStatus,
   EchoMode,
   EchoServer,
   EchoServerStats,
+  FaultSpec,
   TlsReload,
 } from "../types.ts";
+import { checkFaults, type Fault } from "../faults/spec.ts";
+import { isDatagram } from "../faults/datagrams.ts";
 import { assertAnnouncement } from "./lifecycle.ts";
 import { type ListenConfig, tlsOf, type TlsSettings } from "./config.ts";
 import { tlsSettings } from "../transport/tls.ts";
@@ -47,6 +50,15 @@ export interface Backend {
    * ones: the old ones stay.
    */
   reloadTls(tls: TlsSettings): Promise<void>;
+  /**
+   * Connections accepted (and UDP replies sent) from now on get `faults`;
+   * those open keep theirs.
+   *
+   * @throws {Error} The backend cannot act one out: the old ones stay.
+   */
+  setFaults(faults: Fault[]): Promise<void>;
+  /** Whether it answers UDP (the datagram faults need it). */
+  readonly datagrams?: boolean;
 }
 
 /** The handle of one server: an {@linkcode EchoServer} over its backend. */
@@ -104,6 +116,24 @@ export class ServerHandle implements EchoServer<Deno.Addr> {
       { clients, message },
     );
     return clients;
+  }
+
+  async setFaults(spec: readonly FaultSpec[]): Promise<void> {
+    const faults = checkFaults(spec);
+    const datagram = faults.findIndex(isDatagram);
+    if (datagram !== -1 && !this.#backend.datagrams) {
+      throw optionError(
+        "faults",
+        `faults[${datagram}]: ${
+          faults[datagram].kind
+        } acts on UDP replies: give udp`,
+        TypeError,
+      );
+    }
+    await this.#backend.setFaults(faults);
+    logger.info("Faults set for new connections: {faults}", {
+      faults: faults.map((f) => f.name).join(", ") || "none",
+    });
   }
 
   async reloadTls(tls: TlsReload): Promise<void> {

@@ -44,8 +44,16 @@ export class DatagramFaults {
   #random: Random;
   #held = new Map<string, Held[]>();
 
-  /** The datagram faults among `faults`; `random` draws. */
-  constructor(faults: readonly Fault[], random: Random = Math.random) {
+  /**
+   * The datagram faults among `faults`; `random` draws; `counts` goes on
+   * from an earlier set's.
+   */
+  constructor(
+    faults: readonly Fault[],
+    random: Random = Math.random,
+    counts?: DatagramFaultCounts,
+  ) {
+    if (counts !== undefined) Object.assign(this.counts, counts);
     this.#faults = faults.filter(isDatagram);
     this.#clients = this.#faults.map((fault) =>
       fault.clients.length === 0 ? undefined : addressList(fault.clients)

@@ -261,6 +261,30 @@ function normal(random: Random): number {
   return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * random());
 }
 
+/**
+ * A listener's faults as they are now: `setFaults` replaces them for the
+ * connections accepted from then on.
+ */
+export class FaultBox {
+  /** The faults that act on connections; undefined when none do. */
+  current: FaultSet | undefined;
+
+  constructor(faults: readonly Fault[]) {
+    this.current = FaultBox.#setOf(faults);
+  }
+
+  /** Replaces the faults. */
+  set(faults: readonly Fault[]): void {
+    this.current = FaultBox.#setOf(faults);
+  }
+
+  static #setOf(faults: readonly Fault[]): FaultSet | undefined {
+    return faults.some((f) => isStream(f) || isDownClose(f))
+      ? new FaultSet(faults)
+      : undefined;
+  }
+}
+
 /** A server's faults, with their client lists made ready to match. */
 export class FaultSet {
   readonly faults: readonly Fault[];

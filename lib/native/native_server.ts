@@ -6,6 +6,7 @@
 // that wakes the loop. This thread's event loop stays free. Not exported
 // from mod.ts.
 
+import type { Fault } from "../faults/spec.ts";
 import { getLogger } from "../_logtape.ts";
 import { isIP } from "node:net";
 import { formatAddr, LOG_CATEGORY, optionError } from "../_helpers.ts";
@@ -269,6 +270,7 @@ export class NativeServer implements Backend {
   readonly transport: "tcp" | "tls" | "unix" | "udp";
   #native: Native;
   #config: ServerConfig;
+  readonly datagrams: boolean;
   #loops: Loop[] = [];
   #control = new Int32Array(new SharedArrayBuffer(4));
   #counters: Float64Array;
@@ -294,6 +296,7 @@ export class NativeServer implements Backend {
     const tls = tlsOf(listen);
     if (tls !== undefined) checkTls(tls);
     this.#config = config;
+    this.datagrams = udp !== false;
     this.transport = listen.transport;
     const hostname = listen.transport === "unix"
       ? ""
@@ -470,6 +473,25 @@ export class NativeServer implements Backend {
    *
    * @throws {TypeError} One is not usable: no loop changes.
    */
+  /**
+   * The native engine acts no faults out yet: any is refused, naming the
+   * default engine; none is accepted (nothing to lift).
+   */
+  setFaults(faults: Fault[]): Promise<void> {
+    try {
+      assertServed(
+        "native",
+        { ...this.#config, faults },
+        this.datagrams,
+        NATIVE_FEATURES,
+        { name: "the default engine", served: STREAMS_FEATURES },
+      );
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
   async reloadTls(listen: TlsSettings): Promise<void> {
     checkTls(listen);
     const answers = this.#loops.map((loop) => {

@@ -6,6 +6,7 @@
 // against 10,800 for node:dgram under Deno (and 30,300 for Node's dgram
 // under Node). It needs --unstable-net. Not exported from mod.ts.
 
+import type { Fault } from "../faults/spec.ts";
 import { DatagramFaults, isDatagram } from "../faults/datagrams.ts";
 import { getLogger, type Logger } from "../_logtape.ts";
 import {
@@ -81,6 +82,13 @@ export class DatagramEcho {
       address: formatAddr(this.addr),
     });
     this.finished = this.#loop();
+  }
+
+  /** Replies from now on go through `faults`' datagram faults. */
+  setFaults(faults: readonly Fault[]): void {
+    this.#faults = faults.some(isDatagram)
+      ? new DatagramFaults(faults, Math.random, this.#faults?.counts)
+      : undefined;
   }
 
   close(): void {

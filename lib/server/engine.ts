@@ -7,6 +7,8 @@
 import { assertServed } from "../core/features.ts";
 import { NATIVE_FEATURES } from "../native/features.ts";
 import { STREAMS_FEATURES } from "./features.ts";
+import { FaultBox } from "../faults/pipe.ts";
+import type { Fault } from "../faults/spec.ts";
 import { getLogger, type Logger } from "../_logtape.ts";
 import {
   acceptBackoff,
@@ -89,6 +91,8 @@ export class Server implements Backend {
   readonly transport: "tcp" | "tls" | "unix";
   #config: ServerConfig;
   #transport: Transport;
+  /** The faults new connections get (see setFaults). */
+  #faults: FaultBox;
   #ownRelay: Relay | undefined;
   /** Until a listener that had to ask first (see Transport) is there. */
   #listener: Deno.Listener | undefined;
@@ -128,21 +132,28 @@ export class Server implements Backend {
       ended: (c, reason) => this.#ended(c, reason),
     };
     this.transport = config.listen.transport;
-    this.#transport = transportFor(config.listen, shared.reusePort, {
-      handshakeFailed: (peer, reason) =>
-        this.#emit(handshakeFailed(this.#counters, peer, reason)),
-      handshaken: (ms) => countHandshake(this.#counters, ms),
-      proxyFailed: (peer, reason) =>
-        this.#emit(proxyFailed(this.#counters, peer, reason)),
-      refused: (peer, refusal) => {
-        const record = refused(this.#counters, peer, refusal);
-        if (this.#log.isEnabledFor("info")) this.#emit(record);
+    this.#faults = new FaultBox(config.faults);
+    this.#transport = transportFor(
+      config.listen,
+      shared.reusePort,
+      {
+        handshakeFailed: (peer, reason) =>
+          this.#emit(handshakeFailed(this.#counters, peer, reason)),
+        handshaken: (ms) => countHandshake(this.#counters, ms),
+        proxyFailed: (peer, reason) =>
+          this.#emit(proxyFailed(this.#counters, peer, reason)),
+        refused: (peer, refusal) => {
+          const record = refused(this.#counters, peer, refusal);
+          if (this.#log.isEnabledFor("info")) this.#emit(record);
+        },
+        faulted: (peer, action, faults) => {
+          const record = faulted(this.#counters, peer, action, faults);
+          if (this.#log.isEnabledFor("debug")) this.#emit(record);
+        },
       },
-      faulted: (peer, action, faults) => {
-        const record = faulted(this.#counters, peer, action, faults);
-        if (this.#log.isEnabledFor("debug")) this.#emit(record);
-      },
-    }, config);
+      config,
+      this.#faults,
+    );
     const listening = this.#transport.listen();
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
     if ("listener" in listening) {
@@ -250,6 +261,29 @@ export class Server implements Backend {
         { name: "the native engine", served: NATIVE_FEATURES },
       );
       this.#transport.reload?.(listen);
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * Connections accepted from now on get `faults` (checked); those open
+   * keep theirs.
+   *
+   * @throws {Error} This engine cannot act one out: the old ones stay.
+   */
+  setFaults(faults: Fault[]): Promise<void> {
+    try {
+      assertServed(
+        "default",
+        { ...this.#config, faults },
+        false,
+        STREAMS_FEATURES,
+        { name: "the native engine", served: NATIVE_FEATURES },
+      );
+      this.#faults.set(faults);
+      this.#config = { ...this.#config, faults };
       return Promise.resolve();
     } catch (error) {
       return Promise.reject(error);

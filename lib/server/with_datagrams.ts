@@ -3,6 +3,7 @@
 // native engine's loops take datagrams themselves). Not exported from
 // mod.ts.
 
+import type { Fault } from "../faults/spec.ts";
 import type { ClusterStatus, EchoServerStats } from "../types.ts";
 import type { TlsSettings } from "../core/config.ts";
 import { sumStats } from "../core/counters.ts";
@@ -71,6 +72,14 @@ export class WithDatagrams implements Backend {
   stop(): void {
     this.#udp.close();
     this.#stream?.stop();
+  }
+
+  readonly datagrams = true;
+
+  async setFaults(faults: Fault[]): Promise<void> {
+    // The streams check theirs first: a refusal changes neither.
+    await this.#stream?.setFaults(faults);
+    this.#udp.setFaults(faults);
   }
 
   reloadTls(listen: TlsSettings): Promise<void> {

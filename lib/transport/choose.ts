@@ -7,7 +7,7 @@ import { Limiter } from "../rules/limits.ts";
 import { guardedListener } from "./guarded.ts";
 import { throttledListener } from "./throttled.ts";
 import { faultedListener } from "./faulted.ts";
-import { FaultSet, isDownClose, isStream } from "../faults/pipe.ts";
+import type { FaultBox } from "../faults/pipe.ts";
 import { addressList } from "../rules/cidr.ts";
 import { proxiedListener } from "./proxied.ts";
 import { claimPort, tcpTransport } from "./tcp.ts";
@@ -25,10 +25,11 @@ export function transportFor(
   events: TransportEvents,
   rules: Pick<
     ServerConfig,
-    "proxy" | "access" | "limits" | "maxBytesPerSecond" | "faults"
+    "proxy" | "access" | "limits" | "maxBytesPerSecond"
   >,
+  faults: FaultBox,
 ): Transport {
-  const wrap = rulesFor(rules, events);
+  const wrap = rulesFor(rules, events, faults);
   switch (listen.transport) {
     case "tcp":
       return wrapped(tcpTransport({ ...listen, reusePort }), wrap);
@@ -45,22 +46,16 @@ export function transportFor(
  * address it names, before any other byte is read.
  */
 function rulesFor(
-  { proxy, access, limits, maxBytesPerSecond, faults }: Pick<
+  { proxy, access, limits, maxBytesPerSecond }: Pick<
     ServerConfig,
-    "proxy" | "access" | "limits" | "maxBytesPerSecond" | "faults"
+    "proxy" | "access" | "limits" | "maxBytesPerSecond"
   >,
   events: TransportEvents,
-): ((listener: Deno.Listener) => Deno.Listener) | undefined {
+  faults: FaultBox,
+): (listener: Deno.Listener) => Deno.Listener {
   const guard = accessGuard(access);
   const limiter = limits && new Limiter(limits);
   const throttle = maxBytesPerSecond !== Infinity;
-  const faultSet = faults.some((f) => isStream(f) || isDownClose(f))
-    ? new FaultSet(faults)
-    : undefined;
-  if (
-    proxy === undefined && guard === undefined && limiter === undefined &&
-    !throttle && faultSet === undefined
-  ) return undefined;
   return (listener) => {
     let wrapped = listener;
     if (proxy !== undefined) {
@@ -72,10 +67,9 @@ function rulesFor(
     if (guard !== undefined || limiter !== undefined) {
       wrapped = guardedListener(wrapped, guard, limiter, events);
     }
-    // Faults act on the bytes of admitted clients, as they come and go.
-    if (faultSet !== undefined) {
-      wrapped = faultedListener(wrapped, faultSet, events);
-    }
+    // Faults act on the bytes of admitted clients, as they come and go;
+    // a connection accepted while none are set is not wrapped at all.
+    wrapped = faultedListener(wrapped, faults, events);
     if (throttle) wrapped = throttledListener(wrapped, maxBytesPerSecond);
     return wrapped;
   };

@@ -8,7 +8,7 @@
 // exported from mod.ts.
 
 import type { Ending, Out } from "../faults/pipe.ts";
-import { FaultPipe, type FaultSet } from "../faults/pipe.ts";
+import { type FaultBox, FaultPipe } from "../faults/pipe.ts";
 import type { StreamFault } from "../faults/spec.ts";
 import { WrappedConn, WrappedListener } from "./wrapped.ts";
 import type { TransportEvents } from "./transport.ts";
@@ -63,17 +63,19 @@ class Timeline {
 }
 
 /**
- * `listener`, each connection's bytes through the stream faults of `set`
- * that hit its client (none: the connection as it is).
+ * `listener`, each connection's bytes through the stream faults of `box`'s
+ * current set that hit its client (none: the connection as it is).
  */
 export function faultedListener(
   listener: Deno.Listener,
-  set: FaultSet,
+  box: FaultBox,
   events: Pick<TransportEvents, "faulted">,
 ): Deno.Listener {
   return new class extends WrappedListener {
     override async accept(): Promise<Deno.Conn> {
       const conn = await this.inner.accept();
+      const set = box.current;
+      if (set === undefined) return conn;
       const address = conn.remoteAddr.transport === "unix"
         ? undefined
         : (conn.remoteAddr as Deno.NetAddr).hostname;

@@ -10,6 +10,7 @@
 // the one Relay runs here; a worker's clients are members whose lines arrive
 // and leave as messages (see WorkerHandle and worker.ts's RelayLink).
 
+import type { Fault } from "../faults/spec.ts";
 import { getLogger, type LogLevel, type LogRecord } from "../_logtape.ts";
 import type { TlsSettings } from "../core/config.ts";
 import { LOG_CATEGORY, optionError } from "../_helpers.ts";
@@ -59,6 +60,7 @@ export type ToWorker =
   | DeliverMessage
   | { t: "announce"; text: string }
   | { t: "reloadTls"; id: number; listen: TlsSettings }
+  | { t: "setFaults"; id: number; faults: Fault[] }
   | { t: "shutdown" }
   | { t: "abort" };
 
@@ -214,6 +216,15 @@ export class WorkerPool implements Backend {
     await this.#main.reloadTls(listen);
     await Promise.all(this.#handles.map((h) => h.reloadTls(listen)));
   }
+
+  /**
+   * Connections accepted from now on get `faults`, here and in every
+   * worker, once this thread's listener has taken them (or refused them).
+   */
+  async setFaults(faults: Fault[]): Promise<void> {
+    await this.#main.setFaults(faults);
+    await Promise.all(this.#handles.map((h) => h.setFaults(faults)));
+  }
 }
 
 /**
@@ -270,6 +281,16 @@ class WorkerHandle {
 
   /** Has the worker's listener take `listen`'s certificates. */
   reloadTls(listen: TlsSettings): Promise<void> {
+    return this.#ask((id) => ({ t: "reloadTls", id, listen }));
+  }
+
+  /** Has the worker's listener take `faults` for new connections. */
+  setFaults(faults: Fault[]): Promise<void> {
+    return this.#ask((id) => ({ t: "setFaults", id, faults }));
+  }
+
+  /** Posts the message `make` makes, and waits for the worker's answer. */
+  #ask(make: (id: number) => ToWorker): Promise<void> {
     if (this.#done) return Promise.resolve();
     const id = this.#nextReload++;
     return new Promise((resolve, reject) => {
@@ -278,7 +299,7 @@ class WorkerHandle {
         if (error === undefined) resolve();
         else reject(new Error(`Worker ${this.index}: ${error}`));
       });
-      this.post({ t: "reloadTls", id, listen });
+      this.post(make(id));
     });
   }
 

@@ -200,6 +200,13 @@ scope.onmessage = (event) => {
           send({ t: "reloaded", id: message.id, error: describeError(error) }),
       );
       return;
+    case "setFaults":
+      server?.setFaults(message.faults).then(
+        () => send({ t: "reloaded", id: message.id }),
+        (error) =>
+          send({ t: "reloaded", id: message.id, error: describeError(error) }),
+      );
+      return;
     case "shutdown":
       server?.drain();
       return;
