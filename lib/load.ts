@@ -1,4 +1,9 @@
-import { proxyPlan, type Target, target } from "./client/dial.ts";
+import {
+  certificatePair,
+  proxyPlan,
+  type Target,
+  target,
+} from "./client/dial.ts";
 import { assertDatagram, datagramTarget } from "./client/datagram.ts";
 import type { ConnectOptions } from "./types.ts";
 import { encodeHistogram, latencySummary } from "./client/latency.ts";
@@ -479,22 +484,13 @@ async function nativeReport(
  * option error on this thread.
  */
 function loadTlsPlan(options: LoadTestOptions, hostname: string): LoadTlsPlan {
-  const { caCerts, cert, key, alpnProtocols } = options;
-  if (
-    (cert !== undefined || key !== undefined) &&
-    (typeof cert !== "string" || typeof key !== "string")
-  ) {
-    throw optionError(
-      cert === undefined ? "cert" : "key",
-      "a client certificate needs cert and key, as PEM text",
-      TypeError,
-    );
-  }
+  const { caCerts, alpnProtocols } = options;
+  const pair = certificatePair(options);
   const plan: LoadTlsPlan = {
     serverName: options.serverName ??
       (options.path === undefined ? hostname : "localhost"),
     ...(caCerts === undefined ? {} : { caCerts: [...caCerts] }),
-    ...(cert === undefined ? {} : { cert, key }),
+    ...pair,
     ...(alpnProtocols === undefined ? {} : { alpn: [...alpnProtocols] }),
   };
   const lib = openSsl();

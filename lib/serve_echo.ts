@@ -13,8 +13,7 @@ import {
 import { redisConfig } from "./relay/redis_bus.ts";
 import { localShared, Server } from "./server/engine.ts";
 import { STREAMS_FEATURES } from "./server/features.ts";
-import { checkFaults } from "./faults/spec.ts";
-import { isDatagram } from "./faults/datagrams.ts";
+import { assertDatagramFaults, checkFaults } from "./faults/spec.ts";
 import { NATIVE_FEATURES } from "./native/features.ts";
 import { assertServed } from "./core/features.ts";
 import { assertNativeSupported, NativeServer } from "./native/native_server.ts";
@@ -146,16 +145,7 @@ export function serveEcho(
     throw optionError("workers", "a Unix socket is served on one thread");
   }
   if (udp !== false) checkDatagrams(config, udp);
-  const datagramFault = config.faults.findIndex(isDatagram);
-  if (datagramFault !== -1 && udp === false) {
-    throw optionError(
-      "faults",
-      `faults[${datagramFault}]: ${
-        config.faults[datagramFault].kind
-      } acts on UDP replies: give udp`,
-      TypeError,
-    );
-  }
+  assertDatagramFaults(config.faults, udp !== false);
   const handle = (backend: Backend) =>
     new ServerHandle(
       backend,

@@ -142,6 +142,16 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
   const none = Object.fromEntries(
     Object.keys(server.stats.closed).map((reason) => [reason, 0]),
   );
+  const noFaultActions = {
+    limit: 0,
+    hang: 0,
+    reset: 0,
+    down: 0,
+    drop: 0,
+    duplicate: 0,
+    corrupt: 0,
+    reorder: 0,
+  };
   assert.deepEqual(server.stats, {
     active: 0,
     accepted: 0,
@@ -166,16 +176,7 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     handshakeFailuresBy: { protocol: 0, certificate: 0, timeout: 0, notTls: 0 },
     handshakeDurations: { counts: [0, 0, 0, 0, 0, 0, 0, 0, 0], sumSeconds: 0 },
     faulted: 0,
-    faultActions: {
-      limit: 0,
-      hang: 0,
-      reset: 0,
-      down: 0,
-      drop: 0,
-      duplicate: 0,
-      corrupt: 0,
-      reorder: 0,
-    },
+    faultActions: noFaultActions,
     perWorker: [0],
   });
   using conn = await Deno.connect({ port: server.addr.port });
@@ -214,16 +215,7 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     handshakeFailuresBy: { protocol: 0, certificate: 0, timeout: 0, notTls: 0 },
     handshakeDurations: { counts: [0, 0, 0, 0, 0, 0, 0, 0, 0], sumSeconds: 0 },
     faulted: 0,
-    faultActions: {
-      limit: 0,
-      hang: 0,
-      reset: 0,
-      down: 0,
-      drop: 0,
-      duplicate: 0,
-      corrupt: 0,
-      reorder: 0,
-    },
+    faultActions: noFaultActions,
     perWorker: [1],
   });
 });

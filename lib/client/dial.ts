@@ -185,15 +185,8 @@ function clientCertificate(
   options: ConnectOptions,
   hostname: string,
 ): { cert: string; key: string } | undefined {
-  const { cert, key } = options;
-  if (cert === undefined && key === undefined) return undefined;
-  if (typeof cert !== "string" || typeof key !== "string") {
-    throw optionError(
-      cert === undefined ? "cert" : "key",
-      "a client certificate needs cert and key, as PEM text",
-      TypeError,
-    );
-  }
+  const pair = certificatePair(options);
+  if (pair === undefined) return undefined;
   if (!options.tls) throw optionError("cert", "needs tls", TypeError);
   if (options.sendProxy !== undefined) {
     throw optionError(
@@ -208,6 +201,27 @@ function clientCertificate(
       "cert",
       "Deno presents a client certificate only with the server name it " +
         "connects to: leave serverName out, or connect to that name",
+      TypeError,
+    );
+  }
+  return pair;
+}
+
+/**
+ * The client certificate and key `options` give, both PEM text, or
+ * undefined for none (what any TLS client checks first).
+ *
+ * @throws {TypeError} One without the other, or not text.
+ */
+export function certificatePair(
+  options: Pick<ConnectOptions, "cert" | "key">,
+): { cert: string; key: string } | undefined {
+  const { cert, key } = options;
+  if (cert === undefined && key === undefined) return undefined;
+  if (typeof cert !== "string" || typeof key !== "string") {
+    throw optionError(
+      cert === undefined ? "cert" : "key",
+      "a client certificate needs cert and key, as PEM text",
       TypeError,
     );
   }

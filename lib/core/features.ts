@@ -6,8 +6,7 @@
 
 import { type ServerConfig, tlsOf } from "./config.ts";
 import { optionError } from "../_helpers.ts";
-import { isDatagram } from "../faults/datagrams.ts";
-import { isStream } from "../faults/pipe.ts";
+import { isDatagram, isStream } from "../faults/spec.ts";
 
 /** Whether `config` (with UDP or not) uses a feature. */
 type Uses = (config: ServerConfig, udp: boolean) => boolean;

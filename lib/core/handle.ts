@@ -5,7 +5,7 @@
 // once over a small backend interface. Not exported from mod.ts.
 
 import { getLogger } from "../_logtape.ts";
-import { LOG_CATEGORY, optionError, plural } from "../_helpers.ts";
+import { LOG_CATEGORY, plural } from "../_helpers.ts";
 import type {
   ClusterStatus,
   EchoMode,
@@ -14,8 +14,11 @@ import type {
   FaultSpec,
   TlsReload,
 } from "../types.ts";
-import { checkFaults, type Fault } from "../faults/spec.ts";
-import { isDatagram } from "../faults/datagrams.ts";
+import {
+  assertDatagramFaults,
+  checkFaults,
+  type Fault,
+} from "../faults/spec.ts";
 import { assertAnnouncement } from "./lifecycle.ts";
 import { type ListenConfig, tlsOf, type TlsSettings } from "./config.ts";
 import { tlsSettings } from "../transport/tls.ts";
@@ -120,16 +123,7 @@ export class ServerHandle implements EchoServer<Deno.Addr> {
 
   async setFaults(spec: readonly FaultSpec[]): Promise<void> {
     const faults = checkFaults(spec);
-    const datagram = faults.findIndex(isDatagram);
-    if (datagram !== -1 && !this.#backend.datagrams) {
-      throw optionError(
-        "faults",
-        `faults[${datagram}]: ${
-          faults[datagram].kind
-        } acts on UDP replies: give udp`,
-        TypeError,
-      );
-    }
+    assertDatagramFaults(faults, this.#backend.datagrams ?? false);
     await this.#backend.setFaults(faults);
     logger.info("Faults set for new connections: {faults}", {
       faults: faults.map((f) => f.name).join(", ") || "none",

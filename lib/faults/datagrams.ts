@@ -7,9 +7,13 @@
 // per client address, and its `clients` by CIDR. The drivers send what it
 // says. Not exported from mod.ts.
 
-import { type AddressList, addressList } from "../rules/cidr.ts";
 import type { Random } from "./pipe.ts";
-import type { DatagramFault, Fault } from "./spec.ts";
+import {
+  clientTest,
+  type DatagramFault,
+  type Fault,
+  isDatagram,
+} from "./spec.ts";
 
 /** How long `reorder` holds a datagram when no later one comes. */
 export const REORDER_HOLD_MS = 1000;
@@ -40,7 +44,7 @@ export class DatagramFaults {
     reordered: 0,
   };
   #faults: DatagramFault[];
-  #clients: (AddressList | undefined)[];
+  #clients: ((client: string) => boolean)[];
   #random: Random;
   #held = new Map<string, Held[]>();
 
@@ -55,9 +59,7 @@ export class DatagramFaults {
   ) {
     if (counts !== undefined) Object.assign(this.counts, counts);
     this.#faults = faults.filter(isDatagram);
-    this.#clients = this.#faults.map((fault) =>
-      fault.clients.length === 0 ? undefined : addressList(fault.clients)
-    );
+    this.#clients = this.#faults.map(clientTest);
     this.#random = random;
   }
 
@@ -140,10 +142,7 @@ export class DatagramFaults {
 
   /** Whether fault `i` hits `client`: its CIDRs, and its rate's fixed draw. */
   #hits(i: number, fault: DatagramFault, client: string): boolean {
-    const clients = this.#clients[i];
-    if (clients !== undefined && clients.match(client) === undefined) {
-      return false;
-    }
+    if (!this.#clients[i](client)) return false;
     return fault.rate >= 1 || draw(`${fault.name}\0${client}`) < fault.rate;
   }
 
@@ -182,12 +181,6 @@ export class DatagramFaults {
     copy[bit >> 3] ^= 1 << (bit & 7);
     return copy;
   }
-}
-
-/** Whether `fault` acts on datagrams. */
-export function isDatagram(fault: Fault): fault is DatagramFault {
-  return fault.kind === "drop" || fault.kind === "duplicate" ||
-    fault.kind === "reorder" || fault.kind === "corrupt";
 }
 
 /** A number in [0, 1) fixed by `key` (FNV-1a): a client's draw for a rate. */

@@ -6,8 +6,14 @@
 // toxiproxy's toxics do. The drivers move the bytes at the times it says.
 // Not exported from mod.ts.
 
-import { type AddressList, addressList } from "../rules/cidr.ts";
-import type { Fault, FaultDirection, StreamFault } from "./spec.ts";
+import {
+  clientTest,
+  type Fault,
+  type FaultDirection,
+  isDownClose,
+  isStream,
+  type StreamFault,
+} from "./spec.ts";
 
 /** Bytes to pass on at `at` (ms, the driver's clock). */
 export interface TimedBytes {
@@ -288,13 +294,11 @@ export class FaultBox {
 /** A server's faults, with their client lists made ready to match. */
 export class FaultSet {
   readonly faults: readonly Fault[];
-  #clients: (AddressList | undefined)[];
+  #hits: ((client: string | undefined) => boolean)[];
 
   constructor(faults: readonly Fault[]) {
     this.faults = faults;
-    this.#clients = faults.map((fault) =>
-      fault.clients.length === 0 ? undefined : addressList(fault.clients)
-    );
+    this.#hits = faults.map(clientTest);
   }
 
   /**
@@ -303,17 +307,10 @@ export class FaultSet {
    */
   downFor(client: string | undefined, random: Random = Math.random): boolean {
     for (const [i, fault] of this.faults.entries()) {
-      if (!isDownClose(fault) || !this.#matches(i, client)) continue;
+      if (!isDownClose(fault) || !this.#hits[i](client)) continue;
       if (fault.rate >= 1 || random() < fault.rate) return true;
     }
     return false;
-  }
-
-  /** Whether fault `i`'s CIDRs (if any) hold `client`. */
-  #matches(i: number, client: string | undefined): boolean {
-    const clients = this.#clients[i];
-    if (clients === undefined) return true;
-    return client !== undefined && clients.match(client) !== undefined;
   }
 
   /**
@@ -330,22 +327,10 @@ export class FaultSet {
       send: [],
     };
     for (const [i, fault] of this.faults.entries()) {
-      if (!isStream(fault) || !this.#matches(i, client)) continue;
+      if (!isStream(fault) || !this.#hits[i](client)) continue;
       if (fault.rate < 1 && random() >= fault.rate) continue;
       for (const direction of fault.directions) chosen[direction].push(fault);
     }
     return chosen;
   }
-}
-
-/** Whether `fault` closes new connections at once (`down`, `close`). */
-export function isDownClose(fault: Fault): boolean {
-  return fault.kind === "down" && fault.how === "close";
-}
-
-/** Whether `fault` acts on a byte stream. */
-export function isStream(fault: Fault): fault is StreamFault {
-  return fault.kind !== "down" && fault.kind !== "drop" &&
-    fault.kind !== "duplicate" && fault.kind !== "reorder" &&
-    fault.kind !== "corrupt";
 }

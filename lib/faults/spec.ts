@@ -5,7 +5,7 @@
 // mod.ts.
 
 import { optionError } from "../_helpers.ts";
-import { cidrProblem } from "../rules/cidr.ts";
+import { addressList, cidrProblem } from "../rules/cidr.ts";
 
 /** Which bytes a fault acts on: what the server receives, or sends. */
 export type FaultDirection = "receive" | "send";
@@ -85,6 +85,47 @@ export const FAULT_KINDS = {
 } as const;
 /** A kind of fault. */
 export type FaultKind = keyof typeof FAULT_KINDS;
+
+/** Whether `fault` acts on a byte stream. */
+export function isStream(fault: Fault): fault is StreamFault {
+  return FAULT_KINDS[fault.kind] === "stream";
+}
+
+/** Whether `fault` acts on datagrams. */
+export function isDatagram(fault: Fault): fault is DatagramFault {
+  return FAULT_KINDS[fault.kind] === "datagram";
+}
+
+/** Whether `fault` closes new connections at once (`down`, `close`). */
+export function isDownClose(fault: Fault): boolean {
+  return fault.kind === "down" && fault.how === "close";
+}
+
+/**
+ * Whether `fault`'s `clients` hold a client (an IP address; undefined for
+ * a Unix socket's, which no CIDR holds): everyone when it names none.
+ */
+export function clientTest(
+  fault: Fault,
+): (client: string | undefined) => boolean {
+  if (fault.clients.length === 0) return () => true;
+  const list = addressList(fault.clients);
+  return (client) => client !== undefined && list.match(client) !== undefined;
+}
+
+/**
+ * Throws unless the datagram faults among `faults` have replies to act on
+ * (`udp`): an option error naming the first.
+ */
+export function assertDatagramFaults(faults: readonly Fault[], udp: boolean) {
+  const at = faults.findIndex(isDatagram);
+  if (at === -1 || udp) return;
+  throw optionError(
+    "faults",
+    `faults[${at}]: ${faults[at].kind} acts on UDP replies: give udp`,
+    TypeError,
+  );
+}
 
 /** Each kind's own parameters: required, with a default, or optional. */
 const PARAMETERS: Record<FaultKind, Record<string, Parameter>> = {

@@ -7,7 +7,8 @@
 // under Node). It needs --unstable-net. Not exported from mod.ts.
 
 import type { Fault } from "../faults/spec.ts";
-import { DatagramFaults, isDatagram } from "../faults/datagrams.ts";
+import { DatagramFaults } from "../faults/datagrams.ts";
+import { isDatagram } from "../faults/spec.ts";
 import { getLogger, type Logger } from "../_logtape.ts";
 import {
   describeError,

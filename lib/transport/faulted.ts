@@ -7,8 +7,12 @@
 // cut a stream's rate). Installed only when faults are configured. Not
 // exported from mod.ts.
 
-import type { Ending, Out } from "../faults/pipe.ts";
-import { type FaultBox, FaultPipe } from "../faults/pipe.ts";
+import {
+  type Ending,
+  type FaultBox,
+  FaultPipe,
+  type Out,
+} from "../faults/pipe.ts";
 import type { StreamFault } from "../faults/spec.ts";
 import { WrappedConn, WrappedListener } from "./wrapped.ts";
 import type { TransportEvents } from "./transport.ts";
