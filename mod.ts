@@ -40,6 +40,8 @@ export type {
   ServeEchoUnixOptions,
   TlsReload,
 } from "./lib/types.ts";
+export { serveControl } from "./lib/serve_control.ts";
+export type { ServeControlOptions } from "./lib/serve_control.ts";
 export { echoOnce } from "./lib/echo_once.ts";
 export type { EchoOnceOptions } from "./lib/echo_once.ts";
 export { EchoError, echoStream } from "./lib/echo_stream.ts";

@@ -29,7 +29,7 @@ import {
   usageExit,
 } from "./lib/cli/flags.ts";
 import { configureLogging } from "./lib/cli/logging.ts";
-import { metricsFlag } from "./lib/cli/metrics.ts";
+import { httpFlags } from "./lib/cli/http.ts";
 import { operatorConsole } from "./lib/cli/operator.ts";
 import {
   listenAddress,
@@ -64,9 +64,17 @@ async function main(args: string[]): Promise<number> {
 
   const stop = new AbortController();
   const options = serverOptions(v);
-  let startMetrics;
+  let startHttp;
   try {
-    startMetrics = await metricsFlag(v.metrics, spelled.metrics);
+    startHttp = await httpFlags({
+      metrics: v.metrics,
+      control: v.control,
+      controlToken: v["control-token-file"],
+      spelled: {
+        metrics: spelled.metrics ?? "--metrics",
+        control: spelled.control ?? "--control",
+      },
+    });
   } catch (error) {
     printError(`${(error as Error).message} (see --help)`);
     return EXIT_USAGE;
@@ -125,16 +133,14 @@ async function main(args: string[]): Promise<number> {
       : `listen on ${v.unix}`;
     return await failed(`Cannot ${what}: ${(error as Error).message}`);
   }
-  let metrics;
+  let http;
   try {
-    metrics = startMetrics?.(server);
+    http = startHttp?.(server);
   } catch (error) {
     return await failed((error as Error).message);
   }
   console.log(`Listening on ${formatAddr(server.addr)}`);
-  if (metrics !== undefined) {
-    console.log(`Metrics on http://${formatAddr(metrics.addr)}/metrics`);
-  }
+  for (const line of http?.lines ?? []) console.log(line);
   const status = v.status || v["status-interval"] !== undefined
     ? showStatus(server, {
       live: Deno.stderr.isTerminal(),
@@ -144,7 +150,7 @@ async function main(args: string[]): Promise<number> {
   const operator = v.operator ? operatorConsole(server) : undefined;
   await server.finished;
   status?.[Symbol.dispose]();
-  await metrics?.shutdown();
+  await Promise.all(http?.servers.map((s) => s.shutdown()) ?? []);
   await operator?.stop();
   logStopped(server.stats);
   return signals.forced ? EXIT_FORCED : EXIT_OK;

@@ -6,7 +6,9 @@
  *
  * - Faults off cost nothing measurable: server µs of CPU per round trip at
  *   64 B × 50 (the native load client, 1 s warm-up) with no faults, and
- *   with a fault installed that spares this client (`clients` elsewhere).
+ *   with a fault installed that spares this client (`clients` elsewhere);
+ *   and what `--control` costs, when open connections follow the changes
+ *   (every connection through the faults' layer), with no faults.
  * - `latency` 100 ms on what the server sends: the median round trip rises
  *   by 100 ms ± 5 % (10 connections).
  * - `latency` 100 ms with a normal jitter of 20 ms: the round trips' standard
@@ -45,8 +47,8 @@ const USAGE =
   --bytes N      the bandwidth cell's echo, at 1 MB/s (default: 5000000)
   --help         print this and exit`;
 
-/** The default engine's server, with `faults` (each a --fault). */
-function server(faults: string[]): string[] {
+/** The default engine's server, with `faults` (each a --fault) and `more`. */
+function server(faults: string[], more: string[] = []): string[] {
   return [
     DENO,
     "run",
@@ -56,6 +58,7 @@ function server(faults: string[]): string[] {
     `${ROOT}server.ts`,
     ...["--port", "0", "--log-level", "error"],
     ...faults.flatMap((fault) => ["--fault", fault]),
+    ...more,
   ];
 }
 
@@ -70,6 +73,8 @@ interface Cells {
   /** Server µs of CPU per round trip: no faults, a fault sparing us. */
   cpuNone: number;
   cpuSpared: number;
+  /** The same with --control, no faults: every connection through faults. */
+  cpuLive: number;
   /** Median round trip without and with 100 ms of latency (µs). */
   p50None: number;
   p50Latency: number;
@@ -90,8 +95,8 @@ async function repetition(o: Options, pinned: boolean): Promise<Cells> {
     },
   ) => r.connectErrors + r.mismatches + r.otherErrors + r.closedBeforeEcho;
   let errors = 0;
-  const cpu = async (faults: string[]) => {
-    await using s = await start(server(faults), pinned);
+  const cpu = async (faults: string[], more: string[] = []) => {
+    await using s = await start(server(faults, more), pinned);
     const before = await s.cpuMs();
     const report = await loadTest({
       port: s.port,
@@ -109,6 +114,7 @@ async function repetition(o: Options, pinned: boolean): Promise<Cells> {
   };
   const cpuNone = await cpu([]);
   const cpuSpared = await cpu(["latency:ms=100,clients=192.0.2.0/24"]);
+  const cpuLive = await cpu([], ["--control", "127.0.0.1:0"]);
   const rtt = async (faults: string[]) => {
     await using s = await start(server(faults), pinned);
     const report = await loadTest({
@@ -141,6 +147,7 @@ async function repetition(o: Options, pinned: boolean): Promise<Cells> {
   return {
     cpuNone,
     cpuSpared,
+    cpuLive,
     p50None,
     p50Latency,
     jitterSd,
@@ -195,6 +202,14 @@ async function main(): Promise<void> {
             fmt(m((c) => c.cpuSpared / c.cpuNone), 2)
           }×)`,
           "no measurable cost",
+          "",
+        ],
+        [
+          "64 B × 50: server µs CPU/round trip, --control (open connections follow), no faults",
+          `${fmt(m((c) => c.cpuLive), 2)} (${
+            fmt(m((c) => c.cpuLive / c.cpuNone), 2)
+          }×)`,
+          "the price of following",
           "",
         ],
         [

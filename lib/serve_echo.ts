@@ -14,6 +14,7 @@ import { redisConfig } from "./relay/redis_bus.ts";
 import { localShared, Server } from "./server/engine.ts";
 import { STREAMS_FEATURES } from "./server/features.ts";
 import { assertDatagramFaults, checkFaults } from "./faults/spec.ts";
+import { upstreamConfig } from "./upstream/config.ts";
 import { NATIVE_FEATURES } from "./native/features.ts";
 import { assertServed } from "./core/features.ts";
 import { assertNativeSupported, NativeServer } from "./native/native_server.ts";
@@ -147,13 +148,7 @@ export function serveEcho(
   if (udp !== false) checkDatagrams(config, udp);
   assertDatagramFaults(config.faults, udp !== false);
   const handle = (backend: Backend) =>
-    new ServerHandle(
-      backend,
-      config.listen,
-      config.mode,
-      config.gracePeriod,
-      signal,
-    );
+    new ServerHandle(backend, config, signal);
   if (engine === "native") {
     assertNativeSupported(config, udp !== false);
     signal?.throwIfAborted();
@@ -298,6 +293,8 @@ function checkOptions(
     limits: limitsConfig(options),
     maxBytesPerSecond,
     faults: options.faults === undefined ? [] : checkFaults(options.faults),
+    liveFaults: options.liveFaults ?? false,
+    upstream: upstreamConfig(options),
     udpRate,
     redis: redisConfig(options, mode),
     host: mode === "info" ? infoHost() : "",

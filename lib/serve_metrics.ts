@@ -55,25 +55,39 @@ export function serveMetrics(
 ): Deno.HttpServer<Deno.NetAddr> {
   const { hostname = "127.0.0.1", port = 9464, signal } = options;
   assertMetricsOptions(options);
-  const metrics = echoRegistry(server);
+  const route = metricsRoute(server);
   return Deno.serve(
     { hostname, port, signal, onListen: () => {} },
-    async (request) => {
-      const { pathname } = new URL(request.url);
-      if (pathname !== "/metrics") {
-        return new Response("Not found: try /metrics\n", { status: 404 });
-      }
-      if (request.method !== "GET" && request.method !== "HEAD") {
-        return new Response("Method not allowed\n", {
+    (request) =>
+      route(request) ??
+        new Response("Not found: try /metrics\n", { status: 404 }),
+  );
+}
+
+/**
+ * `/metrics` of `server`, answered; undefined for any other path: for
+ * server.ts, which may serve it beside the control API on one listener.
+ * Not exported from metrics.ts.
+ */
+export function metricsRoute(
+  server: EchoServer<Deno.Addr>,
+): (request: Request) => Promise<Response> | undefined {
+  const metrics = echoRegistry(server);
+  return (request) => {
+    const { pathname } = new URL(request.url);
+    if (pathname !== "/metrics") return undefined;
+    if (request.method !== "GET" && request.method !== "HEAD") {
+      return Promise.resolve(
+        new Response("Method not allowed\n", {
           status: 405,
           headers: { allow: "GET, HEAD" },
-        });
-      }
-      return new Response(await metrics.scrape(), {
-        headers: { "content-type": metrics.contentType },
-      });
-    },
-  );
+        }),
+      );
+    }
+    return metrics.scrape().then((text) =>
+      new Response(text, { headers: { "content-type": metrics.contentType } })
+    );
+  };
 }
 
 /**

@@ -6,7 +6,13 @@
  * What the server does with what a client sends; see
  * {@linkcode ServeEchoOptions.mode}.
  */
-export type EchoMode = "echo" | "line" | "broadcast" | "chat" | "info";
+export type EchoMode =
+  | "echo"
+  | "line"
+  | "broadcast"
+  | "chat"
+  | "info"
+  | "proxy";
 
 /** The modes {@linkcode ServeEchoOptions.mode} accepts (for the CLI). */
 export const MODES: readonly EchoMode[] = [
@@ -15,6 +21,7 @@ export const MODES: readonly EchoMode[] = [
   "broadcast",
   "chat",
   "info",
+  "proxy",
 ];
 
 /** Options for {@linkcode serveEcho} on TCP. */
@@ -195,6 +202,53 @@ export interface ServeEchoOptions {
    */
   faults?: readonly FaultSpec[];
   /**
+   * In proxy mode (`mode: "proxy"`), where every connection is forwarded:
+   * `HOST:PORT`, `[ADDRESS]:PORT` or `unix:PATH`. Each client gets its own
+   * connection to it, and bytes go both ways as they come, each side's end
+   * of stream passed on as a half-close; the faults act on the client's
+   * side (`receive`: what goes upstream; `send`: what comes back). When it
+   * cannot be reached, the client's connection is closed, counted in
+   * `stats.upstreamFailures`, and the outage logged once (a warning), and
+   * once more when it answers again.
+   */
+  upstream?: string;
+  /**
+   * In proxy mode, speak TLS to the upstream, verifying its certificate
+   * for `serverName` (the upstream's host by default) against `caCerts`
+   * (PEM), or the system's store without them.
+   *
+   * @default {false}
+   */
+  upstreamTls?: boolean | { caCerts?: readonly string[]; serverName?: string };
+  /**
+   * In proxy mode, start each upstream connection with a PROXY header of
+   * this version naming the client (after any PROXY header it came with)
+   * and the address it connected to, before TLS; `LOCAL` (v2) or `UNKNOWN`
+   * (v1) for a client on a Unix socket.
+   */
+  upstreamProxy?: "v1" | "v2";
+  /**
+   * In proxy mode, how long a connect to the upstream (with its PROXY
+   * header and TLS handshake) may take, in milliseconds.
+   *
+   * @default {5000}
+   */
+  upstreamTimeout?: number;
+  /**
+   * Whether a change of the faults (`setFaults`, a control API) reaches
+   * connections already open, from their next bytes on: `latency`,
+   * `bandwidth`, `slicer` and `hang` are replaced (a hang whose fault is
+   * lifted lets bytes pass again), and a `down` that closes closes them;
+   * `limit`, `reset` and `slow_close` count from a connection's start, so
+   * they stay as they were. Every connection then passes through the
+   * faults' layer (it passes bytes straight on while none hit it), which
+   * costs a little on each read and write; without it, open connections
+   * keep the faults they were accepted with. The default engine only.
+   *
+   * @default {false}
+   */
+  liveFaults?: boolean;
+  /**
    * In broadcast and chat mode, the Redis that several instances share, so
    * that their clients form one broadcast or one chat: every line reaches
    * every client of every instance, once, in one order; names are unique
@@ -270,6 +324,9 @@ export interface ServeEchoOptions {
    *   `transport`, `echo TEXT`, `time` (RFC 3339), `help`; `exit` or
    *   `quit` closes. Over UDP, each datagram is one command. It reads the
    *   hostname, which Deno allows with `--allow-sys=hostname`.
+   *
+   * - `"proxy"`: every connection is forwarded to `upstream`, both ways,
+   *   byte for byte, so that faults break any TCP service put behind it.
    *
    * In every line mode, a line longer than `maxLineBytes` gets
    * `ERR line too long (max N bytes)` back and its connection is closed.
@@ -476,6 +533,11 @@ export interface EchoServerStats {
   /** Connections that `faults` hit (one fault or more). */
   readonly faulted: number;
   /**
+   * In proxy mode, connects to the upstream that failed (each closed its
+   * client's connection).
+   */
+  readonly upstreamFailures: number;
+  /**
    * What `faults` did: connections a `limit` ended, that a `hang` hung, that
    * a `reset` reset, that `down` closed at once; UDP replies dropped, sent
    * twice, corrupted, held back.
@@ -571,6 +633,11 @@ export interface EchoServer<A extends Deno.Addr = Deno.NetAddr>
    */
   readonly tls: boolean;
   /**
+   * The faults it acts out now (see {@linkcode ServeEchoOptions.faults}),
+   * as checked: every default filled in, `direction` always given.
+   */
+  readonly faults: readonly FaultSpec[];
+  /**
    * With `redis`, how the server is linked to the others (read from Redis
    * at that moment); `undefined` for a server not in a cluster.
    */
@@ -603,7 +670,9 @@ export interface EchoServer<A extends Deno.Addr = Deno.NetAddr>
   /**
    * Replaces the server's faults (see {@linkcode ServeEchoOptions.faults}):
    * connections accepted, and UDP replies sent, from now on get the new
-   * ones; connections already open keep theirs. `[]` lifts them all.
+   * ones; connections already open keep theirs, or with `liveFaults` take
+   * the new ones that make sense for them. `[]` lifts them all. Changes
+   * are made one at a time, in the order asked.
    *
    * @throws {TypeError} The spec is not valid (its message names the fault
    * and the field), or asks for UDP faults on a server without UDP.

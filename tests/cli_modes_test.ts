@@ -104,7 +104,7 @@ Deno.test("server rejects bad mode flags with one line and exit code 2", async (
   const cases: [string[], string][] = [
     [
       ["--mode", "nope"],
-      "Invalid --mode: expected one of echo, line, broadcast, chat, info, got 'nope'",
+      "Invalid --mode: expected one of echo, line, broadcast, chat, info, proxy, got 'nope'",
     ],
     [
       ["--max-line-bytes", "0"],

@@ -376,6 +376,8 @@ Deno.test("a driver's declared features decide what it refuses, in FEATURES' ord
     limits: undefined,
     maxBytesPerSecond: Infinity,
     faults: [],
+    liveFaults: false,
+    upstream: undefined,
   } as unknown as ServerConfig;
   const all = new Set(Object.keys(FEATURES) as Feature[]);
   assert.deepEqual(unserved(config, true, all), []);

@@ -12,10 +12,12 @@
 //   real one, and in the output the real one becomes PORT again. A client
 //   or server command without --port or --unix gets `--port` of the first
 //   one, so that `deno task client "hi"` talks to the default port's
-//   server as it would. A `--metrics HOST:PORT` among the FLAGS listens on
-//   a free port instead, and PORT stands for it the same way.
+//   server as it would. A `--metrics HOST:PORT` or `--control HOST:PORT`
+//   among the FLAGS listens on a free port instead, and PORT stands for it
+//   the same way.
 // - `<!-- redis -->` starts a redis-server for the block; `redis://REDIS`
-//   in it stands for its URL.
+//   in it stands for its URL, `REDIS_SOCKET` for the path of its Unix
+//   socket.
 // - `<!-- setup: COMMAND -->` runs COMMAND (in bash, as the steps run)
 //   before the servers start, to make the files they need; it must succeed.
 // - `/tmp/` in a command is a fresh folder of the block's, and in the
@@ -130,6 +132,17 @@ function swapPort(text: string, from: string, to: string): string {
   return text.replace(new RegExp(`(?<![\\d.])${from}(?!\\d)`, "g"), to);
 }
 
+/** The path of the test Redis's Unix socket (its URL is `unix://PATH`). */
+function socketOf(redis: { url: string } | undefined): string {
+  return redis?.url.replace(/^unix:\/\//, "") ?? "REDIS_SOCKET";
+}
+
+/** The flags of HTTP endpoints, and the line that says where each is. */
+const HTTP_FLAGS: [string, RegExp][] = [
+  ["--metrics", /^Metrics on http:/],
+  ["--control", /^Control API on http:/],
+];
+
 async function check(t: Transcript): Promise<void> {
   const tmp = await Deno.makeTempDir({ prefix: "tcp-echo-docs-" });
   await using stack = new AsyncDisposableStack();
@@ -154,15 +167,17 @@ async function check(t: Transcript): Promise<void> {
     const args = flags === ""
       ? []
       : flags.split(" ").map((arg) =>
-        arg.replaceAll("redis://REDIS", redis?.url ?? "redis://REDIS")
-          .replaceAll("/tmp/", `${tmp}/`)
+        arg.replaceAll("/tmp/", `${tmp}/`)
+          .replaceAll("redis://REDIS", redis?.url ?? "redis://REDIS")
+          .replaceAll("REDIS_SOCKET", socketOf(redis))
       );
-    const metrics = args.indexOf("--metrics");
-    const metricsPort = metrics === -1
-      ? undefined
-      : args[metrics + 1].replace(/^.*:(\d+)$/, "$1");
-    if (metrics !== -1) {
-      args[metrics + 1] = args[metrics + 1].replace(/\d+$/, "0");
+    // The HTTP endpoints listen on free ports, that stand for the shown ones.
+    const endpoints: [string, RegExp][] = [];
+    for (const [flag, printed] of HTTP_FLAGS) {
+      const at = args.indexOf(flag);
+      if (at === -1) continue;
+      endpoints.push([args[at + 1].replace(/^.*:(\d+)$/, "$1"), printed]);
+      args[at + 1] = args[at + 1].replace(/\d+$/, "0");
     }
     const server = stack.use(
       await ServerProcess.start(
@@ -171,15 +186,18 @@ async function check(t: Transcript): Promise<void> {
       ),
     );
     ports.push([port, String(server.port)]);
-    if (metricsPort !== undefined) {
-      const line = await server.stdout.waitFor(/^Metrics on http:/);
-      ports.push([metricsPort, line.match(/:(\d+)\/metrics$/)![1]]);
+    for (const [shown, printed] of endpoints) {
+      const line = await server.stdout.waitFor(printed);
+      ports.push([shown, line.match(/:(\d+)\/\w+$/)![1]]);
     }
   }
   for (const { command, expected } of t.steps) {
     let shell = command.replaceAll("deno task ", "deno task -q ")
       .replaceAll("/tmp/", `${tmp}/`);
-    if (redis) shell = shell.replaceAll("redis://REDIS", redis.url);
+    if (redis) {
+      shell = shell.replaceAll("redis://REDIS", redis.url)
+        .replaceAll("REDIS_SOCKET", socketOf(redis));
+    }
     for (const [shown, real] of ports) shell = swapPort(shell, shown, real);
     if (ports.length > 0) {
       shell = shell.replace(
@@ -198,7 +216,10 @@ async function check(t: Transcript): Promise<void> {
     }).output();
     let text = new TextDecoder().decode(output.stdout).replaceAll(tmp, "/tmp");
     for (const [shown, real] of ports) text = swapPort(text, real, shown);
-    if (redis) text = text.replaceAll(redis.url, "redis://REDIS");
+    if (redis) {
+      text = text.replaceAll(redis.url, "redis://REDIS")
+        .replaceAll(socketOf(redis), "REDIS_SOCKET");
+    }
     const actual = text.split("\n")
       .filter((line) => !/^Download https?:\/\//.test(line));
     if (actual.at(-1) === "") actual.pop();

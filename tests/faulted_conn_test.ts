@@ -21,6 +21,7 @@ function fault(fields: Record<string, unknown>): StreamFault {
 async function faultedEcho(
   faults: { receive?: StreamFault[]; send?: StreamFault[] },
   run: (client: Deno.TcpConn) => Promise<void>,
+  read: { bytes: number } = { bytes: 0 },
 ): Promise<void> {
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const client = await Deno.connect({ port: listener.addr.port });
@@ -37,6 +38,7 @@ async function faultedEcho(
       while (true) {
         const n = await conn.read(buffer);
         if (n === null) break;
+        read.bytes += n;
         await writeAll(conn, buffer.subarray(0, n));
       }
       await conn.closeWrite();
@@ -81,23 +83,34 @@ Deno.test("limit on either side: exactly its bytes, then a clean end of stream",
 });
 
 Deno.test("hang: no byte after its count, and the connection still open after 2 s", async () => {
-  await faultedEcho(
-    { send: [fault({ kind: "hang", bytes: 10 })] },
-    async (client) => {
-      await writeAll(client, bytes(100));
-      const got = new Uint8Array(200);
-      let n = 0;
-      while (n < 10) n += (await client.read(got.subarray(n)))!;
-      assert.deepEqual(got.subarray(0, n), bytes(10));
-      const more = await Promise.race([
-        client.read(got),
-        new Promise<"open">((resolve) =>
-          setTimeout(() => resolve("open"), 2000)
-        ),
-      ]);
-      assert.equal(more, "open");
-    },
-  );
+  // On the send side the client gets its 10 bytes; on the receive side the
+  // server reads 10 and stops both ways, its echo of them included.
+  for (const side of ["receive", "send"] as const) {
+    const read = { bytes: 0 };
+    await faultedEcho(
+      { [side]: [fault({ kind: "hang", bytes: 10 })] },
+      async (client) => {
+        await writeAll(client, bytes(100));
+        const got = new Uint8Array(200);
+        let n = 0;
+        while (side === "send" && n < 10) {
+          n += (await client.read(got.subarray(n)))!;
+        }
+        assert.deepEqual(got.subarray(0, n), bytes(n));
+        let timer;
+        const more = await Promise.race([
+          client.read(got),
+          new Promise<"open">((resolve) =>
+            timer = setTimeout(resolve, 2000, "open")
+          ),
+        ]);
+        clearTimeout(timer);
+        assert.equal(more, "open", side);
+      },
+      read,
+    );
+    assert.equal(read.bytes, side === "receive" ? 10 : 100, side);
+  }
 });
 
 Deno.test("latency, slicer and bandwidth: every byte, in order, no sooner than they allow", async () => {

@@ -144,7 +144,7 @@ Deno.test("limit, reset and hang pass exactly their bytes, then end once; nothin
 
 Deno.test("a cut of 0 bytes, and reset's afterMs, end the connection from its start", () => {
   const pipe = new FaultPipe([fault({ kind: "limit", bytes: 0 })]);
-  assert.deepEqual(pipe.open(100), [{ end: "fin", at: 100 }]);
+  assert.deepEqual(pipe.open(100), [{ end: "fin", at: 100, fault: "limit" }]);
   assert.equal(pipe.endsAt, 100);
   assert.deepEqual(pipe.push(new Uint8Array(1), 100), []);
   const timed = new FaultPipe([
@@ -152,7 +152,11 @@ Deno.test("a cut of 0 bytes, and reset's afterMs, end the connection from its st
     fault({ kind: "latency", ms: 10, name: "later" }),
   ]);
   // The reset waits for the latency's bytes before it, as a close does.
-  assert.deepEqual(timed.open(1000), [{ end: "reset", at: 3510 }]);
+  assert.deepEqual(timed.open(1000), [{
+    end: "reset",
+    at: 3510,
+    fault: "reset",
+  }]);
   // Until then, bytes pass; from then, none.
   const open = new FaultPipe([fault({ kind: "reset", afterMs: 50 })]);
   open.open(0);
@@ -349,4 +353,35 @@ Deno.test("--fault's form: KIND:PARAM=VALUE,…, numbers as numbers, clients joi
     () => parseFault("latency:ms=fast"),
     /latency\.ms: must be a number, got "fast"/,
   );
+});
+
+Deno.test("replace(): new pacing faults and hang act from the next bytes; cuts stay; a lifted hang lets bytes pass", () => {
+  const limit = fault({ kind: "limit", bytes: 25 });
+  const pipe = new FaultPipe([limit, fault({ kind: "latency", ms: 100 })]);
+  pipe.open(0);
+  assert.deepEqual(pipe.push(new Uint8Array(5), 0).map((o) => o.at), [100]);
+  // The latency goes, a bandwidth comes; a new limit does not (cuts count
+  // from the start): the old one still cuts at 25 bytes.
+  const thin = fault({ kind: "bandwidth", bytesPerSecond: 1000 });
+  pipe.replace([thin, fault({ kind: "limit", bytes: 1, name: "new" })], 10);
+  assert.deepEqual(pipe.push(new Uint8Array(10), 10).map((o) => o.at), [20]);
+  assert.equal(pipe.empty, false);
+  // The same fault keeps its state: the link is busy until 20 ms.
+  pipe.replace([thin], 10);
+  assert.deepEqual(pipe.push(new Uint8Array(5), 10).map((o) => o.at), [25]);
+  const cut = split(pipe.push(new Uint8Array(10), 30));
+  assert.equal(cut.bytes.length, 5);
+  assert.deepEqual(cut.endings, [{ end: "fin", at: 35, fault: "limit" }]);
+
+  // A hang added live with no bytes hangs at once; lifted, bytes pass.
+  const open = new FaultPipe([]);
+  assert.equal(open.empty, true);
+  const hang = fault({ kind: "hang" });
+  assert.deepEqual(open.replace([hang], 50), [
+    { end: "hang", at: 50, forMs: undefined, fault: "hang" },
+  ]);
+  assert.deepEqual(open.push(new Uint8Array(3), 60), []);
+  assert.deepEqual(open.replace([], 70), []);
+  assert.equal(open.empty, true);
+  assert.equal(split(open.push(new Uint8Array(3), 80)).bytes.length, 3);
 });

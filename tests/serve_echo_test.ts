@@ -177,6 +177,7 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     handshakeDurations: { counts: [0, 0, 0, 0, 0, 0, 0, 0, 0], sumSeconds: 0 },
     faulted: 0,
     faultActions: noFaultActions,
+    upstreamFailures: 0,
     perWorker: [0],
   });
   using conn = await Deno.connect({ port: server.addr.port });
@@ -216,6 +217,7 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     handshakeDurations: { counts: [0, 0, 0, 0, 0, 0, 0, 0, 0], sumSeconds: 0 },
     faulted: 0,
     faultActions: noFaultActions,
+    upstreamFailures: 0,
     perWorker: [1],
   });
 });

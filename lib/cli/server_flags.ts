@@ -51,6 +51,9 @@ const MODES_HELP = `  echo        raw bytes back, as sent (default)
               the server task has)
   In every line mode a line over --max-line-bytes gets
   "ERR line too long (max N bytes)" back and its connection is closed.
+  proxy       every connection forwarded to --upstream and back, byte for
+              byte, with exact half-close, for faults in front of any TCP
+              service (--help proxy)
   The "also" names are those of the Rust echo server this one replaces.`;
 
 /** Every flag of server.ts: `--help`, parsing and checking come from it. */
@@ -58,8 +61,8 @@ export const SERVER_FLAGS = {
   mode: {
     group: "modes",
     arg: "MODE",
-    help: "echo, line, broadcast, chat or info (--help modes: what each " +
-      "does)",
+    help: "echo, line, broadcast, chat, info or proxy (--help modes: " +
+      "what each does)",
     default: "echo",
     parse: choice(MODES),
   },
@@ -290,6 +293,70 @@ export const SERVER_FLAGS = {
       '([{"kind": "latency", "ms": 100}]), before any --fault',
     parse: faultsFile,
   },
+  upstream: {
+    group: "proxy",
+    arg: "HOST:PORT",
+    help: "in proxy mode, where each connection is forwarded: HOST:PORT, " +
+      "[ADDRESS]:PORT or unix:PATH",
+    parse: text,
+  },
+  "upstream-tls": {
+    group: "proxy",
+    requires: ["upstream"],
+    help: "speak TLS to the upstream, verifying its certificate against the " +
+      "system's trust store or --upstream-ca",
+  },
+  "upstream-ca": {
+    group: "proxy",
+    arg: "FILE",
+    requires: ["upstream-tls"],
+    help: "trust the PEM certificate authorities in FILE for the upstream",
+    parse: textFile,
+  },
+  "upstream-server-name": {
+    group: "proxy",
+    arg: "NAME",
+    requires: ["upstream-tls"],
+    help: "the name the upstream's certificate must be for (and SNI), when " +
+      "it is not the upstream's host",
+    parse: text,
+  },
+  "send-proxy": {
+    group: "proxy",
+    arg: "v1|v2",
+    option: "upstreamProxy",
+    requires: ["upstream"],
+    help: "start each upstream connection with a PROXY protocol header of " +
+      "this version naming the client (before TLS)",
+    parse: choice(["v1", "v2"] as const),
+  },
+  "upstream-timeout": {
+    group: "proxy",
+    arg: "MS",
+    requires: ["upstream"],
+    help: "close a client whose upstream connection (with its PROXY header " +
+      "and TLS handshake) is not made after MS ms",
+    default: "5000",
+    parse: integer,
+  },
+  control: {
+    group: "faults",
+    arg: "HOST:PORT",
+    help: "serve the faults' HTTP API at http://HOST:PORT/faults (GET, PUT " +
+      "a list, POST /faults/NAME one, DELETE /faults/NAME or all), " +
+      "loopback clients only without a token; open connections follow " +
+      "the changes (latency, bandwidth, slicer, hang, down); the same " +
+      "HOST:PORT as --metrics shares its listener",
+    parse: hostPort,
+  },
+  "control-token-file": {
+    group: "faults",
+    arg: "FILE",
+    requires: ["control"],
+    help: "the control API wants the token in FILE as Authorization: " +
+      "Bearer TOKEN, and then answers clients from anywhere",
+    parse: tokenFile,
+  },
   "idle-timeout": {
     group: "limits",
     arg: "MS",
@@ -444,6 +511,7 @@ export const SERVER_GROUPS: HelpGroups = {
   cluster: { title: "Cluster: broadcast and chat across instances" },
   observability: { title: "Metrics and status" },
   faults: { title: "Faults (toxiproxy's toxics, on purpose)" },
+  proxy: { title: "Proxy mode: faults in front of any TCP service" },
   engine: { title: "Engine" },
 };
 
@@ -515,6 +583,18 @@ export function serverOptions(
     faults: v.faults === undefined && v.fault === undefined
       ? undefined
       : [...v.faults ?? [], ...v.fault ?? []],
+    liveFaults: v.control !== undefined || undefined,
+    upstream: v.upstream,
+    upstreamTls: v["upstream-tls"]
+      ? {
+        caCerts: v["upstream-ca"] === undefined
+          ? undefined
+          : [v["upstream-ca"]],
+        serverName: v["upstream-server-name"],
+      }
+      : undefined,
+    upstreamProxy: v["send-proxy"],
+    upstreamTimeout: v["upstream-timeout"],
     allow: list(v.allow, v["allow-file"]),
     deny: list(v.deny, v["deny-file"]),
     mode: v.mode,
@@ -592,6 +672,11 @@ function fault(text: string): FaultSpec {
     const reason = (error as OptionError).reason ?? String(error);
     throw new UsageError(reason.replace(/, got .*$/, ""));
   }
+}
+
+/** --control-token-file FILE: its text, without the line break after it. */
+function tokenFile(path: string): string {
+  return textFile(path).replace(/\r?\n$/, "");
 }
 
 /** --faults FILE: a JSON list of faults (checked whole by serveEcho). */

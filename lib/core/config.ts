@@ -3,6 +3,7 @@
 // listener. Not exported from mod.ts.
 
 import type { Fault } from "../faults/spec.ts";
+import type { UpstreamConfig } from "../upstream/config.ts";
 import type { AccessConfig } from "../rules/access.ts";
 import type { LimitsConfig } from "../rules/limits.ts";
 import type { EchoMode } from "../types.ts";
@@ -62,6 +63,10 @@ export interface ServerConfig {
   maxBytesPerSecond: number;
   /** The faults to act out, checked (lib/faults/spec.ts); none when empty. */
   faults: Fault[];
+  /** Changes of the faults reach open connections (every one is wrapped). */
+  liveFaults: boolean;
+  /** Where proxy mode forwards every connection (only in proxy mode). */
+  upstream: UpstreamConfig | undefined;
   /** UDP datagrams a second per source (or Infinity). */
   udpRate: number;
   /** The Redis that relays of several instances share, if any. */

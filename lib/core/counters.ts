@@ -57,8 +57,10 @@ const HANDSHAKE_DURATION_SUM = 52;
 export const FAULTED = 53;
 /** What faults did, by {@linkcode FAULT_ACTIONS} (8). */
 const FAULT_ACTED = 54;
+/** Connects to proxy mode's upstream that failed. */
+export const UPSTREAM_FAILURES = 62;
 /**
- * How many numbers one listener's counters take: 62 so far, padded to 512
+ * How many numbers one listener's counters take: 63 so far, padded to 512
  * bytes so that no two listeners write to the same cache line.
  */
 export const COUNTERS = 64;
@@ -266,6 +268,7 @@ export function sumStats(counters: Float64Array): EchoServerStats {
       sumSeconds: total[HANDSHAKE_DURATION_SUM],
     },
     faulted: total[FAULTED],
+    upstreamFailures: total[UPSTREAM_FAILURES],
     faultActions: Object.fromEntries(
       FAULT_ACTIONS.map((action, i) => [action, total[FAULT_ACTED + i]]),
     ) as Record<FaultAction, number>,

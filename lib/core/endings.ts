@@ -19,6 +19,7 @@ export const ENDINGS = {
   "server stopped": "serverStopped",
   "reset by peer": "reset",
   "broken pipe": "reset",
+  "upstream unreachable": "error",
 } as const satisfies Record<string, CloseReason>;
 
 /** A reason the server gives for ending a connection. */

@@ -20,6 +20,7 @@ export const FEATURES = {
     uses: (c) => c.mode === "broadcast",
   },
   chatMode: { name: "mode chat", uses: (c) => c.mode === "chat" },
+  proxyMode: { name: "mode proxy", uses: (c) => c.mode === "proxy" },
   tls: { name: "TLS", uses: (c) => tlsOf(c.listen) !== undefined },
   unixTls: {
     name: "TLS on a Unix socket",
@@ -60,6 +61,10 @@ export const FEATURES = {
   refuseFaults: {
     name: "down faults that refuse (the listener stops)",
     uses: (c) => c.faults.some((f) => f.kind === "down" && f.how === "refuse"),
+  },
+  liveFaults: {
+    name: "faults that follow changes on open connections (liveFaults)",
+    uses: (c) => c.liveFaults,
   },
   datagramFaults: {
     name: "datagram faults",

@@ -18,9 +18,15 @@ import {
   assertDatagramFaults,
   checkFaults,
   type Fault,
+  specOf,
 } from "../faults/spec.ts";
 import { assertAnnouncement } from "./lifecycle.ts";
-import { type ListenConfig, tlsOf, type TlsSettings } from "./config.ts";
+import {
+  type ListenConfig,
+  type ServerConfig,
+  tlsOf,
+  type TlsSettings,
+} from "./config.ts";
 import { tlsSettings } from "../transport/tls.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
@@ -76,18 +82,21 @@ export class ServerHandle implements EchoServer<Deno.Addr> {
   #backend: Backend;
   #listen: ListenConfig;
   #gracePeriod: number;
+  #faults: Fault[];
+  /** The change of faults under way, that the next one waits for. */
+  #changing: Promise<unknown> = Promise.resolve();
   #shutdown: Promise<void> | undefined;
   #startFailed = false;
 
   constructor(
     backend: Backend,
-    listen: ListenConfig,
-    mode: EchoMode,
-    gracePeriod: number,
+    config: Pick<ServerConfig, "listen" | "mode" | "gracePeriod" | "faults">,
     signal: AbortSignal | undefined,
   ) {
+    const { listen, mode, gracePeriod } = config;
     this.#backend = backend;
     this.#listen = listen;
+    this.#faults = config.faults;
     this.addr = backend.addr;
     this.mode = mode;
     this.engine = backend.engine;
@@ -121,13 +130,22 @@ export class ServerHandle implements EchoServer<Deno.Addr> {
     return clients;
   }
 
-  async setFaults(spec: readonly FaultSpec[]): Promise<void> {
-    const faults = checkFaults(spec);
-    assertDatagramFaults(faults, this.#backend.datagrams ?? false);
-    await this.#backend.setFaults(faults);
-    logger.info("Faults set for new connections: {faults}", {
-      faults: faults.map((f) => f.name).join(", ") || "none",
+  get faults(): readonly FaultSpec[] {
+    return this.#faults.map(specOf);
+  }
+
+  setFaults(spec: readonly FaultSpec[]): Promise<void> {
+    const change = this.#changing.then(async () => {
+      const faults = checkFaults(spec);
+      assertDatagramFaults(faults, this.#backend.datagrams ?? false);
+      await this.#backend.setFaults(faults);
+      this.#faults = faults;
+      logger.debug("Faults set: {faults}", {
+        faults: faults.map((f) => f.name).join(", ") || "none",
+      });
     });
+    this.#changing = change.catch(() => {});
+    return change;
   }
 
   async reloadTls(tls: TlsReload): Promise<void> {

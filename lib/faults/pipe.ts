@@ -30,6 +30,8 @@ export interface Ending {
   at: number;
   end: "fin" | "reset" | "hang";
   forMs?: number;
+  /** The fault that ends it. */
+  fault?: string;
 }
 
 /** What a pipe gives the driver, in order. */
@@ -48,13 +50,32 @@ interface Stage {
   close(at: number): number;
 }
 
+/**
+ * The kinds of fault that a change of a running server's faults brings to
+ * connections already open (from their next bytes on): the ones that pace
+ * bytes, and hang. The others (limit, reset, slow_close) count from a
+ * connection's start, so an open connection keeps those it was given.
+ */
+export const LIVE_KINDS: ReadonlySet<StreamFault["kind"]> = new Set([
+  "latency",
+  "bandwidth",
+  "slicer",
+  "hang",
+]);
+
 /** The stream faults of one direction of one connection, in order. */
 export class FaultPipe {
+  #faults: StreamFault[];
   #stages: Stage[];
+  #random: Random;
   #endsAt = Infinity;
+  /** The ending that set `#endsAt`. */
+  #ending: Ending | undefined;
 
-  /** `faults`, in order, from `start` (ms); `random` draws jitter. */
+  /** `faults`, in order; `random` draws jitter. */
   constructor(faults: readonly StreamFault[], random: Random = Math.random) {
+    this.#random = random;
+    this.#faults = [...faults];
     this.#stages = faults.map((fault) => stage(fault, random));
   }
 
@@ -64,6 +85,53 @@ export class FaultPipe {
    */
   get endsAt(): number {
     return this.#endsAt;
+  }
+
+  /** Whether no fault acts here (bytes pass as they come). */
+  get empty(): boolean {
+    return this.#stages.length === 0 && this.#endsAt === Infinity;
+  }
+
+  /**
+   * The running server's faults changed, at `now`: the
+   * {@linkcode LIVE_KINDS} among `faults` replace this pipe's, from the
+   * next bytes on (a fault that did not change keeps its state; bytes
+   * already passed keep their times); the others stay as they were. A
+   * hang whose fault is gone is lifted: bytes pass again.
+   *
+   * @returns What the new faults do at once (a hang after 0 bytes).
+   */
+  replace(faults: readonly StreamFault[], now: number): Out[] {
+    const kept: { fault: StreamFault; stage: Stage; fresh: boolean }[] = [];
+    for (const [i, fault] of this.#faults.entries()) {
+      if (!LIVE_KINDS.has(fault.kind)) {
+        kept.push({ fault, stage: this.#stages[i], fresh: false });
+      }
+    }
+    for (const fault of faults) {
+      if (!LIVE_KINDS.has(fault.kind)) continue;
+      const same = this.#faults.findIndex((f) => sameFault(f, fault));
+      kept.push(
+        same === -1
+          ? { fault, stage: stage(fault, this.#random), fresh: true }
+          : { fault, stage: this.#stages[same], fresh: false },
+      );
+    }
+    this.#faults = kept.map((k) => k.fault);
+    this.#stages = kept.map((k) => k.stage);
+    const ending = this.#ending;
+    if (
+      ending?.end === "hang" &&
+      !this.#faults.some((f) => f.name === ending.fault && f.kind === "hang")
+    ) {
+      this.#ending = undefined;
+      this.#endsAt = Infinity;
+    }
+    const out: Out[] = [];
+    for (const [i, k] of kept.entries()) {
+      if (k.fresh) out.push(...this.#through(k.stage.open(now), i + 1));
+    }
+    return this.#seal(out.sort((a, b) => a.at - b.at));
   }
 
   /** What the faults do at the connection's start, at `now`. */
@@ -112,8 +180,13 @@ export class FaultPipe {
     const ending = out.findIndex((item) => "end" in item);
     if (ending !== -1) {
       const at = out[ending].at;
-      out = out.slice(0, ending + (at < this.#endsAt ? 1 : 0));
-      this.#endsAt = Math.min(this.#endsAt, at);
+      if (at < this.#endsAt) {
+        this.#ending = out[ending] as Ending;
+        this.#endsAt = at;
+        out = out.slice(0, ending + 1);
+      } else {
+        out = out.slice(0, ending);
+      }
     }
     const endsAt = this.#endsAt;
     return out.filter((item) => item.at <= endsAt);
@@ -130,11 +203,19 @@ function stage(fault: StreamFault, random: Random): Stage {
     case "slicer":
       return slicer(fault.size, fault.sizeJitter, fault.delayMs, random);
     case "limit":
-      return cut(fault.bytes, { end: "fin" });
+      return cut(fault.bytes, { end: "fin", fault: fault.name });
     case "reset":
-      return cut(fault.bytes, { end: "reset" }, fault.afterMs);
+      return cut(
+        fault.bytes,
+        { end: "reset", fault: fault.name },
+        fault.afterMs,
+      );
     case "hang":
-      return cut(fault.bytes, { end: "hang", forMs: fault.forMs });
+      return cut(fault.bytes, {
+        end: "hang",
+        forMs: fault.forMs,
+        fault: fault.name,
+      });
     case "slow_close":
       return {
         open: () => [],
@@ -261,6 +342,11 @@ function cut(
   };
 }
 
+/** Whether `a` and `b` are the same fault, every parameter alike. */
+function sameFault(a: StreamFault, b: StreamFault): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
 /** A number from the standard normal distribution (Box–Muller). */
 function normal(random: Random): number {
   const u = 1 - random(); // (0, 1]: the logarithm is finite
@@ -268,27 +354,82 @@ function normal(random: Random): number {
 }
 
 /**
- * A listener's faults as they are now: `setFaults` replaces them for the
- * connections accepted from then on.
+ * A connection that takes a running server's new faults as they come (see
+ * {@linkcode FaultBox}).
+ */
+export interface LiveConn {
+  /** The faults changed to `set`. */
+  refresh(set: FaultSet): void;
+}
+
+/**
+ * A listener's faults as they are now: `set` replaces them for the
+ * connections accepted from then on, and, when `live` (a control API can
+ * change them), brings them to the connections open (see
+ * {@linkcode LIVE_KINDS}), which then must all go through the faults.
  */
 export class FaultBox {
   /** The faults that act on connections; undefined when none do. */
   current: FaultSet | undefined;
+  /** Whether changes reach open connections (every one is wrapped). */
+  readonly live: boolean;
+  #open = new Set<LiveConn>();
+  #closing = new Set<Promise<void>>();
 
-  constructor(faults: readonly Fault[]) {
-    this.current = FaultBox.#setOf(faults);
+  constructor(faults: readonly Fault[], live = false) {
+    this.live = live;
+    this.current = this.#setOf(faults);
   }
 
-  /** Replaces the faults. */
+  /** Replaces the faults; open connections follow when live. */
   set(faults: readonly Fault[]): void {
-    this.current = FaultBox.#setOf(faults);
+    this.current = this.#setOf(faults);
+    if (this.#open.size === 0) return;
+    const set = this.current ?? new FaultSet([]);
+    for (const conn of this.#open) conn.refresh(set);
   }
 
-  static #setOf(faults: readonly Fault[]): FaultSet | undefined {
-    return faults.some((f) => isStream(f) || isDownClose(f))
+  /**
+   * `conn`, whose socket is closed once `closed` resolves, follows changes
+   * (when live) until {@linkcode FaultBox.leave}.
+   */
+  join(conn: LiveConn, closed: Promise<void>): void {
+    if (this.live) this.#open.add(conn);
+    this.#closing.add(closed);
+    closed.then(() => this.#closing.delete(closed));
+  }
+
+  /** Resolves once every socket a fault holds back (slow_close) is closed. */
+  async settled(): Promise<void> {
+    while (this.#closing.size > 0) await Promise.all(this.#closing);
+  }
+
+  leave(conn: LiveConn): void {
+    this.#open.delete(conn);
+  }
+
+  #setOf(faults: readonly Fault[]): FaultSet | undefined {
+    return this.live || faults.some((f) => isStream(f) || isDownClose(f))
       ? new FaultSet(faults)
       : undefined;
   }
+}
+
+/**
+ * A draw from 0 (included) to 1 (excluded) for `fault`, against its
+ * `rate`: a connection keeps its draw for a fault of a given name, so that
+ * a change of its parameters hits the same connections.
+ */
+export type Draw = (fault: Fault) => number;
+
+/** A new connection's draws, each made once per fault name. */
+export function drawsOnce(random: Random = Math.random): Draw {
+  const draws = new Map<string, number>();
+  return (fault) => {
+    let draw = draws.get(fault.name);
+    if (draw === undefined) draws.set(fault.name, draw = random());
+    return draw;
+  };
 }
 
 /** A server's faults, with their client lists made ready to match. */
@@ -302,13 +443,16 @@ export class FaultSet {
   }
 
   /**
-   * Whether a `down` fault closes a new connection from `client` at once
-   * (its CIDRs hold the client, and the draw falls under its rate).
+   * Whether a `down` fault closes a connection from `client` (its CIDRs
+   * hold the client, and the draw falls under its rate).
    */
-  downFor(client: string | undefined, random: Random = Math.random): boolean {
+  downFor(
+    client: string | undefined,
+    draw: Draw = () => Math.random(),
+  ): boolean {
     for (const [i, fault] of this.faults.entries()) {
       if (!isDownClose(fault) || !this.#hits[i](client)) continue;
-      if (fault.rate >= 1 || random() < fault.rate) return true;
+      if (fault.rate >= 1 || draw(fault) < fault.rate) return true;
     }
     return false;
   }
@@ -320,7 +464,7 @@ export class FaultSet {
    */
   forClient(
     client: string | undefined,
-    random: Random = Math.random,
+    draw: Draw = () => Math.random(),
   ): Record<FaultDirection, StreamFault[]> {
     const chosen: Record<FaultDirection, StreamFault[]> = {
       receive: [],
@@ -328,7 +472,7 @@ export class FaultSet {
     };
     for (const [i, fault] of this.faults.entries()) {
       if (!isStream(fault) || !this.#hits[i](client)) continue;
-      if (fault.rate < 1 && random() >= fault.rate) continue;
+      if (fault.rate < 1 && draw(fault) >= fault.rate) continue;
       for (const direction of fault.directions) chosen[direction].push(fault);
     }
     return chosen;

@@ -5,6 +5,7 @@
 // mod.ts.
 
 import { optionError } from "../_helpers.ts";
+import type { FaultSpec } from "../types.ts";
 import { addressList, cidrProblem } from "../rules/cidr.ts";
 
 /** Which bytes a fault acts on: what the server receives, or sends. */
@@ -125,6 +126,21 @@ export function assertDatagramFaults(faults: readonly Fault[], udp: boolean) {
     `faults[${at}]: ${faults[at].kind} acts on UDP replies: give udp`,
     TypeError,
   );
+}
+
+/**
+ * `fault` as a spec gives it (`direction` instead of `directions`, no
+ * parameter left undefined): what a control API shows, and what
+ * {@linkcode checkFault} takes back as it is.
+ */
+export function specOf(fault: Fault): FaultSpec {
+  const { directions, ...rest } = fault;
+  const spec: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(rest)) {
+    if (value !== undefined) spec[key] = value;
+  }
+  spec.direction = directions.length === 2 ? "both" : directions[0];
+  return spec as unknown as FaultSpec;
 }
 
 /** Each kind's own parameters: required, with a default, or optional. */

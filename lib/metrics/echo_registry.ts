@@ -137,6 +137,13 @@ function readings(server: EchoServer<Deno.Addr>): Reading[] {
       read: (s) => ({ ...s.faultActions }),
     },
     {
+      name: "tcp_echo_upstream_failures_total",
+      help: "Connects to proxy mode's upstream that failed (each closed its " +
+        "client's connection).",
+      type: "counter",
+      read: (s) => s.upstreamFailures,
+    },
+    {
       name: "tcp_echo_proxy_header_failures_total",
       help: "PROXY protocol headers missing, not valid, late, or from a " +
         "peer that is not a trusted proxy.",

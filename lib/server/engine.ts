@@ -36,6 +36,7 @@ import {
 } from "../core/records.ts";
 import { ConnectionMember, relayLines } from "./relay_lines.ts";
 import { runSession, streamFacts } from "./run_session.ts";
+import { forward, UpstreamLink } from "./forward.ts";
 import type { ServerConfig, TlsListen, TlsSettings } from "../core/config.ts";
 import { Connection, type Listener } from "./connection.ts";
 import {
@@ -93,6 +94,8 @@ export class Server implements Backend {
   #transport: Transport;
   /** The faults new connections get (see setFaults). */
   #faults: FaultBox;
+  /** Proxy mode's way to its upstream. */
+  #upstream: UpstreamLink | undefined;
   #ownRelay: Relay | undefined;
   /** Until a listener that had to ask first (see Transport) is there. */
   #listener: Deno.Listener | undefined;
@@ -132,7 +135,9 @@ export class Server implements Backend {
       ended: (c, reason) => this.#ended(c, reason),
     };
     this.transport = config.listen.transport;
-    this.#faults = new FaultBox(config.faults);
+    this.#faults = new FaultBox(config.faults, config.liveFaults);
+    this.#upstream = config.upstream &&
+      new UpstreamLink(config.upstream, shared.counters, this.#log);
     this.#transport = transportFor(
       config.listen,
       shared.reusePort,
@@ -336,7 +341,11 @@ export class Server implements Backend {
     });
     // The last leave notices may still be on their way through the relay,
     // and the last bytes through a transport's gate.
-    Promise.all([this.#relay?.idle(), this.#transport.settled?.()])
+    Promise.all([
+      this.#relay?.idle(),
+      this.#transport.settled?.(),
+      this.#faults.settled(),
+    ])
       .then(() => this.#ownRelay?.close())
       .then(this.#resolveFinished);
   }
@@ -435,6 +444,13 @@ export class Server implements Backend {
       return c.end(describeError(error));
     }
     if (this.mode === "echo") return c.echo();
+    if (this.#upstream !== undefined) {
+      forward(c, this.#upstream).then(
+        (reason) => c.end(reason),
+        (error) => c.end(c.closedBecause ?? describeError(error)),
+      );
+      return;
+    }
     const session = SESSIONS[this.mode];
     const served = session !== undefined
       ? runSession(c, session(config, () => streamFacts(c, config)))

@@ -8,9 +8,13 @@
 // exported from mod.ts.
 
 import {
+  type Draw,
+  drawsOnce,
   type Ending,
   type FaultBox,
   FaultPipe,
+  type FaultSet,
+  type LiveConn,
   type Out,
 } from "../faults/pipe.ts";
 import type { StreamFault } from "../faults/spec.ts";
@@ -26,20 +30,31 @@ const READ_SIZE = 64 * 1024;
 
 /** Actions due at a time, done in order, with one timer for the first. */
 class Timeline {
-  #items: { at: number; run: () => void }[] = [];
+  #items: { at: number; run: () => void; bytes: number }[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
 
-  /** Runs `run` at `at` (ms, performance.now()), after all added before. */
-  add(at: number, run: () => void): void {
-    this.#items.push({ at, run });
+  /**
+   * Runs `run` at `at` (ms, performance.now()), after all added before;
+   * `bytes` says how many bytes it moves, for {@linkcode Timeline.clear}.
+   */
+  add(at: number, run: () => void, bytes = 0): void {
+    this.#items.push({ at, run, bytes });
     if (this.#items.length === 1) this.#arm();
   }
 
-  /** Drops what is still to come. */
-  clear(): void {
+  /** Whether nothing is still to come. */
+  get empty(): boolean {
+    return this.#items.length === 0;
+  }
+
+  /** Drops what is still to come; returns the bytes it would have moved. */
+  clear(): number {
+    let bytes = 0;
+    for (const item of this.#items) bytes += item.bytes;
     this.#items = [];
     clearTimeout(this.#timer);
     this.#timer = undefined;
+    return bytes;
   }
 
   #arm(): void {
@@ -68,7 +83,8 @@ class Timeline {
 
 /**
  * `listener`, each connection's bytes through the stream faults of `box`'s
- * current set that hit its client (none: the connection as it is).
+ * current set that hit its client (none: the connection as it is, unless
+ * the box is live, when every connection follows its changes).
  */
 export function faultedListener(
   listener: Deno.Listener,
@@ -80,24 +96,31 @@ export function faultedListener(
       const conn = await this.inner.accept();
       const set = box.current;
       if (set === undefined) return conn;
-      const address = conn.remoteAddr.transport === "unix"
+      const client = conn.remoteAddr.transport === "unix"
         ? undefined
         : (conn.remoteAddr as Deno.NetAddr).hostname;
-      if (set.downFor(address)) {
+      const draw = drawsOnce();
+      if (set.downFor(client, draw)) {
         // The server is "down" for this client: closed as soon as accepted.
         conn.close();
         events.faulted(formatAddr(conn.remoteAddr), "down");
         return this.accept();
       }
-      const chosen = set.forClient(address);
-      if (chosen.receive.length === 0 && chosen.send.length === 0) return conn;
+      const chosen = set.forClient(client, draw);
+      const hit = chosen.receive.length > 0 || chosen.send.length > 0;
+      if (!hit && !box.live) return conn;
       const peer = formatAddr(conn.remoteAddr);
-      const names = [...new Set([...chosen.receive, ...chosen.send])]
-        .map((f) => f.name).join(", ");
-      events.faulted(peer, "connection", names);
-      return faulted(conn, chosen, (action) => events.faulted(peer, action));
+      if (hit) events.faulted(peer, "connection", namesOf(chosen));
+      const acted = (action: FaultAction) => events.faulted(peer, action);
+      return new FaultedConn(conn, chosen, acted, { box, client, draw });
     }
   }(listener);
+}
+
+/** The names of the faults in `chosen`, for the log. */
+function namesOf(chosen: { receive: StreamFault[]; send: StreamFault[] }) {
+  return [...new Set([...chosen.receive, ...chosen.send])]
+    .map((f) => f.name).join(", ");
 }
 
 /** `conn`, its bytes through `faults` each way. */
@@ -109,8 +132,17 @@ export function faulted(
   return new FaultedConn(conn, faults, acted);
 }
 
+/** How a connection follows a live box's changes. */
+interface Following {
+  box: FaultBox;
+  /** Its client's address (undefined for a Unix socket's). */
+  client: string | undefined;
+  /** Its draws against the faults' rates. */
+  draw: Draw;
+}
+
 /** A connection whose bytes go through faults (see the top of this file). */
-export class FaultedConn extends WrappedConn {
+export class FaultedConn extends WrappedConn implements LiveConn {
   /** Resolves once the socket itself is closed (a slow close is over). */
   readonly closed: Promise<void>;
   #socketClosed: () => void;
@@ -138,19 +170,29 @@ export class FaultedConn extends WrappedConn {
   #sendStopped = false;
   /** Nothing more comes in or goes out (hang); closed after `forMs`. */
   #hung = false;
+  /** The hang fault that stopped it, while hung. */
+  #hungBy: string | undefined;
   #closed = false;
+  /** Why a fault closed it (down), for the mode's reads and writes. */
+  #aborted: Error | undefined;
+  /** The last read of the socket made straight for the mode. */
+  #directRead: Promise<unknown> | undefined;
   #acted: (action: FaultAction) => void;
+  #following: Following | undefined;
 
   constructor(
     conn: Deno.Conn,
     faults: { receive: StreamFault[]; send: StreamFault[] },
     acted: (action: FaultAction) => void,
+    following?: Following,
   ) {
     super(conn);
     this.#acted = acted;
+    this.#following = following;
     const { promise, resolve } = Promise.withResolvers<void>();
     this.closed = promise;
     this.#socketClosed = resolve;
+    following?.box.join(this, this.closed);
     this.#in = new FaultPipe(faults.receive);
     this.#out = new FaultPipe(faults.send);
     const now = performance.now();
@@ -158,9 +200,80 @@ export class FaultedConn extends WrappedConn {
     this.#schedule(this.#outTimes, this.#out.open(now), "send");
   }
 
+  /**
+   * The running server's faults changed to `set` (the box is live): a
+   * `down` that hits this client closes it; the pacing faults and hang
+   * that hit it act from its next bytes on; a hang whose fault is gone is
+   * lifted.
+   */
+  refresh(set: FaultSet): void {
+    const following = this.#following;
+    if (this.#closed || following === undefined) return;
+    const { client, draw } = following;
+    if (set.downFor(client, draw)) {
+      this.#acted("down");
+      return this.#abort(
+        new Deno.errors.ConnectionAborted("closed by a down fault"),
+      );
+    }
+    const chosen = set.forClient(client, draw);
+    const now = performance.now();
+    const receive = this.#in.replace(chosen.receive, now);
+    const send = this.#out.replace(chosen.send, now);
+    const hungBy = this.#hungBy;
+    if (
+      hungBy !== undefined &&
+      ![...chosen.receive, ...chosen.send].some((f) =>
+        f.kind === "hang" && f.name === hungBy
+      )
+    ) {
+      // Lifted: bytes pass again (those that came meanwhile are gone).
+      this.#hung = false;
+      this.#hungBy = undefined;
+      this.#inTimes.clear();
+    }
+    this.#schedule(this.#inTimes, receive, "receive");
+    this.#schedule(this.#outTimes, send, "send");
+  }
+
+  /** Closes the socket now because of a fault; the mode sees `error`. */
+  #abort(error: Error): void {
+    this.#aborted = error;
+    this.#readError ??= error;
+    this.#writeError ??= error;
+    this.close();
+    this.#outTimes.clear();
+    try {
+      this.inner.close();
+    } catch {
+      // Closed already.
+    }
+    this.#socketClosed();
+  }
+
+  /** Whether nothing acts on what comes in: the mode may read the socket. */
+  #readsDirect(): boolean {
+    return this.#in.empty && this.#ready.length === 0 && !this.#reading &&
+      !this.#eof && !this.#hung && this.#readError === undefined &&
+      this.#inTimes.empty;
+  }
+
+  /** Whether nothing acts on what goes out: the mode may write the socket. */
+  #writesDirect(): boolean {
+    return this.#out.empty && this.#outFlight === 0 && !this.#sendStopped &&
+      !this.#hung && this.#writeError === undefined && this.#outTimes.empty;
+  }
+
   override async read(p: Uint8Array): Promise<number | null> {
     while (true) {
+      if (this.#aborted) throw this.#aborted;
       if (this.#closed) throw new Deno.errors.BadResource("Connection closed");
+      if (this.#readsDirect()) {
+        // No fault acts on this side now (a live box may add one later).
+        const read = this.inner.read(p);
+        this.#directRead = read.catch(() => {});
+        return read;
+      }
       const head = this.#ready[0];
       if (head !== undefined) {
         const n = Math.min(p.length, head.length);
@@ -182,6 +295,11 @@ export class FaultedConn extends WrappedConn {
   override async write(p: Uint8Array): Promise<number> {
     if (this.#writeError !== undefined) throw this.#writeError;
     if (this.#closed) throw new Deno.errors.BadResource("Connection closed");
+    if (this.#writesDirect()) {
+      const written = this.inner.write(p);
+      this.#writing = written.then(() => {}, () => {});
+      return written;
+    }
     if (this.#sendStopped || this.#hung) return p.length;
     while (this.#outFlight >= IN_FLIGHT) {
       await new Promise<void>((resolve) => this.#wakeWriter = resolve);
@@ -210,6 +328,7 @@ export class FaultedConn extends WrappedConn {
   override close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#following?.box.leave(this);
     this.#inTimes.clear();
     this.#wakeRead?.();
     this.#wakeReader?.();
@@ -238,7 +357,16 @@ export class FaultedConn extends WrappedConn {
     if (this.#reading) return;
     this.#reading = true;
     try {
+      // A read the mode made straight from the socket finishes first.
+      await this.#directRead;
       while (!this.#closed && !this.#eof) {
+        if (
+          this.#in.empty && this.#inTimes.empty && this.#ready.length === 0 &&
+          !this.#hung
+        ) {
+          // No fault acts here any more: the mode reads the socket itself.
+          break;
+        }
         if (this.#inFlight >= IN_FLIGHT) {
           await new Promise<void>((resolve) => this.#wakeReader = resolve);
           this.#wakeReader = undefined;
@@ -269,11 +397,12 @@ export class FaultedConn extends WrappedConn {
       }
     } catch (error) {
       if (!this.#closed) {
-        this.#readError = error;
+        this.#readError ??= error;
         this.#wakeRead?.();
       }
     } finally {
       this.#reading = false;
+      this.#wakeRead?.();
     }
   }
 
@@ -293,7 +422,11 @@ export class FaultedConn extends WrappedConn {
         });
       } else {
         this.#outFlight += item.bytes.length;
-        timeline.add(item.at, () => this.#send(item.bytes));
+        timeline.add(
+          item.at,
+          () => this.#send(item.bytes),
+          item.bytes.length,
+        );
       }
     }
   }
@@ -318,10 +451,12 @@ export class FaultedConn extends WrappedConn {
     if (ending.end === "hang") {
       // Nothing more either way; the mode's reads wait, its writes vanish.
       this.#hung = true;
-      this.#outTimes.clear();
+      this.#hungBy = ending.fault;
+      this.#outFlight -= this.#outTimes.clear();
+      this.#wakeWriter?.();
+      // Bytes due before it still reach the mode; none after.
       this.#inTimes.clear();
-      this.#ready = [];
-      this.#inFlight = 0;
+      this.#inFlight = this.#ready.reduce((n, b) => n + b.length, 0);
       this.#wakeReader?.();
       this.#startReading();
       if (ending.forMs !== undefined) {
