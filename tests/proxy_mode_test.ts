@@ -100,7 +100,7 @@ Deno.test("upstreams over a Unix socket and over TLS; a PROXY header names the c
   await using certs = await testCertificates();
   const dir = await Deno.makeTempDir();
   try {
-    await using unixEcho = serveEcho({ path: `${dir}/echo.sock` });
+    await using _unixEcho = serveEcho({ path: `${dir}/echo.sock` });
     await using viaUnix = proxyTo(`unix:${dir}/echo.sock`);
     assert.deepEqual(
       await exchange(viaUnix.addr.port, bytes(100_000), seeded(1)),
@@ -185,7 +185,7 @@ Deno.test("an upstream that is down closes each client, counted, and logged once
   assert.equal(down.length, 1);
   assert.equal(down[0].level, "warning");
   // It comes back: said once, with how many connects failed.
-  await using echo = serveEcho({ port });
+  await using _echo = serveEcho({ port });
   assert.deepEqual(
     await exchange(proxy.addr.port, bytes(10), seeded(4)),
     bytes(10),
