@@ -197,8 +197,9 @@ export interface ServeEchoOptions {
    * engine acts out `latency`, `bandwidth`, `slicer`, `limit`, `hang` and
    * `slow_close` on every mode and transport (on TLS, on its encrypted
    * bytes), and `drop`, `duplicate`, `corrupt` and `reorder` on the replies
-   * of `udp`, and `down` that closes; `reset` and `down` that refuses are
-   * refused with the engine's reason.
+   * of `udp`, and `down` that closes; the native engine acts out the
+   * stream faults and `reset` (RST) on TCP and Unix sockets, and `down`
+   * that closes. What an engine cannot act out is refused with its reason.
    */
   faults?: readonly FaultSpec[];
   /**
@@ -474,7 +475,8 @@ export type HandshakeFailureKind =
  * `idleTimeout`, its send queue was full, it sent `/quit` (or, in line and
  * info mode, `exit` or `quit`), the server shut
  * down politely (`shutdown`, the grace period's end) or stopped at once, it
- * was reset (or its pipe broke), or another error.
+ * was reset (or its pipe broke), a fault ended it on purpose (`faults`), or
+ * another error.
  */
 export type CloseReason =
   | "closedByClient"
@@ -484,6 +486,7 @@ export type CloseReason =
   | "shutdown"
   | "serverStopped"
   | "reset"
+  | "fault"
   | "error";
 
 /** Counters of an {@linkcode EchoServer}, read at one instant. */

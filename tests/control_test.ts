@@ -103,7 +103,9 @@ Deno.test("the control API reads, replaces, adds and removes faults, and says wh
   // Valid, but not on this engine, nor without UDP: 422 and 400.
   assert.deepEqual(await call(api, "PUT", [{ kind: "reset", bytes: 1 }]), {
     status: 422,
-    json: { error: "Cannot use engine: default does not serve reset faults" },
+    json: {
+      error: "Cannot use engine: default does not serve reset faults",
+    },
   });
   assert.equal(
     (await call(api, "PUT", [{ kind: "drop", probability: 1 }])).status,
@@ -222,6 +224,7 @@ Deno.test("with liveFaults, a latency, a hang and a down reach connections alrea
   await using fixed = serveEcho({ port: 0 });
   using open = await Deno.connect({ port: fixed.addr.port });
   open.setNoDelay(true);
+  await roundTrip(open); // Accepted before the faults change.
   await fixed.setFaults([{ kind: "latency", ms: 150 }]);
   assert.ok(await roundTrip(open) < 150);
   using later = await Deno.connect({ port: fixed.addr.port });

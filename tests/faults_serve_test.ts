@@ -9,7 +9,7 @@ import { echoOnce, echoStream, serveEcho } from "../mod.ts";
 import { serveMetrics } from "../metrics.ts";
 import { testCertificates } from "./_certs.ts";
 import { ENGINES } from "./_engines.ts";
-import { LineClient, readAll, writeAll } from "./_helpers.ts";
+import { LineClient, readAll, readExactly, writeAll } from "./_helpers.ts";
 import { assertUsageErrors, LOCK, SERVER } from "./_process.ts";
 
 const bytes = (n: number) => Uint8Array.from({ length: n }, (_, i) => i % 251);
@@ -114,16 +114,23 @@ Deno.test("faults act in every mode, and over TLS on its encrypted bytes: latenc
   await alice.line(/^\* user1 is now alice$/);
 });
 
-Deno.test("what an engine cannot act out is refused with its reason; a bad spec names the fault and field", () => {
+Deno.test("what an engine cannot act out is refused with its reason; a bad spec names the fault and field", async () => {
   if (ENGINES.includes("native")) {
+    await using certs = await testCertificates();
     assert.throws(
       () =>
         serveEcho({
           port: 0,
           engine: "native",
+          cert: certs.cert,
+          key: certs.key,
           faults: [{ kind: "latency", ms: 1 }],
         }),
-      /Cannot use engine: native does not serve faults on connections \(the default engine does\)/,
+      /Cannot use engine: native does not serve faults on TLS connections \(the default engine does\)/,
+    );
+    assert.throws(
+      () => serveEcho({ port: 0, engine: "native", liveFaults: true }),
+      /native does not serve faults that follow changes on open connections \(liveFaults\) \(the default engine does\)/,
     );
   }
   assert.throws(
@@ -136,7 +143,7 @@ Deno.test("what an engine cannot act out is refused with its reason; a bad spec 
     () => serveEcho({ port: 0, faults: [{ kind: "reset", bytes: 1 }] }),
     (error: Error) =>
       error.message ===
-        "Cannot use engine: default does not serve reset faults",
+        "Cannot use engine: default does not serve reset faults (the native engine does)",
   );
   assert.throws(
     () => serveEcho({ port: 0, faults: [{ kind: "drop", probability: 1 }] }),
@@ -174,7 +181,7 @@ Deno.test("--fault and --faults FILE: usage errors name the flag and the field",
         ],
         [
           ["--fault", "reset:bytes=1"],
-          "Invalid --engine: default does not serve reset faults",
+          "Invalid --engine: default does not serve reset faults (the native engine does)",
         ],
       ],
     );
@@ -276,6 +283,9 @@ Deno.test("setFaults() changes the faults of new connections (workers too); open
     return (await readAll(conn)).length;
   };
   using before = await Deno.connect({ port });
+  // Accepted (one round trip) before the faults change.
+  await writeAll(before, Uint8Array.of(7));
+  assert.deepEqual(await readExactly(before, 1), Uint8Array.of(7));
   await server.setFaults([{ kind: "limit", bytes: 10, direction: "send" }]);
   // Six new connections, spread over both workers by the kernel: all cut.
   for (let i = 0; i < 6; i++) {
@@ -310,10 +320,13 @@ Deno.test("setFaults() changes the faults of new connections (workers too); open
   if (ENGINES.includes("native")) {
     await using native = serveEcho({ port: 0, engine: "native" });
     await native.ready;
+    await native.setFaults([{ kind: "latency", ms: 1 }]);
     await native.setFaults([]);
+    await using nativeUdp = serveEcho({ port: 0, engine: "native", udp: true });
+    await nativeUdp.ready;
     await assert.rejects(
-      native.setFaults([{ kind: "latency", ms: 1 }]),
-      /native does not serve faults on connections \(the default engine does\)/,
+      nativeUdp.setFaults([{ kind: "drop", probability: 1 }]),
+      /native does not serve datagram faults \(the default engine does\)/,
     );
   }
 });

@@ -31,37 +31,37 @@ export const DATAGRAMS_REFUSED = 15;
 export const REFUSED_PER_ADDRESS = 16;
 export const REFUSED_CONNECT_RATE = 17;
 export const DATAGRAMS_RATE_LIMITED = 18;
-/** Connections closed, by {@linkcode CLOSE_REASONS} (8 numbers). */
+/** Connections closed, by {@linkcode CLOSE_REASONS} (9 numbers). */
 const CLOSED = 19;
 /**
  * Connections closed, by how long they lasted: one number per bucket of
  * {@linkcode DURATION_BUCKETS} and one above the last (9), then the sum of
  * their durations in seconds.
  */
-const DURATIONS = 27;
-const DURATION_SUM = 36;
+const DURATIONS = 28;
+const DURATION_SUM = 37;
 /** Lines the relay delivered (broadcast and chat mode). */
-export const LINES_RELAYED = 37;
+export const LINES_RELAYED = 38;
 /** TLS handshakes completed. */
-export const HANDSHAKES = 38;
+export const HANDSHAKES = 39;
 /** TLS handshakes failed, by {@linkcode HANDSHAKE_FAILURE_KINDS} (4). */
-const HANDSHAKE_FAILED = 39;
+const HANDSHAKE_FAILED = 40;
 /**
  * Handshakes completed, by how long they took: one number per bucket of
  * {@linkcode HANDSHAKE_BUCKETS} and one above the last (9), then the sum
  * of their durations in seconds.
  */
-const HANDSHAKE_DURATIONS = 43;
-const HANDSHAKE_DURATION_SUM = 52;
+const HANDSHAKE_DURATIONS = 44;
+const HANDSHAKE_DURATION_SUM = 53;
 /** Connections that faults hit (one or more). */
-export const FAULTED = 53;
+export const FAULTED = 54;
 /** What faults did, by {@linkcode FAULT_ACTIONS} (8). */
-const FAULT_ACTED = 54;
+const FAULT_ACTED = 55;
 /** Connects to proxy mode's upstream that failed. */
-export const UPSTREAM_FAILURES = 62;
+export const UPSTREAM_FAILURES = 63;
 /**
- * How many numbers one listener's counters take: 63 so far, padded to 512
- * bytes so that no two listeners write to the same cache line.
+ * How many numbers one listener's counters take: 64, 512 bytes, so that no
+ * two listeners write to the same cache line. (A new counter makes it 72.)
  */
 export const COUNTERS = 64;
 
@@ -123,6 +123,7 @@ export const CLOSE_REASONS = [
   "shutdown",
   "serverStopped",
   "reset",
+  "fault",
   "error",
 ] as const;
 

@@ -20,6 +20,8 @@ export const ENDINGS = {
   "reset by peer": "reset",
   "broken pipe": "reset",
   "upstream unreachable": "error",
+  "ended by a fault": "fault",
+  "reset by a fault": "fault",
 } as const satisfies Record<string, CloseReason>;
 
 /** A reason the server gives for ending a connection. */

@@ -50,6 +50,12 @@ export const FEATURES = {
     name: "faults on connections",
     uses: (c) => c.faults.some((f) => isStream(f) && f.kind !== "reset"),
   },
+  tlsFaults: {
+    name: "faults on TLS connections",
+    uses: (c) =>
+      tlsOf(c.listen) !== undefined &&
+      c.faults.some((f) => isStream(f) || f.kind === "down"),
+  },
   resetFaults: {
     name: "reset faults",
     uses: (c) => c.faults.some((f) => f.kind === "reset"),

@@ -15,6 +15,10 @@ const INITIAL_CAPACITY = 1024;
 export const HOLD_RATE = 1;
 /** Why a connection is held: the relay has its lines, not delivered yet. */
 export const HOLD_RELAY = 2;
+/** Held while a fault delays a megabyte of its bytes (or hangs it). */
+export const HOLD_FAULT = 4;
+/** Held for good: the client's end came, and faults pass it on later. */
+export const HOLD_EOF = 8;
 
 /** The connections of one loop, by file descriptor. */
 export class ConnTable {

@@ -21,4 +21,7 @@ export const NATIVE_FEATURES: ReadonlySet<Feature> = new Set<Feature>([
   "clientCerts",
   "sni",
   "unixTls",
+  "connectionFaults",
+  "resetFaults",
+  "downFaults",
 ]);

@@ -69,6 +69,7 @@ export const SOL_SOCKET = 1;
 export const SO_REUSEADDR = 2;
 export const SO_REUSEPORT = 15;
 export const SO_ERROR = 4;
+export const SO_LINGER = 13;
 export const IPPROTO_TCP = 6;
 export const TCP_NODELAY = 1;
 export const IPPROTO_IPV6 = 41;

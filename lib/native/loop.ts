@@ -29,6 +29,7 @@ import {
   acceptPaused,
   closed,
   dropped,
+  faulted,
   type LogRecord,
   opened,
   proxyFailed,
@@ -47,7 +48,10 @@ import { type AddressList, addressList } from "../rules/cidr.ts";
 import { Limiter, type LimitsConfig } from "../rules/limits.ts";
 import { DatagramPolicy } from "../core/datagrams.ts";
 import { BATCH, DatagramBatch } from "./datagram_batch.ts";
-import { HOLD_RATE, HOLD_RELAY } from "./conn_table.ts";
+import { HOLD_EOF, HOLD_FAULT, HOLD_RATE, HOLD_RELAY } from "./conn_table.ts";
+import { FaultedConns } from "./faulted_conns.ts";
+import { FaultSet } from "../faults/pipe.ts";
+import { type Fault, isDownClose, isStream } from "../faults/spec.ts";
 import { RelayMembers } from "./relay_members.ts";
 import { type Greeting, TlsConns } from "./tls_conns.ts";
 import type { TlsSession } from "../tls/session.ts";
@@ -76,9 +80,11 @@ import {
   type Native,
   setEpollEvent,
   SHUT_WR,
+  SO_LINGER,
   SOCK_CLOEXEC,
   SOCK_NONBLOCK,
   SOCKADDR_MAX,
+  SOL_SOCKET,
   TCP_NODELAY,
 } from "./ffi.ts";
 import { acceptExhausted, LINGER_MS } from "../core/lifecycle.ts";
@@ -213,6 +219,8 @@ export class EchoLoop {
   /** When idle TLS connections' buffers are next given back, and last. */
   #nextTrim = Infinity;
   #lastTrim = 0;
+  /** The connections that faults hit (lib/native/faulted_conns.ts). */
+  #faults: FaultedConns;
 
   constructor(native: Native, config: LoopConfig) {
     this.#native = native;
@@ -234,6 +242,26 @@ export class EchoLoop {
         owing: () => conns.pending.size > 0,
       }, server.maxLineBytes);
     }
+    this.#faults = new FaultedConns(faultSet(server.faults), {
+      consume: (fd, bytes) => void this.#consume(fd, bytes, bytes.length),
+      eof: (fd) => {
+        if (this.#conns.has(fd)) this.#eof(fd);
+      },
+      write: (fd, bytes) => this.#writeOwed(fd, bytes),
+      owes: (fd) => this.#conns.owing[fd] === 1,
+      closeWrite: (fd) => this.#finish(fd, "ended by a fault"),
+      reset: (fd) => this.#reset(fd),
+      hold: (fd) => this.#hold(fd, HOLD_FAULT),
+      unhold: (fd) => this.#unhold(fd, HOLD_FAULT),
+      acted: (fd, action) => {
+        const record = faulted(
+          this.#config.counters,
+          this.#conns.peers.get(fd) ?? "",
+          action,
+        );
+        if (this.#config.logDebug) this.#record(record);
+      },
+    });
     this.#guard = accessGuard(server.access);
     this.#limiter = server.limits && new Limiter(server.limits);
     this.#trusted = server.proxy?.trusted && addressList(server.proxy.trusted);
@@ -286,7 +314,7 @@ export class EchoLoop {
     const conns = this.#conns;
     const { wakeFd, listenFd, udpFd } = this.#config;
     try {
-      while (this.#listening || conns.size > 0) {
+      while (this.#listening || conns.size > 0 || this.#faults.holding) {
         this.#flushRecords();
         if (this.waiting) return "mail";
         const n = libc.epoll_wait(
@@ -347,6 +375,12 @@ export class EchoLoop {
   reloadTls(listen: TlsSettings): void {
     this.#mailTaken++;
     this.#tls?.reload(listen);
+  }
+
+  /** Connections accepted from now on get `faults`; open ones keep theirs. */
+  setFaults(faults: readonly Fault[]): void {
+    this.#mailTaken++;
+    this.#faults.set(faultSet(faults));
   }
 
   /** Whether operator lines were posted that the loop has not taken. */
@@ -410,6 +444,7 @@ export class EchoLoop {
   /** Ends what is left: the last thing a loop does. */
   #close(): void {
     for (const fd of this.#conns.all()) this.#end(fd, "server stopped");
+    this.#faults.closeAll();
     this.#closeListener();
     this.#tls?.close();
     this.#native.libc.close(this.#epoll);
@@ -446,6 +481,9 @@ export class EchoLoop {
     for (const { until } of this.#atDoor.values()) at = Math.min(at, until);
     for (const until of this.#conns.paused.values()) at = Math.min(at, until);
     if (this.#relay !== undefined) at = Math.min(at, this.#relay.nextTimer);
+    if (this.#faults.size > 0 || this.#faults.holding) {
+      at = Math.min(at, this.#faults.nextTimer);
+    }
     if (this.#tls !== undefined) {
       for (const fd of this.#tls.stalled) if (this.#readsNow(fd)) return 0;
       at = Math.min(at, this.#tls.nextTimer);
@@ -478,6 +516,7 @@ export class EchoLoop {
     }
     this.#relay?.timers(now);
     this.#tls?.timers(now);
+    if (this.#faults.size > 0 || this.#faults.holding) this.#faults.timers(now);
     if (now >= this.#nextTrim) this.#trimIdle(now);
     const conns = this.#conns;
     if (conns.paused.size > 0) {
@@ -541,6 +580,7 @@ export class EchoLoop {
     }
     if (command === STOP) {
       for (const fd of this.#conns.all()) this.#end(fd, "server stopped");
+      this.#faults.closeAll();
     }
   }
 
@@ -827,6 +867,23 @@ export class EchoLoop {
     const { libc } = this.#native;
     const { counters, open, logInfo } = this.#config;
     const { maxConnections } = this.#config.server;
+    let faults = "";
+    if (this.#faults.on) {
+      const who = client ?? this.#peer();
+      faults = this.#faults.open(
+        fd,
+        "hostname" in who ? who.hostname : undefined,
+        this.#now,
+      );
+      if (faults === "down") {
+        // The server is "down" for this client: closed as soon as accepted.
+        const record = faulted(counters, formatAddr(who), "down");
+        if (this.#config.logDebug) this.#record(record);
+        if (limited !== undefined) this.#limiter!.release(limited);
+        libc.close(fd);
+        return false;
+      }
+    }
     counters[ACCEPTED]++;
     if (Atomics.add(open, 0, 1) >= maxConnections) {
       Atomics.sub(open, 0, 1);
@@ -839,6 +896,7 @@ export class EchoLoop {
           maxConnections,
         ),
       );
+      this.#faults.forget(fd);
       this.#tls?.goodbye(fd);
       libc.close(fd);
       return false;
@@ -867,6 +925,10 @@ export class EchoLoop {
       );
     }
     counters[ACTIVE]++;
+    if (faults !== "") {
+      const record = faulted(counters, peer, "connection", faults);
+      if (this.#config.logDebug) this.#record(record);
+    }
     this.#ctl(
       registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD,
       fd,
@@ -968,8 +1030,20 @@ export class EchoLoop {
         if (errno === EINTR) continue;
         return this.#end(fd, reason(errno));
       }
-      if (r === 0) return this.#eof(fd);
+      if (r === 0) {
+        if (this.#faults.size > 0 && this.#faults.has(fd)) {
+          // The faults pass the end on in its time; nothing more to read.
+          this.#hold(fd, HOLD_EOF);
+          return this.#faults.ended(fd, this.#now);
+        }
+        return this.#eof(fd);
+      }
       bucket?.take(r);
+      if (this.#faults.size > 0 && this.#faults.has(fd)) {
+        this.#faults.received(fd, buffer.slice(0, r), this.#now);
+        if (r < length || !conns.has(fd) || conns.held.has(fd)) return;
+        continue;
+      }
       if (tls !== undefined) {
         tls.put(buffer, r);
         if (!this.#decrypt(fd, tls)) return;
@@ -1179,6 +1253,44 @@ export class EchoLoop {
    * error.
    */
   #send(fd: number, bytes: Uint8Array, length: number): number {
+    if (this.#faults.size > 0 && this.#faults.has(fd)) {
+      // Through the send faults, in their time (a copy: `bytes` may be
+      // the read buffer).
+      this.#faults.send(fd, bytes.slice(0, length), this.#now);
+      return length;
+    }
+    return this.#write(fd, bytes, length);
+  }
+
+  /**
+   * Writes `bytes` after what `fd` owes, keeping what the socket does not
+   * take (a fault's bytes, due now); false once the connection has ended.
+   */
+  #writeOwed(fd: number, bytes: Uint8Array): boolean {
+    if (!this.#conns.has(fd)) return false;
+    if (this.#conns.owing[fd] === 1) {
+      this.#owe(fd, bytes);
+      return true;
+    }
+    const w = this.#write(fd, bytes, bytes.length);
+    if (w < 0) return false;
+    if (w < bytes.length) this.#owe(fd, bytes.subarray(w));
+    return true;
+  }
+
+  /** Ends `fd` with a reset (RST): SO_LINGER 0, then close. */
+  #reset(fd: number): void {
+    if (!this.#conns.has(fd)) return;
+    this.#native.libc.setsockopt(fd, SOL_SOCKET, SO_LINGER, LINGER_0, 8);
+    this.#end(fd, "reset by a fault");
+  }
+
+  /**
+   * Writes as much of the first `length` bytes of `bytes` as the socket
+   * takes, past the faults; returns how much, or -1 once the connection
+   * has ended on an error.
+   */
+  #write(fd: number, bytes: Uint8Array, length: number): number {
     if (this.#tls !== undefined) return this.#sendTls(fd, bytes, length);
     const { libc } = this.#native;
     let written = 0;
@@ -1256,7 +1368,7 @@ export class EchoLoop {
     while (pending.chunks.length > 0) {
       const chunk = pending.chunks[0];
       const rest = pending.at === 0 ? chunk : chunk.subarray(pending.at);
-      const w = this.#send(fd, rest, rest.length);
+      const w = this.#write(fd, rest, rest.length);
       if (w < 0) return;
       pending.at += w;
       pending.bytes -= w;
@@ -1323,7 +1435,16 @@ export class EchoLoop {
       else this.#tls.goodbye(fd);
       this.#tls.forget(fd);
     } else if (halfClose) this.#native.libc.shutdown(fd, SHUT_WR);
-    this.#native.libc.close(fd);
+    const { libc } = this.#native;
+    if (
+      this.#faults.size > 0 &&
+      this.#faults.closing(fd, this.#now, () => libc.close(fd))
+    ) {
+      // A slow_close holds the socket back; nothing more is read.
+      this.#ctl(EPOLL_CTL_DEL, fd, 0);
+    } else {
+      libc.close(fd);
+    }
     if (!this.#config.logInfo) return;
     this.#record(closed({
       peer,
@@ -1333,6 +1454,16 @@ export class EchoLoop {
       reason: why,
     }));
   }
+}
+
+/** `struct linger` { l_onoff 1, l_linger 0 }: close() resets. */
+const LINGER_0 = new Int32Array([1, 0]);
+
+/** The faults that act on connections among `faults`, ready to match. */
+function faultSet(faults: readonly Fault[]): FaultSet | undefined {
+  return faults.some((f) => isStream(f) || isDownClose(f))
+    ? new FaultSet(faults)
+    : undefined;
 }
 
 /** The bytes of `lines` in all. */

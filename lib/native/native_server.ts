@@ -474,22 +474,33 @@ export class NativeServer implements Backend {
    * @throws {TypeError} One is not usable: no loop changes.
    */
   /**
-   * The native engine acts no faults out yet: any is refused, naming the
-   * default engine; none is accepted (nothing to lift).
+   * Connections accepted from now on, on every loop, get `faults`, once
+   * each loop has taken them; open ones keep theirs. What this engine
+   * cannot act out is refused, naming the engine that can.
    */
-  setFaults(faults: Fault[]): Promise<void> {
-    try {
-      assertServed(
-        "native",
-        { ...this.#config, faults },
-        this.datagrams,
-        NATIVE_FEATURES,
-        { name: "the default engine", served: STREAMS_FEATURES },
-      );
-      return Promise.resolve();
-    } catch (error) {
-      return Promise.reject(error);
-    }
+  async setFaults(faults: Fault[]): Promise<void> {
+    assertServed(
+      "native",
+      { ...this.#config, faults },
+      this.datagrams,
+      NATIVE_FEATURES,
+      { name: "the default engine", served: STREAMS_FEATURES },
+    );
+    this.#config = { ...this.#config, faults };
+    if (this.#done) return;
+    await Promise.all(
+      this.#loops.map((loop) =>
+        new Promise<void>((resolve, reject) => {
+          const id = this.#nextReload++;
+          this.#reloads.set(id, (error) => {
+            this.#reloads.delete(id);
+            if (error === undefined) resolve();
+            else reject(new Error(`Native loop ${loop.index}: ${error}`));
+          });
+          this.#mailTo(loop, { t: "setFaults", id, faults });
+        })
+      ),
+    );
   }
 
   async reloadTls(listen: TlsSettings): Promise<void> {

@@ -4,6 +4,7 @@
 // to receive operator lines. Its log records go to the calling thread in
 // batches. Not exported from mod.ts.
 
+import type { Fault } from "../faults/spec.ts";
 import type { ServerConfig, TlsSettings } from "../core/config.ts";
 import type { LimitsConfig } from "../rules/limits.ts";
 import { openLibc } from "./ffi.ts";
@@ -47,7 +48,9 @@ export type ToNativeWorker =
   /** End every connection politely, after what came before. */
   | { t: "finish"; reason: Ending }
   /** New TLS handshakes use these certificates; answered by "reloaded". */
-  | { t: "reloadTls"; id: number; listen: TlsSettings };
+  | { t: "reloadTls"; id: number; listen: TlsSettings }
+  /** New connections get these faults; answered by "reloaded". */
+  | { t: "setFaults"; id: number; faults: Fault[] };
 
 /** What a native worker says. */
 export type FromNativeWorker =
@@ -140,6 +143,9 @@ scope.onmessage = (event) => {
     loop?.deliver(message.items, message.acks);
   } else if (message.t === "finish") {
     loop?.finishAll(message.reason);
+  } else if (message.t === "setFaults") {
+    loop?.setFaults(message.faults);
+    scope.postMessage({ t: "reloaded", id: message.id });
   } else if (message.t === "reloadTls") {
     try {
       loop?.reloadTls(message.listen);

@@ -1,0 +1,339 @@
+// Private: faults on the native engine's connections (issue 23), as
+// lib/transport/faulted.ts acts them out on the default engine: what a
+// connection reads goes through the receive faults before its mode sees it,
+// what its mode sends through the send faults before the socket does, each
+// at the time lib/faults/pipe.ts says, in order. The loop (lib/native/
+// loop.ts) reads and writes the sockets; this keeps each faulted
+// connection's timed bytes and endings, says when the next is due, and
+// hands them back to the loop through its hooks. Only connections a fault
+// hits are here. Not exported from mod.ts.
+
+import {
+  drawsOnce,
+  type Ending,
+  FaultPipe,
+  type FaultSet,
+  type Out,
+} from "../faults/pipe.ts";
+import type { FaultAction } from "../types.ts";
+
+/** Bytes taken in or let out that may wait on a delay, each way. */
+const IN_FLIGHT = 1024 * 1024;
+
+/** What the loop does for the faults. */
+export interface FaultHooks {
+  /** Bytes the receive faults let through reach the mode, as if read. */
+  consume(fd: number, bytes: Uint8Array): void;
+  /** The client's end of stream (or a limit's) reaches the mode. */
+  eof(fd: number): void;
+  /**
+   * Writes `bytes` to the socket after what it owes (keeping what it does
+   * not take); false once the connection has ended.
+   */
+  write(fd: number, bytes: Uint8Array): boolean;
+  /** Whether `fd` owes the socket bytes it did not take yet. */
+  owes(fd: number): boolean;
+  /** Ends the sending side, after what the socket owes (a limit). */
+  closeWrite(fd: number): void;
+  /** Ends the connection now, with a reset. */
+  reset(fd: number): void;
+  /** Stops reading `fd`, or reads it again. */
+  hold(fd: number): void;
+  unhold(fd: number): void;
+  /** A fault acted on `fd`. */
+  acted(fd: number, action: FaultAction): void;
+}
+
+/** Things to do at a time, in order. */
+interface Due {
+  at: number;
+  run: () => void;
+}
+
+/** One faulted connection. */
+class Faulted {
+  in: FaultPipe;
+  out: FaultPipe;
+  /** What is due each way, in order. */
+  ins: Due[] = [];
+  outs: Due[] = [];
+  /** Bytes read but not yet given to the mode; sent but not yet written. */
+  inFlight = 0;
+  outFlight = 0;
+  held = false;
+  /** Nothing more comes in or goes out: a hang. */
+  hung = false;
+  /** A fault ended the sending side. */
+  sendStopped = false;
+  /** The mode has seen its end of stream. */
+  eof = false;
+  /**
+   * The end of stream is due, but bytes the mode sent before it are still
+   * on their way out: the mode sees it once they are written (it ends the
+   * connection when it does).
+   */
+  eofWaits = false;
+
+  constructor(chosen: { receive: FaultPipe; send: FaultPipe }) {
+    this.in = chosen.receive;
+    this.out = chosen.send;
+  }
+}
+
+/** The faulted connections of one loop. */
+export class FaultedConns {
+  #set: FaultSet | undefined;
+  #hooks: FaultHooks;
+  #conns = new Map<number, Faulted>();
+  /** The time now, as the last call said. */
+  #now = 0;
+  /** Sockets whose close a slow_close holds back, until when. */
+  #closing = new Map<number, { at: number; close: () => void }>();
+
+  constructor(set: FaultSet | undefined, hooks: FaultHooks) {
+    this.#set = set;
+    this.#hooks = hooks;
+  }
+
+  /** New connections get `set`'s faults (none when undefined). */
+  set(set: FaultSet | undefined): void {
+    this.#set = set;
+  }
+
+  get size(): number {
+    return this.#conns.size;
+  }
+
+  /** Whether new connections may be faulted (faults are set). */
+  get on(): boolean {
+    return this.#set !== undefined;
+  }
+
+  /** Drops `fd`'s faults (it was not admitted after all). */
+  forget(fd: number): void {
+    this.#conns.delete(fd);
+  }
+
+  has(fd: number): boolean {
+    return this.#conns.has(fd);
+  }
+
+  /**
+   * A new connection from `client` (undefined for a Unix socket's):
+   * `"down"` when a down fault closes it at once; else the names of the
+   * faults that hit it, which it now goes through (empty: none does).
+   */
+  open(fd: number, client: string | undefined, now: number): "down" | string {
+    this.#now = now;
+    const set = this.#set;
+    if (set === undefined) return "";
+    const draw = drawsOnce();
+    if (set.downFor(client, draw)) return "down";
+    const chosen = set.forClient(client, draw);
+    if (chosen.receive.length === 0 && chosen.send.length === 0) return "";
+    const c = new Faulted({
+      receive: new FaultPipe(chosen.receive),
+      send: new FaultPipe(chosen.send),
+    });
+    this.#conns.set(fd, c);
+    this.#schedule(fd, c, c.in.open(now), "receive");
+    this.#schedule(fd, c, c.out.open(now), "send");
+    return [...new Set([...chosen.receive, ...chosen.send])]
+      .map((f) => f.name).join(", ");
+  }
+
+  /** `fd` read `bytes` (a copy it may keep) at `now`. */
+  received(fd: number, bytes: Uint8Array, now: number): void {
+    this.#now = now;
+    const c = this.#conns.get(fd)!;
+    if (c.hung || c.eof) return; // Read and dropped.
+    c.inFlight += bytes.length;
+    const out = c.in.push(bytes, now);
+    c.inFlight -= bytes.length - passed(out);
+    this.#schedule(fd, c, out, "receive");
+    this.#pace(fd, c);
+  }
+
+  /** The client's end of stream came at `now`: after what came before. */
+  ended(fd: number, now: number): void {
+    this.#now = now;
+    const c = this.#conns.get(fd)!;
+    if (c.eof) return;
+    if (c.hung) {
+      // A hung connection ends when its client does.
+      c.eof = true;
+      return this.#hooks.eof(fd);
+    }
+    this.#add(c.ins, c.in.end(now), () => this.#eof(fd, c));
+  }
+
+  /** The mode sends `bytes` (a copy it may keep) at `now`. */
+  send(fd: number, bytes: Uint8Array, now: number): void {
+    this.#now = now;
+    const c = this.#conns.get(fd)!;
+    if (c.hung || c.sendStopped) return; // Gone, as on a dead link.
+    this.#schedule(fd, c, c.out.push(bytes, now), "send");
+    this.#pace(fd, c);
+  }
+
+  /**
+   * The loop is about to close `fd` at `now` (it has ended); returns when
+   * the socket may close: later with a slow_close (then `close` is called
+   * then), or undefined to close it now.
+   */
+  closing(fd: number, now: number, close: () => void): boolean {
+    const c = this.#conns.get(fd);
+    if (c === undefined) return false;
+    this.#conns.delete(fd);
+    const at = c.hung ? now : c.out.end(now);
+    if (at <= now) return false;
+    this.#closing.set(fd, { at, close });
+    return true;
+  }
+
+  /** When the next thing is due, or Infinity. */
+  get nextTimer(): number {
+    let at = Infinity;
+    for (const [fd, c] of this.#conns) {
+      if (c.ins.length > 0) at = Math.min(at, c.ins[0].at);
+      if (c.outs.length > 0) at = Math.min(at, c.outs[0].at);
+      if (c.eofWaits && this.#eofReady(fd, c)) at = 0;
+    }
+    for (const closing of this.#closing.values()) {
+      at = Math.min(at, closing.at);
+    }
+    return at;
+  }
+
+  /** Whether an end of stream waits only for the socket to take bytes. */
+  #eofReady(fd: number, c: Faulted): boolean {
+    return c.eofWaits && c.outs.length === 0 && c.outFlight === 0 &&
+      !this.#hooks.owes(fd);
+  }
+
+  /** Does what is due at `now`. */
+  timers(now: number): void {
+    this.#now = now;
+    for (const [fd, c] of [...this.#conns]) {
+      for (const queue of [c.ins, c.outs]) {
+        while (queue.length > 0 && queue[0].at <= now) {
+          queue.shift()!.run();
+          if (!this.#conns.has(fd)) break;
+        }
+        if (!this.#conns.has(fd)) break;
+      }
+      if (!this.#conns.has(fd)) continue;
+      if (this.#eofReady(fd, c)) this.#eof(fd, c);
+      if (this.#conns.has(fd)) this.#pace(fd, c);
+    }
+    for (const [fd, { at, close }] of [...this.#closing]) {
+      if (at > now) continue;
+      this.#closing.delete(fd);
+      close();
+    }
+  }
+
+  /** Closes every socket a slow_close holds back (the loop stops). */
+  closeAll(): void {
+    for (const { close } of this.#closing.values()) close();
+    this.#closing.clear();
+  }
+
+  /** Whether sockets are still held back (the loop must not stop). */
+  get holding(): boolean {
+    return this.#closing.size > 0;
+  }
+
+  /** Puts `out`'s bytes and endings on `fd`'s queues. */
+  #schedule(fd: number, c: Faulted, out: Out[], side: "receive" | "send") {
+    for (const item of out) {
+      if ("end" in item) {
+        this.#add(
+          side === "receive" ? c.ins : c.outs,
+          item.at,
+          () => this.#end(fd, c, item, side),
+        );
+      } else if (side === "receive") {
+        this.#add(c.ins, item.at, () => {
+          c.inFlight -= item.bytes.length;
+          if (!c.hung && !c.eof) this.#hooks.consume(fd, item.bytes);
+        });
+      } else {
+        c.outFlight += item.bytes.length;
+        this.#add(c.outs, item.at, () => {
+          c.outFlight -= item.bytes.length;
+          if (!c.hung) this.#hooks.write(fd, item.bytes);
+        });
+      }
+    }
+  }
+
+  #add(queue: Due[], at: number, run: () => void): void {
+    // Due now, with nothing before it: done at once, as without faults.
+    if (queue.length === 0 && at <= this.#now) return run();
+    queue.push({ at, run });
+  }
+
+  /** The mode sees its end of stream once what it sent is written. */
+  #eof(fd: number, c: Faulted): void {
+    if (c.eof) return;
+    if (c.outs.length > 0 || c.outFlight > 0 || this.#hooks.owes(fd)) {
+      c.eofWaits = true;
+      return;
+    }
+    c.eof = true;
+    c.eofWaits = false;
+    this.#hooks.eof(fd);
+  }
+
+  /** Holds reading while a megabyte waits either way, or while hung. */
+  #pace(fd: number, c: Faulted): void {
+    const full = c.inFlight >= IN_FLIGHT || c.outFlight >= IN_FLIGHT;
+    if (full && !c.held) {
+      c.held = true;
+      this.#hooks.hold(fd);
+    } else if (!full && c.held) {
+      c.held = false;
+      this.#hooks.unhold(fd);
+    }
+  }
+
+  /** A fault ends `fd` as `ending` says. */
+  #end(fd: number, c: Faulted, ending: Ending, side: "receive" | "send") {
+    const hooks = this.#hooks;
+    hooks.acted(fd, ending.end === "fin" ? "limit" : ending.end);
+    if (ending.end === "reset") {
+      this.#conns.delete(fd);
+      return hooks.reset(fd);
+    }
+    if (ending.end === "hang") {
+      // Nothing more either way: what is still due is dropped; what the
+      // client sends is read and dropped, so that its close is seen.
+      c.hung = true;
+      c.outs.length = 0;
+      c.ins.length = 0;
+      c.inFlight = 0;
+      c.outFlight = 0;
+      if (ending.forMs !== undefined) {
+        c.ins.push({
+          at: ending.at + ending.forMs,
+          run: () => {
+            c.eof = true;
+            hooks.eof(fd);
+          },
+        });
+      }
+      return;
+    }
+    if (side === "receive") return this.#eof(fd, c);
+    c.sendStopped = true;
+    hooks.closeWrite(fd);
+  }
+}
+
+/** The bytes in `out`. */
+function passed(out: Out[]): number {
+  let n = 0;
+  for (const item of out) if ("bytes" in item) n += item.bytes.length;
+  return n;
+}
