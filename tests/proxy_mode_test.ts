@@ -1,5 +1,5 @@
-// Proxy mode (--mode proxy --upstream, serveEcho({ mode: "proxy" })) on the
-// default engine: every connection forwarded to the upstream and back,
+// Proxy mode (--mode proxy --upstream, serveEcho({ mode: "proxy" })) on
+// both engines: every connection forwarded to the upstream and back,
 // exactly, with half-close both ways; upstreams over TCP, TLS and a Unix
 // socket, with a PROXY header naming the client; faults per direction; an
 // upstream that is down closes its clients and is logged once per outage;
@@ -11,14 +11,27 @@ import { testCertificates } from "./_certs.ts";
 import { captureLogs, readAll, writeAll } from "./_helpers.ts";
 import { assertUsageErrors, LOCK, SERVER } from "./_process.ts";
 import { seeded } from "./_random.ts";
+import { type Engine, engineTest } from "./_engines.ts";
 import { startRedis } from "./_redis.ts";
 
 const bytes = (n: number, seed = 0) =>
   Uint8Array.from({ length: n }, (_, i) => (i * 7 + seed) % 251);
 
-/** A proxy in front of `upstream`, with `more` options. */
-function proxyTo(upstream: string, more: Record<string, unknown> = {}) {
-  return serveEcho({ port: 0, mode: "proxy", upstream, ...more });
+/** A proxy on `engine` in front of `upstream`, with `more` options. */
+async function proxyTo(
+  engine: Engine,
+  upstream: string,
+  more: Record<string, unknown> = {},
+) {
+  const server = serveEcho({
+    port: 0,
+    engine,
+    mode: "proxy",
+    upstream,
+    ...more,
+  });
+  await server.ready;
+  return server;
 }
 
 /**
@@ -41,218 +54,266 @@ async function exchange(
   return await reading;
 }
 
-Deno.test("10,000 connections of random sizes (up to 1 MiB), random chunks and a half-close come back exact through the proxy", async () => {
-  await using echo = serveEcho({ port: 0 });
-  await using proxy = proxyTo(`127.0.0.1:${echo.addr.port}`);
-  const random = seeded(23);
-  const total = 10_000;
-  let next = 0;
-  let moved = 0;
-  const deadline = Date.now() + 240_000;
-  const worker = async () => {
-    while (next < total && Date.now() < deadline) {
-      const i = next++;
-      // Log-uniform sizes from 1 byte to 1 MiB: most small, some large.
-      const size = Math.floor(2 ** (random() * 20));
-      const data = bytes(size, i);
-      const back = await exchange(proxy.addr.port, data, random);
-      assert.equal(back.length, size, `connection ${i}`);
-      assert.deepEqual(back, data, `connection ${i}`);
-      moved += size;
-    }
-  };
-  await Promise.all(Array.from({ length: 32 }, worker));
-  assert.equal(next, total, "all within the time bound");
-  assert.equal(proxy.stats.bytesIn, moved);
-  assert.equal(proxy.stats.bytesOut, moved);
-  assert.equal(proxy.stats.closed.closedByClient, total);
-});
+engineTest(
+  "10,000 connections of random sizes (up to 1 MiB), random chunks and a half-close come back exact through the proxy",
+  async (engine) => {
+    await using echo = serveEcho({ port: 0 });
+    await using proxy = await proxyTo(engine, `127.0.0.1:${echo.addr.port}`);
+    const random = seeded(23);
+    const total = 10_000;
+    let next = 0;
+    let moved = 0;
+    const deadline = Date.now() + 240_000;
+    const worker = async () => {
+      while (next < total && Date.now() < deadline) {
+        const i = next++;
+        // Log-uniform sizes from 1 byte to 1 MiB: most small, some large.
+        const size = Math.floor(2 ** (random() * 20));
+        const data = bytes(size, i);
+        const back = await exchange(proxy.addr.port, data, random);
+        assert.equal(back.length, size, `connection ${i}`);
+        assert.deepEqual(back, data, `connection ${i}`);
+        moved += size;
+      }
+    };
+    await Promise.all(Array.from({ length: 32 }, worker));
+    assert.equal(next, total, "all within the time bound");
+    assert.equal(proxy.stats.bytesIn, moved);
+    assert.equal(proxy.stats.bytesOut, moved);
+    assert.equal(proxy.stats.closed.closedByClient, total);
+  },
+);
 
-Deno.test("half-close both ways: the upstream's answer after the client's end, and the client's bytes after the upstream's", async () => {
-  using upstream = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  await using proxy = proxyTo(`127.0.0.1:${upstream.addr.port}`);
-  // The client ends first; the upstream answers after it saw the end.
-  {
-    using client = await Deno.connect({ port: proxy.addr.port });
-    using server = await upstream.accept();
-    await writeAll(client, bytes(1000));
-    await client.closeWrite();
-    assert.deepEqual(await readAll(server), bytes(1000));
-    await writeAll(server, bytes(500, 1));
-    await server.closeWrite();
-    assert.deepEqual(await readAll(client), bytes(500, 1));
-  }
-  // The upstream ends first (a banner, then its FIN); the client still
-  // sends, and the upstream still reads.
-  {
-    using client = await Deno.connect({ port: proxy.addr.port });
-    using server = await upstream.accept();
-    await writeAll(server, bytes(300, 2));
-    await server.closeWrite();
-    assert.deepEqual(await readAll(client), bytes(300, 2));
-    await writeAll(client, bytes(700, 3));
-    await client.closeWrite();
-    assert.deepEqual(await readAll(server), bytes(700, 3));
-  }
-});
-
-Deno.test("upstreams over a Unix socket and over TLS; a PROXY header names the client to the upstream", async () => {
-  await using certs = await testCertificates();
-  const dir = await Deno.makeTempDir();
-  try {
-    await using _unixEcho = serveEcho({ path: `${dir}/echo.sock` });
-    await using viaUnix = proxyTo(`unix:${dir}/echo.sock`);
-    assert.deepEqual(
-      await exchange(viaUnix.addr.port, bytes(100_000), seeded(1)),
-      bytes(100_000),
+engineTest(
+  "half-close both ways: the upstream's answer after the client's end, and the client's bytes after the upstream's",
+  async (engine) => {
+    using upstream = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    await using proxy = await proxyTo(
+      engine,
+      `127.0.0.1:${upstream.addr.port}`,
     );
-    // An info server behind TLS that reads the PROXY header: it tells
-    // which client the proxy names.
-    await using info = serveEcho({
-      port: 0,
-      mode: "info",
-      cert: certs.cert,
-      key: certs.key,
-      proxyProtocol: true,
-    });
-    for (const version of ["v1", "v2"] as const) {
-      await using viaTls = proxyTo(`127.0.0.1:${info.addr.port}`, {
-        upstreamTls: { caCerts: [certs.ca], serverName: "localhost" },
-        upstreamProxy: version,
-      });
-      using client = await Deno.connect({ port: viaTls.addr.port });
-      const reading = readAll(client);
-      await writeAll(
-        client,
-        new TextEncoder().encode("clientport\ntransport\n"),
-      );
+    // The client ends first; the upstream answers after it saw the end.
+    {
+      using client = await Deno.connect({ port: proxy.addr.port });
+      using server = await upstream.accept();
+      await writeAll(client, bytes(1000));
       await client.closeWrite();
-      const [port, transport] = new TextDecoder().decode(await reading)
-        .trim().split("\n");
-      assert.equal(port, String(client.localAddr.port), version);
-      assert.equal(transport, "tls", version);
+      assert.deepEqual(await readAll(server), bytes(1000));
+      await writeAll(server, bytes(500, 1));
+      await server.closeWrite();
+      assert.deepEqual(await readAll(client), bytes(500, 1));
     }
-    // A certificate the proxy does not trust: the client is closed.
-    await using untrusting = proxyTo(`127.0.0.1:${info.addr.port}`, {
-      upstreamTls: true,
-    });
-    using client = await Deno.connect({ port: untrusting.addr.port });
-    assert.deepEqual(await readAll(client), new Uint8Array());
-    assert.equal(untrusting.stats.upstreamFailures, 1);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+    // The upstream ends first (a banner, then its FIN); the client still
+    // sends, and the upstream still reads.
+    {
+      using client = await Deno.connect({ port: proxy.addr.port });
+      using server = await upstream.accept();
+      await writeAll(server, bytes(300, 2));
+      await server.closeWrite();
+      assert.deepEqual(await readAll(client), bytes(300, 2));
+      await writeAll(client, bytes(700, 3));
+      await client.closeWrite();
+      assert.deepEqual(await readAll(server), bytes(700, 3));
+    }
+  },
+);
 
-Deno.test("faults act per direction through the proxy: what goes upstream, what comes back", async () => {
-  await using echo = serveEcho({ port: 0 });
-  await using proxy = proxyTo(`127.0.0.1:${echo.addr.port}`, {
-    faults: [
-      { kind: "limit", bytes: 4000, direction: "receive", name: "up" },
-      { kind: "slicer", size: 100, direction: "send", name: "thin" },
-    ],
-  });
-  // Only 4000 bytes reach the upstream, and so come back, sliced.
-  assert.deepEqual(
-    await exchange(proxy.addr.port, bytes(10_000), seeded(2)),
-    bytes(4000),
-  );
-  await proxy.setFaults([{ kind: "limit", bytes: 10, direction: "send" }]);
-  assert.deepEqual(
-    await exchange(proxy.addr.port, bytes(10_000), seeded(3)),
-    bytes(10),
-  );
-});
+engineTest(
+  "upstreams over a Unix socket and over TLS (default engine); a PROXY header names the client to the upstream",
+  async (engine) => {
+    await using certs = await testCertificates();
+    const dir = await Deno.makeTempDir();
+    try {
+      await using _unixEcho = serveEcho({ path: `${dir}/echo.sock` });
+      await using viaUnix = await proxyTo(engine, `unix:${dir}/echo.sock`);
+      assert.deepEqual(
+        await exchange(viaUnix.addr.port, bytes(100_000), seeded(1)),
+        bytes(100_000),
+      );
+      // An info server that reads the PROXY header (behind TLS for the
+      // default engine): it tells which client the proxy names.
+      const tls = engine === "default";
+      await using info = serveEcho({
+        port: 0,
+        mode: "info",
+        ...(tls ? { cert: certs.cert, key: certs.key } : {}),
+        proxyProtocol: true,
+      });
+      for (const version of ["v1", "v2"] as const) {
+        await using via = await proxyTo(engine, `127.0.0.1:${info.addr.port}`, {
+          upstreamTls: tls
+            ? { caCerts: [certs.ca], serverName: "localhost" }
+            : undefined,
+          upstreamProxy: version,
+        });
+        using client = await Deno.connect({ port: via.addr.port });
+        const reading = readAll(client);
+        await writeAll(
+          client,
+          new TextEncoder().encode("clientport\ntransport\n"),
+        );
+        await client.closeWrite();
+        const [port, transport] = new TextDecoder().decode(await reading)
+          .trim().split("\n");
+        assert.equal(port, String(client.localAddr.port), version);
+        assert.equal(transport, tls ? "tls" : "tcp", version);
+      }
+      if (!tls) {
+        assert.throws(
+          () =>
+            serveEcho({
+              port: 0,
+              engine,
+              mode: "proxy",
+              upstream: `127.0.0.1:${info.addr.port}`,
+              upstreamTls: true,
+            }),
+          /native does not serve TLS to the upstream \(the default engine does\)/,
+        );
+        return;
+      }
+      // A certificate the proxy does not trust: the client is closed.
+      await using untrusting = await proxyTo(
+        engine,
+        `127.0.0.1:${info.addr.port}`,
+        {
+          upstreamTls: true,
+        },
+      );
+      using client = await Deno.connect({ port: untrusting.addr.port });
+      assert.deepEqual(await readAll(client), new Uint8Array());
+      assert.equal(untrusting.stats.upstreamFailures, 1);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
 
-Deno.test("an upstream that is down closes each client, counted, and logged once per outage", async () => {
-  const logs = await captureLogs();
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = probe.addr.port;
-  probe.close();
-  await using proxy = proxyTo(`127.0.0.1:${port}`, { upstreamTimeout: 2000 });
-  for (let i = 0; i < 5; i++) {
-    using client = await Deno.connect({ port: proxy.addr.port });
-    await writeAll(client, bytes(10)).catch(() => {});
-    assert.equal(
-      (await readAll(client).catch(() => new Uint8Array())).length,
-      0,
-    );
-  }
-  assert.equal(proxy.stats.upstreamFailures, 5);
-  const down = logs.find(
-    "Upstream {upstream} unreachable: {reason}; its clients are closed until it answers",
-  );
-  assert.equal(down.length, 1);
-  assert.equal(down[0].level, "warning");
-  // It comes back: said once, with how many connects failed.
-  await using _echo = serveEcho({ port });
-  assert.deepEqual(
-    await exchange(proxy.addr.port, bytes(10), seeded(4)),
-    bytes(10),
-  );
-  const up = logs.find(
-    "Upstream {upstream} answers again, after {ms} ms and {failures} failed connects",
-  );
-  assert.equal(up.length, 1);
-  assert.equal(up[0].properties.failures, 5);
-  assert.equal(proxy.stats.closed.error, 5);
-});
-
-Deno.test("redis-cli works through the proxy in front of redis-server, and sees its faults", async () => {
-  await using redis = await startRedis();
-  const socket = `${redis.dir}/redis.sock`;
-  await using proxy = proxyTo(`unix:${socket}`, { liveFaults: true });
-  const cli = async (...args: (string | Uint8Array)[]) => {
-    const input = args.find((a) => typeof a !== "string") as
-      | Uint8Array
-      | undefined;
-    const child = new Deno.Command("redis-cli", {
-      args: [
-        "-h",
-        "127.0.0.1",
-        "-p",
-        String(proxy.addr.port),
-        ...args.filter((a) => typeof a === "string"),
+engineTest(
+  "faults act per direction through the proxy: what goes upstream, what comes back",
+  async (engine) => {
+    await using echo = serveEcho({ port: 0 });
+    await using proxy = await proxyTo(engine, `127.0.0.1:${echo.addr.port}`, {
+      faults: [
+        { kind: "limit", bytes: 4000, direction: "receive", name: "up" },
+        { kind: "slicer", size: 100, direction: "send", name: "thin" },
       ],
-      stdin: input === undefined ? "null" : "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    if (input !== undefined) {
-      const writer = child.stdin.getWriter();
-      await writer.write(input);
-      await writer.close();
+    });
+    // Only 4000 bytes reach the upstream, and so come back, sliced.
+    assert.deepEqual(
+      await exchange(proxy.addr.port, bytes(10_000), seeded(2)),
+      bytes(4000),
+    );
+    await proxy.setFaults([{ kind: "limit", bytes: 10, direction: "send" }]);
+    assert.deepEqual(
+      await exchange(proxy.addr.port, bytes(10_000), seeded(3)),
+      bytes(10),
+    );
+  },
+);
+
+engineTest(
+  "an upstream that is down closes each client, counted, and logged once per outage",
+  async (engine) => {
+    const logs = await captureLogs();
+    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = probe.addr.port;
+    probe.close();
+    await using proxy = await proxyTo(engine, `127.0.0.1:${port}`, {
+      upstreamTimeout: 2000,
+    });
+    for (let i = 0; i < 5; i++) {
+      using client = await Deno.connect({ port: proxy.addr.port });
+      await writeAll(client, bytes(10)).catch(() => {});
+      assert.equal(
+        (await readAll(client).catch(() => new Uint8Array())).length,
+        0,
+      );
     }
-    const out = await child.output();
-    const text = new TextDecoder().decode(out.stdout) +
-      new TextDecoder().decode(out.stderr);
-    return text.trim();
-  };
-  assert.equal(await cli("SET", "greeting", "hello"), "OK");
-  assert.equal(await cli("GET", "greeting"), "hello");
-  // A value of 1 MiB goes through and back whole.
-  const big = bytes(1024 * 1024);
-  assert.equal(await cli("-x", "SET", "big", big), "OK");
-  assert.equal(await cli("STRLEN", "big"), String(big.length));
-  // What comes back is cut: redis-cli says the server closed.
-  await proxy.setFaults([{ kind: "limit", bytes: 0, direction: "send" }]);
-  assert.match(
-    await cli("GET", "greeting"),
-    /Server closed the connection|Connection reset/,
-  );
-  // Down: every connection closed at once.
-  await proxy.setFaults([{ kind: "down" }]);
-  assert.match(
-    await cli("PING"),
-    /Server closed the connection|Connection reset|Error/,
-  );
-  await proxy.setFaults([{ kind: "latency", ms: 200 }]);
-  const started = performance.now();
-  assert.equal(await cli("GET", "greeting"), "hello");
-  assert.ok(performance.now() - started >= 400, "200 ms each way");
-  await proxy.setFaults([]);
-  assert.equal(await cli("PING"), "PONG");
-});
+    assert.equal(proxy.stats.upstreamFailures, 5);
+    const down = logs.find(
+      "Upstream {upstream} unreachable: {reason}; its clients are closed until it answers",
+    );
+    assert.equal(down.length, 1);
+    assert.equal(down[0].level, "warning");
+    // It comes back: said once, with how many connects failed.
+    await using _echo = serveEcho({ port });
+    assert.deepEqual(
+      await exchange(proxy.addr.port, bytes(10), seeded(4)),
+      bytes(10),
+    );
+    const up = logs.find(
+      "Upstream {upstream} answers again, after {ms} ms and {failures} failed connects",
+    );
+    assert.equal(up.length, 1);
+    assert.equal(up[0].properties.failures, 5);
+    assert.equal(proxy.stats.closed.error, 5);
+  },
+);
+
+engineTest(
+  "redis-cli works through the proxy in front of redis-server, and sees its faults",
+  async (engine) => {
+    await using redis = await startRedis();
+    const socket = `${redis.dir}/redis.sock`;
+    await using proxy = await proxyTo(engine, `unix:${socket}`);
+    const cli = async (...args: (string | Uint8Array)[]) => {
+      const input = args.find((a) => typeof a !== "string") as
+        | Uint8Array
+        | undefined;
+      const child = new Deno.Command("redis-cli", {
+        args: [
+          "-h",
+          "127.0.0.1",
+          "-p",
+          String(proxy.addr.port),
+          ...args.filter((a) => typeof a === "string"),
+        ],
+        stdin: input === undefined ? "null" : "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      if (input !== undefined) {
+        const writer = child.stdin.getWriter();
+        await writer.write(input);
+        await writer.close();
+      }
+      const out = await child.output();
+      const text = new TextDecoder().decode(out.stdout) +
+        new TextDecoder().decode(out.stderr);
+      return text.trim();
+    };
+    assert.equal(await cli("SET", "greeting", "hello"), "OK");
+    assert.equal(await cli("GET", "greeting"), "hello");
+    // A value of 1 MiB goes through and back whole.
+    const big = bytes(1024 * 1024);
+    assert.equal(await cli("-x", "SET", "big", big), "OK");
+    assert.equal(await cli("STRLEN", "big"), String(big.length));
+    // What comes back is cut: redis-cli says the server closed.
+    await proxy.setFaults([{ kind: "limit", bytes: 0, direction: "send" }]);
+    assert.match(
+      await cli("GET", "greeting"),
+      /Server closed the connection|Connection reset/,
+    );
+    // Down: every connection closed at once.
+    await proxy.setFaults([{ kind: "down" }]);
+    assert.match(
+      await cli("PING"),
+      /Server closed the connection|Connection reset|Error/,
+    );
+    if (engine === "native") {
+      // A reset: redis-cli says so.
+      await proxy.setFaults([{ kind: "reset", bytes: 1, direction: "send" }]);
+      assert.match(await cli("GET", "greeting"), /Connection reset by peer/);
+    }
+    await proxy.setFaults([{ kind: "latency", ms: 200 }]);
+    const started = performance.now();
+    assert.equal(await cli("GET", "greeting"), "hello");
+    assert.ok(performance.now() - started >= 400, "200 ms each way");
+    await proxy.setFaults([]);
+    assert.equal(await cli("PING"), "PONG");
+  },
+);
 
 Deno.test("--mode proxy's flags and their usage errors", async () => {
   await assertUsageErrors(

@@ -21,6 +21,17 @@ export const FEATURES = {
   },
   chatMode: { name: "mode chat", uses: (c) => c.mode === "chat" },
   proxyMode: { name: "mode proxy", uses: (c) => c.mode === "proxy" },
+  upstreamTls: {
+    name: "TLS to the upstream",
+    uses: (c) => c.upstream?.tls !== undefined,
+  },
+  upstreamName: {
+    name: "an upstream by host name (give its IP address)",
+    uses: (c) =>
+      c.upstream?.to.transport === "tcp" &&
+      c.upstream.to.hostname !== "localhost" &&
+      !/^[\d.]+$|:/.test(c.upstream.to.hostname),
+  },
   tls: { name: "TLS", uses: (c) => tlsOf(c.listen) !== undefined },
   unixTls: {
     name: "TLS on a Unix socket",

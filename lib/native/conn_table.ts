@@ -19,6 +19,8 @@ export const HOLD_RELAY = 2;
 export const HOLD_FAULT = 4;
 /** Held for good: the client's end came, and faults pass it on later. */
 export const HOLD_EOF = 8;
+/** Held while its upstream (proxy mode) is not ready for more. */
+export const HOLD_UPSTREAM = 16;
 
 /** The connections of one loop, by file descriptor. */
 export class ConnTable {

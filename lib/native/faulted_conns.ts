@@ -167,6 +167,18 @@ export class FaultedConns {
     this.#add(c.ins, c.in.end(now), () => this.#eof(fd, c));
   }
 
+  /**
+   * Runs `run` once what the mode sent before now has gone out through
+   * `fd`'s faults (at once when none hit it).
+   */
+  afterSends(fd: number, now: number, run: () => void): void {
+    this.#now = now;
+    const c = this.#conns.get(fd);
+    if (c === undefined || c.hung) return run();
+    if (c.sendStopped) return;
+    this.#add(c.outs, c.out.end(now), run);
+  }
+
   /** The mode sends `bytes` (a copy it may keep) at `now`. */
   send(fd: number, bytes: Uint8Array, now: number): void {
     this.#now = now;

@@ -24,4 +24,5 @@ export const NATIVE_FEATURES: ReadonlySet<Feature> = new Set<Feature>([
   "connectionFaults",
   "resetFaults",
   "downFaults",
+  "proxyMode",
 ]);

@@ -48,8 +48,15 @@ import { type AddressList, addressList } from "../rules/cidr.ts";
 import { Limiter, type LimitsConfig } from "../rules/limits.ts";
 import { DatagramPolicy } from "../core/datagrams.ts";
 import { BATCH, DatagramBatch } from "./datagram_batch.ts";
-import { HOLD_EOF, HOLD_FAULT, HOLD_RATE, HOLD_RELAY } from "./conn_table.ts";
+import {
+  HOLD_EOF,
+  HOLD_FAULT,
+  HOLD_RATE,
+  HOLD_RELAY,
+  HOLD_UPSTREAM,
+} from "./conn_table.ts";
 import { FaultedConns } from "./faulted_conns.ts";
+import { Upstreams } from "./upstreams.ts";
 import { FaultSet } from "../faults/pipe.ts";
 import { type Fault, isDownClose, isStream } from "../faults/spec.ts";
 import { RelayMembers } from "./relay_members.ts";
@@ -221,6 +228,10 @@ export class EchoLoop {
   #lastTrim = 0;
   /** The connections that faults hit (lib/native/faulted_conns.ts). */
   #faults: FaultedConns;
+  /** Proxy mode: each client's upstream (lib/native/upstreams.ts). */
+  #upstreams: Upstreams | undefined;
+  /** Clients whose half-close waits for what they owe (proxy mode). */
+  #shutAfterFlush = new Set<number>();
 
   constructor(native: Native, config: LoopConfig) {
     this.#native = native;
@@ -251,8 +262,14 @@ export class EchoLoop {
       owes: (fd) => this.#conns.owing[fd] === 1,
       closeWrite: (fd) => this.#finish(fd, "ended by a fault"),
       reset: (fd) => this.#reset(fd),
-      hold: (fd) => this.#hold(fd, HOLD_FAULT),
-      unhold: (fd) => this.#unhold(fd, HOLD_FAULT),
+      hold: (fd) => {
+        this.#hold(fd, HOLD_FAULT);
+        this.#upstreams?.held(fd, true);
+      },
+      unhold: (fd) => {
+        this.#unhold(fd, HOLD_FAULT);
+        this.#upstreams?.held(fd, false);
+      },
       acted: (fd, action) => {
         const record = faulted(
           this.#config.counters,
@@ -262,6 +279,25 @@ export class EchoLoop {
         if (this.#config.logDebug) this.#record(record);
       },
     });
+    if (server.upstream !== undefined) {
+      this.#upstreams = new Upstreams(
+        native,
+        server.upstream,
+        {
+          ctl: (op, fd, events) => this.#ctl(op, fd, events),
+          send: (c, bytes, length) => this.#send(c, bytes, length),
+          oweRead: (c, bytes, from, to) => this.#oweRead(c, bytes, from, to),
+          closeWrite: (c) =>
+            this.#faults.afterSends(c, this.#now, () => this.#shutClient(c)),
+          hold: (c) => this.#hold(c, HOLD_UPSTREAM),
+          unhold: (c) => this.#unhold(c, HOLD_UPSTREAM),
+          end: (c, reason) => this.#end(c, reason),
+          record: (record) => this.#record(record),
+        },
+        config.counters,
+        this.#buffer,
+      );
+    }
     this.#guard = accessGuard(server.access);
     this.#limiter = server.limits && new Limiter(server.limits);
     this.#trusted = server.proxy?.trusted && addressList(server.proxy.trusted);
@@ -336,6 +372,8 @@ export class EchoLoop {
           else if (fd === udpFd) this.#datagrams();
           else if (conns.has(fd)) {
             this.#ready(fd, epollEvents(this.#eventsView, i));
+          } else if (this.#upstreams?.has(fd)) {
+            this.#upstreams.ready(fd, epollEvents(this.#eventsView, i));
           } else if (this.#atDoor.has(fd)) this.#doorReadable(fd);
           else if (this.#tls?.greeting(fd)) this.#tls.ready(fd);
         }
@@ -445,6 +483,7 @@ export class EchoLoop {
   #close(): void {
     for (const fd of this.#conns.all()) this.#end(fd, "server stopped");
     this.#faults.closeAll();
+    this.#upstreams?.closeAll();
     this.#closeListener();
     this.#tls?.close();
     this.#native.libc.close(this.#epoll);
@@ -484,6 +523,9 @@ export class EchoLoop {
     if (this.#faults.size > 0 || this.#faults.holding) {
       at = Math.min(at, this.#faults.nextTimer);
     }
+    if (this.#upstreams !== undefined) {
+      at = Math.min(at, this.#upstreams.nextTimer);
+    }
     if (this.#tls !== undefined) {
       for (const fd of this.#tls.stalled) if (this.#readsNow(fd)) return 0;
       at = Math.min(at, this.#tls.nextTimer);
@@ -517,6 +559,7 @@ export class EchoLoop {
     this.#relay?.timers(now);
     this.#tls?.timers(now);
     if (this.#faults.size > 0 || this.#faults.holding) this.#faults.timers(now);
+    this.#upstreams?.timers(now);
     if (now >= this.#nextTrim) this.#trimIdle(now);
     const conns = this.#conns;
     if (conns.paused.size > 0) {
@@ -941,6 +984,16 @@ export class EchoLoop {
       this.#config.server.certNames ? this.#tls?.certName(fd) : undefined,
     );
     if (logInfo) this.#record(opened(peer, conns.size, this.#tls?.opened(fd)));
+    if (this.#upstreams !== undefined) {
+      const proxied = this.#config.server.upstream!.sendProxy !== undefined;
+      this.#upstreams.open(
+        fd,
+        proxied ? client ?? this.#peer() : undefined,
+        proxied ? this.#local(fd) : undefined,
+        this.#now,
+      );
+      if (!conns.has(fd)) return true;
+    }
     if (rest !== undefined && rest.length > 0) {
       this.#consume(fd, rest, rest.length);
     }
@@ -1063,6 +1116,11 @@ export class EchoLoop {
     if (finishing === undefined && this.#relay !== undefined) {
       return this.#relay.end(fd);
     }
+    if (finishing === undefined && this.#upstreams !== undefined) {
+      // Passed on to the upstream; nothing more comes from the client.
+      this.#hold(fd, HOLD_EOF);
+      return this.#upstreams.clientEnded(fd);
+    }
     const session = conns.sessions.get(fd);
     if (finishing === undefined && session !== undefined) {
       return void this.#step(fd, session.end(), true);
@@ -1141,6 +1199,9 @@ export class EchoLoop {
     if (conns.finishing.size > 0 && conns.finishing.has(fd)) {
       return true; // Not echoed any more.
     }
+    if (this.#upstreams !== undefined) {
+      return this.#upstreams.forward(fd, bytes, r);
+    }
     if (this.#relay !== undefined) {
       this.#relay.receive(fd, bytes.subarray(0, r));
       return !conns.held.has(fd);
@@ -1186,6 +1247,17 @@ export class EchoLoop {
     }
     this.#finish(fd, close);
     return true;
+  }
+
+  /** The address client `fd` connected to (a Unix socket's path). */
+  #local(fd: number): Deno.Addr {
+    if (this.#path !== undefined) {
+      return { transport: "unix", path: this.#path };
+    }
+    const bytes = new Uint8Array(SOCKADDR_MAX);
+    const length = new Uint32Array([bytes.length]);
+    this.#native.libc.getsockname(fd, bytes, length);
+    return { transport: "tcp", ...fromSockaddr(this.#native, bytes) };
   }
 
   /** What a session of `fd`, for `client`, may answer with (info mode's). */
@@ -1276,6 +1348,19 @@ export class EchoLoop {
     if (w < 0) return false;
     if (w < bytes.length) this.#owe(fd, bytes.subarray(w));
     return true;
+  }
+
+  /**
+   * Proxy mode: the upstream's end reaches client `c`, once what it owes
+   * is sent.
+   */
+  #shutClient(c: number): void {
+    if (!this.#conns.has(c)) return;
+    if (this.#conns.owing[c] === 1) {
+      this.#shutAfterFlush.add(c);
+      return;
+    }
+    if (this.#closeWrite(c)) this.#upstreams?.clientShut(c);
   }
 
   /** Ends `fd` with a reset (RST): SO_LINGER 0, then close. */
@@ -1383,6 +1468,10 @@ export class EchoLoop {
     if (conns.finishing.has(fd) && !this.#closeWrite(fd)) return;
     this.#interest(fd);
     this.#relay?.flushed();
+    if (this.#upstreams !== undefined) {
+      if (this.#shutAfterFlush.delete(fd)) this.#shutClient(fd);
+      this.#upstreams.clientFlushed(fd);
+    }
   }
 
   /**
@@ -1423,6 +1512,8 @@ export class EchoLoop {
     if (!conns.has(fd)) return;
     const peer = conns.peers.get(fd) ?? "";
     this.#relay?.left(fd);
+    this.#upstreams?.close(fd);
+    this.#shutAfterFlush.delete(fd);
     countClosed(this.#config.counters, why, this.#now - conns.openedAt[fd]);
     const limited = conns.limited.get(fd);
     if (limited !== undefined) this.#limiter!.release(limited);
