@@ -541,6 +541,11 @@ export interface EchoServerStats {
    */
   readonly upstreamFailures: number;
   /**
+   * Bytes that `latency`, `bandwidth` and `slicer` faults held back, each
+   * way (a byte received and echoed counts twice when both are delayed).
+   */
+  readonly faultDelayedBytes: number;
+  /**
    * What `faults` did: connections a `limit` ended, that a `hang` hung, that
    * a `reset` reset, that `down` closed at once; UDP replies dropped, sent
    * twice, corrupted, held back.

@@ -165,6 +165,9 @@ engineTest(
     // 100 ms in, 200 ms at 100 kB/s out, and 199 pieces 10 ms apart.
     const took = performance.now() - started;
     assert.ok(took >= 1990, `${took} ms`);
+    // Every byte received was held back; nearly every one sent too.
+    const held = server.stats.faultDelayedBytes;
+    assert.ok(held >= 39_000 && held <= 40_000, `${held} bytes held back`);
   },
 );
 

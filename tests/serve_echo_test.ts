@@ -178,6 +178,7 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     faulted: 0,
     faultActions: noFaultActions,
     upstreamFailures: 0,
+    faultDelayedBytes: 0,
     perWorker: [0],
   });
   using conn = await Deno.connect({ port: server.addr.port });
@@ -218,6 +219,7 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     faulted: 0,
     faultActions: noFaultActions,
     upstreamFailures: 0,
+    faultDelayedBytes: 0,
     perWorker: [1],
   });
 });

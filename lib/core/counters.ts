@@ -59,11 +59,14 @@ export const FAULTED = 54;
 const FAULT_ACTED = 55;
 /** Connects to proxy mode's upstream that failed. */
 export const UPSTREAM_FAILURES = 63;
+/** Bytes that faults held back (latency, bandwidth, slicer), each way. */
+export const FAULT_DELAYED = 64;
 /**
- * How many numbers one listener's counters take: 64, 512 bytes, so that no
- * two listeners write to the same cache line. (A new counter makes it 72.)
+ * How many numbers one listener's counters take: 65 so far, padded to 576
+ * bytes (whole cache lines), so that no two listeners write to the same
+ * cache line.
  */
-export const COUNTERS = 64;
+export const COUNTERS = 72;
 
 /** What faults do that is counted, as the stats and metrics name it. */
 export const FAULT_ACTIONS = [
@@ -270,6 +273,7 @@ export function sumStats(counters: Float64Array): EchoServerStats {
     },
     faulted: total[FAULTED],
     upstreamFailures: total[UPSTREAM_FAILURES],
+    faultDelayedBytes: total[FAULT_DELAYED],
     faultActions: Object.fromEntries(
       FAULT_ACTIONS.map((action, i) => [action, total[FAULT_ACTED + i]]),
     ) as Record<FaultAction, number>,

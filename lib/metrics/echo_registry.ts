@@ -137,6 +137,13 @@ function readings(server: EchoServer<Deno.Addr>): Reading[] {
       read: (s) => ({ ...s.faultActions }),
     },
     {
+      name: "tcp_echo_fault_delayed_bytes_total",
+      help: "Bytes that latency, bandwidth and slicer faults held back, " +
+        "each way.",
+      type: "counter",
+      read: (s) => s.faultDelayedBytes,
+    },
+    {
       name: "tcp_echo_upstream_failures_total",
       help: "Connects to proxy mode's upstream that failed (each closed its " +
         "client's connection).",

@@ -42,6 +42,8 @@ export interface FaultHooks {
   unhold(fd: number): void;
   /** A fault acted on `fd`. */
   acted(fd: number, action: FaultAction): void;
+  /** Faults held `bytes` back. */
+  delayed(bytes: number): void;
 }
 
 /** Things to do at a time, in order. */
@@ -258,6 +260,11 @@ export class FaultedConns {
 
   /** Puts `out`'s bytes and endings on `fd`'s queues. */
   #schedule(fd: number, c: Faulted, out: Out[], side: "receive" | "send") {
+    let held = 0;
+    for (const item of out) {
+      if ("bytes" in item && item.at > this.#now) held += item.bytes.length;
+    }
+    if (held > 0) this.#hooks.delayed(held);
     for (const item of out) {
       if ("end" in item) {
         this.#add(

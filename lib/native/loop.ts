@@ -23,6 +23,7 @@ import {
   countClosed,
   DATAGRAM_BYTES_OUT,
   DATAGRAMS_OUT,
+  FAULT_DELAYED,
 } from "../core/counters.ts";
 import {
   acceptFailed,
@@ -270,6 +271,7 @@ export class EchoLoop {
         this.#unhold(fd, HOLD_FAULT);
         this.#upstreams?.held(fd, false);
       },
+      delayed: (bytes) => this.#config.counters[FAULT_DELAYED] += bytes,
       acted: (fd, action) => {
         const record = faulted(
           this.#config.counters,

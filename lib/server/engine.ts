@@ -45,6 +45,7 @@ import {
   countClosed,
   COUNTERS,
   countHandshake,
+  FAULT_DELAYED,
   REJECTED,
   sumStats,
 } from "../core/counters.ts";
@@ -151,6 +152,7 @@ export class Server implements Backend {
           const record = refused(this.#counters, peer, refusal);
           if (this.#log.isEnabledFor("info")) this.#emit(record);
         },
+        delayed: (bytes) => this.#counters[FAULT_DELAYED] += bytes,
         faulted: (peer, action, faults) => {
           const record = faulted(this.#counters, peer, action, faults);
           if (this.#log.isEnabledFor("debug")) this.#emit(record);

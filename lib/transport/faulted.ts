@@ -89,7 +89,7 @@ class Timeline {
 export function faultedListener(
   listener: Deno.Listener,
   box: FaultBox,
-  events: Pick<TransportEvents, "faulted">,
+  events: Pick<TransportEvents, "faulted" | "delayed">,
 ): Deno.Listener {
   return new class extends WrappedListener {
     override async accept(): Promise<Deno.Conn> {
@@ -112,7 +112,12 @@ export function faultedListener(
       const peer = formatAddr(conn.remoteAddr);
       if (hit) events.faulted(peer, "connection", namesOf(chosen));
       const acted = (action: FaultAction) => events.faulted(peer, action);
-      return new FaultedConn(conn, chosen, acted, { box, client, draw });
+      return new FaultedConn(conn, chosen, acted, {
+        box,
+        client,
+        draw,
+        delayed: events.delayed,
+      });
     }
   }(listener);
 }
@@ -139,6 +144,8 @@ interface Following {
   client: string | undefined;
   /** Its draws against the faults' rates. */
   draw: Draw;
+  /** Faults held bytes back. */
+  delayed?: (bytes: number) => void;
 }
 
 /** A connection whose bytes go through faults (see the top of this file). */
@@ -412,6 +419,15 @@ export class FaultedConn extends WrappedConn implements LiveConn {
     out: Out[],
     direction: "receive" | "send",
   ): void {
+    const delayed = this.#following?.delayed;
+    if (delayed !== undefined) {
+      const now = performance.now();
+      let held = 0;
+      for (const item of out) {
+        if ("bytes" in item && item.at > now) held += item.bytes.length;
+      }
+      if (held > 0) delayed(held);
+    }
     for (const item of out) {
       if ("end" in item) {
         timeline.add(item.at, () => this.#end(item, direction));

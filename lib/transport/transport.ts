@@ -34,6 +34,8 @@ export interface TransportEvents {
     action: "connection" | FaultAction,
     faults?: string,
   ): void;
+  /** Faults held `bytes` back (a latency, a bandwidth, a slicer). */
+  delayed(bytes: number): void;
 }
 
 import type { FaultAction } from "../types.ts";
