@@ -198,8 +198,9 @@ export interface ServeEchoOptions {
    * `slow_close` on every mode and transport (on TLS, on its encrypted
    * bytes), and `drop`, `duplicate`, `corrupt` and `reorder` on the replies
    * of `udp`, and `down` that closes; the native engine acts out the
-   * stream faults and `reset` (RST) on TCP and Unix sockets, and `down`
-   * that closes. What an engine cannot act out is refused with its reason.
+   * stream faults and `reset` (RST) on TCP and Unix sockets (not yet TLS),
+   * `down` that closes, and the datagram faults. What an engine cannot act
+   * out is refused with its reason.
    */
   faults?: readonly FaultSpec[];
   /**
@@ -244,7 +245,7 @@ export interface ServeEchoOptions {
    * they stay as they were. Every connection then passes through the
    * faults' layer (it passes bytes straight on while none hit it), which
    * costs a little on each read and write; without it, open connections
-   * keep the faults they were accepted with. The default engine only.
+   * keep the faults they were accepted with.
    *
    * @default {false}
    */

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { serveControl, serveEcho } from "../mod.ts";
 import { controlRoute } from "../lib/control/api.ts";
 import { readExactly, writeAll } from "./_helpers.ts";
+import { engineTest } from "./_engines.ts";
 import { assertUsageErrors, LOCK, SERVER, ServerProcess } from "./_process.ts";
 
 const bytes = (n: number) => Uint8Array.from({ length: n }, (_, i) => i % 251);
@@ -104,7 +105,8 @@ Deno.test("the control API reads, replaces, adds and removes faults, and says wh
   assert.deepEqual(await call(api, "PUT", [{ kind: "reset", bytes: 1 }]), {
     status: 422,
     json: {
-      error: "Cannot use engine: default does not serve reset faults",
+      error:
+        "Cannot use engine: default does not serve reset faults (the native engine does)",
     },
   });
   assert.equal(
@@ -181,55 +183,62 @@ Deno.test("the control API answers loopback clients without a token, and anyone 
   });
 });
 
-Deno.test("with liveFaults, a latency, a hang and a down reach connections already open; without, only new ones", async () => {
-  await using server = serveEcho({ port: 0, liveFaults: true });
-  const { port } = server.addr;
-  using conn = await Deno.connect({ port });
-  conn.setNoDelay(true);
-  assert.ok(await roundTrip(conn) < 150);
-  await server.setFaults([{ kind: "latency", ms: 150, direction: "send" }]);
-  assert.ok(await roundTrip(conn) >= 150, "the latency reaches it");
-  await server.setFaults([]);
-  assert.ok(await roundTrip(conn) < 150, "and is lifted");
-  // A hang stops it, both ways, still open; lifting it lets bytes pass.
-  await server.setFaults([{ kind: "hang" }]);
-  await writeAll(conn, bytes(50));
-  const buffer = new Uint8Array(100);
-  const waiting = conn.read(buffer);
-  let timer;
-  const hung = await Promise.race([
-    waiting,
-    new Promise<"hung">((resolve) => timer = setTimeout(resolve, 300, "hung")),
-  ]);
-  clearTimeout(timer);
-  assert.equal(hung, "hung");
-  await server.setFaults([]);
-  await writeAll(conn, bytes(50));
-  const n = await waiting;
-  // What came while it hung is gone; what comes after is echoed.
-  assert.ok(n !== null && n > 0);
-  assert.deepEqual(buffer.subarray(0, n), bytes(50).subarray(0, n));
-  assert.deepEqual(
-    await readExactly(conn, 50 - n),
-    bytes(50).subarray(n),
-  );
-  // A down closes it.
-  await server.setFaults([{ kind: "down" }]);
-  assert.equal(await conn.read(buffer), null);
-  await server.setFaults([]);
-  assert.equal(server.stats.faultActions.down, 1);
-  assert.equal(server.stats.faultActions.hang, 1);
+engineTest(
+  "with liveFaults, a latency, a hang and a down reach connections already open; without, only new ones",
+  async (engine) => {
+    await using server = serveEcho({ port: 0, engine, liveFaults: true });
+    await server.ready;
+    const { port } = server.addr;
+    using conn = await Deno.connect({ port });
+    conn.setNoDelay(true);
+    assert.ok(await roundTrip(conn) < 150);
+    await server.setFaults([{ kind: "latency", ms: 150, direction: "send" }]);
+    assert.ok(await roundTrip(conn) >= 150, "the latency reaches it");
+    await server.setFaults([]);
+    assert.ok(await roundTrip(conn) < 150, "and is lifted");
+    // A hang stops it, both ways, still open; lifting it lets bytes pass.
+    await server.setFaults([{ kind: "hang" }]);
+    await writeAll(conn, bytes(50));
+    const buffer = new Uint8Array(100);
+    const waiting = conn.read(buffer);
+    let timer;
+    const hung = await Promise.race([
+      waiting,
+      new Promise<"hung">((resolve) =>
+        timer = setTimeout(resolve, 300, "hung")
+      ),
+    ]);
+    clearTimeout(timer);
+    assert.equal(hung, "hung");
+    await server.setFaults([]);
+    await writeAll(conn, bytes(50));
+    const n = await waiting;
+    // What came while it hung is gone; what comes after is echoed.
+    assert.ok(n !== null && n > 0);
+    assert.deepEqual(buffer.subarray(0, n), bytes(50).subarray(0, n));
+    assert.deepEqual(
+      await readExactly(conn, 50 - n),
+      bytes(50).subarray(n),
+    );
+    // A down closes it.
+    await server.setFaults([{ kind: "down" }]);
+    assert.equal(await conn.read(buffer), null);
+    await server.setFaults([]);
+    assert.equal(server.stats.faultActions.down, 1);
+    assert.equal(server.stats.faultActions.hang, 1);
 
-  // Without liveFaults: open connections keep what they had.
-  await using fixed = serveEcho({ port: 0 });
-  using open = await Deno.connect({ port: fixed.addr.port });
-  open.setNoDelay(true);
-  await roundTrip(open); // Accepted before the faults change.
-  await fixed.setFaults([{ kind: "latency", ms: 150 }]);
-  assert.ok(await roundTrip(open) < 150);
-  using later = await Deno.connect({ port: fixed.addr.port });
-  assert.ok(await roundTrip(later) >= 150);
-});
+    // Without liveFaults: open connections keep what they had.
+    await using fixed = serveEcho({ port: 0, engine });
+    await fixed.ready;
+    using open = await Deno.connect({ port: fixed.addr.port });
+    open.setNoDelay(true);
+    await roundTrip(open); // Accepted before the faults change.
+    await fixed.setFaults([{ kind: "latency", ms: 150 }]);
+    assert.ok(await roundTrip(open) < 150);
+    using later = await Deno.connect({ port: fixed.addr.port });
+    assert.ok(await roundTrip(later) >= 150);
+  },
+);
 
 Deno.test("--control serves the API, beside --metrics on one listener when they name one address; a token file guards it", async () => {
   const dir = await Deno.makeTempDir();

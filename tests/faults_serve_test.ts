@@ -8,7 +8,7 @@ import dgram from "node:dgram";
 import { echoOnce, echoStream, serveEcho } from "../mod.ts";
 import { serveMetrics } from "../metrics.ts";
 import { testCertificates } from "./_certs.ts";
-import { ENGINES } from "./_engines.ts";
+import { ENGINES, engineTest } from "./_engines.ts";
 import { LineClient, readAll, readExactly, writeAll } from "./_helpers.ts";
 import { assertUsageErrors, LOCK, SERVER } from "./_process.ts";
 
@@ -128,10 +128,6 @@ Deno.test("what an engine cannot act out is refused with its reason; a bad spec 
         }),
       /Cannot use engine: native does not serve faults on TLS connections \(the default engine does\)/,
     );
-    assert.throws(
-      () => serveEcho({ port: 0, engine: "native", liveFaults: true }),
-      /native does not serve faults that follow changes on open connections \(liveFaults\) \(the default engine does\)/,
-    );
   }
   assert.throws(
     () => serveEcho({ port: 0, faults: [{ kind: "down", how: "refuse" }] }),
@@ -223,48 +219,61 @@ async function udpReplies(
   }
 }
 
-Deno.test("datagram faults on the default engine's UDP: dropped, sent twice, one bit flipped, held back", async () => {
-  const one = [Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8)];
-  for (
-    const [fault, wait, check] of [
-      [
-        { kind: "drop", probability: 1 },
-        1,
-        (r: Uint8Array[]) => r.length === 0,
-      ],
-      [
-        { kind: "duplicate", probability: 1 },
-        3,
-        (r: Uint8Array[]) =>
-          r.length === 2 && r.every((d) => d.join() === one[0].join()),
-      ],
-      [
-        { kind: "corrupt", probability: 1 },
-        2,
-        (r: Uint8Array[]) =>
-          r.length === 1 &&
-          r[0].reduce((bits, b, i) => bits + popcount(b ^ one[0][i]), 0) === 1,
-      ],
-    ] as const
-  ) {
-    await using server = serveEcho({ port: 0, udp: true, faults: [fault] });
-    await server.ready;
-    // More than it should send, or 300 ms: none more comes.
-    const replies = await udpReplies(server.addr.port, one, wait, 300);
-    assert.ok(check(replies), `${fault.kind}: ${replies.map((r) => r.join())}`);
-    assert.equal(server.stats.faultActions[fault.kind], 1, fault.kind);
-  }
-  // Reorder with every datagram held: each goes once its hold is over.
-  await using held = serveEcho({
-    port: 0,
-    udp: true,
-    faults: [{ kind: "reorder", probability: 1, window: 5 }],
-  });
-  await held.ready;
-  const three = [1, 2, 3].map((i) => Uint8Array.of(i));
-  const replies = await udpReplies(held.addr.port, three, 3, 10_000);
-  assert.deepEqual(replies.map((r) => r[0]), [1, 2, 3]);
-});
+engineTest(
+  "datagram faults on UDP replies: dropped, sent twice, one bit flipped, held back",
+  async (engine) => {
+    const one = [Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8)];
+    for (
+      const [fault, wait, check] of [
+        [
+          { kind: "drop", probability: 1 },
+          1,
+          (r: Uint8Array[]) => r.length === 0,
+        ],
+        [
+          { kind: "duplicate", probability: 1 },
+          3,
+          (r: Uint8Array[]) =>
+            r.length === 2 && r.every((d) => d.join() === one[0].join()),
+        ],
+        [
+          { kind: "corrupt", probability: 1 },
+          2,
+          (r: Uint8Array[]) =>
+            r.length === 1 &&
+            r[0].reduce((bits, b, i) => bits + popcount(b ^ one[0][i]), 0) ===
+              1,
+        ],
+      ] as const
+    ) {
+      await using server = serveEcho({
+        port: 0,
+        engine,
+        udp: true,
+        faults: [fault],
+      });
+      await server.ready;
+      // More than it should send, or 300 ms: none more comes.
+      const replies = await udpReplies(server.addr.port, one, wait, 300);
+      assert.ok(
+        check(replies),
+        `${fault.kind}: ${replies.map((r) => r.join())}`,
+      );
+      assert.equal(server.stats.faultActions[fault.kind], 1, fault.kind);
+    }
+    // Reorder with every datagram held: each goes once its hold is over.
+    await using held = serveEcho({
+      port: 0,
+      engine,
+      udp: true,
+      faults: [{ kind: "reorder", probability: 1, window: 5 }],
+    });
+    await held.ready;
+    const three = [1, 2, 3].map((i) => Uint8Array.of(i));
+    const replies = await udpReplies(held.addr.port, three, 3, 10_000);
+    assert.deepEqual(replies.map((r) => r[0]), [1, 2, 3]);
+  },
+);
 
 /** The bits set in `b`. */
 function popcount(b: number): number {
@@ -324,9 +333,11 @@ Deno.test("setFaults() changes the faults of new connections (workers too); open
     await native.setFaults([]);
     await using nativeUdp = serveEcho({ port: 0, engine: "native", udp: true });
     await nativeUdp.ready;
-    await assert.rejects(
-      nativeUdp.setFaults([{ kind: "drop", probability: 1 }]),
-      /native does not serve datagram faults \(the default engine does\)/,
+    await nativeUdp.setFaults([{ kind: "drop", probability: 1 }]);
+    assert.deepEqual(
+      await udpReplies(nativeUdp.addr.port, [Uint8Array.of(1)], 1, 300),
+      [],
     );
+    await nativeUdp.setFaults([]);
   }
 });

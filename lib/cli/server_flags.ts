@@ -345,8 +345,7 @@ export const SERVER_FLAGS = {
     help: "serve the faults' HTTP API at http://HOST:PORT/faults (GET, PUT " +
       "a list, POST /faults/NAME one, DELETE /faults/NAME or all), " +
       "loopback clients only without a token; open connections follow " +
-      "the changes (latency, bandwidth, slicer, hang, down; default " +
-      "engine), new ones get them; the same " +
+      "the changes (latency, bandwidth, slicer, hang, down); the same " +
       "HOST:PORT as --metrics shares its listener",
     parse: hostPort,
   },
@@ -584,9 +583,7 @@ export function serverOptions(
     faults: v.faults === undefined && v.fault === undefined
       ? undefined
       : [...v.faults ?? [], ...v.fault ?? []],
-    // The native engine's connections keep the faults they were given.
-    liveFaults: (v.control !== undefined && v.engine !== "native") ||
-      undefined,
+    liveFaults: v.control !== undefined || undefined,
     upstream: v.upstream,
     upstreamTls: v["upstream-tls"]
       ? {

@@ -95,6 +95,13 @@ export class DatagramBatch {
     };
   }
 
+  /** A copy of datagram `i`'s peer as a `sockaddr`, for sendto(). */
+  peerName(i: number): Uint8Array {
+    const length = this.#view.getUint32(HEADERS_AT + i * HEADER + 8, true);
+    const at = NAMES_AT + i * NAME;
+    return this.#slab.bytes.slice(at, at + length);
+  }
+
   /**
    * Sets datagram `i`'s reply: `reply` itself when it is that datagram
    * (echo), a copy into its slot otherwise. Its peer stays the address.

@@ -9,10 +9,11 @@
 // hits are here. Not exported from mod.ts.
 
 import {
+  type Draw,
   drawsOnce,
   type Ending,
   FaultPipe,
-  type FaultSet,
+  FaultSet,
   type Out,
 } from "../faults/pipe.ts";
 import type { FaultAction } from "../types.ts";
@@ -37,6 +38,8 @@ export interface FaultHooks {
   closeWrite(fd: number): void;
   /** Ends the connection now, with a reset. */
   reset(fd: number): void;
+  /** Ends the connection now (a down that came while it was open). */
+  end(fd: number): void;
   /** Stops reading `fd`, or reads it again. */
   hold(fd: number): void;
   unhold(fd: number): void;
@@ -75,10 +78,21 @@ class Faulted {
    * connection when it does).
    */
   eofWaits = false;
+  /** The hang fault that stopped it, while hung. */
+  hungBy: string | undefined;
+  /** Its client's address, and its draws against the faults' rates. */
+  client: string | undefined;
+  draw: Draw;
 
-  constructor(chosen: { receive: FaultPipe; send: FaultPipe }) {
+  constructor(
+    chosen: { receive: FaultPipe; send: FaultPipe },
+    client: string | undefined,
+    draw: Draw,
+  ) {
     this.in = chosen.receive;
     this.out = chosen.send;
+    this.client = client;
+    this.draw = draw;
   }
 }
 
@@ -92,23 +106,72 @@ export class FaultedConns {
   /** Sockets whose close a slow_close holds back, until when. */
   #closing = new Map<number, { at: number; close: () => void }>();
 
-  constructor(set: FaultSet | undefined, hooks: FaultHooks) {
+  /** Whether changes reach open connections (every one is here). */
+  #live: boolean;
+
+  constructor(set: FaultSet | undefined, hooks: FaultHooks, live = false) {
     this.#set = set;
     this.#hooks = hooks;
+    this.#live = live;
   }
 
-  /** New connections get `set`'s faults (none when undefined). */
-  set(set: FaultSet | undefined): void {
+  /**
+   * New connections get `set`'s faults (none when undefined); when live,
+   * open ones follow from their next bytes on (the pacing faults and hang
+   * are replaced, a lifted hang lets bytes pass, a `down` closes them).
+   */
+  set(set: FaultSet | undefined, now: number): void {
     this.#set = set;
+    if (!this.#live) return;
+    this.#now = now;
+    const current = set ?? new FaultSet([]);
+    for (const [fd, c] of [...this.#conns]) {
+      if (current.downFor(c.client, c.draw)) {
+        this.#conns.delete(fd);
+        this.#hooks.acted(fd, "down");
+        this.#hooks.end(fd);
+        continue;
+      }
+      const chosen = current.forClient(c.client, c.draw);
+      const receive = c.in.replace(chosen.receive, now);
+      const send = c.out.replace(chosen.send, now);
+      if (
+        c.hung &&
+        ![...chosen.receive, ...chosen.send].some((f) =>
+          f.kind === "hang" && f.name === c.hungBy
+        )
+      ) {
+        // Lifted: bytes pass again (those that came meanwhile are gone).
+        c.hung = false;
+        c.hungBy = undefined;
+        c.ins.length = 0;
+      }
+      this.#schedule(fd, c, receive, "receive");
+      this.#schedule(fd, c, send, "send");
+      if (this.#conns.has(fd)) this.#pace(fd, c);
+    }
+  }
+
+  /**
+   * Whether nothing acts on `fd`'s side now: its bytes may go as they
+   * would without faults.
+   */
+  passes(fd: number, side: "receive" | "send"): boolean {
+    const c = this.#conns.get(fd)!;
+    if (c.hung) return false;
+    return side === "receive"
+      ? c.in.empty && c.ins.length === 0 && !c.eof && c.inFlight === 0
+      : c.out.empty && c.outs.length === 0 && !c.sendStopped &&
+        c.outFlight === 0;
   }
 
   get size(): number {
     return this.#conns.size;
   }
 
-  /** Whether new connections may be faulted (faults are set). */
+  /** Whether new connections may be faulted (faults are set, or live). */
   get on(): boolean {
-    return this.#set !== undefined;
+    return this.#live || this.#set !== undefined;
   }
 
   /** Drops `fd`'s faults (it was not admitted after all). */
@@ -127,16 +190,21 @@ export class FaultedConns {
    */
   open(fd: number, client: string | undefined, now: number): "down" | string {
     this.#now = now;
-    const set = this.#set;
+    const set = this.#set ?? (this.#live ? new FaultSet([]) : undefined);
     if (set === undefined) return "";
     const draw = drawsOnce();
     if (set.downFor(client, draw)) return "down";
     const chosen = set.forClient(client, draw);
-    if (chosen.receive.length === 0 && chosen.send.length === 0) return "";
-    const c = new Faulted({
-      receive: new FaultPipe(chosen.receive),
-      send: new FaultPipe(chosen.send),
-    });
+    const hit = chosen.receive.length > 0 || chosen.send.length > 0;
+    if (!hit && !this.#live) return "";
+    const c = new Faulted(
+      {
+        receive: new FaultPipe(chosen.receive),
+        send: new FaultPipe(chosen.send),
+      },
+      client,
+      draw,
+    );
     this.#conns.set(fd, c);
     this.#schedule(fd, c, c.in.open(now), "receive");
     this.#schedule(fd, c, c.out.open(now), "send");
@@ -320,6 +388,7 @@ export class FaultedConns {
   /** A fault ends `fd` as `ending` says. */
   #end(fd: number, c: Faulted, ending: Ending, side: "receive" | "send") {
     const hooks = this.#hooks;
+    if (c.hung && ending.end === "hang") return; // Hung already.
     hooks.acted(fd, ending.end === "fin" ? "limit" : ending.end);
     if (ending.end === "reset") {
       this.#conns.delete(fd);
@@ -329,6 +398,7 @@ export class FaultedConns {
       // Nothing more either way: what is still due is dropped; what the
       // client sends is read and dropped, so that its close is seen.
       c.hung = true;
+      c.hungBy = ending.fault;
       c.outs.length = 0;
       c.ins.length = 0;
       c.inFlight = 0;

@@ -25,4 +25,6 @@ export const NATIVE_FEATURES: ReadonlySet<Feature> = new Set<Feature>([
   "resetFaults",
   "downFaults",
   "proxyMode",
+  "liveFaults",
+  "datagramFaults",
 ]);

@@ -167,6 +167,10 @@ const SYMBOLS = {
   read: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   recv: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
   send: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
+  sendto: {
+    parameters: ["i32", "buffer", "u32", "i32", "buffer", "u32"],
+    result: "i32",
+  },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   recvmmsg: {
     parameters: ["i32", "buffer", "u32", "i32", "pointer"],

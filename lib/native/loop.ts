@@ -24,6 +24,7 @@ import {
   DATAGRAM_BYTES_OUT,
   DATAGRAMS_OUT,
   FAULT_DELAYED,
+  setFaultCount,
 } from "../core/counters.ts";
 import {
   acceptFailed,
@@ -59,7 +60,13 @@ import {
 import { FaultedConns } from "./faulted_conns.ts";
 import { Upstreams } from "./upstreams.ts";
 import { FaultSet } from "../faults/pipe.ts";
-import { type Fault, isDownClose, isStream } from "../faults/spec.ts";
+import {
+  type Fault,
+  isDatagram,
+  isDownClose,
+  isStream,
+} from "../faults/spec.ts";
+import { DatagramFaults, REORDER_HOLD_MS } from "../faults/datagrams.ts";
 import { RelayMembers } from "./relay_members.ts";
 import { type Greeting, TlsConns } from "./tls_conns.ts";
 import type { TlsSession } from "../tls/session.ts";
@@ -84,6 +91,7 @@ import {
   errnoText,
   fromSockaddr,
   IPPROTO_TCP,
+  MSG_DONTWAIT,
   MSG_NOSIGNAL,
   type Native,
   setEpollEvent,
@@ -216,6 +224,10 @@ export class EchoLoop {
   /** UDP: the batch of datagrams, and what they mean. */
   #batch: DatagramBatch | undefined;
   #datagramPolicy: DatagramPolicy | undefined;
+  /** UDP: datagram faults on the replies, if any, and held replies' peers. */
+  #datagramFaults: DatagramFaults | undefined;
+  #heldPeers = new Map<string, Uint8Array>();
+  #nextHeld = Infinity;
   /** Broadcast and chat: the clients as the relay's members. */
   #relay: RelayMembers | undefined;
   /** The socket file's path, on a Unix socket. */
@@ -255,6 +267,7 @@ export class EchoLoop {
       }, server.maxLineBytes);
     }
     this.#faults = new FaultedConns(faultSet(server.faults), {
+      end: (fd) => this.#end(fd, "ended by a fault"),
       consume: (fd, bytes) => void this.#consume(fd, bytes, bytes.length),
       eof: (fd) => {
         if (this.#conns.has(fd)) this.#eof(fd);
@@ -280,7 +293,7 @@ export class EchoLoop {
         );
         if (this.#config.logDebug) this.#record(record);
       },
-    });
+    }, server.liveFaults);
     if (server.upstream !== undefined) {
       this.#upstreams = new Upstreams(
         native,
@@ -329,6 +342,9 @@ export class EchoLoop {
     if (config.udpFd >= 0) {
       this.#ctl(EPOLL_CTL_ADD, config.udpFd, EPOLLIN);
       this.#batch = new DatagramBatch(native);
+      if (config.server.faults.some(isDatagram)) {
+        this.#datagramFaults = new DatagramFaults(config.server.faults);
+      }
       this.#datagramPolicy = new DatagramPolicy(
         config.server,
         this.#udpAddress(),
@@ -420,7 +436,12 @@ export class EchoLoop {
   /** Connections accepted from now on get `faults`; open ones keep theirs. */
   setFaults(faults: readonly Fault[]): void {
     this.#mailTaken++;
-    this.#faults.set(faultSet(faults));
+    if (this.#batch !== undefined) {
+      this.#datagramFaults = faults.some(isDatagram)
+        ? new DatagramFaults(faults, Math.random, this.#datagramFaults?.counts)
+        : undefined;
+    }
+    this.#faults.set(faultSet(faults), Date.now());
   }
 
   /** Whether operator lines were posted that the loop has not taken. */
@@ -528,6 +549,7 @@ export class EchoLoop {
     if (this.#upstreams !== undefined) {
       at = Math.min(at, this.#upstreams.nextTimer);
     }
+    at = Math.min(at, this.#nextHeld);
     if (this.#tls !== undefined) {
       for (const fd of this.#tls.stalled) if (this.#readsNow(fd)) return 0;
       at = Math.min(at, this.#tls.nextTimer);
@@ -562,6 +584,7 @@ export class EchoLoop {
     this.#tls?.timers(now);
     if (this.#faults.size > 0 || this.#faults.holding) this.#faults.timers(now);
     this.#upstreams?.timers(now);
+    if (now >= this.#nextHeld) this.#releaseHeld(now);
     if (now >= this.#nextTrim) this.#trimIdle(now);
     const conns = this.#conns;
     if (conns.paused.size > 0) {
@@ -709,7 +732,8 @@ export class EchoLoop {
         }
         continue;
       }
-      const needsPeer = policy.needsPeer || logDebug;
+      const faults = this.#datagramFaults;
+      const needsPeer = policy.needsPeer || logDebug || faults !== undefined;
       if (!needsPeer) {
         // Echo mode without rules: every datagram goes back as it came.
         policy.receivedAll(n, batch.echoAll(n));
@@ -722,9 +746,10 @@ export class EchoLoop {
         const data = batch.data(i);
         const peer = needsPeer ? batch.peer(i) : undefined;
         const reply = policy.receive(data, peer, this.#now);
-        if (reply === undefined) {
+        if (reply === undefined || faults !== undefined) {
           this.#sendDatagrams(from, i);
           from = i + 1;
+          if (reply !== undefined) this.#faultedReply(i, reply, peer!);
           continue;
         }
         batch.reply(i, reply);
@@ -739,6 +764,62 @@ export class EchoLoop {
       this.#sendDatagrams(from, n);
       if (n < BATCH) return;
     }
+  }
+
+  /**
+   * Sends the replies datagram faults let go for datagram `i`'s `reply`
+   * to `peer`, at once; keeps the peers of those held back (reorder).
+   */
+  #faultedReply(i: number, reply: Uint8Array, peer: Deno.NetAddr): void {
+    const faults = this.#datagramFaults!;
+    const key = formatAddr(peer);
+    const name = this.#batch!.peerName(i);
+    const out = faults.reply(peer.hostname, reply, this.#now, key);
+    const { counters } = this.#config;
+    const { dropped, duplicated, corrupted, reordered } = faults.counts;
+    setFaultCount(counters, "drop", dropped);
+    setFaultCount(counters, "duplicate", duplicated);
+    setFaultCount(counters, "corrupt", corrupted);
+    setFaultCount(counters, "reorder", reordered);
+    for (const bytes of out) this.#sendTo(bytes, name);
+    if (faults.holds(key)) {
+      this.#heldPeers.set(key, name);
+      this.#nextHeld = Math.min(this.#nextHeld, this.#now + REORDER_HOLD_MS);
+    }
+  }
+
+  /** Sends held replies whose hold is over. */
+  #releaseHeld(now: number): void {
+    const faults = this.#datagramFaults;
+    if (faults === undefined) {
+      this.#heldPeers.clear();
+      this.#nextHeld = Infinity;
+      return;
+    }
+    const { out, next } = faults.due(now);
+    for (const [key, bytes] of out) {
+      const name = this.#heldPeers.get(key);
+      if (name !== undefined) this.#sendTo(bytes, name);
+    }
+    for (const key of [...this.#heldPeers.keys()]) {
+      if (!faults.holds(key)) this.#heldPeers.delete(key);
+    }
+    this.#nextHeld = next;
+  }
+
+  /** Sends one datagram to the `sockaddr` `name`, counted if it went. */
+  #sendTo(bytes: Uint8Array, name: Uint8Array): void {
+    const w = this.#native.libc.sendto(
+      this.#config.udpFd,
+      bytes,
+      bytes.length,
+      MSG_DONTWAIT,
+      name,
+      name.length,
+    );
+    if (w < 0) return; // A full buffer or an unreachable peer: dropped.
+    this.#config.counters[DATAGRAMS_OUT]++;
+    this.#config.counters[DATAGRAM_BYTES_OUT] += bytes.length;
   }
 
   /** Sends the replies of datagrams `from` to `to` of the batch. */
@@ -1086,7 +1167,11 @@ export class EchoLoop {
         return this.#end(fd, reason(errno));
       }
       if (r === 0) {
-        if (this.#faults.size > 0 && this.#faults.has(fd)) {
+        if (
+          this.#faults.size > 0 && this.#faults.has(fd) &&
+          !(this.#faults.passes(fd, "receive") &&
+            this.#faults.passes(fd, "send"))
+        ) {
           // The faults pass the end on in its time; nothing more to read.
           this.#hold(fd, HOLD_EOF);
           return this.#faults.ended(fd, this.#now);
@@ -1094,7 +1179,10 @@ export class EchoLoop {
         return this.#eof(fd);
       }
       bucket?.take(r);
-      if (this.#faults.size > 0 && this.#faults.has(fd)) {
+      if (
+        this.#faults.size > 0 && this.#faults.has(fd) &&
+        !this.#faults.passes(fd, "receive")
+      ) {
         this.#faults.received(fd, buffer.slice(0, r), this.#now);
         if (r < length || !conns.has(fd) || conns.held.has(fd)) return;
         continue;
@@ -1327,7 +1415,10 @@ export class EchoLoop {
    * error.
    */
   #send(fd: number, bytes: Uint8Array, length: number): number {
-    if (this.#faults.size > 0 && this.#faults.has(fd)) {
+    if (
+      this.#faults.size > 0 && this.#faults.has(fd) &&
+      !this.#faults.passes(fd, "send")
+    ) {
       // Through the send faults, in their time (a copy: `bytes` may be
       // the read buffer).
       this.#faults.send(fd, bytes.slice(0, length), this.#now);
