@@ -85,6 +85,11 @@ engineTest(
       assert.equal(got.end, "eof", direction);
       assert.deepEqual(got.bytes, bytes(1000), direction);
       assert.equal(server.stats.faultActions.limit, 1, direction);
+      // Closed for the reason the fault gave, not as the client's end (once
+      // the server has finished: the client may see its end first).
+      await server.shutdown();
+      assert.equal(server.stats.closed.fault, 1, direction);
+      assert.equal(server.stats.closed.closedByClient, 0, direction);
     }
   },
 );
@@ -203,5 +208,53 @@ engineTest(
       bytes: bytes(100),
       end: "eof",
     });
+  },
+);
+
+engineTest(
+  "down how=refuse: connects are refused while it holds, from the start or live; lifted, the same port answers (workers too)",
+  async (engine) => {
+    for (const workers of [1, 2]) {
+      await using server = serveEcho({
+        port: 0,
+        engine,
+        workers,
+        faults: [{ kind: "down", how: "refuse" }],
+      });
+      await server.ready;
+      const { port } = server.addr;
+      await assert.rejects(
+        Deno.connect({ port }),
+        Deno.errors.ConnectionRefused,
+        `${workers}`,
+      );
+      await server.setFaults([]);
+      assert.deepEqual(await echo(port, 100), {
+        bytes: bytes(100),
+        end: "eof",
+      });
+      // An open connection is not closed by it: only new ones are refused.
+      using open = await Deno.connect({ port });
+      await writeAll(open, bytes(1));
+      assert.deepEqual(await readExactly(open, 1), bytes(1));
+      await server.setFaults([{ kind: "down", how: "refuse" }]);
+      await assert.rejects(
+        Deno.connect({ port }),
+        Deno.errors.ConnectionRefused,
+      );
+      await writeAll(open, bytes(1));
+      assert.deepEqual(await readExactly(open, 1), bytes(1));
+      await server.setFaults([]);
+      assert.deepEqual(await echo(port, 10), { bytes: bytes(10), end: "eof" });
+    }
+    assert.throws(
+      () =>
+        serveEcho({
+          port: 0,
+          engine,
+          faults: [{ kind: "down", how: "refuse", clients: ["10.0.0.0/8"] }],
+        }),
+      /refuse stops the listener for everyone: give it no clients and no rate/,
+    );
   },
 );

@@ -130,10 +130,14 @@ Deno.test("what an engine cannot act out is refused with its reason; a bad spec 
     );
   }
   assert.throws(
-    () => serveEcho({ port: 0, faults: [{ kind: "down", how: "refuse" }] }),
+    () =>
+      serveEcho({
+        path: "/tmp/never-made.sock",
+        faults: [{ kind: "down", how: "refuse" }],
+      }),
     (error: Error) =>
       error.message ===
-        "Cannot use engine: default does not serve down faults that refuse (the listener stops)",
+        "Cannot use engine: default does not serve down faults that refuse, on a Unix socket",
   );
   assert.throws(
     () => serveEcho({ port: 0, faults: [{ kind: "reset", bytes: 1 }] }),

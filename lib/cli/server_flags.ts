@@ -279,7 +279,8 @@ export const SERVER_FLAGS = {
       "ones before let through: latency:ms=100,jitter=20 (distribution=" +
       "normal), bandwidth:bytesPerSecond=100000, slicer:size=16,delayMs=5, " +
       "limit:bytes=1024 (then FIN), hang:bytes=0,forMs=5000, " +
-      "slow_close:ms=1000, down (closed at once); on --udp replies " +
+      "slow_close:ms=1000, down (closed at once; how=refuse: the listener " +
+      "stops), reset:bytes=1024 (native); on --udp replies " +
       "drop:probability=0.1, " +
       "duplicate, corrupt (one bit), reorder (window=4); each also takes " +
       "direction=receive|send, " +

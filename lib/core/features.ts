@@ -79,6 +79,18 @@ export const FEATURES = {
     name: "down faults that refuse (the listener stops)",
     uses: (c) => c.faults.some((f) => f.kind === "down" && f.how === "refuse"),
   },
+  refuseFaultsTls: {
+    name: "down faults that refuse, on TLS",
+    uses: (c) =>
+      c.listen.transport === "tls" &&
+      c.faults.some((f) => f.kind === "down" && f.how === "refuse"),
+  },
+  refuseFaultsUnix: {
+    name: "down faults that refuse, on a Unix socket",
+    uses: (c) =>
+      c.listen.transport === "unix" &&
+      c.faults.some((f) => f.kind === "down" && f.how === "refuse"),
+  },
   liveFaults: {
     name: "faults that follow changes on open connections (liveFaults)",
     uses: (c) => c.liveFaults,

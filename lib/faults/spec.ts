@@ -279,6 +279,15 @@ export function checkFault(entry: unknown, at = "fault"): Fault {
     const problem = cidrProblem(cidr);
     if (problem !== undefined) throw bad("clients", problem);
   }
+  if (
+    kind === "down" && checked.how === "refuse" &&
+    ((clients as string[]).length > 0 || rate !== 1)
+  ) {
+    throw bad(
+      "how",
+      "refuse stops the listener for everyone: give it no clients and no rate",
+    );
+  }
   return {
     ...checked,
     name,

@@ -26,7 +26,7 @@ export interface FaultHooks {
   /** Bytes the receive faults let through reach the mode, as if read. */
   consume(fd: number, bytes: Uint8Array): void;
   /** The client's end of stream (or a limit's) reaches the mode. */
-  eof(fd: number): void;
+  eof(fd: number, byFault: boolean): void;
   /**
    * Writes `bytes` to the socket after what it owes (keeping what it does
    * not take); false once the connection has ended.
@@ -72,6 +72,8 @@ class Faulted {
   sendStopped = false;
   /** The mode has seen its end of stream. */
   eof = false;
+  /** A fault, not the client, ends its stream (a limit, a hang's time). */
+  eofByFault = false;
   /**
    * The end of stream is due, but bytes the mode sent before it are still
    * on their way out: the mode sees it once they are written (it ends the
@@ -232,7 +234,7 @@ export class FaultedConns {
     if (c.hung) {
       // A hung connection ends when its client does.
       c.eof = true;
-      return this.#hooks.eof(fd);
+      return this.#hooks.eof(fd, true);
     }
     this.#add(c.ins, c.in.end(now), () => this.#eof(fd, c));
   }
@@ -370,7 +372,7 @@ export class FaultedConns {
     }
     c.eof = true;
     c.eofWaits = false;
-    this.#hooks.eof(fd);
+    this.#hooks.eof(fd, c.eofByFault);
   }
 
   /** Holds reading while a megabyte waits either way, or while hung. */
@@ -408,13 +410,16 @@ export class FaultedConns {
           at: ending.at + ending.forMs,
           run: () => {
             c.eof = true;
-            hooks.eof(fd);
+            hooks.eof(fd, true);
           },
         });
       }
       return;
     }
-    if (side === "receive") return this.#eof(fd, c);
+    if (side === "receive") {
+      c.eofByFault = true;
+      return this.#eof(fd, c);
+    }
     c.sendStopped = true;
     hooks.closeWrite(fd);
   }

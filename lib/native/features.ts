@@ -27,4 +27,6 @@ export const NATIVE_FEATURES: ReadonlySet<Feature> = new Set<Feature>([
   "proxyMode",
   "liveFaults",
   "datagramFaults",
+  "refuseFaults",
+  "refuseFaultsTls",
 ]);

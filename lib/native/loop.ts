@@ -97,8 +97,11 @@ import {
   setEpollEvent,
   SHUT_WR,
   SO_LINGER,
+  SO_REUSEADDR,
+  SO_REUSEPORT,
   SOCK_CLOEXEC,
   SOCK_NONBLOCK,
+  SOCK_STREAM,
   SOCKADDR_MAX,
   SOL_SOCKET,
   TCP_NODELAY,
@@ -224,6 +227,13 @@ export class EchoLoop {
   /** UDP: the batch of datagrams, and what they mean. */
   #batch: DatagramBatch | undefined;
   #datagramPolicy: DatagramPolicy | undefined;
+  /**
+   * While a `down` fault refuses connects: the listening socket is closed,
+   * and this is its address and options, to listen again when it is lifted.
+   */
+  #refused:
+    | { name: Uint8Array; family: number; reusePort: boolean }
+    | undefined;
   /** UDP: datagram faults on the replies, if any, and held replies' peers. */
   #datagramFaults: DatagramFaults | undefined;
   #heldPeers = new Map<string, Uint8Array>();
@@ -245,6 +255,8 @@ export class EchoLoop {
   #upstreams: Upstreams | undefined;
   /** Clients whose half-close waits for what they owe (proxy mode). */
   #shutAfterFlush = new Set<number>();
+  /** Connections a fault ended (the mode saw an end the client did not send). */
+  #faultEnded = new Set<number>();
 
   constructor(native: Native, config: LoopConfig) {
     this.#native = native;
@@ -269,8 +281,10 @@ export class EchoLoop {
     this.#faults = new FaultedConns(faultSet(server.faults), {
       end: (fd) => this.#end(fd, "ended by a fault"),
       consume: (fd, bytes) => void this.#consume(fd, bytes, bytes.length),
-      eof: (fd) => {
-        if (this.#conns.has(fd)) this.#eof(fd);
+      eof: (fd, byFault) => {
+        if (!this.#conns.has(fd)) return;
+        if (byFault) this.#faultEnded.add(fd);
+        this.#eof(fd);
       },
       write: (fd, bytes) => this.#writeOwed(fd, bytes),
       owes: (fd) => this.#conns.owing[fd] === 1,
@@ -338,6 +352,12 @@ export class EchoLoop {
     this.#ctl(EPOLL_CTL_ADD, config.wakeFd, EPOLLIN);
     if (config.listenFd >= 0) {
       this.#ctl(EPOLL_CTL_ADD, config.listenFd, EPOLLIN);
+      // Down, refusing: not listening until the fault is lifted.
+      this.#refuse(
+        config.server.faults.some((f) =>
+          f.kind === "down" && f.how === "refuse"
+        ),
+      );
     }
     if (config.udpFd >= 0) {
       this.#ctl(EPOLL_CTL_ADD, config.udpFd, EPOLLIN);
@@ -366,7 +386,7 @@ export class EchoLoop {
   run(): "mail" | "done" {
     const { libc } = this.#native;
     const conns = this.#conns;
-    const { wakeFd, listenFd, udpFd } = this.#config;
+    const { wakeFd, udpFd } = this.#config;
     try {
       while (this.#listening || conns.size > 0 || this.#faults.holding) {
         this.#flushRecords();
@@ -386,7 +406,7 @@ export class EchoLoop {
         for (let i = 0; i < n; i++) {
           const fd = epollFd(this.#eventsView, i);
           if (fd === wakeFd) this.#woken();
-          else if (fd === listenFd) this.#accept();
+          else if (fd === this.#config.listenFd) this.#accept();
           else if (fd === udpFd) this.#datagrams();
           else if (conns.has(fd)) {
             this.#ready(fd, epollEvents(this.#eventsView, i));
@@ -436,6 +456,7 @@ export class EchoLoop {
   /** Connections accepted from now on get `faults`; open ones keep theirs. */
   setFaults(faults: readonly Fault[]): void {
     this.#mailTaken++;
+    this.#refuse(faults.some((f) => f.kind === "down" && f.how === "refuse"));
     if (this.#batch !== undefined) {
       this.#datagramFaults = faults.some(isDatagram)
         ? new DatagramFaults(faults, Math.random, this.#datagramFaults?.counts)
@@ -566,7 +587,10 @@ export class EchoLoop {
 
   #timers(): void {
     const now = this.#now;
-    if (this.#acceptPaused && now >= this.#acceptAt && this.#listening) {
+    if (
+      this.#acceptPaused && now >= this.#acceptAt && this.#listening &&
+      this.#refused === undefined
+    ) {
       this.#acceptPaused = false;
       this.#ctl(EPOLL_CTL_ADD, this.#config.listenFd, EPOLLIN);
     }
@@ -805,6 +829,62 @@ export class EchoLoop {
       if (!faults.holds(key)) this.#heldPeers.delete(key);
     }
     this.#nextHeld = next;
+  }
+
+  /**
+   * Stops listening (`on`: connects are refused, as by a host with nothing
+   * on the port), or listens again on the same address.
+   */
+  #refuse(on: boolean): void {
+    const { libc } = this.#native;
+    const listenFd = this.#config.listenFd;
+    if (!this.#listening || listenFd < 0 && this.#refused === undefined) return;
+    if (on && this.#refused === undefined) {
+      const name = new Uint8Array(SOCKADDR_MAX);
+      const length = new Uint32Array([name.length]);
+      libc.getsockname(listenFd, name, length);
+      const option = new Int32Array(1);
+      const optionLength = new Uint32Array([4]);
+      libc.getsockopt(listenFd, SOL_SOCKET, SO_REUSEPORT, option, optionLength);
+      this.#refused = {
+        name: name.slice(0, length[0]),
+        family: new DataView(name.buffer).getUint16(0, true),
+        reusePort: option[0] !== 0,
+      };
+      if (!this.#acceptPaused) this.#ctl(EPOLL_CTL_DEL, listenFd, 0);
+      libc.close(listenFd);
+      this.#config.listenFd = -1;
+      this.#acceptPaused = false;
+      return;
+    }
+    if (on || this.#refused === undefined) return;
+    const { name, family, reusePort } = this.#refused;
+    const fd = libc.socket(
+      family,
+      SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+      0,
+    );
+    const one = new Int32Array([1]);
+    libc.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, 4);
+    if (reusePort) libc.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, one, 4);
+    if (
+      fd < 0 || libc.bind(fd, name, name.length) < 0 ||
+      libc.listen(fd, BACKLOG) < 0
+    ) {
+      const error = errnoText(this.#native.errno());
+      if (fd >= 0) libc.close(fd);
+      // Another socket took the port meanwhile: said, and tried again at
+      // the next change of the faults.
+      this.#record({
+        level: "error",
+        message: "Cannot listen again on {address}: {error}",
+        properties: { address: this.#config.address, error },
+      });
+      return;
+    }
+    this.#refused = undefined;
+    this.#config.listenFd = fd;
+    this.#ctl(EPOLL_CTL_ADD, fd, EPOLLIN);
   }
 
   /** Sends one datagram to the `sockaddr` `name`, counted if it went. */
@@ -1603,6 +1683,7 @@ export class EchoLoop {
   #end(fd: number, why: string, halfClose = false): void {
     const conns = this.#conns;
     if (!conns.has(fd)) return;
+    if (this.#faultEnded.delete(fd)) why = "ended by a fault";
     const peer = conns.peers.get(fd) ?? "";
     this.#relay?.left(fd);
     this.#upstreams?.close(fd);
@@ -1642,6 +1723,8 @@ export class EchoLoop {
 
 /** `struct linger` { l_onoff 1, l_linger 0 }: close() resets. */
 const LINGER_0 = new Int32Array([1, 0]);
+/** The listen queue of a socket made again (as native_server.ts's). */
+const BACKLOG = 4096;
 
 /** The faults that act on connections among `faults`, ready to match. */
 function faultSet(faults: readonly Fault[]): FaultSet | undefined {

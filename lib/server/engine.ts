@@ -37,7 +37,12 @@ import {
 import { ConnectionMember, relayLines } from "./relay_lines.ts";
 import { runSession, streamFacts } from "./run_session.ts";
 import { forward, UpstreamLink } from "./forward.ts";
-import type { ServerConfig, TlsListen, TlsSettings } from "../core/config.ts";
+import type {
+  ListenConfig,
+  ServerConfig,
+  TlsListen,
+  TlsSettings,
+} from "../core/config.ts";
 import { Connection, type Listener } from "./connection.ts";
 import {
   ACCEPTED,
@@ -50,7 +55,8 @@ import {
   sumStats,
 } from "../core/counters.ts";
 import { transportFor } from "../transport/choose.ts";
-import type { Transport } from "../transport/transport.ts";
+import type { WrappedConn } from "../transport/wrapped.ts";
+import type { Transport, TransportEvents } from "../transport/transport.ts";
 import type { ClusterStatus, EchoMode, EchoServerStats } from "../types.ts";
 import type { Backend } from "../core/handle.ts";
 import { acceptExhausted, drainPolitely } from "../core/lifecycle.ts";
@@ -59,6 +65,11 @@ import type { Ending } from "../core/endings.ts";
 const logger = getLogger([LOG_CATEGORY, "server"]);
 
 const encoder = new TextEncoder();
+
+/** Whether `faults` hold a down fault that refuses connects. */
+function refuses(faults: readonly Fault[]): boolean {
+  return faults.some((f) => f.kind === "down" && f.how === "refuse");
+}
 
 /** What a listener shares with the others of the same server. */
 export interface Shared {
@@ -97,6 +108,17 @@ export class Server implements Backend {
   #faults: FaultBox;
   /** Proxy mode's way to its upstream. */
   #upstream: UpstreamLink | undefined;
+  /** What the transport tells, and how it binds (to listen again). */
+  #events: TransportEvents;
+  #reusePort: boolean;
+  /** A down fault refuses connects: the listener is closed until lifted. */
+  #refusing = false;
+  /** Wakes the accept loop once the listener is back. */
+  #resume: (() => void) | undefined;
+  /** Says that the accept loop saw its listener closed (refusing). */
+  #stoppedAccepting: (() => void) | undefined;
+  /** The refusal at the start, once the listener is closed. */
+  #refusal: Promise<void> = Promise.resolve();
   #ownRelay: Relay | undefined;
   /** Until a listener that had to ask first (see Transport) is there. */
   #listener: Deno.Listener | undefined;
@@ -139,25 +161,27 @@ export class Server implements Backend {
     this.#faults = new FaultBox(config.faults, config.liveFaults);
     this.#upstream = config.upstream &&
       new UpstreamLink(config.upstream, shared.counters, this.#log);
+    this.#reusePort = shared.reusePort;
+    this.#events = {
+      handshakeFailed: (peer, reason) =>
+        this.#emit(handshakeFailed(this.#counters, peer, reason)),
+      handshaken: (ms) => countHandshake(this.#counters, ms),
+      proxyFailed: (peer, reason) =>
+        this.#emit(proxyFailed(this.#counters, peer, reason)),
+      refused: (peer, refusal) => {
+        const record = refused(this.#counters, peer, refusal);
+        if (this.#log.isEnabledFor("info")) this.#emit(record);
+      },
+      delayed: (bytes) => this.#counters[FAULT_DELAYED] += bytes,
+      faulted: (peer, action, faults) => {
+        const record = faulted(this.#counters, peer, action, faults);
+        if (this.#log.isEnabledFor("debug")) this.#emit(record);
+      },
+    };
     this.#transport = transportFor(
       config.listen,
       shared.reusePort,
-      {
-        handshakeFailed: (peer, reason) =>
-          this.#emit(handshakeFailed(this.#counters, peer, reason)),
-        handshaken: (ms) => countHandshake(this.#counters, ms),
-        proxyFailed: (peer, reason) =>
-          this.#emit(proxyFailed(this.#counters, peer, reason)),
-        refused: (peer, refusal) => {
-          const record = refused(this.#counters, peer, refusal);
-          if (this.#log.isEnabledFor("info")) this.#emit(record);
-        },
-        delayed: (bytes) => this.#counters[FAULT_DELAYED] += bytes,
-        faulted: (peer, action, faults) => {
-          const record = faulted(this.#counters, peer, action, faults);
-          if (this.#log.isEnabledFor("debug")) this.#emit(record);
-        },
-      },
+      this.#events,
       config,
       this.#faults,
     );
@@ -177,9 +201,11 @@ export class Server implements Backend {
       this.ready.catch(() => {}); // Whoever awaits it sees the error.
     } else {
       this.addr = listening.addr;
-      this.ready = this.#ownRelay?.ready ?? Promise.resolve();
-      this.ready.catch(() => {}); // Whoever awaits it sees the error.
       this.#start(listening);
+      // Ready once a down fault that refuses has closed the listener too.
+      this.ready = Promise.all([this.#ownRelay?.ready, this.#refusal])
+        .then(() => {});
+      this.ready.catch(() => {}); // Whoever awaits it sees the error.
     }
   }
 
@@ -197,6 +223,7 @@ export class Server implements Backend {
       mode: this.mode,
     });
     this.#acceptLoop();
+    this.#refusal = this.#refuse(refuses(this.#config.faults));
   }
 
   get stats(): EchoServerStats {
@@ -291,7 +318,7 @@ export class Server implements Backend {
       );
       this.#faults.set(faults);
       this.#config = { ...this.#config, faults };
-      return Promise.resolve();
+      return this.#refuse(refuses(faults));
     } catch (error) {
       return Promise.reject(error);
     }
@@ -323,8 +350,52 @@ export class Server implements Backend {
   #closeListener(): void {
     if (!this.#listening) return;
     this.#listening = false;
-    this.#listener?.close();
+    if (!this.#refusing) this.#listener?.close();
     this.#wakeBackoff?.();
+    this.#resume?.();
+    this.#stoppedAccepting?.();
+  }
+
+  /**
+   * Stops listening (`on`: connects are refused, as by a host with nothing
+   * on the port), or listens again on the same address (TCP).
+   */
+  #refuse(on: boolean): Promise<void> {
+    if (!this.#listening || on === this.#refusing) return Promise.resolve();
+    if (on) {
+      this.#refusing = true;
+      // Deno lets the socket go once the accept waiting on it has failed.
+      const { promise, resolve } = Promise.withResolvers<void>();
+      this.#stoppedAccepting = resolve;
+      this.#listener?.close();
+      return promise;
+    }
+    let listener: Deno.Listener;
+    let transport: Transport;
+    try {
+      const { port } = this.addr as Deno.NetAddr;
+      transport = transportFor(
+        { ...this.#config.listen, port } as ListenConfig,
+        this.#reusePort,
+        this.#events,
+        this.#config,
+        this.#faults,
+      );
+      listener = transport.listen() as Deno.Listener;
+    } catch (error) {
+      // Another socket took the port meanwhile: said, and tried again at
+      // the next change of the faults.
+      this.#log.error("Cannot listen again on {address}: {error}", {
+        address: formatAddr(this.addr),
+        error: describeError(error),
+      });
+      return Promise.resolve();
+    }
+    this.#transport = transport;
+    this.#listener = listener;
+    this.#refusing = false;
+    this.#resume?.();
+    return Promise.resolve();
   }
 
   #finishAll(reason: Ending): void {
@@ -356,10 +427,21 @@ export class Server implements Backend {
     let backoff = 0;
     while (this.#listening) {
       let conn: Deno.Conn;
+      const listener = this.#listener!;
       try {
-        conn = await this.#listener!.accept();
+        conn = await listener.accept();
       } catch (error) {
         if (!this.#listening) break;
+        if (this.#refusing || listener !== this.#listener) {
+          // A down fault closed the listener: wait until it is back.
+          if (this.#refusing) {
+            this.#stoppedAccepting?.();
+            this.#stoppedAccepting = undefined;
+            await new Promise<void>((resolve) => this.#resume = resolve);
+            this.#resume = undefined;
+          }
+          continue;
+        }
         if (!acceptExhausted((error as { code?: string }).code)) {
           // This one connection is gone; the listener is fine.
           const record = acceptFailed(this.#counters, describeError(error));
@@ -468,6 +550,8 @@ export class Server implements Backend {
   }
 
   #ended(c: Connection, reason: string): void {
+    // A fault that ended it on purpose says so, whatever the mode saw.
+    reason = (c.conn as Partial<WrappedConn>).endedBy?.() ?? reason;
     if (c.member !== undefined) this.#relay?.leave(c.member);
     c.close(reason);
     this.#connections.delete(c);

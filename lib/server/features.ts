@@ -15,6 +15,6 @@ import { type Feature, FEATURES } from "../core/features.ts";
 export const STREAMS_FEATURES: ReadonlySet<Feature> = new Set(
   (Object.keys(FEATURES) as Feature[]).filter((f) =>
     f !== "clientCerts" && f !== "sni" && f !== "unixTls" &&
-    f !== "resetFaults" && f !== "refuseFaults"
+    f !== "resetFaults" && f !== "refuseFaultsTls" && f !== "refuseFaultsUnix"
   ),
 );

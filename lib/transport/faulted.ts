@@ -182,6 +182,8 @@ export class FaultedConn extends WrappedConn implements LiveConn {
   #closed = false;
   /** Why a fault closed it (down), for the mode's reads and writes. */
   #aborted: Error | undefined;
+  /** A fault ended it (a limit, a hang's time, a down). */
+  #endedByFault = false;
   /** The last read of the socket made straight for the mode. */
   #directRead: Promise<unknown> | undefined;
   #acted: (action: FaultAction) => void;
@@ -243,8 +245,13 @@ export class FaultedConn extends WrappedConn implements LiveConn {
     this.#schedule(this.#outTimes, send, "send");
   }
 
+  override endedBy(): string | undefined {
+    return this.#endedByFault ? "ended by a fault" : undefined;
+  }
+
   /** Closes the socket now because of a fault; the mode sees `error`. */
   #abort(error: Error): void {
+    this.#endedByFault = true;
     this.#aborted = error;
     this.#readError ??= error;
     this.#writeError ??= error;
@@ -464,6 +471,7 @@ export class FaultedConn extends WrappedConn implements LiveConn {
   /** A fault ends the connection as `ending` says. */
   #end(ending: Ending, direction: "receive" | "send"): void {
     this.#acted(ending.end === "fin" ? "limit" : ending.end);
+    this.#endedByFault = true;
     if (ending.end === "hang") {
       // Nothing more either way; the mode's reads wait, its writes vanish.
       this.#hung = true;

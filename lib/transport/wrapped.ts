@@ -60,6 +60,14 @@ export class WrappedConn implements Deno.Conn {
     return this.inner.writable;
   }
 
+  /**
+   * Why the connection ended when a layer below ended it on purpose (a
+   * fault), for the engine's log and counters; undefined otherwise.
+   */
+  endedBy(): string | undefined {
+    return (this.inner as Partial<WrappedConn>).endedBy?.();
+  }
+
   [Symbol.dispose](): void {
     this.close();
   }

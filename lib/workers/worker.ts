@@ -179,7 +179,11 @@ function start(message: Extract<ToWorker, { t: "start" }>): void {
     send({ t: "failed", error: describeError(error) });
     return;
   }
-  send({ t: "listening" });
+  // Once it serves as asked (a down fault that refuses: not listening).
+  server.ready.then(
+    () => send({ t: "listening" }),
+    (error) => send({ t: "failed", error: describeError(error) }),
+  );
   server.finished.then(() => send({ t: "finished" }));
 }
 
