@@ -45,17 +45,26 @@ const USAGE =
   --reps N       repetitions, taking turns (default: 3)
   --duration S   seconds each load runs, after a 1 s warm-up (default: 5)
   --bytes N      the bandwidth cell's echo, at 1 MB/s (default: 5000000)
+  --before REF   the commit whose server the first cell compares with (default:
+                 b6ac5a7^, the last before issue 23; none: leave it out)
   --help         print this and exit`;
 
-/** The default engine's server, with `faults` (each a --fault) and `more`. */
-function server(faults: string[], more: string[] = []): string[] {
+/**
+ * The default engine's server, with `faults` (each a --fault) and `more`;
+ * `root`: another checkout's (the code before issue 23).
+ */
+function server(
+  faults: string[],
+  more: string[] = [],
+  root = ROOT,
+): string[] {
   return [
     DENO,
     "run",
-    LOCK,
+    root === ROOT ? LOCK : `--lock=${root}deno.lock`,
     "--allow-net",
-    `--allow-read=${ROOT}lib`,
-    `${ROOT}server.ts`,
+    `--allow-read=${root}lib`,
+    `${root}server.ts`,
     ...["--port", "0", "--log-level", "error"],
     ...faults.flatMap((fault) => ["--fault", fault]),
     ...more,
@@ -66,6 +75,8 @@ interface Options {
   reps: number;
   duration: number;
   bytes: number;
+  /** A checkout of the code before issue 23, for the first cell. */
+  before: string | undefined;
 }
 
 /** One repetition's figures. */
@@ -75,6 +86,8 @@ interface Cells {
   cpuSpared: number;
   /** The same with --control, no faults: every connection through faults. */
   cpuLive: number;
+  /** No faults, the code before issue 23 (NaN without it). */
+  cpuBefore: number;
   /** Median round trip without and with 100 ms of latency (µs). */
   p50None: number;
   p50Latency: number;
@@ -95,8 +108,8 @@ async function repetition(o: Options, pinned: boolean): Promise<Cells> {
     },
   ) => r.connectErrors + r.mismatches + r.otherErrors + r.closedBeforeEcho;
   let errors = 0;
-  const cpu = async (faults: string[], more: string[] = []) => {
-    await using s = await start(server(faults, more), pinned);
+  const cpu = async (faults: string[], more: string[] = [], root = ROOT) => {
+    await using s = await start(server(faults, more, root), pinned);
     const before = await s.cpuMs();
     const report = await loadTest({
       port: s.port,
@@ -115,6 +128,7 @@ async function repetition(o: Options, pinned: boolean): Promise<Cells> {
   const cpuNone = await cpu([]);
   const cpuSpared = await cpu(["latency:ms=100,clients=192.0.2.0/24"]);
   const cpuLive = await cpu([], ["--control", "127.0.0.1:0"]);
+  const cpuBefore = o.before === undefined ? NaN : await cpu([], [], o.before);
   const rtt = async (faults: string[]) => {
     await using s = await start(server(faults), pinned);
     const report = await loadTest({
@@ -148,12 +162,49 @@ async function repetition(o: Options, pinned: boolean): Promise<Cells> {
     cpuNone,
     cpuSpared,
     cpuLive,
+    cpuBefore,
     p50None,
     p50Latency,
     jitterSd,
     bandwidthS,
     errors,
   };
+}
+
+/** The last commit before issue 23 (its first: b6ac5a7, the fault spec). */
+const BEFORE = "b6ac5a7^";
+
+/**
+ * The code at `ref` of this repository, in a folder of its own (`git
+ * archive`), or why there is none (no git, a shallow clone, `none`).
+ */
+async function checkoutOf(
+  ref: string,
+): Promise<
+  { dir: string; why?: undefined } | { dir?: undefined; why: string }
+> {
+  if (ref === "none") return { why: "--before none" };
+  const dir = await Deno.makeTempDir({ prefix: "tcp-echo-before-" });
+  const done = await new Deno.Command("bash", {
+    args: [
+      "-c",
+      'git -C "$1" archive "$2" | tar -x -C "$3"',
+      "bash",
+      ROOT,
+      ref,
+      dir,
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output().catch((error) => ({
+    code: 1,
+    stderr: new TextEncoder().encode((error as Error).message),
+  }));
+  if (done.code === 0) return { dir: `${dir}/` };
+  await Deno.remove(dir, { recursive: true });
+  const why = new TextDecoder().decode(done.stderr).trim().split("\n")[0];
+  return { why: `no ${ref} here: ${why}` };
 }
 
 async function main(): Promise<void> {
@@ -163,14 +214,23 @@ async function main(): Promise<void> {
         reps: { type: "string", default: "3" },
         duration: { type: "string", default: "5" },
         bytes: { type: "string", default: "5000000" },
+        before: { type: "string", default: BEFORE },
         help: { type: "boolean" },
       },
       strict: true,
     }).values);
+  const checkout = await checkoutOf(values.before);
+  await using _removed = {
+    [Symbol.asyncDispose]: () =>
+      checkout.dir === undefined
+        ? Promise.resolve()
+        : Deno.remove(checkout.dir, { recursive: true }),
+  };
   const o: Options = {
     reps: Math.round(positive("reps", values.reps)),
     duration: positive("duration", values.duration),
     bytes: Math.round(positive("bytes", values.bytes)),
+    before: checkout.dir,
   };
   const pinned = await pinSelf();
   const cells: Cells[] = [];
@@ -196,6 +256,16 @@ async function main(): Promise<void> {
       }`,
       "",
       markdown(["cell", "measured", "target", "within"], [
+        [
+          `64 B × 50: server µs CPU/round trip, no faults: before issue 23 (${values.before}) → now`,
+          checkout.dir === undefined
+            ? `n/a (${checkout.why})`
+            : `${fmt(m((c) => c.cpuBefore), 2)} → ${
+              fmt(m((c) => c.cpuNone), 2)
+            } (${fmt(m((c) => c.cpuNone / c.cpuBefore), 2)}×)`,
+          "no measurable cost",
+          "",
+        ],
         [
           "64 B × 50: server µs CPU/round trip, no faults → a fault sparing us",
           `${fmt(m((c) => c.cpuNone), 2)} → ${fmt(m((c) => c.cpuSpared), 2)} (${

@@ -198,7 +198,8 @@ export interface ServeEchoOptions {
    * `slow_close` on every mode and transport (on TLS, on its encrypted
    * bytes), and `drop`, `duplicate`, `corrupt` and `reorder` on the replies
    * of `udp`, and `down` that closes; the native engine acts out the
-   * stream faults and `reset` (RST) on TCP and Unix sockets (not yet TLS),
+   * stream faults and `reset` (RST) on every transport (on TLS, on the
+   * plaintext),
    * `down` that closes, and the datagram faults. What an engine cannot act
    * out is refused with its reason.
    */

@@ -240,7 +240,7 @@ Deno.test("bench, bench:yardstick and bench:fanout print their usage, and a bad 
   );
 });
 
-Deno.test("deno task bench:faults measures its five cells without an error", async () => {
+Deno.test("deno task bench:faults measures its six cells without an error", async () => {
   const result = await run(Deno.execPath(), [
     "run",
     LOCK,
@@ -252,6 +252,11 @@ Deno.test("deno task bench:faults measures its five cells without an error", asy
   const out = new TextDecoder().decode(result.stdout);
   assert.match(out, /errors in all runs: 0$/m);
   // The table: a header, its rule, and a row per cell.
-  assert.equal(out.split("\n").filter((l) => l.startsWith("| ")).length, 7);
+  assert.equal(out.split("\n").filter((l) => l.startsWith("| ")).length, 8);
+  // The code before issue 23 measured beside today's (a full clone has it).
+  assert.match(
+    out,
+    /before issue 23 \(b6ac5a7\^\) → now \| (n\/a \(no b6ac5a7\^ here: .*\)|\d+\.\d+ → \d+\.\d+ \(\d+\.\d+×\)) \|/,
+  );
   assert.match(out, /^\| latency 100 ms: the median round trip rises by/m);
 });

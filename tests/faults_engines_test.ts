@@ -7,7 +7,8 @@
 
 import assert from "node:assert/strict";
 import { type FaultSpec, serveEcho } from "../mod.ts";
-import { engineTest } from "./_engines.ts";
+import { ENGINES, engineTest } from "./_engines.ts";
+import { testCertificates } from "./_certs.ts";
 import { readExactly, writeAll } from "./_helpers.ts";
 
 const bytes = (n: number) => Uint8Array.from({ length: n }, (_, i) => i % 251);
@@ -258,3 +259,82 @@ engineTest(
     );
   },
 );
+
+Deno.test("on TLS, the native engine's faults act on the plaintext: a limit exactly, a reset after its bytes, a latency keeping the echo exact", async () => {
+  if (!ENGINES.includes("native")) return;
+  await using certs = await testCertificates();
+  const tls = { cert: certs.cert, key: certs.key };
+  const connect = async (port: number) => {
+    const conn = await Deno.connectTls({
+      hostname: "localhost",
+      port,
+      caCerts: [certs.ca],
+    });
+    await conn.handshake();
+    return conn;
+  };
+  const readUntilEnd = async (conn: Deno.Conn) => {
+    const chunks: number[] = [];
+    const buffer = new Uint8Array(65536);
+    try {
+      while (true) {
+        const n = await conn.read(buffer);
+        if (n === null) return { bytes: Uint8Array.from(chunks), end: "eof" };
+        chunks.push(...buffer.subarray(0, n));
+      }
+    } catch (error) {
+      if (
+        error instanceof Deno.errors.ConnectionReset ||
+        error instanceof Deno.errors.UnexpectedEof
+      ) {
+        return { bytes: Uint8Array.from(chunks), end: "reset" };
+      }
+      throw error;
+    }
+  };
+  {
+    await using server = serveEcho({
+      port: 0,
+      engine: "native",
+      ...tls,
+      faults: [{ kind: "limit", bytes: 1000, direction: "send" }],
+    });
+    await server.ready;
+    using conn = await connect(server.addr.port);
+    const reading = readUntilEnd(conn);
+    await writeAll(conn, bytes(5000));
+    assert.deepEqual(await reading, { bytes: bytes(1000), end: "eof" });
+  }
+  {
+    await using server = serveEcho({
+      port: 0,
+      engine: "native",
+      ...tls,
+      faults: [{ kind: "reset", bytes: 1000, direction: "send" }],
+    });
+    await server.ready;
+    using conn = await connect(server.addr.port);
+    const reading = readUntilEnd(conn);
+    await writeAll(conn, bytes(5000)).catch(() => {});
+    const got = await reading;
+    assert.deepEqual(got.bytes, bytes(1000));
+    assert.equal(got.end, "reset");
+    assert.equal(server.stats.faultActions.reset, 1);
+  }
+  {
+    await using server = serveEcho({
+      port: 0,
+      engine: "native",
+      ...tls,
+      faults: [{ kind: "latency", ms: 100 }],
+    });
+    await server.ready;
+    using conn = await connect(server.addr.port);
+    const started = performance.now();
+    const reading = readUntilEnd(conn);
+    await writeAll(conn, bytes(50_000));
+    await conn.closeWrite();
+    assert.deepEqual(await reading, { bytes: bytes(50_000), end: "eof" });
+    assert.ok(performance.now() - started >= 200);
+  }
+});

@@ -29,4 +29,5 @@ export const NATIVE_FEATURES: ReadonlySet<Feature> = new Set<Feature>([
   "datagramFaults",
   "refuseFaults",
   "refuseFaultsTls",
+  "tlsFaults",
 ]);

@@ -255,6 +255,8 @@ export class EchoLoop {
   #upstreams: Upstreams | undefined;
   /** Clients whose half-close waits for what they owe (proxy mode). */
   #shutAfterFlush = new Set<number>();
+  /** The connection a reset fault ends now: no close_notify before it. */
+  #resetting = -1;
   /** Connections a fault ended (the mode saw an end the client did not send). */
   #faultEnded = new Set<number>();
 
@@ -1247,20 +1249,12 @@ export class EchoLoop {
         return this.#end(fd, reason(errno));
       }
       if (r === 0) {
-        if (
-          this.#faults.size > 0 && this.#faults.has(fd) &&
-          !(this.#faults.passes(fd, "receive") &&
-            this.#faults.passes(fd, "send"))
-        ) {
-          // The faults pass the end on in its time; nothing more to read.
-          this.#hold(fd, HOLD_EOF);
-          return this.#faults.ended(fd, this.#now);
-        }
+        if (this.#faultedEof(fd)) return;
         return this.#eof(fd);
       }
       bucket?.take(r);
       if (
-        this.#faults.size > 0 && this.#faults.has(fd) &&
+        tls === undefined && this.#faults.size > 0 && this.#faults.has(fd) &&
         !this.#faults.passes(fd, "receive")
       ) {
         this.#faults.received(fd, buffer.slice(0, r), this.#now);
@@ -1273,6 +1267,23 @@ export class EchoLoop {
       } else if (!this.#consume(fd, buffer, r)) return;
       if (r < length) return;
     }
+  }
+
+  /**
+   * The client's end of stream, on a connection whose faults pass it on in
+   * their time: true when they take it (nothing more is read).
+   */
+  #faultedEof(fd: number): boolean {
+    const faults = this.#faults;
+    if (
+      faults.size === 0 || !faults.has(fd) ||
+      (faults.passes(fd, "receive") && faults.passes(fd, "send"))
+    ) {
+      return false;
+    }
+    this.#hold(fd, HOLD_EOF);
+    faults.ended(fd, this.#now);
+    return true;
   }
 
   /**
@@ -1304,20 +1315,30 @@ export class EchoLoop {
    */
   #decrypt(fd: number, tls: TlsSession): boolean {
     const conns = this.#conns;
+    const faults = this.#faults;
     const result = this.#tls!.decrypt(
       fd,
       tls,
-      (bytes, length) =>
-        this.#consume(fd, bytes, length) && conns.has(fd) &&
-        conns.owing[fd] === 0,
+      (bytes, length) => {
+        // On TLS, faults act on the plaintext (the handshake goes free).
+        if (
+          faults.size > 0 && faults.has(fd) && !faults.passes(fd, "receive")
+        ) {
+          faults.received(fd, bytes.slice(0, length), this.#now);
+          return conns.has(fd) && !conns.held.has(fd);
+        }
+        return this.#consume(fd, bytes, length) && conns.has(fd) &&
+          conns.owing[fd] === 0;
+      },
     );
     if (result === "more") {
       // A record may have asked for an answer (a key update).
       if (this.#tls!.drain(fd) === "blocked") this.#oweWire(fd);
       return true;
     }
-    if (result === "eof") this.#eof(fd);
-    else if (result === "failed") this.#end(fd, `TLS error: ${tls.error}`);
+    if (result === "eof") {
+      if (!this.#faultedEof(fd)) this.#eof(fd);
+    } else if (result === "failed") this.#end(fd, `TLS error: ${tls.error}`);
     return false;
   }
 
@@ -1540,7 +1561,9 @@ export class EchoLoop {
   #reset(fd: number): void {
     if (!this.#conns.has(fd)) return;
     this.#native.libc.setsockopt(fd, SOL_SOCKET, SO_LINGER, LINGER_0, 8);
+    this.#resetting = fd;
     this.#end(fd, "reset by a fault");
+    this.#resetting = -1;
   }
 
   /**
@@ -1695,9 +1718,10 @@ export class EchoLoop {
     this.#config.counters[ACTIVE]--;
     Atomics.sub(this.#config.open, 0, 1);
     if (this.#tls !== undefined) {
-      // Our close_notify, whatever the reason, as Deno's TLS sends.
+      // Our close_notify, whatever the reason, as Deno's TLS sends (but
+      // for a reset, which is one because nothing says goodbye).
       if (halfClose) this.#tls.closeWrite(fd);
-      else this.#tls.goodbye(fd);
+      else if (fd !== this.#resetting) this.#tls.goodbye(fd);
       this.#tls.forget(fd);
     } else if (halfClose) this.#native.libc.shutdown(fd, SHUT_WR);
     const { libc } = this.#native;
