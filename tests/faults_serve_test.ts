@@ -123,10 +123,9 @@ Deno.test("what an engine cannot act out is refused with its reason; a bad spec 
           port: 0,
           engine: "native",
           mode: "proxy",
-          upstream: "127.0.0.1:1",
-          upstreamTls: true,
+          upstream: "echo.invalid:1",
         }),
-      /Cannot use engine: native does not serve TLS to the upstream \(the default engine does\)/,
+      /Cannot use engine: native does not serve an upstream by host name \(give its IP address\) \(the default engine does\)/,
     );
   }
   assert.throws(

@@ -119,7 +119,7 @@ engineTest(
 );
 
 engineTest(
-  "upstreams over a Unix socket and over TLS (default engine); a PROXY header names the client to the upstream",
+  "upstreams over a Unix socket and over TLS; a PROXY header names the client to the upstream",
   async (engine) => {
     await using certs = await testCertificates();
     const dir = await Deno.makeTempDir();
@@ -130,20 +130,18 @@ engineTest(
         await exchange(viaUnix.addr.port, bytes(100_000), seeded(1)),
         bytes(100_000),
       );
-      // An info server that reads the PROXY header (behind TLS for the
-      // default engine): it tells which client the proxy names.
-      const tls = engine === "default";
+      // An info server behind TLS that reads the PROXY header: it tells
+      // which client the proxy names.
       await using info = serveEcho({
         port: 0,
         mode: "info",
-        ...(tls ? { cert: certs.cert, key: certs.key } : {}),
+        cert: certs.cert,
+        key: certs.key,
         proxyProtocol: true,
       });
       for (const version of ["v1", "v2"] as const) {
         await using via = await proxyTo(engine, `127.0.0.1:${info.addr.port}`, {
-          upstreamTls: tls
-            ? { caCerts: [certs.ca], serverName: "localhost" }
-            : undefined,
+          upstreamTls: { caCerts: [certs.ca], serverName: "localhost" },
           upstreamProxy: version,
         });
         using client = await Deno.connect({ port: via.addr.port });
@@ -156,22 +154,25 @@ engineTest(
         const [port, transport] = new TextDecoder().decode(await reading)
           .trim().split("\n");
         assert.equal(port, String(client.localAddr.port), version);
-        assert.equal(transport, tls ? "tls" : "tcp", version);
+        assert.equal(transport, "tls", version);
       }
-      if (!tls) {
-        assert.throws(
-          () =>
-            serveEcho({
-              port: 0,
-              engine,
-              mode: "proxy",
-              upstream: `127.0.0.1:${info.addr.port}`,
-              upstreamTls: true,
-            }),
-          /native does not serve TLS to the upstream \(the default engine does\)/,
-        );
-        return;
-      }
+      // Bulk both ways over TLS, half-closed: exact.
+      await using tlsEcho = serveEcho({
+        port: 0,
+        cert: certs.cert,
+        key: certs.key,
+      });
+      await using viaTls = await proxyTo(
+        engine,
+        `127.0.0.1:${tlsEcho.addr.port}`,
+        {
+          upstreamTls: { caCerts: [certs.ca], serverName: "localhost" },
+        },
+      );
+      assert.deepEqual(
+        await exchange(viaTls.addr.port, bytes(2_000_000), seeded(5)),
+        bytes(2_000_000),
+      );
       // A certificate the proxy does not trust: the client is closed.
       await using untrusting = await proxyTo(
         engine,

@@ -30,4 +30,5 @@ export const NATIVE_FEATURES: ReadonlySet<Feature> = new Set<Feature>([
   "refuseFaults",
   "refuseFaultsTls",
   "tlsFaults",
+  "upstreamTls",
 ]);

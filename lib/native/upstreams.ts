@@ -42,6 +42,9 @@ import {
   unixSockaddr,
 } from "./ffi.ts";
 import { isIP } from "node:net";
+import { type OpenSsl, openSsl } from "../tls/openssl.ts";
+import { TlsContext } from "../tls/context.ts";
+import { CLOSED, FAILED, TlsSession } from "../tls/session.ts";
 
 /** What the loop does for the upstreams. */
 export interface UpstreamHooks {
@@ -87,6 +90,13 @@ interface Link {
   held: boolean;
   /** Out of the epoll set: it waits for nothing now. */
   detached: boolean;
+  /** TLS to the upstream: its session, and whether its handshake is done. */
+  tls: TlsSession | undefined;
+  handshaken: boolean;
+  /** The client's bytes that came before the handshake was done. */
+  early: Uint8Array[];
+  /** Our close_notify went. */
+  notified: boolean;
 }
 
 /** The upstream connections of one loop. */
@@ -104,6 +114,10 @@ export class Upstreams {
   #int = new Int32Array(1);
   #intLength = new Uint32Array(1);
   #one = new Int32Array([1]);
+  /** TLS to the upstream: OpenSSL, its client context, and a buffer. */
+  #ssl: OpenSsl | undefined;
+  #context: TlsContext | undefined;
+  #wire = new Uint8Array(64 * 1024);
 
   constructor(
     native: Native,
@@ -117,6 +131,17 @@ export class Upstreams {
     this.#hooks = hooks;
     this.#counters = counters;
     this.#buffer = buffer;
+    if (config.tls !== undefined) {
+      this.#ssl = openSsl();
+      try {
+        this.#context = TlsContext.client(this.#ssl, {
+          caCerts: config.tls.caCerts,
+        });
+      } catch (error) {
+        this.#ssl.close();
+        throw error;
+      }
+    }
     const { to } = config;
     if (to.transport === "unix") {
       this.#address = unixSockaddr(to.path);
@@ -180,6 +205,10 @@ export class Upstreams {
       shutClient: false,
       held: false,
       detached: false,
+      tls: undefined,
+      handshaken: false,
+      early: [],
+      notified: false,
     };
     this.#hooks.hold(c);
     if (fd < 0) {
@@ -228,12 +257,61 @@ export class Upstreams {
         return this.#failed(link, errnoText(this.#int[0]));
       }
       link.connected = true;
-      this.#reached();
-      this.#hooks.unhold(link.client);
+      if (this.#context !== undefined) {
+        // The handshake after the PROXY header, if any (in `pending`).
+        const session = new TlsSession(this.#context, false);
+        session.expect(this.#config.tls!.serverName);
+        link.tls = session;
+        this.#handshake(link);
+        if (!this.#byFd.has(fd)) return;
+      } else {
+        this.#ready(link);
+      }
     }
     if (link.pending.length > 0 && !this.#flush(link)) return;
     if (events & EPOLLIN || events & EPOLLRDHUP) this.#read(link);
     if (this.#byFd.has(fd)) this.#interest(link);
+  }
+
+  /** The connection (and its handshake) is made: the client is read. */
+  #ready(link: Link): void {
+    this.#reached();
+    for (const bytes of link.early) this.#encrypt(link, bytes, bytes.length);
+    link.early = [];
+    if (link.pending.length === 0) this.#hooks.unhold(link.client);
+    if (link.clientEnded) this.#shutUpstream(link);
+  }
+
+  /** Goes on with `link`'s handshake; fails it, or readies it when done. */
+  #handshake(link: Link): void {
+    const session = link.tls!;
+    const done = session.handshake();
+    this.#takeWire(link);
+    if (session.error !== undefined) {
+      return this.#failed(link, `TLS handshake: ${session.error}`);
+    }
+    if (!done) return;
+    link.handshaken = true;
+    this.#ready(link);
+  }
+
+  /** Encrypts client bytes for the upstream, and queues the ciphertext. */
+  #encrypt(link: Link, bytes: Uint8Array, length: number): boolean {
+    if (!link.tls!.write(bytes, length)) {
+      this.#hooks.end(link.client, `upstream TLS error: ${link.tls!.error}`);
+      return false;
+    }
+    this.#takeWire(link);
+    return true;
+  }
+
+  /** Moves the session's ciphertext to what the socket owes. */
+  #takeWire(link: Link): void {
+    while (true) {
+      const n = link.tls!.take(this.#wire);
+      if (n === 0) return;
+      link.pending.push(this.#wire.slice(0, n));
+    }
   }
 
   /**
@@ -243,6 +321,20 @@ export class Upstreams {
   forward(c: number, bytes: Uint8Array, length: number): boolean {
     const link = this.#byClient.get(c);
     if (link === undefined) return false;
+    if (link.tls !== undefined || this.#context !== undefined) {
+      if (!link.handshaken) {
+        link.early.push(bytes.slice(0, length));
+        this.#hooks.hold(c);
+        return false;
+      }
+      if (!this.#encrypt(link, bytes, length)) return false;
+      if (!this.#flush(link)) {
+        this.#hooks.hold(c);
+        this.#interest(link);
+        return false;
+      }
+      return true;
+    }
     if (!link.connected || link.pending.length > 0) {
       link.pending.push(bytes.slice(0, length));
       this.#hooks.hold(c);
@@ -273,6 +365,8 @@ export class Upstreams {
     const link = this.#byClient.get(c);
     if (link === undefined || !link.paused) return;
     link.paused = false;
+    // Plaintext the session decrypted already is not announced by epoll.
+    if (link.tls !== undefined && !this.#decrypted(link)) return;
     this.#interest(link);
   }
 
@@ -302,10 +396,16 @@ export class Upstreams {
   /** Every upstream connection closes (the loop stops). */
   closeAll(): void {
     for (const link of [...this.#byFd.values()]) this.#forget(link);
+    this.#context?.free();
+    this.#context = undefined;
+    this.#ssl?.close();
+    this.#ssl = undefined;
   }
 
   #forget(link: Link): void {
     this.#byClient.delete(link.client);
+    link.tls?.free();
+    link.tls = undefined;
     if (!this.#byFd.delete(link.fd)) return;
     if (!link.detached) this.#hooks.ctl(EPOLL_CTL_DEL, link.fd, 0);
     this.#native.libc.close(link.fd);
@@ -322,15 +422,33 @@ export class Upstreams {
         const errno = this.#native.errno();
         if (errno === EAGAIN) return;
         if (errno === EINTR) continue;
+        if (link.tls !== undefined && !link.handshaken) {
+          return this.#failed(link, `TLS handshake: ${errnoText(errno)}`);
+        }
         return this.#hooks.end(
           link.client,
           `upstream ${errno === 104 ? "reset by peer" : errnoText(errno)}`,
         );
       }
       if (r === 0) {
-        link.upstreamEnded = true;
-        this.#interest(link);
-        return this.#hooks.closeWrite(link.client);
+        if (link.tls !== undefined && !link.handshaken) {
+          return this.#failed(
+            link,
+            "TLS handshake: the upstream closed before it ended",
+          );
+        }
+        return this.#upstreamEnd(link);
+      }
+      if (link.tls !== undefined) {
+        link.tls.put(buffer, r);
+        if (!link.handshaken) {
+          this.#handshake(link);
+          if (!this.#byFd.has(link.fd) || !link.handshaken) return;
+          if (link.pending.length > 0 && !this.#flush(link)) return;
+        }
+        if (!this.#decrypted(link)) return;
+        if (r < buffer.length) return;
+        continue;
       }
       const w = this.#hooks.send(link.client, buffer, r);
       if (w < 0) return;
@@ -340,6 +458,44 @@ export class Upstreams {
         return;
       }
       if (r < buffer.length) return;
+    }
+  }
+
+  /** The upstream's end of stream: passed on to the client. */
+  #upstreamEnd(link: Link): void {
+    link.upstreamEnded = true;
+    this.#interest(link);
+    this.#hooks.closeWrite(link.client);
+  }
+
+  /**
+   * Sends the plaintext the session has to the client, while it takes it;
+   * false when the client is full (reading waits) or the link ended.
+   */
+  #decrypted(link: Link): boolean {
+    const session = link.tls!;
+    const plain = this.#buffer;
+    while (true) {
+      const n = session.read(plain);
+      if (n === 0) {
+        this.#takeWire(link); // A key update may want an answer.
+        return link.pending.length === 0 || this.#flush(link);
+      }
+      if (n === CLOSED) {
+        this.#upstreamEnd(link);
+        return false;
+      }
+      if (n === FAILED) {
+        this.#hooks.end(link.client, `upstream TLS error: ${session.error}`);
+        return false;
+      }
+      const w = this.#hooks.send(link.client, plain, n);
+      if (w < 0) return false;
+      if (w < n) {
+        this.#hooks.oweRead(link.client, plain, w, n);
+        link.paused = true;
+        return false;
+      }
     }
   }
 
@@ -356,7 +512,8 @@ export class Upstreams {
       link.pending.shift();
     }
     this.#shutUpstream(link);
-    if (!link.clientEnded) this.#hooks.unhold(link.client);
+    const ready = link.tls === undefined ? link.connected : link.handshaken;
+    if (!link.clientEnded && ready) this.#hooks.unhold(link.client);
     return true;
   }
 
@@ -389,10 +546,19 @@ export class Upstreams {
 
   /** Our half-close to the upstream, once the client's end came and all went. */
   #shutUpstream(link: Link): void {
-    if (
-      !link.clientEnded || link.shutUpstream || !link.connected ||
-      link.pending.length > 0
-    ) return;
+    if (!link.clientEnded || link.shutUpstream || !link.connected) return;
+    if (link.tls !== undefined) {
+      if (!link.handshaken) return;
+      if (!link.notified) {
+        // Our close_notify first: TLS's end of stream.
+        link.notified = true;
+        link.tls.closeNotify();
+        this.#takeWire(link);
+        if (!this.#flush(link)) return this.#interest(link);
+        if (link.shutUpstream) return;
+      }
+    }
+    if (link.pending.length > 0) return;
     link.shutUpstream = true;
     this.#native.libc.shutdown(link.fd, SHUT_WR);
   }
