@@ -338,3 +338,27 @@ Deno.test("on TLS, the native engine's faults act on the plaintext: a limit exac
     assert.ok(performance.now() - started >= 200);
   }
 });
+
+Deno.test("down how=refuse on a Unix socket (native engine): the file stays and connects are refused; lifted, the same path answers", async () => {
+  if (!ENGINES.includes("native")) return;
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/echo.sock`;
+    await using server = serveEcho({
+      path,
+      engine: "native",
+      faults: [{ kind: "down", how: "refuse" }],
+    });
+    await server.ready;
+    await assert.rejects(
+      Deno.connect({ transport: "unix", path }),
+      Deno.errors.ConnectionRefused,
+    );
+    await server.setFaults([]);
+    using conn = await Deno.connect({ transport: "unix", path });
+    await writeAll(conn, bytes(100));
+    assert.deepEqual(await readExactly(conn, 100), bytes(100));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

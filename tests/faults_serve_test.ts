@@ -136,7 +136,7 @@ Deno.test("what an engine cannot act out is refused with its reason; a bad spec 
       }),
     (error: Error) =>
       error.message ===
-        "Cannot use engine: default does not serve down faults that refuse, on a Unix socket",
+        "Cannot use engine: default does not serve down faults that refuse, on a Unix socket (the native engine does)",
   );
   assert.throws(
     () => serveEcho({ port: 0, faults: [{ kind: "reset", bytes: 1 }] }),

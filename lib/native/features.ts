@@ -29,6 +29,7 @@ export const NATIVE_FEATURES: ReadonlySet<Feature> = new Set<Feature>([
   "datagramFaults",
   "refuseFaults",
   "refuseFaultsTls",
+  "refuseFaultsUnix",
   "tlsFaults",
   "upstreamTls",
 ]);

@@ -105,6 +105,7 @@ import {
   SOCKADDR_MAX,
   SOL_SOCKET,
   TCP_NODELAY,
+  unixSockaddr,
 } from "./ffi.ts";
 import { acceptExhausted, LINGER_MS } from "../core/lifecycle.ts";
 import { type ServerConfig, tlsOf, type TlsSettings } from "../core/config.ts";
@@ -860,7 +861,20 @@ export class EchoLoop {
       return;
     }
     if (on || this.#refused === undefined) return;
-    const { name, family, reusePort } = this.#refused;
+    const { family, reusePort } = this.#refused;
+    // A Unix socket's whole path (getsockname's buffer here is an IP's).
+    const name = this.#path === undefined
+      ? this.#refused.name
+      : unixSockaddr(this.#path);
+    if (this.#path !== undefined) {
+      // A Unix socket's file stayed (connects to it were refused): bound
+      // again in its place.
+      try {
+        Deno.removeSync(this.#path);
+      } catch {
+        // Gone already: bound anew.
+      }
+    }
     const fd = libc.socket(
       family,
       SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
