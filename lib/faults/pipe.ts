@@ -37,6 +37,20 @@ export interface Ending {
 /** What a pipe gives the driver, in order. */
 export type Out = TimedBytes | Ending;
 
+/**
+ * The bytes in `out` (what a pipe let through), and those of them due
+ * after `now` (what faults held back).
+ */
+export function bytesOf(out: Out[], now = Infinity): number {
+  let n = 0;
+  for (const item of out) {
+    if ("bytes" in item && (now === Infinity || item.at > now)) {
+      n += item.bytes.length;
+    }
+  }
+  return n;
+}
+
 /** A source of numbers from 0 (included) to 1 (excluded), as Math.random. */
 export type Random = () => number;
 

@@ -9,6 +9,7 @@
 // hits are here. Not exported from mod.ts.
 
 import {
+  bytesOf,
   type Draw,
   drawsOnce,
   type Ending,
@@ -221,7 +222,7 @@ export class FaultedConns {
     if (c.hung || c.eof) return; // Read and dropped.
     c.inFlight += bytes.length;
     const out = c.in.push(bytes, now);
-    c.inFlight -= bytes.length - passed(out);
+    c.inFlight -= bytes.length - bytesOf(out);
     this.#schedule(fd, c, out, "receive");
     this.#pace(fd, c);
   }
@@ -330,10 +331,7 @@ export class FaultedConns {
 
   /** Puts `out`'s bytes and endings on `fd`'s queues. */
   #schedule(fd: number, c: Faulted, out: Out[], side: "receive" | "send") {
-    let held = 0;
-    for (const item of out) {
-      if ("bytes" in item && item.at > this.#now) held += item.bytes.length;
-    }
+    const held = bytesOf(out, this.#now);
     if (held > 0) this.#hooks.delayed(held);
     for (const item of out) {
       if ("end" in item) {
@@ -423,11 +421,4 @@ export class FaultedConns {
     c.sendStopped = true;
     hooks.closeWrite(fd);
   }
-}
-
-/** The bytes in `out`. */
-function passed(out: Out[]): number {
-  let n = 0;
-  for (const item of out) if ("bytes" in item) n += item.bytes.length;
-  return n;
 }

@@ -13,7 +13,7 @@ import type { LogRecord } from "../core/records.ts";
 import { UPSTREAM_FAILURES } from "../core/counters.ts";
 import { clientHeader } from "../proxy/header.ts";
 import type { UpstreamConfig } from "../upstream/config.ts";
-import { Outage } from "../upstream/outage.ts";
+import { Outage, outageRecord } from "../upstream/outage.ts";
 import {
   AF_INET,
   AF_INET6,
@@ -595,15 +595,9 @@ export class Upstreams {
   /** A connect failed: counted, the client closed, an outage said once. */
   #failed(link: Link, reason: string): void {
     this.#counters[UPSTREAM_FAILURES]++;
-    const upstream = this.#config.address;
     const news = this.#outage.failed(Date.now(), reason);
     if (news !== undefined) {
-      this.#hooks.record({
-        level: "warning",
-        message:
-          "Upstream {upstream} unreachable: {reason}; its clients are closed until it answers",
-        properties: { upstream, reason },
-      });
+      this.#hooks.record(outageRecord(this.#config.address, news));
     }
     if (link.fd >= 0) this.#forget(link);
     this.#hooks.end(link.client, "upstream unreachable");
@@ -611,16 +605,8 @@ export class Upstreams {
 
   #reached(): void {
     const news = this.#outage.reached(Date.now());
-    if (news?.news !== "up") return;
-    this.#hooks.record({
-      level: "info",
-      message:
-        "Upstream {upstream} answers again, after {ms} ms and {failures} failed connects",
-      properties: {
-        upstream: this.#config.address,
-        ms: news.ms,
-        failures: news.failures,
-      },
-    });
+    if (news !== undefined) {
+      this.#hooks.record(outageRecord(this.#config.address, news));
+    }
   }
 }

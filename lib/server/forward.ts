@@ -12,7 +12,8 @@ import type { Logger } from "../_logtape.ts";
 import { BYTES_IN, BYTES_OUT, UPSTREAM_FAILURES } from "../core/counters.ts";
 import type { UpstreamConfig } from "../upstream/config.ts";
 import { dialUpstream } from "../upstream/dial.ts";
-import { Outage } from "../upstream/outage.ts";
+import { Outage, outageRecord } from "../upstream/outage.ts";
+import type { LogRecord } from "../core/records.ts";
 import type { Connection } from "./connection.ts";
 
 /** What one read moves at most, each way. */
@@ -34,28 +35,24 @@ export class UpstreamLink {
     this.#log = log;
   }
 
+  #emit(record: LogRecord): void {
+    this.#log[record.level](record.message, record.properties);
+  }
+
   /** A connection to the upstream for `client`, or undefined if none. */
   async dial(client: Deno.Conn): Promise<Deno.Conn | undefined> {
     const upstream = this.config.address;
     try {
       const conn = await dialUpstream(this.config, client);
       const news = this.#outage.reached(Date.now());
-      if (news?.news === "up") {
-        this.#log.info(
-          "Upstream {upstream} answers again, after {ms} ms and {failures} failed connects",
-          { upstream, ms: news.ms, failures: news.failures },
-        );
-      }
+      if (news !== undefined) this.#emit(outageRecord(upstream, news));
       return conn;
     } catch (error) {
       this.#counters[UPSTREAM_FAILURES]++;
       const reason = describeError(error);
       const news = this.#outage.failed(Date.now(), reason);
       if (news !== undefined) {
-        this.#log.warn(
-          "Upstream {upstream} unreachable: {reason}; its clients are closed until it answers",
-          { upstream, reason },
-        );
+        this.#emit(outageRecord(upstream, news));
       } else {
         this.#log.debug("Upstream {upstream} still unreachable: {reason}", {
           upstream,

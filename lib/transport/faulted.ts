@@ -8,6 +8,7 @@
 // exported from mod.ts.
 
 import {
+  bytesOf,
   type Draw,
   drawsOnce,
   type Ending,
@@ -406,7 +407,7 @@ export class FaultedConn extends WrappedConn implements LiveConn {
         this.#inFlight += n;
         const out = this.#in.push(buffer.subarray(0, n), performance.now());
         // What the faults did not pass on is not waited for.
-        this.#inFlight -= n - passed(out);
+        this.#inFlight -= n - bytesOf(out);
         this.#schedule(this.#inTimes, out, "receive");
       }
     } catch (error) {
@@ -428,11 +429,7 @@ export class FaultedConn extends WrappedConn implements LiveConn {
   ): void {
     const delayed = this.#following?.delayed;
     if (delayed !== undefined) {
-      const now = performance.now();
-      let held = 0;
-      for (const item of out) {
-        if ("bytes" in item && item.at > now) held += item.bytes.length;
-      }
+      const held = bytesOf(out, performance.now());
       if (held > 0) delayed(held);
     }
     for (const item of out) {
@@ -503,11 +500,4 @@ export class FaultedConn extends WrappedConn implements LiveConn {
         .catch(() => {});
     }
   }
-}
-
-/** The bytes in `out`. */
-function passed(out: Out[]): number {
-  let n = 0;
-  for (const item of out) if ("bytes" in item) n += item.bytes.length;
-  return n;
 }

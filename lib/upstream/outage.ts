@@ -4,10 +4,29 @@
 // (the first success after failures: log how long and how many), so that
 // an outage is logged once, not once per client. Not exported from mod.ts.
 
+import type { LogRecord } from "../core/records.ts";
+
 /** What to say about a change of the upstream's health, if anything. */
 export type OutageNews =
   | { news: "down"; reason: string }
   | { news: "up"; failures: number; ms: number };
+
+/** What to log of `news` about the upstream at `upstream`. */
+export function outageRecord(upstream: string, news: OutageNews): LogRecord {
+  return news.news === "down"
+    ? {
+      level: "warning",
+      message:
+        "Upstream {upstream} unreachable: {reason}; its clients are closed until it answers",
+      properties: { upstream, reason: news.reason },
+    }
+    : {
+      level: "info",
+      message:
+        "Upstream {upstream} answers again, after {ms} ms and {failures} failed connects",
+      properties: { upstream, ms: news.ms, failures: news.failures },
+    };
+}
 
 /** The upstream's health, as the connects to it show. */
 export class Outage {
