@@ -210,9 +210,11 @@ export interface ServeEchoOptions {
    * connection to it, and bytes go both ways as they come, each side's end
    * of stream passed on as a half-close; the faults act on the client's
    * side (`receive`: what goes upstream; `send`: what comes back). When it
-   * cannot be reached, the client's connection is closed, counted in
-   * `stats.upstreamFailures`, and the outage logged once (a warning), and
-   * once more when it answers again.
+   * cannot be reached, the client's connection is closed (see
+   * `upstreamUnreachable`), counted in `stats.upstreamFailures`, and the
+   * outage logged once (a warning), and once more when it answers again.
+   * The native engine resolves a host name once, when it starts; the
+   * default engine at each connect.
    */
   upstream?: string;
   /**
@@ -237,6 +239,14 @@ export interface ServeEchoOptions {
    * @default {5000}
    */
   upstreamTimeout?: number;
+  /**
+   * In proxy mode, how a client is closed when its upstream cannot be
+   * reached: `"reset"` (RST, as the upstream's refusal would look; the
+   * native engine's default) or `"close"` (a clean end of stream, FIN; the
+   * default engine's, which cannot reset a connection: Deno has no
+   * `SO_LINGER`, so it refuses `"reset"`).
+   */
+  upstreamUnreachable?: "reset" | "close";
   /**
    * Whether a change of the faults (`setFaults`, a control API) reaches
    * connections already open, from their next bytes on: `latency`,

@@ -115,19 +115,6 @@ Deno.test("faults act in every mode, and over TLS on its encrypted bytes: latenc
 });
 
 Deno.test("what an engine cannot act out is refused with its reason; a bad spec names the fault and field", () => {
-  if (ENGINES.includes("native")) {
-    // What the native engine does not do yet names the engine that does.
-    assert.throws(
-      () =>
-        serveEcho({
-          port: 0,
-          engine: "native",
-          mode: "proxy",
-          upstream: "echo.invalid:1",
-        }),
-      /Cannot use engine: native does not serve an upstream by host name \(give its IP address\) \(the default engine does\)/,
-    );
-  }
   assert.throws(
     () =>
       serveEcho({

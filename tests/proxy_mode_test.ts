@@ -173,7 +173,8 @@ engineTest(
         await exchange(viaTls.addr.port, bytes(2_000_000), seeded(5)),
         bytes(2_000_000),
       );
-      // A certificate the proxy does not trust: the client is closed.
+      // A certificate the proxy does not trust: the client is closed, as
+      // for an upstream that cannot be reached.
       await using untrusting = await proxyTo(
         engine,
         `127.0.0.1:${info.addr.port}`,
@@ -181,8 +182,10 @@ engineTest(
           upstreamTls: true,
         },
       );
-      using client = await Deno.connect({ port: untrusting.addr.port });
-      assert.deepEqual(await readAll(client), new Uint8Array());
+      assert.equal(
+        await endSeen(untrusting.addr.port),
+        engine === "native" ? "reset" : "close",
+      );
       assert.equal(untrusting.stats.upstreamFailures, 1);
     } finally {
       await Deno.remove(dir, { recursive: true });
@@ -213,8 +216,24 @@ engineTest(
   },
 );
 
+/**
+ * How a client of a proxy whose upstream is unreachable sees its end: a
+ * reset, or a clean end of stream (with no byte before it).
+ */
+async function endSeen(port: number): Promise<"reset" | "close"> {
+  try {
+    // Deno's connect may see the reset already, as it sets the socket up.
+    using client = await Deno.connect({ port });
+    assert.equal((await readAll(client)).length, 0);
+    return "close";
+  } catch (error) {
+    if (error instanceof Deno.errors.ConnectionReset) return "reset";
+    throw error;
+  }
+}
+
 engineTest(
-  "an upstream that is down closes each client, counted, and logged once per outage",
+  "an upstream that is down closes each client (a reset on the native engine, the end of stream on the default one), counted, and logged once per outage",
   async (engine) => {
     const logs = await captureLogs();
     const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -224,11 +243,9 @@ engineTest(
       upstreamTimeout: 2000,
     });
     for (let i = 0; i < 5; i++) {
-      using client = await Deno.connect({ port: proxy.addr.port });
-      await writeAll(client, bytes(10)).catch(() => {});
       assert.equal(
-        (await readAll(client).catch(() => new Uint8Array())).length,
-        0,
+        await endSeen(proxy.addr.port),
+        engine === "native" ? "reset" : "close",
       );
     }
     assert.equal(proxy.stats.upstreamFailures, 5);
@@ -249,6 +266,44 @@ engineTest(
     assert.equal(up.length, 1);
     assert.equal(up[0].properties.failures, 5);
     assert.equal(proxy.stats.closed.error, 5);
+  },
+);
+
+engineTest(
+  "upstreamUnreachable: a clean end when asked, a reset where the engine can; an upstream by host name",
+  async (engine) => {
+    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = probe.addr.port;
+    probe.close();
+    if (engine === "native") {
+      await using closing = await proxyTo(engine, `127.0.0.1:${port}`, {
+        upstreamUnreachable: "close",
+      });
+      assert.equal(await endSeen(closing.addr.port), "close");
+      assert.equal(closing.stats.closed.error, 1);
+    } else {
+      assert.throws(
+        () =>
+          serveEcho({
+            port: 0,
+            engine,
+            mode: "proxy",
+            upstream: `127.0.0.1:${port}`,
+            upstreamUnreachable: "reset",
+          }),
+        (error: Error) =>
+          error.message ===
+            "Cannot use engine: default does not serve a reset for a client whose upstream is unreachable (the native engine does)",
+      );
+    }
+    // A name (from /etc/hosts, so no query leaves this machine): the
+    // native engine resolves it as it starts, the default one per connect.
+    await using echo = serveEcho({ hostname: "127.0.0.1", port: 0 });
+    await using named = await proxyTo(engine, `localhost:${echo.addr.port}`);
+    assert.deepEqual(
+      await exchange(named.addr.port, bytes(70_000), seeded(9)),
+      bytes(70_000),
+    );
   },
 );
 
@@ -337,6 +392,21 @@ Deno.test("--mode proxy's flags and their usage errors", async () => {
         "Invalid --send-proxy: expected one of v1, v2, got 'v3'",
       ],
       [["--upstream-ca", SERVER], "Give --upstream-tls with --upstream-ca"],
+      [
+        ["--mode", "proxy", "--upstream", "h:1", "--upstream-unreachable", "x"],
+        "Invalid --upstream-unreachable: expected one of reset, close, got 'x'",
+      ],
+      [
+        [
+          "--mode",
+          "proxy",
+          "--upstream",
+          "h:1",
+          "--upstream-unreachable",
+          "reset",
+        ],
+        "Invalid --engine: default does not serve a reset for a client whose upstream is unreachable (the native engine does)",
+      ],
       [
         ["--mode", "proxy", "--upstream", "h:1", "--udp"],
         "Invalid --udp: UDP serves echo and info mode only",

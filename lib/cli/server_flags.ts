@@ -340,6 +340,15 @@ export const SERVER_FLAGS = {
     default: "5000",
     parse: integer,
   },
+  "upstream-unreachable": {
+    group: "proxy",
+    arg: "reset|close",
+    requires: ["upstream"],
+    help: "close a client whose upstream cannot be reached with a reset " +
+      "(RST; the native engine's default) or a clean end (FIN; the default " +
+      "engine's, which cannot reset)",
+    parse: choice(["reset", "close"] as const),
+  },
   control: {
     group: "faults",
     arg: "HOST:PORT",
@@ -596,6 +605,7 @@ export function serverOptions(
       : undefined,
     upstreamProxy: v["send-proxy"],
     upstreamTimeout: v["upstream-timeout"],
+    upstreamUnreachable: v["upstream-unreachable"],
     allow: list(v.allow, v["allow-file"]),
     deny: list(v.deny, v["deny-file"]),
     mode: v.mode,

@@ -25,12 +25,9 @@ export const FEATURES = {
     name: "TLS to the upstream",
     uses: (c) => c.upstream?.tls !== undefined,
   },
-  upstreamName: {
-    name: "an upstream by host name (give its IP address)",
-    uses: (c) =>
-      c.upstream?.to.transport === "tcp" &&
-      c.upstream.to.hostname !== "localhost" &&
-      !/^[\d.]+$|:/.test(c.upstream.to.hostname),
+  upstreamReset: {
+    name: "a reset for a client whose upstream is unreachable",
+    uses: (c) => c.upstream?.unreachable === "reset",
   },
   tls: { name: "TLS", uses: (c) => tlsOf(c.listen) !== undefined },
   unixTls: {

@@ -32,4 +32,5 @@ export const NATIVE_FEATURES: ReadonlySet<Feature> = new Set<Feature>([
   "refuseFaultsUnix",
   "tlsFaults",
   "upstreamTls",
+  "upstreamReset",
 ]);

@@ -216,6 +216,13 @@ const SYMBOLS = {
     result: "pointer",
   },
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  // Once, when a native server with an upstream by name starts: it blocks.
+  getaddrinfo: {
+    parameters: ["buffer", "pointer", "buffer", "buffer"],
+    result: "i32",
+  },
+  freeaddrinfo: { parameters: ["pointer"], result: "void" },
+  gai_strerror: { parameters: ["i32"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** libc's functions, as JavaScript calls them. */
@@ -328,6 +335,52 @@ export function sockaddr(
   const address = out.subarray(family === 6 ? 8 : 4);
   native.libc.inet_pton(family === 6 ? AF_INET6 : AF_INET, text, address);
   return out;
+}
+
+/**
+ * The first IP address libc's getaddrinfo() gives for `name` (from
+ * /etc/hosts or DNS, in the order it ranks them), for a stream socket. It
+ * blocks: for a server's start, not its loops.
+ *
+ * @throws {Deno.errors.NotFound} The name does not resolve (the message
+ * says why, in gai_strerror()'s words).
+ */
+export function resolveName(native: Native, name: string): string {
+  if (isIP(name) !== 0) return name;
+  const { libc } = native;
+  // struct addrinfo on LP64 (x86_64 and aarch64): ai_flags, ai_family,
+  // ai_socktype, ai_protocol (i32 each), ai_addrlen (u32, padded to 8),
+  // then the pointers ai_addr, ai_canonname, ai_next.
+  const hints = new Uint8Array(48);
+  new DataView(hints.buffer).setInt32(8, SOCK_STREAM, true);
+  const result = new BigUint64Array(1);
+  const status = libc.getaddrinfo(
+    encoder.encode(`${name}\0`),
+    null,
+    hints,
+    new Uint8Array(result.buffer),
+  );
+  if (status !== 0) {
+    const why = libc.gai_strerror(status);
+    throw new Deno.errors.NotFound(
+      `Cannot resolve ${name}: ${
+        why === null
+          ? `error ${status}`
+          : Deno.UnsafePointerView.getCString(why)
+      }`,
+    );
+  }
+  const first = Deno.UnsafePointer.create(result[0]);
+  try {
+    const info = new Deno.UnsafePointerView(first!);
+    const length = info.getUint32(16);
+    const address = new Uint8Array(
+      Deno.UnsafePointerView.getArrayBuffer(info.getPointer(24)!, length),
+    ).slice();
+    return fromSockaddr(native, address).hostname;
+  } finally {
+    libc.freeaddrinfo(first);
+  }
 }
 
 /** A `sockaddr_un` for `path` (at most 107 bytes), and its length. */

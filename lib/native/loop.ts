@@ -324,6 +324,7 @@ export class EchoLoop {
           hold: (c) => this.#hold(c, HOLD_UPSTREAM),
           unhold: (c) => this.#unhold(c, HOLD_UPSTREAM),
           end: (c, reason) => this.#end(c, reason),
+          reset: (c, reason) => this.#reset(c, reason),
           record: (record) => this.#record(record),
         },
         config.counters,
@@ -1571,12 +1572,12 @@ export class EchoLoop {
     if (this.#closeWrite(c)) this.#upstreams?.clientShut(c);
   }
 
-  /** Ends `fd` with a reset (RST): SO_LINGER 0, then close. */
-  #reset(fd: number): void {
+  /** Ends `fd` with a reset (RST) for `why`: SO_LINGER 0, then close. */
+  #reset(fd: number, why = "reset by a fault"): void {
     if (!this.#conns.has(fd)) return;
     this.#native.libc.setsockopt(fd, SOL_SOCKET, SO_LINGER, LINGER_0, 8);
     this.#resetting = fd;
-    this.#end(fd, "reset by a fault");
+    this.#end(fd, why);
     this.#resetting = -1;
   }
 

@@ -33,6 +33,7 @@ import {
   fromSockaddr,
   type Native,
   openLibc,
+  resolveName,
   SO_REUSEADDR,
   SO_REUSEPORT,
   SOCK_CLOEXEC,
@@ -109,6 +110,34 @@ function ipAddress(hostname: string): string {
     );
   }
   return hostname;
+}
+
+/**
+ * `config` with its upstream's host name resolved to an IP address, once,
+ * here: the loops connect to an address (the default engine resolves at
+ * each connect). Logs still name the upstream as given.
+ */
+function withUpstreamResolved(
+  native: Native,
+  config: ServerConfig,
+): ServerConfig {
+  const upstream = config.upstream;
+  if (upstream?.to.transport !== "tcp" || isIP(upstream.to.hostname) !== 0) {
+    return config;
+  }
+  let hostname: string;
+  try {
+    hostname = resolveName(native, upstream.to.hostname);
+  } catch (error) {
+    throw optionError(
+      "upstream",
+      (error as Error).message.replace(/^Cannot/, "cannot"),
+    );
+  }
+  return {
+    ...config,
+    upstream: { ...upstream, to: { ...upstream.to, hostname } },
+  };
 }
 
 /** The error Deno itself throws for a failed bind or listen. */
@@ -304,6 +333,7 @@ export class NativeServer implements Backend {
     this.#native = openLibc();
     let fds: { tcp: number[]; udp: number[] };
     try {
+      this.#config = withUpstreamResolved(this.#native, config);
       if (listen.transport === "unix") {
         fds = { tcp: [listenUnixSocket(this.#native, listen.path)], udp: [] };
         this.addr = { transport: "unix", path: listen.path };

@@ -66,6 +66,8 @@ export interface UpstreamHooks {
   unhold(c: number): void;
   /** Ends `c` (and so its upstream) for `reason`. */
   end(c: number, reason: string): void;
+  /** Ends `c` with a reset (RST) for `reason`. */
+  reset(c: number, reason: string): void;
   record(record: LogRecord): void;
 }
 
@@ -147,9 +149,9 @@ export class Upstreams {
       this.#address = unixSockaddr(to.path);
       this.#family = AF_UNIX;
     } else {
-      const host = to.hostname === "localhost" ? "127.0.0.1" : to.hostname;
-      this.#address = sockaddr(native, host, to.port);
-      this.#family = isIP(host) === 6 ? AF_INET6 : AF_INET;
+      // An IP address: the server resolved a name before the loops began.
+      this.#address = sockaddr(native, to.hostname, to.port);
+      this.#family = isIP(to.hostname) === 6 ? AF_INET6 : AF_INET;
     }
   }
 
@@ -600,7 +602,11 @@ export class Upstreams {
       this.#hooks.record(outageRecord(this.#config.address, news));
     }
     if (link.fd >= 0) this.#forget(link);
-    this.#hooks.end(link.client, "upstream unreachable");
+    if (this.#config.unreachable === "close") {
+      this.#hooks.end(link.client, "upstream unreachable");
+    } else {
+      this.#hooks.reset(link.client, "upstream unreachable");
+    }
   }
 
   #reached(): void {

@@ -20,6 +20,12 @@ export interface UpstreamConfig {
   sendProxy: 1 | 2 | undefined;
   /** How long a connect (and a TLS handshake) may take, in ms. */
   timeout: number;
+  /**
+   * How a client is closed when its upstream cannot be reached: with a
+   * reset (RST), or a clean end (FIN); undefined for the engine's default
+   * (the native engine resets; the default engine, which cannot, ends).
+   */
+  unreachable: "reset" | "close" | undefined;
 }
 
 /** What serveEcho takes for proxy mode (see ServeEchoOptions). */
@@ -32,6 +38,7 @@ export interface UpstreamOptions {
   };
   upstreamProxy?: "v1" | "v2";
   upstreamTimeout?: number;
+  upstreamUnreachable?: "reset" | "close";
 }
 
 /**
@@ -45,8 +52,14 @@ export interface UpstreamOptions {
 export function upstreamConfig(
   options: UpstreamOptions,
 ): UpstreamConfig | undefined {
-  const { mode, upstream, upstreamTls, upstreamProxy, upstreamTimeout } =
-    options;
+  const {
+    mode,
+    upstream,
+    upstreamTls,
+    upstreamProxy,
+    upstreamTimeout,
+    upstreamUnreachable,
+  } = options;
   if (mode !== "proxy") {
     for (
       const [option, value] of Object.entries({
@@ -54,6 +67,7 @@ export function upstreamConfig(
         upstreamTls,
         upstreamProxy,
         upstreamTimeout,
+        upstreamUnreachable,
       })
     ) {
       if (value !== undefined && value !== false) {
@@ -102,6 +116,15 @@ export function upstreamConfig(
       `must be "v1" or "v2", got ${upstreamProxy}`,
     );
   }
+  if (
+    upstreamUnreachable !== undefined && upstreamUnreachable !== "reset" &&
+    upstreamUnreachable !== "close"
+  ) {
+    throw optionError(
+      "upstreamUnreachable",
+      `must be "reset" or "close", got ${upstreamUnreachable}`,
+    );
+  }
   const timeout = upstreamTimeout ?? 5000;
   assertMilliseconds("upstreamTimeout", timeout);
   if (timeout === 0) {
@@ -121,6 +144,7 @@ export function upstreamConfig(
       ? 1
       : 2,
     timeout,
+    unreachable: upstreamUnreachable,
   };
 }
 
