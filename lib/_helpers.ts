@@ -157,6 +157,22 @@ export function assertPositive(
   }
 }
 
+/**
+ * Throws a `RangeError` unless `value` is undefined or one of `choices`
+ * (`must be "v1" or "v2", got v3`).
+ */
+export function assertChoice<T extends string>(
+  name: string,
+  value: unknown,
+  choices: readonly T[],
+): asserts value is T | undefined {
+  if (value === undefined || choices.includes(value as T)) return;
+  throw optionError(
+    name,
+    `must be ${choices.map((c) => `"${c}"`).join(" or ")}, got ${value}`,
+  );
+}
+
 /** Writes every byte of `bytes`, however many calls `conn.write` needs. */
 export async function writeAll(
   conn: Deno.Conn,

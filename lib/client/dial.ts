@@ -4,7 +4,13 @@
 // exported from mod.ts.
 
 import { isIP } from "node:net";
-import { assertPort, formatAddr, optionError, writeAll } from "../_helpers.ts";
+import {
+  assertChoice,
+  assertPort,
+  formatAddr,
+  optionError,
+  writeAll,
+} from "../_helpers.ts";
 import { clientHeader } from "../proxy/header.ts";
 import type { ConnectOptions } from "../types.ts";
 
@@ -138,9 +144,7 @@ export function proxyPlan(options: ConnectOptions): ProxyPlan | undefined {
     }
     return undefined;
   }
-  if (sendProxy !== "v1" && sendProxy !== "v2") {
-    throw optionError("sendProxy", `must be "v1" or "v2", got ${sendProxy}`);
-  }
+  assertChoice("sendProxy", sendProxy, ["v1", "v2"]);
   return {
     version: sendProxy === "v1" ? 1 : 2,
     source: proxySource === undefined ? undefined : parseHostPort(proxySource),

@@ -3,12 +3,7 @@
 // (a SharedArrayBuffer with workers), written by that listener alone. Not
 // exported from mod.ts.
 
-import type {
-  CloseReason,
-  EchoServerStats,
-  FaultAction,
-  HandshakeFailureKind,
-} from "../types.ts";
+import type { EchoServerStats, FaultAction } from "../types.ts";
 import { ENDINGS } from "./endings.ts";
 
 /** Where each listener keeps its counters: {@linkcode COUNTERS} numbers. */
@@ -216,6 +211,17 @@ function observe(
   counters[at + buckets.length + 1] += seconds;
 }
 
+/** The counters from `base` on, one for each of `names`, by name. */
+function named<K extends string>(
+  total: Float64Array,
+  base: number,
+  names: readonly K[],
+): Record<K, number> {
+  return Object.fromEntries(
+    names.map((name, i) => [name, total[base + i]]),
+  ) as Record<K, number>;
+}
+
 /** Adds up the counters of every listener in `counters`. */
 export function sumStats(counters: Float64Array): EchoServerStats {
   const total = new Float64Array(COUNTERS);
@@ -246,37 +252,33 @@ export function sumStats(counters: Float64Array): EchoServerStats {
     },
     datagramsRefused: total[DATAGRAMS_REFUSED],
     datagramsRateLimited: total[DATAGRAMS_RATE_LIMITED],
-    closed: Object.fromEntries(
-      CLOSE_REASONS.map((reason, i) => [reason, total[CLOSED + i]]),
-    ) as Record<CloseReason, number>,
+    closed: named(total, CLOSED, CLOSE_REASONS),
     durations: {
-      counts: Array.from(
-        { length: DURATION_BUCKETS.length + 1 },
-        (_, i) => total[DURATIONS + i],
-      ),
+      counts: [
+        ...total.subarray(DURATIONS, DURATIONS + DURATION_BUCKETS.length + 1),
+      ],
       sumSeconds: total[DURATION_SUM],
     },
     linesRelayed: total[LINES_RELAYED],
     handshakes: total[HANDSHAKES],
-    handshakeFailuresBy: Object.fromEntries(
-      HANDSHAKE_FAILURE_KINDS.map((kind, i) => [
-        kind,
-        total[HANDSHAKE_FAILED + i],
-      ]),
-    ) as Record<HandshakeFailureKind, number>,
+    handshakeFailuresBy: named(
+      total,
+      HANDSHAKE_FAILED,
+      HANDSHAKE_FAILURE_KINDS,
+    ),
     handshakeDurations: {
-      counts: Array.from(
-        { length: HANDSHAKE_BUCKETS.length + 1 },
-        (_, i) => total[HANDSHAKE_DURATIONS + i],
-      ),
+      counts: [
+        ...total.subarray(
+          HANDSHAKE_DURATIONS,
+          HANDSHAKE_DURATIONS + HANDSHAKE_BUCKETS.length + 1,
+        ),
+      ],
       sumSeconds: total[HANDSHAKE_DURATION_SUM],
     },
     faulted: total[FAULTED],
     upstreamFailures: total[UPSTREAM_FAILURES],
     faultDelayedBytes: total[FAULT_DELAYED],
-    faultActions: Object.fromEntries(
-      FAULT_ACTIONS.map((action, i) => [action, total[FAULT_ACTED + i]]),
-    ) as Record<FaultAction, number>,
+    faultActions: named(total, FAULT_ACTED, FAULT_ACTIONS),
     perWorker,
   };
 }

@@ -5,7 +5,12 @@
 // I/O; lib/upstream/dial.ts connects. Not exported from mod.ts.
 
 import { isIP } from "node:net";
-import { assertMilliseconds, assertPort, optionError } from "../_helpers.ts";
+import {
+  assertChoice,
+  assertMilliseconds,
+  assertPort,
+  optionError,
+} from "../_helpers.ts";
 
 /** The upstream of a server in proxy mode, checked. */
 export interface UpstreamConfig {
@@ -107,24 +112,8 @@ export function upstreamConfig(
     }
     tls = { serverName, caCerts: caCerts && [...caCerts] };
   }
-  if (
-    upstreamProxy !== undefined && upstreamProxy !== "v1" &&
-    upstreamProxy !== "v2"
-  ) {
-    throw optionError(
-      "upstreamProxy",
-      `must be "v1" or "v2", got ${upstreamProxy}`,
-    );
-  }
-  if (
-    upstreamUnreachable !== undefined && upstreamUnreachable !== "reset" &&
-    upstreamUnreachable !== "close"
-  ) {
-    throw optionError(
-      "upstreamUnreachable",
-      `must be "reset" or "close", got ${upstreamUnreachable}`,
-    );
-  }
+  assertChoice("upstreamProxy", upstreamProxy, ["v1", "v2"]);
+  assertChoice("upstreamUnreachable", upstreamUnreachable, ["reset", "close"]);
   const timeout = upstreamTimeout ?? 5000;
   assertMilliseconds("upstreamTimeout", timeout);
   if (timeout === 0) {
