@@ -139,7 +139,16 @@ async function main(args: string[]): Promise<number> {
   } catch (error) {
     return await failed((error as Error).message);
   }
-  console.log(`Listening on ${formatAddr(server.addr)}`);
+  const websocket = server.websocketAddr &&
+    `${server.tls ? "wss" : "ws"}://${formatAddr(server.websocketAddr)}/ws`;
+  console.log(
+    v["websocket-only"]
+      ? `Listening on ${websocket}`
+      : `Listening on ${formatAddr(server.addr)}`,
+  );
+  if (websocket !== undefined && !v["websocket-only"]) {
+    console.log(`WebSocket on ${websocket}`);
+  }
   for (const line of http?.lines ?? []) console.log(line);
   const status = v.status || v["status-interval"] !== undefined
     ? showStatus(server, {

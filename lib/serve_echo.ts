@@ -20,6 +20,8 @@ import { assertServed } from "./core/features.ts";
 import { assertNativeSupported, NativeServer } from "./native/native_server.ts";
 import { assertDatagramsSupported, DatagramEcho } from "./server/datagram.ts";
 import { WithDatagrams } from "./server/with_datagrams.ts";
+import { withWebSocket } from "./server/with_websocket.ts";
+import { websocketConfig } from "./websocket/config.ts";
 import { type Backend, ServerHandle } from "./core/handle.ts";
 import type { ListenConfig, ServerConfig } from "./core/config.ts";
 import { accessConfig } from "./rules/access.ts";
@@ -146,6 +148,18 @@ export function serveEcho(
     throw optionError("workers", "a Unix socket is served on one thread");
   }
   if (udp !== false) checkDatagrams(config, udp);
+  if (config.websocket !== undefined) {
+    if (count > 1) {
+      throw optionError(
+        "websocket",
+        "a WebSocket listener is served on one thread: not with workers",
+        TypeError,
+      );
+    }
+    if (udp === "only") {
+      throw optionError("websocket", 'not with udp "only"', TypeError);
+    }
+  }
   assertDatagramFaults(config.faults, udp !== false);
   const handle = (backend: Backend) =>
     new ServerHandle(backend, config, signal);
@@ -170,6 +184,7 @@ export function serveEcho(
   if (count > 1) assertWorkersSupported();
   const stream = (listen: ListenConfig): Backend => {
     const c = { ...config, listen };
+    if (c.websocket !== undefined) return withWebSocket(c);
     if (count === 1) return new Server(c, localShared());
     return new WorkerPool(c, count);
   };
@@ -295,6 +310,7 @@ function checkOptions(
     faults: options.faults === undefined ? [] : checkFaults(options.faults),
     liveFaults: options.liveFaults ?? false,
     upstream: upstreamConfig(options),
+    websocket: websocketConfig(options as ServeEchoOptions, mode),
     udpRate,
     redis: redisConfig(options, mode),
     host: mode === "info" ? infoHost() : "",

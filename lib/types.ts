@@ -112,6 +112,27 @@ export interface ServeEchoOptions {
    */
   udp?: boolean | "only";
   /**
+   * Serves WebSocket clients too, over HTTP (`Deno.serve`) at
+   * `hostname:port` (127.0.0.1:8080 by default; TLS with `cert` and `key`):
+   * `GET /ws` upgrades, and the mode serves each WebSocket as it serves a
+   * TCP client, with the same counters, rules, faults, logs and relay (a
+   * chat line typed in a browser reaches `nc` users in the room). In echo
+   * mode each message comes back as it came (text as text, binary as
+   * binary); the other modes take each text message as a line (several,
+   * split on newlines) and send each line as one text message. A message
+   * over `maxMessageBytes` (1 MiB by default) closes the WebSocket with
+   * 1009. `GET /healthz` answers 200 while the server runs, `GET /readyz`
+   * 200 while it accepts and 503 once it drains. With `only`, no TCP
+   * listener is opened beside it. Served on one thread, by the default
+   * engine.
+   */
+  websocket?: {
+    hostname?: string;
+    port?: number;
+    only?: boolean;
+    maxMessageBytes?: number;
+  };
+  /**
    * With `udp`, the most datagrams a second answered for one source
    * address (a token bucket with a burst of this many); the rest are
    * dropped and counted in `stats.datagramsRateLimited`, so that the UDP
@@ -553,6 +574,11 @@ export interface EchoServerStats {
    */
   readonly upstreamFailures: number;
   /**
+   * WebSocket upgrades refused as not valid (a bad key or version): each
+   * answered 400.
+   */
+  readonly websocketBadUpgrades: number;
+  /**
    * Bytes that `latency`, `bandwidth` and `slicer` faults held back, each
    * way (a byte received and echoed counts twice when both are delayed).
    */
@@ -626,6 +652,11 @@ export interface EchoServer<A extends Deno.Addr = Deno.NetAddr>
   extends AsyncDisposable {
   /** The address the server listens on, with the port really bound. */
   readonly addr: A;
+  /**
+   * The address of its WebSocket listener (`websocket`), with the port
+   * really bound; undefined without one.
+   */
+  readonly websocketAddr: Deno.NetAddr | undefined;
   /** Resolves once the listener and every connection are closed. */
   readonly finished: Promise<void>;
   /**
@@ -646,7 +677,7 @@ export interface EchoServer<A extends Deno.Addr = Deno.NetAddr>
    * What clients reach it over: TCP, TLS or a Unix socket (UDP beside any
    * of them is in `stats`); `"udp"` for a server of datagrams only.
    */
-  readonly transport: "tcp" | "tls" | "unix" | "udp";
+  readonly transport: "tcp" | "tls" | "unix" | "udp" | "websocket";
   /**
    * Whether clients speak TLS to it: on TCP (`transport` `"tls"`), or on a
    * Unix socket (`"unix"`, the native engine).

@@ -12,9 +12,9 @@
 //   real one, and in the output the real one becomes PORT again. A client
 //   or server command without --port or --unix gets `--port` of the first
 //   one, so that `deno task client "hi"` talks to the default port's
-//   server as it would. A `--metrics HOST:PORT` or `--control HOST:PORT`
-//   among the FLAGS listens on a free port instead, and PORT stands for it
-//   the same way.
+//   server as it would. A `--metrics HOST:PORT`, `--control HOST:PORT` or
+//   `--websocket HOST:PORT` among the FLAGS listens on a free port instead,
+//   and PORT stands for it the same way.
 // - `<!-- redis -->` starts a redis-server for the block; `redis://REDIS`
 //   in it stands for its URL, `REDIS_SOCKET` for the path of its Unix
 //   socket.
@@ -141,6 +141,7 @@ function socketOf(redis: { url: string } | undefined): string {
 const HTTP_FLAGS: [string, RegExp][] = [
   ["--metrics", /^Metrics on http:/],
   ["--control", /^Control API on http:/],
+  ["--websocket", /^WebSocket on wss?:/],
 ];
 
 async function check(t: Transcript): Promise<void> {

@@ -178,6 +178,7 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     faulted: 0,
     faultActions: noFaultActions,
     upstreamFailures: 0,
+    websocketBadUpgrades: 0,
     faultDelayedBytes: 0,
     perWorker: [0],
   });
@@ -219,6 +220,7 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     faulted: 0,
     faultActions: noFaultActions,
     upstreamFailures: 0,
+    websocketBadUpgrades: 0,
     faultDelayedBytes: 0,
     perWorker: [1],
   });

@@ -349,6 +349,28 @@ export const SERVER_FLAGS = {
       "engine's, which cannot reset)",
     parse: choice(["reset", "close"] as const),
   },
+  websocket: {
+    group: "websocket",
+    arg: "HOST:PORT",
+    help: "serve WebSocket clients too, at ws://HOST:PORT/ws (wss:// with " +
+      "--tls-cert), in the mode of the TCP ones and sharing their relay; " +
+      "/healthz and /readyz there for orchestrators",
+    parse: hostPort,
+  },
+  "websocket-only": {
+    group: "websocket",
+    requires: ["websocket"],
+    help: "no TCP listener: WebSocket clients only",
+  },
+  "max-message-bytes": {
+    group: "websocket",
+    arg: "N",
+    option: "websocket.maxMessageBytes",
+    requires: ["websocket"],
+    help: "close a WebSocket whose message is longer than N bytes (1009)",
+    default: "1048576",
+    parse: integer,
+  },
   control: {
     group: "faults",
     arg: "HOST:PORT",
@@ -522,6 +544,7 @@ export const SERVER_GROUPS: HelpGroups = {
   observability: { title: "Metrics and status" },
   faults: { title: "Faults (toxiproxy's toxics, on purpose)" },
   proxy: { title: "Proxy mode: faults in front of any TCP service" },
+  websocket: { title: "WebSocket and HTTP health endpoints" },
   engine: { title: "Engine" },
 };
 
@@ -587,6 +610,11 @@ export function serverOptions(
     : { path: v.unix, ...tls };
   return {
     ...where,
+    websocket: v.websocket === undefined ? undefined : {
+      ...v.websocket,
+      only: v["websocket-only"],
+      maxMessageBytes: v["max-message-bytes"],
+    },
     proxyProtocol: v["proxy-protocol"],
     proxyTimeout: v["proxy-timeout"],
     trustedProxies: v["trusted-proxy"],

@@ -4,6 +4,7 @@
 
 import type { Fault } from "../faults/spec.ts";
 import type { UpstreamConfig } from "../upstream/config.ts";
+import type { WebSocketConfig } from "../websocket/config.ts";
 import type { AccessConfig } from "../rules/access.ts";
 import type { LimitsConfig } from "../rules/limits.ts";
 import type { EchoMode } from "../types.ts";
@@ -31,7 +32,15 @@ export interface TlsSettings {
 export type ListenConfig =
   | { transport: "tcp"; hostname: string; port: number }
   | ({ transport: "tls"; hostname: string; port: number } & TlsSettings)
-  | { transport: "unix"; path: string; tls: TlsSettings | undefined };
+  | { transport: "unix"; path: string; tls: TlsSettings | undefined }
+  | {
+    transport: "websocket";
+    hostname: string;
+    port: number;
+    tls: TlsSettings | undefined;
+    /** The largest message taken; a bigger one closes with 1009. */
+    maxMessageBytes: number;
+  };
 
 /** A TLS listener's configuration on TCP. */
 export type TlsListen = Extract<ListenConfig, { transport: "tls" }>;
@@ -39,7 +48,7 @@ export type TlsListen = Extract<ListenConfig, { transport: "tls" }>;
 /** How `listen` speaks TLS; `undefined` in clear. */
 export function tlsOf(listen: ListenConfig): TlsSettings | undefined {
   if (listen.transport === "tls") return listen;
-  return listen.transport === "unix" ? listen.tls : undefined;
+  return listen.transport === "tcp" ? undefined : listen.tls;
 }
 
 /** How to read PROXY headers (serveEcho's `proxyProtocol`). */
@@ -67,6 +76,8 @@ export interface ServerConfig {
   liveFaults: boolean;
   /** Where proxy mode forwards every connection (only in proxy mode). */
   upstream: UpstreamConfig | undefined;
+  /** A WebSocket listener beside (or instead of) `listen`, if any. */
+  websocket: WebSocketConfig | undefined;
   /** UDP datagrams a second per source (or Infinity). */
   udpRate: number;
   /** The Redis that relays of several instances share, if any. */

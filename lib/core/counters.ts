@@ -56,8 +56,10 @@ const FAULT_ACTED = 55;
 export const UPSTREAM_FAILURES = 63;
 /** Bytes that faults held back (latency, bandwidth, slicer), each way. */
 export const FAULT_DELAYED = 64;
+/** WebSocket upgrades refused as not valid (a 400). */
+export const WEBSOCKET_BAD_UPGRADES = 65;
 /**
- * How many numbers one listener's counters take: 65 so far, padded to 576
+ * How many numbers one listener's counters take: 66 so far, padded to 576
  * bytes (whole cache lines), so that no two listeners write to the same
  * cache line.
  */
@@ -278,6 +280,7 @@ export function sumStats(counters: Float64Array): EchoServerStats {
     faulted: total[FAULTED],
     upstreamFailures: total[UPSTREAM_FAILURES],
     faultDelayedBytes: total[FAULT_DELAYED],
+    websocketBadUpgrades: total[WEBSOCKET_BAD_UPGRADES],
     faultActions: named(total, FAULT_ACTED, FAULT_ACTIONS),
     perWorker,
   };

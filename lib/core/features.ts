@@ -29,6 +29,10 @@ export const FEATURES = {
     name: "a reset for a client whose upstream is unreachable",
     uses: (c) => c.upstream?.unreachable === "reset",
   },
+  websocket: {
+    name: "WebSocket",
+    uses: (c) => c.websocket !== undefined,
+  },
   tls: { name: "TLS", uses: (c) => tlsOf(c.listen) !== undefined },
   unixTls: {
     name: "TLS on a Unix socket",

@@ -35,7 +35,7 @@ const logger = getLogger([LOG_CATEGORY, "server"]);
 export interface Backend {
   readonly addr: Deno.Addr;
   readonly engine: "default" | "native";
-  readonly transport: "tcp" | "tls" | "unix" | "udp";
+  readonly transport: "tcp" | "tls" | "unix" | "udp" | "websocket";
   /** Resolves once it serves; rejects when it cannot. */
   readonly ready: Promise<void>;
   /** Resolves once every connection has ended and all is closed. */
@@ -68,14 +68,17 @@ export interface Backend {
   setFaults(faults: Fault[]): Promise<void>;
   /** Whether it answers UDP (the datagram faults need it). */
   readonly datagrams?: boolean;
+  /** Its WebSocket listener's address, when it has one. */
+  readonly websocketAddr?: Deno.NetAddr;
 }
 
 /** The handle of one server: an {@linkcode EchoServer} over its backend. */
 export class ServerHandle implements EchoServer<Deno.Addr> {
   readonly addr: Deno.Addr;
+  readonly websocketAddr: Deno.NetAddr | undefined;
   readonly mode: EchoMode;
   readonly engine: "default" | "native";
-  readonly transport: "tcp" | "tls" | "unix" | "udp";
+  readonly transport: "tcp" | "tls" | "unix" | "udp" | "websocket";
   readonly tls: boolean;
   readonly ready: Promise<void>;
   readonly finished: Promise<void>;
@@ -98,6 +101,7 @@ export class ServerHandle implements EchoServer<Deno.Addr> {
     this.#listen = listen;
     this.#faults = config.faults;
     this.addr = backend.addr;
+    this.websocketAddr = backend.websocketAddr;
     this.mode = mode;
     this.engine = backend.engine;
     this.transport = backend.transport;

@@ -19,6 +19,7 @@ import {
   REFUSED_NOT_ALLOWED,
   REFUSED_PER_ADDRESS,
   REJECTED,
+  WEBSOCKET_BAD_UPGRADES,
 } from "./counters.ts";
 
 /** One log record: a LogTape message template and its properties. */
@@ -193,6 +194,20 @@ export function proxyFailed(
   return {
     level: "info",
     message: "Bad PROXY header from {peer}: {reason}",
+    properties: { peer, reason },
+  };
+}
+
+/** A WebSocket upgrade that was not valid (answered 400). */
+export function badUpgrade(
+  counters: Float64Array,
+  peer: string,
+  reason: string,
+): LogRecord {
+  counters[WEBSOCKET_BAD_UPGRADES]++;
+  return {
+    level: "info",
+    message: "Bad WebSocket upgrade from {peer}: {reason}",
     properties: { peer, reason },
   };
 }

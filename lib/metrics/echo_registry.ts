@@ -151,6 +151,13 @@ function readings(server: EchoServer<Deno.Addr>): Reading[] {
       read: (s) => s.upstreamFailures,
     },
     {
+      name: "tcp_echo_websocket_bad_upgrades_total",
+      help: "WebSocket upgrades refused as not valid (a bad key or " +
+        "version), each answered 400.",
+      type: "counter",
+      read: (s) => s.websocketBadUpgrades,
+    },
+    {
       name: "tcp_echo_proxy_header_failures_total",
       help: "PROXY protocol headers missing, not valid, late, or from a " +
         "peer that is not a trusted proxy.",

@@ -75,7 +75,7 @@ export interface SessionFacts {
   host: string;
   /** The server's `id`, or `HOSTNAME:PORT` (or path) when none was given. */
   id: string;
-  transport: "tcp" | "tls" | "unix" | "udp";
+  transport: "tcp" | "tls" | "unix" | "udp" | "websocket";
   /** The client, as the PROXY header says where there is one. */
   client: Deno.Addr;
   /** This end of the connection. */

@@ -296,7 +296,7 @@ export class NativeServer implements Backend {
   readonly finished: Promise<void>;
   readonly ready: Promise<void>;
   readonly engine = "native" as const;
-  readonly transport: "tcp" | "tls" | "unix" | "udp";
+  readonly transport: "tcp" | "tls" | "unix" | "udp" | "websocket";
   #native: Native;
   #config: ServerConfig;
   readonly datagrams: boolean;

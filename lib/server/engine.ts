@@ -24,6 +24,7 @@ import { SESSIONS } from "../modes/registry.ts";
 import {
   acceptFailed,
   acceptPaused,
+  badUpgrade,
   closed,
   dropped,
   faulted,
@@ -101,7 +102,7 @@ export class Server implements Backend {
   readonly ready: Promise<void>;
   readonly mode: EchoMode;
   readonly engine = "default" as const;
-  readonly transport: "tcp" | "tls" | "unix";
+  readonly transport: "tcp" | "tls" | "unix" | "websocket";
   #config: ServerConfig;
   #transport: Transport;
   /** The faults new connections get (see setFaults). */
@@ -163,6 +164,8 @@ export class Server implements Backend {
       new UpstreamLink(config.upstream, shared.counters, this.#log);
     this.#reusePort = shared.reusePort;
     this.#events = {
+      badUpgrade: (peer, reason) =>
+        this.#emit(badUpgrade(this.#counters, peer, reason)),
       handshakeFailed: (peer, reason) =>
         this.#emit(handshakeFailed(this.#counters, peer, reason)),
       handshaken: (ms) => countHandshake(this.#counters, ms),

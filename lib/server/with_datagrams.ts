@@ -16,7 +16,8 @@ export class WithDatagrams implements Backend {
   readonly ready: Promise<void>;
   readonly finished: Promise<void>;
   readonly engine = "default" as const;
-  readonly transport: "tcp" | "tls" | "unix" | "udp";
+  readonly transport: "tcp" | "tls" | "unix" | "udp" | "websocket";
+  readonly websocketAddr: Deno.NetAddr | undefined;
   #stream: Backend | undefined;
   #udp: DatagramEcho;
 
@@ -25,6 +26,7 @@ export class WithDatagrams implements Backend {
     this.#udp = udp;
     this.transport = stream?.transport ?? "udp";
     this.addr = stream?.addr ?? udp.addr;
+    this.websocketAddr = stream?.websocketAddr;
     this.ready = stream?.ready ?? Promise.resolve();
     this.finished = Promise.all([stream?.finished, udp.finished]).then(
       () => {},

@@ -14,6 +14,7 @@ import { claimPort, tcpTransport } from "./tcp.ts";
 import { checkCertificate, tlsTransport } from "./tls.ts";
 import type { Transport, TransportEvents } from "./transport.ts";
 import { unixTransport } from "./unix.ts";
+import { websocketTransport } from "./websocket.ts";
 
 /**
  * The transport `listen` asks for. With `reusePort`, other listeners of the
@@ -25,7 +26,7 @@ export function transportFor(
   events: TransportEvents,
   rules: Pick<
     ServerConfig,
-    "proxy" | "access" | "limits" | "maxBytesPerSecond"
+    "proxy" | "access" | "limits" | "maxBytesPerSecond" | "mode"
   >,
   faults: FaultBox,
 ): Transport {
@@ -37,6 +38,11 @@ export function transportFor(
       return tlsTransport({ ...listen, reusePort, wrap }, events);
     case "unix":
       return wrapped(unixTransport(listen.path), wrap);
+    case "websocket":
+      return wrapped(
+        websocketTransport(listen, rules.mode, reusePort, events),
+        rulesFor({ ...rules, proxy: undefined }, events, faults),
+      );
   }
 }
 
@@ -101,6 +107,7 @@ export function claim(listen: ListenConfig): ListenConfig {
   switch (listen.transport) {
     case "unix":
       return listen;
+    case "websocket":
     case "tcp":
       return { ...listen, ...portOf(claimPort(listen.hostname, listen.port)) };
     case "tls":

@@ -17,6 +17,8 @@ export interface Pending {
 
 /** What a transport tells the engine about clients it never hands over. */
 export interface TransportEvents {
+  /** A WebSocket upgrade was not valid (bad key, version); a 400. */
+  badUpgrade(peer: string, reason: string): void;
   /** A TLS handshake failed or timed out; the client is closed. */
   handshakeFailed(peer: string, reason: string): void;
   /** A TLS handshake completed, `ms` after the client was accepted. */

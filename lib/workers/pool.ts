@@ -115,7 +115,7 @@ export class WorkerPool implements Backend {
   readonly finished: Promise<void>;
   readonly ready: Promise<void>;
   readonly engine = "default" as const;
-  readonly transport: "tcp" | "tls" | "unix";
+  readonly transport: "tcp" | "tls" | "unix" | "websocket";
   #main: Server;
   #handles: WorkerHandle[] = [];
   #counters: Float64Array;

@@ -1,0 +1,182 @@
+// Private: the WebSocket transport. Deno.serve listens for HTTP; `GET /ws`
+// upgrades, and each WebSocket becomes a connection the engine serves as
+// any other (lib/websocket/conn.ts), its messages framed for the mode;
+// `/healthz` and `/readyz` answer orchestrators. Closing the listener stops
+// the upgrades (503) and turns `/readyz` to 503, while the WebSockets open
+// go on: Deno's `shutdown()` would end them, so the HTTP server is shut
+// down only once the engine has finished with them (`settled`). Not
+// exported from mod.ts.
+
+import { formatAddr } from "../_helpers.ts";
+import type { ListenConfig } from "../core/config.ts";
+import type { EchoMode } from "../types.ts";
+import { WebSocketConn } from "../websocket/conn.ts";
+import { echoFraming, lineFraming } from "../websocket/framing.ts";
+import type { Transport, TransportEvents } from "./transport.ts";
+
+/** A WebSocket listener's configuration. */
+export type WebSocketListen = Extract<ListenConfig, { transport: "websocket" }>;
+
+/**
+ * WebSocket over HTTP on `listen.hostname:listen.port` (TLS with its
+ * certificate and key, when it has them).
+ */
+export function websocketTransport(
+  listen: WebSocketListen,
+  mode: EchoMode,
+  reusePort: boolean,
+  events: Pick<TransportEvents, "badUpgrade">,
+): Transport {
+  let http: Deno.HttpServer<Deno.NetAddr> | undefined;
+  let listener: WebSocketListener | undefined;
+  return {
+    listen() {
+      listener = new WebSocketListener();
+      const accepting = listener;
+      const tls = listen.tls === undefined
+        ? {}
+        : { cert: listen.tls.cert, key: listen.tls.key };
+      http = Deno.serve(
+        {
+          hostname: listen.hostname,
+          port: listen.port,
+          ...(reusePort ? { reusePort: true } : {}),
+          ...tls,
+          onListen: () => {},
+          onError: () => new Response("Internal error\n", { status: 500 }),
+        },
+        (request, info) => route(request, info, accepting),
+      );
+      accepting.addr = http.addr;
+      return accepting;
+    },
+    prepare: () => {},
+    peer: (conn) => formatAddr(conn.remoteAddr),
+    settled: async () => {
+      await http?.shutdown();
+    },
+  };
+
+  function route(
+    request: Request,
+    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+    accepting: WebSocketListener,
+  ): Response {
+    const { pathname } = new URL(request.url);
+    switch (pathname) {
+      case "/healthz":
+        return text(200, "ok\n");
+      case "/readyz":
+        return accepting.closed
+          ? text(503, "draining\n")
+          : text(200, "ready\n");
+      case "/ws":
+        break;
+      default:
+        return text(404, "Not found: try /ws, /healthz or /readyz\n");
+    }
+    if (accepting.closed) return text(503, "draining\n");
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return text(426, "/ws speaks WebSocket: send an Upgrade request\n", {
+        upgrade: "websocket",
+      });
+    }
+    // Read before the upgrade: Deno closes the request (its headers, the
+    // peer's address) then.
+    const headers = new Headers(request.headers);
+    const remote = info.remoteAddr;
+    let upgraded: { socket: WebSocket; response: Response };
+    try {
+      upgraded = Deno.upgradeWebSocket(request);
+    } catch (error) {
+      const reason = (error as Error).message;
+      events.badUpgrade(formatAddr(remote), reason);
+      return text(400, `Bad WebSocket upgrade: ${reason}\n`);
+    }
+    const { socket, response } = upgraded;
+    const conn = new WebSocketConn(
+      socket,
+      mode === "echo" ? echoFraming() : lineFraming(),
+      { local: http!.addr, remote },
+      { method: request.method, path: pathname, headers },
+      listen.maxMessageBytes,
+    );
+    // Served once open: a socket that fails before is never handed over.
+    socket.addEventListener("open", () => accepting.push(conn), {
+      once: true,
+    });
+    return response;
+  }
+}
+
+function text(
+  status: number,
+  body: string,
+  headers: Record<string, string> = {},
+): Response {
+  return new Response(body, {
+    status,
+    headers: { "content-type": "text/plain; charset=utf-8", ...headers },
+  });
+}
+
+/** The upgraded WebSockets, as a listener the engine accepts from. */
+class WebSocketListener implements Deno.Listener {
+  addr!: Deno.NetAddr;
+  closed = false;
+  #ready: WebSocketConn[] = [];
+  #waiting: {
+    resolve: (conn: Deno.Conn) => void;
+    reject: (error: Error) => void;
+  }[] = [];
+
+  push(conn: WebSocketConn): void {
+    if (this.closed) return conn.close();
+    const waiting = this.#waiting.shift();
+    if (waiting !== undefined) waiting.resolve(conn);
+    else this.#ready.push(conn);
+  }
+
+  accept(): Promise<Deno.Conn> {
+    const ready = this.#ready.shift();
+    if (ready !== undefined) return Promise.resolve(ready);
+    if (this.closed) {
+      return Promise.reject(new Deno.errors.BadResource("Listener closed"));
+    }
+    return new Promise((resolve, reject) =>
+      this.#waiting.push({ resolve, reject })
+    );
+  }
+
+  /** Stops the upgrades; the WebSockets open go on. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const conn of this.#ready.splice(0)) conn.close();
+    for (const { reject } of this.#waiting.splice(0)) {
+      reject(new Deno.errors.BadResource("Listener closed"));
+    }
+  }
+
+  get rid(): number {
+    throw new TypeError("A WebSocket listener has no resource id");
+  }
+
+  ref(): void {}
+  unref(): void {}
+
+  async *[Symbol.asyncIterator](): AsyncIterableIterator<Deno.Conn> {
+    while (true) {
+      try {
+        yield await this.accept();
+      } catch (error) {
+        if (error instanceof Deno.errors.BadResource) return;
+        throw error;
+      }
+    }
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,120 @@
+// Private: what a WebSocket's messages are to the byte streams the modes
+// read and write, each way, free of I/O. Echo mode mirrors the messages:
+// the bytes written back are cut where the messages received were cut, and
+// go back as text or binary as they came. The line modes take each message
+// as a line (or several, split on newlines) and send each line written as
+// one text message. Not exported from mod.ts.
+
+/** A WebSocket message: text, or binary bytes. */
+export type WsMessage = string | Uint8Array;
+
+/** How one WebSocket's messages become a byte stream, and back. */
+export interface Framing {
+  /** The bytes a message received gives the mode. */
+  received(message: WsMessage): Uint8Array;
+  /** The messages the bytes the mode wrote complete (the rest is kept). */
+  sent(bytes: Uint8Array): WsMessage[];
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** The bytes of `message` (UTF-8 for text). */
+export function messageBytes(message: WsMessage): Uint8Array {
+  return typeof message === "string" ? encoder.encode(message) : message;
+}
+
+/** Bytes kept in arrival order, taken from the front. */
+class Pending {
+  #chunks: Uint8Array[] = [];
+  length = 0;
+
+  push(bytes: Uint8Array): void {
+    if (bytes.length === 0) return;
+    this.#chunks.push(bytes.slice());
+    this.length += bytes.length;
+  }
+
+  /** The first `n` bytes (at most `length`), removed. */
+  take(n: number): Uint8Array {
+    const out = new Uint8Array(n);
+    let at = 0;
+    while (at < n) {
+      const chunk = this.#chunks[0];
+      const part = Math.min(chunk.length, n - at);
+      out.set(chunk.subarray(0, part), at);
+      at += part;
+      if (part === chunk.length) this.#chunks.shift();
+      else this.#chunks[0] = chunk.subarray(part);
+    }
+    this.length -= n;
+    return out;
+  }
+
+  /** Where `byte` first is, or -1. */
+  indexOf(byte: number): number {
+    let offset = 0;
+    for (const chunk of this.#chunks) {
+      const i = chunk.indexOf(byte);
+      if (i !== -1) return offset + i;
+      offset += chunk.length;
+    }
+    return -1;
+  }
+}
+
+/**
+ * Echo mode's framing: each message received is remembered (its length,
+ * and whether it was text), and the bytes written back are cut into the
+ * same messages, each sent once all of its bytes are there.
+ */
+export function echoFraming(): Framing {
+  const shapes: { text: boolean; length: number }[] = [];
+  const pending = new Pending();
+  return {
+    received(message) {
+      const bytes = messageBytes(message);
+      shapes.push({ text: typeof message === "string", length: bytes.length });
+      return bytes;
+    },
+    sent(bytes) {
+      pending.push(bytes);
+      const out: WsMessage[] = [];
+      while (shapes.length > 0 && pending.length >= shapes[0].length) {
+        const { text, length } = shapes.shift()!;
+        const body = pending.take(length);
+        out.push(text ? decoder.decode(body) : body);
+      }
+      return out;
+    },
+  };
+}
+
+/**
+ * The line modes' framing: a message received is a line (a newline is
+ * added unless it ends with one; one with newlines inside is several), and
+ * each line written goes out as one text message, without its newline.
+ */
+export function lineFraming(): Framing {
+  const pending = new Pending();
+  return {
+    received(message) {
+      const bytes = messageBytes(message);
+      if (bytes.length > 0 && bytes[bytes.length - 1] === 0x0a) return bytes;
+      const line = new Uint8Array(bytes.length + 1);
+      line.set(bytes);
+      line[bytes.length] = 0x0a;
+      return line;
+    },
+    sent(bytes) {
+      pending.push(bytes);
+      const out: WsMessage[] = [];
+      for (let end = pending.indexOf(0x0a); end !== -1;) {
+        const line = pending.take(end + 1);
+        out.push(decoder.decode(line.subarray(0, end)));
+        end = pending.indexOf(0x0a);
+      }
+      return out;
+    },
+  };
+}
