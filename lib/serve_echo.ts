@@ -271,6 +271,7 @@ function checkOptions(
     maxConnections = Infinity,
     idleTimeout = 0,
     gracePeriod = 5000,
+    drainDelay = 0,
     mode = "echo",
     maxLineBytes = 8192,
     channelCapacity = 100,
@@ -279,6 +280,7 @@ function checkOptions(
   assertLimit("maxConnections", maxConnections);
   assertMilliseconds("idleTimeout", idleTimeout);
   assertMilliseconds("gracePeriod", gracePeriod, true);
+  assertMilliseconds("drainDelay", drainDelay);
   if (!(MODES as readonly string[]).includes(mode)) {
     throw optionError(
       "mode",
@@ -313,11 +315,16 @@ function checkOptions(
     websocket: websocketConfig(options as ServeEchoOptions, mode),
     udpRate,
     redis: redisConfig(options, mode),
-    host: mode === "info" ? infoHost() : "",
+    host: mode === "info"
+      ? infoHost()
+      : options.websocket !== undefined
+      ? infoHost("websocket")
+      : "",
     id,
     maxConnections,
     idleTimeout,
     gracePeriod,
+    drainDelay,
     mode,
     maxLineBytes,
     channelCapacity,

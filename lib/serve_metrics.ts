@@ -22,9 +22,11 @@ export interface ServeMetricsOptions {
 }
 
 /**
- * Serves `server`'s metrics in Prometheus's text format at `/metrics`, over
- * HTTP with `Deno.serve`: connections, refusals by reason, bytes and
- * datagrams by transport, TLS and PROXY header failures, clients dropped
+ * Serves `server`'s metrics in Prometheus's text format at `/metrics`, and
+ * its health (`/healthz`: 200; `/readyz`: 200, or 503 once
+ * {@linkcode EchoServer.draining}), over HTTP with `Deno.serve`: the
+ * metrics count connections, refusals by reason, bytes and datagrams by
+ * transport, TLS and PROXY header failures, clients dropped
  * for full queues, `tcp_echo_build_info{version,engine,mode}`, and the
  * process's CPU, memory and event-loop lag. Across all workers: one scrape
  * sees the whole server. The values are the counters the server keeps
@@ -75,6 +77,12 @@ export function metricsRoute(
   const metrics = echoRegistry(server);
   return (request) => {
     const { pathname } = new URL(request.url);
+    if (pathname === "/healthz") return Promise.resolve(health(200, "ok"));
+    if (pathname === "/readyz") {
+      return Promise.resolve(
+        server.draining ? health(503, "draining") : health(200, "ready"),
+      );
+    }
     if (pathname !== "/metrics") return undefined;
     if (request.method !== "GET" && request.method !== "HEAD") {
       return Promise.resolve(
@@ -88,6 +96,13 @@ export function metricsRoute(
       new Response(text, { headers: { "content-type": metrics.contentType } })
     );
   };
+}
+
+function health(status: number, text: string): Response {
+  return new Response(`${text}\n`, {
+    status,
+    headers: { "content-type": "text/plain; charset=utf-8" },
+  });
 }
 
 /**

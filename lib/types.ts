@@ -333,6 +333,16 @@ export interface ServeEchoOptions {
    */
   gracePeriod?: number;
   /**
+   * Milliseconds {@linkcode EchoServer.shutdown} goes on accepting before
+   * it drains, with {@linkcode EchoServer.draining} set (and `/readyz`
+   * answering 503), so that a load balancer stops sending new clients
+   * before the listener closes (agnhost's `--delay-shutdown`). Aborting
+   * `signal` meanwhile stops at once.
+   *
+   * @default {0}
+   */
+  drainDelay?: number;
+  /**
    * Aborting this signal is the hard stop: the listener and every connection
    * are closed at once.
    */
@@ -652,6 +662,12 @@ export interface EchoServer<A extends Deno.Addr = Deno.NetAddr>
   extends AsyncDisposable {
   /** The address the server listens on, with the port really bound. */
   readonly addr: A;
+  /**
+   * Whether a shutdown has begun ({@linkcode EchoServer.shutdown}, a first
+   * SIGTERM on the command line): from then on `/readyz` answers 503, while
+   * the server may still accept for `drainDelay` ms.
+   */
+  readonly draining: boolean;
   /**
    * The address of its WebSocket listener (`websocket`), with the port
    * really bound; undefined without one.

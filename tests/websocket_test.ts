@@ -6,8 +6,10 @@
 
 import assert from "node:assert/strict";
 import { serveEcho } from "../mod.ts";
-import { LineClient } from "./_helpers.ts";
+import { serveMetrics } from "../metrics.ts";
+import { captureLogs, LineClient, localPeer } from "./_helpers.ts";
 import { assertUsageErrors, LOCK, SERVER, Spawned } from "./_process.ts";
+import { frame, RawWebSocket } from "./_websocket.ts";
 
 /** A WebSocket client that keeps what arrives, and waits on events. */
 class WsClient implements AsyncDisposable {
@@ -212,7 +214,7 @@ Deno.test("/healthz and /readyz: 200 while serving; a drain turns /readyz to 503
   assert.equal(await get("/readyz"), "200 ready");
   assert.equal(
     await get("/elsewhere"),
-    "404 Not found: try /ws, /healthz or /readyz",
+    "404 Not found: try /ws, /info, /healthz or /readyz",
   );
   assert.equal(
     await get("/ws"),
@@ -281,6 +283,7 @@ Deno.test("--websocket prints where it listens; --websocket-only alone; usage er
     "run",
     LOCK,
     "--allow-net",
+    "--allow-sys=hostname",
     SERVER,
     "--port",
     "0",
@@ -296,7 +299,14 @@ Deno.test("--websocket prints where it listens; --websocket-only alone; usage er
   ws.send("through the command line");
   assert.deepEqual(await ws.received(1), ["through the command line"]);
   await assertUsageErrors(
-    [Deno.execPath(), "run", LOCK, "--allow-net", SERVER],
+    [
+      Deno.execPath(),
+      "run",
+      LOCK,
+      "--allow-net",
+      "--allow-sys=hostname",
+      SERVER,
+    ],
     [
       [
         ["--websocket-only"],
@@ -316,4 +326,166 @@ Deno.test("--websocket prints where it listens; --websocket-only alone; usage er
       ],
     ],
   );
+});
+
+Deno.test("/info answers JSON: who answered, the client as a trusted proxy names it in X-Forwarded-For, the request", async () => {
+  const { server, http } = await serveBoth({
+    trustedProxies: ["127.0.0.1", "10.0.0.0/8"],
+    id: "backend-a",
+  });
+  await using _server = server;
+  const info = async (forwardedFor?: string) => {
+    const response = await fetch(`${http}/info?x=1`, {
+      headers: forwardedFor === undefined
+        ? { "x-test": "yes" }
+        : { "x-test": "yes", "x-forwarded-for": forwardedFor },
+    });
+    assert.equal(response.status, 200);
+    return await response.json();
+  };
+  const plain = await info();
+  assert.equal(plain.hostname, Deno.hostname());
+  assert.equal(plain.id, "backend-a");
+  assert.equal(plain.client.ip, "127.0.0.1");
+  assert.ok(plain.client.port > 0);
+  assert.deepEqual(plain.server, {
+    ip: "127.0.0.1",
+    port: server.websocketAddr!.port,
+  });
+  assert.equal(plain.transport, "websocket");
+  assert.equal(plain.request.method, "GET");
+  assert.equal(plain.request.path, "/info");
+  assert.equal(plain.request.headers["x-test"], "yes");
+  assert.ok(!Number.isNaN(Date.parse(plain.time)));
+  // The rightmost address no trusted proxy vouches for is the client.
+  const forwarded = await info("198.51.100.7, 203.0.113.9, 10.1.2.3");
+  assert.deepEqual(forwarded.client, { ip: "203.0.113.9", port: 0 });
+  // From a peer that is not trusted, the header is not believed.
+  const { server: untrusting, http: other } = await serveBoth();
+  await using _untrusting = untrusting;
+  const response = await fetch(`${other}/info`, {
+    headers: { "x-forwarded-for": "203.0.113.9" },
+  });
+  assert.equal((await response.json()).client.ip, "127.0.0.1");
+});
+
+Deno.test("a WebSocket client named by a trusted X-Forwarded-For is that client to info mode and the access rules", async () => {
+  const { server } = await serveBoth({
+    mode: "info",
+    trustedProxies: ["127.0.0.1"],
+    deny: ["192.0.2.0/24"],
+  });
+  await using _server = server;
+  const port = server.websocketAddr!.port;
+  using ws = await RawWebSocket.open(port, "/ws", {
+    "X-Forwarded-For": "203.0.113.9",
+  });
+  assert.match(ws.response, /^HTTP\/1\.1 101 /);
+  await ws.send(frame(1, "clientip"));
+  const answer = await ws.next();
+  assert.equal(new TextDecoder().decode(answer!.payload), "203.0.113.9");
+  using denied = await RawWebSocket.open(port, "/ws", {
+    "X-Forwarded-For": "192.0.2.1",
+  });
+  assert.notEqual(await denied.closeFrame(), undefined);
+  assert.equal(server.stats.refused.denied, 1);
+});
+
+Deno.test("a frame that breaks the protocol ends that WebSocket, counted as an error; the server goes on", async () => {
+  const logs = await captureLogs();
+  const { server, url } = await serveBoth();
+  await using _server = server;
+  const port = server.websocketAddr!.port;
+  const rsv = frame(1, "an extension's bit, none agreed");
+  rsv[0] |= 0x40;
+  const broken = [
+    frame(3, "a reserved opcode"),
+    rsv,
+    frame(1, new Uint8Array([0xff, 0xfe])),
+  ];
+  for (const bad of broken) {
+    using ws = await RawWebSocket.open(port);
+    await ws.send(bad);
+    // Deno's server drops the connection without a close frame.
+    assert.equal(await ws.closeFrame(), null);
+    await logs.closed(localPeer(ws.conn));
+  }
+  assert.equal(server.stats.closed.error, 3);
+  const records = logs.records.filter((r) =>
+    r.rawMessage.toString().startsWith("Closed {peer}")
+  );
+  assert.deepEqual(records.map((r) => r.properties.reason), [
+    "protocol error",
+    "protocol error",
+    "protocol error",
+  ]);
+  await using ws = await WsClient.open(url);
+  ws.send("fine");
+  assert.deepEqual(await ws.received(1), ["fine"]);
+});
+
+Deno.test("a WebSocket client that sends on but does not read is dropped, as a TCP one; the others go on", async () => {
+  const logs = await captureLogs();
+  const { server, url } = await serveBoth({
+    websocket: { maxMessageBytes: 16384 },
+  });
+  await using _server = server;
+  using greedy = await RawWebSocket.open(server.websocketAddr!.port);
+  const peer = localPeer(greedy.conn);
+  const chunk = frame(2, new Uint8Array(16384));
+  // Bounded: 64 MiB at most, far past the server's bounds (its send
+  // buffer's 1 MiB, the unread 1 MiB and one message) and the kernel's.
+  // The server closes with 1008; with our bytes still unread there, the
+  // kernel turns that close into a reset, and a write here fails.
+  for (let i = 0; i < 4096; i++) {
+    const sent = await greedy.send(chunk).then(() => true, () => false);
+    if (!sent) break;
+  }
+  const closed = await logs.closed(peer);
+  assert.equal(closed.properties.reason, "send queue full");
+  assert.equal(server.stats.closed.sendQueueFull, 1);
+  await using ws = await WsClient.open(url);
+  ws.send("fine");
+  assert.deepEqual(await ws.received(1), ["fine"]);
+});
+
+Deno.test("drainDelay: /readyz turns 503 at once (on --metrics too) while the server still accepts, then it drains; a stop cuts the delay short", async () => {
+  const { server, url, http } = await serveBoth({ drainDelay: 300 });
+  await using metrics = serveMetrics(server, { port: 0 });
+  const get = async (base: string, path: string) => {
+    const response = await fetch(`${base}${path}`);
+    return `${response.status} ${(await response.text()).trim()}`;
+  };
+  const metricsUrl = `http://127.0.0.1:${metrics.addr.port}`;
+  assert.equal(await get(metricsUrl, "/readyz"), "200 ready");
+  assert.equal(await get(metricsUrl, "/healthz"), "200 ok");
+  assert.equal(server.draining, false);
+  const started = performance.now();
+  const stopping = server.shutdown();
+  assert.equal(server.draining, true);
+  assert.equal(await get(http, "/readyz"), "503 draining");
+  assert.equal(await get(metricsUrl, "/readyz"), "503 draining");
+  // Still accepting, on both listeners.
+  await using late = await WsClient.open(url);
+  late.send("accepted late");
+  assert.deepEqual(await late.received(1), ["accepted late"]);
+  await using tcp = await LineClient.connect(server.addr.port);
+  await tcp.send("tcp too");
+  await tcp.until((_) => tcp.bytes.length === 7);
+  late.close();
+  await late.closed;
+  await tcp.conn.closeWrite();
+  await stopping;
+  assert.ok(performance.now() - started >= 300);
+  // A stop during a long delay ends it at once.
+  const controller = new AbortController();
+  const stopped = serveEcho({
+    port: 0,
+    drainDelay: 3_600_000,
+    signal: controller.signal,
+  });
+  await stopped.ready;
+  const waiting = stopped.shutdown();
+  controller.abort();
+  await waiting;
 });

@@ -200,9 +200,10 @@ export const SERVER_FLAGS = {
     arg: "CIDR",
     option: "trustedProxies",
     multiple: true,
-    requires: ["proxy-protocol"],
-    help: "believe PROXY headers only from this address or block (again for " +
-      "more); a header from anyone else is refused (default: any peer)",
+    help: "believe PROXY headers (--proxy-protocol) and X-Forwarded-For " +
+      "(--websocket) only from this address or block (again for more); a " +
+      "PROXY header from anyone else is refused (default: any peer), an " +
+      "X-Forwarded-For ignored",
     parse: cidr,
   },
   allow: {
@@ -404,6 +405,15 @@ export const SERVER_FLAGS = {
       "closes within 1 s; unlimited waits until they close",
     default: "5000",
     parse: wait,
+  },
+  "drain-delay": {
+    group: "websocket",
+    arg: "MS",
+    help: "on shutdown, go on accepting for MS ms with /readyz answering " +
+      "503 (--websocket, --metrics), so that a load balancer stops sending " +
+      "first; then the grace period",
+    default: "0",
+    parse: integer,
   },
   id: {
     group: "modes",
@@ -647,6 +657,7 @@ export function serverOptions(
     maxBytesPerSecond: v["max-bytes-per-second"],
     idleTimeout: v["idle-timeout"],
     gracePeriod: v["grace-period"],
+    drainDelay: v["drain-delay"],
     maxLineBytes: v["max-line-bytes"],
     channelCapacity: v["channel-capacity"],
     channelBytes: v["channel-bytes"],

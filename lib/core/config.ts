@@ -40,6 +40,8 @@ export type ListenConfig =
     tls: TlsSettings | undefined;
     /** The largest message taken; a bigger one closes with 1009. */
     maxMessageBytes: number;
+    /** Proxies whose X-Forwarded-For is believed; none when undefined. */
+    trusted: string[] | undefined;
   };
 
 /** A TLS listener's configuration on TCP. */
@@ -76,6 +78,8 @@ export interface ServerConfig {
   liveFaults: boolean;
   /** Where proxy mode forwards every connection (only in proxy mode). */
   upstream: UpstreamConfig | undefined;
+  /** Milliseconds a shutdown goes on accepting, not ready, before it drains. */
+  drainDelay: number;
   /** A WebSocket listener beside (or instead of) `listen`, if any. */
   websocket: WebSocketConfig | undefined;
   /** UDP datagrams a second per source (or Infinity). */

@@ -14,6 +14,8 @@ export const ENDINGS = {
   "quit command": "quitCommand",
   "exit command": "quitCommand",
   "line too long": "error",
+  "message too big": "error",
+  "protocol error": "error",
   "server shutting down": "shutdown",
   "grace period over": "shutdown",
   "server stopped": "serverStopped",

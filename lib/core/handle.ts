@@ -68,6 +68,11 @@ export interface Backend {
   setFaults(faults: Fault[]): Promise<void>;
   /** Whether it answers UDP (the datagram faults need it). */
   readonly datagrams?: boolean;
+  /**
+   * A shutdown begins (before any drain delay): health checks say it is
+   * not ready from now on.
+   */
+  unready?(): void;
   /** Its WebSocket listener's address, when it has one. */
   readonly websocketAddr?: Deno.NetAddr;
 }
@@ -90,10 +95,16 @@ export class ServerHandle implements EchoServer<Deno.Addr> {
   #changing: Promise<unknown> = Promise.resolve();
   #shutdown: Promise<void> | undefined;
   #startFailed = false;
+  #drainDelay: number;
+  /** Ends the drain delay early (a stop). */
+  #endDelay: (() => void) | undefined;
 
   constructor(
     backend: Backend,
-    config: Pick<ServerConfig, "listen" | "mode" | "gracePeriod" | "faults">,
+    config: Pick<
+      ServerConfig,
+      "listen" | "mode" | "gracePeriod" | "drainDelay" | "faults"
+    >,
     signal: AbortSignal | undefined,
   ) {
     const { listen, mode, gracePeriod } = config;
@@ -108,6 +119,7 @@ export class ServerHandle implements EchoServer<Deno.Addr> {
     this.tls = tlsOf(listen) !== undefined;
     this.ready = backend.ready;
     this.#gracePeriod = gracePeriod;
+    this.#drainDelay = config.drainDelay;
     // Whoever awaits it sees the error, alone: no "Stopping now" after it.
     this.ready.catch(() => this.#startFailed = true);
     signal?.addEventListener("abort", this.#abort, { once: true });
@@ -175,8 +187,32 @@ export class ServerHandle implements EchoServer<Deno.Addr> {
     );
   }
 
+  get draining(): boolean {
+    return this.#shutdown !== undefined;
+  }
+
   shutdown(): Promise<void> {
     if (this.#shutdown !== undefined) return this.#shutdown;
+    this.#backend.unready?.();
+    const delay = this.#drainDelay;
+    if (delay === 0) return this.#shutdown = this.#drain();
+    logger.info(
+      "Not ready: accepting for {delay} ms more, then shutting down",
+      { delay },
+    );
+    this.#shutdown = new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(true), delay);
+      // A stop meanwhile: nothing is left to drain.
+      this.#endDelay = () => {
+        clearTimeout(timer);
+        resolve(false);
+      };
+    }).then((drain) => drain ? this.#drain() : this.finished);
+    return this.#shutdown;
+  }
+
+  #drain(): Promise<void> {
+    this.#endDelay = undefined;
     const gracePeriod = this.#gracePeriod;
     const active = this.#backend.stats.active;
     logger.info(
@@ -187,8 +223,7 @@ export class ServerHandle implements EchoServer<Deno.Addr> {
       }`,
       { active, gracePeriod },
     );
-    this.#shutdown = this.#backend.drain().then(() => this.finished);
-    return this.#shutdown;
+    return this.#backend.drain().then(() => this.finished);
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -203,6 +238,7 @@ export class ServerHandle implements EchoServer<Deno.Addr> {
         { active },
       );
     }
+    this.#endDelay?.();
     this.#backend.stop();
   };
 }

@@ -170,16 +170,44 @@ export class InfoSession extends LinesSession {
   }
 }
 
-/** The machine's hostname, for info mode. */
-export function infoHost(): string {
+/**
+ * The machine's hostname, for info mode (or for `/info`, which `option`
+ * then names).
+ */
+export function infoHost(option = "mode"): string {
   try {
     return Deno.hostname();
   } catch (error) {
     if (!(error instanceof Deno.errors.NotCapable)) throw error;
     throw optionError(
-      "mode",
-      "info mode answers hostname: run Deno with --allow-sys=hostname",
+      option,
+      `${
+        option === "mode" ? "info mode" : "/info"
+      } answers hostname: run Deno with --allow-sys=hostname`,
       Deno.errors.NotCapable,
     );
   }
+}
+
+/**
+ * What `GET /info` answers (JSON): info mode's facts, with the request's
+ * method, path and headers, as the echo backends of ingress tests answer.
+ */
+export function infoDocument(
+  facts: SessionFacts,
+  request: { method: string; path: string; headers: Headers },
+): Record<string, unknown> {
+  return {
+    hostname: facts.host,
+    id: facts.id,
+    client: { ip: address(facts.client), port: Number(port(facts.client)) },
+    server: { ip: address(facts.server), port: Number(port(facts.server)) },
+    transport: facts.transport,
+    time: new Date().toISOString(),
+    request: {
+      method: request.method,
+      path: request.path,
+      headers: Object.fromEntries(request.headers),
+    },
+  };
 }

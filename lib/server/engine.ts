@@ -327,6 +327,10 @@ export class Server implements Backend {
     }
   }
 
+  unready(): void {
+    this.#transport.unready?.();
+  }
+
   stop(): void {
     this.#logStopping("Stopping now", "", {});
     this.#closeListener();

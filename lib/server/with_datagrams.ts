@@ -71,6 +71,10 @@ export class WithDatagrams implements Backend {
     await this.finished;
   }
 
+  unready(): void {
+    this.#stream?.unready?.();
+  }
+
   stop(): void {
     this.#udp.close();
     this.#stream?.stop();

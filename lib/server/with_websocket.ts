@@ -34,6 +34,7 @@ export function withWebSocket(config: ServerConfig): WithWebSocket {
         port: websocket.port,
         tls: tlsOf(config.listen),
         maxMessageBytes: websocket.maxMessageBytes,
+        trusted: websocket.trusted,
       },
     }, { ...shared, relay });
     return new WithWebSocket(stream, ws, relay);
@@ -105,6 +106,10 @@ export class WithWebSocket implements Backend {
   async drain(): Promise<void> {
     await Promise.all(this.#all.map((s) => s.drain()));
     await this.finished;
+  }
+
+  unready(): void {
+    this.#websocket.unready();
   }
 
   stop(): void {

@@ -26,7 +26,13 @@ export function transportFor(
   events: TransportEvents,
   rules: Pick<
     ServerConfig,
-    "proxy" | "access" | "limits" | "maxBytesPerSecond" | "mode"
+    | "proxy"
+    | "access"
+    | "limits"
+    | "maxBytesPerSecond"
+    | "mode"
+    | "host"
+    | "id"
   >,
   faults: FaultBox,
 ): Transport {
@@ -40,7 +46,7 @@ export function transportFor(
       return wrapped(unixTransport(listen.path), wrap);
     case "websocket":
       return wrapped(
-        websocketTransport(listen, rules.mode, reusePort, events),
+        websocketTransport(listen, rules, reusePort, events),
         rulesFor({ ...rules, proxy: undefined }, events, faults),
       );
   }

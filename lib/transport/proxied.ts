@@ -185,24 +185,29 @@ class ProxiedConn extends WrappedConn {
 export function proxyConfig(
   options: Pick<
     ServeEchoOptions,
-    "proxyProtocol" | "proxyTimeout" | "trustedProxies"
+    "proxyProtocol" | "proxyTimeout" | "trustedProxies" | "websocket"
   >,
 ): ProxyConfig | undefined {
   const { proxyProtocol = false, proxyTimeout, trustedProxies } = options;
+  for (const entry of trustedProxies ?? []) {
+    const problem = cidrProblem(entry);
+    if (problem !== undefined) throw optionError("trustedProxies", problem);
+  }
   if (!proxyProtocol) {
-    if (proxyTimeout !== undefined || trustedProxies !== undefined) {
-      const option = proxyTimeout !== undefined
-        ? "proxyTimeout"
-        : "trustedProxies";
-      throw optionError(option, "needs proxyProtocol", TypeError);
+    if (proxyTimeout !== undefined) {
+      throw optionError("proxyTimeout", "needs proxyProtocol", TypeError);
+    }
+    // A WebSocket listener believes their X-Forwarded-For.
+    if (trustedProxies !== undefined && options.websocket === undefined) {
+      throw optionError(
+        "trustedProxies",
+        "needs proxyProtocol or websocket",
+        TypeError,
+      );
     }
     return undefined;
   }
   const timeout = proxyTimeout ?? 3000;
   assertInteger("proxyTimeout", timeout, 1, 2 ** 31 - 1);
-  for (const entry of trustedProxies ?? []) {
-    const problem = cidrProblem(entry);
-    if (problem !== undefined) throw optionError("trustedProxies", problem);
-  }
   return { timeout, trusted: trustedProxies && [...trustedProxies] };
 }

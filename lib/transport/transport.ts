@@ -64,6 +64,11 @@ export interface Transport {
    */
   settled?(): Promise<void>;
   /**
+   * A shutdown begins: health checks answer "not ready" from now on, while
+   * the listener may still accept for a while (a drain delay).
+   */
+  unready?(): void;
+  /**
    * New connections use `listen`'s certificates (TLS); open ones go on.
    *
    * @throws {TypeError} They are not usable, or this transport cannot take

@@ -8,8 +8,10 @@
 // exported from mod.ts.
 
 import { formatAddr } from "../_helpers.ts";
-import type { ListenConfig } from "../core/config.ts";
-import type { EchoMode } from "../types.ts";
+import { addressList } from "../rules/cidr.ts";
+import { forwardedClient } from "../websocket/forwarded.ts";
+import type { ListenConfig, ServerConfig } from "../core/config.ts";
+import { infoDocument, sessionFacts } from "../modes/info.ts";
 import { WebSocketConn } from "../websocket/conn.ts";
 import { echoFraming, lineFraming } from "../websocket/framing.ts";
 import type { Transport, TransportEvents } from "./transport.ts";
@@ -23,11 +25,12 @@ export type WebSocketListen = Extract<ListenConfig, { transport: "websocket" }>;
  */
 export function websocketTransport(
   listen: WebSocketListen,
-  mode: EchoMode,
+  config: Pick<ServerConfig, "mode" | "host" | "id">,
   reusePort: boolean,
   events: Pick<TransportEvents, "badUpgrade">,
 ): Transport {
   let http: Deno.HttpServer<Deno.NetAddr> | undefined;
+  const trusted = listen.trusted && addressList(listen.trusted);
   let listener: WebSocketListener | undefined;
   return {
     listen() {
@@ -51,6 +54,9 @@ export function websocketTransport(
       return accepting;
     },
     prepare: () => {},
+    unready: () => {
+      if (listener !== undefined) listener.ready = false;
+    },
     peer: (conn) => formatAddr(conn.remoteAddr),
     settled: async () => {
       await http?.shutdown();
@@ -67,13 +73,33 @@ export function websocketTransport(
       case "/healthz":
         return text(200, "ok\n");
       case "/readyz":
-        return accepting.closed
+        return accepting.closed || !accepting.ready
           ? text(503, "draining\n")
           : text(200, "ready\n");
+      case "/info":
+        return Response.json(
+          infoDocument(
+            sessionFacts(
+              config,
+              "websocket",
+              forwardedClient(
+                info.remoteAddr,
+                request.headers.get("x-forwarded-for"),
+                trusted,
+              ),
+              http!.addr,
+            ),
+            {
+              method: request.method,
+              path: pathname,
+              headers: request.headers,
+            },
+          ),
+        );
       case "/ws":
         break;
       default:
-        return text(404, "Not found: try /ws, /healthz or /readyz\n");
+        return text(404, "Not found: try /ws, /info, /healthz or /readyz\n");
     }
     if (accepting.closed) return text(503, "draining\n");
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
@@ -83,8 +109,11 @@ export function websocketTransport(
     }
     // Read before the upgrade: Deno closes the request (its headers, the
     // peer's address) then.
-    const headers = new Headers(request.headers);
-    const remote = info.remoteAddr;
+    const remote = forwardedClient(
+      info.remoteAddr,
+      request.headers.get("x-forwarded-for"),
+      trusted,
+    );
     let upgraded: { socket: WebSocket; response: Response };
     try {
       upgraded = Deno.upgradeWebSocket(request);
@@ -96,9 +125,8 @@ export function websocketTransport(
     const { socket, response } = upgraded;
     const conn = new WebSocketConn(
       socket,
-      mode === "echo" ? echoFraming() : lineFraming(),
+      config.mode === "echo" ? echoFraming() : lineFraming(),
       { local: http!.addr, remote },
-      { method: request.method, path: pathname, headers },
       listen.maxMessageBytes,
     );
     // Served once open: a socket that fails before is never handed over.
@@ -124,6 +152,8 @@ function text(
 class WebSocketListener implements Deno.Listener {
   addr!: Deno.NetAddr;
   closed = false;
+  /** False from the moment a shutdown begins (see Transport.unready). */
+  ready = true;
   #ready: WebSocketConn[] = [];
   #waiting: {
     resolve: (conn: Deno.Conn) => void;

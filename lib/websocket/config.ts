@@ -18,6 +18,8 @@ export interface WebSocketConfig {
   only: boolean;
   /** The largest message taken; a bigger one closes with 1009. */
   maxMessageBytes: number;
+  /** Proxies whose X-Forwarded-For is believed; none when undefined. */
+  trusted: string[] | undefined;
 }
 
 /** What serveEcho takes (see ServeEchoOptions.websocket). */
@@ -39,7 +41,7 @@ export const MAX_MESSAGE_LIMIT = 64 * 1024 * 1024;
  * @throws {TypeError} The mode has no WebSocket framing (proxy).
  */
 export function websocketConfig(
-  options: { websocket?: WebSocketOptions },
+  options: { websocket?: WebSocketOptions; trustedProxies?: readonly string[] },
   mode: EchoMode,
 ): WebSocketConfig | undefined {
   const { websocket } = options;
@@ -74,5 +76,6 @@ export function websocketConfig(
     1,
     MAX_MESSAGE_LIMIT,
   );
-  return { hostname, port, only: only === true, maxMessageBytes };
+  const trusted = options.trustedProxies && [...options.trustedProxies];
+  return { hostname, port, only: only === true, maxMessageBytes, trusted };
 }

@@ -30,8 +30,6 @@ export interface WsEnding {
 export class WebSocketConn implements Deno.Conn {
   readonly localAddr: Deno.NetAddr;
   readonly remoteAddr: Deno.NetAddr;
-  /** The request's method, path and headers, for `/info`-like answers. */
-  readonly request: { method: string; path: string; headers: Headers };
   #socket: WebSocket;
   #framing: Framing;
   #maxMessageBytes: number;
@@ -46,20 +44,24 @@ export class WebSocketConn implements Deno.Conn {
     socket: WebSocket,
     framing: Framing,
     addrs: { local: Deno.NetAddr; remote: Deno.NetAddr },
-    request: { method: string; path: string; headers: Headers },
     maxMessageBytes: number,
   ) {
     this.#socket = socket;
     this.#framing = framing;
     this.localAddr = addrs.local;
     this.remoteAddr = addrs.remote;
-    this.request = request;
     this.#maxMessageBytes = maxMessageBytes;
     this.#maxUnread = HIGH_WATER + maxMessageBytes;
     socket.binaryType = "arraybuffer";
     socket.addEventListener("message", (event) => this.#received(event.data));
     socket.addEventListener("close", () => this.#end());
-    socket.addEventListener("error", () => this.#end());
+    // Deno's server ends a WebSocket that breaks the protocol (a reserved
+    // opcode or bit, text that is not UTF-8) with an error, and no close
+    // frame.
+    socket.addEventListener("error", () => {
+      this.#endedBy ??= "protocol error";
+      this.#end();
+    });
   }
 
   #received(data: string | ArrayBuffer): void {
@@ -74,10 +76,16 @@ export class WebSocketConn implements Deno.Conn {
       return this.#closeWith(
         CLOSE_TOO_BIG,
         `message too big: ${size} bytes, the limit is ${this.#maxMessageBytes}`,
+        "message too big",
       );
     }
     if (this.#unreadBytes + size > this.#maxUnread) {
-      return this.#closeWith(CLOSE_POLICY, "not reading what it is sent");
+      // As a TCP client whose queue fills is dropped.
+      return this.#closeWith(
+        CLOSE_POLICY,
+        "not reading what it is sent",
+        "send queue full",
+      );
     }
     const bytes = this.#framing.received(message);
     if (bytes.length === 0) return;
@@ -86,9 +94,12 @@ export class WebSocketConn implements Deno.Conn {
     this.#wake?.();
   }
 
-  /** Closes with `code`, and says why the connection ended. */
-  #closeWith(code: number, reason: string): void {
-    this.#endedBy = reason;
+  /**
+   * Closes with `code` and `reason`; the connection ended as `ending` says
+   * (in lib/core/endings.ts's words).
+   */
+  #closeWith(code: number, reason: string, ending: string): void {
+    this.#endedBy = ending;
     this.#close(code, reason);
     this.#end();
   }
