@@ -214,7 +214,7 @@ Deno.test("/healthz and /readyz: 200 while serving; a drain turns /readyz to 503
   assert.equal(await get("/readyz"), "200 ready");
   assert.equal(
     await get("/elsewhere"),
-    "404 Not found: try /ws, /info, /healthz or /readyz",
+    "404 Not found: try /, /ws, /info, /healthz or /readyz",
   );
   assert.equal(
     await get("/ws"),
@@ -346,6 +346,7 @@ Deno.test("/info answers JSON: who answered, the client as a trusted proxy names
   const plain = await info();
   assert.equal(plain.hostname, Deno.hostname());
   assert.equal(plain.id, "backend-a");
+  assert.equal(plain.mode, "echo");
   assert.equal(plain.client.ip, "127.0.0.1");
   assert.ok(plain.client.port > 0);
   assert.deepEqual(plain.server, {

@@ -196,9 +196,11 @@ export function infoHost(option = "mode"): string {
 export function infoDocument(
   facts: SessionFacts,
   request: { method: string; path: string; headers: Headers },
+  mode: string,
 ): Record<string, unknown> {
   return {
     hostname: facts.host,
+    mode,
     id: facts.id,
     client: { ip: address(facts.client), port: Number(port(facts.client)) },
     server: { ip: address(facts.server), port: Number(port(facts.server)) },

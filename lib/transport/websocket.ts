@@ -10,6 +10,7 @@
 import { formatAddr } from "../_helpers.ts";
 import { addressList } from "../rules/cidr.ts";
 import { forwardedClient } from "../websocket/forwarded.ts";
+import { isPagePath, pageResponse } from "../websocket/page.ts";
 import type { ListenConfig, ServerConfig } from "../core/config.ts";
 import { infoDocument, sessionFacts } from "../modes/info.ts";
 import { WebSocketConn } from "../websocket/conn.ts";
@@ -67,8 +68,9 @@ export function websocketTransport(
     request: Request,
     info: Deno.ServeHandlerInfo<Deno.NetAddr>,
     accepting: WebSocketListener,
-  ): Response {
+  ): Response | Promise<Response> {
     const { pathname } = new URL(request.url);
+    if (isPagePath(pathname)) return pageResponse(pathname);
     switch (pathname) {
       case "/healthz":
         return text(200, "ok\n");
@@ -94,12 +96,16 @@ export function websocketTransport(
               path: pathname,
               headers: request.headers,
             },
+            config.mode,
           ),
         );
       case "/ws":
         break;
       default:
-        return text(404, "Not found: try /ws, /info, /healthz or /readyz\n");
+        return text(
+          404,
+          "Not found: try /, /ws, /info, /healthz or /readyz\n",
+        );
     }
     if (accepting.closed) return text(503, "draining\n");
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
