@@ -105,7 +105,8 @@ export async function start(
   const stdout = new Lines(child.stdout);
   const stderr = extra ? new Lines(child.stderr) : undefined;
   const line = await stdout.waitFor(/^Listening on /);
-  const port = Number(line.match(/:(\d+)$/)![1]);
+  // HOST:PORT, or a WebSocket's ws://HOST:PORT/ws.
+  const port = Number(line.match(/:(\d+)(?:\/\w*)?$/)![1]);
   // taskset execs the server, so the PID is the server's own.
   const pid = child.pid;
   return {

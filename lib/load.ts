@@ -336,8 +336,18 @@ export async function loadTest(
   if (options.udp && expect.length > 0) {
     throw optionError("expect", "UDP has no connections to end", TypeError);
   }
-  const message = messageBytes(options.message ?? 64);
+  const message = messageBytes(
+    options.message ?? 64,
+    options.websocket !== undefined && !options.websocketBinary,
+  );
   if (options.udp) assertDatagram(message);
+  if (engine === "native" && options.websocket !== undefined) {
+    throw optionError(
+      "websocket",
+      "the native engine speaks TCP, TLS and UDP: WebSocket needs engine default",
+      TypeError,
+    );
+  }
   if (engine === "native") {
     return nativeReport(server.address, message, {
       connections,
@@ -513,8 +523,14 @@ async function resolvedAddress(hostname: string): Promise<string> {
   throw new Deno.errors.NotFound(`Cannot resolve ${hostname}`);
 }
 
-/** The message's bytes: given, encoded, or `size` pseudo-random bytes. */
-function messageBytes(message: string | Uint8Array | number): Uint8Array {
+/**
+ * The message's bytes: given, encoded, or `size` pseudo-random bytes
+ * (printable ASCII when they go as WebSocket text).
+ */
+function messageBytes(
+  message: string | Uint8Array | number,
+  text = false,
+): Uint8Array {
   if (typeof message === "string") {
     const bytes = new TextEncoder().encode(message);
     if (bytes.length === 0) throw optionError("message", "empty");
@@ -531,7 +547,7 @@ function messageBytes(message: string | Uint8Array | number): Uint8Array {
     x ^= x << 13;
     x ^= x >>> 17;
     x ^= x << 5;
-    bytes[i] = x & 255;
+    bytes[i] = text ? 32 + (x >>> 0) % 95 : x & 255;
   }
   return bytes;
 }

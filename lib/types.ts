@@ -832,6 +832,23 @@ export interface ConnectOptions {
   key?: string;
   /** With `tls`, the protocols to offer by ALPN, most preferred first. */
   alpnProtocols?: readonly string[];
+  /**
+   * Speak WebSocket to this `ws://` or `wss://` URL (a server's
+   * `websocket` listener: `ws://127.0.0.1:8080/ws`) instead of TCP to
+   * `hostname` and `port`: each write is one message, and the messages
+   * received are the echo, so echoes and load tests check every byte as
+   * over TCP. `wss://` trusts `caCerts` when given. A WebSocket cannot
+   * half-close: the end of the input closes it once as many messages have
+   * come back as were sent.
+   */
+  websocket?: string;
+  /**
+   * With `websocket`, send binary messages rather than text (text must be
+   * UTF-8; `loadTest`'s generated message then is printable ASCII).
+   *
+   * @default {false}
+   */
+  websocketBinary?: boolean;
 }
 
 /** What a fault did, as {@linkcode EchoServerStats.faultActions} counts it. */

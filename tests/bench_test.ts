@@ -260,3 +260,22 @@ Deno.test("deno task bench:faults measures its six cells without an error", asyn
   );
   assert.match(out, /^\| latency 100 ms: the median round trip rises by/m);
 });
+
+Deno.test("deno task bench:websocket measures our server and Node's ws without an error", async () => {
+  const result = await run(Deno.execPath(), [
+    "run",
+    LOCK,
+    "-A",
+    new URL("../bench/websocket.ts", import.meta.url).pathname,
+    ...["--reps", "1", "--duration", "0.3"],
+  ]);
+  assert.equal(result.code, 0, result.stderr);
+  const out = new TextDecoder().decode(result.stdout);
+  assert.match(out, /errors in all runs: 0$/m);
+  assert.match(
+    out,
+    /^\| ours \(--websocket-only, default engine\) \| [\d,]+ \| \d+\.\d+ \|$/m,
+  );
+  assert.match(out, /^\| Node ws 8\.23\.1 \| [\d,]+ \| \d+\.\d+ \|$/m);
+  assert.match(out, /^\| ours ÷ Node \| \d+\.\d+× \| \d+\.\d+× \|$/m);
+});

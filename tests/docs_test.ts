@@ -10,7 +10,7 @@
 //   `deno task server --port 0 FLAGS` for it (several such lines start
 //   several). PORT is the port the docs show: in the commands it becomes the
 //   real one, and in the output the real one becomes PORT again. A client
-//   or server command without --port or --unix gets `--port` of the first
+//   or server command without --port, --unix or --ws gets `--port` of the first
 //   one, so that `deno task client "hi"` talks to the default port's
 //   server as it would. A `--metrics HOST:PORT`, `--control HOST:PORT` or
 //   `--websocket HOST:PORT` among the FLAGS listens on a free port instead,
@@ -202,7 +202,7 @@ async function check(t: Transcript): Promise<void> {
     for (const [shown, real] of ports) shell = swapPort(shell, shown, real);
     if (ports.length > 0) {
       shell = shell.replace(
-        /deno task -q (client|server)\b(?![^|;&]*--(port|unix)\b)/g,
+        /deno task -q (client|server)\b(?![^|;&]*--(port|unix|ws)\b)/g,
         `deno task -q $1 --port ${ports[0][1]}`,
       );
     }

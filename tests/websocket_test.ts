@@ -5,10 +5,17 @@
 // answered and counted, and the command line's flags.
 
 import assert from "node:assert/strict";
-import { serveEcho } from "../mod.ts";
+import { createCertificates, echoOnce, loadTest, serveEcho } from "../mod.ts";
 import { serveMetrics } from "../metrics.ts";
 import { captureLogs, LineClient, localPeer } from "./_helpers.ts";
-import { assertUsageErrors, LOCK, SERVER, Spawned } from "./_process.ts";
+import {
+  assertUsageErrors,
+  CLIENT,
+  LOCK,
+  runClient,
+  SERVER,
+  Spawned,
+} from "./_process.ts";
 import { frame, RawWebSocket } from "./_websocket.ts";
 
 /** A WebSocket client that keeps what arrives, and waits on events. */
@@ -489,4 +496,103 @@ Deno.test("drainDelay: /readyz turns 503 at once (on --metrics too) while the se
   const waiting = stopped.shutdown();
   controller.abort();
   await waiting;
+});
+
+Deno.test("the client speaks WebSocket: echoOnce of text and binary, wss:// with caCerts, and a load test that checks every byte", async () => {
+  const { server, url } = await serveBoth();
+  await using _server = server;
+  assert.equal(
+    await echoOnce("hi over WebSocket ✓", { websocket: url }),
+    "hi over WebSocket ✓",
+  );
+  const every = Uint8Array.from({ length: 256 }, (_, i) => i);
+  assert.deepEqual(
+    await echoOnce(every, { websocket: url, websocketBinary: true }),
+    every,
+  );
+  await assert.rejects(
+    echoOnce(every, { websocket: url }),
+    /Cannot send this as a text message: it is not UTF-8/,
+  );
+  for (const websocketBinary of [false, true]) {
+    const report = await loadTest({
+      websocket: url,
+      websocketBinary,
+      connections: 4,
+      count: 2000,
+      message: 300,
+    });
+    assert.equal(report.roundTrips, 2000);
+    assert.equal(report.mismatches + report.otherErrors, 0);
+    assert.equal(report.messageBytes, 300);
+  }
+  assert.equal(server.stats.bytesIn, server.stats.bytesOut);
+  // TLS: the same certificate as TCP's, and the client trusts its CA.
+  const certs = await createCertificates({ names: ["localhost"] });
+  await using tls = serveEcho({
+    port: 0,
+    cert: certs.cert,
+    key: certs.key,
+    websocket: { port: 0 },
+  });
+  await tls.ready;
+  const wss = `wss://localhost:${tls.websocketAddr!.port}/ws`;
+  assert.equal(
+    await echoOnce("over wss", { websocket: wss, caCerts: [certs.caCert] }),
+    "over wss",
+  );
+  await assert.rejects(
+    echoOnce("untrusted", { websocket: wss }),
+    Deno.errors.ConnectionRefused,
+  );
+  await assert.rejects(
+    echoOnce("x", { websocket: "http://127.0.0.1/ws" }),
+    /Cannot use websocket: must be a ws:\/\/ or wss:\/\/ URL, got http:\/\/127\.0\.0\.1\/ws/,
+  );
+});
+
+Deno.test("client --ws: one message, a load test, a session in chat mode with a line per message; usage errors", async () => {
+  const { server, url } = await serveBoth({ mode: "chat" });
+  await using _server = server;
+  const { server: echo, url: echoUrl } = await serveBoth();
+  await using _echo = echo;
+  const once = await runClient(["--ws", echoUrl, "hello", "there"]);
+  assert.equal(once.code, 0, once.stderr);
+  assert.equal(new TextDecoder().decode(once.stdout), "hello there\n");
+  const load = await runClient([
+    "--ws",
+    echoUrl,
+    "--ws-binary",
+    "--connections",
+    "2",
+    "--count",
+    "500",
+  ]);
+  assert.equal(load.code, 0, load.stderr);
+  assert.match(new TextDecoder().decode(load.stdout), /round trips +500 in /);
+  // A chat session: each message the server sends is a line.
+  await using bob = await LineClient.connect(server.addr.port);
+  await bob.line(/^\* welcome, you are user1;/);
+  const session = runClient(
+    ["--ws", url, "--interactive"],
+    new TextEncoder().encode("/nick alice\nhi bob\n"),
+  );
+  await bob.line(/^<alice> hi bob$/);
+  await bob.send("hi alice\n");
+  const { code, stdout, stderr } = await session;
+  assert.equal(code, 0, stderr);
+  const lines = new TextDecoder().decode(stdout).split("\n");
+  assert.ok(lines.includes("* user2 is now alice"), lines.join("\n"));
+  await assertUsageErrors(
+    [Deno.execPath(), "run", LOCK, "--allow-net", "--allow-read", CLIENT],
+    [
+      [["--ws", url, "--udp", "x"], "Give --ws or --udp, not both"],
+      [["--ca", CLIENT, "x"], "Give --tls or --ws with --ca"],
+      [["--ws-binary", "x"], "Give --ws with --ws-binary"],
+      [
+        ["--ws", "ftp://127.0.0.1/ws", "x"],
+        "Invalid --ws: must be a ws:// or wss:// URL, got ftp://127.0.0.1/ws",
+      ],
+    ],
+  );
 });

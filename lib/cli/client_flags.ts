@@ -61,6 +61,23 @@ export const CLIENT_FLAGS = {
       "port",
     parse: text,
   },
+  ws: {
+    group: "websocket",
+    arg: "URL",
+    option: "websocket",
+    excludes: ["udp", "tls", "unix", "send-proxy"],
+    help: "speak WebSocket to URL (ws://HOST:PORT/ws of a server's " +
+      "--websocket, or wss:// with --ca) instead of TCP: each write a " +
+      "message, and the echo checked byte for byte",
+    parse: text,
+  },
+  "ws-binary": {
+    group: "websocket",
+    option: "websocketBinary",
+    requires: ["ws"],
+    help: "send binary messages (default: text, UTF-8; a load test's " +
+      "generated message is then printable ASCII)",
+  },
   udp: {
     group: "udp",
     excludes: ["tls", "interactive"],
@@ -100,7 +117,7 @@ export const CLIENT_FLAGS = {
     group: "tls",
     arg: "FILE",
     option: "caCerts",
-    requires: ["tls"],
+    requires: ["tls|ws"],
     help: "trust the PEM certificate authorities in FILE instead",
     parse: (path: string): string[] => [textFile(path)],
   },
@@ -330,6 +347,7 @@ export const CLIENT_GROUPS: HelpGroups = {
   logging: { title: "Logging and help", common: true },
   tls: { title: "TLS" },
   udp: { title: "UDP" },
+  websocket: { title: "WebSocket" },
   proxy: { title: "PROXY protocol" },
   charts: { title: "Latency charts (load tests)" },
   engine: { title: "Engine (load tests)" },
@@ -434,6 +452,8 @@ export function clientTarget(
     port: v.port,
     path: v.unix,
     udp: v.udp,
+    websocket: v.ws,
+    websocketBinary: v["ws-binary"],
     sendProxy: v["send-proxy"],
     proxySource: v["proxy-source"],
     tls: v.tls,

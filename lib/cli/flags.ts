@@ -33,7 +33,9 @@ export interface Flag<T> {
   multiple?: boolean;
   /** Flags that cannot be given with this one. */
   excludes?: readonly string[];
-  /** Flags that must be given with this one. */
+  /**
+   * Flags that must be given with this one; `"a|b"` is met by either.
+   */
   requires?: readonly string[];
   /** Turns the text given into the value; throws a {@link UsageError}. */
   parse?: (text: string) => T;
@@ -154,9 +156,14 @@ export function parseFlags<T extends FlagTable>(
         );
       }
     }
-    for (const other of flag.requires ?? []) {
-      if (spelled[other] === undefined) {
-        throw new UsageError(`Give --${other} with ${spelled[name]}`);
+    for (const needed of flag.requires ?? []) {
+      const either = needed.split("|");
+      if (either.every((other) => spelled[other] === undefined)) {
+        throw new UsageError(
+          `Give ${either.map((o) => `--${o}`).join(" or ")} with ${
+            spelled[name]
+          }`,
+        );
       }
     }
   }

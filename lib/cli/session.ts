@@ -6,6 +6,9 @@ import type { ConnectOptions } from "../types.ts";
 import { writeAll } from "../_helpers.ts";
 import { decodeLine, readLines } from "./input.ts";
 import { terminalSafeStream } from "../_text.ts";
+import { MAX_MESSAGE_LIMIT } from "../websocket/config.ts";
+
+const NEWLINE = new Uint8Array([0x0a]);
 
 /** Options of {@linkcode runSession}. */
 export interface SessionOptions extends ConnectOptions {
@@ -56,12 +59,19 @@ export async function runSession(options: SessionOptions): Promise<SessionEnd> {
   let serverDone = false;
   let receiveError: unknown;
   const receiving = (async () => {
-    const buffer = new Uint8Array(64 * 1024);
+    // Over WebSocket a read is one message (up to the buffer's size), a line
+    // of the line modes sent without its newline: each is printed on a line
+    // of its own.
+    const messages = options.websocket !== undefined;
+    const buffer = new Uint8Array(messages ? MAX_MESSAGE_LIMIT : 64 * 1024);
     try {
       while (true) {
         const n = await conn.read(buffer);
         if (n === null) break;
         await output.write(buffer.slice(0, n));
+        if (messages && n > 0 && buffer[n - 1] !== 0x0a) {
+          await output.write(NEWLINE);
+        }
       }
     } catch (error) {
       receiveError = error;

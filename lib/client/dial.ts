@@ -13,6 +13,31 @@ import {
 } from "../_helpers.ts";
 import { clientHeader } from "../proxy/header.ts";
 import type { ConnectOptions } from "../types.ts";
+import { openWebSocket, websocketUrl } from "./websocket.ts";
+
+/** A WebSocket server, as `options.websocket` names it. */
+function websocketTarget(options: ConnectOptions): Target {
+  const url = websocketUrl(options.websocket!);
+  const others = (
+    ["path", "hostname", "port", "udp", "tls", "sendProxy", "cert"] as const
+  ).filter((o) => options[o] !== undefined && options[o] !== false);
+  if (others.length > 0) {
+    throw optionError(
+      others[0],
+      "not with websocket (its URL says where, and wss:// speaks TLS)",
+      TypeError,
+    );
+  }
+  const binary = options.websocketBinary ?? false;
+  return {
+    address: url.href,
+    async connect(signal, connected) {
+      const conn = await openWebSocket(url, binary, options.caCerts, signal);
+      connected?.();
+      return conn;
+    },
+  };
+}
 
 /** A server to connect to, as checked by {@linkcode target}. */
 export interface Target {
@@ -36,6 +61,10 @@ export interface Target {
  * @throws {TypeError} A `path` with a `hostname` or `port`.
  */
 export function target(options: ConnectOptions): Target {
+  if (options.websocket !== undefined) return websocketTarget(options);
+  if (options.websocketBinary !== undefined) {
+    throw optionError("websocketBinary", "needs websocket", TypeError);
+  }
   if (options.udp) {
     throw optionError(
       "udp",

@@ -1,0 +1,220 @@
+// Private: the client's side of a WebSocket (`websocket: "ws://…/ws"`), as
+// the Deno.Conn every client uses: each write is one message (text, or
+// binary with `websocketBinary`) and the messages received are the bytes
+// read. A WebSocket cannot half-close, and one that closes drops what is
+// still on its way, so `closeWrite()` closes once as many messages have come
+// back as were sent (an echo answers each message with one). Not exported
+// from mod.ts.
+
+import { optionError } from "../_helpers.ts";
+
+/** Unsent bytes above which a write waits. */
+const HIGH_WATER = 1 << 20;
+/** How often a waiting write looks at the send buffer again. */
+const DRAIN_CHECK_MS = 5;
+
+const encoder = new TextEncoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Checks a WebSocket URL: `ws://` or `wss://`. */
+export function websocketUrl(text: string): URL {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw optionError(
+      "websocket",
+      `must be a ws:// or wss:// URL, got ${text}`,
+    );
+  }
+  if (url.protocol !== "ws:" && url.protocol !== "wss:") {
+    throw optionError(
+      "websocket",
+      `must be a ws:// or wss:// URL, got ${text}`,
+    );
+  }
+  return url;
+}
+
+/**
+ * Opens a WebSocket to `url`, trusting `caCerts` (PEM) besides the
+ * system's store for `wss://`.
+ *
+ * @throws {Deno.errors.ConnectionRefused} It could not be opened.
+ * @throws {unknown} `signal.reason`, when the signal aborts first.
+ */
+export async function openWebSocket(
+  url: URL,
+  binary: boolean,
+  caCerts: readonly string[] | undefined,
+  signal?: AbortSignal,
+): Promise<Deno.Conn> {
+  signal?.throwIfAborted();
+  const client = caCerts === undefined
+    ? undefined
+    : Deno.createHttpClient({ caCerts: [...caCerts] });
+  const socket = new WebSocket(
+    url,
+    (client === undefined ? {} : { client }) as string[],
+  );
+  socket.binaryType = "arraybuffer";
+  const conn = new WebSocketClientConn(socket, url, binary, client);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = () => reject(signal!.reason);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      socket.addEventListener("open", () => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve();
+      }, { once: true });
+      socket.addEventListener("error", (event) => {
+        signal?.removeEventListener("abort", onAbort);
+        reject(
+          new Deno.errors.ConnectionRefused(
+            `Cannot open ${url}: ${(event as ErrorEvent).message}`,
+          ),
+        );
+      }, { once: true });
+    });
+  } catch (error) {
+    conn.close();
+    throw error;
+  }
+  return conn;
+}
+
+/** A WebSocket as a client's byte stream. */
+class WebSocketClientConn implements Deno.Conn {
+  readonly localAddr: Deno.NetAddr;
+  readonly remoteAddr: Deno.NetAddr;
+  #socket: WebSocket;
+  #binary: boolean;
+  #client: Deno.HttpClient | undefined;
+  #unread: Uint8Array[] = [];
+  #ended = false;
+  #wake: (() => void) | undefined;
+  #sent = 0;
+  #received = 0;
+  #closing = false;
+
+  constructor(
+    socket: WebSocket,
+    url: URL,
+    binary: boolean,
+    client: Deno.HttpClient | undefined,
+  ) {
+    this.#socket = socket;
+    this.#binary = binary;
+    this.#client = client;
+    const port = Number(url.port || (url.protocol === "wss:" ? 443 : 80));
+    const hostname = url.hostname.replace(/^\[|\]$/g, "");
+    this.remoteAddr = { transport: "tcp", hostname, port };
+    this.localAddr = { transport: "tcp", hostname: "", port: 0 };
+    socket.addEventListener("message", (event) => {
+      const data = event.data as string | ArrayBuffer;
+      this.#unread.push(
+        typeof data === "string" ? encoder.encode(data) : new Uint8Array(data),
+      );
+      this.#received++;
+      this.#closeIfAnswered();
+      this.#wake?.();
+    });
+    socket.addEventListener("close", () => this.#end());
+    socket.addEventListener("error", () => this.#end());
+  }
+
+  #end(): void {
+    this.#ended = true;
+    this.#client?.close();
+    this.#client = undefined;
+    this.#wake?.();
+  }
+
+  async read(p: Uint8Array): Promise<number | null> {
+    while (this.#unread.length === 0) {
+      if (this.#ended) return null;
+      await new Promise<void>((resolve) => this.#wake = resolve);
+      this.#wake = undefined;
+    }
+    const first = this.#unread[0];
+    const n = Math.min(p.length, first.length);
+    p.set(first.subarray(0, n));
+    if (n === first.length) this.#unread.shift();
+    else this.#unread[0] = first.subarray(n);
+    return n;
+  }
+
+  async write(p: Uint8Array): Promise<number> {
+    const socket = this.#socket;
+    if (socket.readyState !== WebSocket.OPEN || this.#closing) {
+      throw new Deno.errors.BrokenPipe("The WebSocket is closed");
+    }
+    if (this.#binary) socket.send(p.slice());
+    else {
+      let text: string;
+      try {
+        text = strictDecoder.decode(p);
+      } catch {
+        throw new TypeError(
+          "Cannot send this as a text message: it is not UTF-8 (send it as binary: websocketBinary, --ws-binary)",
+        );
+      }
+      socket.send(text);
+    }
+    this.#sent++;
+    while (socket.bufferedAmount > HIGH_WATER) {
+      await new Promise((resolve) => setTimeout(resolve, DRAIN_CHECK_MS));
+      if (socket.readyState !== WebSocket.OPEN) {
+        throw new Deno.errors.BrokenPipe("The WebSocket is closed");
+      }
+    }
+    return p.length;
+  }
+
+  /** Closes once every message sent has been answered (see the top). */
+  closeWrite(): Promise<void> {
+    this.#closing = true;
+    this.#closeIfAnswered();
+    return Promise.resolve();
+  }
+
+  #closeIfAnswered(): void {
+    if (this.#closing && this.#received >= this.#sent) this.#close();
+  }
+
+  #close(): void {
+    const state = this.#socket.readyState;
+    if (state === WebSocket.CLOSING || state === WebSocket.CLOSED) return;
+    this.#socket.close(1000);
+  }
+
+  close(): void {
+    this.#close();
+    this.#end();
+  }
+
+  ref(): void {}
+  unref(): void {}
+
+  get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
+    const buffer = new Uint8Array(64 * 1024);
+    return new ReadableStream({
+      pull: async (controller) => {
+        const n = await this.read(buffer);
+        if (n === null) controller.close();
+        else controller.enqueue(buffer.slice(0, n));
+      },
+    });
+  }
+
+  get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
+    return new WritableStream({
+      write: async (chunk) => void await this.write(chunk),
+      close: () => this.closeWrite(),
+    });
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
