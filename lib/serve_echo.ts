@@ -11,7 +11,7 @@ import {
   MAX_CHAT_OVERHEAD,
 } from "./relay/chat.ts";
 import { redisConfig } from "./relay/redis_bus.ts";
-import { localShared, Server } from "./server/engine.ts";
+import { localShared } from "./server/engine.ts";
 import { STREAMS_FEATURES } from "./server/features.ts";
 import { assertDatagramFaults, checkFaults } from "./faults/spec.ts";
 import { upstreamConfig } from "./upstream/config.ts";
@@ -20,7 +20,7 @@ import { assertServed } from "./core/features.ts";
 import { assertNativeSupported, NativeServer } from "./native/native_server.ts";
 import { assertDatagramsSupported, DatagramEcho } from "./server/datagram.ts";
 import { WithDatagrams } from "./server/with_datagrams.ts";
-import { withWebSocket } from "./server/with_websocket.ts";
+import { listenersFor } from "./server/with_websocket.ts";
 import { websocketConfig } from "./websocket/config.ts";
 import { type Backend, ServerHandle } from "./core/handle.ts";
 import type { ListenConfig, ServerConfig } from "./core/config.ts";
@@ -149,13 +149,6 @@ export function serveEcho(
   }
   if (udp !== false) checkDatagrams(config, udp);
   if (config.websocket !== undefined) {
-    if (count > 1) {
-      throw optionError(
-        "websocket",
-        "a WebSocket listener is served on one thread: not with workers",
-        TypeError,
-      );
-    }
     if (udp === "only") {
       throw optionError("websocket", 'not with udp "only"', TypeError);
     }
@@ -184,8 +177,7 @@ export function serveEcho(
   if (count > 1) assertWorkersSupported();
   const stream = (listen: ListenConfig): Backend => {
     const c = { ...config, listen };
-    if (c.websocket !== undefined) return withWebSocket(c);
-    if (count === 1) return new Server(c, localShared());
+    if (count === 1) return listenersFor(c, localShared());
     return new WorkerPool(c, count);
   };
   if (udp === false) return handle(stream(config.listen));

@@ -123,8 +123,8 @@ export interface ServeEchoOptions {
    * over `maxMessageBytes` (1 MiB by default) closes the WebSocket with
    * 1009. `GET /healthz` answers 200 while the server runs, `GET /readyz`
    * 200 while it accepts and 503 once it drains. With `only`, no TCP
-   * listener is opened beside it. Served on one thread, by the default
-   * engine.
+   * listener is opened beside it. Served by the default engine, with
+   * `workers` too (each its own listener on the port).
    */
   websocket?: {
     hostname?: string;

@@ -17,6 +17,7 @@ import {
   Spawned,
 } from "./_process.ts";
 import { frame, RawWebSocket } from "./_websocket.ts";
+import { startRedis } from "./_redis.ts";
 
 /** A WebSocket client that keeps what arrives, and waits on events. */
 class WsClient implements AsyncDisposable {
@@ -320,10 +321,6 @@ Deno.test("--websocket prints where it listens; --websocket-only alone; usage er
         "Give --websocket with --websocket-only",
       ],
       [
-        ["--websocket", "127.0.0.1:0", "--workers", "2"],
-        "Invalid --websocket: a WebSocket listener is served on one thread: not with workers",
-      ],
-      [
         ["--websocket", "127.0.0.1:0", "--max-message-bytes", "0"],
         "Invalid --max-message-bytes: must be an integer from 1 to 67108864, got 0",
       ],
@@ -595,4 +592,139 @@ Deno.test("client --ws: one message, a load test, a session in chat mode with a 
       ],
     ],
   );
+});
+
+Deno.test("a ping gets its pong; 1,000 upgrades at once past maxConnections: the rest closed with 1013 and counted, everyone admitted served", async () => {
+  const { server } = await serveBoth({ maxConnections: 500 });
+  await using _server = server;
+  const port = server.websocketAddr!.port;
+  {
+    using ws = await RawWebSocket.open(port);
+    await ws.send(frame(9, "are you there"));
+    const pong = await ws.next();
+    assert.equal(pong?.opcode, 10);
+    assert.equal(new TextDecoder().decode(pong!.payload), "are you there");
+  }
+  const sockets = await Promise.all(
+    Array.from({ length: 1000 }, () => RawWebSocket.open(port)),
+  );
+  try {
+    assert.ok(sockets.every((ws) => /^HTTP\/1\.1 101 /.test(ws.response)));
+    // Each admitted one echoes its message; each other one is told why.
+    const outcomes = await Promise.all(sockets.map(async (ws, i) => {
+      await ws.send(frame(1, `client ${i}`)).catch(() => {});
+      const first = await ws.next().catch(() => null);
+      if (first?.opcode === 1) {
+        assert.equal(new TextDecoder().decode(first.payload), `client ${i}`);
+        return "served";
+      }
+      assert.equal(first?.opcode, 8);
+      const view = new DataView(first!.payload.buffer);
+      assert.equal(view.getUint16(0), 1013);
+      return "full";
+    }));
+    const served = outcomes.filter((o) => o === "served").length;
+    assert.equal(served + outcomes.filter((o) => o === "full").length, 1000);
+    // The first one (the ping's) may still be counted open: 499 or 500.
+    assert.ok(served >= 499 && served <= 500, `${served} served`);
+    assert.equal(server.stats.rejected, 1000 - served);
+  } finally {
+    for (const ws of sockets) ws[Symbol.dispose]();
+  }
+});
+
+Deno.test("the rules, limits and faults of TCP clients hold for WebSocket ones: a limit per address (1008), a limit fault", async () => {
+  const logs = await captureLogs();
+  const { server, url } = await serveBoth({
+    mode: "line",
+    maxConnectionsPerIp: 1,
+    faults: [{ kind: "limit", bytes: 4, direction: "send", name: "short" }],
+  });
+  await using _server = server;
+  await using first = await WsClient.open(url);
+  await using second = await WsClient.open(url);
+  const refused = await second.closed;
+  assert.equal(refused.code, 1008);
+  assert.equal(refused.reason, "refused: perAddress");
+  assert.equal(server.stats.refused.perAddress, 1);
+  // The fault lets 4 bytes of "abcdefgh\n" out: no whole line, so no
+  // message, and then the end.
+  first.send("abcdefgh");
+  await first.closed;
+  assert.deepEqual(first.messages, []);
+  await logs.waitFor((r) => r.properties.reason === "ended by a fault");
+  assert.equal(server.stats.closed.fault, 1);
+});
+
+Deno.test("chat across instances through Redis: a browser on one, a TCP client on the other", async () => {
+  await using redis = await startRedis();
+  await using a = serveEcho({
+    port: 0,
+    mode: "chat",
+    redis: redis.url,
+    websocket: { port: 0, only: true },
+  });
+  await using b = serveEcho({ port: 0, mode: "chat", redis: redis.url });
+  await Promise.all([a.ready, b.ready]);
+  await using browser = await WsClient.open(
+    `ws://127.0.0.1:${a.websocketAddr!.port}/ws`,
+  );
+  await browser.line(/^\* welcome, you are /);
+  browser.send("/nick alice");
+  await browser.line(/is now alice$/);
+  await using bob = await LineClient.connect(b.addr.port);
+  await bob.line(/^\* welcome, you are /);
+  browser.send("across the cluster");
+  await bob.line(/^<alice> across the cluster$/);
+  await bob.send("/nick bob\nback at you\n");
+  await browser.line(/^<bob> back at you$/);
+});
+
+Deno.test("with workers, every worker serves WebSocket clients on the one port, in one chat room, and /readyz turns 503 on each", async () => {
+  const stop = new AbortController();
+  const server = serveEcho({
+    port: 0,
+    mode: "chat",
+    workers: 2,
+    drainDelay: 60_000,
+    signal: stop.signal,
+    websocket: { port: 0 },
+  });
+  await server.ready;
+  const port = server.websocketAddr!.port;
+  const url = `ws://127.0.0.1:${port}/ws`;
+  const clients: WsClient[] = [];
+  try {
+    for (let i = 0; i < 20; i++) {
+      const ws = await WsClient.open(url);
+      clients.push(ws);
+      await ws.line(/^\* welcome, you are /);
+    }
+    // The kernel spread them (each client's port hashes to a worker).
+    assert.equal(server.stats.perWorker.length, 2);
+    assert.ok(
+      server.stats.perWorker.every((n) => n > 0),
+      `${server.stats.perWorker}`,
+    );
+    clients[0].send("to everyone, on every worker");
+    for (const ws of clients.slice(1)) {
+      await ws.line(/> to everyone, on every worker$/);
+    }
+    const stopping = server.shutdown();
+    // Each worker's listener says so (new connections spread over both).
+    for (let i = 0; i < 10; i++) {
+      const response = await fetch(`http://127.0.0.1:${port}/readyz`, {
+        headers: { connection: "close" },
+      });
+      assert.equal(response.status, 503);
+      await response.body?.cancel();
+    }
+    // No need to wait out the delay: a stop ends it.
+    stop.abort();
+    await stopping;
+  } finally {
+    stop.abort();
+    await Promise.all(clients.map((ws) => ws[Symbol.asyncDispose]()));
+    await server.finished;
+  }
 });

@@ -56,7 +56,7 @@ import {
   sumStats,
 } from "../core/counters.ts";
 import { transportFor } from "../transport/choose.ts";
-import type { WrappedConn } from "../transport/wrapped.ts";
+import { turnAway, type WrappedConn } from "../transport/wrapped.ts";
 import type { Transport, TransportEvents } from "../transport/transport.ts";
 import type { ClusterStatus, EchoMode, EchoServerStats } from "../types.ts";
 import type { Backend } from "../core/handle.ts";
@@ -502,7 +502,7 @@ export class Server implements Backend {
         this.#config.maxConnections,
       ),
     );
-    conn.close();
+    turnAway(conn, 1013, "server full: try again later");
   }
 
   #drop(c: Connection): void {

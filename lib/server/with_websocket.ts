@@ -9,19 +9,27 @@ import type { Fault } from "../faults/spec.ts";
 import type { ClusterStatus, EchoServerStats } from "../types.ts";
 import { tlsOf, type TlsSettings } from "../core/config.ts";
 import type { Backend } from "../core/handle.ts";
-import { localShared, Server } from "./engine.ts";
+import { Server, type Shared } from "./engine.ts";
 import type { ServerConfig } from "../core/config.ts";
 import { newRelay } from "../relay/for_mode.ts";
-import type { Relay } from "../relay/relay.ts";
+import type { Relay, RelayPort } from "../relay/relay.ts";
 
 /**
- * The listeners `config` asks for: its own (unless `websocket.only`) and
- * the WebSocket one, sharing counters and a relay.
+ * The listeners `config` asks for, on one thread: one {@linkcode Server},
+ * or with `websocket`, its own (unless `websocket.only`) and the WebSocket
+ * one, sharing `shared`'s counters and relay (a relay is made here when
+ * `shared` has none, and closed when both have finished).
  */
-export function withWebSocket(config: ServerConfig): WithWebSocket {
-  const websocket = config.websocket!;
-  const shared = localShared();
-  const relay = newRelay(config, shared.counters);
+export function listenersFor(
+  config: ServerConfig,
+  shared: Shared,
+): Server | WithWebSocket {
+  const websocket = config.websocket;
+  if (websocket === undefined) return new Server(config, shared);
+  const own = shared.relay === undefined
+    ? newRelay(config, shared.counters)
+    : undefined;
+  const relay = shared.relay ?? own;
   const stream = websocket.only
     ? undefined
     : new Server(config, { ...shared, relay });
@@ -37,10 +45,10 @@ export function withWebSocket(config: ServerConfig): WithWebSocket {
         trusted: websocket.trusted,
       },
     }, { ...shared, relay });
-    return new WithWebSocket(stream, ws, relay);
+    return new WithWebSocket(stream, ws, own);
   } catch (error) {
     stream?.stop();
-    relay?.close();
+    own?.close();
     throw error;
   }
 }
@@ -57,25 +65,26 @@ export class WithWebSocket implements Backend {
   #stream: Server | undefined;
   #websocket: Server;
 
+  /** The relay made for these two, closed once both have finished. */
   #relay: Relay | undefined;
 
-  /** `stream` and `websocket` share counters and `relay`, closed here. */
+  /** `stream` and `websocket` share counters and a relay (`own`'s, if any). */
   constructor(
     stream: Server | undefined,
     websocket: Server,
-    relay: Relay | undefined,
+    own: Relay | undefined,
   ) {
-    this.#relay = relay;
+    this.#relay = own;
     this.#stream = stream;
     this.#websocket = websocket;
     this.transport = stream?.transport ?? "websocket";
     this.addr = stream?.addr ?? websocket.addr;
     this.websocketAddr = websocket.addr as Deno.NetAddr;
-    this.ready = Promise.all([stream?.ready, websocket.ready, relay?.ready])
+    this.ready = Promise.all([stream?.ready, websocket.ready, own?.ready])
       .then(() => {});
     this.ready.catch(() => {}); // Whoever awaits it sees the error.
     this.finished = Promise.all([stream?.finished, websocket.finished])
-      .then(() => relay?.close());
+      .then(() => own?.close());
   }
 
   get #all(): Server[] {
@@ -93,13 +102,23 @@ export class WithWebSocket implements Backend {
     return this.#relay?.status() ?? Promise.resolve(undefined);
   }
 
+  /** The relay both listeners use, in broadcast and chat mode. */
+  get relay(): RelayPort | undefined {
+    return this.#websocket.relay;
+  }
+
   announce(message: string): number {
     // The relay, shared, reaches both listeners' clients at once.
-    const relay = this.#websocket.relay;
+    const relay = this.relay;
     if (relay !== undefined) {
       relay.announce(message);
       return relay.size;
     }
+    return this.announceHere(message);
+  }
+
+  /** Sends `message` as a bare line to both listeners' clients. */
+  announceHere(message: string): number {
     return this.#all.reduce((n, s) => n + s.announceHere(message), 0);
   }
 

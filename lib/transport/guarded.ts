@@ -9,7 +9,7 @@ import type { Guard } from "../rules/access.ts";
 import { judge } from "../rules/door.ts";
 import type { Limiter } from "../rules/limits.ts";
 import type { TransportEvents } from "./transport.ts";
-import { WrappedConn, WrappedListener } from "./wrapped.ts";
+import { turnAway, WrappedConn, WrappedListener } from "./wrapped.ts";
 
 /** `listener`, without the clients `guard` or `limiter` refuse. */
 export function guardedListener(
@@ -28,7 +28,7 @@ export function guardedListener(
             ? conn
             : new ReleasingConn(conn, limiter!, verdict.limited);
         }
-        conn.close();
+        turnAway(conn, 1008, `refused: ${verdict.refusal.reason}`);
         events.refused(formatAddr(conn.remoteAddr), verdict.refusal);
       }
     }

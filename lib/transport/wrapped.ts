@@ -3,6 +3,17 @@
 // limits is given back on close): everything goes to the wrapped one, and a
 // wrapper overrides only what it changes. Not exported from mod.ts.
 
+/**
+ * Turns `conn` away before it is served: a WebSocket is closed with `code`
+ * (1008 for a rule, 1013 for a full server) and `reason`, so that its
+ * client can tell why; any other connection is just closed.
+ */
+export function turnAway(conn: Deno.Conn, code: number, reason: string): void {
+  const closeWith = (conn as Partial<WrappedConn>).closeWith;
+  if (closeWith !== undefined) closeWith.call(conn, code, reason);
+  else conn.close();
+}
+
 /** A connection that passes everything on to `inner`. */
 export class WrappedConn implements Deno.Conn {
   protected readonly inner: Deno.Conn;
@@ -58,6 +69,11 @@ export class WrappedConn implements Deno.Conn {
 
   get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
     return this.inner.writable;
+  }
+
+  /** Closes a WebSocket below with a close code (see turnAway). */
+  closeWith(code: number, reason: string): void {
+    turnAway(this.inner, code, reason);
   }
 
   /**

@@ -160,6 +160,12 @@ export class WebSocketConn implements Deno.Conn {
     }
   }
 
+  /** Closes with `code` and `reason` (a client turned away). */
+  closeWith(code: number, reason: string): void {
+    this.#close(code, reason);
+    this.#end();
+  }
+
   /** Why it ended when this side ended it (too big, not reading). */
   endedBy(): string | undefined {
     return this.#endedBy;

@@ -20,11 +20,13 @@ import {
   RelayBridge,
   type RelayMessage,
 } from "../relay/bridge.ts";
-import { Server } from "../server/engine.ts";
+import type { Server } from "../server/engine.ts";
+import { listenersFor, type WithWebSocket } from "../server/with_websocket.ts";
 import { newRelay } from "../relay/for_mode.ts";
 import type { ServerConfig } from "../core/config.ts";
 import { ACTIVE, COUNTERS, sumStats } from "../core/counters.ts";
 import { claim } from "../transport/choose.ts";
+import { claimPort } from "../transport/tcp.ts";
 import type { ClusterStatus, EchoServerStats } from "../types.ts";
 import type { Backend } from "../core/handle.ts";
 
@@ -62,6 +64,7 @@ export type ToWorker =
   | { t: "reloadTls"; id: number; listen: TlsSettings }
   | { t: "setFaults"; id: number; faults: Fault[] }
   | { t: "shutdown" }
+  | { t: "unready" }
   | { t: "abort" };
 
 /** Messages from a worker to the calling thread. */
@@ -116,13 +119,13 @@ export class WorkerPool implements Backend {
   readonly ready: Promise<void>;
   readonly engine = "default" as const;
   readonly transport: "tcp" | "tls" | "unix" | "websocket";
-  #main: Server;
+  readonly websocketAddr: Deno.NetAddr | undefined;
+  #main: Server | WithWebSocket;
   #handles: WorkerHandle[] = [];
   #counters: Float64Array;
   #relay: Relay | undefined;
 
   constructor(config: ServerConfig, count: number) {
-    this.transport = config.listen.transport;
     const countersBuffer = new SharedArrayBuffer(
       count * COUNTERS * Float64Array.BYTES_PER_ELEMENT,
     );
@@ -132,8 +135,15 @@ export class WorkerPool implements Backend {
     // The relay runs here: it counts in the calling thread's counters.
     this.#relay = newRelay(config, this.#counters.subarray(0, COUNTERS));
     // Only this server's listeners may share the port.
-    config = { ...config, listen: claim(config.listen) };
-    this.#main = new Server(config, {
+    config = {
+      ...config,
+      listen: claim(config.listen),
+      websocket: config.websocket && {
+        ...config.websocket,
+        port: claimPort(config.websocket.hostname, config.websocket.port).port,
+      },
+    };
+    this.#main = listenersFor(config, {
       reusePort: true,
       counters: this.#counters.subarray(0, COUNTERS),
       open,
@@ -141,6 +151,8 @@ export class WorkerPool implements Backend {
       worker: 0,
     });
     this.addr = this.#main.addr;
+    this.transport = this.#main.transport as WorkerPool["transport"];
+    this.websocketAddr = (this.#main as Partial<WithWebSocket>).websocketAddr;
     // Workers bind the address claimed, port 0 resolved.
     const workerConfig = config;
     const logLevel = LEVELS.find((level) => logger.isEnabledFor(level));
@@ -195,6 +207,11 @@ export class WorkerPool implements Backend {
       handle.post({ t: "announce", text: message });
     }
     return clients;
+  }
+
+  unready(): void {
+    this.#main.unready();
+    for (const handle of this.#handles) handle.post({ t: "unready" });
   }
 
   async drain(): Promise<void> {

@@ -7,7 +7,8 @@ import { configureSync, type LogRecord } from "../_logtape.ts";
 import { describeError, LOG_CATEGORY } from "../_helpers.ts";
 import { Pacer } from "../relay/pacer.ts";
 import type { Member, RelayPort } from "../relay/relay.ts";
-import { Server } from "../server/engine.ts";
+import type { Server } from "../server/engine.ts";
+import { listenersFor, type WithWebSocket } from "../server/with_websocket.ts";
 import { COUNTERS } from "../core/counters.ts";
 import type { FromWorker, ToWorker } from "./pool.ts";
 import type { Delivery } from "../relay/bridge.ts";
@@ -129,7 +130,7 @@ class RelayLink implements RelayPort {
   }
 }
 
-let server: Server | undefined;
+let server: Server | WithWebSocket | undefined;
 let link: RelayLink | undefined;
 
 function start(message: Extract<ToWorker, { t: "start" }>): void {
@@ -164,7 +165,7 @@ function start(message: Extract<ToWorker, { t: "start" }>): void {
     link = new RelayLink();
   }
   try {
-    server = new Server(config, {
+    server = listenersFor(config, {
       reusePort: true,
       counters: new Float64Array(
         message.counters,
@@ -210,6 +211,9 @@ scope.onmessage = (event) => {
         (error) =>
           send({ t: "reloaded", id: message.id, error: describeError(error) }),
       );
+      return;
+    case "unready":
+      server?.unready();
       return;
     case "shutdown":
       server?.drain();
