@@ -552,7 +552,10 @@ Deno.test("TLS usage errors exit 2 with one line", async () => {
   );
   const client = await tlsClient(["--ca", certs.caFile, "hi"]);
   assert.equal(client.code, 2);
-  assert.equal(client.stderr, "error: Give --tls with --ca (see --help)\n");
+  assert.equal(
+    client.stderr,
+    "error: Give --tls or --ws with --ca (see --help)\n",
+  );
 });
 
 Deno.test("native: --chat-names cert calls a client by its certificate's CN, over one who took the name by /nick", async () => {

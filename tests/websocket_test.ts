@@ -119,6 +119,7 @@ Deno.test("echo over WebSocket: text as text, binary as binary, byte-exact, in o
     new Uint8Array(0),
     "",
     Uint8Array.from({ length: 300_000 }, (_, i) => (i * 7) % 256),
+    "",
   ];
   for (const message of sent) ws.send(message);
   assert.deepEqual(await ws.received(sent.length), sent);

@@ -7,11 +7,7 @@
 // from mod.ts.
 
 import { optionError } from "../_helpers.ts";
-
-/** Unsent bytes above which a write waits. */
-const HIGH_WATER = 1 << 20;
-/** How often a waiting write looks at the send buffer again. */
-const DRAIN_CHECK_MS = 5;
+import { SocketConn } from "../websocket/socket_conn.ts";
 
 const encoder = new TextEncoder();
 const strictDecoder = new TextDecoder("utf-8", { fatal: true });
@@ -84,15 +80,11 @@ export async function openWebSocket(
 }
 
 /** A WebSocket as a client's byte stream. */
-class WebSocketClientConn implements Deno.Conn {
+class WebSocketClientConn extends SocketConn {
   readonly localAddr: Deno.NetAddr;
   readonly remoteAddr: Deno.NetAddr;
-  #socket: WebSocket;
   #binary: boolean;
   #client: Deno.HttpClient | undefined;
-  #unread: Uint8Array[] = [];
-  #ended = false;
-  #wake: (() => void) | undefined;
   #sent = 0;
   #received = 0;
   #closing = false;
@@ -103,7 +95,7 @@ class WebSocketClientConn implements Deno.Conn {
     binary: boolean,
     client: Deno.HttpClient | undefined,
   ) {
-    this.#socket = socket;
+    super(socket);
     this.#binary = binary;
     this.#client = client;
     const port = Number(url.port || (url.protocol === "wss:" ? 443 : 80));
@@ -112,44 +104,28 @@ class WebSocketClientConn implements Deno.Conn {
     this.localAddr = { transport: "tcp", hostname: "", port: 0 };
     socket.addEventListener("message", (event) => {
       const data = event.data as string | ArrayBuffer;
-      this.#unread.push(
+      this.#received++;
+      this.push(
         typeof data === "string" ? encoder.encode(data) : new Uint8Array(data),
       );
-      this.#received++;
       this.#closeIfAnswered();
-      this.#wake?.();
     });
     socket.addEventListener("close", () => this.#end());
     socket.addEventListener("error", () => this.#end());
   }
 
   #end(): void {
-    this.#ended = true;
     this.#client?.close();
     this.#client = undefined;
-    this.#wake?.();
-  }
-
-  async read(p: Uint8Array): Promise<number | null> {
-    while (this.#unread.length === 0) {
-      if (this.#ended) return null;
-      await new Promise<void>((resolve) => this.#wake = resolve);
-      this.#wake = undefined;
-    }
-    const first = this.#unread[0];
-    const n = Math.min(p.length, first.length);
-    p.set(first.subarray(0, n));
-    if (n === first.length) this.#unread.shift();
-    else this.#unread[0] = first.subarray(n);
-    return n;
+    this.end();
   }
 
   async write(p: Uint8Array): Promise<number> {
-    const socket = this.#socket;
-    if (socket.readyState !== WebSocket.OPEN || this.#closing) {
-      throw new Deno.errors.BrokenPipe("The WebSocket is closed");
+    if (this.#closing) {
+      throw new Deno.errors.BrokenPipe("The WebSocket is closing");
     }
-    if (this.#binary) socket.send(p.slice());
+    this.assertOpen();
+    if (this.#binary) this.socket.send(p.slice());
     else {
       let text: string;
       try {
@@ -159,15 +135,10 @@ class WebSocketClientConn implements Deno.Conn {
           "Cannot send this as a text message: it is not UTF-8 (send it as binary: websocketBinary, --ws-binary)",
         );
       }
-      socket.send(text);
+      this.socket.send(text);
     }
     this.#sent++;
-    while (socket.bufferedAmount > HIGH_WATER) {
-      await new Promise((resolve) => setTimeout(resolve, DRAIN_CHECK_MS));
-      if (socket.readyState !== WebSocket.OPEN) {
-        throw new Deno.errors.BrokenPipe("The WebSocket is closed");
-      }
-    }
+    await this.drained();
     return p.length;
   }
 
@@ -179,42 +150,11 @@ class WebSocketClientConn implements Deno.Conn {
   }
 
   #closeIfAnswered(): void {
-    if (this.#closing && this.#received >= this.#sent) this.#close();
-  }
-
-  #close(): void {
-    const state = this.#socket.readyState;
-    if (state === WebSocket.CLOSING || state === WebSocket.CLOSED) return;
-    this.#socket.close(1000);
+    if (this.#closing && this.#received >= this.#sent) this.closeSocket(1000);
   }
 
   close(): void {
-    this.#close();
+    this.closeSocket(1000);
     this.#end();
-  }
-
-  ref(): void {}
-  unref(): void {}
-
-  get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
-    const buffer = new Uint8Array(64 * 1024);
-    return new ReadableStream({
-      pull: async (controller) => {
-        const n = await this.read(buffer);
-        if (n === null) controller.close();
-        else controller.enqueue(buffer.slice(0, n));
-      },
-    });
-  }
-
-  get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
-    return new WritableStream({
-      write: async (chunk) => void await this.write(chunk),
-      close: () => this.closeWrite(),
-    });
-  }
-
-  [Symbol.dispose](): void {
-    this.close();
   }
 }

@@ -71,9 +71,14 @@ export class WrappedConn implements Deno.Conn {
     return this.inner.writable;
   }
 
-  /** Closes a WebSocket below with a close code (see turnAway). */
+  /**
+   * Closes a WebSocket below with a close code (see turnAway), then this
+   * connection as `close()` does (a wrapper's own close, such as giving a
+   * place under the limits back, runs either way).
+   */
   closeWith(code: number, reason: string): void {
-    turnAway(this.inner, code, reason);
+    (this.inner as Partial<WrappedConn>).closeWith?.(code, reason);
+    this.close();
   }
 
   /**
