@@ -121,7 +121,7 @@ async function main(args: string[]): Promise<number> {
       printError(`Invalid ${flag}: ${reason} (see --help)`);
       return EXIT_USAGE;
     }
-    const address = v.unix ?? formatAddr({
+    const address = v.ws ?? v.unix ?? formatAddr({
       hostname: v.hostname ?? "127.0.0.1",
       port: v.port ?? 9000,
     });

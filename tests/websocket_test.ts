@@ -12,12 +12,14 @@ import {
   assertUsageErrors,
   CLIENT,
   LOCK,
+  run,
   runClient,
   SERVER,
   Spawned,
 } from "./_process.ts";
 import { frame, RawWebSocket } from "./_websocket.ts";
 import { startRedis } from "./_redis.ts";
+import { testCertificates } from "./_certs.ts";
 
 /** A WebSocket client that keeps what arrives, and waits on events. */
 class WsClient implements AsyncDisposable {
@@ -728,4 +730,34 @@ Deno.test("with workers, every worker serves WebSocket clients on the one port, 
     await Promise.all(clients.map((ws) => ws[Symbol.asyncDispose]()));
     await server.finished;
   }
+});
+
+Deno.test("server --tls-cert --websocket serves wss://, and client --ws wss://… --ca trusts its authority", async () => {
+  await using certs = await testCertificates();
+  await using server = new Spawned(Deno.execPath(), [
+    "run",
+    LOCK,
+    "--allow-net",
+    "--allow-read",
+    "--allow-sys=hostname",
+    SERVER,
+    ...["--port", "0", "--websocket", "127.0.0.1:0"],
+    ...["--tls-cert", certs.certFile, "--tls-key", certs.keyFile],
+  ]);
+  const line = await server.stdout.waitFor(/^WebSocket on /);
+  const url = line.match(/^WebSocket on (wss:\/\/127\.0\.0\.1:\d+\/ws)$/)![1];
+  const trusted = await run(Deno.execPath(), [
+    ...["run", LOCK, "--allow-net", "--allow-read", CLIENT],
+    ...["--ws", url.replace("127.0.0.1", "localhost")],
+    ...["--ca", certs.caFile, "over wss"],
+  ]);
+  assert.equal(trusted.code, 0, trusted.stderr);
+  assert.equal(new TextDecoder().decode(trusted.stdout), "over wss\n");
+  const untrusted = await runClient(["--ws", url, "over wss"]);
+  assert.equal(untrusted.code, 1);
+  // One line of ours (Deno adds a hint of its own about certificates).
+  assert.match(
+    untrusted.stderr,
+    /^error: Echo via (wss:\/\/127\.0\.0\.1:\d+\/ws) failed: Cannot open \1: .*invalid peer certificate: UnknownIssuer$/m,
+  );
 });
