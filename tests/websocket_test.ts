@@ -761,3 +761,27 @@ Deno.test("server --tls-cert --websocket serves wss://, and client --ws wss://â€
     /^error: Echo via (wss:\/\/127\.0\.0\.1:\d+\/ws) failed: Cannot open \1: .*invalid peer certificate: UnknownIssuer$/m,
   );
 });
+
+Deno.test("clients that dribble their headers (slowloris) do not keep anyone else from being served", async () => {
+  const { server, url, http } = await serveBoth();
+  await using _server = server;
+  const port = server.websocketAddr!.port;
+  const dribbling = await Promise.all(
+    Array.from({ length: 200 }, async () => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      await conn.write(
+        new TextEncoder().encode("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: web"),
+      );
+      return conn;
+    }),
+  );
+  try {
+    await using ws = await WsClient.open(url);
+    ws.send("still served");
+    assert.deepEqual(await ws.received(1), ["still served"]);
+    const health = await fetch(`${http}/healthz`);
+    assert.equal(await health.text(), "ok\n");
+  } finally {
+    for (const conn of dribbling) conn.close();
+  }
+});
