@@ -15,6 +15,8 @@
 //   server as it would. A `--metrics HOST:PORT`, `--control HOST:PORT` or
 //   `--websocket HOST:PORT` among the FLAGS listens on a free port instead,
 //   and PORT stands for it the same way.
+// - `SERVER_PID` in a command is the first server's process id (to send
+//   it a signal).
 // - `<!-- redis -->` starts a redis-server for the block; `redis://REDIS`
 //   in it stands for its URL, `REDIS_SOCKET` for the path of its Unix
 //   socket.
@@ -164,6 +166,8 @@ async function check(t: Transcript): Promise<void> {
     );
   }
   const ports: [string, string][] = [];
+  /** The first server's process id, for `SERVER_PID` in the commands. */
+  let serverPid: number | undefined;
   for (const { port, flags } of t.servers) {
     const args = flags === ""
       ? []
@@ -187,6 +191,7 @@ async function check(t: Transcript): Promise<void> {
       ),
     );
     ports.push([port, String(server.port)]);
+    serverPid ??= server.child.pid;
     for (const [shown, printed] of endpoints) {
       const line = await server.stdout.waitFor(printed);
       ports.push([shown, line.match(/:(\d+)\/\w+$/)![1]]);
@@ -195,6 +200,9 @@ async function check(t: Transcript): Promise<void> {
   for (const { command, expected } of t.steps) {
     let shell = command.replaceAll("deno task ", "deno task -q ")
       .replaceAll("/tmp/", `${tmp}/`);
+    if (serverPid !== undefined) {
+      shell = shell.replaceAll("SERVER_PID", String(serverPid));
+    }
     if (redis) {
       shell = shell.replaceAll("redis://REDIS", redis.url)
         .replaceAll("REDIS_SOCKET", socketOf(redis));
