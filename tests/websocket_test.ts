@@ -785,3 +785,20 @@ Deno.test("clients that dribble their headers (slowloris) do not keep anyone els
     for (const conn of dribbling) conn.close();
   }
 });
+
+Deno.test("a down fault that refuses answers upgrades (and /readyz) 503 on the WebSocket listener until it is lifted", async () => {
+  const { server, url, http } = await serveBoth({ liveFaults: true });
+  await using _server = server;
+  await server.setFaults([{ kind: "down", how: "refuse" }]);
+  const readyz = async () => {
+    const response = await fetch(`${http}/readyz`);
+    return `${response.status} ${(await response.text()).trim()}`;
+  };
+  assert.equal(await readyz(), "503 not accepting");
+  await assert.rejects(WsClient.open(url));
+  await server.setFaults([]);
+  assert.equal(await readyz(), "200 ready");
+  await using ws = await WsClient.open(url);
+  ws.send("back");
+  assert.deepEqual(await ws.received(1), ["back"]);
+});

@@ -381,7 +381,7 @@ export class Server implements Backend {
     let transport: Transport;
     try {
       const { port } = this.addr as Deno.NetAddr;
-      transport = transportFor(
+      transport = this.#transport.listensAgain ? this.#transport : transportFor(
         { ...this.#config.listen, port } as ListenConfig,
         this.#reusePort,
         this.#events,

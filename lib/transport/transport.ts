@@ -64,6 +64,12 @@ export interface Transport {
    */
   settled?(): Promise<void>;
   /**
+   * Its `listen()` may be called again once the listener it gave is closed
+   * (a `down` fault lifted), on the same transport: WebSocket's, whose HTTP
+   * server stays up. Others are made anew for the port.
+   */
+  listensAgain?: boolean;
+  /**
    * A shutdown begins: health checks answer "not ready" from now on, while
    * the listener may still accept for a while (a drain delay).
    */

@@ -33,30 +33,38 @@ export function websocketTransport(
   let http: Deno.HttpServer<Deno.NetAddr> | undefined;
   const trusted = listen.trusted && addressList(listen.trusted);
   let listener: WebSocketListener | undefined;
+  /** False from the moment a shutdown begins (see Transport.unready). */
+  let ready = true;
   return {
+    // Listening again (after a `down` fault that refuses) takes new
+    // upgrades on the same HTTP server: while the listener is closed, they
+    // are answered 503.
     listen() {
-      listener = new WebSocketListener();
-      const accepting = listener;
-      const tls = listen.tls === undefined
-        ? {}
-        : { cert: listen.tls.cert, key: listen.tls.key };
-      http = Deno.serve(
-        {
-          hostname: listen.hostname,
-          port: listen.port,
-          ...(reusePort ? { reusePort: true } : {}),
-          ...tls,
-          onListen: () => {},
-          onError: () => new Response("Internal error\n", { status: 500 }),
-        },
-        (request, info) => route(request, info, accepting),
-      );
+      const accepting = new WebSocketListener();
+      listener = accepting;
+      if (http === undefined) {
+        const tls = listen.tls === undefined
+          ? {}
+          : { cert: listen.tls.cert, key: listen.tls.key };
+        http = Deno.serve(
+          {
+            hostname: listen.hostname,
+            port: listen.port,
+            ...(reusePort ? { reusePort: true } : {}),
+            ...tls,
+            onListen: () => {},
+            onError: () => new Response("Internal error\n", { status: 500 }),
+          },
+          (request, info) => route(request, info, listener!),
+        );
+      }
       accepting.addr = http.addr;
       return accepting;
     },
+    listensAgain: true,
     prepare: () => {},
     unready: () => {
-      if (listener !== undefined) listener.ready = false;
+      ready = false;
     },
     peer: (conn) => formatAddr(conn.remoteAddr),
     settled: async () => {
@@ -75,8 +83,9 @@ export function websocketTransport(
       case "/healthz":
         return text(200, "ok\n");
       case "/readyz":
-        return accepting.closed || !accepting.ready
-          ? text(503, "draining\n")
+        if (!ready) return text(503, "draining\n");
+        return accepting.closed
+          ? text(503, "not accepting\n")
           : text(200, "ready\n");
       case "/info":
         return Response.json(
@@ -107,7 +116,9 @@ export function websocketTransport(
           "Not found: try /, /ws, /info, /healthz or /readyz\n",
         );
     }
-    if (accepting.closed) return text(503, "draining\n");
+    if (accepting.closed) {
+      return text(503, ready ? "not accepting\n" : "draining\n");
+    }
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return text(426, "/ws speaks WebSocket: send an Upgrade request\n", {
         upgrade: "websocket",
@@ -158,8 +169,6 @@ function text(
 class WebSocketListener implements Deno.Listener {
   addr!: Deno.NetAddr;
   closed = false;
-  /** False from the moment a shutdown begins (see Transport.unready). */
-  ready = true;
   #ready: WebSocketConn[] = [];
   #waiting: {
     resolve: (conn: Deno.Conn) => void;
