@@ -173,6 +173,18 @@ export function assertChoice<T extends string>(
   );
 }
 
+/** A plain-text HTTP response (health checks, short refusals). */
+export function textResponse(
+  status: number,
+  body: string,
+  headers: Record<string, string> = {},
+): Response {
+  return new Response(body, {
+    status,
+    headers: { "content-type": "text/plain; charset=utf-8", ...headers },
+  });
+}
+
 /** Writes every byte of `bytes`, however many calls `conn.write` needs. */
 export async function writeAll(
   conn: Deno.Conn,

@@ -1,4 +1,4 @@
-import { assertPort } from "./_helpers.ts";
+import { assertPort, textResponse } from "./_helpers.ts";
 import { echoRegistry } from "./metrics/echo_registry.ts";
 import type { EchoServer } from "./types.ts";
 
@@ -77,10 +77,14 @@ export function metricsRoute(
   const metrics = echoRegistry(server);
   return (request) => {
     const { pathname } = new URL(request.url);
-    if (pathname === "/healthz") return Promise.resolve(health(200, "ok"));
+    if (pathname === "/healthz") {
+      return Promise.resolve(textResponse(200, "ok\n"));
+    }
     if (pathname === "/readyz") {
       return Promise.resolve(
-        server.draining ? health(503, "draining") : health(200, "ready"),
+        server.draining
+          ? textResponse(503, "draining\n")
+          : textResponse(200, "ready\n"),
       );
     }
     if (pathname !== "/metrics") return undefined;
@@ -96,13 +100,6 @@ export function metricsRoute(
       new Response(text, { headers: { "content-type": metrics.contentType } })
     );
   };
-}
-
-function health(status: number, text: string): Response {
-  return new Response(`${text}\n`, {
-    status,
-    headers: { "content-type": "text/plain; charset=utf-8" },
-  });
 }
 
 /**

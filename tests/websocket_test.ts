@@ -20,6 +20,7 @@ import {
 import { frame, RawWebSocket } from "./_websocket.ts";
 import { startRedis } from "./_redis.ts";
 import { testCertificates } from "./_certs.ts";
+import { echoFraming, lineFraming } from "../lib/websocket/framing.ts";
 
 /** A WebSocket client that keeps what arrives, and waits on events. */
 class WsClient implements AsyncDisposable {
@@ -801,4 +802,29 @@ Deno.test("a down fault that refuses answers upgrades (and /readyz) 503 on the W
   await using ws = await WsClient.open(url);
   ws.send("back");
   assert.deepEqual(await ws.received(1), ["back"]);
+});
+
+Deno.test("the framings, free of I/O: echo cuts the bytes written back where the messages were, typed as they came; the line modes make a line of a message and a message of a line", () => {
+  const encode = (text: string) => new TextEncoder().encode(text);
+  const echo = echoFraming();
+  assert.deepEqual(echo.received(encode("héllo"), true), encode("héllo"));
+  assert.deepEqual(
+    echo.received(Uint8Array.of(0, 255), false),
+    Uint8Array.of(0, 255),
+  );
+  assert.deepEqual(echo.received(new Uint8Array(0), true), new Uint8Array(0));
+  // Written back in pieces that straddle the messages' bounds.
+  const back = encode("héllo");
+  assert.deepEqual(echo.sent(back.subarray(0, 3)), []);
+  assert.deepEqual(
+    echo.sent(Uint8Array.of(...back.subarray(3), 0)),
+    ["héllo"],
+  );
+  assert.deepEqual(echo.sent(Uint8Array.of(255)), [Uint8Array.of(0, 255), ""]);
+  const lines = lineFraming();
+  assert.deepEqual(lines.received(encode("one"), true), encode("one\n"));
+  assert.deepEqual(lines.received(encode("two\n"), true), encode("two\n"));
+  assert.deepEqual(lines.received(new Uint8Array(0), true), encode("\n"));
+  assert.deepEqual(lines.sent(encode("a\nb")), ["a"]);
+  assert.deepEqual(lines.sent(encode("c\n\nd\n")), ["bc", "", "d"]);
 });

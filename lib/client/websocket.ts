@@ -49,10 +49,7 @@ export async function openWebSocket(
   const client = caCerts === undefined
     ? undefined
     : Deno.createHttpClient({ caCerts: [...caCerts] });
-  const socket = new WebSocket(
-    url,
-    (client === undefined ? {} : { client }) as string[],
-  );
+  const socket = new WebSocket(url, client && { client });
   socket.binaryType = "arraybuffer";
   const conn = new WebSocketClientConn(socket, url, binary, client);
   try {

@@ -7,7 +7,7 @@
 // down only once the engine has finished with them (`settled`). Not
 // exported from mod.ts.
 
-import { formatAddr } from "../_helpers.ts";
+import { formatAddr, textResponse } from "../_helpers.ts";
 import { addressList } from "../rules/cidr.ts";
 import { forwardedClient } from "../websocket/forwarded.ts";
 import { isPagePath, pageResponse } from "../websocket/page.ts";
@@ -81,12 +81,12 @@ export function websocketTransport(
     if (isPagePath(pathname)) return pageResponse(pathname);
     switch (pathname) {
       case "/healthz":
-        return text(200, "ok\n");
+        return textResponse(200, "ok\n");
       case "/readyz":
-        if (!ready) return text(503, "draining\n");
+        if (!ready) return textResponse(503, "draining\n");
         return accepting.closed
-          ? text(503, "not accepting\n")
-          : text(200, "ready\n");
+          ? textResponse(503, "not accepting\n")
+          : textResponse(200, "ready\n");
       case "/info":
         return Response.json(
           infoDocument(
@@ -111,18 +111,22 @@ export function websocketTransport(
       case "/ws":
         break;
       default:
-        return text(
+        return textResponse(
           404,
           "Not found: try /, /ws, /info, /healthz or /readyz\n",
         );
     }
     if (accepting.closed) {
-      return text(503, ready ? "not accepting\n" : "draining\n");
+      return textResponse(503, ready ? "not accepting\n" : "draining\n");
     }
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-      return text(426, "/ws speaks WebSocket: send an Upgrade request\n", {
-        upgrade: "websocket",
-      });
+      return textResponse(
+        426,
+        "/ws speaks WebSocket: send an Upgrade request\n",
+        {
+          upgrade: "websocket",
+        },
+      );
     }
     // Read before the upgrade: Deno closes the request (its headers, the
     // peer's address) then.
@@ -137,7 +141,7 @@ export function websocketTransport(
     } catch (error) {
       const reason = (error as Error).message;
       events.badUpgrade(formatAddr(remote), reason);
-      return text(400, `Bad WebSocket upgrade: ${reason}\n`);
+      return textResponse(400, `Bad WebSocket upgrade: ${reason}\n`);
     }
     const { socket, response } = upgraded;
     const conn = new WebSocketConn(
@@ -152,17 +156,6 @@ export function websocketTransport(
     });
     return response;
   }
-}
-
-function text(
-  status: number,
-  body: string,
-  headers: Record<string, string> = {},
-): Response {
-  return new Response(body, {
-    status,
-    headers: { "content-type": "text/plain; charset=utf-8", ...headers },
-  });
 }
 
 /** The upgraded WebSockets, as a listener the engine accepts from. */

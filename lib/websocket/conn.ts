@@ -6,8 +6,10 @@
 // stops reading is dropped; a message over the limit is closed with 1009.
 // Not exported from mod.ts.
 
-import { type Framing, messageBytes, type WsMessage } from "./framing.ts";
+import type { Framing } from "./framing.ts";
 import { HIGH_WATER, SocketConn } from "./socket_conn.ts";
+
+const encoder = new TextEncoder();
 
 /** Close codes (RFC 6455, 7.4.1). */
 export const CLOSE_NORMAL = 1000;
@@ -48,12 +50,10 @@ export class WebSocketConn extends SocketConn {
 
   #received(data: string | ArrayBuffer): void {
     if (this.ended) return;
-    const message: WsMessage = typeof data === "string"
-      ? data
-      : new Uint8Array(data);
-    const size = typeof message === "string"
-      ? messageBytes(message).length
-      : message.length;
+    const text = typeof data === "string";
+    // Text is encoded once: its size is its UTF-8 bytes'.
+    const message = text ? encoder.encode(data) : new Uint8Array(data);
+    const size = message.length;
     if (size > this.#maxMessageBytes) {
       return this.#closeWith(
         CLOSE_TOO_BIG,
@@ -69,7 +69,7 @@ export class WebSocketConn extends SocketConn {
         "send queue full",
       );
     }
-    const bytes = this.#framing.received(message);
+    const bytes = this.#framing.received(message, text);
     if (bytes.length > 0) return this.push(bytes);
     // An empty message has no bytes to be echoed by: its echo goes now, or
     // once the messages before it have been echoed.

@@ -10,19 +10,16 @@ export type WsMessage = string | Uint8Array;
 
 /** How one WebSocket's messages become a byte stream, and back. */
 export interface Framing {
-  /** The bytes a message received gives the mode. */
-  received(message: WsMessage): Uint8Array;
+  /**
+   * The bytes a message received gives the mode, from its own bytes (UTF-8
+   * when it was `text`).
+   */
+  received(bytes: Uint8Array, text: boolean): Uint8Array;
   /** The messages the bytes the mode wrote complete (the rest is kept). */
   sent(bytes: Uint8Array): WsMessage[];
 }
 
-const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-/** The bytes of `message` (UTF-8 for text). */
-export function messageBytes(message: WsMessage): Uint8Array {
-  return typeof message === "string" ? encoder.encode(message) : message;
-}
 
 /** Bytes kept in arrival order, taken from the front. */
 class Pending {
@@ -72,9 +69,8 @@ export function echoFraming(): Framing {
   const shapes: { text: boolean; length: number }[] = [];
   const pending = new Pending();
   return {
-    received(message) {
-      const bytes = messageBytes(message);
-      shapes.push({ text: typeof message === "string", length: bytes.length });
+    received(bytes, text) {
+      shapes.push({ text, length: bytes.length });
       return bytes;
     },
     sent(bytes) {
@@ -98,8 +94,7 @@ export function echoFraming(): Framing {
 export function lineFraming(): Framing {
   const pending = new Pending();
   return {
-    received(message) {
-      const bytes = messageBytes(message);
+    received(bytes) {
       if (bytes.length > 0 && bytes[bytes.length - 1] === 0x0a) return bytes;
       const line = new Uint8Array(bytes.length + 1);
       line.set(bytes);
