@@ -180,15 +180,14 @@ Deno.test({
 });
 
 Deno.test("deno task bench:fanout measures chat fan-out on both engines, every line checked at every reader", async () => {
-  const result = await run(Deno.execPath(), [
-    "run",
-    LOCK,
-    "-A",
-    new URL("../bench/fanout.ts", import.meta.url).pathname,
-    ...["--readers", "20", "--lines", "50", "--reps", "1"],
+  const text = await runBench("fanout.ts", [
+    "--readers",
+    "20",
+    "--lines",
+    "50",
+    "--reps",
+    "1",
   ]);
-  assert.equal(result.code, 0, result.stderr);
-  const text = new TextDecoder().decode(result.stdout);
   assert.match(text, /1 sender and 20 readers in one room, 50 lines/);
   assert.match(text, /errors in all runs: 0$/m);
   assert.match(
@@ -241,15 +240,14 @@ Deno.test("bench, bench:yardstick and bench:fanout print their usage, and a bad 
 });
 
 Deno.test("deno task bench:faults measures its six cells without an error", async () => {
-  const result = await run(Deno.execPath(), [
-    "run",
-    LOCK,
-    "-A",
-    new URL("../bench/faults.ts", import.meta.url).pathname,
-    ...["--reps", "1", "--duration", "0.3", "--bytes", "200000"],
+  const out = await runBench("faults.ts", [
+    "--reps",
+    "1",
+    "--duration",
+    "0.3",
+    "--bytes",
+    "200000",
   ]);
-  assert.equal(result.code, 0, result.stderr);
-  const out = new TextDecoder().decode(result.stdout);
   assert.match(out, /errors in all runs: 0$/m);
   // The table: a header, its rule, and a row per cell.
   assert.equal(out.split("\n").filter((l) => l.startsWith("| ")).length, 8);
@@ -262,15 +260,12 @@ Deno.test("deno task bench:faults measures its six cells without an error", asyn
 });
 
 Deno.test("deno task bench:websocket measures our server and Node's ws without an error", async () => {
-  const result = await run(Deno.execPath(), [
-    "run",
-    LOCK,
-    "-A",
-    new URL("../bench/websocket.ts", import.meta.url).pathname,
-    ...["--reps", "1", "--duration", "0.3"],
+  const out = await runBench("websocket.ts", [
+    "--reps",
+    "1",
+    "--duration",
+    "0.3",
   ]);
-  assert.equal(result.code, 0, result.stderr);
-  const out = new TextDecoder().decode(result.stdout);
   assert.match(out, /errors in all runs: 0$/m);
   assert.match(
     out,
@@ -279,3 +274,21 @@ Deno.test("deno task bench:websocket measures our server and Node's ws without a
   assert.match(out, /^\| Node ws 8\.23\.1 \| [\d,]+ \| \d+\.\d+ \|$/m);
   assert.match(out, /^\| ours ÷ Node \| \d+\.\d+× \| \d+\.\d+× \|$/m);
 });
+
+/**
+ * Runs `bench/NAME` briefly with `args`: it must exit 0; resolves what it
+ * printed.
+ */
+async function runBench(name: string, args: string[]): Promise<string> {
+  const result = await run(Deno.execPath(), [
+    ...[
+      "run",
+      LOCK,
+      "-A",
+      new URL(`../bench/${name}`, import.meta.url).pathname,
+    ],
+    ...args,
+  ]);
+  assert.equal(result.code, 0, result.stderr);
+  return new TextDecoder().decode(result.stdout);
+}
