@@ -112,8 +112,8 @@ export interface ServeEchoOptions {
    */
   udp?: boolean | "only";
   /**
-   * Serves WebSocket clients too, over HTTP (`Deno.serve`) at
-   * `hostname:port` (127.0.0.1:8080 by default; TLS with `cert` and `key`):
+   * Serves WebSocket clients too, over HTTP/1.1 at `hostname:port`
+   * (127.0.0.1:8080 by default; TLS with `cert` and `key`):
    * `GET /ws` upgrades, and the mode serves each WebSocket as it serves a
    * TCP client, with the same counters, rules, faults, logs and relay (a
    * chat line typed in a browser reaches `nc` users in the room). In echo
@@ -121,7 +121,10 @@ export interface ServeEchoOptions {
    * binary); the other modes take each text message as a line (several,
    * split on newlines) and send each line as one text message. A message
    * over `maxMessageBytes` (1 MiB by default) closes the WebSocket with
-   * 1009. `GET /healthz` answers 200 while the server runs, `GET /readyz`
+   * 1009, a frame that breaks the protocol with 1002 (1007 for text that
+   * is not UTF-8). A request head not complete within `headerTimeout` ms
+   * (10 s by default) is answered 408 and closed, counted with the bad
+   * upgrades. `GET /healthz` answers 200 while the server runs, `GET /readyz`
    * 200 while it accepts and 503 once it drains. With `only`, no TCP
    * listener is opened beside it. Served by the default engine, with
    * `workers` too (each its own listener on the port).
@@ -131,6 +134,7 @@ export interface ServeEchoOptions {
     port?: number;
     only?: boolean;
     maxMessageBytes?: number;
+    headerTimeout?: number;
   };
   /**
    * With `udp`, the most datagrams a second answered for one source

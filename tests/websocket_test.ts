@@ -7,7 +7,14 @@
 import assert from "node:assert/strict";
 import { createCertificates, echoOnce, loadTest, serveEcho } from "../mod.ts";
 import { serveMetrics } from "../metrics.ts";
-import { captureLogs, LineClient, localPeer } from "./_helpers.ts";
+import {
+  captureLogs,
+  concat,
+  LineClient,
+  localPeer,
+  readAll,
+  writeAll,
+} from "./_helpers.ts";
 import {
   assertUsageErrors,
   CLIENT,
@@ -400,62 +407,138 @@ Deno.test("a WebSocket client named by a trusted X-Forwarded-For is that client 
   assert.equal(server.stats.refused.denied, 1);
 });
 
-Deno.test("a frame that breaks the protocol ends that WebSocket, counted as an error; the server goes on", async () => {
+Deno.test("a frame that breaks the protocol is closed with 1002 (1007 for text that is not UTF-8), logged and counted as an error; the server goes on", async () => {
   const logs = await captureLogs();
   const { server, url } = await serveBoth();
   await using _server = server;
   const port = server.websocketAddr!.port;
   const rsv = frame(1, "an extension's bit, none agreed");
   rsv[0] |= 0x40;
-  const broken = [
-    frame(3, "a reserved opcode"),
-    rsv,
-    frame(1, new Uint8Array([0xff, 0xfe])),
+  const fragmentedPing = frame(9, "ping");
+  fragmentedPing[0] &= 0x7f;
+  const continuation = frame(1, "first part");
+  continuation[0] &= 0x7f;
+  const broken: [Uint8Array, number, string][] = [
+    [frame(3, "a reserved opcode"), 1002, "reserved opcode 3"],
+    [rsv, 1002, "reserved bits set, and no extension was agreed"],
+    [
+      frame(1, "unmasked", false),
+      1002,
+      "an unmasked frame: a client must mask what it sends",
+    ],
+    [fragmentedPing, 1002, "a fragmented control frame"],
+    [
+      concat([continuation, frame(1, "a new message")]),
+      1002,
+      "a new message before the last one's final fragment",
+    ],
+    [
+      frame(0, "nothing to continue"),
+      1002,
+      "a continuation frame with no message to continue",
+    ],
+    [
+      frame(8, Uint8Array.of(0x03, 0xed)),
+      1002,
+      "close code 1005 is not one a peer may send",
+    ],
+    [
+      frame(1, Uint8Array.of(0xff, 0xfe)),
+      1007,
+      "a text message that is not UTF-8",
+    ],
   ];
-  for (const bad of broken) {
+  for (const [bad, code, reason] of broken) {
     using ws = await RawWebSocket.open(port);
     await ws.send(bad);
-    // Deno's server drops the connection without a close frame.
-    assert.equal(await ws.closeFrame(), null);
+    assert.deepEqual(await ws.closeFrame(), { code, reason });
     await logs.closed(localPeer(ws.conn));
   }
-  assert.equal(server.stats.closed.error, 3);
+  assert.equal(server.stats.closed.error, broken.length);
   const records = logs.records.filter((r) =>
     r.rawMessage.toString().startsWith("Closed {peer}")
   );
-  assert.deepEqual(records.map((r) => r.properties.reason), [
-    "protocol error",
-    "protocol error",
-    "protocol error",
-  ]);
+  assert.deepEqual(
+    records.map((r) => r.properties.reason),
+    broken.map(() => "protocol error"),
+  );
   await using ws = await WsClient.open(url);
   ws.send("fine");
   assert.deepEqual(await ws.received(1), ["fine"]);
 });
 
-Deno.test("a WebSocket client that sends on but does not read is dropped, as a TCP one; the others go on", async () => {
-  const logs = await captureLogs();
-  const { server, url } = await serveBoth({
-    websocket: { maxMessageBytes: 16384 },
-  });
+Deno.test("a frame whose header says it is over the limit is closed with 1009 before its payload comes", async () => {
+  const { server } = await serveBoth({ websocket: { maxMessageBytes: 1000 } });
   await using _server = server;
-  using greedy = await RawWebSocket.open(server.websocketAddr!.port);
-  const peer = localPeer(greedy.conn);
-  const chunk = frame(2, new Uint8Array(16384));
-  // Bounded: 64 MiB at most, far past the server's bounds (its send
-  // buffer's 1 MiB, the unread 1 MiB and one message) and the kernel's.
-  // The server closes with 1008; with our bytes still unread there, the
-  // kernel turns that close into a reset, and a write here fails.
-  for (let i = 0; i < 4096; i++) {
-    const sent = await greedy.send(chunk).then(() => true, () => false);
-    if (!sent) break;
+  using ws = await RawWebSocket.open(server.websocketAddr!.port);
+  // A header claiming 2^40 bytes, and no payload: answered at once.
+  const header = Uint8Array.of(0x82, 0xff, 0, 0, 1, 0, 0, 0, 0, 0, 1, 2, 3, 4);
+  await ws.send(header);
+  assert.deepEqual(await ws.closeFrame(), {
+    code: 1009,
+    reason: "message too big: 1099511627776 bytes, the limit is 1000",
+  });
+  // Fragments add up: 600 + 600 bytes is over 1000.
+  using fragmented = await RawWebSocket.open(server.websocketAddr!.port);
+  const part = frame(2, new Uint8Array(600));
+  part[0] &= 0x7f;
+  await fragmented.send(concat([part, frame(0, new Uint8Array(600))]));
+  assert.deepEqual(await fragmented.closeFrame(), {
+    code: 1009,
+    reason: "message too big: 1200 bytes, the limit is 1000",
+  });
+});
+
+Deno.test("a WebSocket client that sends on but does not read is held back by TCP in echo mode (nothing piles up), and dropped in broadcast mode as a TCP one; the others go on", async () => {
+  const logs = await captureLogs();
+  {
+    const { server, url } = await serveBoth({
+      websocket: { maxMessageBytes: 16384 },
+    });
+    await using _server = server;
+    using greedy = await RawWebSocket.open(server.websocketAddr!.port);
+    const chunk = frame(2, new Uint8Array(16384));
+    // Bounded: 64 MiB at most. The server reads only as it can echo, so
+    // once the kernel's buffers are full a send stops completing.
+    let sent = 0;
+    for (; sent < 4096; sent++) {
+      const { promise, resolve } = Promise.withResolvers<boolean>();
+      const timer = setTimeout(() => resolve(false), 1000);
+      greedy.send(chunk).then(() => resolve(true), () => resolve(false));
+      const done = await promise;
+      clearTimeout(timer);
+      if (!done) break;
+    }
+    assert.ok(sent < 4096, "the sends went on: nothing held them back");
+    assert.ok(server.stats.bytesIn < 32 * 1024 * 1024);
+    await using ws = await WsClient.open(url);
+    ws.send("fine");
+    assert.deepEqual(await ws.received(1), ["fine"]);
+    greedy.conn.close();
   }
-  const closed = await logs.closed(peer);
-  assert.equal(closed.properties.reason, "send queue full");
-  assert.equal(server.stats.closed.sendQueueFull, 1);
-  await using ws = await WsClient.open(url);
-  ws.send("fine");
-  assert.deepEqual(await ws.received(1), ["fine"]);
+  {
+    const { server, url } = await serveBoth({
+      mode: "broadcast",
+      channelBytes: 65536,
+    });
+    await using _server = server;
+    using idle = await RawWebSocket.open(server.websocketAddr!.port);
+    const peer = localPeer(idle.conn);
+    await using talker = await WsClient.open(url);
+    // Bounded: 4,096 lines of 1 KiB, far past the idle one's 64 KiB queue
+    // and the kernel's buffers.
+    const line = "x".repeat(1024);
+    for (let i = 0; i < 4096 && server.stats.closed.sendQueueFull === 0; i++) {
+      talker.send(line);
+      if (i % 64 === 63) await talker.line(/^x/);
+    }
+    const closed = await logs.closed(peer);
+    assert.equal(closed.properties.reason, "send queue full");
+    assert.equal(server.stats.closed.sendQueueFull, 1);
+    await using ws = await WsClient.open(url);
+    ws.send("fine");
+    await ws.line(/^fine$/);
+  }
 });
 
 Deno.test("drainDelay: /readyz turns 503 at once (on --metrics too) while the server still accepts, then it drains; a stop cuts the delay short", async () => {
@@ -763,8 +846,11 @@ Deno.test("server --tls-cert --websocket serves wss://, and client --ws wss://�
   );
 });
 
-Deno.test("clients that dribble their headers (slowloris) do not keep anyone else from being served", async () => {
-  const { server, url, http } = await serveBoth();
+Deno.test("clients that dribble their headers (slowloris) do not keep anyone else from being served, and get a 408 past the header timeout, counted", async () => {
+  const logs = await captureLogs();
+  const { server, url, http } = await serveBoth({
+    websocket: { headerTimeout: 2000 },
+  });
   await using _server = server;
   const port = server.websocketAddr!.port;
   const dribbling = await Promise.all(
@@ -782,9 +868,79 @@ Deno.test("clients that dribble their headers (slowloris) do not keep anyone els
     assert.deepEqual(await ws.received(1), ["still served"]);
     const health = await fetch(`${http}/healthz`);
     assert.equal(await health.text(), "ok\n");
+    // Past the timeout, each is answered 408 and closed.
+    const answer = new TextDecoder().decode(await readAll(dribbling[0]));
+    assert.match(answer, /^HTTP\/1\.1 408 Request Timeout\r\n/);
+    assert.match(answer, /\r\n\r\nrequest head not complete in 2000 ms\n$/);
+    await Promise.all(dribbling.slice(1).map((conn) => readAll(conn)));
   } finally {
     for (const conn of dribbling) conn.close();
   }
+  assert.equal(server.stats.websocketBadUpgrades, 200);
+  assert.equal(
+    logs.records.filter((r) =>
+      r.properties.reason === "request head not complete in 2000 ms"
+    ).length,
+    200,
+  );
+});
+
+Deno.test("bad HTTP is answered with its status and closed, counted: a garbled request line, a header too long, a POST, an old version, a bad key or version; a page and /info are kept alive", async () => {
+  const { server } = await serveBoth();
+  await using _server = server;
+  const port = server.websocketAddr!.port;
+  const exchange = async (request: string) => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeAll(conn, new TextEncoder().encode(request));
+    const answer = new TextDecoder().decode(await readAll(conn));
+    conn.close();
+    return answer.split("\r\n")[0] + " | " +
+      answer.slice(answer.indexOf("\r\n\r\n") + 4).trim();
+  };
+  const upgrade = (more: string) =>
+    "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n" +
+    `Connection: Upgrade\r\n${more}\r\n`;
+  const cases: [string, string][] = [
+    ["HELLO\r\n\r\n", "HTTP/1.1 400 Bad Request | not an HTTP request line"],
+    [
+      `GET / HTTP/1.1\r\nX-Long: ${"a".repeat(20000)}\r\n\r\n`,
+      "HTTP/1.1 431 Request Header Fields Too Large | a request head over 16384 bytes",
+    ],
+    [
+      "POST /ws HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",
+      "HTTP/1.1 405 Method Not Allowed | POST is not served: GET is",
+    ],
+    [
+      "GET / HTTP/2.0\r\n\r\n",
+      "HTTP/1.1 505 HTTP Version Not Supported | HTTP/2.0 is not served: HTTP/1.1 is",
+    ],
+    [
+      upgrade(
+        "Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+      ),
+      "HTTP/1.1 426 Upgrade Required | Bad WebSocket upgrade: Sec-WebSocket-Version 8 is not served: 13 is",
+    ],
+    [
+      upgrade("Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n"),
+      "HTTP/1.1 400 Bad Request | Bad WebSocket upgrade: Sec-WebSocket-Key is not 16 bytes in base64",
+    ],
+  ];
+  for (const [request, expected] of cases) {
+    assert.equal(await exchange(request), expected);
+  }
+  // All but the POST, which is no bad input: a method not served.
+  assert.equal(server.stats.websocketBadUpgrades, cases.length - 1);
+  // A browser's way: several requests on one connection, then a close.
+  const kept = await exchange(
+    "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" +
+      "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n" +
+      "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+  );
+  assert.match(kept, /^HTTP\/1\.1 200 OK \| ok\nHTTP\/1\.1 200 OK\r\n/);
+  assert.match(kept, /content-type: text\/html/);
+  assert.match(kept, /\r\n\r\nready$/);
+  // The HEAD's page came without its body: the next answer follows.
+  assert.doesNotMatch(kept, /<html/i);
 });
 
 Deno.test("a down fault that refuses answers upgrades (and /readyz) 503 on the WebSocket listener until it is lifted", async () => {
@@ -806,6 +962,7 @@ Deno.test("a down fault that refuses answers upgrades (and /readyz) 503 on the W
 
 Deno.test("the framings, free of I/O: echo cuts the bytes written back where the messages were, typed as they came; the line modes make a line of a message and a message of a line", () => {
   const encode = (text: string) => new TextEncoder().encode(text);
+  const text = (t: string) => ({ text: true, bytes: encode(t) });
   const echo = echoFraming();
   assert.deepEqual(echo.received(encode("héllo"), true), encode("héllo"));
   assert.deepEqual(
@@ -818,13 +975,24 @@ Deno.test("the framings, free of I/O: echo cuts the bytes written back where the
   assert.deepEqual(echo.sent(back.subarray(0, 3)), []);
   assert.deepEqual(
     echo.sent(Uint8Array.of(...back.subarray(3), 0)),
-    ["héllo"],
+    [text("héllo")],
   );
-  assert.deepEqual(echo.sent(Uint8Array.of(255)), [Uint8Array.of(0, 255), ""]);
+  assert.deepEqual(echo.sent(Uint8Array.of(255)), [
+    { text: false, bytes: Uint8Array.of(0, 255) },
+    text(""),
+  ]);
   const lines = lineFraming();
   assert.deepEqual(lines.received(encode("one"), true), encode("one\n"));
   assert.deepEqual(lines.received(encode("two\n"), true), encode("two\n"));
   assert.deepEqual(lines.received(new Uint8Array(0), true), encode("\n"));
-  assert.deepEqual(lines.sent(encode("a\nb")), ["a"]);
-  assert.deepEqual(lines.sent(encode("c\n\nd\n")), ["bc", "", "d"]);
+  assert.deepEqual(lines.sent(encode("a\nb")), [text("a")]);
+  assert.deepEqual(lines.sent(encode("c\n\nd\n")), [
+    text("bc"),
+    text(""),
+    text("d"),
+  ]);
+  // A line that is not UTF-8 (from a TCP client) goes out as text that is.
+  assert.deepEqual(lines.sent(Uint8Array.of(0x61, 0xff, 0x0a)), [
+    text("a\ufffd"),
+  ]);
 });

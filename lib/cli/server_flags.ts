@@ -372,6 +372,16 @@ export const SERVER_FLAGS = {
     default: "1048576",
     parse: integer,
   },
+  "header-timeout": {
+    group: "websocket",
+    arg: "MS",
+    option: "websocket.headerTimeout",
+    requires: ["websocket"],
+    help: "answer 408 and close an HTTP client whose request head is not " +
+      "complete MS ms after it connected (or after its last response)",
+    default: "10000",
+    parse: integer,
+  },
   control: {
     group: "faults",
     arg: "HOST:PORT",
@@ -624,6 +634,7 @@ export function serverOptions(
       ...v.websocket,
       only: v["websocket-only"],
       maxMessageBytes: v["max-message-bytes"],
+      headerTimeout: v["header-timeout"],
     },
     proxyProtocol: v["proxy-protocol"],
     proxyTimeout: v["proxy-timeout"],

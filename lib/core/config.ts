@@ -40,6 +40,8 @@ export type ListenConfig =
     tls: TlsSettings | undefined;
     /** The largest message taken; a bigger one closes with 1009. */
     maxMessageBytes: number;
+    /** Milliseconds a client has to send each request head (408 past it). */
+    headerTimeout: number;
     /** Proxies whose X-Forwarded-For is believed; none when undefined. */
     trusted: string[] | undefined;
   };

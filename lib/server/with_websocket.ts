@@ -42,6 +42,7 @@ export function listenersFor(
         port: websocket.port,
         tls: tlsOf(config.listen),
         maxMessageBytes: websocket.maxMessageBytes,
+        headerTimeout: websocket.headerTimeout,
         trusted: websocket.trusted,
       },
     }, { ...shared, relay });

@@ -18,6 +18,8 @@ export interface WebSocketConfig {
   only: boolean;
   /** The largest message taken; a bigger one closes with 1009. */
   maxMessageBytes: number;
+  /** Milliseconds a client has to send each request head (408 past it). */
+  headerTimeout: number;
   /** Proxies whose X-Forwarded-For is believed; none when undefined. */
   trusted: string[] | undefined;
 }
@@ -28,9 +30,10 @@ export interface WebSocketOptions {
   port?: number;
   only?: boolean;
   maxMessageBytes?: number;
+  headerTimeout?: number;
 }
 
-/** The largest `maxMessageBytes`: Deno's own limit on a message. */
+/** The largest `maxMessageBytes` (Deno's WebSocket client's limit). */
 export const MAX_MESSAGE_LIMIT = 64 * 1024 * 1024;
 
 /**
@@ -61,6 +64,7 @@ export function websocketConfig(
     port = 8080,
     only = false,
     maxMessageBytes = 1024 * 1024,
+    headerTimeout = 10_000,
   } = websocket;
   if (typeof hostname !== "string" || hostname === "") {
     throw optionError("websocket", "hostname must be a host name or address");
@@ -76,6 +80,14 @@ export function websocketConfig(
     1,
     MAX_MESSAGE_LIMIT,
   );
+  assertInteger("websocket.headerTimeout", headerTimeout, 1, 2 ** 31 - 1);
   const trusted = options.trustedProxies && [...options.trustedProxies];
-  return { hostname, port, only: only === true, maxMessageBytes, trusted };
+  return {
+    hostname,
+    port,
+    only: only === true,
+    maxMessageBytes,
+    headerTimeout,
+    trusted,
+  };
 }

@@ -1,116 +1,284 @@
-// Private: a WebSocket upgraded by Deno.serve, as the Deno.Conn the engine
-// serves: the messages received become the bytes it reads and the bytes it
-// writes become messages, through a framing (lib/websocket/framing.ts).
-// Deno's server WebSocket cannot pause its reads, so a client whose unread
-// messages pile up past a bound is closed (1008), as a TCP client that
-// stops reading is dropped; a message over the limit is closed with 1009.
-// Not exported from mod.ts.
+// Private: a WebSocket a client opened, as the Deno.Conn the engine serves,
+// over the TCP (or TLS) connection it was upgraded on. It reads the socket
+// only when the engine reads, so a client that sends faster than it reads
+// is held back by TCP as a TCP client is; the frames read (FrameReader)
+// give the bytes the mode reads through a framing (lib/websocket/
+// framing.ts), and the bytes it writes go out as messages. Pings get their
+// pongs; a close is answered with its own code and reason once the engine
+// has finished writing (echo mode echoes everything first), and a frame
+// that breaks the protocol is closed with 1002 or 1007, one over the limit
+// with 1009. Closing waits, for a while, for the client's answer to the
+// close frame and its end of stream, so that nothing sent is lost to a
+// reset. Not exported from mod.ts.
 
-import type { Framing } from "./framing.ts";
-import { HIGH_WATER, SocketConn } from "./socket_conn.ts";
+import { writeAll } from "../_helpers.ts";
+import type { Framing, WsMessage } from "./framing.ts";
+import {
+  CLOSE_NORMAL,
+  CLOSE_TOO_BIG,
+  closePayload,
+  encodeFrames,
+  type FrameEvent,
+  FrameReader,
+  OP_BINARY,
+  OP_CLOSE,
+  OP_PONG,
+  OP_TEXT,
+} from "./frames.ts";
 
-const encoder = new TextEncoder();
+export { CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN } from "./frames.ts";
 
-/** Close codes (RFC 6455, 7.4.1). */
-export const CLOSE_NORMAL = 1000;
-export const CLOSE_POLICY = 1008;
-export const CLOSE_TOO_BIG = 1009;
+/** How long a close waits for the client's close and end of stream. */
+const LINGER_MS = 1000;
+/** What a close reads and discards from the client, at most. */
+const LINGER_BYTES = 1 << 20;
+const READ_BUFFER = 64 * 1024;
+
+/** What a WebSocketConn is made with, besides its socket. */
+export interface WebSocketConnOptions {
+  framing: Framing;
+  /** The client, as the server believes it (X-Forwarded-For). */
+  remoteAddr: Deno.Addr;
+  maxMessageBytes: number;
+  /** Bytes read past the upgrade request: the first frames. */
+  rest: Uint8Array;
+  /** Told of each close, which is over once `done` resolves. */
+  closing(done: Promise<void>): void;
+}
+
+/** What reading a closed connection throws, as Deno's TCP does. */
+function closedError(): Error {
+  return new Deno.errors.BadResource("The WebSocket connection is closed");
+}
 
 /** A WebSocket a client opened, as the engine's connection. */
-export class WebSocketConn extends SocketConn {
-  readonly localAddr: Deno.NetAddr;
-  readonly remoteAddr: Deno.NetAddr;
+export class WebSocketConn implements Deno.Conn {
+  readonly remoteAddr: Deno.Addr;
+  #socket: Deno.Conn;
   #framing: Framing;
-  #maxMessageBytes: number;
-  #maxUnread: number;
+  #reader: FrameReader;
+  #closing: (done: Promise<void>) => void;
+  #buffer = new Uint8Array(READ_BUFFER);
+  /** Bytes of messages received that the engine has not read yet. */
+  #unread: Uint8Array | undefined;
+  /** The socket's read in flight, if any. */
+  #reading: Promise<number | null> | undefined;
+  /** Sends, one after another, whole frames each. */
+  #sending: Promise<void> = Promise.resolve();
+  /** The client's close frame, once it came. */
+  #closeReceived: { code: number | undefined; reason: string } | undefined;
+  #closeSent = false;
+  /** No more messages: a close came, the protocol broke, or the socket ended. */
+  #ended = false;
+  #closed = false;
+  /** Rejects once this conn closes: a read waiting fails, as on TCP. */
+  #stopped = Promise.withResolvers<never>();
   #endedBy: string | undefined;
 
-  constructor(
-    socket: WebSocket,
-    framing: Framing,
-    addrs: { local: Deno.NetAddr; remote: Deno.NetAddr },
-    maxMessageBytes: number,
-  ) {
-    super(socket);
-    this.#framing = framing;
-    this.localAddr = addrs.local;
-    this.remoteAddr = addrs.remote;
-    this.#maxMessageBytes = maxMessageBytes;
-    this.#maxUnread = HIGH_WATER + maxMessageBytes;
-    socket.addEventListener("message", (event) => this.#received(event.data));
-    socket.addEventListener("close", () => this.end());
-    // Deno's server ends a WebSocket that breaks the protocol (a reserved
-    // opcode or bit, text that is not UTF-8) with an error, and no close
-    // frame.
-    socket.addEventListener("error", () => {
-      this.#endedBy ??= "protocol error";
-      this.end();
+  constructor(socket: Deno.Conn, options: WebSocketConnOptions) {
+    this.#socket = socket;
+    this.remoteAddr = options.remoteAddr;
+    this.#framing = options.framing;
+    this.#reader = new FrameReader(options.maxMessageBytes);
+    this.#reader.push(options.rest);
+    this.#closing = options.closing;
+    this.#stopped.promise.catch(() => {}); // Seen by the reads it ends.
+  }
+
+  get localAddr(): Deno.Addr {
+    return this.#socket.localAddr;
+  }
+
+  async read(p: Uint8Array): Promise<number | null> {
+    while (true) {
+      const unread = this.#unread;
+      if (unread !== undefined) {
+        const n = Math.min(p.length, unread.length);
+        p.set(unread.subarray(0, n));
+        this.#unread = n < unread.length ? unread.subarray(n) : undefined;
+        return n;
+      }
+      if (this.#closed) throw closedError();
+      if (this.#ended) return null;
+      const event = this.#reader.next();
+      if (event !== undefined) {
+        this.#received(event);
+        continue;
+      }
+      const n = await this.#readSocket();
+      if (n === null) {
+        // The client ended its stream without a close frame (1006).
+        this.#ended = true;
+        return null;
+      }
+      this.#reader.push(this.#buffer.subarray(0, n));
+    }
+  }
+
+  /** A read of the socket; it fails once this conn closes. */
+  #readSocket(): Promise<number | null> {
+    const reading = this.#socket.read(this.#buffer);
+    this.#reading = reading;
+    reading.catch(() => {}).finally(() => {
+      if (this.#reading === reading) this.#reading = undefined;
     });
+    return Promise.race([reading, this.#stopped.promise]);
   }
 
-  #received(data: string | ArrayBuffer): void {
-    if (this.ended) return;
-    const text = typeof data === "string";
-    // Text is encoded once: its size is its UTF-8 bytes'.
-    const message = text ? encoder.encode(data) : new Uint8Array(data);
-    const size = message.length;
-    if (size > this.#maxMessageBytes) {
-      return this.#closeWith(
-        CLOSE_TOO_BIG,
-        `message too big: ${size} bytes, the limit is ${this.#maxMessageBytes}`,
-        "message too big",
-      );
+  #received(event: FrameEvent): void {
+    switch (event.kind) {
+      case "message": {
+        const bytes = this.#framing.received(event.bytes, event.text);
+        if (bytes.length > 0) this.#unread = bytes;
+        // An empty message has no bytes to be echoed by: its echo goes
+        // now, or once the messages before it have been echoed.
+        else this.#sendMessages(this.#framing.sent(bytes)).catch(() => {});
+        return;
+      }
+      case "ping":
+        if (!this.#closeSent) {
+          this.#send(
+            encodeFrames([{ opcode: OP_PONG, payload: event.payload }]),
+          )
+            .catch(() => {});
+        }
+        return;
+      case "pong":
+        return;
+      case "close":
+        this.#closeReceived = { code: event.code, reason: event.reason };
+        this.#ended = true;
+        return;
+      case "fail":
+        this.#endedBy = event.code === CLOSE_TOO_BIG
+          ? "message too big"
+          : "protocol error";
+        this.#ended = true;
+        this.#sendClose(event.code, event.reason).catch(() => {});
     }
-    if (this.unreadBytes + size > this.#maxUnread) {
-      // As a TCP client whose queue fills is dropped.
-      return this.#closeWith(
-        CLOSE_POLICY,
-        "not reading what it is sent",
-        "send queue full",
-      );
-    }
-    const bytes = this.#framing.received(message, text);
-    if (bytes.length > 0) return this.push(bytes);
-    // An empty message has no bytes to be echoed by: its echo goes now, or
-    // once the messages before it have been echoed.
-    if (this.socket.readyState !== WebSocket.OPEN) return;
-    for (const echo of this.#framing.sent(bytes)) this.socket.send(echo);
-  }
-
-  /**
-   * Closes with `code` and `reason`; the connection ended as `ending` says
-   * (in lib/core/endings.ts's words).
-   */
-  #closeWith(code: number, reason: string, ending: string): void {
-    this.#endedBy = ending;
-    this.closeWith(code, reason);
   }
 
   async write(p: Uint8Array): Promise<number> {
-    this.assertOpen();
-    for (const message of this.#framing.sent(p)) this.socket.send(message);
-    await this.drained();
+    if (this.#closeSent || this.#closed) {
+      throw new Deno.errors.BrokenPipe("The WebSocket is closed");
+    }
+    await this.#sendMessages(this.#framing.sent(p));
     return p.length;
   }
 
-  /** The end of what the server sends: a close frame (1000). */
+  #sendMessages(messages: WsMessage[]): Promise<void> {
+    if (messages.length === 0) return Promise.resolve();
+    return this.#send(encodeFrames(messages.map(({ text, bytes }) => ({
+      opcode: text ? OP_TEXT : OP_BINARY,
+      payload: bytes,
+    }))));
+  }
+
+  /** Sends `bytes` after whatever is being sent. */
+  #send(bytes: Uint8Array): Promise<void> {
+    const sent = this.#sending.then(() => writeAll(this.#socket, bytes));
+    this.#sending = sent.catch(() => {});
+    return sent;
+  }
+
+  /** Sends a close frame, once. */
+  #sendClose(code: number | undefined, reason: string): Promise<void> {
+    if (this.#closeSent) return this.#sending;
+    this.#closeSent = true;
+    return this.#send(
+      encodeFrames([{ opcode: OP_CLOSE, payload: closePayload(code, reason) }]),
+    );
+  }
+
+  /**
+   * The end of what the server sends: a close frame, with the client's
+   * code and reason when it closed first (1000 otherwise).
+   */
   closeWrite(): Promise<void> {
-    this.closeSocket(CLOSE_NORMAL);
-    return Promise.resolve();
+    const received = this.#closeReceived;
+    return received === undefined
+      ? this.#sendClose(CLOSE_NORMAL, "")
+      : this.#sendClose(received.code, received.reason);
   }
 
   close(): void {
-    this.closeWith(CLOSE_NORMAL, "");
+    if (this.#closed) return;
+    this.closeWrite().catch(() => {});
+    this.#closed = true;
+    this.#stopped.reject(closedError());
+    this.#closing(this.#linger());
   }
 
   /** Closes with `code` and `reason` (a client turned away, say). */
   closeWith(code: number, reason: string): void {
-    this.closeSocket(code, reason);
-    this.end();
+    this.#sendClose(code, reason).catch(() => {});
+    this.close();
   }
 
-  /** Why it ended when this side ended it (too big, not reading). */
+  /**
+   * Once the close frame is sent, ends the stream and reads what the
+   * client still sends until its end (its close frame, then its FIN), at
+   * most LINGER_MS and LINGER_BYTES, then closes the socket.
+   */
+  async #linger(): Promise<void> {
+    const socket = this.#socket;
+    const { promise: timeUp, resolve } = Promise.withResolvers<"time">();
+    const timer = setTimeout(() => resolve("time"), LINGER_MS);
+    try {
+      if (await Promise.race([this.#sending, timeUp]) === "time") return;
+      await socket.closeWrite();
+      let discarded = 0;
+      while (discarded < LINGER_BYTES) {
+        const reading = this.#reading ?? socket.read(this.#buffer);
+        this.#reading = undefined;
+        const n = await Promise.race([reading, timeUp]);
+        if (n === null || n === "time") return;
+        discarded += n;
+      }
+    } catch {
+      // Reset, or closed already: nothing more to wait for.
+    } finally {
+      clearTimeout(timer);
+      try {
+        socket.close();
+      } catch {
+        // Closed already.
+      }
+    }
+  }
+
+  /** Why it ended when this side ended it (too big, a protocol error). */
   endedBy(): string | undefined {
     return this.#endedBy;
+  }
+
+  ref(): void {
+    this.#socket.ref();
+  }
+
+  unref(): void {
+    this.#socket.unref();
+  }
+
+  get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
+    const buffer = new Uint8Array(READ_BUFFER);
+    return new ReadableStream({
+      pull: async (controller) => {
+        const n = await this.read(buffer);
+        if (n === null) controller.close();
+        else controller.enqueue(buffer.slice(0, n));
+      },
+    });
+  }
+
+  get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
+    return new WritableStream({
+      write: async (chunk) => void await this.write(chunk),
+      close: () => this.closeWrite(),
+    });
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
   }
 }

@@ -5,8 +5,11 @@
 // as a line (or several, split on newlines) and send each line written as
 // one text message. Not exported from mod.ts.
 
-/** A WebSocket message: text, or binary bytes. */
-export type WsMessage = string | Uint8Array;
+/** A WebSocket message: its bytes (UTF-8 when `text`). */
+export interface WsMessage {
+  text: boolean;
+  bytes: Uint8Array;
+}
 
 /** How one WebSocket's messages become a byte stream, and back. */
 export interface Framing {
@@ -20,6 +23,7 @@ export interface Framing {
 }
 
 const decoder = new TextDecoder();
+const encoder = new TextEncoder();
 
 /** Bytes kept in arrival order, taken from the front. */
 class Pending {
@@ -79,7 +83,7 @@ export function echoFraming(): Framing {
       while (shapes.length > 0 && pending.length >= shapes[0].length) {
         const { text, length } = shapes.shift()!;
         const body = pending.take(length);
-        out.push(text ? decoder.decode(body) : body);
+        out.push({ text, bytes: body });
       }
       return out;
     },
@@ -106,7 +110,9 @@ export function lineFraming(): Framing {
       const out: WsMessage[] = [];
       for (let end = pending.indexOf(0x0a); end !== -1;) {
         const line = pending.take(end + 1);
-        out.push(decoder.decode(line.subarray(0, end)));
+        // A TCP client's line may not be UTF-8; a text message must be.
+        const text = decoder.decode(line.subarray(0, end));
+        out.push({ text: true, bytes: encoder.encode(text) });
         end = pending.indexOf(0x0a);
       }
       return out;

@@ -1,6 +1,5 @@
-// Private: what both ends' WebSocket connections share (the server's,
-// lib/websocket/conn.ts, and the client's, lib/client/websocket.ts): a
-// WebSocket as a Deno.Conn, its messages queued as the bytes read, the end
+// Private: the client's WebSocket (lib/client/websocket.ts, over Deno's
+// WebSocket) as a Deno.Conn: its messages queued as the bytes read, the end
 // of stream once it closes, and writes that wait while the socket holds
 // more than HIGH_WATER unsent bytes. Deno's WebSocket says nothing when its
 // send buffer drains, so a waiting write looks again every DRAIN_CHECK_MS.
