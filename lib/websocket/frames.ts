@@ -38,6 +38,12 @@ const encoder = new TextEncoder();
 
 /** Whether `bytes` are UTF-8. */
 export function isUtf8(bytes: Uint8Array): boolean {
+  // Short ASCII, the common case, is looked at here; the rest decoded.
+  if (bytes.length <= 256) {
+    let high = 0;
+    for (let i = 0; i < bytes.length; i++) high |= bytes[i];
+    if (high < 0x80) return true;
+  }
   try {
     utf8.decode(bytes);
     return true;
