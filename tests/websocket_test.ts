@@ -846,6 +846,52 @@ Deno.test("server --tls-cert --websocket serves wss://, and client --ws wss://â€
   );
 });
 
+Deno.test("reloadTls() rotates the wss:// listener's certificate for new handshakes; an open WebSocket goes on", async () => {
+  await using certs = await testCertificates();
+  const server = serveEcho({
+    port: 0,
+    cert: certs.cert,
+    key: certs.key,
+    websocket: { port: 0 },
+  });
+  await using _server = server;
+  await server.ready;
+  const port = server.websocketAddr!.port;
+  const subject = async () => {
+    const shown = await run("openssl", [
+      ...["s_client", "-connect", `127.0.0.1:${port}`, "-brief"],
+      ...["-CAfile", certs.caFile],
+    ], new TextEncoder().encode("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+    return shown.stderr.match(/Peer certificate: (.*)/)?.[1] ?? shown.stderr;
+  };
+  assert.equal(await subject(), "CN = localhost");
+  const client = Deno.createHttpClient({ caCerts: [certs.ca] });
+  try {
+    const socket = new WebSocket(`wss://localhost:${port}/ws`, { client });
+    const opened = Promise.withResolvers<void>();
+    const messages: string[] = [];
+    const next = () =>
+      new Promise<string>((resolve) =>
+        socket.onmessage = (e) => resolve(e.data)
+      );
+    socket.onopen = () => opened.resolve();
+    socket.onerror = () => opened.reject(new Error("cannot open"));
+    await opened.promise;
+    const closed = new Promise((resolve) => socket.onclose = resolve);
+    socket.send("before");
+    messages.push(await next());
+    await server.reloadTls({ cert: certs.other.cert, key: certs.other.key });
+    assert.equal(await subject(), "CN = other.example");
+    socket.send("after");
+    messages.push(await next());
+    assert.deepEqual(messages, ["before", "after"]);
+    socket.close();
+    await closed;
+  } finally {
+    client.close();
+  }
+});
+
 Deno.test("clients that dribble their headers (slowloris) do not keep anyone else from being served, and get a 408 past the header timeout, counted", async () => {
   const logs = await captureLogs();
   const { server, url, http } = await serveBoth({
