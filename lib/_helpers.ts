@@ -196,6 +196,36 @@ export async function writeAll(
   }
 }
 
+/**
+ * `conn.readable` for a connection made in JavaScript (a WebSocket's): a
+ * stream of what `conn.read()` gives, ended by its end of stream.
+ */
+export function readableOf(
+  conn: Pick<Deno.Conn, "read">,
+): ReadableStream<Uint8Array<ArrayBuffer>> {
+  const buffer = new Uint8Array(64 * 1024);
+  return new ReadableStream({
+    pull: async (controller) => {
+      const n = await conn.read(buffer);
+      if (n === null) controller.close();
+      else controller.enqueue(buffer.slice(0, n));
+    },
+  });
+}
+
+/**
+ * `conn.writable` for a connection made in JavaScript: each chunk written
+ * with `conn.write()`, and closing it is `conn.closeWrite()`.
+ */
+export function writableOf(
+  conn: Pick<Deno.Conn, "write" | "closeWrite">,
+): WritableStream<Uint8Array<ArrayBufferLike>> {
+  return new WritableStream({
+    write: async (chunk) => void await conn.write(chunk),
+    close: () => conn.closeWrite(),
+  });
+}
+
 /** Describes why a connection failed, in a few words fit for a log line. */
 export function describeError(error: unknown): string {
   if (error instanceof Deno.errors.ConnectionReset) return "reset by peer";

@@ -11,7 +11,7 @@
 // close frame and its end of stream, so that nothing sent is lost to a
 // reset. Not exported from mod.ts.
 
-import { writeAll } from "../_helpers.ts";
+import { readableOf, writableOf, writeAll } from "../_helpers.ts";
 import type { Framing, WsMessage } from "./framing.ts";
 import {
   CLOSE_NORMAL,
@@ -261,21 +261,11 @@ export class WebSocketConn implements Deno.Conn {
   }
 
   get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
-    const buffer = new Uint8Array(READ_BUFFER);
-    return new ReadableStream({
-      pull: async (controller) => {
-        const n = await this.read(buffer);
-        if (n === null) controller.close();
-        else controller.enqueue(buffer.slice(0, n));
-      },
-    });
+    return readableOf(this);
   }
 
   get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
-    return new WritableStream({
-      write: async (chunk) => void await this.write(chunk),
-      close: () => this.closeWrite(),
-    });
+    return writableOf(this);
   }
 
   [Symbol.dispose](): void {

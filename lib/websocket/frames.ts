@@ -7,6 +7,9 @@
 // shows it). encodeFrames makes what a server sends. Not exported from
 // mod.ts.
 
+import { join } from "../_lines.ts";
+import { ByteQueue } from "./byte_queue.ts";
+
 /** Opcodes (RFC 6455, 5.2). */
 export const OP_CONTINUATION = 0x0;
 export const OP_TEXT = 0x1;
@@ -61,8 +64,7 @@ export function isSendableCloseCode(code: number): boolean {
 /** Reads a client's frames from its bytes, in whatever pieces they come. */
 export class FrameReader {
   #maxMessageBytes: number;
-  #chunks: Uint8Array[] = [];
-  #length = 0;
+  #received = new ByteQueue();
   /** The fragments of a message not finished yet, and whether it is text. */
   #fragments: Uint8Array[] = [];
   #fragmentBytes = 0;
@@ -76,14 +78,12 @@ export class FrameReader {
 
   /** Bytes held that make no event yet (a frame not complete). */
   get buffered(): number {
-    return this.#length + this.#fragmentBytes;
+    return this.#received.length + this.#fragmentBytes;
   }
 
   /** Takes bytes received; they are copied (the buffer may be reused). */
   push(bytes: Uint8Array): void {
-    if (bytes.length === 0 || this.#failed) return;
-    this.#chunks.push(bytes.slice());
-    this.#length += bytes.length;
+    if (!this.#failed) this.#received.push(bytes);
   }
 
   /**
@@ -92,7 +92,7 @@ export class FrameReader {
    */
   next(): FrameEvent | undefined {
     while (!this.#failed) {
-      const head = this.#peek(2);
+      const head = this.#received.peek(2);
       if (head === undefined) return undefined;
       const fin = (head[0] & 0x80) !== 0;
       const opcode = head[0] & 0x0f;
@@ -111,12 +111,12 @@ export class FrameReader {
       let length = head[1] & 0x7f;
       let at = 2;
       if (length === 126) {
-        const long = this.#peek(4);
+        const long = this.#received.peek(4);
         if (long === undefined) return undefined;
         length = (long[2] << 8) | long[3];
         at = 4;
       } else if (length === 127) {
-        const long = this.#peek(10);
+        const long = this.#received.peek(10);
         if (long === undefined) return undefined;
         const view = new DataView(long.buffer, long.byteOffset, 10);
         const high = view.getUint32(2);
@@ -129,8 +129,8 @@ export class FrameReader {
       const problem = this.#check(opcode, fin, length);
       if (problem !== undefined) return problem;
       const size = at + 4 + length;
-      if (this.#length < size) return undefined;
-      const frame = this.#take(size);
+      if (this.#received.length < size) return undefined;
+      const frame = this.#received.take(size);
       const payload = unmask(
         frame.subarray(at + 4),
         frame.subarray(at, at + 4),
@@ -228,47 +228,10 @@ export class FrameReader {
 
   #fail(code: number, reason: string): FrameEvent {
     this.#failed = true;
-    this.#chunks = [];
-    this.#length = 0;
+    this.#received.clear();
     this.#fragments = [];
     this.#fragmentBytes = 0;
     return { kind: "fail", code, reason };
-  }
-
-  /** The first `n` bytes, without taking them; undefined if fewer came. */
-  #peek(n: number): Uint8Array | undefined {
-    if (this.#length < n) return undefined;
-    const first = this.#chunks[0];
-    if (first.length >= n) return first;
-    // A header cut between reads: the chunks it spans joined.
-    let count = 0;
-    let bytes = 0;
-    while (bytes < n) bytes += this.#chunks[count++].length;
-    const joined = join(this.#chunks.slice(0, count), bytes);
-    this.#chunks.splice(0, count, joined);
-    return joined;
-  }
-
-  /** The first `n` bytes, taken: copied once, or not at all. */
-  #take(n: number): Uint8Array {
-    this.#length -= n;
-    const first = this.#chunks[0];
-    if (first.length >= n) {
-      if (first.length === n) this.#chunks.shift();
-      else this.#chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    const out = new Uint8Array(n);
-    let at = 0;
-    while (at < n) {
-      const chunk = this.#chunks[0];
-      const part = Math.min(chunk.length, n - at);
-      out.set(chunk.subarray(0, part), at);
-      at += part;
-      if (part === chunk.length) this.#chunks.shift();
-      else this.#chunks[0] = chunk.subarray(part);
-    }
-    return out;
   }
 }
 
@@ -285,16 +248,6 @@ function unmask(payload: Uint8Array, mask: Uint8Array): Uint8Array {
   }
   for (; i < n; i++) payload[i] ^= mask[i & 3];
   return payload;
-}
-
-function join(parts: Uint8Array[], length: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }
 
 /** A frame to send: its opcode and payload. */

@@ -5,6 +5,8 @@
 // as a line (or several, split on newlines) and send each line written as
 // one text message. Not exported from mod.ts.
 
+import { ByteQueue } from "./byte_queue.ts";
+
 /** A WebSocket message: its bytes (UTF-8 when `text`). */
 export interface WsMessage {
   text: boolean;
@@ -25,45 +27,6 @@ export interface Framing {
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
-/** Bytes kept in arrival order, taken from the front. */
-class Pending {
-  #chunks: Uint8Array[] = [];
-  length = 0;
-
-  push(bytes: Uint8Array): void {
-    if (bytes.length === 0) return;
-    this.#chunks.push(bytes.slice());
-    this.length += bytes.length;
-  }
-
-  /** The first `n` bytes (at most `length`), removed. */
-  take(n: number): Uint8Array {
-    const out = new Uint8Array(n);
-    let at = 0;
-    while (at < n) {
-      const chunk = this.#chunks[0];
-      const part = Math.min(chunk.length, n - at);
-      out.set(chunk.subarray(0, part), at);
-      at += part;
-      if (part === chunk.length) this.#chunks.shift();
-      else this.#chunks[0] = chunk.subarray(part);
-    }
-    this.length -= n;
-    return out;
-  }
-
-  /** Where `byte` first is, or -1. */
-  indexOf(byte: number): number {
-    let offset = 0;
-    for (const chunk of this.#chunks) {
-      const i = chunk.indexOf(byte);
-      if (i !== -1) return offset + i;
-      offset += chunk.length;
-    }
-    return -1;
-  }
-}
-
 /**
  * Echo mode's framing: each message received is remembered (its length,
  * and whether it was text), and the bytes written back are cut into the
@@ -71,7 +34,7 @@ class Pending {
  */
 export function echoFraming(): Framing {
   const shapes: { text: boolean; length: number }[] = [];
-  const pending = new Pending();
+  const pending = new ByteQueue();
   return {
     received(bytes, text) {
       shapes.push({ text, length: bytes.length });
@@ -96,7 +59,7 @@ export function echoFraming(): Framing {
  * each line written goes out as one text message, without its newline.
  */
 export function lineFraming(): Framing {
-  const pending = new Pending();
+  const pending = new ByteQueue();
   return {
     received(bytes) {
       if (bytes.length > 0 && bytes[bytes.length - 1] === 0x0a) return bytes;

@@ -5,6 +5,8 @@
 // send buffer drains, so a waiting write looks again every DRAIN_CHECK_MS.
 // Not exported from mod.ts.
 
+import { readableOf, writableOf } from "../_helpers.ts";
+
 /** Unsent bytes above which a write waits. */
 export const HIGH_WATER = 1 << 20;
 /** How often a waiting write looks at the send buffer again. */
@@ -98,21 +100,11 @@ export abstract class SocketConn implements Deno.Conn {
   unref(): void {}
 
   get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
-    const buffer = new Uint8Array(64 * 1024);
-    return new ReadableStream({
-      pull: async (controller) => {
-        const n = await this.read(buffer);
-        if (n === null) controller.close();
-        else controller.enqueue(buffer.slice(0, n));
-      },
-    });
+    return readableOf(this);
   }
 
   get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
-    return new WritableStream({
-      write: async (chunk) => void await this.write(chunk),
-      close: () => this.closeWrite(),
-    });
+    return writableOf(this);
   }
 
   [Symbol.dispose](): void {
