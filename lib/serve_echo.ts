@@ -295,6 +295,11 @@ function checkOptions(
   assertLimit("maxBytesPerSecond", maxBytesPerSecond);
   const { udpRate = 1000 } = options as ServeEchoOptions;
   assertLimit("udpRate", udpRate);
+  const { chatRate = Infinity } = options;
+  assertLimit("chatRate", chatRate);
+  if (chatRate !== Infinity && mode !== "chat") {
+    throw optionError("chatRate", "limits chat mode's lines only", TypeError);
+  }
   return {
     listen,
     proxy: proxyConfig(options),
@@ -323,5 +328,6 @@ function checkOptions(
     channelBytes,
     history,
     certNames: certNamesConfig(options, mode),
+    chatRate,
   };
 }

@@ -437,6 +437,16 @@ export interface ServeEchoOptions {
    */
   chatNames?: "auto" | "cert";
   /**
+   * Chat's flood control: the lines (commands too) one client may send a
+   * second, in a burst of as many; past it, each line is refused with an
+   * `ERR too many lines` line to its sender alone, and counted in
+   * `stats.chatLinesLimited`. Decided where the client is connected, once,
+   * so with `redis` too. `Infinity` for none. Chat mode only.
+   *
+   * @default {Infinity}
+   */
+  chatRate?: number;
+  /**
    * How many threads serve connections: the calling thread and
    * `workers - 1` Web Workers, each with its own listener on the same port
    * (`SO_REUSEPORT`), so that the kernel spreads new connections over them.
@@ -588,10 +598,13 @@ export interface EchoServerStats {
    */
   readonly upstreamFailures: number;
   /**
-   * WebSocket upgrades refused as not valid (a bad key or version): each
-   * answered 400.
+   * Requests refused on the WebSocket listener: upgrades not valid (a bad
+   * key, 400, or version, 426), bad HTTP (400, 431, 505), and request
+   * heads not complete within `websocket.headerTimeout` (408).
    */
   readonly websocketBadUpgrades: number;
+  /** Chat lines refused by flood control (`chatRate`). */
+  readonly chatLinesLimited: number;
   /**
    * Bytes that `latency`, `bandwidth` and `slicer` faults held back, each
    * way (a byte received and echoed counts twice when both are delayed).

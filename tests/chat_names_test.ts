@@ -21,7 +21,7 @@ Deno.test("a certificate's name is the member's, cannot change, and wins over a 
   assert.equal(alice.name, "alice");
   assert.equal(
     alice.lines[0],
-    "* welcome, you are alice (from your certificate); commands: /nick NAME, /join ROOM, /who, /quit",
+    "* welcome, you are alice (from your certificate); /help lists the commands",
   );
   // The holder by /nick is told, and renamed before alice is announced.
   assert.equal(guest.name, "user3");

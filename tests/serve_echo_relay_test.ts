@@ -408,7 +408,7 @@ engineTest(
       "ERR name taken: Alice",
       `ERR usage: /nick NAME (${NAME_RULE})`,
       `ERR usage: /nick NAME (${NAME_RULE})`,
-      "ERR unknown command /bogus (try /nick NAME, /join ROOM, /who, /quit; //text sends /text)",
+      "ERR unknown command /bogus (try /help; //text sends /text)",
       "<user2> /slash",
     ]);
     await bob.send(`/nick ${"b".repeat(33)}\n/nick bob\n/who\n`);

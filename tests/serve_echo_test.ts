@@ -179,6 +179,7 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     faultActions: noFaultActions,
     upstreamFailures: 0,
     websocketBadUpgrades: 0,
+    chatLinesLimited: 0,
     faultDelayedBytes: 0,
     perWorker: [0],
   });
@@ -221,6 +222,7 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     faultActions: noFaultActions,
     upstreamFailures: 0,
     websocketBadUpgrades: 0,
+    chatLinesLimited: 0,
     faultDelayedBytes: 0,
     perWorker: [1],
   });

@@ -581,7 +581,7 @@ Deno.test("native: --chat-names cert calls a client by its certificate's CN, ove
     }),
   );
   await alice.line(
-    /^\* welcome, you are alice \(from your certificate\); commands:/,
+    /^\* welcome, you are alice \(from your certificate\); \/help lists the commands$/,
   );
   await guest.line(/^\* alice belongs to a client with its certificate$/);
   await guest.line(/^\* alice is now user3$/);

@@ -488,6 +488,14 @@ export const SERVER_FLAGS = {
     default: "20, or that half if less",
     parse: integer,
   },
+  "chat-rate": {
+    group: "chat",
+    arg: "N",
+    help: "chat's flood control: lines a client may send a second (a burst " +
+      "of N); past it each is refused with an ERR line, and counted",
+    default: "unlimited",
+    parse: limit,
+  },
   operator: {
     group: "modes",
     help: "read lines from stdin and send each to every client " +
@@ -560,6 +568,7 @@ export const SERVER_GROUPS: HelpGroups = {
   tls: { title: "TLS (deno task cert makes a certificate)" },
   udp: { title: "UDP" },
   rules: { title: "PROXY protocol, access rules and rate limits" },
+  chat: { title: "Chat mode" },
   cluster: { title: "Cluster: broadcast and chat across instances" },
   observability: { title: "Metrics and status" },
   faults: { title: "Faults (toxiproxy's toxics, on purpose)" },
@@ -673,6 +682,7 @@ export function serverOptions(
     channelCapacity: v["channel-capacity"],
     channelBytes: v["channel-bytes"],
     history: v.history,
+    chatRate: v["chat-rate"],
     chatNames: v["chat-names"],
     workers: v.workers,
     engine: v.engine,

@@ -102,4 +102,6 @@ export interface ServerConfig {
   history: number;
   /** Chat names clients by their certificates (`chatNames: "cert"`). */
   certNames: boolean;
+  /** Lines a chat client may send a second (a burst of as many). */
+  chatRate: number;
 }

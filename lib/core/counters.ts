@@ -56,10 +56,12 @@ const FAULT_ACTED = 55;
 export const UPSTREAM_FAILURES = 63;
 /** Bytes that faults held back (latency, bandwidth, slicer), each way. */
 export const FAULT_DELAYED = 64;
-/** WebSocket upgrades refused as not valid (a 400). */
+/** Requests the WebSocket listener refused (bad upgrades, bad HTTP, 408). */
 export const WEBSOCKET_BAD_UPGRADES = 65;
+/** Chat lines that flood control refused. */
+export const CHAT_LINES_LIMITED = 66;
 /**
- * How many numbers one listener's counters take: 66 so far, padded to 576
+ * How many numbers one listener's counters take: 67 so far, padded to 576
  * bytes (whole cache lines), so that no two listeners write to the same
  * cache line.
  */
@@ -281,6 +283,7 @@ export function sumStats(counters: Float64Array): EchoServerStats {
     upstreamFailures: total[UPSTREAM_FAILURES],
     faultDelayedBytes: total[FAULT_DELAYED],
     websocketBadUpgrades: total[WEBSOCKET_BAD_UPGRADES],
+    chatLinesLimited: total[CHAT_LINES_LIMITED],
     faultActions: named(total, FAULT_ACTED, FAULT_ACTIONS),
     perWorker,
   };

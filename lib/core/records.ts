@@ -198,7 +198,10 @@ export function proxyFailed(
   };
 }
 
-/** A WebSocket upgrade that was not valid (answered 400). */
+/**
+ * A request the WebSocket listener refused: an upgrade not valid, bad HTTP,
+ * a head not complete in time (`reason` says which).
+ */
 export function badUpgrade(
   counters: Float64Array,
   peer: string,
@@ -207,7 +210,7 @@ export function badUpgrade(
   counters[WEBSOCKET_BAD_UPGRADES]++;
   return {
     level: "info",
-    message: "Bad WebSocket upgrade from {peer}: {reason}",
+    message: "Bad request on the WebSocket listener from {peer}: {reason}",
     properties: { peer, reason },
   };
 }

@@ -152,10 +152,17 @@ function readings(server: EchoServer<Deno.Addr>): Reading[] {
     },
     {
       name: "tcp_echo_websocket_bad_upgrades_total",
-      help: "WebSocket upgrades refused as not valid (a bad key or " +
-        "version), each answered 400.",
+      help: "Requests refused on the WebSocket listener: bad upgrades " +
+        "(key, version), bad HTTP, heads not complete in time (408).",
       type: "counter",
       read: (s) => s.websocketBadUpgrades,
+    },
+    {
+      name: "tcp_echo_chat_lines_limited_total",
+      help: "Chat lines refused by flood control (--chat-rate), each " +
+        "answered ERR to its sender.",
+      type: "counter",
+      read: (s) => s.chatLinesLimited,
     },
     {
       name: "tcp_echo_proxy_header_failures_total",

@@ -1723,7 +1723,6 @@ export class EchoLoop {
     if (!conns.has(fd)) return;
     if (this.#faultEnded.delete(fd)) why = "ended by a fault";
     const peer = conns.peers.get(fd) ?? "";
-    this.#relay?.left(fd);
     this.#upstreams?.close(fd);
     this.#shutAfterFlush.delete(fd);
     countClosed(this.#config.counters, why, this.#now - conns.openedAt[fd]);
@@ -1732,6 +1731,8 @@ export class EchoLoop {
     conns.remove(fd);
     this.#config.counters[ACTIVE]--;
     Atomics.sub(this.#config.open, 0, 1);
+    // After the counters: a client told of the leave sees them counted.
+    this.#relay?.left(fd);
     if (this.#tls !== undefined) {
       // Our close_notify, whatever the reason, as Deno's TLS sends (but
       // for a reset, which is one because nothing says goodbye).

@@ -6,6 +6,7 @@ import { optionError } from "../_helpers.ts";
 import { lineContent } from "../_lines.ts";
 import { replaceControls, REPLACEMENT, safeText } from "../_text.ts";
 import {
+  type Admission,
   type Fanout,
   type Member,
   MemberGroup,
@@ -72,7 +73,11 @@ const NAME_PATTERN = new RegExp(
   }}$`,
   "u",
 );
-const COMMANDS = "/nick NAME, /join ROOM, /who, /quit";
+const COMMANDS =
+  "/nick NAME, /join ROOM, /who, /rooms, /msg NAME TEXT, /me TEXT, " +
+  "/whois NAME, /help, /quit";
+/** Most rooms `/rooms` lists. */
+const MAX_ROOMS_LISTED = 50;
 const NAME_RULE =
   `1 to ${MAX_NAME_LENGTH} letters, digits or symbols, starting with a letter or digit; no spaces, no < > [ ], valid UTF-8`;
 
@@ -86,8 +91,24 @@ export interface ChatOptions {
    * that name is renamed.
    */
   certNames: boolean;
+  /**
+   * Lines a member may send a second, in a burst of as many (a token
+   * bucket); past it, lines are refused with an `ERR` line. `Infinity`:
+   * no limit (the default).
+   */
+  rate?: number;
   /** Called when a member changes its name. */
   renamed?(member: Member, from: string): void;
+  /** Called when flood control refuses one of a member's lines. */
+  limited?(member: Member): void;
+  /** The time in milliseconds (`performance.now` by default). */
+  now?(): number;
+}
+
+/** A member's flood control: tokens left, and when they were counted. */
+interface Bucket {
+  tokens: number;
+  at: number;
 }
 
 /** A room: its members, and its last lines. */
@@ -98,8 +119,11 @@ class Room extends MemberGroup {
 /** What {@linkcode ChatRules} keep, as plain data (see `save`). */
 interface ChatState {
   nextUser: number;
-  /** Member key, name, room, and whether its certificate named it. */
-  members: [string, string, string, boolean?][];
+  /**
+   * Member key, name, room, whether its certificate named it, and since
+   * when (milliseconds since the epoch) it has been here.
+   */
+  members: [string, string, string, boolean?, number?][];
   /** Room, its members' keys in the order they came, its history. */
   rooms: [string, string[], string[]][];
 }
@@ -118,6 +142,10 @@ export class ChatRules implements RelayRules {
   /** Members named by their certificates. */
   #certified = new Set<Member>();
   #rooms = new Map<string, Room>();
+  /** When each member came (milliseconds since the epoch). */
+  #since = new Map<Member, number>();
+  /** Flood control, on the members' own relay only (see admit). */
+  #buckets = new WeakMap<Member, Bucket>();
   #nextUser = 1;
 
   constructor(fanout: Fanout, options: ChatOptions) {
@@ -135,7 +163,13 @@ export class ChatRules implements RelayRules {
       nextUser: this.#nextUser,
       members: [...this.#fanout.members].map((
         m,
-      ) => [keyOf(m), m.name, m.room, this.#certified.has(m)]),
+      ) => [
+        keyOf(m),
+        m.name,
+        m.room,
+        this.#certified.has(m),
+        this.#since.get(m),
+      ]),
       rooms: [...this.#rooms].map(([name, room]) => [
         name,
         [...room.members].map(keyOf),
@@ -147,10 +181,11 @@ export class ChatRules implements RelayRules {
   load(saved: unknown, memberOf: (key: string) => Member): void {
     const state = saved as ChatState;
     this.#nextUser = state.nextUser;
-    for (const [key, name, room, certified] of state.members) {
+    for (const [key, name, room, certified, since] of state.members) {
       const member = memberOf(key);
       member.name = name;
       member.room = room;
+      if (since !== undefined) this.#since.set(member, since);
       this.#names.set(name.toLowerCase(), member);
       if (certified) this.#certified.add(member);
     }
@@ -164,6 +199,37 @@ export class ChatRules implements RelayRules {
   join(member: Member): void {
     member.name = this.#freeUserName();
     this.#names.set(member.name.toLowerCase(), member);
+    this.#since.set(member, Date.now());
+  }
+
+  /** Flood control: a token bucket of `rate` lines a second per member. */
+  admit(member: Member, line: Uint8Array): Admission {
+    const { rate = Infinity } = this.#options;
+    if (rate === Infinity || lineContent(line).length === 0) {
+      return { ok: true };
+    }
+    const now = this.#options.now?.() ?? performance.now();
+    let bucket = this.#buckets.get(member);
+    if (bucket === undefined) {
+      bucket = { tokens: rate, at: now };
+      this.#buckets.set(member, bucket);
+    }
+    bucket.tokens = Math.min(
+      rate,
+      bucket.tokens + (now - bucket.at) * rate / 1000,
+    );
+    bucket.at = now;
+    if (bucket.tokens >= 1) {
+      bucket.tokens--;
+      return { ok: true };
+    }
+    this.#options.limited?.(member);
+    return {
+      ok: false,
+      reply: encoder.encode(
+        `ERR too many lines: at most ${rate} a second; line not sent\n`,
+      ),
+    };
   }
 
   welcome(member: Member): void {
@@ -173,7 +239,7 @@ export class ChatRules implements RelayRules {
       member,
       `* welcome, you are ${member.name}${
         note === undefined ? "" : ` (${note})`
-      }; commands: ${COMMANDS}`,
+      }; /help lists the commands`,
     );
     this.#enterRoom(member, LOBBY);
   }
@@ -208,6 +274,7 @@ export class ChatRules implements RelayRules {
   leave(member: Member): void {
     this.#names.delete(member.name.toLowerCase());
     this.#certified.delete(member);
+    this.#since.delete(member);
   }
 
   farewell(member: Member): void {
@@ -234,11 +301,33 @@ export class ChatRules implements RelayRules {
   #command(member: Member, input: string): void {
     const [command, ...args] = input.trim().split(/\s+/);
     const arg = args.join(" ");
+    // What follows the command and its first word, spaces kept.
+    const rest = /^\S+\s+\S+\s+(.*)$/s.exec(input.trim())?.[1] ?? "";
     switch (command.toLowerCase()) {
       case "/nick":
         return this.#nick(member, arg);
       case "/join":
         return this.#join(member, arg);
+      case "/msg":
+        return this.#private(member, args[0], rest);
+      case "/me": {
+        const action = /^\S+\s+(.*)$/s.exec(input.trim())?.[1] ?? "";
+        if (action.trim() === "") return this.#error(member, "usage: /me TEXT");
+        const text = safeText(encoder.encode(action));
+        return this.#fanout.postAll(
+          this.#room(member.room),
+          encoder.encode(`* ${member.name} ${text}\n`),
+        );
+      }
+      case "/rooms":
+        return this.#listRooms(member);
+      case "/whois":
+        return this.#whois(member, arg);
+      case "/help":
+        return this.#send(
+          member,
+          `* commands: ${COMMANDS}; //text sends /text`,
+        );
       case "/who": {
         const names = [...this.#room(member.room).members].map((m) => m.name);
         return this.#send(
@@ -258,9 +347,70 @@ export class ChatRules implements RelayRules {
           member,
           `unknown command ${
             replaceControls(command.slice(0, MAX_NAME_LENGTH))
-          } (try ${COMMANDS}; //text sends /text)`,
+          } (try /help; //text sends /text)`,
         );
     }
+  }
+
+  /**
+   * `/msg NAME TEXT`: to that member alone, wherever it is (any room, any
+   * thread, any instance: every relay applies it, the one that holds the
+   * member delivers). The sender sees what it sent.
+   */
+  #private(member: Member, name: string | undefined, text: string): void {
+    if (name === undefined || text.trim() === "") {
+      return this.#error(member, "usage: /msg NAME TEXT");
+    }
+    const target = this.#names.get(name.toLowerCase());
+    if (target === undefined) {
+      return this.#error(
+        member,
+        `no such user: ${replaceControls(name.slice(0, MAX_NAME_LENGTH))}`,
+      );
+    }
+    const body = safeText(encoder.encode(text));
+    this.#fanout.post(
+      member,
+      encoder.encode(`[to ${target.name}] ${body}\n`),
+    );
+    if (target === member) return;
+    this.#fanout.post(
+      target,
+      encoder.encode(`[from ${member.name}] ${body}\n`),
+    );
+  }
+
+  #listRooms(member: Member): void {
+    const rooms = [...this.#rooms].filter(([, room]) => room.size > 0)
+      .sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0);
+    const listed = rooms.slice(0, MAX_ROOMS_LISTED)
+      .map(([name, room]) => `${name} ${room.size}`);
+    const more = rooms.length - listed.length;
+    this.#send(
+      member,
+      `* rooms (${rooms.length}): ${listed.join(", ")}${
+        more > 0 ? `, and ${more} more` : ""
+      }`,
+    );
+  }
+
+  #whois(member: Member, name: string): void {
+    if (name === "") return this.#error(member, "usage: /whois NAME");
+    const target = this.#names.get(name.toLowerCase());
+    if (target === undefined) {
+      return this.#error(
+        member,
+        `no such user: ${replaceControls(name.slice(0, MAX_NAME_LENGTH))}`,
+      );
+    }
+    const since = this.#since.get(target);
+    const how = this.#certified.has(target) ? ", named by its certificate" : "";
+    this.#send(
+      member,
+      `* ${target.name}: in ${target.room}${
+        since === undefined ? "" : ` since ${new Date(since).toISOString()}`
+      }${how}`,
+    );
   }
 
   #nick(member: Member, name: string): void {

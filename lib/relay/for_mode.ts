@@ -6,7 +6,7 @@
 import { getLogger } from "../_logtape.ts";
 import { LOG_CATEGORY } from "../_helpers.ts";
 import type { ServerConfig } from "../core/config.ts";
-import { LINES_RELAYED } from "../core/counters.ts";
+import { CHAT_LINES_LIMITED, LINES_RELAYED } from "../core/counters.ts";
 import { broadcastRules } from "./broadcast.ts";
 import { ChatRules } from "./chat.ts";
 import { Relay } from "./relay.ts";
@@ -28,6 +28,8 @@ export function newRelay(
         new ChatRules(fanout, {
           history,
           certNames: config.certNames,
+          rate: config.chatRate,
+          limited: () => counters[CHAT_LINES_LIMITED]++,
           renamed: (member, from) =>
             logger.debug("Renamed {peer} from {from} to {name}", {
               peer: member.peer,

@@ -242,7 +242,16 @@ export interface RelayRules {
   farewell(member: Member): void;
   /** In a round: what `member` sent, with its ending if it had one. */
   line(member: Member, line: Uint8Array): void;
+  /**
+   * On the sender's own relay, before a line joins the order (so once,
+   * whatever the bus): whether it goes on. Refused, the sender alone gets
+   * `reply` and no other relay hears of it (flood control).
+   */
+  admit?(member: Member, line: Uint8Array): Admission;
 }
+
+/** What becomes of a line on its sender's relay (see RelayRules.admit). */
+export type Admission = { ok: true } | { ok: false; reply: Uint8Array };
 
 /**
  * What a listener needs of a relay: the {@linkcode Relay} itself, or, in a
@@ -481,6 +490,16 @@ export class Relay implements RelayPort {
       const last = lines.length - 1;
       lines.forEach((line, i) => {
         const delivered = i === last ? resolve : undefined;
+        const admission = this.#rules.admit?.(member, line);
+        if (admission?.ok === false) {
+          // After the lines before it, here: in the order the sender sent.
+          const { reply } = admission;
+          this.#enqueue(reply.length, () => {
+            this.#post(member, reply);
+            delivered?.();
+          });
+          return;
+        }
         if (!this.#bus.publish({ t: "line", member, line, delivered })) {
           // Told at once, and the sender's next lines wait for it.
           this.#post(member, UNAVAILABLE);

@@ -559,12 +559,13 @@ export class Server implements Backend {
   #ended(c: Connection, reason: string): void {
     // A fault that ended it on purpose says so, whatever the mode saw.
     reason = (c.conn as Partial<WrappedConn>).endedBy?.() ?? reason;
-    if (c.member !== undefined) this.#relay?.leave(c.member);
     c.close(reason);
     this.#connections.delete(c);
     countClosed(this.#counters, reason, Date.now() - c.openedAt);
     this.#counters[ACTIVE]--;
     Atomics.sub(this.#open, 0, 1);
+    // After the counters: a client told of the leave sees them counted.
+    if (c.member !== undefined) this.#relay?.leave(c.member);
     if (this.#log.isEnabledFor("info")) {
       this.#emit(closed({
         peer: c.peer,

@@ -320,13 +320,14 @@ class HttpServer {
     if ("status" in upgrade) {
       // A plain GET of /ws is no attempt at an upgrade: told, not counted.
       const attempt = request.headers.has("upgrade");
-      if (attempt) {
-        this.#site.events.badUpgrade(formatAddr(remote), upgrade.reason);
-      }
+      const reason = attempt
+        ? `Bad WebSocket upgrade: ${upgrade.reason}`
+        : upgrade.reason;
+      if (attempt) this.#site.events.badUpgrade(formatAddr(remote), reason);
       await respond(
         conn,
         upgrade.status,
-        attempt ? `Bad WebSocket upgrade: ${upgrade.reason}` : upgrade.reason,
+        reason,
         Object.fromEntries(upgrade.headers ?? []),
       );
       return "closed";
