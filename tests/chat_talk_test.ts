@@ -32,8 +32,8 @@ engineTest(
     await bob.send("/join den\n");
     await bob.line(/^\* bob joined den$/);
     await alice.send("/msg Bob  psst,  over here\n");
-    await alice.line(/^\[to bob\] psst,  over here$/);
-    await bob.line(/^\[from alice\] psst,  over here$/);
+    await alice.line(/^\[to bob\] psst, {2}over here$/);
+    await bob.line(/^\[from alice\] psst, {2}over here$/);
     await alice.send("/msg nobody hi\n/msg bob\n");
     await alice.line(/^ERR no such user: nobody$/);
     await alice.line(/^ERR usage: \/msg NAME TEXT$/);
