@@ -26,6 +26,7 @@ import {
   helpTopic,
   parseFlags,
   printError,
+  textFile,
   usageExit,
 } from "./lib/cli/flags.ts";
 import { configureLogging } from "./lib/cli/logging.ts";
@@ -38,7 +39,8 @@ import {
   serverOptions,
 } from "./lib/cli/server_flags.ts";
 import { stopOnSignals } from "./lib/cli/signals.ts";
-import { reloadOnHangup } from "./lib/cli/reload.ts";
+import { reloadOnHangup, reloadUsersOnHangup } from "./lib/cli/reload.ts";
+import { addUser } from "./lib/cli/add_user.ts";
 import { logStopped, showStatus } from "./lib/cli/status.ts";
 
 async function main(args: string[]): Promise<number> {
@@ -62,8 +64,27 @@ async function main(args: string[]): Promise<number> {
   // FFI is full access: only the native engine keeps it.
   if (v.engine !== "native") Deno.permissions.revokeSync({ name: "ffi" });
 
+  const usersFile = v["chat-users"];
+  if (v["add-user"] !== undefined) {
+    try {
+      console.log(await addUser(usersFile!, v["add-user"]));
+      return EXIT_OK;
+    } catch (error) {
+      printError(`Cannot add ${v["add-user"]}: ${(error as Error).message}`);
+      return EXIT_FAILURE;
+    }
+  }
+
   const stop = new AbortController();
   const options = serverOptions(v);
+  if (usersFile !== undefined) {
+    try {
+      options.chatUsers = textFile(usersFile);
+    } catch (error) {
+      printError(`Invalid --chat-users: ${(error as Error).message}`);
+      return EXIT_USAGE;
+    }
+  }
   let startHttp;
   try {
     startHttp = await httpFlags({
@@ -114,6 +135,10 @@ async function main(args: string[]): Promise<number> {
     },
     (option) => flagFor(SERVER_FLAGS, spelled, option),
   );
+  // The chat users on SIGHUP, read from the same file.
+  using _users = usersFile === undefined
+    ? undefined
+    : reloadUsersOnHangup(server, usersFile);
   /** A start that failed: one line, the server stopped, exit 1. */
   const failed = async (message: string) => {
     printError(message);

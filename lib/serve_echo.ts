@@ -5,9 +5,11 @@ import {
   assertPort,
   optionError,
 } from "./_helpers.ts";
+import { ChatUsers } from "./relay/chat_users.ts";
 import {
   certNamesConfig,
   chatLineBytes,
+  isChatName,
   MAX_CHAT_OVERHEAD,
 } from "./relay/chat.ts";
 import { redisConfig } from "./relay/redis_bus.ts";
@@ -300,6 +302,18 @@ function checkOptions(
   if (chatRate !== Infinity && mode !== "chat") {
     throw optionError("chatRate", "limits chat mode's lines only", TypeError);
   }
+  const { chatUsers, chatRequireLogin = false } = options;
+  if (chatUsers !== undefined) {
+    if (typeof chatUsers !== "string") {
+      throw optionError("chatUsers", "must be a users file's text", TypeError);
+    }
+    if (mode !== "chat") {
+      throw optionError("chatUsers", "registers chat users only", TypeError);
+    }
+  }
+  if (chatRequireLogin && chatUsers === undefined) {
+    throw optionError("chatRequireLogin", "needs chatUsers", TypeError);
+  }
   return {
     listen,
     proxy: proxyConfig(options),
@@ -329,5 +343,9 @@ function checkOptions(
     history,
     certNames: certNamesConfig(options, mode),
     chatRate,
+    chatUsers: chatUsers === undefined
+      ? undefined
+      : new ChatUsers(chatUsers, isChatName),
+    chatRequireLogin,
   };
 }

@@ -447,6 +447,26 @@ export interface ServeEchoOptions {
    */
   chatRate?: number;
   /**
+   * Chat's registered users: the text of a users file (`NAME:HASH` a line,
+   * scrypt hashes as `deno task server --add-user` writes them; `#`
+   * comments). A registered name can be taken only with `/login NAME
+   * PASSWORD` (or `/nick NAME PASSWORD`), checked where the client is
+   * connected: the password reaches no other instance, log or history.
+   * Failed logins wait a second for their answer; past 3 on a connection
+   * or 10 a minute from an address, logins are refused unchecked. Counted
+   * in `stats.chatLogins`. {@linkcode EchoServer.reloadChatUsers} takes a
+   * new text. Chat mode only.
+   */
+  chatUsers?: string;
+  /**
+   * With `chatUsers`: a client is in no room, and may send only `/login`,
+   * `/help` and `/quit`, until it has logged in (or its certificate named
+   * it, with `chatNames: "cert"`).
+   *
+   * @default {false}
+   */
+  chatRequireLogin?: boolean;
+  /**
    * How many threads serve connections: the calling thread and
    * `workers - 1` Web Workers, each with its own listener on the same port
    * (`SO_REUSEPORT`), so that the kernel spreads new connections over them.
@@ -606,6 +626,11 @@ export interface EchoServerStats {
   /** Chat lines refused by flood control (`chatRate`). */
   readonly chatLinesLimited: number;
   /**
+   * Chat logins: `ok`, `failed` (a wrong name or password), `refused`
+   * (too many failures, not checked).
+   */
+  readonly chatLogins: Record<"ok" | "failed" | "refused", number>;
+  /**
    * Bytes that `latency`, `bandwidth` and `slicer` faults held back, each
    * way (a byte received and echoed counts twice when both are delayed).
    */
@@ -751,6 +776,15 @@ export interface EchoServer<A extends Deno.Addr = Deno.NetAddr>
    * ones stay.
    */
   reloadTls(tls: TlsReload): Promise<void>;
+  /**
+   * Takes a new text of the chat users file (see
+   * {@linkcode ServeEchoOptions.chatUsers}), for the logins to come; who is
+   * logged in stays so (as on SIGHUP for the server CLI).
+   *
+   * @throws {TypeError} This server has no `chatUsers`, or `text` is not a
+   * users file (the error says which line): the old users stay.
+   */
+  reloadChatUsers(text: string): void;
   /**
    * Replaces the server's faults (see {@linkcode ServeEchoOptions.faults}):
    * connections accepted, and UDP replies sent, from now on get the new

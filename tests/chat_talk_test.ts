@@ -42,11 +42,13 @@ engineTest(
     await alice.send("/rooms\n/whois bob\n/whois ghost\n/help\n");
     await alice.line(/^\* rooms \(2\): den 1, lobby 2$/);
     const whois = await alice.line(/^\* bob: in den since /);
-    const since = Date.parse(whois.replace(/^.* since /, ""));
+    const since = Date.parse(
+      whois.replace(/^.* since (\S+), not logged in$/, "$1"),
+    );
     assert.ok(Math.abs(Date.now() - since) < 60_000, whois);
     await alice.line(/^ERR no such user: ghost$/);
     await alice.line(
-      /^\* commands: \/nick NAME, \/join ROOM, \/who, \/rooms, \/msg NAME TEXT, \/me TEXT, \/whois NAME, \/help, \/quit; \/\/text sends \/text$/,
+      /^\* commands: \/nick NAME, \/join ROOM, \/who, \/rooms, \/msg NAME TEXT, \/me TEXT, \/whois NAME, \/login NAME PASSWORD, \/help, \/quit; \/\/text sends \/text$/,
     );
     // Nobody else heard the private line.
     await carol.send("/who\n");

@@ -180,6 +180,7 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     upstreamFailures: 0,
     websocketBadUpgrades: 0,
     chatLinesLimited: 0,
+    chatLogins: { ok: 0, failed: 0, refused: 0 },
     faultDelayedBytes: 0,
     perWorker: [0],
   });
@@ -223,6 +224,7 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     upstreamFailures: 0,
     websocketBadUpgrades: 0,
     chatLinesLimited: 0,
+    chatLogins: { ok: 0, failed: 0, refused: 0 },
     faultDelayedBytes: 0,
     perWorker: [1],
   });

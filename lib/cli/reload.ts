@@ -45,3 +45,31 @@ export function reloadOnHangup(
     },
   };
 }
+
+/**
+ * On each SIGHUP, reads the chat users file at `path` again and has
+ * `server` take it; a file that cannot be read or used keeps the old
+ * users, and the log says why.
+ */
+export function reloadUsersOnHangup(
+  server: EchoServer<Deno.Addr>,
+  path: string,
+): Disposable {
+  const handler = () => {
+    logger.info("Received SIGHUP: reading the chat users again");
+    try {
+      server.reloadChatUsers(Deno.readTextFileSync(path));
+    } catch (error) {
+      const { reason } = error as Partial<OptionError>;
+      logger.error("Kept the chat users: {why}", {
+        why: reason ?? (error as Error).message,
+      });
+    }
+  };
+  Deno.addSignalListener("SIGHUP", handler);
+  return {
+    [Symbol.dispose]() {
+      Deno.removeSignalListener("SIGHUP", handler);
+    },
+  };
+}

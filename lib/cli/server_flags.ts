@@ -488,6 +488,30 @@ export const SERVER_FLAGS = {
     default: "20, or that half if less",
     parse: integer,
   },
+  "chat-users": {
+    group: "chat",
+    arg: "FILE",
+    option: "chatUsers",
+    help: "registered chat users (NAME:HASH lines, --add-user writes them); " +
+      "a registered name is taken only with /login NAME PASSWORD; SIGHUP " +
+      "reads FILE again",
+    parse: (path: string) => path,
+  },
+  "chat-require-login": {
+    group: "chat",
+    option: "chatRequireLogin",
+    requires: ["chat-users"],
+    help: "clients log in before they join a room or say anything",
+  },
+  "add-user": {
+    group: "chat",
+    arg: "NAME",
+    requires: ["chat-users"],
+    help: "register NAME in --chat-users FILE (or change its password), " +
+      "reading the password from the terminal without echo, or from stdin; " +
+      "then exit",
+    parse: (name: string) => name,
+  },
   "chat-rate": {
     group: "chat",
     arg: "N",
@@ -683,6 +707,7 @@ export function serverOptions(
     channelBytes: v["channel-bytes"],
     history: v.history,
     chatRate: v["chat-rate"],
+    chatRequireLogin: v["chat-require-login"],
     chatNames: v["chat-names"],
     workers: v.workers,
     engine: v.engine,

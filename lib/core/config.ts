@@ -5,6 +5,7 @@
 import type { Fault } from "../faults/spec.ts";
 import type { UpstreamConfig } from "../upstream/config.ts";
 import type { WebSocketConfig } from "../websocket/config.ts";
+import type { ChatUsers } from "../relay/chat_users.ts";
 import type { AccessConfig } from "../rules/access.ts";
 import type { LimitsConfig } from "../rules/limits.ts";
 import type { EchoMode } from "../types.ts";
@@ -104,4 +105,11 @@ export interface ServerConfig {
   certNames: boolean;
   /** Lines a chat client may send a second (a burst of as many). */
   chatRate: number;
+  /**
+   * Chat's registered users, on the thread that runs the relay (copied to
+   * a worker, it is an empty object: workers have no relay of their own).
+   */
+  chatUsers: ChatUsers | undefined;
+  /** Chat clients log in before anything else. */
+  chatRequireLogin: boolean;
 }

@@ -60,12 +60,17 @@ export const FAULT_DELAYED = 64;
 export const WEBSOCKET_BAD_UPGRADES = 65;
 /** Chat lines that flood control refused. */
 export const CHAT_LINES_LIMITED = 66;
+/** Chat logins, by {@linkcode LOGIN_RESULTS} (3). */
+export const CHAT_LOGINS = 67;
 /**
- * How many numbers one listener's counters take: 67 so far, padded to 576
+ * How many numbers one listener's counters take: 70 so far, padded to 576
  * bytes (whole cache lines), so that no two listeners write to the same
  * cache line.
  */
 export const COUNTERS = 72;
+
+/** How chat logins go, in the order their counters are kept. */
+export const LOGIN_RESULTS = ["ok", "failed", "refused"] as const;
 
 /** What faults do that is counted, as the stats and metrics name it. */
 export const FAULT_ACTIONS = [
@@ -284,6 +289,11 @@ export function sumStats(counters: Float64Array): EchoServerStats {
     faultDelayedBytes: total[FAULT_DELAYED],
     websocketBadUpgrades: total[WEBSOCKET_BAD_UPGRADES],
     chatLinesLimited: total[CHAT_LINES_LIMITED],
+    chatLogins: {
+      ok: total[CHAT_LOGINS],
+      failed: total[CHAT_LOGINS + 1],
+      refused: total[CHAT_LOGINS + 2],
+    },
     faultActions: named(total, FAULT_ACTED, FAULT_ACTIONS),
     perWorker,
   };

@@ -4,6 +4,7 @@
 // announcement's check, and what the server says when it stops, written
 // once over a small backend interface. Not exported from mod.ts.
 
+import type { ChatUsers } from "../relay/chat_users.ts";
 import { getLogger } from "../_logtape.ts";
 import { LOG_CATEGORY, plural } from "../_helpers.ts";
 import type {
@@ -96,6 +97,7 @@ export class ServerHandle implements EchoServer<Deno.Addr> {
   #shutdown: Promise<void> | undefined;
   #startFailed = false;
   #drainDelay: number;
+  #chatUsers: ChatUsers | undefined;
   /** Ends the drain delay early (a stop). */
   #endDelay: (() => void) | undefined;
 
@@ -103,7 +105,12 @@ export class ServerHandle implements EchoServer<Deno.Addr> {
     backend: Backend,
     config: Pick<
       ServerConfig,
-      "listen" | "mode" | "gracePeriod" | "drainDelay" | "faults"
+      | "listen"
+      | "mode"
+      | "gracePeriod"
+      | "drainDelay"
+      | "faults"
+      | "chatUsers"
     >,
     signal: AbortSignal | undefined,
   ) {
@@ -120,6 +127,7 @@ export class ServerHandle implements EchoServer<Deno.Addr> {
     this.ready = backend.ready;
     this.#gracePeriod = gracePeriod;
     this.#drainDelay = config.drainDelay;
+    this.#chatUsers = config.chatUsers;
     // Whoever awaits it sees the error, alone: no "Stopping now" after it.
     this.ready.catch(() => this.#startFailed = true);
     signal?.addEventListener("abort", this.#abort, { once: true });
@@ -185,6 +193,19 @@ export class ServerHandle implements EchoServer<Deno.Addr> {
     logger.info(
       "Reloaded the TLS certificates: new handshakes use them, open connections go on",
     );
+  }
+
+  reloadChatUsers(text: string): void {
+    const users = this.#chatUsers;
+    if (users === undefined) {
+      throw new TypeError(
+        "Cannot reload the chat users: this server has none (no chatUsers)",
+      );
+    }
+    users.replace(text);
+    logger.info("Reloaded the chat users: {users} registered", {
+      users: users.size,
+    });
   }
 
   get draining(): boolean {

@@ -165,6 +165,14 @@ function readings(server: EchoServer<Deno.Addr>): Reading[] {
       read: (s) => s.chatLinesLimited,
     },
     {
+      name: "tcp_echo_chat_logins_total",
+      help: "Chat logins: ok, failed (a wrong name or password), refused " +
+        "(too many failures, not checked).",
+      type: "counter",
+      label: "result",
+      read: (s) => ({ ...s.chatLogins }),
+    },
+    {
       name: "tcp_echo_proxy_header_failures_total",
       help: "PROXY protocol headers missing, not valid, late, or from a " +
         "peer that is not a trusted proxy.",

@@ -5,6 +5,8 @@
 import { optionError } from "../_helpers.ts";
 import { lineContent } from "../_lines.ts";
 import { replaceControls, REPLACEMENT, safeText } from "../_text.ts";
+import { ChatDoor, LOGIN_MARK, type LoginResult } from "./chat_door.ts";
+import type { ChatUsers } from "./chat_users.ts";
 import {
   type Admission,
   type Fanout,
@@ -57,6 +59,11 @@ export function certNamesConfig(
   return true;
 }
 
+/** Whether `name` may be a chat name (or room). */
+export function isChatName(name: string): boolean {
+  return NAME_PATTERN.test(name);
+}
+
 /** The room every chat client starts in. */
 export const LOBBY = "lobby";
 
@@ -75,7 +82,7 @@ const NAME_PATTERN = new RegExp(
 );
 const COMMANDS =
   "/nick NAME, /join ROOM, /who, /rooms, /msg NAME TEXT, /me TEXT, " +
-  "/whois NAME, /help, /quit";
+  "/whois NAME, /login NAME PASSWORD, /help, /quit";
 /** Most rooms `/rooms` lists. */
 const MAX_ROOMS_LISTED = 50;
 const NAME_RULE =
@@ -97,18 +104,20 @@ export interface ChatOptions {
    * no limit (the default).
    */
   rate?: number;
+  /** Registered names, taken only by logging in; none when undefined. */
+  users?: ChatUsers;
+  /** Members are in no room and may only log in until they have. */
+  requireLogin?: boolean;
+  /** Milliseconds a failed login waits before its answer (1000). */
+  failureDelayMs?: number;
   /** Called when a member changes its name. */
   renamed?(member: Member, from: string): void;
   /** Called when flood control refuses one of a member's lines. */
   limited?(member: Member): void;
+  /** Called when a login was tried. */
+  login?(member: Member, result: LoginResult): void;
   /** The time in milliseconds (`performance.now` by default). */
   now?(): number;
-}
-
-/** A member's flood control: tokens left, and when they were counted. */
-interface Bucket {
-  tokens: number;
-  at: number;
 }
 
 /** A room: its members, and its last lines. */
@@ -120,10 +129,11 @@ class Room extends MemberGroup {
 interface ChatState {
   nextUser: number;
   /**
-   * Member key, name, room, whether its certificate named it, and since
-   * when (milliseconds since the epoch) it has been here.
+   * Member key, name, room, whether its certificate named it, since when
+   * (milliseconds since the epoch) it has been here, and whether it
+   * logged in.
    */
-  members: [string, string, string, boolean?, number?][];
+  members: [string, string, string, boolean?, number?, boolean?][];
   /** Room, its members' keys in the order they came, its history. */
   rooms: [string, string[], string[]][];
 }
@@ -144,13 +154,25 @@ export class ChatRules implements RelayRules {
   #rooms = new Map<string, Room>();
   /** When each member came (milliseconds since the epoch). */
   #since = new Map<Member, number>();
-  /** Flood control, on the members' own relay only (see admit). */
-  #buckets = new WeakMap<Member, Bucket>();
+  /** Members logged in with a password. */
+  #loggedIn = new Set<Member>();
+  #door: ChatDoor;
   #nextUser = 1;
 
   constructor(fanout: Fanout, options: ChatOptions) {
     this.#fanout = fanout;
     this.#options = options;
+    this.#door = new ChatDoor({
+      rate: options.rate ?? Infinity,
+      users: options.users,
+      requireLogin: options.requireLogin ?? false,
+      failureDelayMs: options.failureDelayMs ?? 1000,
+      loggedIn: (member) =>
+        this.#loggedIn.has(member) || this.#certified.has(member),
+      limited: options.limited,
+      login: options.login,
+      now: options.now ?? (() => performance.now()),
+    });
   }
 
   /** In chat a control or invalid byte may become 3 (U+FFFD). */
@@ -169,6 +191,7 @@ export class ChatRules implements RelayRules {
         m.room,
         this.#certified.has(m),
         this.#since.get(m),
+        this.#loggedIn.has(m),
       ]),
       rooms: [...this.#rooms].map(([name, room]) => [
         name,
@@ -181,8 +204,11 @@ export class ChatRules implements RelayRules {
   load(saved: unknown, memberOf: (key: string) => Member): void {
     const state = saved as ChatState;
     this.#nextUser = state.nextUser;
-    for (const [key, name, room, certified, since] of state.members) {
+    for (
+      const [key, name, room, certified, since, loggedIn] of state.members
+    ) {
       const member = memberOf(key);
+      if (loggedIn) this.#loggedIn.add(member);
       member.name = name;
       member.room = room;
       if (since !== undefined) this.#since.set(member, since);
@@ -202,34 +228,9 @@ export class ChatRules implements RelayRules {
     this.#since.set(member, Date.now());
   }
 
-  /** Flood control: a token bucket of `rate` lines a second per member. */
-  admit(member: Member, line: Uint8Array): Admission {
-    const { rate = Infinity } = this.#options;
-    if (rate === Infinity || lineContent(line).length === 0) {
-      return { ok: true };
-    }
-    const now = this.#options.now?.() ?? performance.now();
-    let bucket = this.#buckets.get(member);
-    if (bucket === undefined) {
-      bucket = { tokens: rate, at: now };
-      this.#buckets.set(member, bucket);
-    }
-    bucket.tokens = Math.min(
-      rate,
-      bucket.tokens + (now - bucket.at) * rate / 1000,
-    );
-    bucket.at = now;
-    if (bucket.tokens >= 1) {
-      bucket.tokens--;
-      return { ok: true };
-    }
-    this.#options.limited?.(member);
-    return {
-      ok: false,
-      reply: encoder.encode(
-        `ERR too many lines: at most ${rate} a second; line not sent\n`,
-      ),
-    };
+  /** Judged once, on the member's own relay: see lib/relay/chat_door.ts. */
+  admit(member: Member, line: Uint8Array): Admission | Promise<Admission> {
+    return this.#door.admit(member, line);
   }
 
   welcome(member: Member): void {
@@ -239,9 +240,18 @@ export class ChatRules implements RelayRules {
       member,
       `* welcome, you are ${member.name}${
         note === undefined ? "" : ` (${note})`
-      }; /help lists the commands`,
+      }; ${
+        this.#outside(member) ? "log in: /login NAME PASSWORD; " : ""
+      }/help lists the commands`,
     );
-    this.#enterRoom(member, LOBBY);
+    if (!this.#outside(member)) this.#enterRoom(member, LOBBY);
+  }
+
+  /** Whether `member` must log in before it is in a room. */
+  #outside(member: Member): boolean {
+    return this.#options.requireLogin === true &&
+      !this.#certified.has(member) &&
+      !this.#loggedIn.has(member);
   }
 
   /**
@@ -275,6 +285,7 @@ export class ChatRules implements RelayRules {
     this.#names.delete(member.name.toLowerCase());
     this.#certified.delete(member);
     this.#since.delete(member);
+    this.#loggedIn.delete(member);
   }
 
   farewell(member: Member): void {
@@ -285,6 +296,14 @@ export class ChatRules implements RelayRules {
     if (!this.#fanout.members.has(member) || member.quitting) return;
     const text = lineContent(line);
     if (text.length === 0) return;
+    if (text[0] === 0) {
+      // A login its own relay checked (lib/relay/chat_door.ts).
+      const mark = decoder.decode(text);
+      if (mark.startsWith(LOGIN_MARK)) {
+        this.#logIn(member, mark.slice(LOGIN_MARK.length));
+      }
+      return;
+    }
     if (text[0] === 0x2f /* "/" */ && text[1] !== 0x2f) {
       this.#command(member, decoder.decode(text));
       return;
@@ -404,13 +423,39 @@ export class ChatRules implements RelayRules {
       );
     }
     const since = this.#since.get(target);
-    const how = this.#certified.has(target) ? ", named by its certificate" : "";
+    const how = this.#certified.has(target)
+      ? ", named by its certificate"
+      : this.#loggedIn.has(target)
+      ? ", logged in"
+      : ", not logged in";
     this.#send(
       member,
-      `* ${target.name}: in ${target.room}${
+      `* ${target.name}: ${
+        target.room === "" ? "in no room" : `in ${target.room}`
+      }${
         since === undefined ? "" : ` since ${new Date(since).toISOString()}`
       }${how}`,
     );
+  }
+
+  /**
+   * `member` logged in as `name`: it takes the name (whoever had it without
+   * logging in gets a `userN`; another login of the same user keeps its
+   * name only until this one), and with `requireLogin` enters the lobby.
+   */
+  #logIn(member: Member, name: string): void {
+    if (!NAME_PATTERN.test(name)) return;
+    const holder = this.#names.get(name.toLowerCase());
+    if (holder !== undefined && holder !== member) {
+      this.#send(holder, `* ${holder.name} logged in elsewhere`);
+      this.#loggedIn.delete(holder);
+      this.#rename(holder, this.#freeUserName());
+    }
+    if (member.name !== name) this.#rename(member, name);
+    this.#certified.delete(member);
+    this.#loggedIn.add(member);
+    this.#send(member, `* logged in as ${name}`);
+    if (member.room === "") this.#enterRoom(member, LOBBY);
   }
 
   #nick(member: Member, name: string): void {
@@ -422,6 +467,9 @@ export class ChatRules implements RelayRules {
     }
     if (this.#certified.has(member)) {
       return this.#error(member, "your name comes from your certificate");
+    }
+    if (this.#loggedIn.has(member)) {
+      return this.#error(member, `you are logged in as ${member.name}`);
     }
     const holder = this.#names.get(name.toLowerCase());
     if (holder === member && name === member.name) return;

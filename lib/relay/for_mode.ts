@@ -6,7 +6,12 @@
 import { getLogger } from "../_logtape.ts";
 import { LOG_CATEGORY } from "../_helpers.ts";
 import type { ServerConfig } from "../core/config.ts";
-import { CHAT_LINES_LIMITED, LINES_RELAYED } from "../core/counters.ts";
+import {
+  CHAT_LINES_LIMITED,
+  CHAT_LOGINS,
+  LINES_RELAYED,
+  LOGIN_RESULTS,
+} from "../core/counters.ts";
 import { broadcastRules } from "./broadcast.ts";
 import { ChatRules } from "./chat.ts";
 import { Relay } from "./relay.ts";
@@ -29,7 +34,16 @@ export function newRelay(
           history,
           certNames: config.certNames,
           rate: config.chatRate,
+          users: config.chatUsers,
+          requireLogin: config.chatRequireLogin,
           limited: () => counters[CHAT_LINES_LIMITED]++,
+          login: (member, result) => {
+            counters[CHAT_LOGINS + LOGIN_RESULTS.indexOf(result)]++;
+            logger.info("Login {result} for {peer}", {
+              result,
+              peer: member.peer,
+            });
+          },
           renamed: (member, from) =>
             logger.debug("Renamed {peer} from {from} to {name}", {
               peer: member.peer,

@@ -244,14 +244,24 @@ export interface RelayRules {
   line(member: Member, line: Uint8Array): void;
   /**
    * On the sender's own relay, before a line joins the order (so once,
-   * whatever the bus): whether it goes on. Refused, the sender alone gets
-   * `reply` and no other relay hears of it (flood control).
+   * whatever the bus): whether it goes on, as it is or as another line
+   * (a login, checked here, goes on without its password). Refused, the
+   * sender alone gets `reply` and no other relay hears of it. The sender's
+   * later lines wait for an answer that takes time.
    */
-  admit?(member: Member, line: Uint8Array): Admission;
+  admit?(member: Member, line: Uint8Array): Admission | Promise<Admission>;
 }
 
 /** What becomes of a line on its sender's relay (see RelayRules.admit). */
-export type Admission = { ok: true } | { ok: false; reply: Uint8Array };
+export type Admission =
+  | { ok: true; line?: Uint8Array }
+  | { ok: false; reply: Uint8Array };
+
+/** What a sender hears when its line could not be judged. */
+const NOT_JUDGED: Admission = {
+  ok: false,
+  reply: encoder.encode("ERR internal error, line not sent\n"),
+};
 
 /**
  * What a listener needs of a relay: the {@linkcode Relay} itself, or, in a
@@ -486,27 +496,58 @@ export class Relay implements RelayPort {
    */
   submit(member: Member, lines: Uint8Array[]): Promise<void> {
     if (lines.length === 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const last = lines.length - 1;
-      lines.forEach((line, i) => {
-        const delivered = i === last ? resolve : undefined;
-        const admission = this.#rules.admit?.(member, line);
-        if (admission?.ok === false) {
-          // After the lines before it, here: in the order the sender sent.
-          const { reply } = admission;
-          this.#enqueue(reply.length, () => {
-            this.#post(member, reply);
-            delivered?.();
-          });
-          return;
-        }
-        if (!this.#bus.publish({ t: "line", member, line, delivered })) {
-          // Told at once, and the sender's next lines wait for it.
-          this.#post(member, UNAVAILABLE);
-          delivered?.();
-        }
+    return new Promise((resolve) => this.#submit(member, lines, 0, resolve));
+  }
+
+  /** Admits and publishes `lines` from `from` on, in order. */
+  #submit(
+    member: Member,
+    lines: Uint8Array[],
+    from: number,
+    resolve: () => void,
+  ): void {
+    const last = lines.length - 1;
+    for (let i = from; i <= last; i++) {
+      const delivered = i === last ? resolve : undefined;
+      const admission = this.#rules.admit?.(member, lines[i]);
+      if (admission instanceof Promise) {
+        // The lines after it wait for its answer.
+        admission.catch(() => NOT_JUDGED).then((answer) => {
+          this.#admitted(member, lines[i], answer, delivered);
+          if (i < last) this.#submit(member, lines, i + 1, resolve);
+        });
+        return;
+      }
+      this.#admitted(member, lines[i], admission, delivered);
+    }
+  }
+
+  #admitted(
+    member: Member,
+    line: Uint8Array,
+    admission: Admission | undefined,
+    delivered: (() => void) | undefined,
+  ): void {
+    if (admission?.ok === false) {
+      // After the lines before it, here: in the order the sender sent.
+      const { reply } = admission;
+      this.#enqueue(reply.length, () => {
+        this.#post(member, reply);
+        delivered?.();
       });
-    });
+      return;
+    }
+    const event: RelayEvent = {
+      t: "line",
+      member,
+      line: admission?.line ?? line,
+      delivered,
+    };
+    if (!this.#bus.publish(event)) {
+      // Told at once, and the sender's next lines wait for it.
+      this.#post(member, UNAVAILABLE);
+      delivered?.();
+    }
   }
 
   /**
