@@ -1,4 +1,5 @@
 import {
+  assertChoice,
   assertInteger,
   assertLimit,
   assertMilliseconds,
@@ -6,6 +7,7 @@ import {
   optionError,
 } from "./_helpers.ts";
 import { ChatUsers } from "./relay/chat_users.ts";
+import { HISTORY_SYNCS } from "./relay/chat_history.ts";
 import {
   certNamesConfig,
   chatLineBytes,
@@ -314,6 +316,16 @@ function checkOptions(
   if (chatRequireLogin && chatUsers === undefined) {
     throw optionError("chatRequireLogin", "needs chatUsers", TypeError);
   }
+  const { historyFile, historySync = "second" } = options;
+  if (historyFile !== undefined) {
+    if (typeof historyFile !== "string" || historyFile === "") {
+      throw optionError("historyFile", "must be a file's path", TypeError);
+    }
+    if (mode !== "chat") {
+      throw optionError("historyFile", "keeps chat history only", TypeError);
+    }
+  }
+  assertChoice("historySync", historySync, HISTORY_SYNCS);
   return {
     listen,
     proxy: proxyConfig(options),
@@ -347,5 +359,7 @@ function checkOptions(
       ? undefined
       : new ChatUsers(chatUsers, isChatName),
     chatRequireLogin,
+    historyFile,
+    historySync,
   };
 }

@@ -467,6 +467,24 @@ export interface ServeEchoOptions {
    */
   chatRequireLogin?: boolean;
   /**
+   * Chat history that survives restarts: every room's lines are appended
+   * to this file as JSON lines (`{"room","line","ts"}`), read back at start
+   * (a newcomer after a restart still gets the room's last `history`
+   * lines, and `/history N` more), and the file is rewritten with only
+   * what is kept once it has grown 10,000 lines past it. A torn last line
+   * (a crash mid-write) or any line that is not an entry is skipped and
+   * logged. Chat mode only; with `redis`, each instance may keep its own.
+   */
+  historyFile?: string;
+  /**
+   * When `historyFile`'s lines reach the disk: `always` (fsync each line),
+   * `second` (at most a second later) or `never` (when the system likes),
+   * as Redis' `appendfsync`.
+   *
+   * @default {"second"}
+   */
+  historySync?: "always" | "second" | "never";
+  /**
    * How many threads serve connections: the calling thread and
    * `workers - 1` Web Workers, each with its own listener on the same port
    * (`SO_REUSEPORT`), so that the kernel spreads new connections over them.

@@ -512,6 +512,25 @@ export const SERVER_FLAGS = {
       "then exit",
     parse: (name: string) => name,
   },
+  "history-file": {
+    group: "chat",
+    arg: "FILE",
+    option: "historyFile",
+    help: "keep chat history in FILE (JSON lines) across restarts: read " +
+      "back at start, rewritten smaller as it grows; a torn last line is " +
+      "skipped and logged",
+    parse: (path: string) => path,
+  },
+  "history-sync": {
+    group: "chat",
+    arg: "WHEN",
+    option: "historySync",
+    requires: ["history-file"],
+    help: "when history lines reach the disk: always (fsync each), second, " +
+      "or never (as Redis' appendfsync)",
+    default: "second",
+    parse: choice(["always", "second", "never"] as const),
+  },
   "chat-rate": {
     group: "chat",
     arg: "N",
@@ -708,6 +727,8 @@ export function serverOptions(
     history: v.history,
     chatRate: v["chat-rate"],
     chatRequireLogin: v["chat-require-login"],
+    historyFile: v["history-file"],
+    historySync: v["history-sync"],
     chatNames: v["chat-names"],
     workers: v.workers,
     engine: v.engine,

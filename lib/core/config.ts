@@ -6,6 +6,7 @@ import type { Fault } from "../faults/spec.ts";
 import type { UpstreamConfig } from "../upstream/config.ts";
 import type { WebSocketConfig } from "../websocket/config.ts";
 import type { ChatUsers } from "../relay/chat_users.ts";
+import type { HistorySync } from "../relay/chat_history.ts";
 import type { AccessConfig } from "../rules/access.ts";
 import type { LimitsConfig } from "../rules/limits.ts";
 import type { EchoMode } from "../types.ts";
@@ -112,4 +113,7 @@ export interface ServerConfig {
   chatUsers: ChatUsers | undefined;
   /** Chat clients log in before anything else. */
   chatRequireLogin: boolean;
+  /** Where chat's history is kept across restarts; nowhere when undefined. */
+  historyFile: string | undefined;
+  historySync: HistorySync;
 }

@@ -82,7 +82,7 @@ const NAME_PATTERN = new RegExp(
 );
 const COMMANDS =
   "/nick NAME, /join ROOM, /who, /rooms, /msg NAME TEXT, /me TEXT, " +
-  "/whois NAME, /login NAME PASSWORD, /help, /quit";
+  "/whois NAME, /history N, /login NAME PASSWORD, /help, /quit";
 /** Most rooms `/rooms` lists. */
 const MAX_ROOMS_LISTED = 50;
 const NAME_RULE =
@@ -92,6 +92,13 @@ const NAME_RULE =
 export interface ChatOptions {
   /** Lines of history a newcomer gets. */
   history: number;
+  /**
+   * Lines kept a room, for `/history N` (at least `history`; the default).
+   * At most what one member's queue can take at once.
+   */
+  keep?: number;
+  /** Where the rooms' lines are kept across restarts (a history file). */
+  archive?: ChatArchive;
   /**
    * A member whose client certificate has a common name that is a valid
    * name is called by it, and cannot change it; an unverified holder of
@@ -119,6 +126,18 @@ export interface ChatOptions {
   /** The time in milliseconds (`performance.now` by default). */
   now?(): number;
 }
+
+/** Where chat keeps its rooms' lines across restarts. */
+export interface ChatArchive {
+  /** Each room's lines at start (no newlines), oldest first. */
+  readonly rooms: ReadonlyMap<string, readonly string[]>;
+  /** Keeps `line` (no newline) of `room`. */
+  append(room: string, line: string): void;
+  close(): void;
+}
+
+/** Most rooms without members kept for their history. */
+const MAX_EMPTY_ROOMS = 1000;
 
 /** A room: its members, and its last lines. */
 class Room extends MemberGroup {
@@ -173,6 +192,19 @@ export class ChatRules implements RelayRules {
       login: options.login,
       now: options.now ?? (() => performance.now()),
     });
+    for (const [name, lines] of options.archive?.rooms ?? []) {
+      this.#room(name).history = lines.slice(-this.#keep)
+        .map((line) => encoder.encode(`${line}\n`));
+    }
+  }
+
+  /** Lines kept a room. */
+  get #keep(): number {
+    return Math.max(this.#options.keep ?? 0, this.#options.history);
+  }
+
+  close(): void {
+    this.#options.archive?.close();
   }
 
   /** In chat a control or invalid byte may become 3 (U+FFFD). */
@@ -314,7 +346,11 @@ export class ChatRules implements RelayRules {
     const room = this.#room(member.room);
     this.#fanout.postAll(room, out);
     room.history.push(out);
-    if (room.history.length > this.#options.history) room.history.shift();
+    if (room.history.length > this.#keep) room.history.shift();
+    this.#options.archive?.append(
+      member.room,
+      decoder.decode(out.subarray(0, out.length - 1)),
+    );
   }
 
   #command(member: Member, input: string): void {
@@ -342,6 +378,8 @@ export class ChatRules implements RelayRules {
         return this.#listRooms(member);
       case "/whois":
         return this.#whois(member, arg);
+      case "/history":
+        return this.#history(member, arg);
       case "/help":
         return this.#send(
           member,
@@ -508,7 +546,9 @@ export class ChatRules implements RelayRules {
   #enterRoom(member: Member, name: string): void {
     const room = this.#room(name);
     member.room = name;
-    for (const line of room.history) this.#fanout.post(member, line);
+    const { history } = this.#options;
+    const newest = history === 0 ? [] : room.history.slice(-history);
+    for (const line of newest) this.#fanout.post(member, line);
     room.add(member);
     const notice = encoder.encode(`* ${member.name} joined ${name}\n`);
     this.#fanout.postAll(room, notice);
@@ -520,8 +560,41 @@ export class ChatRules implements RelayRules {
     const notice = encoder.encode(`* ${member.name} left ${member.room}\n`);
     this.#fanout.postAll(room, notice);
     if (room.members.size === 0 && member.room !== LOBBY) {
-      this.#rooms.delete(member.room);
+      // An empty room is kept for its history, a bounded number of them.
+      if (room.history.length === 0) this.#rooms.delete(member.room);
+      else this.#forgetEmptyRooms();
     }
+  }
+
+  /** Forgets the oldest empty rooms past MAX_EMPTY_ROOMS. */
+  #forgetEmptyRooms(): void {
+    let empty = 0;
+    for (const room of this.#rooms.values()) if (room.size === 0) empty++;
+    for (const [name, room] of this.#rooms) {
+      if (empty <= MAX_EMPTY_ROOMS) return;
+      if (room.size > 0 || name === LOBBY) continue;
+      this.#rooms.delete(name);
+      empty--;
+    }
+  }
+
+  /** `/history N`: the last N lines of the member's room, to it alone. */
+  #history(member: Member, arg: string): void {
+    const keep = this.#keep;
+    const n = /^\d{1,9}$/.test(arg) ? Number(arg) : NaN;
+    if (!(n >= 1 && n <= keep)) {
+      return this.#error(member, `usage: /history N (1 to ${keep})`);
+    }
+    const lines = this.#room(member.room).history.slice(-n);
+    this.#send(
+      member,
+      lines.length === 0
+        ? `* no history in ${member.room}`
+        : `* the last ${lines.length} ${
+          lines.length === 1 ? "line" : "lines"
+        } of ${member.room}:`,
+    );
+    for (const line of lines) this.#fanout.post(member, line);
   }
 
   #room(name: string): Room {

@@ -14,6 +14,7 @@ import {
 } from "../core/counters.ts";
 import { broadcastRules } from "./broadcast.ts";
 import { ChatRules } from "./chat.ts";
+import { HistoryFile } from "./chat_history.ts";
 import { Relay } from "./relay.ts";
 import { RedisBus } from "./redis_bus.ts";
 
@@ -26,12 +27,23 @@ export function newRelay(
 ): Relay | undefined {
   if (config.mode !== "broadcast" && config.mode !== "chat") return undefined;
   const { history } = config;
+  const keep = Math.floor(config.channelCapacity / 2);
+  const archive = config.mode === "chat" && config.historyFile !== undefined
+    ? HistoryFile.open({
+      path: config.historyFile,
+      sync: config.historySync,
+      keep,
+      warn: (message) => logger.warn("History: {message}", { message }),
+    })
+    : undefined;
   return new Relay({
     rules: config.mode === "broadcast"
       ? broadcastRules
       : (fanout) =>
         new ChatRules(fanout, {
           history,
+          keep,
+          archive,
           certNames: config.certNames,
           rate: config.chatRate,
           users: config.chatUsers,

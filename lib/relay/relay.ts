@@ -232,6 +232,8 @@ export interface RelayRules {
   save?(keyOf: (member: Member) => string): unknown;
   /** Takes what `save` gave, on a relay that has applied no event yet. */
   load?(state: unknown, memberOf: (key: string) => Member): void;
+  /** The relay is done: what the rules hold open (a file) is closed. */
+  close?(): void;
   /** A member arrived (before its first round): name it. */
   join(member: Member): void;
   /** In a round, once `join` came: greet it and tell the others. */
@@ -403,6 +405,7 @@ export class Relay implements RelayPort {
   async close(): Promise<void> {
     await this.idle();
     await this.#bus.close?.();
+    this.#rules.close?.();
   }
 
   /** Resolves once nothing waits to be delivered. */
