@@ -10,6 +10,7 @@ import { LineClient } from "./_helpers.ts";
 import { member } from "./_relay.ts";
 import { startRedis } from "./_redis.ts";
 import { engineTest } from "./_engines.ts";
+import { run } from "./_process.ts";
 
 /** A chat client that has been welcomed and took `name`. */
 async function chatter(port: number, name: string): Promise<LineClient> {
@@ -176,4 +177,33 @@ Deno.test("chatRate is checked: positive or Infinity, chat mode only", () => {
     () => serveEcho({ port: 0, mode: "echo", chatRate: 5 }),
     /Cannot use chatRate: limits chat mode.s lines only/,
   );
+});
+
+Deno.test("with Redis, a line flood control refuses is answered where it was sent and never reaches the stream", async () => {
+  await using redis = await startRedis();
+  await using a = serveEcho({
+    port: 0,
+    mode: "chat",
+    redis: redis.url,
+    chatRate: 2,
+  });
+  await using b = serveEcho({ port: 0, mode: "chat", redis: redis.url });
+  await Promise.all([a.ready, b.ready]);
+  await using listener = await LineClient.connect(b.addr.port);
+  await listener.line(/^\* welcome/);
+  await using flood = await LineClient.connect(a.addr.port);
+  await flood.line(/^\* welcome/);
+  await flood.send("flood 1\nflood 2\nflood 3\nflood 4\n");
+  await flood.until((l) =>
+    l.filter((x) => x.startsWith("ERR too many")).length === 2
+  );
+  await listener.line(/^<user\d+> flood 2$/);
+  assert.equal(a.stats.chatLinesLimited, 2);
+  const socket = redis.url.replace(/^unix:\/\//, "");
+  const stream = await run("redis-cli", [
+    ...["-s", socket, "--raw", "XRANGE", "tcp-echo:stream", "-", "+"],
+  ]);
+  const entries = new TextDecoder().decode(stream.stdout);
+  assert.match(entries, /flood 2/);
+  assert.doesNotMatch(entries, /flood 3|flood 4/);
 });

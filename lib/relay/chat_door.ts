@@ -22,6 +22,8 @@ export const FAILURES_PER_CONNECTION = 3;
 /** Failed logins an address may make a minute before it is refused. */
 export const FAILURES_PER_ADDRESS = 10;
 const ADDRESS_WINDOW_MS = 60_000;
+/** Addresses with failures remembered before the stale ones are dropped. */
+const ADDRESSES_KEPT = 10_000;
 
 /** How a login went, as the counters and logs say it. */
 export type LoginResult = "ok" | "failed" | "refused";
@@ -150,6 +152,7 @@ export class ChatDoor {
     if (found === undefined) {
       this.#failures.set(member, (this.#failures.get(member) ?? 0) + 1);
       if (tried === undefined) {
+        if (this.#byAddress.size >= ADDRESSES_KEPT) this.#forget(now);
         this.#byAddress.set(address, { count: 1, since: now });
       } else tried.count++;
       this.#options.login?.(member, "failed");
@@ -163,6 +166,14 @@ export class ChatDoor {
     this.#options.login?.(member, "ok");
     this.#admitted.add(member);
     return { ok: true, line: encoder.encode(`${LOGIN_MARK}${found}\n`) };
+  }
+
+  /** Drops the addresses whose minute is over (the oldest come first). */
+  #forget(now: number): void {
+    for (const [address, tried] of this.#byAddress) {
+      if (now - tried.since <= ADDRESS_WINDOW_MS) return;
+      this.#byAddress.delete(address);
+    }
   }
 }
 
