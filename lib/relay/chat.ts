@@ -6,6 +6,7 @@ import { optionError } from "../_helpers.ts";
 import { lineContent } from "../_lines.ts";
 import { replaceControls, REPLACEMENT, safeText } from "../_text.ts";
 import { ChatDoor, LOGIN_MARK, type LoginResult } from "./chat_door.ts";
+import { type ChatEvent, textOf } from "./chat_render.ts";
 import type { ChatUsers } from "./chat_users.ts";
 import {
   type Admission,
@@ -57,6 +58,11 @@ export function certNamesConfig(
     );
   }
   return true;
+}
+
+/** `event` as the line of text a member gets. */
+function lineOf(event: ChatEvent): Uint8Array {
+  return encoder.encode(`${textOf(event)}\n`);
 }
 
 /** Whether `name` may be a chat name (or room). */
@@ -268,14 +274,12 @@ export class ChatRules implements RelayRules {
   welcome(member: Member): void {
     const claim = this.#options.certNames ? member.certName : undefined;
     const note = claim === undefined ? undefined : this.#claim(member, claim);
-    this.#send(
-      member,
-      `* welcome, you are ${member.name}${
-        note === undefined ? "" : ` (${note})`
-      }; ${
-        this.#outside(member) ? "log in: /login NAME PASSWORD; " : ""
-      }/help lists the commands`,
-    );
+    this.#say(member, {
+      type: "welcome",
+      name: member.name,
+      ...(note === undefined ? {} : { note }),
+      login: this.#outside(member),
+    });
     if (!this.#outside(member)) this.#enterRoom(member, LOBBY);
   }
 
@@ -302,10 +306,7 @@ export class ChatRules implements RelayRules {
     }
     if (holder !== undefined && holder !== member) {
       // The certificate proves the name; a /nick did not.
-      this.#send(
-        holder,
-        `* ${holder.name} belongs to a client with its certificate`,
-      );
+      this.#say(holder, { type: "claimed", name: holder.name });
       this.#rename(holder, this.#freeUserName());
     }
     this.#rename(member, name);
@@ -342,9 +343,12 @@ export class ChatRules implements RelayRules {
     }
     // "//text" sends "/text".
     const body = safeText(text[0] === 0x2f ? text.subarray(1) : text);
-    const out = encoder.encode(`<${member.name}> ${body}\n`);
     const room = this.#room(member.room);
-    this.#fanout.postAll(room, out);
+    const out = this.#tell(room, {
+      type: "message",
+      from: member.name,
+      text: body,
+    });
     room.history.push(out);
     if (room.history.length > this.#keep) room.history.shift();
     this.#options.archive?.append(
@@ -369,10 +373,12 @@ export class ChatRules implements RelayRules {
         const action = /^\S+\s+(.*)$/s.exec(input.trim())?.[1] ?? "";
         if (action.trim() === "") return this.#error(member, "usage: /me TEXT");
         const text = safeText(encoder.encode(action));
-        return this.#fanout.postAll(
-          this.#room(member.room),
-          encoder.encode(`* ${member.name} ${text}\n`),
-        );
+        this.#tell(this.#room(member.room), {
+          type: "action",
+          from: member.name,
+          text,
+        });
+        return;
       }
       case "/rooms":
         return this.#listRooms(member);
@@ -381,21 +387,15 @@ export class ChatRules implements RelayRules {
       case "/history":
         return this.#history(member, arg);
       case "/help":
-        return this.#send(
-          member,
-          `* commands: ${COMMANDS}; //text sends /text`,
-        );
+        return this.#say(member, { type: "help", commands: COMMANDS });
       case "/who": {
         const names = [...this.#room(member.room).members].map((m) => m.name);
-        return this.#send(
-          member,
-          `* in ${member.room} (${names.length}): ${names.join(", ")}`,
-        );
+        return this.#say(member, { type: "who", room: member.room, names });
       }
       case "/quit":
         if (args.length > 0) return this.#error(member, "usage: /quit");
         member.quitting = true;
-        this.#send(member, "* bye");
+        this.#say(member, { type: "bye" });
         this.#leaveRoom(member);
         this.#fanout.remove(member);
         return;
@@ -425,30 +425,25 @@ export class ChatRules implements RelayRules {
         `no such user: ${replaceControls(name.slice(0, MAX_NAME_LENGTH))}`,
       );
     }
-    const body = safeText(encoder.encode(text));
-    this.#fanout.post(
-      member,
-      encoder.encode(`[to ${target.name}] ${body}\n`),
-    );
-    if (target === member) return;
-    this.#fanout.post(
-      target,
-      encoder.encode(`[from ${member.name}] ${body}\n`),
-    );
+    const line = {
+      type: "private",
+      from: member.name,
+      to: target.name,
+      text: safeText(encoder.encode(text)),
+    } as const;
+    this.#say(member, { ...line, sent: true });
+    if (target !== member) this.#say(target, { ...line, sent: false });
   }
 
   #listRooms(member: Member): void {
     const rooms = [...this.#rooms].filter(([, room]) => room.size > 0)
       .sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0);
-    const listed = rooms.slice(0, MAX_ROOMS_LISTED)
-      .map(([name, room]) => `${name} ${room.size}`);
-    const more = rooms.length - listed.length;
-    this.#send(
-      member,
-      `* rooms (${rooms.length}): ${listed.join(", ")}${
-        more > 0 ? `, and ${more} more` : ""
-      }`,
-    );
+    this.#say(member, {
+      type: "rooms",
+      rooms: rooms.slice(0, MAX_ROOMS_LISTED)
+        .map(([name, room]) => [name, room.size]),
+      total: rooms.length,
+    });
   }
 
   #whois(member: Member, name: string): void {
@@ -461,19 +456,17 @@ export class ChatRules implements RelayRules {
       );
     }
     const since = this.#since.get(target);
-    const how = this.#certified.has(target)
-      ? ", named by its certificate"
-      : this.#loggedIn.has(target)
-      ? ", logged in"
-      : ", not logged in";
-    this.#send(
-      member,
-      `* ${target.name}: ${
-        target.room === "" ? "in no room" : `in ${target.room}`
-      }${
-        since === undefined ? "" : ` since ${new Date(since).toISOString()}`
-      }${how}`,
-    );
+    this.#say(member, {
+      type: "whois",
+      name: target.name,
+      room: target.room,
+      ...(since === undefined ? {} : { since }),
+      how: this.#certified.has(target)
+        ? "certificate"
+        : this.#loggedIn.has(target)
+        ? "login"
+        : "none",
+    });
   }
 
   /**
@@ -485,14 +478,14 @@ export class ChatRules implements RelayRules {
     if (!NAME_PATTERN.test(name)) return;
     const holder = this.#names.get(name.toLowerCase());
     if (holder !== undefined && holder !== member) {
-      this.#send(holder, `* ${holder.name} logged in elsewhere`);
+      this.#say(holder, { type: "elsewhere", name: holder.name });
       this.#loggedIn.delete(holder);
       this.#rename(holder, this.#freeUserName());
     }
     if (member.name !== name) this.#rename(member, name);
     this.#certified.delete(member);
     this.#loggedIn.add(member);
-    this.#send(member, `* logged in as ${name}`);
+    this.#say(member, { type: "login", name });
     if (member.room === "") this.#enterRoom(member, LOBBY);
   }
 
@@ -523,8 +516,7 @@ export class ChatRules implements RelayRules {
     this.#names.set(name.toLowerCase(), member);
     member.name = name;
     if (member.room !== "") {
-      const notice = encoder.encode(`* ${from} is now ${name}\n`);
-      this.#fanout.postAll(this.#room(member.room), notice);
+      this.#tell(this.#room(member.room), { type: "nick", from, to: name });
     }
     this.#options.renamed?.(member, from);
   }
@@ -537,7 +529,7 @@ export class ChatRules implements RelayRules {
       );
     }
     if (room === member.room) {
-      return this.#send(member, `* already in ${room}`);
+      return this.#say(member, { type: "already", room });
     }
     this.#leaveRoom(member);
     this.#enterRoom(member, room);
@@ -550,15 +542,13 @@ export class ChatRules implements RelayRules {
     const newest = history === 0 ? [] : room.history.slice(-history);
     for (const line of newest) this.#fanout.post(member, line);
     room.add(member);
-    const notice = encoder.encode(`* ${member.name} joined ${name}\n`);
-    this.#fanout.postAll(room, notice);
+    this.#tell(room, { type: "join", name: member.name, room: name });
   }
 
   #leaveRoom(member: Member): void {
     const room = this.#rooms.get(member.room);
     if (room === undefined || !room.delete(member)) return;
-    const notice = encoder.encode(`* ${member.name} left ${member.room}\n`);
-    this.#fanout.postAll(room, notice);
+    this.#tell(room, { type: "leave", name: member.name, room: member.room });
     if (room.members.size === 0 && member.room !== LOBBY) {
       // An empty room is kept for its history, a bounded number of them.
       if (room.history.length === 0) this.#rooms.delete(member.room);
@@ -586,14 +576,11 @@ export class ChatRules implements RelayRules {
       return this.#error(member, `usage: /history N (1 to ${keep})`);
     }
     const lines = this.#room(member.room).history.slice(-n);
-    this.#send(
-      member,
-      lines.length === 0
-        ? `* no history in ${member.room}`
-        : `* the last ${lines.length} ${
-          lines.length === 1 ? "line" : "lines"
-        } of ${member.room}:`,
-    );
+    this.#say(member, {
+      type: "history",
+      room: member.room,
+      lines: lines.length,
+    });
     for (const line of lines) this.#fanout.post(member, line);
   }
 
@@ -611,11 +598,19 @@ export class ChatRules implements RelayRules {
     return `user${this.#nextUser++}`;
   }
 
-  #error(member: Member, message: string): void {
-    this.#send(member, `ERR ${message}`);
+  #error(member: Member, text: string): void {
+    this.#say(member, { type: "error", text });
   }
 
-  #send(member: Member, text: string): void {
-    this.#fanout.post(member, encoder.encode(`${text}\n`));
+  /** Tells `member` alone. */
+  #say(member: Member, event: ChatEvent): void {
+    this.#fanout.post(member, lineOf(event));
+  }
+
+  /** Tells every member of `group`; returns the line sent. */
+  #tell(group: MemberGroup, event: ChatEvent): Uint8Array {
+    const line = lineOf(event);
+    this.#fanout.postAll(group, line);
+    return line;
   }
 }
