@@ -316,6 +316,11 @@ function checkOptions(
   if (chatRequireLogin && chatUsers === undefined) {
     throw optionError("chatRequireLogin", "needs chatUsers", TypeError);
   }
+  const { chatProtocol = "text" } = options;
+  assertChoice("chatProtocol", chatProtocol, ["text", "json"] as const);
+  if (chatProtocol !== "text" && mode !== "chat") {
+    throw optionError("chatProtocol", "is chat mode's", TypeError);
+  }
   const { historyFile, historySync = "second" } = options;
   if (historyFile !== undefined) {
     if (typeof historyFile !== "string" || historyFile === "") {
@@ -361,5 +366,6 @@ function checkOptions(
     chatRequireLogin,
     historyFile,
     historySync,
+    chatProtocol,
   };
 }

@@ -467,6 +467,15 @@ export interface ServeEchoOptions {
    */
   chatRequireLogin?: boolean;
   /**
+   * How chat clients read and write until they say `/protocol`: `text`
+   * (lines for people, as ever) or `json` (every line the server sends is
+   * one JSON object, and a client may send objects: see
+   * docs/chat-protocol.md). Chat mode only.
+   *
+   * @default {"text"}
+   */
+  chatProtocol?: "text" | "json";
+  /**
    * Chat history that survives restarts: every room's lines are appended
    * to this file as JSON lines (`{"room","line","ts"}`), read back at start
    * (a newcomer after a restart still gets the room's last `history`

@@ -18,17 +18,20 @@ async function chatter(port: number, name: string): Promise<LineClient> {
   return c;
 }
 
-const entry = (room: string, line: string) =>
-  `${JSON.stringify({ room, line, ts: "2026-12-07T00:00:00.000Z" })}\n`;
+const TS = "2026-12-07T00:00:00.000Z";
+const said = (room: string, from: string, text: string) =>
+  ({ type: "message", room, from, text, ts: TS }) as const;
+const entry = (room: string, from: string, text: string) =>
+  `${JSON.stringify(said(room, from, text))}\n`;
 
 Deno.test("parseHistory keeps each room's last lines, and names what it skips: a line that is not JSON, one that is no entry, a torn tail", () => {
-  const text = entry("lobby", "<a> 1") + "garbage\n" + entry("den", "<b> x") +
-    '{"room":1}\n' + entry("lobby", "<a> 2") + entry("lobby", "<a> 3") +
+  const text = entry("lobby", "a", "1") + "garbage\n" + entry("den", "b", "x") +
+    '{"room":1}\n' + entry("lobby", "a", "2") + entry("lobby", "a", "3") +
     '{"room":"lobby","li';
   const parsed = parseHistory(encoder.encode(text), 2);
   assert.deepEqual(Object.fromEntries(parsed.rooms), {
-    lobby: ["<a> 2", "<a> 3"],
-    den: ["<b> x"],
+    lobby: [said("lobby", "a", "2"), said("lobby", "a", "3")],
+    den: [said("den", "b", "x")],
   });
   assert.deepEqual(parsed.skipped, [
     { line: 2, reason: "not JSON" },
@@ -90,7 +93,7 @@ Deno.test("a torn history file: the torn line is skipped and logged, never a cra
   try {
     await Deno.writeTextFile(
       historyFile,
-      entry("lobby", "<a> kept") + 'not json\n{"room":"lobby","line":"<a> to',
+      entry("lobby", "a", "kept") + 'not json\n{"room":"lobby","line":"<a> to',
     );
     {
       await using server = serveEcho({ port: 0, mode: "chat", historyFile });
@@ -110,7 +113,11 @@ Deno.test("a torn history file: the torn line is skipped and logged, never a cra
     const lines = (await Deno.readTextFile(historyFile)).split("\n");
     assert.equal(lines.pop(), "");
     assert.equal(lines.length, 3);
-    assert.equal(JSON.parse(lines[2]).line, "<user1> after");
+    const last = JSON.parse(lines[2]);
+    assert.deepEqual(
+      { ...last, ts: "" },
+      { type: "message", room: "lobby", from: "user1", text: "after", ts: "" },
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -126,19 +133,18 @@ Deno.test("the history file is rewritten with only what is kept once it grows 10
       keep: 5,
       warn: (message) => assert.fail(message),
     });
-    for (let i = 0; i < 10_010; i++) file.append("lobby", `<a> ${i}`);
+    for (let i = 0; i < 10_010; i++) file.append(said("lobby", "a", `${i}`));
     file.close();
     const text = await Deno.readTextFile(path);
     const count = text.split("\n").length - 1;
     assert.ok(count < 100, `${count} lines`);
     const parsed = parseHistory(encoder.encode(text), 5);
-    assert.deepEqual(parsed.rooms.get("lobby"), [
-      "<a> 10005",
-      "<a> 10006",
-      "<a> 10007",
-      "<a> 10008",
-      "<a> 10009",
-    ]);
+    assert.deepEqual(
+      parsed.rooms.get("lobby"),
+      [10005, 10006, 10007, 10008, 10009].map((i) =>
+        said("lobby", "a", `${i}`)
+      ),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

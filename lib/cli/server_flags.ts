@@ -512,6 +512,15 @@ export const SERVER_FLAGS = {
       "then exit",
     parse: (name: string) => name,
   },
+  "chat-protocol": {
+    group: "chat",
+    arg: "text|json",
+    option: "chatProtocol",
+    help: "how chat clients read and write until they say /protocol: text, " +
+      "or json (one object a line, docs/chat-protocol.md)",
+    default: "text",
+    parse: choice(["text", "json"] as const),
+  },
   "history-file": {
     group: "chat",
     arg: "FILE",
@@ -728,6 +737,7 @@ export function serverOptions(
     chatRate: v["chat-rate"],
     chatRequireLogin: v["chat-require-login"],
     historyFile: v["history-file"],
+    chatProtocol: v["chat-protocol"],
     historySync: v["history-sync"],
     chatNames: v["chat-names"],
     workers: v.workers,

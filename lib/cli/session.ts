@@ -6,6 +6,7 @@ import type { ConnectOptions } from "../types.ts";
 import { writeAll } from "../_helpers.ts";
 import { decodeLine, readLines } from "./input.ts";
 import { terminalSafeStream } from "../_text.ts";
+import { chatJsonAsText } from "../relay/chat_render.ts";
 import { MAX_MESSAGE_LIMIT } from "../websocket/config.ts";
 
 const NEWLINE = new Uint8Array([0x0a]);
@@ -51,11 +52,14 @@ export async function runSession(options: SessionOptions): Promise<SessionEnd> {
     timeout > 0 ? AbortSignal.timeout(timeout) : undefined,
   );
   const input = options.input.getReader();
+  // On a terminal, chat's JSON reads as text, and nothing acts on it.
   const safe = options.terminal ? terminalSafeStream() : undefined;
+  const json = options.terminal ? chatJsonAsText() : undefined;
   const printing = safe?.readable.pipeTo(options.output, {
     preventClose: true,
   });
-  const output = (safe?.writable ?? options.output).getWriter();
+  json?.readable.pipeTo(safe!.writable).catch(() => {});
+  const output = (json?.writable ?? options.output).getWriter();
   let serverDone = false;
   let receiveError: unknown;
   const receiving = (async () => {

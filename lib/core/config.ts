@@ -113,6 +113,8 @@ export interface ServerConfig {
   chatUsers: ChatUsers | undefined;
   /** Chat clients log in before anything else. */
   chatRequireLogin: boolean;
+  /** How chat clients read and write at first. */
+  chatProtocol: "text" | "json";
   /** Where chat's history is kept across restarts; nowhere when undefined. */
   historyFile: string | undefined;
   historySync: HistorySync;

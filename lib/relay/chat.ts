@@ -6,7 +6,13 @@ import { optionError } from "../_helpers.ts";
 import { lineContent } from "../_lines.ts";
 import { replaceControls, REPLACEMENT, safeText } from "../_text.ts";
 import { ChatDoor, LOGIN_MARK, type LoginResult } from "./chat_door.ts";
-import { type ChatEvent, textOf } from "./chat_render.ts";
+import {
+  type ChatEvent,
+  lineOf,
+  type Protocol,
+  PROTOCOLS,
+  type Said,
+} from "./chat_render.ts";
 import type { ChatUsers } from "./chat_users.ts";
 import {
   type Admission,
@@ -60,11 +66,6 @@ export function certNamesConfig(
   return true;
 }
 
-/** `event` as the line of text a member gets. */
-function lineOf(event: ChatEvent): Uint8Array {
-  return encoder.encode(`${textOf(event)}\n`);
-}
-
 /** Whether `name` may be a chat name (or room). */
 export function isChatName(name: string): boolean {
   return NAME_PATTERN.test(name);
@@ -88,7 +89,8 @@ const NAME_PATTERN = new RegExp(
 );
 const COMMANDS =
   "/nick NAME, /join ROOM, /who, /rooms, /msg NAME TEXT, /me TEXT, " +
-  "/whois NAME, /history N, /login NAME PASSWORD, /help, /quit";
+  "/whois NAME, /history N, /login NAME PASSWORD, /protocol text|json, " +
+  "/help, /quit";
 /** Most rooms `/rooms` lists. */
 const MAX_ROOMS_LISTED = 50;
 const NAME_RULE =
@@ -105,6 +107,8 @@ export interface ChatOptions {
   keep?: number;
   /** Where the rooms' lines are kept across restarts (a history file). */
   archive?: ChatArchive;
+  /** How members read chat until `/protocol` (text by default). */
+  protocol?: Protocol;
   /**
    * A member whose client certificate has a common name that is a valid
    * name is called by it, and cannot change it; an unverified holder of
@@ -135,10 +139,10 @@ export interface ChatOptions {
 
 /** Where chat keeps its rooms' lines across restarts. */
 export interface ChatArchive {
-  /** Each room's lines at start (no newlines), oldest first. */
-  readonly rooms: ReadonlyMap<string, readonly string[]>;
-  /** Keeps `line` (no newline) of `room`. */
-  append(room: string, line: string): void;
+  /** Each room's lines at start, oldest first. */
+  readonly rooms: ReadonlyMap<string, readonly Said[]>;
+  /** Keeps a line said. */
+  append(said: Said): void;
   close(): void;
 }
 
@@ -147,7 +151,9 @@ const MAX_EMPTY_ROOMS = 1000;
 
 /** A room: its members, and its last lines. */
 class Room extends MemberGroup {
-  history: Uint8Array[] = [];
+  /** Its members who read JSON. */
+  json = new MemberGroup();
+  history: Said[] = [];
 }
 
 /** What {@linkcode ChatRules} keep, as plain data (see `save`). */
@@ -158,9 +164,9 @@ interface ChatState {
    * (milliseconds since the epoch) it has been here, and whether it
    * logged in.
    */
-  members: [string, string, string, boolean?, number?, boolean?][];
+  members: [string, string, string, boolean?, number?, boolean?, boolean?][];
   /** Room, its members' keys in the order they came, its history. */
-  rooms: [string, string[], string[]][];
+  rooms: [string, string[], Said[]][];
 }
 
 /**
@@ -181,6 +187,8 @@ export class ChatRules implements RelayRules {
   #since = new Map<Member, number>();
   /** Members logged in with a password. */
   #loggedIn = new Set<Member>();
+  /** Members who read JSON (see docs/chat-protocol.md). */
+  #json = new Set<Member>();
   #door: ChatDoor;
   #nextUser = 1;
 
@@ -194,13 +202,15 @@ export class ChatRules implements RelayRules {
       failureDelayMs: options.failureDelayMs ?? 1000,
       loggedIn: (member) =>
         this.#loggedIn.has(member) || this.#certified.has(member),
+      json: (member) => this.#json.has(member),
+      error: (text, json) =>
+        lineOf({ type: "error", text }, json ? "json" : "text"),
       limited: options.limited,
       login: options.login,
       now: options.now ?? (() => performance.now()),
     });
     for (const [name, lines] of options.archive?.rooms ?? []) {
-      this.#room(name).history = lines.slice(-this.#keep)
-        .map((line) => encoder.encode(`${line}\n`));
+      this.#room(name).history = lines.slice(-this.#keep);
     }
   }
 
@@ -230,11 +240,12 @@ export class ChatRules implements RelayRules {
         this.#certified.has(m),
         this.#since.get(m),
         this.#loggedIn.has(m),
+        this.#json.has(m),
       ]),
       rooms: [...this.#rooms].map(([name, room]) => [
         name,
         [...room.members].map(keyOf),
-        room.history.map((line) => decoder.decode(line)),
+        room.history,
       ]),
     };
   }
@@ -243,10 +254,12 @@ export class ChatRules implements RelayRules {
     const state = saved as ChatState;
     this.#nextUser = state.nextUser;
     for (
-      const [key, name, room, certified, since, loggedIn] of state.members
+      const [key, name, room, certified, since, loggedIn, json] of state
+        .members
     ) {
       const member = memberOf(key);
       if (loggedIn) this.#loggedIn.add(member);
+      if (json) this.#json.add(member);
       member.name = name;
       member.room = room;
       if (since !== undefined) this.#since.set(member, since);
@@ -255,12 +268,14 @@ export class ChatRules implements RelayRules {
     }
     for (const [name, keys, history] of state.rooms) {
       const room = new Room(keys.map(memberOf));
-      room.history = history.map((line) => encoder.encode(line));
+      for (const m of room.members) if (this.#json.has(m)) room.json.add(m);
+      room.history = history;
       this.#rooms.set(name, room);
     }
   }
 
   join(member: Member): void {
+    if (this.#options.protocol === "json") this.#json.add(member);
     member.name = this.#freeUserName();
     this.#names.set(member.name.toLowerCase(), member);
     this.#since.set(member, Date.now());
@@ -319,6 +334,7 @@ export class ChatRules implements RelayRules {
     this.#certified.delete(member);
     this.#since.delete(member);
     this.#loggedIn.delete(member);
+    this.#json.delete(member);
   }
 
   farewell(member: Member): void {
@@ -344,17 +360,17 @@ export class ChatRules implements RelayRules {
     // "//text" sends "/text".
     const body = safeText(text[0] === 0x2f ? text.subarray(1) : text);
     const room = this.#room(member.room);
-    const out = this.#tell(room, {
+    const said: Said = {
       type: "message",
+      room: member.room,
       from: member.name,
       text: body,
-    });
-    room.history.push(out);
+      ts: new Date().toISOString(),
+    };
+    this.#tell(room, said);
+    room.history.push(said);
     if (room.history.length > this.#keep) room.history.shift();
-    this.#options.archive?.append(
-      member.room,
-      decoder.decode(out.subarray(0, out.length - 1)),
-    );
+    this.#options.archive?.append(said);
   }
 
   #command(member: Member, input: string): void {
@@ -386,6 +402,8 @@ export class ChatRules implements RelayRules {
         return this.#whois(member, arg);
       case "/history":
         return this.#history(member, arg);
+      case "/protocol":
+        return this.#setProtocol(member, arg);
       case "/help":
         return this.#say(member, { type: "help", commands: COMMANDS });
       case "/who": {
@@ -540,14 +558,16 @@ export class ChatRules implements RelayRules {
     member.room = name;
     const { history } = this.#options;
     const newest = history === 0 ? [] : room.history.slice(-history);
-    for (const line of newest) this.#fanout.post(member, line);
+    for (const said of newest) this.#say(member, said);
     room.add(member);
+    if (this.#json.has(member)) room.json.add(member);
     this.#tell(room, { type: "join", name: member.name, room: name });
   }
 
   #leaveRoom(member: Member): void {
     const room = this.#rooms.get(member.room);
     if (room === undefined || !room.delete(member)) return;
+    room.json.delete(member);
     this.#tell(room, { type: "leave", name: member.name, room: member.room });
     if (room.members.size === 0 && member.room !== LOBBY) {
       // An empty room is kept for its history, a bounded number of them.
@@ -581,7 +601,7 @@ export class ChatRules implements RelayRules {
       room: member.room,
       lines: lines.length,
     });
-    for (const line of lines) this.#fanout.post(member, line);
+    for (const said of lines) this.#say(member, said);
   }
 
   #room(name: string): Room {
@@ -602,15 +622,52 @@ export class ChatRules implements RelayRules {
     this.#say(member, { type: "error", text });
   }
 
-  /** Tells `member` alone. */
-  #say(member: Member, event: ChatEvent): void {
-    this.#fanout.post(member, lineOf(event));
+  /** How `member` reads chat. */
+  #protocol(member: Member): Protocol {
+    return this.#json.has(member) ? "json" : "text";
   }
 
-  /** Tells every member of `group`; returns the line sent. */
-  #tell(group: MemberGroup, event: ChatEvent): Uint8Array {
-    const line = lineOf(event);
-    this.#fanout.postAll(group, line);
-    return line;
+  /** Tells `member` alone. */
+  #say(member: Member, event: ChatEvent): void {
+    this.#fanout.post(member, lineOf(event, this.#protocol(member)));
+  }
+
+  /**
+   * Tells every member of `room`, each in its protocol: the room at once
+   * when all read one, else member by member.
+   */
+  #tell(room: Room, event: ChatEvent): void {
+    const json = room.json.size;
+    if (json === 0 || json === room.size) {
+      this.#fanout.postAll(room, lineOf(event, json === 0 ? "text" : "json"));
+      return;
+    }
+    const text = lineOf(event, "text");
+    const object = lineOf(event, "json");
+    for (const m of room.members) {
+      this.#fanout.post(m, room.json.has(m) ? object : text);
+    }
+  }
+
+  /** An operator's announcement, as `member` reads it. */
+  serverLine(member: Member, text: string): Uint8Array {
+    return lineOf({ type: "server", text }, this.#protocol(member));
+  }
+
+  /** `/protocol text|json`: how `member` reads chat from now on. */
+  #setProtocol(member: Member, arg: string): void {
+    const protocol = arg.toLowerCase() as Protocol;
+    if (!PROTOCOLS.includes(protocol)) {
+      return this.#error(member, "usage: /protocol text|json");
+    }
+    const room = this.#rooms.get(member.room);
+    if (protocol === "json") {
+      this.#json.add(member);
+      if (room?.has(member)) room.json.add(member);
+    } else {
+      this.#json.delete(member);
+      room?.json.delete(member);
+    }
+    this.#say(member, { type: "protocol", protocol });
   }
 }

@@ -40,6 +40,10 @@ export interface DoorOptions {
   failureDelayMs: number;
   /** Whether `member` is logged in (by a login, or its certificate). */
   loggedIn(member: Member): boolean;
+  /** Whether `member` reads and writes JSON (docs/chat-protocol.md). */
+  json(member: Member): boolean;
+  /** `ERR text` in text, or as a JSON error object. */
+  error(text: string, json: boolean): Uint8Array;
   /** Flood control refused one of `member`'s lines. */
   limited?(member: Member): void;
   /** A login was tried. */
@@ -57,14 +61,36 @@ export class ChatDoor {
   #byAddress = new Map<string, { count: number; since: number }>();
   /** Logins admitted here, not applied yet (or applied). */
   #admitted = new WeakSet<Member>();
+  /**
+   * `/protocol` as admitted here: the lines after it read as it says, even
+   * before every relay has applied it.
+   */
+  #json = new WeakMap<Member, boolean>();
 
   constructor(options: DoorOptions) {
     this.#options = options;
   }
 
   admit(member: Member, line: Uint8Array): Admission | Promise<Admission> {
-    const text = lineContent(line);
+    let text = lineContent(line);
     if (text.length === 0) return { ok: true };
+    const json = this.#json.get(member) ?? this.#options.json(member);
+    const refuse = (message: string): Admission => ({
+      ok: false,
+      reply: this.#options.error(message, json),
+    });
+    let converted: Uint8Array | undefined;
+    if (json && text[0] === 0x7b /* "{" */) {
+      const plain = fromJson(decoder.decode(text));
+      if (plain === undefined) {
+        return refuse(
+          'not a chat object: {"type":"message","text":…} or {"type":"command","command":"/…"}',
+        );
+      }
+      converted = encoder.encode(`${plain}\n`);
+      text = lineContent(converted);
+      if (text.length === 0) return { ok: true, line: converted };
+    }
     if (text[0] === 0) return refuse("a line may not start with NUL");
     if (!this.#token(member)) {
       this.#options.limited?.(member);
@@ -86,13 +112,17 @@ export class ChatDoor {
       if (name === undefined || password === undefined || extra.length > 0) {
         return refuse(`usage: ${verb} NAME PASSWORD`);
       }
-      return this.#login(member, name, password);
+      return this.#login(member, name, password, refuse);
     }
     const inside = this.#admitted.has(member) || this.#options.loggedIn(member);
     if (this.#options.requireLogin && !inside) {
       if (verb !== "/help" && verb !== "/quit") {
         return refuse("log in first: /login NAME PASSWORD");
       }
+    }
+    const protocol = verb === "/protocol" ? name?.toLowerCase() : undefined;
+    if (protocol === "json" || protocol === "text") {
+      this.#json.set(member, protocol === "json");
     }
     if (verb === "/nick" && name !== undefined && users !== undefined) {
       const registered = users.registered(name);
@@ -102,7 +132,9 @@ export class ChatDoor {
         );
       }
     }
-    return { ok: true };
+    return converted === undefined
+      ? { ok: true }
+      : { ok: true, line: converted };
   }
 
   /** Flood control: a token bucket of `rate` lines a second. */
@@ -129,6 +161,7 @@ export class ChatDoor {
     member: Member,
     name: string,
     password: string,
+    refuse: (message: string) => Admission,
   ): Promise<Admission> {
     const { users } = this.#options;
     if (users === undefined || users.size === 0) {
@@ -177,8 +210,29 @@ export class ChatDoor {
   }
 }
 
-function refuse(message: string): Admission {
-  return { ok: false, reply: encoder.encode(`ERR ${message}\n`) };
+/**
+ * A JSON client's object as the line a text client would type: a message
+ * (`//` before one that starts with `/`) or a command; undefined if it is
+ * neither.
+ */
+function fromJson(text: string): string | undefined {
+  let object: { type?: unknown; text?: unknown; command?: unknown };
+  try {
+    object = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (object?.type === "message" && typeof object.text === "string") {
+    const line = object.text.replace(/[\r\n]+/g, " ");
+    return line.startsWith("/") ? `/${line}` : line;
+  }
+  if (
+    object?.type === "command" && typeof object.command === "string" &&
+    object.command.startsWith("/") && !/[\r\n]/.test(object.command)
+  ) {
+    return object.command;
+  }
+  return undefined;
 }
 
 /** The address of a peer `HOST:PORT` (`[::1]:PORT`), without its port. */

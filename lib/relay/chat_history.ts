@@ -1,5 +1,7 @@
 // Private: chat history that survives a restart (serveEcho's
-// `historyFile`): every room's lines appended to a file as JSON lines,
+// `historyFile`): every room's lines appended to a file as JSON lines
+// (`{"type":"message","room","from","text","ts"}`, as the JSON protocol
+// says them),
 // synced to the disk as `historySync` says (as Redis' appendfsync), read
 // back at start so that a newcomer still gets the room's last lines, and
 // rewritten with only what is kept once it has grown well past that. A
@@ -7,22 +9,16 @@
 // and reported, never a failure. Not exported from mod.ts.
 
 import { optionError } from "../_helpers.ts";
+import type { Said } from "./chat_render.ts";
 
 /** When appended lines reach the disk (fsync): each, each second, or never. */
 export const HISTORY_SYNCS = ["always", "second", "never"] as const;
 export type HistorySync = typeof HISTORY_SYNCS[number];
 
-/** One entry of the file. */
-interface Entry {
-  room: string;
-  line: string;
-  ts: string;
-}
-
 /** What a history file's text holds. */
 export interface ParsedHistory {
   /** Each room's lines, oldest first, the last `keep` of them. */
-  rooms: Map<string, string[]>;
+  rooms: Map<string, Said[]>;
   /** Lines that are not entries: their number and why. */
   skipped: { line: number; reason: string }[];
   /** Bytes up to the end of the last whole line (a torn tail cut off). */
@@ -36,28 +32,33 @@ const decoder = new TextDecoder();
 
 /** Reads a history file's `bytes`, keeping the last `keep` lines a room. */
 export function parseHistory(bytes: Uint8Array, keep: number): ParsedHistory {
-  const rooms = new Map<string, string[]>();
+  const rooms = new Map<string, Said[]>();
   const skipped: ParsedHistory["skipped"] = [];
   const end = bytes.lastIndexOf(0x0a) + 1;
   const lines = decoder.decode(bytes.subarray(0, end)).split("\n");
   lines.pop(); // After the last newline.
   let entries = 0;
   lines.forEach((text, i) => {
-    let entry: Partial<Entry>;
+    let entry: Partial<Said>;
     try {
       entry = JSON.parse(text);
     } catch {
       skipped.push({ line: i + 1, reason: "not JSON" });
       return;
     }
-    if (typeof entry?.room !== "string" || typeof entry.line !== "string") {
+    const { room: name, from, text: said, ts } = entry ?? {};
+    if (
+      entry?.type !== "message" || typeof name !== "string" ||
+      typeof from !== "string" || typeof said !== "string" ||
+      typeof ts !== "string"
+    ) {
       skipped.push({ line: i + 1, reason: "not a history entry" });
       return;
     }
     entries++;
-    let room = rooms.get(entry.room);
-    if (room === undefined) rooms.set(entry.room, room = []);
-    room.push(entry.line);
+    let room = rooms.get(name);
+    if (room === undefined) rooms.set(name, room = []);
+    room.push({ type: "message", room: name, from, text: said, ts });
     if (room.length > keep) room.shift();
   });
   if (end < bytes.length) {
@@ -87,7 +88,7 @@ export class HistoryFile {
   #options: HistoryFileOptions;
   #file: Deno.FsFile | undefined;
   /** What is kept, a room's last `keep` lines, as the file would say. */
-  #rooms: Map<string, string[]>;
+  #rooms: Map<string, Said[]>;
   #entries: number;
   #dirty = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -141,18 +142,17 @@ export class HistoryFile {
   }
 
   /** Each room's kept lines, read at start. */
-  get rooms(): ReadonlyMap<string, readonly string[]> {
+  get rooms(): ReadonlyMap<string, readonly Said[]> {
     return this.#rooms;
   }
 
-  /** Appends `line` (without its newline) to `room`'s history. */
-  append(room: string, line: string): void {
-    let kept = this.#rooms.get(room);
-    if (kept === undefined) this.#rooms.set(room, kept = []);
-    kept.push(line);
+  /** Appends a line said to its room's history. */
+  append(said: Said): void {
+    let kept = this.#rooms.get(said.room);
+    if (kept === undefined) this.#rooms.set(said.room, kept = []);
+    kept.push(said);
     if (kept.length > this.#options.keep) kept.shift();
-    const entry: Entry = { room, line, ts: new Date().toISOString() };
-    this.#write(`${JSON.stringify(entry)}\n`);
+    this.#write(`${JSON.stringify(said)}\n`);
     this.#entries++;
     if (this.#entries > this.#kept() + SLACK) this.#rewrite();
   }
@@ -208,9 +208,8 @@ export class HistoryFile {
     const next = `${path}.${Deno.pid}.tmp`;
     try {
       const lines: string[] = [];
-      const ts = new Date().toISOString();
-      for (const [room, kept] of this.#rooms) {
-        for (const line of kept) lines.push(JSON.stringify({ room, line, ts }));
+      for (const kept of this.#rooms.values()) {
+        for (const said of kept) lines.push(JSON.stringify(said));
       }
       Deno.writeTextFileSync(next, lines.map((l) => `${l}\n`).join(""), {
         mode: 0o600,

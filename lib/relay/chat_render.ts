@@ -13,7 +13,7 @@ export type ChatEvent =
     /** Whether it must log in before anything else. */
     login: boolean;
   }
-  | { type: "message"; from: string; text: string }
+  | Said
   | { type: "action"; from: string; text: string }
   | { type: "join"; name: string; room: string }
   | { type: "leave"; name: string; room: string }
@@ -43,7 +43,23 @@ export type ChatEvent =
   | { type: "claimed"; name: string }
   | { type: "already"; room: string }
   | { type: "bye" }
-  | { type: "error"; text: string };
+  | { type: "error"; text: string }
+  | { type: "server"; text: string }
+  | { type: "protocol"; protocol: Protocol };
+
+/** How a member reads what chat tells it: lines of text, or JSON. */
+export type Protocol = "text" | "json";
+export const PROTOCOLS = ["text", "json"] as const;
+
+/** A line someone said in a room: what its history keeps. */
+export interface Said {
+  type: "message";
+  room: string;
+  from: string;
+  text: string;
+  /** When (ISO 8601), as the relay that applied it saw it. */
+  ts: string;
+}
 
 const HOW = {
   certificate: "named by its certificate",
@@ -113,5 +129,138 @@ export function textOf(event: ChatEvent): string {
       return "* bye";
     case "error":
       return `ERR ${event.text}`;
+    case "server":
+      return `[server] ${event.text}`;
+    case "protocol":
+      return `* protocol ${event.protocol}`;
   }
+}
+
+/**
+ * `event` as one JSON object (docs/chat-protocol.md): its fields, and
+ * `ts`, when it happened (a line said keeps its own).
+ */
+export function jsonOf(event: ChatEvent): string {
+  const ts = "ts" in event ? event.ts : new Date().toISOString();
+  switch (event.type) {
+    case "rooms":
+      return JSON.stringify({
+        type: "rooms",
+        rooms: event.rooms.map(([name, members]) => ({ name, members })),
+        total: event.total,
+        ts,
+      });
+    case "whois": {
+      const { since, ...rest } = event;
+      return JSON.stringify({
+        ...rest,
+        since: since === undefined ? null : new Date(since).toISOString(),
+        ts,
+      });
+    }
+    case "welcome":
+      return JSON.stringify({ note: null, ...event, ts });
+    default:
+      return JSON.stringify({ ...event, ts });
+  }
+}
+
+/**
+ * A line of the JSON protocol as text mode says it, for a person reading a
+ * JSON session (our interactive client on a terminal); undefined when the
+ * line is not one of chat's objects.
+ */
+export function textOfJson(line: string): string | undefined {
+  try {
+    const object = JSON.parse(line);
+    if (typeof object?.type !== "string" || !(object.type in TYPES)) {
+      return undefined;
+    }
+    const event = { ...object };
+    if (event.type === "rooms") {
+      event.rooms = object.rooms.map((r: { name: string; members: number }) => [
+        r.name,
+        r.members,
+      ]);
+    }
+    if (event.type === "whois") {
+      event.since = object.since === null
+        ? undefined
+        : Date.parse(object.since);
+    }
+    if (event.type === "welcome" && object.note === null) delete event.note;
+    return textOf(event as ChatEvent);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every type of event, for textOfJson. */
+const TYPES: Record<ChatEvent["type"], true> = {
+  welcome: true,
+  message: true,
+  action: true,
+  join: true,
+  leave: true,
+  nick: true,
+  private: true,
+  who: true,
+  rooms: true,
+  whois: true,
+  help: true,
+  history: true,
+  login: true,
+  elsewhere: true,
+  claimed: true,
+  already: true,
+  bye: true,
+  error: true,
+  server: true,
+  protocol: true,
+};
+
+/**
+ * Turns the JSON protocol's lines into text mode's, and lets every other
+ * byte through as it comes: what our interactive client shows a person.
+ */
+export function chatJsonAsText(): TransformStream<Uint8Array, Uint8Array> {
+  const decoder = new TextDecoder();
+  /** A line that starts with `{`, not complete yet. */
+  let pending = "";
+  /** The last chunk ended inside a line that was let through. */
+  let inLine = false;
+  return new TransformStream({
+    transform(chunk, controller) {
+      let text = pending + decoder.decode(chunk, { stream: true });
+      pending = "";
+      let out = "";
+      while (text.length > 0) {
+        const end = text.indexOf("\n");
+        const whole = end !== -1;
+        const line = whole ? text.slice(0, end) : text;
+        text = whole ? text.slice(end + 1) : "";
+        const object = !inLine && line.startsWith("{");
+        if (!whole && object) {
+          pending = line;
+          break;
+        }
+        out += object ? textOfJson(line) ?? line : line;
+        if (whole) out += "\n";
+        inLine = !whole;
+      }
+      if (out.length > 0) controller.enqueue(encoder.encode(out));
+    },
+    flush(controller) {
+      const rest = pending + decoder.decode();
+      if (rest.length > 0) controller.enqueue(encoder.encode(rest));
+    },
+  });
+}
+
+const encoder = new TextEncoder();
+
+/** `event` as the line a member reading `protocol` gets. */
+export function lineOf(event: ChatEvent, protocol: Protocol): Uint8Array {
+  const text = protocol === "json" ? jsonOf(event) : textOf(event);
+  return encoder.encode(`${text}\n`);
 }

@@ -44,6 +44,7 @@ export function newRelay(
           history,
           keep,
           archive,
+          protocol: config.chatProtocol,
           certNames: config.certNames,
           rate: config.chatRate,
           users: config.chatUsers,

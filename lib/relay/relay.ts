@@ -232,6 +232,11 @@ export interface RelayRules {
   save?(keyOf: (member: Member) => string): unknown;
   /** Takes what `save` gave, on a relay that has applied no event yet. */
   load?(state: unknown, memberOf: (key: string) => Member): void;
+  /**
+   * `[server] text` as `member` reads it (chat's JSON protocol); without
+   * it, every member gets that line of text.
+   */
+  serverLine?(member: Member, text: string): Uint8Array;
   /** The relay is done: what the rules hold open (a file) is closed. */
   close?(): void;
   /** A member arrived (before its first round): name it. */
@@ -478,8 +483,12 @@ export class Relay implements RelayPort {
         return;
       case "announce": {
         const line = encoder.encode(`[server] ${event.text}\n`);
+        const serverLine = rules.serverLine?.bind(rules);
         this.#enqueue(line.length, () => {
-          this.#postAll(this.#group, line);
+          if (serverLine === undefined) return this.#postAll(this.#group, line);
+          for (const m of this.#members) {
+            this.#post(m, serverLine(m, event.text));
+          }
         });
         return;
       }
@@ -574,7 +583,7 @@ export class Relay implements RelayPort {
       this.#enqueue(line.length, () => {
         for (const m of this.#members) {
           if (only !== undefined && !only(m)) continue;
-          this.#post(m, line);
+          this.#post(m, this.#rules.serverLine?.(m, text) ?? line);
           if (last) m.out.seal();
         }
         resolve();
