@@ -58,7 +58,7 @@ const encoder = new TextEncoder();
 Deno.test("every type of object chat sends matches the documented schema, and the schema has no type it never sends", async () => {
   const types = schema();
   const users = new ChatUsers(
-    `alice:${await hashPassword("pw")}\n`,
+    `alice:${await hashPassword("s3cret-pw")}\n`,
     isChatName,
   );
   const relay = new Relay({
@@ -85,8 +85,9 @@ Deno.test("every type of object chat sends matches the documented schema, and th
   await say(a, "/msg user2 psst", "/protocol json");
   await relay.announce("maintenance");
   // A login, then the same user from elsewhere; a certificate's claim.
-  await say(b, "/login alice pw");
-  await say(a, "/login alice pw");
+  // A login in an object is checked at the door, as one typed.
+  await say(b, '{"type":"command","command":"/login alice s3cret-pw"}');
+  await say(a, "/login alice s3cret-pw");
   const c = member("127.0.0.1:3", "ann-cert");
   await say(b, "/nick ann-cert");
   relay.join(c);
@@ -98,6 +99,10 @@ Deno.test("every type of object chat sends matches the documented schema, and th
     for (const line of m.lines) seen.add(check(types, line));
   }
   assert.deepEqual([...seen].sort(), Object.keys(types).sort());
+  assert.ok(
+    ![...a.lines, ...b.lines, ...c.lines].some((l) => l.includes("s3cret")),
+  );
+  assert.ok(b.lines.some((l) => l.includes('"type":"elsewhere"')));
   await relay.close();
 });
 
