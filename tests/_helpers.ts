@@ -336,3 +336,19 @@ export async function tempDir(
     [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }),
   };
 }
+
+/**
+ * A chat client on `port`, once welcomed; with `name`, once it has taken
+ * it (`/nick`).
+ */
+export async function chatClient(
+  port: number,
+  name?: string,
+): Promise<LineClient> {
+  const client = await LineClient.connect(port);
+  await client.line(/^\* welcome, you are /);
+  if (name === undefined) return client;
+  await client.send(`/nick ${name}\n`);
+  await client.line(new RegExp(`is now ${name}$`));
+  return client;
+}

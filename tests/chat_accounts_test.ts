@@ -11,7 +11,7 @@ import {
   verifyPassword,
 } from "../lib/relay/chat_users.ts";
 import { isChatName } from "../lib/relay/chat.ts";
-import { captureLogs, LineClient } from "./_helpers.ts";
+import { captureLogs, chatClient, LineClient } from "./_helpers.ts";
 import { startRedis } from "./_redis.ts";
 import { LOCK, run, SERVER, Spawned } from "./_process.ts";
 
@@ -23,13 +23,6 @@ async function usersFile(users: Record<string, string>): Promise<string> {
     ),
   );
   return `# test users\n${lines.join("\n")}\n`;
-}
-
-/** A chat client, welcomed. */
-async function client(port: number): Promise<LineClient> {
-  const c = await LineClient.connect(port);
-  await c.line(/^\* welcome, you are /);
-  return c;
 }
 
 Deno.test("the users file: scrypt hashes in PHC strings, checked in constant time; a bad line is named", async () => {
@@ -67,11 +60,11 @@ Deno.test("a registered name is taken only by /login: a wrong password waits a s
   });
   await server.ready;
   const { port } = server.addr;
-  await using squatter = await client(port);
+  await using squatter = await chatClient(port);
   await squatter.send("/nick Alice\n/nick bob\n");
   await squatter.line(/^ERR alice is registered: \/login alice PASSWORD$/);
   await squatter.line(/^\* user1 is now bob$/);
-  await using alice = await client(port);
+  await using alice = await chatClient(port);
   const started = performance.now();
   await alice.send("/login alice wrong\n");
   await alice.line(/^ERR login failed for alice$/);
@@ -87,7 +80,7 @@ Deno.test("a registered name is taken only by /login: a wrong password waits a s
   );
   await alice.send("/login alice s3cret\n");
   await alice.line(/^\* logged in as alice$/);
-  await using bob = await client(port);
+  await using bob = await chatClient(port);
   await bob.send("/login bob builder\n");
   await bob.line(/^\* logged in as bob$/);
   await squatter.line(/^\* bob logged in elsewhere$/);
@@ -115,7 +108,7 @@ Deno.test("guessing is bounded: after 3 failures a connection's logins are refus
     chatUsers: await usersFile({ alice: "right" }),
   });
   await server.ready;
-  await using guesser = await client(server.addr.port);
+  await using guesser = await chatClient(server.addr.port);
   for (const guess of ["a", "b", "c"]) {
     await guesser.send(`/login alice ${guess}\n`);
   }
@@ -126,7 +119,7 @@ Deno.test("guessing is bounded: after 3 failures a connection's logins are refus
   await guesser.line(/^ERR too many failed logins: try again later$/);
   assert.deepEqual(server.stats.chatLogins, { ok: 0, failed: 3, refused: 1 });
   // Another connection from the same address may still log in.
-  await using other = await client(server.addr.port);
+  await using other = await chatClient(server.addr.port);
   await other.send("/login alice right\n");
   await other.line(/^\* logged in as alice$/);
 });
@@ -188,8 +181,8 @@ Deno.test("logins across workers and instances: the password stays where the cli
     chatUsers,
   });
   await Promise.all([a.ready, b.ready]);
-  await using alice = await client(a.addr.port);
-  await using bob = await client(b.addr.port);
+  await using alice = await chatClient(a.addr.port);
+  await using bob = await chatClient(b.addr.port);
   await alice.send("/login alice pa55word\nhi from alice\n");
   await bob.line(/^<alice> hi from alice$/);
   await bob.send("/login bob b0bpass\n/whois alice\n");
@@ -208,7 +201,7 @@ Deno.test("logins across workers and instances: the password stays where the cli
   const entries = new TextDecoder().decode(stream.stdout);
   assert.match(entries, /hi from alice/);
   assert.ok(!/pa55word|b0bpass/.test(entries), "a password reached Redis");
-  await using late = await client(a.addr.port);
+  await using late = await chatClient(a.addr.port);
   await late.send("/who\n");
   await late.line(/^\* in lobby \(3\)/);
   assert.ok(!late.lines.some((l) => /pa55word|b0bpass/.test(l)));
@@ -244,7 +237,7 @@ Deno.test("server --add-user writes the users file from stdin (0600), --chat-use
     );
     server.child.kill("SIGHUP");
     await server.stderr.waitFor(/Reloaded the chat users: 1 registered/);
-    await using alice = await client(port);
+    await using alice = await chatClient(port);
     await alice.send("/login alice second\n");
     await alice.line(/^\* logged in as alice$/);
     const text = await Deno.readTextFile(file);

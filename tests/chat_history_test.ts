@@ -5,18 +5,9 @@
 import assert from "node:assert/strict";
 import { serveEcho } from "../mod.ts";
 import { HistoryFile, parseHistory } from "../lib/relay/chat_history.ts";
-import { captureLogs, LineClient } from "./_helpers.ts";
+import { captureLogs, chatClient, LineClient } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
-
-/** A chat client, welcomed, named `name`. */
-async function chatter(port: number, name: string): Promise<LineClient> {
-  const c = await LineClient.connect(port);
-  await c.line(/^\* welcome, you are /);
-  await c.send(`/nick ${name}\n`);
-  await c.line(new RegExp(`is now ${name}$`));
-  return c;
-}
 
 const TS = "2026-12-07T00:00:00.000Z";
 const said = (room: string, from: string, text: string) =>
@@ -55,7 +46,7 @@ Deno.test("a restart keeps every room's history: a newcomer gets the lobby's las
         historySync: "always",
       });
       await server.ready;
-      await using alice = await chatter(server.addr.port, "alice");
+      await using alice = await chatClient(server.addr.port, "alice");
       await alice.send("one\ntwo\nthree\n/join den\nin the den\n");
       await alice.line(/^<alice> in the den$/);
       await server.shutdown();

@@ -6,20 +6,11 @@ import assert from "node:assert/strict";
 import { serveEcho } from "../mod.ts";
 import { ChatRules } from "../lib/relay/chat.ts";
 import { Relay } from "../lib/relay/relay.ts";
-import { LineClient } from "./_helpers.ts";
+import { chatClient, LineClient } from "./_helpers.ts";
 import { member } from "./_relay.ts";
 import { startRedis } from "./_redis.ts";
 import { engineTest } from "./_engines.ts";
 import { run } from "./_process.ts";
-
-/** A chat client that has been welcomed and took `name`. */
-async function chatter(port: number, name: string): Promise<LineClient> {
-  const client = await LineClient.connect(port);
-  await client.line(/^\* welcome, you are /);
-  await client.send(`/nick ${name}\n`);
-  await client.line(new RegExp(`is now ${name}$`));
-  return client;
-}
 
 engineTest(
   "/msg reaches one user in any room, and the sender sees it; /me, /rooms, /whois and /help",
@@ -27,9 +18,9 @@ engineTest(
     await using server = serveEcho({ port: 0, mode: "chat", engine });
     await server.ready;
     const { port } = server.addr;
-    await using alice = await chatter(port, "alice");
-    await using bob = await chatter(port, "bob");
-    await using carol = await chatter(port, "carol");
+    await using alice = await chatClient(port, "alice");
+    await using bob = await chatClient(port, "bob");
+    await using carol = await chatClient(port, "carol");
     await bob.send("/join den\n");
     await bob.line(/^\* bob joined den$/);
     await alice.send("/msg Bob  psst,  over here\n");
@@ -65,10 +56,10 @@ Deno.test("/msg crosses workers: each of five users gets the private line meant 
   await using server = serveEcho({ port: 0, mode: "chat", workers: 2 });
   await server.ready;
   const { port } = server.addr;
-  await using sender = await chatter(port, "sender");
+  await using sender = await chatClient(port, "sender");
   const others: LineClient[] = [];
   try {
-    for (let i = 0; i < 5; i++) others.push(await chatter(port, `u${i}`));
+    for (let i = 0; i < 5; i++) others.push(await chatClient(port, `u${i}`));
     for (let i = 0; i < 5; i++) await sender.send(`/msg u${i} for u${i}\n`);
     for (let i = 0; i < 5; i++) {
       await others[i].line(new RegExp(`^\\[from sender\\] for u${i}$`));
@@ -90,8 +81,8 @@ Deno.test("/msg and /whois cross instances through Redis; the private line is no
   await using a = serveEcho({ port: 0, mode: "chat", redis: redis.url });
   await using b = serveEcho({ port: 0, mode: "chat", redis: redis.url });
   await Promise.all([a.ready, b.ready]);
-  await using alice = await chatter(a.addr.port, "alice");
-  await using bob = await chatter(b.addr.port, "bob");
+  await using alice = await chatClient(a.addr.port, "alice");
+  await using bob = await chatClient(b.addr.port, "bob");
   await alice.send("/msg bob across the cluster\n");
   await bob.line(/^\[from alice\] across the cluster$/);
   await alice.line(/^\[to bob\] across the cluster$/);
@@ -115,8 +106,8 @@ engineTest(
     });
     await server.ready;
     const { port } = server.addr;
-    await using flood = await chatter(port, "flood");
-    await using quiet = await chatter(port, "quiet");
+    await using flood = await chatClient(port, "flood");
+    await using quiet = await chatClient(port, "quiet");
     // The /nick took one token: 4 of these 20 go, in one write.
     const lines = Array.from({ length: 20 }, (_, i) => `line ${i}\n`).join("");
     await flood.send(lines);
