@@ -7,7 +7,7 @@ import { serveEcho } from "../mod.ts";
 import { ChatRules } from "../lib/relay/chat.ts";
 import { ChatUsers, hashPassword } from "../lib/relay/chat_users.ts";
 import { isChatName } from "../lib/relay/chat.ts";
-import { Relay } from "../lib/relay/relay.ts";
+import { type Bus, Relay } from "../lib/relay/relay.ts";
 import { LineClient } from "./_helpers.ts";
 import { member } from "./_relay.ts";
 import { clientCommand, onTerminal, ROOT, run } from "./_process.ts";
@@ -200,4 +200,31 @@ Deno.test("the interactive client on a terminal shows a JSON chat as text", asyn
   );
   assert.match(shown, /\* in lobby \(1\): user1\r\n/);
   assert.doesNotMatch(shown, /"type"/);
+});
+
+Deno.test("the relay's own error (a cluster that cannot take a line) reaches a JSON client as an error object", async () => {
+  // A bus that takes joins but no line, as Redis away past redisHold.
+  const bus: Bus = {
+    publish(event) {
+      if (event.t === "line") return false;
+      bus.deliver?.(event);
+      return true;
+    },
+    deliver: undefined,
+  };
+  const relay = new Relay({
+    rules: (fanout) =>
+      new ChatRules(fanout, { history: 5, certNames: false, protocol: "json" }),
+    linesPerRound: 100,
+    bytesPerRound: 1 << 20,
+    bus,
+  });
+  const m = member("127.0.0.1:1");
+  relay.join(m);
+  await relay.submit(m, [encoder.encode("hello\n")]);
+  await relay.idle();
+  const error = JSON.parse(m.lines.find((l) => l.includes('"error"'))!);
+  assert.equal(error.text, "cluster unavailable, line not sent");
+  check(schema(), JSON.stringify(error));
+  await relay.close();
 });

@@ -649,6 +649,11 @@ export class ChatRules implements RelayRules {
     }
   }
 
+  /** The relay's own error (a cluster away), as `member` reads it. */
+  errorLine(member: Member, text: string): Uint8Array {
+    return lineOf({ type: "error", text }, this.#protocol(member));
+  }
+
   /** An operator's announcement, as `member` reads it. */
   serverLine(member: Member, text: string): Uint8Array {
     return lineOf({ type: "server", text }, this.#protocol(member));

@@ -9,7 +9,7 @@ import type { ClusterStatus } from "../types.ts";
 
 const encoder = new TextEncoder();
 /** What a sender hears when the shared log cannot take its line. */
-const UNAVAILABLE = encoder.encode("ERR cluster unavailable, line not sent\n");
+const UNAVAILABLE = "cluster unavailable, line not sent";
 
 /** Where a member's lines go: its connection's send queue. */
 export interface Inbox {
@@ -237,6 +237,8 @@ export interface RelayRules {
    * it, every member gets that line of text.
    */
   serverLine?(member: Member, text: string): Uint8Array;
+  /** `ERR text` as `member` reads it; without it, that line of text. */
+  errorLine?(member: Member, text: string): Uint8Array;
   /** The relay is done: what the rules hold open (a file) is closed. */
   close?(): void;
   /** A member arrived (before its first round): name it. */
@@ -557,7 +559,11 @@ export class Relay implements RelayPort {
     };
     if (!this.#bus.publish(event)) {
       // Told at once, and the sender's next lines wait for it.
-      this.#post(member, UNAVAILABLE);
+      this.#post(
+        member,
+        this.#rules.errorLine?.(member, UNAVAILABLE) ??
+          encoder.encode(`ERR ${UNAVAILABLE}\n`),
+      );
       delivered?.();
     }
   }
