@@ -1,7 +1,7 @@
 // Relays without connections, for tests of the relay and its buses: a
 // member whose lines are kept, and a chat relay on a given bus.
 
-import { ChatRules } from "../lib/relay/chat.ts";
+import { type ChatOptions, ChatRules } from "../lib/relay/chat.ts";
 import { type Bus, type Member, Relay } from "../lib/relay/relay.ts";
 
 const decoder = new TextDecoder();
@@ -32,11 +32,16 @@ export function member(
 
 /**
  * A chat relay (5 lines of history) on `bus`, that names members by their
- * certificates with `certNames`.
+ * certificates with `certNames`, with `more` of chat's options.
  */
-export function chatRelay(bus: Bus, certNames = false): Relay {
+export function chatRelay(
+  bus: Bus,
+  certNames = false,
+  more: Partial<ChatOptions> = {},
+): Relay {
   return new Relay({
-    rules: (fanout) => new ChatRules(fanout, { history: 5, certNames }),
+    rules: (fanout) =>
+      new ChatRules(fanout, { history: 5, certNames, ...more }),
     linesPerRound: 100,
     bytesPerRound: 1 << 20,
     bus,

@@ -4,12 +4,11 @@
 
 import assert from "node:assert/strict";
 import { serveEcho } from "../mod.ts";
-import { ChatRules } from "../lib/relay/chat.ts";
 import { ChatUsers, hashPassword } from "../lib/relay/chat_users.ts";
 import { isChatName } from "../lib/relay/chat.ts";
-import { type Bus, Relay } from "../lib/relay/relay.ts";
+import { type Bus, localBus } from "../lib/relay/relay.ts";
 import { LineClient } from "./_helpers.ts";
-import { member } from "./_relay.ts";
+import { chatRelay, member } from "./_relay.ts";
 import { clientCommand, onTerminal, ROOT, run } from "./_process.ts";
 import { chatJsonAsText } from "../lib/relay/chat_render.ts";
 
@@ -61,17 +60,10 @@ Deno.test("every type of object chat sends matches the documented schema, and th
     `alice:${await hashPassword("s3cret-pw")}\n`,
     isChatName,
   );
-  const relay = new Relay({
-    rules: (fanout) =>
-      new ChatRules(fanout, {
-        history: 5,
-        certNames: true,
-        protocol: "json",
-        users,
-        failureDelayMs: 1,
-      }),
-    linesPerRound: 100,
-    bytesPerRound: 1 << 20,
+  const relay = chatRelay(localBus(), true, {
+    protocol: "json",
+    users,
+    failureDelayMs: 1,
   });
   const a = member("127.0.0.1:1");
   const b = member("127.0.0.1:2");
@@ -212,13 +204,7 @@ Deno.test("the relay's own error (a cluster that cannot take a line) reaches a J
     },
     deliver: undefined,
   };
-  const relay = new Relay({
-    rules: (fanout) =>
-      new ChatRules(fanout, { history: 5, certNames: false, protocol: "json" }),
-    linesPerRound: 100,
-    bytesPerRound: 1 << 20,
-    bus,
-  });
+  const relay = chatRelay(bus, false, { protocol: "json" });
   const m = member("127.0.0.1:1");
   relay.join(m);
   await relay.submit(m, [encoder.encode("hello\n")]);

@@ -4,10 +4,9 @@
 
 import assert from "node:assert/strict";
 import { serveEcho } from "../mod.ts";
-import { ChatRules } from "../lib/relay/chat.ts";
-import { Relay } from "../lib/relay/relay.ts";
+import { localBus } from "../lib/relay/relay.ts";
 import { chatClient, LineClient } from "./_helpers.ts";
-import { member } from "./_relay.ts";
+import { chatRelay, member } from "./_relay.ts";
 import { startRedis } from "./_redis.ts";
 import { engineTest } from "./_engines.ts";
 import { run } from "./_process.ts";
@@ -130,17 +129,7 @@ engineTest(
 
 Deno.test("flood control refills at its rate (a clock of our own): a token every 1/rate s, never more than the burst", async () => {
   let now = 0;
-  const relay = new Relay({
-    rules: (fanout) =>
-      new ChatRules(fanout, {
-        history: 5,
-        certNames: false,
-        rate: 2,
-        now: () => now,
-      }),
-    linesPerRound: 100,
-    bytesPerRound: 1 << 20,
-  });
+  const relay = chatRelay(localBus(), false, { rate: 2, now: () => now });
   const m = member("127.0.0.1:1");
   relay.join(m);
   const line = new TextEncoder().encode("hi\n");

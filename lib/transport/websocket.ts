@@ -26,6 +26,7 @@ import {
   wantsClose,
 } from "../websocket/http.ts";
 import { writeAll } from "../_helpers.ts";
+import { lingeringClose } from "../websocket/linger.ts";
 import { tcpTransport } from "./tcp.ts";
 import { tlsTransport } from "./tls.ts";
 import type { Transport, TransportEvents } from "./transport.ts";
@@ -428,30 +429,6 @@ async function respond(
     conn,
     encodeResponse(status, response.headers, body, { close: true }),
   );
-}
-
-/** How long a close waits for the client's end of stream. */
-const LINGER_MS = 1000;
-
-/** Ends `conn`'s stream, reads until the client's end (a while), closes. */
-async function lingeringClose(conn: Deno.Conn): Promise<void> {
-  const { promise: timeUp, resolve } = Promise.withResolvers<"time">();
-  const timer = setTimeout(() => resolve("time"), LINGER_MS);
-  try {
-    await conn.closeWrite();
-    const buffer = new Uint8Array(16 * 1024);
-    for (let i = 0; i < 64; i++) {
-      const reading = conn.read(buffer);
-      reading.catch(() => {});
-      const n = await Promise.race([reading, timeUp]);
-      if (n === null || n === "time") break;
-    }
-  } catch {
-    // Reset, or closed with the listener.
-  } finally {
-    clearTimeout(timer);
-    close(conn);
-  }
 }
 
 function close(conn: Deno.Conn): void {

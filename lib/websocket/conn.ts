@@ -12,6 +12,7 @@
 // reset. Not exported from mod.ts.
 
 import { readableOf, writableOf, writeAll } from "../_helpers.ts";
+import { lingeringClose } from "./linger.ts";
 import type { Framing, WsMessage } from "./framing.ts";
 import {
   CLOSE_NORMAL,
@@ -28,10 +29,6 @@ import {
 
 export { CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN } from "./frames.ts";
 
-/** How long a close waits for the client's close and end of stream. */
-const LINGER_MS = 1000;
-/** What a close reads and discards from the client, at most. */
-const LINGER_BYTES = 1 << 20;
 const READ_BUFFER = 64 * 1024;
 
 /** What a WebSocketConn is made with, besides its socket. */
@@ -206,45 +203,19 @@ export class WebSocketConn implements Deno.Conn {
     this.closeWrite().catch(() => {});
     this.#closed = true;
     this.#stopped.reject(closedError());
-    this.#closing(this.#linger());
+    // Once the close frame is sent; the client answers with its own.
+    this.#closing(
+      lingeringClose(this.#socket, {
+        after: this.#sending,
+        reading: this.#reading,
+      }),
+    );
   }
 
   /** Closes with `code` and `reason` (a client turned away, say). */
   closeWith(code: number, reason: string): void {
     this.#sendClose(code, reason).catch(() => {});
     this.close();
-  }
-
-  /**
-   * Once the close frame is sent, ends the stream and reads what the
-   * client still sends until its end (its close frame, then its FIN), at
-   * most LINGER_MS and LINGER_BYTES, then closes the socket.
-   */
-  async #linger(): Promise<void> {
-    const socket = this.#socket;
-    const { promise: timeUp, resolve } = Promise.withResolvers<"time">();
-    const timer = setTimeout(() => resolve("time"), LINGER_MS);
-    try {
-      if (await Promise.race([this.#sending, timeUp]) === "time") return;
-      await socket.closeWrite();
-      let discarded = 0;
-      while (discarded < LINGER_BYTES) {
-        const reading = this.#reading ?? socket.read(this.#buffer);
-        this.#reading = undefined;
-        const n = await Promise.race([reading, timeUp]);
-        if (n === null || n === "time") return;
-        discarded += n;
-      }
-    } catch {
-      // Reset, or closed already: nothing more to wait for.
-    } finally {
-      clearTimeout(timer);
-      try {
-        socket.close();
-      } catch {
-        // Closed already.
-      }
-    }
   }
 
   /** Why it ended when this side ended it (too big, a protocol error). */
