@@ -99,6 +99,7 @@ async function main(args: string[]): Promise<number> {
         input: Deno.stdin.readable,
         output: Deno.stdout.writable,
         terminal: Deno.stdout.isTerminal(),
+        downloadDir: v["download-dir"] ?? ".",
       });
       if (end === "server") console.error("Connection closed by server");
       if (end === "timeout") {

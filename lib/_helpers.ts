@@ -187,7 +187,7 @@ export function textResponse(
 
 /** Writes every byte of `bytes`, however many calls `conn.write` needs. */
 export async function writeAll(
-  conn: Deno.Conn,
+  conn: Pick<Deno.Conn, "write">,
   bytes: Uint8Array,
 ): Promise<void> {
   let written = 0;

@@ -331,6 +331,20 @@ function checkOptions(
     }
   }
   assertChoice("historySync", historySync, HISTORY_SYNCS);
+  const { filePort = 0 } = options;
+  assertInteger("filePort", filePort, 0, 65535);
+  const { maxFileBytes = mode === "chat" ? 2 ** 30 : 0 } = options;
+  assertInteger("maxFileBytes", maxFileBytes, 0, 2 ** 53 - 1);
+  if (maxFileBytes > 0 && mode !== "chat") {
+    throw optionError("maxFileBytes", "is chat mode's", TypeError);
+  }
+  if (options.filePort !== undefined && maxFileBytes === 0) {
+    throw optionError(
+      "filePort",
+      "needs file transfer: chat mode with maxFileBytes above 0",
+      TypeError,
+    );
+  }
   return {
     listen,
     proxy: proxyConfig(options),
@@ -367,5 +381,7 @@ function checkOptions(
     historyFile,
     historySync,
     chatProtocol,
+    maxFileBytes,
+    filePort,
   };
 }

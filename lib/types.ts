@@ -494,6 +494,25 @@ export interface ServeEchoOptions {
    */
   historySync?: "always" | "second" | "never";
   /**
+   * Chat's files between members: the largest file a client may offer
+   * (`/send NAME PATH` in our interactive client), in bytes; 0 turns file
+   * transfer off. The bytes go through the server on connections of their
+   * own, to a second listener on `filePort` (see docs/chat.md); with
+   * `redis`, between instances through Redis. Counted in `stats.chatFiles`
+   * and `stats.chatFileBytes`. Chat mode only, on TCP (not a Unix socket).
+   *
+   * @default {1073741824}
+   */
+  maxFileBytes?: number;
+  /**
+   * The port of chat's file listener, on the chat listener's host and with
+   * its TLS; 0 picks a free one (clients are told which). Give one when
+   * clients come through a firewall or a NAT that must let it through.
+   *
+   * @default {0}
+   */
+  filePort?: number;
+  /**
    * How many threads serve connections: the calling thread and
    * `workers - 1` Web Workers, each with its own listener on the same port
    * (`SO_REUSEPORT`), so that the kernel spreads new connections over them.
@@ -657,6 +676,14 @@ export interface EchoServerStats {
    * (too many failures, not checked).
    */
   readonly chatLogins: Record<"ok" | "failed" | "refused", number>;
+  /**
+   * Chat's file transfers (`maxFileBytes`): `done` (every byte delivered to
+   * the receiver's client), `failed` (a side went away or never came);
+   * counted where the receiver is connected.
+   */
+  readonly chatFiles: Record<"done" | "failed", number>;
+  /** Bytes chat's file transfers delivered to their receivers. */
+  readonly chatFileBytes: number;
   /**
    * Bytes that `latency`, `bandwidth` and `slicer` faults held back, each
    * way (a byte received and echoed counts twice when both are delayed).

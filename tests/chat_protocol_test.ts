@@ -64,6 +64,11 @@ Deno.test("every type of object chat sends matches the documented schema, and th
     protocol: "json",
     users,
     failureDelayMs: 1,
+    // Tickets as a file desk makes them (lib/files/desk.ts), unsigned.
+    files: {
+      maxBytes: 1000,
+      tickets: { ticket: () => ({ port: 1, until: 2, token: "t" }) },
+    },
   });
   const a = member("127.0.0.1:1");
   const b = member("127.0.0.1:2");
@@ -75,6 +80,11 @@ Deno.test("every type of object chat sends matches the documented schema, and th
   await say(a, "hello", "/me waves", "/nick ann", "/who", "/rooms");
   await say(a, "/whois ann", "/help", "/history 1", "/join lobby", "/bogus");
   await say(a, "/msg user2 psst", "/protocol json");
+  // A file, offered, accepted and received.
+  await say(a, "/caps files");
+  await say(b, "/caps files");
+  await say(a, `/offer user2 10 ${"ab".repeat(32)} notes.txt`);
+  await say(b, "/accept f1", "/done f1 ok");
   await relay.announce("maintenance");
   // A login, then the same user from elsewhere; a certificate's claim.
   // A login in an object is checked at the door, as one typed.

@@ -39,7 +39,7 @@ engineTest(
     assert.ok(Math.abs(Date.now() - since) < 60_000, whois);
     await alice.line(/^ERR no such user: ghost$/);
     await alice.line(
-      /^\* commands: \/nick NAME, \/join ROOM, \/who, \/rooms, \/msg NAME TEXT, \/me TEXT, \/whois NAME, \/history N, \/login NAME PASSWORD, \/protocol text\|json, \/help, \/quit; \/\/text sends \/text$/,
+      /^\* commands: \/nick NAME, \/join ROOM, \/who, \/rooms, \/msg NAME TEXT, \/me TEXT, \/whois NAME, \/history N, \/login NAME PASSWORD, \/protocol text\|json, \/accept ID, \/reject ID, \/help, \/quit; \/\/text sends \/text$/,
     );
     // Nobody else heard the private line.
     await carol.send("/who\n");

@@ -181,6 +181,8 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     websocketBadUpgrades: 0,
     chatLinesLimited: 0,
     chatLogins: { ok: 0, failed: 0, refused: 0 },
+    chatFiles: { done: 0, failed: 0 },
+    chatFileBytes: 0,
     faultDelayedBytes: 0,
     perWorker: [0],
   });
@@ -225,6 +227,8 @@ engineTest("serveEcho() counts connections and bytes", async (engine) => {
     websocketBadUpgrades: 0,
     chatLinesLimited: 0,
     chatLogins: { ok: 0, failed: 0, refused: 0 },
+    chatFiles: { done: 0, failed: 0 },
+    chatFileBytes: 0,
     faultDelayedBytes: 0,
     perWorker: [1],
   });

@@ -163,6 +163,14 @@ export const CLIENT_FLAGS = {
     short: "i",
     help: "talk to the server line by line",
   },
+  "download-dir": {
+    group: "chat",
+    arg: "DIR",
+    help: "where files other members send are saved (the name they were " +
+      "offered with, made safe)",
+    default: ".",
+    parse: (path: string) => path,
+  },
   raw: {
     group: "sending",
     excludes: ["interactive"],
@@ -348,6 +356,13 @@ export const CLIENT_GROUPS: HelpGroups = {
   tls: { title: "TLS" },
   udp: { title: "UDP" },
   websocket: { title: "WebSocket" },
+  chat: {
+    title: "Chat (interactively)",
+    intro: `In a chat server's session the client takes files: /send NAME PATH
+offers one (its size and SHA-256 go with the offer); /accept ID takes one,
+resuming what an earlier attempt saved, and checks its SHA-256 before it
+gives it its name.`,
+  },
   proxy: { title: "PROXY protocol" },
   charts: { title: "Latency charts (load tests)" },
   engine: { title: "Engine (load tests)" },

@@ -530,6 +530,24 @@ export const SERVER_FLAGS = {
       "skipped and logged",
     parse: (path: string) => path,
   },
+  "max-file-bytes": {
+    group: "chat",
+    arg: "N",
+    option: "maxFileBytes",
+    help: "largest file chat clients may send each other (/send NAME PATH " +
+      "in client -i); 0 turns files off",
+    default: "1073741824",
+    parse: integer,
+  },
+  "file-port": {
+    group: "chat",
+    arg: "PORT",
+    option: "filePort",
+    help: "port of chat's file listener (on --host, with --tls); 0 picks " +
+      "a free one and tells clients",
+    default: "0",
+    parse: integer,
+  },
   "history-sync": {
     group: "chat",
     arg: "WHEN",
@@ -739,6 +757,8 @@ export function serverOptions(
     historyFile: v["history-file"],
     chatProtocol: v["chat-protocol"],
     historySync: v["history-sync"],
+    maxFileBytes: v["max-file-bytes"],
+    filePort: v["file-port"],
     chatNames: v["chat-names"],
     workers: v.workers,
     engine: v.engine,

@@ -8,6 +8,7 @@ import { decodeLine, readLines } from "./input.ts";
 import { terminalSafeStream } from "../_text.ts";
 import { chatJsonAsText } from "../relay/chat_render.ts";
 import { MAX_MESSAGE_LIMIT } from "../websocket/config.ts";
+import { FileAgent, fileEvents } from "./chat_files.ts";
 
 const NEWLINE = new Uint8Array([0x0a]);
 
@@ -28,6 +29,12 @@ export interface SessionOptions extends ConnectOptions {
    * of acting on the terminal. Otherwise bytes are copied as they are.
    */
   terminal?: boolean;
+  /**
+   * Where files other chat members send go; with it, the client takes
+   * files in chat (`/send`, `/accept`: lib/cli/chat_files.ts). Not over
+   * WebSocket.
+   */
+  downloadDir?: string;
 }
 
 /**
@@ -59,7 +66,39 @@ export async function runSession(options: SessionOptions): Promise<SessionEnd> {
     preventClose: true,
   });
   json?.readable.pipeTo(safe!.writable).catch(() => {});
-  const output = (json?.writable ?? options.output).getWriter();
+  const shown = json?.writable ?? options.output;
+  // Writes to the connection, one after another: lines typed, and what
+  // the file agent says to the server.
+  let writing: Promise<void> = Promise.resolve();
+  const send = (bytes: Uint8Array): Promise<void> => {
+    writing = writing.catch(() => {}).then(() => writeAll(conn, bytes));
+    return writing;
+  };
+  const encoder = new TextEncoder();
+  let files: FileAgent | undefined;
+  let output: WritableStreamDefaultWriter<Uint8Array>;
+  let filtered: Promise<void> | undefined;
+  if (options.downloadDir !== undefined && options.websocket === undefined) {
+    const agent = new FileAgent({
+      dial: (port) =>
+        target({ ...options, port, sendProxy: undefined }).connect(),
+      downloadDir: options.downloadDir,
+      send: (line) => send(encoder.encode(`${line}\n`)),
+      print: async (line) => {
+        await toUser.write(encoder.encode(`${line}\n`));
+      },
+    });
+    files = agent;
+    const events = fileEvents(agent, () => {
+      send(encoder.encode("/caps files\n")).catch(() => {});
+    });
+    // What the agent prints joins what the server sends, between writes.
+    const toUser = new UserLines(shown, printing !== undefined);
+    filtered = events.readable.pipeTo(toUser.writable).catch(() => {});
+    output = events.writable.getWriter();
+  } else {
+    output = shown.getWriter();
+  }
   let serverDone = false;
   let receiveError: unknown;
   const receiving = (async () => {
@@ -87,8 +126,13 @@ export async function runSession(options: SessionOptions): Promise<SessionEnd> {
   let inputEnded = false;
   try {
     for await (const line of readLines(input)) {
-      if (serverDone || decodeLine(line) === "exit") break;
-      await writeAll(conn, line);
+      const text = decodeLine(line);
+      if (serverDone || text === "exit") break;
+      const instead = files && text !== undefined
+        ? await files.input(text)
+        : undefined;
+      if (instead === null) continue;
+      await send(instead === undefined ? line : encoder.encode(`${instead}\n`));
     }
     if (!serverDone) {
       inputEnded = true;
@@ -101,19 +145,65 @@ export async function runSession(options: SessionOptions): Promise<SessionEnd> {
     // A write fails when the server has gone; its side says why.
     throw receiveError ?? error;
   } finally {
+    await files?.close();
     try {
       conn.close();
     } catch {
       // Already closed.
     }
     await receiving;
-    if (printing === undefined) {
+    if (filtered !== undefined) {
+      await output.close().catch(() => {});
+      await filtered;
+      if (printing !== undefined) await printing;
+    } else if (printing === undefined) {
       output.releaseLock();
     } else {
       await output.close();
       await printing;
     }
     input.releaseLock();
+  }
+}
+
+/**
+ * One way to the user for two sources: what the server sends (`writable`)
+ * and whole lines of the client's own (`write`), which wait until the
+ * server's bytes are at a line's end.
+ */
+class UserLines {
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #atLineEnd = true;
+  #held: Uint8Array[] = [];
+  readonly writable: WritableStream<Uint8Array>;
+
+  /** With `close`, the end of the server's bytes closes `output`. */
+  constructor(output: WritableStream<Uint8Array>, close: boolean) {
+    this.#writer = output.getWriter();
+    this.writable = new WritableStream({
+      write: async (chunk) => {
+        if (chunk.length === 0) return;
+        await this.#writer.write(chunk);
+        this.#atLineEnd = chunk[chunk.length - 1] === 0x0a;
+        if (this.#atLineEnd) await this.#flush();
+      },
+      close: async () => {
+        await this.#flush();
+        if (close) await this.#writer.close();
+        else this.#writer.releaseLock();
+      },
+    });
+  }
+
+  async write(line: Uint8Array): Promise<void> {
+    this.#held.push(line);
+    if (this.#atLineEnd) await this.#flush();
+  }
+
+  async #flush(): Promise<void> {
+    const held = this.#held;
+    this.#held = [];
+    for (const line of held) await this.#writer.write(line);
   }
 }
 

@@ -118,4 +118,8 @@ export interface ServerConfig {
   /** Where chat's history is kept across restarts; nowhere when undefined. */
   historyFile: string | undefined;
   historySync: HistorySync;
+  /** The largest file chat members may send each other; 0: none. */
+  maxFileBytes: number;
+  /** The port of chat's file listener (0: any free one). */
+  filePort: number;
 }

@@ -62,12 +62,19 @@ export const WEBSOCKET_BAD_UPGRADES = 65;
 export const CHAT_LINES_LIMITED = 66;
 /** Chat logins, by {@linkcode LOGIN_RESULTS} (3). */
 export const CHAT_LOGINS = 67;
+/** Chat file transfers, by {@linkcode FILE_RESULTS} (2). */
+export const CHAT_FILES = 70;
+/** Bytes chat's file transfers delivered to their receivers. */
+export const CHAT_FILE_BYTES = 72;
 /**
- * How many numbers one listener's counters take: 70 so far, padded to 576
+ * How many numbers one listener's counters take: 73 so far, padded to 640
  * bytes (whole cache lines), so that no two listeners write to the same
  * cache line.
  */
-export const COUNTERS = 72;
+export const COUNTERS = 80;
+
+/** How chat's file transfers end, in the order their counters are kept. */
+export const FILE_RESULTS = ["done", "failed"] as const;
 
 /** How chat logins go, in the order their counters are kept. */
 export const LOGIN_RESULTS = ["ok", "failed", "refused"] as const;
@@ -294,6 +301,8 @@ export function sumStats(counters: Float64Array): EchoServerStats {
       failed: total[CHAT_LOGINS + 1],
       refused: total[CHAT_LOGINS + 2],
     },
+    chatFiles: { done: total[CHAT_FILES], failed: total[CHAT_FILES + 1] },
+    chatFileBytes: total[CHAT_FILE_BYTES],
     faultActions: named(total, FAULT_ACTED, FAULT_ACTIONS),
     perWorker,
   };

@@ -173,6 +173,20 @@ function readings(server: EchoServer<Deno.Addr>): Reading[] {
       read: (s) => ({ ...s.chatLogins }),
     },
     {
+      name: "tcp_echo_chat_files_total",
+      help: "Chat file transfers: done (every byte delivered to the " +
+        "receiver), failed (a side went away or never came).",
+      type: "counter",
+      label: "result",
+      read: (s) => ({ ...s.chatFiles }),
+    },
+    {
+      name: "tcp_echo_chat_file_bytes_total",
+      help: "Bytes chat file transfers delivered to their receivers.",
+      type: "counter",
+      read: (s) => s.chatFileBytes,
+    },
+    {
       name: "tcp_echo_proxy_header_failures_total",
       help: "PROXY protocol headers missing, not valid, late, or from a " +
         "peer that is not a trusted proxy.",

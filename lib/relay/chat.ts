@@ -14,6 +14,7 @@ import {
   type Said,
 } from "./chat_render.ts";
 import type { ChatUsers } from "./chat_users.ts";
+import { ChatFiles, type FilesOptions, type FilesState } from "./chat_files.ts";
 import {
   type Admission,
   type Fanout,
@@ -90,7 +91,7 @@ const NAME_PATTERN = new RegExp(
 const COMMANDS =
   "/nick NAME, /join ROOM, /who, /rooms, /msg NAME TEXT, /me TEXT, " +
   "/whois NAME, /history N, /login NAME PASSWORD, /protocol text|json, " +
-  "/help, /quit";
+  "/accept ID, /reject ID, /help, /quit";
 /** Most rooms `/rooms` lists. */
 const MAX_ROOMS_LISTED = 50;
 const NAME_RULE =
@@ -135,6 +136,8 @@ export interface ChatOptions {
   login?(member: Member, result: LoginResult): void;
   /** The time in milliseconds (`performance.now` by default). */
   now?(): number;
+  /** Files between members; none without. */
+  files?: FilesOptions;
 }
 
 /** Where chat keeps its rooms' lines across restarts. */
@@ -167,6 +170,7 @@ interface ChatState {
   members: [string, string, string, boolean?, number?, boolean?, boolean?][];
   /** Room, its members' keys in the order they came, its history. */
   rooms: [string, string[], Said[]][];
+  files?: FilesState;
 }
 
 /**
@@ -190,6 +194,7 @@ export class ChatRules implements RelayRules {
   /** Members who read JSON (see docs/chat-protocol.md). */
   #json = new Set<Member>();
   #door: ChatDoor;
+  #files: ChatFiles;
   #nextUser = 1;
 
   constructor(fanout: Fanout, options: ChatOptions) {
@@ -209,6 +214,14 @@ export class ChatRules implements RelayRules {
       login: options.login,
       now: options.now ?? (() => performance.now()),
     });
+    this.#files = new ChatFiles(options.files ?? { maxBytes: 0 }, {
+      say: (member, event, json) =>
+        this.#fanout.post(
+          member,
+          lineOf(event, json ? "json" : this.#protocol(member)),
+        ),
+      byName: (name) => this.#names.get(name.toLowerCase()),
+    });
     for (const [name, lines] of options.archive?.rooms ?? []) {
       this.#room(name).history = lines.slice(-this.#keep);
     }
@@ -219,8 +232,9 @@ export class ChatRules implements RelayRules {
     return Math.max(this.#options.keep ?? 0, this.#options.history);
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.#options.archive?.close();
+    await this.#options.files?.close?.();
   }
 
   /** In chat a control or invalid byte may become 3 (U+FFFD). */
@@ -247,6 +261,7 @@ export class ChatRules implements RelayRules {
         [...room.members].map(keyOf),
         room.history,
       ]),
+      files: this.#files.save(keyOf),
     };
   }
 
@@ -272,6 +287,7 @@ export class ChatRules implements RelayRules {
       room.history = history;
       this.#rooms.set(name, room);
     }
+    if (state.files !== undefined) this.#files.load(state.files, memberOf);
   }
 
   join(member: Member): void {
@@ -330,6 +346,7 @@ export class ChatRules implements RelayRules {
   }
 
   leave(member: Member): void {
+    this.#files.left(member);
     this.#names.delete(member.name.toLowerCase());
     this.#certified.delete(member);
     this.#since.delete(member);
@@ -418,6 +435,9 @@ export class ChatRules implements RelayRules {
         this.#fanout.remove(member);
         return;
       default:
+        if (this.#files.command(member, command.toLowerCase(), args, input)) {
+          return;
+        }
         return this.#error(
           member,
           `unknown command ${
@@ -501,6 +521,7 @@ export class ChatRules implements RelayRules {
       this.#rename(holder, this.#freeUserName());
     }
     if (member.name !== name) this.#rename(member, name);
+    else this.#files.named(member);
     this.#certified.delete(member);
     this.#loggedIn.add(member);
     this.#say(member, { type: "login", name });
@@ -537,6 +558,7 @@ export class ChatRules implements RelayRules {
       this.#tell(this.#room(member.room), { type: "nick", from, to: name });
     }
     this.#options.renamed?.(member, from);
+    this.#files.named(member);
   }
 
   #join(member: Member, room: string): void {

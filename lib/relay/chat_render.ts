@@ -45,7 +45,71 @@ export type ChatEvent =
   | { type: "bye" }
   | { type: "error"; text: string }
   | { type: "server"; text: string }
-  | { type: "protocol"; protocol: Protocol };
+  | { type: "protocol"; protocol: Protocol }
+  | FileEvent;
+
+/** What chat tells of files (lib/relay/chat_files.ts). */
+export type FileEvent =
+  | {
+    type: "caps";
+    /** Whether the client may send and receive files here. */
+    files: boolean;
+    maxBytes: number;
+  }
+  | {
+    type: "file-offer";
+    id: string;
+    from: string;
+    name: string;
+    size: number;
+    sha256: string;
+    /** Whether the receiver's client can take it. */
+    receivable: boolean;
+  }
+  | {
+    type: "file-offered";
+    id: string;
+    to: string;
+    name: string;
+    size: number;
+    sha256: string;
+  }
+  | {
+    type: "file-put";
+    id: string;
+    to: string;
+    name: string;
+    size: number;
+    attempt: number;
+    offset: number;
+    /** The ticket: where to send the bytes, and what lets them in. */
+    port: number;
+    until: number;
+    token: string;
+  }
+  | {
+    type: "file-get";
+    id: string;
+    from: string;
+    name: string;
+    size: number;
+    sha256: string;
+    attempt: number;
+    offset: number;
+    port: number;
+    until: number;
+    token: string;
+  }
+  | {
+    type: "file-end";
+    id: string;
+    name: string;
+    from: string;
+    to: string;
+    size: number;
+    result: "received" | "failed" | "rejected" | "withdrawn" | "cancelled";
+    reason: string | null;
+  };
 
 /** How a member reads what chat tells it: lines of text, or JSON. */
 export type Protocol = "text" | "json";
@@ -133,6 +197,41 @@ export function textOf(event: ChatEvent): string {
       return `[server] ${event.text}`;
     case "protocol":
       return `* protocol ${event.protocol}`;
+    default:
+      return textOfFile(event);
+  }
+}
+
+/** A file event as a line of text, without its newline. */
+function textOfFile(event: FileEvent): string {
+  switch (event.type) {
+    case "caps":
+      return event.files
+        ? `* your client may send and receive files here, up to ${event.maxBytes} bytes: /send NAME PATH, /accept ID, /reject ID`
+        : "* this server takes no files";
+    case "file-offer":
+      return event.receivable
+        ? `* ${event.from} offers ${event.name} (${event.size} bytes, SHA-256 ${event.sha256}): /accept ${event.id} or /reject ${event.id}`
+        : `* ${event.from} offers ${event.name} (${event.size} bytes), but your client cannot take files: our interactive client can (deno task client -i)`;
+    case "file-offered":
+      return `* offered ${event.name} (${event.size} bytes) to ${event.to} as ${event.id}; /reject ${event.id} withdraws it`;
+    case "file-put":
+      return `* ${event.to} accepted ${event.id}: sending ${event.name} from byte ${event.offset}`;
+    case "file-get":
+      return `* getting ${event.name} (${event.id}) from ${event.from}, from byte ${event.offset}`;
+    case "file-end":
+      switch (event.result) {
+        case "received":
+          return `* ${event.to} received ${event.name} (${event.id}): ${event.size} bytes, SHA-256 verified`;
+        case "failed":
+          return `* ${event.name} (${event.id}) from ${event.from} to ${event.to} failed: ${event.reason}`;
+        case "rejected":
+          return `* ${event.to} rejected ${event.name} (${event.id})`;
+        case "withdrawn":
+          return `* ${event.from} withdrew ${event.name} (${event.id})`;
+        case "cancelled":
+          return `* ${event.name} (${event.id}) from ${event.from} is off: ${event.reason}`;
+      }
   }
 }
 
@@ -159,7 +258,13 @@ export function jsonOf(event: ChatEvent): string {
       });
     }
     case "welcome":
-      return JSON.stringify({ note: null, ...event, ts });
+      return JSON.stringify({
+        type: event.type,
+        name: event.name,
+        note: event.note ?? null,
+        login: event.login,
+        ts,
+      });
     default:
       return JSON.stringify({ ...event, ts });
   }
@@ -217,6 +322,12 @@ const TYPES: Record<ChatEvent["type"], true> = {
   error: true,
   server: true,
   protocol: true,
+  caps: true,
+  "file-offer": true,
+  "file-offered": true,
+  "file-put": true,
+  "file-get": true,
+  "file-end": true,
 };
 
 /**

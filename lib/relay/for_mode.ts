@@ -7,8 +7,11 @@ import { getLogger } from "../_logtape.ts";
 import { LOG_CATEGORY } from "../_helpers.ts";
 import type { ServerConfig } from "../core/config.ts";
 import {
+  CHAT_FILE_BYTES,
+  CHAT_FILES,
   CHAT_LINES_LIMITED,
   CHAT_LOGINS,
+  FILE_RESULTS,
   LINES_RELAYED,
   LOGIN_RESULTS,
 } from "../core/counters.ts";
@@ -17,6 +20,10 @@ import { ChatRules } from "./chat.ts";
 import { HistoryFile } from "./chat_history.ts";
 import { Relay } from "./relay.ts";
 import { RedisBus } from "./redis_bus.ts";
+import type { FilesOptions } from "./chat_files.ts";
+import { tlsOf } from "../core/config.ts";
+import { type DeskListen, FileDesk, PAIR_WAIT_MS } from "../files/desk.ts";
+import { RedisHop } from "../files/redis_hop.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
 
@@ -48,6 +55,9 @@ export function newRelay(
           certNames: config.certNames,
           rate: config.chatRate,
           users: config.chatUsers,
+          files: config.mode === "chat"
+            ? filesFor(config, counters)
+            : undefined,
           requireLogin: config.chatRequireLogin,
           limited: () => counters[CHAT_LINES_LIMITED]++,
           login: (member, result) => {
@@ -70,4 +80,46 @@ export function newRelay(
       new RedisBus(config.redis),
     relayed: () => counters[LINES_RELAYED]++,
   });
+}
+
+/**
+ * Chat's files: a desk listening beside the chat listener (on its host,
+ * with its TLS), or why there is none.
+ */
+function filesFor(config: ServerConfig, counters: Float64Array): FilesOptions {
+  const maxBytes = config.maxFileBytes;
+  if (maxBytes === 0) return { maxBytes, off: "--max-file-bytes 0" };
+  const { listen } = config;
+  if (listen.transport === "unix") {
+    return { maxBytes: 0, off: "it listens on a Unix socket" };
+  }
+  const tls = tlsOf(listen);
+  const where: DeskListen = tls === undefined
+    ? { transport: "tcp", hostname: listen.hostname, port: config.filePort }
+    : {
+      transport: "tls",
+      hostname: listen.hostname,
+      port: config.filePort,
+      cert: tls.cert,
+      key: tls.key,
+    };
+  const hop = config.redis && new RedisHop({
+    url: config.redis.url,
+    key: config.redis.key,
+    waitMs: PAIR_WAIT_MS,
+  });
+  const desk = new FileDesk({
+    listen: where,
+    maxBytesPerSecond: config.maxBytesPerSecond,
+    cluster: hop && { hop, secret: hop.secret() },
+    ended: (result, bytes) => {
+      counters[CHAT_FILES + FILE_RESULTS.indexOf(result)]++;
+      counters[CHAT_FILE_BYTES] += bytes;
+    },
+  });
+  logger.info("Chat files on {host}:{port}", {
+    host: desk.addr.hostname,
+    port: desk.port,
+  });
+  return { maxBytes, tickets: desk, close: () => desk.close() };
 }

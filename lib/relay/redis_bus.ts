@@ -92,7 +92,9 @@ export function shownUrl(url: string): string {
 }
 
 /** Connection options for node-redis from our URL forms. */
-function clientOptions(url: string): Parameters<typeof Redis.createClient>[0] {
+export function clientOptions(
+  url: string,
+): Parameters<typeof Redis.createClient>[0] {
   if (url.startsWith("unix://")) {
     return {
       socket: { path: decodeURIComponent(new URL(url).pathname), tls: false },

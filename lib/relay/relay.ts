@@ -239,8 +239,11 @@ export interface RelayRules {
   serverLine?(member: Member, text: string): Uint8Array;
   /** `ERR text` as `member` reads it; without it, that line of text. */
   errorLine?(member: Member, text: string): Uint8Array;
-  /** The relay is done: what the rules hold open (a file) is closed. */
-  close?(): void;
+  /**
+   * The relay is done: what the rules hold open (a file, a listener) is
+   * closed.
+   */
+  close?(): void | Promise<void>;
   /** A member arrived (before its first round): name it. */
   join(member: Member): void;
   /** In a round, once `join` came: greet it and tell the others. */
@@ -412,7 +415,7 @@ export class Relay implements RelayPort {
   async close(): Promise<void> {
     await this.idle();
     await this.#bus.close?.();
-    this.#rules.close?.();
+    await this.#rules.close?.();
   }
 
   /** Resolves once nothing waits to be delivered. */
