@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { serveEcho } from "../mod.ts";
+import { createCertificates, serveEcho } from "../mod.ts";
 import {
   parsePreface,
   prefaceOf,
@@ -14,16 +14,17 @@ import {
   sign,
   type Transfer,
 } from "../lib/files/ticket.ts";
-import { safeFileName } from "../lib/cli/chat_files.ts";
+import { FileAgent, fileEvents, safeFileName } from "../lib/cli/chat_files.ts";
 import {
   chatClient,
-  type LineClient,
+  LineClient,
   pseudoRandomBytes,
   readAll,
+  readExactly,
   tempDir,
   writeAll,
 } from "./_helpers.ts";
-import { CLIENT, LOCK, ROOT, Spawned, writeStdin } from "./_process.ts";
+import { CLIENT, LOCK, ROOT, run, Spawned, writeStdin } from "./_process.ts";
 import { hashPassword } from "../lib/relay/chat_users.ts";
 import { startRedis } from "./_redis.ts";
 import { engineTest } from "./_engines.ts";
@@ -567,3 +568,197 @@ Deno.test("docs/chat.md's session runs as shown: a login, a private line, and a 
     bytes,
   );
 });
+
+/** What `fileEvents` lets through of `bytes` cut in pieces of `size`. */
+async function throughFileEvents(
+  bytes: Uint8Array,
+  size: number,
+): Promise<{ out: Uint8Array; chats: number; events: string[] }> {
+  const events: string[] = [];
+  const agent = new FileAgent({
+    dial: () => Promise.reject(new Error("no dialing here")),
+    downloadDir: ".",
+    send: () => Promise.resolve(),
+    print: () => Promise.resolve(),
+  });
+  agent.event = (event) => events.push(event.type);
+  let chats = 0;
+  const pieces: Uint8Array[] = [];
+  for (let i = 0; i < bytes.length; i += size) {
+    pieces.push(bytes.slice(i, i + size));
+  }
+  const out = new Uint8Array(
+    await new Response(
+      ReadableStream.from(pieces).pipeThrough(fileEvents(agent, () => chats++)),
+    ).arrayBuffer(),
+  );
+  return { out, chats, events };
+}
+
+Deno.test("the interactive client's file events: a chat's are taken and read as text (or JSON in a JSON session), and any other server's bytes go through untouched", async () => {
+  // Not chat: every byte as it came, invalid UTF-8 too.
+  const binary = new Uint8Array([0x2a, 0x20, 0x77, 0xff, 0xfe, 0x0a, 0x7b, 0]);
+  for (const size of [1, 3, binary.length]) {
+    const { out, chats } = await throughFileEvents(binary, size);
+    assert.deepEqual(out, binary);
+    assert.equal(chats, 0);
+  }
+  const offer =
+    '{"type":"file-offer","id":"f1","from":"ann","name":"a.txt","size":3,"sha256":"00","receivable":true,"ts":"x"}';
+  const text = encoder.encode(
+    `* welcome, you are user1; /help lists the commands\n${offer}\n<ann> {not json\n`,
+  );
+  const json = encoder.encode(
+    `{"type":"welcome","name":"user1","note":null,"login":false,"ts":"x"}\n${offer}\n`,
+  );
+  for (const size of [1, 5, 200]) {
+    const t = await throughFileEvents(text, size);
+    assert.equal(t.chats, 1);
+    assert.deepEqual(t.events, ["file-offer"]);
+    assert.equal(
+      new TextDecoder().decode(t.out),
+      "* welcome, you are user1; /help lists the commands\n" +
+        "* ann offers a.txt (3 bytes, SHA-256 00): /accept f1 or /reject f1\n" +
+        "<ann> {not json\n",
+    );
+    const j = await throughFileEvents(json, size);
+    assert.equal(j.chats, 1);
+    assert.deepEqual(j.events, ["file-offer"]);
+    assert.deepEqual(j.out, json);
+  }
+});
+
+Deno.test("over TLS the file listener speaks TLS with the chat listener's certificate", async () => {
+  const certs = await createCertificates({ names: ["localhost"] });
+  await using server = serveEcho({
+    port: 0,
+    mode: "chat",
+    cert: certs.cert,
+    key: certs.key,
+  });
+  await server.ready;
+  const connect = (port: number) =>
+    Deno.connectTls({ hostname: "localhost", port, caCerts: [certs.caCert] });
+  const tlsClient = async (name: string) => {
+    const client = new LineClient(await connect(server.addr.port));
+    await client.line(/^\* welcome, you are /);
+    await client.send(`/nick ${name}\n/caps files\n`);
+    await client.line(/^\{"type":"caps","files":true/);
+    return client;
+  };
+  await using alice = await tlsClient("alice");
+  await using bob = await tlsClient("bob");
+  const bytes = pseudoRandomBytes(300_000, 9);
+  const [putEvent, getEvent] = await offerAndAccept(alice, bob, "bob", bytes);
+  const exchange = async (
+    event: Record<string, unknown>,
+    side: "put" | "get",
+  ) => {
+    const conn = await connect(event.port as number);
+    try {
+      await writeAll(conn, prefaceFor(event, side));
+      if (side === "put") await writeAll(conn, bytes);
+      await conn.closeWrite();
+      return await readAll(conn);
+    } finally {
+      conn.close();
+    }
+  };
+  const [got, said] = await Promise.all([
+    exchange(getEvent, "get"),
+    exchange(putEvent, "put"),
+  ]);
+  assert.equal(new TextDecoder().decode(said), "OK\nDONE\n");
+  assert.equal(sha256(got.subarray(3)), sha256(bytes));
+  // In clear, the file listener is not spoken to.
+  const plain = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: putEvent.port as number,
+  });
+  await writeAll(plain, prefaceFor(getEvent, "get"));
+  const answer = await readAll(plain).catch(() => new Uint8Array());
+  plain.close();
+  assert.ok(!new TextDecoder().decode(answer).startsWith("OK"));
+});
+
+for (const cluster of [false, true]) {
+  Deno.test(
+    `a receiver that does not read holds its sender back${
+      cluster ? ", through Redis with 16 chunks at most in the stream" : ""
+    }: the server reads a sender no faster than it delivers`,
+    async () => {
+      await using redis = cluster ? await startRedis() : undefined;
+      await using server = serveEcho({
+        port: 0,
+        mode: "chat",
+        redis: redis?.url,
+      });
+      await server.ready;
+      const { port } = server.addr;
+      await using alice = await filesClient(port, "alice");
+      await using bob = await filesClient(port, "bob");
+      const size = 64 * 1024 * 1024;
+      await alice.send(`/offer bob ${size} ${"0".repeat(64)} big.bin\n`);
+      const offer = await objectOf(bob, /^\{"type":"file-offer"/);
+      await bob.send(`/accept ${offer.id}\n`);
+      const putEvent = await objectOf(alice, /^\{"type":"file-put"/);
+      const getEvent = await objectOf(bob, /^\{"type":"file-get"/);
+      const filePort = putEvent.port as number;
+      // The receiver asks, and then reads nothing.
+      const idle = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: filePort,
+      });
+      await writeAll(idle, prefaceFor(getEvent, "get"));
+      const sender = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: filePort,
+      });
+      await writeAll(sender, prefaceFor(putEvent, "put"));
+      assert.equal(
+        new TextDecoder().decode(await readExactly(sender, 3)),
+        "OK\n",
+      );
+      // Bounded: 64 writes of 1 MiB at most; once the kernel's buffers and
+      // the hop's window are full, a write stops completing.
+      const chunk = new Uint8Array(1024 * 1024);
+      let sent = 0;
+      let stalled: Promise<void> | undefined;
+      for (; sent < 64; sent++) {
+        const { promise, resolve } = Promise.withResolvers<boolean>();
+        const timer = setTimeout(() => resolve(false), 1000);
+        const write = writeAll(sender, chunk);
+        write.then(() => resolve(true), () => resolve(false));
+        const done = await promise;
+        clearTimeout(timer);
+        if (!done) {
+          stalled = write.catch(() => {});
+          break;
+        }
+      }
+      assert.ok(sent < 32, `${sent} MiB went: nothing held the sender back`);
+      if (redis !== undefined) {
+        const socket = redis.url.replace(/^unix:\/\//, "");
+        const keys = await run("redis-cli", [
+          ...["-s", socket, "--raw", "KEYS", "tcp-echo:file:*:data"],
+        ]);
+        const [key] = new TextDecoder().decode(keys.stdout).trim().split("\n");
+        const length = await run("redis-cli", [
+          ...["-s", socket, "--raw", "XLEN", key],
+        ]);
+        const chunks = Number(new TextDecoder().decode(length.stdout));
+        assert.ok(chunks >= 1 && chunks <= 16, `${chunks} chunks in ${key}`);
+      }
+      // The receiver goes: the sender is told.
+      idle.close();
+      // The server reads (and drops) what the sender still sends a while
+      // after its answer, so that the answer is not lost to a reset.
+      const said = new TextDecoder().decode(await readAll(sender));
+      sender.close();
+      await stalled;
+      assert.match(said, /^ERR the receiver went away after \d+ bytes\n$/);
+      await bob.send(`/reject ${offer.id}\n`);
+      await alice.line(/^\{"type":"file-end".*"result":"rejected"/);
+    },
+  );
+}

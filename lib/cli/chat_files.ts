@@ -284,15 +284,25 @@ export class FileAgent {
     );
     try {
       if (line !== "OK") return await this.#say(`${id}: ${line}`);
+      // The server's last word (DONE, or ERR at any time), read while the
+      // bytes go: an ERR stops the sending.
+      let said: string | undefined;
+      const answer = answerOf(conn).then(
+        ({ line }) => said = line,
+        () => said = "ERR the connection broke",
+      );
       using file = await Deno.open(outgoing.path);
       await file.seek(offset, Deno.SeekMode.Start);
       const buffer = new Uint8Array(CHUNK);
       let sent = 0;
-      while (sent < size - offset) {
+      while (sent < size - offset && said === undefined) {
         const n = await file.read(
           buffer.subarray(0, Math.min(CHUNK, size - offset - sent)),
         );
-        if (n === null) break;
+        if (n === null) {
+          said = `${outgoing.path} is shorter now than when it was offered`;
+          break;
+        }
         try {
           await writeAll(conn, buffer.subarray(0, n));
         } catch {
@@ -300,26 +310,15 @@ export class FileAgent {
         }
         sent += n;
       }
-      if (sent < size - offset) {
+      if (sent === size - offset) await conn.closeWrite().catch(() => {});
+      else if (said !== undefined) this.#close(conn);
+      const last = said ?? await answer;
+      if (sent < size - offset || last !== "DONE") {
         // The server says why, if it can (the receiver went away).
-        const { line } = await answerOf(conn).catch(() => ({
-          line: "ERR the connection broke",
-        }));
         return await this.#say(
           `${id}: sending stopped after ${
             offset + sent
-          } of ${size} bytes: ${line}`,
-        );
-      }
-      await conn.closeWrite();
-      const answer = await answerOf(conn).catch(() => ({
-        line: "ERR the connection broke",
-      }));
-      if (answer.line !== "DONE") {
-        return await this.#say(
-          `${id}: sending stopped after ${
-            offset + sent
-          } of ${size} bytes: ${answer.line}`,
+          } of ${size} bytes: ${last}`,
         );
       }
       await this.#say(
@@ -398,6 +397,10 @@ export class FileAgent {
   }
 }
 
+/** How chat's welcome starts, in text and in JSON. */
+const CHAT_WELCOME = "* welcome, you are ";
+const JSON_WELCOME = '{"type":"welcome"';
+
 /** The events {@linkcode fileEvents} hands to the agent. */
 const FILE_TYPES = new Set([
   "caps",
@@ -423,26 +426,40 @@ export function fileEvents(
   /** A line that starts with `{`, not complete yet. */
   let pending = "";
   let inLine = false;
-  /** The first line's start, until it is known whether it is chat's. */
-  let head: string | undefined = "";
+  /**
+   * The first bytes, held until they say whether the server is chat: if
+   * not, every byte goes through untouched, as it came.
+   */
+  let head: Uint8Array | undefined = new Uint8Array(0);
+  let isChat = false;
   /** The session reads JSON: its last line that was not a file's was. */
   let json = false;
   return new TransformStream({
     transform(chunk, controller) {
+      if (head !== undefined) {
+        const joined = new Uint8Array(head.length + chunk.length);
+        joined.set(head);
+        joined.set(chunk, head.length);
+        const start = new TextDecoder().decode(joined.subarray(0, 64));
+        if (
+          start.startsWith(CHAT_WELCOME) ||
+          start.startsWith(JSON_WELCOME)
+        ) {
+          isChat = true;
+          chat();
+        } else if (
+          (CHAT_WELCOME.startsWith(start) || JSON_WELCOME.startsWith(start)) &&
+          !start.includes("\n")
+        ) {
+          head = joined; // Not enough to tell yet.
+          return;
+        }
+        head = undefined;
+        chunk = joined;
+      }
+      if (!isChat) return controller.enqueue(chunk);
       let text = pending + decoder.decode(chunk, { stream: true });
       pending = "";
-      if (head !== undefined) {
-        head += text.slice(0, 64);
-        if (
-          head.startsWith("* welcome, you are ") ||
-          /^\{"type":"welcome"/.test(head)
-        ) {
-          head = undefined;
-          chat();
-        } else if (head.length >= 19 || head.includes("\n")) {
-          head = undefined;
-        }
-      }
       let out = "";
       while (text.length > 0) {
         const end = text.indexOf("\n");
@@ -469,6 +486,7 @@ export function fileEvents(
       if (out.length > 0) controller.enqueue(encoder.encode(out));
     },
     flush(controller) {
+      if (head !== undefined && head.length > 0) controller.enqueue(head);
       const rest = pending + decoder.decode();
       if (rest.length > 0) controller.enqueue(encoder.encode(rest));
     },

@@ -41,10 +41,32 @@ export interface Hop {
   close(): void;
 }
 
-/** Tells `conn` why, best effort, and closes it. */
+/** Milliseconds a refused connection is read (and dropped) before it closes. */
+const LINGER_MS = 1000;
+
+/**
+ * Tells `conn` why, best effort, and closes it: after its own end, what
+ * the client still sends is read and dropped for a while, so that the
+ * answer is not lost to a reset (a sender writes on until it reads it).
+ */
 export async function refuse(conn: Deno.Conn, reason: string): Promise<void> {
   try {
     await writeAll(conn, new TextEncoder().encode(`ERR ${reason}\n`));
+    await conn.closeWrite();
+    const buffer = new Uint8Array(CHUNK);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), LINGER_MS);
+    });
+    try {
+      while (true) {
+        const reading = conn.read(buffer);
+        reading.catch(() => {}); // Ended by the close below, if late.
+        if (await Promise.race([reading, late]) === null) break;
+      }
+    } finally {
+      clearTimeout(timer);
+    }
   } catch {
     // Gone already.
   }

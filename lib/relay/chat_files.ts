@@ -116,7 +116,8 @@ export class ChatFiles {
   /** `member` has a name now: it hears of the offers waiting for it. */
   named(member: Member): void {
     for (const offer of this.#offers.values()) {
-      if (this.#isFor(offer, member)) this.#tellOffer(offer, member);
+      if (offer.from === member || !this.#isFor(offer, member)) continue;
+      this.#tellOffer(offer, member);
     }
   }
 
@@ -292,7 +293,7 @@ export class ChatFiles {
     const usage = "/accept ID [OFFSET]";
     const offer = this.#find(member, args[0], usage);
     if (offer === undefined) return;
-    if (!this.#isFor(offer, member)) {
+    if (offer.from === member) {
       return this.#error(member, `${offer.id} is your own offer`);
     }
     if (!this.#capable.has(member)) return this.#error(member, NO_FILES_CLIENT);

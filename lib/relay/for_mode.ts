@@ -117,7 +117,7 @@ function filesFor(config: ServerConfig, counters: Float64Array): FilesOptions {
       counters[CHAT_FILE_BYTES] += bytes;
     },
   });
-  logger.info("Chat files on {host}:{port}", {
+  logger.debug("Chat files on {host}:{port}", {
     host: desk.addr.hostname,
     port: desk.port,
   });
