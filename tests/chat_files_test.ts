@@ -762,3 +762,29 @@ for (const cluster of [false, true]) {
     },
   );
 }
+
+Deno.test("the access rules hold at the file listener too: a denied address is closed before a byte is read", async () => {
+  // Both listeners on every address; ::1 denied, 127.0.0.1 let in.
+  await using server = serveEcho({
+    hostname: "::",
+    port: 0,
+    mode: "chat",
+    deny: ["::1"],
+  });
+  await server.ready;
+  const { port } = server.addr;
+  await using alice = await filesClient(port, "alice");
+  await using bob = await filesClient(port, "bob");
+  const bytes = pseudoRandomBytes(1000, 2);
+  const [putEvent, getEvent] = await offerAndAccept(alice, bob, "bob", bytes);
+  const denied = await Deno.connect({
+    hostname: "::1",
+    port: getEvent.port as number,
+  });
+  await writeAll(denied, prefaceFor(getEvent, "get")).catch(() => {});
+  const answer = await readAll(denied).catch(() => new Uint8Array());
+  denied.close();
+  assert.equal(answer.length, 0);
+  const [got] = await Promise.all([get(getEvent), put(putEvent, bytes)]);
+  assert.equal(sha256(got.subarray(3)), sha256(bytes));
+});

@@ -9,6 +9,7 @@
 import { getLogger } from "../_logtape.ts";
 import { LOG_CATEGORY } from "../_helpers.ts";
 import { throttled } from "../transport/throttled.ts";
+import type { Guard } from "../rules/access.ts";
 import { close, type Hop, LocalHop, type Outcome, refuse } from "./hop.ts";
 import {
   MAX_PREFACE_BYTES,
@@ -42,6 +43,8 @@ export interface DeskOptions {
   listen: DeskListen;
   /** How fast each transfer connection is read (Infinity: as fast as it can). */
   maxBytesPerSecond: number;
+  /** The access rules (`allow`, `deny`): a refused peer is closed at once. */
+  guard?: Guard;
   /**
    * Between instances: a hop through Redis, with the secret the cluster
    * shares (its tickets are good on every instance).
@@ -144,8 +147,16 @@ export class FileDesk implements TicketMaker {
   }
 
   async #handle(raw: Deno.Conn): Promise<void> {
-    this.#conns.add(raw);
     const peer = peerOf(raw);
+    const refused = this.#options.guard?.(raw.remoteAddr);
+    if (refused !== undefined) {
+      logger.info("File connection from {peer} refused: {reason}", {
+        peer,
+        reason: refused.reason,
+      });
+      return close(raw);
+    }
+    this.#conns.add(raw);
     const { maxBytesPerSecond } = this.#options;
     const conn = maxBytesPerSecond === Infinity
       ? raw

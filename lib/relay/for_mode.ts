@@ -24,6 +24,7 @@ import type { FilesOptions } from "./chat_files.ts";
 import { tlsOf } from "../core/config.ts";
 import { type DeskListen, FileDesk, PAIR_WAIT_MS } from "../files/desk.ts";
 import { RedisHop } from "../files/redis_hop.ts";
+import { accessGuard } from "../rules/access.ts";
 
 const logger = getLogger([LOG_CATEGORY, "server"]);
 
@@ -111,6 +112,7 @@ function filesFor(config: ServerConfig, counters: Float64Array): FilesOptions {
   const desk = new FileDesk({
     listen: where,
     maxBytesPerSecond: config.maxBytesPerSecond,
+    guard: accessGuard(config.access),
     cluster: hop && { hop, secret: hop.secret() },
     ended: (result, bytes) => {
       counters[CHAT_FILES + FILE_RESULTS.indexOf(result)]++;
