@@ -65,6 +65,17 @@ async function main(args: string[]): Promise<number> {
     (positionals.length === 0 && v.message === undefined &&
       Deno.stdin.isTerminal());
   try {
+    if (v.agent) {
+      const { runAgent } = await import("./lib/cli/agent.ts");
+      return await runAgent({
+        redis: v.redis!,
+        redisKey: v["redis-key"],
+        name: v["agent-name"],
+        engine: v.engine,
+        nativeIo: v["native-io"],
+        allow: v["agent-allow"],
+      });
+    }
     if (LOAD_FLAGS.some((name) => spelled[name] !== undefined)) {
       const perClient = spelled.count === undefined && v.duration === undefined
         ? (spelled["num-clients"] === undefined ? undefined : 1)
@@ -90,6 +101,15 @@ async function main(args: string[]): Promise<number> {
         label: v.label,
         maxLoss: v["max-loss"],
         reportInterval: (v["report-interval"] ?? 5) * 1000,
+        plotAgents: v["plot-agents"],
+        agents: v.agents === undefined ? undefined : {
+          redis: v.redis!,
+          redisKey: v["redis-key"],
+          agents: v.agents,
+          agentsTimeout: v["agents-timeout"] === undefined
+            ? undefined
+            : v["agents-timeout"] * 1000,
+        },
       });
     } else if (interactive) {
       const timeout = v.timeout ?? 10000;
@@ -126,6 +146,10 @@ async function main(args: string[]): Promise<number> {
       hostname: v.hostname ?? "127.0.0.1",
       port: v.port ?? 9000,
     });
+    if (v.agents !== undefined) {
+      printError(`Load test on agents failed: ${(error as Error).message}`);
+      return EXIT_FAILURE;
+    }
     const what = interactive ? "Session with" : "Echo via";
     // A reply that is not an echo at all: an info or line mode answer.
     const answer = error instanceof EchoError && error.problem === "differs" &&

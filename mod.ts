@@ -5,7 +5,9 @@
  * broadcast relay or a chat ({@linkcode ServeEchoOptions.mode}), with bounded
  * per-client send queues and {@linkcode EchoServer.announce} for the operator.
  * {@linkcode loadTest} measures a server: round trips, throughput and latency
- * percentiles, with every byte verified. {@linkcode createCertificates}
+ * percentiles, with every byte verified; {@linkcode coordinateLoad} runs one
+ * test on many load agents ({@linkcode runLoadAgent}) through Redis, and
+ * merges their reports exactly. {@linkcode createCertificates}
  * makes a throwaway certificate authority and a certificate for TLS.
  *
  * ```ts
@@ -54,6 +56,19 @@ export type {
   LoadReport,
   LoadTestOptions,
 } from "./lib/load.ts";
+export { coordinateLoad } from "./lib/coordinate_load.ts";
+export type {
+  AgentPart,
+  CoordinatedReport,
+  CoordinateLoadOptions,
+} from "./lib/coordinate_load.ts";
+export { runLoadAgent } from "./lib/run_load_agent.ts";
+export type {
+  LoadAgent,
+  LoadAgentEvent,
+  LoadAgentOptions,
+} from "./lib/run_load_agent.ts";
+export type { PlanOptions } from "./lib/agents/plan.ts";
 export {
   createCertificates,
   DEFAULT_CERTIFICATE_NAMES,

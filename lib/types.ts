@@ -1024,3 +1024,228 @@ export type FaultSpec =
     /** UDP replies held back while `window` later ones pass. */
     | { kind: "reorder"; probability: number; window?: number }
   );
+
+/** Options for `loadTest`. */
+export interface LoadTestOptions extends ConnectOptions {
+  /**
+   * Connections opened at once; each runs its own round trips one after
+   * another.
+   *
+   * @default {1}
+   */
+  connections?: number;
+  /**
+   * Round trips in all, over all connections. Without `count`,
+   * `countPerConnection` or `duration`, 1000.
+   */
+  count?: number;
+  /**
+   * Round trips each connection makes, instead of a `count` in all: with
+   * `connections: 2, countPerConnection: 10`, 20 round trips, 10 on each
+   * connection. A connection that fails makes fewer.
+   */
+  countPerConnection?: number;
+  /**
+   * Milliseconds to run for, instead of a `count`. At its end (or the
+   * signal's), round trips in flight finish, uncounted, for up to a second
+   * (at most `timeout`), so that each connection closes with nothing owed:
+   * the server sees its clients close, not reset.
+   */
+  duration?: number;
+  /**
+   * With `duration`, milliseconds to run first without measuring: round
+   * trips are made and checked but not counted, so that the server and
+   * this process (its JIT, its caches) are warm when `duration` starts, as
+   * a C load generator's warm-up does.
+   *
+   * @default {0}
+   */
+  warmup?: number;
+  /**
+   * The message: its bytes (a string is sent as UTF-8), or a size in bytes
+   * for a message of pseudo-random bytes.
+   *
+   * @default {64}
+   */
+  message?: string | Uint8Array | number;
+  /**
+   * Round trips each connection makes before it is closed and a new one
+   * opened in its place: 1 makes a connect (and a TLS handshake) for every
+   * round trip. The report times connects and handshakes apart from round
+   * trips. Not for UDP.
+   *
+   * @default {Infinity}
+   */
+  reconnectEvery?: number;
+  /**
+   * Ways a connection may end early that the test expects (a server with
+   * faults, or one that drops clients on purpose): `reset`, `close` (before
+   * its echo was whole) and `timeout` (a round trip over `timeout`). Each
+   * is counted (`resets`, `closes`, `timeouts` in the report), not an error,
+   * and another connection takes its place. Not for UDP.
+   */
+  expect?: readonly ("reset" | "close" | "timeout")[];
+  /**
+   * Round trips per second to aim for, over all connections; each connection
+   * starts its round trips on a fixed schedule. When a connection is behind
+   * that schedule because its earlier round trips were slow, latency is
+   * measured from when the round trip was due, so a server that falls behind
+   * is not flattered (no coordinated omission). Without it, connections go
+   * flat out.
+   */
+  rate?: number;
+  /**
+   * Milliseconds a round trip may take before it counts as an error and its
+   * connection stops; also the connect timeout. 0 waits forever.
+   *
+   * @default {10000}
+   */
+  timeout?: number;
+  /** Called about every `progressInterval` milliseconds while it runs. */
+  onProgress?: (progress: LoadProgress) => void;
+  /**
+   * How often `onProgress` is called.
+   *
+   * @default {1000}
+   */
+  progressInterval?: number;
+  /** Aborting it stops the test early; the report covers what was done. */
+  signal?: AbortSignal;
+  /**
+   * What drives the connections. `"native"` is one io_uring or epoll loop
+   * over libc through Deno's FFI, in a Web Worker of its own: TCP, a Unix
+   * socket (with a PROXY header if asked), UDP, or TLS through OpenSSL
+   * (`libssl.so.3`, resuming sessions on reconnects; these three on epoll),
+   * on Linux, with `--allow-ffi` (full access to the process). For driving
+   * fast servers at the rate of a C load generator; every byte is still
+   * compared and every latency recorded.
+   *
+   * @default {"default"}
+   */
+  engine?: "default" | "native";
+  /**
+   * How the native engine drives its sockets: `"io_uring"` (Linux 6.1+:
+   * one system call submits a batch of sends and receives; the fastest),
+   * or `"epoll"` (readiness, then a send or recv call each). By default,
+   * io_uring where the kernel allows it (containers often forbid it), else
+   * epoll; the report says which ran. Only with `engine: "native"`.
+   */
+  nativeIo?: "io_uring" | "epoll";
+}
+
+/** Counters of a running `loadTest`. */
+export interface LoadProgress {
+  /** Milliseconds since the connections were opened. */
+  readonly elapsedMs: number;
+  /** Round trips completed and verified. */
+  readonly roundTrips: number;
+  /** Round trips per second since the last progress report. */
+  readonly rate: number;
+  /** Errors of every kind so far. */
+  readonly errors: number;
+}
+
+/** Latency figures of a {@linkcode LoadReport}, in microseconds. */
+export interface LatencySummary {
+  /** Median. */
+  readonly p50: number;
+  /** 90th percentile. */
+  readonly p90: number;
+  /** 99th percentile. */
+  readonly p99: number;
+  /** 99.9th percentile. */
+  readonly p999: number;
+  /** Slowest round trip. */
+  readonly max: number;
+  /** Mean. */
+  readonly mean: number;
+}
+
+/** What a `loadTest` did and measured. */
+export interface LoadReport {
+  /** The server, as `host:port` or a Unix socket's path. */
+  readonly address: string;
+  /** Connections asked for. */
+  readonly connections: number;
+  /** Connections that were opened. */
+  readonly connected: number;
+  /** Bytes in each message. */
+  readonly messageBytes: number;
+  /** Round trips completed, every byte of the echo verified. */
+  readonly roundTrips: number;
+  /** Milliseconds from the first connect to the last round trip. */
+  readonly durationMs: number;
+  /** Round trips per second over `durationMs`. */
+  readonly roundTripsPerSecond: number;
+  /** Megabytes (10^6 bytes) per second echoed, in each direction. */
+  readonly megabytesPerSecond: number;
+  /** Latency of the round trips, from an HDR histogram (3 digits). */
+  readonly latencyUs: LatencySummary;
+  /**
+   * Connects made in the measured part (with `reconnectEvery`, more than
+   * the connections).
+   */
+  readonly connects: number;
+  /**
+   * How long those connects took, from `connect()` to connected (after a
+   * PROXY header, before TLS).
+   */
+  readonly connectLatencyUs: LatencySummary;
+  /** Their histogram, encoded as `latencyHistogram` is. */
+  readonly connectLatencyHistogram: string;
+  /** With `tls`: TLS handshakes completed in the measured part. */
+  readonly handshakes?: number;
+  /** With `tls`: handshakes per second over `durationMs`. */
+  readonly handshakesPerSecond?: number;
+  /** With `tls`: how long handshakes took, from connected to done. */
+  readonly handshakeLatencyUs?: LatencySummary;
+  /** With `tls`: their histogram, encoded as `latencyHistogram` is. */
+  readonly handshakeLatencyHistogram?: string;
+  /**
+   * With `tls` on the native engine: how many of the handshakes resumed
+   * an earlier session of the same connection slot (a ticket).
+   */
+  readonly resumedHandshakes?: number;
+  /**
+   * That histogram (round-trip times in µs), compressed and in base64 as
+   * HdrHistogram's tools exchange histograms: `decodeFromCompressedBase64`
+   * of hdr-histogram-js (or HdrHistogram's Java and C libraries) reads it
+   * back, for a percentile distribution, a plot, or several runs merged.
+   */
+  readonly latencyHistogram: string;
+  /**
+   * Over UDP, datagrams whose reply did not come within `timeout` (not an
+   * error: UDP may lose datagrams); 0 over TCP.
+   */
+  readonly lost: number;
+  /** Connections that could not be opened. */
+  readonly connectErrors: number;
+  /**
+   * Connections the server closed or reset before echoing a byte: refused
+   * by access rules or limits, or expecting a PROXY header or TLS.
+   */
+  readonly closedBeforeEcho: number;
+  /** Echoes that differed from what was sent. */
+  readonly mismatches: number;
+  /** Other failures: resets and early closes mid-echo, timeouts. */
+  readonly otherErrors: number;
+  /**
+   * Connections the server reset before their echo was whole, expected or
+   * not (those not expected are errors too).
+   */
+  readonly resets: number;
+  /** Connections the server closed before their echo was whole (as above). */
+  readonly closes: number;
+  /** Round trips that timed out (as above). */
+  readonly timeouts: number;
+  /** The first few error messages, for the user. */
+  readonly errorMessages: readonly string[];
+  /**
+   * CPU time this process used in the measured part of the test (the
+   * window of `durationMs`: no start-up or warm-up), in
+   * milliseconds.
+   */
+  readonly cpuMs: number;
+  /** How the native engine drove the sockets; absent with the default. */
+  readonly nativeIo?: "io_uring" | "epoll";
+}

@@ -20,6 +20,9 @@
 // - `<!-- redis -->` starts a redis-server for the block; `redis://REDIS`
 //   in it stands for its URL, `REDIS_SOCKET` for the path of its Unix
 //   socket.
+// - `<!-- agent NAME -->` (after `<!-- redis -->`) starts a load agent
+//   called NAME on that Redis for the block, as
+//   `deno task client --redis redis://REDIS --agent --agent-name NAME`.
 // - `<!-- setup: COMMAND -->` runs COMMAND (in bash, as the steps run)
 //   before the servers start, to make the files they need; it must succeed.
 // - `/tmp/` in a command is a fresh folder of the block's, and in the
@@ -32,7 +35,7 @@
 // transcript is checked. Examples without output are ```sh blocks.
 
 import assert from "node:assert/strict";
-import { ROOT, ServerProcess } from "./_process.ts";
+import { ROOT, ServerProcess, Spawned } from "./_process.ts";
 import { startRedis } from "./_redis.ts";
 
 /** The files whose transcripts are checked. */
@@ -51,6 +54,7 @@ interface Transcript {
   servers: { port: string; flags: string }[];
   setup: string[];
   redis: boolean;
+  agents: string[];
   steps: { command: string; expected: string[] }[];
 }
 
@@ -80,6 +84,7 @@ function transcripts(
     }
     const servers: Transcript["servers"] = [];
     const setup: string[] = [];
+    const agents: string[] = [];
     let redis = false;
     // The directives: comment lines just above, blank lines between.
     for (
@@ -90,6 +95,8 @@ function transcripts(
       const server = /^<!-- server (\d+):?(.*?) -->$/.exec(lines[j]);
       if (server) servers.unshift({ port: server[1], flags: server[2].trim() });
       if (lines[j] === "<!-- redis -->") redis = true;
+      const agent = /^<!-- agent (\S+) -->$/.exec(lines[j]);
+      if (agent) agents.unshift(agent[1]);
       const command = /^<!-- setup: (.*) -->$/.exec(lines[j]);
       if (command) setup.unshift(command[1]);
     }
@@ -102,7 +109,15 @@ function transcripts(
         steps.at(-1)!.expected.push(line);
       }
     }
-    found.push({ file, line: start + 1, servers, setup, redis, steps });
+    found.push({
+      file,
+      line: start + 1,
+      servers,
+      setup,
+      redis,
+      agents,
+      steps,
+    });
   }
   return found;
 }
@@ -164,6 +179,16 @@ async function check(t: Transcript): Promise<void> {
         new TextDecoder().decode(done.stderr)
       }`,
     );
+  }
+  for (const name of t.agents) {
+    assert.ok(redis, `${t.file}:${t.line}: an agent needs <!-- redis -->`);
+    const agent = stack.use(
+      new Spawned(Deno.execPath(), [
+        ...["run", "-A", "--unstable-net", `${ROOT}client.ts`],
+        ...["--redis", redis.url, "--agent", "--agent-name", name],
+      ]),
+    );
+    await agent.stderr.waitFor(/waiting for plans/);
   }
   const ports: [string, string][] = [];
   /** The first server's process id, for `SERVER_PID` in the commands. */

@@ -13,8 +13,8 @@ const INSTALLS = {
     ...["--allow-ffi", "--unstable-net", "server.ts"],
   ],
   "tcp-echo-client": [
-    ...["--allow-net", "--allow-read", "--allow-write", "--allow-ffi"],
-    ...["--unstable-net", "client.ts"],
+    ...["--allow-net", "--allow-read", "--allow-write", "--allow-sys=hostname"],
+    ...["--allow-ffi", "--unstable-net", "client.ts"],
   ],
 };
 

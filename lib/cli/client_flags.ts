@@ -5,6 +5,7 @@ import type { EchoStreamOptions } from "../echo_stream.ts";
 import { LOG_LEVELS_HELP, logLevel } from "./logging.ts";
 import {
   choice,
+  cidr,
   decimal,
   type Flag,
   type FlagValues,
@@ -162,6 +163,68 @@ export const CLIENT_FLAGS = {
     group: "sending",
     short: "i",
     help: "talk to the server line by line",
+  },
+  redis: {
+    group: "agents",
+    arg: "URL",
+    help: "with --agent or --agents: the Redis that carries the plans and " +
+      "reports (redis://, rediss://, unix:///path)",
+    parse: text,
+  },
+  "redis-key": {
+    group: "agents",
+    arg: "PREFIX",
+    requires: ["redis"],
+    help: "prefix of the keys, as the agents' and coordinator's",
+    default: "tcp-echo",
+    parse: text,
+  },
+  agent: {
+    group: "agents",
+    requires: ["redis"],
+    excludes: ["agents", "interactive"],
+    help: "be a load agent: wait on --redis for plans, run each with this " +
+      "client's --engine, report, wait again; Ctrl+C ends it",
+  },
+  "agent-name": {
+    group: "agents",
+    arg: "NAME",
+    requires: ["agent"],
+    help: "this agent's name, unique on that Redis",
+    default: "HOST-PID",
+    parse: text,
+  },
+  "agent-allow": {
+    group: "agents",
+    arg: "CIDR",
+    multiple: true,
+    requires: ["agent"],
+    help: "targets this agent accepts (again for more); a plan for any " +
+      "other, or a Unix socket, is refused",
+    parse: cidr,
+  },
+  agents: {
+    group: "agents",
+    arg: "N",
+    requires: ["redis"],
+    help: "with load flags: run the test on N agents, its connections, " +
+      "count and rate split exactly, all started at one time of Redis' " +
+      "clock; one merged report",
+    parse: integer,
+  },
+  "plot-agents": {
+    group: "agents",
+    requires: ["agents", "plot"],
+    help: "draw each agent's latency in --plot's chart too, named by the " +
+      "agent",
+  },
+  "agents-timeout": {
+    group: "agents",
+    arg: "S",
+    requires: ["agents"],
+    help: "seconds to wait for the agents",
+    default: "30",
+    parse: decimal,
   },
   "download-dir": {
     group: "chat",
@@ -356,6 +419,9 @@ export const CLIENT_GROUPS: HelpGroups = {
   tls: { title: "TLS" },
   udp: { title: "UDP" },
   websocket: { title: "WebSocket" },
+  agents: {
+    title: "Load agents (one test on many machines, through Redis)",
+  },
   chat: {
     title: "Chat (interactively)",
     intro: `In a chat server's session the client takes files: /send NAME PATH
@@ -391,9 +457,9 @@ the server sends is printed (safe for the terminal); Ctrl+D or "exit" ends it.`,
 Exit codes:
   0  the echo matched what was sent; interactively, the session ended; a
      load test had no error
-  1  connection refused or reset, timeout, or an echo that differs, is short
-     or is too long; any error in a load test
-  2  usage error (unknown flag, bad flag value, no message)`,
+  1  refused, reset, timed out, or a wrong echo; any error in a load test
+  2  usage error (unknown flag, bad flag value, no message)
+  3  a test on --agents lost an agent: the report leaves its part out`,
 };
 
 /**
@@ -411,6 +477,19 @@ export function checkClientFlags(
   { values: v, spelled, positionals }: ParsedFlags<typeof CLIENT_FLAGS>,
 ): void {
   if (v.help || v.version) return;
+  if (v.agent) {
+    if (positionals.length > 0 || v.message !== undefined) {
+      throw new UsageError(
+        "Unexpected MESSAGE with --agent: the coordinator's plans say what to send",
+      );
+    }
+    return;
+  }
+  if (v.agents !== undefined && !LOAD_FLAGS.some((name) => spelled[name])) {
+    throw new UsageError(
+      "--agents needs a load test (--connections, --count, --duration, ...)",
+    );
+  }
   if (LOAD_FLAGS.some((name) => spelled[name] !== undefined)) {
     if (positionals.length > 0 || v.interactive) {
       throw new UsageError(

@@ -3,11 +3,20 @@
 
 import {
   type LatencySummary,
+  type LoadProgress,
   type LoadReport,
   loadTest,
   type LoadTestOptions,
 } from "../load.ts";
 import { EXIT_FAILURE, EXIT_OK, printError } from "./flags.ts";
+import {
+  type AgentPart,
+  type CoordinatedReport,
+  coordinateLoad,
+} from "../coordinate_load.ts";
+
+/** The exit code of a test on agents that lost one. */
+export const EXIT_DEGRADED = 3;
 
 /** How client.ts runs a load test. */
 export interface LoadRun extends LoadTestOptions {
@@ -22,6 +31,15 @@ export interface LoadRun extends LoadTestOptions {
   reportInterval: number;
   /** Over UDP, the % of datagrams that may go unanswered; any by default. */
   maxLoss?: number;
+  /** With `agents` and `plotFile`: each agent's latency in the chart too. */
+  plotAgents?: boolean;
+  /** Run on agents through Redis (`--agents`), rather than here. */
+  agents?: {
+    redis: string;
+    redisKey?: string;
+    agents: number;
+    agentsTimeout?: number;
+  };
 }
 
 /**
@@ -38,6 +56,8 @@ export async function runLoad(run: LoadRun): Promise<number> {
     histogramFile,
     plotFile,
     label,
+    agents,
+    plotAgents,
     ...options
   } = run;
   const live = Deno.stderr.isTerminal();
@@ -47,22 +67,26 @@ export async function runLoad(run: LoadRun): Promise<number> {
   const encoder = new TextEncoder();
   let report: LoadReport;
   try {
-    report = await loadTest({
-      ...options,
+    const progress = {
       signal: stop.signal,
       progressInterval: live ? 250 : reportInterval,
-      onProgress: (p) => {
+      onProgress: (p: LoadProgress & { agents?: number }) => {
         const text = `${(p.elapsedMs / 1000).toFixed(1)} s: ${
           p.roundTrips.toLocaleString("en-US")
         } round trips, ${
           Math.round(p.rate).toLocaleString("en-US")
-        }/s, ${p.errors} errors`;
+        }/s, ${p.errors} errors${
+          p.agents === undefined ? "" : `, ${p.agents} agents`
+        }`;
         // On a terminal one line, rewritten in place; otherwise a line each.
         Deno.stderr.writeSync(
           encoder.encode(live ? `\r${text}\x1b[K` : `${text}\n`),
         );
       },
-    });
+    };
+    report = agents === undefined
+      ? await loadTest({ ...options, ...progress })
+      : await coordinateLoad({ ...options, ...agents, ...progress });
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);
     if (live) Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
@@ -74,13 +98,18 @@ export async function runLoad(run: LoadRun): Promise<number> {
       // Expected endings reconnect too.
       options.reconnectEvery !== undefined || (options.expect ?? []).length > 0,
       options.expect ?? [],
-    ),
+    ) + agentLines(report),
   );
   if (histogramFile !== undefined || plotFile !== undefined) {
     // Vega is loaded only for these files, not at every start.
     const { writeLatencyFiles } = await import("./plot.ts");
     try {
       await writeLatencyFiles(report, { histogramFile, plotFile, label });
+      const parts = (report as Partial<CoordinatedReport>).agents ?? [];
+      for (const part of plotAgents ? parts : []) {
+        if (part.report === undefined) continue;
+        await writeLatencyFiles(part.report, { plotFile, label: part.name });
+      }
     } catch (error) {
       printError((error as Error).message);
       return EXIT_FAILURE;
@@ -97,6 +126,19 @@ export async function runLoad(run: LoadRun): Promise<number> {
     );
     return EXIT_FAILURE;
   }
+  if ((report as CoordinatedReport).degraded) {
+    const lost = (report as CoordinatedReport).agents.filter((a) =>
+      a.report === undefined
+    );
+    printError(
+      `${lost.length} of ${
+        (report as CoordinatedReport).agents.length
+      } agents have no report: ${
+        lost.map((a) => `${a.name} (${a.problem})`).join(", ")
+      }`,
+    );
+    return EXIT_DEGRADED;
+  }
   const loss = lossPercent(report);
   if (maxLoss !== undefined && loss > maxLoss) {
     printError(
@@ -107,6 +149,24 @@ export async function runLoad(run: LoadRun): Promise<number> {
     return EXIT_FAILURE;
   }
   return EXIT_OK;
+}
+
+/** A line per agent after a report of a test on agents; none otherwise. */
+function agentLines(report: LoadReport): string {
+  const { agents } = report as Partial<CoordinatedReport>;
+  if (agents === undefined) return "";
+  const n = (x: number) => x.toLocaleString("en-US");
+  const line = (a: AgentPart) =>
+    `agent        ${a.name} (${a.host}, ${a.engine}): ${a.connections} connections, ${
+      n(a.roundTrips)
+    } round trips${
+      a.report === undefined
+        ? ` as last heard, ${a.problem}: not in the figures above`
+        : `, ${n(Math.round(a.report.roundTripsPerSecond))}/s, p99 ${
+          n(a.report.latencyUs.p99)
+        } µs`
+    }, ${a.errors} errors`;
+  return "\n" + agents.map(line).join("\n");
 }
 
 /** The share of datagrams that got no reply, in %. */
