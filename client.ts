@@ -74,6 +74,7 @@ async function main(args: string[]): Promise<number> {
         engine: v.engine,
         nativeIo: v["native-io"],
         allow: v["agent-allow"],
+        sourceAddresses: v["source-address"],
       });
     }
     if (LOAD_FLAGS.some((name) => spelled[name] !== undefined)) {
@@ -101,6 +102,7 @@ async function main(args: string[]): Promise<number> {
         label: v.label,
         maxLoss: v["max-loss"],
         reportInterval: (v["report-interval"] ?? 5) * 1000,
+        sourceAddresses: v["source-address"],
         plotAgents: v["plot-agents"],
         agents: v.agents === undefined ? undefined : {
           redis: v.redis!,

@@ -16,6 +16,7 @@ import {
 } from "./client/stream_load.ts";
 import { assertPositive, optionError } from "./_helpers.ts";
 import { ENDINGS_EXPECTED } from "./client/failures.ts";
+import { connectFrom, sourceAddresses } from "./client/sources.ts";
 import {
   assertNativeLoad,
   nativeLoad,
@@ -118,6 +119,22 @@ export async function loadTest(
   if (options.udp && expect.length > 0) {
     throw optionError("expect", "UDP has no connections to end", TypeError);
   }
+  const sources = options.sourceAddresses === undefined
+    ? []
+    : sourceAddresses(options.sourceAddresses);
+  if (
+    sources.length > 0 &&
+    (options.path !== undefined || options.udp ||
+      options.websocket !== undefined ||
+      (options.tls && engine !== "native") ||
+      options.sendProxy !== undefined)
+  ) {
+    throw optionError(
+      "sourceAddresses",
+      "TCP only (and TLS with engine native): not a Unix socket, UDP, WebSocket or a PROXY header",
+      TypeError,
+    );
+  }
   const message = messageBytes(
     options.message ?? 64,
     options.websocket !== undefined && !options.websocketBinary,
@@ -144,6 +161,7 @@ export async function loadTest(
       progressInterval,
       onProgress,
       signal,
+      sources,
     }, options);
   }
   if (engine !== "default") {
@@ -152,9 +170,23 @@ export async function loadTest(
   if (options.nativeIo !== undefined) {
     throw optionError("nativeIo", "needs engine native", TypeError);
   }
+  const sourceConnects = sources.map(() => 0);
+  const { hostname = "127.0.0.1", port = 9000 } = options;
   const open = "open" in server
     ? (index: number) =>
       Promise.resolve(datagramChannel(server, message, timeout, index))
+    : sources.length > 0
+    ? async (
+      index: number,
+      signal: AbortSignal | undefined,
+      connected: () => void,
+    ) => {
+      const at = index % sources.length;
+      sourceConnects[at]++;
+      const conn = await connectFrom(hostname, port, sources[at], signal);
+      connected();
+      return streamChannel(conn, message);
+    }
     : async (
       _: number,
       signal: AbortSignal | undefined,
@@ -215,6 +247,11 @@ export async function loadTest(
     lost: run.lost,
     ...run.failures.report(),
     cpuMs: run.cpu.ms,
+    ...(sources.length === 0 ? {} : {
+      sourceConnects: Object.fromEntries(
+        sources.map((a, i) => [a, sourceConnects[i]]),
+      ),
+    }),
   });
 }
 

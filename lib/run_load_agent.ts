@@ -27,6 +27,11 @@ export interface LoadAgentOptions {
   /** With `engine: "native"`, how it drives its sockets. */
   nativeIo?: LoadTestOptions["nativeIo"];
   /**
+   * This machine's source addresses for every run (see loadTest's
+   * `sourceAddresses`), instead of any the plan names.
+   */
+  sourceAddresses?: readonly string[];
+  /**
    * The addresses (CIDR blocks or addresses) a plan may aim at; a plan for
    * any other target, or for a Unix socket, is refused. Anyone who can
    * write to the Redis can otherwise make the agent connect anywhere it
@@ -177,6 +182,9 @@ export async function runLoadAgent(
           ...planOptions(plan.options),
           engine,
           nativeIo: options.nativeIo,
+          ...(options.sourceAddresses === undefined
+            ? {}
+            : { sourceAddresses: options.sourceAddresses }),
           signal: stop.signal,
           progressInterval: BEAT_MS,
           onProgress: (p) => {

@@ -1131,6 +1131,14 @@ export interface LoadTestOptions extends ConnectOptions {
    * epoll; the report says which ran. Only with `engine: "native"`.
    */
   nativeIo?: "io_uring" | "epoll";
+  /**
+   * Local addresses the connections come from, in turn (connection i from
+   * the i-th modulo their number), each an address or an IPv4 CIDR block
+   * (its hosts: `127.0.0.0/29` is `127.0.0.1` to `127.0.0.6`), so that one
+   * client holds more connections to one server port than one address has
+   * ports (about 64,000). TCP on either engine, TLS on the native one.
+   */
+  sourceAddresses?: readonly string[];
 }
 
 /** Counters of a running `loadTest`. */
@@ -1248,4 +1256,6 @@ export interface LoadReport {
   readonly cpuMs: number;
   /** How the native engine drove the sockets; absent with the default. */
   readonly nativeIo?: "io_uring" | "epoll";
+  /** With `sourceAddresses`: connects started from each of them. */
+  readonly sourceConnects?: Readonly<Record<string, number>>;
 }

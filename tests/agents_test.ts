@@ -8,6 +8,7 @@ import {
   coordinateLoad,
   type LoadAgentEvent,
   type LoadReport,
+  loadTest,
   runLoadAgent,
   serveEcho,
 } from "../mod.ts";
@@ -233,8 +234,12 @@ Deno.test("an agent refuses a plan for a target it does not allow, and says why;
   await agent.close();
 });
 
-/** A load agent as a process, named `name`. */
-function agentProcess(redisUrl: string, name: string): Spawned {
+/** A load agent as a process, named `name`, with more flags. */
+function agentProcess(
+  redisUrl: string,
+  name: string,
+  ...more: string[]
+): Spawned {
   return new Spawned(Deno.execPath(), [
     "run",
     LOCK,
@@ -248,6 +253,7 @@ function agentProcess(redisUrl: string, name: string): Spawned {
     "--agent",
     "--agent-name",
     name,
+    ...more,
   ]);
 }
 
@@ -272,7 +278,10 @@ Deno.test("three agents and a coordinator as processes: the merged report is the
   await using server = serveEcho({ port: 0 });
   await server.ready;
   const names = ["agent-1", "agent-2", "agent-3"];
-  const agents = names.map((name) => agentProcess(redis.url, name));
+  // Each agent from a source address of its own.
+  const agents = names.map((name, i) =>
+    agentProcess(redis.url, name, "--source-address", `127.0.0.${11 + i}`)
+  );
   try {
     for (const agent of agents) await agent.stderr.waitFor(/waiting for plans/);
     const result = await run(
@@ -294,6 +303,11 @@ Deno.test("three agents and a coordinator as processes: the merged report is the
     assert.deepEqual(parts.map((p) => p.name), names);
     assert.deepEqual(parts.map((p) => p.connections), [4, 3, 3]);
     assert.deepEqual(parts.map((p) => p.report.roundTrips), [1201, 900, 900]);
+    assert.deepEqual(parts.map((p) => p.report.sourceConnects), [
+      { "127.0.0.11": 4 },
+      { "127.0.0.12": 3 },
+      { "127.0.0.13": 3 },
+    ]);
     assert.equal(
       report.latencyHistogram,
       addHistograms(parts.map((p) => p.report.latencyHistogram)).histogram,
@@ -423,4 +437,91 @@ Deno.test("another plan version: the coordinator leaves such an agent out and na
     link.close();
   }
   await agent.close();
+});
+
+for (const engine of ["default", "native"] as const) {
+  Deno.test(`sourceAddresses [${engine}]: 40 connections over 127.0.0.0/29 reach the server from its 6 hosts, as the report counts them`, async () => {
+    // A server that notes where each connection comes from, and echoes.
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const peers = new Map<string, number>();
+    const serving = (async () => {
+      const echoes: Promise<void>[] = [];
+      for await (const conn of listener) {
+        const { hostname } = conn.remoteAddr as Deno.NetAddr;
+        peers.set(hostname, (peers.get(hostname) ?? 0) + 1);
+        echoes.push(
+          conn.readable.pipeTo(conn.writable).catch(() => {}),
+        );
+      }
+      await Promise.all(echoes);
+    })();
+    const report = await loadTest({
+      port: listener.addr.port,
+      connections: 40,
+      count: 400,
+      sourceAddresses: ["127.0.0.0/29"],
+      engine,
+    });
+    listener.close();
+    await serving;
+    assert.equal(report.roundTrips, 400);
+    const hosts = ["1", "2", "3", "4", "5", "6"].map((h) => `127.0.0.${h}`);
+    assert.deepEqual(Object.keys(report.sourceConnects!), hosts);
+    assert.deepEqual(Object.values(report.sourceConnects!), [7, 7, 7, 7, 6, 6]);
+    assert.deepEqual([...peers.keys()].sort(), hosts);
+    assert.deepEqual(
+      hosts.map((h) => peers.get(h)),
+      Object.values(report.sourceConnects!),
+    );
+  });
+}
+
+Deno.test("sourceAddresses: what is not an address or an IPv4 block, and what they cannot go with, are option errors", async () => {
+  for (
+    const [sources, message] of [
+      [["127.0.0.0/33"], /127\.0\.0\.0\/33: bad prefix length/],
+      [["nonsense"], /nonsense is not an address or an IPv4 CIDR block/],
+      [["::1/120"], /::1\/120 is not an address or an IPv4 CIDR block/],
+      [["10.0.0.0/8"], /more than 4096 addresses/],
+    ] as const
+  ) {
+    await assert.rejects(
+      loadTest({ port: 9, count: 1, sourceAddresses: sources }),
+      message,
+    );
+  }
+  await assert.rejects(
+    loadTest({ udp: true, port: 9, count: 1, sourceAddresses: ["127.0.0.1"] }),
+    /sourceAddresses: TCP only/,
+  );
+});
+
+Deno.test("the command line: a Redis that does not answer is one line and exit 1, for an agent and a coordinator", async () => {
+  const dead = "redis://127.0.0.1:9";
+  const agent = await run(Deno.execPath(), [
+    ...["run", LOCK, "--allow-net", "--allow-sys=hostname", CLIENT],
+    ...["--redis", dead, "--agent"],
+  ]);
+  assert.equal(agent.code, 1);
+  assert.match(
+    agent.stderr,
+    /^error: Cannot start the agent: Redis at redis:\/\/127\.0\.0\.1:9: [^\n]+\n$/,
+  );
+  const coordinator = await run(Deno.execPath(), [
+    ...["run", LOCK, "--allow-net", "--allow-sys=hostname", CLIENT],
+    ...["--redis", dead, "--agents", "2", "--connections", "2"],
+  ]);
+  assert.equal(coordinator.code, 1);
+  assert.match(
+    coordinator.stderr,
+    /^error: Load test on agents failed: Redis at redis:\/\/127\.0\.0\.1:9: [^\n]+\n$/,
+  );
+  const usage = await run(Deno.execPath(), [
+    ...["run", LOCK, "--allow-net", CLIENT, "--redis", dead, "--agents", "2"],
+  ]);
+  assert.equal(usage.code, 2);
+  assert.equal(
+    usage.stderr,
+    "error: --agents needs a load test (--connections, --count, --duration, ...) (see --help)\n",
+  );
 });

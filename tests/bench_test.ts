@@ -275,6 +275,17 @@ Deno.test("deno task bench:websocket measures our server and Node's ws without a
   assert.match(out, /^\| ours ÷ Node \| \d+\.\d+× \| \d+\.\d+× \|$/m);
 });
 
+Deno.test("deno task bench:agents measures a load alone and on one agent through Redis without an error", async () => {
+  const out = await runBench("agents.ts", ["--reps", "1", "--duration", "0.3"]);
+  assert.match(out, /errors in all runs: 0$/m);
+  assert.match(out, /^\| this process alone \| [\d,]+ \|$/m);
+  assert.match(out, /^\| one agent, through Redis \| [\d,]+ \|$/m);
+  assert.match(
+    out,
+    /^\| coordination costs \(median of the repetitions' costs\) \| -?\d+\.\d+ % \|$/m,
+  );
+});
+
 /**
  * Runs `bench/NAME` briefly with `args`: it must exit 0; resolves what it
  * printed.

@@ -164,6 +164,16 @@ export const CLIENT_FLAGS = {
     short: "i",
     help: "talk to the server line by line",
   },
+  "source-address": {
+    group: "agents",
+    arg: "ADDR",
+    option: "sourceAddresses",
+    multiple: true,
+    help: "load test: connect from this local address, or each host of " +
+      "this IPv4 CIDR block, in turn (again for more), past ~64,000 " +
+      "connections to one server port; TCP, and TLS with --engine native",
+    parse: text,
+  },
   redis: {
     group: "agents",
     arg: "URL",
@@ -408,6 +418,7 @@ export const LOAD_FLAGS = [
   "report-interval",
   "json",
   "max-loss",
+  "source-address",
 ] as const;
 
 /** The groups of client.ts's --help; plain --help shows the common ones. */
@@ -420,7 +431,7 @@ export const CLIENT_GROUPS: HelpGroups = {
   udp: { title: "UDP" },
   websocket: { title: "WebSocket" },
   agents: {
-    title: "Load agents (one test on many machines, through Redis)",
+    title: "Load beyond one machine: agents through Redis, source addresses",
   },
   chat: {
     title: "Chat (interactively)",

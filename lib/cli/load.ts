@@ -151,6 +151,19 @@ export async function runLoad(run: LoadRun): Promise<number> {
   return EXIT_OK;
 }
 
+/** With source addresses, how many connects each made (20 at most). */
+function sourceLines(r: LoadReport): string[] {
+  if (r.sourceConnects === undefined) return [];
+  const all = Object.entries(r.sourceConnects);
+  const used = all.filter(([, n]) => n > 0).length;
+  const shown = all.slice(0, 20).map(([a, n]) => `${a} ${n}`).join(", ");
+  return [
+    `sources      ${used} of ${all.length} used: ${shown}${
+      all.length > 20 ? `, and ${all.length - 20} more` : ""
+    }`,
+  ];
+}
+
 /** A line per agent after a report of a test on agents; none otherwise. */
 function agentLines(report: LoadReport): string {
   const { agents } = report as Partial<CoordinatedReport>;
@@ -238,6 +251,7 @@ function formatReport(
         ? `, ${r.lost} lost (${lossPercent(r).toFixed(2)} %)`
         : ""
     }`,
+    ...sourceLines(r),
     `client CPU   ${n(r.cpuMs / 1000, 2)} s (${
       n(seconds > 0 ? r.cpuMs / r.durationMs * 100 : 0)
     } % of one core)${

@@ -251,7 +251,10 @@ export interface Channel {
   close(): void;
 }
 
-export function streamChannel(conn: Deno.Conn, message: Uint8Array): Channel {
+export function streamChannel(
+  conn: Pick<Deno.Conn, "read" | "write" | "close">,
+  message: Uint8Array,
+): Channel {
   // One byte more than the message: every read then asks for more than the
   // echo owed, so it comes back short, which tells Deno the socket is
   // drained; a read that exactly fills its view makes the next read try
@@ -344,7 +347,7 @@ export function datagramChannel(
  * server closed before sending any.
  */
 async function readEcho(
-  conn: Deno.Conn,
+  conn: Pick<Deno.Conn, "read">,
   into: Uint8Array,
   expected: number,
 ): Promise<number> {

@@ -71,6 +71,9 @@ export const SO_REUSEPORT = 15;
 export const SO_ERROR = 4;
 export const SO_LINGER = 13;
 export const IPPROTO_TCP = 6;
+export const IPPROTO_IP = 0;
+/** Linux: bind() picks no port; connect() does, per destination. */
+export const IP_BIND_ADDRESS_NO_PORT = 24;
 export const TCP_NODELAY = 1;
 export const IPPROTO_IPV6 = 41;
 export const IPV6_V6ONLY = 26;

@@ -59,7 +59,7 @@ export class EpollLoad extends LoadLoop {
   protected override open(index: number, reuse?: Conn): void {
     const { libc } = this.native;
     const address = this.address;
-    const fd = this.socket(SOCK_NONBLOCK);
+    const fd = this.socket(SOCK_NONBLOCK, index);
     if (fd < 0) return;
     if (libc.connect(fd, address, address.length) < 0) {
       const errno = this.native.errno();

@@ -34,6 +34,8 @@ import {
   EPIPE,
   errnoText,
   fromSockaddr,
+  IP_BIND_ADDRESS_NO_PORT,
+  IPPROTO_IP,
   IPPROTO_TCP,
   MSG_NOSIGNAL,
   type Native,
@@ -89,6 +91,8 @@ export interface LoadPlan extends SchedulePlan {
   /** Endings that are outcomes, not failures: the slot reconnects. */
   expect: Ending[];
   io: NativeIo;
+  /** Local addresses the connections come from, in turn; any without. */
+  sources?: string[];
 }
 
 /** What a TLS load test checks and presents. */
@@ -127,6 +131,8 @@ export interface LoadResult extends PhaseFigures {
   cpuMs: number;
   /** TLS: handshakes counted that resumed a session. */
   resumedHandshakes?: number;
+  /** Connects started from each source address, with `sources`. */
+  sourceConnects?: Record<string, number>;
 }
 
 /**
@@ -208,6 +214,9 @@ export abstract class LoadLoop {
   protected readonly tls: TlsContext | undefined;
   #plain: Uint8Array | undefined;
   #resumed = 0;
+  /** The source addresses, as `sockaddr`s, and the connects from each. */
+  #sources: Uint8Array[];
+  #sourceConnects: number[];
 
   constructor(native: Native, config: LoadConfig) {
     this.native = native;
@@ -216,6 +225,8 @@ export abstract class LoadLoop {
       ? sockaddr(native, config.hostname, config.port)
       : unixSockaddr(config.path);
     this.#family = this.address[0] | this.address[1] << 8;
+    this.#sources = (config.sources ?? []).map((a) => sockaddr(native, a, 0));
+    this.#sourceConnects = this.#sources.map(() => 0);
     this.#schedule = new LoadSchedule(config, native.now());
     this.#failures = new Failures(config.expect);
     if (config.timeout > 0) {
@@ -265,7 +276,7 @@ export abstract class LoadLoop {
    * A TCP socket of the server's family, with `flags` (SOCK_NONBLOCK, say)
    * and TCP_NODELAY; -1, the failure counted, when the system refuses one.
    */
-  protected socket(flags: number): number {
+  protected socket(flags: number, index: number): number {
     const { libc } = this.native;
     const type = this.config.udp ? SOCK_DGRAM : SOCK_STREAM;
     const fd = libc.socket(this.#family, type | SOCK_CLOEXEC | flags, 0);
@@ -275,6 +286,24 @@ export abstract class LoadLoop {
     }
     if (this.#family !== AF_UNIX && !this.config.udp) {
       libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, this.#one, 4);
+    }
+    if (this.#sources.length > 0) {
+      // Connection `index` from source `index mod n`; its port is picked
+      // at connect(), per destination, so a source is not limited to one
+      // connection a port.
+      const at = index % this.#sources.length;
+      const source = this.#sources[at];
+      libc.setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, this.#one, 4);
+      if (libc.bind(fd, source, source.length) < 0) {
+        const errno = this.native.errno();
+        libc.close(fd);
+        this.fail(
+          "connect",
+          `bind ${this.config.sources![at]}: ${errnoText(errno)}`,
+        );
+        return -1;
+      }
+      this.#sourceConnects[at]++;
     }
     return fd;
   }
@@ -737,6 +766,11 @@ export abstract class LoadLoop {
       lost: this.#lost,
       ...this.#failures.report(),
       cpuMs: this.#cpu.ms,
+      ...(this.#sources.length === 0 ? {} : {
+        sourceConnects: Object.fromEntries(
+          this.config.sources!.map((a, i) => [a, this.#sourceConnects[i]]),
+        ),
+      }),
     };
   }
 }

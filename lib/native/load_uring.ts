@@ -76,7 +76,7 @@ export class UringLoad extends LoadLoop {
 
   protected override open(index: number): void {
     // A blocking socket: io_uring waits for it on its own.
-    const fd = this.socket(0);
+    const fd = this.socket(0, index);
     if (fd < 0) return;
     const conn = new Conn(fd, index);
     const at = this.#slotsAt + index * this.#slotSize;

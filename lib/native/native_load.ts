@@ -114,6 +114,7 @@ export async function nativeLoad(
         timeout: options.timeout,
         warmup: options.warmup,
         duration: options.duration,
+        sources: options.sources,
         io,
         wakeFd,
         control: control.buffer as SharedArrayBuffer,
