@@ -1,6 +1,13 @@
 import type { LoadProgress, LoadReport } from "./load.ts";
 import { assertPositive } from "./_helpers.ts";
-import { type AgentInfo, BEAT_MS, LoadLink } from "./agents/link.ts";
+import {
+  type AgentEvent,
+  type AgentInfo,
+  BEAT_MS,
+  LoadLink,
+} from "./agents/link.ts";
+import { encodeHistogram, latencyHistogram } from "./client/latency.ts";
+import { addHistograms } from "./agents/merge.ts";
 import {
   type LoadPlan,
   PLAN_VERSION,
@@ -47,6 +54,62 @@ export interface CoordinateLoadOptions extends PlanOptions {
   signal?: AbortSignal;
 }
 
+/** An agent's progress, as it says it. */
+type ProgressEvent = Extract<AgentEvent, { kind: "progress" }>;
+
+/**
+ * What an agent lost mid-run had done by its last progress, as a report
+ * to merge: its round trips, errors and latencies; the rest as `like` (an
+ * agent's report of the same run) says, or as the plan does.
+ */
+function partialReport(
+  part: AgentPart,
+  last: ProgressEvent,
+  load: PlanOptions,
+  like: LoadReport | undefined,
+): LoadReport {
+  const latency = addHistograms([last.latencyHistogram!]);
+  const none = addHistograms([encodeHistogram(latencyHistogram())]);
+  const { message = 64 } = load;
+  const messageBytes = like?.messageBytes ??
+    (typeof message === "number"
+      ? message
+      : typeof message === "string"
+      ? new TextEncoder().encode(message).length
+      : message.length);
+  const seconds = last.elapsedMs / 1000;
+  return {
+    address: like?.address ?? load.path ??
+      `${load.hostname ?? "127.0.0.1"}:${load.port ?? 9000}`,
+    connections: part.connections,
+    connected: part.connections,
+    messageBytes,
+    roundTrips: last.roundTrips,
+    durationMs: last.elapsedMs,
+    roundTripsPerSecond: seconds > 0 ? last.roundTrips / seconds : 0,
+    megabytesPerSecond: seconds > 0
+      ? last.roundTrips * messageBytes / seconds / 1e6
+      : 0,
+    latencyUs: latency.summary,
+    latencyHistogram: latency.histogram,
+    connects: 0,
+    connectLatencyUs: none.summary,
+    connectLatencyHistogram: none.histogram,
+    lost: 0,
+    connectErrors: 0,
+    closedBeforeEcho: 0,
+    mismatches: 0,
+    otherErrors: last.errors,
+    resets: 0,
+    closes: 0,
+    timeouts: 0,
+    errorMessages: last.errors > 0
+      ? [`${last.errors} errors before it was lost (${part.problem})`]
+      : [],
+    cpuMs: 0,
+  };
+}
+
 /** How long an agent's heartbeat may stay missing before it counts as gone. */
 const GONE_MS = 2 * BEAT_MS;
 
@@ -68,9 +131,14 @@ export interface AgentPart {
   errors: number;
   /**
    * Why it has no report: it went (no heartbeat for 5 s), it refused the
-   * plan, or it did not report in time. Its last progress is kept.
+   * plan, or it did not report in time.
    */
   problem?: string;
+  /**
+   * Without a report: its part up to its last progress (round trips,
+   * errors, latencies) is in the merged report, which says so.
+   */
+  partial?: boolean;
 }
 
 /** The merged report of a run on agents, and each agent's part. */
@@ -135,7 +203,8 @@ export async function coordinateLoad(
       roundTrips: 0,
       errors: 0,
     }));
-    await follow(link, reader, run, states, {
+    const lastProgress = new Map<string, ProgressEvent>();
+    await follow(link, reader, run, states, lastProgress, {
       startAt,
       load,
       onProgress,
@@ -143,7 +212,17 @@ export async function coordinateLoad(
       signal,
     });
     const done = states.filter((s) => s.report !== undefined);
-    if (done.length === 0) {
+    const merging = [...done.map((s) => [s.name, s.report!] as const)];
+    // An agent lost mid-run: what it had done by its last progress.
+    for (const s of states) {
+      const last = lastProgress.get(s.name);
+      if (s.report !== undefined || last?.latencyHistogram === undefined) {
+        continue;
+      }
+      s.partial = true;
+      merging.push([s.name, partialReport(s, last, load, done[0]?.report)]);
+    }
+    if (merging.length === 0) {
       throw new Error(
         `no agent reported: ${
           states.map((s) => `${s.name} (${s.problem})`).join(", ")
@@ -151,8 +230,8 @@ export async function coordinateLoad(
       );
     }
     const merged = mergeReports(
-      done.map((s) => s.report!),
-      done.map((s) => s.name),
+      merging.map(([, report]) => report),
+      merging.map(([name]) => name),
     );
     return {
       ...merged,
@@ -208,6 +287,7 @@ async function follow(
   reader: LoadLink,
   run: string,
   states: AgentPart[],
+  lastProgress: Map<string, ProgressEvent>,
   context: {
     startAt: number;
     load: PlanOptions;
@@ -236,7 +316,7 @@ async function follow(
       (load.warmup ?? 0) + load.duration + (load.timeout ?? 10_000) + 30_000;
   const silentSince = new Map<string, number>();
   const started = performance.now();
-  let lastProgress = started;
+  let lastShown = started;
   try {
     const open = () =>
       states.filter((s) => s.report === undefined && !s.problem);
@@ -258,6 +338,7 @@ async function follow(
         const state = byName.get(event.agent);
         if (state === undefined || state.report !== undefined) continue;
         if (event.kind === "progress") {
+          lastProgress.set(state.name, event);
           state.roundTrips = event.roundTrips;
           state.errors = event.errors;
           rates.set(state.name, event.rate);
@@ -294,9 +375,9 @@ async function follow(
       const now = performance.now();
       if (
         context.onProgress !== undefined &&
-        now - lastProgress >= context.progressInterval
+        now - lastShown >= context.progressInterval
       ) {
-        lastProgress = now;
+        lastShown = now;
         context.onProgress({
           elapsedMs: now - started,
           roundTrips: states.reduce((n, s) => n + s.roundTrips, 0),

@@ -160,6 +160,7 @@ export async function loadTest(
       expect,
       progressInterval,
       onProgress,
+      progressHistogram: options.progressHistogram,
       signal,
       sources,
     }, options);
@@ -222,6 +223,9 @@ export async function loadTest(
       roundTrips: run.schedule.completed,
       rate: (run.schedule.completed - lastCount) / ((now - lastAt) / 1000),
       errors: run.errors,
+      ...(options.progressHistogram
+        ? { latencyHistogram: encodeHistogram(run.schedule.histogram) }
+        : {}),
     });
     lastCount = run.schedule.completed;
     lastAt = now;

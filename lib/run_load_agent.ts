@@ -187,13 +187,16 @@ export async function runLoadAgent(
             : { sourceAddresses: options.sourceAddresses }),
           signal: stop.signal,
           progressInterval: BEAT_MS,
+          progressHistogram: true,
           onProgress: (p) => {
             link.say(run, {
               kind: "progress",
               agent: name,
+              elapsedMs: p.elapsedMs,
               roundTrips: p.roundTrips,
               rate: p.rate,
               errors: p.errors,
+              latencyHistogram: p.latencyHistogram,
             }).catch(() => {});
           },
         });

@@ -1139,6 +1139,13 @@ export interface LoadTestOptions extends ConnectOptions {
    * ports (about 64,000). TCP on either engine, TLS on the native one.
    */
   sourceAddresses?: readonly string[];
+  /**
+   * Each progress report carries the latency histogram so far (what a load
+   * agent sends its coordinator, so that a part cut short still counts).
+   *
+   * @default {false}
+   */
+  progressHistogram?: boolean;
 }
 
 /** Counters of a running `loadTest`. */
@@ -1151,6 +1158,11 @@ export interface LoadProgress {
   readonly rate: number;
   /** Errors of every kind so far. */
   readonly errors: number;
+  /**
+   * With `progressHistogram`: the latencies so far, encoded as the report's
+   * `latencyHistogram` (on the native engine, as of the last progress).
+   */
+  readonly latencyHistogram?: string;
 }
 
 /** Latency figures of a {@linkcode LoadReport}, in microseconds. */

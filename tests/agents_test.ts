@@ -21,6 +21,7 @@ import {
   latencyHistogram,
 } from "../lib/client/latency.ts";
 import { startRedis } from "./_redis.ts";
+import { tempDir } from "./_helpers.ts";
 import { CLIENT, LOCK, run, Spawned } from "./_process.ts";
 
 Deno.test("a test splits among agents exactly: connections, count and rate add up to what was asked", () => {
@@ -284,11 +285,14 @@ Deno.test("three agents and a coordinator as processes: the merged report is the
   );
   try {
     for (const agent of agents) await agent.stderr.waitFor(/waiting for plans/);
+    await using dir = await tempDir();
+    const chart = `${dir.path}/latency.svg`;
     const result = await run(
       Deno.execPath(),
       coordinatorArgs(redis.url, [
         ...["--agents", "3", "--port", String(server.addr.port)],
         ...["--connections", "10", "--count", "3001", "--json"],
+        ...["--plot", chart, "--plot-agents", "--label", "all three"],
       ]),
     );
     assert.equal(result.code, 0, result.stderr);
@@ -316,6 +320,11 @@ Deno.test("three agents and a coordinator as processes: the merged report is the
       report.connects,
       parts.reduce((n, p) => n + p.report.connects, 0),
     );
+    // The chart: the merged run and each agent, by name.
+    const svg = await Deno.readTextFile(chart);
+    for (const name of ["all three", ...names]) {
+      assert.ok(svg.includes(name), `${name} is not in the chart`);
+    }
     for (const agent of agents) await agent.stderr.waitFor(/reported$/);
   } finally {
     for (const agent of agents) await agent[Symbol.asyncDispose]();
@@ -349,9 +358,22 @@ Deno.test("an agent killed mid-run is reported by name, the run ends on time, an
     assert.ok(performance.now() - began < 15_000);
     assert.equal(code, 3, coordinator.stderr.text);
     await coordinator.stdout.waitFor(
-      /^agent {8}k2 \(.*\): 1 connections, [\d,]+ round trips as last heard, gone \(no heartbeat\): not in the figures above, 0 errors$/,
+      /^agent {8}k2 \(.*\): 1 connections, [\d,]+ round trips by its last progress, gone \(no heartbeat\): partial, in the figures above up to then, 0 errors$/,
     );
     await coordinator.stdout.waitFor(/^agent {8}k1 .* round trips, [\d,]+\/s/);
+    // The merged round trips: the two reports', and k2's up to its last
+    // progress.
+    const count = (line: string) =>
+      Number(/ ([\d,]+) round trips/.exec(line)![1].replaceAll(",", ""));
+    const total = /^round trips {2}([\d,]+) in/.exec(
+      await coordinator.stdout.waitFor(/^round trips {2}/),
+    )![1];
+    const parts = coordinator.stdout.lines.filter((l) => l.startsWith("agent"));
+    assert.equal(parts.length, 3);
+    assert.equal(
+      Number(total.replaceAll(",", "")),
+      parts.reduce((n, l) => n + count(l), 0),
+    );
     await coordinator.stderr.waitFor(
       /^error: 1 of 3 agents have no report: k2 \(gone \(no heartbeat\)\)$/,
     );
@@ -525,3 +547,33 @@ Deno.test("the command line: a Redis that does not answer is one line and exit 1
     "error: --agents needs a load test (--connections, --count, --duration, ...) (see --help)\n",
   );
 });
+
+for (const engine of ["default", "native"] as const) {
+  Deno.test(`progressHistogram [${engine}]: each progress carries the latencies so far, which an agent sends its coordinator`, async () => {
+    await using server = serveEcho({ port: 0 });
+    await server.ready;
+    const seen: string[] = [];
+    const report = await loadTest({
+      port: server.addr.port,
+      connections: 2,
+      duration: 1200,
+      engine,
+      progressInterval: 200,
+      progressHistogram: true,
+      onProgress: (p) => {
+        if (p.latencyHistogram !== undefined) seen.push(p.latencyHistogram);
+      },
+    });
+    assert.ok(seen.length >= 2, `${seen.length} histograms`);
+    const counts = seen.map((encoded) => {
+      const h = decodeHistogram(encoded);
+      const n = h.totalCount;
+      h.destroy();
+      return n;
+    });
+    // They grow, and never pass what the report counts.
+    assert.ok(counts.at(-1)! > 0);
+    assert.deepEqual([...counts].sort((a, b) => a - b), counts);
+    assert.ok(counts.at(-1)! <= report.roundTrips);
+  });
+}

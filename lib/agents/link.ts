@@ -37,9 +37,12 @@ export type AgentEvent =
   | {
     kind: "progress";
     agent: string;
+    elapsedMs: number;
     roundTrips: number;
     rate: number;
     errors: number;
+    /** The latencies so far (see LoadProgress). */
+    latencyHistogram?: string;
   }
   | { kind: "report"; agent: string; report: unknown }
   | { kind: "refused"; agent: string; reason: string };

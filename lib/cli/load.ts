@@ -174,7 +174,9 @@ function agentLines(report: LoadReport): string {
       n(a.roundTrips)
     } round trips${
       a.report === undefined
-        ? ` as last heard, ${a.problem}: not in the figures above`
+        ? a.partial
+          ? ` by its last progress, ${a.problem}: partial, in the figures above up to then`
+          : ` as last heard, ${a.problem}: not in the figures above`
         : `, ${n(Math.round(a.report.roundTripsPerSecond))}/s, p99 ${
           n(a.report.latencyUs.p99)
         } µs`

@@ -56,6 +56,8 @@ import { CLOSED, freeSaved, TlsSession } from "../tls/session.ts";
 
 /** `control[0]`: 0 while running, 1 once the calling thread says stop. */
 export const STOP_LOAD = 1;
+/** `control[0]`: the calling thread asks for the latency histogram so far. */
+export const SNAPSHOT_LOAD = 2;
 /** Where the calling thread reads progress: round trips done, errors. */
 export const PROGRESS_DONE = 0;
 export const PROGRESS_ERRORS = 1;
@@ -95,6 +97,9 @@ export interface LoadPlan extends SchedulePlan {
   sources?: string[];
 }
 
+/** Where the loop sends the histogram so far, when asked (SNAPSHOT_LOAD). */
+export type Snapshots = (latencyHistogram: string) => void;
+
 /** What a TLS load test checks and presents. */
 export interface LoadTlsPlan extends ClientTlsOptions {
   /** The name asked for (SNI) and whose certificate is accepted. */
@@ -106,6 +111,7 @@ export interface LoadConfig extends LoadPlan {
   wakeFd: number;
   control: Int32Array;
   progress: Float64Array;
+  snapshots?: Snapshots;
 }
 
 /** What it measured (latency in µs), for the calling thread's report. */
@@ -467,7 +473,14 @@ export abstract class LoadLoop {
 
   /** The calling thread wrote the eventfd: stop, maybe. */
   protected woken(): void {
-    if (Atomics.load(this.config.control, 0) !== STOP_LOAD) return;
+    const { control } = this.config;
+    if (
+      Atomics.compareExchange(control, 0, SNAPSHOT_LOAD, 0) === SNAPSHOT_LOAD
+    ) {
+      this.config.snapshots?.(encodeHistogram(this.#schedule.histogram));
+      return;
+    }
+    if (Atomics.load(control, 0) !== STOP_LOAD) return;
     this.#stop(this.native.now());
   }
 

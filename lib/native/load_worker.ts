@@ -21,6 +21,7 @@ export interface LoadWorkerInit extends LoadPlan {
 export type FromLoadWorker =
   | { t: "started" }
   | { t: "result"; result: LoadResult }
+  | { t: "snapshot"; latencyHistogram: string }
   | { t: "failed"; message: string };
 
 const scope = globalThis as unknown as {
@@ -38,6 +39,8 @@ scope.onmessage = (event) => {
       ...init,
       control: new Int32Array(init.control),
       progress: new Float64Array(init.progress),
+      snapshots: (latencyHistogram) =>
+        scope.postMessage({ t: "snapshot", latencyHistogram }),
     };
     const loop = init.io === "io_uring"
       ? new UringLoad(native, config)

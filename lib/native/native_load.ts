@@ -13,7 +13,12 @@ import {
   type Native,
   openLibc,
 } from "./ffi.ts";
-import { PROGRESS_DONE, PROGRESS_ERRORS, STOP_LOAD } from "./load_loop.ts";
+import {
+  PROGRESS_DONE,
+  PROGRESS_ERRORS,
+  SNAPSHOT_LOAD,
+  STOP_LOAD,
+} from "./load_loop.ts";
 import type { FromLoadWorker, LoadWorkerInit } from "./load_worker.ts";
 import type { LoadPlan, LoadResult, NativeIo } from "./load_loop.ts";
 
@@ -34,7 +39,10 @@ export interface NativeLoadOptions extends Omit<LoadPlan, "io"> {
     roundTrips: number;
     rate: number;
     errors: number;
+    latencyHistogram?: string;
   }) => void;
+  /** Progress carries the latency histogram so far (a tick late). */
+  progressHistogram?: boolean;
   signal: AbortSignal | undefined;
 }
 
@@ -64,6 +72,8 @@ export async function nativeLoad(
   let lastCount = 0;
   let lastAt = startedAt;
   const { onProgress } = options;
+  /** The histogram the loop last sent, when asked for (progressHistogram). */
+  let snapshot: string | undefined;
   const tick = () => {
     const now = performance.now();
     const done = progress[PROGRESS_DONE];
@@ -72,7 +82,14 @@ export async function nativeLoad(
       roundTrips: done,
       rate: (done - lastCount) / ((now - lastAt) / 1000),
       errors: progress[PROGRESS_ERRORS],
+      ...(snapshot === undefined ? {} : { latencyHistogram: snapshot }),
     });
+    if (
+      options.progressHistogram &&
+      Atomics.compareExchange(control, 0, 0, SNAPSHOT_LOAD) === 0
+    ) {
+      native.libc.write(wakeFd, one, one.byteLength);
+    }
     lastCount = done;
     lastAt = now;
   };
@@ -86,11 +103,12 @@ export async function nativeLoad(
   options.signal?.addEventListener("abort", stop, { once: true });
   try {
     const outcome = await new Promise<
-      Exclude<FromLoadWorker, { t: "started" }>
+      Exclude<FromLoadWorker, { t: "started" } | { t: "snapshot" }>
     >((resolve) => {
       worker.onmessage = (event: MessageEvent<FromLoadWorker>) => {
         const message = event.data;
         if (message.t === "started") started();
+        else if (message.t === "snapshot") snapshot = message.latencyHistogram;
         else resolve(message);
       };
       worker.onerror = (event: ErrorEvent) => {
