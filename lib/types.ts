@@ -629,7 +629,8 @@ export interface EchoServerStats {
   /**
    * Connections lost before they could be served: `accept()` failed for
    * that one connection, most often because the client reset it while it
-   * waited to be accepted. Not in `accepted`.
+   * waited to be accepted (on the stream listener or the WebSocket
+   * listener). Not in `accepted`.
    */
   readonly acceptErrors: number;
   /**

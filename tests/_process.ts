@@ -254,3 +254,21 @@ export async function assertUsageErrors(
     assert.equal(result.stdout.length, 0, label);
   }
 }
+
+/**
+ * Connects `count` times to 127.0.0.1:`port` and resets each connection at
+ * once (SO_LINGER 0, through Python's socket module), synchronously: this
+ * event loop, and so a server's accept loop here, stays away until every
+ * one of them waits in the listen queue, reset.
+ */
+export function resetClients(port: number, count: number): void {
+  const script = `import socket, struct, sys
+for _ in range(int(sys.argv[2])):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()`;
+  const { success } = new Deno.Command("python3", {
+    args: ["-c", script, String(port), String(count)],
+  }).outputSync();
+  if (!success) throw new Error("python3 could not connect and reset");
+}

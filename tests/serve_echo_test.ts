@@ -4,6 +4,7 @@ import net from "node:net";
 import { once } from "node:events";
 import { echoOnce, serveEcho } from "../mod.ts";
 import { ENGINES, engineTest } from "./_engines.ts";
+import { resetClients } from "./_process.ts";
 import {
   captureLogs,
   concat,
@@ -18,11 +19,6 @@ import {
 const logs = await captureLogs();
 
 /** Connects to 127.0.0.1:argv[1] argv[2] times, resetting each (SO_LINGER 0). */
-const RESET_CLIENTS = `import socket, struct, sys
-for _ in range(int(sys.argv[2])):
-    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    s.close()`;
 
 engineTest(
   "serveEcho() echoes payloads of every size back exactly",
@@ -340,13 +336,7 @@ engineTest(
     logs.clear();
     await using server = serveEcho({ port: 0, engine });
     const resets = 50;
-    // Python's socket module can reset (SO_LINGER 0); the synchronous run
-    // keeps this event loop, and so the accept loop, away until all of them
-    // wait in the listen queue, reset.
-    const { success } = new Deno.Command("python3", {
-      args: ["-c", RESET_CLIENTS, String(server.addr.port), String(resets)],
-    }).outputSync();
-    assert.ok(success, "python3 could not connect and reset");
+    resetClients(server.addr.port, resets);
     // Queued behind every reset connection; without the fix each one cost a
     // backoff of up to a second.
     assert.equal(await echoOnce("alive", { port: server.addr.port }), "alive");

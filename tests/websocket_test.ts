@@ -19,6 +19,7 @@ import {
   assertUsageErrors,
   CLIENT,
   LOCK,
+  resetClients,
   run,
   runClient,
   SERVER,
@@ -1041,4 +1042,16 @@ Deno.test("the framings, free of I/O: echo cuts the bytes written back where the
   assert.deepEqual(lines.sent(Uint8Array.of(0x61, 0xff, 0x0a)), [
     text("a\ufffd"),
   ]);
+});
+
+Deno.test("clients that reset while queued on the WebSocket listener are counted as accept errors, as the stream listener's are, and the next upgrade is served", async () => {
+  const { server, url } = await serveBoth();
+  await using _server = server;
+  const resets = 20;
+  resetClients(server.websocketAddr!.port, resets);
+  await using ws = await WsClient.open(url);
+  ws.send("still here");
+  assert.deepEqual(await ws.received(1), ["still here"]);
+  // Deno's accept() fails on a reset socket (it asks for its peer).
+  assert.equal(server.stats.acceptErrors, resets);
 });

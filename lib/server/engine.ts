@@ -176,6 +176,7 @@ export class Server implements Backend {
         if (this.#log.isEnabledFor("info")) this.#emit(record);
       },
       delayed: (bytes) => this.#counters[FAULT_DELAYED] += bytes,
+      acceptFailed: (error) => this.#emit(acceptFailed(this.#counters, error)),
       faulted: (peer, action, faults) => {
         const record = faulted(this.#counters, peer, action, faults);
         if (this.#log.isEnabledFor("debug")) this.#emit(record);

@@ -38,6 +38,11 @@ export interface TransportEvents {
   ): void;
   /** Faults held `bytes` back (a latency, a bandwidth, a slicer). */
   delayed(bytes: number): void;
+  /**
+   * accept() failed on a listener the transport serves itself (the
+   * WebSocket listener's HTTP server), which accepts again in a moment.
+   */
+  acceptFailed(error: string): void;
 }
 
 import type { FaultAction } from "../types.ts";

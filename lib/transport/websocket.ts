@@ -9,7 +9,7 @@
 // a close code, takes unmasked frames, and reads a WebSocket whether or
 // not anyone reads its messages. Not exported from mod.ts.
 
-import { formatAddr, textResponse } from "../_helpers.ts";
+import { describeError, formatAddr, textResponse } from "../_helpers.ts";
 import { addressList } from "../rules/cidr.ts";
 import { forwardedClient } from "../websocket/forwarded.ts";
 import { isPagePath, pageResponse } from "../websocket/page.ts";
@@ -38,7 +38,7 @@ export type WebSocketListen = Extract<ListenConfig, { transport: "websocket" }>;
 interface Site {
   listen: WebSocketListen;
   config: Pick<ServerConfig, "mode" | "host" | "id">;
-  events: Pick<TransportEvents, "badUpgrade">;
+  events: Pick<TransportEvents, "badUpgrade" | "acceptFailed">;
   trusted: ReturnType<typeof addressList> | undefined;
   /** False from the moment a shutdown begins (see Transport.unready). */
   ready: boolean;
@@ -143,7 +143,9 @@ class HttpServer {
         conn = await this.#listener.accept();
       } catch (error) {
         if (this.#closed || error instanceof Deno.errors.BadResource) return;
-        // Out of file descriptors, say: tried again in a moment.
+        // A client reset while queued, or out of file descriptors: counted
+        // as the engine counts its own, and tried again in a moment.
+        this.#site.events.acceptFailed(describeError(error));
         await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
         continue;
       }
