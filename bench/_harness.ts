@@ -1,6 +1,7 @@
 // Private to the benchmarks: starting a server under test on its CPU,
 // reading its CPU time and memory, and the tables' formatting.
 
+import { parseArgs } from "node:util";
 import { Lines } from "../tests/_process.ts";
 
 export const ROOT = new URL("..", import.meta.url).pathname;
@@ -34,6 +35,29 @@ export function benchFlags<V extends { help?: boolean }>(
     Deno.exit(0);
   }
   return values;
+}
+
+/**
+ * `--reps N` and `--duration S` (and `--help`), the flags of a benchmark that
+ * repeats one measurement: the repetitions, and the seconds of each.
+ */
+export function repsAndDuration(
+  usage: string,
+  defaults: { reps: string; duration: string },
+): { reps: number; duration: number } {
+  const values = benchFlags(usage, () =>
+    parseArgs({
+      options: {
+        reps: { type: "string", default: defaults.reps },
+        duration: { type: "string", default: defaults.duration },
+        help: { type: "boolean" },
+      },
+      strict: true,
+    }).values);
+  return {
+    reps: Math.round(positive("reps", values.reps)),
+    duration: positive("duration", values.duration),
+  };
 }
 
 /** Prints `error: MESSAGE (see --help)` and exits 2. */

@@ -14,18 +14,16 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { coordinateLoad, loadTest, runLoadAgent } from "../mod.ts";
 import { startRedis } from "../tests/_redis.ts";
 import {
-  benchFlags,
   DENO,
   fmt,
   LOCK,
   markdown,
   middle,
   pinSelf,
-  positive,
+  repsAndDuration,
   ROOT,
   start,
 } from "./_harness.ts";
@@ -40,17 +38,9 @@ const USAGE = `Usage: deno task bench:agents [--reps N] [--duration S]
 const LOAD = { connections: 50, message: 64, warmup: 1000 } as const;
 
 async function main(): Promise<void> {
-  const values = benchFlags(USAGE, () =>
-    parseArgs({
-      options: {
-        reps: { type: "string", default: "5" },
-        duration: { type: "string", default: "5" },
-        help: { type: "boolean" },
-      },
-      strict: true,
-    }).values);
-  const reps = Math.round(positive("reps", values.reps));
-  const duration = positive("duration", values.duration) * 1000;
+  const flags = repsAndDuration(USAGE, { reps: "5", duration: "5" });
+  const { reps } = flags;
+  const duration = flags.duration * 1000;
   const pinned = await pinSelf();
   await using redis = await startRedis();
   await using server = await start([

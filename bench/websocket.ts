@@ -14,17 +14,15 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { loadTest } from "../mod.ts";
 import {
-  benchFlags,
   DENO,
   fmt,
   LOCK,
   markdown,
   middle,
   pinSelf,
-  positive,
+  repsAndDuration,
   ROOT,
   type Server,
   start,
@@ -84,17 +82,10 @@ async function measure(
 }
 
 async function main(): Promise<void> {
-  const values = benchFlags(USAGE, () =>
-    parseArgs({
-      options: {
-        reps: { type: "string", default: "3" },
-        duration: { type: "string", default: "5" },
-        help: { type: "boolean" },
-      },
-      strict: true,
-    }).values);
-  const reps = Math.round(positive("reps", values.reps));
-  const duration = positive("duration", values.duration);
+  const { reps, duration } = repsAndDuration(USAGE, {
+    reps: "3",
+    duration: "5",
+  });
   const wsDir = await wsPackageDir();
   const pinned = await pinSelf();
   const ours = [

@@ -241,24 +241,13 @@ function agentProcess(
   name: string,
   ...more: string[]
 ): Spawned {
-  return new Spawned(Deno.execPath(), [
-    "run",
-    LOCK,
-    "--allow-net",
-    "--allow-read",
-    "--allow-write",
-    "--allow-sys=hostname",
-    CLIENT,
-    "--redis",
-    redisUrl,
-    "--agent",
-    "--agent-name",
-    name,
-    ...more,
-  ]);
+  return new Spawned(
+    Deno.execPath(),
+    coordinatorArgs(redisUrl, ["--agent", "--agent-name", name, ...more]),
+  );
 }
 
-/** The coordinator's command line, with the load flags `args`. */
+/** The client's command line on `redisUrl`, with `args` (a coordinator's). */
 function coordinatorArgs(redisUrl: string, args: string[]): string[] {
   return [
     "run",

@@ -302,19 +302,19 @@ class Interactive extends Spawned {
 
 /** Our interactive client, as a process, saving into `downloads`. */
 function interactive(port: number, downloads: string): Interactive {
+  return clientProcess(port, ["-i", "--download-dir", downloads]);
+}
+
+/** The client CLI on `port` with `args` and its input piped, in `cwd`. */
+function clientProcess(
+  port: number,
+  args: string[],
+  cwd?: string,
+): Interactive {
   return new Interactive(Deno.execPath(), [
-    "run",
-    LOCK,
-    "--allow-net",
-    "--allow-read",
-    "--allow-write",
-    CLIENT,
-    "--port",
-    String(port),
-    "-i",
-    "--download-dir",
-    downloads,
-  ], { stdin: "piped" });
+    ...["run", LOCK, "--allow-net", "--allow-read", "--allow-write", CLIENT],
+    ...["--port", String(port), ...args],
+  ], { stdin: "piped", cwd });
 }
 
 /** Resolves once a `.part` file in `dir` holds at least `bytes`. */
@@ -543,17 +543,7 @@ Deno.test("docs/chat.md's session runs as shown: a login, a private line, and a 
   });
   await server.ready;
   const spawn = (args: string[]) =>
-    new Interactive(Deno.execPath(), [
-      "run",
-      LOCK,
-      "--allow-net",
-      "--allow-read",
-      "--allow-write",
-      CLIENT,
-      "--port",
-      String(server.addr.port),
-      ...args,
-    ], { stdin: "piped", cwd: dir.path });
+    clientProcess(server.addr.port, args, dir.path);
   const alice = docSession("alice");
   const bob = docSession("bob");
   await using aliceClient = spawn(alice.args);

@@ -10,7 +10,7 @@
 import { createHash } from "node:crypto";
 import { writeAll } from "../_helpers.ts";
 import { prefaceOf, type Transfer } from "../files/ticket.ts";
-import { type FileEvent, textOfJson } from "../relay/chat_render.ts";
+import { type FileEvent, JsonLines, textOfJson } from "../relay/chat_render.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -422,10 +422,6 @@ export function fileEvents(
   agent: FileAgent,
   chat: () => void,
 ): TransformStream<Uint8Array, Uint8Array> {
-  const decoder = new TextDecoder();
-  /** A line that starts with `{`, not complete yet. */
-  let pending = "";
-  let inLine = false;
   /**
    * The first bytes, held until they say whether the server is chat: if
    * not, every byte goes through untouched, as it came.
@@ -434,6 +430,19 @@ export function fileEvents(
   let isChat = false;
   /** The session reads JSON: its last line that was not a file's was. */
   let json = false;
+  const lines = new JsonLines((line, kind) => {
+    if (kind === "json") {
+      const event = fileEventOf(line);
+      if (event === undefined) {
+        json = true;
+        return line;
+      }
+      agent.event(event);
+      return json ? line : textOfJson(line) ?? line;
+    }
+    if (kind === "line") json = false;
+    return line;
+  });
   return new TransformStream({
     transform(chunk, controller) {
       if (head !== undefined) {
@@ -458,36 +467,12 @@ export function fileEvents(
         chunk = joined;
       }
       if (!isChat) return controller.enqueue(chunk);
-      let text = pending + decoder.decode(chunk, { stream: true });
-      pending = "";
-      let out = "";
-      while (text.length > 0) {
-        const end = text.indexOf("\n");
-        const whole = end !== -1;
-        const line = whole ? text.slice(0, end) : text;
-        text = whole ? text.slice(end + 1) : "";
-        const object = !inLine && line.startsWith("{");
-        if (!whole && object) {
-          pending = line;
-          break;
-        }
-        let shown = line;
-        const event = object ? fileEventOf(line) : undefined;
-        if (event !== undefined) {
-          agent.event(event);
-          if (!json) shown = textOfJson(line) ?? line;
-        } else if (whole && !inLine) {
-          json = object;
-        }
-        out += shown;
-        if (whole) out += "\n";
-        inLine = !whole;
-      }
+      const out = lines.push(chunk);
       if (out.length > 0) controller.enqueue(encoder.encode(out));
     },
     flush(controller) {
       if (head !== undefined && head.length > 0) controller.enqueue(head);
-      const rest = pending + decoder.decode();
+      const rest = lines.end();
       if (rest.length > 0) controller.enqueue(encoder.encode(rest));
     },
   });

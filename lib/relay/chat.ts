@@ -221,6 +221,7 @@ export class ChatRules implements RelayRules {
           lineOf(event, json ? "json" : this.#protocol(member)),
         ),
       byName: (name) => this.#names.get(name.toLowerCase()),
+      user: (member, name) => this.#user(member, name),
     });
     for (const [name, lines] of options.archive?.rooms ?? []) {
       this.#room(name).history = lines.slice(-this.#keep);
@@ -456,13 +457,8 @@ export class ChatRules implements RelayRules {
     if (name === undefined || text.trim() === "") {
       return this.#error(member, "usage: /msg NAME TEXT");
     }
-    const target = this.#names.get(name.toLowerCase());
-    if (target === undefined) {
-      return this.#error(
-        member,
-        `no such user: ${replaceControls(name.slice(0, MAX_NAME_LENGTH))}`,
-      );
-    }
+    const target = this.#user(member, name);
+    if (target === undefined) return;
     const line = {
       type: "private",
       from: member.name,
@@ -471,6 +467,18 @@ export class ChatRules implements RelayRules {
     } as const;
     this.#say(member, { ...line, sent: true });
     if (target !== member) this.#say(target, { ...line, sent: false });
+  }
+
+  /** The member called `name`, or `ERR no such user` to `member`. */
+  #user(member: Member, name: string): Member | undefined {
+    const found = this.#names.get(name.toLowerCase());
+    if (found === undefined) {
+      this.#error(
+        member,
+        `no such user: ${replaceControls(name.slice(0, MAX_NAME_LENGTH))}`,
+      );
+    }
+    return found;
   }
 
   #listRooms(member: Member): void {
@@ -486,13 +494,8 @@ export class ChatRules implements RelayRules {
 
   #whois(member: Member, name: string): void {
     if (name === "") return this.#error(member, "usage: /whois NAME");
-    const target = this.#names.get(name.toLowerCase());
-    if (target === undefined) {
-      return this.#error(
-        member,
-        `no such user: ${replaceControls(name.slice(0, MAX_NAME_LENGTH))}`,
-      );
-    }
+    const target = this.#user(member, name);
+    if (target === undefined) return;
     const since = this.#since.get(target);
     this.#say(member, {
       type: "whois",
@@ -659,15 +662,24 @@ export class ChatRules implements RelayRules {
    * when all read one, else member by member.
    */
   #tell(room: Room, event: ChatEvent): void {
-    const json = room.json.size;
-    if (json === 0 || json === room.size) {
-      this.#fanout.postAll(room, lineOf(event, json === 0 ? "text" : "json"));
+    this.#tellGroup(room, room.json, event);
+  }
+
+  /** Tells every member of `group`, of whom those in `json` read JSON. */
+  #tellGroup(
+    group: MemberGroup,
+    json: { readonly size: number; has(member: Member): boolean },
+    event: ChatEvent,
+  ): void {
+    if (json.size === 0 || json.size === group.size) {
+      const protocol = json.size === 0 ? "text" : "json";
+      this.#fanout.postAll(group, lineOf(event, protocol));
       return;
     }
     const text = lineOf(event, "text");
     const object = lineOf(event, "json");
-    for (const m of room.members) {
-      this.#fanout.post(m, room.json.has(m) ? object : text);
+    for (const m of group.members) {
+      this.#fanout.post(m, json.has(m) ? object : text);
     }
   }
 
@@ -679,6 +691,14 @@ export class ChatRules implements RelayRules {
   /** An operator's announcement, as `member` reads it. */
   serverLine(member: Member, text: string): Uint8Array {
     return lineOf({ type: "server", text }, this.#protocol(member));
+  }
+
+  /** An operator's announcement to every member, each as it reads chat. */
+  announce(text: string): void {
+    this.#tellGroup(this.#fanout.everyone, this.#json, {
+      type: "server",
+      text,
+    });
   }
 
   /** `/protocol text|json`: how `member` reads chat from now on. */

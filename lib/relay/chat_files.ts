@@ -8,7 +8,7 @@
 // order like every other command, so that every instance of a cluster
 // knows the same offers. Free of I/O. Not exported from mod.ts.
 
-import { replaceControls, safeText } from "../_text.ts";
+import { safeText } from "../_text.ts";
 import type { TicketMaker } from "../files/desk.ts";
 import { isOfferId } from "../files/ticket.ts";
 import type { ChatEvent } from "./chat_render.ts";
@@ -43,6 +43,8 @@ export interface FilesHost {
   say(member: Member, event: ChatEvent, json?: boolean): void;
   /** The member called `name` (any case), if any. */
   byName(name: string): Member | undefined;
+  /** The member called `name`, or `ERR no such user` to `member`. */
+  user(member: Member, name: string): Member | undefined;
 }
 
 interface Offer {
@@ -203,13 +205,8 @@ export class ChatFiles {
       MAX_FILE_NAME,
     );
     const size = Number(digits);
-    const target = this.#host.byName(to);
-    if (target === undefined) {
-      return this.#error(
-        member,
-        `no such user: ${replaceControls(to.slice(0, 32))}`,
-      );
-    }
+    const target = this.#host.user(member, to);
+    if (target === undefined) return;
     if (target === member) {
       return this.#error(member, "you cannot send a file to yourself");
     }

@@ -331,38 +331,76 @@ const TYPES: Record<ChatEvent["type"], true> = {
 };
 
 /**
+ * What {@linkcode JsonLines} hands on: a whole line that starts with `{`
+ * (`json`), another whole line (`line`), or part of a line let through
+ * before its end came (`part`).
+ */
+export type LineKind = "json" | "line" | "part";
+
+/**
+ * Bytes that come in pieces, read as lines of text: a line that starts with
+ * `{` is held until it is whole, so that it is read whole; everything else
+ * goes on as it comes. `map` says what each piece becomes (without its
+ * newline). Our interactive client's way of reading a chat.
+ */
+export class JsonLines {
+  #map: (text: string, kind: LineKind) => string;
+  #decoder = new TextDecoder();
+  /** A line that starts with `{`, not complete yet. */
+  #pending = "";
+  /** The last piece ended inside a line that was let through. */
+  #inLine = false;
+
+  constructor(map: (text: string, kind: LineKind) => string) {
+    this.#map = map;
+  }
+
+  /** What `chunk` (and what was held before it) becomes, now. */
+  push(chunk: Uint8Array): string {
+    let text = this.#pending + this.#decoder.decode(chunk, { stream: true });
+    this.#pending = "";
+    let out = "";
+    while (text.length > 0) {
+      const end = text.indexOf("\n");
+      const whole = end !== -1;
+      const line = whole ? text.slice(0, end) : text;
+      text = whole ? text.slice(end + 1) : "";
+      const object = !this.#inLine && line.startsWith("{");
+      if (!whole && object) {
+        this.#pending = line;
+        break;
+      }
+      out += this.#map(
+        line,
+        object ? "json" : whole && !this.#inLine ? "line" : "part",
+      );
+      if (whole) out += "\n";
+      this.#inLine = !whole;
+    }
+    return out;
+  }
+
+  /** What is still held, as it is: the input has ended. */
+  end(): string {
+    return this.#pending + this.#decoder.decode();
+  }
+}
+
+/**
  * Turns the JSON protocol's lines into text mode's, and lets every other
  * byte through as it comes: what our interactive client shows a person.
  */
 export function chatJsonAsText(): TransformStream<Uint8Array, Uint8Array> {
-  const decoder = new TextDecoder();
-  /** A line that starts with `{`, not complete yet. */
-  let pending = "";
-  /** The last chunk ended inside a line that was let through. */
-  let inLine = false;
+  const lines = new JsonLines((line, kind) =>
+    kind === "json" ? textOfJson(line) ?? line : line
+  );
   return new TransformStream({
     transform(chunk, controller) {
-      let text = pending + decoder.decode(chunk, { stream: true });
-      pending = "";
-      let out = "";
-      while (text.length > 0) {
-        const end = text.indexOf("\n");
-        const whole = end !== -1;
-        const line = whole ? text.slice(0, end) : text;
-        text = whole ? text.slice(end + 1) : "";
-        const object = !inLine && line.startsWith("{");
-        if (!whole && object) {
-          pending = line;
-          break;
-        }
-        out += object ? textOfJson(line) ?? line : line;
-        if (whole) out += "\n";
-        inLine = !whole;
-      }
+      const out = lines.push(chunk);
       if (out.length > 0) controller.enqueue(encoder.encode(out));
     },
     flush(controller) {
-      const rest = pending + decoder.decode();
+      const rest = lines.end();
       if (rest.length > 0) controller.enqueue(encoder.encode(rest));
     },
   });

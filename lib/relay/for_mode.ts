@@ -56,9 +56,7 @@ export function newRelay(
           certNames: config.certNames,
           rate: config.chatRate,
           users: config.chatUsers,
-          files: config.mode === "chat"
-            ? filesFor(config, counters)
-            : undefined,
+          files: filesFor(config, counters),
           requireLogin: config.chatRequireLogin,
           limited: () => counters[CHAT_LINES_LIMITED]++,
           login: (member, result) => {

@@ -237,6 +237,12 @@ export interface RelayRules {
    * it, every member gets that line of text.
    */
   serverLine?(member: Member, text: string): Uint8Array;
+  /**
+   * In a round: `[server] text` to every member, each as it reads it
+   * (through the fan-out, so once per thread where they read alike);
+   * without it, that line of text to everyone.
+   */
+  announce?(text: string): void;
   /** `ERR text` as `member` reads it; without it, that line of text. */
   errorLine?(member: Member, text: string): Uint8Array;
   /**
@@ -488,12 +494,11 @@ export class Relay implements RelayPort {
         return;
       case "announce": {
         const line = encoder.encode(`[server] ${event.text}\n`);
-        const serverLine = rules.serverLine?.bind(rules);
         this.#enqueue(line.length, () => {
-          if (serverLine === undefined) return this.#postAll(this.#group, line);
-          for (const m of this.#members) {
-            this.#post(m, serverLine(m, event.text));
+          if (rules.announce === undefined) {
+            return this.#postAll(this.#group, line);
           }
+          rules.announce(event.text);
         });
         return;
       }
