@@ -1,12 +1,11 @@
 import type { LoadProgress, LoadReport } from "./load.ts";
-import { assertPositive } from "./_helpers.ts";
+import { assertPositive, formatAddr } from "./_helpers.ts";
 import {
   type AgentEvent,
   type AgentInfo,
   BEAT_MS,
   LoadLink,
 } from "./agents/link.ts";
-import { encodeHistogram, latencyHistogram } from "./client/latency.ts";
 import { addHistograms } from "./agents/merge.ts";
 import {
   type LoadPlan,
@@ -69,7 +68,7 @@ function partialReport(
   like: LoadReport | undefined,
 ): LoadReport {
   const latency = addHistograms([last.latencyHistogram!]);
-  const none = addHistograms([encodeHistogram(latencyHistogram())]);
+  const none = addHistograms([]);
   const { message = 64 } = load;
   const messageBytes = like?.messageBytes ??
     (typeof message === "number"
@@ -80,7 +79,10 @@ function partialReport(
   const seconds = last.elapsedMs / 1000;
   return {
     address: like?.address ?? load.path ??
-      `${load.hostname ?? "127.0.0.1"}:${load.port ?? 9000}`,
+      formatAddr({
+        hostname: load.hostname ?? "127.0.0.1",
+        port: load.port ?? 9000,
+      }),
     connections: part.connections,
     connected: part.connections,
     messageBytes,

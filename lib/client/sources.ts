@@ -47,11 +47,11 @@ export function sourceAddresses(entries: readonly string[]): string[] {
         `more than ${MAX_SOURCES} addresses (${entry})`,
       );
     }
-    const base = address.split(".").reduce((n, o) => n * 256 + Number(o), 0) &
-      ~(size - 1) >>> 0;
+    const ip = address.split(".").reduce((n, o) => n * 256 + Number(o), 0);
+    const base = ip - ip % size; // The block's first address.
     const [first, last] = size > 2 ? [1, size - 2] : [0, size - 1];
     for (let i = first; i <= last; i++) {
-      const n = (base >>> 0) + i;
+      const n = base + i;
       found.push(
         [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join("."),
       );
