@@ -73,11 +73,15 @@ export async function loadTest(
       ? 1000
       : Infinity);
   const { engine = "default" } = options;
+  const sources = options.sourceAddresses === undefined
+    ? []
+    : sourceAddresses(options.sourceAddresses);
   // The native engine's TLS is OpenSSL's, which loadTlsPlan checks: it
   // speaks over Unix sockets too, and presents a client certificate where
-  // Deno's does not (after a PROXY header, with another server name).
+  // Deno's does not (after a PROXY header, with another server name); so
+  // does node:tls, over the default engine's sourced connections.
   const server = options.udp ? datagramTarget(options) : target(
-    engine === "native" && options.tls
+    options.tls && (engine === "native" || sources.length > 0)
       ? {
         ...options,
         tls: false,
@@ -119,19 +123,14 @@ export async function loadTest(
   if (options.udp && expect.length > 0) {
     throw optionError("expect", "UDP has no connections to end", TypeError);
   }
-  const sources = options.sourceAddresses === undefined
-    ? []
-    : sourceAddresses(options.sourceAddresses);
   if (
     sources.length > 0 &&
     (options.path !== undefined || options.udp ||
-      options.websocket !== undefined ||
-      (options.tls && engine !== "native") ||
-      options.sendProxy !== undefined)
+      options.websocket !== undefined)
   ) {
     throw optionError(
       "sourceAddresses",
-      "TCP only (and TLS with engine native): not a Unix socket, UDP, WebSocket or a PROXY header",
+      "TCP and TLS only: not a Unix socket, UDP or WebSocket",
       TypeError,
     );
   }
@@ -173,6 +172,17 @@ export async function loadTest(
   }
   const sourceConnects = sources.map(() => 0);
   const { hostname = "127.0.0.1", port = 9000 } = options;
+  const proxy = proxyPlan(options);
+  const sourcedTls = options.tls && sources.length > 0
+    ? {
+      serverName: options.serverName ?? hostname,
+      ...(options.caCerts === undefined ? {} : { caCerts: options.caCerts }),
+      ...(options.alpnProtocols === undefined
+        ? {}
+        : { alpnProtocols: options.alpnProtocols }),
+      ...certificatePair(options),
+    }
+    : undefined;
   const open = "open" in server
     ? (index: number) =>
       Promise.resolve(datagramChannel(server, message, timeout, index))
@@ -184,8 +194,12 @@ export async function loadTest(
     ) => {
       const at = index % sources.length;
       sourceConnects[at]++;
-      const conn = await connectFrom(hostname, port, sources[at], signal);
-      connected();
+      const conn = await connectFrom(hostname, port, sources[at], {
+        signal,
+        connected,
+        proxy,
+        tls: sourcedTls,
+      });
       return streamChannel(conn, message);
     }
     : async (

@@ -1137,7 +1137,9 @@ export interface LoadTestOptions extends ConnectOptions {
    * the i-th modulo their number), each an address or an IPv4 CIDR block
    * (its hosts: `127.0.0.0/29` is `127.0.0.1` to `127.0.0.6`), so that one
    * client holds more connections to one server port than one address has
-   * ports (about 64,000). TCP on either engine, TLS on the native one.
+   * ports (about 64,000). TCP or TLS (on the default engine through
+   * node:tls), with a PROXY header too, which names each connection's own
+   * source unless `proxySource` says otherwise.
    */
   sourceAddresses?: readonly string[];
   /**

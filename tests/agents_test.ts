@@ -503,7 +503,7 @@ Deno.test("sourceAddresses: what is not an address or an IPv4 block, and what th
   }
   await assert.rejects(
     loadTest({ udp: true, port: 9, count: 1, sourceAddresses: ["127.0.0.1"] }),
-    /sourceAddresses: TCP only/,
+    /sourceAddresses: TCP and TLS only/,
   );
 });
 

@@ -171,6 +171,105 @@ Deno.test({
 });
 
 for (const engine of ENGINES) {
+  Deno.test({
+    name:
+      `sourceAddresses with TLS and a PROXY header: each connection from its source, the header naming it, a client certificate, ALPN; a server not verified is a handshake error [${engine} load client]`,
+    ignore: !NATIVE,
+    fn: async () => {
+      await using certs = await testCertificates();
+      logs.clear();
+      // The server that verifies client certificates and reads headers.
+      await using server = await nativeTls(certs, {
+        clientCa: certs.ca,
+        alpnProtocols: ["echo/1"],
+        proxyProtocol: true,
+        trustedProxies: ["127.0.0.0/8"],
+      });
+      const base = {
+        port: server.addr.port,
+        tls: true,
+        caCerts: [certs.ca],
+        serverName: "localhost",
+        cert: certs.alice.cert,
+        key: certs.alice.key,
+        alpnProtocols: ["echo/1"],
+        sourceAddresses: ["127.0.0.0/29"],
+        engine,
+      } as const;
+      for (const sendProxy of ["v1", "v2"] as const) {
+        logs.clear();
+        // 20 kB: several TLS records each way.
+        const report = await loadTest({
+          ...base,
+          sendProxy,
+          connections: 12,
+          count: 120,
+          message: 20_000,
+        });
+        assert.deepEqual(report.errorMessages, []);
+        assert.equal(report.roundTrips, 120);
+        assert.equal(report.handshakes, 12);
+        const hosts = ["1", "2", "3", "4", "5", "6"].map((h) => `127.0.0.${h}`);
+        assert.deepEqual(
+          report.sourceConnects,
+          Object.fromEntries(hosts.map((h) => [h, 2])),
+        );
+        // The header names each connection's own source: its address and
+        // a port of its own.
+        const opened = logs.find(
+          "Opened {peer} for {clientCert} ({active} open)",
+        );
+        assert.equal(opened.length, 12);
+        const peers = opened.map((r) => String(r.properties.peer));
+        assert.equal(new Set(peers).size, 12);
+        for (const host of hosts) {
+          assert.equal(
+            peers.filter((p) => p.startsWith(`${host}:`)).length,
+            2,
+            peers.join(" "),
+          );
+        }
+        for (const record of opened) {
+          assert.equal(record.properties.clientCert, "CN=alice,O=Example");
+          assert.equal(record.properties.alpn, "echo/1");
+        }
+      }
+      // A source the header claims instead.
+      logs.clear();
+      const claimed = await loadTest({
+        ...base,
+        sendProxy: "v2",
+        proxySource: "192.0.2.7:4000",
+        connections: 2,
+        count: 4,
+      });
+      assert.deepEqual(claimed.errorMessages, []);
+      const opened = logs.find(
+        "Opened {peer} for {clientCert} ({active} open)",
+      );
+      assert.equal(opened.length, 2);
+      for (const record of opened) {
+        assert.match(String(record.properties.peer), /^192\.0\.2\.7:4000/);
+      }
+      // A server this client cannot verify.
+      const stranger = await loadTest({
+        ...base,
+        sendProxy: "v1",
+        caCerts: [certs.stranger.cert],
+        connections: 2,
+        count: 4,
+      });
+      assert.equal(stranger.connectErrors, 2, stranger.errorMessages.join());
+      assert.equal(stranger.roundTrips, 0);
+      assert.match(
+        stranger.errorMessages[0],
+        /TLS handshake.*(certif|issuer)/i,
+      );
+    },
+  });
+}
+
+for (const engine of ENGINES) {
   Deno.test(`reconnectEvery opens a connection every N round trips; connects and handshakes are timed apart [${engine} load client]`, async () => {
     await using certs = await testCertificates();
     // The server's engine that serves client certificates and resumption.

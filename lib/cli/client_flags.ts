@@ -171,7 +171,7 @@ export const CLIENT_FLAGS = {
     multiple: true,
     help: "load test: connect from this local address, or each host of " +
       "this IPv4 CIDR block, in turn (again for more), past ~64,000 " +
-      "connections to one server port; TCP, and TLS with --engine native",
+      "connections to one server port; TCP or TLS, a PROXY header too",
     parse: text,
   },
   redis: {

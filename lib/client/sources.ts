@@ -1,14 +1,18 @@
 // Private: a load test's connections from several local source addresses
 // (`sourceAddresses`): the addresses a list of addresses and CIDR blocks
 // stands for, and, for the default engine, a TCP connection from one of
-// them (Deno.connect cannot bind a local address; node:net's connect can,
-// so its socket is read and written here as the little of a Deno.Conn that
-// a load channel uses). The native engine binds its own sockets
-// (lib/native/load_loop.ts). Not exported from mod.ts.
+// them, with a PROXY header and TLS when asked (Deno.connect cannot bind a
+// local address; node:net's connect can, and node:tls speaks over its
+// socket, so that socket is read and written here as the little of a
+// Deno.Conn that a load channel uses). The native engine binds its own
+// sockets (lib/native/load_loop.ts). Not exported from mod.ts.
 
 import net from "node:net";
+import tls from "node:tls";
 import type { Buffer } from "node:buffer";
 import { optionError } from "../_helpers.ts";
+import { clientHeader } from "../proxy/header.ts";
+import type { ProxyPlan } from "./dial.ts";
 
 /** Most source addresses one test may use. */
 export const MAX_SOURCES = 4096;
@@ -146,29 +150,105 @@ class SourcedConn implements LoadConn {
   }
 }
 
+/** TLS over a sourced connection: what the client checks and presents. */
+export interface SourcedTls {
+  /** The name the server's certificate must carry, sent as SNI. */
+  serverName: string;
+  caCerts?: readonly string[];
+  alpnProtocols?: readonly string[];
+  /** A client certificate and its key, PEM text. */
+  cert?: string;
+  key?: string;
+}
+
+/** How {@linkcode connectFrom} connects, beyond where from and to. */
+export interface ConnectFromOptions {
+  signal?: AbortSignal;
+  /** Called once connected (and the header sent), before TLS. */
+  connected?: () => void;
+  /** The PROXY header to send first, naming the connection's own ends. */
+  proxy?: ProxyPlan;
+  tls?: SourcedTls;
+}
+
 /**
  * A TCP connection to `hostname:port` from `localAddress`, with
- * TCP_NODELAY.
+ * TCP_NODELAY; then, as `options` ask, a PROXY header and a TLS handshake,
+ * completed here so that a certificate that does not verify fails here.
  *
  * @throws {Deno.errors.ConnectionRefused} Nothing listens there.
  * @throws {Deno.errors.AddrNotAvailable} `localAddress` is not this host's.
+ * @throws {Deno.errors.InvalidData} The TLS handshake failed.
  */
-export function connectFrom(
+export async function connectFrom(
   hostname: string,
   port: number,
   localAddress: string,
-  signal: AbortSignal | undefined,
+  options: ConnectFromOptions = {},
 ): Promise<LoadConn> {
+  const { signal, proxy } = options;
+  const socket = await connected(
+    net.connect({ host: hostname, port, localAddress, noDelay: true }),
+    "connect",
+    signal,
+  );
+  try {
+    if (proxy !== undefined) {
+      const header = clientHeader(proxy.version, proxy.source, {
+        hostname: socket.localAddress!,
+        port: socket.localPort!,
+      }, { hostname: socket.remoteAddress!, port: socket.remotePort! });
+      await new Promise<void>((resolve, reject) =>
+        socket.write(header, (e) => e ? reject(denoError(e)) : resolve())
+      );
+    }
+  } catch (error) {
+    socket.destroy();
+    throw error;
+  }
+  options.connected?.();
+  if (options.tls === undefined) return new SourcedConn(socket);
+  const { serverName, caCerts, alpnProtocols, cert, key } = options.tls;
+  const secured = tls.connect({
+    socket,
+    // Node sends no SNI for an address, and checks the name it was given.
+    host: serverName,
+    ...(net.isIP(serverName) === 0 ? { servername: serverName } : {}),
+    ...(caCerts === undefined ? {} : { ca: [...caCerts] }),
+    ...(alpnProtocols === undefined
+      ? {}
+      : { ALPNProtocols: [...alpnProtocols] }),
+    ...(cert === undefined ? {} : { cert, key }),
+  });
+  try {
+    return new SourcedConn(await connected(secured, "secureConnect", signal));
+  } catch (error) {
+    if (signal?.aborted) throw error;
+    throw new Deno.errors.InvalidData(
+      `TLS handshake with ${serverName} failed: ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+}
+
+/**
+ * `socket` once it says `event`: connected, or its handshake made.
+ *
+ * @throws {Deno.errors.TimedOut} `signal` aborted first.
+ */
+function connected<S extends net.Socket>(
+  socket: S,
+  event: "connect" | "secureConnect",
+  signal: AbortSignal | undefined,
+): Promise<S> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({
-      host: hostname,
-      port,
-      localAddress,
-      noDelay: true,
-    });
     const abort = () => {
       socket.destroy();
-      reject(new Deno.errors.TimedOut("Connect timed out"));
+      reject(
+        new Deno.errors.TimedOut(
+          event === "connect" ? "Connect timed out" : "TLS handshake timed out",
+        ),
+      );
     };
     signal?.addEventListener("abort", abort, { once: true });
     const fail = (error: Error) => {
@@ -177,10 +257,10 @@ export function connectFrom(
       reject(denoError(error));
     };
     socket.once("error", fail);
-    socket.once("connect", () => {
+    socket.once(event, () => {
       signal?.removeEventListener("abort", abort);
       socket.off("error", fail);
-      resolve(new SourcedConn(socket));
+      resolve(socket);
     });
   });
 }
