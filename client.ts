@@ -37,6 +37,7 @@ import {
 } from "./lib/cli/client_flags.ts";
 import { configureLogging } from "./lib/cli/logging.ts";
 import { runSession, stdout } from "./lib/cli/session.ts";
+import { tlsHint } from "./lib/cli/tls_hints.ts";
 
 async function main(args: string[]): Promise<number> {
   let parsed;
@@ -156,8 +157,11 @@ async function main(args: string[]): Promise<number> {
     // A reply that is not an echo at all: an info or line mode answer.
     const answer = error instanceof EchoError && error.problem === "differs" &&
       error.at === 0;
-    const hint = answer ? " (not an echo? --raw prints any reply)" : "";
-    printError(`${what} ${address} failed: ${(error as Error).message}${hint}`);
+    const message = (error as Error).message;
+    const hint = answer
+      ? " (not an echo? --raw prints any reply)"
+      : tlsHint(message);
+    printError(`${what} ${address} failed: ${message}${hint}`);
     return EXIT_FAILURE;
   }
   return EXIT_OK;

@@ -12,6 +12,7 @@ import {
   type ServeEchoOptions,
 } from "../mod.ts";
 import { serveMetrics } from "../metrics.ts";
+import { tlsHint } from "../lib/cli/tls_hints.ts";
 import { type TestCertificates, testCertificates } from "./_certs.ts";
 import { engineTest } from "./_engines.ts";
 import {
@@ -487,13 +488,108 @@ Deno.test("server --tls-cert/--tls-key and client --tls --ca --server-name", asy
   assert.equal(untrusted.code, 1);
   assert.match(
     untrusted.stderr,
-    /^error: Echo via 127\.0\.0\.1:\d+ failed: TLS handshake with localhost failed: invalid peer certificate: UnknownIssuer\n$/,
+    /^error: Echo via 127\.0\.0\.1:\d+ failed: TLS handshake with localhost failed: invalid peer certificate: UnknownIssuer \(the server's certificate is not signed by an authority this client trusts: name that authority's certificate with --ca FILE; deno task cert writes it as ca\.pem\)\n$/,
   );
   const plain = await tlsClient(["--port", port, "--timeout", "3000", "hi"]);
   assert.equal(plain.code, 1);
   await server.stderr.waitFor(
     /\[INF\] tcp-echo·server: TLS handshake with 127\.0\.0\.1:\d+ failed: /,
   );
+});
+
+Deno.test("the client's command line says what a TLS failure means and which flag mends it, after the TLS stack's own words", async () => {
+  // A plain echo server sends the client's own hello back.
+  await using plain = serveEcho({ port: 0 });
+  await plain.ready;
+  const port = String(plain.addr.port);
+  const once = await tlsClient(["--tls", "--port", port, "hi"]);
+  assert.equal(once.code, 1);
+  assert.match(
+    once.stderr,
+    /^error: Echo via 127\.0\.0\.1:\d+ failed: TLS handshake with 127\.0\.0\.1 failed: received unexpected handshake message: got ClientHello when expecting ServerHello[^\n]* \(the server does not seem to speak TLS: an echo server without TLS sends this client's own hello back; leave out --tls, or serve with --tls-cert and --tls-key\)\n$/,
+  );
+  // The native engine, where there is one, in OpenSSL's words.
+  if (Deno.build.os !== "linux") return;
+  const load = await run(Deno.execPath(), [
+    ...["run", LOCK, "--allow-net", "--allow-read", "--allow-ffi", CLIENT],
+    ...["--tls", "--port", port, "--engine", "native", "--count", "1"],
+  ]);
+  assert.equal(load.code, 1);
+  assert.match(
+    load.stderr,
+    /^error: 1 error against 127\.0\.0\.1:\d+: TLS handshake: unexpected message \(the server does not seem to speak TLS: [^\n]*\)\n$/,
+  );
+});
+
+Deno.test("tlsHint: each TLS stack's words for a failure the client's flags mend, and nothing for others", () => {
+  const cases: [string, RegExp | ""][] = [
+    // rustls, through Deno's sockets and node:tls; OpenSSL, natively.
+    [
+      "TLS handshake with 127.0.0.1 failed: received unexpected handshake message: got ClientHello when expecting ServerHello or HelloRetryRequest",
+      /does not seem to speak TLS/,
+    ],
+    ["TLS handshake: unexpected message", /does not seem to speak TLS/],
+    [
+      "TLS handshake with 127.0.0.1 failed: invalid peer certificate: UnknownIssuer",
+      /not signed by an authority this client trusts: .*--ca FILE/,
+    ],
+    [
+      "TLS handshake: certificate verify failed: unable to get local issuer certificate",
+      /--ca FILE/,
+    ],
+    [
+      "TLS handshake with 127.0.0.1 failed: unable to verify the first certificate",
+      /--ca FILE/,
+    ],
+    [
+      "TLS handshake: certificate verify failed: self-signed certificate",
+      /--ca FILE/,
+    ],
+    [
+      "TLS handshake with 127.0.0.1 failed: invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+      /an authority's, as openssl req -x509 makes/,
+    ],
+    [
+      'TLS handshake with elsewhere.example failed: invalid peer certificate: certificate not valid for name "elsewhere.example"; certificate is only valid for DnsName("localhost")',
+      /--server-name NAME/,
+    ],
+    [
+      "TLS handshake: certificate verify failed: hostname mismatch",
+      /--server-name NAME/,
+    ],
+    [
+      "TLS handshake with elsewhere.example failed: Hostname/IP does not match certificate's altnames: Host: elsewhere.example. is not in the cert's altnames: DNS:localhost",
+      /--server-name NAME/,
+    ],
+    [
+      "TLS handshake with x failed: invalid peer certificate: Expired",
+      /has expired/,
+    ],
+    [
+      "TLS handshake: certificate verify failed: certificate has expired",
+      /has expired/,
+    ],
+    [
+      "TLS handshake with x failed: invalid peer certificate: NotValidYet",
+      /not valid yet/,
+    ],
+    [
+      "received fatal alert: CertificateRequired",
+      /--tls-cert FILE and --tls-key FILE/,
+    ],
+    [
+      "TLS: tlsv13 alert certificate required",
+      /--tls-cert FILE and --tls-key FILE/,
+    ],
+    ["Connection refused (os error 111)", ""],
+    ["Round trip timed out after 10 ms", ""],
+    ["Echo differs from what was sent at byte 0", ""],
+  ];
+  for (const [message, hint] of cases) {
+    const said = tlsHint(message);
+    if (hint === "") assert.equal(said, "", message);
+    else assert.match(said, new RegExp(`^ \\(.*${hint.source}.*\\)$`), message);
+  }
 });
 
 Deno.test("TLS usage errors exit 2 with one line", async () => {

@@ -9,6 +9,7 @@ import {
   type LoadTestOptions,
 } from "../load.ts";
 import { EXIT_FAILURE, EXIT_OK, printError } from "./flags.ts";
+import { tlsHint } from "./tls_hints.ts";
 import {
   type AgentPart,
   type CoordinatedReport,
@@ -119,10 +120,11 @@ export async function runLoad(run: LoadRun): Promise<number> {
     report.mismatches + report.otherErrors;
   if (errors > 0) {
     const more = errors > 1 ? ` (and ${errors - 1} more)` : "";
+    const [first] = report.errorMessages;
     printError(
-      `${errors} error${errors === 1 ? "" : "s"} against ${report.address}: ${
-        report.errorMessages[0]
-      }${more}`,
+      `${errors} error${
+        errors === 1 ? "" : "s"
+      } against ${report.address}: ${first}${tlsHint(first)}${more}`,
     );
     return EXIT_FAILURE;
   }
