@@ -142,6 +142,17 @@ export async function runLoad(run: LoadRun): Promise<number> {
     return EXIT_DEGRADED;
   }
   const loss = lossPercent(report);
+  if (options.udp && report.lost > 0) {
+    // Each loss cost its socket a whole --timeout: the usual cause is a
+    // rate limit on the server, which ours has by default.
+    console.error(
+      `note: ${report.lost.toLocaleString("en-US")} datagram${
+        report.lost === 1 ? "" : "s"
+      } got no reply within --timeout (${
+        options.timeout ?? 10_000
+      } ms), each holding its socket that long: a server may drop datagrams over a rate limit (ours answers --udp-rate a second from one address, 1000 by default)`,
+    );
+  }
   if (maxLoss !== undefined && loss > maxLoss) {
     printError(
       `${
