@@ -843,7 +843,7 @@ Deno.test("server --tls-cert --websocket serves wss://, and client --ws wss://â€
   // One line of ours (Deno adds a hint of its own about certificates).
   assert.match(
     untrusted.stderr,
-    /^error: Echo via (wss:\/\/127\.0\.0\.1:\d+\/ws) failed: Cannot open \1: .*invalid peer certificate: UnknownIssuer$/m,
+    /^error: Echo via (wss:\/\/127\.0\.0\.1:\d+\/ws) failed: Cannot open \1: .*invalid peer certificate: UnknownIssuer \(the server's certificate is not signed by an authority this client trusts: name that authority's certificate with --ca FILE; [^)]*\)$/m,
   );
 });
 
