@@ -3,7 +3,7 @@
  * connections, our server (`--websocket-only`, the default engine) against
  * Node with the ws package (`npm:ws`, run under Node), same run, taking
  * turns: round trips a second, and the server's µs of CPU per round trip.
- * The server runs on CPU 0 and the load (our client over Deno's WebSocket)
+ * The server runs on CPU 0 and the load (our client, over its own frames)
  * on CPU 1; both servers face the same client.
  *
  * ```sh

@@ -12,11 +12,17 @@ import {
   FrameReader,
 } from "../lib/websocket/frames.ts";
 import {
+  acceptKey,
   acceptUpgrade,
   encodeResponse,
   HeadReader,
   type HeadStep,
+  type HttpRequest,
 } from "../lib/websocket/http.ts";
+import {
+  AnswerReader,
+  openingRequest,
+} from "../lib/websocket/client_handshake.ts";
 import { concat } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
@@ -350,5 +356,133 @@ Deno.test("the opening handshake: RFC 6455's example key, and refusals with thei
   assert.match(
     response,
     /^HTTP\/1\.1 404 Not Found\r\ncontent-type: text\/plain\r\ncontent-length: 3\r\ndate: [^\r]+\r\nconnection: close\r\n\r\n$/,
+  );
+});
+
+Deno.test("frames: a client's are masked, each with its own key, and read back whole by a server's reader cut anywhere; a client's reader refuses a masked frame", () => {
+  fc.assert(
+    fc.property(
+      fc.array(message, { minLength: 1, maxLength: 6 }),
+      fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 12 }),
+      (messages, cuts) => {
+        const frames = messages.map(({ text, value }) => ({
+          opcode: text ? 1 : 2,
+          payload: text
+            ? encoder.encode(value as string)
+            : (value as Uint8Array).slice(),
+        }));
+        const copies = frames.map((f) => f.payload.slice());
+        const bytes = encodeFrames(frames, true);
+        // Masking works on the frame's copy, never on the payload given.
+        assert.deepEqual(frames.map((f) => f.payload), copies);
+        const events = read(new FrameReader(1 << 20), cut(bytes, cuts));
+        assert.deepEqual(
+          events,
+          messages.map(({ text }, i) => ({
+            kind: "message",
+            text,
+            bytes: copies[i],
+          })),
+        );
+      },
+    ),
+  );
+  const masked = encodeFrames(
+    [{ opcode: 1, payload: encoder.encode("hi") }],
+    true,
+  );
+  assert.equal(masked[1], 0x80 | 2);
+  assert.equal(masked.length, 2 + 4 + 2);
+  // A server's reader (for a client) and a client's (for a server).
+  assert.deepEqual(read(new FrameReader(100, "server"), [masked]), [{
+    kind: "fail",
+    code: 1002,
+    reason: "a masked frame: a server must not mask what it sends",
+  }]);
+  const plain = encodeFrames([
+    { opcode: 1, payload: encoder.encode("hi") },
+    { opcode: 8, payload: closePayload(1009, "too big") },
+  ]);
+  assert.deepEqual(read(new FrameReader(100, "server"), cut(plain, [0.3])), [
+    { kind: "message", text: true, bytes: encoder.encode("hi") },
+    { kind: "close", code: 1009, reason: "too big" },
+  ]);
+});
+
+Deno.test("the client's opening handshake: its request, and the server's answer cut anywhere, checked", () => {
+  const url = new URL("ws://[::1]:8080/ws?room=a");
+  const { bytes, key } = openingRequest(url);
+  const text = new TextDecoder().decode(bytes);
+  assert.match(text, /^GET \/ws\?room=a HTTP\/1\.1\r\nhost: \[::1\]:8080\r\n/);
+  assert.match(text, /\r\nupgrade: websocket\r\nconnection: Upgrade\r\n/);
+  assert.match(text, /\r\nsec-websocket-version: 13\r\n\r\n$/);
+  assert.match(key, /^[A-Za-z0-9+/]{22}==$/);
+  assert.ok(text.includes(`\r\nsec-websocket-key: ${key}\r\n`));
+  assert.notEqual(openingRequest(url).key, key);
+
+  // Our own server's answer to that request, then a first frame.
+  const head = new HeadReader().push(bytes);
+  assert.equal(head.state, "done");
+  const upgrade = acceptUpgrade((head as { request: HttpRequest }).request);
+  assert.ok(!("status" in upgrade));
+  const answer = encodeResponse(101, upgrade.headers, new Uint8Array(0));
+  const first = encodeFrames([{ opcode: 1, payload: encoder.encode("hi") }]);
+  const all = concat([answer, first]);
+  for (let at = 0; at <= all.length; at++) {
+    const reader = new AnswerReader(key);
+    const one = reader.push(all.subarray(0, at));
+    if (at < answer.length) {
+      assert.deepEqual(one, { state: "more" }, `cut at ${at}`);
+      assert.deepEqual(reader.push(all.subarray(at)), {
+        state: "open",
+        rest: first,
+      });
+    } else {
+      // What came after the head is kept: the first frames.
+      assert.deepEqual(one, {
+        state: "open",
+        rest: all.subarray(answer.length, at),
+      });
+    }
+  }
+
+  const refusal = (head: string) => {
+    const step = new AnswerReader(key).push(encoder.encode(head));
+    return step.state === "refused" ? step.reason : step.state;
+  };
+  const good = [
+    "HTTP/1.1 101 Switching Protocols",
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    `Sec-WebSocket-Accept: ${acceptKey(key)}`,
+  ];
+  assert.equal(refusal(`${good.join("\r\n")}\r\n\r\n`), "open");
+  assert.equal(refusal(`${good.join("\n")}\n\n`), "open");
+  assert.equal(refusal(good.join("\r\n")), "more");
+  assert.equal(
+    refusal("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"),
+    "the server answered 404 Not Found, not 101 Switching Protocols",
+  );
+  assert.equal(
+    refusal("SSH-2.0-OpenSSH_9.2\r\n\r\n"),
+    'not an HTTP answer: "SSH-2.0-OpenSSH_9.2"',
+  );
+  const without = (n: number, extra: string[] = []) =>
+    refusal(
+      `${[...good.filter((_, i) => i !== n), ...extra].join("\r\n")}\r\n\r\n`,
+    );
+  assert.equal(without(1), "the 101 does not upgrade to websocket");
+  assert.equal(without(2), "the 101's Connection does not include Upgrade");
+  assert.equal(
+    without(3, ["Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="]),
+    "the 101's Sec-WebSocket-Accept does not answer this key",
+  );
+  assert.equal(
+    without(-1, ["Sec-WebSocket-Extensions: permessage-deflate"]),
+    "the server agreed to an extension this client did not offer",
+  );
+  assert.equal(
+    refusal(`HTTP/1.1 101 OK\r\n${"x: y\r\n".repeat(4000)}`),
+    "an answer over 16384 bytes",
   );
 });

@@ -29,6 +29,20 @@ import { frame, RawWebSocket } from "./_websocket.ts";
 import { startRedis } from "./_redis.ts";
 import { testCertificates } from "./_certs.ts";
 import { echoFraming, lineFraming } from "../lib/websocket/framing.ts";
+import { openWebSocket } from "../lib/client/websocket.ts";
+import {
+  closePayload,
+  encodeFrames,
+  FrameReader,
+  OP_CLOSE,
+  OP_PING,
+  OP_TEXT,
+} from "../lib/websocket/frames.ts";
+import {
+  acceptUpgrade,
+  encodeResponse,
+  HeadReader,
+} from "../lib/websocket/http.ts";
 
 /** A WebSocket client that keeps what arrives, and waits on events. */
 class WsClient implements AsyncDisposable {
@@ -1054,4 +1068,128 @@ Deno.test("clients that reset while queued on the WebSocket listener are counted
   assert.deepEqual(await ws.received(1), ["still here"]);
   // Deno's accept() fails on a reset socket (it asks for its peer).
   assert.equal(server.stats.acceptErrors, resets);
+});
+
+Deno.test("the client's WebSocket half-closes: a message that makes two lines gets both back, and a path the server does not serve is one line", async () => {
+  const { server, url } = await serveBoth({ mode: "line" });
+  await using _server = server;
+  // One message, two lines: two messages back (a line a message, without
+  // its end of line), both read before the end.
+  const reply = await echoOnce("one\ntwo\n", { websocket: url, raw: true });
+  assert.equal(reply, "onetwo");
+  await assert.rejects(
+    echoOnce("x", { websocket: url.replace(/\/ws$/, "/nope") }),
+    (error: Error) =>
+      error instanceof Deno.errors.ConnectionRefused &&
+      /^Cannot open ws:\/\/127\.0\.0\.1:\d+\/nope: the server answered 404 Not Found, not 101 Switching Protocols$/
+        .test(error.message),
+  );
+});
+
+Deno.test("the client's WebSocket against a hand-written server: the first frames in the 101's packet, a ping's pong, masked messages, the close handshake; a masked frame from a server breaks the protocol", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const url = new URL(`ws://127.0.0.1:${listener.addr.port}/ws`);
+  const serverFrames = (frames: { opcode: number; payload: Uint8Array }[]) =>
+    encodeFrames(frames);
+  /** Accepts one client, answers its upgrade with `first` after the 101. */
+  const accept = async (first: Uint8Array) => {
+    const conn = await listener.accept();
+    const head = new HeadReader();
+    const buffer = new Uint8Array(4096);
+    let step;
+    do {
+      const n = await conn.read(buffer);
+      step = head.push(buffer.subarray(0, n!));
+    } while (step.state === "more");
+    assert.equal(step.state, "done");
+    const upgrade = acceptUpgrade(step.request);
+    assert.ok(!("status" in upgrade));
+    await writeAll(
+      conn,
+      concat([encodeResponse(101, upgrade.headers, new Uint8Array(0)), first]),
+    );
+    const frames = new FrameReader(1 << 20);
+    const next = async () => {
+      for (;;) {
+        const event = frames.next();
+        if (event !== undefined) return event;
+        const n = await conn.read(buffer);
+        if (n === null) return null;
+        frames.push(buffer.subarray(0, n));
+      }
+    };
+    return { conn, next };
+  };
+  const encoder = new TextEncoder();
+
+  const [client, server] = await Promise.all([
+    openWebSocket(url, false, undefined),
+    accept(serverFrames([
+      { opcode: OP_PING, payload: encoder.encode("p1") },
+      { opcode: OP_TEXT, payload: encoder.encode("hello") },
+    ])),
+  ]);
+  const buffer = new Uint8Array(100);
+  const n = await client.read(buffer);
+  assert.equal(new TextDecoder().decode(buffer.subarray(0, n!)), "hello");
+  // The pong, then a message, masked (the server's reader insists).
+  assert.deepEqual(await server.next(), {
+    kind: "pong",
+  });
+  await client.write(encoder.encode("abc"));
+  assert.deepEqual(await server.next(), {
+    kind: "message",
+    text: true,
+    bytes: encoder.encode("abc"),
+  });
+  // The half-close: the server still sends, then closes.
+  await client.closeWrite();
+  assert.deepEqual(await server.next(), {
+    kind: "close",
+    code: 1000,
+    reason: "",
+  });
+  await assert.rejects(
+    client.write(encoder.encode("no")),
+    Deno.errors.BrokenPipe,
+  );
+  await writeAll(
+    server.conn,
+    serverFrames([
+      { opcode: OP_TEXT, payload: encoder.encode("late") },
+      { opcode: OP_CLOSE, payload: closePayload(1000) },
+    ]),
+  );
+  const late = await client.read(buffer);
+  assert.equal(new TextDecoder().decode(buffer.subarray(0, late!)), "late");
+  assert.equal(await client.read(buffer), null);
+  // The client closes its socket after the server's close.
+  assert.equal(await server.next(), null);
+  server.conn.close();
+  client.close();
+
+  // A server that masks what it sends.
+  const masked = encodeFrames([{
+    opcode: OP_TEXT,
+    payload: encoder.encode("x"),
+  }], true);
+  const [bad, badServer] = await Promise.all([
+    openWebSocket(url, true, undefined),
+    accept(masked),
+  ]);
+  await assert.rejects(
+    bad.read(buffer),
+    (error: Error) =>
+      error instanceof Deno.errors.InvalidData &&
+      error.message ===
+        "The server broke the WebSocket protocol: a masked frame: a server must not mask what it sends",
+  );
+  assert.deepEqual(await badServer.next(), {
+    kind: "close",
+    code: 1002,
+    reason: "a masked frame: a server must not mask what it sends",
+  });
+  assert.equal(await badServer.next(), null);
+  badServer.conn.close();
+  bad.close();
 });

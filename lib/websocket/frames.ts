@@ -1,10 +1,11 @@
 // Private: RFC 6455 frames, free of I/O. A FrameReader takes the bytes a
 // client sends, cut anywhere, and gives what they make as a server must
-// read them (masked, no extension agreed): messages whole (fragments
-// joined, text checked to be UTF-8), pings, pongs, the close, or the first
-// break of the protocol with the close code it calls for (1002, 1007, or
-// 1009 for a message over the limit, said as soon as a frame's header
-// shows it). encodeFrames makes what a server sends. Not exported from
+// read them (masked, no extension agreed), or a server's bytes as a client
+// must (unmasked): messages whole (fragments joined, text checked to be
+// UTF-8), pings, pongs, the close, or the first break of the protocol with
+// the close code it calls for (1002, 1007, or 1009 for a message over the
+// limit, said as soon as a frame's header shows it). encodeFrames makes
+// what a server sends, or, masked, what a client sends. Not exported from
 // mod.ts.
 
 import { join } from "../_lines.ts";
@@ -61,9 +62,14 @@ export function isSendableCloseCode(code: number): boolean {
     (code >= 3000 && code <= 4999);
 }
 
-/** Reads a client's frames from its bytes, in whatever pieces they come. */
+/**
+ * Reads a client's frames from its bytes (or, made with `from: "server"`,
+ * a server's), in whatever pieces they come.
+ */
 export class FrameReader {
   #maxMessageBytes: number;
+  /** Whether frames come masked: from a client. */
+  #masked: boolean;
   #received = new ByteQueue();
   /** The fragments of a message not finished yet, and whether it is text. */
   #fragments: Uint8Array[] = [];
@@ -72,8 +78,12 @@ export class FrameReader {
   #failed = false;
 
   /** A message (all its fragments) over `maxMessageBytes` fails with 1009. */
-  constructor(maxMessageBytes: number) {
+  constructor(
+    maxMessageBytes: number,
+    from: "client" | "server" = "client",
+  ) {
     this.#maxMessageBytes = maxMessageBytes;
+    this.#masked = from === "client";
   }
 
   /** Bytes held that make no event yet (a frame not complete). */
@@ -102,10 +112,16 @@ export class FrameReader {
           "reserved bits set, and no extension was agreed",
         );
       }
-      if ((head[1] & 0x80) === 0) {
+      if ((head[1] & 0x80) === 0 && this.#masked) {
         return this.#fail(
           CLOSE_PROTOCOL_ERROR,
           "an unmasked frame: a client must mask what it sends",
+        );
+      }
+      if ((head[1] & 0x80) !== 0 && !this.#masked) {
+        return this.#fail(
+          CLOSE_PROTOCOL_ERROR,
+          "a masked frame: a server must not mask what it sends",
         );
       }
       let length = head[1] & 0x7f;
@@ -128,13 +144,13 @@ export class FrameReader {
       }
       const problem = this.#check(opcode, fin, length);
       if (problem !== undefined) return problem;
-      const size = at + 4 + length;
+      const keyBytes = this.#masked ? 4 : 0;
+      const size = at + keyBytes + length;
       if (this.#received.length < size) return undefined;
       const frame = this.#received.take(size);
-      const payload = unmask(
-        frame.subarray(at + 4),
-        frame.subarray(at, at + 4),
-      );
+      const payload = this.#masked
+        ? unmask(frame.subarray(at + 4), frame.subarray(at, at + 4))
+        : frame.subarray(at);
       if (opcode >= OP_CLOSE) return this.#control(opcode, payload);
       if (opcode !== OP_CONTINUATION) this.#fragmentText = opcode === OP_TEXT;
       this.#fragments.push(payload);
@@ -256,36 +272,72 @@ export interface OutFrame {
   payload: Uint8Array;
 }
 
-/** `frames` as a server sends them (final, unmasked), in one buffer. */
-export function encodeFrames(frames: readonly OutFrame[]): Uint8Array {
+/**
+ * `frames` as a server sends them (final, unmasked), in one buffer; or,
+ * `masked`, as a client does, each with a key of its own from
+ * crypto.getRandomValues.
+ */
+export function encodeFrames(
+  frames: readonly OutFrame[],
+  masked = false,
+): Uint8Array {
+  const keyBytes = masked ? 4 : 0;
   let size = 0;
   for (const { payload } of frames) {
-    size += headerSize(payload.length) + payload.length;
+    size += headerSize(payload.length) + keyBytes + payload.length;
   }
   const out = new Uint8Array(size);
+  const keys = masked ? maskKeys(frames.length) : undefined;
   let at = 0;
-  for (const { opcode, payload } of frames) {
+  frames.forEach(({ opcode, payload }, index) => {
     const length = payload.length;
+    const maskBit = masked ? 0x80 : 0;
     out[at] = 0x80 | opcode;
     if (length < 126) {
-      out[at + 1] = length;
+      out[at + 1] = maskBit | length;
       at += 2;
     } else if (length < 65536) {
-      out[at + 1] = 126;
+      out[at + 1] = maskBit | 126;
       out[at + 2] = length >>> 8;
       out[at + 3] = length & 0xff;
       at += 4;
     } else {
-      out[at + 1] = 127;
+      out[at + 1] = maskBit | 127;
       const view = new DataView(out.buffer, at + 2, 8);
       view.setUint32(0, Math.floor(length / 2 ** 32));
       view.setUint32(4, length >>> 0);
       at += 10;
     }
-    out.set(payload, at);
+    if (keys === undefined) out.set(payload, at);
+    else {
+      const key = keys.subarray(4 * index, 4 * index + 4);
+      out.set(key, at);
+      at += 4;
+      out.set(payload, at);
+      // Masking is its own inverse.
+      unmask(out.subarray(at, at + length), key);
+    }
     at += length;
-  }
+  });
   return out;
+}
+
+/** Random bytes for masks, drawn from crypto.getRandomValues in batches. */
+const keyPool = new Uint8Array(4096);
+let keyAt = keyPool.length;
+
+/** `count` masking keys, 4 bytes each, unpredictable (RFC 6455, 5.3). */
+function maskKeys(count: number): Uint8Array {
+  const bytes = 4 * count;
+  if (bytes > keyPool.length) {
+    return crypto.getRandomValues(new Uint8Array(bytes));
+  }
+  if (keyAt + bytes > keyPool.length) {
+    crypto.getRandomValues(keyPool);
+    keyAt = 0;
+  }
+  keyAt += bytes;
+  return keyPool.subarray(keyAt - bytes, keyAt);
 }
 
 function headerSize(length: number): number {

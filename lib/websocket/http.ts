@@ -153,7 +153,7 @@ export function wantsClose(request: HttpRequest): boolean {
 }
 
 /** A comma-separated header's tokens, lower case. */
-function tokens(value: string | null): string[] {
+export function tokens(value: string | null): string[] {
   if (value === null) return [];
   return value.split(",").map((t) => t.trim().toLowerCase());
 }
@@ -247,14 +247,18 @@ export function acceptUpgrade(
         : "Sec-WebSocket-Key is not 16 bytes in base64",
     };
   }
-  const accept = createHash("sha1").update(key + GUID).digest("base64");
   return {
     headers: new Headers({
       upgrade: "websocket",
       connection: "Upgrade",
-      "sec-websocket-accept": accept,
+      "sec-websocket-accept": acceptKey(key),
     }),
   };
+}
+
+/** The Sec-WebSocket-Accept that answers `key` (RFC 6455, 4.2.2). */
+export function acceptKey(key: string): string {
+  return createHash("sha1").update(key + GUID).digest("base64");
 }
 
 /** Whether `key` is 16 bytes in base64 (24 characters, `==` at the end). */
