@@ -13,6 +13,7 @@ import {
   planJson,
   type PlanOptions,
   splitPlan,
+  spreadOverHosts,
 } from "./agents/plan.ts";
 import { mergeReports } from "./agents/merge.ts";
 
@@ -247,8 +248,9 @@ export async function coordinateLoad(
 }
 
 /**
- * The first `wanted` agents (by name) that are alive and speak this plan
- * version, once there are that many.
+ * `wanted` agents that are alive and speak this plan version, once there
+ * are that many: spread over their machines (one from each host in turn),
+ * by name within a host.
  */
 async function waitForAgents(
   link: LoadLink,
@@ -261,7 +263,7 @@ async function waitForAgents(
   while (true) {
     seen = await link.agents();
     const fit = seen.filter((a) => a.version === PLAN_VERSION);
-    if (fit.length >= wanted) return fit.slice(0, wanted);
+    if (fit.length >= wanted) return spreadOverHosts(fit, wanted);
     if (Date.now() >= deadline || signal?.aborted) {
       const others = seen.filter((a) => a.version !== PLAN_VERSION);
       throw new Error(

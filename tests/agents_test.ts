@@ -12,7 +12,11 @@ import {
   runLoadAgent,
   serveEcho,
 } from "../mod.ts";
-import { splitExactly, splitPlan } from "../lib/agents/plan.ts";
+import {
+  splitExactly,
+  splitPlan,
+  spreadOverHosts,
+} from "../lib/agents/plan.ts";
 import { addHistograms, mergeReports } from "../lib/agents/merge.ts";
 import { LoadLink } from "../lib/agents/link.ts";
 import {
@@ -23,6 +27,31 @@ import {
 import { startRedis } from "./_redis.ts";
 import { tempDir } from "./_helpers.ts";
 import { CLIENT, LOCK, run, Spawned } from "./_process.ts";
+
+Deno.test("the coordinator spreads its agents over their machines: one from each host in turn, by name within a host", () => {
+  const agents = [
+    ["a1", "alpha"],
+    ["a2", "alpha"],
+    ["a3", "alpha"],
+    ["b1", "beta"],
+    ["b2", "beta"],
+    ["c1", "gamma"],
+  ].map(([name, host]) => ({ name, host }));
+  const names = (wanted: number) =>
+    spreadOverHosts(agents, wanted).map((a) => a.name);
+  assert.deepEqual(names(1), ["a1"]);
+  assert.deepEqual(names(3), ["a1", "b1", "c1"]);
+  assert.deepEqual(names(4), ["a1", "a2", "b1", "c1"]);
+  assert.deepEqual(names(5), ["a1", "a2", "b1", "b2", "c1"]);
+  assert.deepEqual(names(6), ["a1", "a2", "a3", "b1", "b2", "c1"]);
+  assert.deepEqual(names(9), names(6));
+  // One machine: the first by name, as before.
+  const one = agents.map((a) => ({ ...a, host: "solo" }));
+  assert.deepEqual(
+    spreadOverHosts(one, 2).map((a) => a.name),
+    ["a1", "a2"],
+  );
+});
 
 Deno.test("a test splits among agents exactly: connections, count and rate add up to what was asked", () => {
   assert.deepEqual(splitExactly(10, [1, 1, 1]), [4, 3, 3]);

@@ -113,3 +113,33 @@ export function splitPlan(options: PlanOptions, agents: number): PlanOptions[] {
     ...(rates === undefined ? {} : { rate: rates[i] }),
   }));
 }
+
+/**
+ * `wanted` of `agents` (sorted by name), spread over their machines: one
+ * from each host in turn (hosts in the order of their first agent by
+ * name), so that the load leaves from as many machines as it can; the
+ * picked ones by name.
+ */
+export function spreadOverHosts<A extends { name: string; host: string }>(
+  agents: readonly A[],
+  wanted: number,
+): A[] {
+  const byHost = new Map<string, A[]>();
+  for (const agent of agents) {
+    const list = byHost.get(agent.host) ?? [];
+    list.push(agent);
+    byHost.set(agent.host, list);
+  }
+  const queues = [...byHost.values()];
+  const picked: A[] = [];
+  for (let round = 0; picked.length < wanted; round++) {
+    const before = picked.length;
+    for (const queue of queues) {
+      if (round < queue.length && picked.length < wanted) {
+        picked.push(queue[round]);
+      }
+    }
+    if (picked.length === before) break;
+  }
+  return picked.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+}
