@@ -1,8 +1,9 @@
 // Private: a load test spread over agents, free of I/O: the plan a
 // coordinator sends (loadTest's options as JSON, of one version), and how
 // one test splits among agents exactly, as k6's execution segments do: the
-// parts' connections, round trips and rates add up to what was asked. Not
-// exported from mod.ts.
+// parts' connections, round trips and rates add up to what was asked; and
+// which agents take part, spread over their machines. Not exported from
+// mod.ts.
 
 import { optionError } from "../_helpers.ts";
 import type { LoadTestOptions } from "../types.ts";
