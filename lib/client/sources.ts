@@ -250,6 +250,8 @@ function connected<S extends net.Socket>(
         ),
       );
     };
+    // An abort that came before this wait ends it too.
+    if (signal?.aborted) return abort();
     signal?.addEventListener("abort", abort, { once: true });
     const fail = (error: Error) => {
       signal?.removeEventListener("abort", abort);
