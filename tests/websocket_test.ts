@@ -1193,3 +1193,23 @@ Deno.test("the client's WebSocket against a hand-written server: the first frame
   badServer.conn.close();
   bad.close();
 });
+
+Deno.test("the client's WebSocket gives up on a server that says nothing at its timeout, over ws:// and wss://", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) held.push(conn);
+  })();
+  for (const scheme of ["ws", "wss"]) {
+    await assert.rejects(
+      echoOnce("x", {
+        websocket: `${scheme}://127.0.0.1:${listener.addr.port}/ws`,
+        timeout: 300,
+      }),
+      (error: Error) => error.name === "TimeoutError",
+    );
+  }
+  listener.close();
+  await accepting.catch(() => {});
+  for (const conn of held) conn.close();
+});

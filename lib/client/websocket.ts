@@ -68,7 +68,13 @@ export async function openWebSocket(
   const hostname = url.hostname.replace(/^\[|\]$/g, "");
   const port = Number(url.port || (url.protocol === "wss:" ? 443 : 80));
   let socket: Deno.TcpConn | Deno.TlsConn | undefined;
-  const onAbort = () => socket?.close();
+  const onAbort = () => {
+    try {
+      socket?.close();
+    } catch {
+      // startTls has it: the abort is seen once startTls returns.
+    }
+  };
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
     const tcp = await Deno.connect({ hostname, port, signal });
@@ -79,6 +85,7 @@ export async function openWebSocket(
         hostname,
         ...(caCerts === undefined ? {} : { caCerts: [...caCerts] }),
       });
+      signal?.throwIfAborted();
       await socket.handshake();
     }
     const { bytes, key } = openingRequest(url);
