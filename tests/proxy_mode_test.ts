@@ -13,6 +13,7 @@ import { assertUsageErrors, LOCK, SERVER } from "./_process.ts";
 import { seeded } from "./_random.ts";
 import { type Engine, engineTest } from "./_engines.ts";
 import { startRedis } from "./_redis.ts";
+import { resolver } from "../lib/upstream/follow.ts";
 
 const bytes = (n: number, seed = 0) =>
   Uint8Array.from({ length: n }, (_, i) => (i * 7 + seed) % 251);
@@ -413,4 +414,68 @@ Deno.test("--mode proxy's flags and their usage errors", async () => {
       ],
     ],
   );
+});
+
+Deno.test({
+  name:
+    "the native engine follows its upstream's host name: once the name gives another address, new connections go there; a lookup that fails keeps the last address and says so",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    const logs = await captureLogs();
+    // Two upstreams on one port, each saying which it is: at what the
+    // system gives for localhost (127.0.0.1, or ::1 where it ranks first),
+    // and at 127.0.0.2.
+    const start = await resolver.lookup("localhost");
+    using first = Deno.listen({ hostname: start, port: 0 });
+    const port = first.addr.port;
+    using second = Deno.listen({ hostname: "127.0.0.2", port });
+    const serving = [first, second].map(async (listener, i) => {
+      for await (const conn of listener) {
+        await writeAll(conn, new TextEncoder().encode(`upstream ${i + 1}\n`));
+        conn.close();
+      }
+    });
+    let proxyPort = 0;
+    const said = async () => {
+      using conn = await Deno.connect({ port: proxyPort });
+      return new TextDecoder().decode(await readAll(conn));
+    };
+    // The name as the system gives it at the start (localhost), then as
+    // the swapped lookup does: what a DNS record that moved would give.
+    const lookup = resolver.lookup;
+    let now: string | Error = start;
+    resolver.lookup = (name) => {
+      assert.equal(name, "localhost");
+      return now instanceof Error ? Promise.reject(now) : Promise.resolve(now);
+    };
+    try {
+      await using proxy = await proxyTo("native", `localhost:${port}`);
+      proxyPort = proxy.addr.port;
+      assert.equal(await said(), "upstream 1\n");
+      now = "127.0.0.2";
+      const moved = await logs.waitFor((r) =>
+        r.rawMessage ===
+          "Upstream {upstream} now resolves to {address} (was {was}): new connections go there"
+      );
+      assert.deepEqual(moved.properties, {
+        upstream: `localhost:${port}`,
+        address: "127.0.0.2",
+        was: start,
+      });
+      assert.equal(await said(), "upstream 2\n");
+      now = new Error("getaddrinfo ENOTFOUND localhost");
+      const failed = await logs.waitFor((r) =>
+        r.rawMessage ===
+          "Cannot look up upstream {upstream} again: {reason}; connections go to {address} meanwhile"
+      );
+      assert.equal(failed.level, "warning");
+      assert.equal(failed.properties.address, "127.0.0.2");
+      assert.equal(await said(), "upstream 2\n");
+    } finally {
+      resolver.lookup = lookup;
+      first.close();
+      second.close();
+      await Promise.allSettled(serving);
+    }
+  },
 });

@@ -457,6 +457,15 @@ export class EchoLoop {
     this.#tls?.reload(listen);
   }
 
+  /**
+   * Connects to the upstream go to `hostname` (an IP address) from now on:
+   * what its name gives now. Open links stay where they are.
+   */
+  setUpstreamAddress(hostname: string): void {
+    this.#mailTaken++;
+    this.#upstreams?.retarget(hostname);
+  }
+
   /** Connections accepted from now on get `faults`; open ones keep theirs. */
   setFaults(faults: readonly Fault[]): void {
     this.#mailTaken++;

@@ -6,6 +6,7 @@
 // that wakes the loop. This thread's event loop stays free. Not exported
 // from mod.ts.
 
+import { UpstreamFollower } from "../upstream/follow.ts";
 import type { Fault } from "../faults/spec.ts";
 import { getLogger } from "../_logtape.ts";
 import { isIP } from "node:net";
@@ -313,6 +314,8 @@ export class NativeServer implements Backend {
   /** Reloads under way, by id: each loop's answer, an error if it failed. */
   #reloads = new Map<number, (error?: string) => void>();
   #nextReload = 1;
+  /** Proxy mode to an upstream named by a host name: its name, followed. */
+  #follower: UpstreamFollower | undefined;
 
   constructor(
     config: ServerConfig,
@@ -380,6 +383,7 @@ export class NativeServer implements Backend {
       };
       this.#loops.push(this.#startLoop(index, workers, sockets, log));
     }
+    this.#follower = this.#followUpstream(config);
     this.ready = Promise.all([
       ...this.#loops.map((l) => l.started),
       this.#relay?.ready,
@@ -388,6 +392,7 @@ export class NativeServer implements Backend {
     this.finished = Promise.all(this.#loops.map((l) => l.done)).then(
       async () => {
         this.#done = true;
+        await this.#follower?.stop();
         for (const loop of this.#loops) loop.bridge?.close(false);
         // The loops' last leave notices may still be on their way.
         await this.#relay?.close();
@@ -403,6 +408,48 @@ export class NativeServer implements Backend {
     logger.debug("Listening on {address} in {mode} mode (native engine)", {
       address: formatAddr(this.addr),
       mode: config.mode,
+    });
+  }
+
+  /**
+   * Follows the upstream's host name (`config` has it as given; this
+   * server's config, the address it gave at the start): when it gives
+   * another address, every loop connects there from then on.
+   */
+  #followUpstream(config: ServerConfig): UpstreamFollower | undefined {
+    const named = config.upstream?.to;
+    const resolved = this.#config.upstream?.to;
+    if (
+      named?.transport !== "tcp" || resolved?.transport !== "tcp" ||
+      isIP(named.hostname) !== 0
+    ) {
+      return undefined;
+    }
+    const upstream = config.upstream!.address;
+    return new UpstreamFollower(named.hostname, resolved.hostname, {
+      moved: async (address, was) => {
+        await this.#everyLoop((id) => ({
+          t: "upstreamAddress",
+          id,
+          hostname: address,
+        }));
+        // Said once every loop connects there.
+        if (this.#done) return;
+        logger.info(
+          "Upstream {upstream} now resolves to {address} (was {was}): new connections go there",
+          { upstream, address, was },
+        );
+      },
+      failed: (reason) => {
+        logger.warn(
+          "Cannot look up upstream {upstream} again: {reason}; connections go to {address} meanwhile",
+          {
+            upstream,
+            reason,
+            address: this.#follower?.address ?? resolved.hostname,
+          },
+        );
+      },
     });
   }
 
@@ -518,7 +565,26 @@ export class NativeServer implements Backend {
     );
     this.#config = { ...this.#config, faults };
     if (this.#done) return;
-    await Promise.all(
+    await this.#everyLoop((id) => ({ t: "setFaults", id, faults }));
+  }
+
+  async reloadTls(listen: TlsSettings): Promise<void> {
+    checkTls(listen);
+    await this.#everyLoop((id) => ({ t: "reloadTls", id, listen }));
+  }
+
+  /**
+   * Mails every loop a change (`change(id)`) and resolves once each has
+   * answered that it took it.
+   *
+   * @throws {Error} A loop could not take it (its answer says why).
+   */
+  #everyLoop(
+    change: (id: number) => Extract<ToNativeWorker, { id: number }>,
+  ): Promise<void> {
+    // Finished loops take no mail.
+    if (this.#done) return Promise.resolve();
+    return Promise.all(
       this.#loops.map((loop) =>
         new Promise<void>((resolve, reject) => {
           const id = this.#nextReload++;
@@ -527,26 +593,10 @@ export class NativeServer implements Backend {
             if (error === undefined) resolve();
             else reject(new Error(`Native loop ${loop.index}: ${error}`));
           });
-          this.#mailTo(loop, { t: "setFaults", id, faults });
+          this.#mailTo(loop, change(id));
         })
       ),
-    );
-  }
-
-  async reloadTls(listen: TlsSettings): Promise<void> {
-    checkTls(listen);
-    const answers = this.#loops.map((loop) => {
-      const id = this.#nextReload++;
-      return new Promise<void>((resolve, reject) => {
-        this.#reloads.set(id, (error) => {
-          this.#reloads.delete(id);
-          if (error === undefined) resolve();
-          else reject(new Error(`Native loop ${loop.index}: ${error}`));
-        });
-        this.#mailTo(loop, { t: "reloadTls", id, listen });
-      });
-    });
-    await Promise.all(answers);
+    ).then(() => {});
   }
 
   /**

@@ -159,6 +159,17 @@ export class Upstreams {
     return this.#byFd.has(fd);
   }
 
+  /**
+   * Connects from now on go to `hostname` (an IP address), what the
+   * upstream's name gives now; links open or under way stay.
+   */
+  retarget(hostname: string): void {
+    const { to } = this.#config;
+    if (to.transport !== "tcp") return;
+    this.#address = sockaddr(this.#native, hostname, to.port);
+    this.#family = isIP(hostname) === 6 ? AF_INET6 : AF_INET;
+  }
+
   /** When the next connect times out, or Infinity. */
   get nextTimer(): number {
     let at = Infinity;

@@ -50,7 +50,9 @@ export type ToNativeWorker =
   /** New TLS handshakes use these certificates; answered by "reloaded". */
   | { t: "reloadTls"; id: number; listen: TlsSettings }
   /** New connections get these faults; answered by "reloaded". */
-  | { t: "setFaults"; id: number; faults: Fault[] };
+  | { t: "setFaults"; id: number; faults: Fault[] }
+  /** Upstream connects go to this address now; answered by "reloaded". */
+  | { t: "upstreamAddress"; id: number; hostname: string };
 
 /** What a native worker says. */
 export type FromNativeWorker =
@@ -145,6 +147,9 @@ scope.onmessage = (event) => {
     loop?.finishAll(message.reason);
   } else if (message.t === "setFaults") {
     loop?.setFaults(message.faults);
+    scope.postMessage({ t: "reloaded", id: message.id });
+  } else if (message.t === "upstreamAddress") {
+    loop?.setUpstreamAddress(message.hostname);
     scope.postMessage({ t: "reloaded", id: message.id });
   } else if (message.t === "reloadTls") {
     try {
