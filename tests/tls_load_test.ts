@@ -14,6 +14,24 @@ const logs = await captureLogs();
 const decoder = new TextDecoder();
 const NATIVE = ENGINES.includes("native");
 
+/**
+ * Load options of alice's TLS client against `port`: trusting the test
+ * CA, for localhost, presenting her certificate.
+ */
+function alice(
+  certs: Awaited<ReturnType<typeof testCertificates>>,
+  port: number,
+) {
+  return {
+    port,
+    tls: true,
+    caCerts: [certs.ca],
+    serverName: "localhost",
+    cert: certs.alice.cert,
+    key: certs.alice.key,
+  } as const;
+}
+
 /** A native TLS server with `certs`' certificate, once ready. */
 async function nativeTls(
   certs: Awaited<ReturnType<typeof testCertificates>>,
@@ -48,13 +66,8 @@ Deno.test({
       proxyProtocol: true,
       trustedProxies: ["127.0.0.1"],
     });
-    const alice = {
-      port: server.addr.port,
-      tls: true,
-      caCerts: [certs.ca],
-      serverName: "localhost",
-      cert: certs.alice.cert,
-      key: certs.alice.key,
+    const options = {
+      ...alice(certs, server.addr.port),
       alpnProtocols: ["x", "echo/1"],
       sendProxy: "v2",
       proxySource: "192.0.2.7:4000",
@@ -62,7 +75,7 @@ Deno.test({
     } as const;
     // 40 kB: several TLS records each way.
     const report = await loadTest({
-      ...alice,
+      ...options,
       connections: 4,
       count: 200,
       message: 40_000,
@@ -80,7 +93,7 @@ Deno.test({
     }
     // SNI: the other certificate, for the other name.
     const other = await loadTest({
-      ...alice,
+      ...options,
       serverName: "other.example",
       count: 10,
     });
@@ -186,12 +199,7 @@ for (const engine of ENGINES) {
         trustedProxies: ["127.0.0.0/8"],
       });
       const base = {
-        port: server.addr.port,
-        tls: true,
-        caCerts: [certs.ca],
-        serverName: "localhost",
-        cert: certs.alice.cert,
-        key: certs.alice.key,
+        ...alice(certs, server.addr.port),
         alpnProtocols: ["echo/1"],
         sourceAddresses: ["127.0.0.0/29"],
         engine,
