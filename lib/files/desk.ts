@@ -16,6 +16,7 @@ import {
   parsePreface,
   refusal,
   sign,
+  type Ticket,
   TICKET_MS,
   type Transfer,
 } from "./ticket.ts";
@@ -52,13 +53,6 @@ export interface DeskOptions {
   cluster?: { hop: Hop; secret: Promise<Uint8Array> };
   /** A transfer ended, counted once (where its receiver is). */
   ended?(result: "done" | "failed", bytes: number): void;
-}
-
-/** What chat gives a side of a transfer: where to go, and its ticket. */
-export interface Ticket {
-  port: number;
-  until: number;
-  token: string;
 }
 
 /** Makes the tickets of a transfer's sides (what chat's rules need). */

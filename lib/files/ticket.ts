@@ -25,6 +25,13 @@ export interface Transfer {
   until: number;
 }
 
+/** What chat gives a side of a transfer: where to go, and its ticket. */
+export interface Ticket {
+  port: number;
+  until: number;
+  token: string;
+}
+
 /** The first word of a transfer connection's first line. */
 export const PREFACE = "tcp-echo-file/1";
 /** The longest first line a transfer connection may send. */

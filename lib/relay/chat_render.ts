@@ -3,6 +3,8 @@
 // text, for terminals and `nc`. ChatRules says events; only this file
 // knows their wording. Free of I/O. Not exported from mod.ts.
 
+import type { Ticket } from "../files/ticket.ts";
+
 /** Something chat tells one member, or a room. */
 export type ChatEvent =
   | {
@@ -74,6 +76,7 @@ export type FileEvent =
     size: number;
     sha256: string;
   }
+  /** With its ticket: where to send the bytes, and what lets them in. */
   | {
     type: "file-put";
     id: string;
@@ -82,11 +85,8 @@ export type FileEvent =
     size: number;
     attempt: number;
     offset: number;
-    /** The ticket: where to send the bytes, and what lets them in. */
-    port: number;
-    until: number;
-    token: string;
-  }
+  } & Ticket
+  /** With its ticket: where to get the bytes, and what lets them out. */
   | {
     type: "file-get";
     id: string;
@@ -96,10 +96,7 @@ export type FileEvent =
     sha256: string;
     attempt: number;
     offset: number;
-    port: number;
-    until: number;
-    token: string;
-  }
+  } & Ticket
   | {
     type: "file-end";
     id: string;
