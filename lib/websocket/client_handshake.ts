@@ -3,7 +3,7 @@
 // from bytes cut anywhere and checked (101, Upgrade, Connection, and the
 // Sec-WebSocket-Accept its key calls for). Not exported from mod.ts.
 
-import { acceptKey, MAX_HEAD_BYTES, tokens } from "./http.ts";
+import { acceptKey, headEnd, MAX_HEAD_BYTES, tokens } from "./http.ts";
 
 const encoder = new TextEncoder();
 const latin1 = new TextDecoder("latin1");
@@ -47,15 +47,15 @@ export class AnswerReader {
     joined.set(this.#bytes);
     joined.set(bytes, this.#bytes.length);
     this.#bytes = joined;
-    const text = latin1.decode(joined);
-    const match = /\r?\n\r?\n/.exec(text);
-    if (match === null) {
+    const end = headEnd(joined);
+    if (end === -1 || end > MAX_HEAD_BYTES) {
       return joined.length > MAX_HEAD_BYTES
         ? { state: "refused", reason: `an answer over ${MAX_HEAD_BYTES} bytes` }
         : { state: "more" };
     }
-    const end = match.index + match[0].length;
-    const reason = this.#check(text.slice(0, match.index));
+    const reason = this.#check(
+      latin1.decode(joined.subarray(0, end)).trimEnd(),
+    );
     return reason === undefined
       ? { state: "open", rest: joined.slice(end) }
       : { state: "refused", reason };

@@ -65,17 +65,9 @@ export class HeadReader {
   /** What the bytes held make. */
   step(): HeadStep {
     const bytes = this.#bytes;
-    // A head ends with an empty line: LF, then CR LF or LF.
-    for (let i = this.#scanned; i < bytes.length; i++) {
-      if (bytes[i] !== 0x0a || i === 0) continue;
-      const end = bytes[i - 1] === 0x0a
-        ? i
-        : bytes[i - 1] === 0x0d && i >= 2 && bytes[i - 2] === 0x0a
-        ? i
-        : -1;
-      if (end === -1) continue;
-      if (end + 1 > MAX_HEAD_BYTES) break;
-      return parseHead(bytes.subarray(0, end + 1), bytes.subarray(end + 1));
+    const end = headEnd(bytes, this.#scanned);
+    if (end !== -1 && end <= MAX_HEAD_BYTES) {
+      return parseHead(bytes.subarray(0, end), bytes.subarray(end));
     }
     this.#scanned = Math.max(0, bytes.length - 2);
     if (bytes.length > MAX_HEAD_BYTES) {
@@ -89,6 +81,24 @@ export class HeadReader {
     }
     return { state: "more" };
   }
+}
+
+/**
+ * Where an HTTP head in `bytes` ends, looking from `from`: the index just
+ * past its empty line (lines end with LF, CR LF or LF alone), or -1 until
+ * it has come.
+ */
+export function headEnd(bytes: Uint8Array, from = 0): number {
+  for (let i = Math.max(from, 1); i < bytes.length; i++) {
+    if (bytes[i] !== 0x0a) continue;
+    if (
+      bytes[i - 1] === 0x0a ||
+      (bytes[i - 1] === 0x0d && i >= 2 && bytes[i - 2] === 0x0a)
+    ) {
+      return i + 1;
+    }
+  }
+  return -1;
 }
 
 function bad(status: number, reason: string): HeadStep {
