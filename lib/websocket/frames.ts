@@ -289,9 +289,10 @@ export function encodeFrames(
   const out = new Uint8Array(size);
   const keys = masked ? maskKeys(frames.length) : undefined;
   let at = 0;
-  frames.forEach(({ opcode, payload }, index) => {
+  const maskBit = masked ? 0x80 : 0;
+  for (let index = 0; index < frames.length; index++) {
+    const { opcode, payload } = frames[index];
     const length = payload.length;
-    const maskBit = masked ? 0x80 : 0;
     out[at] = 0x80 | opcode;
     if (length < 126) {
       out[at + 1] = maskBit | length;
@@ -318,7 +319,7 @@ export function encodeFrames(
       unmask(out.subarray(at, at + length), key);
     }
     at += length;
-  });
+  }
   return out;
 }
 
