@@ -37,8 +37,11 @@ const USAGE = `Usage: deno task bench:websocket [--reps N] [--duration S]
 /** The ws package the lockfile names (puppeteer-core's own). */
 const WS = "ws@8.23.1";
 
-/** Where Deno keeps `WS` (fetched into its cache if it is not there). */
-async function wsPackageDir(): Promise<string> {
+/**
+ * Where Deno keeps `WS` (fetched into its cache if it is not there), for
+ * `bench/node_ws_echo.mjs`; the WebSocket tests run that server too.
+ */
+export async function wsPackageDir(): Promise<string> {
   await import(`npm:${WS}`);
   const info = await new Deno.Command(DENO, {
     args: ["info", "--json"],

@@ -30,6 +30,7 @@ import { startRedis } from "./_redis.ts";
 import { testCertificates } from "./_certs.ts";
 import { echoFraming, lineFraming } from "../lib/websocket/framing.ts";
 import { openWebSocket } from "../lib/client/websocket.ts";
+import { wsPackageDir } from "../bench/websocket.ts";
 import {
   closePayload,
   encodeFrames,
@@ -1212,4 +1213,36 @@ Deno.test("the client's WebSocket gives up on a server that says nothing at its 
   listener.close();
   await accepting.catch(() => {});
   for (const conn of held) conn.close();
+});
+
+Deno.test("the client's WebSocket against Node's ws (a server that is not ours): messages of every size exact, its half-close answered, and a session line by line", async () => {
+  await using node = new Spawned("node", [
+    "bench/node_ws_echo.mjs",
+    "0",
+    await wsPackageDir(),
+  ]);
+  const [, url] = (await node.stdout.waitFor(/^Listening on (ws:\/\/\S+)$/))
+    .match(/^Listening on (\S+)$/)!;
+  // Each text and binary message back as it went, whatever its size; the
+  // close after them answered by ws's own close.
+  assert.equal(await echoOnce("hi node", { websocket: url }), "hi node");
+  const every = Uint8Array.from({ length: 200_000 }, (_, i) => i % 256);
+  assert.deepEqual(
+    await echoOnce(every, { websocket: url, websocketBinary: true }),
+    every,
+  );
+  const report = await loadTest({
+    websocket: url,
+    connections: 4,
+    count: 400,
+    message: 70_000,
+  });
+  assert.deepEqual(report.errorMessages, []);
+  assert.equal(report.roundTrips, 400);
+  const session = await runClient(
+    ["--ws", url, "-i"],
+    new TextEncoder().encode("one\ntwo\n"),
+  );
+  assert.equal(session.code, 0, session.stderr);
+  assert.equal(new TextDecoder().decode(session.stdout), "one\ntwo\n");
 });
