@@ -216,10 +216,7 @@ export class ChatRules implements RelayRules {
     });
     this.#files = new ChatFiles(options.files ?? { maxBytes: 0 }, {
       say: (member, event, json) =>
-        this.#fanout.post(
-          member,
-          lineOf(event, json ? "json" : this.#protocol(member)),
-        ),
+        this.#say(member, event, json ? "json" : undefined),
       byName: (name) => this.#names.get(name.toLowerCase()),
       user: (member, name) => this.#user(member, name),
     });
@@ -652,9 +649,13 @@ export class ChatRules implements RelayRules {
     return this.#json.has(member) ? "json" : "text";
   }
 
-  /** Tells `member` alone. */
-  #say(member: Member, event: ChatEvent): void {
-    this.#fanout.post(member, lineOf(event, this.#protocol(member)));
+  /** Tells `member` alone, in its protocol unless `protocol` says. */
+  #say(
+    member: Member,
+    event: ChatEvent,
+    protocol: Protocol = this.#protocol(member),
+  ): void {
+    this.#fanout.post(member, lineOf(event, protocol));
   }
 
   /**
